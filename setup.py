@@ -1,0 +1,97 @@
+"""Build script: compiles the Cython core (native/) and generates the gRPC stubs (proto/).
+
+Why setup.py next to pyproject.toml: the extension list, the per-build Cython directives and
+the protoc step are code, not static metadata. Everything else lives in pyproject.toml.
+
+Environment switches (sklearn / pyroaring habits):
+- ``SEGD_CYTHON_DEBUG=1``: bounds and wraparound checks on, ``-O0 -g``: for hunting a crash.
+- ``SEGD_MARCH=native``: adds ``-march=native`` (opt-in: the wheel would not run elsewhere).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEBUG = os.environ.get("SEGD_CYTHON_DEBUG") == "1"
+
+
+def generate_protos() -> None:
+    """Run grpc_tools.protoc on proto/segd/v1/*.proto (stubs are never committed).
+
+    The -I root is proto/, so generated imports read ``from segd.v1 import common_pb2``,
+    which resolves through ``package_dir={"segd": "proto/segd"}`` both installed and editable.
+    """
+    protos = sorted(glob.glob(os.path.join(HERE, "proto", "segd", "v1", "*.proto")))
+    if not protos:
+        return
+    from grpc_tools import protoc
+
+    well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+    args = [
+        "grpc_tools.protoc",
+        f"-I{os.path.join(HERE, 'proto')}",
+        f"-I{well_known}",
+        f"--python_out={os.path.join(HERE, 'proto')}",
+        f"--pyi_out={os.path.join(HERE, 'proto')}",
+        f"--grpc_python_out={os.path.join(HERE, 'proto')}",
+        *[os.path.relpath(p, os.path.join(HERE, "proto")) for p in protos],
+    ]
+    cwd = os.getcwd()
+    os.chdir(os.path.join(HERE, "proto"))
+    try:
+        if protoc.main(args) != 0:
+            sys.exit("protoc failed on proto/segd/v1/*.proto")
+    finally:
+        os.chdir(cwd)
+
+
+def native_extensions() -> list[Extension]:
+    """One extension per native/*.pyx, all with the same flags and directives."""
+    compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+    if os.environ.get("SEGD_MARCH"):
+        compile_args.append(f"-march={os.environ['SEGD_MARCH']}")
+    extensions = []
+    for pyx in sorted(glob.glob(os.path.join("native", "*.pyx"))):
+        name = "native." + os.path.splitext(os.path.basename(pyx))[0]
+        extensions.append(
+            Extension(
+                name,
+                [pyx],
+                include_dirs=[np.get_include(), "native"],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+                extra_compile_args=compile_args,
+            )
+        )
+    directives = {
+        "language_level": 3,
+        "boundscheck": DEBUG,
+        "wraparound": DEBUG,
+        "initializedcheck": DEBUG,
+        "nonecheck": False,
+        "cdivision": True,
+        "embedsignature": True,
+    }
+    return cythonize(extensions, compiler_directives=directives, quiet=True)
+
+
+generate_protos()
+
+setup(
+    packages=find_packages(include=["engine*", "native*", "server*", "bench*"])
+    + ["segd", "segd.v1"],
+    package_dir={"segd": "proto/segd"},
+    package_data={
+        "native": ["*.pyi", "*.pxd", "*.pyx"],
+        "segd.v1": ["*.proto", "*.pyi"],
+        "bench": ["queries/*.sql", "queries/*.dsl"],
+    },
+    ext_modules=native_extensions(),
+    zip_safe=False,
+)
