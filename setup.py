@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 from Cython.Build import cythonize
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("SEGD_CYTHON_DEBUG") == "1"
@@ -83,15 +83,8 @@ def native_extensions() -> list[Extension]:
 
 generate_protos()
 
+# Packages, package data and the proto/ mapping live in pyproject.toml [tool.setuptools].
 setup(
-    packages=find_packages(include=["engine*", "native*", "server*", "bench*"])
-    + ["segd", "segd.v1"],
-    package_dir={"segd": "proto/segd"},
-    package_data={
-        "native": ["*.pyi", "*.pxd", "*.pyx"],
-        "segd.v1": ["*.proto", "*.pyi"],
-        "bench": ["queries/*.sql", "queries/*.dsl"],
-    },
     ext_modules=native_extensions(),
     zip_safe=False,
 )

@@ -1,0 +1,144 @@
+"""Predicate kernels over per-contact attribute columns.
+
+Every numeric condition (``age >= 35``, ``revenue between 1000 and 5000``,
+``days_since_last_order <= 90``) is compiled in Python to a union of closed intervals over
+the column's values, so one kernel serves every operator: ``!=`` is two intervals, ``in`` is
+points, ``not_in`` is the gaps. A row matches when it is valid (not NULL) and its value lies
+in one of the intervals. The kernel either scans the whole column or only a sorted list of
+candidate contacts — the evaluator picks the second when an earlier AND operand already
+left few contacts (the "choose by selectivity" of the plan).
+
+Results are written into a dense bitset (OUT); ``native.bitset`` turns it into a BitMap.
+"""
+
+from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t
+
+from native._types cimport NO_CODE, cid_t, code_t, word_t
+
+ctypedef fused value_t:
+    int8_t
+    int64_t
+    uint32_t
+    double
+
+
+cdef inline void _bit_set(word_t* words, Py_ssize_t i) noexcept nogil:
+    words[i >> 6] |= (<word_t> 1) << (i & 63)
+
+
+cdef inline bint _in_intervals(double v, const double* lo, const double* hi,
+                               Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(n):
+        if v >= lo[k] and v <= hi[k]:
+            return True
+    return False
+
+
+def _check_out(Py_ssize_t n_values, word_t[::1] out):
+    if out.shape[0] * 64 < n_values:
+        raise ValueError(f"output bitset holds {out.shape[0] * 64} bits, need {n_values}")
+
+
+def interval_scan(const value_t[::1] values, object valid, const double[::1] lo,
+                  const double[::1] hi, object candidates, word_t[::1] out):
+    """Set bit c of `out` (INOUT) where valid[c] and values[c] lies in some [lo[k], hi[k]].
+
+    `valid` is None (no NULLs: every value counts) or a uint8 array; `candidates` is None
+    (scan every contact) or sorted uint32 contact ids (look only at those). NaN matches
+    nothing. Values are compared as float64: exact for integers below 2**53.
+    """
+    cdef Py_ssize_t n = values.shape[0], i, n_iv = lo.shape[0]
+    cdef const uint8_t[::1] ok
+    cdef const cid_t[::1] cand
+    cdef bint has_valid = valid is not None, has_cand = candidates is not None
+    cdef cid_t c
+    if hi.shape[0] != n_iv:
+        raise ValueError("lo/hi length mismatch")
+    _check_out(n, out)
+    if has_valid:
+        ok = valid
+        if ok.shape[0] < n:
+            raise ValueError("validity shorter than values")
+    if n == 0 or n_iv == 0:
+        return
+    if has_cand:
+        cand = candidates
+        if cand.shape[0] and cand[cand.shape[0] - 1] >= n:
+            raise ValueError(f"candidate {cand[cand.shape[0] - 1]} >= {n} contacts")
+    with nogil:
+        if has_cand:
+            for i in range(cand.shape[0]):
+                c = cand[i]
+                if has_valid and not ok[c]:
+                    continue
+                if _in_intervals(<double> values[c], &lo[0], &hi[0], n_iv):
+                    _bit_set(&out[0], c)
+        else:
+            for i in range(n):
+                if has_valid and not ok[i]:
+                    continue
+                if _in_intervals(<double> values[i], &lo[0], &hi[0], n_iv):
+                    _bit_set(&out[0], i)
+
+
+def ratio_interval_scan(const double[::1] num, const uint32_t[::1] den,
+                        const double[::1] lo, const double[::1] hi,
+                        object candidates, word_t[::1] out):
+    """Like interval_scan on num[c] / den[c]; den[c] == 0 is NULL (average order value)."""
+    cdef Py_ssize_t n = num.shape[0], i, n_iv = lo.shape[0]
+    cdef const cid_t[::1] cand
+    cdef bint has_cand = candidates is not None
+    cdef cid_t c
+    if den.shape[0] < n or hi.shape[0] != n_iv:
+        raise ValueError("num/den/lo/hi shape mismatch")
+    _check_out(n, out)
+    if n == 0 or n_iv == 0:
+        return
+    if has_cand:
+        cand = candidates
+        if cand.shape[0] and cand[cand.shape[0] - 1] >= n:
+            raise ValueError(f"candidate {cand[cand.shape[0] - 1]} >= {n} contacts")
+    with nogil:
+        if has_cand:
+            for i in range(cand.shape[0]):
+                c = cand[i]
+                if den[c] and _in_intervals(num[c] / den[c], &lo[0], &hi[0], n_iv):
+                    _bit_set(&out[0], c)
+        else:
+            for i in range(n):
+                if den[i] and _in_intervals(num[i] / den[i], &lo[0], &hi[0], n_iv):
+                    _bit_set(&out[0], i)
+
+
+def code_mask_scan(const code_t[::1] codes, const uint8_t[::1] mask, object candidates,
+                   word_t[::1] out):
+    """Set bit c of `out` (INOUT) where codes[c] is not NULL and mask[codes[c]] != 0.
+
+    For dictionary columns without per-value bitmaps (high cardinality: emails, phones) and
+    for `prefix` / `contains`, whose matching codes are found in the (small) dictionary.
+    """
+    cdef Py_ssize_t n = codes.shape[0], i, m = mask.shape[0]
+    cdef const cid_t[::1] cand
+    cdef bint has_cand = candidates is not None
+    cdef cid_t c
+    cdef code_t k
+    _check_out(n, out)
+    if n == 0 or m == 0:
+        return
+    if has_cand:
+        cand = candidates
+        if cand.shape[0] and cand[cand.shape[0] - 1] >= n:
+            raise ValueError(f"candidate {cand[cand.shape[0] - 1]} >= {n} contacts")
+    with nogil:
+        if has_cand:
+            for i in range(cand.shape[0]):
+                c = cand[i]
+                k = codes[c]
+                if k != NO_CODE and k < m and mask[k]:
+                    _bit_set(&out[0], c)
+        else:
+            for i in range(n):
+                k = codes[i]
+                if k != NO_CODE and k < m and mask[k]:
+                    _bit_set(&out[0], i)

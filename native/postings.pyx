@@ -1,0 +1,267 @@
+"""Inverted postings: for one (event type, dimension), value code -> ascending row numbers.
+
+Rows index the type's time-ordered event log (``eventlog.pyx``), so a list of rows is also a
+list in time order: a time window ``[r0, r1)`` of the log is found in every list by binary
+search, and two filters on one event intersect exactly (same row = same event). A posting
+costs 4 bytes; the contact id and the time are read from the log's columns.
+
+Lists live in C memory (one ``RowList`` per code) because there are ~10^5 of them per type:
+Python objects per list would cost more than the postings of a rare item.
+"""
+
+from libc.stdint cimport UINT32_MAX, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memmove, memset
+
+import numpy as np
+
+from native._types cimport NO_CODE, code_t, row_t
+
+
+cdef inline Py_ssize_t _lower_bound(const row_t* rows, Py_ssize_t n, row_t key) noexcept nogil:
+    """First index i with rows[i] >= key (n if none)."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if rows[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef class Postings:
+    """Postings of one dimension of one event type (see module docstring)."""
+
+    def __cinit__(self):
+        self.lists = NULL
+        self.n_codes = 0
+        self.total = 0
+        self.allocated = 0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.lists != NULL:
+            for i in range(self.n_codes):
+                free(self.lists[i].rows)
+            free(self.lists)
+
+    cdef int _ensure_codes(self, Py_ssize_t n_codes) except -1:
+        cdef Py_ssize_t new_n
+        cdef RowList* grown
+        if n_codes <= self.n_codes:
+            return 0
+        new_n = max(n_codes, self.n_codes + (self.n_codes >> 1), 16)
+        grown = <RowList*> realloc(self.lists, new_n * sizeof(RowList))
+        if grown == NULL:
+            raise MemoryError("postings: cannot grow the code table")
+        memset(&grown[self.n_codes], 0, (new_n - self.n_codes) * sizeof(RowList))
+        self.lists = grown
+        self.n_codes = new_n
+        return 0
+
+    cdef int _reserve(self, code_t code, uint32_t extra) noexcept nogil:
+        """Make room for `extra` more rows in list `code`; -1 when out of memory."""
+        cdef RowList* lst = &self.lists[code]
+        cdef uint64_t need = <uint64_t> lst.n + extra
+        cdef uint64_t cap
+        cdef row_t* grown
+        if need <= lst.cap:
+            return 0
+        if need > UINT32_MAX:
+            return -1
+        # Grow by half: streaming appends stay amortised O(1); bulk loads reserve the exact
+        # batch size first (append_rows counts per code), so a loaded index carries no slack.
+        cap = lst.cap + (lst.cap >> 1)
+        if cap < need:
+            cap = need
+        if cap > UINT32_MAX:
+            cap = UINT32_MAX
+        grown = <row_t*> realloc(lst.rows, cap * sizeof(row_t))
+        if grown == NULL:
+            return -1
+        self.allocated += cap - lst.cap
+        lst.rows = grown
+        lst.cap = <uint32_t> cap
+        return 0
+
+    @property
+    def postings(self) -> int:
+        """Number of postings held."""
+        return self.total
+
+    def nbytes(self) -> int:
+        """Bytes allocated for rows and the code table."""
+        return self.allocated * sizeof(row_t) + self.n_codes * sizeof(RowList)
+
+    def __len__(self):
+        return self.n_codes
+
+    def sizes(self):
+        """Postings per code as a uint32 array (length = codes allocated)."""
+        out = np.zeros(self.n_codes, dtype=np.uint32)
+        cdef uint32_t[::1] o = out
+        cdef Py_ssize_t i
+        for i in range(self.n_codes):
+            o[i] = self.lists[i].n
+        return out
+
+    def rows_of(self, code_t code):
+        """Copy of the rows of one code (ascending)."""
+        if code >= self.n_codes or self.lists[code].n == 0:
+            return np.empty(0, dtype=np.uint32)
+        cdef RowList* lst = &self.lists[code]
+        out = np.empty(lst.n, dtype=np.uint32)
+        cdef row_t[::1] o = out
+        cdef Py_ssize_t i
+        for i in range(lst.n):
+            o[i] = lst.rows[i]
+        return out
+
+    def append_rows(self, const row_t[::1] rows, const code_t[::1] codes):
+        """Append rows (all greater than every row held) under their codes; NO_CODE skipped.
+
+        The fast path of ingest: the batch lands after the end of the log.
+        """
+        cdef Py_ssize_t n = rows.shape[0], i
+        cdef code_t c, max_code = 0
+        cdef Py_ssize_t n_valid = 0
+        cdef int rc = 0
+        if codes.shape[0] != n:
+            raise ValueError(f"rows/codes length mismatch: {n} != {codes.shape[0]}")
+        for i in range(n):
+            c = codes[i]
+            if c != NO_CODE:
+                n_valid += 1
+                if c > max_code:
+                    max_code = c
+        if n_valid == 0:
+            return
+        self._ensure_codes(<Py_ssize_t> max_code + 1)
+        counts = np.bincount(np.asarray(codes)[np.asarray(codes) != NO_CODE],
+                             minlength=max_code + 1).astype(np.uint32)
+        cdef const uint32_t[::1] cnt = counts
+        with nogil:
+            for i in range(max_code + 1):
+                if cnt[i] and self._reserve(<code_t> i, cnt[i]) != 0:
+                    rc = -1
+                    break
+            if rc == 0:
+                for i in range(n):
+                    c = codes[i]
+                    if c != NO_CODE:
+                        self.lists[c].rows[self.lists[c].n] = rows[i]
+                        self.lists[c].n += 1
+                self.total += n_valid
+        if rc != 0:
+            raise MemoryError("postings: cannot grow a row list")
+
+    def remap_and_insert(self, row_t first_moved, const row_t[::1] new_pos_of_old,
+                         const row_t[::1] rows, const code_t[::1] codes):
+        """Late events were merged into the log: renumber and insert, keeping lists sorted.
+
+        Rows >= `first_moved` moved: old row r is now ``new_pos_of_old[r - first_moved]``
+        (monotone, so each list stays sorted). Then each new (row, code) is inserted at its
+        place. Cost: one binary search per list plus the moved tails; late events usually
+        land near the end of the log, so the tails are short.
+        """
+        cdef Py_ssize_t i, j, k, n = rows.shape[0], n_moved = new_pos_of_old.shape[0]
+        cdef RowList* lst
+        cdef code_t c
+        cdef row_t r
+        cdef int rc = 0
+        if codes.shape[0] != n:
+            raise ValueError(f"rows/codes length mismatch: {n} != {codes.shape[0]}")
+        cdef code_t max_code = 0
+        for i in range(n):
+            if codes[i] != NO_CODE and codes[i] > max_code:
+                max_code = codes[i]
+        if n:
+            self._ensure_codes(<Py_ssize_t> max_code + 1)
+        with nogil:
+            if n_moved:
+                for k in range(self.n_codes):
+                    lst = &self.lists[k]
+                    if lst.n == 0:
+                        continue
+                    j = _lower_bound(lst.rows, lst.n, first_moved)
+                    for j in range(j, lst.n):
+                        lst.rows[j] = new_pos_of_old[lst.rows[j] - first_moved]
+            for i in range(n):
+                c = codes[i]
+                if c == NO_CODE:
+                    continue
+                if self._reserve(c, 1) != 0:
+                    rc = -1
+                    break
+                lst = &self.lists[c]
+                r = rows[i]
+                j = _lower_bound(lst.rows, lst.n, r)
+                if j < lst.n:
+                    memmove(&lst.rows[j + 1], &lst.rows[j], (lst.n - j) * sizeof(row_t))
+                lst.rows[j] = r
+                lst.n += 1
+                self.total += 1
+        if rc != 0:
+            raise MemoryError("postings: cannot grow a row list")
+
+    def count_in_window(self, const code_t[::1] codes, row_t r0, row_t r1) -> int:
+        """Postings of the given codes with rows in [r0, r1): a selectivity estimate."""
+        cdef Py_ssize_t i, n = codes.shape[0]
+        cdef uint64_t total = 0
+        cdef RowList* lst
+        with nogil:
+            for i in range(n):
+                if codes[i] >= self.n_codes:
+                    continue
+                lst = &self.lists[codes[i]]
+                if lst.n == 0:
+                    continue
+                total += (_lower_bound(lst.rows, lst.n, r1)
+                          - _lower_bound(lst.rows, lst.n, r0))
+        return total
+
+    def gather(self, const code_t[::1] codes, row_t r0, row_t r1):
+        """Rows in [r0, r1) of the given codes, concatenated (sorted within each code only).
+
+        Counting per contact needs no global order, so the k-way merge is skipped.
+        """
+        cdef Py_ssize_t i, n = codes.shape[0], a, b, pos = 0
+        cdef uint64_t total = self.count_in_window(codes, r0, r1)
+        out = np.empty(total, dtype=np.uint32)
+        if total == 0:
+            return out
+        cdef row_t[::1] o = out
+        cdef RowList* lst
+        with nogil:
+            for i in range(n):
+                if codes[i] >= self.n_codes:
+                    continue
+                lst = &self.lists[codes[i]]
+                if lst.n == 0:
+                    continue
+                a = _lower_bound(lst.rows, lst.n, r0)
+                b = _lower_bound(lst.rows, lst.n, r1)
+                if b > a:
+                    memmove(&o[pos], &lst.rows[a], (b - a) * sizeof(row_t))
+                    pos += b - a
+        return out
+
+    def shrink_to_fit(self):
+        """Drop the slack of every list (after a bulk load)."""
+        cdef Py_ssize_t i
+        cdef RowList* lst
+        cdef row_t* p
+        for i in range(self.n_codes):
+            lst = &self.lists[i]
+            if lst.cap > lst.n:
+                if lst.n == 0:
+                    free(lst.rows)
+                    lst.rows = NULL
+                else:
+                    p = <row_t*> realloc(lst.rows, lst.n * sizeof(row_t))
+                    if p == NULL:
+                        continue
+                    lst.rows = p
+                self.allocated -= lst.cap - lst.n
+                lst.cap = lst.n
