@@ -1,0 +1,700 @@
+"""External string ids <-> dense uint32 codes, in order of first appearance (``IdMap``).
+
+Customer ids, item ids, search phrases and campaign names all become ``code_t`` codes
+0..n-1 here. With 10M+ customer ids a Python dict of str would cost ~100 bytes an entry, so
+nothing is a Python object per entry; everything lives in four C arrays:
+
+- ``data``: the UTF-8 bytes of every string, concatenated in code order (grows);
+- ``offsets``: int64, n+1 of them; string ``c`` is ``data[offsets[c]:offsets[c + 1]]``
+  (the Arrow ``large_string`` layout, so ``to_arrow`` is two memcpy);
+- ``tags``: the low 32 bits of each string's 64-bit hash, per code. A probe compares the
+  tag before touching ``offsets``/``data`` (one cache miss instead of two), and a resize
+  rehashes from the tags without re-reading the strings;
+- ``table``: open addressing, linear probing, power-of-two capacity, load <= 0.5; a slot
+  holds a code or ``EMPTY_SLOT``. The home slot is ``tag & mask``: this is why the map is
+  capped at 2^31 entries (table <= 2^32 slots, so a 32-bit tag covers the mask).
+
+For 9-byte ids that is 9 (data) + 8 (offsets) + 4 (tags) + 8..16 (table) bytes per entry.
+
+Thread safety: a per-map lock is taken around every touch of the C arrays (writers
+``realloc`` them), and it is waited for with the GIL released. Lookups from several
+threads are therefore serialised with each other, never corrupted.
+"""
+
+from cpython.pythread cimport (
+    NOWAIT_LOCK,
+    WAIT_LOCK,
+    PyThread_acquire_lock,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_release_lock,
+    PyThread_type_lock,
+)
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memset
+
+import numpy as np
+import pyarrow as pa
+
+from native._types cimport NO_CODE, code_t
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    /* Unaligned little-endian-agnostic loads: memcpy compiles to one mov. */
+    static inline uint64_t segd_rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+    static inline uint64_t segd_rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+    static inline uint64_t segd_rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+    /* 64-bit string hash: xxh64-style multiply-rotate rounds over 8-byte words, the tail
+       read as two overlapping 4-byte words (or 3 single bytes) so it is injective for a
+       given length, and murmur3's fmix64 as final avalanche so every output bit (the low
+       bits are the table's home slot) depends on every input bit. Not keyed: it is not a
+       defence against deliberately colliding ids. */
+    static inline uint64_t segd_hash_bytes(const uint8_t *p, int64_t n) {
+        const uint64_t P1 = 0x9E3779B185EBCA87ULL, P2 = 0xC2B2AE3D27D4EB4FULL;
+        const uint64_t P4 = 0x85EBCA77C2B2AE63ULL;
+        uint64_t h = 0x27D4EB2F165667C5ULL ^ ((uint64_t)n * P1);
+        uint64_t k;
+        while (n >= 8) {
+            k = segd_rotl64(segd_rd64(p) * P2, 31) * P1;
+            h = segd_rotl64(h ^ k, 27) * P1 + P4;
+            p += 8;
+            n -= 8;
+        }
+        if (n > 0) {
+            if (n >= 4) {
+                k = segd_rd32(p) | (segd_rd32(p + n - 4) << 32);
+            } else {
+                k = ((uint64_t)p[0] << 16) | ((uint64_t)p[n >> 1] << 8) | (uint64_t)p[n - 1];
+            }
+            k = segd_rotl64(k * P2, 31) * P1;
+            h = segd_rotl64(h ^ k, 23) * P2 + P4;
+        }
+        h ^= h >> 33;
+        h *= 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 33;
+        h *= 0xC4CEB9FE1A85EC53ULL;
+        h ^= h >> 33;
+        return h;
+    }
+
+    #if defined(__GNUC__) || defined(__clang__)
+    #define SEGD_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define SEGD_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    uint64_t segd_hash_bytes(const uint8_t* p, int64_t n) noexcept nogil
+    void SEGD_PREFETCH(const void* p) noexcept nogil
+
+
+ctypedef fused offset_t:
+    int32_t     # pa.string()
+    int64_t     # pa.large_string()
+
+cdef enum:
+    EMPTY_SLOT = 0xFFFFFFFF  # table slot holding no code (same value as NO_CODE)
+    PIPELINE = 16            # strings hashed ahead of their probe (prefetch distance)
+
+cdef int64_t MAX_CODES = 2147483648  # table <= 2^32 slots, addressed by a 32-bit tag
+
+# Kernel return codes (the def layer turns them into exceptions after `with nogil:`).
+cdef enum:
+    OK = 0
+    ERR_NOMEM = -1
+    ERR_FULL = -2
+
+
+cdef struct IdMapState:
+    uint8_t* data          # UTF-8 bytes of all strings, concatenated in code order
+    int64_t data_len       # bytes of `data` in use
+    int64_t data_cap       # bytes of `data` allocated
+    int64_t* offsets       # code c -> data[offsets[c]:offsets[c+1]]; n+1 in use
+    uint32_t* tags         # code c -> low 32 bits of its hash
+    int64_t code_cap       # codes allocated (`tags`: code_cap, `offsets`: code_cap + 1)
+    uint32_t* table        # hash slots -> code, or EMPTY_SLOT
+    uint64_t table_mask    # table capacity - 1 (capacity is a power of two)
+    int64_t n              # codes in use
+
+
+# ================================================================================
+# nogil kernels
+# ================================================================================
+
+cdef inline uint64_t _find_slot(const IdMapState* st, const uint8_t* s, int64_t ln,
+                                uint32_t tag) noexcept nogil:
+    """Slot holding the code of string s, or the empty slot where it would be inserted."""
+    cdef uint64_t slot = tag & st.table_mask
+    cdef uint32_t c
+    while True:
+        c = st.table[slot]
+        if c == EMPTY_SLOT:
+            return slot
+        if (st.tags[c] == tag
+                and st.offsets[c + 1] - st.offsets[c] == ln
+                and memcmp(st.data + st.offsets[c], s, <size_t>ln) == 0):
+            return slot
+        slot = (slot + 1) & st.table_mask
+
+
+cdef int _grow_codes(IdMapState* st, int64_t need, int64_t upper) noexcept nogil:
+    """Make room for `need` codes; grows 1.5x but never past `upper` (the batch's worst case)."""
+    cdef int64_t cap = st.code_cap + st.code_cap // 2
+    cdef int64_t* offsets
+    cdef uint32_t* tags
+    if cap < 16:
+        cap = 16
+    if cap > upper:
+        cap = upper   # a bulk load of distinct ids ends with no slack
+    if cap < need:
+        cap = need
+    offsets = <int64_t*>realloc(st.offsets, <size_t>(cap + 1) * sizeof(int64_t))
+    if offsets == NULL:
+        return ERR_NOMEM
+    st.offsets = offsets
+    tags = <uint32_t*>realloc(st.tags, <size_t>cap * sizeof(uint32_t))
+    if tags == NULL:
+        return ERR_NOMEM
+    st.tags = tags
+    st.code_cap = cap
+    return OK
+
+
+cdef int _grow_data(IdMapState* st, int64_t need, int64_t upper) noexcept nogil:
+    """Make room for `need` bytes of strings; same growth rule as _grow_codes."""
+    cdef int64_t cap = st.data_cap + st.data_cap // 2
+    cdef uint8_t* data
+    if cap < 64:
+        cap = 64
+    if cap > upper:
+        cap = upper
+    if cap < need:
+        cap = need
+    data = <uint8_t*>realloc(st.data, <size_t>cap)
+    if data == NULL:
+        return ERR_NOMEM
+    st.data = data
+    st.data_cap = cap
+    return OK
+
+
+cdef int _grow_table(IdMapState* st, uint64_t capacity) noexcept nogil:
+    """Rehash every code into a fresh table of `capacity` slots (a power of two)."""
+    cdef uint32_t* table = <uint32_t*>malloc(<size_t>capacity * sizeof(uint32_t))
+    cdef uint64_t mask = capacity - 1, slot
+    cdef int64_t c
+    if table == NULL:
+        return ERR_NOMEM
+    memset(table, 0xFF, <size_t>capacity * sizeof(uint32_t))   # all EMPTY_SLOT
+    for c in range(st.n):
+        # Codes are distinct, so no string compare: first empty slot from home.
+        slot = st.tags[c] & mask
+        while table[slot] != EMPTY_SLOT:
+            slot = (slot + 1) & mask
+        table[slot] = <uint32_t>c
+    free(st.table)
+    st.table = table
+    st.table_mask = mask
+    return OK
+
+
+cdef int _offsets_valid(const offset_t* offs, int64_t n, int64_t data_size) noexcept nogil:
+    """1 if offs[0..n] is non-decreasing inside [0, data_size], else 0."""
+    cdef int64_t i
+    if offs[0] < 0 or offs[n] > data_size:
+        return 0
+    for i in range(n):
+        if offs[i + 1] < offs[i]:
+            return 0
+    return 1
+
+
+cdef int _get_or_add(IdMapState* st,
+                     const uint8_t* data,       # IN  string bytes
+                     const offset_t* offs,      # IN  n + 1 validated offsets
+                     int64_t n,
+                     code_t* out                # OUT n codes
+                     ) noexcept nogil:
+    """Code of each string, adding unknown ones in order; OK, ERR_NOMEM or ERR_FULL."""
+    cdef int64_t i, j, ln, start
+    cdef int64_t bytes_left = offs[n] - offs[0]
+    cdef uint64_t slot
+    cdef uint32_t c
+    cdef uint32_t tags[PIPELINE]
+    cdef int rc
+    # Software pipeline: string i + PIPELINE is hashed and its home slot prefetched while
+    # string i is probed, so the table's cache misses overlap instead of queueing.
+    for j in range(min(<int64_t>PIPELINE, n)):
+        tags[j] = <uint32_t>segd_hash_bytes(data + offs[j], offs[j + 1] - offs[j])
+        SEGD_PREFETCH(st.table + (tags[j] & st.table_mask))
+    for i in range(n):
+        start = offs[i]
+        ln = offs[i + 1] - start
+        c = tags[i % PIPELINE]
+        j = i + PIPELINE
+        if j < n:
+            tags[j % PIPELINE] = <uint32_t>segd_hash_bytes(data + offs[j], offs[j + 1] - offs[j])
+            SEGD_PREFETCH(st.table + (tags[j % PIPELINE] & st.table_mask))
+        slot = _find_slot(st, data + start, ln, c)
+        if st.table[slot] == EMPTY_SLOT:
+            if st.n >= MAX_CODES:
+                return ERR_FULL
+            if st.n + 1 > st.code_cap:
+                rc = _grow_codes(st, st.n + 1, st.n + (n - i))
+                if rc != OK:
+                    return rc
+            if st.data_len + ln > st.data_cap:
+                rc = _grow_data(st, st.data_len + ln, st.data_len + bytes_left)
+                if rc != OK:
+                    return rc
+            if <uint64_t>(st.n + 1) * 2 > st.table_mask + 1:
+                rc = _grow_table(st, (st.table_mask + 1) * 2)
+                if rc != OK:
+                    return rc
+                slot = _find_slot(st, data + start, ln, c)
+            if ln > 0:
+                memcpy(st.data + st.data_len, data + start, <size_t>ln)
+            st.data_len += ln
+            st.offsets[st.n + 1] = st.data_len
+            st.tags[st.n] = c
+            st.table[slot] = <uint32_t>st.n
+            st.n += 1
+        out[i] = st.table[slot]
+        bytes_left -= ln
+    return OK
+
+
+cdef void _lookup(const IdMapState* st,
+                  const uint8_t* data,          # IN  string bytes
+                  const offset_t* offs,         # IN  n + 1 validated offsets
+                  const uint8_t* valid,         # IN  Arrow validity bitmap or NULL
+                  int64_t bit_offset,           # first bit of `valid` for string 0
+                  int64_t n,
+                  code_t* out                   # OUT n codes, NO_CODE if unknown or null
+                  ) noexcept nogil:
+    """Code of each string, NO_CODE for unknown or null strings; never adds."""
+    cdef int64_t i, j, b, ln, start
+    cdef uint32_t c
+    cdef uint32_t tags[PIPELINE]
+    # Same prefetch pipeline as _get_or_add (null strings hash their empty slice, harmless).
+    for j in range(min(<int64_t>PIPELINE, n)):
+        tags[j] = <uint32_t>segd_hash_bytes(data + offs[j], offs[j + 1] - offs[j])
+        SEGD_PREFETCH(st.table + (tags[j] & st.table_mask))
+    for i in range(n):
+        start = offs[i]
+        ln = offs[i + 1] - start
+        c = tags[i % PIPELINE]
+        j = i + PIPELINE
+        if j < n:
+            tags[j % PIPELINE] = <uint32_t>segd_hash_bytes(data + offs[j], offs[j + 1] - offs[j])
+            SEGD_PREFETCH(st.table + (tags[j % PIPELINE] & st.table_mask))
+        if valid != NULL:
+            b = bit_offset + i
+            if not (valid[b >> 3] >> (b & 7)) & 1:
+                out[i] = NO_CODE
+                continue
+        out[i] = st.table[_find_slot(st, data + start, ln, c)]   # EMPTY_SLOT == NO_CODE
+
+
+cdef int64_t _decode_sizes(const IdMapState* st,
+                           const code_t* codes,   # IN  m codes
+                           int64_t m,
+                           int64_t* total,        # OUT bytes of the decoded strings
+                           int64_t* n_null        # OUT codes equal to NO_CODE
+                           ) noexcept nogil:
+    """Sizes for decode; returns the position of the first invalid code, or -1."""
+    cdef int64_t i, t = 0, nn = 0
+    cdef code_t c
+    for i in range(m):
+        c = codes[i]
+        if c == NO_CODE:
+            nn += 1
+        elif c >= st.n:
+            return i
+        else:
+            t += st.offsets[c + 1] - st.offsets[c]
+    total[0] = t
+    n_null[0] = nn
+    return -1
+
+
+cdef void _decode_gather(const IdMapState* st,
+                         const code_t* codes,    # IN  m codes, validated
+                         int64_t m,
+                         int64_t* offsets,       # OUT m + 1 offsets
+                         uint8_t* data,          # OUT bytes of the strings
+                         uint8_t* valid          # OUT validity bitmap or NULL (no nulls)
+                         ) noexcept nogil:
+    """Copy the strings of `codes` into Arrow large_string buffers."""
+    cdef int64_t i, pos = 0, ln
+    cdef code_t c
+    if valid != NULL:
+        memset(valid, 0, <size_t>((m + 7) >> 3))
+    offsets[0] = 0
+    for i in range(m):
+        c = codes[i]
+        if c != NO_CODE:
+            ln = st.offsets[c + 1] - st.offsets[c]
+            memcpy(data + pos, st.data + st.offsets[c], <size_t>ln)
+            pos += ln
+            if valid != NULL:
+                valid[i >> 3] |= <uint8_t>(1 << (i & 7))
+        offsets[i + 1] = pos
+
+
+# ================================================================================
+# Arrow input normalisation (with the GIL)
+# ================================================================================
+
+cdef const uint8_t[::1] _EMPTY_BYTES = np.zeros(8, dtype=np.uint8)
+
+
+def _string_chunks(strings):
+    """Arrow string chunks of `strings` (Array, ChunkedArray, or list/tuple of str)."""
+    if isinstance(strings, pa.ChunkedArray):
+        chunks = strings.chunks
+    elif isinstance(strings, pa.Array):
+        chunks = [strings]
+    elif isinstance(strings, (list, tuple)):
+        chunks = [pa.array(strings, type=pa.large_string())]
+    else:
+        raise TypeError(
+            f"expected a pyarrow string array or a list of str, got {type(strings).__name__}"
+        )
+    out = []
+    for chunk in chunks:
+        t = chunk.type
+        if pa.types.is_string_view(t):
+            chunk = chunk.cast(pa.large_string())
+        elif not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise TypeError(f"expected string or large_string values, got {t}")
+        out.append(chunk)
+    return out
+
+
+cdef class _Chunk:
+    """Zero-copy views of one Arrow string array's buffers, validated."""
+    cdef int64_t n                    # strings
+    cdef bint large                   # int64 offsets (large_string) or int32
+    cdef const int32_t[::1] off32     # n + 1 offsets, when not large
+    cdef const int64_t[::1] off64     # n + 1 offsets, when large
+    cdef const uint8_t[::1] data      # string bytes (a dummy when the buffer is empty)
+    cdef const uint8_t[::1] valid     # validity bitmap bytes, or None
+    cdef int64_t bit_offset           # bit of `valid` for string 0 (= arr.offset)
+    cdef int64_t null_count
+
+    def __init__(self, arr):
+        cdef int ok
+        bufs = arr.buffers()
+        self.n = len(arr)
+        self.large = pa.types.is_large_string(arr.type)
+        self.null_count = arr.null_count
+        self.bit_offset = arr.offset
+        self.valid = None
+        if bufs[0] is not None and self.null_count > 0:
+            self.valid = np.frombuffer(bufs[0], dtype=np.uint8)
+        if bufs[2] is not None and bufs[2].size > 0:
+            self.data = np.frombuffer(bufs[2], dtype=np.uint8)
+        else:
+            self.data = _EMPTY_BYTES[:0]
+        if self.n == 0:
+            return
+        # Arrow offsets are relative to the data buffer; `arr.offset` slices the offsets.
+        if self.large:
+            self.off64 = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset:arr.offset + self.n + 1]
+            with nogil:
+                ok = _offsets_valid(&self.off64[0], self.n, self.data.shape[0])
+        else:
+            self.off32 = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset:arr.offset + self.n + 1]
+            with nogil:
+                ok = _offsets_valid(&self.off32[0], self.n, self.data.shape[0])
+        if not ok:
+            raise ValueError("string array has invalid offsets")
+
+    cdef const uint8_t* data_ptr(self) noexcept nogil:
+        return &self.data[0] if self.data.shape[0] > 0 else &_EMPTY_BYTES[0]
+
+
+
+# ================================================================================
+# IdMap
+# ================================================================================
+
+cdef inline void _lock(PyThread_type_lock lock) noexcept:
+    """Take the map's lock; wait for it without the GIL so its holder can finish."""
+    if not PyThread_acquire_lock(lock, NOWAIT_LOCK):
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+
+
+cdef class IdMap:
+    """Dictionary of strings to dense codes 0..n-1 in order of first appearance.
+
+    >>> m = IdMap()
+    >>> m.get_or_add(["b", "a", "b"]).tolist()
+    [0, 1, 0]
+    >>> m.lookup(["a", "zz"]).tolist()
+    [1, 4294967295]
+    >>> m.decode_one(1)
+    'a'
+    """
+    cdef IdMapState st
+    cdef PyThread_type_lock lock
+
+    def __cinit__(self, capacity_hint=0):
+        memset(&self.st, 0, sizeof(IdMapState))
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError()
+
+    def __init__(self, capacity_hint: int = 0):
+        """Empty map; `capacity_hint` pre-sizes the code arrays and the table (no data)."""
+        cdef int64_t hint = capacity_hint
+        cdef uint64_t slots = 16
+        if hint < 0 or hint > MAX_CODES:
+            raise ValueError(f"capacity_hint must be in [0, 2**31], got {capacity_hint}")
+        if self.st.table != NULL:
+            return   # __init__ called twice: keep the contents
+        while slots < <uint64_t>hint * 2:
+            slots <<= 1
+        self.st.offsets = <int64_t*>malloc(sizeof(int64_t))
+        self.st.table = <uint32_t*>malloc(<size_t>slots * sizeof(uint32_t))
+        if self.st.offsets == NULL or self.st.table == NULL:
+            raise MemoryError()
+        self.st.offsets[0] = 0
+        memset(self.st.table, 0xFF, <size_t>slots * sizeof(uint32_t))
+        self.st.table_mask = slots - 1
+        if (_grow_codes(&self.st, hint, hint) != OK
+                or _grow_data(&self.st, 0, 64) != OK):
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.st.data)
+        free(self.st.offsets)
+        free(self.st.tags)
+        free(self.st.table)
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    cdef inline void _check_ready(self) except *:
+        if self.st.table == NULL:
+            raise ValueError("IdMap.__init__ was not called")
+
+    def __len__(self):
+        return self.st.n
+
+    def __repr__(self):
+        return f"IdMap(n={self.st.n}, nbytes={self.nbytes()})"
+
+    def __reduce__(self):
+        return (IdMap.from_arrow, (self.to_arrow(),))
+
+    def nbytes(self) -> int:
+        """Bytes allocated by the map's C arrays (data, offsets, tags, table)."""
+        if self.st.table == NULL:
+            return 0
+        return (self.st.data_cap
+                + (self.st.code_cap + 1) * <int64_t>sizeof(int64_t)
+                + self.st.code_cap * <int64_t>sizeof(uint32_t)
+                + <int64_t>(self.st.table_mask + 1) * <int64_t>sizeof(uint32_t))
+
+    # ---------------------------------------------------------------- batches
+
+    def get_or_add(self, strings):
+        """Code of each string, adding unknown ones in order of first appearance.
+
+        `strings`: pa.StringArray / LargeStringArray / ChunkedArray, or a list of str.
+        Returns a uint32 array of len(strings). A null raises ``ValueError("null at
+        position N")`` before anything is added. On MemoryError, strings before the failing
+        one may have been added (the map stays consistent).
+        """
+        self._check_ready()
+        chunks = [_Chunk(c) for c in _string_chunks(strings)]
+        cdef int64_t base = 0, total = 0
+        cdef _Chunk ch
+        for ch in chunks:
+            if ch.null_count > 0:
+                valid = np.unpackbits(np.asarray(ch.valid), bitorder="little")
+                pos = np.flatnonzero(valid[ch.bit_offset:ch.bit_offset + ch.n] == 0)[0]
+                raise ValueError(f"null at position {base + pos}")
+            base += ch.n
+        total = base
+        out = np.empty(total, dtype=np.uint32)
+        cdef code_t[::1] out_v = out
+        cdef int rc = OK
+        base = 0
+        for ch in chunks:
+            if ch.n == 0:
+                continue
+            _lock(self.lock)
+            with nogil:
+                if ch.large:
+                    rc = _get_or_add(&self.st, ch.data_ptr(), &ch.off64[0], ch.n, &out_v[base])
+                else:
+                    rc = _get_or_add(&self.st, ch.data_ptr(), &ch.off32[0], ch.n, &out_v[base])
+                PyThread_release_lock(self.lock)
+            if rc == ERR_NOMEM:
+                raise MemoryError("IdMap.get_or_add: out of memory")
+            if rc == ERR_FULL:
+                raise ValueError(f"IdMap is full ({MAX_CODES} entries)")
+            base += ch.n
+        return out
+
+    def lookup(self, strings):
+        """Code of each string; ``0xFFFFFFFF`` (NO_CODE) for unknown or null strings.
+
+        `strings` as for get_or_add. Returns a uint32 array of len(strings); never adds.
+        """
+        self._check_ready()
+        chunks = [_Chunk(c) for c in _string_chunks(strings)]
+        cdef int64_t base = 0
+        cdef _Chunk ch
+        for ch in chunks:
+            base += ch.n
+        out = np.empty(base, dtype=np.uint32)
+        cdef code_t[::1] out_v = out
+        cdef const uint8_t* valid
+        base = 0
+        for ch in chunks:
+            if ch.n == 0:
+                continue
+            valid = &ch.valid[0] if ch.valid is not None else NULL
+            _lock(self.lock)
+            with nogil:
+                if ch.large:
+                    _lookup(&self.st, ch.data_ptr(), &ch.off64[0], valid, ch.bit_offset,
+                            ch.n, &out_v[base])
+                else:
+                    _lookup(&self.st, ch.data_ptr(), &ch.off32[0], valid, ch.bit_offset,
+                            ch.n, &out_v[base])
+                PyThread_release_lock(self.lock)
+            base += ch.n
+        return out
+
+    def decode(self, const code_t[::1] codes):
+        """Strings of `codes` as a pa.LargeStringArray; NO_CODE decodes to null.
+
+        `codes`: uint32 array (read-only is fine). Any other code >= len(self) raises
+        ValueError.
+        """
+        self._check_ready()
+        cdef int64_t m = codes.shape[0], bad = -1, total = 0, n_null = 0
+        offsets = np.empty(m + 1, dtype=np.int64)
+        cdef int64_t[::1] off_v = offsets
+        if m == 0:
+            off_v[0] = 0
+            return pa.LargeStringArray.from_buffers(0, pa.py_buffer(offsets), pa.py_buffer(b""))
+        _lock(self.lock)
+        with nogil:
+            bad = _decode_sizes(&self.st, &codes[0], m, &total, &n_null)
+            PyThread_release_lock(self.lock)
+        if bad >= 0:
+            raise ValueError(
+                f"code {codes[bad]} at position {bad} out of range (len {self.st.n})"
+            )
+        data = np.empty(max(total, 1), dtype=np.uint8)
+        cdef uint8_t[::1] data_v = data
+        cdef uint8_t[::1] valid_v
+        cdef uint8_t* valid_p = NULL
+        validity = None
+        if n_null > 0:
+            validity = np.empty((m + 7) // 8, dtype=np.uint8)
+            valid_v = validity
+            valid_p = &valid_v[0]
+        # Codes below len(self) stay valid and their bytes never change, so the lock can
+        # be dropped between the two passes (a writer may realloc, hence the re-take).
+        _lock(self.lock)
+        with nogil:
+            _decode_gather(&self.st, &codes[0], m, &off_v[0], &data_v[0], valid_p)
+            PyThread_release_lock(self.lock)
+        return pa.LargeStringArray.from_buffers(
+            m,
+            pa.py_buffer(offsets),
+            pa.py_buffer(data[:total]),
+            pa.py_buffer(validity) if validity is not None else None,
+            n_null,
+        )
+
+    def to_arrow(self):
+        """All strings in code order as a pa.LargeStringArray (a copy)."""
+        self._check_ready()
+        _lock(self.lock)
+        cdef int64_t n = self.st.n, total = self.st.data_len
+        offsets = np.empty(n + 1, dtype=np.int64)
+        data = np.empty(max(total, 1), dtype=np.uint8)
+        cdef int64_t[::1] off_v = offsets
+        cdef uint8_t[::1] data_v = data
+        with nogil:
+            memcpy(&off_v[0], self.st.offsets, <size_t>(n + 1) * sizeof(int64_t))
+            if total > 0:
+                memcpy(&data_v[0], self.st.data, <size_t>total)
+            PyThread_release_lock(self.lock)
+        return pa.LargeStringArray.from_buffers(
+            n, pa.py_buffer(offsets), pa.py_buffer(data[:total])
+        )
+
+    @classmethod
+    def from_arrow(cls, arr):
+        """Map whose code i is arr[i]; arr (as for get_or_add) must be distinct, non-null."""
+        n = len(arr)
+        m = cls(n)
+        codes = m.get_or_add(arr)
+        if len(m) != n:
+            pos = int(np.flatnonzero(codes != np.arange(n, dtype=np.uint32))[0])
+            raise ValueError(f"duplicate string at position {pos}")
+        return m
+
+    # ---------------------------------------------------------------- scalars
+
+    def get_or_add_one(self, str s) -> int:
+        """Code of `s`, adding it if unknown."""
+        self._check_ready()
+        cdef bytes b = s.encode("utf-8")
+        cdef const uint8_t* p = b
+        cdef code_t out = 0
+        cdef int rc
+        cdef int64_t offs[2]
+        offs[0] = 0
+        offs[1] = len(b)
+        _lock(self.lock)
+        rc = _get_or_add(&self.st, p, offs, 1, &out)
+        PyThread_release_lock(self.lock)
+        if rc == ERR_NOMEM:
+            raise MemoryError("IdMap.get_or_add_one: out of memory")
+        if rc == ERR_FULL:
+            raise ValueError(f"IdMap is full ({MAX_CODES} entries)")
+        return out
+
+    def lookup_one(self, str s) -> int:
+        """Code of `s`, or -1 if unknown."""
+        self._check_ready()
+        cdef bytes b = s.encode("utf-8")
+        cdef const uint8_t* p = b
+        cdef code_t out = 0
+        cdef int64_t offs[2]
+        offs[0] = 0
+        offs[1] = len(b)
+        _lock(self.lock)
+        _lookup(&self.st, p, offs, NULL, 0, 1, &out)
+        PyThread_release_lock(self.lock)
+        return -1 if out == NO_CODE else <int64_t>out
+
+    def decode_one(self, int64_t code) -> str:
+        """String of `code`; ValueError unless 0 <= code < len(self)."""
+        self._check_ready()
+        if code < 0 or code >= self.st.n:
+            raise ValueError(f"code {code} out of range (len {self.st.n})")
+        cdef int64_t start
+        _lock(self.lock)
+        try:
+            start = self.st.offsets[code]
+            return PyUnicode_DecodeUTF8(<const char*>(self.st.data + start),
+                                        self.st.offsets[code + 1] - start, "strict")
+        finally:
+            PyThread_release_lock(self.lock)
