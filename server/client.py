@@ -1,0 +1,471 @@
+"""``SegdClient``: a thin, typed Python client for the segd gRPC API.
+
+    from server.client import SegdClient
+    with SegdClient("127.0.0.1:50051", token="s3cret") as segd:
+        segd.ingest_events([{"customer_id": "c1", "ts": 1735689600, "type": "view"}])
+        segd.count('gender = "m" and age >= 35')          # -> int
+        segd.members("in segment \\"vip\\"", limit=500)     # -> list[str]
+
+Queries are DSL text (``str``), an AST ``dict`` or a ``Condition`` message; saved segments
+are referenced with ``segment="vip"``. Every failed call raises ``SegdRpcError`` with the
+status code and message. Calls that are safe to repeat are retried on UNAVAILABLE (bounded,
+exponential backoff with jitter); event appends are not, since a retry could apply a
+batch twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pyarrow as pa
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from segd.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    segments_pb2,
+    segments_pb2_grpc,
+)
+
+from server import convert, rpc_status
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+TableLike = pa.Table | pa.RecordBatch | Iterable[dict[str, Any]]
+
+
+class SegdRpcError(Exception):
+    """A failed call: ``code`` (grpc.StatusCode), ``message``, field ``violations``
+    (``[(field, description)]`` from INVALID_ARGUMENT) and the server's ``error_id``
+    (INTERNAL)."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        violations: list[tuple[str, str]] | None = None,
+        error_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.violations = violations or []
+        self.error_id = error_id
+
+    @classmethod
+    def from_rpc(cls, err: grpc.RpcError) -> SegdRpcError:
+        code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+        message = err.details() if hasattr(err, "details") else str(err)
+        violations: list[tuple[str, str]] = []
+        error_id = None
+        trailers = (
+            err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+        )
+        for key, value in trailers or ():
+            if key == rpc_status.DETAILS_KEY:
+                violations = rpc_status.decode_violations(value)
+            elif key == "segd-error-id":
+                error_id = value
+        return cls(code, message or "", violations, error_id)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    rows: int  # rows applied by this call (or stream)
+    sequence: int  # server-wide sequence number of the last event applied
+    batches: int = 1
+
+
+def to_arrow_ipc(data: TableLike) -> bytes:
+    """A table, record batch or iterable of dicts -> one Arrow IPC stream."""
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    elif not isinstance(data, pa.Table):
+        data = pa.Table.from_pylist(list(data))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, data.schema) as writer:
+        writer.write_table(data)
+    return sink.getvalue().to_pybytes()
+
+
+def _now_ms(now: dt.datetime | float | int | None) -> int:
+    if now is None:
+        return 0
+    if isinstance(now, dt.datetime):
+        return round(now.timestamp() * 1000)
+    return round(float(now) * 1000)
+
+
+def query_fields(query: Any = None, segment: str | None = None) -> dict[str, Any]:
+    """The request fields for a query: ``dsl``, ``condition`` or ``segment``."""
+    if segment is not None:
+        if query is not None:
+            raise TypeError("give a query or segment=, not both")
+        return {"segment": segment}
+    if isinstance(query, str):
+        return {"dsl": query}
+    if isinstance(query, dict):
+        return {"condition": convert.ast_to_condition(query)}
+    if isinstance(query, common_pb2.Condition):
+        return {"condition": query}
+    raise TypeError(f"a query is DSL text, an AST dict or a Condition, got {query!r}")
+
+
+def segment_to_dict(segment: segments_pb2.Segment) -> dict[str, Any]:
+    return {
+        "name": segment.name,
+        "dsl": segment.dsl,
+        "kind": "static"
+        if segment.kind == segments_pb2.SEGMENT_KIND_STATIC
+        else "dynamic",
+        "version": segment.version,
+        "created_ms": segment.created_ms,
+        "updated_ms": segment.updated_ms,
+        "count": segment.count if segment.count >= 0 else None,
+        "ast": convert.condition_to_ast(segment.condition),
+    }
+
+
+def explain_node_to_dict(node: segments_pb2.ExplainNode) -> dict[str, Any]:
+    """An ExplainNode as plain data (``count`` None when the engine did not report it)."""
+    out: dict[str, Any] = {
+        "condition": node.condition,
+        "kind": node.kind,
+        "count": node.count if node.count >= 0 else None,
+        "duration_ms": node.duration_ms,
+    }
+    if node.HasField("matched"):
+        out["matched"] = node.matched
+    if node.details.fields:
+        out["details"] = json_format.MessageToDict(node.details)
+    out["children"] = [explain_node_to_dict(ch) for ch in node.children]
+    return out
+
+
+class SegdClient:
+    """A connection to one segd server. Thread-safe; close it (or use ``with``)."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        token: str | None = None,
+        tls_ca: str | bytes | None = None,
+        timeout: float | None = 30.0,
+        *,
+        retries: int = 4,
+        backoff_seconds: float = 0.1,
+        max_message_mb: int = 64,
+    ) -> None:
+        """``tls_ca``: a PEM path or bytes of the CA to trust (turns TLS on); ``timeout``:
+        the default deadline of each call in seconds (None: no deadline)."""
+        options = [
+            ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),
+            ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
+        ]
+        if tls_ca is not None:
+            ca = tls_ca
+            if isinstance(ca, str):
+                with open(ca, "rb") as f:
+                    ca = f.read()
+            creds = grpc.ssl_channel_credentials(root_certificates=ca)
+            self._channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        self.address = address
+        self.timeout = timeout
+        self._retries = retries
+        self._backoff = backoff_seconds
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.ingest_stub = ingest_pb2_grpc.IngestServiceStub(self._channel)
+        self.segments_stub = segments_pb2_grpc.SegmentServiceStub(self._channel)
+        self.admin_stub = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self._channel)
+
+    # ------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> SegdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _timeout(self, timeout: float | None | str) -> float | None:
+        return self.timeout if timeout == "default" else timeout  # type: ignore[return-value]
+
+    def call(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        *,
+        timeout: float | None | str = "default",
+        idempotent: bool = True,
+    ) -> Any:
+        """Invoke a unary stub method with the token and deadline; retry UNAVAILABLE."""
+        attempt = 0
+        while True:
+            try:
+                return method(
+                    request, timeout=self._timeout(timeout), metadata=self._metadata
+                )
+            except grpc.RpcError as err:
+                retry = (
+                    idempotent
+                    and attempt < self._retries
+                    and err.code() == grpc.StatusCode.UNAVAILABLE
+                )
+                if not retry:
+                    raise SegdRpcError.from_rpc(err) from None
+            delay = self._backoff * (2**attempt)
+            time.sleep(delay * (0.5 + random.random()))
+            attempt += 1
+
+    # ------------------------------------------------------------ ingest
+
+    def upsert_contacts(self, data: TableLike) -> int:
+        """Insert or update contacts (``customer_id`` + attribute columns); rows applied."""
+        req = ingest_pb2.UpsertContactsRequest(arrow_ipc=to_arrow_ipc(data))
+        return self.call(self.ingest_stub.UpsertContacts, req).rows
+
+    def upsert_items(self, data: TableLike) -> int:
+        """Insert or update catalog items (``item_id``, ``category``, ...); rows applied."""
+        req = ingest_pb2.UpsertItemsRequest(arrow_ipc=to_arrow_ipc(data))
+        return self.call(self.ingest_stub.UpsertItems, req).rows
+
+    def ingest_events(self, data: TableLike | ingest_pb2.EventBatch) -> IngestResult:
+        """Append one batch of events (all or nothing). Not retried."""
+        if isinstance(data, ingest_pb2.EventBatch):
+            req = ingest_pb2.IngestEventsRequest(events=data)
+        else:
+            req = ingest_pb2.IngestEventsRequest(arrow_ipc=to_arrow_ipc(data))
+        resp = self.call(self.ingest_stub.IngestEvents, req, idempotent=False)
+        return IngestResult(resp.rows, resp.sequence)
+
+    def stream_events(
+        self,
+        batches: Iterable[TableLike],
+        *,
+        on_ack: Callable[[ingest_pb2.IngestAck], None] | None = None,
+        timeout: float | None | str = None,
+    ) -> IngestResult:
+        """Append many batches over one StreamEvents stream; ``on_ack`` sees each ack.
+
+        A bad batch raises ``SegdRpcError`` (INVALID_ARGUMENT, "batch N: ..."); the
+        batches acknowledged before it stay applied."""
+        requests = (
+            ingest_pb2.IngestEventsRequest(arrow_ipc=to_arrow_ipc(b)) for b in batches
+        )
+        rows = sequence = count = 0
+        try:
+            for ack in self.ingest_stub.StreamEvents(
+                requests, timeout=self._timeout(timeout), metadata=self._metadata
+            ):
+                rows, sequence, count = rows + ack.rows, ack.sequence, count + 1
+                if on_ack is not None:
+                    on_ack(ack)
+        except grpc.RpcError as err:
+            raise SegdRpcError.from_rpc(err) from None
+        return IngestResult(rows, sequence, count)
+
+    def merge_contacts(self, customer_id: str, merged_ids: list[str]) -> None:
+        """Reserved: the server answers UNIMPLEMENTED until identity resolution lands."""
+        req = ingest_pb2.MergeContactsRequest(
+            customer_id=customer_id, merged_ids=merged_ids
+        )
+        self.call(self.ingest_stub.MergeContacts, req, idempotent=False)
+
+    # ------------------------------------------------------------ segments
+
+    def count(
+        self,
+        query: Any = None,
+        *,
+        segment: str | None = None,
+        now: Any = None,
+        timeout: float | None | str = "default",
+    ) -> int:
+        """How many contacts match (DSL text, AST dict, Condition, or segment=NAME)."""
+        req = segments_pb2.CountRequest(
+            now_ms=_now_ms(now), **query_fields(query, segment)
+        )
+        return self.call(self.segments_stub.Count, req, timeout=timeout).count
+
+    def members_page(
+        self,
+        query: Any = None,
+        *,
+        segment: str | None = None,
+        page_size: int = 1000,
+        page_token: str = "",
+        now: Any = None,
+    ) -> segments_pb2.MembersResponse:
+        """One page of members (``customer_ids``, ``next_page_token``, ``total_size``)."""
+        req = segments_pb2.MembersRequest(
+            now_ms=_now_ms(now),
+            page_size=page_size,
+            page_token=page_token,
+            **query_fields(query, segment),
+        )
+        return self.call(self.segments_stub.Members, req)
+
+    def members(
+        self,
+        query: Any = None,
+        *,
+        segment: str | None = None,
+        limit: int | None = None,
+        page_size: int = 10_000,
+        now: Any = None,
+    ) -> list[str]:
+        """Matching customer_ids (all, or the first ``limit``), fetched page by page."""
+        out: list[str] = []
+        token = ""
+        while True:
+            size = page_size if limit is None else min(page_size, limit - len(out))
+            if size <= 0:
+                return out
+            page = self.members_page(
+                query, segment=segment, page_size=size, page_token=token, now=now
+            )
+            out.extend(page.customer_ids)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def sample(
+        self,
+        query: Any = None,
+        *,
+        segment: str | None = None,
+        size: int = 10,
+        seed: int = 0,
+        now: Any = None,
+    ) -> list[str]:
+        req = segments_pb2.SampleRequest(
+            now_ms=_now_ms(now), size=size, seed=seed, **query_fields(query, segment)
+        )
+        return list(self.call(self.segments_stub.Sample, req).customer_ids)
+
+    def export(
+        self,
+        query: Any = None,
+        *,
+        segment: str | None = None,
+        chunk_size: int = 10_000,
+        now: Any = None,
+        timeout: float | None | str = None,
+    ) -> Iterator[list[str]]:
+        """Stream every member in chunks (no deadline by default: exports can be long)."""
+        req = segments_pb2.ExportRequest(
+            now_ms=_now_ms(now), chunk_size=chunk_size, **query_fields(query, segment)
+        )
+        try:
+            for chunk in self.segments_stub.Export(
+                req, timeout=self._timeout(timeout), metadata=self._metadata
+            ):
+                if chunk.customer_ids:
+                    yield list(chunk.customer_ids)
+        except grpc.RpcError as err:
+            raise SegdRpcError.from_rpc(err) from None
+
+    def create_segment(self, name: str, query: Any, *, static: bool = False) -> dict:
+        kind = (
+            segments_pb2.SEGMENT_KIND_STATIC
+            if static
+            else segments_pb2.SEGMENT_KIND_DYNAMIC
+        )
+        req = segments_pb2.CreateRequest(name=name, kind=kind, **query_fields(query))
+        return segment_to_dict(
+            self.call(self.segments_stub.Create, req, idempotent=False).segment
+        )
+
+    def get_segment(self, name: str) -> dict:
+        req = segments_pb2.GetRequest(name=name)
+        return segment_to_dict(self.call(self.segments_stub.Get, req).segment)
+
+    def list_segments(self, *, include_counts: bool = False) -> list[dict]:
+        req = segments_pb2.ListRequest(include_counts=include_counts)
+        return [
+            segment_to_dict(s) for s in self.call(self.segments_stub.List, req).segments
+        ]
+
+    def update_segment(
+        self, name: str, query: Any, *, version: int | None = None
+    ) -> dict:
+        req = segments_pb2.UpdateRequest(
+            name=name, version=version or 0, **query_fields(query)
+        )
+        return segment_to_dict(self.call(self.segments_stub.Update, req).segment)
+
+    def delete_segment(self, name: str) -> None:
+        self.call(self.segments_stub.Delete, segments_pb2.DeleteRequest(name=name))
+
+    def explain(
+        self,
+        query: Any = None,
+        *,
+        segment: str | None = None,
+        customer_id: str | None = None,
+        now: Any = None,
+    ) -> dict:
+        """The plan with per-condition counts and timings (and one contact's why)."""
+        req = segments_pb2.ExplainRequest(
+            now_ms=_now_ms(now),
+            customer_id=customer_id or "",
+            **query_fields(query, segment),
+        )
+        resp = self.call(self.segments_stub.Explain, req)
+        out: dict[str, Any] = {
+            "count": resp.count,
+            "duration_ms": resp.duration_ms,
+            "plan": explain_node_to_dict(resp.plan),
+        }
+        if resp.HasField("contact"):
+            out["contact"] = explain_node_to_dict(resp.contact)
+            out["contact_matched"] = resp.contact_matched
+        return out
+
+    # ------------------------------------------------------------ admin
+
+    def stats(self) -> dict[str, Any]:
+        resp = self.call(self.admin_stub.Stats, admin_pb2.StatsRequest())
+        out: dict[str, Any] = {}
+        for field in resp.DESCRIPTOR.fields:
+            value = getattr(resp, field.name)
+            out[field.name] = dict(value) if field.message_type else value
+        return out
+
+    def health(
+        self, service: str = "", *, timeout: float | None | str = "default"
+    ) -> str:
+        """``SERVING``, ``NOT_SERVING`` or ``SERVICE_UNKNOWN`` (no token needed)."""
+        req = health_pb2.HealthCheckRequest(service=service)
+        resp = self.call(self.health_stub.Check, req, timeout=timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until health is SERVING; SegdRpcError(DEADLINE_EXCEEDED) otherwise."""
+        end = time.monotonic() + timeout
+        status = "UNREACHABLE"
+        while time.monotonic() < end:
+            try:
+                status = self.health(timeout=max(0.1, min(1.0, end - time.monotonic())))
+                if status == "SERVING":
+                    return
+            except SegdRpcError as err:
+                status = err.code.name
+            time.sleep(0.05)
+        raise SegdRpcError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"{self.address} not SERVING after {timeout}s (last: {status})",
+        )

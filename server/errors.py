@@ -1,0 +1,108 @@
+"""The one table from engine error categories to gRPC status codes, and its interceptor.
+
+Only this module knows both ``engine.errors`` and gRPC. Lookup walks the exception's MRO,
+so a new subclass of a category gets the category's code; a new *category* is caught by
+``tests/integration/test_errors.py``, which requires an entry here for every subclass.
+Anything that is not a ``SegdError`` is INTERNAL with an error id (logged once, with its
+traceback), never UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from engine import errors as E
+from server import rpc_status
+from server.handlers import Behavior, method_label, rewrap
+from server.logfmt import kv
+
+log = logging.getLogger("segd.server")
+
+STATUS_BY_CATEGORY: dict[type[E.SegdError], grpc.StatusCode] = {
+    E.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,  # incl. DslSyntaxError, InvalidQuery
+    E.NotFound: grpc.StatusCode.NOT_FOUND,  # SegmentNotFound, ContactNotFound
+    E.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    E.TooComplex: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    E.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    E.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    E.Conflict: grpc.StatusCode.ABORTED,
+    E.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+}
+
+ERROR_ID_KEY = "segd-error-id"
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode | None:
+    """The mapped code of a ``SegdError`` (by its nearest category), else None."""
+    for cls in type(exc).__mro__:
+        code = STATUS_BY_CATEGORY.get(cls)  # type: ignore[arg-type]
+        if code is not None:
+            return code
+    return None
+
+
+def abort_with(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
+    """Turn ``exc`` into the call's status (always raises, as ``context.abort`` does)."""
+    code = status_for(exc)
+    if code is None:
+        error_id = uuid.uuid4().hex[:12]
+        log.error(
+            "internal error", exc_info=exc, extra=kv(method=method, error_id=error_id)
+        )
+        context.set_trailing_metadata(((ERROR_ID_KEY, error_id),))
+        context.abort(
+            grpc.StatusCode.INTERNAL,
+            f"internal error (error id {error_id}; the server log has the details)",
+        )
+    message = str(exc) or type(exc).__name__
+    violations = getattr(exc, "violations", None)
+    if violations:
+        details = rpc_status.encode_bad_request(
+            code.value[0], message, [(v.where, v.message) for v in violations]
+        )
+        context.set_trailing_metadata(((rpc_status.DETAILS_KEY, details),))
+    context.abort(code, message)
+
+
+def _already_aborted(context: grpc.ServicerContext) -> bool:
+    code = context.code()
+    return code is not None and code != grpc.StatusCode.OK
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps exceptions escaping any handler kind to a status through ``STATUS_BY_CATEGORY``."""
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        method = method_label(details.method)
+
+        def wrap(behavior: Behavior, streaming: bool) -> Behavior:
+            if streaming:
+
+                def stream_behavior(
+                    request: Any, context: grpc.ServicerContext
+                ) -> Iterator:
+                    try:
+                        yield from behavior(request, context)
+                    except Exception as exc:
+                        if _already_aborted(context):
+                            raise
+                        abort_with(exc, context, method)
+
+                return stream_behavior
+
+            def unary_behavior(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behavior(request, context)
+                except Exception as exc:
+                    if _already_aborted(context):
+                        raise
+                    abort_with(exc, context, method)
+
+            return unary_behavior
+
+        return rewrap(continuation(details), wrap)
