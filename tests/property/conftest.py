@@ -1,0 +1,25 @@
+"""Hypothesis profiles for the property suite.
+
+``dev`` (30 examples) keeps the local loop fast; ``ci`` (150) digs deeper. Chosen by
+``HYPOTHESIS_PROFILE``, else ``ci`` when ``CI=true``, else ``dev``. No deadline: timing
+on shared CI runners is noise, not a property.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+settings.register_profile("dev", max_examples=30, deadline=None)
+settings.register_profile("ci", max_examples=150, deadline=None)
+
+
+def _profile() -> str:
+    explicit = os.environ.get("HYPOTHESIS_PROFILE")
+    if explicit:
+        return explicit
+    return "ci" if os.environ.get("CI", "").lower() == "true" else "dev"
+
+
+settings.load_profile(_profile())
