@@ -11,7 +11,9 @@ __version__ = "0.1.0"
 __all__ = ["Engine", "parse", "format", "__version__"]
 
 
-def __getattr__(name: str):  # lazy: `import engine.errors` must not build the whole engine
+def __getattr__(
+    name: str,
+):  # lazy: `import engine.errors` must not build the whole engine
     if name == "Engine":
         from engine.core import Engine
 

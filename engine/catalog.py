@@ -1,0 +1,95 @@
+"""The item catalog: item ids, category tree, brand, price, stock and free attributes.
+
+Event filters on catalog fields (``view(category = "Pets", price < 500)``) compile here to a
+uint8 mask over item codes: the event scan then tests ``mask[item_code]`` per event, and the
+evaluator may instead gather the postings of the (few) matching items.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+import pyarrow as pa
+from native.idmap import IdMap
+
+from engine.columns import CategoryColumn, NumericColumn, TagsColumn, new_column
+from engine.errors import InvalidQuery
+from engine.predicates import dictionary_mask, in_intervals, numeric_intervals
+
+NO_CODE = 0xFFFFFFFF
+BUILTIN_ITEM_COLUMNS = {
+    "category": "category",
+    "brand": "category",
+    "price": "float",
+    "in_stock": "bool",
+}
+
+
+class Catalog:
+    """Items keyed by dense item codes (the codes of the events' `item` dimension)."""
+
+    def __init__(self) -> None:
+        self.ids = IdMap()
+        self.columns: dict[str, NumericColumn | CategoryColumn | TagsColumn] = {}
+        for name, kind in BUILTIN_ITEM_COLUMNS.items():
+            self.columns[name] = new_column(name, kind)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def ensure(self, item_ids: pa.Array) -> np.ndarray:
+        """Codes for item ids, adding unknown items (with NULL attributes)."""
+        codes = self.ids.get_or_add(item_ids)
+        for col in self.columns.values():
+            col.resize(len(self.ids))
+        return codes
+
+    def add_column(self, name: str, kind: str):
+        col = new_column(name, kind)
+        col.resize(len(self.ids))
+        self.columns[name] = col
+        return col
+
+    def has_field(self, name: str) -> bool:
+        return name == "item" or name in self.columns
+
+    def fields(self) -> list[str]:
+        return ["item", *self.columns]
+
+    def suggest(self, name: str, extra: list[str]) -> str:
+        close = difflib.get_close_matches(name, [*self.fields(), *extra], n=1)
+        return f" (did you mean {close[0]!r}?)" if close else ""
+
+    def item_mask(self, field: str, op: str, value, where: str) -> np.ndarray:
+        """uint8 mask over item codes: items whose `field` satisfies ``op value``.
+
+        Items with a NULL field never match (so ``!=`` excludes them too).
+        """
+        n = len(self.ids)
+        if field == "item":
+            return dictionary_mask(self.ids, op, value, where)
+        col = self.columns[field]
+        if isinstance(col, CategoryColumn):
+            if op in ("<", "<=", ">", ">=", "between"):
+                raise InvalidQuery.at(
+                    where, f"operator {op!r} does not apply to text field {field!r}"
+                )
+            value_mask = dictionary_mask(
+                col.dictionary, op, value, where, subtree=(field == "category")
+            )
+            codes = col.codes[:n]
+            out = np.zeros(n, dtype=np.uint8)
+            present = codes != NO_CODE
+            if len(value_mask):
+                out[present] = value_mask[codes[present]]
+            return out
+        if isinstance(col, TagsColumn):
+            raise InvalidQuery.at(where, f"tag field {field!r} cannot filter events")
+        lo, hi = numeric_intervals(col.kind, op, value, where)
+        hit = in_intervals(col.values[:n].astype(np.float64), lo, hi)
+        return (hit & col.valid[:n].astype(bool)).astype(np.uint8)
+
+    def nbytes(self) -> int:
+        n = len(self.ids)
+        return self.ids.nbytes() + sum(c.nbytes(n) for c in self.columns.values())

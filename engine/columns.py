@@ -1,0 +1,280 @@
+"""Typed per-row attribute columns (contacts and catalog items share them).
+
+Each column grows with its owner (``resize``), keeps NULLs explicitly and knows how to take
+an Arrow array of new values for a set of rows (``assign``). Categorical and tag columns
+keep a roaring bitmap per value, built on first use and kept in step with upserts, so
+``city = "Kazan"`` is a dictionary lookup, not a scan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from native.bitset import cids_to_bitmap
+from native.idmap import IdMap
+from pyroaring import BitMap
+
+from engine.timeutil import to_epoch_ms
+
+NO_CODE = np.uint32(0xFFFFFFFF)
+# Above this many distinct values a per-value bitmap costs more than a scan saves
+# (emails, phones): such columns are scanned with a code mask instead.
+MAX_BITMAP_VALUES = 65_536
+
+KINDS = ("int", "float", "bool", "timestamp", "category", "tags")
+
+
+def bitmap_nbytes(bm: BitMap) -> int:
+    """Bytes held by a roaring bitmap's containers."""
+    st = bm.get_statistics()
+    return (
+        st["n_bytes_array_containers"]
+        + st["n_bytes_bitset_containers"]
+        + st["n_bytes_run_containers"]
+    )
+
+
+def kind_of_arrow(t: pa.DataType) -> str | None:
+    """The segd column kind for an Arrow type, or None when it has no mapping."""
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "float"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "timestamp"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "category"
+    if pa.types.is_dictionary(t) and (
+        pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)
+    ):
+        return "category"
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and (
+        pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)
+    ):
+        return "tags"
+    return None
+
+
+def _grow(arr: np.ndarray, n: int, fill) -> np.ndarray:
+    if len(arr) >= n:
+        return arr
+    out = np.full(max(n, len(arr) + (len(arr) >> 1), 16), fill, dtype=arr.dtype)
+    out[: len(arr)] = arr
+    return out
+
+
+class NumericColumn:
+    """int / float / bool / timestamp values with a validity mask (1 = not NULL)."""
+
+    DTYPES = {
+        "int": np.int64,
+        "float": np.float64,
+        "bool": np.int8,
+        "timestamp": np.int64,
+    }
+
+    def __init__(self, name: str, kind: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.values = np.zeros(0, dtype=self.DTYPES[kind])
+        self.valid = np.zeros(0, dtype=np.uint8)
+
+    def resize(self, n: int) -> None:
+        self.values = _grow(self.values, n, 0)
+        self.valid = _grow(self.valid, n, 0)
+
+    def convert(self, arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Arrow values -> (values, valid); ValueError("row N: ...") when they don't fit."""
+        if self.kind == "timestamp":
+            return to_epoch_ms(arr)
+        if pa.types.is_null(arr.type):
+            n = len(arr)
+            return np.zeros(n, self.values.dtype), np.zeros(n, np.uint8)
+        target = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}[
+            self.kind
+        ]
+        try:
+            cast = pc.cast(arr, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ValueError(f"expected {self.kind}, got {arr.type}: {exc}") from None
+        valid = np.asarray(pc.is_valid(cast)).astype(np.uint8)
+        filled = pc.fill_null(cast, False if self.kind == "bool" else 0)
+        return np.asarray(filled).astype(self.values.dtype), valid
+
+    def store(self, cids: np.ndarray, prepared: tuple[np.ndarray, np.ndarray]) -> None:
+        """Write values made by convert() for the given contacts."""
+        values, valid = prepared
+        self.values[cids] = values
+        self.valid[cids] = valid
+
+    def value_of(self, cid: int):
+        if not self.valid[cid]:
+            return None
+        v = self.values[cid]
+        if self.kind == "bool":
+            return bool(v)
+        if self.kind == "float":
+            return float(v)
+        return int(v)
+
+    def nbytes(self, n: int) -> int:
+        return n * (self.values.itemsize + 1)
+
+
+class CategoryColumn:
+    """Dictionary-encoded strings: uint32 codes (NO_CODE = NULL) + a bitmap per value."""
+
+    kind = "category"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.dictionary = IdMap()
+        self.codes = np.zeros(0, dtype=np.uint32)
+        self._bitmaps: list[BitMap] | None = None  # built lazily, see bitmaps()
+        self._n = 0
+
+    def resize(self, n: int) -> None:
+        self.codes = _grow(self.codes, n, NO_CODE)
+        if self._bitmaps is not None and n > self._n:
+            pass  # new rows are NULL: no bitmap changes
+        self._n = max(self._n, n)
+
+    def convert(self, arr: pa.Array) -> np.ndarray:
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(arr.type.value_type)
+        if pa.types.is_null(arr.type):
+            return np.full(len(arr), NO_CODE, dtype=np.uint32)
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            try:
+                arr = pc.cast(arr, pa.string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise ValueError(f"expected text, got {arr.type}") from None
+        valid = np.asarray(pc.is_valid(arr))
+        codes = np.full(len(arr), NO_CODE, dtype=np.uint32)
+        if valid.any():
+            present = arr.filter(pa.array(valid))
+            codes[valid] = self.dictionary.get_or_add(present)
+        return codes
+
+    def store(self, cids: np.ndarray, new_codes: np.ndarray) -> None:
+        """Write codes made by convert(), keeping the per-value bitmaps in step."""
+        if self._bitmaps is not None:
+            if len(cids) > 10_000:
+                self._bitmaps = None  # cheaper to rebuild on the next query
+            else:
+                self._update_bitmaps(cids, self.codes[cids], new_codes)
+        self.codes[cids] = new_codes
+
+    def _update_bitmaps(self, cids, old_codes, new_codes) -> None:
+        """Move each changed contact between value bitmaps: one BitMap call per value."""
+        bms = self._bitmaps
+        while len(bms) < len(self.dictionary):
+            bms.append(BitMap())
+        cids = cids.astype(np.uint32)
+        for codes, update in ((old_codes, "difference_update"), (new_codes, "update")):
+            for code in np.unique(codes[codes != NO_CODE]).tolist():
+                getattr(bms[code], update)(cids[codes == code])
+
+    def has_bitmaps(self) -> bool:
+        return len(self.dictionary) <= MAX_BITMAP_VALUES
+
+    def bitmaps(self, n: int) -> list[BitMap]:
+        """One BitMap of contacts per code, built with one argsort on first use."""
+        if self._bitmaps is None:
+            codes = self.codes[:n]
+            order = np.argsort(codes, kind="stable").astype(np.uint32)
+            bounds = np.searchsorted(
+                codes[order], np.arange(len(self.dictionary) + 1, dtype=np.uint64)
+            )
+            self._bitmaps = [
+                cids_to_bitmap(np.ascontiguousarray(order[bounds[k] : bounds[k + 1]]))
+                for k in range(len(self.dictionary))
+            ]
+        bms = self._bitmaps
+        while len(bms) < len(self.dictionary):
+            bms.append(BitMap())
+        return bms
+
+    def value_of(self, cid: int):
+        code = int(self.codes[cid])
+        return None if code == NO_CODE else self.dictionary.decode_one(code)
+
+    def nbytes(self, n: int) -> int:
+        bitmap_bytes = sum(bitmap_nbytes(b) for b in (self._bitmaps or []))
+        return n * 4 + self.dictionary.nbytes() + bitmap_bytes
+
+
+class TagsColumn:
+    """Multi-valued strings: a bitmap of contacts per tag; NULL (no list) kept apart."""
+
+    kind = "tags"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.dictionary = IdMap()
+        self.tag_bitmaps: list[BitMap] = []
+        self.valid = np.zeros(0, dtype=np.uint8)
+
+    def resize(self, n: int) -> None:
+        self.valid = _grow(self.valid, n, 0)
+
+    def convert(self, arr: pa.Array) -> pa.Array:
+        if pa.types.is_null(arr.type):
+            return pa.nulls(len(arr), pa.list_(pa.string()))
+        if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
+            raise ValueError(f"expected a list of strings, got {arr.type}")
+        if pc.list_flatten(arr).null_count:
+            raise ValueError("a tag list holds a NULL tag")
+        return arr
+
+    def store(self, cids: np.ndarray, arr: pa.Array) -> None:
+        """Replace the tag sets of the given contacts (arr from convert())."""
+        valid = np.asarray(pc.is_valid(arr)).astype(np.uint8)
+        touched = cids_to_bitmap(np.unique(cids).astype(np.uint32))
+        for bm in self.tag_bitmaps:
+            bm.difference_update(touched)
+        lengths = np.asarray(pc.fill_null(pc.list_value_length(arr), 0))
+        owners = np.repeat(cids.astype(np.uint32), lengths)
+        flat = pc.list_flatten(arr)
+        if len(flat):
+            codes = self.dictionary.get_or_add(flat)
+            while len(self.tag_bitmaps) < len(self.dictionary):
+                self.tag_bitmaps.append(BitMap())
+            order = np.argsort(codes, kind="stable")
+            codes_sorted, owners_sorted = codes[order], owners[order]
+            for code in np.unique(codes_sorted).tolist():
+                lo, hi = np.searchsorted(codes_sorted, [code, code + 1])
+                self.tag_bitmaps[code].update(np.unique(owners_sorted[lo:hi]))
+        self.valid[cids] = valid
+
+    def value_of(self, cid: int):
+        if not self.valid[cid]:
+            return None
+        return [
+            self.dictionary.decode_one(k)
+            for k, bm in enumerate(self.tag_bitmaps)
+            if cid in bm
+        ]
+
+    def nbytes(self, n: int) -> int:
+        return (
+            n
+            + self.dictionary.nbytes()
+            + sum(bitmap_nbytes(b) for b in self.tag_bitmaps)
+        )
+
+
+def new_column(name: str, kind: str):
+    """A fresh empty column of a kind in KINDS."""
+    if kind == "category":
+        return CategoryColumn(name)
+    if kind == "tags":
+        return TagsColumn(name)
+    if kind in NumericColumn.DTYPES:
+        return NumericColumn(name, kind)
+    raise ValueError(
+        f"unknown column kind {kind!r} (expected one of {', '.join(KINDS)})"
+    )

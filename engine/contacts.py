@@ -1,0 +1,82 @@
+"""The contact store: external ``customer_id`` <-> dense cid, and typed attribute columns.
+
+cids are dense (0..n-1) so a per-contact array is indexed directly and a set of contacts is
+a bitmap. Ids are never reused; a contact exists from the first time any batch names it.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+import pyarrow as pa
+from native.idmap import IdMap
+
+from engine.columns import CategoryColumn, NumericColumn, TagsColumn, new_column
+
+NO_CODE = 0xFFFFFFFF
+
+Column = NumericColumn | CategoryColumn | TagsColumn
+
+
+class ContactStore:
+    """Contacts and their attributes; every mutation arrives through engine.ingest."""
+
+    def __init__(self) -> None:
+        self.ids = IdMap()
+        self.columns: dict[str, Column] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, customer_ids: pa.Array) -> np.ndarray:
+        """cids of existing contacts (NO_CODE for unknown); adds nothing."""
+        return self.ids.lookup(customer_ids)
+
+    def cid_of(self, customer_id: str) -> int:
+        """cid of one contact, -1 when unknown."""
+        return self.ids.lookup_one(customer_id)
+
+    def ensure(self, customer_ids: pa.Array) -> np.ndarray:
+        """cids for the ids, creating contacts (with NULL attributes) for new ones."""
+        cids = self.ids.get_or_add(customer_ids)
+        self._resize()
+        return cids
+
+    def _resize(self) -> None:
+        n = len(self.ids)
+        for col in self.columns.values():
+            col.resize(n)
+
+    def column(self, name: str) -> Column | None:
+        return self.columns.get(name)
+
+    def add_column(self, name: str, kind: str) -> Column:
+        """A new attribute column, all NULL for existing contacts."""
+        col = new_column(name, kind)
+        col.resize(len(self.ids))
+        self.columns[name] = col
+        return col
+
+    def suggest(self, name: str) -> str:
+        """' (did you mean ...?)' for a mistyped attribute name, or ''."""
+        close = difflib.get_close_matches(name, [*self.columns, "age"], n=1)
+        return f" (did you mean {close[0]!r}?)" if close else ""
+
+    def external_ids(self, cids: np.ndarray) -> list[str]:
+        """customer_ids for cids, in the given order."""
+        if len(cids) == 0:
+            return []
+        return self.ids.decode(np.ascontiguousarray(cids, dtype=np.uint32)).to_pylist()
+
+    def profile(self, cid: int) -> dict:
+        """All attribute values of one contact (for explain)."""
+        return {name: col.value_of(cid) for name, col in self.columns.items()}
+
+    def nbytes(self) -> int:
+        n = len(self.ids)
+        return self.ids.nbytes() + sum(col.nbytes(n) for col in self.columns.values())

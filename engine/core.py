@@ -1,0 +1,300 @@
+"""``Engine``: one in-memory shard — the store, the saved segments and the evaluator.
+
+Every mutation goes through ``engine.ingest`` under the write lock (one path, so a
+write-ahead log can sit in front of it); every read holds the read lock, and the kernels it
+calls release the GIL, so reads run on all cores. See docs/engine-api.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyroaring import BitMap
+
+from engine import ingest
+from engine.errors import ContactNotFound, InvalidInput
+from engine.results import SegmentResult
+from engine.rwlock import RWLock
+from engine.segments.compile import Compiler
+from engine.segments.context import Context
+from engine.segments.registry import SavedSegment, SegmentRegistry
+from engine.store import Store
+from engine.timeutil import resolve_now
+
+Query = str | dict
+Source = str | Path | pa.Table | pa.RecordBatch | list
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What one load / append / upsert did."""
+
+    kind: str
+    rows: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Rows per second."""
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _to_ast(query: Query) -> tuple[dict, str]:
+    """(canonical AST, DSL text) of DSL text or an AST dict."""
+    from engine.segments import dsl
+    from engine.segments.ast import validate
+
+    if isinstance(query, str):
+        ast = dsl.parse(query)
+    elif isinstance(query, dict):
+        ast = validate(query)
+    else:
+        raise InvalidInput.at(
+            "query", f"expected DSL text or an AST dict, got {type(query).__name__}"
+        )
+    return ast, dsl.format(ast)
+
+
+class Engine:
+    """One shard of segd (see module docstring and docs/engine-api.md)."""
+
+    def __init__(self) -> None:
+        self.store = Store()
+        self.segments = SegmentRegistry()
+        self._lock = RWLock()
+        self._started = time.time()
+
+    # -- ingest -----------------------------------------------------------------------
+    def load_contacts(
+        self, source: Source, *, schema: dict[str, str] | None = None
+    ) -> LoadReport:
+        """Add or update contacts from CSV / Parquet / a table (`schema`: column -> kind)."""
+        return self.upsert_contacts(source, schema=schema)
+
+    def upsert_contacts(
+        self, source: Source, *, schema: dict[str, str] | None = None
+    ) -> LoadReport:
+        t0 = time.perf_counter()
+        table = ingest.read_table(source, "contacts", schema)
+        batch = ingest.validate_attributes(
+            table, self.store.contacts, "contacts", "customer_id", schema
+        )
+        with self._lock.write():
+            ingest.apply_attributes(
+                self.store.contacts, batch, self.store.contacts.ensure
+            )
+            self.store.sync_sizes()
+        return LoadReport("contacts", table.num_rows, time.perf_counter() - t0)
+
+    def upsert_contact(self, customer_id: str, **attributes: Any) -> None:
+        """Set some attributes of one contact (creating it if new)."""
+        self.upsert_contacts([{"customer_id": customer_id, **attributes}])
+
+    def load_items(self, source: Source) -> LoadReport:
+        return self.upsert_items(source)
+
+    def upsert_items(self, source: Source) -> LoadReport:
+        t0 = time.perf_counter()
+        table = ingest.read_table(source, "items")
+        batch = ingest.validate_attributes(
+            table, self.store.catalog, "items", "item_id"
+        )
+        with self._lock.write():
+            ingest.apply_attributes(
+                self.store.catalog, batch, self.store.catalog.ensure
+            )
+        return LoadReport("items", table.num_rows, time.perf_counter() - t0)
+
+    def load_events(self, source: Source) -> LoadReport:
+        """Bulk-load events; growth slack is dropped afterwards."""
+        report = self.append_events(source)
+        with self._lock.write():
+            for log in self.store.logs.values():
+                log.shrink_to_fit()
+        return report
+
+    def append_events(self, batch: Source) -> LoadReport:
+        """Append live events (validated whole first; a bad batch changes nothing)."""
+        t0 = time.perf_counter()
+        table = ingest.read_table(batch, "events")
+        if table.num_rows == 0:
+            return LoadReport("events", 0, time.perf_counter() - t0)
+        valid = ingest.validate_events(table)
+        with self._lock.write():
+            ingest.apply_events(self.store, valid)
+        return LoadReport("events", table.num_rows, time.perf_counter() - t0)
+
+    # -- evaluation -------------------------------------------------------------------
+    def _compiler(self, now_s: float) -> Compiler:
+        return Compiler(self.store, now_s, self.segments.lookup)
+
+    def segment(
+        self,
+        query: Query,
+        now: datetime | float | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> SegmentResult:
+        """Members of a segment (DSL text or AST) as of `now`."""
+        ast, _ = _to_ast(query)
+        now_s = resolve_now(now)
+        with self._lock.read():
+            bitmap = self._evaluate(ast, now_s, deadline, None)
+        return SegmentResult(bitmap, self.store.contacts.external_ids, now_s)
+
+    def _evaluate(
+        self, ast: dict, now_s: float, deadline: float | None, profile: list | None
+    ) -> BitMap:
+        plan = self._compiler(now_s).compile(ast)
+        ctx = Context(self.store, now_s, deadline, profile)
+        return plan.run(ctx, None)
+
+    def count(
+        self,
+        query: Query,
+        now: datetime | float | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> int:
+        return self.segment(query, now, deadline=deadline).count()
+
+    def profile(
+        self,
+        query: Query,
+        now: datetime | float | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> dict:
+        """The plan as run: per condition the cardinality, candidates and milliseconds."""
+        ast, text = _to_ast(query)
+        now_s = resolve_now(now)
+        steps: list[dict] = []
+        t0 = time.perf_counter()
+        with self._lock.read():
+            bitmap = self._evaluate(ast, now_s, deadline, steps)
+        return {
+            "query": text,
+            "count": len(bitmap),
+            "contacts": self.store.n_contacts,
+            "ms": round((time.perf_counter() - t0) * 1000, 3),
+            "steps": steps,
+        }
+
+    def explain(
+        self,
+        query: Query,
+        customer_id: str,
+        now: datetime | float | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> dict:
+        """Why one contact is (or is not) in a segment: a tree of conditions with evidence."""
+        ast, text = _to_ast(query)
+        now_s = resolve_now(now)
+        with self._lock.read():
+            cid = self.store.contacts.cid_of(customer_id)
+            if cid < 0:
+                raise ContactNotFound(customer_id)
+            plan = self._compiler(now_s).compile(ast)
+            ctx = Context(self.store, now_s, deadline)
+            tree = plan.describe(ctx, cid)
+            profile = self.store.contacts.profile(cid)
+        return {
+            "query": text,
+            "customer_id": customer_id,
+            "member": tree["holds"],
+            "now": datetime.fromtimestamp(now_s).astimezone().isoformat(),
+            "profile": profile,
+            "tree": tree,
+        }
+
+    # -- saved segments ---------------------------------------------------------------
+    def create_segment(
+        self,
+        name: str,
+        query: Query,
+        *,
+        static: bool = False,
+        now: datetime | float | None = None,
+    ) -> SavedSegment:
+        """Save a segment; a static one is evaluated now and its members frozen."""
+        ast, text = _to_ast(query)
+        with self._lock.write():
+            self.segments.check_name(name)
+            self.segments.check_references(name, ast)
+            members = None
+            if static:
+                members = self._evaluate(ast, resolve_now(now), None, None)
+            else:
+                self._compiler(resolve_now(now)).compile(ast)  # unknown names fail now
+            return self.segments.create(name, ast, text, static, members)
+
+    def get_segment(self, name: str) -> SavedSegment:
+        with self._lock.read():
+            return self.segments.get(name)
+
+    def list_segments(self) -> list[SavedSegment]:
+        with self._lock.read():
+            return self.segments.list()
+
+    def update_segment(
+        self,
+        name: str,
+        query: Query,
+        *,
+        version: int | None = None,
+        now: datetime | float | None = None,
+    ) -> SavedSegment:
+        """Change a segment's query (a static one is re-frozen now)."""
+        ast, text = _to_ast(query)
+        with self._lock.write():
+            old = self.segments.get(name)
+            self.segments.check_references(name, ast)
+            members = None
+            if old.static:
+                members = self._evaluate(ast, resolve_now(now), None, None)
+            else:
+                self._compiler(resolve_now(now)).compile(ast)
+            return self.segments.update(name, ast, text, version, members)
+
+    def delete_segment(self, name: str) -> None:
+        with self._lock.write():
+            self.segments.delete(name)
+
+    # -- admin --------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Sizes and memory of the shard (see docs/engine-api.md)."""
+        import engine
+
+        with self._lock.read():
+            store = self.store
+            memory = store.memory()
+            n_events, n_contacts = store.n_events, store.n_contacts
+            index_bytes = {t: log.nbytes() for t, log in store.logs.items()}
+            return {
+                "contacts": n_contacts,
+                "events": n_events,
+                "items": len(store.catalog),
+                "event_types": {t: log.n for t, log in store.logs.items()},
+                "index_bytes": index_bytes,
+                "memory_bytes": memory,
+                "bytes_per_event": memory["events"] / n_events if n_events else 0.0,
+                "bytes_per_contact": (
+                    memory["idmap"] + memory["attributes"] + memory["aggregates"]
+                )
+                / n_contacts
+                if n_contacts
+                else 0.0,
+                "segments": len(self.segments),
+                "uptime_s": time.time() - self._started,
+                "version": engine.__version__,
+            }
+
+    def customer_ids(self, cids: np.ndarray) -> list[str]:
+        return self.store.contacts.external_ids(cids)

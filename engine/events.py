@@ -1,0 +1,179 @@
+"""Event storage: one time-ordered log per event type, with postings per dimension value.
+
+Layout of one log (``EventLog``), per event: ``cid`` (uint32) and ``ts`` (uint32 seconds),
+plus a uint32 code column for each dimension the type carries (item, phrase, campaign, ...)
+and a float64 ``amount`` column only for types that carry amounts. Each dimension also has
+``native.postings.Postings``: value code -> ascending rows. A view of an item therefore costs
+16 bytes (cid 4 + ts 4 + item code 4 + one posting 4).
+
+Rows are kept sorted by time so a period is a row range found by binary search. Events may
+arrive late (offline orders): a batch older than the end of the log is merged in, moving only
+the rows after its earliest time, and the postings are renumbered (``remap_and_insert``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from native.postings import Postings
+
+NO_CODE = 0xFFFFFFFF
+# Dimensions that get postings (value -> rows). order_id is only a column: nobody filters
+# on one order id, but the distinct count of orders needs it per row.
+UNINDEXED_DIMS = frozenset({"order_id"})
+
+
+def _grow(arr: np.ndarray, need: int, fill) -> np.ndarray:
+    if len(arr) >= need:
+        return arr
+    out = np.full(max(need, len(arr) + (len(arr) >> 1)), fill, dtype=arr.dtype)
+    out[: len(arr)] = arr
+    return out
+
+
+class EventLog:
+    """All events of one type, ordered by time (ties keep arrival order)."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type = type_name
+        self.n = 0
+        self._cid = np.zeros(0, dtype=np.uint32)
+        self._ts = np.zeros(0, dtype=np.uint32)
+        self._amount: np.ndarray | None = None
+        self._dims: dict[str, np.ndarray] = {}
+        self.postings: dict[str, Postings] = {}
+
+    # -- read side ------------------------------------------------------------------
+    @property
+    def cid(self) -> np.ndarray:
+        return self._cid[: self.n]
+
+    @property
+    def ts(self) -> np.ndarray:
+        return self._ts[: self.n]
+
+    @property
+    def amount(self) -> np.ndarray | None:
+        return None if self._amount is None else self._amount[: self.n]
+
+    def dim(self, name: str) -> np.ndarray | None:
+        col = self._dims.get(name)
+        return None if col is None else col[: self.n]
+
+    def dims(self) -> list[str]:
+        return list(self._dims)
+
+    def window(self, lo_s: int, hi_s: int) -> tuple[int, int]:
+        """Rows [r0, r1) with lo_s <= ts < hi_s."""
+        ts = self.ts
+        return (
+            int(np.searchsorted(ts, lo_s, side="left")),
+            int(np.searchsorted(ts, hi_s, side="left")),
+        )
+
+    def nbytes(self) -> int:
+        """Bytes held by rows in use and postings (slack of growth excluded)."""
+        per_row = 8 + 4 * len(self._dims) + (8 if self._amount is not None else 0)
+        return self.n * per_row + sum(p.nbytes() for p in self.postings.values())
+
+    # -- write side -----------------------------------------------------------------
+    def append(
+        self,
+        cid: np.ndarray,
+        ts: np.ndarray,
+        dims: dict[str, np.ndarray],
+        amount: np.ndarray | None,
+    ) -> None:
+        """Add a batch (already validated). Columns are aligned arrays of equal length."""
+        k = len(cid)
+        if k == 0:
+            return
+        order = None if np.all(ts[1:] >= ts[:-1]) else np.argsort(ts, kind="stable")
+        if order is not None:
+            cid, ts = cid[order], ts[order]
+            dims = {d: v[order] for d, v in dims.items()}
+            amount = None if amount is None else amount[order]
+        for d in dims:
+            if d not in self._dims:
+                self._dims[d] = np.full(len(self._cid), NO_CODE, dtype=np.uint32)
+                if d not in UNINDEXED_DIMS:
+                    self.postings[d] = Postings()
+        if amount is not None and self._amount is None:
+            self._amount = np.full(len(self._cid), np.nan)
+        self._reserve(self.n + k)
+        if self.n == 0 or ts[0] >= self._ts[self.n - 1]:
+            self._append_tail(cid, ts, dims, amount)
+        else:
+            self._merge_late(cid, ts, dims, amount)
+
+    def _reserve(self, need: int) -> None:
+        self._cid = _grow(self._cid, need, 0)
+        self._ts = _grow(self._ts, need, 0)
+        for d, col in self._dims.items():
+            self._dims[d] = _grow(col, need, NO_CODE)
+        if self._amount is not None:
+            self._amount = _grow(self._amount, need, np.nan)
+
+    def _append_tail(self, cid, ts, dims, amount) -> None:
+        a, b = self.n, self.n + len(cid)
+        self._cid[a:b] = cid
+        self._ts[a:b] = ts
+        rows = np.arange(a, b, dtype=np.uint32)
+        for d, col in self._dims.items():
+            codes = dims.get(d)
+            col[a:b] = NO_CODE if codes is None else codes
+            if codes is not None and d in self.postings:
+                self.postings[d].append_rows(
+                    rows, np.ascontiguousarray(codes, np.uint32)
+                )
+        if self._amount is not None:
+            self._amount[a:b] = np.nan if amount is None else amount
+        self.n = b
+
+    def _merge_late(self, cid, ts, dims, amount) -> None:
+        """Merge a batch that starts before the end of the log (see module docstring)."""
+        n, k = self.n, len(cid)
+        p = int(np.searchsorted(self._ts[:n], ts[0], side="right"))
+        # Stable sort of (old tail, batch): old rows stay before new ones at equal times.
+        merged_ts = np.concatenate([self._ts[p:n], ts])
+        order = np.argsort(merged_ts, kind="stable")
+        new_pos = np.empty(len(order), dtype=np.uint32)
+        new_pos[order] = np.arange(p, n + k, dtype=np.uint32)
+        old_to_new, batch_rows = new_pos[: n - p], new_pos[n - p :]
+
+        def merged(old: np.ndarray, new) -> np.ndarray:
+            both = np.concatenate(
+                [old[p:n], np.broadcast_to(new, (k,)).astype(old.dtype)]
+            )
+            return both[order]
+
+        self._cid[p : n + k] = merged(self._cid, cid)
+        self._ts[p : n + k] = merged_ts[order]
+        for d, col in self._dims.items():
+            codes = dims.get(d)
+            col[p : n + k] = merged(col, NO_CODE if codes is None else codes)
+            if d in self.postings:
+                self.postings[d].remap_and_insert(
+                    p,
+                    np.ascontiguousarray(old_to_new),
+                    np.ascontiguousarray(batch_rows),
+                    np.ascontiguousarray(
+                        np.full(k, NO_CODE, np.uint32) if codes is None else codes,
+                        np.uint32,
+                    ),
+                )
+        if self._amount is not None:
+            self._amount[p : n + k] = merged(
+                self._amount, np.nan if amount is None else amount
+            )
+        self.n = n + k
+
+    def shrink_to_fit(self) -> None:
+        """Drop growth slack after a bulk load."""
+        n = self.n
+        self._cid = self._cid[:n].copy()
+        self._ts = self._ts[:n].copy()
+        self._dims = {d: c[:n].copy() for d, c in self._dims.items()}
+        if self._amount is not None:
+            self._amount = self._amount[:n].copy()
+        for p in self.postings.values():
+            p.shrink_to_fit()

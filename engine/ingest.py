@@ -1,0 +1,339 @@
+"""The one ingest path: validate a whole batch, then apply it to the store.
+
+Every mutation (bulk loads, live events, profile upserts, catalog updates) comes through
+here, so the write-ahead log of the durability work can sit in front of ``apply_*``. A batch
+is checked completely before anything is applied; a bad batch raises ``InvalidInput`` naming
+the row and the column and leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.columns import kind_of_arrow
+from engine.errors import InvalidInput, Violation
+from engine.store import KNOWN_DIMS, Store
+from engine.timeutil import to_event_seconds
+
+NO_CODE = 0xFFFFFFFF
+NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+EVENT_CORE = ("customer_id", "ts", "type", "item_id", "amount")
+RESERVED_CONTACT_COLUMNS = {"age"} - set()  # `age` is allowed; listed for documentation
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """A validated event batch, as arrays ready to apply."""
+
+    customer_id: pa.Array
+    ts: np.ndarray  # uint32 seconds
+    types: pa.DictionaryArray
+    item_id: pa.Array | None
+    amount: np.ndarray | None
+    dims: dict[str, pa.Array]
+
+
+def read_table(source, kind: str, schema: dict[str, str] | None = None) -> pa.Table:
+    """A path (CSV, Parquet, JSON Lines), a pyarrow Table/RecordBatch or a list of dicts."""
+    if isinstance(source, pa.Table):
+        return source
+    if isinstance(source, pa.RecordBatch):
+        return pa.Table.from_batches([source])
+    if isinstance(source, list):
+        if not source:
+            return pa.table({})
+        try:
+            return pa.Table.from_pylist(source)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InvalidInput.at(kind, f"rows do not form a table: {exc}") from None
+    if isinstance(source, (str, Path)):
+        return _read_file(Path(source), kind, schema)
+    raise InvalidInput.at(
+        kind,
+        f"expected a path, a pyarrow.Table or a list of dicts, "
+        f"got {type(source).__name__}",
+    )
+
+
+def _read_file(path: Path, kind: str, schema: dict[str, str] | None) -> pa.Table:
+    if not path.exists():
+        raise InvalidInput.at(str(path), "no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            import pyarrow.json as pj
+
+            return pj.read_json(path)
+        if suffix in (".csv", ".tsv", ".txt"):
+            import pyarrow.csv as pcsv
+
+            types = {
+                c: pa.string()
+                for c in (
+                    "customer_id",
+                    "item_id",
+                    "order_id",
+                    "type",
+                    "phrase",
+                    "advertiser",
+                    "campaign",
+                    "ad",
+                    "channel",
+                    "category",
+                    "brand",
+                )
+            }
+            for col, k in (schema or {}).items():
+                types[col] = _ARROW_OF_KIND[k]
+            return pcsv.read_csv(
+                path,
+                parse_options=pcsv.ParseOptions(
+                    delimiter="\t" if suffix == ".tsv" else ","
+                ),
+                convert_options=pcsv.ConvertOptions(column_types=types),
+            )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInput.at(str(path), f"cannot read {kind}: {exc}") from None
+    raise InvalidInput.at(
+        str(path),
+        f"unknown file type {suffix!r} (expected .csv, .tsv, .parquet or .jsonl)",
+    )
+
+
+_ARROW_OF_KIND = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("ms", tz="UTC"),
+    "category": pa.string(),
+    "tags": pa.list_(pa.string()),
+}
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _text(table: pa.Table, name: str, kind: str, *, required: bool) -> pa.Array | None:
+    """A text column, cast from integers if needed; None when absent and optional."""
+    if name not in table.column_names:
+        if required:
+            raise InvalidInput.at(f"{kind}.{name}", "required column is missing")
+        return None
+    arr = _column(table, name)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    if pa.types.is_null(arr.type):
+        arr = pa.nulls(len(arr), pa.string())
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        if pa.types.is_integer(arr.type):
+            arr = pc.cast(arr, pa.string())
+        else:
+            raise InvalidInput.at(f"{kind}.{name}", f"expected text, got {arr.type}")
+    if required and arr.null_count:
+        row = int(np.flatnonzero(~np.asarray(pc.is_valid(arr)))[0])
+        raise InvalidInput.at(f"{kind}[{row}].{name}", "required value is NULL")
+    return arr
+
+
+def _check_names(table: pa.Table, kind: str) -> None:
+    for name in table.column_names:
+        if not NAME.match(name):
+            raise InvalidInput.at(
+                f"{kind}.{name}",
+                "column names must match "
+                "[a-z_][a-z0-9_]* (so segment conditions can name them)",
+            )
+    dupes = {c for c in table.column_names if table.column_names.count(c) > 1}
+    if dupes:
+        raise InvalidInput.at(f"{kind}.{sorted(dupes)[0]}", "column appears twice")
+
+
+def validate_events(table: pa.Table) -> EventBatch:
+    """Check an event batch completely; raise InvalidInput at the first problem."""
+    _check_names(table, "events")
+    customer_id = _text(table, "customer_id", "events", required=True)
+    types = _text(table, "type", "events", required=True)
+    if "ts" not in table.column_names:
+        raise InvalidInput.at("events.ts", "required column is missing")
+    try:
+        ts = to_event_seconds(_column(table, "ts"))
+    except ValueError as exc:
+        row, _, msg = str(exc).partition(": ")
+        raise InvalidInput(
+            f"events[{row.removeprefix('row ')}].ts: {msg}",
+            [Violation(f"events[{row.removeprefix('row ')}].ts", msg)],
+        ) from None
+    types_dict = pc.dictionary_encode(types)
+    for i, name in enumerate(types_dict.dictionary.to_pylist()):
+        if not NAME.match(name):
+            row = int(np.flatnonzero(np.asarray(types_dict.indices) == i)[0])
+            raise InvalidInput.at(
+                f"events[{row}].type",
+                f"event type {name!r} must match [a-z_][a-z0-9_]*",
+            )
+    amount = None
+    if "amount" in table.column_names:
+        arr = _column(table, "amount")
+        if not (
+            pa.types.is_integer(arr.type)
+            or pa.types.is_floating(arr.type)
+            or pa.types.is_decimal(arr.type)
+            or pa.types.is_null(arr.type)
+        ):
+            raise InvalidInput.at("events.amount", f"expected a number, got {arr.type}")
+        amount = np.asarray(
+            pc.cast(arr, pa.float64()).fill_null(np.nan), dtype=np.float64
+        )
+        bad = np.isinf(amount)
+        if bad.any():
+            raise InvalidInput.at(
+                f"events[{int(np.flatnonzero(bad)[0])}].amount", "amount must be finite"
+            )
+    dims = {}
+    for name in table.column_names:
+        if name in EVENT_CORE:
+            continue
+        dims[name] = _text(table, name, "events", required=False)
+    return EventBatch(
+        customer_id,
+        ts,
+        types_dict,
+        _text(table, "item_id", "events", required=False),
+        amount,
+        dims,
+    )
+
+
+def apply_events(store: Store, batch: EventBatch) -> int:
+    """Apply a validated batch: contacts, items and dictionaries grow; logs and rollups."""
+    cids = store.contacts.ensure(batch.customer_id)
+    store.sync_sizes()
+    n = len(cids)
+    codes: dict[str, np.ndarray] = {}
+    if batch.item_id is not None:
+        codes["item"] = _codes(batch.item_id, store.catalog.ensure)
+    for name, arr in batch.dims.items():
+        if name not in store.dim_maps:
+            from native.idmap import IdMap
+
+            store.dim_maps[name] = IdMap()
+        codes[name] = _codes(arr, store.dim_maps[name].get_or_add)
+    type_idx = np.asarray(batch.types.indices)
+    single_type = len(batch.types.dictionary) == 1
+    for t, name in enumerate(batch.types.dictionary.to_pylist()):
+        rows = None if single_type else np.flatnonzero(type_idx == t)
+        t_cids, t_ts = _take(cids, rows), _take(batch.ts, rows)
+        t_amount = None if batch.amount is None else _take(batch.amount, rows)
+        known_dims = store.logs[name].dims() if name in store.logs else []
+        # A type keeps only the dimensions it actually carries.
+        t_dims = {}
+        for d, c in codes.items():
+            part = _take(c, rows)
+            if d in known_dims or (part != NO_CODE).any():
+                t_dims[d] = part
+        has_amount = name in store.logs and store.logs[name].amount is not None
+        if t_amount is not None and not has_amount and np.isnan(t_amount).all():
+            t_amount = None
+        store.log(name).append(t_cids, t_ts, t_dims, t_amount)
+        store.aggregates.apply(name, t_cids, t_ts, t_amount, t_dims.get("order_id"))
+    return n
+
+
+def _take(arr: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    return arr if rows is None else arr[rows]
+
+
+def _codes(arr: pa.Array, encode) -> np.ndarray:
+    """Dictionary codes for a text column; NULL -> NO_CODE."""
+    out = np.full(len(arr), NO_CODE, dtype=np.uint32)
+    if arr.null_count == len(arr):
+        return out
+    if arr.null_count == 0:
+        return encode(arr)
+    valid = np.asarray(pc.is_valid(arr))
+    out[valid] = encode(arr.filter(pa.array(valid)))
+    return out
+
+
+# -- contacts and items ----------------------------------------------------------------
+@dataclass(frozen=True)
+class AttributeBatch:
+    """Validated attribute updates: keys plus prepared column values."""
+
+    keys: pa.Array
+    new_columns: dict[str, str]  # name -> kind, columns to create
+    prepared: dict[str, object]  # name -> column.convert() output
+
+
+def validate_attributes(
+    table: pa.Table, owner, kind: str, key: str, schema: dict[str, str] | None = None
+) -> AttributeBatch:
+    """Check a contacts / items batch; owner is the ContactStore or the Catalog."""
+    _check_names(table, kind)
+    keys = _text(table, key, kind, required=True)
+    new_columns: dict[str, str] = {}
+    prepared: dict[str, object] = {}
+    from engine.columns import new_column
+
+    for name in table.column_names:
+        if name == key:
+            continue
+        arr = _column(table, name)
+        col = owner.columns.get(name)
+        if col is None:
+            col_kind = (schema or {}).get(name) or kind_of_arrow(arr.type)
+            if pa.types.is_null(arr.type) and col_kind is None:
+                col_kind = "category"
+            if col_kind is None:
+                raise InvalidInput.at(
+                    f"{kind}.{name}",
+                    f"unsupported type {arr.type} "
+                    "(expected int, float, bool, timestamp, text or a "
+                    "list of text)",
+                )
+            new_columns[name] = col_kind
+            col = new_column(name, col_kind)
+        try:
+            prepared[name] = col.convert(arr)
+        except ValueError as exc:
+            msg = str(exc)
+            if msg.startswith("row "):
+                row, _, msg = msg.partition(": ")
+                where = f"{kind}[{row.removeprefix('row ')}].{name}"
+            else:
+                where = f"{kind}.{name}"
+            raise InvalidInput.at(
+                where, f"{msg} (column {name!r} is {col.kind})"
+            ) from None
+        if name in new_columns and col.kind == "category":
+            # convert() filled the throw-away column's dictionary: encode again on apply.
+            prepared[name] = arr
+    return AttributeBatch(keys, new_columns, prepared)
+
+
+def apply_attributes(owner, batch: AttributeBatch, ids) -> np.ndarray:
+    """Apply validated updates; `ids` maps keys to row numbers, creating rows."""
+    rows = ids(batch.keys)
+    for name, k in batch.new_columns.items():
+        owner.add_column(name, k)
+    for name, value in batch.prepared.items():
+        col = owner.columns[name]
+        if name in batch.new_columns and col.kind == "category":
+            value = col.convert(value)
+        col.store(rows, value)
+    return rows
+
+
+KNOWN_EVENT_DIMS = KNOWN_DIMS

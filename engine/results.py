@@ -1,0 +1,78 @@
+"""What a segment evaluation returns: members as a bitmap, external ids on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from pyroaring import BitMap
+
+
+class SegmentResult:
+    """Members of a segment at one moment (a snapshot: later ingest does not change it).
+
+    ``bitmap`` holds internal contact ids (cids); ``ids`` / ``sample`` / ``iter_ids`` turn
+    them into external customer_ids, in ascending cid order, a page at a time.
+    """
+
+    def __init__(
+        self, bitmap: BitMap, decode: Callable[[np.ndarray], list[str]], now_s: float
+    ) -> None:
+        self.bitmap = bitmap
+        self._decode = decode
+        self.now_s = now_s
+
+    def count(self) -> int:
+        return len(self.bitmap)
+
+    def __len__(self) -> int:
+        return len(self.bitmap)
+
+    def cids(self) -> np.ndarray:
+        """All member cids, ascending (uint32)."""
+        return np.frombuffer(self.bitmap.to_array(), dtype=np.uint32)
+
+    def ids(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        """External ids of members [offset, offset + limit) in cid order."""
+        n = len(self.bitmap)
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        end = n if limit is None else min(n, offset + max(0, limit))
+        if offset >= end:
+            return []
+        if end - offset == n:
+            return self._decode(self.cids())
+        page = (
+            np.fromiter(
+                (self.bitmap[i] for i in range(offset, end)),
+                dtype=np.uint32,
+                count=end - offset,
+            )
+            if end - offset < 64
+            else self.cids()[offset:end]
+        )
+        return self._decode(page)
+
+    def sample(self, n: int, seed: int | None = None) -> list[str]:
+        """Up to n members chosen uniformly at random (without replacement)."""
+        size = len(self.bitmap)
+        if n <= 0 or size == 0:
+            return []
+        rng = np.random.default_rng(seed)
+        picks = np.sort(rng.choice(size, size=min(n, size), replace=False))
+        cids = (
+            np.array([self.bitmap[int(i)] for i in picks], dtype=np.uint32)
+            if len(picks) < 256
+            else self.cids()[picks]
+        )
+        return self._decode(cids)
+
+    def iter_ids(self, chunk: int = 10_000) -> Iterator[list[str]]:
+        """External ids in chunks, for streaming exports."""
+        cids = self.cids()
+        for start in range(0, len(cids), max(1, chunk)):
+            yield self._decode(cids[start : start + chunk])
+
+    def __iter__(self) -> Iterator[str]:
+        for part in self.iter_ids():
+            yield from part

@@ -1,0 +1,452 @@
+"""Plan nodes for profile conditions: attributes (incl. derived age) and aggregates."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+from pyroaring import BitMap
+
+from engine.columns import CategoryColumn, NumericColumn, TagsColumn
+from engine.errors import InvalidQuery
+from engine.predicates import (
+    INF,
+    dictionary_mask,
+    in_intervals,
+    integer_range,
+    numeric_intervals,
+)
+from engine.segments.context import Context
+from engine.segments.plan import Node
+from engine.timeutil import DAY_S, full_years_cutoff_ms, period_bounds_s
+from native import columns as kernels
+
+ALL = (np.array([-INF]), np.array([INF]))
+# Up to this many matching values, OR-ing per-value bitmaps beats a column scan.
+MAX_BITMAPS_TO_UNION = 256
+
+
+def _scan(ctx: Context, cand: BitMap | None, fill) -> BitMap:
+    """Run a kernel that fills a bitset, over `cand` ids when few, and make a BitMap."""
+    words = ctx.words()
+    fill(ctx.candidate_cids(cand), words)
+    out = ctx.to_bitmap(words)
+    return out if cand is None else out & cand
+
+
+class NumericAttr(Node):
+    """int / float / bool / timestamp attribute compared with a value (intervals)."""
+
+    kind = "attr"
+
+    def __init__(self, ast, key, column: NumericColumn, where: str) -> None:
+        super().__init__(ast, key)
+        self.column = column
+        op, value = ast["op"], ast.get("value")
+        if op in ("is_null", "is_not_null"):
+            self.lo, self.hi = ALL
+        elif op in ("prefix", "contains", "contains_any", "contains_all"):
+            raise InvalidQuery.at(
+                where,
+                f"operator {op!r} does not apply to {column.kind} "
+                f"attribute {column.name!r}",
+            )
+        else:
+            self.lo, self.hi = numeric_intervals(
+                column.kind, op, value, f"{where}.value"
+            )
+        self.negate = op == "is_null"
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        col = self.column
+        n = ctx.n
+
+        def fill(cids, words):
+            kernels.interval_scan(
+                col.values[:n], col.valid[:n], self.lo, self.hi, cids, words
+            )
+
+        present = _scan(ctx, cand, fill)
+        if self.negate:
+            return (ctx.universe if cand is None else cand) - present
+        return present
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        value = self.column.value_of(cid)
+        if self.column.kind == "timestamp" and value is not None:
+            value = datetime.fromtimestamp(value / 1000, UTC).isoformat()
+        out["details"] = {"attribute": self.column.name, "value": value}
+        return out
+
+
+class AgeAttr(NumericAttr):
+    """``age`` derived from ``birth_date``: full years as of now, as a birth-date range."""
+
+    def __init__(
+        self, ast, key, birth: NumericColumn, now_s: float, where: str
+    ) -> None:
+        Node.__init__(self, ast, key)
+        self.column = birth
+        self.now_s = now_s
+        op, value = ast["op"], ast.get("value")
+        self.negate = op == "is_null"
+        if op in ("is_null", "is_not_null"):
+            self.lo, self.hi = ALL
+            return
+        if op in ("prefix", "contains", "contains_any", "contains_all"):
+            raise InvalidQuery.at(where, f"operator {op!r} does not apply to age")
+        lo, hi = [], []
+        for a, b in integer_range(op, value, f"{where}.value"):
+            # age >= a  <=>  birth < cutoff(a);  age <= b  <=>  birth >= cutoff(b + 1)
+            upper = INF if a == -INF else full_years_cutoff_ms(now_s, int(a)) - 1
+            lower = -INF if b == INF else full_years_cutoff_ms(now_s, int(b) + 1)
+            if lower <= upper:
+                lo.append(lower)
+                hi.append(upper)
+        self.lo, self.hi = (
+            np.array(lo, dtype=np.float64),
+            np.array(hi, dtype=np.float64),
+        )
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = Node.describe(self, ctx, cid)
+        birth = self.column.value_of(cid)
+        age = None
+        if birth is not None:
+            b = datetime.fromtimestamp(birth / 1000, UTC).date()
+            t = datetime.fromtimestamp(self.now_s, UTC).date()
+            age = t.year - b.year - ((t.month, t.day) < (b.month, b.day))
+        out["details"] = {
+            "attribute": "age",
+            "value": age,
+            "derived_from": "birth_date",
+        }
+        return out
+
+
+class CategoryAttr(Node):
+    """Text attribute: per-value bitmaps when the column has them, else a code scan."""
+
+    kind = "attr"
+
+    def __init__(self, ast, key, column: CategoryColumn, where: str) -> None:
+        super().__init__(ast, key)
+        self.column = column
+        self.op = ast["op"]
+        if self.op in ("<", "<=", ">", ">=", "between", "contains_any", "contains_all"):
+            raise InvalidQuery.at(
+                where,
+                f"operator {self.op!r} does not apply to text "
+                f"attribute {column.name!r}",
+            )
+        self.value = ast.get("value")
+        self.where = where
+
+    def _mask(self) -> np.ndarray:
+        op = self.op
+        if op in ("is_null", "is_not_null"):
+            return np.ones(len(self.column.dictionary), dtype=np.uint8)
+        # != / not_in are "not null and not equal": the mask already excludes NULL codes.
+        return dictionary_mask(
+            self.column.dictionary, op, self.value, f"{self.where}.value"
+        )
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        col, n = self.column, ctx.n
+        mask = self._mask()
+        hits = np.flatnonzero(mask)
+        if (
+            self.op not in ("is_null", "is_not_null")
+            and col.has_bitmaps()
+            and (len(hits) <= MAX_BITMAPS_TO_UNION)
+        ):
+            bms = col.bitmaps(n)
+            chosen = [bms[k] for k in hits.tolist()]
+            got = (
+                BitMap.union(*chosen)
+                if len(chosen) > 1
+                else (chosen[0].copy() if chosen else BitMap())
+            )
+            return got if cand is None else got & cand
+
+        def fill(cids, words):
+            kernels.code_mask_scan(col.codes[:n], mask, cids, words)
+
+        present = _scan(ctx, cand, fill)
+        if self.op == "is_null":
+            return (ctx.universe if cand is None else cand) - present
+        return present
+
+    def estimate(self, ctx: Context) -> float:
+        col = self.column
+        if self.op in ("=", "in") and col.has_bitmaps():
+            bms = col.bitmaps(ctx.n)
+            return float(
+                sum(len(bms[k]) for k in np.flatnonzero(self._mask()).tolist())
+            )
+        return ctx.n / 2
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        out["details"] = {
+            "attribute": self.column.name,
+            "value": self.column.value_of(cid),
+        }
+        return out
+
+
+class TagsAttr(Node):
+    """Tag-set attribute: contains_any / contains_all / = (contains) over per-tag bitmaps."""
+
+    kind = "attr"
+
+    def __init__(self, ast, key, column: TagsColumn, where: str) -> None:
+        super().__init__(ast, key)
+        self.column = column
+        self.op = ast["op"]
+        value = ast.get("value")
+        if self.op not in (
+            "contains_any",
+            "contains_all",
+            "=",
+            "in",
+            "contains",
+            "is_null",
+            "is_not_null",
+        ):
+            raise InvalidQuery.at(
+                where,
+                f"operator {self.op!r} does not apply to tag "
+                f"attribute {column.name!r} (use contains_any, "
+                "contains_all, is_null)",
+            )
+        self.tags = (
+            value if isinstance(value, list) else ([] if value is None else [value])
+        )
+        for i, t in enumerate(self.tags):
+            if not isinstance(t, str):
+                raise InvalidQuery.at(
+                    f"{where}.value[{i}]", f"expected a tag, got {t!r}"
+                )
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        col = self.column
+        if self.op in ("is_null", "is_not_null"):
+            valid = np.flatnonzero(col.valid[: ctx.n]).astype(np.uint32)
+            present = BitMap(valid)
+            base = ctx.universe if cand is None else cand
+            return base - present if self.op == "is_null" else base & present
+        bms = []
+        for t in self.tags:
+            code = col.dictionary.lookup_one(t)
+            bms.append(
+                col.tag_bitmaps[code] if 0 <= code < len(col.tag_bitmaps) else BitMap()
+            )
+        if self.op == "contains_all":
+            got = BitMap.intersection(*bms) if len(bms) > 1 else bms[0].copy()
+        else:
+            got = BitMap.union(*bms) if len(bms) > 1 else bms[0].copy()
+        return got if cand is None else got & cand
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        out["details"] = {
+            "attribute": self.column.name,
+            "value": self.column.value_of(cid),
+        }
+        return out
+
+
+class AggregateNode(Node):
+    """orders_count, revenue, avg_order_value and days_since_* (all time or a period)."""
+
+    kind = "aggregate"
+
+    def __init__(self, ast, key, now_s: float, where: str) -> None:
+        super().__init__(ast, key)
+        self.name = ast["aggregate"]
+        self.op = ast["op"]
+        self.now_s = now_s
+        self.where = where
+        if self.op in ("prefix", "contains", "contains_any", "contains_all"):
+            raise InvalidQuery.at(
+                where, f"operator {self.op!r} does not apply to aggregate {self.name!r}"
+            )
+        if self.op in ("is_null", "is_not_null"):
+            self.lo, self.hi = ALL
+        else:
+            self.lo, self.hi = numeric_intervals(
+                "float", self.op, ast.get("value"), f"{where}.value"
+            )
+        self.period = ast.get("period")
+
+    # Value of each contact with no qualifying events: counts and sums are 0, the rest NULL.
+    def _default(self):
+        return 0.0 if self.name in ("orders_count", "revenue") else None
+
+    def _days_to_ts_intervals(self) -> tuple[np.ndarray, np.ndarray]:
+        """days_since in [a, b]  <=>  last_ts in [floor(now - (b+1)d) + 1, floor(now - a d)]."""
+        lo, hi = [], []
+        if self.op in ("is_null", "is_not_null"):
+            return np.array([1.0]), np.array([INF])
+        for a, b in integer_range(
+            self.op, self.ast.get("value"), f"{self.where}.value"
+        ):
+            upper = INF if a == -INF else np.floor(self.now_s - a * DAY_S)
+            lower = (
+                1.0
+                if b == INF
+                else max(1.0, np.floor(self.now_s - (b + 1) * DAY_S) + 1)
+            )
+            if lower <= upper:
+                lo.append(lower)
+                hi.append(upper)
+        return np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        if self.period:
+            return self._run_period(ctx, cand)
+        agg, n = ctx.store.aggregates, ctx.n
+        if self.name.startswith("days_since_"):
+            arr = {
+                "days_since_last_order": agg.last_order_s,
+                "days_since_last_visit": agg.last_visit_s,
+                "days_since_last_email_open": agg.last_email_open_s,
+            }[self.name][:n]
+            lo, hi = self._days_to_ts_intervals()
+            got = _scan(
+                ctx, cand, lambda c, w: kernels.interval_scan(arr, None, lo, hi, c, w)
+            )
+        elif self.name == "avg_order_value":
+
+            def fill(c, w):
+                kernels.ratio_interval_scan(
+                    agg.revenue[:n], agg.orders_count[:n], self.lo, self.hi, c, w
+                )
+
+            got = _scan(ctx, cand, fill)
+        else:
+            arr = (
+                agg.orders_count[:n] if self.name == "orders_count" else agg.revenue[:n]
+            )
+            got = _scan(
+                ctx,
+                cand,
+                lambda c, w: kernels.interval_scan(arr, None, self.lo, self.hi, c, w),
+            )
+        if self.op == "is_null":
+            return (ctx.universe if cand is None else cand) - got
+        return got
+
+    def _values_in_period(self, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+        """(cids, values) of contacts with qualifying events in the period (numpy, per batch)."""
+        store = ctx.store
+        lo_s, hi_s = period_bounds_s(self.period, self.now_s, f"{self.where}.period")
+        if self.name == "days_since_last_visit":
+            parts = []
+            for log in store.logs.values():
+                r0, r1 = log.window(lo_s, hi_s)
+                parts.append((log.cid[r0:r1], log.ts[r0:r1]))
+            cids = (
+                np.concatenate([p[0] for p in parts])
+                if parts
+                else np.zeros(0, np.uint32)
+            )
+            ts = (
+                np.concatenate([p[1] for p in parts])
+                if parts
+                else np.zeros(0, np.uint32)
+            )
+        else:
+            etype = (
+                "email_open" if self.name == "days_since_last_email_open" else "order"
+            )
+            log = store.logs.get(etype)
+            if log is None:
+                return np.zeros(0, np.uint32), np.zeros(0)
+            r0, r1 = log.window(lo_s, hi_s)
+            cids, ts = log.cid[r0:r1], log.ts[r0:r1]
+            if self.name in ("orders_count", "revenue", "avg_order_value"):
+                amount = (
+                    log.amount[r0:r1] if log.amount is not None else np.zeros(r1 - r0)
+                )
+                orders = log.dim("order_id")
+                return _order_values(
+                    self.name, cids, amount, None if orders is None else orders[r0:r1]
+                )
+        if len(cids) == 0:
+            return cids, np.zeros(0)
+        order = np.lexsort((ts, cids))
+        cs, tt = cids[order], ts[order]
+        last = np.r_[cs[1:] != cs[:-1], True]
+        days = np.floor((self.now_s - tt[last].astype(np.float64)) / DAY_S)
+        return cs[last], days
+
+    def _run_period(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        cids, values = self._values_in_period(ctx)
+        if self.op in ("is_null", "is_not_null"):
+            ok = np.ones(len(cids), dtype=bool)
+        else:
+            ok = in_intervals(values, self.lo, self.hi)
+        base = ctx.universe if cand is None else cand
+        if self.op == "is_null":
+            return base - BitMap(cids[ok].astype(np.uint32))
+        default = self._default()
+        if (
+            default is not None
+            and self.op != "is_not_null"
+            and in_intervals(np.array([default]), self.lo, self.hi)[0]
+        ):
+            return base - BitMap(cids[~ok].astype(np.uint32))
+        got = BitMap(cids[ok].astype(np.uint32))
+        return got if cand is None else got & cand
+
+    def value_of(self, ctx: Context, cid: int):
+        if self.period:
+            cids, values = self._values_in_period(ctx)
+            hit = np.flatnonzero(cids == cid)
+            return float(values[hit[0]]) if len(hit) else self._default()
+        agg = ctx.store.aggregates
+        if self.name == "orders_count":
+            return int(agg.orders_count[cid])
+        if self.name == "revenue":
+            return float(agg.revenue[cid])
+        if self.name == "avg_order_value":
+            k = int(agg.orders_count[cid])
+            return float(agg.revenue[cid]) / k if k else None
+        last = {
+            "days_since_last_order": agg.last_order_s,
+            "days_since_last_visit": agg.last_visit_s,
+            "days_since_last_email_open": agg.last_email_open_s,
+        }[self.name][cid]
+        return None if last == 0 else int((self.now_s - float(last)) // DAY_S)
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        out["details"] = {"aggregate": self.name, "value": self.value_of(ctx, cid)}
+        return out
+
+
+def _order_values(
+    name: str, cids: np.ndarray, amount: np.ndarray, order_codes: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-contact order count (distinct order ids), revenue or average in a window."""
+    if len(cids) == 0:
+        return cids, np.zeros(0)
+    uniq, inverse = np.unique(cids, return_inverse=True)
+    revenue = np.bincount(inverse, weights=np.nan_to_num(amount), minlength=len(uniq))
+    if order_codes is None:
+        counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
+    else:
+        known = order_codes != 0xFFFFFFFF
+        keys = (cids[known].astype(np.uint64) << np.uint64(32)) | order_codes[known]
+        distinct_cids = (np.unique(keys) >> np.uint64(32)).astype(np.uint32)
+        counts = np.bincount(np.searchsorted(uniq, distinct_cids), minlength=len(uniq))
+        counts = counts + np.bincount(inverse[~known], minlength=len(uniq))
+        counts = counts.astype(np.float64)
+    if name == "orders_count":
+        return uniq, counts
+    if name == "revenue":
+        return uniq, revenue
+    return uniq, revenue / counts

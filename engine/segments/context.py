@@ -1,0 +1,91 @@
+"""What one evaluation carries: the store, `now`, the deadline, scratch space and memos."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from native.bitset import bitmap_to_bitset, bitset_to_bitmap
+from pyroaring import BitMap
+
+from engine.errors import DeadlineExceeded
+from engine.store import Store
+
+_local = threading.local()
+
+
+class Scratch:
+    """Per-thread per-contact arrays for the event kernels (zero between uses).
+
+    One set per thread: gRPC workers evaluate concurrently, each with its own counters.
+    np.zeros maps untouched pages lazily, so a large shard pays only for pages it counts in.
+    """
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(0, dtype=np.uint32)
+        self.touched = np.zeros(0, dtype=np.uint32)
+        self.sums = np.zeros(0, dtype=np.float64)
+
+    def ensure(self, n: int, with_sums: bool) -> None:
+        if len(self.counts) < n:
+            size = max(n, int(len(self.counts) * 1.5))
+            self.counts = np.zeros(size, dtype=np.uint32)
+            self.touched = np.zeros(size, dtype=np.uint32)
+            self.sums = np.zeros(0, dtype=np.float64)
+        if with_sums and len(self.sums) < len(self.counts):
+            self.sums = np.zeros(len(self.counts), dtype=np.float64)
+
+
+def thread_scratch() -> Scratch:
+    s = getattr(_local, "scratch", None)
+    if s is None:
+        s = _local.scratch = Scratch()
+    return s
+
+
+@dataclass
+class Context:
+    """One evaluation: read-only view of the store at `now_s`."""
+
+    store: Store
+    now_s: float
+    deadline: float | None = None
+    profile: list[dict] | None = None
+    memo: dict[str, BitMap] = field(default_factory=dict)
+    _universe: BitMap | None = None
+
+    @property
+    def n(self) -> int:
+        return self.store.n_contacts
+
+    @property
+    def universe(self) -> BitMap:
+        """Every contact: the complement base of NOT and of "did not happen"."""
+        if self._universe is None:
+            u = BitMap()
+            if self.n:
+                u.add_range(0, self.n)
+            self._universe = u
+        return self._universe
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise DeadlineExceeded("deadline exceeded while evaluating the segment")
+
+    def words(self) -> np.ndarray:
+        """A zeroed bitset with a bit per contact."""
+        return np.zeros((self.n + 63) // 64, dtype=np.uint64)
+
+    def to_bitmap(self, words: np.ndarray) -> BitMap:
+        return bitset_to_bitmap(words)
+
+    def candidate_words(self, cand: BitMap | None) -> np.ndarray | None:
+        return None if cand is None else bitmap_to_bitset(cand, self.n)
+
+    def candidate_cids(self, cand: BitMap | None) -> np.ndarray | None:
+        """Sorted cids of a candidate set, when it is small enough to beat a full scan."""
+        if cand is None or len(cand) * 8 > self.n:
+            return None
+        return np.frombuffer(cand.to_array(), dtype=np.uint32)

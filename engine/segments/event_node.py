@@ -1,0 +1,282 @@
+"""The event condition: type + filters + period + count / sum range + "then no".
+
+Compilation turns each filter into one of two shapes the kernel understands:
+
+- a **code filter**: a dimension column of the log (item, phrase, campaign, ...) and a uint8
+  mask over its codes. Catalog fields (category, brand, price, colours ...) become a mask
+  over item codes; text properties a mask over their dictionary;
+- a **row mask** for the numeric `amount`, computed with numpy over the window.
+
+At run time the period becomes a row range of the log; if one code filter is selective, its
+postings inside that range are gathered and only those rows are scanned. The kernel counts
+per contact and sorts contacts into "qualifies" / "has events but does not qualify"; contacts
+without events qualify when the count range admits zero (did not happen).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+from pyroaring import BitMap
+
+from engine.errors import InvalidQuery
+from engine.predicates import dictionary_mask, in_intervals, numeric_intervals
+from engine.segments.context import Context, thread_scratch
+from engine.segments.plan import Node
+from engine.store import Store
+from engine.timeutil import duration_s, period_bounds_s
+from native import eventscan
+
+U64_MAX = 2**64 - 1
+# Gather postings only when they cover less than this share of the window's rows: beyond it
+# a sequential scan of the window is faster than random row access.
+GATHER_SHARE = 0.5
+MAX_GATHER_CODES = 50_000
+MAX_SHOWN_TIMES = 10
+
+
+class EventFilters:
+    """The compiled `where` list of one event type (see module docstring)."""
+
+    def __init__(self, store: Store, etype: str, where: list[dict], path: str) -> None:
+        self.etype = etype
+        self.code_filters: list[tuple[str, np.ndarray]] = []  # (dimension, mask)
+        self.amount_intervals: list[tuple[np.ndarray, np.ndarray]] = []
+        fields = store.event_fields()
+        for i, f in enumerate(where):
+            fpath = f"{path}.where[{i}]"
+            field, op, value = f["field"], f["op"], f.get("value")
+            if store.catalog.has_field(field):
+                mask = store.catalog.item_mask(field, op, value, f"{fpath}.value")
+                self.code_filters.append(("item", mask))
+            elif field == "amount":
+                self.amount_intervals.append(
+                    numeric_intervals("float", op, value, f"{fpath}.value")
+                )
+            elif field in store.dim_maps:
+                if op in ("<", "<=", ">", ">=", "between"):
+                    raise InvalidQuery.at(
+                        f"{fpath}.op",
+                        f"operator {op!r} does not apply to text property {field!r}",
+                    )
+                mask = dictionary_mask(
+                    store.dim_maps[field], op, value, f"{fpath}.value"
+                )
+                self.code_filters.append((field, mask))
+            else:
+                raise InvalidQuery.at(
+                    f"{fpath}.field",
+                    f"unknown event field {field!r}"
+                    + store.catalog.suggest(field, sorted(fields)),
+                )
+
+    def bind(self, log, r0: int, r1: int, ctx_n: int):
+        """Kernel arguments for a window of `log`: (source_rows, code_filters, row_mask),
+        or None when no event can match (a filtered dimension the type never carries)."""
+        filters = []
+        for dim, mask in self.code_filters:
+            col = log.dim(dim)
+            if col is None or not mask.any():
+                return None
+            filters.append((dim, col, mask))
+        row_mask = None
+        if self.amount_intervals:
+            if log.amount is None:
+                return None
+            window = log.amount[r0:r1]
+            ok = np.ones(r1 - r0, dtype=bool)
+            for lo, hi in self.amount_intervals:
+                ok &= in_intervals(window, lo, hi)
+            row_mask = ok.astype(np.uint8)
+        source, best = None, None
+        for k, (dim, _, mask) in enumerate(filters):
+            postings = log.postings.get(dim)
+            codes = np.flatnonzero(mask).astype(np.uint32)
+            if postings is None or len(codes) > MAX_GATHER_CODES:
+                continue
+            est = postings.count_in_window(codes, r0, r1)
+            if est < GATHER_SHARE * (r1 - r0) and (best is None or est < best[0]):
+                best = (est, k, postings, codes)
+        if best is not None:
+            _, k, postings, codes = best
+            source = postings.gather(codes, r0, r1)
+            del filters[k]  # gathering already applied it
+        return source, [(col, mask) for _, col, mask in filters], row_mask
+
+    def estimate_rows(self, log, r0: int, r1: int) -> float:
+        bound = self.bind(log, r0, r1, 0)
+        if bound is None:
+            return 0.0
+        source = bound[0]
+        return float(len(source)) if source is not None else float(r1 - r0)
+
+
+class EventNode(Node):
+    kind = "event"
+
+    def __init__(
+        self, ast: dict, key: str, store: Store, now_s: float, path: str
+    ) -> None:
+        super().__init__(ast, key)
+        self.etype = ast["event"]
+        self.now_s = now_s
+        self.filters = EventFilters(store, self.etype, ast.get("where", []), path)
+        self.lo_s, self.hi_s = period_bounds_s(
+            ast.get("period"), now_s, f"{path}.period"
+        )
+        count = ast.get("count", {"min": 1})
+        self.count_min = int(count.get("min", 0))
+        self.count_max = int(count.get("max", U64_MAX))
+        s = ast.get("sum")
+        self.use_sum = s is not None
+        if s is not None and s["field"] != "amount":
+            raise InvalidQuery.at(
+                f"{path}.sum.field", f"can only sum 'amount', got {s['field']!r}"
+            )
+        self.sum_min = float(s.get("min", -np.inf)) if s else -np.inf
+        self.sum_max = float(s.get("max", np.inf)) if s else np.inf
+        then = ast.get("then_no")
+        self.then = None
+        if then is not None:
+            self.then = (
+                then["event"],
+                duration_s(then["within"], f"{path}.then_no.within"),
+                EventFilters(
+                    store, then["event"], then.get("where", []), f"{path}.then_no"
+                ),
+            )
+        zero_sum_ok = not self.use_sum or self.sum_min <= 0 <= self.sum_max
+        self.zero_qualifies = self.count_min == 0 and zero_sum_ok
+
+    def estimate(self, ctx: Context) -> float:
+        log = ctx.store.logs.get(self.etype)
+        if log is None:
+            return float(ctx.n) if self.zero_qualifies else 0.0
+        r0, r1 = log.window(self.lo_s, self.hi_s)
+        rows = min(self.filters.estimate_rows(log, r0, r1), float(ctx.n))
+        return max(0.0, ctx.n - rows) if self.zero_qualifies else rows
+
+    def _then_keys(self, ctx: Context, cand_words, only_cid: int = -1):
+        """Sorted (cid << 32 | ts) of the "then no" events that can follow an A event."""
+        if self.then is None:
+            return None, 0
+        etype, within, filters = self.then
+        log = ctx.store.logs.get(etype)
+        if log is None:
+            return None, within
+        hi = min(self.hi_s + within, 2**32)
+        r0, r1 = log.window(self.lo_s, hi)
+        bound = filters.bind(log, r0, r1, ctx.n)
+        if bound is None:
+            return None, within
+        source, code_filters, row_mask = bound
+        keys = eventscan.collect_matches(
+            log.cid,
+            log.ts,
+            r0,
+            r1,
+            source,
+            code_filters,
+            row_mask,
+            cand_words,
+            None,
+            0,
+            only_cid,
+            True,
+        )
+        return keys, within
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        base = ctx.universe if cand is None else cand
+        log = ctx.store.logs.get(self.etype)
+        if log is None:
+            return base.copy() if self.zero_qualifies else BitMap()
+        r0, r1 = log.window(self.lo_s, self.hi_s)
+        bound = self.filters.bind(log, r0, r1, ctx.n)
+        if bound is None:
+            return base.copy() if self.zero_qualifies else BitMap()
+        source, code_filters, row_mask = bound
+        cand_words = ctx.candidate_words(cand)
+        then_keys, within = self._then_keys(ctx, cand_words)
+        scratch = thread_scratch()
+        scratch.ensure(ctx.n, self.use_sum)
+        yes, no = ctx.words(), ctx.words()
+        eventscan.count_matches(
+            log.cid,
+            log.ts,
+            r0,
+            r1,
+            source,
+            code_filters,
+            row_mask,
+            log.amount if self.use_sum else None,
+            cand_words,
+            then_keys,
+            within,
+            self.count_min,
+            self.count_max,
+            self.use_sum,
+            self.sum_min,
+            self.sum_max,
+            scratch.counts[: ctx.n],
+            scratch.sums[: ctx.n] if self.use_sum else scratch.sums,
+            scratch.touched[: ctx.n],
+            yes,
+            no,
+        )
+        if self.zero_qualifies:
+            return base - ctx.to_bitmap(no)
+        got = ctx.to_bitmap(yes)
+        return got if cand is None else got & cand
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        details: dict = {
+            "event": self.etype,
+            "matched": 0,
+            "window": _iso_window(self.lo_s, self.hi_s),
+        }
+        log = ctx.store.logs.get(self.etype)
+        if log is not None:
+            r0, r1 = log.window(self.lo_s, self.hi_s)
+            bound = self.filters.bind(log, r0, r1, ctx.n)
+            if bound is not None:
+                source, code_filters, row_mask = bound
+                then_keys, within = self._then_keys(ctx, None, cid)
+                rows = eventscan.collect_matches(
+                    log.cid,
+                    log.ts,
+                    r0,
+                    r1,
+                    source,
+                    code_filters,
+                    row_mask,
+                    None,
+                    then_keys,
+                    within,
+                    cid,
+                    False,
+                )
+                times = log.ts[rows]
+                details["matched"] = int(len(rows))
+                details["times"] = [_iso(t) for t in times[-MAX_SHOWN_TIMES:].tolist()]
+                if self.use_sum:
+                    amounts = (
+                        log.amount[rows] if log.amount is not None else np.zeros(0)
+                    )
+                    details["sum"] = float(np.nansum(amounts))
+        details["count_range"] = [
+            self.count_min,
+            None if self.count_max == U64_MAX else self.count_max,
+        ]
+        out["details"] = details
+        return out
+
+
+def _iso(ts_s: int) -> str:
+    return datetime.fromtimestamp(ts_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso_window(lo: int, hi: int) -> list[str | None]:
+    return [None if lo <= 0 else _iso(lo), None if hi > 2**32 - 1 else _iso(hi)]

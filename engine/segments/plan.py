@@ -1,0 +1,221 @@
+"""Compile a canonical segment AST into a plan of nodes, and run it over roaring bitmaps.
+
+Each node evaluates to a ``BitMap`` of contact ids. ``run(ctx, cand)`` may be given the
+contacts that are still candidates (the running result of an AND): the node then only
+decides those, returning a subset of `cand` — attribute scans look at the candidate ids
+instead of the whole column, event scans skip other contacts. AND runs its operands from
+the most selective (smallest estimate) and stops at the first empty result; negative
+operands (NOT) run last as set differences. A sub-expression that occurs more than once in
+a query is evaluated once, unrestricted, and reused (``Node.shared``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pyroaring import BitMap
+
+from engine.errors import InvalidQuery
+from engine.segments.context import Context
+
+
+class Node:
+    """A plan node; subclasses implement ``_run``, ``estimate`` and ``describe``."""
+
+    kind = "node"
+    shared = False  # set by compile when the same sub-expression occurs again
+
+    def __init__(self, ast: dict, key: str) -> None:
+        self.ast = ast
+        self.key = key
+
+    @property
+    def label(self) -> str:
+        from engine.segments.dsl import format as format_dsl
+
+        try:
+            return format_dsl(self.ast)
+        except Exception:  # a label is for people; never fail a query over it
+            return str(self.ast)
+
+    def estimate(self, ctx: Context) -> float:
+        """Rough number of matching contacts, for ordering AND operands."""
+        return ctx.n / 2
+
+    def children(self) -> list[Node]:
+        return []
+
+    def run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        """Members (restricted to `cand` when given), with memo, deadline and profile."""
+        ctx.check_deadline()
+        if self.shared:
+            hit = ctx.memo.get(self.key)
+            if hit is None:
+                hit = ctx.memo[self.key] = self._timed(ctx, None)
+            return hit if cand is None else hit & cand
+        return self._timed(ctx, cand)
+
+    def _timed(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        if ctx.profile is None:
+            return self._run(ctx, cand)
+        entry: dict[str, Any] = {"condition": self.label, "kind": self.kind}
+        ctx.profile.append(entry)
+        t0 = time.perf_counter()
+        out = self._run(ctx, cand)
+        entry.update(
+            ms=round((time.perf_counter() - t0) * 1000, 3),
+            count=len(out),
+            candidates=None if cand is None else len(cand),
+        )
+        return out
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        raise NotImplementedError
+
+    def holds(self, ctx: Context, cid: int) -> bool:
+        return cid in self.run(ctx, BitMap([cid]))
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        """Why this contact is or is not matched (explain)."""
+        return {
+            "condition": self.label,
+            "kind": self.kind,
+            "holds": self.holds(ctx, cid),
+        }
+
+
+class AndNode(Node):
+    kind = "and"
+
+    def __init__(self, ast: dict, key: str, parts: list[Node]) -> None:
+        super().__init__(ast, key)
+        self.parts = parts
+
+    def children(self) -> list[Node]:
+        return self.parts
+
+    def estimate(self, ctx: Context) -> float:
+        positives = [p.estimate(ctx) for p in self.parts if not isinstance(p, NotNode)]
+        return min(positives) if positives else ctx.n / 2
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        positives = [p for p in self.parts if not isinstance(p, NotNode)]
+        negatives = [p.inner for p in self.parts if isinstance(p, NotNode)]
+        positives.sort(key=lambda p: p.estimate(ctx))
+        result = cand
+        for part in positives:
+            got = part.run(ctx, result)
+            result = got if result is None else got & result
+            if not result:
+                return BitMap()
+        if result is None:
+            result = ctx.universe
+        for part in negatives:
+            if not result:
+                break
+            result = result - part.run(ctx, result)
+        return result
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        out["children"] = [p.describe(ctx, cid) for p in self.parts]
+        return out
+
+
+class OrNode(Node):
+    kind = "or"
+
+    def __init__(self, ast: dict, key: str, parts: list[Node]) -> None:
+        super().__init__(ast, key)
+        self.parts = parts
+
+    def children(self) -> list[Node]:
+        return self.parts
+
+    def estimate(self, ctx: Context) -> float:
+        return min(ctx.n, sum(p.estimate(ctx) for p in self.parts))
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        results = [p.run(ctx, cand) for p in self.parts]
+        return BitMap.union(*results) if len(results) > 1 else results[0]
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        out["children"] = [p.describe(ctx, cid) for p in self.parts]
+        return out
+
+
+class NotNode(Node):
+    kind = "not"
+
+    def __init__(self, ast: dict, key: str, inner: Node) -> None:
+        super().__init__(ast, key)
+        self.inner = inner
+
+    def children(self) -> list[Node]:
+        return [self.inner]
+
+    def estimate(self, ctx: Context) -> float:
+        return max(0.0, ctx.n - self.inner.estimate(ctx))
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        base = ctx.universe if cand is None else cand
+        return base - self.inner.run(ctx, cand)
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        out["children"] = [self.inner.describe(ctx, cid)]
+        return out
+
+
+class ConstNode(Node):
+    """A fixed member set: a static segment's frozen members."""
+
+    kind = "segment"
+
+    def __init__(self, ast: dict, key: str, members: BitMap, name: str) -> None:
+        super().__init__(ast, key)
+        self.members = members
+        self.name = name
+
+    def estimate(self, ctx: Context) -> float:
+        return len(self.members)
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        return self.members if cand is None else self.members & cand
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        out["details"] = {"segment": self.name, "static": True}
+        return out
+
+
+class RefNode(Node):
+    """A dynamic saved segment, inlined: its plan runs here."""
+
+    kind = "segment"
+
+    def __init__(self, ast: dict, key: str, inner: Node, name: str) -> None:
+        super().__init__(ast, key)
+        self.inner = inner
+        self.name = name
+
+    def children(self) -> list[Node]:
+        return [self.inner]
+
+    def estimate(self, ctx: Context) -> float:
+        return self.inner.estimate(ctx)
+
+    def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        return self.inner.run(ctx, cand)
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        out["details"] = {"segment": self.name, "static": False}
+        out["children"] = [self.inner.describe(ctx, cid)]
+        return out
+
+
+def unknown(where: str, what: str, suggestion: str = "") -> InvalidQuery:
+    return InvalidQuery.at(where, f"{what}{suggestion}")

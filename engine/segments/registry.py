@@ -1,0 +1,151 @@
+"""Saved segments: named queries, static (frozen members) or dynamic (evaluated on use)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, replace
+
+from pyroaring import BitMap
+
+from engine.errors import (
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    InvalidInput,
+    InvalidQuery,
+    SegmentNotFound,
+)
+from engine.segments.ast import walk
+
+SEGMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class SavedSegment:
+    """A named segment. `members` is set for static segments only (frozen at creation)."""
+
+    name: str
+    ast: dict
+    dsl: str
+    static: bool
+    version: int
+    created_ms: int
+    updated_ms: int
+    members: BitMap | None = None
+
+    @property
+    def references(self) -> set[str]:
+        return {n["segment"] for n in walk(self.ast) if "segment" in n}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SegmentRegistry:
+    """Name -> SavedSegment; reference cycles and dangling deletes are refused."""
+
+    def __init__(self) -> None:
+        self._segments: dict[str, SavedSegment] = {}
+
+    def __len__(self) -> int:
+        return len(self._segments)
+
+    def get(self, name: str) -> SavedSegment:
+        seg = self._segments.get(name)
+        if seg is None:
+            raise SegmentNotFound(name)
+        return seg
+
+    def list(self) -> list[SavedSegment]:
+        return [self._segments[k] for k in sorted(self._segments)]
+
+    def lookup(self, name: str) -> tuple[dict, BitMap | None]:
+        """For the compiler: a segment's AST, and its members when static."""
+        seg = self.get(name)
+        return seg.ast, seg.members
+
+    def check_name(self, name: str) -> None:
+        if not isinstance(name, str) or not SEGMENT_NAME.match(name):
+            raise InvalidInput.at(
+                "name",
+                f"segment names are 1-128 characters of letters, "
+                f"digits and _ . : - (starting with a letter or digit), "
+                f"got {name!r}",
+            )
+
+    def check_references(self, name: str, ast: dict) -> None:
+        """Every referenced segment exists and none leads back to `name`."""
+        stack = [
+            (ref, [name, ref])
+            for n in walk(ast)
+            if "segment" in n
+            for ref in [n["segment"]]
+        ]
+        while stack:
+            ref, chain = stack.pop()
+            if ref == name:
+                raise InvalidQuery.at(
+                    "query", "segment reference cycle: " + " -> ".join(chain)
+                )
+            target = self._segments.get(ref)
+            if target is None:
+                raise InvalidQuery.at(
+                    "query",
+                    f"segment {ref!r} referenced by {chain[-2]!r} does not exist",
+                )
+            if target.static:
+                continue  # frozen members: its references no longer matter
+            stack.extend((r, [*chain, r]) for r in target.references)
+
+    def create(
+        self, name: str, ast: dict, dsl: str, static: bool, members: BitMap | None
+    ) -> SavedSegment:
+        self.check_name(name)
+        if name in self._segments:
+            raise AlreadyExists(f"segment {name!r} already exists")
+        self.check_references(name, ast)
+        now = _now_ms()
+        seg = SavedSegment(name, ast, dsl, static, 1, now, now, members)
+        self._segments[name] = seg
+        return seg
+
+    def update(
+        self,
+        name: str,
+        ast: dict,
+        dsl: str,
+        version: int | None,
+        members: BitMap | None,
+    ) -> SavedSegment:
+        old = self.get(name)
+        if version is not None and version != old.version:
+            raise Conflict(
+                f"segment {name!r} is at version {old.version}, not {version}"
+            )
+        self.check_references(name, ast)
+        seg = replace(
+            old,
+            ast=ast,
+            dsl=dsl,
+            version=old.version + 1,
+            updated_ms=_now_ms(),
+            members=members if old.static else None,
+        )
+        self._segments[name] = seg
+        return seg
+
+    def delete(self, name: str) -> None:
+        self.get(name)
+        users = [
+            s.name
+            for s in self._segments.values()
+            if name in s.references and s.name != name and not s.static
+        ]
+        if users:
+            raise FailedPrecondition(
+                f"segment {name!r} is referenced by "
+                f"{', '.join(sorted(users))}; delete or change those first"
+            )
+        del self._segments[name]

@@ -1,0 +1,93 @@
+"""The store of one shard: contacts, catalog, event logs, dictionaries and rollups.
+
+It owns the data and nothing else: validation lives in ``engine.ingest`` (the one path every
+mutation takes, so a write-ahead log can sit in front of it) and reading in
+``engine.segments``.
+"""
+
+from __future__ import annotations
+
+from native.idmap import IdMap
+
+from engine.aggregates import Aggregates
+from engine.catalog import Catalog
+from engine.contacts import ContactStore
+from engine.events import EventLog
+
+# Event properties segd knows by name; any other text column of an event batch is a custom
+# property and becomes a dimension too.
+KNOWN_DIMS = ("phrase", "advertiser", "campaign", "ad", "channel", "order_id")
+BUILTIN_EVENT_TYPES = (
+    "view",
+    "page_view",
+    "category_view",
+    "article_view",
+    "visit",
+    "add_to_favorites",
+    "unsubscribe",
+    "spam_complaint",
+    "add_to_cart",
+    "remove_from_cart",
+    "order",
+    "search",
+    "email_open",
+    "email_click",
+    "email_delivered",
+    "message_delivered",
+    "message_opened",
+    "message_clicked",
+    "ad_view",
+    "ad_click",
+    "ad_order",
+    "goal",
+)
+
+
+class Store:
+    """All data of one shard (see module docstring)."""
+
+    def __init__(self) -> None:
+        self.contacts = ContactStore()
+        self.catalog = Catalog()
+        self.logs: dict[str, EventLog] = {}
+        self.dim_maps: dict[str, IdMap] = {d: IdMap() for d in KNOWN_DIMS}
+        self.aggregates = Aggregates()
+
+    @property
+    def n_contacts(self) -> int:
+        return len(self.contacts)
+
+    @property
+    def n_events(self) -> int:
+        return sum(log.n for log in self.logs.values())
+
+    def log(self, event_type: str) -> EventLog:
+        """The log of a type, created on first use."""
+        log = self.logs.get(event_type)
+        if log is None:
+            log = self.logs[event_type] = EventLog(event_type)
+        return log
+
+    def known_event_types(self) -> set[str]:
+        return set(BUILTIN_EVENT_TYPES) | set(self.logs)
+
+    def event_fields(self) -> set[str]:
+        """Every field an event filter may name: catalog fields, amount, dimensions."""
+        return {*self.catalog.fields(), "amount", *self.dim_maps}
+
+    def sync_sizes(self) -> None:
+        """Per-contact arrays follow the contact count."""
+        self.aggregates.resize(len(self.contacts))
+
+    def memory(self) -> dict[str, int]:
+        n = len(self.contacts)
+        parts = {
+            "idmap": self.contacts.ids.nbytes(),
+            "attributes": self.contacts.nbytes() - self.contacts.ids.nbytes(),
+            "aggregates": self.aggregates.nbytes(n),
+            "events": sum(log.nbytes() for log in self.logs.values()),
+            "dictionaries": sum(m.nbytes() for m in self.dim_maps.values()),
+            "catalog": self.catalog.nbytes(),
+        }
+        parts["total"] = sum(parts.values())
+        return parts
