@@ -1,0 +1,1 @@
+"""segctl: the segd admin CLI (``segctl <noun> <verb>``), one module per noun."""

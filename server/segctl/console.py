@@ -1,0 +1,150 @@
+"""What every segctl command shares: output streams, --json, the client, failures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from server.client import DEFAULT_ADDRESS, SegdClient
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments or unreadable input: one line on stderr, exit 2."""
+
+
+class CommandFailed(Exception):
+    """The command ran but did not fully succeed (e.g. rejected rows): exit 1."""
+
+
+def _console(stream: TextIO) -> Console:
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    # Off a terminal rich assumes 80 columns and would wrap tables; pipes get long lines.
+    return Console(
+        file=stream, width=None if tty else 200, highlight=False, soft_wrap=False
+    )
+
+
+@dataclass
+class Cli:
+    """One invocation: parsed args, the two streams and a lazily opened client."""
+
+    args: argparse.Namespace
+    stdout: TextIO
+    stderr: TextIO
+    out: Console = field(init=False)
+    err: Console = field(init=False)
+    _client: SegdClient | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.out = _console(self.stdout)
+        self.err = _console(self.stderr)
+
+    @property
+    def json(self) -> bool:
+        return bool(getattr(self.args, "json", False))
+
+    def option(self, name: str, env: str, default: Any = None) -> Any:
+        value = getattr(self.args, name, None)
+        return value if value is not None else os.environ.get(env, default)
+
+    @property
+    def client(self) -> SegdClient:
+        if self._client is None:
+            timeout = self.option("timeout", "SEGD_TIMEOUT", 30.0)
+            self._client = SegdClient(
+                self.option("address", "SEGD_ADDRESS", DEFAULT_ADDRESS),
+                token=self.option("token", "SEGD_TOKEN"),
+                tls_ca=self.option("tls_ca", "SEGD_TLS_CA"),
+                timeout=float(timeout) if timeout else None,
+                retries=2,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # ------------------------------------------------------------ output
+
+    def emit_json(self, data: Any) -> None:
+        self.stdout.write(
+            json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n"
+        )
+
+    def line(self, text: str) -> None:
+        self.stdout.write(text + "\n")
+
+    def note(self, text: str) -> None:
+        """A human remark on stderr (kept out of pipes)."""
+        if not self.json:
+            self.stderr.write(text + "\n")
+
+    def table(
+        self,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        right: Sequence[str] = (),
+        title: str | None = None,
+    ) -> None:
+        t = Table(title=title, box=None, header_style="bold", pad_edge=False)
+        for c in columns:
+            t.add_column(c, justify="right" if c in right else "left", overflow="fold")
+        for row in rows:
+            t.add_row(*("" if v is None else str(v) for v in row))
+        self.out.print(t)
+
+    def kv_table(self, pairs: Iterable[tuple[str, Any]]) -> None:
+        t = Table(box=None, show_header=False, pad_edge=False)
+        t.add_column(style="bold")
+        t.add_column(overflow="fold")
+        for k, v in pairs:
+            t.add_row(k, "" if v is None else str(v))
+        self.out.print(t)
+
+
+def add_connection_options(p: argparse.ArgumentParser) -> None:
+    """Options every client command takes, before or after the verb."""
+    s = argparse.SUPPRESS
+    p.add_argument(
+        "--address",
+        default=s,
+        help=f"server HOST:PORT (env SEGD_ADDRESS; default {DEFAULT_ADDRESS})",
+    )
+    p.add_argument("--token", default=s, help="bearer token (env SEGD_TOKEN)")
+    p.add_argument(
+        "--tls-ca",
+        default=s,
+        help="PEM CA file to trust; turns TLS on (env SEGD_TLS_CA)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=s,
+        help="deadline per call in seconds (env SEGD_TIMEOUT; default 30)",
+    )
+    p.add_argument(
+        "--json", action="store_true", default=s, help="machine-readable JSON on stdout"
+    )
+
+
+def human_int(n: int | None) -> str:
+    return "" if n is None else f"{n:,}"
+
+
+def stderr_is_tty(cli: Cli) -> bool:
+    return (
+        hasattr(cli.stderr, "isatty")
+        and cli.stderr.isatty()
+        and cli.stderr is sys.stderr
+    )
