@@ -1,0 +1,208 @@
+"""engine.datagen: determinism, schema, realistic shares and skew, order/time invariants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from engine.datagen import DEFAULT_NOW, EVENT_TYPES, generate, main, parse_scale
+
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return generate(N, seed=7)
+
+
+def test_same_seed_gives_identical_tables(demo) -> None:
+    again = generate(N, seed=7)
+    for name in ("contacts", "items", "events"):
+        assert getattr(demo, name).equals(getattr(again, name)), name
+    other = generate(N, seed=8)
+    assert not demo.events.equals(other.events)
+
+
+def test_schema_matches_the_data_model(demo) -> None:
+    ts = pa.timestamp("s", tz="UTC")
+    assert demo.contacts.schema == pa.schema([
+        ("customer_id", pa.string()), ("gender", pa.string()),
+        ("birth_date", pa.date32()), ("city", pa.string()), ("email", pa.string()),
+        ("phone", pa.string()), ("email_subscribed", pa.bool_()),
+        ("sms_subscribed", pa.bool_()), ("registered_at", ts), ("rating", pa.int64()),
+        ("tags", pa.list_(pa.string())),
+    ])  # fmt: skip
+    assert demo.items.schema == pa.schema([
+        ("item_id", pa.string()), ("category", pa.string()), ("brand", pa.string()),
+        ("price", pa.float64()), ("in_stock", pa.bool_()), ("colour", pa.string()),
+        ("size", pa.string()),
+    ])  # fmt: skip
+    strings = ["type", "item_id", "amount", "order_id", "phrase", "advertiser"]
+    strings += ["campaign", "ad", "channel"]
+    assert demo.events.schema.names == ["customer_id", "ts", *strings]
+    assert demo.events.schema.field("ts").type == ts
+    assert demo.events.schema.field("amount").type == pa.float64()
+    assert demo.now == DEFAULT_NOW
+
+
+def test_sizes_and_ids(demo) -> None:
+    assert demo.contacts.num_rows == N
+    assert demo.items.num_rows == 200  # at least 200 items
+    assert demo.contacts["customer_id"][0].as_py() == "c00000001"
+    assert pc.count_distinct(demo.contacts["customer_id"]).as_py() == N
+    assert 15 * N < demo.events.num_rows < 25 * N
+    assert demo.events["customer_id"].null_count == 0
+    assert demo.events["type"].null_count == 0
+
+
+def test_event_type_shares(demo) -> None:
+    counts = {
+        d["values"]: d["counts"]
+        for d in pc.value_counts(demo.events["type"]).to_pylist()
+    }
+    assert set(counts) == set(EVENT_TYPES)
+    share = {k: v / demo.events.num_rows for k, v in counts.items()}
+    assert 0.55 < share["view"] < 0.65
+    assert 0.08 < share["add_to_cart"] < 0.13
+    assert 0.02 < share["order"] < 0.07
+
+
+def test_events_are_sorted_and_inside_the_year(demo) -> None:
+    ts = demo.events["ts"].cast(pa.int64()).to_numpy()
+    now_s = int(demo.now.timestamp())
+    assert np.all(np.diff(ts) >= 0)
+    assert ts.min() >= now_s - 365 * 86400 and ts.max() < now_s
+
+
+def test_order_lines_share_order_id_contact_and_time(demo) -> None:
+    orders = demo.events.filter(pc.equal(demo.events["type"], "order"))
+    assert orders["order_id"].null_count == 0 and orders["amount"].null_count == 0
+    lines = orders.group_by("order_id").aggregate(
+        [("customer_id", "count_distinct"), ("ts", "count_distinct"), ("ts", "count")]
+    )
+    assert pc.max(lines["customer_id_count_distinct"]).as_py() == 1
+    assert pc.max(lines["ts_count_distinct"]).as_py() == 1
+    per_order = lines["ts_count"].to_numpy()
+    assert per_order.max() <= 4 and (per_order > 1).any()
+    others = demo.events.filter(pc.not_equal(demo.events["type"], "order"))
+    assert others["order_id"].null_count == others.num_rows
+
+
+def test_amount_is_price_times_quantity(demo) -> None:
+    orders = demo.events.filter(pc.equal(demo.events["type"], "order"))
+    joined = orders.join(demo.items, "item_id")
+    qty = pc.divide(joined["amount"], joined["price"]).to_numpy()
+    assert np.allclose(qty, np.round(qty), atol=1e-3) and set(np.round(qty)) <= {
+        1,
+        2,
+        3,
+    }
+
+
+def test_skew_heavy_tailed_contacts_and_zipf_items(demo) -> None:
+    per_contact = demo.events.group_by("customer_id").aggregate([("ts", "count")])
+    counts = np.sort(per_contact["ts_count"].to_numpy())
+    assert counts[-1] > 8 * np.median(counts)  # a heavy tail of very active contacts
+    views = demo.events.filter(pc.equal(demo.events["type"], "view"))
+    per_item = np.sort(
+        views.group_by("item_id").aggregate([("ts", "count")])["ts_count"].to_numpy()
+    )[::-1]
+    assert per_item[:20].sum() > 0.25 * per_item.sum()
+
+
+def test_vocabularies_needed_by_the_examples(demo) -> None:
+    categories = set(demo.items["category"].to_pylist())
+    for prefix in ("Outdoor/Tents/", "Outdoor/Fishing rods/", "Outdoor/Cookware/"):
+        assert any(c.startswith(prefix) for c in categories)
+    assert "Pets/Cats/Dry food" in categories
+    assert all(c.count("/") == 2 for c in categories)
+    assert "Apple" in set(demo.items["brand"].to_pylist())
+    ev = demo.events
+    assert "winter tyres" in set(ev["phrase"].to_pylist())
+    ads = ev.filter(pc.equal(ev["type"], "ad_click"))
+    pairs = set(
+        zip(ads["advertiser"].to_pylist(), ads["campaign"].to_pylist(), strict=True)
+    )
+    assert ("A", "C") in pairs
+    assert len({c for _, c in pairs}) == len(pairs)  # a campaign has one advertiser
+    email = ev.filter(pc.equal(ev["type"], "email_open"))
+    assert set(email["channel"].to_pylist()) == {"email"}
+
+
+def test_contact_attributes_have_nulls_and_realistic_values(demo) -> None:
+    c = demo.contacts
+    assert set(c["gender"].drop_null().to_pylist()) == {"m", "f"}
+    assert 0 < c["gender"].null_count < 0.2 * N
+    assert 0.1 * N < c["phone"].null_count < 0.5 * N
+    assert c["rating"].null_count > 0.4 * N
+    assert pc.min(c["rating"]).as_py() >= 1 and pc.max(c["rating"]).as_py() <= 10
+    assert len(set(c["city"].drop_null().to_pylist())) > 20
+    assert pc.sum(pc.list_value_length(c["tags"])).as_py() > N
+
+
+def test_typical_queries_select_a_strict_subset(demo) -> None:
+    ev, now = demo.events, demo.now
+    c = demo.contacts
+    age = pc.subtract(now.year, pc.year(c["birth_date"]))  # roughly: a share check
+    men_35 = pc.and_(pc.equal(c["gender"], "m"), pc.greater_equal(age, 36))
+    assert 0 < pc.sum(men_35.fill_null(False)).as_py() < N
+    recent = pc.greater_equal(
+        ev["ts"], pa.scalar(now - timedelta(days=14), ev["ts"].type)
+    )
+    opened = ev.filter(pc.and_(recent, pc.equal(ev["type"], "email_open")))
+    assert 0 < pc.count_distinct(opened["customer_id"]).as_py() < N
+    orders = ev.filter(pc.equal(ev["type"], "order"))
+    per = orders.group_by("customer_id").aggregate([("order_id", "count_distinct")])
+    assert 0 < int((per["order_id_count_distinct"].to_numpy() >= 3).sum()) < N
+
+
+def test_event_only_contacts_exist(demo) -> None:
+    known = set(demo.contacts["customer_id"].to_pylist())
+    seen = set(demo.events["customer_id"].to_pylist())
+    assert 0 < len(seen - known) <= N // 200
+
+
+def test_now_and_empty_edge_cases() -> None:
+    now = datetime(2024, 3, 1, 12, 30, 15, 999, tzinfo=UTC)
+    data = generate(10, now=now)
+    assert data.now == datetime(2024, 3, 1, 12, 30, 15, tzinfo=UTC)
+    empty = generate(0)
+    assert empty.contacts.num_rows == 0 and empty.events.num_rows == 0
+    with pytest.raises(ValueError, match="timezone-aware"):
+        generate(10, now=datetime(2024, 3, 1))
+
+
+def test_write_parquet_round_trips(tmp_path) -> None:
+    data = generate(50, seed=1)
+    paths = data.write_parquet(tmp_path / "out")
+    assert set(paths) == {"contacts", "items", "events"}
+    back = pq.read_table(paths["events"])  # Parquet has no seconds unit: ms on disk
+    assert back.cast(data.events.schema).equals(data.events.combine_chunks())
+    assert pq.read_table(paths["contacts"]).num_rows == 50
+
+
+def test_cli_writes_files_and_reports_phases(tmp_path, capsys) -> None:
+    assert main(["--contacts", "200", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "contacts" in err and "events" in err and "wrote" in err
+    assert pq.read_table(tmp_path / "contacts.parquet").num_rows == 200
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("2500", 2500), ("100k", 100_000), ("1m", 1_000_000), ("10M", 10_000_000),
+     ("1.5m", 1_500_000), (" 2_500 ", 2500)],
+)  # fmt: skip
+def test_parse_scale(text: str, expected: int) -> None:
+    assert parse_scale(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1g", "-5", "0", "1.5", "0.0001k", "k"])
+def test_parse_scale_rejects_bad_input(text: str) -> None:
+    with pytest.raises(ValueError, match="bad scale"):
+        parse_scale(text)
