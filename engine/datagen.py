@@ -487,9 +487,12 @@ def _events_table(rows: dict, window_start_s: int, ctx: dict) -> pa.Table:
     cols = {"ts": [pa.array(key[p] // n + window_start_s, type=ts_type) for p in parts]}
     pos = (key % n).astype(np.int64 if n >= 2**31 else np.int32)
     del key
+    for src in list(rows):  # one gather per column; slices below are then contiguous
+        rows[src] = rows[src][pos]
+    del pos
 
     def column(name: str, build: Callable[..., pa.Array], *sources: str) -> None:
-        cols[name] = [build(*(rows[src][pos[p]] for src in sources)) for p in parts]
+        cols[name] = [build(*(rows[src][p] for src in sources)) for p in parts]
 
     def kinds(kind: np.ndarray, *wanted: int) -> np.ndarray:
         return np.isin(kind, wanted)
