@@ -84,6 +84,23 @@ cdef extern from *:
         return h;
     }
 
+    /* Ask for transparent huge pages on a big array (Linux, THP in "madvise" mode): the
+       table and the per-code arrays are read at random, and with 4 KiB pages nearly every
+       probe would also miss the TLB. Only whole pages inside [p, p + n) are advised. */
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #endif
+    static inline void segd_advise_huge(void *p, size_t n) {
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        const uintptr_t page = 4096;
+        uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
+        uintptr_t b = ((uintptr_t)p + n) & ~(page - 1);
+        if (n >= ((size_t)2 << 20) && b > a) madvise((void *)a, b - a, MADV_HUGEPAGE);
+    #else
+        (void)p; (void)n;
+    #endif
+    }
+
     #if defined(__GNUC__) || defined(__clang__)
     #define SEGD_PREFETCH(p) __builtin_prefetch((const void *)(p))
     #else
@@ -91,6 +108,7 @@ cdef extern from *:
     #endif
     """
     uint64_t segd_hash_bytes(const uint8_t* p, int64_t n) noexcept nogil
+    void segd_advise_huge(void* p, size_t n) noexcept nogil
     void SEGD_PREFETCH(const void* p) noexcept nogil
 
 
@@ -100,7 +118,10 @@ ctypedef fused offset_t:
 
 cdef enum:
     EMPTY_SLOT = 0xFFFFFFFF  # table slot holding no code (same value as NO_CODE)
-    PIPELINE = 16            # strings hashed ahead of their probe (prefetch distance)
+    RING = 32                # pipeline ring size (a power of two > AHEAD1)
+    AHEAD1 = 24              # strings hashed + home slot prefetched ahead of the probe
+    AHEAD2 = 12              # ... home slot read, that code's tag/offset prefetched
+    AHEAD3 = 4               # ... that code's bytes prefetched
 
 cdef int64_t MAX_CODES = 2147483648  # table <= 2^32 slots, addressed by a 32-bit tag
 
@@ -127,20 +148,33 @@ cdef struct IdMapState:
 # nogil kernels
 # ================================================================================
 
+cdef inline bint _same(const IdMapState* st, uint32_t c, const uint8_t* s,
+                       int64_t ln) noexcept nogil:
+    """True if code c's string is s[:ln]."""
+    return (st.offsets[c + 1] - st.offsets[c] == ln
+            and memcmp(st.data + st.offsets[c], s, <size_t>ln) == 0)
+
+
 cdef inline uint64_t _find_slot(const IdMapState* st, const uint8_t* s, int64_t ln,
                                 uint32_t tag) noexcept nogil:
     """Slot holding the code of string s, or the empty slot where it would be inserted."""
     cdef uint64_t slot = tag & st.table_mask
-    cdef uint32_t c
+    cdef uint32_t c = st.table[slot]
+    if c == EMPTY_SLOT:
+        return slot
+    # The home slot's code had its offsets and bytes prefetched by the pipeline, so it is
+    # compared directly; reading its tag first would be one more miss on the common path.
+    if _same(st, c, s, ln):
+        return slot
     while True:
+        slot = (slot + 1) & st.table_mask
         c = st.table[slot]
         if c == EMPTY_SLOT:
             return slot
-        if (st.tags[c] == tag
-                and st.offsets[c + 1] - st.offsets[c] == ln
-                and memcmp(st.data + st.offsets[c], s, <size_t>ln) == 0):
+        # Past the home slot nothing was prefetched: the tag rules out most candidates
+        # with one miss instead of two (offsets, then bytes).
+        if st.tags[c] == tag and _same(st, c, s, ln):
             return slot
-        slot = (slot + 1) & st.table_mask
 
 
 cdef int _grow_codes(IdMapState* st, int64_t need, int64_t upper) noexcept nogil:
@@ -158,10 +192,12 @@ cdef int _grow_codes(IdMapState* st, int64_t need, int64_t upper) noexcept nogil
     if offsets == NULL:
         return ERR_NOMEM
     st.offsets = offsets
+    segd_advise_huge(offsets, <size_t>(cap + 1) * sizeof(int64_t))
     tags = <uint32_t*>realloc(st.tags, <size_t>cap * sizeof(uint32_t))
     if tags == NULL:
         return ERR_NOMEM
     st.tags = tags
+    segd_advise_huge(tags, <size_t>cap * sizeof(uint32_t))
     st.code_cap = cap
     return OK
 
@@ -181,6 +217,7 @@ cdef int _grow_data(IdMapState* st, int64_t need, int64_t upper) noexcept nogil:
         return ERR_NOMEM
     st.data = data
     st.data_cap = cap
+    segd_advise_huge(data, <size_t>cap)
     return OK
 
 
@@ -191,9 +228,13 @@ cdef int _grow_table(IdMapState* st, uint64_t capacity) noexcept nogil:
     cdef int64_t c
     if table == NULL:
         return ERR_NOMEM
+    segd_advise_huge(table, <size_t>capacity * sizeof(uint32_t))
     memset(table, 0xFF, <size_t>capacity * sizeof(uint32_t))   # all EMPTY_SLOT
     for c in range(st.n):
-        # Codes are distinct, so no string compare: first empty slot from home.
+        # Codes are distinct, so no string compare: first empty slot from home. The home
+        # slot of a later code is prefetched so the random writes' misses overlap.
+        if c + 32 < st.n:
+            SEGD_PREFETCH(table + (st.tags[c + 32] & mask))
         slot = st.tags[c] & mask
         while table[slot] != EMPTY_SLOT:
             slot = (slot + 1) & mask
@@ -215,6 +256,49 @@ cdef int _offsets_valid(const offset_t* offs, int64_t n, int64_t data_size) noex
     return 1
 
 
+cdef struct Pipeline:
+    # Ring of per-string state for the prefetch pipeline, indexed by i & (RING - 1).
+    uint32_t tag[RING]     # low 32 bits of the string's hash (stage 1)
+    uint32_t cand[RING]    # code in the home slot when stage 2 ran (a guess, or EMPTY_SLOT)
+
+
+cdef inline void _pipeline_step(const IdMapState* st, Pipeline* pl,
+                                const uint8_t* data, const offset_t* offs,
+                                int64_t i, int64_t n) noexcept nogil:
+    """Run the prefetch stages that lead string i (call for i = -AHEAD1 .. n-1, in order).
+
+    A probe touches table[home], then offsets[c], then data[offsets[c]]: three
+    dependent cache misses for a random string. Strings i + AHEAD1, i + AHEAD2, i + AHEAD3
+    are at stages 1, 2, 3, so by the time string i is probed its lines are in cache and the
+    misses of ~AHEAD1 strings overlap. Everything here is a hint: a table resize or insert
+    between stages only makes a prefetch useless, the probe itself starts afresh.
+    """
+    cdef int64_t j
+    cdef uint64_t slot
+    cdef uint32_t c
+    j = i + AHEAD1
+    if 0 <= j < n:
+        pl.tag[j & (RING - 1)] = <uint32_t>segd_hash_bytes(data + offs[j], offs[j + 1] - offs[j])
+        SEGD_PREFETCH(st.table + (pl.tag[j & (RING - 1)] & st.table_mask))
+    j = i + AHEAD2
+    if 0 <= j < n:
+        slot = pl.tag[j & (RING - 1)] & st.table_mask
+        c = st.table[slot]
+        pl.cand[j & (RING - 1)] = c
+        if c != EMPTY_SLOT:
+            SEGD_PREFETCH(st.offsets + c)
+            # When home holds another string (~load factor of the time) the probe goes on
+            # to the next slot and reads its tag: fetch that too (same table line, mostly).
+            c = st.table[(slot + 1) & st.table_mask]
+            if c != EMPTY_SLOT:
+                SEGD_PREFETCH(st.tags + c)
+    j = i + AHEAD3
+    if 0 <= j < n:
+        c = pl.cand[j & (RING - 1)]
+        if c != EMPTY_SLOT:
+            SEGD_PREFETCH(st.data + st.offsets[c])
+
+
 cdef int _get_or_add(IdMapState* st,
                      const uint8_t* data,       # IN  string bytes
                      const offset_t* offs,      # IN  n + 1 validated offsets
@@ -222,26 +306,20 @@ cdef int _get_or_add(IdMapState* st,
                      code_t* out                # OUT n codes
                      ) noexcept nogil:
     """Code of each string, adding unknown ones in order; OK, ERR_NOMEM or ERR_FULL."""
-    cdef int64_t i, j, ln, start
+    cdef int64_t i, ln, start
     cdef int64_t bytes_left = offs[n] - offs[0]
     cdef uint64_t slot
-    cdef uint32_t c
-    cdef uint32_t tags[PIPELINE]
+    cdef uint32_t tag
+    cdef Pipeline pl
     cdef int rc
-    # Software pipeline: string i + PIPELINE is hashed and its home slot prefetched while
-    # string i is probed, so the table's cache misses overlap instead of queueing.
-    for j in range(min(<int64_t>PIPELINE, n)):
-        tags[j] = <uint32_t>segd_hash_bytes(data + offs[j], offs[j + 1] - offs[j])
-        SEGD_PREFETCH(st.table + (tags[j] & st.table_mask))
-    for i in range(n):
+    for i in range(-AHEAD1, n):
+        _pipeline_step(st, &pl, data, offs, i, n)
+        if i < 0:
+            continue
         start = offs[i]
         ln = offs[i + 1] - start
-        c = tags[i % PIPELINE]
-        j = i + PIPELINE
-        if j < n:
-            tags[j % PIPELINE] = <uint32_t>segd_hash_bytes(data + offs[j], offs[j + 1] - offs[j])
-            SEGD_PREFETCH(st.table + (tags[j % PIPELINE] & st.table_mask))
-        slot = _find_slot(st, data + start, ln, c)
+        tag = pl.tag[i & (RING - 1)]
+        slot = _find_slot(st, data + start, ln, tag)
         if st.table[slot] == EMPTY_SLOT:
             if st.n >= MAX_CODES:
                 return ERR_FULL
@@ -257,12 +335,12 @@ cdef int _get_or_add(IdMapState* st,
                 rc = _grow_table(st, (st.table_mask + 1) * 2)
                 if rc != OK:
                     return rc
-                slot = _find_slot(st, data + start, ln, c)
+                slot = _find_slot(st, data + start, ln, tag)
             if ln > 0:
                 memcpy(st.data + st.data_len, data + start, <size_t>ln)
             st.data_len += ln
             st.offsets[st.n + 1] = st.data_len
-            st.tags[st.n] = c
+            st.tags[st.n] = tag
             st.table[slot] = <uint32_t>st.n
             st.n += 1
         out[i] = st.table[slot]
@@ -279,27 +357,21 @@ cdef void _lookup(const IdMapState* st,
                   code_t* out                   # OUT n codes, NO_CODE if unknown or null
                   ) noexcept nogil:
     """Code of each string, NO_CODE for unknown or null strings; never adds."""
-    cdef int64_t i, j, b, ln, start
-    cdef uint32_t c
-    cdef uint32_t tags[PIPELINE]
-    # Same prefetch pipeline as _get_or_add (null strings hash their empty slice, harmless).
-    for j in range(min(<int64_t>PIPELINE, n)):
-        tags[j] = <uint32_t>segd_hash_bytes(data + offs[j], offs[j + 1] - offs[j])
-        SEGD_PREFETCH(st.table + (tags[j] & st.table_mask))
-    for i in range(n):
-        start = offs[i]
-        ln = offs[i + 1] - start
-        c = tags[i % PIPELINE]
-        j = i + PIPELINE
-        if j < n:
-            tags[j % PIPELINE] = <uint32_t>segd_hash_bytes(data + offs[j], offs[j + 1] - offs[j])
-            SEGD_PREFETCH(st.table + (tags[j % PIPELINE] & st.table_mask))
+    cdef int64_t i, b, start
+    cdef Pipeline pl
+    for i in range(-AHEAD1, n):
+        # Null strings go through the pipeline too (their slice is empty or junk-free).
+        _pipeline_step(st, &pl, data, offs, i, n)
+        if i < 0:
+            continue
         if valid != NULL:
             b = bit_offset + i
             if not (valid[b >> 3] >> (b & 7)) & 1:
                 out[i] = NO_CODE
                 continue
-        out[i] = st.table[_find_slot(st, data + start, ln, c)]   # EMPTY_SLOT == NO_CODE
+        start = offs[i]
+        out[i] = st.table[_find_slot(st, data + start, offs[i + 1] - start,
+                                     pl.tag[i & (RING - 1)])]   # EMPTY_SLOT == NO_CODE
 
 
 cdef int64_t _decode_sizes(const IdMapState* st,
