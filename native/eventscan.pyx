@@ -175,8 +175,7 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
     cdef bint have_src = source_rows is not None
     _prepare(&m, cid, ts, r0, r1, code_filters, row_mask, amount if use_sum else None,
              candidates, then_keys, within_s, -1)
-    if use_sum and m.amount == NULL and r1 > r0:
-        raise ValueError("a sum needs the amount column")
+    # A type without an amount column sums to 0 (NULL amounts add nothing).
     if touched.shape[0] < counts.shape[0] or (use_sum and sums.shape[0] < counts.shape[0]):
         raise ValueError("touched and sums must be as long as counts")
     if have_src:
@@ -206,7 +205,7 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
                 n_touched += 1
             if counts[c] != UINT32_MAX:
                 counts[c] += 1
-            if use_sum:
+            if use_sum and m.amount != NULL:
                 a = m.amount[r]
                 if not isnan(a):
                     sums[c] += a

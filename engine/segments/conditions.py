@@ -390,9 +390,11 @@ class AggregateNode(Node):
         else:
             ok = in_intervals(values, self.lo, self.hi)
         base = ctx.universe if cand is None else cand
-        if self.op == "is_null":
-            return base - BitMap(cids[ok].astype(np.uint32))
         default = self._default()
+        if self.op in ("is_null", "is_not_null"):
+            # Counts and sums are never NULL (0 without events); the rest is NULL then.
+            present = base.copy() if default is not None else base & BitMap(cids)
+            return base - present if self.op == "is_null" else present
         if (
             default is not None
             and self.op != "is_not_null"
