@@ -37,13 +37,12 @@ __all__ = ["parse", "format"]
 
 MAX_NESTING = 100  # parentheses and `not`s; keeps recursion far from Python's limit
 _UNITS = {"d": "d", "day": "d", "days": "d", "h": "h", "hour": "h", "hours": "h"}
-_COMPARE_WORDS = ("between", "in", "not", "is", "prefix", "contains")
-_COMPARE_WORDS += ("contains_any", "contains_all")
-_KEYWORDS = ("and", "or", "not", "in", "segment", "rfm", "count", "sum", "then", "no")
-_KEYWORDS += ("within", "last", "from", "to", "before", "ago", "between", "true")
-_KEYWORDS += ("false", "is", "null") + tuple(_UNITS)
+# Words offered as "did you mean" where a comparison or an event clause may start.
+_COMPARE_WORDS = (
+    "between", "in", "not", "is", "prefix", "contains", "contains_any", "contains_all",
+)  # fmt: skip
 _PERIOD_WORDS = ("in", "between", "from", "before")
-_TAIL_WORDS = ("count", "sum", "then") + _PERIOD_WORDS
+_TAIL_WORDS = ("count", "sum") + _PERIOD_WORDS + ("then",)
 
 
 def parse(text: str) -> dict:
@@ -334,8 +333,7 @@ class _Parser:
             if key in node:
                 raise self.fail(token, f"duplicate '{token.text}' clause in event")
             node[key] = parse_clause()
-        words = ("count", "sum", "in", "between", "from", "before", "then")
-        unused = tuple(w for w in words if _clause_key(w) not in node)
+        unused = tuple(w for w in _TAIL_WORDS if _clause_key(w) not in node)
         self.follow(unused)
         return self.checked(node, start)
 

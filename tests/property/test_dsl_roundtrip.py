@@ -94,6 +94,26 @@ def test_parse_random_text_raises_only_syntax_errors(text: str) -> None:
         assert validate(ast) == ast
 
 
+_PIECES = st.sampled_from(
+    list('ab()=!<>,."\\- 019eE:TZ+\n')
+    + ["and ", "or ", "not ", "in ", "count ", "sum(", "between ", "from ", "to "]
+    + ["ago ", "last ", "days ", "then no ", "within ", "is ", "null ", "rfm."]
+    + ["2025-01-01", "segment ", "x(", "orders_count ", "..", "h "]
+)
+
+
+@given(st.lists(_PIECES, max_size=25).map("".join))
+def test_parse_token_soup_raises_only_syntax_errors(text: str) -> None:
+    """Near-miss DSL built from real tokens reaches deeper parser paths than st.text."""
+    try:
+        ast = parse(text)
+    except DslSyntaxError as exc:
+        assert exc.text == text and exc.reason
+    else:
+        assert validate(ast) == ast
+        assert parse(format(ast)) == ast
+
+
 _ALPHABET = st.sampled_from(
     list(' ()=!<>,."\\-.0123456789') + ["and", "or", "not", "in", "count", "between"]
 )
