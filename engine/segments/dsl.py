@@ -62,6 +62,8 @@ def parse(text: str) -> dict:
 
 
 class _Parser:
+    """One parse: a token list, a cursor, and the nesting depth (to refuse deep input)."""
+
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = _tokenize(text)
