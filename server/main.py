@@ -200,13 +200,13 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
             log.info("generating demo data", extra=kv(contacts=settings.demo))
             _load_demo(engine, settings.demo)
         ready.set()
-        app.set_serving()
         log.info(
             "ready",
             extra=kv(
                 **_ready_fields(app, settings, engine, time.perf_counter() - start)
             ),
         )
+        app.set_serving()  # after the ready line: whoever sees SERVING can find it
         while not stop.wait(0.5):
             pass
         log.info("shutting down", extra=kv(grace_seconds=settings.grace_seconds))
