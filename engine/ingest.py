@@ -120,9 +120,12 @@ _ARROW_OF_KIND = {
 }
 
 
-def _column(table: pa.Table, name: str) -> pa.Array:
+def _column(table: pa.Table, name: str) -> pa.Array | pa.ChunkedArray:
+    """A column as Arrow has it: chunks are kept (copying 20M strings costs seconds)."""
     col = table.column(name)
-    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(col, pa.ChunkedArray) and col.num_chunks == 1:
+        return col.chunk(0)
+    return col
 
 
 def _text(table: pa.Table, name: str, kind: str, *, required: bool) -> pa.Array | None:
@@ -175,6 +178,8 @@ def validate_events(table: pa.Table) -> EventBatch:
             f"events[{row.removeprefix('row ')}].ts: {msg}",
             [Violation(f"events[{row.removeprefix('row ')}].ts", msg)],
         ) from None
+    if isinstance(types, pa.ChunkedArray):
+        types = types.combine_chunks()  # one dictionary for the whole batch
     types_dict = pc.dictionary_encode(types)
     for i, name in enumerate(types_dict.dictionary.to_pylist()):
         if not NAME.match(name):
@@ -230,38 +235,50 @@ def apply_events(store: Store, batch: EventBatch) -> int:
 
             store.dim_maps[name] = IdMap()
         codes[name] = _codes(arr, store.dim_maps[name].get_or_add)
+    # Group rows by type with one stable sort, so each type's rows are a contiguous slice
+    # (arrival order kept within a type) instead of one fancy-index per column per type.
     type_idx = np.asarray(batch.types.indices)
-    single_type = len(batch.types.dictionary) == 1
-    for t, name in enumerate(batch.types.dictionary.to_pylist()):
-        rows = None if single_type else np.flatnonzero(type_idx == t)
-        t_cids, t_ts = _take(cids, rows), _take(batch.ts, rows)
-        t_amount = None if batch.amount is None else _take(batch.amount, rows)
+    if len(batch.types.dictionary) <= 255:
+        type_idx = type_idx.astype(np.uint8)  # a radix sort for the grouping below
+    names = batch.types.dictionary.to_pylist()
+    if len(names) > 1:
+        order = np.argsort(type_idx, kind="stable")
+        bounds = np.searchsorted(type_idx[order], np.arange(len(names) + 1))
+        cids, ts = cids[order], batch.ts[order]
+        amount = None if batch.amount is None else batch.amount[order]
+        codes = {d: c[order] for d, c in codes.items()}
+    else:
+        bounds = np.array([0, n])
+        ts, amount = batch.ts, batch.amount
+    for t, name in enumerate(names):
+        a, b = int(bounds[t]), int(bounds[t + 1])
+        if a == b:
+            continue
+        t_amount = None if amount is None else amount[a:b]
         known_dims = store.logs[name].dims() if name in store.logs else []
         # A type keeps only the dimensions it actually carries.
-        t_dims = {}
-        for d, c in codes.items():
-            part = _take(c, rows)
-            if d in known_dims or (part != NO_CODE).any():
-                t_dims[d] = part
+        t_dims = {
+            d: c[a:b]
+            for d, c in codes.items()
+            if d in known_dims or (c[a:b] != NO_CODE).any()
+        }
         has_amount = name in store.logs and store.logs[name].amount is not None
         if t_amount is not None and not has_amount and np.isnan(t_amount).all():
             t_amount = None
-        store.log(name).append(t_cids, t_ts, t_dims, t_amount)
-        store.aggregates.apply(name, t_cids, t_ts, t_amount, t_dims.get("order_id"))
+        store.log(name).append(cids[a:b], ts[a:b], t_dims, t_amount)
+        store.aggregates.apply(
+            name, cids[a:b], ts[a:b], t_amount, t_dims.get("order_id")
+        )
     return n
-
-
-def _take(arr: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-    return arr if rows is None else arr[rows]
 
 
 def _codes(arr: pa.Array, encode) -> np.ndarray:
     """Dictionary codes for a text column; NULL -> NO_CODE."""
+    if arr.null_count == 0:
+        return encode(arr)
     out = np.full(len(arr), NO_CODE, dtype=np.uint32)
     if arr.null_count == len(arr):
         return out
-    if arr.null_count == 0:
-        return encode(arr)
     valid = np.asarray(pc.is_valid(arr))
     out[valid] = encode(arr.filter(pa.array(valid)))
     return out
