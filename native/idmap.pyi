@@ -1,0 +1,32 @@
+"""Typed face of native/idmap.pyx: external string ids <-> dense uint32 codes."""
+
+from typing import Self
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+# Arrow string / large_string / string_view arrays (or chunked), or a list/tuple of str.
+Strings = pa.Array | pa.ChunkedArray | list[str] | tuple[str, ...]
+
+class IdMap:
+    """Dictionary of strings to dense codes 0..n-1 in order of first appearance."""
+
+    def __init__(self, capacity_hint: int = 0) -> None: ...  # int64_t, in [0, 2**31]
+    def __len__(self) -> int: ...  # int64_t codes in use
+    def nbytes(self) -> int: ...  # bytes allocated by data, offsets, tags and table
+    def get_or_add(
+        self, strings: Strings
+    ) -> npt.NDArray[np.uint32]: ...  # code_t[::1]; ValueError("null at position N")
+    def lookup(
+        self, strings: Strings
+    ) -> npt.NDArray[np.uint32]: ...  # code_t[::1]; NO_CODE (0xFFFFFFFF) unknown/null
+    def get_or_add_one(self, s: str) -> int: ...  # code_t
+    def lookup_one(self, s: str) -> int: ...  # code_t, or -1 when unknown
+    def decode(
+        self, codes: npt.NDArray[np.uint32]  # const code_t[::1]; NO_CODE -> null
+    ) -> pa.LargeStringArray: ...
+    def decode_one(self, code: int) -> str: ...  # int64_t, 0 <= code < len(self)
+    def to_arrow(self) -> pa.LargeStringArray: ...  # every string, in code order
+    @classmethod
+    def from_arrow(cls, arr: Strings) -> Self: ...  # distinct, non-null strings
