@@ -83,7 +83,8 @@ def test_chunked_array() -> None:
     )
     m = IdMap()
     assert m.get_or_add(chunked).tolist() == [0, 1, 1, 2, 0]
-    assert m.lookup(pa.chunked_array([["c"], [None, "zz"]])).tolist() == [2, NO_CODE, NO_CODE]
+    unknowns = pa.chunked_array([["c"], [None, "zz"]])
+    assert m.lookup(unknowns).tolist() == [2, NO_CODE, NO_CODE]
     assert m.get_or_add(pa.chunked_array([], pa.string())).tolist() == []
 
 
@@ -93,10 +94,11 @@ def test_null_in_get_or_add_adds_nothing() -> None:
     with pytest.raises(ValueError, match=r"^null at position 3$"):
         m.get_or_add(["new1", "keep", "new2", None, "new3"])
     assert len(m) == 1
-    chunked = pa.chunked_array([pa.array(["n1", "n2"]), pa.array(["n3", None]).slice(0)])
+    chunked = pa.chunked_array([pa.array(["n1", "n2"]), pa.array(["n3", None])])
     with pytest.raises(ValueError, match=r"^null at position 3$"):
         m.get_or_add(chunked)
-    sliced = pa.array([None, "x", None]).slice(1)  # ["x", None]: the bitmap bit offset is 1
+    # ["x", None], whose validity bits start at bit 1 of the bitmap.
+    sliced = pa.array([None, "x", None]).slice(1)
     with pytest.raises(ValueError, match=r"^null at position 1$"):
         m.get_or_add(sliced)
     assert m.to_arrow().to_pylist() == ["keep"]
