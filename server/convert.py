@@ -396,13 +396,13 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-_LABEL_KEYS = ("condition", "node", "dsl", "label", "text", "name", "op")
+_LABEL_KEYS = ("condition", "node", "dsl", "label", "text", "query", "name", "op")
 _KIND_KEYS = ("kind", "type")
 _COUNT_KEYS = ("count", "cardinality", "rows", "matches")
 _MS_KEYS = ("duration_ms", "ms", "time_ms", "elapsed_ms", "millis")
 _SECONDS_KEYS = ("seconds", "duration_s", "elapsed_s")
-_MATCH_KEYS = ("matched", "match", "member", "is_member", "result")
-_CHILD_KEYS = ("children", "nodes", "inputs", "args")
+_MATCH_KEYS = ("matched", "holds", "match", "member", "is_member", "result")
+_CHILD_KEYS = ("children", "steps", "nodes", "inputs", "args")
 
 
 def _pop_first(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -432,6 +432,13 @@ def node_to_proto(obj: Any) -> segments_pb2.ExplainNode:
     d = _plain(obj)
     if not isinstance(d, dict):
         d = {"value": d}
+    tree = d.pop("tree", None)
+    if isinstance(tree, dict):  # Engine.explain: {"tree": root, "member": ..., ...}
+        d = {**d, **tree, "matched": d.get("member", tree.get("holds"))}
+        d.pop("member", None)
+        d.pop("holds", None)
+    if isinstance(d.get("details"), dict):
+        d.update(d.pop("details"))
     node = segments_pb2.ExplainNode(count=-1)
     label = _pop_first(d, _LABEL_KEYS)
     node.condition = _label(label)

@@ -187,9 +187,8 @@ def cmd_explain(cli: Cli) -> int:
         _tree_rows(res["contact"], 0, rows, True)
         cli.line("")
         cli.table(
-            ["condition", "contacts", "ms", "matched"],
-            rows,
-            right=["contacts", "ms"],
+            ["condition", "matched"],
+            [[r[0], r[3]] for r in rows],
             title=f"customer {a.customer}",
         )
         cli.line(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from segd.v1 import common_pb2, segments_pb2
+
 from server.client import SegdRpcError
 from tests.integration.conftest import TOKEN, expected
 
