@@ -38,10 +38,14 @@ def test_demo_server_serves_then_stops_on_sigterm(server_process):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["contacts"] == stats["contacts"]
     r = segctl("--address", proc.address, "segment", "count", "age > 1")
-    assert r.returncode == 1 and "UNAUTHENTICATED" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 1
+        and "UNAUTHENTICATED" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     assert proc.stop(signal.SIGTERM) == 0
     log = proc.log()
-    assert "msg=\"shutting down\"" in log and "msg=stopped" in log
+    assert 'msg="shutting down"' in log and "msg=stopped" in log
 
 
 def test_health_goes_not_serving_to_serving(tmp_path):
@@ -95,7 +99,9 @@ def test_sigkill_is_abrupt_and_port_is_free_again(server_process):
 def test_segctl_serve_and_bad_address(tmp_path):
     r = segctl("serve", "--address", "256.1.1.1:99999", timeout=30)
     assert r.returncode == 1 and "cannot start" in r.stderr
-    r = segctl("serve", "--print-config", "--token", "s3cret", "--data-dir", str(tmp_path))
+    r = segctl(
+        "serve", "--print-config", "--token", "s3cret", "--data-dir", str(tmp_path)
+    )
     assert r.returncode == 0 and "s3cret" not in r.stdout and "***" in r.stdout
     r = segctl("serve", "--demo", "lots")
     assert r.returncode == 2 and "--demo" in r.stderr
