@@ -132,13 +132,15 @@ class _Interrupted(Exception):
     """A stop signal arrived before the server was ready."""
 
 
-def _load_demo(engine: Any, contacts: int) -> None:
+def _load_demo(engine: Any, contacts: int) -> Any:
+    """Generate and load the demo dataset; returns its ``now`` (events end there)."""
     from engine.datagen import generate
 
     data = generate(contacts=contacts)
     engine.load_items(data.items)
     engine.load_contacts(data.contacts)
     engine.load_events(data.events)
+    return data.now
 
 
 def _ready_fields(
@@ -198,7 +200,13 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
         start = time.perf_counter()
         if settings.demo:
             log.info("generating demo data", extra=kv(contacts=settings.demo))
-            _load_demo(engine, settings.demo)
+            demo_now = _load_demo(engine, settings.demo)
+            # Relative periods resolve against the server clock; the demo events end at
+            # demo_now, so `segctl segment count --now` may be wanted.
+            now_s = (
+                int(demo_now.timestamp()) if hasattr(demo_now, "timestamp") else None
+            )
+            log.info("demo data loaded", extra=kv(demo_now=demo_now, demo_now_s=now_s))
         ready.set()
         log.info(
             "ready",

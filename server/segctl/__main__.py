@@ -126,6 +126,9 @@ def main(
     except CommandFailed as err:
         stderr.write(f"segctl: error: {err}\n")
         return EXIT_FAILED
+    except BrokenPipeError:  # `segctl ... | head`: the reader is gone, that is fine
+        _silence_stdout()
+        return 0
     except KeyboardInterrupt:
         stderr.write("segctl: interrupted\n")
         return 130
@@ -140,6 +143,15 @@ def main(
         return EXIT_FAILED
     finally:
         cli.close()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def run() -> None:
