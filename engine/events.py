@@ -65,10 +65,17 @@ class EventLog:
     def window(self, lo_s: int, hi_s: int) -> tuple[int, int]:
         """Rows [r0, r1) with lo_s <= ts < hi_s."""
         ts = self.ts
-        return (
-            int(np.searchsorted(ts, lo_s, side="left")),
-            int(np.searchsorted(ts, hi_s, side="left")),
-        )
+        return self._bound(ts, lo_s), self._bound(ts, hi_s)
+
+    @staticmethod
+    def _bound(ts: np.ndarray, t: int) -> int:
+        """First row with ts >= t. The probe is a uint32 scalar: a Python int would make
+        numpy cast the whole column to int64 first (a copy per call)."""
+        if t <= 0:
+            return 0
+        if t > 0xFFFFFFFF:
+            return len(ts)
+        return int(np.searchsorted(ts, np.uint32(t), side="left"))
 
     def nbytes(self) -> int:
         """Bytes held by rows in use and postings (slack of growth excluded)."""
@@ -132,7 +139,7 @@ class EventLog:
     def _merge_late(self, cid, ts, dims, amount) -> None:
         """Merge a batch that starts before the end of the log (see module docstring)."""
         n, k = self.n, len(cid)
-        p = int(np.searchsorted(self._ts[:n], ts[0], side="right"))
+        p = int(np.searchsorted(self._ts[:n], np.uint32(ts[0]), side="right"))
         # Stable sort of (old tail, batch): old rows stay before new ones at equal times.
         merged_ts = np.concatenate([self._ts[p:n], ts])
         order = np.argsort(merged_ts, kind="stable")

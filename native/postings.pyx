@@ -138,10 +138,14 @@ cdef class Postings:
         if n_valid == 0:
             return
         self._ensure_codes(<Py_ssize_t> max_code + 1)
-        counts = np.bincount(np.asarray(codes)[np.asarray(codes) != NO_CODE],
-                             minlength=max_code + 1).astype(np.uint32)
-        cdef const uint32_t[::1] cnt = counts
+        # Rows per code in this batch, so each list grows once (exactly, for a bulk load).
+        counts = np.zeros(<Py_ssize_t> max_code + 1, dtype=np.uint32)
+        cdef uint32_t[::1] cnt = counts
         with nogil:
+            for i in range(n):
+                c = codes[i]
+                if c != NO_CODE:
+                    cnt[c] += 1
             for i in range(max_code + 1):
                 if cnt[i] and self._reserve(<code_t> i, cnt[i]) != 0:
                     rc = -1

@@ -105,11 +105,16 @@ class EventFilters:
         return source, [(col, mask) for _, col, mask in filters], row_mask
 
     def estimate_rows(self, log, r0: int, r1: int) -> float:
-        bound = self.bind(log, r0, r1, 0)
-        if bound is None:
-            return 0.0
-        source = bound[0]
-        return float(len(source)) if source is not None else float(r1 - r0)
+        """Upper bound of matching rows in [r0, r1), from posting counts (no gathering)."""
+        best = float(r1 - r0)
+        for dim, mask in self.code_filters:
+            if log.dim(dim) is None or not mask.any():
+                return 0.0
+            postings = log.postings.get(dim)
+            codes = np.flatnonzero(mask).astype(np.uint32)
+            if postings is not None and len(codes) <= MAX_GATHER_CODES:
+                best = min(best, float(postings.count_in_window(codes, r0, r1)))
+        return best
 
 
 class EventNode(Node):
