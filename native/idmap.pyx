@@ -33,7 +33,7 @@ from cpython.pythread cimport (
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcpy, memset
 
 import numpy as np
 import pyarrow as pa
@@ -101,6 +101,18 @@ cdef extern from *:
     #endif
     }
 
+    /* a[0..n) == b[0..n) for short ids without a libc call: two overlapping loads cover
+       4..16 bytes, so nothing outside either string is read. */
+    static inline int segd_bytes_equal(const uint8_t *a, const uint8_t *b, int64_t n) {
+        if (n >= 8) {
+            if (n > 16) return memcmp(a, b, (size_t)n) == 0;
+            return segd_rd64(a) == segd_rd64(b) && segd_rd64(a + n - 8) == segd_rd64(b + n - 8);
+        }
+        if (n >= 4) return segd_rd32(a) == segd_rd32(b) && segd_rd32(a + n - 4) == segd_rd32(b + n - 4);
+        for (int64_t i = 0; i < n; i++) if (a[i] != b[i]) return 0;
+        return 1;
+    }
+
     #if defined(__GNUC__) || defined(__clang__)
     #define SEGD_PREFETCH(p) __builtin_prefetch((const void *)(p))
     #else
@@ -108,6 +120,7 @@ cdef extern from *:
     #endif
     """
     uint64_t segd_hash_bytes(const uint8_t* p, int64_t n) noexcept nogil
+    bint segd_bytes_equal(const uint8_t* a, const uint8_t* b, int64_t n) noexcept nogil
     void segd_advise_huge(void* p, size_t n) noexcept nogil
     void SEGD_PREFETCH(const void* p) noexcept nogil
 
@@ -152,7 +165,7 @@ cdef inline bint _same(const IdMapState* st, uint32_t c, const uint8_t* s,
                        int64_t ln) noexcept nogil:
     """True if code c's string is s[:ln]."""
     return (st.offsets[c + 1] - st.offsets[c] == ln
-            and memcmp(st.data + st.offsets[c], s, <size_t>ln) == 0)
+            and segd_bytes_equal(st.data + st.offsets[c], s, ln))
 
 
 cdef inline uint64_t _find_slot(const IdMapState* st, const uint8_t* s, int64_t ln,
@@ -384,6 +397,8 @@ cdef int64_t _decode_sizes(const IdMapState* st,
     cdef int64_t i, t = 0, nn = 0
     cdef code_t c
     for i in range(m):
+        if i + AHEAD1 < m and codes[i + AHEAD1] < st.n:
+            SEGD_PREFETCH(st.offsets + codes[i + AHEAD1])    # random codes: overlap misses
         c = codes[i]
         if c == NO_CODE:
             nn += 1
@@ -410,6 +425,11 @@ cdef void _decode_gather(const IdMapState* st,
         memset(valid, 0, <size_t>((m + 7) >> 3))
     offsets[0] = 0
     for i in range(m):
+        # Two-stage prefetch as in _pipeline_step: the offset, then the bytes it points to.
+        if i + AHEAD1 < m and codes[i + AHEAD1] != NO_CODE:
+            SEGD_PREFETCH(st.offsets + codes[i + AHEAD1])
+        if i + AHEAD3 < m and codes[i + AHEAD3] != NO_CODE:
+            SEGD_PREFETCH(st.data + st.offsets[codes[i + AHEAD3]])
         c = codes[i]
         if c != NO_CODE:
             ln = st.offsets[c + 1] - st.offsets[c]
