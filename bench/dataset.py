@@ -1,0 +1,123 @@
+"""The benchmark dataset: the demo data of ``engine.datagen`` cached as Parquet.
+
+Both engines load the *same* files, ``bench/.cache/<scale>-seed<seed>/{contacts,items,
+events}.parquet`` (gitignored), plus ``meta.json`` with the row counts and the dataset's
+``now``, so a second run at the same scale skips generation (10M contacts takes minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+CACHE_DIR = Path(__file__).resolve().parent / ".cache"
+TABLES = ("items", "contacts", "events")
+META_VERSION = 1  # bump when the cached layout changes, so stale caches regenerate
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Paths of the cached Parquet files and what they hold."""
+
+    directory: Path
+    contacts: int  # rows of contacts.parquet (event-only ids come on top)
+    events: int
+    items: int
+    now: datetime
+    seed: int
+
+    def path(self, table: str) -> Path:
+        return self.directory / f"{table}.parquet"
+
+    @property
+    def paths(self) -> dict[str, str]:
+        return {t: str(self.path(t)) for t in TABLES}
+
+
+def scale_label(contacts: int) -> str:
+    """``100000 -> "100k"``, ``1000000 -> "1m"``, ``2000 -> "2k"``, ``2500 -> "2500"``."""
+    for unit, size in (("m", 1_000_000), ("k", 1_000)):
+        if contacts % size == 0:
+            return f"{contacts // size}{unit}"
+    return str(contacts)
+
+
+def cache_dir(contacts: int, seed: int, root: Path | None = None) -> Path:
+    return (root or CACHE_DIR) / f"{scale_label(contacts)}-seed{seed}"
+
+
+def _read_meta(directory: Path) -> dict | None:
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("version") != META_VERSION:
+        return None
+    if not all((directory / f"{t}.parquet").exists() for t in TABLES):
+        return None
+    return meta
+
+
+def _dataset(directory: Path, meta: dict) -> Dataset:
+    return Dataset(
+        directory=directory,
+        contacts=meta["contacts"],
+        events=meta["events"],
+        items=meta["items"],
+        now=datetime.fromisoformat(meta["now"]),
+        seed=meta["seed"],
+    )
+
+
+def ensure_dataset(
+    contacts: int,
+    seed: int = 0,
+    *,
+    root: Path | None = None,
+    progress: Progress | None = None,
+    regenerate: bool = False,
+) -> tuple[Dataset, bool]:
+    """The cached dataset, generating it first when absent; (dataset, was_cached).
+
+    Files are written to a temporary sibling directory and renamed into place, so an
+    interrupted run never leaves a half-written cache that a later run would trust.
+    """
+    directory = cache_dir(contacts, seed, root)
+    meta = None if regenerate else _read_meta(directory)
+    if meta is not None:
+        return _dataset(directory, meta), True
+
+    from engine.datagen import generate
+
+    tmp = directory.with_name(directory.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    data = generate(contacts, seed=seed, progress=progress)
+    gen_s = time.perf_counter() - t0
+    if progress is not None:
+        progress("writing parquet", 0, 3)
+    data.write_parquet(tmp)
+    meta = {
+        "version": META_VERSION,
+        "contacts": data.contacts.num_rows,
+        "events": data.events.num_rows,
+        "items": data.items.num_rows,
+        "now": data.now.isoformat(),
+        "seed": seed,
+        "generate_s": round(gen_s, 3),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    del data
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    if progress is not None:
+        progress("writing parquet", 3, 3)
+    return _dataset(directory, meta), False

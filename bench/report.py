@@ -1,0 +1,387 @@
+"""Turn the runner's raw results into the JSON record, rich tables and markdown.
+
+The JSON is the source of truth (``bench/results/<date>-<scale>.json``); the terminal
+tables and the markdown for BENCHMARKS.md are both rendered from it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.dataset import Dataset, scale_label
+from bench.queries import REFERENCE
+from bench.side_by_side.runner import QueryResult, median
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TARGETS = {
+    "median_ratio": 10.0,  # segd >= 10x faster than DuckDB on the median of the suite
+    "min_ratio": 1.0,  # and never slower on any query
+    "reference_contacts_per_s": 100e6,  # at 10M contacts
+    "load_events_per_s": 2e6,
+    "bytes_per_event": 16.0,
+}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _query_record(res: QueryResult, contacts: int) -> dict:
+    segd_s, duck_s = median(res.segd_s), median(res.duckdb_s)
+    ratio = duck_s / segd_s if segd_s and duck_s else None
+    rec = {
+        "name": res.query.name,
+        "title": res.query.title,
+        "segd_ms": _ms(segd_s),
+        "duckdb_ms": _ms(duck_s),
+        "ratio": None if ratio is None else round(ratio, 2),
+        "segd_count": res.segd_count,
+        "duckdb_count": res.duckdb_count,
+        "match": res.match,
+        "segd_contacts_per_s": round(contacts / segd_s) if segd_s else None,
+        "segd_hash": res.segd_hash,
+        "duckdb_hash": res.duckdb_hash,
+        "segd_ms_samples": [_ms(s) for s in res.segd_s],
+        "duckdb_ms_samples": [_ms(s) for s in res.duckdb_s],
+        "reps": res.reps,
+        "dsl": res.query.dsl.strip(),
+        "sql": res.query.sql.strip(),
+    }
+    if res.query.note:
+        rec["note"] = res.query.note
+    if res.error:
+        rec["error"] = res.error
+    if res.profile:
+        rec["segd_profile"] = res.profile
+    return rec
+
+
+def _throughput(raw: dict | None, contacts: int) -> dict | None:
+    if not raw:
+        return None
+    out = {}
+    for key in ("single", "multi"):
+        r = raw[key]
+        qps = r["queries"] / r["seconds"]
+        out[key] = {
+            "threads": r["threads"],
+            "queries": r["queries"],
+            "seconds": round(r["seconds"], 3),
+            "qps": round(qps, 2),
+            "contacts_per_s": round(qps * contacts),
+        }
+    out["scaling"] = round(out["multi"]["qps"] / out["single"]["qps"], 2)
+    return out
+
+
+def _targets(rec: dict) -> list[dict]:
+    ratios = [q["ratio"] for q in rec["queries"] if q["ratio"] is not None]
+    ref = next((q for q in rec["queries"] if q["name"] == REFERENCE), None)
+    out = []
+
+    def add(name, measured, target, met, note=""):
+        out.append(
+            {"target": name, "measured": measured, "goal": target, "met": met}
+            | ({"note": note} if note else {})
+        )
+
+    if ratios:
+        med = statistics.median(ratios)
+        add("median ratio (DuckDB ms / segd ms)", round(med, 2), ">= 10", med >= 10)
+        add("slowest ratio (never slower)", min(ratios), ">= 1", min(ratios) >= 1)
+    if ref and ref["segd_contacts_per_s"]:
+        cps = ref["segd_contacts_per_s"]
+        at_10m = rec["contacts"] >= 10_000_000
+        add(
+            "reference segment contacts/s",
+            cps,
+            ">= 100M at 10M contacts",
+            cps >= TARGETS["reference_contacts_per_s"] if at_10m else None,
+            "" if at_10m else f"measured at {rec['scale']}; the target is for 10M",
+        )
+    eps = rec["load"]["events_per_s"]
+    add("bulk load events/s", eps, ">= 2M", eps >= TARGETS["load_events_per_s"])
+    bpe = rec["memory"]["segd_bytes_per_event"]
+    add("bytes per event (indexes)", round(bpe, 2), "<= 16", bpe <= 16)
+    return out
+
+
+def build_record(
+    raw: dict, ds: Dataset, opts, machine: dict, command: str, load_end: list[float]
+) -> dict:
+    """The JSON record of one run (see docs/benchmarks.md for the keys)."""
+    segd_stats, duck_stats = raw["stats"]["segd"], raw["stats"]["duckdb"]
+    contacts, events = segd_stats["contacts"], segd_stats["events"]
+    loads = raw["loads"]
+    segd_load = sum(loads["segd"]["seconds"].values())
+    duck_load = sum(loads["duckdb"]["seconds"].values())
+    segd_events_s = loads["segd"]["seconds"]["events"]
+    duck_events_s = loads["duckdb"]["seconds"]["events"]
+    rec = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command,
+        "scale": scale_label(ds.contacts),
+        "seed": ds.seed,
+        "now": ds.now.isoformat(),
+        "contacts": contacts,
+        "profile_rows": ds.contacts,
+        "events": events,
+        "items": ds.items,
+        "rounds": opts.rounds,
+        "engines": raw["labels"],
+        "queries": [_query_record(r, contacts) for r in raw["results"]],
+        "skipped": [{"name": q.name, "reason": q.skip} for q in raw["skipped"]],
+        "load": {
+            "segd_s": round(segd_load, 3),
+            "duckdb_s": round(duck_load, 3),
+            "events_per_s": round(events / segd_events_s) if segd_events_s else None,
+            "duckdb_events_per_s": round(loads["duckdb"]["events"] / duck_events_s)
+            if duck_events_s
+            else None,
+            "segd_by_table_s": {
+                k: round(v, 3) for k, v in loads["segd"]["seconds"].items()
+            },
+            "duckdb_by_table_s": {
+                k: round(v, 3) for k, v in loads["duckdb"]["seconds"].items()
+            },
+        },
+        "memory": {
+            "segd_bytes_per_event": segd_stats["bytes_per_event"],
+            "segd_bytes_per_contact": segd_stats["bytes_per_contact"],
+            "segd_accounted_bytes": segd_stats["memory_bytes"],
+            "segd_rss_bytes": loads["segd"]["rss_bytes"],
+            "segd_peak_rss_bytes": loads["segd"]["peak_rss_bytes"],
+            "duckdb_rss_bytes": loads["duckdb"]["rss_bytes"],
+            "duckdb_peak_rss_bytes": loads["duckdb"]["peak_rss_bytes"],
+            "duckdb_memory_bytes": duck_stats.get("duckdb_memory_bytes"),
+        },
+        "threads": {
+            "segd": opts.threads,
+            "duckdb": opts.duckdb_threads or machine["usable_cores"],
+            "reference_throughput": _throughput(raw["throughput"], contacts),
+        },
+        "machine": machine | {"load_average_end": load_end},
+    }
+    rec["targets"] = _targets(rec)
+    rec["ok"] = all(q["match"] for q in rec["queries"])
+    return rec
+
+
+def write_record(rec: dict, directory: Path | None = None) -> Path:
+    out = directory or RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{rec['date'][:10]}-{rec['scale']}.json"
+    path.write_text(json.dumps(rec, indent=2) + "\n")
+    return path
+
+
+def failures(rec: dict) -> list[str]:
+    """One line per query whose members differ between the engines (or that failed)."""
+    return [
+        f"query {q['name']!r}: " + q.get("error", "members differ")
+        for q in rec["queries"]
+        if not q["match"]
+    ]
+
+
+# -- rendering --------------------------------------------------------------------------
+
+
+def _fmt_ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.2f}" if x < 100 else f"{x:,.0f}"
+
+
+def _fmt_rate(x: float | None) -> str:
+    if x is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= size:
+            return f"{x / size:,.1f}{unit}"
+    return f"{x:,.0f}"
+
+
+def _fmt_bytes(x: float | None) -> str:
+    if x is None:
+        return "-"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(x) >= size:
+            return f"{x / size:,.1f} {unit}"
+    return f"{x:,.0f} B"
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.1f}x"
+
+
+def query_rows(rec: dict) -> list[list[str]]:
+    rows = []
+    for q in rec["queries"]:
+        rows.append(
+            [
+                q["name"],
+                _fmt_ms(q["segd_ms"]),
+                _fmt_ms(q["duckdb_ms"]),
+                _fmt_ratio(q["ratio"]),
+                _fmt_rate(q["segd_contacts_per_s"]),
+                f"{q['segd_count']:,}" if q["segd_count"] is not None else "-",
+                "yes" if q["match"] else "NO",
+            ]
+        )
+    for s in rec["skipped"]:
+        rows.append([s["name"], "-", "-", "-", "-", "-", "skipped"])
+    return rows
+
+
+def skipped_lines(rec: dict) -> list[str]:
+    return [f"{s['name']} skipped: {s['reason']}" for s in rec["skipped"]]
+
+
+QUERY_HEADER = [
+    "query",
+    "segd ms",
+    "DuckDB ms",
+    "ratio",
+    "segd contacts/s",
+    "members",
+    "match",
+]
+
+
+def summary_rows(rec: dict) -> list[list[str]]:
+    load, mem, m = rec["load"], rec["memory"], rec["machine"]
+    rows = [
+        ["contacts / events", f"{rec['contacts']:,} / {rec['events']:,}"],
+        [
+            "load (segd)",
+            f"{load['segd_s']:.2f} s, events {_fmt_rate(load['events_per_s'])}/s",
+        ],
+        [
+            "load (DuckDB)",
+            f"{load['duckdb_s']:.2f} s, events "
+            f"{_fmt_rate(load['duckdb_events_per_s'])}/s",
+        ],
+        [
+            "RSS delta after load",
+            f"segd {_fmt_bytes(mem['segd_rss_bytes'])}, "
+            f"DuckDB {_fmt_bytes(mem['duckdb_rss_bytes'])}",
+        ],
+        [
+            "segd accounting",
+            f"{mem['segd_bytes_per_event']:.1f} B/event, "
+            f"{mem['segd_bytes_per_contact']:.1f} B/contact, total "
+            f"{_fmt_bytes(mem['segd_accounted_bytes'].get('total'))}",
+        ],
+    ]
+    tp = rec["threads"]["reference_throughput"]
+    if tp:
+        rows.append(
+            [
+                "reference, segd threads",
+                f"1 thread {tp['single']['qps']:.1f} q/s "
+                f"({_fmt_rate(tp['single']['contacts_per_s'])} contacts/s); "
+                f"{tp['multi']['threads']} threads {tp['multi']['qps']:.1f} q/s "
+                f"({_fmt_rate(tp['multi']['contacts_per_s'])} contacts/s), "
+                f"x{tp['scaling']:.2f}",
+            ]
+        )
+    rows += [
+        [
+            "threads",
+            f"segd {rec['threads']['segd']}, DuckDB {rec['threads']['duckdb']}",
+        ],
+        [
+            "machine",
+            f"{m['cpu']}, {m['usable_cores']} cores, {_fmt_bytes(m['ram_bytes'])} RAM",
+        ],
+        [
+            "versions",
+            f"Python {m['python']}, numpy {m['numpy']}, pyarrow {m['pyarrow']}, "
+            f"duckdb {m['duckdb']}, pyroaring {m['pyroaring']}",
+        ],
+        [
+            "load average",
+            f"start {m['load_average_start']}, end {m['load_average_end']}",
+        ],
+    ]
+    return rows
+
+
+def target_rows(rec: dict) -> list[list[str]]:
+    def met(x):
+        return {True: "met", False: "NOT met", None: "n/a"}[x]
+
+    return [
+        [
+            t["target"],
+            _fmt_rate(t["measured"])
+            if isinstance(t["measured"], (int, float)) and t["measured"] >= 1e4
+            else str(t["measured"]),
+            t["goal"],
+            met(t["met"]) + (f" ({t['note']})" if t.get("note") else ""),
+        ]
+        for t in rec["targets"]
+    ]
+
+
+def render_rich(rec: dict, console) -> None:
+    from rich.table import Table
+
+    title = (
+        f"segd vs DuckDB — {rec['scale']} contacts, median of "
+        f"{max(rec['rounds'] - 1, 1)} rounds"
+    )
+    table = Table(title=title)
+    for i, h in enumerate(QUERY_HEADER):
+        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in query_rows(rec):
+        style = "red" if row[-1] == "NO" else ("dim" if row[-1] == "skipped" else None)
+        table.add_row(*row, style=style)
+    console.print(table)
+    for line in skipped_lines(rec):
+        console.print(line)
+    for name, header, rows in (
+        ("run", ["", ""], summary_rows(rec)),
+        ("targets", ["target", "measured", "goal", ""], target_rows(rec)),
+    ):
+        t = Table(title=name, show_header=name == "targets")
+        for h in header:
+            t.add_column(h)
+        for row in rows:
+            t.add_row(*row)
+        console.print(t)
+    for q in rec["queries"]:
+        if q.get("note"):
+            console.print(f"[dim]note {q['name']}: {q['note']}[/dim]")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join(" --- " for _ in header) + "|")
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(rec: dict) -> str:
+    """Markdown to paste into BENCHMARKS.md: command, date, tables, targets."""
+    parts = [
+        f"`{rec['command']}` — {rec['date']}, {rec['contacts']:,} contacts, "
+        f"{rec['events']:,} events, median of {max(rec['rounds'] - 1, 1)} rounds "
+        f"(after 1 warm-up)",
+        "",
+        _md_table(QUERY_HEADER, query_rows(rec)),
+        "",
+        *[f"{line}  " for line in skipped_lines(rec)],
+        "",
+        _md_table(["", ""], summary_rows(rec)),
+        "",
+        _md_table(["target", "measured", "goal", ""], target_rows(rec)),
+    ]
+    notes = [f"- `{q['name']}`: {q['note']}" for q in rec["queries"] if q.get("note")]
+    if notes:
+        parts += ["", *notes]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,1 @@
+"""segd next to DuckDB: one worker subprocess per engine, driven by ``runner``."""
