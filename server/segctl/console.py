@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from server.client import DEFAULT_ADDRESS, SegdClient
 
@@ -101,7 +102,8 @@ class Cli:
         for c in columns:
             t.add_column(c, justify="right" if c in right else "left", overflow="fold")
         for row in rows:
-            t.add_row(*("" if v is None else str(v) for v in row))
+            # Text(): cell values are data, never rich markup ("[a-z_]" must print as is).
+            t.add_row(*(Text("" if v is None else str(v)) for v in row))
         self.out.print(t)
 
     def kv_table(self, pairs: Iterable[tuple[str, Any]]) -> None:
@@ -109,7 +111,7 @@ class Cli:
         t.add_column(style="bold")
         t.add_column(overflow="fold")
         for k, v in pairs:
-            t.add_row(k, "" if v is None else str(v))
+            t.add_row(Text(k), Text("" if v is None else str(v)))
         self.out.print(t)
 
 

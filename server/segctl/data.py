@@ -13,6 +13,7 @@ import argparse
 import collections
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -193,35 +194,46 @@ def _load_events(
     source = _numbered(tables)
     retry: collections.deque = collections.deque()
     in_flight: collections.deque = collections.deque()  # sent, not yet acknowledged
+    lock = threading.Lock()
+    attempt = [0]
 
-    def requests() -> Iterator[pa.Table]:
+    def requests(mine: int) -> Iterator[pa.Table]:
+        # gRPC pulls requests on its own thread, which may outlive a failed stream: a
+        # stale generator must not take batches meant for the next stream.
         while True:
-            item = retry.popleft() if retry else next(source, None)
-            if item is None:
-                return
-            in_flight.append(item)
+            with lock:
+                if attempt[0] != mine:
+                    return
+                item = retry.popleft() if retry else next(source, None)
+                if item is None:
+                    return
+                in_flight.append(item)
             yield item[2]
 
     def on_ack(ack: Any) -> None:
-        _, _, table = in_flight.popleft()
+        with lock:
+            _, _, table = in_flight.popleft()
         summary.rows += ack.rows
         summary.batches += 1
         advance(table.num_rows)
 
     while True:
         try:
-            cli.client.stream_events(requests(), on_ack=on_ack)
+            cli.client.stream_events(requests(attempt[0]), on_ack=on_ack)
             return
         except SegdRpcError as err:
-            if err.code != grpc.StatusCode.INVALID_ARGUMENT or not in_flight:
-                raise
-            index, first, table = in_flight.popleft()
+            with lock:
+                attempt[0] += 1
+                if err.code != grpc.StatusCode.INVALID_ARGUMENT or not in_flight:
+                    raise
+                index, first, table = in_flight.popleft()
+                # Sent after the bad one, never applied: resend them first, in order.
+                retry.extendleft(reversed(in_flight))
+                in_flight.clear()
             reason = _BATCH_PREFIX.sub("", err.message)
             summary.rejected.append(Rejection(index, first, table.num_rows, reason))
             summary.batches += 1
             advance(table.num_rows)
-            retry.extend(in_flight)  # sent after the bad one, never applied: resend
-            in_flight.clear()
 
 
 def cmd_load(cli: Cli) -> int:
