@@ -133,10 +133,17 @@ class _Interrupted(Exception):
 
 
 def _load_demo(engine: Any, contacts: int) -> Any:
-    """Generate and load the demo dataset; returns its ``now`` (events end there)."""
+    """Generate and load the demo dataset ending at the current hour; returns its ``now``.
+
+    The events end at the server clock (rounded down to the hour, so the dataset is the
+    same all hour), hence `in last 30 days` means what an operator expects.
+    """
+    from datetime import UTC, datetime
+
     from engine.datagen import generate
 
-    data = generate(contacts=contacts)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    data = generate(contacts=contacts, now=now)
     engine.load_items(data.items)
     engine.load_contacts(data.contacts)
     engine.load_events(data.events)
@@ -201,8 +208,6 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
         if settings.demo:
             log.info("generating demo data", extra=kv(contacts=settings.demo))
             demo_now = _load_demo(engine, settings.demo)
-            # Relative periods resolve against the server clock; the demo events end at
-            # demo_now, so `segctl segment count --now` may be wanted.
             now_s = (
                 int(demo_now.timestamp()) if hasattr(demo_now, "timestamp") else None
             )

@@ -1,4 +1,4 @@
-"""Hypothesis profiles for the property suite.
+"""Hypothesis profiles for every test directory (property, differential, unit).
 
 ``dev`` (30 examples) keeps the local loop fast; ``ci`` (150) digs deeper. Chosen by
 ``HYPOTHESIS_PROFILE``, else ``ci`` when ``CI=true``, else ``dev``. No deadline: timing
