@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench import machine
-from bench.dataset import CACHE_DIR, ensure_dataset, scale_label
+from bench.dataset import CACHE_DIR, cached_dataset, ensure_dataset, scale_label
 from bench.queries import names, select, suite
 
 GEN_PHASES = ("contacts", "items", "activity", "sort", "events", "writing parquet")
@@ -122,6 +122,10 @@ class Ui:
 
 
 def _generate(ui: Ui, args, contacts: int):
+    if not args.regenerate:
+        ds = cached_dataset(contacts, args.seed, args.cache_dir)
+        if ds is not None:
+            return ds, True
     with ui.progress("generating", len(GEN_PHASES)) as update:
         step = {"n": 0}
 

@@ -77,6 +77,15 @@ def _dataset(directory: Path, meta: dict) -> Dataset:
     )
 
 
+def cached_dataset(
+    contacts: int, seed: int = 0, root: Path | None = None
+) -> Dataset | None:
+    """The cached dataset of this scale and seed, or None when there is none."""
+    directory = cache_dir(contacts, seed, root)
+    meta = _read_meta(directory)
+    return None if meta is None else _dataset(directory, meta)
+
+
 def ensure_dataset(
     contacts: int,
     seed: int = 0,

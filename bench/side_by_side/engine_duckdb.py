@@ -78,6 +78,7 @@ class Adapter:
     def __init__(self, threads: int | None = None) -> None:
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'").fetchall()
+        self.con.execute("SET enable_progress_bar = false").fetchall()
         if threads:
             self.con.execute(f"SET threads = {int(threads)}").fetchall()
         self.queries: dict[str, str] = {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing as mp
+import os
+import sys
 import time
 import traceback
 from typing import Any
@@ -48,6 +50,10 @@ def _time_count(adapter, name: str, reps: int) -> dict:
 
 
 def _serve(conn, module: str, options: dict) -> None:
+    # Anything an engine prints (DuckDB's progress bar writes to fd 1) goes to stderr:
+    # the parent's stdout carries only the report (`--json` must stay parseable).
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     before_import = rss_bytes()
     adapter = importlib.import_module(module).Adapter(**options)
     baseline = rss_bytes()

@@ -1,0 +1,124 @@
+"""The benchmark suite runs end to end at a tiny scale, so it cannot rot (issue 5).
+
+``python -m bench`` at 2000 contacts, one round: both engine workers start, load the
+same Parquet files, every query gives the same members on segd and DuckDB, and the JSON
+record has the keys docs/benchmarks.md promises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from bench.__main__ import main
+from bench.queries import REFERENCE, select, suite
+from bench.side_by_side.runner import members_digest
+from engine.datagen import DEFAULT_NOW
+
+QUERY_KEYS = {
+    "name",
+    "segd_ms",
+    "duckdb_ms",
+    "ratio",
+    "segd_count",
+    "duckdb_count",
+    "match",
+}
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    argv = [
+        "--contacts",
+        "2000",
+        "--rounds",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+        "--cache-dir",
+        str(root / "cache"),
+        "--results-dir",
+        str(root / "results"),
+    ]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, json.loads(out.getvalue()), root
+
+
+def test_exit_code_zero_when_every_query_matches(record):
+    code, rec, _ = record
+    assert code == 0
+    assert rec["ok"] is True
+
+
+def test_every_query_matches_on_both_engines(record):
+    _, rec, _ = record
+    ran = {q["name"] for q in rec["queries"]}
+    expected = {q.name for q in suite(DEFAULT_NOW) if not q.skip}
+    assert ran == expected
+    for q in rec["queries"]:
+        assert q["match"], f"{q['name']}: {q.get('error')}"
+        assert q["segd_count"] == q["duckdb_count"]
+        assert q["segd_hash"] == q["duckdb_hash"]
+
+
+def test_json_has_the_required_keys(record):
+    _, rec, _ = record
+    assert {"contacts", "events", "queries", "load", "memory", "machine"} <= set(rec)
+    assert rec["contacts"] >= 2000 and rec["events"] > 0
+    for q in rec["queries"]:
+        assert QUERY_KEYS <= set(q)
+        assert q["segd_ms"] > 0 and q["duckdb_ms"] > 0
+        assert q["ratio"] == pytest.approx(q["duckdb_ms"] / q["segd_ms"], rel=0.01)
+    assert {"segd_s", "duckdb_s", "events_per_s"} <= set(rec["load"])
+    assert {"segd_bytes_per_event", "segd_bytes_per_contact"} <= set(rec["memory"])
+    assert rec["memory"]["segd_rss_bytes"] > 0
+    assert {"cpu", "cores", "ram_bytes", "python", "numpy", "duckdb", "pyarrow"} <= set(
+        rec["machine"]
+    )
+
+
+def test_skipped_rfm_cell_is_reported_not_dropped(record):
+    _, rec, _ = record
+    assert rec["skipped"] == [
+        {"name": "rfm_cell", "reason": "RFM lands with the RFM issue"}
+    ]
+
+
+def test_two_thread_throughput_of_the_reference_segment(record):
+    _, rec, _ = record
+    tp = rec["threads"]["reference_throughput"]
+    assert tp["single"]["threads"] == 1 and tp["multi"]["threads"] == 2
+    assert tp["single"]["queries"] >= 1 and tp["multi"]["queries"] >= 2
+
+
+def test_results_file_and_cache_are_written(record):
+    _, rec, root = record
+    files = list((root / "results").glob("*-2k.json"))
+    assert len(files) == 1
+    assert json.loads(files[0].read_text())["queries"] == rec["queries"]
+    assert (root / "cache" / "2k-seed0" / "events.parquet").exists()
+
+
+def test_members_digest_is_order_independent():
+    assert members_digest(["b", "a", "c"]) == members_digest(["c", "b", "a"])
+    assert members_digest([])[0] == 0
+    assert members_digest(["a"]) != members_digest(["b"])
+
+
+def test_unknown_query_name_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--queries", "nope"])
+    assert exc.value.code == 2
+    assert "unknown query 'nope'" in capsys.readouterr().err
+
+
+def test_select_keeps_the_requested_order():
+    qs = select(suite(DEFAULT_NOW), ["stress_or", REFERENCE])
+    assert [q.name for q in qs] == ["stress_or", REFERENCE]
