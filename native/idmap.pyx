@@ -562,8 +562,9 @@ cdef class IdMap:
         self.st.offsets[0] = 0
         memset(self.st.table, 0xFF, <size_t>slots * sizeof(uint32_t))
         self.st.table_mask = slots - 1
-        if (_grow_codes(&self.st, hint, hint) != OK
-                or _grow_data(&self.st, 0, 64) != OK):
+        if hint > 0 and _grow_codes(&self.st, hint, hint) != OK:
+            raise MemoryError()
+        if _grow_data(&self.st, 0, 64) != OK:
             raise MemoryError()
 
     def __dealloc__(self):
@@ -716,12 +717,18 @@ cdef class IdMap:
     def to_arrow(self):
         """All strings in code order as a pa.LargeStringArray (a copy)."""
         self._check_ready()
+        cdef int64_t n, total
+        # Sizes under the lock, allocation without it (np.empty may raise), copy under it
+        # again: codes < n and their bytes never change, so the prefix read is consistent.
         _lock(self.lock)
-        cdef int64_t n = self.st.n, total = self.st.data_len
+        n = self.st.n
+        total = self.st.data_len
+        PyThread_release_lock(self.lock)
         offsets = np.empty(n + 1, dtype=np.int64)
         data = np.empty(max(total, 1), dtype=np.uint8)
         cdef int64_t[::1] off_v = offsets
         cdef uint8_t[::1] data_v = data
+        _lock(self.lock)
         with nogil:
             memcpy(&off_v[0], self.st.offsets, <size_t>(n + 1) * sizeof(int64_t))
             if total > 0:
