@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +204,40 @@ def test_round_trip_large_random() -> None:
         assert np.array_equal(bitset_to_cids(w), cids)
         assert np.array_equal(bitmap_to_bitset(bm, n_bits), w)
         assert popcount(w) == len(cids)
+
+
+@pytest.mark.slow
+def test_pxd_inline_kernels_cimportable(tmp_path: Path) -> None:
+    """Another .pyx can cimport bit_set / bit_clear / bit_test from native/bitset.pxd."""
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "use_bitset.pyx").write_text(
+        textwrap.dedent(
+            """
+            from native.bitset cimport bit_clear, bit_set, bit_test
+            from native._types cimport cid_t, word_t
+
+            def run(word_t[::1] w, cid_t i):
+                bit_set(&w[0], i)
+                was_set = bit_test(&w[0], i)
+                bit_clear(&w[0], i)
+                return was_set, bit_test(&w[0], i), w[i >> 6]
+            """
+        )
+    )
+    build = (
+        "import sys; from Cython.Build import cythonize; "
+        "from setuptools import setup, Extension; "
+        "sys.argv = ['setup', 'build_ext', '--inplace', '-q']; "
+        "setup(ext_modules=cythonize([Extension('use_bitset', ['use_bitset.pyx'])], "
+        f"include_path=[{str(repo)!r}], quiet=True, language_level=3))"
+    )
+    subprocess.run([sys.executable, "-c", build], cwd=tmp_path, check=True)
+    check = (
+        "import numpy as np, use_bitset; "
+        "w = np.full(3, 1, dtype=np.uint64); "
+        "print(use_bitset.run(w, 130), w.tolist())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, check=True, capture_output=True
+    )
+    assert out.stdout.decode().strip() == "(True, False, 1) [1, 1, 1]"
