@@ -1,0 +1,341 @@
+"""``python -m bench grpc``: drive a running segd server with concurrent clients.
+
+    python -m server --address 127.0.0.1:50051 --demo 100k &     # a scratch server
+    python -m bench grpc --address 127.0.0.1:50051 --clients 16 --seconds 10
+
+Measures, in this order (reads first, because the ingest phase changes the data):
+
+1. gRPC overhead of a trivial call: ``Health/Check`` from one client, back to back
+   (p50 / p99 latency) — the transport, no engine work;
+2. Count of the saved reference segment (saved as ``bench_reference``, deleted at the
+   end): ``--clients`` threads, each with its own channel, for ``--seconds``; QPS and
+   p50 / p99 latency;
+3. ingest over ``StreamEvents``: the same events as typed ``EventBatch`` messages and as
+   Arrow IPC batches (requests built before the clock starts, so the rate is the
+   server's and the transport's); rows per second. The events are demo events whose
+   customer_ids get a ``grpcbench-`` prefix: they *add contacts* to the server, so run
+   this against a scratch server (``--skip-ingest`` to leave the data alone).
+
+Only loopback addresses are accepted: this is a load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+SEGMENT = "bench_reference"
+PREFIX = "grpcbench-"
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _percentile(sorted_s: list[float], q: float) -> float:
+    if not sorted_s:
+        return float("nan")
+    k = min(len(sorted_s) - 1, max(0, round(q * (len(sorted_s) - 1))))
+    return sorted_s[k]
+
+
+def _latency(samples: list[float]) -> dict:
+    s = sorted(samples)
+    return {
+        "calls": len(s),
+        "p50_ms": round(_percentile(s, 0.50) * 1000, 3),
+        "p99_ms": round(_percentile(s, 0.99) * 1000, 3),
+        "mean_ms": round(statistics.fmean(s) * 1000, 3) if s else None,
+    }
+
+
+def trivial_overhead(client, seconds: float) -> dict:
+    """Health/Check back to back from one client."""
+    samples = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        client.health()
+        samples.append(time.perf_counter() - t0)
+    return {"call": "grpc.health.v1.Health/Check"} | _latency(samples)
+
+
+def count_qps(address, token, clients: int, seconds: float, now) -> dict:
+    """``clients`` threads, one channel each, counting the saved segment for ``seconds``."""
+    from server.client import SegdClient
+
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    counts: set[int] = set()
+    start = threading.Barrier(clients + 1)
+
+    def loop(k: int) -> None:
+        with SegdClient(address, token=token) as c:
+            c.wait_ready(10)
+            start.wait()
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                try:
+                    counts.add(c.count(segment=SEGMENT, now=now))
+                except Exception as exc:  # noqa: BLE001 - reported, ends this client
+                    errors.append(f"client {k}: {exc}")
+                    return
+                latencies[k].append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    flat = [x for lst in latencies for x in lst]
+    return {
+        "segment": SEGMENT,
+        "clients": clients,
+        "seconds": round(elapsed, 3),
+        "qps": round(len(flat) / elapsed, 1) if elapsed else None,
+        "count": sorted(counts),
+        "errors": errors[:5],
+    } | _latency(flat)
+
+
+def _events(contacts: int):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from engine.datagen import generate
+
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    events = generate(contacts, seed=7, now=hour).events  # recent, like --demo data
+    ids = pc.binary_join_element_wise(PREFIX, events["customer_id"], "")
+    return events.set_column(0, "customer_id", ids).combine_chunks(), pa
+
+
+def _typed_requests(table, batch_rows: int) -> list:
+    """IngestEventsRequest(events=EventBatch) messages, ``batch_rows`` events each."""
+    from segd.v1 import ingest_pb2
+
+    cols = table.to_pydict()
+    props = ("phrase", "advertiser", "campaign", "ad", "channel")
+    events = []
+    for i in range(table.num_rows):
+        ev = ingest_pb2.Event(
+            customer_id=cols["customer_id"][i],
+            ts_ms=int(cols["ts"][i].timestamp() * 1000),
+            type=cols["type"][i],
+            item_id=cols["item_id"][i] or "",
+            order_id=cols["order_id"][i] or "",
+        )
+        if cols["amount"][i] is not None:
+            ev.amount = cols["amount"][i]
+        for p in props:
+            if cols[p][i] is not None:
+                ev.properties[p] = cols[p][i]
+        events.append(ev)
+    return [
+        ingest_pb2.IngestEventsRequest(
+            events=ingest_pb2.EventBatch(events=events[i : i + batch_rows])
+        )
+        for i in range(0, len(events), batch_rows)
+    ]
+
+
+def _arrow_requests(table, batch_rows: int) -> list:
+    from segd.v1 import ingest_pb2
+
+    from server.client import to_arrow_ipc
+
+    return [
+        ingest_pb2.IngestEventsRequest(
+            arrow_ipc=to_arrow_ipc(table.slice(i, batch_rows))
+        )
+        for i in range(0, table.num_rows, batch_rows)
+    ]
+
+
+def stream_rate(client, token, requests: list, rows: int) -> dict:
+    """Send pre-built requests over one StreamEvents stream; rows per second."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    t0 = time.perf_counter()
+    acked = sum(
+        ack.rows
+        for ack in client.ingest_stub.StreamEvents(iter(requests), metadata=metadata)
+    )
+    elapsed = time.perf_counter() - t0
+    return {
+        "rows": acked,
+        "batches": len(requests),
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(acked / elapsed) if elapsed else None,
+        "complete": acked == rows,
+    }
+
+
+def ingest(client, token, contacts: int, batch_rows: int, say) -> dict:
+    say(f"ingest: generating demo events for {contacts:,} contacts")
+    table, _ = _events(contacts)
+    half = table.num_rows // 2
+    typed_part, arrow_part = table.slice(0, half), table.slice(half)
+    say(
+        f"ingest: building {half:,} typed events and {arrow_part.num_rows:,} Arrow rows"
+    )
+    typed = _typed_requests(typed_part, batch_rows)
+    arrow = _arrow_requests(arrow_part, batch_rows)
+    say("ingest: streaming typed EventBatch messages")
+    out = {"typed": stream_rate(client, token, typed, half)}
+    say("ingest: streaming Arrow IPC batches")
+    out["arrow"] = stream_rate(client, token, arrow, arrow_part.num_rows)
+    out["batch_rows"] = batch_rows
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench grpc",
+        description="Load-test a running segd server (loopback only).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--address", default="127.0.0.1:50051", help="HOST:PORT (loopback)")
+    p.add_argument(
+        "--token", default=None, help="bearer token, if the server wants one"
+    )
+    p.add_argument("--clients", type=int, default=16, help="concurrent Count clients")
+    p.add_argument("--seconds", type=float, default=10.0, help="Count phase length")
+    p.add_argument(
+        "--overhead-seconds", type=float, default=2.0, help="trivial-call phase length"
+    )
+    p.add_argument(
+        "--ingest-contacts",
+        default="10k",
+        help="demo scale of the ingested events (~20 events per contact)",
+    )
+    p.add_argument("--batch-rows", type=int, default=10_000, help="events per message")
+    p.add_argument("--skip-ingest", action="store_true", help="do not append events")
+    p.add_argument(
+        "--now",
+        default=None,
+        help="ISO instant relative periods resolve against (default: the server's "
+        "clock; `python -m server --demo N` data ends at the current hour)",
+    )
+    p.add_argument("--json", action="store_true", help="print only the JSON record")
+    p.add_argument("--results-dir", default=None, help="default bench/results")
+    return p
+
+
+def _render(rec: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"segd over gRPC at {rec['address']}")
+    for h in ("measure", "value"):
+        t.add_column(h)
+    o, c = rec["trivial_call"], rec["count"]
+    t.add_row(
+        "trivial call (Health/Check)", f"p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms"
+    )
+    t.add_row(
+        f"Count '{SEGMENT}', {c['clients']} clients",
+        f"{c['qps']} QPS, p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, "
+        f"count {c['count']}",
+    )
+    for kind in ("typed", "arrow"):
+        if rec.get("ingest"):
+            r = rec["ingest"][kind]
+            t.add_row(
+                f"StreamEvents ({kind})",
+                f"{r['rows_per_s']:,} events/s ({r['rows']:,} in {r['seconds']} s)",
+            )
+    Console().print(t)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not _loopback(args.address):
+        parser.error(f"--address {args.address!r}: only loopback addresses are allowed")
+    if args.clients < 1 or args.seconds <= 0:
+        parser.error("--clients must be >= 1 and --seconds > 0")
+    from rich.console import Console
+
+    from bench import machine
+    from bench.queries import reference
+    from engine.datagen import DEFAULT_NOW, parse_scale
+    from server.client import SegdClient, SegdRpcError
+
+    err = Console(stderr=True)
+    now = None  # the server's clock (segctl serve --demo data ends at the current hour)
+    if args.now:
+        now = datetime.fromisoformat(args.now.replace("Z", "+00:00"))
+        now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    rec: dict = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "address": args.address,
+        "now": now.isoformat() if now else "server clock",
+        "machine": machine.facts(),
+    }
+    try:
+        with SegdClient(args.address, token=args.token) as client:
+            err.log(f"connecting to {args.address}")
+            client.wait_ready(10)
+            err.log(f"trivial calls for {args.overhead_seconds}s")
+            rec["trivial_call"] = trivial_overhead(client, args.overhead_seconds)
+            try:
+                client.delete_segment(SEGMENT)
+            except SegdRpcError:
+                pass
+            client.create_segment(SEGMENT, reference(now or DEFAULT_NOW).dsl)
+            try:
+                err.log(f"Count '{SEGMENT}': {args.clients} clients, {args.seconds}s")
+                rec["count"] = count_qps(
+                    args.address, args.token, args.clients, args.seconds, now
+                )
+            finally:
+                client.delete_segment(SEGMENT)
+            if not args.skip_ingest:
+                rec["ingest"] = ingest(
+                    client,
+                    args.token,
+                    parse_scale(args.ingest_contacts),
+                    args.batch_rows,
+                    err.log,
+                )
+    except SegdRpcError as exc:
+        err.print(f"[bold red]gRPC benchmark failed: {exc}[/bold red]")
+        return 1
+    from pathlib import Path
+
+    from bench.report import RESULTS_DIR
+
+    out = Path(args.results_dir) if args.results_dir else RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{rec['date'][:10]}-grpc.json"
+    path.write_text(json.dumps(rec, indent=2) + "\n")
+    err.log(f"wrote {path}")
+    if args.json:
+        print(json.dumps(rec, indent=2))
+    else:
+        _render(rec)
+    if rec["count"]["errors"]:
+        err.print(f"[bold red]Count errors: {rec['count']['errors']}[/bold red]")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
