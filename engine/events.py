@@ -13,8 +13,12 @@ the rows after its earliest time, and the postings are renumbered (``remap_and_i
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from native.postings import Postings
+
+from native import contactindex
 
 NO_CODE = 0xFFFFFFFF
 # Dimensions that get postings (value -> rows). order_id is only a column: nobody filters
@@ -41,6 +45,10 @@ class EventLog:
         self._amount: np.ndarray | None = None
         self._dims: dict[str, np.ndarray] = {}
         self.postings: dict[str, Postings] = {}
+        # Contact-major index (native/contactindex.pyx) of rows [0, _ci_limit).
+        self._ci: tuple[np.ndarray, np.ndarray] | None = None
+        self._ci_limit = 0
+        self._ci_lock = threading.Lock()
 
     # -- read side ------------------------------------------------------------------
     @property
@@ -77,10 +85,31 @@ class EventLog:
             return len(ts)
         return int(np.searchsorted(ts, np.uint32(t), side="left"))
 
+    def contact_index(self, n_contacts: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(offsets, rows, limit): each contact's rows below `limit`, in time order.
+
+        Built on first use and rebuilt once the unindexed tail outgrows an eighth of the
+        log, so the O(n) rebuild is amortised over the appends that made it necessary.
+        Readers may call this concurrently (under the engine's read lock).
+        """
+        with self._ci_lock:
+            tail = self.n - self._ci_limit
+            stale = self._ci is None or tail > max(65_536, self.n // 8)
+            if stale:
+                self._ci = contactindex.build(self.cid, n_contacts)
+                self._ci_limit = self.n
+            offsets, rows = self._ci
+            return offsets, rows, self._ci_limit
+
+    def index_nbytes(self) -> int:
+        """Bytes of the inverted indexes: postings and the contact-major index."""
+        ci = 0 if self._ci is None else self._ci[0].nbytes + self._ci[1].nbytes
+        return ci + sum(p.nbytes() for p in self.postings.values())
+
     def nbytes(self) -> int:
-        """Bytes held by rows in use and postings (slack of growth excluded)."""
+        """Bytes held by rows in use and indexes (slack of growth excluded)."""
         per_row = 8 + 4 * len(self._dims) + (8 if self._amount is not None else 0)
-        return self.n * per_row + sum(p.nbytes() for p in self.postings.values())
+        return self.n * per_row + self.index_nbytes()
 
     # -- write side -----------------------------------------------------------------
     def append(
@@ -173,6 +202,10 @@ class EventLog:
                 self._amount, np.nan if amount is None else amount
             )
         self.n = n + k
+        with (
+            self._ci_lock
+        ):  # rows from p on moved: the contact index only covers [0, p)
+            self._ci_limit = min(self._ci_limit, p)
 
     def shrink_to_fit(self) -> None:
         """Drop growth slack after a bulk load."""

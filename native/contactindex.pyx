@@ -1,0 +1,106 @@
+"""Contact-major index of one event log: for each contact, its rows in time order (CSR).
+
+The time-ordered log answers "who did X in this window" by scanning the window (or the
+postings of X inside it). Inside an AND, once the earlier operands left few candidates, it
+is cheaper to visit just those contacts' own rows: ``offsets[c]:offsets[c + 1]`` of
+``rows`` are contact c's rows, ascending (= time order), so the window is a binary search.
+
+The index is rebuilt in O(n) (a counting sort) and covers rows ``[0, limit)``; rows appended
+later (the "tail") are not in it and are scanned directly, so live ingest never waits for
+a rebuild.
+"""
+
+from libc.stdint cimport uint32_t
+
+import numpy as np
+
+from native._types cimport cid_t, row_t
+
+
+cdef inline Py_ssize_t _lower_bound(const row_t* rows, Py_ssize_t n, row_t key) noexcept nogil:
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if rows[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def build(const cid_t[::1] cid, Py_ssize_t n_contacts):
+    """(offsets uint32[n_contacts + 1], rows uint32[len(cid)]) grouping rows by contact."""
+    cdef Py_ssize_t n = cid.shape[0], i
+    cdef cid_t c, top = 0
+    for i in range(n):
+        if cid[i] > top:
+            top = cid[i]
+    if n and top >= n_contacts:
+        raise ValueError(f"row names contact {top}, but there are {n_contacts} contacts")
+    if n >= 0xFFFFFFFF:
+        raise ValueError("a log of 2**32 rows does not fit uint32 row numbers")
+    offsets_arr = np.zeros(n_contacts + 1, dtype=np.uint32)
+    rows_arr = np.empty(n, dtype=np.uint32)
+    cdef uint32_t[::1] offsets = offsets_arr
+    cdef row_t[::1] rows = rows_arr
+    with nogil:
+        for i in range(n):
+            offsets[cid[i] + 1] += 1
+        for i in range(n_contacts):
+            offsets[i + 1] += offsets[i]
+        # Scatter in row order, so each contact's rows come out ascending. offsets[c] is
+        # used as the cursor of c and ends at the start of c + 1: shift back afterwards.
+        for i in range(n):
+            c = cid[i]
+            rows[offsets[c]] = <row_t> i
+            offsets[c] += 1
+        for i in range(n_contacts, 0, -1):
+            offsets[i] = offsets[i - 1]
+        offsets[0] = 0
+    return offsets_arr, rows_arr
+
+
+def rows_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
+                     const row_t[::1] rows, row_t limit, row_t r0, row_t r1):
+    """Rows in [r0, r1) of the given contacts: indexed rows first, then the unindexed tail.
+
+    Indexed rows (< limit) come per contact in time order; the tail [max(r0, limit), r1)
+    is returned whole — the caller's scan still checks each tail row's contact against
+    the candidate bitset.
+    """
+    cdef Py_ssize_t n_cand = cand_cids.shape[0], n_idx = offsets.shape[0] - 1
+    cdef Py_ssize_t j, k, a, b, total = 0, pos = 0
+    cdef row_t hi = r1 if r1 < limit else limit
+    cdef row_t tail_lo = r0 if r0 > limit else limit
+    cdef cid_t c
+    if n_idx < 0:
+        n_idx = 0
+    with nogil:
+        for j in range(n_cand):
+            c = cand_cids[j]
+            if c >= n_idx or hi <= r0:
+                continue
+            a = offsets[c]
+            b = offsets[c + 1]
+            k = a + _lower_bound(&rows[a], b - a, r0) if b > a else a
+            while k < b and rows[k] < hi:
+                total += 1
+                k += 1
+    cdef Py_ssize_t n_tail = r1 - tail_lo if r1 > tail_lo else 0
+    out = np.empty(total + n_tail, dtype=np.uint32)
+    cdef row_t[::1] o = out
+    with nogil:
+        for j in range(n_cand):
+            c = cand_cids[j]
+            if c >= n_idx or hi <= r0:
+                continue
+            a = offsets[c]
+            b = offsets[c + 1]
+            k = a + _lower_bound(&rows[a], b - a, r0) if b > a else a
+            while k < b and rows[k] < hi:
+                o[pos] = rows[k]
+                pos += 1
+                k += 1
+        for k in range(n_tail):
+            o[pos + k] = tail_lo + k
+    return out
