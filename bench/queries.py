@@ -135,7 +135,11 @@ carts AS (
     WHERE type = 'add_to_cart' AND ts >= {n} - INTERVAL 30 DAY AND ts < {n}
       AND customer_id IN (SELECT customer_id FROM cand)
 ),
-orders AS (SELECT customer_id, ts FROM events WHERE type = 'order'),
+orders AS (              -- only orders that can follow those carts
+    SELECT customer_id, ts FROM events
+    WHERE type = 'order' AND ts >= {n} - INTERVAL 30 DAY
+      AND customer_id IN (SELECT customer_id FROM cand)
+),
 abandoned AS (            -- the first order at or after each cart, if any
     SELECT DISTINCT c.customer_id
     FROM carts c ASOF LEFT JOIN orders o
