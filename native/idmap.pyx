@@ -7,14 +7,20 @@ nothing is a Python object per entry; everything lives in four C arrays:
 - ``data``: the UTF-8 bytes of every string, concatenated in code order (grows);
 - ``offsets``: int64, n+1 of them; string ``c`` is ``data[offsets[c]:offsets[c + 1]]``
   (the Arrow ``large_string`` layout, so ``to_arrow`` is two memcpy);
-- ``tags``: the low 32 bits of each string's 64-bit hash, per code. A probe compares the
-  tag before touching ``offsets``/``data`` (one cache miss instead of two), and a resize
-  rehashes from the tags without re-reading the strings;
+- ``tags``: the low 32 bits of each string's 64-bit hash, per code. Past the home slot a
+  probe compares the tag before touching ``offsets``/``data`` (one cache miss instead of
+  two), and a resize rehashes from the tags without re-reading the strings;
 - ``table``: open addressing, linear probing, power-of-two capacity, load <= 0.5; a slot
   holds a code or ``EMPTY_SLOT``. The home slot is ``tag & mask``: this is why the map is
   capped at 2^31 entries (table <= 2^32 slots, so a 32-bit tag covers the mask).
 
-For 9-byte ids that is 9 (data) + 8 (offsets) + 4 (tags) + 8..16 (table) bytes per entry.
+For 9-byte ids that is 9 (data) + 8 (offsets) + 4 (tags) + 8..16 (table) bytes per entry
+(measured: 29.4 at 1M and 8M ids, 34.4 at 10M). Growth is 1.5x but capped by what the
+current batch could add, so a bulk load of distinct ids ends with no slack.
+
+Speed comes from two things: a prefetch pipeline (``_pipeline_step``) that overlaps the
+three dependent cache misses of a probe across ~24 strings, and an inline short-string
+compare (a libc ``memcmp`` call per probe had been the bottleneck of ``lookup``).
 
 Thread safety: a per-map lock is taken around every touch of the C arrays (writers
 ``realloc`` them), and it is waited for with the GIL released. Lookups from several
