@@ -13,7 +13,12 @@ def bitset_to_cids(words: Words) -> Cids: ...  # const word_t[::1] -> sorted cid
 def bitset_to_bitmap(words: Words) -> BitMap: ...  # const word_t[::1]
 def cids_to_bitmap(cids: Cids) -> BitMap: ...  # const cid_t[::1], strictly increasing
 def bitmap_to_bitset(
-    bm: AbstractBitMap, n_bits: int  # int64_t; every cid of bm < n_bits
+    bm: AbstractBitMap,
+    n_bits: int,  # int64_t; every cid of bm < n_bits
 ) -> Words: ...
-def set_cids(words: Words, cids: Cids) -> None: ...  # word_t[::1] INOUT, const cid_t[::1]
-def clear_cids(words: Words, cids: Cids) -> None: ...  # word_t[::1] INOUT, const cid_t[::1]
+def set_cids(
+    words: Words, cids: Cids
+) -> None: ...  # word_t[::1] INOUT, const cid_t[::1]
+def clear_cids(
+    words: Words, cids: Cids
+) -> None: ...  # word_t[::1] INOUT, const cid_t[::1]

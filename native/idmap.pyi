@@ -24,7 +24,8 @@ class IdMap:
     def get_or_add_one(self, s: str) -> int: ...  # code_t
     def lookup_one(self, s: str) -> int: ...  # code_t, or -1 when unknown
     def decode(
-        self, codes: npt.NDArray[np.uint32]  # const code_t[::1]; NO_CODE -> null
+        self,
+        codes: npt.NDArray[np.uint32],  # const code_t[::1]; NO_CODE -> null
     ) -> pa.LargeStringArray: ...
     def decode_one(self, code: int) -> str: ...  # int64_t, 0 <= code < len(self)
     def to_arrow(self) -> pa.LargeStringArray: ...  # every string, in code order
