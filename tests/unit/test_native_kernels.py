@@ -1,0 +1,528 @@
+"""Unit tests of the ``def`` APIs of native.postings, native.eventscan, native.columns and
+native.aggregates, each against a one-line numpy oracle, over dtypes and writable /
+read-only inputs (pandas GH#21688: kernels must take np.frombuffer arrays)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from native.postings import Postings
+
+from native import aggregates as agg
+from native import columns as colk
+from native import eventscan
+
+NO_CODE = 0xFFFFFFFF
+U64 = 2**64 - 1
+
+
+def u32(v) -> np.ndarray:
+    return np.asarray(v, dtype=np.uint32)
+
+
+def ro(a: np.ndarray) -> np.ndarray:
+    """Same contents, read-only (as np.frombuffer over gRPC bytes gives)."""
+    out = np.frombuffer(a.tobytes(), dtype=a.dtype)
+    assert not out.flags.writeable
+    return out
+
+
+def maybe_ro(a: np.ndarray, writable: bool) -> np.ndarray:
+    return np.ascontiguousarray(a) if writable else ro(np.ascontiguousarray(a))
+
+
+def words(n: int) -> np.ndarray:
+    return np.zeros((n + 63) // 64, dtype=np.uint64)
+
+
+def bits(w: np.ndarray, n: int) -> list[int]:
+    return [i for i in range(n) if (int(w[i >> 6]) >> (i & 63)) & 1]
+
+
+# ==================================================================================
+# postings
+# ==================================================================================
+def build(codes, writable: bool = True) -> Postings:
+    p = Postings()
+    rows = np.arange(len(codes), dtype=np.uint32)
+    p.append_rows(maybe_ro(rows, writable), maybe_ro(u32(codes), writable))
+    return p
+
+
+def oracle_rows(codes, code: int) -> list[int]:
+    return np.flatnonzero(u32(codes) == code).tolist()
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_append_rows_skips_null_codes(writable: bool) -> None:
+    codes = [2, NO_CODE, 0, 2, NO_CODE, 5, 0]
+    p = build(codes, writable)
+    assert p.postings == 5
+    for c in (0, 2, 5):
+        assert p.rows_of(c).tolist() == oracle_rows(codes, c)
+    assert p.rows_of(1).tolist() == []
+    assert p.rows_of(10_000).tolist() == []
+    assert p.sizes()[:6].tolist() == [2, 0, 2, 0, 0, 1]
+
+
+def test_append_rows_all_null_and_empty() -> None:
+    p = Postings()
+    p.append_rows(u32([]), u32([]))
+    p.append_rows(u32([0, 1]), u32([NO_CODE, NO_CODE]))
+    assert p.postings == 0 and len(p) == 0
+    with pytest.raises(ValueError, match="length mismatch"):
+        p.append_rows(u32([0, 1]), u32([1]))
+
+
+def test_append_rows_in_several_batches_keeps_order() -> None:
+    p = Postings()
+    p.append_rows(u32([0, 1, 2]), u32([1, 1, 0]))
+    p.append_rows(u32([5, 9]), u32([1, 0]))
+    assert p.rows_of(1).tolist() == [0, 1, 5]
+    assert p.rows_of(0).tolist() == [2, 9]
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_count_in_window_and_gather_vs_numpy(writable: bool) -> None:
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 6, 200).astype(np.uint32)
+    codes[rng.random(200) < 0.2] = NO_CODE
+    p = build(codes)
+    rows = np.arange(200)
+    for want in ([0], [1, 3], [5, 2, 0], [7], [], [4, 100]):
+        q = maybe_ro(u32(want), writable)
+        for r0, r1 in ((0, 200), (0, 0), (13, 14), (50, 120), (199, 200)):
+            hit = np.isin(codes, want) & (rows >= r0) & (rows < r1)
+            assert p.count_in_window(q, r0, r1) == int(hit.sum())
+            got = p.gather(q, r0, r1)
+            assert got.dtype == np.uint32
+            assert sorted(got.tolist()) == np.flatnonzero(hit).tolist()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: Postings.count_in_window with r0 > r1 subtracts unsigned bounds and "
+    "returns ~2**64 instead of 0 (gather then tries to allocate that many rows)",
+)
+def test_count_in_window_inverted_window_is_empty() -> None:
+    p = build([0, 0, 0, 0])
+    assert p.count_in_window(u32([0]), 3, 1) == 0
+
+
+def test_gather_is_sorted_within_each_code() -> None:
+    p = build([1, 0, 1, 0, 1])
+    assert p.gather(u32([1, 0]), 0, 5).tolist() == [0, 2, 4, 1, 3]
+
+
+def test_remap_and_insert_keeps_lists_sorted() -> None:
+    # log rows 0..4 with codes; a late batch of 2 rows lands so that old rows 3, 4 move
+    # to 4, 6 and the new rows take 3 and 5.
+    p = build([0, 1, 0, 1, 0])
+    p.remap_and_insert(3, u32([4, 6]), u32([3, 5]), u32([1, NO_CODE]))
+    assert p.rows_of(0).tolist() == [0, 2, 6]
+    assert p.rows_of(1).tolist() == [1, 3, 4]
+    assert p.postings == 6
+    p.remap_and_insert(0, u32([]), u32([7]), u32([9]))  # nothing moved, a new code
+    assert p.rows_of(9).tolist() == [7]
+    with pytest.raises(ValueError, match="length mismatch"):
+        p.remap_and_insert(0, u32([]), u32([1, 2]), u32([0]))
+
+
+def test_remap_and_insert_read_only_inputs() -> None:
+    p = build([0, 0])
+    p.remap_and_insert(0, ro(u32([1, 2])), ro(u32([0])), ro(u32([0])))
+    assert p.rows_of(0).tolist() == [0, 1, 2]
+
+
+def test_shrink_to_fit_keeps_content_and_frees_slack() -> None:
+    p = Postings()
+    for i in range(40):  # streaming appends grow by half: slack accumulates
+        p.append_rows(u32([i]), u32([i % 2]))
+    before = p.nbytes()
+    p.shrink_to_fit()
+    assert p.nbytes() <= before
+    assert p.nbytes() == 4 * 40 + (p.nbytes() - 4 * 40)  # rows are exact after shrink
+    assert p.rows_of(0).tolist() == list(range(0, 40, 2))
+    assert p.rows_of(1).tolist() == list(range(1, 40, 2))
+    assert p.count_in_window(u32([0, 1]), 10, 20) == 10
+    p.append_rows(u32([40]), u32([1]))  # still appendable after a shrink
+    assert p.rows_of(1).tolist()[-1] == 40
+
+
+# ==================================================================================
+# eventscan
+# ==================================================================================
+class Log:
+    """A tiny event log: cids, ts, one code column, amounts."""
+
+    def __init__(self, writable: bool = True) -> None:
+        self.cid = maybe_ro(u32([0, 1, 0, 2, 1, 0, 3, 1]), writable)
+        self.ts = maybe_ro(u32([10, 10, 20, 25, 30, 40, 50, 60]), writable)
+        self.code = maybe_ro(u32([0, 1, 1, NO_CODE, 0, 0, 2, 1]), writable)
+        self.amount = maybe_ro(
+            np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0, np.nan, 8.0]), writable
+        )
+        self.n_contacts = 5
+
+
+def run_count(
+    log: Log,
+    *,
+    r0=0,
+    r1=None,
+    source=None,
+    filters=(),
+    row_mask=None,
+    use_sum=False,
+    cand=None,
+    then_keys=None,
+    within=0,
+    cmin=1,
+    cmax=U64,
+    smin=-np.inf,
+    smax=np.inf,
+):
+    n = log.n_contacts
+    r1 = len(log.cid) if r1 is None else r1
+    counts = np.zeros(n, np.uint32)
+    sums = np.zeros(n, np.float64)
+    touched = np.zeros(n, np.uint32)
+    yes, no = words(n), words(n)
+    matched, n_touched = eventscan.count_matches(
+        log.cid, log.ts, r0, r1, source, list(filters), row_mask,
+        log.amount if use_sum else None, cand, then_keys, within, cmin, cmax,
+        use_sum, smin, smax, counts, sums, touched, yes, no,
+    )  # fmt: skip
+    # The scratch arrays are left all-zero (the next query relies on it).
+    assert not counts.any() and not sums.any()
+    return matched, n_touched, bits(yes, n), bits(no, n)
+
+
+def oracle(log: Log, sel: np.ndarray, cmin=1, cmax=U64, smin=None, smax=None):
+    """(yes, no) contact lists from a boolean row selection (numpy)."""
+    cnt = np.bincount(log.cid[sel], minlength=log.n_contacts)
+    sums = np.bincount(
+        log.cid[sel], weights=np.nan_to_num(log.amount[sel]), minlength=log.n_contacts
+    )
+    ok = (cnt >= cmin) & (cnt <= cmax)
+    if smin is not None:
+        ok &= (sums >= smin) & (sums <= smax)
+    touched = cnt > 0
+    return np.flatnonzero(touched & ok).tolist(), np.flatnonzero(touched & ~ok).tolist()
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_count_matches_whole_window(writable: bool) -> None:
+    log = Log(writable)
+    sel = np.ones(8, bool)
+    assert run_count(log)[2:] == oracle(log, sel)
+    assert run_count(log)[:2] == (8, 4)
+    assert run_count(log, cmin=3, cmax=3)[2:] == oracle(log, sel, 3, 3)
+    assert run_count(log, cmin=0, cmax=0)[2:] == ([], [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_count_matches_window_and_source_rows(writable: bool) -> None:
+    log = Log(writable)
+    rows = np.arange(8)
+    sel = (rows >= 2) & (rows < 6)
+    assert run_count(log, r0=2, r1=6)[2:] == oracle(log, sel)
+    src = maybe_ro(u32([5, 2, 4]), writable)  # unsorted, like a multi-code gather
+    sel = np.isin(rows, [2, 4, 5])
+    assert run_count(log, r0=2, r1=6, source=src)[2:] == oracle(log, sel)
+    assert run_count(log, r0=3, r1=3)[:2] == (0, 0)
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_code_filters_null_codes_and_short_masks(writable: bool) -> None:
+    log = Log(writable)
+    mask = maybe_ro(np.array([1, 0], np.uint8), writable)  # code 2 is past the mask
+    sel = log.code == 0
+    assert run_count(log, filters=[(log.code, mask)])[2:] == oracle(log, sel)
+    all_on = maybe_ro(np.ones(3, np.uint8), writable)
+    sel = log.code != NO_CODE  # NULL codes never match, even an all-ones mask
+    assert run_count(log, filters=[(log.code, all_on)])[2:] == oracle(log, sel)
+    empty = np.zeros(0, np.uint8)
+    assert run_count(log, filters=[(log.code, empty)])[:2] == (0, 0)
+    only_1 = maybe_ro(np.array([0, 1], np.uint8), writable)
+    two = [(log.code, all_on), (log.code, only_1)]  # both must hold
+    assert run_count(log, filters=two)[2:] == oracle(log, log.code == 1)
+
+
+def test_row_mask_is_relative_to_r0() -> None:
+    log = Log()
+    rmask = np.array([1, 0, 1, 1], np.uint8)  # rows 2, 4, 5 of window [2, 6)
+    got = run_count(log, r0=2, r1=6, row_mask=ro(rmask))
+    assert got[2:] == oracle(log, np.isin(np.arange(8), [2, 4, 5]))
+    with pytest.raises(ValueError, match="row_mask"):
+        run_count(log, r0=2, r1=6, row_mask=np.ones(3, np.uint8))
+
+
+def test_candidates_bitset() -> None:
+    log = Log()
+    cand = words(5)
+    cand[0] = (1 << 1) | (1 << 3)
+    sel = np.isin(log.cid, [1, 3])
+    assert run_count(log, cand=ro(cand))[2:] == oracle(log, sel)
+    assert run_count(log, cand=np.zeros(0, np.uint64))[:2] == (0, 0)  # empty set
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_sums_skip_nan_and_ranges(writable: bool) -> None:
+    log = Log(writable)
+    sel = np.ones(8, bool)
+    for smin, smax in ((0.0, 7.0), (7.0, 7.0), (-np.inf, 0.0), (15.0, np.inf)):
+        got = run_count(log, use_sum=True, smin=smin, smax=smax)
+        assert got[2:] == oracle(log, sel, smin=smin, smax=smax), (smin, smax)
+    # contact 3 has only a NaN amount: its sum is 0
+    assert 3 in run_count(log, use_sum=True, smin=0.0, smax=0.0)[2]
+
+
+def test_then_keys_boundaries() -> None:
+    """An A event at t is dropped iff a B key lies in [t, t + within)."""
+    log = Log()
+    within = 10
+    for b_t in (9, 10, 19, 20):  # B of contact 0 relative to A at ts 10 (row 0)
+        keys = np.array([(0 << 32) | b_t], np.uint64)
+        got = run_count(log, r0=0, r1=1, then_keys=ro(keys), within=within)
+        dropped = 10 <= b_t < 10 + within
+        assert got[2] == ([] if dropped else [0]), b_t
+    # another contact's B never counts; within 0 never drops
+    keys = np.array([(1 << 32) | 10], np.uint64)
+    assert run_count(log, r0=0, r1=1, then_keys=keys, within=10)[2] == [0]
+    keys = np.array([(0 << 32) | 10], np.uint64)
+    assert run_count(log, r0=0, r1=1, then_keys=keys, within=0)[2] == [0]
+
+
+def test_then_keys_near_uint32_end() -> None:
+    cid = u32([0])
+    ts = u32([2**32 - 2])
+    keys = np.array([(0 << 32) | (2**32 - 1)], np.uint64)
+    n = 1
+    yes, no = words(n), words(n)
+    z = np.zeros(n, np.uint32)
+    eventscan.count_matches(cid, ts, 0, 1, None, [], None, None, None, keys, 10**9,
+                            1, U64, False, 0.0, 0.0, z, np.zeros(n), z.copy(), yes, no)  # fmt: skip
+    assert bits(yes, n) == [] and bits(no, n) == []
+
+
+def test_count_matches_argument_checks() -> None:
+    log = Log()
+    with pytest.raises(ValueError, match="window"):
+        run_count(log, r0=3, r1=2)
+    with pytest.raises(ValueError, match="window"):
+        run_count(log, r0=0, r1=9)
+    log.n_contacts = 3  # contact 3 is named by the log
+    with pytest.raises(ValueError, match="only 3"):
+        run_count(log)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: count_matches breaks out of the row loop on a cid >= len(counts) but "
+    "then still runs the classification loop, which reuses `c`: the error names the "
+    "last touched contact (2) instead of the offending one (3), and yes/no get bits "
+    "for a partial scan before the ValueError",
+)
+def test_count_matches_out_of_range_contact_is_named() -> None:
+    log = Log()
+    log.n_contacts = 3
+    with pytest.raises(ValueError, match="names contact 3"):
+        run_count(log)
+
+
+def test_collect_matches_rows_and_keys() -> None:
+    log = Log()
+    rows = eventscan.collect_matches(
+        log.cid, log.ts, 0, 8, None, [], None, None, None, 0, 1, False
+    )
+    assert rows.tolist() == np.flatnonzero(log.cid == 1).tolist()
+    src = u32([6, 1, 4])
+    rows = eventscan.collect_matches(
+        log.cid, log.ts, 0, 8, src, [], None, None, None, 0, -1, False
+    )
+    assert rows.tolist() == [1, 4, 6]
+    keys = eventscan.collect_matches(
+        ro(log.cid), ro(log.ts), 2, 8, None, [], None, None, None, 0, -1, True
+    )
+    want = sorted(
+        (int(c) << 32) | int(t) for c, t in zip(log.cid[2:], log.ts[2:], strict=True)
+    )
+    assert keys.tolist() == want
+
+
+# ==================================================================================
+# columns
+# ==================================================================================
+DTYPES = [np.int8, np.int64, np.uint32, np.float64]
+
+
+def iv(*pairs) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.array([a for a, _ in pairs], float),
+        np.array([b for _, b in pairs], float),
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("writable", [True, False])
+@pytest.mark.parametrize("with_valid", [True, False])
+@pytest.mark.parametrize("with_cand", [True, False])
+def test_interval_scan_vs_numpy(dtype, writable, with_valid, with_cand) -> None:
+    vals = np.array([0, 1, 5, 7, 100, 3, 5, 127], dtype=dtype)
+    valid = np.array([1, 1, 0, 1, 1, 1, 1, 0], np.uint8)
+    cand = u32([1, 2, 4, 6, 7])
+    lo, hi = iv((1, 3), (5, 5), (100, np.inf))
+    out = words(len(vals))
+    colk.interval_scan(
+        maybe_ro(vals, writable),
+        maybe_ro(valid, writable) if with_valid else None,
+        maybe_ro(lo, writable),
+        maybe_ro(hi, writable),
+        maybe_ro(cand, writable) if with_cand else None,
+        out,
+    )
+    f = vals.astype(float)
+    hit = ((f >= 1) & (f <= 3)) | (f == 5) | (f >= 100)
+    if with_valid:
+        hit &= valid.astype(bool)
+    if with_cand:
+        hit &= np.isin(np.arange(len(vals)), cand)
+    assert bits(out, len(vals)) == np.flatnonzero(hit).tolist()
+
+
+def test_interval_scan_nan_empty_and_checks() -> None:
+    vals = np.array([np.nan, 1.0, -np.inf])
+    out = words(3)
+    colk.interval_scan(vals, None, *iv((-np.inf, np.inf)), None, out)
+    assert bits(out, 3) == [1, 2]  # NaN matches nothing
+    out = words(3)
+    colk.interval_scan(vals, None, np.zeros(0), np.zeros(0), None, out)
+    assert not out.any()
+    colk.interval_scan(np.zeros(0), None, *iv((0, 1)), None, words(0))
+    with pytest.raises(ValueError, match="lo/hi"):
+        colk.interval_scan(vals, None, np.zeros(1), np.zeros(2), None, words(3))
+    with pytest.raises(ValueError, match="output bitset"):
+        colk.interval_scan(np.zeros(65), None, *iv((0, 1)), None, words(64))
+    with pytest.raises(ValueError, match="validity"):
+        colk.interval_scan(vals, np.ones(2, np.uint8), *iv((0, 1)), None, words(3))
+    with pytest.raises(ValueError, match="candidate 3"):
+        colk.interval_scan(vals, None, *iv((0, 1)), u32([3]), words(3))
+
+
+def test_interval_scan_uint32_max_and_int64_extremes() -> None:
+    vals = np.array([0, 2**32 - 1], np.uint32)
+    out = words(2)
+    colk.interval_scan(vals, None, *iv((2**32 - 1, 2**32 - 1)), None, out)
+    assert bits(out, 2) == [1]
+    vals = np.array([-(2**62), 2**62], np.int64)
+    out = words(2)
+    colk.interval_scan(vals, None, *iv((-np.inf, 0)), None, out)
+    assert bits(out, 2) == [0]
+
+
+@pytest.mark.parametrize("writable", [True, False])
+@pytest.mark.parametrize("with_cand", [True, False])
+def test_ratio_interval_scan_zero_denominators(writable, with_cand) -> None:
+    num = np.array([10.0, 0.0, 30.0, 5.0, 0.0])
+    den = u32([2, 0, 3, 0, 4])
+    cand = u32([0, 1, 2, 4])
+    lo, hi = iv((0, 5))
+    out = words(5)
+    colk.ratio_interval_scan(
+        maybe_ro(num, writable),
+        maybe_ro(den, writable),
+        lo,
+        hi,
+        maybe_ro(cand, writable) if with_cand else None,
+        out,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = num / den
+    hit = (den > 0) & (r >= 0) & (r <= 5)
+    if with_cand:
+        hit &= np.isin(np.arange(5), cand)
+    assert bits(out, 5) == np.flatnonzero(hit).tolist()
+    assert bits(out, 5) == [0, 4]
+    with pytest.raises(ValueError, match="shape mismatch"):
+        colk.ratio_interval_scan(num, den[:2], lo, hi, None, words(5))
+
+
+@pytest.mark.parametrize("writable", [True, False])
+@pytest.mark.parametrize("with_cand", [True, False])
+def test_code_mask_scan_no_code(writable, with_cand) -> None:
+    codes = u32([0, NO_CODE, 2, 1, 5, 2, NO_CODE])
+    mask = np.array([1, 0, 1], np.uint8)  # code 5 is past the mask: no match
+    cand = u32([0, 1, 4, 5])
+    out = words(7)
+    colk.code_mask_scan(
+        maybe_ro(codes, writable),
+        maybe_ro(mask, writable),
+        maybe_ro(cand, writable) if with_cand else None,
+        out,
+    )
+    safe = np.where(codes < len(mask), codes, 0)
+    hit = (codes < len(mask)) & (mask[safe] == 1)
+    if with_cand:
+        hit &= np.isin(np.arange(7), cand)
+    assert bits(out, 7) == np.flatnonzero(hit).tolist()
+    out = words(7)
+    colk.code_mask_scan(codes, np.zeros(0, np.uint8), None, out)
+    assert not out.any()
+
+
+def test_scans_or_into_existing_bits() -> None:
+    out = words(3)
+    out[0] = 1 << 2
+    colk.code_mask_scan(u32([0, 1, 1]), np.array([1, 0], np.uint8), None, out)
+    assert bits(out, 3) == [0, 2]
+
+
+# ==================================================================================
+# aggregates
+# ==================================================================================
+@pytest.mark.parametrize("writable", [True, False])
+def test_max_min_into(writable: bool) -> None:
+    cids = u32([0, 2, 0, 2, 3])
+    ts = u32([5, 9, 7, 1, 2**32 - 1])
+    out = u32([6, 0, 0, 3])
+    want = out.copy()
+    np.maximum.at(want, cids, ts)
+    agg.max_into(maybe_ro(cids, writable), maybe_ro(ts, writable), out)
+    assert out.tolist() == want.tolist() == [7, 0, 9, 2**32 - 1]
+    out = u32([6, 0, 0, 3])
+    agg.min_into(maybe_ro(cids, writable), maybe_ro(ts, writable), out)
+    # 0 means unset: the first value replaces it
+    assert out.tolist() == [5, 0, 1, 3]
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_add_into_skips_nan(writable: bool) -> None:
+    cids = u32([1, 1, 0, 1])
+    vals = np.array([1.5, np.nan, 2.0, -0.5])
+    out = np.zeros(3)
+    agg.add_into(maybe_ro(cids, writable), maybe_ro(vals, writable), out)
+    want = np.bincount(cids, weights=np.nan_to_num(vals), minlength=3)
+    assert out.tolist() == want.tolist() == [2.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_count_into(writable: bool) -> None:
+    cids = u32([1, 1, 0, 2, 1])
+    flags = np.array([1, 0, 1, 0, 1], np.uint8)
+    out = u32([0, 10, 0])
+    agg.count_into(maybe_ro(cids, writable), maybe_ro(flags, writable), out)
+    want = np.bincount(cids[flags == 1], minlength=3) + u32([0, 10, 0])
+    assert out.tolist() == want.tolist() == [1, 12, 0]
+
+
+def test_aggregate_kernel_checks() -> None:
+    out = u32([0, 0])
+    agg.max_into(u32([]), u32([]), out)
+    assert out.tolist() == [0, 0]
+    with pytest.raises(ValueError, match="length mismatch"):
+        agg.max_into(u32([0]), u32([1, 2]), out)
+    with pytest.raises(ValueError, match="contact 2 outside"):
+        agg.max_into(u32([2]), u32([1]), out)
+    with pytest.raises(ValueError, match="read-only"):
+        agg.max_into(u32([0]), u32([1]), ro(out))
