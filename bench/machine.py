@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 
 def _cpu_model() -> str:
@@ -44,6 +46,24 @@ def load_average() -> list[float]:
         return []
 
 
+def revision() -> dict:
+    """The checked-out commit, and whether engine/ or native/ differ from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=12", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--", "engine", "native"))
+    return {"commit": commit or "unknown", "engine_dirty": dirty}
+
+
 def facts() -> dict:
     """CPU, cores, RAM, OS and the versions that matter to the numbers."""
     try:
@@ -62,4 +82,5 @@ def facts() -> dict:
         "duckdb": _version("duckdb"),
         "pyroaring": _version("pyroaring"),
         "load_average_start": load_average(),
+        "revision": revision(),
     }

@@ -304,6 +304,11 @@ def summary_rows(rec: dict) -> list[list[str]]:
             f"duckdb {m['duckdb']}, pyroaring {m['pyroaring']}",
         ],
         [
+            "revision",
+            f"{m['revision']['commit']}"
+            + (" (engine/native modified)" if m["revision"]["engine_dirty"] else ""),
+        ],
+        [
             "load average",
             f"start {m['load_average_start']}, end {m['load_average_end']}",
         ],
