@@ -165,7 +165,7 @@ def run_suite(args) -> int:
         profile=not args.no_profile,
     )
     with ui.progress("loading", 3) as update:
-        raw = runner.run(ds, queries, opts, ui.say, update)
+        raw = runner.run(ds, queries, opts, ui.say, update, full_suite=not args.queries)
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (args.argv or []))
     rec = report.build_record(
         raw, ds, opts, facts, command.strip(), machine.load_average()

@@ -90,8 +90,21 @@ def _targets(rec: dict) -> list[dict]:
 
     if ratios:
         med = statistics.median(ratios)
-        add("median ratio (DuckDB ms / segd ms)", round(med, 2), ">= 10", med >= 10)
-        add("slowest ratio (never slower)", min(ratios), ">= 1", min(ratios) >= 1)
+        subset = "" if rec["full_suite"] else "a subset of the suite ran"
+        add(
+            "median ratio (DuckDB ms / segd ms)",
+            round(med, 2),
+            ">= 10",
+            None if subset else med >= 10,
+            subset,
+        )
+        add(
+            "slowest ratio (never slower)",
+            min(ratios),
+            ">= 1",
+            None if subset else min(ratios) >= 1,
+            subset,
+        )
     if ref and ref["segd_contacts_per_s"]:
         cps = ref["segd_contacts_per_s"]
         at_10m = rec["contacts"] >= 10_000_000
@@ -131,6 +144,7 @@ def build_record(
         "events": events,
         "items": ds.items,
         "rounds": opts.rounds,
+        "full_suite": raw["full_suite"],
         "engines": raw["labels"],
         "queries": [_query_record(r, contacts) for r in raw["results"]],
         "skipped": [{"name": q.name, "reason": q.skip} for q in raw["skipped"]],

@@ -159,8 +159,12 @@ def run(
     opts: Options,
     say: Say,
     progress: Progress,
+    full_suite: bool = True,
 ) -> dict:
-    """Load both engines, run the suite; raw results for ``bench.report``."""
+    """Load both engines, run the queries; raw results for ``bench.report``.
+
+    ``full_suite``: False when only some queries were asked for (then the suite-level
+    targets are not judged)."""
     runnable = [q for q in queries if not q.skip]
     workers: dict[str, Worker] = {}
     try:
@@ -195,5 +199,6 @@ def run(
         "throughput": throughput,
         "stats": stats,
         "labels": labels,
+        "full_suite": full_suite,
         "finished": time.time(),
     }
