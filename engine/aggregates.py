@@ -20,6 +20,15 @@ LAST_SEEN = {  # aggregate array <- event type (None: every type)
 }
 
 
+def _grow_fill(arr: np.ndarray, n: int) -> np.ndarray:
+    """Grow a code-indexed array, new entries NO_CODE."""
+    if len(arr) >= n:
+        return arr
+    out = np.full(max(n, len(arr) + (len(arr) >> 1), 16), NO_CODE, dtype=arr.dtype)
+    out[: len(arr)] = arr
+    return out
+
+
 def _grow(arr: np.ndarray, n: int) -> np.ndarray:
     if len(arr) >= n:
         return arr
@@ -40,7 +49,9 @@ class Aggregates:
         self.last_view_s = np.zeros(0, dtype=np.uint32)
         self.last_email_open_s = np.zeros(0, dtype=np.uint32)
         self.last_email_click_s = np.zeros(0, dtype=np.uint32)
-        self._seen_orders = np.zeros(0, dtype=np.uint8)  # by order_id code
+        # order_id code -> the contact that owns it (NO_CODE: not seen yet)
+        self._order_owner = np.zeros(0, dtype=np.uint32)
+        self._shared_orders: set[tuple[int, int]] = set()
 
     ARRAYS = (
         "orders_count",
@@ -81,26 +92,49 @@ class Aggregates:
                 cids, np.ascontiguousarray(amount, np.float64), self.revenue
             )
         kernels.count_into(
-            cids, self._new_order_rows(order_codes, len(cids)), self.orders_count
+            cids, self._new_order_rows(cids, order_codes), self.orders_count
         )
 
-    def _new_order_rows(self, order_codes: np.ndarray | None, n: int) -> np.ndarray:
-        """1 for the first line of each order never seen before; a line with no id counts."""
+    def _new_order_rows(
+        self, cids: np.ndarray, order_codes: np.ndarray | None
+    ) -> np.ndarray:
+        """1 for the first line of each (contact, order_id) never seen; a line with no
+        order_id is an order of its own.
+
+        Order ids are almost always unique per shop, so each id remembers the one contact
+        that owns it (``_order_owner``); the rare id shared by several contacts falls back
+        to a set of (contact, id) pairs.
+        """
+        n = len(cids)
         if order_codes is None:
             return np.ones(n, dtype=np.uint8)
         flags = (order_codes == NO_CODE).astype(np.uint8)
-        known = order_codes != NO_CODE
-        if known.any():
-            codes = order_codes[known]
-            self._seen_orders = _grow(self._seen_orders, int(codes.max()) + 1)
-            uniq, first = np.unique(codes, return_index=True)
-            fresh = self._seen_orders[uniq] == 0
-            rows = np.flatnonzero(known)[first[fresh]]
-            flags[rows] = 1
-            self._seen_orders[uniq] = 1
+        known = np.flatnonzero(order_codes != NO_CODE)
+        if len(known) == 0:
+            return flags
+        codes, owners = order_codes[known], cids[known].astype(np.uint64)
+        keys = (owners << np.uint64(32)) | codes
+        _, first = np.unique(keys, return_index=True)  # first line of each pair here
+        rows, codes, owners = (
+            known[first],
+            codes[first],
+            owners[first].astype(np.uint32),
+        )
+        self._order_owner = _grow_fill(self._order_owner, int(codes.max()) + 1)
+        current = self._order_owner[codes]
+        fresh = current == NO_CODE
+        self._order_owner[codes[fresh]] = owners[fresh]
+        flags[rows[fresh]] = 1
+        shared = np.flatnonzero(~fresh & (current != owners))
+        for (
+            i
+        ) in shared.tolist():  # ids shared between contacts: rare, checked one by one
+            pair = (int(owners[i]), int(codes[i]))
+            if pair not in self._shared_orders:
+                self._shared_orders.add(pair)
+                flags[rows[i]] = 1
         return flags
 
     def nbytes(self, n: int) -> int:
-        return sum(getattr(self, a).itemsize for a in self.ARRAYS) * n + len(
-            self._seen_orders
-        )
+        per_contact = sum(getattr(self, a).itemsize for a in self.ARRAYS)
+        return per_contact * n + self._order_owner.nbytes

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from native.bitset import cids_to_bitmap
-from native.idmap import IdMap
 from pyroaring import BitMap
 
 from engine.timeutil import to_epoch_ms
+from native.bitset import cids_to_bitmap
+from native.idmap import IdMap
 
 NO_CODE = np.uint32(0xFFFFFFFF)
 # Above this many distinct values a per-value bitmap costs more than a scan saves
@@ -142,25 +142,36 @@ class CategoryColumn:
             pass  # new rows are NULL: no bitmap changes
         self._n = max(self._n, n)
 
-    def convert(self, arr: pa.Array) -> np.ndarray:
+    def convert(self, arr: pa.Array) -> pa.Array:
+        """Check and normalise to Arrow text; the dictionary is only touched by store()
+        (under the write lock), so a rejected batch leaves no trace."""
         if pa.types.is_dictionary(arr.type):
             arr = arr.cast(arr.type.value_type)
         if pa.types.is_null(arr.type):
-            return np.full(len(arr), NO_CODE, dtype=np.uint32)
+            return pa.nulls(len(arr), pa.string())
         if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
             try:
                 arr = pc.cast(arr, pa.string())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 raise ValueError(f"expected text, got {arr.type}") from None
-        valid = np.asarray(pc.is_valid(arr))
+        return arr
+
+    def encode(self, arr: pa.Array) -> np.ndarray:
+        """Dictionary codes of normalised text (NULL -> NO_CODE), adding new values."""
         codes = np.full(len(arr), NO_CODE, dtype=np.uint32)
-        if valid.any():
-            present = arr.filter(pa.array(valid))
-            codes[valid] = self.dictionary.get_or_add(present)
+        if arr.null_count == len(arr):
+            return codes
+        if arr.null_count == 0:
+            return self.dictionary.get_or_add(arr)
+        valid = np.asarray(pc.is_valid(arr))
+        codes[valid] = self.dictionary.get_or_add(arr.filter(pa.array(valid)))
         return codes
 
-    def store(self, cids: np.ndarray, new_codes: np.ndarray) -> None:
-        """Write codes made by convert(), keeping the per-value bitmaps in step."""
+    def store(self, cids: np.ndarray, arr: pa.Array) -> None:
+        """Write values made by convert(), keeping the per-value bitmaps in step.
+
+        `cids` must be unique (engine.ingest keeps the last row per contact)."""
+        new_codes = self.encode(arr)
         if self._bitmaps is not None:
             if len(cids) > 10_000:
                 self._bitmaps = None  # cheaper to rebuild on the next query
@@ -176,7 +187,8 @@ class CategoryColumn:
         cids = cids.astype(np.uint32)
         for codes, update in ((old_codes, "difference_update"), (new_codes, "update")):
             for code in np.unique(codes[codes != NO_CODE]).tolist():
-                getattr(bms[code], update)(cids[codes == code])
+                moved = cids_to_bitmap(np.unique(cids[codes == code]))
+                getattr(bms[code], update)(moved)
 
     def has_bitmaps(self) -> bool:
         return len(self.dictionary) <= MAX_BITMAP_VALUES

@@ -10,9 +10,9 @@ import difflib
 
 import numpy as np
 import pyarrow as pa
-from native.idmap import IdMap
 
 from engine.columns import CategoryColumn, NumericColumn, TagsColumn, new_column
+from native.idmap import IdMap
 
 NO_CODE = 0xFFFFFFFF
 
@@ -64,7 +64,10 @@ class ContactStore:
 
     def suggest(self, name: str) -> str:
         """' (did you mean ...?)' for a mistyped attribute name, or ''."""
-        close = difflib.get_close_matches(name, [*self.columns, "age"], n=1)
+        known = [*self.columns, *(["age"] if "birth_date" in self.columns else [])]
+        close = difflib.get_close_matches(name, [k for k in known if k != name], n=1)
+        if name == "age" and "birth_date" not in self.columns:
+            return " (age is derived from a birth_date column, and there is none)"
         return f" (did you mean {close[0]!r}?)" if close else ""
 
     def external_ids(self, cids: np.ndarray) -> list[str]:

@@ -46,12 +46,7 @@ def read_table(source, kind: str, schema: dict[str, str] | None = None) -> pa.Ta
     if isinstance(source, pa.RecordBatch):
         return pa.Table.from_batches([source])
     if isinstance(source, list):
-        if not source:
-            return pa.table({})
-        try:
-            return pa.Table.from_pylist(source)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise InvalidInput.at(kind, f"rows do not form a table: {exc}") from None
+        return _table_from_rows(source, kind)
     if isinstance(source, (str, Path)):
         return _read_file(Path(source), kind, schema)
     raise InvalidInput.at(
@@ -59,6 +54,45 @@ def read_table(source, kind: str, schema: dict[str, str] | None = None) -> pa.Ta
         f"expected a path, a pyarrow.Table or a list of dicts, "
         f"got {type(source).__name__}",
     )
+
+
+def _table_from_rows(rows: list, kind: str) -> pa.Table:
+    """A table from a list of dicts: columns are the union of all keys (a key missing
+    from a row is NULL there), and a value of the wrong type is named by row and key."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidInput.at(
+                f"{kind}[{i}]", f"expected a dict, got {type(row).__name__}"
+            )
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    columns = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            lo, hi = 0, len(values)  # bisect to the first value that breaks the type
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                try:
+                    pa.array(values[:mid])
+                    lo = mid
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    hi = mid
+            bad = values[lo]
+            before = pa.array(values[:lo]).type
+            want = (
+                "a number"
+                if pa.types.is_integer(before) or pa.types.is_floating(before)
+                else "text"
+                if pa.types.is_string(before)
+                else str(before)
+            )
+            raise InvalidInput.at(
+                f"{kind}[{lo}].{name}",
+                f"expected {want} like the rows before it, got {bad!r}",
+            ) from None
+    return pa.table(columns)
 
 
 def _read_file(path: Path, kind: str, schema: dict[str, str] | None) -> pa.Table:
@@ -94,13 +128,16 @@ def _read_file(path: Path, kind: str, schema: dict[str, str] | None) -> pa.Table
                 )
             }
             for col, k in (schema or {}).items():
-                types[col] = _ARROW_OF_KIND[k]
+                # Times are read as text and parsed by segd (zone-less text is UTC).
+                types[col] = pa.string() if k == "timestamp" else _ARROW_OF_KIND[k]
             return pcsv.read_csv(
                 path,
                 parse_options=pcsv.ParseOptions(
                     delimiter="\t" if suffix == ".tsv" else ","
                 ),
-                convert_options=pcsv.ConvertOptions(column_types=types),
+                convert_options=pcsv.ConvertOptions(
+                    column_types=types, strings_can_be_null=True
+                ),
             )
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInput.at(str(path), f"cannot read {kind}: {exc}") from None
@@ -300,6 +337,7 @@ def validate_attributes(
     """Check a contacts / items batch; owner is the ContactStore or the Catalog."""
     _check_names(table, kind)
     keys = _text(table, key, kind, required=True)
+    table, keys = _last_row_per_key(table, keys)
     new_columns: dict[str, str] = {}
     prepared: dict[str, object] = {}
     from engine.columns import new_column
@@ -310,7 +348,8 @@ def validate_attributes(
         arr = _column(table, name)
         col = owner.columns.get(name)
         if col is None:
-            col_kind = (schema or {}).get(name) or kind_of_arrow(arr.type)
+            col_kind = (schema or {}).get(name) or _builtin_kind(name, arr.type)
+            col_kind = col_kind or kind_of_arrow(arr.type)
             if pa.types.is_null(arr.type) and col_kind is None:
                 col_kind = "category"
             if col_kind is None:
@@ -334,10 +373,29 @@ def validate_attributes(
             raise InvalidInput.at(
                 where, f"{msg} (column {name!r} is {col.kind})"
             ) from None
-        if name in new_columns and col.kind == "category":
-            # convert() filled the throw-away column's dictionary: encode again on apply.
-            prepared[name] = arr
     return AttributeBatch(keys, new_columns, prepared)
+
+
+# Built-in attributes whose meaning fixes their type even when they arrive as text
+# (CSV, JSON Lines): `age` needs birth_date to be a time, not a category.
+BUILTIN_ATTRIBUTE_KINDS = {"birth_date": "timestamp", "registered_at": "timestamp"}
+
+
+def _builtin_kind(name: str, t: pa.DataType) -> str | None:
+    text = pa.types.is_string(t) or pa.types.is_large_string(t)
+    return BUILTIN_ATTRIBUTE_KINDS.get(name) if text else None
+
+
+def _last_row_per_key(table: pa.Table, keys):
+    """Keep the last row of each key: a batch naming a contact twice means its last word."""
+    from native.idmap import IdMap
+
+    codes = IdMap().get_or_add(keys)
+    if len(codes) == 0 or int(codes.max()) + 1 == len(codes):
+        return table, keys  # codes are dense in first-seen order: all keys distinct
+    _, first_from_end = np.unique(codes[::-1], return_index=True)
+    last = np.sort(len(codes) - 1 - first_from_end)
+    return table.take(pa.array(last)), keys.take(pa.array(last))
 
 
 def apply_attributes(owner, batch: AttributeBatch, ids) -> np.ndarray:
@@ -346,10 +404,7 @@ def apply_attributes(owner, batch: AttributeBatch, ids) -> np.ndarray:
     for name, k in batch.new_columns.items():
         owner.add_column(name, k)
     for name, value in batch.prepared.items():
-        col = owner.columns[name]
-        if name in batch.new_columns and col.kind == "category":
-            value = col.convert(value)
-        col.store(rows, value)
+        owner.columns[name].store(rows, value)
     return rows
 
 

@@ -69,8 +69,10 @@ class SegmentResult:
 
     def iter_ids(self, chunk: int = 10_000) -> Iterator[list[str]]:
         """External ids in chunks, for streaming exports."""
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
         cids = self.cids()
-        for start in range(0, len(cids), max(1, chunk)):
+        for start in range(0, len(cids), chunk):
             yield self._decode(cids[start : start + chunk])
 
     def __iter__(self) -> Iterator[str]:

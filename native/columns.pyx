@@ -35,6 +35,18 @@ cdef inline bint _in_intervals(double v, const double* lo, const double* hi,
     return False
 
 
+def _check_candidates(const cid_t[::1] cand, Py_ssize_t n):
+    """Candidates index the columns without bounds checks: all must be < n."""
+    cdef Py_ssize_t i
+    cdef cid_t top = 0
+    with nogil:
+        for i in range(cand.shape[0]):
+            if cand[i] > top:
+                top = cand[i]
+    if cand.shape[0] and top >= n:
+        raise ValueError(f"candidate {top} >= {n} contacts")
+
+
 def _check_out(Py_ssize_t n_values, word_t[::1] out):
     if out.shape[0] * 64 < n_values:
         raise ValueError(f"output bitset holds {out.shape[0] * 64} bits, need {n_values}")
@@ -64,8 +76,7 @@ def interval_scan(const value_t[::1] values, object valid, const double[::1] lo,
         return
     if has_cand:
         cand = candidates
-        if cand.shape[0] and cand[cand.shape[0] - 1] >= n:
-            raise ValueError(f"candidate {cand[cand.shape[0] - 1]} >= {n} contacts")
+        _check_candidates(cand, n)
     with nogil:
         if has_cand:
             for i in range(cand.shape[0]):
@@ -97,8 +108,7 @@ def ratio_interval_scan(const double[::1] num, const uint32_t[::1] den,
         return
     if has_cand:
         cand = candidates
-        if cand.shape[0] and cand[cand.shape[0] - 1] >= n:
-            raise ValueError(f"candidate {cand[cand.shape[0] - 1]} >= {n} contacts")
+        _check_candidates(cand, n)
     with nogil:
         if has_cand:
             for i in range(cand.shape[0]):
@@ -128,8 +138,7 @@ def code_mask_scan(const code_t[::1] codes, const uint8_t[::1] mask, object cand
         return
     if has_cand:
         cand = candidates
-        if cand.shape[0] and cand[cand.shape[0] - 1] >= n:
-            raise ValueError(f"candidate {cand[cand.shape[0] - 1]} >= {n} contacts")
+        _check_candidates(cand, n)
     with nogil:
         if has_cand:
             for i in range(cand.shape[0]):

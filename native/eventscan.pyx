@@ -161,6 +161,20 @@ cdef int _prepare(Match* m, const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_
     return 0
 
 
+cdef int _check_rows(const row_t[::1] src, Py_ssize_t r0, Py_ssize_t r1) except -1:
+    """Every source row must lie in the window: rows index columns without bounds checks."""
+    cdef Py_ssize_t i
+    cdef bint bad = False
+    with nogil:
+        for i in range(src.shape[0]):
+            if src[i] < r0 or src[i] >= r1:
+                bad = True
+                break
+    if bad:
+        raise ValueError(f"source row {src[i]} outside the window [{r0}, {r1})")
+    return 0
+
+
 def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_ssize_t r1,
                   object source_rows, list code_filters, object row_mask, object amount,
                   object candidates, object then_keys, uint64_t within_s,
@@ -199,6 +213,7 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
         raise ValueError("touched and sums must be as long as counts")
     if have_src:
         src = source_rows
+        _check_rows(src, r0, r1)
     cdef Py_ssize_t n_contacts = counts.shape[0]
     if cid.shape[0] and r1 > r0:
         # The largest cid must fit the scratch arrays and the output bitsets.
@@ -206,7 +221,7 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
             raise ValueError("output bitsets are smaller than the contact count")
     cdef Py_ssize_t i, r, n_rows = src.shape[0] if have_src else r1 - r0
     cdef Py_ssize_t n_touched = 0, matched = 0
-    cdef cid_t c
+    cdef cid_t c, bad_cid = 0
     cdef uint32_t k
     cdef double a, s
     cdef int rc = 0
@@ -218,6 +233,7 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
             c = m.cid[r]
             if c >= n_contacts:
                 rc = -1
+                bad_cid = c
                 break
             if counts[c] == 0:
                 touched[n_touched] = c
@@ -229,7 +245,7 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
                 if not isnan(a):
                     sums[c] += a
             matched += 1
-        for i in range(n_touched):
+        for i in range(n_touched if rc == 0 else 0):
             c = touched[i]
             k = counts[c]
             if k >= count_min and k <= count_max:
@@ -253,7 +269,7 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
             counts[touched[i]] = 0
             if use_sum:
                 sums[touched[i]] = 0
-        raise ValueError(f"event log names contact {c} but there are only {n_contacts}")
+        raise ValueError(f"event log names contact {bad_cid} but there are only {n_contacts}")
     return matched, n_touched
 
 
@@ -272,6 +288,7 @@ def collect_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py
              within_s, only_cid)
     if have_src:
         src = source_rows
+        _check_rows(src, r0, r1)
     cdef Py_ssize_t i, r, n_rows = src.shape[0] if have_src else r1 - r0, n_out = 0
     out_rows = np.empty(n_rows, dtype=np.uint32)
     out_keys = np.empty(n_rows if as_keys else 0, dtype=np.uint64)

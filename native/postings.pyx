@@ -214,6 +214,8 @@ cdef class Postings:
         cdef Py_ssize_t i, n = codes.shape[0]
         cdef uint64_t total = 0
         cdef RowList* lst
+        if r1 <= r0:
+            return 0
         with nogil:
             for i in range(n):
                 if codes[i] >= self.n_codes:

@@ -77,7 +77,14 @@ def _strategy(data):
             "price": [100.0, 999.99, 5000.0],
             "amount": [500.0, 2000.0, 10000.0],
         },
-        event_types=["view", "add_to_cart", "order", "search", "email_open", "ad_click"],
+        event_types=[
+            "view",
+            "add_to_cart",
+            "order",
+            "search",
+            "email_open",
+            "ad_click",
+        ],
         filter_fields={
             "category": "category",
             "brand": "category",
@@ -101,7 +108,11 @@ def _strategy(data):
 
 def test_fixture_is_not_trivial(world):
     data, eng, oracle = world
-    for dsl in ('gender = "m"', "order() in last 90 days", "not email_open() in last 14 days"):
+    for dsl in (
+        'gender = "m"',
+        "order() in last 90 days",
+        "not email_open() in last 14 days",
+    ):
         n = eng.segment(dsl, now=data.now).count()
         assert 0 < n < eng.store.n_contacts, dsl
 

@@ -150,12 +150,6 @@ def test_non_numeric_amount_column(eng: Engine) -> None:
     rejected(eng, table, "events.amount", "expected a number")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a list of dicts whose amount mixes numbers and text is rejected as "
-    "'events: rows do not form a table: ...' without naming the row or the column "
-    "(docs/data-model.md: errors name the row and the column)",
-)
 def test_non_numeric_amount_in_list_of_dicts_names_row_and_column(eng: Engine) -> None:
     batch = [ev("n0", amount=1.0), ev("n1", amount=2.0), ev("n2", amount="x")]
     rejected(eng, batch, "events[2].amount", "number")
@@ -297,12 +291,6 @@ def test_csv_file(tmp_path) -> None:
     _check_loaded(e)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: empty CSV cells of text columns are read as '' instead of NULL: an "
-    "empty item_id creates an item '' and every order line with an empty order_id "
-    "becomes one order '' (two orders counted as one)",
-)
 def test_csv_empty_cells_are_null(tmp_path) -> None:
     path = tmp_path / "events.csv"
     path.write_text(
@@ -327,12 +315,6 @@ def test_json_lines_file(tmp_path) -> None:
     _check_loaded(e)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: read_table uses pa.Table.from_pylist, which takes the columns of the "
-    "first dict only: keys that first appear in a later dict (amount, order_id, "
-    "phrase, ...) are silently dropped",
-)
 def test_ragged_list_of_dicts_keeps_every_column() -> None:
     e = Engine()
     e.append_events(
@@ -469,12 +451,6 @@ def test_csv_with_schema(tmp_path) -> None:
     assert e.segment("registered_at is null", NOW).ids() == ["c"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CSV with schema={'col': 'timestamp'} casts to timestamp[ms, tz=UTC] in "
-    "the CSV reader, which rejects date-only and zone-less text ('2025-01-01'), while "
-    "every other path takes them as UTC (docs/segment-language.md)",
-)
 def test_csv_schema_timestamp_accepts_dates(tmp_path) -> None:
     path = tmp_path / "contacts.csv"
     path.write_text("customer_id,born\na,1990-05-01\nb,2001-01-01T10:00:00\n")
@@ -544,13 +520,6 @@ def test_contacts_batch_errors(eng: Engine) -> None:
     assert _contact_snapshot(eng) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: validate_attributes encodes an existing category column into its live "
-    "dictionary (CategoryColumn.convert -> get_or_add) before the batch is accepted and "
-    "outside the write lock: a rejected batch still grows the dictionary "
-    "(memory_bytes changes) and a concurrent reader races the mutation",
-)
 def test_rejected_upsert_leaves_category_dictionary_unchanged(eng: Engine) -> None:
     eng.count('city = "Kazan"', NOW)
     before = (
@@ -584,14 +553,6 @@ def test_upsert_moves_city_without_prior_query(eng: Engine) -> None:
     assert eng.segment('city = "Kazan"', NOW).ids() == ["c3"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: CategoryColumn._update_bitmaps passes a numpy array to "
-    "BitMap.difference_update (TypeError) once the per-value bitmaps exist, so moving "
-    "an existing contact to another city after any city query fails half-applied "
-    "(columns earlier in the batch are already written)",
-)
 def test_category_bitmaps_follow_an_upsert(eng: Engine) -> None:
     assert eng.count('city = "Kazan"', NOW) == 1  # builds the bitmaps
     assert eng.count('city = "Moscow"', NOW) == 1
@@ -612,12 +573,6 @@ def test_category_bitmaps_follow_upsert_from_null(eng: Engine) -> None:
     assert eng.segment("city is null", NOW).ids() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a batch naming one contact twice with two cities leaves the contact in "
-    "both value bitmaps (CategoryColumn._update_bitmaps adds every row) while its code "
-    "holds only the last value",
-)
 def test_same_contact_twice_in_one_batch_last_value_wins(eng: Engine) -> None:
     assert eng.count('city = "Kazan"', NOW) == 1
     eng.upsert_contacts(

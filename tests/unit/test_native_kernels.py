@@ -99,11 +99,6 @@ def test_count_in_window_and_gather_vs_numpy(writable: bool) -> None:
             assert sorted(got.tolist()) == np.flatnonzero(hit).tolist()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Postings.count_in_window with r0 > r1 subtracts unsigned bounds and "
-    "returns ~2**64 instead of 0 (gather then tries to allocate that many rows)",
-)
 def test_count_in_window_inverted_window_is_empty() -> None:
     p = build([0, 0, 0, 0])
     assert p.count_in_window(u32([0]), 3, 1) == 0
@@ -319,13 +314,6 @@ def test_count_matches_argument_checks() -> None:
         run_count(log)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: count_matches breaks out of the row loop on a cid >= len(counts) but "
-    "then still runs the classification loop, which reuses `c`: the error names the "
-    "last touched contact (2) instead of the offending one (3), and yes/no get bits "
-    "for a partial scan before the ValueError",
-)
 def test_count_matches_out_of_range_contact_is_named() -> None:
     log = Log()
     log.n_contacts = 3

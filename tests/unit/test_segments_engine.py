@@ -286,13 +286,6 @@ def test_all_time_period_equals_plain_aggregate(eng: Engine) -> None:
         assert members(eng, plain) == members(eng, period)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: all-time orders_count dedups order_id globally (Aggregates._seen_orders "
-    "is keyed by the order_id code alone) while the period path counts distinct "
-    "(contact, order_id): two contacts with the same order_id give the second contact "
-    "0 orders all-time but 1 in any period covering it",
-)
 def test_same_order_id_on_two_contacts() -> None:
     eng = Engine()
     eng.append_events(
@@ -334,11 +327,6 @@ def test_age_without_birth_date_column() -> None:
         eng.segment("age > 3", NOW)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ContactStore.suggest always offers 'age' as a candidate, so an "
-    "unknown 'age' (no birth_date column) is answered with \"did you mean 'age'?\"",
-)
 def test_age_hint_does_not_suggest_itself() -> None:
     eng = Engine()
     eng.load_contacts([{"customer_id": "x", "rating": 1}])
@@ -542,14 +530,11 @@ def test_segment_result_is_a_snapshot() -> None:
     assert members(eng, "view() in last 7 days") == set("abefk")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SegmentResult.iter_ids(chunk=0) steps by max(1, chunk) but slices "
-    "[start:start + chunk], so it yields count() empty lists instead of the ids",
-)
 def test_iter_ids_chunk_zero(eng: Engine) -> None:
     res = eng.segment("view()", NOW)
-    assert sum(res.iter_ids(chunk=0), []) == res.ids()
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        next(res.iter_ids(chunk=0))
+    assert sum(res.iter_ids(chunk=2), []) == res.ids()
 
 
 def test_stats(eng: Engine) -> None:
