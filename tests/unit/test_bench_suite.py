@@ -122,3 +122,27 @@ def test_unknown_query_name_is_a_usage_error(capsys):
 def test_select_keeps_the_requested_order():
     qs = select(suite(DEFAULT_NOW), ["stress_or", REFERENCE])
     assert [q.name for q in qs] == ["stress_or", REFERENCE]
+
+
+def test_a_mismatch_fails_loudly_naming_the_query(record):
+    """A query whose SQL disagrees with its DSL must fail the run, by name."""
+    from bench import report
+    from bench.dataset import cached_dataset
+    from bench.queries import Query
+    from bench.side_by_side import runner
+
+    _, _, root = record
+    ds = cached_dataset(2000, 0, root / "cache")
+    wrong = Query(
+        "wrong_on_purpose",
+        "men, but SQL asks for women",
+        'gender = "m"',
+        "SELECT customer_id FROM contacts WHERE gender = 'f'",
+    )
+    opts = runner.Options(rounds=1, profile=False)
+    raw = runner.run(ds, [wrong], opts, lambda msg: None, lambda *a: None)
+    rec = report.build_record(raw, ds, opts, {"usable_cores": 2}, "test", [])
+    assert rec["ok"] is False
+    [line] = report.failures(rec)
+    assert line.startswith("query 'wrong_on_purpose': segd ")
+    assert "only in segd e.g." in line
