@@ -11,11 +11,17 @@ import difflib
 
 import numpy as np
 import pyarrow as pa
-from native.idmap import IdMap
 
-from engine.columns import CategoryColumn, NumericColumn, TagsColumn, new_column
+from engine.columns import (
+    CategoryColumn,
+    NumericColumn,
+    TagsColumn,
+    encode_text,
+    new_column,
+)
 from engine.errors import InvalidQuery
 from engine.predicates import dictionary_mask, in_intervals, numeric_intervals
+from native.idmap import IdMap
 
 NO_CODE = 0xFFFFFFFF
 BUILTIN_ITEM_COLUMNS = {
@@ -40,7 +46,7 @@ class Catalog:
 
     def ensure(self, item_ids: pa.Array) -> np.ndarray:
         """Codes for item ids, adding unknown items (with NULL attributes)."""
-        codes = self.ids.get_or_add(item_ids)
+        codes = encode_text(item_ids, self.ids.get_or_add)
         for col in self.columns.values():
             col.resize(len(self.ids))
         return codes

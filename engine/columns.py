@@ -25,6 +25,47 @@ MAX_BITMAP_VALUES = 65_536
 KINDS = ("int", "float", "bool", "timestamp", "category", "tags")
 
 
+def encode_text(arr, encode) -> np.ndarray:
+    """uint32 codes of a text column through `encode` (an IdMap method); NULL -> NO_CODE.
+
+    Takes plain, chunked and dictionary-encoded Arrow text. A dictionary column (Parquet
+    written from Arrow keeps it) is encoded once per distinct value actually used, then
+    expanded by its indices: 200M event rows naming 10M customers cost 10M hash look-ups.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        if arr.num_chunks == 1:
+            return encode_text(arr.chunk(0), encode)
+        if not pa.types.is_dictionary(arr.type) and arr.null_count == 0:
+            return encode(arr)
+        parts = [encode_text(c, encode) for c in arr.chunks]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+    n = len(arr)
+    if pa.types.is_dictionary(arr.type):
+        idx = np.asarray(arr.indices.fill_null(0)).astype(np.int64, copy=False)
+        valid = np.asarray(pc.is_valid(arr)) if arr.null_count else None
+        used = (
+            np.bincount(
+                idx if valid is None else idx[valid], minlength=len(arr.dictionary)
+            )
+            > 0
+        )
+        lookup = np.full(len(arr.dictionary), NO_CODE, dtype=np.uint32)
+        if used.any():
+            lookup[used] = encode_text(arr.dictionary.filter(pa.array(used)), encode)
+        codes = lookup[idx]
+        if valid is not None:
+            codes[~valid] = NO_CODE
+        return codes
+    if arr.null_count == 0:
+        return encode(arr)
+    codes = np.full(n, NO_CODE, dtype=np.uint32)
+    if arr.null_count == n:
+        return codes
+    valid = np.asarray(pc.is_valid(arr))
+    codes[valid] = encode(arr.filter(pa.array(valid)))
+    return codes
+
+
 def bitmap_nbytes(bm: BitMap) -> int:
     """Bytes held by a roaring bitmap's containers."""
     st = bm.get_statistics()

@@ -11,7 +11,13 @@ import difflib
 import numpy as np
 import pyarrow as pa
 
-from engine.columns import CategoryColumn, NumericColumn, TagsColumn, new_column
+from engine.columns import (
+    CategoryColumn,
+    NumericColumn,
+    TagsColumn,
+    encode_text,
+    new_column,
+)
 from native.idmap import IdMap
 
 NO_CODE = 0xFFFFFFFF
@@ -35,7 +41,7 @@ class ContactStore:
 
     def lookup(self, customer_ids: pa.Array) -> np.ndarray:
         """cids of existing contacts (NO_CODE for unknown); adds nothing."""
-        return self.ids.lookup(customer_ids)
+        return encode_text(customer_ids, self.ids.lookup)
 
     def cid_of(self, customer_id: str) -> int:
         """cid of one contact, -1 when unknown."""
@@ -43,7 +49,7 @@ class ContactStore:
 
     def ensure(self, customer_ids: pa.Array) -> np.ndarray:
         """cids for the ids, creating contacts (with NULL attributes) for new ones."""
-        cids = self.ids.get_or_add(customer_ids)
+        cids = encode_text(customer_ids, self.ids.get_or_add)
         self._resize()
         return cids
 

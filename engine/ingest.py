@@ -16,10 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.columns import kind_of_arrow
+from engine.columns import encode_text, kind_of_arrow
 from engine.errors import InvalidInput, Violation
 from engine.store import KNOWN_DIMS, Store
 from engine.timeutil import to_event_seconds
+from native.idmap import IdMap
 
 NO_CODE = 0xFFFFFFFF
 NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -33,7 +34,8 @@ class EventBatch:
 
     customer_id: pa.Array
     ts: np.ndarray  # uint32 seconds
-    types: pa.DictionaryArray
+    type_codes: np.ndarray  # uint32 index into type_names per row
+    type_names: list[str]
     item_id: pa.Array | None
     amount: np.ndarray | None
     dims: dict[str, pa.Array]
@@ -172,6 +174,11 @@ def _text(table: pa.Table, name: str, kind: str, *, required: bool) -> pa.Array 
             raise InvalidInput.at(f"{kind}.{name}", "required column is missing")
         return None
     arr = _column(table, name)
+    if pa.types.is_dictionary(arr.type) and _is_text(arr.type.value_type):
+        if required and arr.null_count:
+            row = int(np.flatnonzero(~np.asarray(pc.is_valid(arr)))[0])
+            raise InvalidInput.at(f"{kind}[{row}].{name}", "required value is NULL")
+        return arr  # kept encoded: engine.columns.encode_text expands it cheaply
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
     if pa.types.is_null(arr.type):
@@ -185,6 +192,10 @@ def _text(table: pa.Table, name: str, kind: str, *, required: bool) -> pa.Array 
         row = int(np.flatnonzero(~np.asarray(pc.is_valid(arr)))[0])
         raise InvalidInput.at(f"{kind}[{row}].{name}", "required value is NULL")
     return arr
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def _check_names(table: pa.Table, kind: str) -> None:
@@ -215,12 +226,11 @@ def validate_events(table: pa.Table) -> EventBatch:
             f"events[{row.removeprefix('row ')}].ts: {msg}",
             [Violation(f"events[{row.removeprefix('row ')}].ts", msg)],
         ) from None
-    if isinstance(types, pa.ChunkedArray):
-        types = types.combine_chunks()  # one dictionary for the whole batch
-    types_dict = pc.dictionary_encode(types)
-    for i, name in enumerate(types_dict.dictionary.to_pylist()):
+    type_names = IdMap()  # this batch's types, coded in order of first use
+    type_codes = encode_text(types, type_names.get_or_add)
+    for i, name in enumerate(type_names.to_arrow().to_pylist()):
         if not NAME.match(name):
-            row = int(np.flatnonzero(np.asarray(types_dict.indices) == i)[0])
+            row = int(np.flatnonzero(type_codes == i)[0])
             raise InvalidInput.at(
                 f"events[{row}].type",
                 f"event type {name!r} must match [a-z_][a-z0-9_]*",
@@ -251,7 +261,8 @@ def validate_events(table: pa.Table) -> EventBatch:
     return EventBatch(
         customer_id,
         ts,
-        types_dict,
+        type_codes,
+        type_names.to_arrow().to_pylist(),
         _text(table, "item_id", "events", required=False),
         amount,
         dims,
@@ -265,22 +276,21 @@ def apply_events(store: Store, batch: EventBatch) -> int:
     n = len(cids)
     codes: dict[str, np.ndarray] = {}
     if batch.item_id is not None:
-        codes["item"] = _codes(batch.item_id, store.catalog.ensure)
+        codes["item"] = encode_text(batch.item_id, store.catalog.ensure)
     for name, arr in batch.dims.items():
         if name not in store.dim_maps:
-            from native.idmap import IdMap
-
             store.dim_maps[name] = IdMap()
-        codes[name] = _codes(arr, store.dim_maps[name].get_or_add)
+        codes[name] = encode_text(arr, store.dim_maps[name].get_or_add)
     # Group rows by type with one stable sort, so each type's rows are a contiguous slice
     # (arrival order kept within a type) instead of one fancy-index per column per type.
-    type_idx = np.asarray(batch.types.indices)
-    if len(batch.types.dictionary) <= 255:
+    names = batch.type_names
+    type_idx = batch.type_codes
+    if len(names) < 255:
         type_idx = type_idx.astype(np.uint8)  # a radix sort for the grouping below
-    names = batch.types.dictionary.to_pylist()
     if len(names) > 1:
         order = np.argsort(type_idx, kind="stable")
-        bounds = np.searchsorted(type_idx[order], np.arange(len(names) + 1))
+        probe = np.arange(len(names) + 1, dtype=type_idx.dtype)  # same dtype: no copy
+        bounds = np.searchsorted(type_idx[order], probe)
         cids, ts = cids[order], batch.ts[order]
         amount = None if batch.amount is None else batch.amount[order]
         codes = {d: c[order] for d, c in codes.items()}
@@ -307,18 +317,6 @@ def apply_events(store: Store, batch: EventBatch) -> int:
             name, cids[a:b], ts[a:b], t_amount, t_dims.get("order_id")
         )
     return n
-
-
-def _codes(arr: pa.Array, encode) -> np.ndarray:
-    """Dictionary codes for a text column; NULL -> NO_CODE."""
-    if arr.null_count == 0:
-        return encode(arr)
-    out = np.full(len(arr), NO_CODE, dtype=np.uint32)
-    if arr.null_count == len(arr):
-        return out
-    valid = np.asarray(pc.is_valid(arr))
-    out[valid] = encode(arr.filter(pa.array(valid)))
-    return out
 
 
 # -- contacts and items ----------------------------------------------------------------
@@ -388,9 +386,7 @@ def _builtin_kind(name: str, t: pa.DataType) -> str | None:
 
 def _last_row_per_key(table: pa.Table, keys):
     """Keep the last row of each key: a batch naming a contact twice means its last word."""
-    from native.idmap import IdMap
-
-    codes = IdMap().get_or_add(keys)
+    codes = encode_text(keys, IdMap().get_or_add)
     if len(codes) == 0 or int(codes.max()) + 1 == len(codes):
         return table, keys  # codes are dense in first-seen order: all keys distinct
     _, first_from_end = np.unique(codes[::-1], return_index=True)
