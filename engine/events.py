@@ -49,6 +49,8 @@ class EventLog:
         self._ci: tuple[np.ndarray, np.ndarray] | None = None
         self._ci_limit = 0
         self._ci_lock = threading.Lock()
+        self._sizes: dict[str, tuple] = {}
+        self._version = 0  # bumped by every append: invalidates cached posting sizes
 
     # -- read side ------------------------------------------------------------------
     @property
@@ -84,6 +86,15 @@ class EventLog:
         if t > 0xFFFFFFFF:
             return len(ts)
         return int(np.searchsorted(ts, np.uint32(t), side="left"))
+
+    def posting_sizes(self, dim: str) -> np.ndarray:
+        """Postings per code of a dimension (cached until the log changes)."""
+        key = (dim, self.n, self._version)
+        hit = self._sizes.get(dim)
+        if hit is None or hit[0] != key:
+            hit = (key, self.postings[dim].sizes())
+            self._sizes[dim] = hit
+        return hit[1]
 
     def contact_index(self, n_contacts: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(offsets, rows, limit): each contact's rows below `limit`, in time order.
@@ -136,6 +147,7 @@ class EventLog:
         if amount is not None and self._amount is None:
             self._amount = np.full(len(self._cid), np.nan)
         self._reserve(self.n + k)
+        self._version += 1
         if self.n == 0 or ts[0] >= self._ts[self.n - 1]:
             self._append_tail(cid, ts, dims, amount)
         else:

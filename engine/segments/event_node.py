@@ -48,7 +48,8 @@ class EventFilters:
 
     def __init__(self, store: Store, etype: str, where: list[dict], path: str) -> None:
         self.etype = etype
-        self.code_filters: list[tuple[str, np.ndarray]] = []  # (dimension, mask)
+        # (dimension, mask over its codes, the codes the mask admits)
+        self.code_filters: list[tuple[str, np.ndarray, np.ndarray]] = []
         self.amount_intervals: list[tuple[np.ndarray, np.ndarray]] = []
         fields = store.event_fields()
         for i, f in enumerate(where):
@@ -56,7 +57,7 @@ class EventFilters:
             field, op, value = f["field"], f["op"], f.get("value")
             if store.catalog.has_field(field):
                 mask = store.catalog.item_mask(field, op, value, f"{fpath}.value")
-                self.code_filters.append(("item", mask))
+                self._add("item", mask)
             elif field == "amount":
                 self.amount_intervals.append(
                     numeric_intervals("float", op, value, f"{fpath}.value")
@@ -70,13 +71,28 @@ class EventFilters:
                 mask = dictionary_mask(
                     store.dim_maps[field], op, value, f"{fpath}.value"
                 )
-                self.code_filters.append((field, mask))
+                self._add(field, mask)
             else:
                 raise InvalidQuery.at(
                     f"{fpath}.field",
                     f"unknown event field {field!r}"
                     + store.catalog.suggest(field, sorted(fields)),
                 )
+
+    def _add(self, dim: str, mask: np.ndarray) -> None:
+        codes = np.flatnonzero(mask).astype(np.uint32)
+        self.code_filters.append((dim, mask, codes))
+
+    def _postings_estimate(self, log, dim: str, codes: np.ndarray, r0: int, r1: int):
+        """Rows of `codes` expected in [r0, r1): their total postings times the window's
+        share of the log (vectorised; exact counts would cost a binary search per code)."""
+        postings = log.postings.get(dim)
+        if postings is None or len(codes) > MAX_GATHER_CODES or log.n == 0:
+            return None
+        sizes = log.posting_sizes(dim)
+        inside = codes[codes < len(sizes)]
+        total = float(sizes[inside].sum()) if len(inside) else 0.0
+        return total * (r1 - r0) / log.n
 
     def bind(self, log, r0: int, r1: int, cand: BitMap | None, n_contacts: int):
         """Kernel arguments for a window of `log`: (source_rows, code_filters, row_mask),
@@ -89,11 +105,11 @@ class EventFilters:
         - *scan*: every row of the window.
         """
         filters = []
-        for dim, mask in self.code_filters:
+        for dim, mask, codes in self.code_filters:
             col = log.dim(dim)
-            if col is None or not mask.any():
+            if col is None or not len(codes):
                 return None
-            filters.append((dim, col, mask))
+            filters.append((dim, col, mask, codes))
         row_mask = None
         if self.amount_intervals:
             if log.amount is None:
@@ -104,15 +120,14 @@ class EventFilters:
                 ok &= in_intervals(window, lo, hi)
             row_mask = ok.astype(np.uint8)
         window_rows = r1 - r0
-        best = None  # (cost, filter index, postings, codes)
-        for k, (dim, _, mask) in enumerate(filters):
-            postings = log.postings.get(dim)
-            codes = np.flatnonzero(mask).astype(np.uint32)
-            if postings is None or len(codes) > MAX_GATHER_CODES:
+        best = None  # (estimated rows, filter index)
+        for k, (dim, _, _, codes) in enumerate(filters):
+            est = self._postings_estimate(log, dim, codes, r0, r1)
+            if est is None:
                 continue
-            est = postings.count_in_window(codes, r0, r1) + len(codes) * 0.05
+            est += len(codes) * 0.05  # a binary search per code
             if est < GATHER_SHARE * window_rows and (best is None or est < best[0]):
-                best = (est, k, postings, codes)
+                best = (est, k)
         cost = best[0] * GATHER_COST if best is not None else window_rows
         source = None
         if cand is not None and window_rows:
@@ -136,21 +151,21 @@ class EventFilters:
                 )
                 best = None
         if best is not None:
-            _, k, postings, codes = best
-            source = postings.gather(codes, r0, r1)
+            k = best[1]
+            dim, _, _, codes = filters[k]
+            source = log.postings[dim].gather(codes, r0, r1)
             del filters[k]  # gathering already applied it
-        return source, [(col, mask) for _, col, mask in filters], row_mask
+        return source, [(col, mask) for _, col, mask, _ in filters], row_mask
 
     def estimate_rows(self, log, r0: int, r1: int) -> float:
-        """Upper bound of matching rows in [r0, r1), from posting counts (no gathering)."""
+        """Expected matching rows in [r0, r1) for ordering AND operands (cheap, rough)."""
         best = float(r1 - r0)
-        for dim, mask in self.code_filters:
-            if log.dim(dim) is None or not mask.any():
+        for dim, _, codes in self.code_filters:
+            if log.dim(dim) is None or not len(codes):
                 return 0.0
-            postings = log.postings.get(dim)
-            codes = np.flatnonzero(mask).astype(np.uint32)
-            if postings is not None and len(codes) <= MAX_GATHER_CODES:
-                best = min(best, float(postings.count_in_window(codes, r0, r1)))
+            est = self._postings_estimate(log, dim, codes, r0, r1)
+            if est is not None:
+                best = min(best, est)
         return best
 
 
