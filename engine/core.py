@@ -8,6 +8,7 @@ calls release the GIL, so reads run on all cores. See docs/engine-api.md.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -111,13 +112,44 @@ class Engine:
             )
         return LoadReport("items", table.num_rows, time.perf_counter() - t0)
 
-    def load_events(self, source: Source) -> LoadReport:
-        """Bulk-load events; growth slack is dropped afterwards."""
-        report = self.append_events(source)
+    def load_events(
+        self,
+        source: Source,
+        *,
+        rows_per_chunk: int = 2_000_000,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> LoadReport:
+        """Bulk-load events: all or nothing, in bounded memory, one sort per type.
+
+        The source is read twice in chunks (Parquet by row group): first every chunk is
+        validated, then chunks are encoded to compact arrays per type, and each type is
+        appended once — so a file whose rows are not in time order costs one sort, not a
+        merge per chunk. `progress(phase, rows_done)` is called after each chunk.
+        """
+        t0 = time.perf_counter()
+        total = 0
+        for first, chunk in ingest.event_chunks(source, rows_per_chunk):
+            ingest.validate_chunk(chunk, first)
+            total = first + chunk.num_rows
+            if progress:
+                progress("validate", total)
+        parts: dict[str, list] = {}
         with self._lock.write():
+            for first, chunk in ingest.event_chunks(source, rows_per_chunk):
+                batch = ingest.validate_chunk(chunk, first)
+                for name, rows in ingest.encode_events(self.store, batch).items():
+                    parts.setdefault(name, []).append(rows)
+                if progress:
+                    progress("encode", first + chunk.num_rows)
+            for name in list(parts):
+                ingest.append_rows(
+                    self.store, name, ingest.concat_rows(parts.pop(name))
+                )
             for log in self.store.logs.values():
                 log.shrink_to_fit()
-        return report
+            if progress:
+                progress("index", total)
+        return LoadReport("events", total, time.perf_counter() - t0)
 
     def append_events(self, batch: Source) -> LoadReport:
         """Append live events (validated whole first; a bad batch changes nothing)."""

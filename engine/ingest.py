@@ -9,6 +9,7 @@ the row and the column and leaves the store exactly as it was.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,8 +270,19 @@ def validate_events(table: pa.Table) -> EventBatch:
     )
 
 
-def apply_events(store: Store, batch: EventBatch) -> int:
-    """Apply a validated batch: contacts, items and dictionaries grow; logs and rollups."""
+@dataclass
+class TypeRows:
+    """One event type's rows of a batch, encoded: what EventLog.append takes."""
+
+    cids: np.ndarray
+    ts: np.ndarray
+    dims: dict[str, np.ndarray]
+    amount: np.ndarray | None
+
+
+def encode_events(store: Store, batch: EventBatch) -> dict[str, TypeRows]:
+    """Encode a validated batch (contacts, items and dictionaries grow) and split it by
+    type. Nothing is appended yet."""
     cids = store.contacts.ensure(batch.customer_id)
     store.sync_sizes()
     n = len(cids)
@@ -297,26 +309,104 @@ def apply_events(store: Store, batch: EventBatch) -> int:
     else:
         bounds = np.array([0, n])
         ts, amount = batch.ts, batch.amount
+    out = {}
     for t, name in enumerate(names):
         a, b = int(bounds[t]), int(bounds[t + 1])
         if a == b:
             continue
         t_amount = None if amount is None else amount[a:b]
-        known_dims = store.logs[name].dims() if name in store.logs else []
-        # A type keeps only the dimensions it actually carries.
-        t_dims = {
-            d: c[a:b]
-            for d, c in codes.items()
-            if d in known_dims or (c[a:b] != NO_CODE).any()
-        }
-        has_amount = name in store.logs and store.logs[name].amount is not None
-        if t_amount is not None and not has_amount and np.isnan(t_amount).all():
+        if t_amount is not None and np.isnan(t_amount).all():
             t_amount = None
-        store.log(name).append(cids[a:b], ts[a:b], t_dims, t_amount)
-        store.aggregates.apply(
-            name, cids[a:b], ts[a:b], t_amount, t_dims.get("order_id")
+        # A type keeps only the dimensions it actually carries.
+        t_dims = {d: c[a:b] for d, c in codes.items() if (c[a:b] != NO_CODE).any()}
+        out[name] = TypeRows(cids[a:b], ts[a:b], t_dims, t_amount)
+    return out
+
+
+def append_rows(store: Store, name: str, rows: TypeRows) -> None:
+    """Append one type's encoded rows to its log and fold them into the rollups."""
+    store.log(name).append(rows.cids, rows.ts, rows.dims, rows.amount)
+    store.aggregates.apply(
+        name, rows.cids, rows.ts, rows.amount, rows.dims.get("order_id")
+    )
+
+
+def apply_events(store: Store, batch: EventBatch) -> int:
+    """Apply a validated batch: contacts, items and dictionaries grow; logs and rollups."""
+    for name, rows in encode_events(store, batch).items():
+        append_rows(store, name, rows)
+    return len(batch.ts)
+
+
+def concat_rows(parts: list[TypeRows]) -> TypeRows:
+    """One TypeRows from many (chunks of a bulk load); absent columns become NULL."""
+    if len(parts) == 1:
+        return parts[0]
+    dims = sorted({d for p in parts for d in p.dims})
+
+    def dim(p: TypeRows, d: str) -> np.ndarray:
+        got = p.dims.get(d)
+        return got if got is not None else np.full(len(p.cids), NO_CODE, np.uint32)
+
+    has_amount = any(p.amount is not None for p in parts)
+    return TypeRows(
+        np.concatenate([p.cids for p in parts]),
+        np.concatenate([p.ts for p in parts]),
+        {d: np.concatenate([dim(p, d) for p in parts]) for d in dims},
+        np.concatenate(
+            [
+                p.amount if p.amount is not None else np.full(len(p.cids), np.nan)
+                for p in parts
+            ]
         )
-    return n
+        if has_amount
+        else None,
+    )
+
+
+def event_chunks(source, rows_per_chunk: int) -> Iterator[tuple[int, pa.Table]]:
+    """(first row, table) chunks of an event source; Parquet files are streamed by row
+    group, so a bulk load never holds the whole file as Arrow strings."""
+    if isinstance(source, (str, Path)) and Path(source).suffix.lower() in (
+        ".parquet",
+        ".pq",
+    ):
+        import pyarrow.parquet as pq
+
+        if not Path(source).exists():
+            raise InvalidInput.at(str(source), "no such file")
+        try:
+            pf = pq.ParquetFile(source)
+            first = 0
+            for batch in pf.iter_batches(batch_size=rows_per_chunk):
+                yield first, pa.Table.from_batches([batch])
+                first += batch.num_rows
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InvalidInput.at(str(source), f"cannot read events: {exc}") from None
+        return
+    table = read_table(source, "events")
+    for first in range(0, table.num_rows, rows_per_chunk):
+        yield first, table.slice(first, rows_per_chunk)
+
+
+_ROW_PATH = re.compile(r"^events\[(\d+)\]")
+
+
+def validate_chunk(table: pa.Table, first: int) -> EventBatch:
+    """validate_events for a chunk, with row numbers counted from the start of the load."""
+    try:
+        return validate_events(table)
+    except InvalidInput as exc:
+        if first == 0:
+            raise
+
+        def shift(text: str) -> str:
+            return _ROW_PATH.sub(lambda m: f"events[{int(m.group(1)) + first}]", text)
+
+        raise InvalidInput(
+            shift(str(exc)),
+            [Violation(shift(v.where), v.message) for v in exc.violations],
+        ) from None
 
 
 # -- contacts and items ----------------------------------------------------------------
