@@ -7,6 +7,7 @@ calls release the GIL, so reads run on all cores. See docs/engine-api.md.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,14 +47,24 @@ class LoadReport:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(text: str) -> tuple[dict, str]:
+    """Parsing is pure, and services send the same few segment texts again and again:
+    a cache takes the parse off the hot path. The AST returned is shared: never mutate."""
+    from engine.segments import dsl
+
+    ast = dsl.parse(text)
+    return ast, dsl.format(ast)
+
+
 def _to_ast(query: Query) -> tuple[dict, str]:
     """(canonical AST, DSL text) of DSL text or an AST dict."""
     from engine.segments import dsl
     from engine.segments.ast import validate
 
     if isinstance(query, str):
-        ast = dsl.parse(query)
-    elif isinstance(query, dict):
+        return _parse_cached(query)
+    if isinstance(query, dict):
         ast = validate(query)
     else:
         raise InvalidInput.at(
@@ -317,6 +328,14 @@ class Engine:
                 "index_bytes": index_bytes,
                 "memory_bytes": memory,
                 "bytes_per_event": memory["events"] / n_events if n_events else 0.0,
+                # The inverted indexes alone (postings + contact-major index); the rest
+                # of bytes_per_event is the event columns themselves (cid, ts, codes).
+                "index_bytes_per_event": sum(
+                    log.index_nbytes() for log in store.logs.values()
+                )
+                / n_events
+                if n_events
+                else 0.0,
                 "bytes_per_contact": (
                     memory["idmap"] + memory["attributes"] + memory["aggregates"]
                 )

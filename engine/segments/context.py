@@ -7,13 +7,14 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from native.bitset import bitmap_to_bitset, bitset_to_bitmap
 from pyroaring import BitMap
 
 from engine.errors import DeadlineExceeded
 from engine.store import Store
+from native.bitset import bitmap_to_bitset, bitset_to_bitmap
 
 _local = threading.local()
+SAMPLE_SIZE = 2048  # contacts looked at to estimate a condition's selectivity
 
 
 class Scratch:
@@ -55,6 +56,7 @@ class Context:
     profile: list[dict] | None = None
     memo: dict[str, BitMap] = field(default_factory=dict)
     _universe: BitMap | None = None
+    _sample: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -69,6 +71,15 @@ class Context:
                 u.add_range(0, self.n)
             self._universe = u
         return self._universe
+
+    def sample_cids(self) -> np.ndarray:
+        """~2k contact ids spread evenly over all contacts (sorted), for estimates."""
+        if self._sample is None:
+            k = min(self.n, SAMPLE_SIZE)
+            self._sample = np.unique(
+                np.linspace(0, max(0, self.n - 1), num=k).astype(np.uint32)
+            )
+        return self._sample
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
