@@ -47,10 +47,23 @@ def _sampled(ctx: Context, fill) -> float:
     return popcount(words) / len(sample) * ctx.n
 
 
-class NumericAttr(Node):
-    """int / float / bool / timestamp attribute compared with a value (intervals)."""
+class AttrNode(Node):
+    """A condition on one attribute column; explain shows the contact's value."""
 
     kind = "attr"
+    column: NumericColumn | CategoryColumn | TagsColumn
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        out["details"] = {
+            "attribute": self.column.name,
+            "value": self.column.value_of(cid),
+        }
+        return out
+
+
+class NumericAttr(AttrNode):
+    """int / float / bool / timestamp attribute compared with a value (intervals)."""
 
     def __init__(self, ast, key, column: NumericColumn, where: str) -> None:
         super().__init__(ast, key)
@@ -142,10 +155,8 @@ class AgeAttr(NumericAttr):
         return out
 
 
-class CategoryAttr(Node):
+class CategoryAttr(AttrNode):
     """Text attribute: per-value bitmaps when the column has them, else a code scan."""
-
-    kind = "attr"
 
     def __init__(self, ast, key, column: CategoryColumn, where: str) -> None:
         super().__init__(ast, key)
@@ -204,19 +215,9 @@ class CategoryAttr(Node):
             )
         return ctx.n / 2
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["details"] = {
-            "attribute": self.column.name,
-            "value": self.column.value_of(cid),
-        }
-        return out
 
-
-class TagsAttr(Node):
+class TagsAttr(AttrNode):
     """Tag-set attribute: contains_any / contains_all / = (contains) over per-tag bitmaps."""
-
-    kind = "attr"
 
     def __init__(self, ast, key, column: TagsColumn, where: str) -> None:
         super().__init__(ast, key)
@@ -265,14 +266,6 @@ class TagsAttr(Node):
         else:
             got = BitMap.union(*bms) if len(bms) > 1 else bms[0].copy()
         return got if cand is None else got & cand
-
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["details"] = {
-            "attribute": self.column.name,
-            "value": self.column.value_of(cid),
-        }
-        return out
 
 
 class AggregateNode(Node):

@@ -85,8 +85,8 @@ class Node:
         }
 
 
-class AndNode(Node):
-    kind = "and"
+class _Junction(Node):
+    """AND / OR: a list of operands."""
 
     def __init__(self, ast: dict, key: str, parts: list[Node]) -> None:
         super().__init__(ast, key)
@@ -94,6 +94,15 @@ class AndNode(Node):
 
     def children(self) -> list[Node]:
         return self.parts
+
+    def describe(self, ctx: Context, cid: int) -> dict:
+        out = super().describe(ctx, cid)
+        out["children"] = [p.describe(ctx, cid) for p in self.parts]
+        return out
+
+
+class AndNode(_Junction):
+    kind = "and"
 
     def estimate(self, ctx: Context) -> float:
         positives = [p.estimate(ctx) for p in self.parts if not isinstance(p, NotNode)]
@@ -117,21 +126,9 @@ class AndNode(Node):
             result = result - part.run(ctx, result)
         return result
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["children"] = [p.describe(ctx, cid) for p in self.parts]
-        return out
 
-
-class OrNode(Node):
+class OrNode(_Junction):
     kind = "or"
-
-    def __init__(self, ast: dict, key: str, parts: list[Node]) -> None:
-        super().__init__(ast, key)
-        self.parts = parts
-
-    def children(self) -> list[Node]:
-        return self.parts
 
     def estimate(self, ctx: Context) -> float:
         return min(ctx.n, sum(p.estimate(ctx) for p in self.parts))
@@ -139,11 +136,6 @@ class OrNode(Node):
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         results = [p.run(ctx, cand) for p in self.parts]
         return BitMap.union(*results) if len(results) > 1 else results[0]
-
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["children"] = [p.describe(ctx, cid) for p in self.parts]
-        return out
 
 
 class NotNode(Node):
