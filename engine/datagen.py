@@ -2,11 +2,15 @@
 
 Used by ``segctl serve --demo``, the tests and the benchmarks, so the same ``seed`` (and
 ``now``) must give identical tables on every run. Every column is built with numpy over
-whole arrays and turned into Arrow through small vocabularies (``take``) or fixed-width
-ids written straight into Arrow buffers: no Python object per contact or event, so 10M
-contacts / 200M events fit in RAM and 1M / 20M takes seconds.
+whole arrays (random draws block by block, which consumes the same streams) and turned
+into Arrow through small vocabularies (``take``), dictionary arrays (int32 indices into
+one dictionary: every events text column but ``order_id``) or fixed-width ids written
+straight into Arrow buffers: no Python object per contact or event.
 
-Run ``python -m engine.datagen --contacts 100k --out DIR`` to write Parquet files.
+``generate`` holds everything in memory (~60 bytes per event: 10M contacts / 200M events
+need ~16 GB); ``write_parquet_streaming`` writes the same rows to Parquet one row group
+at a time (~5 GB at that scale). Run ``python -m engine.datagen --contacts 10m --out DIR``
+to write Parquet files (the streaming path).
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["DemoData", "generate", "parse_scale", "main", "DEFAULT_NOW", "EVENT_TYPES"]
+__all__ = [
+    "DemoData", "generate", "write_parquet_streaming", "parse_scale", "main",
+    "DEFAULT_NOW", "EVENT_TYPES", "EVENTS_SCHEMA",
+]  # fmt: skip
 
 DEFAULT_NOW = datetime(2025, 6, 30, tzinfo=UTC)
 """Fixed default ``now``: relative periods in tests resolve the same on any day."""
@@ -136,6 +143,10 @@ PHRASES = _phrases()
 CAMPAIGNS, _CAMPAIGN_OWNER = _campaigns()
 
 
+ROW_GROUP_ROWS = 1 << 20
+_PARQUET_OPTIONS = {"compression": "zstd"}  # rows per Parquet row group
+
+
 @dataclass(frozen=True, eq=False)
 class DemoData:
     """The generated tables; ``now`` is the instant relative periods resolve against."""
@@ -145,18 +156,61 @@ class DemoData:
     events: pa.Table
     now: datetime
 
-    def write_parquet(self, dir: str | Path) -> dict[str, Path]:
-        """Write ``{contacts,items,events}.parquet`` (zstd) under ``dir``; the paths."""
+    def write_parquet(
+        self, dir: str | Path, row_group_size: int = ROW_GROUP_ROWS
+    ) -> dict[str, Path]:
+        """Write ``{contacts,items,events}.parquet`` (zstd) under ``dir``; the paths.
+
+        Dictionary columns stay dictionary-encoded: the Arrow schema is stored in the
+        file, so they read back as dictionaries (``ts`` reads back in ms, Parquet has no
+        seconds unit).
+        """
         out = Path(dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {}
         for name in ("contacts", "items", "events"):
             paths[name] = out / f"{name}.parquet"
-            table = getattr(self, name)
-            pq.write_table(
-                table, paths[name], compression="zstd", row_group_size=1 << 20
-            )
+            _write_table(getattr(self, name), paths[name], row_group_size)
         return paths
+
+
+_COMPACT_OVER = 1 << 16  # larger dictionaries are cut to the entries a row group uses
+
+
+def _compact(arr: pa.Array) -> pa.Array:
+    """A large dictionary array re-indexed into just the entries it uses.
+
+    Parquet stores one dictionary per column chunk and Arrow writes the whole Arrow
+    dictionary: 10M customer ids in every row group would swamp the file (and DuckDB's
+    scan); the values are unchanged.
+    """
+    if not pa.types.is_dictionary(arr.type) or len(arr.dictionary) <= _COMPACT_OVER:
+        return arr
+    valid = None if arr.null_count == 0 else np.asarray(arr.is_valid())
+    idx = np.asarray(arr.indices.fill_null(0))
+    used = np.zeros(len(arr.dictionary), dtype=bool)
+    used[idx if valid is None else idx[valid]] = True
+    remap = (np.cumsum(used, dtype=np.int32) - 1)[idx]
+    indices = pa.array(remap, mask=None if valid is None else ~valid)
+    entries = arr.dictionary.take(pa.array(np.flatnonzero(used).astype(np.int32)))
+    return pa.DictionaryArray.from_arrays(indices, entries)
+
+
+def _write_batch(writer: pq.ParquetWriter, batch: pa.RecordBatch) -> None:
+    """One row group (dictionaries compacted, see ``_compact``)."""
+    cols = [_compact(col) for col in batch.columns]
+    writer.write_batch(
+        pa.record_batch(cols, schema=batch.schema), row_group_size=max(len(batch), 1)
+    )
+
+
+def _write_table(table: pa.Table, path: Path, row_group_size: int) -> None:
+    if row_group_size <= 0:
+        raise ValueError(f"row_group_size must be > 0, got {row_group_size}")
+    with pq.ParquetWriter(path, table.schema, **_PARQUET_OPTIONS) as writer:
+        for lo in range(0, table.num_rows, row_group_size):
+            part = table.slice(lo, row_group_size).combine_chunks()
+            _write_batch(writer, part.to_batches()[0])
 
 
 def parse_scale(text: str) -> int:
@@ -179,6 +233,14 @@ def parse_scale(text: str) -> int:
 # ---------------------------------------------------------------- array building blocks
 
 
+_BLOCK = 1 << 20  # rows per numpy block: bounds the float64 / int64 temporaries
+
+
+def _blocks(n: int):
+    """``(lo, hi)`` bounds of consecutive ``_BLOCK``-row pieces of ``range(n)``."""
+    return ((lo, min(lo + _BLOCK, n)) for lo in range(0, n, _BLOCK))
+
+
 def _cdf(weights: np.ndarray) -> np.ndarray:
     cum = np.cumsum(np.asarray(weights, dtype=np.float64))
     return cum / cum[-1]
@@ -188,10 +250,19 @@ def _zipf_cdf(n: int, s: float = 1.0) -> np.ndarray:
     return _cdf(1.0 / np.arange(1, n + 1, dtype=np.float64) ** s)
 
 
-def _draw(rng: np.random.Generator, cdf: np.ndarray, size: int) -> np.ndarray:
-    """Indices distributed by ``cdf`` (inverse-CDF sampling, int32)."""
-    idx = np.searchsorted(cdf, rng.random(size), side="right")
-    return np.minimum(idx, len(cdf) - 1).astype(np.int32)
+def _draw(
+    rng: np.random.Generator, cdf: np.ndarray, size: int, dtype=np.int32
+) -> np.ndarray:
+    """Indices distributed by ``cdf`` (inverse-CDF sampling, int32 by default).
+
+    Drawn block by block: ``rng.random`` yields the same stream in pieces as at once,
+    and the float64 / int64 temporaries stay one block long.
+    """
+    out = np.empty(size, dtype=dtype)
+    for lo, hi in _blocks(size):
+        idx = np.searchsorted(cdf, rng.random(hi - lo), side="right")
+        out[lo:hi] = np.minimum(idx, len(cdf) - 1)
+    return out
 
 
 def _strings(vocab: Sequence[str], idx: np.ndarray, valid: np.ndarray | None = None):
@@ -333,6 +404,14 @@ def _items(rng: np.random.Generator, m: int) -> tuple[pa.Table, np.ndarray, np.n
 # ---------------------------------------------------------------- events
 
 
+def _below(rng: np.random.Generator, p: float, size: int) -> np.ndarray:
+    """``rng.random(size) < p`` drawn block by block (the same stream, a bool array)."""
+    out = np.empty(size, dtype=bool)
+    for lo, hi in _blocks(size):
+        np.less(rng.random(hi - lo), p, out=out[lo:hi])
+    return out
+
+
 def _day_cdf(window_start_s: int) -> np.ndarray:
     """CDF over the 365 window days (length 366, from 0): weekly x yearly x growth."""
     days = np.arange(WINDOW_DAYS)
@@ -391,16 +470,25 @@ def _people(
 
 
 def _action_times(rng, people: _People, cid: np.ndarray, window_start_s: int):
-    """Seconds since the window start, inside each person's active days (int64)."""
+    """Seconds since the window start, inside each person's active days (int32).
+
+    Three passes (day, hour, second), each consuming its whole stream of draws block by
+    block, so the values equal those of one whole-array draw per stream.
+    """
     day_cdf = _day_cdf(window_start_s)
-    lo, hi = day_cdf[people.start_day[cid]], day_cdf[people.end_day[cid]]
-    day = (
-        np.searchsorted(day_cdf, lo + rng.random(len(cid)) * (hi - lo), side="right")
-        - 1
-    )
-    day = np.clip(day, people.start_day[cid], people.end_day[cid] - 1)
-    hour = _draw(rng, _cdf(_HOURLY), len(cid))
-    return day * DAY_S + hour * 3600 + rng.integers(0, 3600, len(cid))
+    ts = np.empty(len(cid), dtype=np.int32)  # < 365 days of seconds: fits int32
+    for a, b in _blocks(len(cid)):
+        start, end = people.start_day[cid[a:b]], people.end_day[cid[a:b]]
+        lo, hi = day_cdf[start], day_cdf[end]
+        u = lo + rng.random(b - a) * (hi - lo)
+        day = np.searchsorted(day_cdf, u, side="right") - 1
+        ts[a:b] = np.clip(day, start, end - 1) * DAY_S
+    hour_cdf = _cdf(_HOURLY)
+    for a, b in _blocks(len(cid)):
+        ts[a:b] += _draw(rng, hour_cdf, b - a) * 3600
+    for a, b in _blocks(len(cid)):
+        ts[a:b] += rng.integers(0, 3600, b - a).astype(np.int32)
+    return ts
 
 
 def _action_items(rng, people, cid, item_top: np.ndarray) -> np.ndarray:
@@ -408,8 +496,8 @@ def _action_items(rng, people, cid, item_top: np.ndarray) -> np.ndarray:
     m = len(item_top)
     rank_to_item = rng.permutation(m).astype(np.int32)
     item = rank_to_item[_draw(rng, _zipf_cdf(m, 1.05), len(cid))]
-    fav = people.fav_top[cid]
-    use_fav = rng.random(len(cid)) < 0.5
+    fav = people.fav_top.astype(np.int8)[cid]
+    use_fav = _below(rng, 0.5, len(cid))
     top_of_ranked = item_top[rank_to_item]
     for t in range(len(TOPS)):  # loop over the ~9 top categories
         sel = np.flatnonzero(use_fav & (fav == t))
@@ -420,9 +508,14 @@ def _action_items(rng, people, cid, item_top: np.ndarray) -> np.ndarray:
 
 
 def _event_rows(rng, people: _People, item_top, window_start_s: int) -> dict:
-    """Unsorted rows as numpy columns: cid, ts (s into window), kind, item, aux, qty."""
+    """Unsorted rows as numpy columns: cid, ts (s into window), kind, item, aux, qty.
+
+    Compact dtypes (int32 / int8) and block-wise draws keep the peak near 18 bytes per
+    row; every random stream is consumed in the same order and amounts as whole-array
+    draws would, so the rows do not depend on the block size.
+    """
     cid = np.repeat(np.arange(len(people.counts), dtype=np.int32), people.counts)
-    kind = _draw(rng, _cdf(_ACTION_P), len(cid)).astype(np.int8)
+    kind = _draw(rng, _cdf(_ACTION_P), len(cid), np.int8)
     kind[(kind == ORDER) & ~people.buyer[cid]] = VIEW
     kind[((kind == EOPEN) | (kind == ECLICK)) & ~people.emailable[cid]] = VIEW
     kind[((kind == ADVIEW) | (kind == ADCLICK)) & ~people.ad_target[cid]] = VIEW
@@ -431,138 +524,216 @@ def _event_rows(rng, people: _People, item_top, window_start_s: int) -> dict:
     item[~np.isin(kind, _ITEM_TYPES)] = -1
     # orders: 1-4 lines sharing the order number, time and contact
     is_order = kind == ORDER
-    lines = np.where(
-        is_order, 1 + _draw(rng, _cdf([0.55, 0.25, 0.12, 0.08]), len(cid)), 1
-    )
-    order_no = np.where(is_order, np.cumsum(is_order), -1).astype(np.int32)
-    row_start = np.cumsum(lines) - lines
-    cid, kind, ts, item, order_no = (
-        np.repeat(a, lines) for a in (cid, kind, ts, item, order_no)
-    )
-    line_no = np.arange(len(cid)) - np.repeat(row_start, lines)
-    extra = np.flatnonzero(line_no > 0)
+    lines = _draw(rng, _cdf([0.55, 0.25, 0.12, 0.08]), len(cid), np.int8) + 1
+    lines[~is_order] = 1
+    order_no = np.cumsum(is_order, dtype=np.int32)
+    order_no[~is_order] = -1
+    del is_order
+    first_line = np.zeros(int(lines.sum(dtype=np.int64)), dtype=bool)
+    done = 0
+    for a, b in _blocks(len(lines)):  # mark each action's first (expanded) row
+        ends = np.cumsum(lines[a:b], dtype=np.int64)
+        first_line[done + ends - lines[a:b]] = True
+        done += int(ends[-1])
+    extra = np.flatnonzero(~first_line)  # order lines after the first
+    del first_line
+    cid = np.repeat(cid, lines)  # one column at a time: the old one is freed at once
+    kind = np.repeat(kind, lines)
+    ts = np.repeat(ts, lines)
+    item = np.repeat(item, lines)
+    order_no = np.repeat(order_no, lines)
+    del lines
     item[extra] = _action_items(rng, people, cid[extra], item_top)
+    del extra
     is_order = kind == ORDER
-    qty = np.where(is_order, 1 + _draw(rng, _cdf([0.8, 0.15, 0.05]), len(cid)), 0)
+    qty = _draw(rng, _cdf([0.8, 0.15, 0.05]), len(cid), np.int8) + np.int8(1)
+    qty[~is_order] = 0
     aux = order_no  # order number, phrase index or ad index depending on the type
     is_search = np.flatnonzero(kind == SEARCH)
     aux[is_search] = _draw(rng, _zipf_cdf(len(PHRASES), 1.0), len(is_search))
+    del is_search
     is_ad = np.flatnonzero((kind == ADVIEW) | (kind == ADCLICK))
     adv = _draw(rng, _zipf_cdf(len(ADVERTISERS), 1.1), len(is_ad))
     first = np.searchsorted(_CAMPAIGN_OWNER, np.arange(len(ADVERTISERS)))
     n_camp = np.bincount(_CAMPAIGN_OWNER, minlength=len(ADVERTISERS))
     camp = first[adv] + (rng.random(len(is_ad)) * n_camp[adv]).astype(np.int32)
     aux[is_ad] = camp * ADS_PER_CAMPAIGN + rng.integers(0, ADS_PER_CAMPAIGN, len(is_ad))
+    del is_ad, adv, camp
     # most order lines were put in the cart shortly before (abandoned carts stay rarer)
-    pre = np.flatnonzero(is_order & (rng.random(len(cid)) < 0.6))
-    pre_ts = ts[pre] - rng.integers(60, 3 * DAY_S, len(pre))
-    pre, pre_ts = (
-        pre[pre_ts >= 0],
-        pre_ts[pre_ts >= 0],
-    )  # the cart was before the window
-    return {
+    pre = np.flatnonzero(is_order & _below(rng, 0.6, len(cid)))
+    del is_order
+    pre_ts = ts[pre].astype(np.int64) - rng.integers(60, 3 * DAY_S, len(pre))
+    keep = pre_ts >= 0  # else the cart was before the window
+    pre, pre_ts = pre[keep], pre_ts[keep].astype(np.int32)
+    n_pre = len(pre)
+    rows = {
         "cid": np.concatenate([cid, cid[pre]]),
         "ts": np.concatenate([ts, pre_ts]),
-        "kind": np.concatenate([kind, np.full(len(pre), CART, dtype=np.int8)]),
-        "item": np.concatenate([item, item[pre]]),
-        "aux": np.concatenate([aux, np.full(len(pre), -1, dtype=np.int32)]),
-        "qty": np.concatenate([qty, np.zeros(len(pre), dtype=qty.dtype)]).astype(
-            np.int8
-        ),
     }
+    del cid, ts
+    rows["kind"] = np.concatenate([kind, np.full(n_pre, CART, dtype=np.int8)])
+    del kind
+    rows["item"] = np.concatenate([item, item[pre]])
+    del item
+    rows["aux"] = np.concatenate([aux, np.full(n_pre, -1, dtype=np.int32)])
+    del aux, order_no
+    rows["qty"] = np.concatenate([qty, np.zeros(n_pre, dtype=np.int8)])
+    return rows
 
 
-def _events_table(rows: dict, window_start_s: int, ctx: dict) -> pa.Table:
+def _sort_key(ts: np.ndarray) -> np.ndarray:
+    """Sorted unique keys ``ts * n + row``: ts order, ties by row; one in-place sort,
+    deterministic whatever algorithm numpy picks."""
+    n = max(len(ts), 1)
+    key = np.empty(len(ts), dtype=np.int64)
+    for a, b in _blocks(len(ts)):
+        np.add(ts[a:b].astype(np.int64) * n, np.arange(a, b), out=key[a:b])
+    key.sort()
+    return key
+
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.dictionary(pa.int32(), pa.string())),
+        ("ts", pa.timestamp("s", tz="UTC")),
+        ("type", pa.dictionary(pa.int32(), pa.string())),
+        ("item_id", pa.dictionary(pa.int32(), pa.string())),
+        ("amount", pa.float64()),
+        ("order_id", pa.string()),
+        *(
+            (name, pa.dictionary(pa.int32(), pa.string()))
+            for name in ("phrase", "advertiser", "campaign", "ad", "channel")
+        ),
+    ]
+)
+"""The events table: every text column but the unique ``order_id`` is dictionary-encoded
+(int32 indices into one dictionary shared by all chunks)."""
+
+# numpy sources each events column is built from ("ts" comes from the sort key)
+_EVENT_SOURCES = {
+    "customer_id": ("cid",),
+    "ts": (),
+    "type": ("kind",),
+    "item_id": ("item",),
+    "amount": ("item", "qty"),
+    "order_id": ("kind", "aux"),
+    "phrase": ("kind", "aux"),
+    "advertiser": ("kind", "aux"),
+    "campaign": ("kind", "aux"),
+    "ad": ("kind", "aux"),
+    "channel": ("kind",),
+}
+
+
+def _dictionary(
+    idx: np.ndarray, dictionary: pa.Array, valid: np.ndarray | None = None
+) -> pa.DictionaryArray:
+    """``dictionary[idx]`` (NULL where not ``valid``) as int32 indices: no row strings."""
+    if valid is None:
+        indices = pa.array(idx.astype(np.int32, copy=False))
+    else:
+        indices = pa.array(np.where(valid, idx, 0).astype(np.int32), mask=~valid)
+    return pa.DictionaryArray.from_arrays(indices, dictionary)
+
+
+@dataclass(frozen=True)
+class _EventContext:
+    """What turns the numpy sources into Arrow columns."""
+
+    window_start_s: int
+    n_rows: int  # the multiplier of ts in the sort key
+    customer_ids: pa.Array  # contacts' ids, then the event-only ids
+    item_ids: pa.Array
+    price: np.ndarray
+
+    def column(self, name: str, key: np.ndarray, src: dict) -> pa.Array:
+        """Events column ``name`` for the rows of ``key`` (sorted keys, a slice);
+        ``src`` maps a source name to its values for those rows."""
+        if name == "ts":
+            ts = key // max(self.n_rows, 1) + self.window_start_s
+            return pa.array(ts, type=pa.timestamp("s", tz="UTC"))
+        if name == "customer_id":
+            return _dictionary(src["cid"], self.customer_ids)
+        if name == "type":
+            return _dictionary(src["kind"], _VOCABS["type"])
+        if name == "item_id":
+            item = src["item"]
+            return _dictionary(item, self.item_ids, item >= 0)
+        if name == "amount":
+            qty = src["qty"]
+            return pa.array(np.round(self.price[src["item"]] * qty, 2), mask=qty == 0)
+        kind, aux = src["kind"], src.get("aux")
+        if name == "order_id":
+            return _format_ids("o", np.maximum(aux, 0), 9, kind == ORDER)
+        if name == "phrase":
+            return _dictionary(aux, _VOCABS["phrase"], kind == SEARCH)
+        if name == "channel":
+            return _dictionary(
+                kind * 0, _VOCABS["channel"], np.isin(kind, (EOPEN, ECLICK))
+            )
+        is_ad = np.isin(kind, (ADVIEW, ADCLICK))  # advertiser, campaign, ad
+        return _dictionary(_OF_AD[name][np.where(is_ad, aux, 0)], _VOCABS[name], is_ad)
+
+
+_AD_NAMES = tuple(f"{c}-ad{k + 1}" for c in CAMPAIGNS for k in range(ADS_PER_CAMPAIGN))
+_CAMPAIGN_OF_AD = np.arange(len(_AD_NAMES)) // ADS_PER_CAMPAIGN
+_OF_AD = {  # ad index -> advertiser / campaign / ad index
+    "advertiser": _CAMPAIGN_OWNER[_CAMPAIGN_OF_AD],
+    "campaign": _CAMPAIGN_OF_AD,
+    "ad": np.arange(len(_AD_NAMES)),
+}
+_VOCABS = {
+    name: pa.array(vocab, type=pa.string())
+    for name, vocab in (
+        ("type", EVENT_TYPES),
+        ("phrase", PHRASES),
+        ("advertiser", ADVERTISERS),
+        ("campaign", CAMPAIGNS),
+        ("ad", _AD_NAMES),
+        ("channel", ("email",)),
+    )
+}
+
+
+def _events_table(rows: dict, ctx: _EventContext) -> pa.Table:
     """Arrow events in ts order from the numpy ``rows`` (consumed: emptied as it goes).
 
     Built column by column, each in chunks, and each numpy source is dropped right after
-    its last column: the peak is about the finished table plus what is left, which is
-    what lets 200M events fit in 24 GB.
+    its last column: the peak is about the finished table plus what is left.
     """
-    key = rows.pop("key")  # sorted (ts * n + row): gives ts, then the row positions
+    key = rows.pop("key")
     n = max(len(key), 1)
     parts = [slice(lo, lo + _CHUNK_ROWS) for lo in range(0, len(key), _CHUNK_ROWS)]
     parts = parts or [slice(0, 0)]
-    ts_type = pa.timestamp("s", tz="UTC")
-    cols = {"ts": [pa.array(key[p] // n + window_start_s, type=ts_type) for p in parts]}
-    pos = (key % n).astype(np.int64 if n >= 2**31 else np.int32)
+    cols = {"ts": [ctx.column("ts", key[p], {}) for p in parts]}
+    pos = np.empty(len(key), dtype=np.int64 if n >= 2**31 else np.int32)
+    for p in parts:
+        pos[p] = key[p] % n
     del key
-    for src in list(rows):  # one gather per column; slices below are then contiguous
-        rows[src] = rows[src][pos]
-    del pos
-
-    def column(name: str, build: Callable[..., pa.Array], *sources: str) -> None:
-        cols[name] = [build(*(rows[src][p] for src in sources)) for p in parts]
-
-    def kinds(kind: np.ndarray, *wanted: int) -> np.ndarray:
-        return np.isin(kind, wanted)
-
-    width, item_ids, price = ctx["cid_width"], ctx["item_ids"], ctx["price"]
-    ad_names = [f"{c}-ad{k + 1}" for c in CAMPAIGNS for k in range(ADS_PER_CAMPAIGN)]
-    camp = np.arange(len(ad_names)) // ADS_PER_CAMPAIGN
-    column("customer_id", lambda cid: _format_ids("c", cid + 1, width), "cid")
-    del rows["cid"]
-    column("item_id", lambda it: item_ids.take(pa.array(it, mask=it < 0)), "item")
-    column(
-        "amount",
-        lambda it, qty: pa.array(np.round(price[it] * qty, 2), mask=qty == 0),
-        "item",
-        "qty",
-    )
-    del rows["item"], rows["qty"]
-    column(
-        "order_id",
-        lambda k, aux: _format_ids("o", np.maximum(aux, 0), 9, k == ORDER),
-        "kind",
-        "aux",
-    )
-    column("phrase", lambda k, aux: _strings(PHRASES, aux, k == SEARCH), "kind", "aux")
-
-    def ad_part(k: np.ndarray, aux: np.ndarray, vocab, of_ad: np.ndarray) -> pa.Array:
-        is_ad = kinds(k, ADVIEW, ADCLICK)
-        return _strings(vocab, of_ad[np.where(is_ad, aux, 0)], is_ad)
-
-    for name, vocab, of_ad in (
-        ("advertiser", ADVERTISERS, _CAMPAIGN_OWNER[camp]),
-        ("campaign", CAMPAIGNS, camp),
-        ("ad", ad_names, np.arange(len(ad_names))),
-    ):
-        column(
-            name, lambda k, aux, v=vocab, m=of_ad: ad_part(k, aux, v, m), "kind", "aux"
-        )
-    del rows["aux"]
-    column(
-        "channel",
-        lambda k: _strings(("email",), k * 0, kinds(k, EOPEN, ECLICK)),
-        "kind",
-    )
-    column("type", lambda k: _strings(EVENT_TYPES, k), "kind")
-    del rows["kind"]
-    names = ["customer_id", "ts", "type", "item_id", "amount", "order_id", "phrase"]
-    names += ["advertiser", "campaign", "ad", "channel"]
-    return pa.table({name: pa.chunked_array(cols[name]) for name in names})
+    last_use = {src: name for name, srcs in _EVENT_SOURCES.items() for src in srcs}
+    for name in EVENTS_SCHEMA.names:
+        if name == "ts":
+            continue
+        srcs = _EVENT_SOURCES[name]
+        cols[name] = [
+            ctx.column(name, None, {s: rows[s][pos[p]] for s in srcs}) for p in parts
+        ]
+        for src in srcs:
+            if last_use[src] == name:
+                del rows[src]
+    return pa.table(
+        {name: pa.chunked_array(cols.pop(name), f.type)
+         for name, f in zip(EVENTS_SCHEMA.names, EVENTS_SCHEMA, strict=True)}
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- orchestration
 
 _CHUNK_ROWS = 1 << 22  # events per Arrow chunk: bounds temporaries, keeps offsets int32
+Progress = Callable[[str, int, int], None]
 
 
-def generate(
-    contacts: int,
-    *,
-    seed: int = 0,
-    now: datetime | None = None,
-    events_per_contact: float = 20.0,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> DemoData:
-    """Build the demo dataset deterministically from ``seed`` (and ``now``).
-
-    Events lie in ``[now - 365 d, now)``, sorted by ``ts``; about ``events_per_contact``
-    per contact on average, heavy-tailed. Contacts number ``contacts // 200`` more ids
-    appear only in events (unknown ids create contacts), as live traffic does.
-    ``progress(phase, done, total)`` is called after each phase (and per events chunk).
-    """
+def _start(contacts: int, now: datetime | None, events_per_contact: float) -> datetime:
     if contacts < 0:
         raise ValueError(f"contacts must be >= 0, got {contacts}")
     if events_per_contact <= 0:
@@ -570,10 +741,21 @@ def generate(
     now = DEFAULT_NOW if now is None else now
     if now.tzinfo is None:
         raise ValueError(f"now must be timezone-aware, got naive {now.isoformat()}")
-    now = datetime.fromtimestamp(int(now.timestamp()), tz=UTC)
+    return datetime.fromtimestamp(int(now.timestamp()), tz=UTC)
+
+
+def _build(
+    contacts: int,
+    seed: int,
+    now: datetime,
+    events_per_contact: float,
+    report: Progress,
+    take_tables: Callable[[pa.Table, pa.Table], None],
+) -> tuple[dict, _EventContext]:
+    """Contacts and items (handed to ``take_tables`` as soon as they exist, so a writer
+    can drop them), then the events' numpy sources with their sorted ``key``."""
     now_s = int(now.timestamp())
     window_start_s = now_s - WINDOW_DAYS * DAY_S
-    report = progress or (lambda phase, done, total: None)
     rng = np.random.default_rng(seed)
 
     age_s = np.where(
@@ -583,6 +765,7 @@ def generate(
     ).astype(np.int64)
     reg_day = np.maximum(WINDOW_DAYS - age_s // DAY_S - 1, 0)
     contact_table = _contacts(rng, contacts, now_s, now_s - age_s)
+    del age_s
     report("contacts", contacts, contacts)
     n_items = max(200, contacts // 20)
     items, item_top, price = _items(rng, n_items)
@@ -590,26 +773,124 @@ def generate(
 
     n_orphans = contacts // 200
     emailable = contact_table.column("email_subscribed").to_numpy()
+    cid_width = _id_width(contacts + n_orphans, 8)
+    item_ids = items.column("item_id").combine_chunks()
+    take_tables(contact_table, items)
+    del contact_table, items
     people = _people(rng, contacts, n_orphans, reg_day, events_per_contact, emailable)
+    del reg_day, emailable
     rows = _event_rows(rng, people, item_top, window_start_s)
+    del people
     n_rows = len(rows["cid"])
     report("activity", n_rows, n_rows)
-    # one sort of unique keys (ts, row): deterministic whatever algorithm numpy picks
-    rows["key"] = rows.pop("ts").astype(np.int64) * max(n_rows, 1) + np.arange(n_rows)
-    rows["key"].sort()
+    rows["key"] = _sort_key(rows.pop("ts"))
     report("sort", n_rows, n_rows)
-    ctx = {
-        "price": price,
-        "item_ids": items.column("item_id").combine_chunks(),
-        "cid_width": _id_width(contacts + n_orphans, 8),
-    }
-    events = _events_table(rows, window_start_s, ctx)
+    ctx = _EventContext(
+        window_start_s=window_start_s,
+        n_rows=n_rows,
+        customer_ids=_format_ids(
+            "c", np.arange(1, contacts + n_orphans + 1), cid_width
+        ),
+        item_ids=item_ids,
+        price=price,
+    )
+    return rows, ctx
+
+
+def generate(
+    contacts: int,
+    *,
+    seed: int = 0,
+    now: datetime | None = None,
+    events_per_contact: float = 20.0,
+    progress: Progress | None = None,
+) -> DemoData:
+    """Build the demo dataset deterministically from ``seed`` (and ``now``).
+
+    Events lie in ``[now - 365 d, now)``, sorted by ``ts``; about ``events_per_contact``
+    per contact on average, heavy-tailed. Contacts number ``contacts // 200`` more ids
+    appear only in events (unknown ids create contacts), as live traffic does. The
+    events' text columns are dictionary-encoded (``EVENTS_SCHEMA``); ``customer_id``'s
+    dictionary is the contacts' ids followed by the event-only ones.
+    ``progress(phase, done, total)`` is called after each phase.
+
+    Everything is held in memory (~60 bytes per event at the end): for large scales
+    ``write_parquet_streaming`` writes the same data with a much lower peak.
+    """
+    now = _start(contacts, now, events_per_contact)
+    report = progress or (lambda phase, done, total: None)
+    tables: dict[str, pa.Table] = {}
+
+    def keep(contact_table: pa.Table, items: pa.Table) -> None:
+        tables.update(contacts=contact_table, items=items)
+
+    rows, ctx = _build(contacts, seed, now, events_per_contact, report, keep)
+    n_rows = ctx.n_rows
+    events = _events_table(rows, ctx)
     report("events", n_rows, n_rows)
-    return DemoData(contacts=contact_table, items=items, events=events, now=now)
+    return DemoData(
+        contacts=tables["contacts"], items=tables["items"], events=events, now=now
+    )
+
+
+def write_parquet_streaming(
+    contacts: int,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    now: datetime | None = None,
+    events_per_contact: float = 20.0,
+    row_group_size: int = ROW_GROUP_ROWS,
+    progress: Progress | None = None,
+) -> dict[str, Path]:
+    """``generate(...).write_parquet(out_dir)`` without holding the Arrow events.
+
+    The same rows, row for row, in the same files: contacts and items are written and
+    dropped as soon as they exist, and the events are built from the sorted numpy
+    sources one row group at a time, so the peak is those sources (~22 bytes per event)
+    plus one row group: about 5 GB for 10M contacts / 200M events, where ``generate``
+    needs the finished ~60 bytes per event on top. Returns the paths by table name.
+    """
+    now = _start(contacts, now, events_per_contact)
+    if row_group_size <= 0:
+        raise ValueError(f"row_group_size must be > 0, got {row_group_size}")
+    report = progress or (lambda phase, done, total: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / f"{name}.parquet" for name in ("contacts", "items", "events")}
+
+    def write(contact_table: pa.Table, items: pa.Table) -> None:
+        for name, table in (("contacts", contact_table), ("items", items)):
+            _write_table(table, paths[name], row_group_size)
+        # contact_table is dropped by _build next: let the Arrow pool give it back
+        pa.default_memory_pool().release_unused()
+
+    rows, ctx = _build(contacts, seed, now, events_per_contact, report, write)
+    key = rows.pop("key")
+    n = len(key)
+    with pq.ParquetWriter(
+        paths["events"], EVENTS_SCHEMA, **_PARQUET_OPTIONS
+    ) as out_file:
+        for lo in range(0, n, row_group_size):
+            part = key[lo : lo + row_group_size]
+            pos = part % max(n, 1)
+            src = {s: rows[s][pos] for s in ("cid", "kind", "item", "aux", "qty")}
+            batch = pa.record_batch(
+                [ctx.column(name, part, src) for name in EVENTS_SCHEMA.names],
+                schema=EVENTS_SCHEMA,
+            )
+            _write_batch(out_file, batch)
+            report("events", lo + len(part), n)
+    if n == 0:
+        report("events", 0, 0)
+    return paths
 
 
 def main(argv: Sequence[str] | None = None, stderr=None) -> int:
-    """``python -m engine.datagen --contacts 100k --out DIR``: write Parquet files."""
+    """``python -m engine.datagen --contacts 100k --out DIR``: write Parquet files.
+
+    Uses ``write_parquet_streaming``: the same data as ``generate``, a far lower peak.
+    """
     err = stderr or sys.stderr
     parser = argparse.ArgumentParser(
         prog="python -m engine.datagen",
@@ -621,6 +902,7 @@ def main(argv: Sequence[str] | None = None, stderr=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--now", default=DEFAULT_NOW.isoformat(), help="ISO-8601, UTC")
     parser.add_argument("--events-per-contact", type=float, default=20.0)
+    parser.add_argument("--row-group-size", type=int, default=ROW_GROUP_ROWS)
     args = parser.parse_args(argv)
     try:
         contacts = parse_scale(args.contacts)
@@ -637,15 +919,17 @@ def main(argv: Sequence[str] | None = None, stderr=None) -> int:
                 f"[{elapsed:7.1f}s] {phase:<9} {done:>13,} rows", file=err, flush=True
             )
 
-    data = generate(
+    paths = write_parquet_streaming(
         contacts,
+        args.out,
         seed=args.seed,
         now=now,
         events_per_contact=args.events_per_contact,
+        row_group_size=args.row_group_size,
         progress=show,
     )
-    for name, path in data.write_parquet(args.out).items():
-        rows = getattr(data, name).num_rows
+    for name, path in paths.items():
+        rows = pq.ParquetFile(path).metadata.num_rows
         show(f"wrote {name} to {path}:", rows, rows)
     return 0
 

@@ -104,3 +104,51 @@ def rows_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
         for k in range(n_tail):
             o[pos + k] = tail_lo + k
     return out
+
+
+def count_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
+                      const row_t[::1] rows, row_t limit, const cid_t[::1] cid,
+                      row_t r0, row_t r1):
+    """Events in [r0, r1) per candidate (uint32, aligned with the sorted `cand_cids`).
+
+    For conditions with no filter on the events ("viewed anything 5+ times in 30 days"):
+    the indexed part is two binary searches per contact, no row is read; the unindexed
+    tail [max(r0, limit), r1) is scanned and each row's contact looked up among the
+    candidates.
+    """
+    cdef Py_ssize_t n_cand = cand_cids.shape[0], n_idx = offsets.shape[0] - 1
+    cdef Py_ssize_t j, a, b, lo, hi_, k
+    cdef row_t hi = r1 if r1 < limit else limit
+    cdef row_t tail_lo = r0 if r0 > limit else limit
+    cdef row_t r
+    cdef cid_t c
+    if r1 > cid.shape[0]:
+        raise ValueError(f"window end {r1} beyond the log of {cid.shape[0]} rows")
+    out = np.zeros(n_cand, dtype=np.uint32)
+    cdef uint32_t[::1] o = out
+    if n_idx < 0:
+        n_idx = 0
+    with nogil:
+        if hi > r0:
+            for j in range(n_cand):
+                c = cand_cids[j]
+                if c >= n_idx:
+                    continue
+                a = offsets[c]
+                b = offsets[c + 1]
+                if b > a:
+                    o[j] = <uint32_t> (_lower_bound(&rows[a], b - a, hi)
+                                       - _lower_bound(&rows[a], b - a, r0))
+        for r in range(tail_lo, r1):
+            c = cid[r]
+            lo = 0
+            hi_ = n_cand
+            while lo < hi_:
+                k = (lo + hi_) >> 1
+                if cand_cids[k] < c:
+                    lo = k + 1
+                else:
+                    hi_ = k
+            if lo < n_cand and cand_cids[lo] == c:
+                o[lo] += 1
+    return out

@@ -27,6 +27,7 @@ from engine.segments.plan import Node
 from engine.store import Store
 from engine.timeutil import duration_s, period_bounds_s
 from native import contactindex, eventscan
+from native.bitset import cids_to_bitmap
 
 U64_MAX = 2**64 - 1
 # Gather postings only when they cover less than this share of the window's rows: beyond it
@@ -203,6 +204,13 @@ class EventNode(Node):
                     store, then["event"], then.get("where", []), f"{path}.then_no"
                 ),
             )
+        # No filter, sum or "then no": a count per contact decides (see _count_candidates).
+        self._plain = not (
+            self.filters.code_filters
+            or self.filters.amount_intervals
+            or self.use_sum
+            or self.then is not None
+        )
         zero_sum_ok = not self.use_sum or self.sum_min <= 0 <= self.sum_max
         self.zero_qualifies = self.count_min == 0 and zero_sum_ok
 
@@ -213,6 +221,17 @@ class EventNode(Node):
         r0, r1 = log.window(self.lo_s, self.hi_s)
         rows = min(self.filters.estimate_rows(log, r0, r1), float(ctx.n))
         return max(0.0, ctx.n - rows) if self.zero_qualifies else rows
+
+    def _count_candidates(self, ctx: Context, log, cand: BitMap, r0: int, r1: int):
+        """A condition with no filter, sum or "then no" only needs each candidate's number
+        of events in the window: two binary searches in its contact-major rows."""
+        offsets, rows, limit = log.contact_index(ctx.n)
+        cids = np.frombuffer(cand.to_array(), dtype=np.uint32)
+        counts = contactindex.count_of_contacts(
+            cids, offsets, rows, limit, log.cid, r0, r1
+        )
+        ok = (counts >= self.count_min) & (counts <= min(self.count_max, 2**32 - 1))
+        return cids_to_bitmap(np.ascontiguousarray(cids[ok]))
 
     def _then_keys(
         self, ctx: Context, cand: BitMap | None, cand_words, only_cid: int = -1
@@ -252,6 +271,12 @@ class EventNode(Node):
         if log is None:
             return base.copy() if self.zero_qualifies else BitMap()
         r0, r1 = log.window(self.lo_s, self.hi_s)
+        if (
+            cand is not None
+            and self._plain
+            and len(cand) * 2 * CONTACT_SEEK_COST < r1 - r0
+        ):
+            return self._count_candidates(ctx, log, cand, r0, r1)
         bound = self.filters.bind(log, r0, r1, cand, ctx.n)
         if bound is None:
             return base.copy() if self.zero_qualifies else BitMap()
