@@ -7,9 +7,12 @@ calls release the GIL, so reads run on all cores. See docs/engine-api.md.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +26,7 @@ from engine import ingest
 from engine.errors import ContactNotFound, InvalidInput
 from engine.results import SegmentResult
 from engine.rwlock import RWLock
+from engine.segments.ast import canonical_key
 from engine.segments.compile import Compiler
 from engine.segments.context import Context
 from engine.segments.registry import SavedSegment, SegmentRegistry
@@ -30,6 +34,7 @@ from engine.store import Store
 from engine.timeutil import resolve_now
 
 Query = str | dict
+RESULT_CACHE_SIZE = 64  # evaluated segments kept until the next write
 Source = str | Path | pa.Table | pa.RecordBatch | list
 
 
@@ -81,6 +86,21 @@ class Engine:
         self.segments = SegmentRegistry()
         self._lock = RWLock()
         self._started = time.time()
+        # Results of recent evaluations, valid until the next mutation (see segment()).
+        self._results: collections.OrderedDict[tuple, BitMap] = (
+            collections.OrderedDict()
+        )
+        self._results_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The write lock; on the way out every cached result is dropped."""
+        with self._lock.write():
+            try:
+                yield
+            finally:
+                with self._results_lock:
+                    self._results.clear()
 
     # -- ingest -----------------------------------------------------------------------
     def load_contacts(
@@ -97,7 +117,7 @@ class Engine:
         batch = ingest.validate_attributes(
             table, self.store.contacts, "contacts", "customer_id", schema
         )
-        with self._lock.write():
+        with self._writing():
             ingest.apply_attributes(
                 self.store.contacts, batch, self.store.contacts.ensure
             )
@@ -117,7 +137,7 @@ class Engine:
         batch = ingest.validate_attributes(
             table, self.store.catalog, "items", "item_id"
         )
-        with self._lock.write():
+        with self._writing():
             ingest.apply_attributes(
                 self.store.catalog, batch, self.store.catalog.ensure
             )
@@ -145,7 +165,7 @@ class Engine:
             if progress:
                 progress("validate", total)
         parts: dict[str, list] = {}
-        with self._lock.write():
+        with self._writing():
             for first, chunk in ingest.event_chunks(source, rows_per_chunk):
                 batch = ingest.validate_chunk(chunk, first)
                 for name, rows in ingest.encode_events(self.store, batch).items():
@@ -169,7 +189,7 @@ class Engine:
         if table.num_rows == 0:
             return LoadReport("events", 0, time.perf_counter() - t0)
         valid = ingest.validate_events(table)
-        with self._lock.write():
+        with self._writing():
             ingest.apply_events(self.store, valid)
         return LoadReport("events", table.num_rows, time.perf_counter() - t0)
 
@@ -187,8 +207,20 @@ class Engine:
         """Members of a segment (DSL text or AST) as of `now`."""
         ast, _ = _to_ast(query)
         now_s = resolve_now(now)
+        key = (canonical_key(ast), now_s)
         with self._lock.read():
-            bitmap = self._evaluate(ast, now_s, deadline, None)
+            with self._results_lock:
+                bitmap = self._results.get(key)
+                if bitmap is not None:
+                    self._results.move_to_end(key)
+            if bitmap is None:
+                bitmap = self._evaluate(ast, now_s, deadline, None)
+                with self._results_lock:
+                    # Dashboards and send pipelines ask the same segment again and again
+                    # between writes; the same (query, now) needs no second evaluation.
+                    self._results[key] = bitmap
+                    while len(self._results) > RESULT_CACHE_SIZE:
+                        self._results.popitem(last=False)
         return SegmentResult(bitmap, self.store.contacts.external_ids, now_s)
 
     def _evaluate(
@@ -268,7 +300,7 @@ class Engine:
     ) -> SavedSegment:
         """Save a segment; a static one is evaluated now and its members frozen."""
         ast, text = _to_ast(query)
-        with self._lock.write():
+        with self._writing():
             self.segments.check_name(name)
             self.segments.check_references(name, ast)
             members = None
@@ -296,7 +328,7 @@ class Engine:
     ) -> SavedSegment:
         """Change a segment's query (a static one is re-frozen now)."""
         ast, text = _to_ast(query)
-        with self._lock.write():
+        with self._writing():
             old = self.segments.get(name)
             self.segments.check_references(name, ast)
             members = None
@@ -307,7 +339,7 @@ class Engine:
             return self.segments.update(name, ast, text, version, members)
 
     def delete_segment(self, name: str) -> None:
-        with self._lock.write():
+        with self._writing():
             self.segments.delete(name)
 
     # -- admin --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ class SegmentResult:
 
     ``bitmap`` holds internal contact ids (cids); ``ids`` / ``sample`` / ``iter_ids`` turn
     them into external customer_ids, in ascending cid order, a page at a time.
+    The bitmap may be shared with the engine's result cache: treat it as read-only.
     """
 
     def __init__(

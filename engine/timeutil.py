@@ -26,7 +26,9 @@ _HAS_ZONE = r"(Z|z|[+-]\d\d:?\d\d)$"
 def resolve_now(now: datetime | float | int | None) -> float:
     """`now` of an evaluation as epoch seconds: a datetime (naive = UTC), a number, or the clock."""
     if now is None:
-        return datetime.now(UTC).timestamp()
+        # The current second: event times are whole seconds, and repeated requests within
+        # a second then ask the same question (and hit the engine's result cache).
+        return float(math.floor(datetime.now(UTC).timestamp()))
     if isinstance(now, datetime):
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)

@@ -555,3 +555,24 @@ def test_stats(eng: Engine) -> None:
     )
     assert s["bytes_per_event"] > 0 and s["bytes_per_contact"] > 0
     assert s["segments"] == 0
+
+
+def test_result_cache_is_dropped_by_every_write() -> None:
+    # Repeated (query, now) pairs are served from the result cache; any write must
+    # invalidate it, or a count would miss the events just ingested.
+    eng = build()
+    q = "view() in last 7 days"
+    first = eng.segment(q, NOW)
+    assert eng.segment(q, NOW).bitmap is first.bitmap  # served from the cache
+    eng.append_events([e("f", NOW - 60, "view", "i1")])
+    after = eng.segment(q, NOW)
+    assert after.bitmap is not first.bitmap
+    assert set(after.ids()) == set(first.ids()) | {"f"}
+    eng.upsert_contact("zz", city="Nowhere")
+    assert eng.segment(q, NOW).bitmap is not after.bitmap
+
+
+def test_now_defaults_to_the_current_second() -> None:
+    from engine.timeutil import resolve_now
+
+    assert resolve_now(None) == int(resolve_now(None))
