@@ -318,7 +318,7 @@ class EventNode(Node):
         out = super().describe(ctx, cid)
         details: dict = {
             "event": self.etype,
-            "matched": 0,
+            "event_count": 0,
             "window": _iso_window(self.lo_s, self.hi_s),
         }
         log = ctx.store.logs.get(self.etype)
@@ -344,7 +344,7 @@ class EventNode(Node):
                     False,
                 )
                 times = log.ts[rows]
-                details["matched"] = int(len(rows))
+                details["event_count"] = int(len(rows))
                 details["times"] = [_iso(t) for t in times[-MAX_SHOWN_TIMES:].tolist()]
                 if self.use_sum:
                     amounts = (

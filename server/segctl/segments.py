@@ -159,12 +159,42 @@ def cmd_sample(cli: Cli) -> int:
     return 0
 
 
+def _shown(value: object) -> str:
+    """A detail value as people read it (gRPC's Struct turns every number into a float)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def _evidence(d: dict) -> str:
+    """Why a condition holds for the contact, in a few words (the engine's details)."""
+    if "attribute" in d:
+        return f"{d['attribute']} = {_shown(d.get('value'))}"
+    if "aggregate" in d:
+        return f"{d['aggregate']} = {_shown(d.get('value'))}"
+    if "event" in d:
+        n = int(d.get("event_count") or 0)
+        text = f"{n} {d['event']} event{'s' if n != 1 else ''} in the window"
+        if d.get("sum") is not None:
+            text += f", sum {d['sum']:g}"
+        times = d.get("times") or []
+        if times:
+            text += f", last {times[-1]}"
+        return text
+    if "segment" in d:
+        return f"{'static' if d.get('static') else 'dynamic'} segment {d['segment']!r}"
+    return ""
+
+
 def _tree_rows(node: dict, depth: int, rows: list, with_match: bool) -> None:
     label = ("  " * depth) + (node.get("condition") or node.get("kind") or "?")
     row = [label, human_int(node.get("count")), f"{node.get('duration_ms', 0.0):.3f}"]
     if with_match:
         matched = node.get("matched")
         row.append("" if matched is None else ("yes" if matched else "no"))
+        row.append(_evidence(node.get("details") or {}))
     rows.append(row)
     for child in node.get("children", []):
         _tree_rows(child, depth + 1, rows, with_match)
@@ -187,8 +217,8 @@ def cmd_explain(cli: Cli) -> int:
         _tree_rows(res["contact"], 0, rows, True)
         cli.line("")
         cli.table(
-            ["condition", "matched"],
-            [[r[0], r[3]] for r in rows],
+            ["condition", "matched", "evidence"],
+            [[r[0], r[3], r[4]] for r in rows],
             title=f"customer {a.customer}",
         )
         cli.line(

@@ -473,7 +473,7 @@ def test_explain_tree(eng: Engine) -> None:
     assert attr["holds"] and attr["details"] == {"attribute": "gender", "value": "m"}
     assert event["holds"]
     d = event["details"]
-    assert d["event"] == "view" and d["matched"] == 2
+    assert d["event"] == "view" and d["event_count"] == 2
     assert d["times"] == [iso(NOW - 2 * D), iso(NOW - 1 * D)]
     assert d["count_range"] == [2, 5]
     assert d["window"] == [iso(NOW - 30 * D), iso(NOW)]
@@ -484,14 +484,14 @@ def test_explain_non_member(eng: Engine) -> None:
     assert out["member"] is False
     attr, event = out["tree"]["children"]
     assert attr["holds"] is False and attr["details"]["value"] == "f"
-    assert event["holds"] is True and event["details"]["matched"] == 3
+    assert event["holds"] is True and event["details"]["event_count"] == 3
     out = eng.explain("not view()", "f", NOW)
     assert out["member"] is True
-    assert out["tree"]["children"][0]["details"]["matched"] == 0
+    assert out["tree"]["children"][0]["details"]["event_count"] == 0
     out = eng.explain("order() sum(amount) >= 100", "a", NOW)
     assert out["tree"]["details"]["sum"] == 170.0
     out = eng.explain("add_to_cart() then no order within 7 days", "h", NOW)
-    assert out["member"] is False and out["tree"]["details"]["matched"] == 0
+    assert out["member"] is False and out["tree"]["details"]["event_count"] == 0
     out = eng.explain("orders_count >= 2", "c", NOW)
     assert out["tree"]["details"] == {"aggregate": "orders_count", "value": 2}
     with pytest.raises(ContactNotFound):
