@@ -14,18 +14,8 @@ from libc.stdint cimport uint32_t
 
 import numpy as np
 
+from native._search cimport lower_bound as _lower_bound
 from native._types cimport cid_t, row_t
-
-
-cdef inline Py_ssize_t _lower_bound(const row_t* rows, Py_ssize_t n, row_t key) noexcept nogil:
-    cdef Py_ssize_t lo = 0, hi = n, mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if rows[mid] < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 def build(const cid_t[::1] cid, Py_ssize_t n_contacts):

@@ -15,19 +15,8 @@ from libc.string cimport memmove, memset
 
 import numpy as np
 
+from native._search cimport lower_bound as _lower_bound
 from native._types cimport NO_CODE, code_t, row_t
-
-
-cdef inline Py_ssize_t _lower_bound(const row_t* rows, Py_ssize_t n, row_t key) noexcept nogil:
-    """First index i with rows[i] >= key (n if none)."""
-    cdef Py_ssize_t lo = 0, hi = n, mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if rows[mid] < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 cdef class Postings:
