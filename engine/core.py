@@ -81,8 +81,10 @@ def _to_ast(query: Query) -> tuple[dict, str]:
 class Engine:
     """One shard of segd (see module docstring and docs/engine-api.md)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, result_cache_size: int = RESULT_CACHE_SIZE) -> None:
+        """`result_cache_size`: segment results kept between writes (0 turns it off)."""
         self.store = Store()
+        self.result_cache_size = result_cache_size
         self.segments = SegmentRegistry()
         self._lock = RWLock()
         self._started = time.time()
@@ -203,23 +205,32 @@ class Engine:
         now: datetime | float | None = None,
         *,
         deadline: float | None = None,
+        cache: bool = True,
     ) -> SegmentResult:
-        """Members of a segment (DSL text or AST) as of `now`."""
+        """Members of a segment (DSL text or AST) as of `now`.
+
+        With `cache` (the default) a result computed for the same canonical query and
+        `now` since the last write is reused; benchmarks pass ``cache=False``.
+        """
         ast, _ = _to_ast(query)
         now_s = resolve_now(now)
         key = (canonical_key(ast), now_s)
+        cache = cache and self.result_cache_size > 0
         with self._lock.read():
-            with self._results_lock:
-                bitmap = self._results.get(key)
-                if bitmap is not None:
-                    self._results.move_to_end(key)
+            bitmap = None
+            if cache:
+                with self._results_lock:
+                    bitmap = self._results.get(key)
+                    if bitmap is not None:
+                        self._results.move_to_end(key)
             if bitmap is None:
                 bitmap = self._evaluate(ast, now_s, deadline, None)
+            if cache:
                 with self._results_lock:
                     # Dashboards and send pipelines ask the same segment again and again
                     # between writes; the same (query, now) needs no second evaluation.
                     self._results[key] = bitmap
-                    while len(self._results) > RESULT_CACHE_SIZE:
+                    while len(self._results) > self.result_cache_size:
                         self._results.popitem(last=False)
         return SegmentResult(bitmap, self.store.contacts.external_ids, now_s)
 
@@ -236,8 +247,9 @@ class Engine:
         now: datetime | float | None = None,
         *,
         deadline: float | None = None,
+        cache: bool = True,
     ) -> int:
-        return self.segment(query, now, deadline=deadline).count()
+        return self.segment(query, now, deadline=deadline, cache=cache).count()
 
     def profile(
         self,

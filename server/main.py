@@ -68,6 +68,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="RPC worker threads; each open stream holds one (default %(default)s)",
     )
     p.add_argument(
+        "--result-cache",
+        type=int,
+        default=Settings.result_cache,
+        help="segment results kept until the next write; 0 disables (default %(default)s)",
+    )
+    p.add_argument(
         "--max-message-mb",
         type=int,
         default=Settings.max_message_mb,
@@ -119,6 +125,7 @@ def settings_from_args(
     for key in (
         "workers",
         "max_message_mb",
+        "result_cache",
         "demo",
         "metrics_port",
         "grace_seconds",
@@ -170,7 +177,7 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
     configure_logging(settings.log_level, stderr)
     from engine import Engine
 
-    engine = Engine()
+    engine = Engine(result_cache_size=settings.result_cache)
     try:
         if settings.data_dir:
             os.makedirs(settings.data_dir, exist_ok=True)

@@ -31,6 +31,9 @@ class Settings:
     # Largest request / response message in MiB; bigger requests get RESOURCE_EXHAUSTED.
     # A 64 MiB Arrow batch is ~1-2M events; the server may buffer `workers` of them.
     max_message_mb: int = 64
+    # Segment results kept between writes, so repeated counts of the same segment cost
+    # one evaluation per write (default 64; 0 turns the cache off, e.g. to measure).
+    result_cache: int = 64
     # Generate and load a demo dataset of this many contacts before serving (0: none).
     demo: int = 0
     # Port of the Prometheus /metrics endpoint on the listen host; None: off, 0: any free.

@@ -65,10 +65,10 @@ class Adapter:
                     existing.add(name)
 
     def count(self, name: str) -> int:
-        return self.eng.segment(self.queries[name], self.now).count()
+        return self.eng.segment(self.queries[name], self.now, cache=False).count()
 
     def members(self, name: str) -> list[str]:
-        return self.eng.segment(self.queries[name], self.now).ids()
+        return self.eng.segment(self.queries[name], self.now, cache=False).ids()
 
     def profile(self, name: str) -> dict:
         return self.eng.profile(self.queries[name], self.now)
