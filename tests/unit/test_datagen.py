@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,7 +11,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from engine.datagen import DEFAULT_NOW, EVENT_TYPES, generate, main, parse_scale
+from engine import datagen
+from engine.datagen import (
+    DEFAULT_NOW,
+    EVENT_TYPES,
+    EVENTS_SCHEMA,
+    generate,
+    main,
+    parse_scale,
+    write_parquet_streaming,
+)
 
 N = 3000
 
@@ -155,7 +165,8 @@ def test_typical_queries_select_a_strict_subset(demo) -> None:
         ev["ts"], pa.scalar(now - timedelta(days=14), ev["ts"].type)
     )
     opened = ev.filter(pc.and_(recent, pc.equal(ev["type"], "email_open")))
-    assert 0 < pc.count_distinct(opened["customer_id"]).as_py() < N
+    opened_ids = opened["customer_id"].cast(pa.string())  # no dictionary kernel
+    assert 0 < pc.count_distinct(opened_ids).as_py() < N
     orders = ev.filter(pc.equal(ev["type"], "order"))
     per = orders.group_by("customer_id").aggregate([("order_id", "count_distinct")])
     assert 0 < int((per["order_id_count_distinct"].to_numpy() >= 3).sum()) < N
@@ -177,13 +188,114 @@ def test_now_and_empty_edge_cases() -> None:
         generate(10, now=datetime(2024, 3, 1))
 
 
-def test_write_parquet_round_trips(tmp_path) -> None:
-    data = generate(50, seed=1)
-    paths = data.write_parquet(tmp_path / "out")
+def _decoded(table: pa.Table) -> pa.Table:
+    """``table`` with dictionary columns as plain values, ts in seconds, one chunk."""
+    cols = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.timestamp("s", tz="UTC"))
+        cols[name] = col
+    return pa.table(cols).combine_chunks()
+
+
+def test_values_are_pinned_to_the_plain_string_generator(demo) -> None:
+    """The dictionary / block-wise rewrite kept every value (digest of the old output)."""
+    ev = demo.events
+    assert ev.num_rows == 62219
+    assert pc.sum(ev["ts"].cast(pa.int64())).as_py() == 108074330658756
+    digest = hashlib.sha256()
+    for name in ev.column_names:
+        digest.update("\x1f".join(map(str, ev[name].to_pylist())).encode())
+    assert digest.hexdigest() == (
+        "76aebdba485cff0ea6005be288ab8dc4c0ab24c79f5a4020f9fb06fda39ce8d8"
+    )
+
+
+def test_events_text_columns_are_dictionaries(demo) -> None:
+    ev = demo.events
+    assert ev.schema == EVENTS_SCHEMA
+    assert ev.schema.field("order_id").type == pa.string()  # unique per order: plain
+    ids = ev["customer_id"]
+    for chunk in ids.chunks:  # one dictionary: contacts' ids, then event-only ids
+        assert chunk.dictionary.equals(ids.chunk(0).dictionary)
+    assert len(ids.chunk(0).dictionary) == N + N // 200
+    assert (
+        ids.chunk(0)
+        .dictionary.slice(0, N)
+        .equals(demo.contacts["customer_id"].combine_chunks())
+    )
+    assert ev["type"].chunk(0).dictionary.to_pylist() == list(EVENT_TYPES)
+    assert (
+        ev["item_id"].chunk(0).dictionary.equals(demo.items["item_id"].combine_chunks())
+    )
+    assert ev["item_id"].null_count == pc.sum(
+        pc.invert(pc.is_in(ev["type"].cast(pa.string()), pa.array(
+            ["view", "add_to_cart", "add_to_favorites", "remove_from_cart", "order"]
+        )))
+    ).as_py()  # fmt: skip
+
+
+def test_block_size_does_not_change_the_data(monkeypatch, demo) -> None:
+    monkeypatch.setattr(datagen, "_BLOCK", 997)  # draws split at odd places
+    small_blocks = generate(N, seed=7)
+    for name in ("contacts", "items", "events"):
+        assert getattr(small_blocks, name).equals(getattr(demo, name)), name
+
+
+def test_write_parquet_round_trips(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(datagen, "_COMPACT_OVER", 8)  # compact customer and item ids
+    data = generate(500, seed=1)
+    paths = data.write_parquet(tmp_path / "out", row_group_size=2000)
     assert set(paths) == {"contacts", "items", "events"}
     back = pq.read_table(paths["events"])  # Parquet has no seconds unit: ms on disk
-    assert back.cast(data.events.schema).equals(data.events.combine_chunks())
-    assert pq.read_table(paths["contacts"]).num_rows == 50
+    for field in EVENTS_SCHEMA:  # dictionaries read back as dictionaries
+        if field.name != "ts":
+            assert back.schema.field(field.name).type == field.type, field.name
+    assert _decoded(back).equals(_decoded(data.events))
+    meta = pq.ParquetFile(paths["events"]).metadata
+    assert meta.num_row_groups == -(-data.events.num_rows // 2000)
+    first = pq.ParquetFile(paths["events"]).read_row_group(0)["customer_id"]
+    assert len(first.chunk(0).dictionary) < len(
+        data.events["customer_id"].chunk(0).dictionary
+    )
+    assert _decoded(pq.read_table(paths["contacts"])).equals(_decoded(data.contacts))
+    assert pq.read_table(paths["items"]).equals(data.items)
+
+
+def test_streaming_writer_writes_exactly_what_generate_builds(tmp_path) -> None:
+    phases = []
+    paths = write_parquet_streaming(
+        N, tmp_path / "s", seed=7, row_group_size=5000,
+        progress=lambda phase, done, total: phases.append((phase, done, total)),
+    )  # fmt: skip
+    data = generate(N, seed=7)
+    for name in ("contacts", "items", "events"):
+        back = pq.read_table(paths[name])
+        assert back.schema.names == getattr(data, name).schema.names, name
+        assert _decoded(back).equals(_decoded(getattr(data, name))), name
+    events = pq.read_table(paths["events"])
+    assert pa.types.is_dictionary(events.schema.field("customer_id").type)
+    assert pq.ParquetFile(paths["events"]).metadata.num_row_groups == -(
+        -data.events.num_rows // 5000
+    )
+    assert [p for p, _, _ in phases if p != "events"] == [
+        "contacts", "items", "activity", "sort"
+    ]  # fmt: skip
+    assert phases[-1] == ("events", data.events.num_rows, data.events.num_rows)
+    other = write_parquet_streaming(N, tmp_path / "o", seed=8)
+    assert not pq.read_table(other["events"]).equals(events)
+
+
+def test_streaming_writer_edge_cases(tmp_path) -> None:
+    paths = write_parquet_streaming(0, tmp_path / "empty")
+    back = pq.read_table(paths["events"])
+    assert back.num_rows == 0 and back.schema.names == EVENTS_SCHEMA.names
+    with pytest.raises(ValueError, match="row_group_size"):
+        write_parquet_streaming(10, tmp_path / "bad", row_group_size=0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        write_parquet_streaming(10, tmp_path / "bad", now=datetime(2024, 3, 1))
 
 
 def test_cli_writes_files_and_reports_phases(tmp_path, capsys) -> None:
@@ -191,6 +303,8 @@ def test_cli_writes_files_and_reports_phases(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "contacts" in err and "events" in err and "wrote" in err
     assert pq.read_table(tmp_path / "contacts.parquet").num_rows == 200
+    back = pq.read_table(tmp_path / "events.parquet")  # the streaming writer's output
+    assert _decoded(back).equals(_decoded(generate(200).events))
 
 
 @pytest.mark.parametrize(
