@@ -124,12 +124,15 @@ def _events(contacts: int):
     Live events come at the end of the log; a year-long batch would instead take the
     late-arrival merge path (rows after its earliest time move), which is a different
     measurement (``--keep-times``)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from engine.datagen import generate
 
     events = generate(contacts, seed=7).events
-    ids = pc.binary_join_element_wise(PREFIX, events["customer_id"], "")
+    ids = pc.binary_join_element_wise(
+        PREFIX, events["customer_id"].cast(pa.string()), ""
+    )
     return events.set_column(0, "customer_id", ids).combine_chunks()
 
 
