@@ -158,6 +158,9 @@ class AgeAttr(NumericAttr):
 class CategoryAttr(AttrNode):
     """Text attribute: per-value bitmaps when the column has them, else a code scan."""
 
+    def cost(self, ctx: Context) -> float:
+        return 0.2 if self.column.has_bitmaps() else 1.0  # a bitmap AND vs a lookup
+
     def __init__(self, ast, key, column: CategoryColumn, where: str) -> None:
         super().__init__(ast, key)
         self.column = column
@@ -218,6 +221,9 @@ class CategoryAttr(AttrNode):
 
 class TagsAttr(AttrNode):
     """Tag-set attribute: contains_any / contains_all / = (contains) over per-tag bitmaps."""
+
+    def cost(self, ctx: Context) -> float:
+        return 0.2
 
     def __init__(self, ast, key, column: TagsColumn, where: str) -> None:
         super().__init__(ast, key)

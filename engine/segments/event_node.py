@@ -222,6 +222,24 @@ class EventNode(Node):
         rows = min(self.filters.estimate_rows(log, r0, r1), float(ctx.n))
         return max(0.0, ctx.n - rows) if self.zero_qualifies else rows
 
+    def cost(self, ctx: Context) -> float:
+        """Per candidate: a seek into its rows plus its rows in the window (and in the
+        "then no" window), at the measured relative costs."""
+        n = max(1, ctx.n)
+        cost = CONTACT_SEEK_COST
+        log = ctx.store.logs.get(self.etype)
+        if log is not None:
+            r0, r1 = log.window(self.lo_s, self.hi_s)
+            cost += CONTACT_ROW_COST * (r1 - r0) / n
+        if self.then is not None:
+            then_log = ctx.store.logs.get(self.then[0])
+            if then_log is not None:
+                r0, r1 = then_log.window(
+                    self.lo_s, min(self.hi_s + self.then[1], 2**32)
+                )
+                cost += CONTACT_SEEK_COST + CONTACT_ROW_COST * (r1 - r0) / n
+        return cost
+
     def _count_candidates(self, ctx: Context, log, cand: BitMap, r0: int, r1: int):
         """A condition with no filter, sum or "then no" only needs each candidate's number
         of events in the window: two binary searches in its contact-major rows."""
