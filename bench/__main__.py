@@ -3,10 +3,12 @@
     python -m bench --contacts 1m --rounds 5          # tables on the terminal
     python -m bench --contacts 100k --json            # the JSON record only, on stdout
     python -m bench --contacts 1m --markdown          # a table for BENCHMARKS.md
+    python -m bench --contacts 10m --engines segd     # segd alone (DuckDB cannot fit)
     python -m bench grpc --address 127.0.0.1:50051    # drive a running segd server
 
 Progress and phase messages go to stderr, so ``--json`` output stays clean. Exit codes:
-0 every query matched, 1 a query's members differ between the engines (or an engine
+0 every query matched (or, with ``--engines segd``, segd answered every query), 1 a
+query's members differ between the engines (or an engine
 failed), 2 usage error.
 """
 
@@ -50,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="segd threads; with 2+, the reference segment is also run concurrently "
         "to show GIL-free scaling",
+    )
+    p.add_argument(
+        "--engines",
+        default="segd,duckdb",
+        help="comma-separated engines to run: segd,duckdb or segd alone (no DuckDB "
+        "worker, no member comparison; for scales DuckDB cannot load in memory)",
     )
     p.add_argument(
         "--duckdb-threads",
@@ -163,6 +171,7 @@ def run_suite(args) -> int:
         threads=args.threads,
         duckdb_threads=args.duckdb_threads,
         profile=not args.no_profile,
+        engines=args.engines,
     )
     with ui.progress("loading", 3) as update:
         raw = runner.run(ds, queries, opts, ui.say, update, full_suite=not args.queries)
@@ -184,12 +193,33 @@ def run_suite(args) -> int:
     for line in bad:
         ui.err.print(f"[bold red]MISMATCH {line}[/bold red]")
     if bad:
+        what = (
+            "gave different members on segd and DuckDB"
+            if "duckdb" in opts.engines
+            else "failed on segd"
+        )
         ui.err.print(
             f"[bold red]FAILED: {len(bad)} quer{'y' if len(bad) == 1 else 'ies'} "
-            "gave different members on segd and DuckDB[/bold red]"
+            f"{what}[/bold red]"
         )
         return 1
     return 0
+
+
+def parse_engines(text: str) -> tuple[str, ...]:
+    """``"segd,duckdb"`` -> ``("segd", "duckdb")``; segd is required (the suite is
+    segd's: DuckDB is only ever the comparison)."""
+    from bench.side_by_side.runner import ENGINES
+
+    chosen = _split(text) or []
+    unknown = [e for e in chosen if e not in ENGINES]
+    if unknown:
+        raise ValueError(
+            f"unknown engine {unknown[0]!r} (choose from {', '.join(ENGINES)})"
+        )
+    if "segd" not in chosen:
+        raise ValueError("--engines must include segd (DuckDB is the comparison)")
+    return tuple(e for e in ENGINES if e in chosen)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -219,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rounds must be >= 1")
     if args.threads < 1:
         parser.error("--threads must be >= 1")
+    try:
+        args.engines = parse_engines(args.engines)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         from engine.datagen import parse_scale
 

@@ -21,7 +21,8 @@ TARGETS = {
     "min_ratio": 1.0,  # and never slower on any query
     "reference_contacts_per_s": 100e6,  # at 10M contacts
     "load_events_per_s": 2e6,
-    "bytes_per_event": 16.0,
+    "index_bytes_per_event": 16.0,  # postings + contact-major index
+    "bytes_per_contact": 64.0,  # id map + aggregates, attribute payload not counted
 }
 
 
@@ -88,7 +89,13 @@ def _targets(rec: dict) -> list[dict]:
             | ({"note": note} if note else {})
         )
 
-    if ratios:
+    if "duckdb" not in rec["engines"]:
+        for name, goal in (
+            ("median ratio (DuckDB ms / segd ms)", ">= 10"),
+            ("slowest ratio (never slower)", ">= 1"),
+        ):
+            add(name, None, goal, None, "DuckDB not run (--engines segd)")
+    elif ratios:
         med = statistics.median(ratios)
         subset = "" if rec["full_suite"] else "a subset of the suite ran"
         add(
@@ -117,22 +124,45 @@ def _targets(rec: dict) -> list[dict]:
         )
     eps = rec["load"]["events_per_s"]
     add("bulk load events/s", eps, ">= 2M", eps >= TARGETS["load_events_per_s"])
-    bpe = rec["memory"]["segd_bytes_per_event"]
-    add("bytes per event (indexes)", round(bpe, 2), "<= 16", bpe <= 16)
+    ibpe = rec["memory"]["segd_index_bytes_per_event"]
+    if ibpe is not None:
+        add(
+            "index bytes per event (postings + contact-major)",
+            round(ibpe, 2),
+            "<= 16",
+            ibpe <= TARGETS["index_bytes_per_event"],
+        )
+    bpc = rec["memory"]["segd_bytes_per_contact_without_attributes"]
+    if bpc is not None:
+        add(
+            "bytes per contact (id map + aggregates; + attribute payload)",
+            round(bpc, 2),
+            "<= 64",
+            bpc <= TARGETS["bytes_per_contact"],
+        )
     return out
+
+
+def _per_contact_without_attributes(stats: dict) -> float | None:
+    mem, n = stats.get("memory_bytes") or {}, stats.get("contacts")
+    if not n or "idmap" not in mem or "aggregates" not in mem:
+        return None
+    return (mem["idmap"] + mem["aggregates"]) / n
 
 
 def build_record(
     raw: dict, ds: Dataset, opts, machine: dict, command: str, load_end: list[float]
 ) -> dict:
     """The JSON record of one run (see docs/benchmarks.md for the keys)."""
-    segd_stats, duck_stats = raw["stats"]["segd"], raw["stats"]["duckdb"]
+    engines = raw.get("engines", ["segd", "duckdb"])
+    segd_stats, duck_stats = raw["stats"]["segd"], raw["stats"].get("duckdb") or {}
     contacts, events = segd_stats["contacts"], segd_stats["events"]
     loads = raw["loads"]
+    duck = loads.get("duckdb")  # None: DuckDB did not run (--engines segd)
     segd_load = sum(loads["segd"]["seconds"].values())
-    duck_load = sum(loads["duckdb"]["seconds"].values())
+    duck_load = sum(duck["seconds"].values()) if duck else None
     segd_events_s = loads["segd"]["seconds"]["events"]
-    duck_events_s = loads["duckdb"]["seconds"]["events"]
+    duck_events_s = duck["seconds"]["events"] if duck else None
     rec = {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": command,
@@ -145,42 +175,50 @@ def build_record(
         "items": ds.items,
         "rounds": opts.rounds,
         "full_suite": raw["full_suite"],
-        "engines": raw["labels"],
+        "engines": engines,
+        "engine_labels": raw["labels"],
         "queries": [_query_record(r, contacts) for r in raw["results"]],
         "skipped": [{"name": q.name, "reason": q.skip} for q in raw["skipped"]],
         "load": {
             "segd_s": round(segd_load, 3),
-            "duckdb_s": round(duck_load, 3),
+            "duckdb_s": None if duck_load is None else round(duck_load, 3),
             "events_per_s": round(events / segd_events_s) if segd_events_s else None,
-            "duckdb_events_per_s": round(loads["duckdb"]["events"] / duck_events_s)
+            "duckdb_events_per_s": round(duck["events"] / duck_events_s)
             if duck_events_s
             else None,
             "segd_by_table_s": {
                 k: round(v, 3) for k, v in loads["segd"]["seconds"].items()
             },
-            "duckdb_by_table_s": {
-                k: round(v, 3) for k, v in loads["duckdb"]["seconds"].items()
-            },
+            "duckdb_by_table_s": {k: round(v, 3) for k, v in duck["seconds"].items()}
+            if duck
+            else None,
         },
         "memory": {
             "segd_bytes_per_event": segd_stats["bytes_per_event"],
+            "segd_index_bytes_per_event": segd_stats.get("index_bytes_per_event"),
             "segd_bytes_per_contact": segd_stats["bytes_per_contact"],
+            "segd_bytes_per_contact_without_attributes": (
+                _per_contact_without_attributes(segd_stats)
+            ),
             "segd_accounted_bytes": segd_stats["memory_bytes"],
             "segd_rss_bytes": loads["segd"]["rss_bytes"],
             "segd_peak_rss_bytes": loads["segd"]["peak_rss_bytes"],
-            "duckdb_rss_bytes": loads["duckdb"]["rss_bytes"],
-            "duckdb_peak_rss_bytes": loads["duckdb"]["peak_rss_bytes"],
+            "duckdb_rss_bytes": duck["rss_bytes"] if duck else None,
+            "duckdb_peak_rss_bytes": duck["peak_rss_bytes"] if duck else None,
             "duckdb_memory_bytes": duck_stats.get("duckdb_memory_bytes"),
         },
         "threads": {
             "segd": opts.threads,
-            "duckdb": opts.duckdb_threads or machine["usable_cores"],
+            "duckdb": (opts.duckdb_threads or machine["usable_cores"])
+            if duck
+            else None,
             "reference_throughput": _throughput(raw["throughput"], contacts),
         },
         "machine": machine | {"load_average_end": load_end},
     }
     rec["targets"] = _targets(rec)
-    rec["ok"] = all(q["match"] for q in rec["queries"])
+    # match is None when segd ran alone: nothing to compare, not a failure
+    rec["ok"] = all(q["match"] is not False for q in rec["queries"])
     return rec
 
 
@@ -197,7 +235,7 @@ def failures(rec: dict) -> list[str]:
     return [
         f"query {q['name']!r}: " + q.get("error", "members differ")
         for q in rec["queries"]
-        if not q["match"]
+        if q["match"] is False
     ]
 
 
@@ -228,6 +266,10 @@ def _fmt_bytes(x: float | None) -> str:
     return f"{x:,.0f} B"
 
 
+def _fmt_num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
 def _fmt_ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:,.1f}x"
 
@@ -243,7 +285,7 @@ def query_rows(rec: dict) -> list[list[str]]:
                 _fmt_ratio(q["ratio"]),
                 _fmt_rate(q["segd_contacts_per_s"]),
                 f"{q['segd_count']:,}" if q["segd_count"] is not None else "-",
-                "yes" if q["match"] else "NO",
+                {True: "yes", False: "NO", None: "-"}[q["match"]],
             ]
         )
     for s in rec["skipped"]:
@@ -276,7 +318,9 @@ def summary_rows(rec: dict) -> list[list[str]]:
         ],
         [
             "load (DuckDB)",
-            f"{load['duckdb_s']:.2f} s, events "
+            "-"
+            if load["duckdb_s"] is None
+            else f"{load['duckdb_s']:.2f} s, events "
             f"{_fmt_rate(load['duckdb_events_per_s'])}/s",
         ],
         [
@@ -285,9 +329,17 @@ def summary_rows(rec: dict) -> list[list[str]]:
             f"DuckDB {_fmt_bytes(mem['duckdb_rss_bytes'])}",
         ],
         [
+            "peak RSS during load",
+            f"segd {_fmt_bytes(mem['segd_peak_rss_bytes'])}, "
+            f"DuckDB {_fmt_bytes(mem['duckdb_peak_rss_bytes'])}",
+        ],
+        [
             "segd accounting",
-            f"{mem['segd_bytes_per_event']:.1f} B/event, "
-            f"{mem['segd_bytes_per_contact']:.1f} B/contact, total "
+            f"{mem['segd_bytes_per_event']:.1f} B/event "
+            f"({_fmt_num(mem.get('segd_index_bytes_per_event'))} in indexes), "
+            f"{mem['segd_bytes_per_contact']:.1f} B/contact "
+            f"({_fmt_num(mem.get('segd_bytes_per_contact_without_attributes'))} "
+            f"without attributes), total "
             f"{_fmt_bytes(mem['segd_accounted_bytes'].get('total'))}",
         ],
     ]
@@ -306,7 +358,7 @@ def summary_rows(rec: dict) -> list[list[str]]:
     rows += [
         [
             "threads",
-            f"segd {rec['threads']['segd']}, DuckDB {rec['threads']['duckdb']}",
+            f"segd {rec['threads']['segd']}, DuckDB {rec['threads']['duckdb'] or '-'}",
         ],
         [
             "machine",
@@ -316,6 +368,10 @@ def summary_rows(rec: dict) -> list[list[str]]:
             "versions",
             f"Python {m['python']}, numpy {m['numpy']}, pyarrow {m['pyarrow']}, "
             f"duckdb {m['duckdb']}, pyroaring {m['pyroaring']}",
+        ],
+        [
+            "engines",
+            ", ".join(rec.get("engines", [])),
         ],
         [
             "revision",
@@ -337,7 +393,9 @@ def target_rows(rec: dict) -> list[list[str]]:
     return [
         [
             t["target"],
-            _fmt_rate(t["measured"])
+            "-"
+            if t["measured"] is None
+            else _fmt_rate(t["measured"])
             if isinstance(t["measured"], (int, float)) and t["measured"] >= 1e4
             else str(t["measured"]),
             t["goal"],
@@ -350,8 +408,9 @@ def target_rows(rec: dict) -> list[list[str]]:
 def render_rich(rec: dict, console) -> None:
     from rich.table import Table
 
+    vs = " vs DuckDB" if "duckdb" in rec.get("engines", ()) else " alone"
     title = (
-        f"segd vs DuckDB — {rec['scale']} contacts, median of "
+        f"segd{vs} — {rec['scale']} contacts, median of "
         f"{max(rec['rounds'] - 1, 1)} rounds"
     )
     table = Table(title=title)

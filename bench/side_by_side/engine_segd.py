@@ -93,6 +93,7 @@ class Adapter:
         s = self.eng.stats()
         return {
             "bytes_per_event": s["bytes_per_event"],
+            "index_bytes_per_event": s.get("index_bytes_per_event"),
             "bytes_per_contact": s["bytes_per_contact"],
             "memory_bytes": s["memory_bytes"],
             "index_bytes": s.get("index_bytes", {}),

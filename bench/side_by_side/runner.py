@@ -7,6 +7,10 @@ every round runs every query on both engines, alternating which engine goes firs
 the query ``reps`` times back to back, with ``reps`` chosen from the warm-up so a sample
 lasts at least ``MIN_SAMPLE_S``; the reported time is the median over rounds of the
 per-call mean. Members are compared once per query (count and sha256 of the sorted ids).
+
+``Options.engines`` picks the engines: ``("segd",)`` runs segd alone (no DuckDB worker,
+no member comparison; DuckDB's figures stay ``None``) — for scales DuckDB cannot load in
+the machine's memory.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ DUCKDB = "bench.side_by_side.engine_duckdb"
 MIN_SAMPLE_S = 0.05
 MAX_REPS = 50
 THROUGHPUT_S = 2.0
+ENGINES = ("segd", "duckdb")
+MODULES = {"segd": SEGD, "duckdb": DUCKDB}
 
 Say = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
@@ -38,6 +44,7 @@ class Options:
     threads: int = 1  # segd threads for the throughput check of the reference segment
     duckdb_threads: int | None = None  # None: DuckDB's default, every core
     profile: bool = True  # keep segd's per-condition profile of each query
+    engines: tuple[str, ...] = ENGINES  # ("segd",): segd alone, nothing compared
 
 
 @dataclass
@@ -52,13 +59,17 @@ class QueryResult:
     reps: dict[str, int] = field(default_factory=dict)
     error: str = ""
     profile: dict | None = None
+    compared: bool = True  # False when DuckDB did not run: nothing to compare with
 
     @property
-    def match(self) -> bool:
+    def match(self) -> bool | None:
+        """True / False: the engines agree or not; None: segd ran alone (no error)."""
+        if self.error:
+            return False
+        if not self.compared:
+            return None
         return (
-            not self.error
-            and self.segd_count == self.duckdb_count
-            and self.segd_hash == self.duckdb_hash
+            self.segd_count == self.duckdb_count and self.segd_hash == self.duckdb_hash
         )
 
 
@@ -80,6 +91,10 @@ def _reps(warm_s: float) -> int:
 
 def _check_members(workers: dict[str, Worker], res: QueryResult) -> None:
     segd_ids = workers["segd"].call("members", res.query.name)
+    if "duckdb" not in workers:  # segd alone: record its members, compare nothing
+        res.compared = False
+        res.segd_count, res.segd_hash = members_digest(segd_ids)
+        return
     duck_ids = workers["duckdb"].call("members", res.query.name)
     res.segd_count, res.segd_hash = members_digest(segd_ids)
     res.duckdb_count, res.duckdb_hash = members_digest(duck_ids)
@@ -114,12 +129,13 @@ def run_queries(
     progress: Progress,
 ) -> list[QueryResult]:
     """Warm-up + members check, then ``opts.rounds - 1`` timed rounds (alternating)."""
-    results = [QueryResult(q) for q in queries]
+    results = [QueryResult(q, compared="duckdb" in workers) for q in queries]
     total = len(results) * max(opts.rounds, 1)
     done = 0
     for rnd in range(max(opts.rounds, 1)):
         warm = rnd == 0
         order = ["segd", "duckdb"] if rnd % 2 == 0 else ["duckdb", "segd"]
+        order = [eng for eng in order if eng in workers]
         for res in results:
             progress(f"round {rnd + 1}/{opts.rounds}{' (warm-up)' if warm else ''}: "
                      f"{res.query.name}", done, total)  # fmt: skip
@@ -161,33 +177,35 @@ def run(
     progress: Progress,
     full_suite: bool = True,
 ) -> dict:
-    """Load both engines, run the queries; raw results for ``bench.report``.
+    """Load ``opts.engines``, run the queries; raw results for ``bench.report``.
 
     ``full_suite``: False when only some queries were asked for (then the suite-level
     targets are not judged)."""
     runnable = [q for q in queries if not q.skip]
     workers: dict[str, Worker] = {}
     try:
-        say("starting the engine workers (one subprocess each)")
-        workers["segd"] = Worker(SEGD, {"threads": opts.threads})
-        workers["duckdb"] = Worker(DUCKDB, {"threads": opts.duckdb_threads})
+        engines = [eng for eng in ENGINES if eng in opts.engines]
+        say(f"starting the engine workers (one subprocess each): {', '.join(engines)}")
+        threads = {"segd": opts.threads, "duckdb": opts.duckdb_threads}
+        for eng in engines:
+            workers[eng] = Worker(MODULES[eng], {"threads": threads[eng]})
         loads = {}
-        for eng in ("segd", "duckdb"):
+        for eng in engines:
             say(f"{workers[eng].label}: loading {ds.directory}")
             loads[eng] = workers[eng].request(
                 "load", {"paths": ds.paths}, on_progress=progress
             )
         say("creating saved segments; preparing queries")
         workers["segd"].call("prepare", runnable, ds.now)
-        workers["duckdb"].call("prepare", runnable)
+        if "duckdb" in workers:
+            workers["duckdb"].call("prepare", runnable)
         results = run_queries(workers, runnable, opts, say, progress)
         throughput = (
             run_throughput(workers, opts, say)
             if any(q.name == REFERENCE for q in runnable)
             else None
         )
-        stats = {"segd": workers["segd"].call("stats")}
-        stats["duckdb"] = workers["duckdb"].call("stats")
+        stats = {eng: w.call("stats") for eng, w in workers.items()}
         labels = {eng: w.label for eng, w in workers.items()}
     finally:
         for w in workers.values():
@@ -200,5 +218,6 @@ def run(
         "stats": stats,
         "labels": labels,
         "full_suite": full_suite,
+        "engines": engines,
         "finished": time.time(),
     }

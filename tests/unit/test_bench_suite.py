@@ -146,3 +146,83 @@ def test_a_mismatch_fails_loudly_naming_the_query(record):
     [line] = report.failures(rec)
     assert line.startswith("query 'wrong_on_purpose': segd ")
     assert "only in segd e.g." in line
+
+
+@pytest.fixture(scope="module")
+def segd_alone(record):
+    """``--engines segd`` on the same cached 2k dataset: segd runs without DuckDB."""
+    _, _, root = record
+    argv = [
+        "--contacts",
+        "2000",
+        "--rounds",
+        "2",
+        "--engines",
+        "segd",
+        "--json",
+        "--no-profile",
+        "--cache-dir",
+        str(root / "cache"),
+        "--results-dir",
+        str(root / "results-segd"),
+    ]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, json.loads(out.getvalue())
+
+
+def test_engines_segd_runs_segd_alone(segd_alone, record):
+    code, rec = segd_alone
+    _, both, _ = record
+    assert code == 0 and rec["ok"] is True
+    assert rec["engines"] == ["segd"]
+    assert set(rec["engine_labels"]) == {"segd"}
+    assert both["engines"] == ["segd", "duckdb"]
+    by_name = {q["name"]: q for q in both["queries"]}
+    for q in rec["queries"]:
+        # DuckDB's keys stay, with nulls; nothing was compared
+        assert q["segd_ms"] > 0 and len(q["segd_ms_samples"]) == 1
+        assert q["duckdb_ms"] is None and q["duckdb_count"] is None
+        assert q["ratio"] is None and q["match"] is None
+        assert q["duckdb_ms_samples"] == [] and set(q["reps"]) == {"segd"}
+        # segd's members are still counted and hashed (same data, same answer)
+        assert q["segd_count"] == by_name[q["name"]]["segd_count"]
+        assert q["segd_hash"] == by_name[q["name"]]["segd_hash"]
+    load, mem = rec["load"], rec["memory"]
+    assert load["segd_s"] > 0 and load["events_per_s"] > 0
+    assert load["duckdb_s"] is None and load["duckdb_events_per_s"] is None
+    assert load["duckdb_by_table_s"] is None
+    assert mem["segd_rss_bytes"] > 0
+    assert mem["segd_index_bytes_per_event"] > 0
+    assert mem["segd_bytes_per_contact_without_attributes"] > 0
+    for key in ("duckdb_rss_bytes", "duckdb_peak_rss_bytes", "duckdb_memory_bytes"):
+        assert mem[key] is None
+    assert rec["threads"]["duckdb"] is None
+    ratio_targets = [t for t in rec["targets"] if "ratio" in t["target"]]
+    assert len(ratio_targets) == 2
+    assert all(t["met"] is None and t["measured"] is None for t in ratio_targets)
+
+
+def test_engines_segd_markdown_shows_dashes_for_duckdb(segd_alone):
+    from bench import report
+
+    _, rec = segd_alone
+    md = report.render_markdown(rec)
+    ref = next(line for line in md.splitlines() if line.startswith("| reference |"))
+    cells = [c.strip() for c in ref.strip("|").split("|")]
+    # query, segd ms, DuckDB ms, ratio, contacts/s, members, match
+    assert cells[2] == "-" and cells[3] == "-" and cells[6] == "-"
+    assert cells[1] != "-"
+    assert "| load (DuckDB) | - |" in md
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("duckdb", "must include segd"), ("segd,sqlite", "unknown engine 'sqlite'")],
+)
+def test_bad_engines_are_usage_errors(capsys, value, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["--engines", value])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
