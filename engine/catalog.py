@@ -8,6 +8,7 @@ evaluator may instead gather the postings of the (few) matching items.
 from __future__ import annotations
 
 import difflib
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,7 @@ from engine.predicates import dictionary_mask, in_intervals, numeric_intervals
 from native.idmap import IdMap
 
 NO_CODE = 0xFFFFFFFF
+MAX_CACHED_MASKS = 256
 BUILTIN_ITEM_COLUMNS = {
     "category": "category",
     "brand": "category",
@@ -37,6 +39,9 @@ class Catalog:
 
     def __init__(self) -> None:
         self.ids = IdMap()
+        # Masks of recent filters; the catalog changes rarely, event queries constantly.
+        self._masks: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.version = 0  # bumped by every change (see touch())
         self.columns: dict[str, NumericColumn | CategoryColumn | TagsColumn] = {}
         for name, kind in BUILTIN_ITEM_COLUMNS.items():
             self.columns[name] = new_column(name, kind)
@@ -46,12 +51,21 @@ class Catalog:
 
     def ensure(self, item_ids: pa.Array) -> np.ndarray:
         """Codes for item ids, adding unknown items (with NULL attributes)."""
+        before = len(self.ids)
         codes = encode_text(item_ids, self.ids.get_or_add)
+        if len(self.ids) != before:
+            self.touch()
         for col in self.columns.values():
             col.resize(len(self.ids))
         return codes
 
+    def touch(self) -> None:
+        """The catalog changed: cached filter masks are stale."""
+        self.version += 1
+        self._masks.clear()
+
     def add_column(self, name: str, kind: str):
+        self.touch()
         col = new_column(name, kind)
         col.resize(len(self.ids))
         self.columns[name] = col
@@ -67,7 +81,26 @@ class Catalog:
         close = difflib.get_close_matches(name, [*self.fields(), *extra], n=1)
         return f" (did you mean {close[0]!r}?)" if close else ""
 
+    def item_filter(self, field: str, op: str, value, where: str):
+        """(mask, codes): the uint8 mask over item codes of ``field op value`` and the
+        codes it admits, cached until the catalog changes (both read-only)."""
+        key = (field, op, json.dumps(value, sort_keys=True, default=str))
+        hit = self._masks.get(key)
+        if hit is None:
+            mask = self._item_mask(field, op, value, where)
+            codes = np.flatnonzero(mask).astype(np.uint32)
+            mask.flags.writeable = False
+            codes.flags.writeable = False
+            if len(self._masks) >= MAX_CACHED_MASKS:
+                self._masks.clear()
+            hit = self._masks[key] = (mask, codes)
+        return hit
+
     def item_mask(self, field: str, op: str, value, where: str) -> np.ndarray:
+        """uint8 mask over item codes: items whose `field` satisfies ``op value``."""
+        return self.item_filter(field, op, value, where)[0]
+
+    def _item_mask(self, field: str, op: str, value, where: str) -> np.ndarray:
         """uint8 mask over item codes: items whose `field` satisfies ``op value``.
 
         Items with a NULL field never match (so ``!=`` excludes them too).

@@ -143,6 +143,7 @@ class Engine:
             ingest.apply_attributes(
                 self.store.catalog, batch, self.store.catalog.ensure
             )
+            self.store.catalog.touch()
         return LoadReport("items", table.num_rows, time.perf_counter() - t0)
 
     def load_events(

@@ -57,8 +57,10 @@ class EventFilters:
             fpath = f"{path}.where[{i}]"
             field, op, value = f["field"], f["op"], f.get("value")
             if store.catalog.has_field(field):
-                mask = store.catalog.item_mask(field, op, value, f"{fpath}.value")
-                self._add("item", mask)
+                mask, codes = store.catalog.item_filter(
+                    field, op, value, f"{fpath}.value"
+                )
+                self.code_filters.append(("item", mask, codes))
             elif field == "amount":
                 self.amount_intervals.append(
                     numeric_intervals("float", op, value, f"{fpath}.value")
