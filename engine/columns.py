@@ -298,9 +298,13 @@ class TagsColumn:
                 self.tag_bitmaps.append(BitMap())
             order = np.argsort(codes, kind="stable")
             codes_sorted, owners_sorted = codes[order], owners[order]
-            for code in np.unique(codes_sorted).tolist():
-                lo, hi = np.searchsorted(codes_sorted, [code, code + 1])
-                self.tag_bitmaps[code].update(np.unique(owners_sorted[lo:hi]))
+            bounds = np.flatnonzero(
+                np.r_[True, codes_sorted[1:] != codes_sorted[:-1], True]
+            )
+            for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+                self.tag_bitmaps[int(codes_sorted[lo])] |= cids_to_bitmap(
+                    _sorted_unique(owners_sorted[lo:hi])
+                )
         self.valid[cids] = valid
 
     def value_of(self, cid: int):
@@ -318,6 +322,16 @@ class TagsColumn:
             + self.dictionary.nbytes()
             + sum(bitmap_nbytes(b) for b in self.tag_bitmaps)
         )
+
+
+def _sorted_unique(cids: np.ndarray) -> np.ndarray:
+    """Sorted distinct cids; rows usually arrive sorted, so this is mostly one pass."""
+    cids = np.ascontiguousarray(cids, dtype=np.uint32)
+    if len(cids) > 1 and not (cids[1:] >= cids[:-1]).all():
+        cids = np.sort(cids)
+    if len(cids) > 1:
+        cids = cids[np.r_[True, cids[1:] != cids[:-1]]]
+    return cids
 
 
 def new_column(name: str, kind: str):
