@@ -161,12 +161,9 @@ class Engine:
         merge per chunk. `progress(phase, rows_done)` is called after each chunk.
         """
         t0 = time.perf_counter()
-        total = 0
-        for first, chunk in ingest.event_chunks(source, rows_per_chunk):
-            ingest.validate_chunk(chunk, first)
-            total = first + chunk.num_rows
-            if progress:
-                progress("validate", total)
+        total = ingest.check_events(source, rows_per_chunk)
+        if progress:
+            progress("validate", total)
         parts: dict[str, list] = {}
         with self._writing():
             for first, chunk in ingest.event_chunks(source, rows_per_chunk):

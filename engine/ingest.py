@@ -364,21 +364,34 @@ def concat_rows(parts: list[TypeRows]) -> TypeRows:
     )
 
 
-def event_chunks(source, rows_per_chunk: int) -> Iterator[tuple[int, pa.Table]]:
-    """(first row, table) chunks of an event source; Parquet files are streamed by row
-    group, so a bulk load never holds the whole file as Arrow strings."""
-    if isinstance(source, (str, Path)) and Path(source).suffix.lower() in (
+# The columns whose *values* can make an event batch invalid; the others are text, and
+# their type is checked from the schema alone (see check_event_values).
+VALUE_CHECKED = ("customer_id", "ts", "type", "amount")
+
+
+def is_parquet(source) -> bool:
+    return isinstance(source, (str, Path)) and Path(source).suffix.lower() in (
         ".parquet",
         ".pq",
-    ):
+    )
+
+
+def event_chunks(
+    source, rows_per_chunk: int, columns: list[str] | None = None
+) -> Iterator[tuple[int, pa.Table]]:
+    """(first row, table) chunks of an event source; Parquet files are streamed by row
+    group (only `columns`, when given), so a bulk load never holds the whole file."""
+    if is_parquet(source):
         import pyarrow.parquet as pq
 
         if not Path(source).exists():
             raise InvalidInput.at(str(source), "no such file")
         try:
             pf = pq.ParquetFile(source)
+            if columns is not None:
+                columns = [c for c in columns if c in pf.schema_arrow.names]
             first = 0
-            for batch in pf.iter_batches(batch_size=rows_per_chunk):
+            for batch in pf.iter_batches(batch_size=rows_per_chunk, columns=columns):
                 yield first, pa.Table.from_batches([batch])
                 first += batch.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
@@ -387,6 +400,30 @@ def event_chunks(source, rows_per_chunk: int) -> Iterator[tuple[int, pa.Table]]:
     table = read_table(source, "events")
     for first in range(0, table.num_rows, rows_per_chunk):
         yield first, table.slice(first, rows_per_chunk)
+
+
+def check_events(source, rows_per_chunk: int) -> int:
+    """Validate a whole event source without applying it; the number of rows.
+
+    For Parquet the schema is checked once (names, types) and only the columns whose
+    values can be wrong are read — the text columns, most of the file, are read once,
+    when the load encodes them."""
+    if is_parquet(source):
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(source)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InvalidInput.at(str(source), f"cannot read events: {exc}") from None
+        validate_events(schema.empty_table())
+        columns = list(VALUE_CHECKED)
+    else:
+        columns = None
+    total = 0
+    for first, chunk in event_chunks(source, rows_per_chunk, columns):
+        validate_chunk(chunk, first)
+        total = first + chunk.num_rows
+    return total
 
 
 _ROW_PATH = re.compile(r"^events\[(\d+)\]")

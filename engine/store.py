@@ -7,12 +7,11 @@ mutation takes, so a write-ahead log can sit in front of it) and reading in
 
 from __future__ import annotations
 
-from native.idmap import IdMap
-
 from engine.aggregates import Aggregates
 from engine.catalog import Catalog
 from engine.contacts import ContactStore
 from engine.events import EventLog
+from native.idmap import IdMap
 
 # Event properties segd knows by name; any other text column of an event batch is a custom
 # property and becomes a dimension too.

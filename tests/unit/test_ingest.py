@@ -624,3 +624,39 @@ def test_items_and_category_subtree() -> None:
     with pytest.raises(InvalidInput, match=r"^items\.price: .*'price' is float"):
         e.upsert_items([{"item_id": "i1", "price": "cheap"}])
     assert e.segment("view(price < 200)", NOW).ids() == ["a", "b"]
+
+
+BAD_VALUES = {"ts": "2025-13-01", "customer_id": None, "type": "BAD TYPE"}
+
+
+@pytest.mark.parametrize("bad_column", sorted(BAD_VALUES))
+def test_bulk_parquet_load_rejects_a_bad_row_in_a_later_chunk(
+    eng: Engine, tmp_path, bad_column: str
+) -> None:
+    # load_events reads Parquet in chunks and validates all of them before applying
+    # any: a bad row far into the file names its global row and changes nothing.
+    rows = [ev(f"bulk{i}", f"2025-01-01T00:00:{i % 60:02d}Z") for i in range(250)]
+    rows[230][bad_column] = BAD_VALUES[bad_column]
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=50)
+    before = snapshot(eng)
+    with pytest.raises(InvalidInput) as info:
+        eng.load_events(path, rows_per_chunk=100)
+    assert str(info.value).startswith(f"events[230].{bad_column}: "), str(info.value)
+    assert snapshot(eng) == before
+
+
+def test_bulk_parquet_load_in_chunks_equals_one_append(tmp_path) -> None:
+    eng = Engine()
+    rows = [
+        ev(f"bulk{i % 40}", T0 + (i * 7919) % 1000, item_id=f"i{i % 7}")
+        for i in range(500)
+    ]
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=64)
+    other = Engine()
+    other.append_events(rows)
+    eng.load_events(path, rows_per_chunk=100)
+    q = 'view(item = "i3") count >= 2'
+    assert eng.segment(q, now=T0 + 2000).ids() == other.segment(q, now=T0 + 2000).ids()
+    assert eng.store.logs["view"].ts.tolist() == other.store.logs["view"].ts.tolist()
