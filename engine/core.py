@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +294,7 @@ class Engine:
             "query": text,
             "customer_id": customer_id,
             "member": tree["holds"],
-            "now": datetime.fromtimestamp(now_s).astimezone().isoformat(),
+            "now": datetime.fromtimestamp(now_s, UTC).isoformat(),
             "profile": profile,
             "tree": tree,
         }
