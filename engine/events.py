@@ -26,10 +26,12 @@ NO_CODE = 0xFFFFFFFF
 UNINDEXED_DIMS = frozenset({"order_id"})
 
 
-def _grow(arr: np.ndarray, need: int, fill) -> np.ndarray:
+def _grow(arr: np.ndarray, need: int) -> np.ndarray:
+    """Room for `need` rows. The new slots are left unset: every append writes all
+    columns of the rows it adds, and nothing reads past `n`."""
     if len(arr) >= need:
         return arr
-    out = np.full(max(need, len(arr) + (len(arr) >> 1)), fill, dtype=arr.dtype)
+    out = np.empty(max(need, len(arr) + (len(arr) >> 1)), dtype=arr.dtype)
     out[: len(arr)] = arr
     return out
 
@@ -154,12 +156,12 @@ class EventLog:
             self._merge_late(cid, ts, dims, amount)
 
     def _reserve(self, need: int) -> None:
-        self._cid = _grow(self._cid, need, 0)
-        self._ts = _grow(self._ts, need, 0)
+        self._cid = _grow(self._cid, need)
+        self._ts = _grow(self._ts, need)
         for d, col in self._dims.items():
-            self._dims[d] = _grow(col, need, NO_CODE)
+            self._dims[d] = _grow(col, need)
         if self._amount is not None:
-            self._amount = _grow(self._amount, need, np.nan)
+            self._amount = _grow(self._amount, need)
 
     def _append_tail(self, cid, ts, dims, amount) -> None:
         a, b = self.n, self.n + len(cid)
@@ -222,10 +224,14 @@ class EventLog:
     def shrink_to_fit(self) -> None:
         """Drop growth slack after a bulk load."""
         n = self.n
-        self._cid = self._cid[:n].copy()
-        self._ts = self._ts[:n].copy()
-        self._dims = {d: c[:n].copy() for d, c in self._dims.items()}
+
+        def fit(arr: np.ndarray) -> np.ndarray:
+            return arr if len(arr) == n else arr[:n].copy()  # exact already: no copy
+
+        self._cid = fit(self._cid)
+        self._ts = fit(self._ts)
+        self._dims = {d: fit(c) for d, c in self._dims.items()}
         if self._amount is not None:
-            self._amount = self._amount[:n].copy()
+            self._amount = fit(self._amount)
         for p in self.postings.values():
             p.shrink_to_fit()
