@@ -144,7 +144,10 @@ CAMPAIGNS, _CAMPAIGN_OWNER = _campaigns()
 
 
 ROW_GROUP_ROWS = 1 << 20
-_PARQUET_OPTIONS = {"compression": "zstd"}  # rows per Parquet row group
+# Dictionary pages may hold a row group's whole dictionary: past the 1 MiB default the
+# writer falls back to plain strings for the rest of the column chunk, and readers then
+# rebuild the dictionary by hashing every value (7 s per 60M customer ids at 3M contacts).
+_PARQUET_OPTIONS = {"compression": "zstd", "dictionary_pagesize_limit": 256 << 20}
 
 
 @dataclass(frozen=True, eq=False)
