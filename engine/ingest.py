@@ -19,14 +19,13 @@ import pyarrow.compute as pc
 
 from engine.columns import encode_text, kind_of_arrow
 from engine.errors import InvalidInput, Violation
-from engine.store import KNOWN_DIMS, Store
+from engine.store import Store
 from engine.timeutil import to_event_seconds
 from native.idmap import IdMap
 
 NO_CODE = 0xFFFFFFFF
 NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 EVENT_CORE = ("customer_id", "ts", "type", "item_id", "amount")
-RESERVED_CONTACT_COLUMNS = {"age"} - set()  # `age` is allowed; listed for documentation
 
 
 @dataclass(frozen=True)
@@ -529,6 +528,3 @@ def apply_attributes(owner, batch: AttributeBatch, ids) -> np.ndarray:
     for name, value in batch.prepared.items():
         owner.columns[name].store(rows, value)
     return rows
-
-
-KNOWN_EVENT_DIMS = KNOWN_DIMS
