@@ -52,19 +52,42 @@ def generate_protos() -> None:
         os.chdir(cwd)
 
 
+def cython_include_root() -> str:
+    """A build-time include root in which ``native/`` appears as ``segd/native``.
+
+    The extensions are named ``segd.native.*`` (the installed import path), so Cython looks
+    for their ``.pxd`` files, and the ``cimport segd.native._types`` lines, under
+    ``segd/native/``. The repository keeps the design card's ``native/`` folder, so a symlink
+    under ``build/`` maps one onto the other (the same job ``package_dir`` does for Python).
+    """
+    root = os.path.join(HERE, "build", "cython-include")
+    pkg = os.path.join(root, "segd")
+    os.makedirs(pkg, exist_ok=True)
+    init = os.path.join(pkg, "__init__.pxd")
+    if not os.path.exists(init):
+        open(init, "w").close()
+    link = os.path.join(pkg, "native")
+    if not os.path.islink(link):
+        if os.path.exists(link):
+            sys.exit(f"{link} exists and is not a symlink to native/")
+        os.symlink(os.path.join(HERE, "native"), link)
+    return root
+
+
 def native_extensions() -> list[Extension]:
     """One extension per native/*.pyx, all with the same flags and directives."""
+    include_root = cython_include_root()
     compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
     if os.environ.get("SEGD_MARCH"):
         compile_args.append(f"-march={os.environ['SEGD_MARCH']}")
     extensions = []
     for pyx in sorted(glob.glob(os.path.join("native", "*.pyx"))):
-        name = "native." + os.path.splitext(os.path.basename(pyx))[0]
+        name = "segd.native." + os.path.splitext(os.path.basename(pyx))[0]
         extensions.append(
             Extension(
                 name,
                 [pyx],
-                include_dirs=[np.get_include(), "native"],
+                include_dirs=[np.get_include(), include_root],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                 extra_compile_args=compile_args,
             )
@@ -78,7 +101,12 @@ def native_extensions() -> list[Extension]:
         "cdivision": True,
         "embedsignature": True,
     }
-    return cythonize(extensions, compiler_directives=directives, quiet=True)
+    return cythonize(
+        extensions,
+        compiler_directives=directives,
+        include_path=[include_root],
+        quiet=True,
+    )
 
 
 generate_protos()

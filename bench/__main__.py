@@ -1,10 +1,10 @@
-"""``python -m bench``: the query suite on segd and DuckDB side by side (docs/benchmarks.md).
+"""``python -m segd.bench``: the query suite on segd and DuckDB side by side (docs/benchmarks.md).
 
-    python -m bench --contacts 1m --rounds 5          # tables on the terminal
-    python -m bench --contacts 100k --json            # the JSON record only, on stdout
-    python -m bench --contacts 1m --markdown          # a table for BENCHMARKS.md
-    python -m bench --contacts 10m --engines segd     # segd alone (DuckDB cannot fit)
-    python -m bench grpc --address 127.0.0.1:50051    # drive a running segd server
+    python -m segd.bench --contacts 1m --rounds 5          # tables on the terminal
+    python -m segd.bench --contacts 100k --json            # the JSON record only, on stdout
+    python -m segd.bench --contacts 1m --markdown          # a table for BENCHMARKS.md
+    python -m segd.bench --contacts 10m --engines segd     # segd alone (DuckDB cannot fit)
+    python -m segd.bench grpc --address 127.0.0.1:50051    # drive a running segd server
 
 Progress and phase messages go to stderr, so ``--json`` output stays clean. Exit codes:
 0 every query matched (or, with ``--engines segd``, segd answered every query), 1 a
@@ -23,18 +23,18 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import machine
-from bench.dataset import CACHE_DIR, cached_dataset, ensure_dataset, scale_label
-from bench.queries import names, select, suite
+from segd.bench import machine
+from segd.bench.dataset import CACHE_DIR, cached_dataset, ensure_dataset, scale_label
+from segd.bench.queries import names, select, suite
 
 GEN_PHASES = ("contacts", "items", "activity", "sort", "events", "writing parquet")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m bench",
+        prog="python -m segd.bench",
         description="Run the segd query suite next to DuckDB on the demo data "
-        "(or `python -m bench grpc --help` to load-test a running server).",
+        "(or `python -m segd.bench grpc --help` to load-test a running server).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--contacts", default="100k", help="scale: 2000, 100k, 1m, 10m ...")
@@ -152,9 +152,9 @@ def _generate(ui: Ui, args, contacts: int):
 
 
 def run_suite(args) -> int:
-    from bench import report
-    from bench.side_by_side import runner
-    from engine.datagen import parse_scale
+    from segd.bench import report
+    from segd.bench.side_by_side import runner
+    from segd.datagen import parse_scale
 
     ui = Ui(quiet=False)
     contacts = parse_scale(args.contacts)
@@ -175,7 +175,9 @@ def run_suite(args) -> int:
     )
     with ui.progress("loading", 3) as update:
         raw = runner.run(ds, queries, opts, ui.say, update, full_suite=not args.queries)
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    command = "python -m segd.bench " + " ".join(
+        shlex.quote(a) for a in (args.argv or [])
+    )
     rec = report.build_record(
         raw, ds, opts, facts, command.strip(), machine.load_average()
     )
@@ -209,7 +211,7 @@ def run_suite(args) -> int:
 def parse_engines(text: str) -> tuple[str, ...]:
     """``"segd,duckdb"`` -> ``("segd", "duckdb")``; segd is required (the suite is
     segd's: DuckDB is only ever the comparison)."""
-    from bench.side_by_side.runner import ENGINES
+    from segd.bench.side_by_side.runner import ENGINES
 
     chosen = _split(text) or []
     unknown = [e for e in chosen if e not in ENGINES]
@@ -232,14 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (``segctl bench ...`` forwards here); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["grpc"]:
-        from bench import grpc_load
+        from segd.bench import grpc_load
 
         return grpc_load.main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     args.argv = argv
     if args.list:
-        from engine.datagen import DEFAULT_NOW
+        from segd.datagen import DEFAULT_NOW
 
         for q in suite(DEFAULT_NOW):
             status = f"  (skipped: {q.skip})" if q.skip else ""
@@ -254,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        from engine.datagen import parse_scale
+        from segd.datagen import parse_scale
 
         parse_scale(args.contacts)
         select(suite_names_now(), _split(args.queries))
@@ -264,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def suite_names_now():
-    from engine.datagen import DEFAULT_NOW
+    from segd.datagen import DEFAULT_NOW
 
     return suite(DEFAULT_NOW)
 

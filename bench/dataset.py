@@ -1,4 +1,4 @@
-"""The benchmark dataset: the demo data of ``engine.datagen`` cached as Parquet.
+"""The benchmark dataset: the demo data of ``segd.datagen`` cached as Parquet.
 
 Both engines load the *same* files, ``bench/.cache/<scale>-seed<seed>/{contacts,items,
 events}.parquet`` (gitignored), plus ``meta.json`` with the row counts and the dataset's
@@ -106,7 +106,7 @@ def ensure_dataset(
 
     import pyarrow.parquet as pq
 
-    from engine.datagen import DEFAULT_NOW, write_parquet_streaming
+    from segd.datagen import DEFAULT_NOW, write_parquet_streaming
 
     tmp = directory.with_name(directory.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

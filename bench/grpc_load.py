@@ -1,7 +1,7 @@
-"""``python -m bench grpc``: drive a running segd server with concurrent clients.
+"""``python -m segd.bench grpc``: drive a running segd server with concurrent clients.
 
-    python -m server --address 127.0.0.1:50051 --demo 100k &     # a scratch server
-    python -m bench grpc --address 127.0.0.1:50051 --clients 16 --seconds 10
+    python -m segd.server --address 127.0.0.1:50051 --demo 100k &     # a scratch server
+    python -m segd.bench grpc --address 127.0.0.1:50051 --clients 16 --seconds 10
 
 Measures, in this order (reads first, because the ingest phase changes the data):
 
@@ -78,7 +78,7 @@ def trivial_overhead(client, seconds: float) -> dict:
 
 def count_qps(address, token, clients: int, seconds: float, now) -> dict:
     """``clients`` threads, one channel each, counting the saved segment for ``seconds``."""
-    from server.client import SegdClient
+    from segd.server.client import SegdClient
 
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
@@ -127,7 +127,7 @@ def _events(contacts: int):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from engine.datagen import generate
+    from segd.datagen import generate
 
     events = generate(contacts, seed=7).events
     ids = pc.binary_join_element_wise(
@@ -178,9 +178,8 @@ def _typed_requests(table, batch_rows: int) -> list:
 
 
 def _arrow_requests(table, batch_rows: int) -> list:
+    from segd.server.client import to_arrow_ipc
     from segd.v1 import ingest_pb2
-
-    from server.client import to_arrow_ipc
 
     return [
         ingest_pb2.IngestEventsRequest(
@@ -237,7 +236,7 @@ def ingest(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m bench grpc",
+        prog="python -m segd.bench grpc",
         description="Load-test a running segd server (loopback only).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -267,7 +266,7 @@ def _parser() -> argparse.ArgumentParser:
         "--now",
         default=None,
         help="ISO instant relative periods resolve against (default: the server's "
-        "clock; `python -m server --demo N` data ends at the current hour)",
+        "clock; `python -m segd.server --demo N` data ends at the current hour)",
     )
     p.add_argument("--json", action="store_true", help="print only the JSON record")
     p.add_argument("--results-dir", default=None, help="default bench/results")
@@ -309,10 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--clients must be >= 1 and --seconds > 0")
     from rich.console import Console
 
-    from bench import machine
-    from bench.queries import reference
-    from engine.datagen import DEFAULT_NOW, parse_scale
-    from server.client import SegdClient, SegdRpcError
+    from segd.bench import machine
+    from segd.bench.queries import reference
+    from segd.datagen import DEFAULT_NOW, parse_scale
+    from segd.server.client import SegdClient, SegdRpcError
 
     err = Console(stderr=True)
     now = None  # the server's clock (segctl serve --demo data ends at the current hour)
@@ -357,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     from pathlib import Path
 
-    from bench.report import RESULTS_DIR
+    from segd.bench.report import RESULTS_DIR
 
     out = Path(args.results_dir) if args.results_dir else RESULTS_DIR
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The 100k-contact world the pytest-benchmark micro-benchmarks share.
 
-Built once per process (``world()`` is cached) from ``engine.datagen`` and handed to each
+Built once per process (``world()`` is cached) from ``segd.datagen`` and handed to each
 benchmark module through a module-scoped fixture, so ``pytest bench/ --benchmark-only``
 generates and loads the data once. Expected answers come from DuckDB over the same Arrow
 tables, so a fast wrong kernel cannot pass.
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import duckdb
 
-from engine import Engine
-from engine.datagen import DemoData, generate
+from segd import Engine
+from segd.datagen import DemoData, generate
 
 CONTACTS = 100_000
 

@@ -414,7 +414,7 @@ def suite(now: datetime) -> list[Query]:
 
 
 def names() -> list[str]:
-    from engine.datagen import DEFAULT_NOW
+    from segd.datagen import DEFAULT_NOW
 
     return [q.name for q in suite(DEFAULT_NOW)]
 

@@ -11,9 +11,9 @@ import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.dataset import Dataset, scale_label
-from bench.queries import REFERENCE
-from bench.side_by_side.runner import QueryResult, median
+from segd.bench.dataset import Dataset, scale_label
+from segd.bench.queries import REFERENCE
+from segd.bench.side_by_side.runner import QueryResult, median
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGETS = {

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pyroaring import BitMap
 
-from bench.kernel_world import World, world
-from engine.segments.context import thread_scratch
-from native import eventscan
+from segd.bench.kernel_world import World, world
+from segd.native import eventscan
+from segd.segments.context import thread_scratch
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.kernel_world import World, world
+from segd.bench.kernel_world import World, world
 
 NOW = "TIMESTAMPTZ '2025-06-30 00:00:00+00'"
 

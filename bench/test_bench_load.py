@@ -2,15 +2,15 @@
 
 Run: ``pytest bench/ --benchmark-only``. Items and contacts are loaded in the setup of
 each round; only ``load_events`` is timed (from an in-memory Arrow table, so Parquet
-decoding is not part of it — ``python -m bench`` measures the load from files).
+decoding is not part of it — ``python -m segd.bench`` measures the load from files).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from bench.kernel_world import World, world
-from engine import Engine
+from segd import Engine
+from segd.bench.kernel_world import World, world
 
 
 @pytest.fixture(scope="module")

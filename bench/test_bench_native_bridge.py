@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 from pyroaring import BitMap
 
-from native.bitset import bitset_to_bitmap, cids_to_bitmap, set_cids, words_for
-from native.idmap import IdMap
+from segd.native.bitset import bitset_to_bitmap, cids_to_bitmap, set_cids, words_for
+from segd.native.idmap import IdMap
 
 N_IDS = 1_000_000
 N_BITS = 10_000_000

@@ -6,20 +6,20 @@ native kernels and owns the saved segments. See ``docs/engine-api.md``.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from segd._version import __version__
 
 __all__ = ["Engine", "parse", "format", "__version__"]
 
 
 def __getattr__(
     name: str,
-):  # lazy: `import engine.errors` must not build the whole engine
+):  # lazy: `import segd.errors` must not build the whole engine
     if name == "Engine":
-        from engine.core import Engine
+        from segd.core import Engine
 
         return Engine
     if name in ("parse", "format"):
-        from engine.segments import dsl
+        from segd.segments import dsl
 
         return getattr(dsl, name)
-    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    raise AttributeError(f"module 'segd' has no attribute {name!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from native import aggregates as kernels
+from segd.native import aggregates as kernels
 
 NO_CODE = 0xFFFFFFFF
 LAST_SEEN = {  # aggregate array <- event type (None: every type)

@@ -13,16 +13,16 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from engine.columns import (
+from segd.columns import (
     CategoryColumn,
     NumericColumn,
     TagsColumn,
     encode_text,
     new_column,
 )
-from engine.errors import InvalidQuery
-from engine.predicates import dictionary_mask, in_intervals, numeric_intervals
-from native.idmap import IdMap
+from segd.errors import InvalidQuery
+from segd.native.idmap import IdMap
+from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
 
 NO_CODE = 0xFFFFFFFF
 MAX_CACHED_MASKS = 256

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
 
-from engine.timeutil import to_epoch_ms
-from native.bitset import cids_to_bitmap
-from native.idmap import IdMap
+from segd.native.bitset import cids_to_bitmap
+from segd.native.idmap import IdMap
+from segd.timeutil import to_epoch_ms
 
 NO_CODE = np.uint32(0xFFFFFFFF)
 # Above this many distinct values a per-value bitmap costs more than a scan saves

@@ -11,14 +11,14 @@ import difflib
 import numpy as np
 import pyarrow as pa
 
-from engine.columns import (
+from segd.columns import (
     CategoryColumn,
     NumericColumn,
     TagsColumn,
     encode_text,
     new_column,
 )
-from native.idmap import IdMap
+from segd.native.idmap import IdMap
 
 NO_CODE = 0xFFFFFFFF
 

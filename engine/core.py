@@ -1,6 +1,6 @@
 """``Engine``: one in-memory shard — the store, the saved segments and the evaluator.
 
-Every mutation goes through ``engine.ingest`` under the write lock (one path, so a
+Every mutation goes through ``segd.ingest`` under the write lock (one path, so a
 write-ahead log can sit in front of it); every read holds the read lock, and the kernels it
 calls release the GIL, so reads run on all cores. See docs/engine-api.md.
 """
@@ -22,16 +22,17 @@ import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap
 
-from engine import ingest
-from engine.errors import ContactNotFound, InvalidInput
-from engine.results import SegmentResult
-from engine.rwlock import RWLock
-from engine.segments.ast import canonical_key
-from engine.segments.compile import Compiler
-from engine.segments.context import Context
-from engine.segments.registry import SavedSegment, SegmentRegistry
-from engine.store import Store
-from engine.timeutil import resolve_now
+from segd import ingest
+from segd._version import __version__
+from segd.errors import ContactNotFound, InvalidInput
+from segd.results import SegmentResult
+from segd.rwlock import RWLock
+from segd.segments.ast import canonical_key
+from segd.segments.compile import Compiler
+from segd.segments.context import Context
+from segd.segments.registry import SavedSegment, SegmentRegistry
+from segd.store import Store
+from segd.timeutil import resolve_now
 
 Query = str | dict
 RESULT_CACHE_SIZE = 64  # evaluated segments kept until the next write
@@ -56,7 +57,7 @@ class LoadReport:
 def _parse_cached(text: str) -> tuple[dict, str]:
     """Parsing is pure, and services send the same few segment texts again and again:
     a cache takes the parse off the hot path. The AST returned is shared: never mutate."""
-    from engine.segments import dsl
+    from segd.segments import dsl
 
     ast = dsl.parse(text)
     return ast, dsl.format(ast)
@@ -64,8 +65,8 @@ def _parse_cached(text: str) -> tuple[dict, str]:
 
 def _to_ast(query: Query) -> tuple[dict, str]:
     """(canonical AST, DSL text) of DSL text or an AST dict."""
-    from engine.segments import dsl
-    from engine.segments.ast import validate
+    from segd.segments import dsl
+    from segd.segments.ast import validate
 
     if isinstance(query, str):
         return _parse_cached(query)
@@ -355,7 +356,6 @@ class Engine:
     # -- admin --------------------------------------------------------------------------
     def stats(self) -> dict:
         """Sizes and memory of the shard (see docs/engine-api.md)."""
-        import engine
 
         with self._lock.read():
             store = self.store
@@ -386,7 +386,7 @@ class Engine:
                 else 0.0,
                 "segments": len(self.segments),
                 "uptime_s": time.time() - self._started,
-                "version": engine.__version__,
+                "version": __version__,
             }
 
     def customer_ids(self, cids: np.ndarray) -> list[str]:

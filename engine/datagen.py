@@ -10,7 +10,7 @@ straight into Arrow buffers: no Python object per contact or event.
 ``generate`` holds everything in memory (1.5 GB peak for 1M contacts / 20M events, so
 ~15 GB for 10M / 200M); ``write_parquet_streaming`` writes the same rows to Parquet one
 row group at a time (measured: 0.9 GB peak for 1M, 6.9 GB and 4.5 min for 10M). Run
-``python -m engine.datagen --contacts 10m --out DIR`` to write Parquet files (streamed).
+``python -m segd.datagen --contacts 10m --out DIR`` to write Parquet files (streamed).
 """
 
 from __future__ import annotations
@@ -890,13 +890,13 @@ def write_parquet_streaming(
 
 
 def main(argv: Sequence[str] | None = None, stderr=None) -> int:
-    """``python -m engine.datagen --contacts 100k --out DIR``: write Parquet files.
+    """``python -m segd.datagen --contacts 100k --out DIR``: write Parquet files.
 
     Uses ``write_parquet_streaming``: the same data as ``generate``, a far lower peak.
     """
     err = stderr or sys.stderr
     parser = argparse.ArgumentParser(
-        prog="python -m engine.datagen",
+        prog="python -m segd.datagen",
         description="Write the deterministic demo dataset as Parquet.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

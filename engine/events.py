@@ -3,7 +3,7 @@
 Layout of one log (``EventLog``), per event: ``cid`` (uint32) and ``ts`` (uint32 seconds),
 plus a uint32 code column for each dimension the type carries (item, phrase, campaign, ...)
 and a float64 ``amount`` column only for types that carry amounts. Each dimension also has
-``native.postings.Postings``: value code -> ascending rows. A view of an item therefore costs
+``segd.native.postings.Postings``: value code -> ascending rows. A view of an item therefore costs
 16 bytes (cid 4 + ts 4 + item code 4 + one posting 4).
 
 Rows are kept sorted by time so a period is a row range found by binary search. Events may
@@ -16,9 +16,9 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from native.postings import Postings
 
-from native import contactindex
+from segd.native import contactindex
+from segd.native.postings import Postings
 
 NO_CODE = 0xFFFFFFFF
 # Dimensions that get postings (value -> rows). order_id is only a column: nobody filters

@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.columns import encode_text, kind_of_arrow
-from engine.errors import InvalidInput, Violation
-from engine.store import Store
-from engine.timeutil import to_event_seconds
-from native.idmap import IdMap
+from segd.columns import encode_text, kind_of_arrow
+from segd.errors import InvalidInput, Violation
+from segd.native.idmap import IdMap
+from segd.store import Store
+from segd.timeutil import to_event_seconds
 
 NO_CODE = 0xFFFFFFFF
 NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -464,7 +464,7 @@ def validate_attributes(
     table, keys = _last_row_per_key(table, keys)
     new_columns: dict[str, str] = {}
     prepared: dict[str, object] = {}
-    from engine.columns import new_column
+    from segd.columns import new_column
 
     for name in table.column_names:
         if name == key:

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import InvalidQuery
-from engine.timeutil import parse_instant_s
+from segd.errors import InvalidQuery
+from segd.timeutil import parse_instant_s
 
 INF = float("inf")
 LIST_OPS = {"in", "not_in", "between", "contains_any", "contains_all"}

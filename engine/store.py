@@ -1,17 +1,17 @@
 """The store of one shard: contacts, catalog, event logs, dictionaries and rollups.
 
-It owns the data and nothing else: validation lives in ``engine.ingest`` (the one path every
+It owns the data and nothing else: validation lives in ``segd.ingest`` (the one path every
 mutation takes, so a write-ahead log can sit in front of it) and reading in
-``engine.segments``.
+``segd.segments``.
 """
 
 from __future__ import annotations
 
-from engine.aggregates import Aggregates
-from engine.catalog import Catalog
-from engine.contacts import ContactStore
-from engine.events import EventLog
-from native.idmap import IdMap
+from segd.aggregates import Aggregates
+from segd.catalog import Catalog
+from segd.contacts import ContactStore
+from segd.events import EventLog
+from segd.native.idmap import IdMap
 
 # Event properties segd knows by name; any other text column of an event batch is a custom
 # property and becomes a dimension too.

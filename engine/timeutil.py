@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import InvalidQuery
+from segd.errors import InvalidQuery
 
 DAY_S = 86_400
 MAX_EVENT_S = 2**32 - 1  # event times are uint32 seconds: 1970..2106

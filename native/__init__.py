@@ -1,0 +1,31 @@
+"""segd's Cython core: columnar kernels, bitsets, postings and the id map.
+
+Other Cython code can ``cimport segd.native.bitset`` (inline kernels) and
+``segd.native._types``; ``get_include()`` gives the directory to put on Cython's include
+path, as ``numpy.get_include()`` does for numpy's headers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["get_include"]
+
+
+def get_include() -> str:
+    """The include root under which ``segd/native/*.pxd`` are found.
+
+    Installed from a wheel this is the site-packages directory itself; in an editable
+    install the repository's ``native/`` folder is mapped there by setup.py's
+    ``build/cython-include`` symlink.
+    """
+    here = Path(__file__).resolve().parent
+    if here.parent.name == "segd":
+        return str(here.parent.parent)
+    mapped = here.parent / "build" / "cython-include"
+    if (mapped / "segd" / "native").exists():
+        return str(mapped)
+    raise FileNotFoundError(
+        "segd's .pxd files are not laid out as segd/native/: rebuild with "
+        "`pip install -e .` (it creates build/cython-include)"
+    )

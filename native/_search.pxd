@@ -1,5 +1,5 @@
 # Binary search over sorted row numbers, shared by the postings and the contact index.
-from native._types cimport row_t
+from segd.native._types cimport row_t
 
 
 cdef inline Py_ssize_t lower_bound(const row_t* rows, Py_ssize_t n, row_t key) noexcept nogil:

@@ -8,7 +8,7 @@ per-row value and updates a per-contact array in place (INOUT).
 from libc.math cimport isnan
 from libc.stdint cimport uint8_t, uint32_t
 
-from native._types cimport cid_t, sec_t
+from segd.native._types cimport cid_t, sec_t
 
 
 def _check(Py_ssize_t n_rows, Py_ssize_t n_vals, const cid_t[::1] cids, Py_ssize_t n_out):

@@ -1,7 +1,7 @@
 # Dense bitsets over contact ids: a numpy uint64 array `words`, bit i of words[i >> 6] is cid
 # i (n_bits = 64 * len(words)). Inline kernels for other .pyx files (`from native.bitset
 # cimport bit_set`); bounds are the caller's job: i < 64 * len(words), checked before nogil.
-from native._types cimport cid_t, word_t
+from segd.native._types cimport cid_t, word_t
 
 
 cdef inline void bit_set(word_t* w, cid_t i) noexcept nogil:

@@ -21,7 +21,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 from pyroaring import BitMap
 
-from native._types cimport cid_t, word_t
+from segd.native._types cimport cid_t, word_t
 
 
 cdef extern from *:

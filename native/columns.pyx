@@ -8,12 +8,12 @@ in one of the intervals. The kernel either scans the whole column or only a sort
 candidate contacts — the evaluator picks the second when an earlier AND operand already
 left few contacts (the "choose by selectivity" of the plan).
 
-Results are written into a dense bitset (OUT); ``native.bitset`` turns it into a BitMap.
+Results are written into a dense bitset (OUT); ``segd.native.bitset`` turns it into a BitMap.
 """
 
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t
 
-from native._types cimport NO_CODE, cid_t, code_t, word_t
+from segd.native._types cimport NO_CODE, cid_t, code_t, word_t
 
 ctypedef fused value_t:
     int8_t

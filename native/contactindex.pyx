@@ -14,8 +14,8 @@ from libc.stdint cimport uint32_t
 
 import numpy as np
 
-from native._search cimport lower_bound as _lower_bound
-from native._types cimport cid_t, row_t
+from segd.native._search cimport lower_bound as _lower_bound
+from segd.native._types cimport cid_t, row_t
 
 
 def build(const cid_t[::1] cid, Py_ssize_t n_contacts):

@@ -16,7 +16,7 @@ from libc.stdint cimport UINT32_MAX, int64_t, uint8_t, uint32_t, uint64_t
 
 import numpy as np
 
-from native._types cimport NO_CODE, cid_t, code_t, row_t, sec_t, word_t
+from segd.native._types cimport NO_CODE, cid_t, code_t, row_t, sec_t, word_t
 
 cdef enum:
     MAX_CODE_FILTERS = 16    # code-mask filters one event condition may carry

@@ -44,7 +44,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 import pyarrow as pa
 
-from native._types cimport NO_CODE, code_t
+from segd.native._types cimport NO_CODE, code_t
 
 
 cdef extern from *:

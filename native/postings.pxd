@@ -1,7 +1,7 @@
 # Inverted postings of one (event type, dimension): value code -> sorted row numbers of the
 # type's event log. Declared here so eventlog.pyx and eventscan.pyx can reach the C arrays.
 from libc.stdint cimport uint32_t, uint64_t
-from native._types cimport row_t, code_t
+from segd.native._types cimport row_t, code_t
 
 cdef struct RowList:
     row_t* rows          # ascending row numbers (= time order) of events with this code

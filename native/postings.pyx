@@ -15,8 +15,8 @@ from libc.string cimport memmove, memset
 
 import numpy as np
 
-from native._search cimport lower_bound as _lower_bound
-from native._types cimport NO_CODE, code_t, row_t
+from segd.native._search cimport lower_bound as _lower_bound
+from segd.native._types cimport NO_CODE, code_t, row_t
 
 
 cdef class Postings:

@@ -1,6 +1,6 @@
-"""``python -m server``: the segd server (same flags as ``segctl serve``)."""
+"""``python -m segd.server``: the segd server (same flags as ``segctl serve``)."""
 
-from server.main import run
+from segd.server.main import run
 
 if __name__ == "__main__":
     run()

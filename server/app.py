@@ -1,8 +1,8 @@
 """Assembling the gRPC server: servicers, interceptors, health, reflection, ports.
 
 ``build_server(settings, engine) -> (server, port)`` is what tests use (bind
-``127.0.0.1:0``, then ``server.start()``); ``build_app`` also hands back the health
-servicer and metrics, for ``server.main`` which flips health to SERVING only once the
+``127.0.0.1:0``, then ``segd.server.start()``); ``build_app`` also hands back the health
+servicer and metrics, for ``segd.server.main`` which flips health to SERVING only once the
 data is loaded.
 """
 
@@ -15,6 +15,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from segd.server.auth import AuthInterceptor
+from segd.server.errors import ErrorInterceptor
+from segd.server.metrics import Metrics, MetricsInterceptor
+from segd.server.servicers.admin import AdminServicer
+from segd.server.servicers.ingest import EventSequence, IngestServicer
+from segd.server.servicers.segments import SegmentServicer
+from segd.server.settings import Settings
 from segd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -23,14 +31,6 @@ from segd.v1 import (
     segments_pb2,
     segments_pb2_grpc,
 )
-
-from server.auth import AuthInterceptor
-from server.errors import ErrorInterceptor
-from server.metrics import Metrics, MetricsInterceptor
-from server.servicers.admin import AdminServicer
-from server.servicers.ingest import EventSequence, IngestServicer
-from server.servicers.segments import SegmentServicer
-from server.settings import Settings
 
 SEGD_SERVICES = (
     ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
@@ -46,7 +46,7 @@ class StartupError(Exception):
 
 @dataclass
 class App:
-    """A built (not yet started) server with the handles ``server.main`` needs."""
+    """A built (not yet started) server with the handles ``segd.server.main`` needs."""
 
     server: grpc.Server
     port: int

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from server.handlers import Behavior, rewrap
+from segd.server.handlers import Behavior, rewrap
 
 EXEMPT_PREFIXES = (
     "/grpc.health.v1.Health/",

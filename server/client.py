@@ -1,6 +1,6 @@
 """``SegdClient``: a thin, typed Python client for the segd gRPC API.
 
-    from server.client import SegdClient
+    from segd.server.client import SegdClient
     with SegdClient("127.0.0.1:50051", token="s3cret") as segd:
         segd.ingest_events([{"customer_id": "c1", "ts": 1735689600, "type": "view"}])
         segd.count('gender = "m" and age >= 35')          # -> int
@@ -26,6 +26,8 @@ import grpc
 import pyarrow as pa
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from segd.server import convert, rpc_status
 from segd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -35,8 +37,6 @@ from segd.v1 import (
     segments_pb2,
     segments_pb2_grpc,
 )
-
-from server import convert, rpc_status
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 TableLike = pa.Table | pa.RecordBatch | Iterable[dict[str, Any]]

@@ -20,10 +20,10 @@ from typing import Any
 
 import pyarrow as pa
 from google.protobuf import struct_pb2
+
+from segd.errors import InvalidInput
 from segd.v1 import common_pb2 as common
 from segd.v1 import ingest_pb2, segments_pb2
-
-from engine.errors import InvalidInput
 
 UTC = dt.UTC
 
@@ -430,7 +430,7 @@ def _pop_first(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
 def _label(value: Any) -> str:
     if isinstance(value, Mapping):
         try:
-            from engine import format as format_ast
+            from segd import format as format_ast
 
             return str(format_ast(dict(value)))
         except Exception:  # a label is best effort; the raw node is in details

@@ -1,6 +1,6 @@
 """The one table from engine error categories to gRPC status codes, and its interceptor.
 
-Only this module knows both ``engine.errors`` and gRPC. Lookup walks the exception's MRO,
+Only this module knows both ``segd.errors`` and gRPC. Lookup walks the exception's MRO,
 so a new subclass of a category gets the category's code; a new *category* is caught by
 ``tests/integration/test_errors.py``, which requires an entry here for every subclass.
 Anything that is not a ``SegdError`` is INTERNAL with an error id (logged once, with its
@@ -16,10 +16,10 @@ from typing import Any
 
 import grpc
 
-from engine import errors as E
-from server import rpc_status
-from server.handlers import Behavior, method_label, rewrap
-from server.logfmt import kv
+from segd import errors as E
+from segd.server import rpc_status
+from segd.server.handlers import Behavior, method_label, rewrap
+from segd.server.logfmt import kv
 
 log = logging.getLogger("segd.server")
 

@@ -1,4 +1,4 @@
-"""``segctl serve`` / ``python -m server``: load, serve, stop gracefully on SIGTERM / SIGINT."""
+"""``segctl serve`` / ``python -m segd.server``: load, serve, stop gracefully on SIGTERM / SIGINT."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import threading
 import time
 from typing import Any, TextIO
 
-from server.app import App, StartupError, build_app
-from server.logfmt import configure_logging, kv
-from server.settings import DEFAULT_ADDRESS, Settings, env_defaults
+from segd.server.app import App, StartupError, build_app
+from segd.server.logfmt import configure_logging, kv
+from segd.server.settings import DEFAULT_ADDRESS, Settings, env_defaults
 
 log = logging.getLogger("segd.server")
 
@@ -21,7 +21,7 @@ log = logging.getLogger("segd.server")
 def parse_scale(text: str) -> int:
     """``100k`` -> 100000, ``1m`` -> 1000000, ``2500`` -> 2500 (argparse type)."""
     try:
-        from engine.datagen import parse_scale as engine_parse_scale
+        from segd.datagen import parse_scale as engine_parse_scale
 
         return int(engine_parse_scale(text))
     except ImportError:
@@ -42,7 +42,7 @@ def parse_scale(text: str) -> int:
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    """The server's flags (shared by ``segctl serve`` and ``python -m server``)."""
+    """The server's flags (shared by ``segctl serve`` and ``python -m segd.server``)."""
     p.add_argument(
         "--address",
         help=f"HOST:PORT to listen on; port 0 picks a free one "
@@ -147,7 +147,7 @@ def _load_demo(engine: Any, contacts: int) -> Any:
     """
     from datetime import UTC, datetime
 
-    from engine.datagen import generate
+    from segd.datagen import generate
 
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     data = generate(contacts=contacts, now=now)
@@ -175,7 +175,7 @@ def _ready_fields(
 def serve(settings: Settings, stderr: TextIO | None = None) -> int:
     """Run the server until SIGTERM / SIGINT; 0 on a clean stop, 1 if it cannot start."""
     configure_logging(settings.log_level, stderr)
-    from engine import Engine
+    from segd import Engine
 
     engine = Engine(result_cache_size=settings.result_cache)
     try:
@@ -243,7 +243,7 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
 
 def main(argv: list[str] | None = None, stderr: TextIO | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m server", description="Run the segd server."
+        prog="python -m segd.server", description="Run the segd server."
     )
     add_serve_arguments(parser)
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from server.handlers import Behavior, method_label, rewrap
+from segd.server.handlers import Behavior, method_label, rewrap
 
 LATENCY_BUCKETS_S = (
     0.0005,

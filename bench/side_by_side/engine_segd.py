@@ -12,14 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
-import engine
-from engine import Engine
+import segd
+from segd import Engine
 
-label = "segd " + engine.__version__
+label = "segd " + segd.__version__
 
 
 class Adapter:
-    """``load`` / ``count`` / ``members`` over one ``engine.Engine``."""
+    """``load`` / ``count`` / ``members`` over one ``segd.Engine``."""
 
     label = label
 

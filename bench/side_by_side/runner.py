@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.dataset import Dataset
-from bench.queries import REFERENCE, Query
-from bench.side_by_side.worker import Worker, WorkerError
+from segd.bench.dataset import Dataset
+from segd.bench.queries import REFERENCE, Query
+from segd.bench.side_by_side.worker import Worker, WorkerError
 
-SEGD = "bench.side_by_side.engine_segd"
-DUCKDB = "bench.side_by_side.engine_duckdb"
+SEGD = "segd.bench.side_by_side.engine_segd"
+DUCKDB = "segd.bench.side_by_side.engine_duckdb"
 MIN_SAMPLE_S = 0.05
 MAX_REPS = 50
 THROUGHPUT_S = 2.0
@@ -177,7 +177,7 @@ def run(
     progress: Progress,
     full_suite: bool = True,
 ) -> dict:
-    """Load ``opts.engines``, run the queries; raw results for ``bench.report``.
+    """Load ``opts.engines``, run the queries; raw results for ``segd.bench.report``.
 
     ``full_suite``: False when only some queries were asked for (then the suite-level
     targets are not judged)."""

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.errors import InvalidQuery
+from segd.errors import InvalidQuery
 
 AGGREGATES: tuple[str, ...] = (
     "orders_count",

@@ -5,19 +5,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from engine.columns import CategoryColumn, NumericColumn, TagsColumn
-from engine.errors import InvalidQuery, SegmentNotFound
-from engine.segments.ast import canonical_key, validate, walk
-from engine.segments.conditions import (
+from segd.columns import CategoryColumn, NumericColumn, TagsColumn
+from segd.errors import InvalidQuery, SegmentNotFound
+from segd.segments.ast import canonical_key, validate, walk
+from segd.segments.conditions import (
     AgeAttr,
     AggregateNode,
     CategoryAttr,
     NumericAttr,
     TagsAttr,
 )
-from engine.segments.event_node import EventNode
-from engine.segments.plan import AndNode, ConstNode, Node, NotNode, OrNode, RefNode
-from engine.store import Store
+from segd.segments.event_node import EventNode
+from segd.segments.plan import AndNode, ConstNode, Node, NotNode, OrNode, RefNode
+from segd.store import Store
 
 # name -> (ast, static members or None); provided by the segment registry.
 SegmentLookup = Callable[[str], tuple[dict, object | None]]

@@ -7,20 +7,20 @@ from datetime import UTC, datetime
 import numpy as np
 from pyroaring import BitMap
 
-from engine.columns import CategoryColumn, NumericColumn, TagsColumn
-from engine.errors import InvalidQuery
-from engine.predicates import (
+from segd.columns import CategoryColumn, NumericColumn, TagsColumn
+from segd.errors import InvalidQuery
+from segd.native import columns as kernels
+from segd.native.bitset import popcount
+from segd.predicates import (
     INF,
     dictionary_mask,
     in_intervals,
     integer_range,
     numeric_intervals,
 )
-from engine.segments.context import Context
-from engine.segments.plan import Node
-from engine.timeutil import DAY_S, full_years_cutoff_ms, period_bounds_s
-from native import columns as kernels
-from native.bitset import popcount
+from segd.segments.context import Context
+from segd.segments.plan import Node
+from segd.timeutil import DAY_S, full_years_cutoff_ms, period_bounds_s
 
 ALL = (np.array([-INF]), np.array([INF]))
 # Up to this many matching values, OR-ing per-value bitmaps beats a column scan.

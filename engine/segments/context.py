@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from pyroaring import BitMap
 
-from engine.errors import DeadlineExceeded
-from engine.store import Store
-from native.bitset import bitmap_to_bitset, bitset_to_bitmap
+from segd.errors import DeadlineExceeded
+from segd.native.bitset import bitmap_to_bitset, bitset_to_bitmap
+from segd.store import Store
 
 _local = threading.local()
 SAMPLE_SIZE = 2048  # contacts looked at to estimate a condition's selectivity

@@ -17,8 +17,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from engine.errors import DslSyntaxError, InvalidQuery
-from engine.segments.ast import (
+from segd.errors import DslSyntaxError, InvalidQuery
+from segd.segments.ast import (
     AGGREGATE_OPS,
     AGGREGATES,
     ATTR_OPS,
@@ -29,9 +29,9 @@ from engine.segments.ast import (
     parse_instant,
     validate,
 )
-from engine.segments.lexer import DATE, EOF, NAME, NUMBER, OP, PUNCT, STRING, Token
-from engine.segments.lexer import tokenize as _tokenize
-from engine.segments.printer import OP_SPELLING, format_ast
+from segd.segments.lexer import DATE, EOF, NAME, NUMBER, OP, PUNCT, STRING, Token
+from segd.segments.lexer import tokenize as _tokenize
+from segd.segments.printer import OP_SPELLING, format_ast
 
 __all__ = ["parse", "format"]
 

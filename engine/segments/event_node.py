@@ -20,14 +20,14 @@ from datetime import UTC, datetime
 import numpy as np
 from pyroaring import BitMap
 
-from engine.errors import InvalidQuery
-from engine.predicates import dictionary_mask, in_intervals, numeric_intervals
-from engine.segments.context import Context, thread_scratch
-from engine.segments.plan import Node
-from engine.store import Store
-from engine.timeutil import duration_s, period_bounds_s
-from native import contactindex, eventscan
-from native.bitset import cids_to_bitmap
+from segd.errors import InvalidQuery
+from segd.native import contactindex, eventscan
+from segd.native.bitset import cids_to_bitmap
+from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
+from segd.segments.context import Context, thread_scratch
+from segd.segments.plan import Node
+from segd.store import Store
+from segd.timeutil import duration_s, period_bounds_s
 
 U64_MAX = 2**64 - 1
 # Gather postings only when they cover less than this share of the window's rows: beyond it

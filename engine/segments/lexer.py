@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import DslSyntaxError
-from engine.segments.ast import ISO_PATTERN, parse_instant
+from segd.errors import DslSyntaxError
+from segd.segments.ast import ISO_PATTERN, parse_instant
 
 # Token kinds. Keywords are NAME tokens: the parser decides (case-insensitively) which
 # words are keywords where, so a filter field may be called ``from`` or ``count``.

@@ -16,8 +16,8 @@ from typing import Any
 
 from pyroaring import BitMap
 
-from engine.errors import InvalidQuery
-from engine.segments.context import Context
+from segd.errors import InvalidQuery
+from segd.segments.context import Context
 
 
 class Node:
@@ -32,7 +32,7 @@ class Node:
 
     @property
     def label(self) -> str:
-        from engine.segments.dsl import format as format_dsl
+        from segd.segments.dsl import format as format_dsl
 
         try:
             return format_dsl(self.ast)

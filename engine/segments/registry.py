@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from pyroaring import BitMap
 
-from engine.errors import (
+from segd.errors import (
     AlreadyExists,
     Conflict,
     FailedPrecondition,
@@ -16,7 +16,7 @@ from engine.errors import (
     InvalidQuery,
     SegmentNotFound,
 )
-from engine.segments.ast import walk
+from segd.segments.ast import walk
 
 SEGMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 

@@ -14,9 +14,9 @@ import sys
 import traceback
 from typing import NoReturn, TextIO
 
-from server.client import SegdRpcError
-from server.segctl import admin, data, segments, serve
-from server.segctl.console import (
+from segd.server.client import SegdRpcError
+from segd.server.segctl import admin, data, segments, serve
+from segd.server.segctl.console import (
     EXIT_FAILED,
     EXIT_USAGE,
     Cli,
@@ -78,11 +78,11 @@ def build_parser() -> Parser:
 
 
 def _bench(argv: list[str], stderr: TextIO) -> int:
-    """Forward ``segctl bench ...`` to ``bench.__main__.main(argv)`` when it exists."""
+    """Forward ``segctl bench ...`` to ``segd.bench.__main__.main(argv)`` when it exists."""
     try:
-        module = importlib.import_module("bench.__main__")
+        module = importlib.import_module("segd.bench.__main__")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("bench", "bench.__main__"):
+        if exc.name not in ("segd.bench", "segd.bench.__main__"):
             raise
         stderr.write(
             "segctl: error: the benchmark suite is not installed (bench/__main__.py)\n"

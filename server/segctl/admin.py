@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from server.client import SegdRpcError
-from server.segctl.console import Cli, add_connection_options, human_int
+from segd.server.client import SegdRpcError
+from segd.server.segctl.console import Cli, add_connection_options, human_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from server.client import DEFAULT_ADDRESS, SegdClient
+from segd.server.client import DEFAULT_ADDRESS, SegdClient
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -22,8 +22,8 @@ from typing import Any
 import grpc
 import pyarrow as pa
 
-from server.client import SegdRpcError
-from server.segctl.console import (
+from segd.server.client import SegdRpcError
+from segd.server.segctl.console import (
     Cli,
     CommandFailed,
     UsageError,

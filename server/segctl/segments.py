@@ -7,8 +7,13 @@ import argparse
 import time
 from typing import Any
 
-from server.segctl import export as exports
-from server.segctl.console import Cli, UsageError, add_connection_options, human_int
+from segd.server.segctl import export as exports
+from segd.server.segctl.console import (
+    Cli,
+    UsageError,
+    add_connection_options,
+    human_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,11 +1,11 @@
-"""``segctl serve``: run the server in the foreground (the flags of ``python -m server``)."""
+"""``segctl serve``: run the server in the foreground (the flags of ``python -m segd.server``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from server.main import add_serve_arguments, serve, settings_from_args
-from server.segctl.console import Cli
+from segd.server.main import add_serve_arguments, serve, settings_from_args
+from segd.server.segctl.console import Cli
 
 
 def register(sub: argparse._SubParsersAction) -> None:

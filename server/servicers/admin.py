@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 import grpc
-from segd.v1 import admin_pb2, admin_pb2_grpc
 
-from server.servicers.ingest import EventSequence
+from segd.server.servicers.ingest import EventSequence
+from segd.v1 import admin_pb2, admin_pb2_grpc
 
 SERVER_VERSION = "0.1.0"
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import grpc
 import pyarrow as pa
-from segd.v1 import ingest_pb2, ingest_pb2_grpc
 
-from engine.errors import InvalidInput
-from server import convert
+from segd.errors import InvalidInput
+from segd.server import convert
+from segd.v1 import ingest_pb2, ingest_pb2_grpc
 
 
 class EventSequence:

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+
+from segd.errors import InvalidInput, OutOfRange
+from segd.server import convert
+from segd.server.servicers import deadline_of
 from segd.v1 import segments_pb2 as pb
 from segd.v1 import segments_pb2_grpc
-
-from engine.errors import InvalidInput, OutOfRange
-from server import convert
-from server.servicers import deadline_of
 
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_SAMPLE_SIZE = 10

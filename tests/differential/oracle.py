@@ -2,7 +2,7 @@
 
 The differential tests ask segd and this oracle the same question over the same data
 and compare the customer_id sets. It shares no code with the engine (only
-``engine.errors``), so a misreading of docs/segment-language.md would have to be made
+``segd.errors``), so a misreading of docs/segment-language.md would have to be made
 twice to go unnoticed. Its semantics are pinned by literal id sets in test_oracle.py.
 
 Translation: the query ranges over the *universe* (every customer_id of the contacts
@@ -22,7 +22,7 @@ from decimal import Decimal
 import duckdb
 import pyarrow as pa
 
-from engine.errors import InvalidQuery, SegmentNotFound
+from segd.errors import InvalidQuery, SegmentNotFound
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_DAY = 86_400_000_000

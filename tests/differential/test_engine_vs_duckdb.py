@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from engine import Engine
-from engine.datagen import generate
+from segd import Engine
+from segd.datagen import generate
 from tests.differential.oracle import SqlOracle
 from tests.property.strategies import asts
 

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 import pytest
 
-from engine.errors import InvalidQuery, SegmentNotFound
+from segd.errors import InvalidQuery, SegmentNotFound
 from tests.differential.oracle import SqlOracle
 
 NOW = datetime(2025, 6, 30, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """Integration fixtures: real segd servers on free loopback ports, clients, segctl runs.
 
-In-process servers come from ``server.app.build_app`` on ``127.0.0.1:0``; subprocess
-servers from ``python -m server`` (see ``start_subprocess_server``). Nothing here talks to
+In-process servers come from ``segd.server.app.build_app`` on ``127.0.0.1:0``; subprocess
+servers from ``python -m segd.server`` (see ``start_subprocess_server``). Nothing here talks to
 anything but 127.0.0.1.
 """
 
@@ -66,10 +66,10 @@ def _ensure_stubs() -> None:
 
 _ensure_stubs()
 
-from engine import Engine  # noqa: E402
-from server.app import App, build_app  # noqa: E402
-from server.client import SegdClient  # noqa: E402
-from server.settings import Settings  # noqa: E402
+from segd import Engine  # noqa: E402
+from segd.server.app import App, build_app  # noqa: E402
+from segd.server.client import SegdClient  # noqa: E402
+from segd.server.settings import Settings  # noqa: E402
 
 TOKEN = "test-token"
 N_CONTACTS = 1000
@@ -172,7 +172,7 @@ def run_segctl(
     running: Running | None, *argv: str, token: str | None = "default"
 ) -> CliResult:
     """``segctl`` in-process against ``running`` (connection flags added)."""
-    from server.segctl.__main__ import main
+    from segd.server.segctl.__main__ import main
 
     args = list(argv)
     if running is not None:
@@ -223,11 +223,11 @@ READY = re.compile(r"msg=ready .*\bport=(\d+)")
 def start_subprocess_server(
     tmp_path: Path, *args: str, timeout: float = 60.0
 ) -> ServerProcess:
-    """``python -m server --address 127.0.0.1:0 ARGS``; waits for the ready line."""
+    """``python -m segd.server --address 127.0.0.1:0 ARGS``; waits for the ready line."""
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
     log = open(log_path, "w")  # noqa: SIM115 (the child owns it)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--address", "127.0.0.1:0", *args],
+        [sys.executable, "-m", "segd.server", "--address", "127.0.0.1:0", *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=subprocess_env(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from server.client import SegdRpcError
+from segd.server.client import SegdRpcError
 from tests.integration.conftest import BASE_TS
 
 EVENTS = [{"customer_id": "intruder", "ts": BASE_TS, "type": "ping"}]

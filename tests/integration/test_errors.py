@@ -9,9 +9,9 @@ import time
 import grpc
 import pytest
 
-from engine import errors as E
-from server.client import SegdRpcError
-from server.errors import STATUS_BY_CATEGORY, status_for
+from segd import errors as E
+from segd.server.client import SegdRpcError
+from segd.server.errors import STATUS_BY_CATEGORY, status_for
 
 
 def all_subclasses(cls: type) -> list[type]:

@@ -6,9 +6,9 @@ import grpc
 import pyarrow as pa
 import pytest
 from google.protobuf import struct_pb2
-from segd.v1 import common_pb2, ingest_pb2
 
-from server.client import SegdRpcError, to_arrow_ipc
+from segd.server.client import SegdRpcError, to_arrow_ipc
+from segd.v1 import common_pb2, ingest_pb2
 from tests.integration.conftest import BASE_TS, N_CONTACTS, TOKEN
 
 MD = (("authorization", f"Bearer {TOKEN}"),)

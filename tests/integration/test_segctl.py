@@ -209,8 +209,8 @@ def test_help_and_bench_hook(monkeypatch):
     import types
 
     seen = {}
-    fake = types.ModuleType("bench.__main__")
+    fake = types.ModuleType("segd.bench.__main__")
     fake.main = lambda argv: seen.setdefault("argv", argv) and 0
-    monkeypatch.setitem(sys.modules, "bench.__main__", fake)
+    monkeypatch.setitem(sys.modules, "segd.bench.__main__", fake)
     r = run_segctl(None, "bench", "--quick", "count")
     assert r.code == 0 and seen["argv"] == ["--quick", "count"]

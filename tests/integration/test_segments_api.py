@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from segd.v1 import common_pb2, segments_pb2
 
-from server.client import SegdRpcError
+from segd.server.client import SegdRpcError
+from segd.v1 import common_pb2, segments_pb2
 from tests.integration.conftest import TOKEN, expected
 
 MEN = 'gender = "m"'
@@ -69,7 +69,7 @@ def test_members_bad_tokens(client):
 
 
 def test_members_token_past_the_end_is_out_of_range(client, srv):
-    from server.servicers.segments import _encode_token, _query_key
+    from segd.server.servicers.segments import _encode_token, _query_key
 
     req = segments_pb2.MembersRequest(dsl=MEN)
     token = _encode_token(10_000, 1, _query_key(req))

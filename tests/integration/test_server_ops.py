@@ -13,8 +13,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from server.app import SEGD_SERVICES
-from server.client import SegdClient, SegdRpcError
+from segd.server.app import SEGD_SERVICES
+from segd.server.client import SegdClient, SegdRpcError
 
 
 def health_of(address: str, service: str = "") -> str:

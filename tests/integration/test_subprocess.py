@@ -1,4 +1,4 @@
-"""Real processes: ``python -m server`` and ``segctl`` as an operator runs them."""
+"""Real processes: ``python -m segd.server`` and ``segctl`` as an operator runs them."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.client import SegdClient, SegdRpcError
+from segd.server.client import SegdClient, SegdRpcError
 from tests.integration.conftest import subprocess_env
 
 
 def segctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "server.segctl", *args],
+        [sys.executable, "-m", "segd.server.segctl", *args],
         capture_output=True, text=True, env=subprocess_env(), timeout=timeout,
     )  # fmt: skip
 
@@ -54,7 +54,7 @@ def test_health_goes_not_serving_to_serving(tmp_path):
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--address", "127.0.0.1:0", "--demo", "20k"],
+            [sys.executable, "-m", "segd.server", "--address", "127.0.0.1:0", "--demo", "20k"],
             stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(),
         )  # fmt: skip
     try:

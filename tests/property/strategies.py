@@ -34,7 +34,7 @@ from datetime import datetime
 
 from hypothesis import strategies as st
 
-from engine.segments.ast import (
+from segd.segments.ast import (
     AGGREGATE_OPS,
     AGGREGATES,
     ATTR_OPS,

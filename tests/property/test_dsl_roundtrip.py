@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import DslSyntaxError
-from engine.segments.ast import canonical_key, validate, walk
-from engine.segments.dsl import format, parse
+from segd.errors import DslSyntaxError
+from segd.segments.ast import canonical_key, validate, walk
+from segd.segments.dsl import format, parse
 from tests.property.strategies import asts
 
 _SLOW_DRAWS = settings(suppress_health_check=[HealthCheck.too_slow])

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from pyroaring import BitMap
 
-from native.bitset import (
+from segd.native.bitset import (
     bitmap_to_bitset,
     bitset_to_bitmap,
     bitset_to_cids,
@@ -23,7 +23,7 @@ from native.bitset import (
     set_cids,
     words_for,
 )
-from native.idmap import IdMap
+from segd.native.idmap import IdMap
 
 NO_CODE = 0xFFFFFFFF
 

@@ -12,7 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from engine import Engine
+from segd import Engine
 
 BASE = (
     1_700_000_000  # event times are BASE + small offsets, so ties and late rows abound

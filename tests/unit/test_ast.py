@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine.errors import InvalidInput, InvalidQuery
-from engine.segments.ast import (
+from segd.errors import InvalidInput, InvalidQuery
+from segd.segments.ast import (
     AGGREGATE_OPS,
     AGGREGATES,
     ATTR_OPS,

@@ -1,6 +1,6 @@
 """The benchmark suite runs end to end at a tiny scale, so it cannot rot (issue 5).
 
-``python -m bench`` at 2000 contacts, one round: both engine workers start, load the
+``python -m segd.bench`` at 2000 contacts, one round: both engine workers start, load the
 same Parquet files, every query gives the same members on segd and DuckDB, and the JSON
 record has the keys docs/benchmarks.md promises.
 """
@@ -13,10 +13,10 @@ import json
 
 import pytest
 
-from bench.__main__ import main
-from bench.queries import REFERENCE, select, suite
-from bench.side_by_side.runner import members_digest
-from engine.datagen import DEFAULT_NOW
+from segd.bench.__main__ import main
+from segd.bench.queries import REFERENCE, select, suite
+from segd.bench.side_by_side.runner import members_digest
+from segd.datagen import DEFAULT_NOW
 
 QUERY_KEYS = {
     "name",
@@ -126,10 +126,10 @@ def test_select_keeps_the_requested_order():
 
 def test_a_mismatch_fails_loudly_naming_the_query(record):
     """A query whose SQL disagrees with its DSL must fail the run, by name."""
-    from bench import report
-    from bench.dataset import cached_dataset
-    from bench.queries import Query
-    from bench.side_by_side import runner
+    from segd.bench import report
+    from segd.bench.dataset import cached_dataset
+    from segd.bench.queries import Query
+    from segd.bench.side_by_side import runner
 
     _, _, root = record
     ds = cached_dataset(2000, 0, root / "cache")
@@ -205,7 +205,7 @@ def test_engines_segd_runs_segd_alone(segd_alone, record):
 
 
 def test_engines_segd_markdown_shows_dashes_for_duckdb(segd_alone):
-    from bench import report
+    from segd.bench import report
 
     _, rec = segd_alone
     md = report.render_markdown(rec)

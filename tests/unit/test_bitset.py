@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pyroaring import BitMap, FrozenBitMap
 
-from native.bitset import (
+from segd.native.bitset import (
     bitmap_to_bitset,
     bitset_to_bitmap,
     bitset_to_cids,
@@ -209,12 +209,14 @@ def test_round_trip_large_random() -> None:
 @pytest.mark.slow
 def test_pxd_inline_kernels_cimportable(tmp_path: Path) -> None:
     """Another .pyx can cimport bit_set / bit_clear / bit_test from native/bitset.pxd."""
-    repo = Path(__file__).resolve().parents[2]
+    from segd.native import get_include
+
+    include = get_include()
     (tmp_path / "use_bitset.pyx").write_text(
         textwrap.dedent(
             """
-            from native.bitset cimport bit_clear, bit_set, bit_test
-            from native._types cimport cid_t, word_t
+            from segd.native.bitset cimport bit_clear, bit_set, bit_test
+            from segd.native._types cimport cid_t, word_t
 
             def run(word_t[::1] w, cid_t i):
                 bit_set(&w[0], i)
@@ -229,7 +231,7 @@ def test_pxd_inline_kernels_cimportable(tmp_path: Path) -> None:
         "from setuptools import setup, Extension; "
         "sys.argv = ['setup', 'build_ext', '--inplace', '-q']; "
         "setup(ext_modules=cythonize([Extension('use_bitset', ['use_bitset.pyx'])], "
-        f"include_path=[{str(repo)!r}], quiet=True, language_level=3))"
+        f"include_path=[{include!r}], quiet=True, language_level=3))"
     )
     subprocess.run([sys.executable, "-c", build], cwd=tmp_path, check=True)
     check = (

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
-from engine import Engine
-from engine.rwlock import RWLock
+from segd import Engine
+from segd.rwlock import RWLock
 
 BASE = 1_700_000_000
 NOW = BASE + 10**6

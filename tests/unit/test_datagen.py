@@ -1,4 +1,4 @@
-"""engine.datagen: determinism, schema, realistic shares and skew, order/time invariants."""
+"""segd.datagen: determinism, schema, realistic shares and skew, order/time invariants."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from engine import datagen
-from engine.datagen import (
+from segd import datagen
+from segd.datagen import (
     DEFAULT_NOW,
     EVENT_TYPES,
     EVENTS_SCHEMA,

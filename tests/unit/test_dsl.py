@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import engine
-from engine.errors import DslSyntaxError, InvalidInput, InvalidQuery
-from engine.segments.dsl import format, parse
+import segd
+from segd.errors import DslSyntaxError, InvalidInput, InvalidQuery
+from segd.segments.dsl import format, parse
 
 CATS = {"field": "category", "op": "=", "value": "Pets/Cats/Dry food"}
 
@@ -159,8 +159,8 @@ def test_doc_example_is_already_canonical_text(text: str, expected: dict) -> Non
 
 
 def test_engine_reexports_parse_and_format() -> None:
-    assert engine.parse("age > 1") == {"attr": "age", "op": ">", "value": 1}
-    assert engine.format({"segment": "vip"}) == 'in segment "vip"'
+    assert segd.parse("age > 1") == {"attr": "age", "op": ">", "value": 1}
+    assert segd.format({"segment": "vip"}) == 'in segment "vip"'
 
 
 # -- operators and values --------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.events import EventLog
+from segd.events import EventLog
 
 NO_CODE = 0xFFFFFFFF
 

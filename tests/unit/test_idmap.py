@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from native.idmap import IdMap
+from segd.native.idmap import IdMap
 
 NO_CODE = 0xFFFFFFFF
 

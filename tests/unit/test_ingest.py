@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import Engine
-from engine.errors import InvalidInput
+from segd import Engine
+from segd.errors import InvalidInput
 
 NOW = 1_750_000_000  # 2025-06-15T15:06:40Z
 T0 = 1_735_787_045  # 2025-01-02T03:04:05Z

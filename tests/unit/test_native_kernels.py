@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from native.postings import Postings
 
-from native import aggregates as agg
-from native import columns as colk
-from native import eventscan
+from segd.native import aggregates as agg
+from segd.native import columns as colk
+from segd.native import eventscan
+from segd.native.postings import Postings
 
 NO_CODE = 0xFFFFFFFF
 U64 = 2**64 - 1

@@ -12,8 +12,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from engine import Engine
-from engine.errors import (
+from segd import Engine
+from segd.errors import (
     AlreadyExists,
     Conflict,
     ContactNotFound,
@@ -573,6 +573,6 @@ def test_result_cache_is_dropped_by_every_write() -> None:
 
 
 def test_now_defaults_to_the_current_second() -> None:
-    from engine.timeutil import resolve_now
+    from segd.timeutil import resolve_now
 
     assert resolve_now(None) == int(resolve_now(None))
