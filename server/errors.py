@@ -32,6 +32,10 @@ STATUS_BY_CATEGORY: dict[type[E.SegdError], grpc.StatusCode] = {
     E.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     E.Conflict: grpc.StatusCode.ABORTED,
     E.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    # Durability (docs/storage.md): a failed log write changes nothing; retry later.
+    E.StorageError: grpc.StatusCode.UNAVAILABLE,  # incl. LogFailed (fsync: fatal)
+    E.StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,  # ENOSPC: retry once space returns
+    E.CorruptLog: grpc.StatusCode.DATA_LOSS,  # start-up only, never from a call
 }
 
 ERROR_ID_KEY = "segd-error-id"
