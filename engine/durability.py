@@ -14,12 +14,13 @@ import fcntl
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segd import mutations as mut
 from segd import wal as walmod
-from segd.errors import DataDirLocked, StorageError
+from segd.errors import CorruptLog, DataDirLocked, StorageError
 
 log = logging.getLogger("segd.storage")
 
@@ -239,3 +240,63 @@ def close_engine(engine: Any) -> None:
         if engine._dir_lock is not None:
             engine._dir_lock.release()
             engine._dir_lock = None
+
+
+@dataclass
+class RepairPoint:
+    """Where ``segctl repair`` would cut the log: the corrupt record and what goes."""
+
+    file: Path
+    offset: int
+    reason: str
+    dropped_files: list[Path]  # later segments, deleted whole
+    dropped_bytes: int
+
+
+def snapshot_seq(path: Path) -> int:
+    """The log sequence the newest valid snapshot covers (0: none)."""
+    try:
+        from segd import snapshot as snap
+    except ImportError:
+        return 0
+    probe = getattr(snap, "newest_wal_seq", None)
+    if probe is not None:
+        return int(probe(path / SNAPSHOT_DIR) or 0)
+    state = snap.read_snapshot(path / SNAPSHOT_DIR)
+    return 0 if state is None else int(state.wal_seq)
+
+
+def find_repair_point(path: Path) -> RepairPoint | None:
+    """The first corrupt place of the log under `path` (None: the log reads clean)."""
+    wal_dir = path / WAL_DIR
+    try:
+        for _ in walmod.scan(wal_dir, expect_after=snapshot_seq(path)):
+            pass
+    except CorruptLog as exc:
+        bad = Path(exc.file)
+        later = [p for p in walmod.segment_files(wal_dir) if p.name > bad.name]
+        size = bad.stat().st_size
+        return RepairPoint(
+            bad,
+            exc.offset,
+            exc.reason,
+            later,
+            size - exc.offset + sum(p.stat().st_size for p in later),
+        )
+    return None
+
+
+def repair(point: RepairPoint) -> None:
+    """Cut the log at `point` (the caller holds the directory lock and asked first)."""
+    for p in point.dropped_files:
+        p.unlink()
+    if point.offset < walmod.FILE_HEADER.size:
+        point.file.unlink()
+    else:
+        fd = os.open(point.file, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, point.offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    walmod.fsync_dir(point.file.parent)

@@ -28,6 +28,7 @@ valid); a failed fsync is fatal for the log (``LogFailed``).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import struct
 import threading
@@ -47,6 +48,8 @@ SEGMENT_SUFFIX = ".wal"
 DEFAULT_SEGMENT_BYTES = 64 << 20
 FSYNC_MODES = ("always", "interval", "off")
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+log = logging.getLogger("segd.storage")
 
 
 def segment_name(first_seq: int) -> str:
@@ -299,6 +302,11 @@ class Wal:
         with self._cv:
             if self._failed is None:
                 self._failed = why
+                log.error(
+                    "write-ahead log failed, accepting no more writes (restart to "
+                    "recover from the log): %s",
+                    why,
+                )
             self._cv.notify_all()
 
     def _check_usable(self) -> None:
