@@ -59,6 +59,11 @@ EXPECTED = {
     E.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     E.Conflict: grpc.StatusCode.ABORTED,
     E.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    E.StorageError: grpc.StatusCode.UNAVAILABLE,
+    E.LogFailed: grpc.StatusCode.UNAVAILABLE,
+    E.StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    E.DataDirLocked: grpc.StatusCode.FAILED_PRECONDITION,
+    E.CorruptLog: grpc.StatusCode.DATA_LOSS,
 }
 
 
