@@ -177,3 +177,38 @@ class SegmentRegistry:
                 f"segment {name!r} is referenced by "
                 f"{', '.join(sorted(users))}; delete or change those first"
             )
+
+    # -- snapshots (segd.snapshot) -------------------------------------------------------
+    def to_snapshot(self) -> list[dict]:
+        """Every segment as msgpack-able data; static members in roaring's portable
+        serialisation."""
+        return [
+            {
+                "name": seg.name,
+                "ast": seg.ast,
+                "dsl": seg.dsl,
+                "static": seg.static,
+                "version": seg.version,
+                "created_ms": seg.created_ms,
+                "updated_ms": seg.updated_ms,
+                "members": None if seg.members is None else seg.members.serialize(),
+            }
+            for seg in self._segments.values()
+        ]
+
+    @classmethod
+    def from_snapshot(cls, data: list[dict]) -> SegmentRegistry:
+        registry = cls()
+        for d in data:
+            members = d["members"]
+            registry._segments[d["name"]] = SavedSegment(
+                name=d["name"],
+                ast=d["ast"],
+                dsl=d["dsl"],
+                static=d["static"],
+                version=d["version"],
+                created_ms=d["created_ms"],
+                updated_ms=d["updated_ms"],
+                members=None if members is None else BitMap.deserialize(members),
+            )
+        return registry
