@@ -95,6 +95,15 @@ class DirLock:
             raise DataDirLocked(str(directory), holder) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        # A forked child (the snapshot writer) must not keep the lock alive if this
+        # process dies: its copy of the descriptor is closed at once.
+        os.register_at_fork(after_in_child=self._close_in_child)
+
+    def _close_in_child(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -117,17 +126,20 @@ def _prepare(path: Path) -> None:
 
 
 def _restore_snapshot(engine: Any, path: Path) -> int:
-    """Load the newest valid snapshot into `engine`; the log sequence it covers."""
-    try:
-        from segd import snapshot as snap
-    except ImportError:
-        return 0
-    state = snap.read_snapshot(path / SNAPSHOT_DIR)
+    """Load the newest valid snapshot into `engine`; the log sequence it covers.
+
+    A snapshot that does not verify is reported in one log line and the one before it is
+    used (with the longer log after it: segments are kept back to the oldest snapshot)."""
+    from segd import snapshot as snap
+
+    state, skipped = snap.latest_valid_snapshot(path / SNAPSHOT_DIR)
+    for line in skipped:
+        log.warning("snapshot skipped: %s", line)
     if state is None:
         return 0
     engine.store = state.store
     engine.segments = state.segments
-    meta = state.meta or {}
+    meta = (state.metadata or {}).get("durability") or {}
     engine.idempotency.load_state(meta.get("idempotency", []))
     engine.events_sequence = int(meta.get("events_sequence", 0))
     return int(state.wal_seq)
@@ -218,16 +230,32 @@ def open_engine(
 
 
 def take_snapshot(engine: Any) -> Any:
-    """Snapshot under the read lock (writers wait, readers do not), then delete the
-    log segments it covers — only after write_snapshot returned, i.e. it is durable."""
+    """Write a snapshot (segd.snapshot holds the engine only for a fork), then delete the
+    log segments every kept snapshot covers — only once the new one is durable.
+
+    The log sequence and this module's metadata (idempotency keys, the event sequence)
+    are read while write_snapshot holds the engine, so they agree with the state."""
     from segd import snapshot as snap
 
-    with engine._bulk, engine._lock.read():
-        wal = engine._wal
-        wal.sync()
-        seq = wal.last_seq
-        info = snap.write_snapshot(engine, engine._data_dir / SNAPSHOT_DIR, wal_seq=seq)
-    wal.delete_through(seq)
+    wal = engine._wal
+    held: dict = {}
+
+    def seq_and_meta() -> int:
+        held.update(snapshot_meta(engine))  # under the engine's read lock
+        return wal.last_seq
+
+    with engine._bulk:  # a bulk load's chunks and its commit stay on one side
+        info = snap.write_snapshot(
+            engine,
+            engine._data_dir / SNAPSHOT_DIR,
+            wal_seq=seq_and_meta,
+            # write_snapshot copies the dict before taking the lock; the inner dict is
+            # shared, so what seq_and_meta puts there is what gets written.
+            metadata={"durability": held},
+        )
+    kept = snap.list_snapshots(engine._data_dir / SNAPSHOT_DIR)
+    oldest = min((ref.wal_seq for ref in kept), default=info.wal_seq)
+    wal.delete_through(min(oldest, info.wal_seq))
     return info
 
 
@@ -254,16 +282,15 @@ class RepairPoint:
 
 
 def snapshot_seq(path: Path) -> int:
-    """The log sequence the newest valid snapshot covers (0: none)."""
-    try:
-        from segd import snapshot as snap
-    except ImportError:
-        return 0
-    probe = getattr(snap, "newest_wal_seq", None)
-    if probe is not None:
-        return int(probe(path / SNAPSHOT_DIR) or 0)
-    state = snap.read_snapshot(path / SNAPSHOT_DIR)
-    return 0 if state is None else int(state.wal_seq)
+    """The log sequence the newest snapshot that verifies covers (0: none)."""
+    from segd import snapshot as snap
+
+    for ref in reversed(snap.list_snapshots(path / SNAPSHOT_DIR)):
+        try:
+            return int(snap.verify_snapshot(ref.path)["wal_seq"])
+        except snap.CorruptSnapshot:
+            continue
+    return 0
 
 
 def find_repair_point(path: Path) -> RepairPoint | None:
