@@ -144,20 +144,19 @@ def test_corrupt_newest_snapshot_falls_back_to_the_previous_and_longer_log(
 
 
 def test_snapshot_older_than_the_first_log_segment_stops_startup(tmp_path):
-    with Engine.open(tmp_path) as eng:
+    with Engine.open(tmp_path, segment_bytes=1_500) as eng:
         populate(eng)
-        eng.snapshot()
-        eng.append_events([{"customer_id": "x1", "ts": BASE_TS, "type": "view"}])
-        eng.snapshot()
-        eng.append_events([{"customer_id": "x2", "ts": BASE_TS, "type": "view"}])
-    snaps = sorted((tmp_path / "snapshots").iterdir())
-    shutil.rmtree(snaps[-1])  # only the older snapshot is left ...
-    for seg in walmod.segment_files(tmp_path / "wal")[:-1]:
-        seg.unlink()  # ... and the log it needs is gone
-    first = walmod.segment_files(tmp_path / "wal")[0]
-    if walmod.first_seq_of(first) > int(snaps[0].name.split("-")[1]) + 1:
-        with pytest.raises(CorruptLog, match="older than the oldest log segment"):
-            Engine.open(tmp_path)
+        first = eng.snapshot()
+        for i in range(10):
+            eng.append_events([{"customer_id": f"x{i}", "ts": BASE_TS, "type": "view"}])
+        second = eng.snapshot()
+        eng.append_events([{"customer_id": "y", "ts": BASE_TS, "type": "view"}])
+    segments = walmod.segment_files(tmp_path / "wal")
+    assert walmod.first_seq_of(segments[0]) == first.wal_seq + 1  # kept for fallback
+    shutil.rmtree(second.path)  # only the older snapshot is left ...
+    segments[0].unlink()  # ... and the start of the log it needs is gone
+    with pytest.raises(CorruptLog, match="older than the oldest log segment"):
+        Engine.open(tmp_path)
 
 
 def test_bulk_load_cut_by_a_crash_is_wholly_absent(tmp_path):
