@@ -118,6 +118,10 @@ class Engine:
         self.events_sequence = 0
         # What Engine.open recovered (None for an in-memory engine).
         self.recovery: dict | None = None
+        # Write snapshots from a forked child (None: segd.snapshot's default, True where
+        # fork exists). The gRPC server sets False: forking a process with gRPC's
+        # threads running crashes the child.
+        self.snapshot_background: bool | None = None
 
     # -- durability ---------------------------------------------------------------------
     @classmethod

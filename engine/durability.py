@@ -252,6 +252,7 @@ def take_snapshot(engine: Any) -> Any:
             # write_snapshot copies the dict before taking the lock; the inner dict is
             # shared, so what seq_and_meta puts there is what gets written.
             metadata={"durability": held},
+            background=engine.snapshot_background,
         )
     kept = snap.list_snapshots(engine._data_dir / SNAPSHOT_DIR)
     oldest = min((ref.wal_seq for ref in kept), default=info.wal_seq)

@@ -38,6 +38,18 @@ STATUS_BY_CATEGORY: dict[type[E.SegdError], grpc.StatusCode] = {
     E.CorruptLog: grpc.StatusCode.DATA_LOSS,  # start-up only, never from a call
 }
 
+
+def _snapshot_categories() -> None:
+    """segd.snapshot's errors: a failed snapshot write is UNAVAILABLE (retry), a corrupt
+    snapshot DATA_LOSS (start-up falls back to an older one; this is for tools)."""
+    from segd import snapshot
+
+    STATUS_BY_CATEGORY[snapshot.SnapshotError] = grpc.StatusCode.UNAVAILABLE
+    STATUS_BY_CATEGORY[snapshot.CorruptSnapshot] = grpc.StatusCode.DATA_LOSS
+
+
+_snapshot_categories()
+
 ERROR_ID_KEY = "segd-error-id"
 
 

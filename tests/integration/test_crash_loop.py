@@ -28,7 +28,13 @@ CRASH_POINTS = int(os.environ.get("SEGD_CRASH_POINTS", "5" if CI else "25"))
 EVENTS_PER_BATCH = 50
 CONTACTS_PER_BATCH = 20
 CITIES = ("Moscow", "Kazan", "Omsk", "Perm")
-QUERIES = ('city = "Kazan"', "age >= 50", "ev()", 'ev(channel = "c1")', "ev() count >= 2")
+QUERIES = (
+    'city = "Kazan"',
+    "age >= 50",
+    "ev()",
+    'ev(channel = "c1")',
+    "ev() count >= 2",
+)
 
 
 def contact_batch(b: int) -> list[dict]:
@@ -198,7 +204,9 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
                 threading.Thread(
                     target=unary_writer, args=(proc.address, ledger, stop, "events")
                 ),
-                threading.Thread(target=stream_writer, args=(proc.address, ledger, stop)),
+                threading.Thread(
+                    target=stream_writer, args=(proc.address, ledger, stop)
+                ),
             ]
             for w in writers:
                 w.start()

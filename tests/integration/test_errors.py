@@ -65,6 +65,10 @@ EXPECTED = {
     E.DataDirLocked: grpc.StatusCode.FAILED_PRECONDITION,
     E.CorruptLog: grpc.StatusCode.DATA_LOSS,
 }
+from segd import snapshot as _snapshot  # noqa: E402
+
+EXPECTED[_snapshot.SnapshotError] = grpc.StatusCode.UNAVAILABLE
+EXPECTED[_snapshot.CorruptSnapshot] = grpc.StatusCode.DATA_LOSS
 
 
 def test_documented_codes():
