@@ -24,7 +24,6 @@ from tests.integration.conftest import (
     BASE_TS,
     TOKEN,
     run_segctl,
-    start_subprocess_server,
     subprocess_env,
 )
 
