@@ -119,8 +119,8 @@ class Engine:
         # What Engine.open recovered (None for an in-memory engine).
         self.recovery: dict | None = None
         # Write snapshots from a forked child (None: segd.snapshot's default, True where
-        # fork exists). The gRPC server sets False: forking a process with gRPC's
-        # threads running crashes the child.
+        # fork exists); False writes in process under the read lock. Never fork from a
+        # gRPC worker thread (the child crashes): the server snapshots from its own.
         self.snapshot_background: bool | None = None
 
     # -- durability ---------------------------------------------------------------------
