@@ -209,8 +209,6 @@ class Engine:
         store = self.store
         if isinstance(m, mut.EventsAppended):
             ingest.apply_events(store, m.batch)
-            if m.ack is not None and m.ack.get("sequence") is not None:
-                self.events_sequence = max(self.events_sequence, m.ack["sequence"])
         elif isinstance(m, mut.AttributesUpserted):
             if m.target == "contacts":
                 ingest.apply_attributes(store.contacts, m.batch, store.contacts.ensure)
@@ -224,6 +222,14 @@ class Engine:
             self.segments.remove(m.name)
         else:
             raise TypeError(f"_apply cannot apply {type(m).__name__}")
+        self._note_applied(m)
+
+    def _note_applied(self, m: mut.Mutation) -> None:
+        """The bookkeeping of an applied record: its idempotency key and, for counted
+        event batches, the event sequence (replay calls it for grouped event records)."""
+        if isinstance(m, mut.EventsAppended) and m.ack is not None:
+            if m.ack.get("sequence") is not None:
+                self.events_sequence = max(self.events_sequence, m.ack["sequence"])
         key = getattr(m, "idempotency_key", None)
         if key is not None:
             self.idempotency.put(key, m.ack or {}, self._last_seq())
@@ -256,9 +262,12 @@ class Engine:
         self,
         batches: Iterable[tuple[int, ingest.EventBatch]],
         progress: Callable[[str, int], None] | None = None,
+        *,
+        shrink: bool = True,
     ) -> None:
         """Apply validated chunks of one bulk load: encode each, then append each type
-        once (one sort per type, not a merge per chunk). `batches`: (rows done, batch)."""
+        once (one sort per type, not a merge per chunk). `batches`: (rows done, batch).
+        `shrink`: trim the logs' growth slack afterwards (the end of a bulk load)."""
         parts: dict[str, list] = {}
         for done, batch in batches:
             for name, rows in ingest.encode_events(self.store, batch).items():
@@ -267,8 +276,9 @@ class Engine:
                 progress("encode", done)
         for name in list(parts):
             ingest.append_rows(self.store, name, ingest.concat_rows(parts.pop(name)))
-        for log in self.store.logs.values():
-            log.shrink_to_fit()
+        if shrink:
+            for log in self.store.logs.values():
+                log.shrink_to_fit()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
