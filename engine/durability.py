@@ -177,7 +177,12 @@ def replay(engine: Any, wal_dir: Path, after_seq: int) -> walmod.ScanState:
         # for running loads), so every record up to its sequence is in it.
         if seq <= after_seq:
             continue
-        m = mut.decode(payload)
+        try:
+            m = mut.decode(payload)
+        except Exception as exc:  # noqa: BLE001 - a newer kind, or a bug: stop, say where
+            raise CorruptLog(
+                str(state.file), state.offset, f"record {seq} cannot be read: {exc}"
+            ) from exc
         if isinstance(m, mut.EventsAppended):
             group.append(m.batch)
             group_rows += len(m.batch.ts)
