@@ -324,11 +324,13 @@ class Engine:
         key: str | None,
         t0: float,
     ) -> LoadReport:
+        encoded = mut.prepare_attributes(batch) if self._wal is not None else None
         with self._writing():
             dup = self._duplicate(key, target, t0) if key is not None else None
             if dup is None:
                 ack = {"rows": rows} if key is not None else None
-                seq = self._commit(mut.AttributesUpserted(target, batch, key, ack))
+                m = mut.AttributesUpserted(target, batch, key, ack, encoded)
+                seq = self._commit(m)
         if dup is not None:
             return dup
         self._wait_durable(seq)
@@ -448,6 +450,8 @@ class Engine:
                 "events", 0, time.perf_counter() - t0, sequence=self.events_sequence
             )
         valid = ingest.validate_events(table)
+        # Encode the record's tables before the lock: it then covers only the framing.
+        encoded = mut.prepare_events(valid) if self._wal is not None else None
         with self._writing():
             dup = self._duplicate(idempotency_key, "events", t0)
             if dup is None:
@@ -456,7 +460,7 @@ class Engine:
                     ack = {"rows": rows}
                     if count_in_sequence:
                         ack["sequence"] = self.events_sequence + rows
-                m = mut.EventsAppended(valid, idempotency_key, ack)
+                m = mut.EventsAppended(valid, idempotency_key, ack, encoded)
                 seq = self._commit(m)
                 sequence = self.events_sequence
         if dup is not None:
