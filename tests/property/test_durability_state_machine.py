@@ -1,4 +1,5 @@
-"""A RuleBasedStateMachine: random interleavings of event ingest, contact upserts, saved
+"""A RuleBasedStateMachine: random interleavings of event ingest, bulk loads (logged in
+chunks), contact upserts, saved
 segment create / update / delete, snapshots, clean restarts and crash restarts (the
 engine abandoned without close, sometimes with a torn, unacknowledged record at the end
 of the log) of a durable Engine, against an in-memory Engine fed the same calls.
@@ -115,6 +116,10 @@ class DurableVersusMemory(RuleBasedStateMachine):
     @rule(batch=events)
     def ingest(self, batch):
         self._both("append_events", batch)
+
+    @rule(batch=events, chunk=st.integers(1, 4))
+    def bulk_load(self, batch, chunk):
+        self._both("load_events", batch, rows_per_chunk=chunk)
 
     @rule(batch=contacts)
     def upsert(self, batch):
