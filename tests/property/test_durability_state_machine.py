@@ -186,8 +186,8 @@ class DurableVersusMemory(RuleBasedStateMachine):
 
 DurableVersusMemory.TestCase.settings = settings(
     DurableVersusMemory.TestCase.settings,
-    stateful_step_count=25,
+    stateful_step_count=20,
     # every example opens and snapshots real directories: cap the ci profile's 150
-    max_examples=min(settings.default.max_examples, 40),
+    max_examples=min(settings.default.max_examples, 25),
 )
 TestDurableVersusMemory = DurableVersusMemory.TestCase
