@@ -43,13 +43,17 @@ def parse_scale(text: str) -> int:
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """The server's flags (shared by ``segctl serve`` and ``python -m segd.server``)."""
+    # SUPPRESS: an option left out here leaves the namespace alone, so `segctl
+    # --address X serve` (the option written before the command) still applies.
     p.add_argument(
         "--address",
+        default=argparse.SUPPRESS,
         help=f"HOST:PORT to listen on; port 0 picks a free one "
         f"(env SEGD_ADDRESS; default {DEFAULT_ADDRESS})",
     )
     p.add_argument(
         "--token",
+        default=argparse.SUPPRESS,
         help="bearer token every call must carry (env SEGD_TOKEN; default: no auth)",
     )
     p.add_argument(
