@@ -307,7 +307,7 @@ class Engine:
             plan = compiler.compile(ast)
             ctx = Context(self.store, now_s, deadline)
             root, members = explain_tree(plan, ctx, cid)
-            attributes = {} if cid is None else self.store.contacts.profile(cid)
+            attributes = {} if cid is None else self._attributes_of(cid)
             contacts = self.store.n_contacts
         return Explanation(
             query=text,
@@ -321,6 +321,15 @@ class Engine:
             attributes=attributes,
             warnings=tuple(compiler.warnings),
         )
+
+    def _attributes_of(self, cid: int) -> dict[str, Any]:
+        """One contact's attribute values; timestamps as aware UTC datetimes."""
+        out = self.store.contacts.profile(cid)
+        for name, value in out.items():
+            col = self.store.contacts.column(name)
+            if value is not None and getattr(col, "kind", "") == "timestamp":
+                out[name] = datetime.fromtimestamp(value / 1000, UTC)
+        return out
 
     # -- saved segments ---------------------------------------------------------------
     def create_segment(
