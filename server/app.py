@@ -104,6 +104,24 @@ def _c_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+def _bind_problem(address: str, exc: Exception) -> str:
+    """Why a bind failed, in the operating system's words ("Address already in use")
+    rather than gRPC's ("...; set GRPC_VERBOSITY=debug ...")."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, int(port)))
+    except OSError as err:
+        return err.strerror or str(err)
+    except ValueError:
+        pass
+    return str(exc).split("; set GRPC_VERBOSITY")[0]
+
+
 def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
     """Build the server for ``engine`` bound to ``settings.address`` (port 0 = any free)."""
     metrics = Metrics(engine.stats)
@@ -151,7 +169,9 @@ def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
             else:
                 port = server.add_secure_port(settings.address, credentials)
     except RuntimeError as exc:
-        raise StartupError(f"cannot listen on {settings.address}: {exc}") from exc
+        raise StartupError(
+            f"cannot listen on {settings.address}: {_bind_problem(settings.address, exc)}"
+        ) from exc
     if not port:
         raise StartupError(f"cannot listen on {settings.address}")
     app = App(server, port, health_servicer, metrics, sequence)
