@@ -26,6 +26,7 @@ use explain to see what matches.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -146,7 +147,7 @@ class ExplainNode:
     evidence: Evidence | None = None
     children: tuple[ExplainNode, ...] = ()
 
-    def walk(self):
+    def walk(self) -> Iterator[ExplainNode]:
         """This node and every node below it, parents first."""
         stack = [self]
         while stack:
