@@ -159,4 +159,3 @@ def test_readme_explain_example_shows_its_not(demo) -> None:
     not_row = next(k for k, r in enumerate(rows) if r[:2] == ["└─", "not"])
     assert "email_open() in last 30 days" in labels[not_row + 1]
     assert sum(line.startswith("and") for line in printed) == 1  # the root once
-
