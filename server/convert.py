@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 from google.protobuf import struct_pb2
 
-from segd.errors import InvalidInput
+from segd.errors import InvalidInput, TooComplex
 from segd.explain import (
     AggregateEvidence,
     AttributeEvidence,
@@ -398,6 +398,11 @@ def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
 # ---------------------------------------------------------------- results
 
 
+# protobuf decoders refuse messages nested over 100 deep; a node's evidence adds up to 5
+# levels (Evidence, AttributeEvidence, Value, ValueList, Value) and the response one.
+MAX_EXPLAIN_DEPTH = 90
+
+
 def _ms(moment: dt.datetime) -> int:
     return round(moment.timestamp() * 1000)
 
@@ -450,11 +455,19 @@ def evidence_to_proto(e: Evidence) -> segments_pb2.Evidence:
 
 def explain_node_to_proto(node: ExplainNode) -> segments_pb2.ExplainNode:
     """An engine ``ExplainNode`` tree -> ``ExplainNode`` (without recursion: an AST
-    is at most MAX_DEPTH deep, but segment references nest further)."""
+    is at most MAX_DEPTH deep, but segment references nest further). A tree deeper
+    than MAX_EXPLAIN_DEPTH is ``TooComplex`` (RESOURCE_EXHAUSTED) rather than a response
+    no client could parse."""
     root = segments_pb2.ExplainNode()
-    stack = [(node, root)]
+    stack = [(node, root, 1)]
     while stack:
-        src, dst = stack.pop()
+        src, dst, depth = stack.pop()
+        if depth > MAX_EXPLAIN_DEPTH:
+            raise TooComplex(
+                f"the explained condition tree is more than {MAX_EXPLAIN_DEPTH} levels "
+                "deep (saved segments' trees included); a response holds at most "
+                f"{MAX_EXPLAIN_DEPTH}"
+            )
         dst.condition = src.label
         dst.kind = src.kind
         dst.operator = src.operator
@@ -465,7 +478,7 @@ def explain_node_to_proto(node: ExplainNode) -> segments_pb2.ExplainNode:
         if src.evidence is not None:
             dst.evidence.CopyFrom(evidence_to_proto(src.evidence))
         for child in src.children:
-            stack.append((child, dst.children.add()))
+            stack.append((child, dst.children.add(), depth + 1))
     return root
 
 

@@ -253,3 +253,24 @@ def test_dsl_syntax_error_carries_position_and_violation(client):
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "line 1:" in err.message
     assert err.violations and err.violations[0][0].startswith("line 1:")
+
+
+def test_explain_deeper_than_a_response_holds_is_resource_exhausted():
+    """Saved segments can nest an explained tree past protobuf's nesting limit: the
+    server says so instead of sending a response no client can parse."""
+    from segd.errors import TooComplex
+    from segd.explain import AttributeEvidence, ExplainNode
+    from segd.server import convert
+
+    def chain(depth: int) -> ExplainNode:
+        node = ExplainNode("attr", "=", 'g = "m"', 1, 0.0, True,
+                           AttributeEvidence("g", ["m"]))  # fmt: skip
+        for _ in range(depth - 1):
+            node = ExplainNode("not", "not", "not ...", 0, 0.0, False, None, (node,))
+        return node
+
+    fits = convert.explain_node_to_proto(chain(convert.MAX_EXPLAIN_DEPTH))
+    wire = segments_pb2.ExplainResponse(plan=fits).SerializeToString()
+    assert segments_pb2.ExplainResponse.FromString(wire).plan.count == 0
+    with pytest.raises(TooComplex):
+        convert.explain_node_to_proto(chain(convert.MAX_EXPLAIN_DEPTH + 1))
