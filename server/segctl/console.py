@@ -136,9 +136,9 @@ def add_connection_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=non_negative_float,
         default=s,
-        help="deadline per call in seconds (env SEGD_TIMEOUT; default 30)",
+        help="deadline per call in seconds, 0 = none (env SEGD_TIMEOUT; default 30)",
     )
     p.add_argument(
         "--json", action="store_true", default=s, help="machine-readable JSON on stdout"
@@ -153,6 +153,17 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """argparse type of limits where 0 means "all" (--limit): exit 2 unless >= 0."""
     return _int_at_least(text, 0)
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type of durations (--timeout, --wait): exit 2 unless a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
 
 
 def _int_at_least(text: str, low: int) -> int:

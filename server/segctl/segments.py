@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("query", metavar="DSL")
     p.add_argument(
         "--version",
-        type=int,
+        type=positive_int,
         default=None,
         help="fail with ABORTED unless the stored version is this one",
     )

@@ -3,7 +3,8 @@
 Every ``console`` block of the document is a session: lines starting with ``$ segctl``
 are commands (run in-process, in a scratch directory, against the demo server), the lines
 after a command are what it prints (stdout and stderr as a terminal shows them, in order).
-Comparison ignores how many spaces separate columns, timings (``0.5 ms``, ``0.01 s``) and
+Comparison ignores how many spaces separate columns, timings (``0.5 ms``, ``0.01 s``,
+the 3-decimal milliseconds of ``--timings``) and
 instants (ISO-8601 and ``... UTC`` times); a line ``...`` stands for any lines. The demo
 data is generated the way ``segctl serve --demo 2000`` generates it, ending at the
 server's start second; evaluating commands get ``--now`` set to that second (the doc's
