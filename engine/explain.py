@@ -83,7 +83,8 @@ class AggregateEvidence:
 class EventEvidence:
     """The contact's events that satisfy an event condition's filters in its window.
 
-    ``matching_events`` counts events passing type, filters, window and "then no";
+    ``matching_events`` counts events passing type, filters, window and "then no"
+    (``then_no``: the event that must not follow, and within how long);
     ``last_times`` shows up to the 10 most recent of them (UTC, oldest first); the
     condition holds when that number (and ``sum``, if it has one) is in range.
     """
@@ -96,10 +97,13 @@ class EventEvidence:
     count_max: int | None  # None: no upper bound
     last_times: tuple[datetime, ...] = ()
     sum: float | None = None
+    then_no: str | None = None  # "order within 1d": counted events are not followed so
 
     def summary(self) -> str:
         n = self.matching_events
         text = f"{n} matching {self.event} event{'s' if n != 1 else ''}"
+        if self.then_no:
+            text += f" with no {self.then_no} after"
         if self.sum is not None:
             text += f", sum {self.sum:g}"
         if self.last_times:

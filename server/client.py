@@ -190,6 +190,8 @@ def evidence_to_dict(e: segments_pb2.Evidence) -> dict[str, Any]:
         }
         if v.HasField("sum"):
             out["event"]["sum"] = v.sum
+        if v.then_no:
+            out["event"]["then_no"] = v.then_no
     elif kind == "segment":
         out["segment"] = {"segment": e.segment.segment, "static": e.segment.static}
     return out

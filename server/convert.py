@@ -447,6 +447,7 @@ def evidence_to_proto(e: Evidence) -> segments_pb2.Evidence:
         ev.last_times_ms.extend(_ms(t) for t in e.last_times)
         if e.sum is not None:
             ev.sum = e.sum
+        ev.then_no = e.then_no or ""
     else:
         out.segment.segment = e.segment
         out.segment.static = e.static

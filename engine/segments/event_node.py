@@ -378,7 +378,17 @@ class EventNode(Node):
             count_max=None if self.count_max == U64_MAX else self.count_max,
             last_times=last,
             sum=total,
+            then_no=None if self.then is None else _then_text(self.ast["then_no"]),
         )
+
+
+def _then_text(then: dict) -> str:
+    """``order within 1d`` (with its filters) for a then_no part of the AST."""
+    from segd.segments.dsl import format as format_dsl
+
+    body = format_dsl({"event": then["event"], "where": then.get("where", [])})
+    body = body.removesuffix("()") if body.endswith("()") else body
+    return f"{body} within {then['within']}"
 
 
 def _utc(ts_s: int) -> datetime:

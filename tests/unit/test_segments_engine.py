@@ -548,6 +548,8 @@ def test_explain_non_member(eng: Engine) -> None:
     out = eng.explain("add_to_cart() then no order within 7 days", "h", NOW)
     assert out.member is False and out.root.evidence.matching_events == 0
     assert out.root.operator == "then_no"
+    assert out.root.evidence.then_no == "order within 7d"
+    assert "with no order within 7d after" in out.root.evidence.summary()
     out = eng.explain("orders_count >= 2", "c", NOW)
     assert out.root.evidence == AggregateEvidence("orders_count", 2)
     with pytest.raises(ContactNotFound):
