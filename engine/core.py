@@ -31,7 +31,8 @@ from segd import mutations as mut
 from segd._version import __version__
 from segd.durability import IdempotencyTable
 from segd.errors import ContactNotFound, FailedPrecondition, InvalidInput, SegdError
-from segd.results import SegmentResult
+from segd.explain import Explanation, Profile, explain_tree
+from segd.results import QueryWarning, SegmentResult
 from segd.rwlock import RWLock
 from segd.segments.ast import canonical_key
 from segd.segments.compile import Compiler
@@ -102,9 +103,9 @@ class Engine:
         self._lock = RWLock()
         self._started = time.time()
         # Results of recent evaluations, valid until the next mutation (see segment()).
-        self._results: collections.OrderedDict[tuple, BitMap] = (
-            collections.OrderedDict()
-        )
+        self._results: collections.OrderedDict[
+            tuple, tuple[BitMap, tuple[QueryWarning, ...]]
+        ] = collections.OrderedDict()
         self._results_lock = threading.Lock()
         # Durability (Engine.open): the log, its directory and its lock; None in memory.
         self._wal = None
@@ -476,29 +477,37 @@ class Engine:
         key = (canonical_key(ast), now_s)
         cache = cache and self.result_cache_size > 0
         with self._lock.read():
-            bitmap = None
+            hit = None
             if cache:
                 with self._results_lock:
-                    bitmap = self._results.get(key)
-                    if bitmap is not None:
+                    hit = self._results.get(key)
+                    if hit is not None:
                         self._results.move_to_end(key)
-            if bitmap is None:
-                bitmap = self._evaluate(ast, now_s, deadline, None)
+            if hit is None:
+                hit = self._evaluate_warned(ast, now_s, deadline, None)
             if cache:
                 with self._results_lock:
                     # Dashboards and send pipelines ask the same segment again and again
                     # between writes; the same (query, now) needs no second evaluation.
-                    self._results[key] = bitmap
+                    self._results[key] = hit
                     while len(self._results) > self.result_cache_size:
                         self._results.popitem(last=False)
-        return SegmentResult(bitmap, self.store.contacts.external_ids, now_s)
+        bitmap, warnings = hit
+        return SegmentResult(bitmap, self.store.contacts.external_ids, now_s, warnings)
 
     def _evaluate(
         self, ast: dict, now_s: float, deadline: float | None, profile: list | None
     ) -> BitMap:
-        plan = self._compiler(now_s).compile(ast)
+        return self._evaluate_warned(ast, now_s, deadline, profile)[0]
+
+    def _evaluate_warned(
+        self, ast: dict, now_s: float, deadline: float | None, profile: list | None
+    ) -> tuple[BitMap, tuple[QueryWarning, ...]]:
+        """Members, and the warnings compiling the query raised (see QueryWarning)."""
+        compiler = self._compiler(now_s)
+        plan = compiler.compile(ast)
         ctx = Context(self.store, now_s, deadline, profile)
-        return plan.run(ctx, None)
+        return plan.run(ctx, None), tuple(compiler.warnings)
 
     def count(
         self,
@@ -516,49 +525,71 @@ class Engine:
         now: datetime | float | None = None,
         *,
         deadline: float | None = None,
-    ) -> dict:
-        """The plan as run: per condition the cardinality, candidates and milliseconds."""
+    ) -> Profile:
+        """The plan as the evaluator runs it: per step the result size, the candidates
+        it looked at and milliseconds (see ``segd.explain.Profile``)."""
         ast, text = _to_ast(query)
         now_s = resolve_now(now)
-        steps: list[dict] = []
+        steps: list = []
         t0 = time.perf_counter()
         with self._lock.read():
             bitmap = self._evaluate(ast, now_s, deadline, steps)
-        return {
-            "query": text,
-            "count": len(bitmap),
-            "contacts": self.store.n_contacts,
-            "ms": round((time.perf_counter() - t0) * 1000, 3),
-            "steps": steps,
-        }
+            contacts = self.store.n_contacts
+        return Profile(
+            query=text,
+            count=len(bitmap),
+            contacts=contacts,
+            ms=round((time.perf_counter() - t0) * 1000, 3),
+            steps=tuple(s for s in steps if s is not None),
+        )
 
     def explain(
         self,
         query: Query,
-        customer_id: str,
+        customer_id: str | None = None,
         now: datetime | float | None = None,
         *,
         deadline: float | None = None,
-    ) -> dict:
-        """Why one contact is (or is not) in a segment: a tree of conditions with evidence."""
+    ) -> Explanation:
+        """The query's condition tree, evaluated once over the whole base: per node its
+        members in the base and, with `customer_id`, that contact's verdict and evidence
+        (see ``segd.explain.Explanation``). Unknown contact: ``ContactNotFound``."""
         ast, text = _to_ast(query)
         now_s = resolve_now(now)
+        t0 = time.perf_counter()
         with self._lock.read():
-            cid = self.store.contacts.cid_of(customer_id)
-            if cid < 0:
-                raise ContactNotFound(customer_id)
-            plan = self._compiler(now_s).compile(ast)
+            cid = None
+            if customer_id is not None:
+                cid = self.store.contacts.cid_of(customer_id)
+                if cid < 0:
+                    raise ContactNotFound(customer_id)
+            compiler = self._compiler(now_s)
+            plan = compiler.compile(ast)
             ctx = Context(self.store, now_s, deadline)
-            tree = plan.describe(ctx, cid)
-            profile = self.store.contacts.profile(cid)
-        return {
-            "query": text,
-            "customer_id": customer_id,
-            "member": tree["holds"],
-            "now": datetime.fromtimestamp(now_s, UTC).isoformat(),
-            "profile": profile,
-            "tree": tree,
-        }
+            root, members = explain_tree(plan, ctx, cid)
+            attributes = {} if cid is None else self._attributes_of(cid)
+            contacts = self.store.n_contacts
+        return Explanation(
+            query=text,
+            now=datetime.fromtimestamp(now_s, UTC),
+            contacts=contacts,
+            count=len(members),
+            ms=round((time.perf_counter() - t0) * 1000, 3),
+            root=root,
+            customer_id=customer_id,
+            member=None if cid is None else root.matched,
+            attributes=attributes,
+            warnings=tuple(compiler.warnings),
+        )
+
+    def _attributes_of(self, cid: int) -> dict[str, Any]:
+        """One contact's attribute values; timestamps as aware UTC datetimes."""
+        out = self.store.contacts.profile(cid)
+        for name, value in out.items():
+            col = self.store.contacts.column(name)
+            if value is not None and getattr(col, "kind", "") == "timestamp":
+                out[name] = datetime.fromtimestamp(value / 1000, UTC)
+        return out
 
     # -- saved segments ---------------------------------------------------------------
     def create_segment(

@@ -76,13 +76,17 @@ def snapshot_schedule(text: str | None) -> tuple[float | None, int | None]:
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """The server's flags (shared by ``segctl serve`` and ``python -m segd.server``)."""
+    # SUPPRESS: an option left out here leaves the namespace alone, so `segctl
+    # --address X serve` (the option written before the command) still applies.
     p.add_argument(
         "--address",
+        default=argparse.SUPPRESS,
         help=f"HOST:PORT to listen on; port 0 picks a free one "
         f"(env SEGD_ADDRESS; default {DEFAULT_ADDRESS})",
     )
     p.add_argument(
         "--token",
+        default=argparse.SUPPRESS,
         help="bearer token every call must carry (env SEGD_TOKEN; default: no auth)",
     )
     p.add_argument(
@@ -203,18 +207,59 @@ class _Interrupted(Exception):
     """A stop signal arrived before the server was ready."""
 
 
-def _load_demo(engine: Any, contacts: int) -> Any:
-    """Generate and load the demo dataset ending at the current hour; returns its ``now``.
+def demo_data(contacts: int, now: Any) -> Any:
+    """The demo dataset of ``contacts`` contacts, ending at ``now``.
 
-    The events end at the server clock (rounded down to the hour, so the dataset is the
-    same all hour), hence `in last 30 days` means what an operator expects.
+    Generated at ``datagen.DEFAULT_NOW`` and moved in time to end at `now` (events,
+    registration times and birth dates shift together), so the data relative to `now` is
+    the same on every day and at every hour: docs/segctl.md's figures hold whenever the
+    demo starts, not only on the day they were written (a dataset generated *at* `now`
+    would follow the calendar: weekdays, seasons, leap years).
     """
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from segd.datagen import DEFAULT_NOW, generate
+
+    data = generate(contacts=contacts, now=DEFAULT_NOW)
+    shift_s = int(now.timestamp()) - int(DEFAULT_NOW.timestamp())
+    if shift_s == 0:
+        return data
+
+    def moved(table: pa.Table, name: str) -> pa.Table:
+        col = table.column(name)
+        if pa.types.is_date32(col.type):  # whole days, as a birthday moves
+            days = pc.add(
+                col.cast(pa.int32()), pa.scalar(round(shift_s / 86_400), pa.int32())
+            )
+            new = days.cast(pa.date32())
+        else:
+            unit = col.type.unit
+            step = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 10**9}[unit]
+            new = pc.add(col.cast(pa.int64()), shift_s * step).cast(col.type)
+        return table.set_column(table.schema.get_field_index(name), name, new)
+
+    contacts_table = data.contacts
+    for name in ("registered_at", "birth_date"):
+        if name in contacts_table.column_names:
+            contacts_table = moved(contacts_table, name)
+    return dataclasses.replace(
+        data,
+        contacts=contacts_table,
+        events=moved(data.events, "ts"),
+        now=now,
+    )
+
+
+def _load_demo(engine: Any, contacts: int) -> Any:
+    """Generate and load the demo dataset ending at the current second; returns its
+    ``now`` (see demo_data): `in last 30 days` means what an operator expects."""
     from datetime import UTC, datetime
 
-    from segd.datagen import generate
-
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    data = generate(contacts=contacts, now=now)
+    now = datetime.now(UTC).replace(microsecond=0)
+    data = demo_data(contacts, now)
     engine.load_items(data.items)
     engine.load_contacts(data.contacts)
     engine.load_events(data.events)

@@ -9,6 +9,7 @@ from pyroaring import BitMap
 
 from segd.columns import CategoryColumn, NumericColumn, TagsColumn
 from segd.errors import InvalidQuery
+from segd.explain import AggregateEvidence, AttributeEvidence, Evidence
 from segd.native import columns as kernels
 from segd.native.bitset import popcount
 from segd.predicates import (
@@ -53,13 +54,8 @@ class AttrNode(Node):
     kind = "attr"
     column: NumericColumn | CategoryColumn | TagsColumn
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["details"] = {
-            "attribute": self.column.name,
-            "value": self.column.value_of(cid),
-        }
-        return out
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
+        return AttributeEvidence(self.column.name, self.column.value_of(cid))
 
 
 class NumericAttr(AttrNode):
@@ -101,13 +97,11 @@ class NumericAttr(AttrNode):
             return (ctx.universe if cand is None else cand) - present
         return present
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
         value = self.column.value_of(cid)
         if self.column.kind == "timestamp" and value is not None:
-            value = datetime.fromtimestamp(value / 1000, UTC).isoformat()
-        out["details"] = {"attribute": self.column.name, "value": value}
-        return out
+            value = datetime.fromtimestamp(value / 1000, UTC)
+        return AttributeEvidence(self.column.name, value)
 
 
 class AgeAttr(NumericAttr):
@@ -139,20 +133,14 @@ class AgeAttr(NumericAttr):
             np.array(hi, dtype=np.float64),
         )
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = Node.describe(self, ctx, cid)
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
         birth = self.column.value_of(cid)
         age = None
         if birth is not None:
             b = datetime.fromtimestamp(birth / 1000, UTC).date()
             t = datetime.fromtimestamp(self.now_s, UTC).date()
             age = t.year - b.year - ((t.month, t.day) < (b.month, b.day))
-        out["details"] = {
-            "attribute": "age",
-            "value": age,
-            "derived_from": "birth_date",
-        }
-        return out
+        return AttributeEvidence("age", age, derived_from="birth_date")
 
 
 class CategoryAttr(AttrNode):
@@ -440,10 +428,8 @@ class AggregateNode(Node):
         }[self.name][cid]
         return None if last == 0 else int((self.now_s - float(last)) // DAY_S)
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["details"] = {"aggregate": self.name, "value": self.value_of(ctx, cid)}
-        return out
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
+        return AggregateEvidence(self.name, self.value_of(ctx, cid))
 
 
 def _order_values(

@@ -347,7 +347,7 @@ def test_unknown_customer_ids_create_contacts(eng: Engine) -> None:
     assert eng.store.contacts.cid_of("new1") == -1
     eng.append_events([ev("new1", T0), ev("new2", T0), ev("new1", T0 + 1)])
     assert eng.stats()["contacts"] == 5
-    assert eng.explain("view()", "new1", NOW)["profile"] == {
+    assert eng.explain("view()", "new1", NOW).attributes == {
         "city": None,
         "rating": None,
     }
@@ -423,7 +423,7 @@ def test_typed_columns_from_arrow() -> None:
     assert ids('tags contains_any ("q")') == ["a"]
     assert ids("tags is null") == ["c"]
     assert ids("tags is not null") == ["a", "b"]
-    assert e.explain("i8 = 1", "a", NOW)["profile"]["tags"] == ["p", "q"]
+    assert e.explain("i8 = 1", "a", NOW).attributes["tags"] == ["p", "q"]
 
 
 def test_csv_with_schema(tmp_path) -> None:
@@ -600,7 +600,7 @@ def test_tag_lists_replace_and_null() -> None:
     e.upsert_contact("b", tags=None)
     assert e.segment("tags is null", NOW).ids() == ["b", "c"]
     assert e.segment('tags contains_any ("new")', NOW).ids() == []
-    assert e.explain("tags is null", "a", NOW)["profile"] == {"tags": ["old"]}
+    assert e.explain("tags is null", "a", NOW).attributes == {"tags": ["old"]}
 
 
 def test_items_and_category_subtree() -> None:
