@@ -31,7 +31,7 @@ from segd.segments.ast import canonical_key
 from segd.segments.compile import Compiler
 from segd.segments.context import Context
 from segd.segments.registry import SavedSegment, SegmentRegistry
-from segd.store import Store
+from segd.store import LoadedSource, Store
 from segd.timeutil import resolve_now
 
 Query = str | dict
@@ -46,6 +46,8 @@ class LoadReport:
     kind: str
     rows: int
     seconds: float
+    # Events dropped because their event_id was seen before (0 for contacts and items).
+    duplicates: int = 0
 
     @property
     def rate(self) -> float:
@@ -167,10 +169,12 @@ class Engine:
             progress("validate", total)
         parts: dict[str, list] = {}
         with self._writing():
+            appended = 0
             for first, chunk in ingest.event_chunks(source, rows_per_chunk):
                 batch = ingest.validate_chunk(chunk, first)
                 for name, rows in ingest.encode_events(self.store, batch).items():
                     parts.setdefault(name, []).append(rows)
+                    appended += len(rows.cids)
                 if progress:
                     progress("encode", first + chunk.num_rows)
             for name in list(parts):
@@ -181,18 +185,42 @@ class Engine:
                 log.shrink_to_fit()
             if progress:
                 progress("index", total)
-        return LoadReport("events", total, time.perf_counter() - t0)
+        return LoadReport(
+            "events", appended, time.perf_counter() - t0, total - appended
+        )
 
-    def append_events(self, batch: Source) -> LoadReport:
-        """Append live events (validated whole first; a bad batch changes nothing)."""
+    def append_events(
+        self,
+        batch: Source,
+        *,
+        source: str | None = None,
+        source_name: str = "",
+        force: bool = False,
+    ) -> LoadReport:
+        """Append live events (validated whole first; a bad batch changes nothing).
+
+        Rows whose ``event_id`` was seen before are dropped (``LoadReport.duplicates``).
+        ``source`` is the content digest of the file this batch starts (``segctl load``):
+        a digest loaded before raises ``AlreadyExists`` unless ``force``, and nothing is
+        applied; otherwise it is recorded with the batch (see ``loaded_source``).
+        """
         t0 = time.perf_counter()
         table = ingest.read_table(batch, "events")
-        if table.num_rows == 0:
-            return LoadReport("events", 0, time.perf_counter() - t0)
         valid = ingest.validate_events(table)
         with self._writing():
-            ingest.apply_events(self.store, valid)
-        return LoadReport("events", table.num_rows, time.perf_counter() - t0)
+            if source is not None:
+                ingest.check_source(self.store, source, force=force)
+            applied = ingest.apply_events(self.store, valid) if valid.rows else 0
+            if source is not None:
+                ingest.record_source(self.store, source, source_name, applied)
+        return LoadReport(
+            "events", applied, time.perf_counter() - t0, valid.rows - applied
+        )
+
+    def loaded_source(self, digest: str) -> LoadedSource | None:
+        """The record of an event file loaded before under this content digest, if any."""
+        with self._lock.read():
+            return self.store.sources.get(digest)
 
     # -- evaluation -------------------------------------------------------------------
     def _compiler(self, now_s: float) -> Compiler:

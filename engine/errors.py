@@ -61,7 +61,9 @@ class InvalidInput(SegdError):
         first = self.violations[0] if self.violations else None
         self.kind = kind
         self.row = row if row is not None else (first.row if first else None)
-        self.column = column if column is not None else (first.column if first else None)
+        self.column = (
+            column if column is not None else (first.column if first else None)
+        )
         self.reason = (
             reason if reason is not None else (first.message if first else message)
         )
@@ -110,7 +112,9 @@ class InvalidInput(SegdError):
         """The same error named inside a larger request (``batch 3``): the message and
         each violation's path get the prefix; row, column and reason are unchanged."""
         vs = [
-            Violation(f"{prefix}.{v.where}" if v.where else prefix, v.message, v.row, v.column)
+            Violation(
+                f"{prefix}.{v.where}" if v.where else prefix, v.message, v.row, v.column
+            )
             for v in self.violations
         ]
         err = InvalidInput(

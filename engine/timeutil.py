@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segd.errors import InvalidQuery, ValueRejected
+from segd.native import MAX_SEC
 
 DAY_S = 86_400
 HOUR_S = 3_600
-MAX_EVENT_S = 2**32 - 1  # event times are uint32 seconds: 1970..2106
+MAX_EVENT_S: int = MAX_SEC  # event times are uint32 seconds (sec_t): 1970..2106
 MAX_ABS_MS = 2**62  # attribute times: |ms| < 2^62 (documented in docs/data-model.md)
 _DURATION = re.compile(r"^(\d+)([dh])$")
 _DATE_ONLY = r"^\d{4}-\d{2}-\d{2}$"
@@ -223,11 +224,20 @@ def to_epoch_ms(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray
 
 
 def _out_of_range(arr: pa.Array, row: int) -> str:
+    return f"{_shown(arr, row)} is outside the attribute time range (|ms| < 2^62 from 1970)"
+
+
+def _shown(arr: pa.Array, row: int) -> str:
+    """One value for an error message, at most 80 characters. A time Python's datetime
+    cannot hold (past year 9999) is shown as its raw count and unit."""
     try:
-        shown = repr(arr[row].as_py())
+        text = repr(arr[row].as_py())
     except (ValueError, OverflowError, pa.ArrowException):
-        shown = str(arr[row])  # Python's datetime stops at year 9999
-    return f"{shown[:80]} is outside the attribute time range (|ms| < 2^62 from 1970)"
+        t = arr.type
+        unit = getattr(t, "unit", "days" if pa.types.is_date(t) else "")
+        raw = arr.cast(pa.int64() if not pa.types.is_date(t) else pa.int64())
+        text = f"{raw[row].as_py()} {unit} since 1970".strip()
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _range_checked_cast(arr: pa.Array) -> pa.Array:
@@ -236,13 +246,17 @@ def _range_checked_cast(arr: pa.Array) -> pa.Array:
     t = arr.type
     if pa.types.is_date(t):
         days = np.asarray(
-            pc.fill_null(arr.cast(pa.int32() if pa.types.is_date32(t) else pa.int64()), 0)
+            pc.fill_null(
+                arr.cast(pa.int32() if pa.types.is_date32(t) else pa.int64()), 0
+            )
         ).astype(np.int64)
         bad = np.abs(days) >= MAX_ABS_MS // (DAY_S * 1000)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise ValueRejected(_out_of_range(arr, row), row)
-        ms = pa.array(days * (DAY_S * 1000), pa.int64(), mask=~np.asarray(pc.is_valid(arr)))
+        ms = pa.array(
+            days * (DAY_S * 1000), pa.int64(), mask=~np.asarray(pc.is_valid(arr))
+        )
         return ms.cast(pa.timestamp("ms", tz="UTC"))
     per_ms = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}[t.unit]
     raw = np.asarray(pc.fill_null(arr.cast(pa.int64()), 0), dtype=np.int64)
@@ -273,7 +287,12 @@ def to_event_seconds(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
         per_s = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[t.unit]
         raw = np.asarray(pc.fill_null(arr.cast(pa.int64()), 0), dtype=np.int64)
         secs = raw // per_s if per_s > 1 else raw
-        if arr.null_count == 0 and len(secs) and secs.min() >= 1 and secs.max() <= MAX_EVENT_S:
+        if (
+            arr.null_count == 0
+            and len(secs)
+            and secs.min() >= 1
+            and secs.max() <= MAX_EVENT_S
+        ):
             return secs.astype(np.uint32)
         secs = secs.astype(np.float64)
         if arr.null_count:
@@ -288,12 +307,8 @@ def to_event_seconds(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
         row = int(np.flatnonzero(bad)[0])
         if not arr[row].is_valid:
             raise ValueRejected("ts is NULL", row)
-        try:
-            shown = repr(arr[row].as_py())
-        except (ValueError, OverflowError, pa.ArrowException):
-            shown = str(arr[row])
         raise ValueRejected(
-            f"ts {shown[:80]} is outside 1970-01-01T00:00:01Z..2106-02-07 "
+            f"ts {_shown(arr, row)} is outside 1970-01-01T00:00:01Z..2106-02-07 "
             "(event times are uint32 seconds)",
             row,
         )
@@ -313,7 +328,6 @@ def _cast_or_locate(arr: pa.Array, to: pa.DataType, original: pa.Array) -> pa.Ar
                 lo = mid
             except pa.ArrowInvalid:
                 hi = mid
-        shown = repr(original[lo].as_py())
         raise ValueRejected(
-            f"cannot parse {shown[:80]} as an ISO-8601 time", lo
+            f"cannot parse {_shown(original, lo)} as an ISO-8601 time", lo
         ) from None

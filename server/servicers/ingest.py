@@ -1,4 +1,8 @@
-"""IngestService: typed or Arrow IPC batches -> ``Engine.upsert_* / append_events``."""
+"""IngestService: typed or Arrow IPC batches -> ``Engine.upsert_* / append_events``.
+
+This layer only converts (protobuf -> Arrow, in ``segd.server.convert``); every value is
+validated once, by the engine, which names the row and column of the first bad value.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 import grpc
 import pyarrow as pa
 
-from segd.errors import InvalidInput
+from segd.errors import AlreadyExists, InvalidInput, SegdError
 from segd.server import convert
 from segd.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -35,10 +39,6 @@ def _batch(request: Any, typed_field: str, convert_typed: Any) -> pa.Table | lis
     raise InvalidInput.at("batch", f"one of {typed_field}, arrow_ipc is required")
 
 
-def _rows(batch: pa.Table | list[dict]) -> int:
-    return batch.num_rows if isinstance(batch, pa.Table) else len(batch)
-
-
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, engine: Any, sequence: EventSequence) -> None:
         self._engine = engine
@@ -46,42 +46,63 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def UpsertContacts(self, request: Any, context: grpc.ServicerContext) -> Any:
         batch = _batch(request, "contacts", convert.contacts_to_rows)
-        if _rows(batch):
-            self._engine.upsert_contacts(batch)
-        return ingest_pb2.UpsertContactsResponse(rows=_rows(batch))
+        report = self._engine.upsert_contacts(batch)
+        return ingest_pb2.UpsertContactsResponse(rows=report.rows)
 
     def UpsertItems(self, request: Any, context: grpc.ServicerContext) -> Any:
         batch = _batch(request, "items", convert.items_to_rows)
-        if _rows(batch):
-            self._engine.upsert_items(batch)
-        return ingest_pb2.UpsertItemsResponse(rows=_rows(batch))
+        report = self._engine.upsert_items(batch)
+        return ingest_pb2.UpsertItemsResponse(rows=report.rows)
 
-    def _append(self, request: Any) -> tuple[int, int]:
+    def _append(self, request: Any) -> tuple[Any, int]:
+        """(LoadReport, sequence after it) of one events request."""
         batch = _batch(request, "events", convert.events_to_table)
-        rows = _rows(batch)
+        source: dict[str, Any] = {}
+        if request.HasField("source") and request.source.digest:
+            source = {
+                "source": request.source.digest,
+                "source_name": request.source.name,
+                "force": request.source.force,
+            }
         with self._sequence.lock:
-            if rows:
-                self._engine.append_events(batch)
-            self._sequence.value += rows
-            return rows, self._sequence.value
+            report = self._engine.append_events(batch, **source)
+            self._sequence.value += report.rows
+            return report, self._sequence.value
 
     def IngestEvents(self, request: Any, context: grpc.ServicerContext) -> Any:
-        rows, sequence = self._append(request)
-        return ingest_pb2.IngestEventsResponse(rows=rows, sequence=sequence)
+        report, sequence = self._append(request)
+        return ingest_pb2.IngestEventsResponse(
+            rows=report.rows, sequence=sequence, duplicates=report.duplicates
+        )
 
     def StreamEvents(
         self, request_iterator: Any, context: grpc.ServicerContext
     ) -> Iterator:
         for index, request in enumerate(request_iterator):
             try:
-                rows, sequence = self._append(request)
-            except InvalidInput as exc:
+                report, sequence = self._append(request)
+            except SegdError as exc:
                 # Name the batch: the earlier ones were acknowledged and stay applied.
-                raise InvalidInput(f"batch {index}: {exc}", exc.violations) from exc
-            yield ingest_pb2.IngestAck(batch_index=index, rows=rows, sequence=sequence)
+                raise _in_batch(exc, index) from exc
+            yield ingest_pb2.IngestAck(
+                batch_index=index,
+                rows=report.rows,
+                sequence=sequence,
+                duplicates=report.duplicates,
+            )
 
     def MergeContacts(self, request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             "MergeContacts is reserved: identity resolution is not implemented yet",
         )
+
+
+def _in_batch(exc: SegdError, index: int) -> SegdError:
+    """The error of a stream's batch `index`, keeping its category and structure."""
+    if isinstance(exc, InvalidInput):
+        return exc.prefixed(f"batch {index}")
+    return type(exc)(f"batch {index}: {exc}") if type(exc) in _PLAIN else exc
+
+
+_PLAIN = (AlreadyExists,)
