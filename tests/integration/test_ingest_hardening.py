@@ -149,7 +149,7 @@ def test_segctl_load_keeps_leading_zeros_in_csv_ids(srv, tmp_path):
     )
     r = run_segctl(srv, "load", "events", str(events))
     assert r.code == 0, r.err
-    assert srv.engine.count('order(item_id = "0042")', BASE_TS + 86_400 * 30) == 1
+    assert srv.engine.count('order(item = "0042")', BASE_TS + 86_400 * 30) == 1
 
 
 def test_segctl_refuses_to_load_the_same_events_file_twice(srv, tmp_path):
