@@ -59,6 +59,7 @@ class InvalidInput(SegdError):
         super().__init__(message)
         self.violations: list[Violation] = list(violations or [])
         first = self.violations[0] if self.violations else None
+        self.batch: int | None = None  # index of the batch in a stream, when in one
         self.kind = kind
         self.row = row if row is not None else (first.row if first else None)
         self.column = (
@@ -108,23 +109,19 @@ class InvalidInput(SegdError):
             self.kind, self.reason, row=self.row + rows, column=self.column
         )
 
-    def prefixed(self, prefix: str) -> InvalidInput:
-        """The same error named inside a larger request (``batch 3``): the message and
-        each violation's path get the prefix; row, column and reason are unchanged."""
-        vs = [
-            Violation(
-                f"{prefix}.{v.where}" if v.where else prefix, v.message, v.row, v.column
-            )
-            for v in self.violations
-        ]
+    def in_stream_batch(self, index: int) -> InvalidInput:
+        """The same error as batch `index` of a stream: the message starts with
+        ``batch N: ``, ``batch`` is set; the violations (paths within the batch), row,
+        column and reason are unchanged."""
         err = InvalidInput(
-            f"{prefix}: {self}",
-            vs,
+            f"batch {index}: {self}",
+            self.violations,
             kind=self.kind,
             row=self.row,
             column=self.column,
             reason=self.reason,
         )
+        err.batch = index
         return err
 
 

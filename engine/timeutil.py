@@ -26,7 +26,7 @@ DAY_S = 86_400
 HOUR_S = 3_600
 MAX_EVENT_S: int = MAX_SEC  # event times are uint32 seconds (sec_t): 1970..2106
 MAX_ABS_MS = 2**62  # attribute times: |ms| < 2^62 (documented in docs/data-model.md)
-_DURATION = re.compile(r"^(\d+)([dh])$")
+DURATION_RE = re.compile(r"([0-9]+)([dh])")  # a duration: a count of days or hours
 _DATE_ONLY = r"^\d{4}-\d{2}-\d{2}$"
 _HAS_ZONE = r"(Z|z|[+-]\d\d:?\d\d)$"
 # The ISO-8601 forms segd accepts: a date, or a date-time to the microsecond with an
@@ -42,12 +42,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def parse_iso(text: str) -> datetime | None:
     """The UTC instant of ISO-8601 text in segd's form (``ISO_PATTERN``), else None.
 
-    A date is midnight UTC; a date-time without an offset is UTC. A lower-case ``z`` is
-    accepted as ``Z``."""
+    A date is midnight UTC; a date-time without an offset is UTC. The segment language
+    (``segd.segments.ast``) uses this parser too, so a time means the same everywhere."""
     if not isinstance(text, str):
         return None
-    if text.endswith("z"):
-        text = text[:-1] + "Z"
     if not ISO_RE.fullmatch(text):
         return None
     try:
@@ -106,7 +104,7 @@ def resolve_now(now: datetime | float | int | None) -> float:
 
 def duration_s(text: str, where: str) -> int:
     """``"7d"`` -> 604800; units d (days) and h (hours)."""
-    m = _DURATION.match(text) if isinstance(text, str) else None
+    m = DURATION_RE.fullmatch(text) if isinstance(text, str) else None
     if not m:
         raise InvalidQuery.at(
             where, f"expected a duration such as '7d' or '12h', got {text!r}"

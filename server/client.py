@@ -28,6 +28,7 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from segd.server import convert, rpc_status
+from segd.timeutil import datetime_to_ms
 from segd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -114,10 +115,12 @@ def to_arrow_ipc(data: TableLike) -> bytes:
 
 
 def _now_ms(now: dt.datetime | float | int | None) -> int:
+    """``now`` (a datetime, naive = UTC as in the engine, or epoch seconds) -> wire ms;
+    0 (unset: the server's clock) for None."""
     if now is None:
         return 0
     if isinstance(now, dt.datetime):
-        return round(now.timestamp() * 1000)
+        return datetime_to_ms(now)
     return round(float(now) * 1000)
 
 

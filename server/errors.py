@@ -74,10 +74,11 @@ def abort_with(exc: BaseException, context: grpc.ServicerContext, method: str) -
 
 def _error_info(exc: BaseException) -> tuple[str, dict[str, str]]:
     """ErrorInfo of an input error: reason ``INVALID_INPUT`` and the error's attributes
-    (``kind``, ``row``, ``column``, ``reason``) that are set, as strings."""
+    (``batch`` in a stream, ``kind``, ``row``, ``column``, ``reason``) that are set, as
+    strings."""
     metadata = {
         key: str(value)
-        for key in ("kind", "row", "column", "reason")
+        for key in ("batch", "kind", "row", "column", "reason")
         if (value := getattr(exc, key, None)) is not None
     }
     return "INVALID_INPUT", metadata

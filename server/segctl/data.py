@@ -19,7 +19,6 @@ import collections
 import hashlib
 import itertools
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -180,7 +179,13 @@ class LoadSummary:
         }
 
 
-_BATCH_PREFIX = re.compile(r"^batch \d+: ")
+def _reason(err: SegdRpcError) -> str:
+    """What was wrong with a rejected batch, from the error's details (the field path
+    within the batch and its description), not from its message text."""
+    if err.violations:
+        where, description = err.violations[0]
+        return f"{where}: {description}" if where else description
+    return err.message
 
 
 def _numbered(tables: Iterator[pa.Table]) -> Iterator[tuple[int, int, pa.Table]]:
@@ -201,7 +206,7 @@ def _load_upserts(
             if err.code != grpc.StatusCode.INVALID_ARGUMENT:
                 raise
             summary.rejected.append(
-                Rejection(index, first, table.num_rows, err.message)
+                Rejection(index, first, table.num_rows, _reason(err))
             )
         summary.batches += 1
         advance(table.num_rows)
@@ -273,14 +278,14 @@ def _load_events(
             with lock:
                 attempt[0] += 1
                 if err.code == grpc.StatusCode.ALREADY_EXISTS:
-                    raise CommandFailed(_BATCH_PREFIX.sub("", err.message)) from None
+                    raise CommandFailed(err.message) from None
                 if err.code != grpc.StatusCode.INVALID_ARGUMENT or not in_flight:
                     raise
                 index, first, table = in_flight.popleft()
                 # Sent after the bad one, never applied: resend them first, in order.
                 retry.extendleft(reversed(in_flight))
                 in_flight.clear()
-            reason = _BATCH_PREFIX.sub("", err.message)
+            reason = _reason(err)
             summary.rejected.append(Rejection(index, first, table.num_rows, reason))
             summary.batches += 1
             advance(table.num_rows)

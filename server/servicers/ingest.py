@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pyarrow as pa
 
-from segd.errors import AlreadyExists, InvalidInput, SegdError
+from segd.errors import InvalidInput, SegdError
 from segd.server import convert
 from segd.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -99,10 +99,6 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
 
 def _in_batch(exc: SegdError, index: int) -> SegdError:
-    """The error of a stream's batch `index`, keeping its category and structure."""
-    if isinstance(exc, InvalidInput):
-        return exc.prefixed(f"batch {index}")
-    return type(exc)(f"batch {index}: {exc}") if type(exc) in _PLAIN else exc
-
-
-_PLAIN = (AlreadyExists,)
+    """An input error of a stream's batch `index`: named by the batch, structure kept.
+    Other errors (ALREADY_EXISTS for a file loaded before) pass unchanged."""
+    return exc.in_stream_batch(index) if isinstance(exc, InvalidInput) else exc

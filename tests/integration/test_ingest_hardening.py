@@ -68,7 +68,8 @@ def test_stream_error_names_the_batch_and_keeps_the_row(srv, client):
         client.stream_events([good, bad])
     err = info.value
     assert err.message.startswith("batch 1: events[0].amount: ")
-    assert (err.row, err.column) == (0, "amount")
+    assert (err.info["batch"], err.row, err.column) == ("1", 0, "amount")
+    assert err.violations[0][0] == "events[0].amount"
 
 
 def test_event_ids_deduplicate_over_the_api(srv, client):

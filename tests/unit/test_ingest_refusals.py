@@ -317,10 +317,10 @@ def test_value_rejected_is_located_by_the_ingest_path() -> None:
     assert str(err) == "contacts[4].city: bad value"
     shifted = err.shifted(10)
     assert (shifted.row, str(shifted)) == (14, "contacts[14].city: bad value")
-    named = err.prefixed("batch 2")
+    named = err.in_stream_batch(2)
     assert str(named) == "batch 2: contacts[4].city: bad value"
-    assert (named.row, named.column) == (4, "city")
-    assert named.violations[0].where == "batch 2.contacts[4].city"
+    assert (named.batch, named.row, named.column) == (2, 4, "city")
+    assert named.violations[0].where == "contacts[4].city"
 
 
 def test_ingest_never_parses_messages() -> None:
@@ -351,7 +351,6 @@ def test_constants_have_one_home() -> None:
     [
         ("2025-01-02", 1_735_776_000_000),
         ("2025-01-02T03:04:05Z", 1_735_787_045_000),
-        ("2025-01-02T03:04:05z", 1_735_787_045_000),
         ("2025-01-02T06:04:05+03:00", 1_735_787_045_000),
         ("2025-01-02T03:04:05.123", 1_735_787_045_123),
     ],
@@ -365,7 +364,15 @@ def test_one_iso_parser(text: str, ms: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["2025-1-2", "yesterday", "2025-01-02 03:04", "", "2025-13-01"]
+    "text",
+    [
+        "2025-1-2",
+        "yesterday",
+        "2025-01-02 03:04",
+        "",
+        "2025-13-01",
+        "2025-01-02T03:04z",
+    ],
 )
 def test_iso_parser_refuses(text: str) -> None:
     assert parse_iso(text) is None
