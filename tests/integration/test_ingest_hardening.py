@@ -271,3 +271,33 @@ def test_sigterm_stops_the_server_within_grace_after_a_bad_stream(server_process
     assert "msg=stopped" in proc.log()
     outgoing.put(None)
     channel.close()
+
+
+def test_sigterm_stops_the_server_within_grace_with_a_stream_left_open(server_process):
+    """A client that opened a stream, sent a batch and went quiet: the stop cancels it
+    after --grace instead of waiting for the client."""
+    proc = server_process("--grace", "1")
+    outgoing: queue.Queue = queue.Queue()
+
+    def requests():
+        while (item := outgoing.get()) is not None:
+            yield item
+
+    channel = grpc.insecure_channel(proc.address)
+    stream = channel.stream_stream(
+        "/segd.v1.IngestService/StreamEvents",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    outgoing.put(
+        ingest_pb2.IngestEventsRequest(
+            arrow_ipc=to_arrow_ipc(pa.Table.from_pylist(_rows(2)))
+        ).SerializeToString()
+    )
+    call = stream(requests(), timeout=60)
+    assert next(iter(call))  # the first ack: the handler now waits for more
+    start = time.monotonic()
+    assert proc.stop(signal.SIGTERM, timeout=10) == 0
+    assert time.monotonic() - start < 1 + 3
+    outgoing.put(None)
+    channel.close()
