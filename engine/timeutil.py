@@ -283,7 +283,10 @@ def to_event_seconds(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_timestamp(t):
         # Integer floor division, no float round trip (exact for every unit).
         per_s = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[t.unit]
-        raw = np.asarray(pc.fill_null(arr.cast(pa.int64()), 0), dtype=np.int64)
+        as_int = arr.cast(pa.int64())
+        if arr.null_count:
+            as_int = pc.fill_null(as_int, 0)
+        raw = np.asarray(as_int, dtype=np.int64)
         secs = raw // per_s if per_s > 1 else raw
         if (
             arr.null_count == 0
