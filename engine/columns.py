@@ -153,7 +153,16 @@ class NumericColumn:
         cast = _cast_or_locate(arr, target, self.kind)
         valid = np.asarray(pc.is_valid(cast)).astype(np.uint8)
         filled = pc.fill_null(cast, False if self.kind == "bool" else 0)
-        return np.asarray(filled).astype(self.values.dtype), valid
+        values = np.asarray(filled).astype(self.values.dtype)
+        if self.kind == "float":
+            bad = ~np.isfinite(values)  # NULLs were filled with 0
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise ValueRejected(
+                    f"{values[row]!r} is not a finite number (send NULL for no value)",
+                    row,
+                )
+        return values, valid
 
     def store(self, cids: np.ndarray, prepared: tuple[np.ndarray, np.ndarray]) -> None:
         """Write values made by convert() for the given contacts."""

@@ -213,6 +213,13 @@ def test_fraction_for_an_int_attribute_names_the_row(eng: Engine) -> None:
     assert "2.5" in err.reason
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_infinite_float_attribute_is_refused(eng: Engine, bad: float) -> None:
+    table = pa.table({"customer_id": ["c1", "c2"], "score": [1.5, bad]})
+    err = refused(eng, lambda: eng.upsert_contacts(table), 1, "score")
+    assert "finite" in err.reason
+
+
 def test_text_for_an_int_attribute_is_refused(eng: Engine) -> None:
     table = pa.table({"customer_id": ["c1"], "rating": ["7"]})
     refused(eng, lambda: eng.upsert_contacts(table), None, "rating")
