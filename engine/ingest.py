@@ -416,6 +416,19 @@ def drop_seen_events(store: Store, batch: EventBatch) -> EventBatch:
     )
 
 
+def count_new_events(store: Store, batch: EventBatch) -> int:
+    """The rows ``apply_events`` will append: those without an event_id, plus the first
+    row of each id not seen before. Reads the store only (for the acknowledgement that
+    is logged before the batch is applied)."""
+    if batch.event_id is None or batch.event_id.null_count == len(batch.event_id):
+        return batch.rows
+    known = encode_text(batch.event_id, store.event_ids.lookup)
+    local = encode_text(batch.event_id, IdMap().get_or_add)
+    no_id = int(np.count_nonzero(local == NO_CODE))
+    fresh = local[(local != NO_CODE) & (known == NO_CODE)]
+    return no_id + len(np.unique(fresh))
+
+
 def encode_events(store: Store, batch: EventBatch) -> dict[str, TypeRows]:
     """Encode a validated batch (contacts, items and dictionaries grow) and split it by
     type. Rows with an ``event_id`` seen before are dropped first (see

@@ -6,7 +6,6 @@ validated once, by the engine, which names the row and column of the first bad v
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,13 +20,18 @@ from segd.v1 import ingest_pb2, ingest_pb2_grpc
 class EventSequence:
     """Server-wide count of events applied through the API: the acks' ``sequence``.
 
-    The lock spans the engine call and the increment, so sequence numbers follow the order
-    in which batches were applied (the engine serialises writers anyway).
+    The engine keeps it (``Engine.events_sequence``): it is assigned under the engine's
+    write lock, so sequence numbers follow the order in which batches were applied, and a
+    durable engine logs it with each batch, so it survives restarts and an idempotent
+    repeat returns the original number.
     """
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.value = 0
+    def __init__(self, engine: Any = None) -> None:
+        self.engine = engine
+
+    @property
+    def value(self) -> int:
+        return int(getattr(self.engine, "events_sequence", 0))
 
 
 def _batch(request: Any, typed_field: str, convert_typed: Any) -> pa.Table | list[dict]:
@@ -39,6 +43,10 @@ def _batch(request: Any, typed_field: str, convert_typed: Any) -> pa.Table | lis
     raise InvalidInput.at("batch", f"one of {typed_field}, arrow_ipc is required")
 
 
+def _rows(batch: pa.Table | list[dict]) -> int:
+    return batch.num_rows if isinstance(batch, pa.Table) else len(batch)
+
+
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, engine: Any, sequence: EventSequence) -> None:
         self._engine = engine
@@ -46,17 +54,25 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def UpsertContacts(self, request: Any, context: grpc.ServicerContext) -> Any:
         batch = _batch(request, "contacts", convert.contacts_to_rows)
-        report = self._engine.upsert_contacts(batch)
-        return ingest_pb2.UpsertContactsResponse(rows=report.rows)
+        rows = _rows(batch)
+        if rows:
+            key = request.idempotency_key or None
+            rows = self._engine.upsert_contacts(batch, idempotency_key=key).rows
+        return ingest_pb2.UpsertContactsResponse(rows=rows)
 
     def UpsertItems(self, request: Any, context: grpc.ServicerContext) -> Any:
         batch = _batch(request, "items", convert.items_to_rows)
-        report = self._engine.upsert_items(batch)
-        return ingest_pb2.UpsertItemsResponse(rows=report.rows)
+        rows = _rows(batch)
+        if rows:
+            key = request.idempotency_key or None
+            rows = self._engine.upsert_items(batch, idempotency_key=key).rows
+        return ingest_pb2.UpsertItemsResponse(rows=rows)
 
-    def _append(self, request: Any) -> tuple[Any, int]:
-        """(LoadReport, sequence after it) of one events request."""
+    def _append(self, request: Any) -> tuple[int, int, int]:
+        """(rows applied, sequence, duplicates dropped) of one events request."""
         batch = _batch(request, "events", convert.events_to_table)
+        if not _rows(batch):
+            return 0, self._sequence.value, 0
         source: dict[str, Any] = {}
         if request.HasField("source") and request.source.digest:
             source = {
@@ -64,15 +80,18 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 "source_name": request.source.name,
                 "force": request.source.force,
             }
-        with self._sequence.lock:
-            report = self._engine.append_events(batch, **source)
-            self._sequence.value += report.rows
-            return report, self._sequence.value
+        report = self._engine.append_events(
+            batch,
+            idempotency_key=request.idempotency_key or None,
+            count_in_sequence=True,
+            **source,
+        )
+        return report.rows, report.sequence, report.duplicate_events
 
     def IngestEvents(self, request: Any, context: grpc.ServicerContext) -> Any:
-        report, sequence = self._append(request)
+        rows, sequence, duplicates = self._append(request)
         return ingest_pb2.IngestEventsResponse(
-            rows=report.rows, sequence=sequence, duplicates=report.duplicates
+            rows=rows, sequence=sequence, duplicates=duplicates
         )
 
     def StreamEvents(
@@ -80,15 +99,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     ) -> Iterator:
         for index, request in enumerate(request_iterator):
             try:
-                report, sequence = self._append(request)
+                rows, sequence, duplicates = self._append(request)
             except SegdError as exc:
                 # Name the batch: the earlier ones were acknowledged and stay applied.
                 raise _in_batch(exc, index) from exc
             yield ingest_pb2.IngestAck(
-                batch_index=index,
-                rows=report.rows,
-                sequence=sequence,
-                duplicates=report.duplicates,
+                batch_index=index, rows=rows, sequence=sequence, duplicates=duplicates
             )
 
     def MergeContacts(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -130,7 +130,7 @@ def test_event_ids_deduplicate_like_a_set(ids: list, cuts: list[int]) -> None:
             ),
         )
         report = e.append_events(batch)
-        applied, dropped = applied + report.rows, dropped + report.duplicates
+        applied, dropped = applied + report.rows, dropped + report.duplicate_events
     want = sum(1 for x in ids if x is None) + len({x for x in ids if x is not None})
     assert applied == want == e.stats()["events"]
     assert dropped == len(ids) - want

@@ -254,7 +254,7 @@ def test_repeated_event_ids_are_dropped_within_and_across_batches() -> None:
             ev("c2", T0 + 1, "view"),  # no id: always kept
         ]
     )
-    assert (first.rows, first.duplicates) == (3, 1)
+    assert (first.rows, first.duplicate_events) == (3, 1)
     again = e.append_events(
         [
             ev("c1", T0, "order", amount=10.0, order_id="o1", event_id="m1"),
@@ -262,7 +262,7 @@ def test_repeated_event_ids_are_dropped_within_and_across_batches() -> None:
             ev("c3", T0 + 2, "view", event_id="m3"),
         ]
     )
-    assert (again.rows, again.duplicates) == (2, 1)
+    assert (again.rows, again.duplicate_events) == (2, 1)
     assert e.count("revenue = 10", NOW) == 1
     assert e.stats()["events"] == 5
     assert e.store.contacts.cid_of("c3") >= 0
@@ -272,7 +272,7 @@ def test_a_batch_of_only_duplicates_creates_no_contacts() -> None:
     e = Engine()
     e.append_events([ev("c1", event_id="m1")])
     report = e.append_events([ev("c9", event_id="m1")])
-    assert (report.rows, report.duplicates) == (0, 1)
+    assert (report.rows, report.duplicate_events) == (0, 1)
     assert e.store.contacts.cid_of("c9") < 0
 
 
@@ -288,7 +288,7 @@ def test_loading_the_same_events_file_twice_keeps_revenue(tmp_path) -> None:
     e = Engine()
     assert e.load_events(path, rows_per_chunk=4).rows == 9
     again = e.load_events(path, rows_per_chunk=4)
-    assert (again.rows, again.duplicates) == (0, 9)
+    assert (again.rows, again.duplicate_events) == (0, 9)
     assert e.count("revenue = 15 and orders_count = 3", NOW) == 3
 
 
@@ -383,3 +383,34 @@ def test_one_iso_parser(text: str, ms: int) -> None:
 )
 def test_iso_parser_refuses(text: str) -> None:
     assert parse_iso(text) is None
+
+
+# -- durability: event ids and file digests survive restarts ------------------------------
+@pytest.mark.parametrize("with_snapshot", [False, True])
+def test_event_ids_and_loaded_files_survive_a_restart(tmp_path, with_snapshot) -> None:
+    path = tmp_path / "data"
+    with Engine.open(path) as e:
+        e.append_events([ev("c1", event_id="m1"), ev("c2", event_id="m2")])
+        e.append_events([ev("c3")], source="blake2b:f1", source_name="f.csv")
+        if with_snapshot:
+            e.snapshot()
+            e.append_events([ev("c4", event_id="m3")])
+    with Engine.open(path) as e:
+        assert e.stats()["events"] == 3 + (1 if with_snapshot else 0)
+        report = e.append_events([ev("c1", event_id="m1"), ev("c5", event_id="m9")])
+        assert (report.rows, report.duplicate_events) == (1, 1)
+        if with_snapshot:
+            assert e.append_events([ev("c4", event_id="m3")]).rows == 0
+        assert e.loaded_source("blake2b:f1").name == "f.csv"
+        with pytest.raises(AlreadyExists):
+            e.append_events([ev("c3")], source="blake2b:f1")
+
+
+def test_bulk_load_duplicates_replay_the_same(tmp_path) -> None:
+    path = tmp_path / "data"
+    rows = [ev(f"c{i}", T0 + i, event_id=f"e{i % 4}") for i in range(10)]
+    with Engine.open(path) as e:
+        report = e.load_events(rows, rows_per_chunk=3)
+        assert (report.rows, report.duplicate_events) == (4, 6)
+    with Engine.open(path) as e:
+        assert e.stats()["events"] == 4
