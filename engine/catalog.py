@@ -21,10 +21,10 @@ from segd.columns import (
     new_column,
 )
 from segd.errors import InvalidQuery
+from segd.native import NO_CODE
 from segd.native.idmap import IdMap
 from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
 
-NO_CODE = 0xFFFFFFFF
 MAX_CACHED_MASKS = 256
 BUILTIN_ITEM_COLUMNS = {
     "category": "category",

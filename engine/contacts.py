@@ -19,8 +19,6 @@ from segd.columns import (
 )
 from segd.native.idmap import IdMap
 
-NO_CODE = 0xFFFFFFFF
-
 Column = NumericColumn | CategoryColumn | TagsColumn
 
 

@@ -38,7 +38,7 @@ from segd.segments.ast import canonical_key
 from segd.segments.compile import Compiler
 from segd.segments.context import Context
 from segd.segments.registry import SavedSegment, SegmentRegistry
-from segd.store import Store
+from segd.store import LoadedSource, Store
 from segd.timeutil import resolve_now
 
 Query = str | dict
@@ -59,6 +59,8 @@ class LoadReport:
     # For event appends counted in the sequence (see Engine.events_sequence): the
     # sequence number of the batch's last event.
     sequence: int = 0
+    # Events dropped because their event_id was seen before (0 for contacts and items).
+    duplicate_events: int = 0
 
     @property
     def rate(self) -> float:
@@ -209,7 +211,11 @@ class Engine:
         """The one place a record changes the engine (live calls and log replay)."""
         store = self.store
         if isinstance(m, mut.EventsAppended):
-            ingest.apply_events(store, m.batch)
+            applied = ingest.apply_events(store, m.batch)
+            if m.source is not None:
+                ingest.record_source(
+                    store, m.source["digest"], m.source.get("name", ""), applied
+                )
             if m.ack is not None and m.ack.get("sequence") is not None:
                 self.events_sequence = max(self.events_sequence, m.ack["sequence"])
         elif isinstance(m, mut.AttributesUpserted):
@@ -257,19 +263,23 @@ class Engine:
         self,
         batches: Iterable[tuple[int, ingest.EventBatch]],
         progress: Callable[[str, int], None] | None = None,
-    ) -> None:
+    ) -> int:
         """Apply validated chunks of one bulk load: encode each, then append each type
-        once (one sort per type, not a merge per chunk). `batches`: (rows done, batch)."""
+        once (one sort per type, not a merge per chunk). `batches`: (rows done, batch).
+        Returns the rows appended (rows whose event_id was seen before are dropped)."""
         parts: dict[str, list] = {}
+        appended = 0
         for done, batch in batches:
             for name, rows in ingest.encode_events(self.store, batch).items():
                 parts.setdefault(name, []).append(rows)
+                appended += len(rows.cids)
             if progress:
                 progress("encode", done)
         for name in list(parts):
             ingest.append_rows(self.store, name, ingest.concat_rows(parts.pop(name)))
         for log in self.store.logs.values():
             log.shrink_to_fit()
+        return appended
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -372,10 +382,17 @@ class Engine:
         if progress:
             progress("validate", total)
         with self._writing():
-            self._apply_event_chunks(self._validated_chunks(source, rows_per_chunk))
+            appended = self._apply_event_chunks(
+                self._validated_chunks(source, rows_per_chunk)
+            )
             if progress:
                 progress("index", total)
-        return LoadReport("events", total, time.perf_counter() - t0)
+        return LoadReport(
+            "events",
+            appended,
+            time.perf_counter() - t0,
+            duplicate_events=total - appended,
+        )
 
     @staticmethod
     def _validated_chunks(
@@ -407,13 +424,18 @@ class Engine:
                 progress("validate", total)
             with self._writing():
                 seq = wal.append(mut.encode(mut.LoadCommitted(load_id, total)))
-                self._apply_event_chunks(
+                appended = self._apply_event_chunks(
                     self._validated_chunks(source, rows_per_chunk), progress
                 )
                 if progress:
                     progress("index", total)
         self._wait_durable(seq)
-        return LoadReport("events", total, time.perf_counter() - t0)
+        return LoadReport(
+            "events",
+            appended,
+            time.perf_counter() - t0,
+            duplicate_events=total - appended,
+        )
 
     def append_events(
         self,
@@ -421,12 +443,19 @@ class Engine:
         *,
         idempotency_key: str | None = None,
         count_in_sequence: bool = False,
+        source: str | None = None,
+        source_name: str = "",
+        force: bool = False,
     ) -> LoadReport:
         """Append live events (validated whole first; a bad batch changes nothing).
 
         `count_in_sequence` (the gRPC API sets it) adds the rows to
         ``events_sequence``; the report's ``sequence`` is then that of the last row. A
         repeated `idempotency_key` applies nothing and returns the first call's report.
+        Rows whose ``event_id`` was seen before are dropped (``duplicate_events``).
+        ``source`` is the content digest of the file this batch starts (``segctl
+        load``): a digest loaded before raises ``AlreadyExists`` unless ``force``, and
+        nothing is applied; otherwise it is recorded with the batch (``loaded_source``).
         """
         t0 = time.perf_counter()
         dup = self._duplicate(idempotency_key, "events", t0)
@@ -442,18 +471,35 @@ class Engine:
         with self._writing():
             dup = self._duplicate(idempotency_key, "events", t0)
             if dup is None:
+                if source is not None:
+                    ingest.check_source(self.store, source, force=force)
+                applied = ingest.count_new_events(self.store, valid)
                 ack = None
                 if idempotency_key is not None or count_in_sequence:
-                    ack = {"rows": rows}
+                    ack = {"rows": applied}
                     if count_in_sequence:
-                        ack["sequence"] = self.events_sequence + rows
-                m = mut.EventsAppended(valid, idempotency_key, ack)
+                        ack["sequence"] = self.events_sequence + applied
+                tag = (
+                    None if source is None else {"digest": source, "name": source_name}
+                )
+                m = mut.EventsAppended(valid, idempotency_key, ack, tag)
                 seq = self._commit(m)
                 sequence = self.events_sequence
         if dup is not None:
             return dup
         self._wait_durable(seq)
-        return LoadReport("events", rows, time.perf_counter() - t0, sequence=sequence)
+        return LoadReport(
+            "events",
+            applied,
+            time.perf_counter() - t0,
+            sequence=sequence,
+            duplicate_events=rows - applied,
+        )
+
+    def loaded_source(self, digest: str) -> LoadedSource | None:
+        """The record of an event file loaded before under this content digest, if any."""
+        with self._lock.read():
+            return self.store.sources.get(digest)
 
     # -- evaluation -------------------------------------------------------------------
     def _compiler(self, now_s: float) -> Compiler:

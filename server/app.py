@@ -40,6 +40,9 @@ SEGD_SERVICES = (
     segments_pb2.DESCRIPTOR.services_by_name["SegmentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
+RPC_THREAD_PREFIX = (
+    "segd-rpc"  # names of the RPC pool's threads (see main._rpc_threads)
+)
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
@@ -133,7 +136,7 @@ def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
     interceptors.append(ErrorInterceptor())
     server = grpc.server(
         futures.ThreadPoolExecutor(
-            max_workers=settings.workers, thread_name_prefix="segd-rpc"
+            max_workers=settings.workers, thread_name_prefix=RPC_THREAD_PREFIX
         ),
         interceptors=interceptors,
         options=[

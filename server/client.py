@@ -29,6 +29,7 @@ import pyarrow as pa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from segd.server import convert, rpc_status
+from segd.timeutil import datetime_to_ms
 from segd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -45,8 +46,9 @@ TableLike = pa.Table | pa.RecordBatch | Iterable[dict[str, Any]]
 
 class SegdRpcError(Exception):
     """A failed call: ``code`` (grpc.StatusCode), ``message``, field ``violations``
-    (``[(field, description)]`` from INVALID_ARGUMENT) and the server's ``error_id``
-    (INTERNAL)."""
+    (``[(field, description)]`` from INVALID_ARGUMENT), the input error's structure
+    ``info`` (``{"kind": "events", "row": "12", "column": "ts", "reason": ...}``, from
+    the ErrorInfo detail) and the server's ``error_id`` (INTERNAL)."""
 
     def __init__(
         self,
@@ -54,12 +56,23 @@ class SegdRpcError(Exception):
         message: str,
         violations: list[tuple[str, str]] | None = None,
         error_id: str | None = None,
+        info: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.violations = violations or []
         self.error_id = error_id
+        self.info = info or {}
+
+    @property
+    def row(self) -> int | None:
+        """0-based row of the bad value in its batch, when the server named one."""
+        return int(self.info["row"]) if "row" in self.info else None
+
+    @property
+    def column(self) -> str | None:
+        return self.info.get("column")
 
     @classmethod
     def from_rpc(cls, err: grpc.RpcError) -> SegdRpcError:
@@ -67,15 +80,19 @@ class SegdRpcError(Exception):
         message = err.details() if hasattr(err, "details") else str(err)
         violations: list[tuple[str, str]] = []
         error_id = None
+        info: dict[str, str] = {}
         trailers = (
             err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
         )
         for key, value in trailers or ():
             if key == rpc_status.DETAILS_KEY:
                 violations = rpc_status.decode_violations(value)
+                decoded = rpc_status.decode_error_info(value)
+                if decoded is not None:
+                    info = decoded[1]
             elif key == "segd-error-id":
                 error_id = value
-        return cls(code, message or "", violations, error_id)
+        return cls(code, message or "", violations, error_id, info)
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,7 @@ class IngestResult:
     rows: int  # rows applied by this call (or stream)
     sequence: int  # server-wide sequence number of the last event applied
     batches: int = 1
+    duplicates: int = 0  # events dropped: their event_id was seen before
 
 
 def to_arrow_ipc(data: TableLike) -> bytes:
@@ -103,10 +121,12 @@ def new_idempotency_key() -> str:
 
 
 def _now_ms(now: dt.datetime | float | int | None) -> int:
+    """``now`` (a datetime, naive = UTC as in the engine, or epoch seconds) -> wire ms;
+    0 (unset: the server's clock) for None."""
     if now is None:
         return 0
     if isinstance(now, dt.datetime):
-        return round(now.timestamp() * 1000)
+        return datetime_to_ms(now)
     return round(float(now) * 1000)
 
 
@@ -389,7 +409,7 @@ class SegdClient:
                 arrow_ipc=to_arrow_ipc(data), idempotency_key=key
             )
         resp = self.call(self.ingest_stub.IngestEvents, req)
-        return IngestResult(resp.rows, resp.sequence)
+        return IngestResult(resp.rows, resp.sequence, duplicates=resp.duplicates)
 
     def stream_events(
         self,
@@ -397,28 +417,36 @@ class SegdClient:
         *,
         on_ack: Callable[[ingest_pb2.IngestAck], None] | None = None,
         timeout: float | None | str = None,
+        source: ingest_pb2.EventSource | None = None,
     ) -> IngestResult:
         """Append many batches over one StreamEvents stream; ``on_ack`` sees each ack.
 
         A bad batch raises ``SegdRpcError`` (INVALID_ARGUMENT, "batch N: ..."); the
-        batches acknowledged before it stay applied."""
-        requests = (
-            ingest_pb2.IngestEventsRequest(
-                arrow_ipc=to_arrow_ipc(b), idempotency_key=new_idempotency_key()
-            )
-            for b in batches
-        )
-        rows = sequence = count = 0
+        batches acknowledged before it stay applied. ``source`` (a file's content
+        digest) goes with the first batch: content loaded before is refused with
+        ALREADY_EXISTS unless ``source.force``."""
+
+        def requests() -> Iterator[ingest_pb2.IngestEventsRequest]:
+            for i, b in enumerate(batches):
+                req = ingest_pb2.IngestEventsRequest(
+                    arrow_ipc=to_arrow_ipc(b), idempotency_key=new_idempotency_key()
+                )
+                if i == 0 and source is not None:
+                    req.source.CopyFrom(source)
+                yield req
+
+        rows = sequence = count = duplicates = 0
         try:
             for ack in self.ingest_stub.StreamEvents(
-                requests, timeout=self._timeout(timeout), metadata=self._metadata
+                requests(), timeout=self._timeout(timeout), metadata=self._metadata
             ):
                 rows, sequence, count = rows + ack.rows, ack.sequence, count + 1
+                duplicates += ack.duplicates
                 if on_ack is not None:
                     on_ack(ack)
         except grpc.RpcError as err:
             raise SegdRpcError.from_rpc(err) from None
-        return IngestResult(rows, sequence, count)
+        return IngestResult(rows, sequence, count, duplicates)
 
     def merge_contacts(self, customer_id: str, merged_ids: list[str]) -> None:
         """Reserved: the server answers UNIMPLEMENTED until identity resolution lands."""

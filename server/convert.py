@@ -15,6 +15,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from google.protobuf import struct_pb2
 
@@ -28,6 +29,7 @@ from segd.explain import (
     Explanation,
 )
 from segd.results import QueryWarning
+from segd.timeutil import MAX_ABS_MS, datetime_to_ms, iso_to_ms, ms_to_iso
 from segd.v1 import common_pb2 as common
 from segd.v1 import ingest_pb2, segments_pb2
 
@@ -56,28 +58,6 @@ AST_TO_OP = {v: k for k, v in OP_TO_AST.items()}
 NO_VALUE_OPS = {"is_null", "is_not_null"}
 
 
-def ms_to_datetime(ms: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(milliseconds=ms)
-
-
-def ms_to_iso(ms: int) -> str:
-    """UTC ms -> the AST's ISO form: ``2025-01-01`` at midnight, else ``...T10:30:00Z``."""
-    t = ms_to_datetime(ms)
-    if ms % 86_400_000 == 0:
-        return t.strftime("%Y-%m-%d")
-    if ms % 1000 == 0:
-        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-def iso_to_ms(text: str) -> int:
-    """ISO-8601 date or datetime (naive = UTC) -> UTC ms."""
-    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return round(t.timestamp() * 1000)
-
-
 def value_to_python(value: common.Value, path: str, *, ast: bool) -> Any:
     """A ``Value`` as a Python object: for the AST (``ast=True``) timestamps become ISO
     strings; for attributes they become aware datetimes. Unset -> InvalidInput."""
@@ -92,9 +72,22 @@ def value_to_python(value: common.Value, path: str, *, ast: bool) -> Any:
             for i, v in enumerate(value.list_value.values)
         ]
     if kind == "timestamp_ms":
-        return (
-            ms_to_iso(value.timestamp_ms) if ast else ms_to_datetime(value.timestamp_ms)
-        )
+        ms = value.timestamp_ms
+        if ast:
+            try:
+                return ms_to_iso(ms)
+            except OverflowError:
+                raise InvalidInput.at(
+                    path, f"timestamp_ms {ms} is outside years 1..9999"
+                ) from None
+        if not -MAX_ABS_MS < ms < MAX_ABS_MS:
+            raise InvalidInput.at(
+                path,
+                f"timestamp_ms {ms} is outside the attribute time range (|ms| < 2^62)",
+            )
+        # numpy keeps the exact ms (a datetime stops at year 9999); Arrow reads it as
+        # timestamp[ms], which the engine range-checks with every other input.
+        return np.datetime64(ms, "ms")
     if kind == "null_value":
         return None
     return getattr(value, kind)
@@ -113,8 +106,7 @@ def python_to_value(x: Any) -> common.Value:
     if isinstance(x, str):
         return common.Value(string_value=x)
     if isinstance(x, dt.datetime):
-        aware = x if x.tzinfo else x.replace(tzinfo=UTC)
-        return common.Value(timestamp_ms=round(aware.timestamp() * 1000))
+        return common.Value(timestamp_ms=datetime_to_ms(x))
     if isinstance(x, list | tuple | set | frozenset):
         return common.Value(
             list_value=common.ValueList(values=[python_to_value(v) for v in x])
@@ -139,6 +131,10 @@ def _compare(node: dict[str, Any], msg: Any, path: str) -> dict[str, Any]:
     node["op"] = _op(msg.op, path)
     if node["op"] not in NO_VALUE_OPS:
         node["value"] = value_to_python(msg.value, f"{path}.value", ast=True)
+    elif msg.HasField("value"):
+        raise InvalidInput.at(
+            f"{path}.value", f"operator {node['op']} takes no value; leave value unset"
+        )
     return node
 
 
@@ -358,13 +354,15 @@ def items_to_rows(batch: ingest_pb2.ItemBatch) -> list[dict[str, Any]]:
 
 
 def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
-    """Typed events -> the events table of docs/data-model.md (empty strings are NULL).
+    """Typed events -> the events table of docs/data-model.md (empty optional strings are
+    NULL; values are not checked here: the engine validates the table).
 
     One pass over the messages: iterating a repeated message field builds a wrapper per
     element, so a pass per column would cost several times more (measured: 19 -> 12 ms per
     10k events).
     """
     customer_id, ts_ms, types, item_id, amount, order_id = [], [], [], [], [], []
+    event_id: list[str | None] = []
     props: dict[int, dict[str, str]] = {}
     for i, e in enumerate(batch.events):
         customer_id.append(e.customer_id)
@@ -373,6 +371,7 @@ def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
         item_id.append(e.item_id or None)
         amount.append(e.amount if e.HasField("amount") else None)
         order_id.append(e.order_id or None)
+        event_id.append(e.event_id or None)
         if e.properties:
             props[i] = dict(e.properties)
     cols: dict[str, pa.Array] = {
@@ -383,6 +382,8 @@ def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
         "amount": pa.array(amount, pa.float64()),
         "order_id": pa.array(order_id, pa.string()),
     }
+    if any(event_id):
+        cols["event_id"] = pa.array(event_id, pa.string())
     n = len(customer_id)
     for name in sorted({k for p in props.values() for k in p}):
         if name in cols:

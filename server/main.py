@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from segd.server.app import App, StartupError, build_app
+from segd.server.app import RPC_THREAD_PREFIX, App, StartupError, build_app
 from segd.server.logfmt import configure_logging, kv
 from segd.server.settings import DEFAULT_ADDRESS, Settings, env_defaults
 
@@ -19,26 +19,14 @@ log = logging.getLogger("segd.server")
 
 
 def parse_scale(text: str) -> int:
-    """``100k`` -> 100000, ``1m`` -> 1000000, ``2500`` -> 2500 (argparse type)."""
-    try:
-        from segd.datagen import parse_scale as engine_parse_scale
+    """``100k`` -> 100000, ``1m`` -> 1000000, ``2500`` -> 2500 (argparse type of --demo;
+    segd.datagen is imported only when --demo is given)."""
+    from segd.datagen import parse_scale as datagen_parse_scale
 
-        return int(engine_parse_scale(text))
-    except ImportError:
-        pass
+    try:
+        return datagen_parse_scale(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
-    t = text.strip().lower().replace("_", "")
-    mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
-    try:
-        value = int(float(t[:-1] if mult > 1 else t) * mult)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a count like 2000, 100k or 1m, got {text!r}"
-        )
-    return value
 
 
 def parse_snapshot_every(text: str) -> str:
@@ -201,6 +189,42 @@ def settings_from_args(
     ):
         values[key] = getattr(args, key)
     return Settings(**values)
+
+
+def _stop_within(app: App, grace_seconds: float) -> bool:
+    """Stop the server: in-flight calls get `grace_seconds`, then they are cancelled.
+
+    Returns True when a handler thread is still busy after that (stuck in a request
+    iterator of a broken stream, or in a long engine call): the RPC pool's threads are
+    joined at interpreter exit, so ``serve`` then ends the process itself once the data
+    is safe, instead of waiting for a second signal."""
+    stopped = app.stop(grace_seconds)
+    stopped.wait(grace_seconds + 1.0)
+    deadline = time.monotonic() + 1.0
+    busy = _rpc_threads()
+    while busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+        busy = _rpc_threads()
+    if busy:
+        log.warning(
+            "request threads still busy after the grace period; exiting without them",
+            extra=kv(threads=len(busy)),
+        )
+    return bool(busy)
+
+
+def _rpc_threads() -> list[threading.Thread]:
+    """RPC pool threads still inside a call. An idle pool thread waits in the work
+    queue's C-level get(), so its innermost Python frame is the executor's ``_worker``."""
+    frames = sys._current_frames()
+    busy = []
+    for t in threading.enumerate():
+        if not (t.name.startswith(RPC_THREAD_PREFIX) and t.is_alive()):
+            continue
+        frame = frames.get(t.ident or -1)
+        if frame is not None and frame.f_code.co_name != "_worker":
+            busy.append(t)
+    return busy
 
 
 class _Interrupted(Exception):
@@ -388,6 +412,7 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
             raise _Interrupted(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    stuck = False
     scheduler = None
     try:
         start = time.perf_counter()
@@ -427,7 +452,7 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
         while not stop.wait(0.5):
             pass
         log.info("shutting down", extra=kv(grace_seconds=settings.grace_seconds))
-        app.stop(settings.grace_seconds).wait()
+        stuck = _stop_within(app, settings.grace_seconds)
     except _Interrupted:
         log.info("interrupted while loading; stopping")
         app.stop(0).wait()
@@ -441,6 +466,9 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
             _snapshot(engine, "shutdown")
         engine.close()
     log.info("stopped")
+    if stuck:  # a thread the interpreter would wait for at exit: do not wait
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 
