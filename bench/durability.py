@@ -53,7 +53,9 @@ def _batches(clients: int, batches: int, rows: int) -> list[list[bytes]]:
                         pa.timestamp("s", tz="UTC")
                     ),
                     "type": pa.array(np.where(n % 10 == 0, "order", "view")),
-                    "amount": pa.array(np.where(n % 10 == 0, 10.0, np.nan)),
+                    "amount": pa.array(
+                        np.full(rows, 10.0), mask=n % 10 != 0
+                    ),  # NULL but for orders
                 }
             )
             mine.append(to_arrow_ipc(table))
