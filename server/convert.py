@@ -404,10 +404,6 @@ def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
 MAX_EXPLAIN_DEPTH = 90
 
 
-def _ms(moment: dt.datetime) -> int:
-    return round(moment.timestamp() * 1000)
-
-
 def warning_to_proto(w: QueryWarning) -> segments_pb2.QueryWarning:
     return segments_pb2.QueryWarning(
         field=w.where,
@@ -439,13 +435,13 @@ def evidence_to_proto(e: Evidence) -> segments_pb2.Evidence:
         ev.event = e.event
         ev.matching_events = e.matching_events
         if e.window_from is not None:
-            ev.window_from_ms = _ms(e.window_from)
+            ev.window_from_ms = datetime_to_ms(e.window_from)
         if e.window_to is not None:
-            ev.window_to_ms = _ms(e.window_to)
+            ev.window_to_ms = datetime_to_ms(e.window_to)
         ev.count_min = e.count_min
         if e.count_max is not None:
             ev.count_max = e.count_max
-        ev.last_times_ms.extend(_ms(t) for t in e.last_times)
+        ev.last_times_ms.extend(datetime_to_ms(t) for t in e.last_times)
         if e.sum is not None:
             ev.sum = e.sum
         ev.then_no = e.then_no or ""
@@ -492,7 +488,7 @@ def explanation_to_proto(x: Explanation) -> segments_pb2.ExplainResponse:
         duration_ms=x.ms,
         contacts=x.contacts,
         count_meaning=x.count_meaning,
-        now_ms=_ms(x.now),
+        now_ms=datetime_to_ms(x.now),
         warnings=warnings_to_proto(x.warnings),
     )
     if x.customer_id is not None:
