@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,17 +23,21 @@ from pyroaring import BitMap
 
 from segd import ingest
 from segd._version import __version__
-from segd.errors import ContactNotFound, InvalidInput
+from segd.errors import ContactNotFound
 from segd.results import SegmentResult
 from segd.rwlock import RWLock
-from segd.segments.ast import canonical_key
 from segd.segments.compile import Compiler
 from segd.segments.context import Context
+from segd.segments.limits import Budget, budget_of
+from segd.segments.query import Prepared, prepare
 from segd.segments.registry import SavedSegment, SegmentRegistry
 from segd.store import Store
 from segd.timeutil import resolve_now
 
-Query = str | dict
+Query = str | dict | Prepared
+# Called with a segment about to be saved and its count (None when not evaluated);
+# raising stops the save (see Engine.create_segment).
+Respond = Callable[[SavedSegment, "int | None"], None]
 RESULT_CACHE_SIZE = 64  # evaluated segments kept until the next write
 Source = str | Path | pa.Table | pa.RecordBatch | list
 
@@ -53,30 +56,8 @@ class LoadReport:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
-@functools.lru_cache(maxsize=1024)
-def _parse_cached(text: str) -> tuple[dict, str]:
-    """Parsing is pure, and services send the same few segment texts again and again:
-    a cache takes the parse off the hot path. The AST returned is shared: never mutate."""
-    from segd.segments import dsl
-
-    ast = dsl.parse(text)
-    return ast, dsl.format(ast)
-
-
-def _to_ast(query: Query) -> tuple[dict, str]:
-    """(canonical AST, DSL text) of DSL text or an AST dict."""
-    from segd.segments import dsl
-    from segd.segments.ast import validate
-
-    if isinstance(query, str):
-        return _parse_cached(query)
-    if isinstance(query, dict):
-        ast = validate(query)
-    else:
-        raise InvalidInput.at(
-            "query", f"expected DSL text or an AST dict, got {type(query).__name__}"
-        )
-    return ast, dsl.format(ast)
+def _deadline_s(deadline: float | Budget | None) -> float | None:
+    return deadline.deadline if isinstance(deadline, Budget) else deadline
 
 
 class Engine:
@@ -195,8 +176,19 @@ class Engine:
         return LoadReport("events", table.num_rows, time.perf_counter() - t0)
 
     # -- evaluation -------------------------------------------------------------------
-    def _compiler(self, now_s: float) -> Compiler:
-        return Compiler(self.store, now_s, self.segments.lookup)
+    def prepare(
+        self, query: Query, *, deadline: float | Budget | None = None
+    ) -> Prepared:
+        """Read a query once: DSL text (through a parse cache bounded by bytes) or an
+        AST dict -> a validated canonical ``Prepared`` that every other method accepts
+        and trusts. Over a limit of docs/segment-language.md ("Limits") it raises
+        ``TooComplex`` before any expensive work; ``deadline`` (a ``time.monotonic()``
+        value or a ``Budget`` that also knows about cancellation) stops a long parse.
+        """
+        return prepare(query, budget_of(deadline))
+
+    def _compiler(self, now_s: float, lookup: Callable | None = None) -> Compiler:
+        return Compiler(self.store, now_s, lookup or self.segments.lookup)
 
     def segment(
         self,
@@ -211,9 +203,10 @@ class Engine:
         With `cache` (the default) a result computed for the same canonical query and
         `now` since the last write is reused; benchmarks pass ``cache=False``.
         """
-        ast, _ = _to_ast(query)
+        prepared = prepare(query, budget_of(deadline))
+        deadline = _deadline_s(deadline)
         now_s = resolve_now(now)
-        key = (canonical_key(ast), now_s)
+        key = (prepared.key, now_s)
         cache = cache and self.result_cache_size > 0
         with self._lock.read():
             bitmap = None
@@ -223,7 +216,7 @@ class Engine:
                     if bitmap is not None:
                         self._results.move_to_end(key)
             if bitmap is None:
-                bitmap = self._evaluate(ast, now_s, deadline, None)
+                bitmap = self._evaluate(prepared.ast, now_s, deadline, None)
             if cache:
                 with self._results_lock:
                     # Dashboards and send pipelines ask the same segment again and again
@@ -234,9 +227,14 @@ class Engine:
         return SegmentResult(bitmap, self.store.contacts.external_ids, now_s)
 
     def _evaluate(
-        self, ast: dict, now_s: float, deadline: float | None, profile: list | None
+        self,
+        ast: dict,
+        now_s: float,
+        deadline: float | None,
+        profile: list | None,
+        lookup: Callable | None = None,
     ) -> BitMap:
-        plan = self._compiler(now_s).compile(ast)
+        plan = self._compiler(now_s, lookup).compile(ast)
         ctx = Context(self.store, now_s, deadline, profile)
         return plan.run(ctx, None)
 
@@ -258,7 +256,8 @@ class Engine:
         deadline: float | None = None,
     ) -> dict:
         """The plan as run: per condition the cardinality, candidates and milliseconds."""
-        ast, text = _to_ast(query)
+        prepared = prepare(query, budget_of(deadline))
+        ast, text, deadline = prepared.ast, prepared.text, _deadline_s(deadline)
         now_s = resolve_now(now)
         steps: list[dict] = []
         t0 = time.perf_counter()
@@ -281,7 +280,8 @@ class Engine:
         deadline: float | None = None,
     ) -> dict:
         """Why one contact is (or is not) in a segment: a tree of conditions with evidence."""
-        ast, text = _to_ast(query)
+        prepared = prepare(query, budget_of(deadline))
+        ast, text, deadline = prepared.ast, prepared.text, _deadline_s(deadline)
         now_s = resolve_now(now)
         with self._lock.read():
             cid = self.store.contacts.cid_of(customer_id)
@@ -308,18 +308,52 @@ class Engine:
         *,
         static: bool = False,
         now: datetime | float | None = None,
+        count: bool = False,
+        deadline: float | Budget | None = None,
+        respond: Respond | None = None,
     ) -> SavedSegment:
-        """Save a segment; a static one is evaluated now and its members frozen."""
-        ast, text = _to_ast(query)
+        """Save a segment; a static one is evaluated now and its members frozen.
+
+        All or nothing: the segment is stored only after its query validated, compiled
+        (names resolved, limits checked with references expanded), evaluated (static,
+        or when ``count`` is asked) and ``respond(segment, count)`` returned — the gRPC
+        layer builds its response there. Any error leaves the saved segments unchanged.
+        ``count`` is None for a dynamic segment unless ``count`` is true.
+        """
+        self.segments.check_name(name)
+        prepared = prepare(query, budget_of(deadline))
         with self._writing():
-            self.segments.check_name(name)
-            self.segments.check_references(name, ast)
-            members = None
-            if static:
-                members = self._evaluate(ast, resolve_now(now), None, None)
-            else:
-                self._compiler(resolve_now(now)).compile(ast)  # unknown names fail now
-            return self.segments.create(name, ast, text, static, members)
+            seg = self.segments.new(name, prepared.ast, prepared.text, static)
+            return self._save(seg, now, count, _deadline_s(deadline), respond)
+
+    def _save(
+        self,
+        seg: SavedSegment,
+        now: datetime | float | None,
+        count: bool,
+        deadline: float | None,
+        respond: Respond | None,
+    ) -> SavedSegment:
+        """Compile, evaluate and answer for ``seg`` as if stored, then store it (under
+        the write lock). Segments that expand ``seg`` are compiled too: its new query
+        must keep them within the limits."""
+        now_s = resolve_now(now)
+
+        def lookup(name: str) -> tuple[dict, BitMap | None]:
+            return (seg.ast, None) if name == seg.name else self.segments.lookup(name)
+
+        plan = self._compiler(now_s, lookup).compile(seg.ast)
+        for user in self.segments.dependents(seg.name):
+            self._compiler(now_s, lookup).compile(self.segments.get(user).ast)
+        n = None
+        if seg.static or count:
+            members = plan.run(Context(self.store, now_s, deadline), None)
+            n = len(members)
+            if seg.static:
+                seg = replace(seg, members=members)
+        if respond is not None:
+            respond(seg, n)
+        return self.segments.put(seg)
 
     def get_segment(self, name: str) -> SavedSegment:
         with self._lock.read():
@@ -336,18 +370,16 @@ class Engine:
         *,
         version: int | None = None,
         now: datetime | float | None = None,
+        count: bool = False,
+        deadline: float | Budget | None = None,
+        respond: Respond | None = None,
     ) -> SavedSegment:
-        """Change a segment's query (a static one is re-frozen now)."""
-        ast, text = _to_ast(query)
+        """Change a segment's query (a static one is re-frozen now); all or nothing,
+        as ``create_segment``."""
+        prepared = prepare(query, budget_of(deadline))
         with self._writing():
-            old = self.segments.get(name)
-            self.segments.check_references(name, ast)
-            members = None
-            if old.static:
-                members = self._evaluate(ast, resolve_now(now), None, None)
-            else:
-                self._compiler(resolve_now(now)).compile(ast)
-            return self.segments.update(name, ast, text, version, members)
+            seg = self.segments.changed(name, prepared.ast, prepared.text, version)
+            return self._save(seg, now, count, _deadline_s(deadline), respond)
 
     def delete_segment(self, name: str) -> None:
         with self._writing():

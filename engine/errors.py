@@ -105,13 +105,13 @@ class NotFound(SegdError):
 
 class SegmentNotFound(NotFound):
     def __init__(self, name: str) -> None:
-        super().__init__(f"segment {name!r} not found")
+        super().__init__(f"segment {quoted(name)} not found")
         self.name = name
 
 
 class ContactNotFound(NotFound):
     def __init__(self, customer_id: str) -> None:
-        super().__init__(f"contact {customer_id!r} not found")
+        super().__init__(f"contact {quoted(customer_id)} not found")
         self.customer_id = customer_id
 
 

@@ -378,19 +378,24 @@ class SegdClient:
         except grpc.RpcError as err:
             raise SegdRpcError.from_rpc(err) from None
 
-    def create_segment(self, name: str, query: Any, *, static: bool = False) -> dict:
+    def create_segment(
+        self, name: str, query: Any, *, static: bool = False, include_count: bool = True
+    ) -> dict:
+        """Save a segment (with ``include_count``, evaluated too: ``count`` is set)."""
         kind = (
             segments_pb2.SEGMENT_KIND_STATIC
             if static
             else segments_pb2.SEGMENT_KIND_DYNAMIC
         )
-        req = segments_pb2.CreateRequest(name=name, kind=kind, **query_fields(query))
+        req = segments_pb2.CreateRequest(
+            name=name, kind=kind, include_count=include_count, **query_fields(query)
+        )
         return segment_to_dict(
             self.call(self.segments_stub.Create, req, idempotent=False).segment
         )
 
-    def get_segment(self, name: str) -> dict:
-        req = segments_pb2.GetRequest(name=name)
+    def get_segment(self, name: str, *, include_count: bool = True) -> dict:
+        req = segments_pb2.GetRequest(name=name, include_count=include_count)
         return segment_to_dict(self.call(self.segments_stub.Get, req).segment)
 
     def list_segments(self, *, include_counts: bool = False) -> list[dict]:
@@ -400,10 +405,18 @@ class SegdClient:
         ]
 
     def update_segment(
-        self, name: str, query: Any, *, version: int | None = None
+        self,
+        name: str,
+        query: Any,
+        *,
+        version: int | None = None,
+        include_count: bool = True,
     ) -> dict:
         req = segments_pb2.UpdateRequest(
-            name=name, version=version or 0, **query_fields(query)
+            name=name,
+            version=version or 0,
+            include_count=include_count,
+            **query_fields(query),
         )
         return segment_to_dict(self.call(self.segments_stub.Update, req).segment)
 

@@ -29,10 +29,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from segd.errors import InvalidQuery, quoted
+from segd.errors import InvalidQuery, TooComplex, quoted
 from segd.segments.limits import (
     MAX_CONDITIONS,
     MAX_DEPTH,
+    MAX_FILTERS,
     MAX_LIST_VALUES,
     Budget,
     too_deep,
@@ -457,6 +458,15 @@ _ATTR_RESERVED = RESERVED_WORDS | frozenset(AGGREGATES)
 def _where(filters: Any, path: str) -> list[Node]:
     if not isinstance(filters, list | tuple):
         raise _fail(path, f"expected a list of filters, got {_describe(filters)}")
+    if len(filters) > MAX_FILTERS:
+        raise TooComplex(
+            f"{path}: {len(filters)} filters, more than MAX_FILTERS = {MAX_FILTERS} "
+            "in one event condition",
+            limit="MAX_FILTERS",
+            maximum=MAX_FILTERS,
+            actual=len(filters),
+            where=path,
+        )
     return [_filter(f, f"{path}[{i}]") for i, f in enumerate(filters)]
 
 
@@ -537,9 +547,7 @@ def _count_bound(value: Any, path: str) -> int:
         or isinstance(value, bool)
         or not 0 <= value <= INT_MAX
     ):
-        raise _fail(
-            path, f"expected an integer in 0..2^63-1, got {_describe(value)}"
-        )
+        raise _fail(path, f"expected an integer in 0..2^63-1, got {_describe(value)}")
     return value
 
 

@@ -11,7 +11,9 @@ refused with ``TooComplex`` (gRPC ``RESOURCE_EXHAUSTED``) naming the limit:
   response wraps it in two more) and Python's recursion limit;
 - ``MAX_CONDITIONS``: leaf conditions of a query, references to dynamic saved segments
   expanded;
-- ``MAX_LIST_VALUES``: values of one ``in`` / ``not_in`` / ``contains_*`` list.
+- ``MAX_LIST_VALUES``: values of one ``in`` / ``not_in`` / ``contains_*`` list;
+- ``MAX_FILTERS``: filters in one event condition's ``where`` (the scan kernel applies
+  at most 16 per row).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from segd.errors import DeadlineExceeded, TooComplex
+from segd.errors import DeadlineExceeded, TooComplex, shorten
 
 MAX_DSL_CHARS = 100_000
 MAX_DEPTH = 32
 MAX_CONDITIONS = 1_000
 MAX_LIST_VALUES = 10_000
+MAX_FILTERS = 16
 # Parsed DSL texts kept by the engine, bounded by an estimate of the bytes they hold.
 PARSE_CACHE_BYTES = 32 * 1024 * 1024
 # Parsing and conversion look at the clock (and the client) every this many steps.
@@ -32,6 +35,7 @@ CHECK_EVERY = 256
 
 
 def too_deep(where: str, depth: int | None = None) -> TooComplex:
+    where = shorten(where)
     got = f" (got {depth})" if depth is not None else ""
     return TooComplex(
         f"{where}: conditions nested deeper than MAX_DEPTH = {MAX_DEPTH} levels{got}",
@@ -43,6 +47,7 @@ def too_deep(where: str, depth: int | None = None) -> TooComplex:
 
 
 def too_many_conditions(where: str, count: int | None = None) -> TooComplex:
+    where = shorten(where)
     got = f" (got {count})" if count is not None else ""
     return TooComplex(
         f"{where}: more than MAX_CONDITIONS = {MAX_CONDITIONS} conditions in one "
@@ -55,6 +60,7 @@ def too_many_conditions(where: str, count: int | None = None) -> TooComplex:
 
 
 def too_many_values(where: str, count: int) -> TooComplex:
+    where = shorten(where)
     return TooComplex(
         f"{where}: a list of {count} values is longer than MAX_LIST_VALUES = "
         f"{MAX_LIST_VALUES}",

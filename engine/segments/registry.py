@@ -15,10 +15,12 @@ from segd.errors import (
     InvalidInput,
     InvalidQuery,
     SegmentNotFound,
+    quoted,
 )
 from segd.segments.ast import walk
 
-SEGMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Matched with fullmatch: "$" would also accept a name ending in a newline ("vip\n").
+SEGMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,29 @@ class SegmentRegistry:
         return seg.ast, seg.members
 
     def check_name(self, name: str) -> None:
-        if not isinstance(name, str) or not SEGMENT_NAME.match(name):
+        if not isinstance(name, str) or not SEGMENT_NAME.fullmatch(name):
             raise InvalidInput.at(
                 "name",
                 f"segment names are 1-128 characters of letters, "
                 f"digits and _ . : - (starting with a letter or digit), "
-                f"got {name!r}",
+                f"got {quoted(name)}",
             )
+
+    def dependents(self, name: str) -> list[str]:
+        """Dynamic segments whose expanded query contains ``name`` (transitively)."""
+        users: dict[str, set[str]] = {}
+        for seg in self._segments.values():
+            if not seg.static:
+                for ref in seg.references:
+                    users.setdefault(ref, set()).add(seg.name)
+        out, stack, seen = [], [name], {name}
+        while stack:
+            for user in sorted(users.get(stack.pop(), ())):
+                if user not in seen:
+                    seen.add(user)
+                    out.append(user)
+                    stack.append(user)
+        return out
 
     def check_references(self, name: str, ast: dict) -> None:
         """Every referenced segment exists and none leads back to `name`."""
@@ -93,23 +111,53 @@ class SegmentRegistry:
             if target is None:
                 raise InvalidQuery.at(
                     "query",
-                    f"segment {ref!r} referenced by {chain[-2]!r} does not exist",
+                    f"segment {quoted(ref)} referenced by {quoted(chain[-2])} does "
+                    "not exist",
                 )
             if target.static:
                 continue  # frozen members: its references no longer matter
             stack.extend((r, [*chain, r]) for r in target.references)
 
+    def new(self, name: str, ast: dict, dsl: str, static: bool) -> SavedSegment:
+        """A segment as ``create`` would store it (checked, not stored: see ``put``).
+
+        ``ast`` must be canonical (validated when the query was read).
+        """
+        self.check_name(name)
+        if name in self._segments:
+            raise AlreadyExists(f"segment {quoted(name)} already exists")
+        self.check_references(name, ast)
+        now = _now_ms()
+        return SavedSegment(name, ast, dsl, static, 1, now, now, None)
+
+    def changed(
+        self, name: str, ast: dict, dsl: str, version: int | None
+    ) -> SavedSegment:
+        """The next version of segment ``name`` (checked, not stored: see ``put``)."""
+        old = self.get(name)
+        if version is not None and version != old.version:
+            raise Conflict(
+                f"segment {name!r} is at version {old.version}, not {version}"
+            )
+        self.check_references(name, ast)
+        return replace(
+            old,
+            ast=ast,
+            dsl=dsl,
+            version=old.version + 1,
+            updated_ms=_now_ms(),
+            members=None,
+        )
+
+    def put(self, seg: SavedSegment) -> SavedSegment:
+        """Store a segment from ``new`` / ``changed`` (the caller has checked it all)."""
+        self._segments[seg.name] = seg
+        return seg
+
     def create(
         self, name: str, ast: dict, dsl: str, static: bool, members: BitMap | None
     ) -> SavedSegment:
-        self.check_name(name)
-        if name in self._segments:
-            raise AlreadyExists(f"segment {name!r} already exists")
-        self.check_references(name, ast)
-        now = _now_ms()
-        seg = SavedSegment(name, ast, dsl, static, 1, now, now, members)
-        self._segments[name] = seg
-        return seg
+        return self.put(replace(self.new(name, ast, dsl, static), members=members))
 
     def update(
         self,
@@ -119,22 +167,8 @@ class SegmentRegistry:
         version: int | None,
         members: BitMap | None,
     ) -> SavedSegment:
-        old = self.get(name)
-        if version is not None and version != old.version:
-            raise Conflict(
-                f"segment {name!r} is at version {old.version}, not {version}"
-            )
-        self.check_references(name, ast)
-        seg = replace(
-            old,
-            ast=ast,
-            dsl=dsl,
-            version=old.version + 1,
-            updated_ms=_now_ms(),
-            members=members if old.static else None,
-        )
-        self._segments[name] = seg
-        return seg
+        seg = self.changed(name, ast, dsl, version)
+        return self.put(replace(seg, members=members if seg.static else None))
 
     def delete(self, name: str) -> None:
         self.get(name)
