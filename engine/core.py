@@ -342,9 +342,10 @@ class Engine:
         def lookup(name: str) -> tuple[dict, BitMap | None]:
             return (seg.ast, None) if name == seg.name else self.segments.lookup(name)
 
-        plan = self._compiler(now_s, lookup).compile(seg.ast)
+        # Compiled as it will be used, by name: a saved segment can always be asked for.
+        plan = self._compiler(now_s, lookup).compile({"segment": seg.name})
         for user in self.segments.dependents(seg.name):
-            self._compiler(now_s, lookup).compile(self.segments.get(user).ast)
+            self._compiler(now_s, lookup).compile({"segment": user})
         n = None
         if seg.static or count:
             members = plan.run(Context(self.store, now_s, deadline), None)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from segd.errors import InvalidQuery, TooComplex, quoted
+from segd.errors import InvalidQuery, TooComplex, quoted, shorten
 from segd.segments.limits import (
     MAX_CONDITIONS,
     MAX_DEPTH,
@@ -215,7 +215,7 @@ def _check_keys(node: dict, path: str, allowed: tuple[str, ...]) -> None:
     for key in node:
         if key not in allowed:
             raise _fail(
-                _join(path, quoted(str(key), 60)),
+                _join(path, shorten(str(key), 60)),
                 f"unknown key {quoted(str(key), 60)} (expected one of "
                 f"{', '.join(allowed)})",
             )
@@ -542,12 +542,10 @@ def _ago(value: Any, path: str) -> list[str]:
 
 
 def _count_bound(value: Any, path: str) -> int:
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or not 0 <= value <= INT_MAX
-    ):
-        raise _fail(path, f"expected an integer in 0..2^63-1, got {_describe(value)}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _fail(path, f"expected an integer >= 0, got {_describe(value)}")
+    if value > INT_MAX:
+        raise _fail(path, f"expected an integer <= 2^63-1, got {_describe(value)}")
     return value
 
 

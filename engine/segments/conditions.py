@@ -13,6 +13,7 @@ from segd.native import columns as kernels
 from segd.native.bitset import popcount
 from segd.predicates import (
     INF,
+    check_strings,
     dictionary_mask,
     in_intervals,
     integer_range,
@@ -173,6 +174,8 @@ class CategoryAttr(AttrNode):
             )
         self.value = ast.get("value")
         self.where = where
+        if self.op not in ("is_null", "is_not_null"):  # wrong types fail at compile
+            check_strings(self.value, f"{where}.value")
 
     def _mask(self) -> np.ndarray:
         op = self.op

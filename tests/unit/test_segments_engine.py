@@ -427,8 +427,11 @@ def test_profile_keys(eng: Engine) -> None:
 
 
 def test_deep_nesting(eng: Engine) -> None:
+    from segd.errors import TooComplex
+    from segd.segments.limits import MAX_DEPTH
+
     ast: dict = {"attr": "gender", "op": "=", "value": "m"}
-    for i in range(60):
+    for i in range(MAX_DEPTH - 1):  # the deepest query the limit allows
         ast = (
             {"and": [ast]}
             if i % 2
@@ -436,9 +439,11 @@ def test_deep_nesting(eng: Engine) -> None:
         )
     assert members(eng, ast) == {"a", "d", "f"}
     nots: dict = {"attr": "gender", "op": "=", "value": "m"}
-    for _ in range(60):
+    for _ in range(MAX_DEPTH - 2):
         nots = {"not": nots}
     assert members(eng, nots) == {"a", "d", "f"}
+    with pytest.raises(TooComplex):
+        members(eng, {"not": {"not": nots}})
 
 
 def test_300_conditions(eng: Engine) -> None:
