@@ -1,8 +1,12 @@
 """Per-contact aggregates, maintained incrementally on every ingested batch.
 
 They answer the everyday aggregate conditions over all time without touching events:
-orders count (distinct ``order_id``), revenue, first / last order, last visit (any event),
-last view, last email open / click. Times are uint32 UTC seconds, 0 = never.
+orders count (distinct ``order_id``), revenue, first / last order, last visit, last view,
+last email open / click. Times are uint32 UTC seconds, 0 = never.
+
+A *visit* is on-site activity only (``VISIT_EVENTS``: views, cart and favourites changes,
+orders, searches, goals), never email, message or ad events: a delivered message must not
+make a lapsed customer look active. ``Engine(visit_events=...)`` changes the list.
 """
 
 from __future__ import annotations
@@ -12,8 +16,22 @@ import numpy as np
 from segd.native import aggregates as kernels
 
 NO_CODE = 0xFFFFFFFF
-LAST_SEEN = {  # aggregate array <- event type (None: every type)
-    "last_visit_s": None,
+VISIT_EVENTS: frozenset[str] = frozenset(
+    {
+        "view",
+        "page_view",
+        "category_view",
+        "article_view",
+        "visit",
+        "add_to_cart",
+        "remove_from_cart",
+        "add_to_favorites",
+        "order",
+        "search",
+        "goal",
+    }
+)
+LAST_SEEN = {  # aggregate array <- event type (last_visit_s: see VISIT_EVENTS)
     "last_view_s": "view",
     "last_email_open_s": "email_open",
     "last_email_click_s": "email_click",
@@ -40,7 +58,8 @@ def _grow(arr: np.ndarray, n: int) -> np.ndarray:
 class Aggregates:
     """Rollup arrays indexed by cid (see module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, visit_events: frozenset[str] = VISIT_EVENTS) -> None:
+        self.visit_events = frozenset(visit_events)
         self.orders_count = np.zeros(0, dtype=np.uint32)
         self.revenue = np.zeros(0, dtype=np.float64)
         self.first_order_s = np.zeros(0, dtype=np.uint32)
@@ -79,7 +98,8 @@ class Aggregates:
         """Fold one type's rows of a validated batch into the rollups."""
         cids = np.ascontiguousarray(cids, dtype=np.uint32)
         ts = np.ascontiguousarray(ts, dtype=np.uint32)
-        kernels.max_into(cids, ts, self.last_visit_s)
+        if event_type in self.visit_events:
+            kernels.max_into(cids, ts, self.last_visit_s)
         for name, etype in LAST_SEEN.items():
             if etype == event_type:
                 kernels.max_into(cids, ts, getattr(self, name))

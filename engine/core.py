@@ -11,7 +11,7 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from pyroaring import BitMap
 
 from segd import ingest
 from segd._version import __version__
+from segd.aggregates import VISIT_EVENTS
 from segd.errors import ContactNotFound
 from segd.results import SegmentResult
 from segd.rwlock import RWLock
@@ -63,9 +64,22 @@ def _deadline_s(deadline: float | Budget | None) -> float | None:
 class Engine:
     """One shard of segd (see module docstring and docs/engine-api.md)."""
 
-    def __init__(self, *, result_cache_size: int = RESULT_CACHE_SIZE) -> None:
-        """`result_cache_size`: segment results kept between writes (0 turns it off)."""
+    def __init__(
+        self,
+        *,
+        result_cache_size: int = RESULT_CACHE_SIZE,
+        visit_events: Iterable[str] = VISIT_EVENTS,
+    ) -> None:
+        """`result_cache_size`: segment results kept between writes (0 turns it off).
+
+        `visit_events`: the event types that count as a visit (`days_since_last_visit`);
+        on-site activity by default, never email, message or ad events
+        (docs/segment-language.md).
+        """
+        if isinstance(visit_events, str):
+            raise TypeError("visit_events is a collection of event types, not a str")
         self.store = Store()
+        self.store.aggregates.visit_events = frozenset(visit_events)
         self.result_cache_size = result_cache_size
         self.segments = SegmentRegistry()
         self._lock = RWLock()

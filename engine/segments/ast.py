@@ -96,6 +96,8 @@ LIST_OPS: frozenset[str] = frozenset(
     {"in", "not_in", "between", "contains_any", "contains_all"}
 )
 RESERVED_WORDS: frozenset[str] = frozenset({"and", "or", "not", "in"})
+# Event filter fields spelled as the input column: the canonical form uses the name.
+FIELD_ALIASES: dict[str, str] = {"item_id": "item"}
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # At most 9 digits: 999,999,999 days still fits every clock computation.
@@ -475,6 +477,7 @@ def _filter(node: Any, path: str) -> Node:
     _check_keys(node, path, ("field", "op", "value"))
     field = _require(node, "field", path, "a field name")
     name = _name(field, _join(path, "field"), "a field name", frozenset())
+    name = FIELD_ALIASES.get(name, name)
     return {"field": name, **_op_value(node, path, FILTER_OPS, _scalar)}
 
 

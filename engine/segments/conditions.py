@@ -364,7 +364,10 @@ class AggregateNode(Node):
         lo_s, hi_s = period_bounds_s(self.period, self.now_s, f"{self.where}.period")
         if self.name == "days_since_last_visit":
             parts = []
-            for log in store.logs.values():
+            visits = store.aggregates.visit_events
+            for etype, log in store.logs.items():
+                if etype not in visits:
+                    continue
                 r0, r1 = log.window(lo_s, hi_s)
                 parts.append((log.cid[r0:r1], log.ts[r0:r1]))
             cids = (

@@ -232,7 +232,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
 
     def Explain(self, request: Any, context: grpc.ServicerContext) -> Any:
         query, now, deadline = (
-            query_of(request),
+            query_of(request, context),
             _now(request.now_ms),
             deadline_of(context),
         )
