@@ -261,7 +261,8 @@ def test_event_conditions(eng: Engine, q: str, want) -> None:
         ("days_since_last_order = 399", "d"),
         ("days_since_last_order is null", "befijkl"),
         ("days_since_last_visit = 0", "j"),
-        ("days_since_last_visit <= 1", "acej"),
+        ("days_since_last_visit <= 1", "aej"),  # c: an email open is no visit
+        ("days_since_last_visit = 20", "c"),  # its orders are
         ("days_since_last_visit = 7", "kl"),
         ("days_since_last_visit is null", "f"),
         ("days_since_last_email_open = 1", "c"),
