@@ -18,6 +18,7 @@ from segd.errors import InvalidQuery
 
 DAY_S = 86_400
 MAX_EVENT_S = 2**32 - 1  # event times are uint32 seconds: 1970..2106
+MAX_NOW_S = 253_402_300_799  # 9999-12-31T23:59:59Z: the last `now` a date can print
 _DURATION = re.compile(r"^(\d+)([dh])$")
 _DATE_ONLY = r"^\d{4}-\d{2}-\d{2}$"
 _HAS_ZONE = r"(Z|z|[+-]\d\d:?\d\d)$"
@@ -34,6 +35,11 @@ def resolve_now(now: datetime | float | int | None) -> float:
             now = now.replace(tzinfo=UTC)
         return now.timestamp()
     if isinstance(now, (int, float)) and not isinstance(now, bool):
+        if not 0 <= now <= MAX_NOW_S:  # also NaN: every date computation can print it
+            raise InvalidQuery.at(
+                "now",
+                f"expected epoch seconds in 0..{MAX_NOW_S} (1970..9999), got {now!r}",
+            )
         return float(now)
     raise InvalidQuery.at("now", f"expected a datetime or epoch seconds, got {now!r}")
 
