@@ -30,8 +30,7 @@ from segd.segments.ast import (
     parse_instant,
     validate,
 )
-from segd.segments.lexer import DATE, EOF, NAME, NUMBER, OP, PUNCT, STRING, Token
-from segd.segments.lexer import tokenize as _tokenize
+from segd.segments.lexer import DATE, EOF, NAME, NUMBER, OP, PUNCT, STRING, Lexer, Token
 from segd.segments.limits import (
     MAX_CONDITIONS,
     MAX_DEPTH,
@@ -82,7 +81,10 @@ class _Parser:
 
     def __init__(self, text: str, budget: Budget | None = None) -> None:
         self.text = text
-        self.tokens = _tokenize(text, budget)
+        # Tokens are read as the parser needs them, so that text refused early (too
+        # deep at character 33) is not tokenized to its end first.
+        self.lexer = Lexer(text)
+        self.tokens: list[Token] = []
         self.pos = 0
         self.nesting = 0
         self.conditions = 0
@@ -91,11 +93,18 @@ class _Parser:
     # -- token plumbing --------------------------------------------------------------
 
     def peek(self, ahead: int = 0) -> Token:
-        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+        want = self.pos + ahead
+        tokens = self.tokens
+        while len(tokens) <= want and (not tokens or tokens[-1].kind != EOF):
+            if self.budget is not None:
+                self.budget.tick()
+            tokens.append(self.lexer.next())
+        return tokens[min(want, len(tokens) - 1)]
 
     def advance(self) -> Token:
         token = self.peek()
-        self.pos = min(self.pos + 1, len(self.tokens) - 1)
+        if token.kind != EOF:
+            self.pos += 1
         return token
 
     def at_word(self, *words: str, ahead: int = 0) -> bool:

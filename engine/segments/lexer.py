@@ -45,7 +45,9 @@ class Token:
     column: int
 
 
-class _Lexer:
+class Lexer:
+    """Reads ``text`` one token at a time (``next``); the parser pulls tokens lazily."""
+
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
@@ -160,7 +162,7 @@ def _next_special(text: str, pos: int) -> int:
 
 def tokenize(text: str, budget: Budget | None = None) -> list[Token]:
     """All tokens of ``text``, ending with one EOF token (``budget``: see limits)."""
-    lexer = _Lexer(text)
+    lexer = Lexer(text)
     tokens = [lexer.next()]
     while tokens[-1].kind != EOF:
         if budget is not None:

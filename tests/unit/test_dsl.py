@@ -628,3 +628,16 @@ def test_nesting_deeper_than_the_limit_is_too_complex() -> None:
     with pytest.raises(TooComplex) as caught:
         parse(text)
     assert caught.value.where == "dsl" and caught.value.actual == 41
+
+
+def test_text_refused_early_is_not_tokenized_to_its_end() -> None:
+    import time
+
+    from segd.errors import TooComplex
+
+    start = time.perf_counter()
+    with pytest.raises(TooComplex):
+        parse("(" * 99_000)  # too deep at character 33: the rest is never read
+    assert time.perf_counter() - start < 0.5
+    with pytest.raises(TooComplex, match="MAX_DSL_CHARS"):
+        parse(")" * 8_000_000)  # too long: refused before the first token
