@@ -89,9 +89,22 @@ def abort_with(exc: BaseException, context: grpc.ServicerContext, method: str) -
                 (E.shorten(v.where, 200), E.shorten(v.message, MAX_MESSAGE_CHARS))
                 for v in violations[:10]
             ],
+            _error_info(exc),
         )
         context.set_trailing_metadata(((rpc_status.DETAILS_KEY, details),))
     context.abort(code, message)
+
+
+def _error_info(exc: BaseException) -> tuple[str, dict[str, str]]:
+    """ErrorInfo of an input error: reason ``INVALID_INPUT`` and the error's attributes
+    (``batch`` in a stream, ``kind``, ``row``, ``column``, ``reason``) that are set, as
+    strings."""
+    metadata = {
+        key: str(value)
+        for key in ("batch", "kind", "row", "column", "reason")
+        if (value := getattr(exc, key, None)) is not None
+    }
+    return "INVALID_INPUT", metadata
 
 
 def _already_aborted(context: grpc.ServicerContext) -> bool:

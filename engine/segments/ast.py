@@ -26,7 +26,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from segd.errors import InvalidQuery, TooComplex, quoted, shorten
@@ -39,6 +39,12 @@ from segd.segments.limits import (
     too_deep,
     too_many_conditions,
     too_many_values,
+)
+from segd.timeutil import (  # noqa: F401 (re-exported for the lexer and dsl)
+    ISO_PATTERN,
+    ISO_RE,
+    duration_hours,
+    parse_iso,
 )
 
 AGGREGATES: tuple[str, ...] = (
@@ -100,15 +106,12 @@ RESERVED_WORDS: frozenset[str] = frozenset({"and", "or", "not", "in"})
 FIELD_ALIASES: dict[str, str] = {"item_id": "item"}
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# At most 9 digits: 999,999,999 days still fits every clock computation.
+# At most 9 digits: 999,999,999 days still fits every clock computation (the looser
+# timeutil.DURATION_RE is for other durations).
 DURATION_RE = re.compile(r"([0-9]{1,9})([dh])")
 INT_MAX = 2**63 - 1  # integers are 64-bit signed, as in the wire format
-# Shared with the lexer: every period bound validate accepts prints as a bare DATE.
-ISO_PATTERN = (
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?"
-)
-ISO_RE = re.compile(ISO_PATTERN)
+# Durations and ISO-8601 times are defined once, in segd.timeutil (ISO_PATTERN is shared
+# with the lexer: every period bound validate accepts prints as a bare DATE).
 
 Node = dict[str, Any]
 
@@ -176,26 +179,7 @@ def canonical_key(ast: Node) -> str:
     )
 
 
-def parse_instant(text: str) -> datetime | None:
-    """The UTC instant of an ISO date/datetime string in the contract's form, else None.
-
-    A date is midnight UTC; a datetime without an offset is taken as UTC.
-    """
-    if not ISO_RE.fullmatch(text):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
-
-
-def duration_hours(duration: str) -> int:
-    """Hours in a canonical duration such as ``"7d"`` or ``"12h"``."""
-    count, unit = int(duration[:-1]), duration[-1]
-    return count * 24 if unit == "d" else count
+parse_instant = parse_iso  # the UTC instant of contract-form ISO text, else None
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -129,22 +129,32 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         query = self._prepare(request, context)
         return self._engine.segment(query, now=now, deadline=deadline_of(context))
 
-    def _count_of(self, name: str, context: grpc.ServicerContext) -> int:
+    def _count_of(
+        self, name: str, context: grpc.ServicerContext, now_ms: int = 0
+    ) -> int:
         ref = {"segment": name}
-        return int(self._engine.segment(ref, deadline=deadline_of(context)).count())
+        return int(
+            self._engine.segment(
+                ref, now=_now(now_ms), deadline=deadline_of(context)
+            ).count()
+        )
 
-    def _saved_count(self, saved: Any, wanted: bool, context: Any) -> int:
+    def _saved_count(
+        self, saved: Any, wanted: bool, context: Any, now_ms: int = 0
+    ) -> int:
         """A segment's count for a response: static ones know it, dynamic ones are
         evaluated only when the caller asked (-1 otherwise)."""
         if saved.static and saved.members is not None:
             return len(saved.members)
-        return self._count_of(saved.name, context) if wanted else -1
+        return self._count_of(saved.name, context, now_ms) if wanted else -1
 
     def Count(self, request: Any, context: grpc.ServicerContext) -> Any:
         start = time.perf_counter()
-        count = self._evaluate(request, context, _now(request.now_ms)).count()
+        result = self._evaluate(request, context, _now(request.now_ms))
         return pb.CountResponse(
-            count=count, duration_ms=(time.perf_counter() - start) * 1e3
+            count=result.count(),
+            duration_ms=(time.perf_counter() - start) * 1e3,
+            warnings=convert.warnings_to_proto(result.warnings),
         )
 
     def Members(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -166,25 +176,35 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         end = offset + len(ids)
         token = _encode_token(end, now_ms, key) if end < total else ""
         return pb.MembersResponse(
-            customer_ids=ids, next_page_token=token, total_size=total
+            customer_ids=ids,
+            next_page_token=token,
+            total_size=total,
+            warnings=convert.warnings_to_proto(result.warnings),
         )
 
     def Sample(self, request: Any, context: grpc.ServicerContext) -> Any:
         size = _size(request.size, DEFAULT_SAMPLE_SIZE, "size")
         result = self._evaluate(request, context, _now(request.now_ms))
         ids = result.sample(size, seed=request.seed)
-        return pb.SampleResponse(customer_ids=ids, total_size=result.count())
+        return pb.SampleResponse(
+            customer_ids=ids,
+            total_size=result.count(),
+            warnings=convert.warnings_to_proto(result.warnings),
+        )
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Iterator:
         chunk = _size(request.chunk_size, DEFAULT_CHUNK_SIZE, "chunk_size")
         result = self._evaluate(request, context, _now(request.now_ms))
         total = result.count()
+        warnings = convert.warnings_to_proto(result.warnings)
         sent = False
         for ids in result.iter_ids(chunk=chunk):
+            yield pb.ExportResponse(
+                customer_ids=ids, total_size=total, warnings=[] if sent else warnings
+            )
             sent = True
-            yield pb.ExportResponse(customer_ids=ids, total_size=total)
         if not sent:
-            yield pb.ExportResponse(total_size=0)
+            yield pb.ExportResponse(total_size=0, warnings=warnings)
 
     def Create(self, request: Any, context: grpc.ServicerContext) -> Any:
         name = request.name or _missing("name")
@@ -193,6 +213,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
             name,
             self._prepare(request, context),
             static=request.kind == pb.SEGMENT_KIND_STATIC,
+            now=_now(request.now_ms),
             count=request.include_count,
             deadline=deadline_of(context),
             respond=_responder(pb.CreateResponse, responses),
@@ -201,14 +222,16 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
 
     def Get(self, request: Any, context: grpc.ServicerContext) -> Any:
         saved = self._engine.get_segment(request.name or _missing("name"))
-        count = self._saved_count(saved, request.include_count, context)
+        count = self._saved_count(saved, request.include_count, context, request.now_ms)
         return pb.GetResponse(segment=convert.segment_to_proto(saved, count))
 
     def List(self, request: Any, context: grpc.ServicerContext) -> Any:
         out = []
         for saved in self._engine.list_segments():
             count = (
-                self._count_of(saved.name, context) if request.include_counts else -1
+                self._count_of(saved.name, context, request.now_ms)
+                if request.include_counts
+                else -1
             )
             out.append(convert.segment_to_proto(saved, count))
         return pb.ListResponse(segments=out)
@@ -220,6 +243,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
             name,
             self._prepare(request, context),
             version=request.version or None,
+            now=_now(request.now_ms),
             count=request.include_count,
             deadline=deadline_of(context),
             respond=_responder(pb.UpdateResponse, responses),
@@ -231,27 +255,15 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         return pb.DeleteResponse()
 
     def Explain(self, request: Any, context: grpc.ServicerContext) -> Any:
-        query, now, deadline = (
+        """One compile, one evaluation: the tree with whole-base counts and, with a
+        customer_id, its verdict and evidence per node (Engine.explain)."""
+        explanation = self._engine.explain(
             query_of(request, context),
-            _now(request.now_ms),
-            deadline_of(context),
+            request.customer_id or None,
+            now=_now(request.now_ms),
+            deadline=deadline_of(context),
         )
-        start = time.perf_counter()
-        plan = convert.node_to_proto(
-            self._engine.profile(query, now=now, deadline=deadline)
-        )
-        elapsed_ms = (time.perf_counter() - start) * 1e3
-        count = plan.count
-        if count < 0:
-            count = self._engine.segment(query, now=now, deadline=deadline).count()
-        response = pb.ExplainResponse(plan=plan, count=count, duration_ms=elapsed_ms)
-        if request.customer_id:
-            why = self._engine.explain(
-                query, request.customer_id, now=now, deadline=deadline
-            )
-            response.contact.CopyFrom(convert.node_to_proto(why))
-            response.contact_matched = bool(response.contact.matched)
-        return response
+        return convert.explanation_to_proto(explanation)
 
 
 def _missing(field: str) -> str:
