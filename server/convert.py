@@ -38,13 +38,7 @@ from segd.segments.limits import (
     too_many_conditions,
     too_many_values,
 )
-from segd.timeutil import (  # noqa: F401 (ms_to_datetime: for the client)
-    MAX_ABS_MS,
-    datetime_to_ms,
-    iso_to_ms,
-    ms_to_datetime,
-    ms_to_iso,
-)
+from segd.timeutil import MAX_ABS_MS, datetime_to_ms, iso_to_ms, ms_to_iso
 from segd.v1 import common_pb2 as common
 from segd.v1 import ingest_pb2, segments_pb2
 
