@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,19 +28,24 @@ from pyroaring import BitMap
 from segd import ingest
 from segd import mutations as mut
 from segd._version import __version__
+from segd.aggregates import VISIT_EVENTS
 from segd.durability import IdempotencyTable
 from segd.errors import ContactNotFound, FailedPrecondition, InvalidInput, SegdError
 from segd.explain import Explanation, Profile, explain_tree
 from segd.results import QueryWarning, SegmentResult
 from segd.rwlock import RWLock
-from segd.segments.ast import canonical_key
 from segd.segments.compile import Compiler
 from segd.segments.context import Context
+from segd.segments.limits import Budget, budget_of
+from segd.segments.query import Prepared, prepare
 from segd.segments.registry import SavedSegment, SegmentRegistry
 from segd.store import LoadedSource, Store
 from segd.timeutil import resolve_now
 
-Query = str | dict
+Query = str | dict | Prepared
+# Called with a segment about to be saved and its count (None when not evaluated);
+# raising stops the save (see Engine.create_segment).
+Respond = Callable[[SavedSegment, "int | None"], None]
 RESULT_CACHE_SIZE = 64  # evaluated segments kept until the next write
 Source = str | Path | pa.Table | pa.RecordBatch | list
 
@@ -68,38 +72,29 @@ class LoadReport:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
-@functools.lru_cache(maxsize=1024)
-def _parse_cached(text: str) -> tuple[dict, str]:
-    """Parsing is pure, and services send the same few segment texts again and again:
-    a cache takes the parse off the hot path. The AST returned is shared: never mutate."""
-    from segd.segments import dsl
-
-    ast = dsl.parse(text)
-    return ast, dsl.format(ast)
-
-
-def _to_ast(query: Query) -> tuple[dict, str]:
-    """(canonical AST, DSL text) of DSL text or an AST dict."""
-    from segd.segments import dsl
-    from segd.segments.ast import validate
-
-    if isinstance(query, str):
-        return _parse_cached(query)
-    if isinstance(query, dict):
-        ast = validate(query)
-    else:
-        raise InvalidInput.at(
-            "query", f"expected DSL text or an AST dict, got {type(query).__name__}"
-        )
-    return ast, dsl.format(ast)
+def _deadline_s(deadline: float | Budget | None) -> float | None:
+    return deadline.deadline if isinstance(deadline, Budget) else deadline
 
 
 class Engine:
     """One shard of segd (see module docstring and docs/engine-api.md)."""
 
-    def __init__(self, *, result_cache_size: int = RESULT_CACHE_SIZE) -> None:
-        """`result_cache_size`: segment results kept between writes (0 turns it off)."""
+    def __init__(
+        self,
+        *,
+        result_cache_size: int = RESULT_CACHE_SIZE,
+        visit_events: Iterable[str] = VISIT_EVENTS,
+    ) -> None:
+        """`result_cache_size`: segment results kept between writes (0 turns it off).
+
+        `visit_events`: the event types that count as a visit (`days_since_last_visit`);
+        on-site activity by default, never email, message or ad events
+        (docs/segment-language.md).
+        """
+        if isinstance(visit_events, str):
+            raise TypeError("visit_events is a collection of event types, not a str")
         self.store = Store()
+        self.store.aggregates.visit_events = frozenset(visit_events)
         self.result_cache_size = result_cache_size
         self.segments = SegmentRegistry()
         self._lock = RWLock()
@@ -502,8 +497,19 @@ class Engine:
             return self.store.sources.get(digest)
 
     # -- evaluation -------------------------------------------------------------------
-    def _compiler(self, now_s: float) -> Compiler:
-        return Compiler(self.store, now_s, self.segments.lookup)
+    def prepare(
+        self, query: Query, *, deadline: float | Budget | None = None
+    ) -> Prepared:
+        """Read a query once: DSL text (through a parse cache bounded by bytes) or an
+        AST dict -> a validated canonical ``Prepared`` that every other method accepts
+        and trusts. Over a limit of docs/segment-language.md ("Limits") it raises
+        ``TooComplex`` before any expensive work; ``deadline`` (a ``time.monotonic()``
+        value or a ``Budget`` that also knows about cancellation) stops a long parse.
+        """
+        return prepare(query, budget_of(deadline))
+
+    def _compiler(self, now_s: float, lookup: Callable | None = None) -> Compiler:
+        return Compiler(self.store, now_s, lookup or self.segments.lookup)
 
     def segment(
         self,
@@ -518,9 +524,10 @@ class Engine:
         With `cache` (the default) a result computed for the same canonical query and
         `now` since the last write is reused; benchmarks pass ``cache=False``.
         """
-        ast, _ = _to_ast(query)
+        prepared = prepare(query, budget_of(deadline))
+        deadline = _deadline_s(deadline)
         now_s = resolve_now(now)
-        key = (canonical_key(ast), now_s)
+        key = (prepared.key, now_s)
         cache = cache and self.result_cache_size > 0
         with self._lock.read():
             hit = None
@@ -530,7 +537,7 @@ class Engine:
                     if hit is not None:
                         self._results.move_to_end(key)
             if hit is None:
-                hit = self._evaluate_warned(ast, now_s, deadline, None)
+                hit = self._evaluate_warned(prepared.ast, now_s, deadline, None)
             if cache:
                 with self._results_lock:
                     # Dashboards and send pipelines ask the same segment again and again
@@ -574,7 +581,8 @@ class Engine:
     ) -> Profile:
         """The plan as the evaluator runs it: per step the result size, the candidates
         it looked at and milliseconds (see ``segd.explain.Profile``)."""
-        ast, text = _to_ast(query)
+        prepared = prepare(query, budget_of(deadline))
+        ast, text, deadline = prepared.ast, prepared.text, _deadline_s(deadline)
         now_s = resolve_now(now)
         steps: list = []
         t0 = time.perf_counter()
@@ -600,7 +608,8 @@ class Engine:
         """The query's condition tree, evaluated once over the whole base: per node its
         members in the base and, with `customer_id`, that contact's verdict and evidence
         (see ``segd.explain.Explanation``). Unknown contact: ``ContactNotFound``."""
-        ast, text = _to_ast(query)
+        prepared = prepare(query, budget_of(deadline))
+        ast, text, deadline = prepared.ast, prepared.text, _deadline_s(deadline)
         now_s = resolve_now(now)
         t0 = time.perf_counter()
         with self._lock.read():
@@ -645,21 +654,56 @@ class Engine:
         *,
         static: bool = False,
         now: datetime | float | None = None,
+        count: bool = False,
+        deadline: float | Budget | None = None,
+        respond: Respond | None = None,
     ) -> SavedSegment:
-        """Save a segment; a static one is evaluated now and its members frozen."""
-        ast, text = _to_ast(query)
+        """Save a segment; a static one is evaluated now and its members frozen.
+
+        All or nothing: the segment is stored only after its query validated, compiled
+        (names resolved, limits checked with references expanded), evaluated (static,
+        or when ``count`` is asked) and ``respond(segment, count)`` returned — the gRPC
+        layer builds its response there. Any error leaves the saved segments unchanged.
+        ``count`` is None for a dynamic segment unless ``count`` is true.
+        """
+        self.segments.check_name(name)
+        prepared = prepare(query, budget_of(deadline))
         with self._writing():
-            self.segments.check_name(name)
-            self.segments.check_references(name, ast)
-            members = None
-            if static:
-                members = self._evaluate(ast, resolve_now(now), None, None)
-            else:
-                self._compiler(resolve_now(now)).compile(ast)  # unknown names fail now
-            seg = self.segments.new(name, ast, text, static, members)
-            seq = self._commit(mut.SegmentPut(seg))
+            seg = self.segments.new(name, prepared.ast, prepared.text, static, None)
+            seg, seq = self._save(seg, now, count, _deadline_s(deadline), respond)
         self._wait_durable(seq)
         return seg
+
+    def _save(
+        self,
+        seg: SavedSegment,
+        now: datetime | float | None,
+        count: bool,
+        deadline: float | None,
+        respond: Respond | None,
+    ) -> tuple[SavedSegment, int]:
+        """Compile, evaluate and answer for ``seg`` as if stored, then commit it (under
+        the write lock; returns the segment and the log sequence to wait for). Segments
+        that expand ``seg`` are compiled too: its new query must keep them within the
+        limits."""
+        now_s = resolve_now(now)
+
+        def lookup(name: str) -> tuple[dict, BitMap | None]:
+            return (seg.ast, None) if name == seg.name else self.segments.lookup(name)
+
+        # Compiled as it will be used, by name: a saved segment can always be asked for.
+        plan = self._compiler(now_s, lookup).compile({"segment": seg.name})
+        for user in self.segments.dependents(seg.name):
+            self._compiler(now_s, lookup).compile({"segment": user})
+        n = None
+        if seg.static or count:
+            members = plan.run(Context(self.store, now_s, deadline), None)
+            n = len(members)
+            if seg.static:
+                seg = replace(seg, members=members)
+        if respond is not None:
+            respond(seg, n)
+        return seg, self._commit(mut.SegmentPut(seg))
 
     def get_segment(self, name: str) -> SavedSegment:
         with self._lock.read():
@@ -676,19 +720,18 @@ class Engine:
         *,
         version: int | None = None,
         now: datetime | float | None = None,
+        count: bool = False,
+        deadline: float | Budget | None = None,
+        respond: Respond | None = None,
     ) -> SavedSegment:
-        """Change a segment's query (a static one is re-frozen now)."""
-        ast, text = _to_ast(query)
+        """Change a segment's query (a static one is re-frozen now); all or nothing,
+        as ``create_segment``."""
+        prepared = prepare(query, budget_of(deadline))
         with self._writing():
-            old = self.segments.get(name)
-            self.segments.check_references(name, ast)
-            members = None
-            if old.static:
-                members = self._evaluate(ast, resolve_now(now), None, None)
-            else:
-                self._compiler(resolve_now(now)).compile(ast)
-            seg = self.segments.updated(name, ast, text, version, members)
-            seq = self._commit(mut.SegmentPut(seg))
+            seg = self.segments.updated(
+                name, prepared.ast, prepared.text, version, None
+            )
+            seg, seq = self._save(seg, now, count, _deadline_s(deadline), respond)
         self._wait_durable(seq)
         return seg
 

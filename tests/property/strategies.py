@@ -123,7 +123,7 @@ def periods(draw: st.DrawFn) -> dict:
 def generic_scalars() -> SearchStrategy:
     """Any JSON scalar the contract allows, biased toward printer edge cases."""
     return st.one_of(
-        st.integers(),
+        st.integers(-(2**63), 2**63 - 1),  # 64-bit, as the wire format
         st.floats(allow_nan=False, allow_infinity=False),
         st.booleans(),
         st.text(max_size=12),
