@@ -117,8 +117,8 @@ class Engine:
         # What Engine.open recovered (None for an in-memory engine).
         self.recovery: dict | None = None
         # Write snapshots from a forked child (None: segd.snapshot's default, True where
-        # fork exists). The gRPC server sets False: forking a process with gRPC's
-        # threads running crashes the child.
+        # fork exists); False writes in process under the read lock. Never fork from a
+        # gRPC worker thread (the child crashes): the server snapshots from its own.
         self.snapshot_background: bool | None = None
 
     # -- durability ---------------------------------------------------------------------
@@ -211,8 +211,6 @@ class Engine:
                 ingest.record_source(
                     store, m.source["digest"], m.source.get("name", ""), applied
                 )
-            if m.ack is not None and m.ack.get("sequence") is not None:
-                self.events_sequence = max(self.events_sequence, m.ack["sequence"])
         elif isinstance(m, mut.AttributesUpserted):
             if m.target == "contacts":
                 ingest.apply_attributes(store.contacts, m.batch, store.contacts.ensure)
@@ -226,6 +224,14 @@ class Engine:
             self.segments.remove(m.name)
         else:
             raise TypeError(f"_apply cannot apply {type(m).__name__}")
+        self._note_applied(m)
+
+    def _note_applied(self, m: mut.Mutation) -> None:
+        """The bookkeeping of an applied record: its idempotency key and, for counted
+        event batches, the event sequence (replay calls it for grouped event records)."""
+        if isinstance(m, mut.EventsAppended) and m.ack is not None:
+            if m.ack.get("sequence") is not None:
+                self.events_sequence = max(self.events_sequence, m.ack["sequence"])
         key = getattr(m, "idempotency_key", None)
         if key is not None:
             self.idempotency.put(key, m.ack or {}, self._last_seq())
@@ -258,10 +264,13 @@ class Engine:
         self,
         batches: Iterable[tuple[int, ingest.EventBatch]],
         progress: Callable[[str, int], None] | None = None,
+        *,
+        shrink: bool = True,
     ) -> int:
         """Apply validated chunks of one bulk load: encode each, then append each type
         once (one sort per type, not a merge per chunk). `batches`: (rows done, batch).
-        Returns the rows appended (rows whose event_id was seen before are dropped)."""
+        Returns the rows appended (rows whose event_id was seen before are dropped).
+        `shrink`: trim the logs' growth slack afterwards (the end of a bulk load)."""
         parts: dict[str, list] = {}
         appended = 0
         for done, batch in batches:
@@ -272,8 +281,9 @@ class Engine:
                 progress("encode", done)
         for name in list(parts):
             ingest.append_rows(self.store, name, ingest.concat_rows(parts.pop(name)))
-        for log in self.store.logs.values():
-            log.shrink_to_fit()
+        if shrink:
+            for log in self.store.logs.values():
+                log.shrink_to_fit()
         return appended
 
     @contextlib.contextmanager
@@ -320,11 +330,13 @@ class Engine:
         key: str | None,
         t0: float,
     ) -> LoadReport:
+        encoded = mut.prepare_attributes(batch) if self._wal is not None else None
         with self._writing():
             dup = self._duplicate(key, target, t0) if key is not None else None
             if dup is None:
                 ack = {"rows": rows} if key is not None else None
-                seq = self._commit(mut.AttributesUpserted(target, batch, key, ack))
+                m = mut.AttributesUpserted(target, batch, key, ack, encoded)
+                seq = self._commit(m)
         if dup is not None:
             return dup
         self._wait_durable(seq)
@@ -463,6 +475,8 @@ class Engine:
                 "events", 0, time.perf_counter() - t0, sequence=self.events_sequence
             )
         valid = ingest.validate_events(table)
+        # Encode the record's tables before the lock: it then covers only the framing.
+        encoded = mut.prepare_events(valid) if self._wal is not None else None
         with self._writing():
             dup = self._duplicate(idempotency_key, "events", t0)
             if dup is None:
@@ -477,7 +491,9 @@ class Engine:
                 tag = (
                     None if source is None else {"digest": source, "name": source_name}
                 )
-                m = mut.EventsAppended(valid, idempotency_key, ack, tag)
+                m = mut.EventsAppended(
+                    valid, idempotency_key, ack, source=tag, encoded=encoded
+                )
                 seq = self._commit(m)
                 sequence = self.events_sequence
         if dup is not None:

@@ -44,6 +44,9 @@ class EventsAppended:
     # The file this batch starts, by content ({"digest", "name"}): recorded on apply so
     # that the same file is refused next time (see ingest.check_source).
     source: dict | None = None
+    # The batch's encoded fields (``prepare``), made before the write lock is taken so
+    # the lock covers only the cheap framing; None: encoded on demand.
+    encoded: dict | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class AttributesUpserted:
     batch: AttributeBatch
     idempotency_key: str | None = None
     ack: dict | None = None
+    encoded: dict | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -189,15 +193,25 @@ def _attribute_batch(rec: dict) -> AttributeBatch:
 
 
 # -- records ---------------------------------------------------------------------------
+def prepare_events(batch: EventBatch) -> dict:
+    """The expensive part of an ``events`` record (Arrow IPC), for EventsAppended.encoded."""
+    return _event_fields(batch)
+
+
+def prepare_attributes(batch: AttributeBatch) -> dict:
+    """The expensive part of a ``contacts`` / ``items`` record, for .encoded."""
+    return _attribute_fields(batch)
+
+
 def encode(m: Mutation) -> bytes:
     """The msgpack payload of a WAL record."""
     if isinstance(m, EventsAppended):
-        rec = {"k": "events", **_event_fields(m.batch)}
+        rec = {"k": "events", **(m.encoded or _event_fields(m.batch))}
         rec.update(idem=m.idempotency_key, ack=m.ack)
         if m.source is not None:
             rec["source"] = m.source
     elif isinstance(m, AttributesUpserted):
-        rec = {"k": m.target, **_attribute_fields(m.batch)}
+        rec = {"k": m.target, **(m.encoded or _attribute_fields(m.batch))}
         rec.update(idem=m.idempotency_key, ack=m.ack)
     elif isinstance(m, SegmentPut):
         s = m.segment
