@@ -351,17 +351,25 @@ def write_snapshot(
             if use_fork:
                 rfd, wfd = os.pipe()
                 # No garbage collection in the child: it would traverse objects of
-                # threads that do not exist there (gRPC's, mid-call), which crashed it.
+                # threads that do not exist there (gRPC's, mid-call).
                 gc_was_enabled = gc.isenabled()
                 gc.disable()
                 try:
                     pid = os.fork()
-                    if pid == 0:  # the child: write, report, never return
-                        os.close(rfd)
-                        _child(engine, tmp, seq, created_ns, metadata, wfd)
-                finally:
+                except OSError as exc:  # EAGAIN / ENOMEM: no child, nothing written
                     if gc_was_enabled:
                         gc.enable()
+                    os.close(rfd)
+                    os.close(wfd)
+                    _IN_PROGRESS.discard(tmp.name)
+                    raise SnapshotError(
+                        f"cannot fork the snapshot writer: {exc}"
+                    ) from exc
+                if pid == 0:  # the child: write, report, never return
+                    os.close(rfd)
+                    _child(engine, tmp, seq, created_ns, metadata, wfd)
+                if gc_was_enabled:  # (the child keeps it off)
+                    gc.enable()
                 os.close(wfd)
                 held.update(pid=pid, rfd=rfd)
             else:

@@ -320,9 +320,9 @@ def _open_engine(settings: Settings) -> Any:
         fsync_interval_ms=settings.fsync_interval_ms,
         result_cache_size=settings.result_cache,
     )
-    # Snapshots are written by a forked child (segd.snapshot), so ingest waits only for
-    # the fork; segd turns gRPC's fork handlers off at import, which made that safe
-    # under gRPC's threads (engine/__init__.py).
+    # gRPC's threads do not survive fork(): snapshots are written in this process
+    # (readers go on, writers wait for the write).
+    engine.snapshot_background = False
     log.info("recovered", extra=kv(data_dir=storage, **(engine.recovery or {})))
     return engine
 

@@ -63,6 +63,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     def Snapshot(self, request: Any, context: grpc.ServicerContext) -> Any:
         t0 = time.perf_counter()
+        self._engine.snapshot_background = False  # no fork() under gRPC's threads
         info = self._engine.snapshot()  # FailedPrecondition in memory
         return admin_pb2.SnapshotResponse(
             path=str(getattr(info, "path", "") or getattr(info, "directory", "")),

@@ -1,6 +1,6 @@
-"""Snapshots under a live gRPC server: the writer is forked from a handler thread while
-other clients ingest and count, every snapshot verifies and restores what it covers,
-and ingest is held only for the fork (docs/storage.md, "Snapshots")."""
+"""Snapshots under a live gRPC server: writers are forked while clients ingest and count
+through gRPC (gRPC's fork handlers had crashed such children: segd turns them off), every
+snapshot verifies and restores what it covers (docs/storage.md, "Snapshots")."""
 
 from __future__ import annotations
 
@@ -58,13 +58,15 @@ def test_forked_snapshots_while_clients_ingest_and_read(make_server, tmp_path):
     for w in workers:
         w.start()
     infos = []
+    eng.snapshot_background = True  # a forked writer, whatever the server's default
     try:
-        with srv.client(timeout=60) as c:
-            for _ in range(12):
-                before = len(acked)
-                infos.append(c.snapshot())
-                assert len(acked) >= before  # ingest went on (never went backwards)
-                time.sleep(0.02)
+        for _ in range(12):
+            info = eng.snapshot()
+            assert info.pause_seconds < info.seconds
+            infos.append({"path": info.path, "wal_seq": info.wal_seq})
+            time.sleep(0.02)
+        with srv.client(timeout=60) as c:  # and through the RPC (the server's way)
+            infos.append(c.snapshot())
     finally:
         stop.set()
         for w in workers:
