@@ -29,7 +29,7 @@ import pyarrow as pa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from segd.server import convert, rpc_status
-from segd.timeutil import datetime_to_ms
+from segd.timeutil import datetime_to_ms, ms_to_datetime
 from segd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -173,7 +173,7 @@ def warning_to_dict(w: segments_pb2.QueryWarning) -> dict[str, str]:
 
 
 def _ms_to_iso(ms: int) -> str:
-    return convert.ms_to_datetime(ms).isoformat().replace("+00:00", "Z")
+    return ms_to_datetime(ms).isoformat().replace("+00:00", "Z")
 
 
 def _value(v: common_pb2.Value) -> Any:
