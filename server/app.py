@@ -21,6 +21,7 @@ from segd.server.errors import ErrorInterceptor
 from segd.server.metrics import Metrics, MetricsInterceptor
 from segd.server.servicers.admin import AdminServicer
 from segd.server.servicers.ingest import EventSequence, IngestServicer
+from segd.server.servicers.rfm import RfmServicer
 from segd.server.servicers.segments import SegmentServicer
 from segd.server.settings import Settings
 from segd.v1 import (
@@ -28,6 +29,8 @@ from segd.v1 import (
     admin_pb2_grpc,
     ingest_pb2,
     ingest_pb2_grpc,
+    rfm_pb2,
+    rfm_pb2_grpc,
     segments_pb2,
     segments_pb2_grpc,
 )
@@ -36,6 +39,7 @@ SEGD_SERVICES = (
     ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
     segments_pb2.DESCRIPTOR.services_by_name["SegmentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    rfm_pb2.DESCRIPTOR.services_by_name["RfmService"].full_name,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -108,6 +112,7 @@ def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(engine, sequence), server
     )
+    rfm_pb2_grpc.add_RfmServiceServicer_to_server(RfmServicer(engine), server)
 
     health_servicer = health.HealthServicer()
     for name in ("", *SEGD_SERVICES):
