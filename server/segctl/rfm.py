@@ -104,7 +104,8 @@ def _status_rows(s: pb.RfmStatus) -> list[tuple[str, Any]]:
         ("scored (order in window)", human_int(s.scored)),
         ("transitions recorded", human_int(s.transitions)),
     ]
-    return rows + [(f"  {k}", human_int(v)) for k, v in s.segments.items()]
+    by_size = sorted(s.segments.items(), key=lambda kv: (-kv[1], kv[0]))
+    return rows + [(f"  {k}", human_int(v)) for k, v in by_size]
 
 
 def cmd_compute(cli: Cli) -> int:
@@ -209,11 +210,13 @@ def draw_matrix_png(resp: pb.MatrixResponse, path: str) -> None:
             grid[s - c.r, c.f - 1] += c.count
         total = grid.sum() or 1
         im = ax.imshow(grid, cmap="YlGnBu")
+        dark = grid.max() / 2 if grid.max() else 1
         for i in range(s):
             for j in range(s):
                 ax.text(
                     j, i, f"{int(grid[i, j]):,}\n{grid[i, j] / total:.1%}",
                     ha="center", va="center", fontsize=8,
+                    color="white" if grid[i, j] > dark else "black",
                 )  # fmt: skip
         ax.set_xticks(range(s), [f"F{f}" for f in range(1, s + 1)])
         ax.set_yticks(range(s), [f"R{r}" for r in range(s, 0, -1)])
@@ -310,7 +313,11 @@ def cmd_config(cli: Cli) -> int:
         cli.emit_json({"config": config, "overlaps": list(resp.overlaps)})
         return 0
     cli.kv_table(
-        [(k, json.dumps(v)) for k, v in config.items() if k not in ("rules", "group_rules")]
+        [
+            (k, json.dumps(_ints(v)))
+            for k, v in config.items()
+            if k not in ("rules", "group_rules")
+        ]
     )
     cli.line("")
     cli.table(
@@ -320,9 +327,30 @@ def cmd_config(cli: Cli) -> int:
             for i, r in enumerate(config.get("rules", []))
         ],
     )
+    for group, rules in config.get("group_rules", {}).items():
+        cli.line("")
+        cli.table(
+            ["#", "segment", "orders", "days"],
+            [
+                [i, r["segment"], _span(r["orders"]), _span(r["days"])]
+                for i, r in enumerate(rules)
+            ],
+            title=f"{config.get('group_by')} = {group}",
+        )
     for note in resp.overlaps:
         cli.note(f"note: {note}")
     return 0
+
+
+def _ints(value: Any) -> Any:
+    """JSON numbers come back as floats from a Struct: print 365, not 365.0."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
 
 
 def _span(pair: list) -> str:
