@@ -278,7 +278,9 @@ def parse_rules(value: Any, where: str) -> tuple[Rule, ...]:
         rules = tuple(value)
     else:
         if not isinstance(value, list | tuple) or not value:
-            raise InvalidInput.at(where, f"expected a non-empty list of rules, got {value!r}")
+            raise InvalidInput.at(
+                where, f"expected a non-empty list of rules, got {value!r}"
+            )
         out = []
         for i, r in enumerate(value):
             here = f"{where}[{i}]"
@@ -403,7 +405,8 @@ def parse_config(value: dict | RfmConfig, base: RfmConfig | None = None) -> RfmC
     for key in value:
         if key not in known:
             raise InvalidInput.at(
-                str(key), f"unknown setting (expected one of {', '.join(sorted(known))})"
+                str(key),
+                f"unknown setting (expected one of {', '.join(sorted(known))})",
             )
     cfg = base
     if "window_days" in value:
@@ -414,7 +417,9 @@ def parse_config(value: dict | RfmConfig, base: RfmConfig | None = None) -> RfmC
         cfg = replace(cfg, method=check_method(value["method"]))
     if "thresholds" in value:
         t = value["thresholds"]
-        cfg = replace(cfg, thresholds=None if t is None else check_thresholds(t, cfg.scale))
+        cfg = replace(
+            cfg, thresholds=None if t is None else check_thresholds(t, cfg.scale)
+        )
     elif cfg.thresholds is not None and "scale" in value:
         cfg = replace(cfg, thresholds=check_thresholds(cfg.thresholds, cfg.scale))
     if cfg.method == "thresholds" and cfg.thresholds is None:
@@ -442,7 +447,8 @@ def parse_config(value: dict | RfmConfig, base: RfmConfig | None = None) -> RfmC
         )
     if cfg.group_rules and not cfg.group_by:
         raise InvalidInput.at(
-            "group_by", "group_rules need group_by (the attribute whose value picks them)"
+            "group_by",
+            "group_rules need group_by (the attribute whose value picks them)",
         )
     if "recompute_at" in value:
         t = value["recompute_at"]
@@ -586,50 +592,64 @@ class RfmResult:
                 hit = self._bitmaps[kind] = _group_bitmaps(values, none)
             return hit
 
+    def compact(self) -> RfmResult:
+        """What is kept once the computation is current (and what a log record holds):
+        scores and segments. The window values (recency, frequency, monetary) only feed
+        the table ``rfm_compute`` returns; ``orders_all`` becomes 1 for contacts with a
+        segment (every contact with an order has one: rules have no gaps)."""
+        return RfmResult(
+            as_of=self.as_of,
+            window_days=self.window_days,
+            scale=self.scale,
+            method=self.method,
+            segments=list(self.segments),
+            recency_days=np.full(self.n, -1, dtype=np.int32),
+            frequency=np.zeros(self.n, dtype=np.uint32),
+            monetary=np.zeros(self.n, dtype=np.float64),
+            r=self.r,
+            f=self.f,
+            m=self.m,
+            segment=self.segment,
+            orders_all=(self.segment != NO_SEGMENT).astype(np.uint32),
+        )
+
     def to_record(self) -> dict:
-        """A msgpack-able dict (what a log record of the computation carries)."""
+        """A msgpack-able dict of the compact form: only contacts with a segment or a
+        score are listed (cid, r, f, m, segment as raw little-endian bytes)."""
+        cids = np.flatnonzero((self.segment != NO_SEGMENT) | (self.r > 0)).astype("<u4")
         return {
             "as_of": self.as_of,
             "window_days": self.window_days,
             "scale": self.scale,
             "method": self.method,
             "segments": list(self.segments),
-            **{
-                k: _pack_array(getattr(self, k))
-                for k in (
-                    "recency_days",
-                    "frequency",
-                    "monetary",
-                    "r",
-                    "f",
-                    "m",
-                    "segment",
-                    "orders_all",
-                )
-            },
+            "n": self.n,
+            "cid": cids.tobytes(),
+            **{k: getattr(self, k)[cids].tobytes() for k in ("r", "f", "m", "segment")},
         }
 
     @classmethod
     def from_record(cls, rec: dict) -> RfmResult:
+        n = int(rec["n"])
+        cids = np.frombuffer(rec["cid"], dtype="<u4").astype(np.int64)
+        arrays = {}
+        for k in ("r", "f", "m"):
+            arrays[k] = np.zeros(n, dtype=np.uint8)
+            arrays[k][cids] = np.frombuffer(rec[k], dtype=np.uint8)
+        segment = np.full(n, NO_SEGMENT, dtype=np.uint8)
+        segment[cids] = np.frombuffer(rec["segment"], dtype=np.uint8)
         return cls(
             as_of=float(rec["as_of"]),
             window_days=int(rec["window_days"]),
             scale=int(rec["scale"]),
             method=str(rec["method"]),
             segments=list(rec["segments"]),
-            **{
-                k: _unpack_array(rec[k])
-                for k in (
-                    "recency_days",
-                    "frequency",
-                    "monetary",
-                    "r",
-                    "f",
-                    "m",
-                    "segment",
-                    "orders_all",
-                )
-            },
+            recency_days=np.full(n, -1, dtype=np.int32),
+            frequency=np.zeros(n, dtype=np.uint32),
+            monetary=np.zeros(n, dtype=np.float64),
+            segment=segment,
+            orders_all=(segment != NO_SEGMENT).astype(np.uint32),
+            **arrays,
         )
 
 
@@ -700,9 +720,7 @@ def compute(
         r0, r1 = log.window(lo_s, hi_s)
         codes = log.dim("order_id")
         n_codes = len(store.dim_maps["order_id"])
-        last, orders_all, orders_win, revenue = _rollup(
-            log, r0, r1, n, codes, n_codes
-        )
+        last, orders_all, orders_win, revenue = _rollup(log, r0, r1, n, codes, n_codes)
     monetary = np.round(revenue, 6)
     if method == "quantile":
         window = (orders_all > 0) & (last >= start) & (last < as_of)
@@ -774,7 +792,11 @@ def _rollup(log, r0: int, r1: int, n: int, codes, n_codes: int):
 
 
 def _classify(
-    store: Any, config: RfmConfig, orders_all: np.ndarray, last: np.ndarray, as_of: float
+    store: Any,
+    config: RfmConfig,
+    orders_all: np.ndarray,
+    last: np.ndarray,
+    as_of: float,
 ) -> tuple[np.ndarray, list[str]]:
     names = config.segment_names()
     sets = [config.rules, *config.group_rules.values()]
@@ -1037,7 +1059,9 @@ class RfmState:
 
     def _target(self, text: str, where: str) -> tuple[str, int]:
         if not isinstance(text, str):
-            raise InvalidInput.at(where, f"expected a segment name or code, got {text!r}")
+            raise InvalidInput.at(
+                where, f"expected a segment name or code, got {text!r}"
+            )
         code = parse_code(text)
         if code is not None:
             return "code", code
@@ -1045,7 +1069,10 @@ class RfmState:
             return "segment", self.segment_names.index(text)
         known = self.segment_names or self.config.segment_names()
         if text in known:
-            return "segment", 254  # a configured name never entered yet: matches nothing
+            return (
+                "segment",
+                254,
+            )  # a configured name never entered yet: matches nothing
         import difflib
 
         close = difflib.get_close_matches(text, known, n=1)
@@ -1079,7 +1106,9 @@ class RfmState:
             }
         )
 
-    def history_table(self, since: str | None = None, until: str | None = None) -> pa.Table:
+    def history_table(
+        self, since: str | None = None, until: str | None = None
+    ) -> pa.Table:
         """Daily counts: one row per (day, kind, name), kind ``segment`` or ``code``."""
         day, kind, name, count = [], [], [], []
         for d in sorted(self.daily):
@@ -1126,10 +1155,14 @@ class RfmState:
     def from_bytes(cls, data: bytes) -> RfmState:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
         if raw.get("version") != 1:
-            raise InvalidInput.at("rfm_state", f"unknown version {raw.get('version')!r}")
+            raise InvalidInput.at(
+                "rfm_state", f"unknown version {raw.get('version')!r}"
+            )
         state = cls()
         state.config = parse_config(raw["config"], RfmConfig())
-        state.latest = None if raw["latest"] is None else RfmResult.from_record(raw["latest"])
+        state.latest = (
+            None if raw["latest"] is None else RfmResult.from_record(raw["latest"])
+        )
         state.segment_names = list(raw["segment_names"])
         for k in _Transitions.COLUMNS:
             setattr(state.transitions, k, _unpack_array(raw["transitions"][k]))
@@ -1145,7 +1178,9 @@ def resolve_params(
     thresholds: Any,
 ) -> tuple[int, int, str, dict | None]:
     """Arguments over the configuration (None = the configured value), validated."""
-    window_days = check_window(config.window_days if window_days is None else window_days)
+    window_days = check_window(
+        config.window_days if window_days is None else window_days
+    )
     scale = check_scale(config.scale if scale is None else scale)
     method = check_method(config.method if method is None else method)
     if thresholds is None and method == "thresholds":

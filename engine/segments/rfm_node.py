@@ -56,7 +56,8 @@ class RfmValueNode(Node):
         if self.field in ("r", "f", "m"):
             if op in ("prefix", "contains"):
                 raise InvalidQuery.at(
-                    path, f"operator {op!r} does not apply to rfm.{self.field} (a score)"
+                    path,
+                    f"operator {op!r} does not apply to rfm.{self.field} (a score)",
                 )
             lo, hi = numeric_intervals("int", op, value, where)
             scores = np.arange(1, res.scale + 1, dtype=np.float64)
@@ -141,7 +142,9 @@ class RfmEnteredNode(Node):
         try:  # unknown names fail at compile time, with a suggestion
             state.transitions_mask(0, 0, ast["value"], ast.get("from"))
         except Exception as exc:  # InvalidInput from the state: re-point at the AST
-            raise InvalidQuery.at(f"{path}.value", str(exc).split(": ", 1)[-1]) from None
+            raise InvalidQuery.at(
+                f"{path}.value", str(exc).split(": ", 1)[-1]
+            ) from None
         self._members: BitMap | None = None
 
     def members(self, ctx: Context) -> BitMap:
@@ -152,7 +155,9 @@ class RfmEnteredNode(Node):
                 # A computation as of T saw the data before T, so its transitions belong
                 # to the period that ends at T: (from, to], and `in last 7 days` asked
                 # right at T includes them.
-                lo, hi = period_bounds_s(ast["period"], ctx.now_s, f"{self.path}.period")
+                lo, hi = period_bounds_s(
+                    ast["period"], ctx.now_s, f"{self.path}.period"
+                )
                 at = st.transitions.at
                 rows &= (at > lo) & (at <= hi)
             entry = ast.get("entry")

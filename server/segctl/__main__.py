@@ -15,7 +15,7 @@ import traceback
 from typing import NoReturn, TextIO
 
 from segd.server.client import SegdRpcError
-from segd.server.segctl import admin, data, rfm, segments, serve
+from segd.server.segctl import admin, data, rfm, segments, serve, storage
 from segd.server.segctl.console import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -72,6 +72,7 @@ def build_parser() -> Parser:
     rfm.register(sub)
     admin.register(sub)
     serve.register(sub)
+    storage.register(sub)
     sub.add_parser(
         "bench", help="run the benchmark suite (forwards its arguments)", add_help=False
     )

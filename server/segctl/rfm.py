@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.set_defaults(func=cmd_history)
 
     g = verbs.add_parser("config", help="show, or change with --set / --file")
-    g.add_argument("--set", metavar="JSON", help='e.g. \'{"window_days": 180}\'')
+    g.add_argument("--set", metavar="JSON", help="e.g. '{\"window_days\": 180}'")
     g.add_argument("--file", help="a JSON file with (part of) the configuration")
     add_connection_options(g)
     g.set_defaults(func=cmd_config)
@@ -184,9 +184,7 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UsageError(
-            "--png needs matplotlib: pip install 'segd[plot]'"
-        ) from None
+        raise UsageError("--png needs matplotlib: pip install 'segd[plot]'") from None
     return plt
 
 

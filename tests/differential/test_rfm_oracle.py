@@ -93,10 +93,14 @@ def compare(eng: Engine, ev: pa.Table, as_of: float, scale: int, window: int,
             id_is_order: bool = True) -> int:  # fmt: skip
     con = duckdb.connect()
     con.register("ev_raw", ev)
-    con.execute("CREATE TABLE ev AS SELECT *, row_number() OVER () AS rowid_ FROM ev_raw")
+    con.execute(
+        "CREATE TABLE ev AS SELECT *, row_number() OVER () AS rowid_ FROM ev_raw"
+    )
     cur = con.execute(oracle_sql(scale, as_of, window, id_is_order))
     names = [d[0] for d in cur.description]
-    want = pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in cur.fetchall()])
+    want = pa.Table.from_pylist(
+        [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    )
     got = eng.rfm(as_of=as_of, scale=scale, window_days=window).sort_by("customer_id")
     assert got.num_rows == want.num_rows
     w = {c: want.column(c).to_pylist() for c in want.column_names}
@@ -104,7 +108,10 @@ def compare(eng: Engine, ev: pa.Table, as_of: float, scale: int, window: int,
     assert g["customer_id"] == w["customer_id"]
     for col in ("recency_days", "frequency", "r", "f", "m", "segment"):
         bad = [i for i, (a, b) in enumerate(zip(g[col], w[col], strict=True)) if a != b]
-        assert not bad, (col, [(g["customer_id"][i], g[col][i], w[col][i]) for i in bad[:5]])
+        assert not bad, (
+            col,
+            [(g["customer_id"][i], g[col][i], w[col][i]) for i in bad[:5]],
+        )
     gm = np.array([np.nan if v is None else v for v in g["monetary"]])
     wm = np.array([np.nan if v is None else v for v in w["monetary"]])
     assert np.allclose(gm, wm, equal_nan=True, rtol=0, atol=1e-6)
@@ -133,7 +140,9 @@ def demo():
 
 @pytest.mark.parametrize(("scale", "window", "days_before"),
                          [(5, 365, 0), (10, 90, 0), (2, 30, 45), (5, 365, 0.5)])  # fmt: skip
-def test_datagen_matches_duckdb(demo, scale: int, window: int, days_before: float) -> None:
+def test_datagen_matches_duckdb(
+    demo, scale: int, window: int, days_before: float
+) -> None:
     eng, ev, now = demo
     n = compare(eng, ev, now - days_before * D, scale, window)
     assert n > 800
@@ -185,7 +194,11 @@ def _cdnow_path() -> Path | None:
     spec = importlib.util.find_spec("lifetimes")  # locates, does not import
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "CDNOW_master.txt"
+    path = (
+        Path(next(iter(spec.submodule_search_locations)))
+        / "datasets"
+        / "CDNOW_master.txt"
+    )
     return path if path.exists() else None
 
 

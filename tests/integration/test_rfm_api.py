@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from segd import Engine
+from segd.segments import dsl
 from segd.server.client import SegdRpcError
 from segd.server.convert import ast_to_condition
-from segd.segments import dsl
 from segd.v1 import rfm_pb2 as pb
 from segd.v1 import rfm_pb2_grpc, segments_pb2
 
@@ -77,7 +77,9 @@ def test_compute_matrix_transitions_config_over_grpc(rfm_srv) -> None:
     cfg = s.SetConfig(req, metadata=md)
     assert cfg.config["window_days"] == 180
     bad = pb.SetConfigRequest()
-    bad.config.update({"rules": [{"segment": "A", "orders": [2, None], "days": [0, None]}]})
+    bad.config.update(
+        {"rules": [{"segment": "A", "orders": [2, None], "days": [0, None]}]}
+    )
     with pytest.raises(grpc.RpcError) as err:
         s.SetConfig(bad, metadata=md)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

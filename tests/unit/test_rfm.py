@@ -24,7 +24,9 @@ D = 86_400
 
 
 def order(cid: str, t: float, amount: float = 10.0, order_id: str | None = None):
-    return dict(customer_id=cid, ts=int(t), type="order", amount=amount, order_id=order_id)
+    return dict(
+        customer_id=cid, ts=int(t), type="order", amount=amount, order_id=order_id
+    )
 
 
 def engine_with(events: list[dict], contacts: list[str] | None = None) -> Engine:
@@ -105,7 +107,9 @@ def test_all_boundaries_in_one_base_and_the_matrix() -> None:
         k: v["segment"] for k, v in got.items()
     }
     eng.rfm_compute(as_of=NOW)
-    matrix = {r["segment"]: r["count"] for r in eng.rfm_matrix(by="segment").to_pylist()}
+    matrix = {
+        r["segment"]: r["count"] for r in eng.rfm_matrix(by="segment").to_pylist()
+    }
     for name in ("Newcomers", "Drifting", "Promising", "Sleeping", "Loyal", "Lost"):
         assert matrix[name] == sum(1 for b in BOUNDARIES if b[2] == name)
     assert sum(matrix.values()) == len(BOUNDARIES)
@@ -311,7 +315,9 @@ def test_rfm_is_pure() -> None:
 
 
 def test_default_rules_have_no_gaps_nor_unreachable_rules() -> None:
-    report = check_rules(parse_rules([r.to_dict() for r in RfmState().config.rules], "r"))
+    report = check_rules(
+        parse_rules([r.to_dict() for r in RfmState().config.rules], "r")
+    )
     assert report["gaps"] == [] and report["unreachable"] == []
     # Newcomers and the single-order Drifting rule win over Promising: reported overlaps
     assert {(o["rule"], o["shadows"]) for o in report["overlaps"]} == {(0, 2), (1, 2)}
@@ -326,9 +332,7 @@ def test_rules_with_a_gap_or_an_unreachable_rule_are_rejected() -> None:
     ]
     with pytest.raises(RfmRulesError) as err:
         eng.rfm_set_config({"rules": gap})
-    assert err.value.gaps == [
-        {"rule_set": "rules", "orders": "1", "days": "31-39"}
-    ]
+    assert err.value.gaps == [{"rule_set": "rules", "orders": "1", "days": "31-39"}]
     unreachable = [
         {"segment": "All", "orders": [1, None], "days": [0, None]},
         {"segment": "Never", "orders": [3, None], "days": [0, 10]},
@@ -345,7 +349,9 @@ def test_rules_with_a_gap_or_an_unreachable_rule_are_rejected() -> None:
 
 def test_custom_thresholds_from_the_sources() -> None:
     """'Loyal after the 11th purchase', 'no orders for more than 87 days'."""
-    eng = engine_with(history("a", 11, 10) + history("b", 10, 10) + history("c", 11, 88))
+    eng = engine_with(
+        history("a", 11, 10) + history("b", 10, 10) + history("c", 11, 88)
+    )
     eng.rfm_set_config({"rules": [
         {"segment": "Loyal", "orders": [11, None], "days": [0, 87]},
         {"segment": "Lost", "orders": [11, None], "days": [88, None]},
@@ -475,3 +481,37 @@ def test_matrix_rf_and_rfm() -> None:
     assert rfm.num_rows == 125
     with pytest.raises(InvalidInput, match="by"):
         eng.rfm_matrix(by="fm")
+
+
+# -- durability: RFM state survives a restart (log replay and snapshot) ---------------------
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_rfm_state_survives_restart(tmp_path, snapshot: bool) -> None:
+    eng = Engine.open(tmp_path / "data", fsync="off")
+    eng.load_contacts([{"customer_id": c, "city": "Kazan"} for c in ("a", "b", "z")])
+    eng.append_events(history("a", 3, 10) + history("b", 1, 10))
+    eng.rfm_set_config({"window_days": 200})
+    eng.rfm_compute(as_of=NOW)
+    eng.rfm_compute(as_of=NOW + 60 * D)
+    if snapshot:
+        eng.snapshot()
+    status, config = eng.rfm_status(), eng.rfm_config()
+    transitions = eng.rfm_transitions().to_pylist()
+    history_rows = eng.rfm_history().to_pylist()
+    loyal_entries = eng.count('rfm.entered "At risk" from "Loyal"', NOW + 61 * D)
+    eng.close()
+
+    again = Engine.open(tmp_path / "data", fsync="off")
+    try:
+        assert again.rfm_config() == config
+        assert again.rfm_status() == status
+        assert again.rfm_transitions().to_pylist() == transitions
+        assert again.rfm_history().to_pylist() == history_rows
+        assert again.count('rfm.segment = "At risk"') == 1
+        assert again.count("rfm.segment is null") == 1
+        assert again.count('rfm.entered "At risk" from "Loyal"', NOW + 61 * D) == (
+            loyal_entries
+        ) == 1  # fmt: skip
+    finally:
+        again.close()
