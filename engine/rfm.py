@@ -157,7 +157,8 @@ class RfmConfig:
     rules: tuple[Rule, ...] = DEFAULT_RULES
     group_by: str | None = None
     group_rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
-    recompute_at: str = "03:00"  # daily recomputation, UTC HH:MM (the server runs it)
+    # daily recomputation by the server, UTC HH:MM (None: on demand only)
+    recompute_at: str | None = "03:00"
 
     def to_dict(self) -> dict:
         return {
@@ -452,7 +453,9 @@ def parse_config(value: dict | RfmConfig, base: RfmConfig | None = None) -> RfmC
         )
     if "recompute_at" in value:
         t = value["recompute_at"]
-        if not isinstance(t, str) or not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", t):
+        if t is not None and (
+            not isinstance(t, str) or not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", t)
+        ):
             raise InvalidInput.at(
                 "recompute_at", f"expected a UTC time HH:MM such as '03:00', got {t!r}"
             )

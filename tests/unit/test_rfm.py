@@ -515,3 +515,20 @@ def test_rfm_state_survives_restart(tmp_path, snapshot: bool) -> None:
         ) == 1  # fmt: skip
     finally:
         again.close()
+
+
+def test_daily_schedule() -> None:
+    from segd.server.rfm_schedule import last_due, run_if_due
+
+    day = datetime(2025, 6, 15, tzinfo=UTC).timestamp()
+    assert last_due(day + 4 * 3600, "03:00") == day + 3 * 3600
+    assert last_due(day + 2 * 3600, "03:00") == day - 21 * 3600
+    assert last_due(day, None) is None
+    eng = engine_with(history("a", 3, 10))
+    assert run_if_due(eng, day + 4 * 3600) is False  # never computed: on demand first
+    eng.rfm_compute(as_of=day + 2 * 3600)
+    assert run_if_due(eng, day + 2.5 * 3600) is False  # not yet 03:00
+    assert run_if_due(eng, day + 3 * 3600 + 5) is True
+    assert eng.rfm_status()["as_of_s"] == day + 3 * 3600 + 5
+    assert run_if_due(eng, day + 20 * 3600) is False  # done today
+    assert run_if_due(eng, day + 27 * 3600) is True  # the next day
