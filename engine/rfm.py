@@ -933,25 +933,64 @@ def matrix_table(result: RfmResult, by: str) -> pa.Table:
 TransitionListener = Callable[[pa.Table], None]
 
 
-@dataclass
+_TRANSITION_DTYPES = {
+    "cid": np.uint32,
+    "at": np.float64,
+    "from_code": np.uint16,
+    "to_code": np.uint16,
+    "from_seg": np.uint8,
+    "to_seg": np.uint8,
+}
+
+
 class _Transitions:
-    """Columnar transition history (append-only, in ``at`` order)."""
+    """Columnar transition history (append-only, in ``at`` order).
 
-    cid: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
-    at: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    from_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint16))
-    to_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint16))
-    from_seg: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
-    to_seg: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    Each computation appends a chunk; the columns are concatenated once when next read
+    (and kept as one chunk), so recording costs O(new rows), not O(history).
+    """
 
-    COLUMNS = ("cid", "at", "from_code", "to_code", "from_seg", "to_seg")
+    COLUMNS = tuple(_TRANSITION_DTYPES)
+
+    def __init__(self) -> None:
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._n = 0
+        self._joined: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return len(self.cid)
+        return self._n
 
-    def extend(self, other: dict[str, np.ndarray]) -> None:
-        for k in self.COLUMNS:
-            setattr(self, k, np.concatenate([getattr(self, k), other[k]]))
+    def extend(self, rows: dict[str, np.ndarray]) -> None:
+        k = len(rows["cid"])
+        if k == 0:
+            return
+        self._chunks.append(
+            {c: np.asarray(rows[c], t) for c, t in _TRANSITION_DTYPES.items()}
+        )
+        self._n += k
+        self._joined = None
+
+    def column(self, name: str) -> np.ndarray:
+        if self._joined is None:
+            if not self._chunks:
+                joined = {c: np.zeros(0, t) for c, t in _TRANSITION_DTYPES.items()}
+            elif len(self._chunks) == 1:
+                joined = self._chunks[0]
+            else:
+                joined = {
+                    c: np.concatenate([ch[c] for ch in self._chunks])
+                    for c in _TRANSITION_DTYPES
+                }
+            self._chunks = [joined] if self._n else []
+            self._joined = joined
+        return self._joined[name]
+
+    cid = property(lambda self: self.column("cid"))
+    at = property(lambda self: self.column("at"))
+    from_code = property(lambda self: self.column("from_code"))
+    to_code = property(lambda self: self.column("to_code"))
+    from_seg = property(lambda self: self.column("from_seg"))
+    to_seg = property(lambda self: self.column("to_seg"))
 
 
 class RfmState:
@@ -1167,8 +1206,9 @@ class RfmState:
             None if raw["latest"] is None else RfmResult.from_record(raw["latest"])
         )
         state.segment_names = list(raw["segment_names"])
-        for k in _Transitions.COLUMNS:
-            setattr(state.transitions, k, _unpack_array(raw["transitions"][k]))
+        state.transitions.extend(
+            {k: _unpack_array(raw["transitions"][k]) for k in _Transitions.COLUMNS}
+        )
         state.daily = raw["daily"]
         return state
 
