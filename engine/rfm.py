@@ -703,6 +703,23 @@ def _quantile_cuts(values: np.ndarray, scale: int, larger: bool) -> np.ndarray:
     return part[pos].astype(np.float64)
 
 
+def _cut_positions(n: int, scale: int, larger: bool) -> list[int]:
+    ts = [((k - 1) * n + scale - 1) // scale for k in range(2, scale + 1)]
+    return [n - t for t in ts] if larger else [t - 1 for t in ts]
+
+
+def _quantile_cuts_int(values: np.ndarray, scale: int, larger: bool) -> np.ndarray:
+    """``_quantile_cuts`` for small non-negative integers (recency days, order counts):
+    the k-th smallest value read off a histogram, O(n + max)."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    cum = np.cumsum(np.bincount(values))
+    # the value at 0-based sorted position p is the first v with cum[v] > p
+    pos = np.asarray(_cut_positions(n, scale, larger))
+    return np.searchsorted(cum, pos, side="right").astype(np.float64)
+
+
 def compute(
     store: Any,
     as_of: float,
@@ -724,13 +741,15 @@ def compute(
         codes = log.dim("order_id")
         n_codes = len(store.dim_maps["order_id"])
         last, orders_all, orders_win, revenue = _rollup(log, r0, r1, n, codes, n_codes)
-    monetary = np.round(revenue, 6)
+    # rounds revenue to 1e-6 in place; the scored contacts' values for the cuts
+    days, freq, mon = kernels.scored_values(
+        last, orders_all, orders_win, revenue, float(as_of), float(start)
+    )
+    monetary = revenue
     if method == "quantile":
-        window = (orders_all > 0) & (last >= start) & (last < as_of)
-        days = np.floor((as_of - last[window].astype(np.float64)) / DAY_S)
-        r_cuts = _quantile_cuts(days, scale, larger=True)
-        f_cuts = _quantile_cuts(orders_win[window].astype(np.float64), scale, False)
-        m_cuts = _quantile_cuts(monetary[window], scale, False)
+        r_cuts = _quantile_cuts_int(days, scale, larger=True)
+        f_cuts = _quantile_cuts_int(freq, scale, larger=False)
+        m_cuts = _quantile_cuts(mon, scale, larger=False)
         r_mode, fm_mode = 1, 0
     else:
         assert thresholds is not None
@@ -760,8 +779,8 @@ def compute(
         method=method,
         segments=names,
         recency_days=recency,
-        frequency=np.where(r > 0, orders_win, 0).astype(np.uint32),
-        monetary=np.where(r > 0, monetary, 0.0),
+        frequency=orders_win,  # 0 without an order in the window
+        monetary=monetary,
         r=r,
         f=f,
         m=m,

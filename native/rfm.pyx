@@ -5,8 +5,9 @@ wrappers check shapes and bounds first, so the ``cdef`` loops never index out of
 See engine/rfm.py for the definitions they implement (issue 11, docs/rfm.md).
 """
 
-from libc.math cimport floor, isnan
+from libc.math cimport floor, isnan, rint
 from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdlib cimport calloc, free
 
 import numpy as np
 
@@ -22,21 +23,32 @@ cdef enum:
 cdef double DAY_S = 86400.0
 
 
+cdef struct Acc:
+    # One contact's running totals side by side: a row touches one cache line, not four
+    # arrays (the contact ids of an order log are scattered over the whole base).
+    double revenue_win
+    uint32_t last
+    uint32_t orders_all
+    uint32_t orders_win
+    uint32_t pad
+
+
 cdef Py_ssize_t _rollup(
     const cid_t[::1] cids, const sec_t[::1] ts, const double[::1] amount, bint has_amount,
     const code_t[::1] codes, bint has_codes, Py_ssize_t r0, Py_ssize_t r1,
-    sec_t[::1] last, uint32_t[::1] orders_all, uint32_t[::1] orders_win,
-    double[::1] revenue_win, cid_t[::1] owner, uint8_t[::1] state, uint32_t[::1] spill,
+    Acc* acc, cid_t[::1] owner, uint8_t[::1] state, uint32_t[::1] spill,
 ) noexcept nogil:
     cdef Py_ssize_t i, n_spill = 0
     cdef cid_t c
     cdef code_t o
     cdef bint inwin
     cdef uint32_t new_all, new_win
+    cdef Acc* a
     for i in range(r1):
         c = cids[i]
-        if ts[i] >= last[c]:
-            last[c] = ts[i]
+        a = &acc[c]
+        if ts[i] >= a.last:
+            a.last = ts[i]
         inwin = i >= r0
         new_all = 1
         new_win = inwin
@@ -58,10 +70,10 @@ cdef Py_ssize_t _rollup(
                     n_spill += 1
                     new_all = 0
                     new_win = 0
-        orders_all[c] += new_all
-        orders_win[c] += new_win
+        a.orders_all += new_all
+        a.orders_win += new_win
         if inwin and has_amount and not isnan(amount[i]):
-            revenue_win[c] += amount[i]
+            a.revenue_win += amount[i]
     return n_spill
 
 
@@ -128,12 +140,55 @@ def window_rollup(
     cdef uint8_t[::1] state_v = state
     cdef bint has_amount = amount is not None, has_codes = codes is not None
     cdef Py_ssize_t n_spill
-    with nogil:
-        n_spill = _rollup(
-            cids, ts, amount_v, has_amount, codes_v, has_codes, r0, r1,
-            last_v, all_v, win_v, rev_v, owner_v, state_v, spill_v,
-        )
+    cdef Acc* acc = <Acc*>calloc(max(n_contacts, 1), sizeof(Acc))
+    if acc == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            n_spill = _rollup(
+                cids, ts, amount_v, has_amount, codes_v, has_codes, r0, r1,
+                acc, owner_v, state_v, spill_v,
+            )
+            for i in range(n_contacts):
+                last_v[i] = acc[i].last
+                all_v[i] = acc[i].orders_all
+                win_v[i] = acc[i].orders_win
+                rev_v[i] = acc[i].revenue_win
+    finally:
+        free(acc)
     return last, orders_all, orders_win, revenue_win, spill[:n_spill].copy()
+
+
+def scored_values(
+    const sec_t[::1] last,
+    const uint32_t[::1] orders_all,
+    const uint32_t[::1] frequency,
+    double[::1] revenue,
+    double as_of,
+    double window_start,
+):
+    """One pass: round ``revenue`` to 6 decimals in place (numpy's ``round``: rint of
+    x * 1e6) and return the scored contacts' values for the quantile cuts:
+    ``(recency_days int64, frequency int64, monetary float64)``."""
+    cdef Py_ssize_t n = last.shape[0], i, k = 0
+    if not (orders_all.shape[0] == frequency.shape[0] == revenue.shape[0] == n):
+        raise ValueError("per-contact arrays differ in length")
+    days = np.empty(n, dtype=np.int64)
+    freq = np.empty(n, dtype=np.int64)
+    mon = np.empty(n, dtype=np.float64)
+    cdef int64_t[::1] dv = days, fv = freq
+    cdef double[::1] mv = mon
+    with nogil:
+        for i in range(n):
+            if revenue[i] != 0.0:
+                revenue[i] = rint(revenue[i] * 1e6) / 1e6
+            if orders_all[i] == 0 or last[i] < window_start or last[i] >= as_of:
+                continue
+            dv[k] = <int64_t>floor((as_of - last[i]) / DAY_S)
+            fv[k] = frequency[i]
+            mv[k] = revenue[i]
+            k += 1
+    return days[:k], freq[:k], mon[:k]
 
 
 cdef inline uint8_t _score(double v, const double[::1] cuts, int mode, int scale) noexcept nogil:
