@@ -571,10 +571,26 @@ class RfmResult:
 
     @property
     def code(self) -> np.ndarray:
-        return pack_code(self.r, self.f, self.m)
+        """Packed codes per contact (computed once; a benign race computes it twice)."""
+        hit = self._bitmaps.get("_code")
+        if hit is None:
+            hit = self._bitmaps["_code"] = pack_code(self.r, self.f, self.m)
+        return hit
 
     def scored(self) -> int:
         return int(np.count_nonzero(self.r))
+
+    def histograms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(contacts per packed code [4096], contacts per segment id [256]), computed
+        once: the matrix and the daily counts read these, not the per-contact arrays."""
+        with self._lock:
+            hit = self._bitmaps.get("_hist")
+            if hit is None:
+                hit = self._bitmaps["_hist"] = (
+                    np.bincount(self.code, minlength=1 << 12),
+                    np.bincount(self.segment, minlength=256),
+                )
+            return hit
 
     def bitmaps(self, kind: str) -> dict[Any, BitMap]:
         """Members per value of ``kind`` (r, f, m, code, segment), built on first use.
@@ -902,10 +918,12 @@ def matrix_table(result: RfmResult, by: str) -> pa.Table:
     """Counts per cell (``rf``, ``rfm`` or ``segment``) with the share of the base.
 
     Shares are of the contacts with a row: scored contacts for rf / rfm, contacts with an
-    order before as_of for segment.
+    order before as_of for segment. Read off the computation's histograms (4096 codes,
+    256 segments), so the cost does not depend on the number of contacts.
     """
+    code_hist, seg_hist = result.histograms()
     if by == "segment":
-        counts = np.bincount(result.segment, minlength=256)[: len(result.segments)]
+        counts = seg_hist[: len(result.segments)]
         total = int(counts.sum())
         return pa.table(
             {
@@ -916,30 +934,27 @@ def matrix_table(result: RfmResult, by: str) -> pa.Table:
         )
     if by not in ("rf", "rfm"):
         raise InvalidInput.at("by", f"expected rf, rfm or segment, got {by!r}")
-    scored = result.r > 0
     s = result.scale
-    r, f = result.r[scored].astype(np.int64), result.f[scored].astype(np.int64)
+    cube = code_hist.reshape(16, 16, 16)[1 : s + 1, 1 : s + 1, 1 : s + 1]
+    r, f, m = np.meshgrid(*(np.arange(1, s + 1),) * 3, indexing="ij")
     if by == "rf":
-        counts = np.bincount((r - 1) * s + (f - 1), minlength=s * s)
-        rr, ff = np.divmod(np.arange(s * s), s)
+        counts = cube.sum(axis=2).ravel()
         total = int(counts.sum())
         return pa.table(
             {
-                "r": pa.array((rr + 1).astype(np.int8)),
-                "f": pa.array((ff + 1).astype(np.int8)),
+                "r": pa.array(r[:, :, 0].ravel().astype(np.int8)),
+                "f": pa.array(f[:, :, 0].ravel().astype(np.int8)),
                 "count": pa.array(counts.astype(np.int64)),
                 "share": pa.array(counts / total if total else np.zeros(len(counts))),
             }
         )
-    m = result.m[scored].astype(np.int64)
-    counts = np.bincount(((r - 1) * s + (f - 1)) * s + (m - 1), minlength=s**3)
-    idx = np.arange(s**3)
+    counts = cube.ravel()
     total = int(counts.sum())
     return pa.table(
         {
-            "r": pa.array((idx // (s * s) + 1).astype(np.int8)),
-            "f": pa.array((idx // s % s + 1).astype(np.int8)),
-            "m": pa.array((idx % s + 1).astype(np.int8)),
+            "r": pa.array(r.ravel().astype(np.int8)),
+            "f": pa.array(f.ravel().astype(np.int8)),
+            "m": pa.array(m.ravel().astype(np.int8)),
             "count": pa.array(counts.astype(np.int64)),
             "share": pa.array(counts / total if total else np.zeros(len(counts))),
         }
@@ -1062,8 +1077,7 @@ class RfmState:
         self.transitions.extend(rows)
         self.latest = result
         day = datetime.fromtimestamp(result.as_of, UTC).strftime("%Y-%m-%d")
-        seg_counts = np.bincount(result.segment, minlength=256)
-        code_counts = np.bincount(new_code, minlength=1 << 12)
+        code_counts, seg_counts = result.histograms()
         self.daily[day] = {
             "as_of": result.as_of,
             "segments": {
