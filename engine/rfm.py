@@ -97,10 +97,12 @@ class RfmRulesError(InvalidInput):
 class RfmNotComputed(FailedPrecondition):
     """An RFM condition or matrix was asked for before any ``rfm_compute``."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            "no RFM computation yet: run rfm_compute (segctl rfm compute) first"
-        )
+    def __init__(
+        self,
+        message: str = "no RFM computation yet: run rfm_compute "
+        "(segctl rfm compute) first",
+    ) -> None:
+        super().__init__(message)
 
 
 # -- configuration ---------------------------------------------------------------------
