@@ -27,6 +27,7 @@ from pyroaring import BitMap
 
 from segd import ingest
 from segd import mutations as mut
+from segd import rfm as rfm_mod
 from segd._version import __version__
 from segd.aggregates import VISIT_EVENTS
 from segd.durability import IdempotencyTable
@@ -104,6 +105,9 @@ class Engine:
             tuple, tuple[BitMap, tuple[QueryWarning, ...]]
         ] = collections.OrderedDict()
         self._results_lock = threading.Lock()
+        # RFM: config, latest computation, transitions, daily counts (segd.rfm).
+        self.rfm_state = rfm_mod.RfmState()
+        self._rfm_compute_lock = threading.Lock()  # one rfm_compute at a time
         # Durability (Engine.open): the log, its directory and its lock; None in memory.
         self._wal = None
         self._data_dir: Path | None = None
@@ -222,6 +226,12 @@ class Engine:
             self.segments.put(m.segment)
         elif isinstance(m, mut.SegmentDeleted):
             self.segments.remove(m.name)
+        elif isinstance(m, mut.RfmConfigSet):
+            self.rfm_state.apply_config(
+                rfm_mod.parse_config(m.config, rfm_mod.RfmConfig())
+            )
+        elif isinstance(m, mut.RfmComputed):
+            self.rfm_state.apply_computed(m.result)
         else:
             raise TypeError(f"_apply cannot apply {type(m).__name__}")
         self._note_applied(m)
@@ -525,7 +535,17 @@ class Engine:
         return prepare(query, budget_of(deadline))
 
     def _compiler(self, now_s: float, lookup: Callable | None = None) -> Compiler:
-        return Compiler(self.store, now_s, lookup or self.segments.lookup)
+        return Compiler(
+            self.store,
+            now_s,
+            lookup or self.segments.lookup,
+            rfm=self._rfm_condition,
+        )
+
+    def _rfm_condition(self, ast: dict, key: str, path: str) -> Any:
+        from segd.segments.rfm_node import rfm_node
+
+        return rfm_node(ast, key, path, self.rfm_state)
 
     def segment(
         self,
@@ -795,3 +815,183 @@ class Engine:
 
     def customer_ids(self, cids: np.ndarray) -> list[str]:
         return self.store.contacts.external_ids(cids)
+
+    # -- RFM (docs/rfm.md) --------------------------------------------------------------
+    def _rfm_result(
+        self,
+        as_of: datetime | float | None,
+        window_days: Any,
+        scale: Any,
+        method: Any,
+        thresholds: Any,
+    ) -> rfm_mod.RfmResult:
+        cfg = self.rfm_state.config
+        window_days, scale, method, thresholds = rfm_mod.resolve_params(
+            cfg, window_days, scale, method, thresholds
+        )
+        as_of_s = resolve_now(as_of)
+        with self._lock.read():
+            return rfm_mod.compute(
+                self.store, as_of_s, window_days, scale, method, thresholds, cfg
+            )
+
+    def rfm(
+        self,
+        as_of: datetime | float | None = None,
+        window_days: int = 365,
+        scale: int = 5,
+        method: str = "quantile",
+        thresholds: dict | None = None,
+    ) -> pa.Table:
+        """RFM of every contact with an order before `as_of` (pure: stores nothing).
+
+        Columns ``customer_id, recency_days, frequency, monetary, r, f, m, code,
+        segment``; the window columns are null for contacts without an order in the
+        window. Named segments follow the configured rules (``rfm_set_config``).
+        """
+        result = self._rfm_result(as_of, window_days, scale, method, thresholds)
+        with self._lock.read():
+            return rfm_mod.result_table(result, self.store.contacts)
+
+    def rfm_compute(
+        self,
+        as_of: datetime | float | None = None,
+        window_days: int | None = None,
+        scale: int | None = None,
+        method: str | None = None,
+        thresholds: dict | None = None,
+    ) -> pa.Table:
+        """Compute RFM (parameters default to the configuration) and make it current.
+
+        The segment language's ``rfm.*`` conditions then read this computation; the
+        contacts whose code or segment changed since the previous one are recorded as
+        transitions and handed to ``rfm_subscribe`` listeners as ``rfm_transition``
+        events. `as_of` may not be earlier than the current computation's.
+        """
+        with self._rfm_compute_lock:
+            latest = self.rfm_state.latest
+            as_of_s = resolve_now(as_of)
+            if latest is not None and as_of_s < latest.as_of:
+                raise InvalidInput.at(
+                    "as_of",
+                    f"{_iso(as_of_s)} is before the current computation's as_of "
+                    f"{_iso(latest.as_of)} (transitions are recorded in time order; "
+                    "use rfm() for a look at the past)",
+                )
+            result = self._rfm_result(as_of_s, window_days, scale, method, thresholds)
+            with self._writing():
+                before = len(self.rfm_state.transitions)
+                seq = self._commit(mut.RfmComputed(result.compact()))
+                contacts = self.store.contacts
+                table = rfm_mod.result_table(result, contacts)
+                mask = np.zeros(len(self.rfm_state.transitions), dtype=bool)
+                mask[before:] = True
+                events = (
+                    self.rfm_state.transitions_table(mask, contacts)
+                    if self.rfm_state.listeners
+                    else None
+                )
+            self._wait_durable(seq)
+            for listener in list(self.rfm_state.listeners):
+                listener(events)
+            return table
+
+    def rfm_matrix(
+        self,
+        as_of: datetime | float | None = None,
+        by: str = "rf",
+        *,
+        window_days: int | None = None,
+        scale: int | None = None,
+        method: str | None = None,
+        thresholds: dict | None = None,
+    ) -> pa.Table:
+        """Contacts per cell: ``by="rf"`` (r, f), ``"rfm"`` (r, f, m) or ``"segment"``,
+        with ``count`` and ``share``. Without `as_of` (and parameters) the current
+        computation; otherwise computed for the moment given (pure)."""
+        if by not in ("rf", "rfm", "segment"):
+            raise InvalidInput.at("by", f"expected rf, rfm or segment, got {by!r}")
+        params = (window_days, scale, method, thresholds)
+        latest = self.rfm_state.latest
+        if as_of is None and latest is not None and all(p is None for p in params):
+            result = latest
+        else:
+            result = self._rfm_result(as_of, *params)
+        return rfm_mod.matrix_table(result, by)
+
+    def rfm_transitions(
+        self,
+        since: datetime | float | str | None = None,
+        until: datetime | float | str | None = None,
+        to: str | None = None,
+        from_: str | None = None,
+    ) -> pa.Table:
+        """Recorded transitions ``customer_id, at, from_code, to_code, from_segment,
+        to_segment`` with `since` <= at < `until`; `to` (a segment or a code) keeps the
+        rows that entered it, `from_` those that came from it."""
+        since_s = None if since is None else _moment(since, "since")
+        until_s = None if until is None else _moment(until, "until")
+        with self._lock.read():
+            mask = self.rfm_state.transitions_mask(since_s, until_s, to, from_)
+            return self.rfm_state.transitions_table(mask, self.store.contacts)
+
+    def rfm_history(
+        self, since: str | None = None, until: str | None = None
+    ) -> pa.Table:
+        """Daily counts per named segment and per code (``day, kind, name, count``):
+        the last computation of each UTC day."""
+        with self._lock.read():
+            return self.rfm_state.history_table(since, until)
+
+    def rfm_config(self) -> dict:
+        """The RFM configuration as a dict (see docs/rfm.md)."""
+        return self.rfm_state.config.to_dict()
+
+    def rfm_set_config(self, config: dict) -> dict:
+        """Change some or all settings; rules are validated (gaps and rules that can
+        never match are errors, ``RfmRulesError``). Returns the rules report
+        (``overlaps``: where an earlier rule wins over a later one)."""
+        with self._writing():
+            new = rfm_mod.parse_config(config, self.rfm_state.config)
+            seq = self._commit(mut.RfmConfigSet(new.to_dict()))
+        self._wait_durable(seq)
+        return rfm_mod.rules_report(new)
+
+    def rfm_status(self) -> dict:
+        """The current computation: as_of, parameters, sizes and counts per segment."""
+        latest = self.rfm_state.latest
+        if latest is None:
+            return {"computed": False, "transitions": len(self.rfm_state.transitions)}
+        seg = np.bincount(latest.segment, minlength=256)
+        return {
+            "computed": True,
+            "as_of": _iso(latest.as_of),
+            "as_of_s": latest.as_of,
+            "window_days": latest.window_days,
+            "scale": latest.scale,
+            "method": latest.method,
+            "contacts": int(np.count_nonzero(latest.orders_all)),
+            "scored": latest.scored(),
+            "segments": {s: int(seg[i]) for i, s in enumerate(latest.segments)},
+            "transitions": len(self.rfm_state.transitions),
+        }
+
+    def rfm_subscribe(self, listener: Callable[[pa.Table], None]) -> Callable[[], None]:
+        """Receive each ``rfm_compute``'s transitions (an ``rfm_transition`` table, the
+        columns of ``rfm_transitions``); returns the unsubscribe function."""
+        return self.rfm_state.subscribe(listener)
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _moment(value: datetime | float | str, where: str) -> float:
+    if isinstance(value, str):
+        from segd.timeutil import parse_instant_s
+
+        return parse_instant_s(value, where)
+    try:
+        return resolve_now(value)
+    except InvalidInput as exc:
+        raise InvalidInput.at(where, str(exc)) from None

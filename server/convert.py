@@ -297,6 +297,8 @@ def _leaf(c: common.Condition, kind: str | None, path: str) -> dict[str, Any]:
             node["period"] = _period(a.period, f"{path}.aggregate.period")
         return node
     if kind == "rfm":
+        if c.rfm.field == "entered":
+            return _rfm_entered(c.rfm, f"{path}.rfm")
         return _compare(
             {"rfm": _name(c.rfm.field, f"{path}.rfm.field")}, c.rfm, f"{path}.rfm"
         )
@@ -307,6 +309,21 @@ def _leaf(c: common.Condition, kind: str | None, path: str) -> dict[str, Any]:
         "a condition needs one of and_node, or_node, not_node, "
         "attr, event, aggregate, rfm, segment",
     )
+
+
+def _rfm_entered(r: Any, path: str) -> dict[str, Any]:
+    """RfmCondition with field "entered" -> ``{"rfm": "entered", "value", ...}``."""
+    node: dict[str, Any] = {
+        "rfm": "entered",
+        "value": value_to_python(r.value, f"{path}.value", ast=True),
+    }
+    if r.from_value:
+        node["from"] = r.from_value
+    if r.entry:
+        node["entry"] = r.entry
+    if r.HasField("period"):
+        node["period"] = _period(r.period, f"{path}.period")
+    return node
 
 
 # ---------------------------------------------------------------- AST -> Condition
@@ -372,6 +389,13 @@ def ast_to_condition(ast: Mapping[str, Any]) -> common.Condition:
         _set_compare(c.aggregate, ast)
         if "period" in ast:
             _set_period(c.aggregate.period, ast["period"])
+    elif "rfm" in ast and ast["rfm"] == "entered":
+        c.rfm.field = "entered"
+        c.rfm.value.CopyFrom(python_to_value(ast["value"]))
+        c.rfm.from_value = ast.get("from", "")
+        c.rfm.entry = ast.get("entry", "")
+        if "period" in ast:
+            _set_period(c.rfm.period, ast["period"])
     elif "rfm" in ast:
         c.rfm.field = ast["rfm"]
         _set_compare(c.rfm, ast)

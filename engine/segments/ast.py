@@ -87,6 +87,10 @@ RFM_OPS: tuple[str, ...] = tuple(
 )
 RFM_FIELDS: tuple[str, ...] = ("code", "r", "f", "m", "segment")
 RFM_NUMERIC_FIELDS: frozenset[str] = frozenset({"r", "f", "m"})
+# `{"rfm": "entered", "value": X, "from": Y, "entry": "first"|"again", "period": P}`:
+# contacts whose RFM segment (or code) became X (from Y) in the period (docs/rfm.md).
+RFM_ENTERED = "entered"
+RFM_ENTRIES: tuple[str, ...] = ("first", "again")
 KINDS: tuple[str, ...] = (
     "and",
     "or",
@@ -384,6 +388,8 @@ def _aggregate(node: dict, path: str) -> Node:
 
 
 def _rfm(node: dict, path: str) -> Node:
+    if node.get("rfm") == RFM_ENTERED:
+        return _rfm_entered(node, path)
     _check_keys(node, path, ("rfm", "op", "value"))
     field = node["rfm"]
     if field not in RFM_FIELDS:
@@ -394,6 +400,28 @@ def _rfm(node: dict, path: str) -> Node:
         )
     scalar = _number if field in RFM_NUMERIC_FIELDS else _string
     return {"rfm": field, **_op_value(node, path, RFM_OPS, scalar)}
+
+
+def _rfm_entered(node: dict, path: str) -> Node:
+    _check_keys(node, path, ("rfm", "value", "from", "entry", "period"))
+    value = _string(
+        _require(node, "value", path, "the segment or code entered"),
+        _join(path, "value"),
+    )
+    out: Node = {"rfm": RFM_ENTERED, "value": value}
+    if "from" in node:
+        out["from"] = _string(node["from"], _join(path, "from"))
+    if "entry" in node:
+        entry = node["entry"]
+        if entry not in RFM_ENTRIES:
+            raise _fail(
+                _join(path, "entry"),
+                f"expected one of {', '.join(RFM_ENTRIES)}, got {_describe(entry)}",
+            )
+        out["entry"] = entry
+    if "period" in node:
+        out["period"] = _period(node["period"], _join(path, "period"))
+    return out
 
 
 def _segment(node: dict, path: str) -> Node:

@@ -23,6 +23,7 @@ from segd.segments.ast import (
     AGGREGATES,
     ATTR_OPS,
     FILTER_OPS,
+    RFM_ENTERED,
     RFM_FIELDS,
     RFM_OPS,
     duration_hours,
@@ -244,6 +245,8 @@ class _Parser:
         self.advance()  # the '.'
         token = self.advance()
         field = token.text.lower() if token.kind == NAME else None
+        if field == RFM_ENTERED:
+            return self.rfm_entered(start)
         if field not in RFM_FIELDS:
             raise self.error(
                 token,
@@ -252,6 +255,24 @@ class _Parser:
             )
         node = {"rfm": field, **self.compare(f"rfm.{field}", RFM_OPS, "an RFM field")}
         self.follow(())
+        return self.checked(node, start)
+
+    def rfm_entered(self, start: Token) -> dict:
+        """``rfm.entered "X" [from "Y"] [first time | again] [period]``."""
+        node: dict = {"rfm": RFM_ENTERED, "value": self.string("'rfm.entered'")}
+        if self.at_word("from") and self.peek(1).kind == STRING:
+            self.advance()
+            node["from"] = self.string("'from'")
+        if self.at_word("first"):
+            self.advance()
+            self.word("time", "after 'first' (rfm.entered \"X\" first time)")
+            node["entry"] = "first"
+        elif self.at_word("again"):
+            self.advance()
+            node["entry"] = "again"
+        if self.at_period():
+            node["period"] = self.period()
+        self.follow(() if "period" in node else _PERIOD_WORDS)
         return self.checked(node, start)
 
     def aggregate(self) -> dict:
