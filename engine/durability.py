@@ -140,6 +140,12 @@ def _restore_snapshot(engine: Any, path: Path) -> int:
     engine.store = state.store
     engine.segments = state.segments
     meta = (state.metadata or {}).get("durability") or {}
+    if (
+        meta.get("rfm") is not None
+    ):  # RFM config, computation, transitions, daily counts
+        from segd.rfm import RfmState
+
+        engine.rfm_state = RfmState.from_bytes(meta["rfm"])
     engine.idempotency.load_state(meta.get("idempotency", []))
     engine.events_sequence = int(meta.get("events_sequence", 0))
     return int(state.wal_seq)
@@ -150,6 +156,7 @@ def snapshot_meta(engine: Any) -> dict:
     return {
         "idempotency": engine.idempotency.to_state(),
         "events_sequence": engine.events_sequence,
+        "rfm": engine.rfm_state.to_bytes(),
     }
 
 

@@ -89,6 +89,21 @@ class LoadAborted:
     load_id: str
 
 
+@dataclass
+class RfmConfigSet:
+    """The whole validated RFM configuration (``RfmConfig.to_dict()``)."""
+
+    config: dict
+
+
+@dataclass
+class RfmComputed:
+    """An ``rfm_compute`` made current: its compact result (``RfmResult.compact()``);
+    applying it records the transitions and the day's counts (segd.rfm)."""
+
+    result: Any  # segd.rfm.RfmResult
+
+
 Mutation = (
     EventsAppended
     | AttributesUpserted
@@ -97,6 +112,8 @@ Mutation = (
     | LoadChunk
     | LoadCommitted
     | LoadAborted
+    | RfmConfigSet
+    | RfmComputed
 )
 
 
@@ -234,6 +251,10 @@ def encode(m: Mutation) -> bytes:
         rec = {"k": "load_commit", "load": m.load_id, "rows": m.rows}
     elif isinstance(m, LoadAborted):
         rec = {"k": "load_abort", "load": m.load_id}
+    elif isinstance(m, RfmConfigSet):
+        rec = {"k": "rfm_config", "config": m.config}
+    elif isinstance(m, RfmComputed):
+        rec = {"k": "rfm_computed", "result": m.result.to_record()}
     else:
         raise TypeError(f"not a mutation: {type(m).__name__}")
     return msgpack.packb(rec, use_bin_type=True)
@@ -273,4 +294,10 @@ def decode(payload: bytes | memoryview) -> Mutation:
         return LoadCommitted(rec["load"], rec["rows"])
     if kind == "load_abort":
         return LoadAborted(rec["load"])
+    if kind == "rfm_config":
+        return RfmConfigSet(rec["config"])
+    if kind == "rfm_computed":
+        from segd.rfm import RfmResult
+
+        return RfmComputed(RfmResult.from_record(rec["result"]))
     raise UnknownRecord(f"unknown record kind {kind!r} (written by a newer segd?)")

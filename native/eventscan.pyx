@@ -13,6 +13,7 @@ exit, so a query costs O(rows matched), never O(contacts).
 
 from libc.math cimport isnan
 from libc.stdint cimport UINT32_MAX, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport qsort
 
 import numpy as np
 
@@ -161,6 +162,11 @@ cdef int _prepare(Match* m, const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_
     return 0
 
 
+cdef int _cmp_u64(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<const uint64_t*> a)[0], y = (<const uint64_t*> b)[0]
+    return (x > y) - (x < y)
+
+
 cdef int _check_rows(const row_t[::1] src, Py_ssize_t r0, Py_ssize_t r1) except -1:
     """Every source row must lie in the window: rows index columns without bounds checks."""
     cdef Py_ssize_t i
@@ -181,8 +187,13 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
                   uint64_t count_min, uint64_t count_max,
                   bint use_sum, double sum_min, double sum_max,
                   uint32_t[::1] counts, double[::1] sums, cid_t[::1] touched,
-                  word_t[::1] yes, word_t[::1] no):
+                  word_t[::1] yes, word_t[::1] no, object distinct_codes=None):
     """Count matching events per contact and sort contacts into `yes` and `no` (OUT).
+
+    With `distinct_codes` (a code column of the log, e.g. ``order_id``), a contact's
+    count is the number of distinct codes among its matching rows, a row without a code
+    (NO_CODE) counting on its own: two lines of one order are one order. The matching
+    rows' (cid << 32 | code) keys are sorted once (qsort, no GIL) and counted per run.
 
     A contact with at least one matching event goes to `yes` when its count lies in
     [count_min, count_max] and (if `use_sum`) its sum of `amount` in [sum_min, sum_max],
@@ -220,11 +231,21 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
         if yes.shape[0] * 64 < n_contacts or no.shape[0] * 64 < n_contacts:
             raise ValueError("output bitsets are smaller than the contact count")
     cdef Py_ssize_t i, r, n_rows = src.shape[0] if have_src else r1 - r0
-    cdef Py_ssize_t n_touched = 0, matched = 0
+    cdef Py_ssize_t n_touched = 0, matched = 0, n_keys = 0
     cdef cid_t c, bad_cid = 0
     cdef uint32_t k
+    cdef code_t code
     cdef double a, s
     cdef int rc = 0
+    cdef bint distinct = distinct_codes is not None
+    cdef const code_t[::1] dcol
+    cdef uint64_t[::1] dkeys
+    cdef uint64_t key, prev_key = 0
+    if distinct:
+        dcol = distinct_codes
+        if dcol.shape[0] < r1:
+            raise ValueError("distinct_codes is shorter than the window")
+        dkeys = np.empty(max(n_rows, 1), dtype=np.uint64)
     with nogil:
         for i in range(n_rows):
             r = src[i] if have_src else r0 + i
@@ -235,16 +256,35 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
                 rc = -1
                 bad_cid = c
                 break
-            if counts[c] == 0:
-                touched[n_touched] = c
-                n_touched += 1
-            if counts[c] != UINT32_MAX:
-                counts[c] += 1
             if use_sum and m.amount != NULL:
                 a = m.amount[r]
                 if not isnan(a):
                     sums[c] += a
             matched += 1
+            if distinct:
+                code = dcol[r]
+                if code != NO_CODE:  # counted below, once per distinct code
+                    dkeys[n_keys] = ((<uint64_t> c) << 32) | code
+                    n_keys += 1
+                    continue
+            if counts[c] == 0:
+                touched[n_touched] = c
+                n_touched += 1
+            if counts[c] != UINT32_MAX:
+                counts[c] += 1
+        if rc == 0 and n_keys:
+            qsort(&dkeys[0], n_keys, sizeof(uint64_t), _cmp_u64)
+            for i in range(n_keys):
+                key = dkeys[i]
+                if i and key == prev_key:
+                    continue
+                prev_key = key
+                c = <cid_t> (key >> 32)
+                if counts[c] == 0:
+                    touched[n_touched] = c
+                    n_touched += 1
+                if counts[c] != UINT32_MAX:
+                    counts[c] += 1
         for i in range(n_touched if rc == 0 else 0):
             c = touched[i]
             k = counts[c]
@@ -269,6 +309,9 @@ def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_s
             counts[touched[i]] = 0
             if use_sum:
                 sums[touched[i]] = 0
+        if use_sum:  # rows whose code was still waiting to be counted
+            for i in range(n_keys):
+                sums[<cid_t> (dkeys[i] >> 32)] = 0
         raise ValueError(f"event log names contact {bad_cid} but there are only {n_contacts}")
     return matched, n_touched
 

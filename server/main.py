@@ -441,6 +441,14 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
                 daemon=True,
             )
             scheduler.start()
+        from segd.server.rfm_schedule import rfm_schedule_loop
+
+        threading.Thread(
+            target=rfm_schedule_loop,
+            args=(engine, stop),
+            name="segd-rfm-daily",
+            daemon=True,
+        ).start()
         ready.set()
         log.info(
             "ready",

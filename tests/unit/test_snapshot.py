@@ -155,9 +155,13 @@ def test_profiles_and_explain_agree(world):
     data, eng, restored, info, state = world
     cid = data.contacts["customer_id"][7].as_py()
     q = 'gender = "m" and order() in last 90 days'
-    # Engine.explain returns an Explanation (explain branch): the contact's attributes
-    a, b = restored.explain(q, cid, now=data.now), eng.explain(q, cid, now=data.now)
-    assert (a.attributes, a.member, a.count) == (b.attributes, b.member, b.count)
+    want = eng.explain(q, cid, now=data.now)
+    got = restored.explain(q, cid, now=data.now)
+    assert (got.attributes, got.member, got.count) == (
+        want.attributes,
+        want.member,
+        want.count,
+    )
 
 
 # -- writes after a restore ------------------------------------------------------------
