@@ -384,7 +384,7 @@ cdef Py_ssize_t _count_kernel(const Match* m, const row_t* src, Py_ssize_t n_row
                               word_t* yes, word_t* no, Py_ssize_t* n_matched,
                               Py_ssize_t* n_touched_out, cid_t* bad_cid) noexcept nogil:
     """The count loop: -1 (and `bad_cid`) when a row names a contact >= n_contacts."""
-    cdef Py_ssize_t i, r, n_touched = 0, matched = 0
+    cdef Py_ssize_t i, j, r, n_touched = 0, matched = 0
     cdef cid_t c
     cdef uint32_t k
     cdef double a, s
@@ -396,10 +396,10 @@ cdef Py_ssize_t _count_kernel(const Match* m, const row_t* src, Py_ssize_t n_row
         c = m.cid[r]
         if c >= n_contacts:
             # Reset what we touched so the scratch stays clean for the next query.
-            for i in range(n_touched):
-                counts[touched[i]] = 0
+            for j in range(n_touched):
+                counts[touched[j]] = 0
                 if use_sum:
-                    sums[touched[i]] = 0
+                    sums[touched[j]] = 0
             bad_cid[0] = c
             return -1
         if counts[c] == 0:

@@ -114,7 +114,8 @@ cdef extern from *:
             if (n > 16) return memcmp(a, b, (size_t)n) == 0;
             return segd_rd64(a) == segd_rd64(b) && segd_rd64(a + n - 8) == segd_rd64(b + n - 8);
         }
-        if (n >= 4) return segd_rd32(a) == segd_rd32(b) && segd_rd32(a + n - 4) == segd_rd32(b + n - 4);
+        if (n >= 4)
+            return segd_rd32(a) == segd_rd32(b) && segd_rd32(a + n - 4) == segd_rd32(b + n - 4);
         for (int64_t i = 0; i < n; i++) if (a[i] != b[i]) return 0;
         return 1;
     }
@@ -517,7 +518,6 @@ cdef class _Chunk:
 
     cdef const uint8_t* data_ptr(self) noexcept nogil:
         return &self.data[0] if self.data.shape[0] > 0 else &_EMPTY_BYTES[0]
-
 
 
 # ================================================================================
