@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +36,7 @@ from segd.timeutil import resolve_now
 
 Query = str | dict
 RESULT_CACHE_SIZE = 64  # evaluated segments kept until the next write
-Source = str | Path | pa.Table | pa.RecordBatch | list
+Source: TypeAlias = str | Path | pa.Table | pa.RecordBatch | list
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ An error raised while validating input guarantees that nothing was applied.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
 
 class SegdError(Exception):
@@ -34,7 +35,7 @@ class InvalidInput(SegdError):
         self.violations: list[Violation] = list(violations or [])
 
     @classmethod
-    def at(cls, where: str, message: str) -> InvalidInput:
+    def at(cls, where: str, message: str) -> Self:
         """One violation, with the message ``"<where>: <message>"``."""
         v = Violation(where, message)
         return cls(str(v), [v])

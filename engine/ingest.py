@@ -230,9 +230,9 @@ def validate_events(table: pa.Table) -> EventBatch:
     type_codes = encode_text(types, type_names.get_or_add)
     for i, name in enumerate(type_names.to_arrow().to_pylist()):
         if not NAME.match(name):
-            row = int(np.flatnonzero(type_codes == i)[0])
+            first = int(np.flatnonzero(type_codes == i)[0])
             raise InvalidInput.at(
-                f"events[{row}].type",
+                f"events[{first}].type",
                 f"event type {name!r} must match [a-z_][a-z0-9_]*",
             )
     amount = None

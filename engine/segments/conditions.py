@@ -65,6 +65,8 @@ class AttrNode(Node):
 class NumericAttr(AttrNode):
     """int / float / bool / timestamp attribute compared with a value (intervals)."""
 
+    column: NumericColumn
+
     def __init__(self, ast, key, column: NumericColumn, where: str) -> None:
         super().__init__(ast, key)
         self.column = column
@@ -163,6 +165,8 @@ class AgeAttr(NumericAttr):
 class CategoryAttr(AttrNode):
     """Text attribute: per-value bitmaps when the column has them, else a code scan."""
 
+    column: CategoryColumn
+
     def cost(self, ctx: Context) -> float:
         return 0.2 if self.column.has_bitmaps() else 1.0  # a bitmap AND vs a lookup
 
@@ -226,6 +230,8 @@ class CategoryAttr(AttrNode):
 
 class TagsAttr(AttrNode):
     """Tag-set attribute: contains_any / contains_all / = (contains) over per-tag bitmaps."""
+
+    column: TagsColumn
 
     def cost(self, ctx: Context) -> float:
         return 0.2
@@ -371,9 +377,9 @@ class AggregateNode(Node):
         lo_s, hi_s = period_bounds_s(self.period, self.now_s, f"{self.where}.period")
         if self.name == "days_since_last_visit":
             parts = []
-            for log in store.logs.values():
-                r0, r1 = log.window(lo_s, hi_s)
-                parts.append((log.cid[r0:r1], log.ts[r0:r1]))
+            for each in store.logs.values():
+                r0, r1 = each.window(lo_s, hi_s)
+                parts.append((each.cid[r0:r1], each.ts[r0:r1]))
             cids = (
                 np.concatenate([p[0] for p in parts])
                 if parts
@@ -464,6 +470,7 @@ def _order_values(
         return cids, np.zeros(0)
     uniq, inverse = np.unique(cids, return_inverse=True)
     revenue = np.bincount(inverse, weights=np.nan_to_num(amount), minlength=len(uniq))
+    counts: np.ndarray
     if order_codes is None:
         counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
     else:
