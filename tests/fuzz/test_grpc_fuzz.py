@@ -809,6 +809,15 @@ KNOWN_DEFECTS = [
         lambda: segments_pb2.CountRequest(dsl='gender = "m"', now_ms=10**18),
     ),
     _defect(
+        "explain-now-ms-past-year-9999",
+        "issue 9: an out-of-range now_ms is INVALID_ARGUMENT, not INTERNAL",
+        "segments",
+        "Explain",
+        lambda: segments_pb2.ExplainRequest(
+            dsl='gender = "m"', now_ms=2**53 + 1, customer_id="c0002"
+        ),
+    ),
+    _defect(
         "count-period-past-year-9999",
         "issue 9: a typed period's to_ms past year 9999 is INVALID_ARGUMENT "
         "(OverflowError in ms_to_iso today)",
