@@ -138,3 +138,26 @@ class Aggregates:
     def nbytes(self, n: int) -> int:
         per_contact = sum(getattr(self, a).itemsize for a in self.ARRAYS)
         return per_contact * n + self._order_owner.nbytes
+
+    # -- snapshots (segd.snapshot) -------------------------------------------------------
+    def to_snapshot(self, w, prefix: str, n: int) -> dict:
+        for name in self.ARRAYS:
+            w.array(f"{prefix}.{name}", getattr(self, name)[:n])
+        w.array(f"{prefix}.order_owner", self._order_owner)
+        shared = np.array(
+            sorted((o << 32) | c for o, c in self._shared_orders), dtype=np.uint64
+        )
+        w.array(f"{prefix}.shared_orders", shared)
+        return {"arrays": list(self.ARRAYS)}
+
+    @classmethod
+    def from_snapshot(cls, r, prefix: str, meta: dict) -> Aggregates:
+        agg = cls()
+        for name in meta["arrays"]:
+            setattr(agg, name, r.array(f"{prefix}.{name}", getattr(agg, name).dtype))
+        agg._order_owner = r.array(f"{prefix}.order_owner", np.uint32)
+        shared = r.array(f"{prefix}.shared_orders", np.uint64)
+        agg._shared_orders = {
+            (int(k >> 32), int(k & 0xFFFFFFFF)) for k in shared.tolist()
+        }
+        return agg

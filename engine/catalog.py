@@ -17,6 +17,7 @@ from segd.columns import (
     CategoryColumn,
     NumericColumn,
     TagsColumn,
+    column_from_snapshot,
     encode_text,
     new_column,
 )
@@ -132,3 +133,27 @@ class Catalog:
     def nbytes(self) -> int:
         n = len(self.ids)
         return self.ids.nbytes() + sum(c.nbytes(n) for c in self.columns.values())
+
+    # -- snapshots (segd.snapshot) -------------------------------------------------------
+    def to_snapshot(self, w, prefix: str) -> dict:
+        n = len(self.ids)
+        w.idmap(f"{prefix}.ids", self.ids)
+        return {
+            "n": n,
+            "version": self.version,
+            "columns": [
+                col.to_snapshot(w, f"{prefix}.c{i}", n)
+                for i, col in enumerate(self.columns.values())
+            ],
+        }
+
+    @classmethod
+    def from_snapshot(cls, r, prefix: str, meta: dict) -> Catalog:
+        catalog = cls()
+        catalog.ids = r.idmap(f"{prefix}.ids")
+        catalog.version = meta["version"]
+        catalog.columns = {}
+        for i, col_meta in enumerate(meta["columns"]):
+            col = column_from_snapshot(r, f"{prefix}.c{i}", col_meta)
+            catalog.columns[col.name] = col
+        return catalog

@@ -164,6 +164,19 @@ class NumericColumn:
     def nbytes(self, n: int) -> int:
         return n * (self.values.itemsize + 1)
 
+    # -- snapshots (segd.snapshot): rows [0, n) out, arrays memory-mapped back ---------
+    def to_snapshot(self, w, prefix: str, n: int) -> dict:
+        w.array(f"{prefix}.values", self.values[:n])
+        w.array(f"{prefix}.valid", self.valid[:n])
+        return {"name": self.name, "kind": self.kind}
+
+    @classmethod
+    def from_snapshot(cls, r, prefix: str, meta: dict) -> NumericColumn:
+        col = cls(meta["name"], meta["kind"])
+        col.values = r.array(f"{prefix}.values", col.values.dtype)
+        col.valid = r.array(f"{prefix}.valid", np.uint8)
+        return col
+
 
 class CategoryColumn:
     """Dictionary-encoded strings: uint32 codes (NO_CODE = NULL) + a bitmap per value."""
@@ -261,6 +274,27 @@ class CategoryColumn:
         bitmap_bytes = sum(bitmap_nbytes(b) for b in (self._bitmaps or []))
         return n * 4 + self.dictionary.nbytes() + bitmap_bytes
 
+    def to_snapshot(self, w, prefix: str, n: int) -> dict:
+        """Codes and dictionary; the per-value bitmaps too when they are built (they are
+        an index, but rebuilding them costs the first query an argsort)."""
+        w.idmap(f"{prefix}.dictionary", self.dictionary)
+        w.array(f"{prefix}.codes", self.codes[:n])
+        bitmaps = self._bitmaps
+        has = bitmaps is not None
+        if has:
+            w.bitmaps(f"{prefix}.bitmaps", bitmaps)
+        return {"name": self.name, "kind": self.kind, "bitmaps": has}
+
+    @classmethod
+    def from_snapshot(cls, r, prefix: str, meta: dict) -> CategoryColumn:
+        col = cls(meta["name"])
+        col.dictionary = r.idmap(f"{prefix}.dictionary")
+        col.codes = r.array(f"{prefix}.codes", np.uint32)
+        col._n = len(col.codes)
+        if meta.get("bitmaps"):
+            col._bitmaps = r.bitmaps(f"{prefix}.bitmaps")
+        return col
+
 
 class TagsColumn:
     """Multi-valued strings: a bitmap of contacts per tag; NULL (no list) kept apart."""
@@ -325,6 +359,20 @@ class TagsColumn:
             + sum(bitmap_nbytes(b) for b in self.tag_bitmaps)
         )
 
+    def to_snapshot(self, w, prefix: str, n: int) -> dict:
+        w.idmap(f"{prefix}.dictionary", self.dictionary)
+        w.bitmaps(f"{prefix}.bitmaps", self.tag_bitmaps)
+        w.array(f"{prefix}.valid", self.valid[:n])
+        return {"name": self.name, "kind": self.kind}
+
+    @classmethod
+    def from_snapshot(cls, r, prefix: str, meta: dict) -> TagsColumn:
+        col = cls(meta["name"])
+        col.dictionary = r.idmap(f"{prefix}.dictionary")
+        col.tag_bitmaps = r.bitmaps(f"{prefix}.bitmaps")
+        col.valid = r.array(f"{prefix}.valid", np.uint8)
+        return col
+
 
 def _sorted_unique(cids: np.ndarray) -> np.ndarray:
     """Sorted distinct cids; rows usually arrive sorted, so this is mostly one pass."""
@@ -347,3 +395,15 @@ def new_column(name: str, kind: str):
     raise ValueError(
         f"unknown column kind {kind!r} (expected one of {', '.join(KINDS)})"
     )
+
+
+def column_from_snapshot(r, prefix: str, meta: dict):
+    """The column a ``to_snapshot`` wrote under `prefix` (see segd.snapshot)."""
+    kind = meta["kind"]
+    if kind == "category":
+        return CategoryColumn.from_snapshot(r, prefix, meta)
+    if kind == "tags":
+        return TagsColumn.from_snapshot(r, prefix, meta)
+    if kind in NumericColumn.DTYPES:
+        return NumericColumn.from_snapshot(r, prefix, meta)
+    raise ValueError(f"unknown column kind {kind!r} in a snapshot")

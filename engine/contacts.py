@@ -15,6 +15,7 @@ from segd.columns import (
     CategoryColumn,
     NumericColumn,
     TagsColumn,
+    column_from_snapshot,
     encode_text,
     new_column,
 )
@@ -89,3 +90,24 @@ class ContactStore:
     def nbytes(self) -> int:
         n = len(self.ids)
         return self.ids.nbytes() + sum(col.nbytes(n) for col in self.columns.values())
+
+    # -- snapshots (segd.snapshot) -------------------------------------------------------
+    def to_snapshot(self, w, prefix: str) -> dict:
+        n = len(self.ids)
+        w.idmap(f"{prefix}.ids", self.ids)
+        return {
+            "n": n,
+            "columns": [
+                col.to_snapshot(w, f"{prefix}.c{i}", n)
+                for i, col in enumerate(self.columns.values())
+            ],
+        }
+
+    @classmethod
+    def from_snapshot(cls, r, prefix: str, meta: dict) -> ContactStore:
+        store = cls()
+        store.ids = r.idmap(f"{prefix}.ids")
+        for i, col_meta in enumerate(meta["columns"]):
+            col = column_from_snapshot(r, f"{prefix}.c{i}", col_meta)
+            store.columns[col.name] = col
+        return store

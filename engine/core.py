@@ -1,8 +1,11 @@
-"""``Engine``: one in-memory shard — the store, the saved segments and the evaluator.
+"""``Engine``: one shard — the store, the saved segments and the evaluator.
 
-Every mutation goes through ``segd.ingest`` under the write lock (one path, so a
-write-ahead log can sit in front of it); every read holds the read lock, and the kernels it
-calls release the GIL, so reads run on all cores. See docs/engine-api.md.
+Every mutation is validated, turned into a record (``segd.mutations``) and committed under
+the write lock: a durable engine (``Engine.open``) writes the record to its write-ahead log
+first, then ``_apply`` changes the store — the same ``_apply`` recovery replays the log
+with. Writers wait for the log's fsync after releasing the lock (group commit). Every read
+holds the read lock, and the kernels it calls release the GIL, so reads run on all cores.
+See docs/engine-api.md and docs/storage.md.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +27,10 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from segd import ingest
+from segd import mutations as mut
 from segd._version import __version__
-from segd.errors import ContactNotFound, InvalidInput
+from segd.durability import IdempotencyTable
+from segd.errors import ContactNotFound, FailedPrecondition, InvalidInput, SegdError
 from segd.results import SegmentResult
 from segd.rwlock import RWLock
 from segd.segments.ast import canonical_key
@@ -46,6 +52,12 @@ class LoadReport:
     kind: str
     rows: int
     seconds: float
+    # True when an idempotency key had been applied already: nothing was applied now
+    # and `rows` / `sequence` are those of the original call.
+    duplicate: bool = False
+    # For event appends counted in the sequence (see Engine.events_sequence): the
+    # sequence number of the batch's last event.
+    sequence: int = 0
 
     @property
     def rate(self) -> float:
@@ -94,6 +106,169 @@ class Engine:
             collections.OrderedDict()
         )
         self._results_lock = threading.Lock()
+        # Durability (Engine.open): the log, its directory and its lock; None in memory.
+        self._wal = None
+        self._data_dir: Path | None = None
+        self._dir_lock = None
+        self._bulk = threading.Lock()  # a bulk load and a snapshot never overlap
+        # Idempotency keys applied, with their acknowledgements (see durability.py).
+        self.idempotency = IdempotencyTable()
+        # Events appended by calls that asked to be counted (the gRPC API): the
+        # `sequence` of ingest acknowledgements. Durable with the log.
+        self.events_sequence = 0
+        # What Engine.open recovered (None for an in-memory engine).
+        self.recovery: dict | None = None
+        # Write snapshots from a forked child (None: segd.snapshot's default, True where
+        # fork exists). The gRPC server sets False: forking a process with gRPC's
+        # threads running crashes the child.
+        self.snapshot_background: bool | None = None
+
+    # -- durability ---------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        fsync: str = "always",
+        *,
+        fsync_interval_ms: int = 100,
+        result_cache_size: int = RESULT_CACHE_SIZE,
+        segment_bytes: int | None = None,
+    ) -> Engine:
+        """A durable engine over the data directory `path` (created if missing).
+
+        Recovers what is there (newest valid snapshot + the log after it), then logs
+        every mutation. `fsync`: ``always`` (a write returns once its record is on disk;
+        concurrent writers share fsyncs), ``interval`` (fsync every `fsync_interval_ms`;
+        a crash may lose that much acknowledged work) or ``off`` (benchmarks). A second
+        process on the same directory gets ``DataDirLocked``; a damaged log record in
+        the middle stops the open with ``CorruptLog``. See docs/storage.md.
+        """
+        from segd import durability
+
+        return durability.open_engine(
+            cls,
+            Path(path),
+            fsync=fsync,
+            fsync_interval_ms=fsync_interval_ms,
+            result_cache_size=result_cache_size,
+            segment_bytes=segment_bytes,
+        )
+
+    @property
+    def durable(self) -> bool:
+        """True for an engine opened on a data directory (Engine.open)."""
+        return self._wal is not None
+
+    @property
+    def data_dir(self) -> Path | None:
+        return self._data_dir
+
+    def snapshot(self) -> Any:
+        """Write a snapshot now and drop the log segments it covers; its SnapshotInfo."""
+        if self._wal is None:
+            raise FailedPrecondition(
+                "this engine is in memory only: open one with Engine.open(path) "
+                "(segctl serve without --in-memory) to take snapshots"
+            )
+        from segd import durability
+
+        return durability.take_snapshot(self)
+
+    def close(self) -> None:
+        """Flush the log to disk and release the data directory (no-op in memory).
+        Later writes fail; reads keep working."""
+        if self._wal is None or self._dir_lock is None:
+            return
+        from segd import durability
+
+        durability.close_engine(self)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _commit(self, m: mut.Mutation) -> int:
+        """Inside the write lock: log `m` (a durable engine), then apply it. Returns the
+        log sequence to wait for (0 in memory). If logging fails nothing is applied."""
+        seq = 0
+        if self._wal is not None:
+            seq = self._wal.append(mut.encode(m))
+        self._apply(m)
+        return seq
+
+    def _wait_durable(self, seq: int) -> None:
+        """After the write lock is released: return once record `seq` is on disk
+        (fsync=always); many writers waiting share one fsync."""
+        if self._wal is not None and seq:
+            self._wal.wait_durable(seq)
+
+    def _apply(self, m: mut.Mutation) -> None:
+        """The one place a record changes the engine (live calls and log replay)."""
+        store = self.store
+        if isinstance(m, mut.EventsAppended):
+            ingest.apply_events(store, m.batch)
+            if m.ack is not None and m.ack.get("sequence") is not None:
+                self.events_sequence = max(self.events_sequence, m.ack["sequence"])
+        elif isinstance(m, mut.AttributesUpserted):
+            if m.target == "contacts":
+                ingest.apply_attributes(store.contacts, m.batch, store.contacts.ensure)
+                store.sync_sizes()
+            else:
+                ingest.apply_attributes(store.catalog, m.batch, store.catalog.ensure)
+                store.catalog.touch()
+        elif isinstance(m, mut.SegmentPut):
+            self.segments.put(m.segment)
+        elif isinstance(m, mut.SegmentDeleted):
+            self.segments.remove(m.name)
+        else:
+            raise TypeError(f"_apply cannot apply {type(m).__name__}")
+        key = getattr(m, "idempotency_key", None)
+        if key is not None:
+            self.idempotency.put(key, getattr(m, "ack", None) or {}, self._last_seq())
+
+    def _last_seq(self) -> int:
+        return self._wal.last_seq if self._wal is not None else 0
+
+    def _duplicate(self, key: str | None, kind: str, t0: float) -> LoadReport | None:
+        """The original report when `key` was applied already (once it is durable)."""
+        if key is None:
+            return None
+        if not isinstance(key, str) or not key or len(key) > 256:
+            raise InvalidInput.at(
+                "idempotency_key", "expected 1-256 characters of text"
+            )
+        hit = self.idempotency.get(key)
+        if hit is None:
+            return None
+        ack, seq = hit
+        self._wait_durable(seq)
+        return LoadReport(
+            kind,
+            int(ack.get("rows", 0)),
+            time.perf_counter() - t0,
+            duplicate=True,
+            sequence=int(ack.get("sequence") or 0),
+        )
+
+    def _apply_event_chunks(
+        self,
+        batches: Iterable[tuple[int, ingest.EventBatch]],
+        progress: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """Apply validated chunks of one bulk load: encode each, then append each type
+        once (one sort per type, not a merge per chunk). `batches`: (rows done, batch)."""
+        parts: dict[str, list] = {}
+        for done, batch in batches:
+            for name, rows in ingest.encode_events(self.store, batch).items():
+                parts.setdefault(name, []).append(rows)
+            if progress:
+                progress("encode", done)
+        for name in list(parts):
+            ingest.append_rows(self.store, name, ingest.concat_rows(parts.pop(name)))
+        for log in self.store.logs.values():
+            log.shrink_to_fit()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -113,19 +288,41 @@ class Engine:
         return self.upsert_contacts(source, schema=schema)
 
     def upsert_contacts(
-        self, source: Source, *, schema: dict[str, str] | None = None
+        self,
+        source: Source,
+        *,
+        schema: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> LoadReport:
+        """Add or update contacts. A repeated `idempotency_key` applies nothing and
+        returns the first call's report (``duplicate=True``)."""
         t0 = time.perf_counter()
+        dup = self._duplicate(idempotency_key, "contacts", t0)
+        if dup is not None:
+            return dup
         table = ingest.read_table(source, "contacts", schema)
         batch = ingest.validate_attributes(
             table, self.store.contacts, "contacts", "customer_id", schema
         )
+        return self._upsert("contacts", batch, table.num_rows, idempotency_key, t0)
+
+    def _upsert(
+        self,
+        target: str,
+        batch: ingest.AttributeBatch,
+        rows: int,
+        key: str | None,
+        t0: float,
+    ) -> LoadReport:
         with self._writing():
-            ingest.apply_attributes(
-                self.store.contacts, batch, self.store.contacts.ensure
-            )
-            self.store.sync_sizes()
-        return LoadReport("contacts", table.num_rows, time.perf_counter() - t0)
+            dup = self._duplicate(key, target, t0) if key is not None else None
+            if dup is None:
+                ack = {"rows": rows} if key is not None else None
+                seq = self._commit(mut.AttributesUpserted(target, batch, key, ack))
+        if dup is not None:
+            return dup
+        self._wait_durable(seq)
+        return LoadReport(target, rows, time.perf_counter() - t0)
 
     def upsert_contact(self, customer_id: str, **attributes: Any) -> None:
         """Set some attributes of one contact (creating it if new)."""
@@ -134,18 +331,19 @@ class Engine:
     def load_items(self, source: Source) -> LoadReport:
         return self.upsert_items(source)
 
-    def upsert_items(self, source: Source) -> LoadReport:
+    def upsert_items(
+        self, source: Source, *, idempotency_key: str | None = None
+    ) -> LoadReport:
+        """Add or update catalog items (`idempotency_key` as for upsert_contacts)."""
         t0 = time.perf_counter()
+        dup = self._duplicate(idempotency_key, "items", t0)
+        if dup is not None:
+            return dup
         table = ingest.read_table(source, "items")
         batch = ingest.validate_attributes(
             table, self.store.catalog, "items", "item_id"
         )
-        with self._writing():
-            ingest.apply_attributes(
-                self.store.catalog, batch, self.store.catalog.ensure
-            )
-            self.store.catalog.touch()
-        return LoadReport("items", table.num_rows, time.perf_counter() - t0)
+        return self._upsert("items", batch, table.num_rows, idempotency_key, t0)
 
     def load_events(
         self,
@@ -160,39 +358,102 @@ class Engine:
         validated, then chunks are encoded to compact arrays per type, and each type is
         appended once — so a file whose rows are not in time order costs one sort, not a
         merge per chunk. `progress(phase, rows_done)` is called after each chunk.
+
+        A durable engine logs each validated chunk as a record (outside the write
+        lock), then a commit record inside it; recovery applies a load's chunks only
+        when it finds the commit, so a load cut short by a crash is wholly absent. The
+        source must not change while it loads (it is read again to apply).
         """
         t0 = time.perf_counter()
+        if self._wal is not None:
+            return self._load_events_logged(source, rows_per_chunk, progress, t0)
         total = ingest.check_events(source, rows_per_chunk)
         if progress:
             progress("validate", total)
-        parts: dict[str, list] = {}
         with self._writing():
-            for first, chunk in ingest.event_chunks(source, rows_per_chunk):
-                batch = ingest.validate_chunk(chunk, first)
-                for name, rows in ingest.encode_events(self.store, batch).items():
-                    parts.setdefault(name, []).append(rows)
-                if progress:
-                    progress("encode", first + chunk.num_rows)
-            for name in list(parts):
-                ingest.append_rows(
-                    self.store, name, ingest.concat_rows(parts.pop(name))
-                )
-            for log in self.store.logs.values():
-                log.shrink_to_fit()
+            self._apply_event_chunks(self._validated_chunks(source, rows_per_chunk))
             if progress:
                 progress("index", total)
         return LoadReport("events", total, time.perf_counter() - t0)
 
-    def append_events(self, batch: Source) -> LoadReport:
-        """Append live events (validated whole first; a bad batch changes nothing)."""
+    @staticmethod
+    def _validated_chunks(
+        source: Source, rows_per_chunk: int
+    ) -> Iterator[tuple[int, ingest.EventBatch]]:
+        for first, chunk in ingest.event_chunks(source, rows_per_chunk):
+            yield first + chunk.num_rows, ingest.validate_chunk(chunk, first)
+
+    def _load_events_logged(
+        self,
+        source: Source,
+        rows_per_chunk: int,
+        progress: Callable[[str, int], None] | None,
+        t0: float,
+    ) -> LoadReport:
+        wal = self._wal
+        assert wal is not None, "a durable bulk load needs the write-ahead log"
+        load_id = uuid.uuid4().hex
+        total = 0
+        with self._bulk:  # a snapshot cannot cut a load's chunks from its commit
+            try:
+                for done, batch in self._validated_chunks(source, rows_per_chunk):
+                    wal.append(mut.encode(mut.LoadChunk(load_id, batch)))
+                    total = done
+            except BaseException:
+                with contextlib.suppress(SegdError):
+                    wal.append(mut.encode(mut.LoadAborted(load_id)))
+                raise
+            if progress:
+                progress("validate", total)
+            with self._writing():
+                seq = wal.append(mut.encode(mut.LoadCommitted(load_id, total)))
+                self._apply_event_chunks(
+                    self._validated_chunks(source, rows_per_chunk), progress
+                )
+                if progress:
+                    progress("index", total)
+        self._wait_durable(seq)
+        return LoadReport("events", total, time.perf_counter() - t0)
+
+    def append_events(
+        self,
+        batch: Source,
+        *,
+        idempotency_key: str | None = None,
+        count_in_sequence: bool = False,
+    ) -> LoadReport:
+        """Append live events (validated whole first; a bad batch changes nothing).
+
+        `count_in_sequence` (the gRPC API sets it) adds the rows to
+        ``events_sequence``; the report's ``sequence`` is then that of the last row. A
+        repeated `idempotency_key` applies nothing and returns the first call's report.
+        """
         t0 = time.perf_counter()
+        dup = self._duplicate(idempotency_key, "events", t0)
+        if dup is not None:
+            return dup
         table = ingest.read_table(batch, "events")
-        if table.num_rows == 0:
-            return LoadReport("events", 0, time.perf_counter() - t0)
+        rows = table.num_rows
+        if rows == 0:
+            return LoadReport(
+                "events", 0, time.perf_counter() - t0, sequence=self.events_sequence
+            )
         valid = ingest.validate_events(table)
         with self._writing():
-            ingest.apply_events(self.store, valid)
-        return LoadReport("events", table.num_rows, time.perf_counter() - t0)
+            dup = self._duplicate(idempotency_key, "events", t0)
+            if dup is None:
+                ack = None
+                if idempotency_key is not None or count_in_sequence:
+                    ack = {"rows": rows}
+                    if count_in_sequence:
+                        ack["sequence"] = self.events_sequence + rows
+                m = mut.EventsAppended(valid, idempotency_key, ack)
+                seq = self._commit(m)
+                sequence = self.events_sequence
+        if dup is not None:
+            return dup
+        self._wait_durable(seq)
+        return LoadReport("events", rows, time.perf_counter() - t0, sequence=sequence)
 
     # -- evaluation -------------------------------------------------------------------
     def _compiler(self, now_s: float) -> Compiler:
@@ -319,7 +580,10 @@ class Engine:
                 members = self._evaluate(ast, resolve_now(now), None, None)
             else:
                 self._compiler(resolve_now(now)).compile(ast)  # unknown names fail now
-            return self.segments.create(name, ast, text, static, members)
+            seg = self.segments.new(name, ast, text, static, members)
+            seq = self._commit(mut.SegmentPut(seg))
+        self._wait_durable(seq)
+        return seg
 
     def get_segment(self, name: str) -> SavedSegment:
         with self._lock.read():
@@ -347,11 +611,16 @@ class Engine:
                 members = self._evaluate(ast, resolve_now(now), None, None)
             else:
                 self._compiler(resolve_now(now)).compile(ast)
-            return self.segments.update(name, ast, text, version, members)
+            seg = self.segments.updated(name, ast, text, version, members)
+            seq = self._commit(mut.SegmentPut(seg))
+        self._wait_durable(seq)
+        return seg
 
     def delete_segment(self, name: str) -> None:
         with self._writing():
-            self.segments.delete(name)
+            self.segments.check_delete(name)
+            seq = self._commit(mut.SegmentDeleted(name))
+        self._wait_durable(seq)
 
     # -- admin --------------------------------------------------------------------------
     def stats(self) -> dict:

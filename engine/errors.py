@@ -95,3 +95,47 @@ class OutOfRange(SegdError):
 
 class DeadlineExceeded(SegdError):
     """The caller's deadline passed; the work was abandoned between plan steps."""
+
+
+class StorageError(SegdError):
+    """The data directory could not take a write (I/O error); nothing of the call stays
+    applied. Reads keep working; a write may be retried (UNAVAILABLE)."""
+
+
+class StorageFull(StorageError):
+    """The disk of the data directory is full (ENOSPC / file size limit); nothing of the
+    call stays applied and writes work again once space returns (RESOURCE_EXHAUSTED)."""
+
+
+class LogFailed(StorageError):
+    """An fsync of the write-ahead log failed: what the kernel dropped cannot be known, so
+    the log accepts no more writes until the process restarts and recovers from disk (the
+    lesson of PostgreSQL's fsyncgate)."""
+
+
+class DataDirLocked(FailedPrecondition):
+    """Another process holds the data directory (its lock file is locked)."""
+
+    def __init__(self, path: str, holder: str = "") -> None:
+        who = f" (pid {holder})" if holder else ""
+        super().__init__(
+            f"data directory {path} is in use by another segd process{who}; "
+            "stop it first or pick another --data-dir"
+        )
+        self.path = path
+        self.holder = holder
+
+
+class CorruptLog(SegdError):
+    """A record in the middle of the write-ahead log fails its checksum (or breaks the
+    sequence): start-up stops rather than skip it. ``segctl repair`` truncates there."""
+
+    def __init__(self, file: str, offset: int, reason: str) -> None:
+        super().__init__(
+            f"write-ahead log {file} is corrupt at offset {offset}: {reason} "
+            "(records after it cannot be trusted; `segctl repair --data-dir DIR` "
+            "truncates the log there, dropping them)"
+        )
+        self.file = file
+        self.offset = offset
+        self.reason = reason

@@ -235,3 +235,43 @@ class EventLog:
             self._amount = fit(self._amount)
         for p in self.postings.values():
             p.shrink_to_fit()
+
+    # -- snapshots (segd.snapshot) -------------------------------------------------------
+    def to_snapshot(self, w, prefix: str) -> dict:
+        """Rows [0, n) of every column and the postings (CSR). The contact-major index
+        is not saved: it is rebuilt on first use, as after a load."""
+        n = self.n
+        w.array(f"{prefix}.cid", self._cid[:n])
+        w.array(f"{prefix}.ts", self._ts[:n])
+        if self._amount is not None:
+            w.array(f"{prefix}.amount", self._amount[:n])
+        dims = list(self._dims)
+        for i, d in enumerate(dims):
+            w.array(f"{prefix}.d{i}", self._dims[d][:n])
+            if d in self.postings:
+                w.postings(f"{prefix}.d{i}.postings", self.postings[d])
+        return {
+            "type": self.type,
+            "n": n,
+            "dims": dims,
+            "indexed": [d in self.postings for d in dims],
+            "amount": self._amount is not None,
+        }
+
+    @classmethod
+    def from_snapshot(cls, r, prefix: str, meta: dict) -> EventLog:
+        """A log over the snapshot's arrays (memory-mapped copy-on-write: the first
+        append copies a column into fresh memory, a late merge dirties only its pages)."""
+        log = cls(meta["type"])
+        log.n = meta["n"]
+        log._cid = r.array(f"{prefix}.cid", np.uint32, log.n)
+        log._ts = r.array(f"{prefix}.ts", np.uint32, log.n)
+        if meta["amount"]:
+            log._amount = r.array(f"{prefix}.amount", np.float64, log.n)
+        for i, (d, indexed) in enumerate(
+            zip(meta["dims"], meta["indexed"], strict=True)
+        ):
+            log._dims[d] = r.array(f"{prefix}.d{i}", np.uint32, log.n)
+            if indexed:
+                log.postings[d] = r.postings(f"{prefix}.d{i}.postings")
+        return log

@@ -90,3 +90,37 @@ class Store:
         }
         parts["total"] = sum(parts.values())
         return parts
+
+    # -- snapshots (segd.snapshot) -------------------------------------------------------
+    def to_snapshot(self, w) -> dict:
+        """Write every array of the store through the snapshot writer `w`; returns the
+        metadata (msgpack-able) that ``from_snapshot`` needs to put them back together."""
+        for i, dim_map in enumerate(self.dim_maps.values()):
+            w.idmap(f"dim{i}", dim_map)
+        return {
+            "contacts": self.contacts.to_snapshot(w, "contacts"),
+            "catalog": self.catalog.to_snapshot(w, "catalog"),
+            "dim_maps": list(self.dim_maps),
+            "logs": [
+                log.to_snapshot(w, f"log{i}")
+                for i, log in enumerate(self.logs.values())
+            ],
+            "aggregates": self.aggregates.to_snapshot(
+                w, "aggregates", len(self.contacts)
+            ),
+        }
+
+    @classmethod
+    def from_snapshot(cls, r, meta: dict) -> Store:
+        store = cls()
+        store.contacts = ContactStore.from_snapshot(r, "contacts", meta["contacts"])
+        store.catalog = Catalog.from_snapshot(r, "catalog", meta["catalog"])
+        store.dim_maps = {
+            name: r.idmap(f"dim{i}") for i, name in enumerate(meta["dim_maps"])
+        }
+        store.logs = {}
+        for i, log_meta in enumerate(meta["logs"]):
+            log = EventLog.from_snapshot(r, f"log{i}", log_meta)
+            store.logs[log.type] = log
+        store.aggregates = Aggregates.from_snapshot(r, "aggregates", meta["aggregates"])
+        return store

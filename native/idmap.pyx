@@ -162,6 +162,19 @@ cdef struct IdMapState:
     uint32_t* table        # hash slots -> code, or EMPTY_SLOT
     uint64_t table_mask    # table capacity - 1 (capacity is a power of two)
     int64_t n              # codes in use
+    # BORROWED_* bits: arrays that point into memory segd did not malloc (a memory-mapped
+    # snapshot); never realloc'd or freed
+    uint32_t borrowed
+
+
+cdef enum:
+    # An array restored from a snapshot is borrowed: the map reads (and may write in place
+    # to, the mapping being copy-on-write) the snapshot's pages, and the first growth of
+    # the array copies it into malloc'd memory instead of realloc'ing it.
+    BORROWED_DATA = 1
+    BORROWED_OFFSETS = 2
+    BORROWED_TAGS = 4
+    BORROWED_TABLE = 8
 
 
 # ================================================================================
@@ -208,14 +221,29 @@ cdef int _grow_codes(IdMapState* st, int64_t need, int64_t upper) noexcept nogil
         cap = upper   # a bulk load of distinct ids ends with no slack
     if cap < need:
         cap = need
-    offsets = <int64_t*>realloc(st.offsets, <size_t>(cap + 1) * sizeof(int64_t))
-    if offsets == NULL:
-        return ERR_NOMEM
+    if st.borrowed & BORROWED_OFFSETS:
+        offsets = <int64_t*>malloc(<size_t>(cap + 1) * sizeof(int64_t))
+        if offsets == NULL:
+            return ERR_NOMEM
+        memcpy(offsets, st.offsets, <size_t>(st.n + 1) * sizeof(int64_t))
+        st.borrowed &= ~BORROWED_OFFSETS
+    else:
+        offsets = <int64_t*>realloc(st.offsets, <size_t>(cap + 1) * sizeof(int64_t))
+        if offsets == NULL:
+            return ERR_NOMEM
     st.offsets = offsets
     segd_advise_huge(offsets, <size_t>(cap + 1) * sizeof(int64_t))
-    tags = <uint32_t*>realloc(st.tags, <size_t>cap * sizeof(uint32_t))
-    if tags == NULL:
-        return ERR_NOMEM
+    if st.borrowed & BORROWED_TAGS:
+        tags = <uint32_t*>malloc(<size_t>cap * sizeof(uint32_t))
+        if tags == NULL:
+            return ERR_NOMEM
+        if st.n > 0:
+            memcpy(tags, st.tags, <size_t>st.n * sizeof(uint32_t))
+        st.borrowed &= ~BORROWED_TAGS
+    else:
+        tags = <uint32_t*>realloc(st.tags, <size_t>cap * sizeof(uint32_t))
+        if tags == NULL:
+            return ERR_NOMEM
     st.tags = tags
     segd_advise_huge(tags, <size_t>cap * sizeof(uint32_t))
     st.code_cap = cap
@@ -232,9 +260,17 @@ cdef int _grow_data(IdMapState* st, int64_t need, int64_t upper) noexcept nogil:
         cap = upper
     if cap < need:
         cap = need
-    data = <uint8_t*>realloc(st.data, <size_t>cap)
-    if data == NULL:
-        return ERR_NOMEM
+    if st.borrowed & BORROWED_DATA:
+        data = <uint8_t*>malloc(<size_t>cap)
+        if data == NULL:
+            return ERR_NOMEM
+        if st.data_len > 0:
+            memcpy(data, st.data, <size_t>st.data_len)
+        st.borrowed &= ~BORROWED_DATA
+    else:
+        data = <uint8_t*>realloc(st.data, <size_t>cap)
+        if data == NULL:
+            return ERR_NOMEM
     st.data = data
     st.data_cap = cap
     segd_advise_huge(data, <size_t>cap)
@@ -259,7 +295,10 @@ cdef int _grow_table(IdMapState* st, uint64_t capacity) noexcept nogil:
         while table[slot] != EMPTY_SLOT:
             slot = (slot + 1) & mask
         table[slot] = <uint32_t>c
-    free(st.table)
+    if st.borrowed & BORROWED_TABLE:
+        st.borrowed &= ~BORROWED_TABLE
+    else:
+        free(st.table)
     st.table = table
     st.table_mask = mask
     return OK
@@ -521,6 +560,46 @@ cdef class _Chunk:
 
 
 # ================================================================================
+# Snapshot helpers
+# ================================================================================
+
+cdef int64_t _table_invalid(const uint32_t* table, uint64_t slots, int64_t n,
+                            uint8_t* seen) noexcept nogil:
+    """-1 when every code 0..n-1 sits in exactly one slot and the other slots are empty,
+    else 1. `seen`: n zeroed bytes of scratch."""
+    cdef uint64_t i
+    cdef uint32_t c
+    for i in range(slots):
+        c = table[i]
+        if c != EMPTY_SLOT:
+            if c >= n or seen[c]:
+                return 1
+            seen[c] = 1
+    for i in range(<uint64_t>n):
+        if not seen[i]:
+            return 1
+    return -1
+
+
+cdef object _view_u8(uint8_t* p, int64_t n):
+    if n == 0 or p == NULL:
+        return np.zeros(0, dtype=np.uint8)
+    return np.asarray(<uint8_t[:n]> p)
+
+
+cdef object _view_i64(int64_t* p, int64_t n):
+    if n == 0 or p == NULL:
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(<int64_t[:n]> p)
+
+
+cdef object _view_u32(uint32_t* p, int64_t n):
+    if n == 0 or p == NULL:
+        return np.zeros(0, dtype=np.uint32)
+    return np.asarray(<uint32_t[:n]> p)
+
+
+# ================================================================================
 # IdMap
 # ================================================================================
 
@@ -544,6 +623,7 @@ cdef class IdMap:
     """
     cdef IdMapState st
     cdef PyThread_type_lock lock
+    cdef object _backing   # the arrays borrowed pointers point into (see from_arrays)
 
     def __cinit__(self, capacity_hint=0):
         memset(&self.st, 0, sizeof(IdMapState))
@@ -574,10 +654,14 @@ cdef class IdMap:
             raise MemoryError()
 
     def __dealloc__(self):
-        free(self.st.data)
-        free(self.st.offsets)
-        free(self.st.tags)
-        free(self.st.table)
+        if not self.st.borrowed & BORROWED_DATA:
+            free(self.st.data)
+        if not self.st.borrowed & BORROWED_OFFSETS:
+            free(self.st.offsets)
+        if not self.st.borrowed & BORROWED_TAGS:
+            free(self.st.tags)
+        if not self.st.borrowed & BORROWED_TABLE:
+            free(self.st.table)
         if self.lock != NULL:
             PyThread_free_lock(self.lock)
 
@@ -754,6 +838,99 @@ cdef class IdMap:
             pos = int(np.flatnonzero(codes != np.arange(n, dtype=np.uint32))[0])
             raise ValueError(f"duplicate string at position {pos}")
         return m
+
+    # ---------------------------------------------------------------- snapshots
+
+    def to_arrays(self, bint copy=True):
+        """The map's four arrays, for a snapshot: ``{"data": uint8[bytes],
+        "offsets": int64[n + 1], "tags": uint32[n], "table": uint32[slots]}``.
+
+        ``copy=True`` copies them under the map's lock. ``copy=False`` returns views of the
+        C memory without locking: only for a caller that knows nothing can change the map
+        while the views live (a forked snapshot child, where no other thread exists).
+        ``IdMap.from_arrays`` of the result is an equal map, with no rehash.
+        """
+        self._check_ready()
+        cdef int64_t n, total
+        cdef uint64_t slots
+        if copy:
+            _lock(self.lock)
+        try:
+            n = self.st.n
+            total = self.st.data_len
+            slots = self.st.table_mask + 1
+            out = {
+                "data": _view_u8(self.st.data, total),
+                "offsets": _view_i64(self.st.offsets, n + 1),
+                "tags": _view_u32(self.st.tags, n),
+                "table": _view_u32(self.st.table, <int64_t>slots),
+            }
+            if copy:
+                out = {k: v.copy() for k, v in out.items()}
+            return out
+        finally:
+            if copy:
+                PyThread_release_lock(self.lock)
+
+    @classmethod
+    def from_arrays(cls, data, offsets, tags, table):
+        """A map over the arrays of ``to_arrays`` (e.g. memory-mapped from a snapshot).
+
+        Nothing is copied or rehashed: the map borrows the arrays (it keeps them alive)
+        and copies each into its own memory the first time it has to grow it. The arrays
+        must be writable (a copy-on-write mapping is): an insert that needs no growth
+        writes one table slot in place. The shapes and the offsets and table contents
+        are checked (ValueError), the tags are trusted (the snapshot is checksummed).
+        """
+        cdef uint8_t[::1] data_v = data
+        cdef int64_t[::1] offsets_v = offsets
+        cdef uint32_t[::1] tags_v = tags
+        cdef uint32_t[::1] table_v = table
+        cdef int64_t n = tags_v.shape[0], bad
+        cdef uint64_t slots = table_v.shape[0]
+        seen_arr = np.zeros(max(n, 1), dtype=np.uint8)
+        cdef uint8_t[::1] seen = seen_arr
+        if offsets_v.shape[0] != n + 1:
+            raise ValueError(f"offsets: expected {n + 1} entries for {n} tags, "
+                             f"got {offsets_v.shape[0]}")
+        if n > MAX_CODES:
+            raise ValueError(f"{n} codes exceed the map's limit of {MAX_CODES}")
+        if slots < 16 or (slots & (slots - 1)) or <uint64_t>n * 2 > slots:
+            raise ValueError(f"table: {slots} slots is not a power of two >= 16 "
+                             f"holding {n} codes at load <= 0.5")
+        with nogil:
+            if offsets_v[0] != 0 or offsets_v[n] != data_v.shape[0]:
+                bad = 0
+            else:
+                bad = -1 if _offsets_valid(&offsets_v[0], n, data_v.shape[0]) else 0
+            if bad < 0:
+                bad = _table_invalid(&table_v[0], slots, n, &seen[0])
+        if bad >= 0:
+            raise ValueError("offsets are not ascending from 0 to the data size"
+                             if bad == 0 else
+                             "table: a slot holds a code out of range or codes are "
+                             "missing or repeated")
+        cdef IdMap m = cls.__new__(cls)
+        m.st.n = n
+        m.st.code_cap = n
+        m.st.offsets = &offsets_v[0]
+        m.st.tags = &tags_v[0] if n > 0 else NULL
+        m.st.table = &table_v[0]
+        m.st.table_mask = slots - 1
+        m.st.data_len = data_v.shape[0]
+        m.st.data_cap = data_v.shape[0]
+        m.st.data = &data_v[0] if data_v.shape[0] > 0 else NULL
+        m.st.borrowed = BORROWED_OFFSETS | BORROWED_TABLE
+        if m.st.tags != NULL:
+            m.st.borrowed |= BORROWED_TAGS
+        if m.st.data != NULL:
+            m.st.borrowed |= BORROWED_DATA
+        m._backing = (data, offsets, tags, table)
+        return m
+
+    def owns_memory(self) -> bool:
+        """False while some array is still borrowed from ``from_arrays``' input."""
+        return self.st.borrowed == 0
 
     # ---------------------------------------------------------------- scalars
 

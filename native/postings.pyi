@@ -1,5 +1,7 @@
 """Typed face of native/postings.pyx: value code -> ascending row numbers of one event log."""
 
+from typing import Self
+
 import numpy as np
 import numpy.typing as npt
 
@@ -37,3 +39,14 @@ class Postings:
         self, codes: Codes, r0: int, r1: int
     ) -> Rows: ...  # rows in [r0, r1), sorted within each code only
     def shrink_to_fit(self) -> None: ...
+    # Snapshots: the lists as CSR arrays (sizes() + rows), and back without a copy.
+    def copy_rows_into(
+        self, out: Rows
+    ) -> None: ...  # row_t[::1] OUT, length = postings; every list in code order
+    @classmethod
+    def from_arrays(
+        cls,
+        sizes: npt.NDArray[np.uint32],  # const uint32_t[::1]: rows per code
+        rows: Rows,  # row_t[::1]: borrowed (e.g. memory-mapped), copied on first growth
+    ) -> Self: ...
+    def owns_memory(self) -> bool: ...  # False while a list still borrows `rows`

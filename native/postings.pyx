@@ -10,8 +10,8 @@ Python objects per list would cost more than the postings of a rare item.
 """
 
 from libc.stdint cimport UINT32_MAX, uint32_t, uint64_t
-from libc.stdlib cimport free, realloc
-from libc.string cimport memmove, memset
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memmove, memset
 
 import numpy as np
 
@@ -32,7 +32,8 @@ cdef class Postings:
         cdef Py_ssize_t i
         if self.lists != NULL:
             for i in range(self.n_codes):
-                free(self.lists[i].rows)
+                if self.lists[i].cap:   # borrowed lists (cap 0) are not ours to free
+                    free(self.lists[i].rows)
             free(self.lists)
 
     cdef int _ensure_codes(self, Py_ssize_t n_codes) except -1:
@@ -66,10 +67,18 @@ cdef class Postings:
             cap = need
         if cap > UINT32_MAX:
             cap = UINT32_MAX
-        grown = <row_t*> realloc(lst.rows, cap * sizeof(row_t))
-        if grown == NULL:
-            return -1
-        self.allocated += cap - lst.cap
+        if lst.cap < lst.n:
+            # Borrowed from a snapshot: copy into our own memory (accounted as n so far).
+            grown = <row_t*> malloc(cap * sizeof(row_t))
+            if grown == NULL:
+                return -1
+            memcpy(grown, lst.rows, lst.n * sizeof(row_t))
+            self.allocated += cap - lst.n
+        else:
+            grown = <row_t*> realloc(lst.rows, cap * sizeof(row_t))
+            if grown == NULL:
+                return -1
+            self.allocated += cap - lst.cap
         lst.rows = grown
         lst.cap = <uint32_t> cap
         return 0
@@ -241,6 +250,69 @@ cdef class Postings:
                     memmove(&o[pos], &lst.rows[a], (b - a) * sizeof(row_t))
                     pos += b - a
         return out
+
+    # -- snapshots ---------------------------------------------------------------------
+    def copy_rows_into(self, row_t[::1] out):
+        """Every list's rows, concatenated in code order, into `out` (length = postings).
+
+        With ``sizes()`` this is the CSR form a snapshot stores; `out` may be a
+        memory-mapped file, so nothing of the size of the postings is allocated.
+        """
+        cdef Py_ssize_t i
+        cdef uint64_t pos = 0
+        if <uint64_t> out.shape[0] != self.total:
+            raise ValueError(f"out holds {out.shape[0]} rows, postings are {self.total}")
+        with nogil:
+            for i in range(self.n_codes):
+                if self.lists[i].n:
+                    memcpy(&out[pos], self.lists[i].rows, self.lists[i].n * sizeof(row_t))
+                    pos += self.lists[i].n
+        return pos
+
+    @classmethod
+    def from_arrays(cls, const uint32_t[::1] sizes, row_t[::1] rows):
+        """Postings over the CSR arrays of ``sizes()`` / ``copy_rows_into``, no copy.
+
+        Each list borrows its slice of `rows` (kept alive here) and is copied into its own
+        memory the first time it grows. `rows` must be writable (a copy-on-write mapping
+        is): renumbering after a late merge rewrites rows in place. Raises ValueError when
+        the sizes do not add up to len(rows) or a list is not strictly ascending.
+        """
+        cdef Py_ssize_t n_codes = sizes.shape[0], i
+        cdef uint64_t pos = 0, total = 0, j, bad = 0
+        cdef Postings p = cls()
+        for i in range(n_codes):
+            total += sizes[i]
+        if total != <uint64_t> rows.shape[0]:
+            raise ValueError(f"sizes add up to {total} rows, the rows array has "
+                             f"{rows.shape[0]}")
+        if n_codes:
+            p._ensure_codes(n_codes)
+            p.n_codes = n_codes   # exactly the saved table, as the original reported
+        with nogil:
+            for i in range(n_codes):
+                if sizes[i]:
+                    for j in range(pos + 1, pos + sizes[i]):
+                        if rows[j] <= rows[j - 1]:
+                            bad = 1
+                    p.lists[i].rows = &rows[pos]
+                    p.lists[i].n = sizes[i]
+                    p.lists[i].cap = 0
+                    pos += sizes[i]
+        p.total = total
+        p.allocated = total
+        p._backing = rows
+        if bad:
+            raise ValueError("a posting list is not strictly ascending")
+        return p
+
+    def owns_memory(self) -> bool:
+        """False while some list still borrows from ``from_arrays``' rows."""
+        cdef Py_ssize_t i
+        for i in range(self.n_codes):
+            if self.lists[i].cap < self.lists[i].n:
+                return False
+        return True
 
     def shrink_to_fit(self):
         """Drop the slack of every list (after a bulk load)."""

@@ -98,7 +98,7 @@ def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
             ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared listener
         ],
     )
-    sequence = EventSequence()
+    sequence = EventSequence(engine)
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(
         IngestServicer(engine, sequence), server
     )

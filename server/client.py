@@ -9,8 +9,9 @@
 Queries are DSL text (``str``), an AST ``dict`` or a ``Condition`` message; saved segments
 are referenced with ``segment="vip"``. Every failed call raises ``SegdRpcError`` with the
 status code and message. Calls that are safe to repeat are retried on UNAVAILABLE (bounded,
-exponential backoff with jitter); event appends are not, since a retry could apply a
-batch twice.
+exponential backoff with jitter). Every ingest call carries a fresh idempotency key
+(``new_idempotency_key``), kept across its retries, so the server applies a batch once
+however often it is sent.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -94,6 +96,11 @@ def to_arrow_ipc(data: TableLike) -> bytes:
     with pa.ipc.new_stream(sink, data.schema) as writer:
         writer.write_table(data)
     return sink.getvalue().to_pybytes()
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one ingest call (random, 32 hex digits)."""
+    return uuid.uuid4().hex
 
 
 def _now_ms(now: dt.datetime | float | int | None) -> int:
@@ -232,23 +239,43 @@ class SegdClient:
 
     # ------------------------------------------------------------ ingest
 
-    def upsert_contacts(self, data: TableLike) -> int:
-        """Insert or update contacts (``customer_id`` + attribute columns); rows applied."""
-        req = ingest_pb2.UpsertContactsRequest(arrow_ipc=to_arrow_ipc(data))
+    def upsert_contacts(
+        self, data: TableLike, *, idempotency_key: str | None = None
+    ) -> int:
+        """Insert or update contacts (``customer_id`` + attribute columns); rows applied.
+        Retried on UNAVAILABLE under one idempotency key (fresh unless given)."""
+        req = ingest_pb2.UpsertContactsRequest(
+            arrow_ipc=to_arrow_ipc(data),
+            idempotency_key=idempotency_key or new_idempotency_key(),
+        )
         return self.call(self.ingest_stub.UpsertContacts, req).rows
 
-    def upsert_items(self, data: TableLike) -> int:
+    def upsert_items(
+        self, data: TableLike, *, idempotency_key: str | None = None
+    ) -> int:
         """Insert or update catalog items (``item_id``, ``category``, ...); rows applied."""
-        req = ingest_pb2.UpsertItemsRequest(arrow_ipc=to_arrow_ipc(data))
+        req = ingest_pb2.UpsertItemsRequest(
+            arrow_ipc=to_arrow_ipc(data),
+            idempotency_key=idempotency_key or new_idempotency_key(),
+        )
         return self.call(self.ingest_stub.UpsertItems, req).rows
 
-    def ingest_events(self, data: TableLike | ingest_pb2.EventBatch) -> IngestResult:
-        """Append one batch of events (all or nothing). Not retried."""
+    def ingest_events(
+        self,
+        data: TableLike | ingest_pb2.EventBatch,
+        *,
+        idempotency_key: str | None = None,
+    ) -> IngestResult:
+        """Append one batch of events (all or nothing). Retried on UNAVAILABLE under one
+        idempotency key (fresh unless given), so a retry never applies it twice."""
+        key = idempotency_key or new_idempotency_key()
         if isinstance(data, ingest_pb2.EventBatch):
-            req = ingest_pb2.IngestEventsRequest(events=data)
+            req = ingest_pb2.IngestEventsRequest(events=data, idempotency_key=key)
         else:
-            req = ingest_pb2.IngestEventsRequest(arrow_ipc=to_arrow_ipc(data))
-        resp = self.call(self.ingest_stub.IngestEvents, req, idempotent=False)
+            req = ingest_pb2.IngestEventsRequest(
+                arrow_ipc=to_arrow_ipc(data), idempotency_key=key
+            )
+        resp = self.call(self.ingest_stub.IngestEvents, req)
         return IngestResult(resp.rows, resp.sequence)
 
     def stream_events(
@@ -263,7 +290,10 @@ class SegdClient:
         A bad batch raises ``SegdRpcError`` (INVALID_ARGUMENT, "batch N: ..."); the
         batches acknowledged before it stay applied."""
         requests = (
-            ingest_pb2.IngestEventsRequest(arrow_ipc=to_arrow_ipc(b)) for b in batches
+            ingest_pb2.IngestEventsRequest(
+                arrow_ipc=to_arrow_ipc(b), idempotency_key=new_idempotency_key()
+            )
+            for b in batches
         )
         rows = sequence = count = 0
         try:
@@ -444,6 +474,19 @@ class SegdClient:
             value = getattr(resp, field.name)
             out[field.name] = dict(value) if field.message_type else value
         return out
+
+    def snapshot(self, *, timeout: float | None | str = None) -> dict[str, Any]:
+        """Take a snapshot now (AdminService.Snapshot): path, wal_seq, bytes, seconds.
+        FAILED_PRECONDITION when the server runs in memory."""
+        resp = self.call(
+            self.admin_stub.Snapshot, admin_pb2.SnapshotRequest(), timeout=timeout
+        )
+        return {
+            "path": resp.path,
+            "wal_seq": resp.wal_seq,
+            "bytes": resp.bytes,
+            "seconds": resp.seconds,
+        }
 
     def health(
         self, service: str = "", *, timeout: float | None | str = "default"

@@ -32,7 +32,23 @@ STATUS_BY_CATEGORY: dict[type[E.SegdError], grpc.StatusCode] = {
     E.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     E.Conflict: grpc.StatusCode.ABORTED,
     E.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    # Durability (docs/storage.md): a failed log write changes nothing; retry later.
+    E.StorageError: grpc.StatusCode.UNAVAILABLE,  # incl. LogFailed (fsync: fatal)
+    E.StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,  # ENOSPC: retry once space returns
+    E.CorruptLog: grpc.StatusCode.DATA_LOSS,  # start-up only, never from a call
 }
+
+
+def _snapshot_categories() -> None:
+    """segd.snapshot's errors: a failed snapshot write is UNAVAILABLE (retry), a corrupt
+    snapshot DATA_LOSS (start-up falls back to an older one; this is for tools)."""
+    from segd import snapshot
+
+    STATUS_BY_CATEGORY[snapshot.SnapshotError] = grpc.StatusCode.UNAVAILABLE
+    STATUS_BY_CATEGORY[snapshot.CorruptSnapshot] = grpc.StatusCode.DATA_LOSS
+
+
+_snapshot_categories()
 
 ERROR_ID_KEY = "segd-error-id"
 

@@ -41,6 +41,39 @@ def parse_scale(text: str) -> int:
     return value
 
 
+def parse_snapshot_every(text: str) -> str:
+    """--snapshot-every: a number with s / m / h / d is a period (``10m``), a bare
+    number a count of log records (``5000000``) (argparse type)."""
+    t = text.strip().lower()
+    try:
+        snapshot_schedule(t)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return t
+
+
+def snapshot_schedule(text: str | None) -> tuple[float | None, int | None]:
+    """(seconds, records) of a --snapshot-every value; (None, None) for none."""
+    if not text:
+        return None, None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            seconds = float(text[:-1]) * units[text[-1]]
+            if seconds <= 0:
+                raise ValueError
+            return seconds, None
+        records = int(text.replace("_", ""))
+        if records <= 0:
+            raise ValueError
+        return None, records
+    except ValueError:
+        raise ValueError(
+            f"expected a period like 30s, 10m, 1h or a record count like 5000000, "
+            f"got {text!r}"
+        ) from None
+
+
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """The server's flags (shared by ``segctl serve`` and ``python -m segd.server``)."""
     p.add_argument(
@@ -58,8 +91,35 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", help="PEM private key (with --tls-cert)")
     p.add_argument(
         "--data-dir",
-        help="directory for persistent state, created if missing "
-        "(persistence is a later issue: data is in memory only for now)",
+        help="directory of the write-ahead log and snapshots, created if missing "
+        "(env SEGD_DATA_DIR; default ./segd-data; with --demo: in memory unless given)",
+    )
+    p.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="keep everything in memory: nothing is written, a restart loses it all",
+    )
+    p.add_argument(
+        "--fsync",
+        choices=["always", "interval", "off"],
+        default=Settings.fsync,
+        help="acknowledge writes once on disk (always: group commit), after at most "
+        "--fsync-interval-ms (interval: a crash may lose that window) or never "
+        "fsync (off: benchmarks) (default %(default)s)",
+    )
+    p.add_argument(
+        "--fsync-interval-ms",
+        type=int,
+        default=Settings.fsync_interval_ms,
+        help="fsync period of --fsync interval (default %(default)s)",
+    )
+    p.add_argument(
+        "--snapshot-every",
+        type=parse_snapshot_every,
+        default=None,
+        metavar="PERIOD|RECORDS",
+        help="snapshot on a schedule: a time (30s, 10m, 1h) or a number of log "
+        "records (5000000); always on graceful shutdown (default: no schedule)",
     )
     p.add_argument(
         "--workers",
@@ -123,6 +183,10 @@ def settings_from_args(
         if getattr(args, key, None):
             values[key] = getattr(args, key)
     for key in (
+        "in_memory",
+        "fsync",
+        "fsync_interval_ms",
+        "snapshot_every",
         "workers",
         "max_message_mb",
         "result_cache",
@@ -169,24 +233,93 @@ def _ready_fields(
         "load_seconds": round(load_seconds, 3),
         "tls": bool(settings.tls_cert),
         "auth": bool(settings.token),
+        "storage": settings.storage_dir or "memory",
+        "fsync": settings.fsync if settings.storage_dir else None,
     }
+
+
+def _open_engine(settings: Settings) -> Any:
+    """The engine the settings ask for: durable over the data directory, or in memory."""
+    from segd import Engine
+
+    storage = settings.storage_dir
+    if storage is None:
+        return Engine(result_cache_size=settings.result_cache)
+    engine = Engine.open(
+        storage,
+        fsync=settings.fsync,
+        fsync_interval_ms=settings.fsync_interval_ms,
+        result_cache_size=settings.result_cache,
+    )
+    # gRPC's threads do not survive fork(): snapshots are written in this process
+    # (readers go on, writers wait for the write).
+    engine.snapshot_background = False
+    log.info("recovered", extra=kv(data_dir=storage, **(engine.recovery or {})))
+    return engine
+
+
+def _snapshot(engine: Any, why: str) -> None:
+    """Take a snapshot, logging the outcome (never raises: the server keeps going)."""
+    try:
+        info = engine.snapshot()
+    except ImportError:
+        log.warning("snapshots are not available in this build", extra=kv(why=why))
+        return
+    except Exception as exc:  # noqa: BLE001 - reported, the log still holds everything
+        log.error("snapshot failed", extra=kv(why=why, error=str(exc)))
+        return
+    log.info(
+        "snapshot",
+        extra=kv(
+            why=why,
+            wal_seq=getattr(info, "wal_seq", None),
+            path=str(getattr(info, "path", "") or getattr(info, "directory", "")),
+        ),
+    )
+
+
+def _snapshot_schedule_loop(
+    engine: Any, every: str | None, stop: threading.Event
+) -> None:
+    seconds, records = snapshot_schedule(every)
+    last_time, last_seq = time.monotonic(), engine._wal.last_seq
+    tick = min(1.0, seconds) if seconds else 1.0
+    while not stop.wait(tick):
+        seq = engine._wal.last_seq
+        due = (seconds is not None and time.monotonic() - last_time >= seconds) or (
+            records is not None and seq - last_seq >= records
+        )
+        if due and seq != last_seq:
+            _snapshot(engine, "schedule")
+            last_time, last_seq = time.monotonic(), seq
+
+
+def _ignore_file_size_signal() -> None:
+    """A file-size limit (RLIMIT_FSIZE) then fails the log write with EFBIG, answered as
+    RESOURCE_EXHAUSTED, instead of killing the server with SIGXFSZ."""
+    try:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    except (ValueError, AttributeError):  # not the main thread / not POSIX
+        pass
 
 
 def serve(settings: Settings, stderr: TextIO | None = None) -> int:
     """Run the server until SIGTERM / SIGINT; 0 on a clean stop, 1 if it cannot start."""
     configure_logging(settings.log_level, stderr)
-    from segd import Engine
+    from segd.errors import SegdError
 
-    engine = Engine(result_cache_size=settings.result_cache)
+    _ignore_file_size_signal()
+    engine = None
     try:
-        if settings.data_dir:
-            os.makedirs(settings.data_dir, exist_ok=True)
+        engine = _open_engine(settings)
         app = build_app(settings, engine, serving=False)
         metrics_port = None
         if settings.metrics_port is not None:
             metrics_port = app.metrics.serve_http(settings.host, settings.metrics_port)
-    except (StartupError, OSError) as exc:
+    except (StartupError, OSError, SegdError) as exc:
         log.error("cannot start", extra=kv(error=str(exc)))
+        if engine is not None:
+            engine.close()
         return 1
     app.server.start()
     log.info(
@@ -210,15 +343,34 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
             raise _Interrupted(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    scheduler = None
     try:
         start = time.perf_counter()
         if settings.demo:
-            log.info("generating demo data", extra=kv(contacts=settings.demo))
-            demo_now = _load_demo(engine, settings.demo)
-            now_s = (
-                int(demo_now.timestamp()) if hasattr(demo_now, "timestamp") else None
+            if engine.stats()["contacts"] or engine.stats()["events"]:
+                log.info(
+                    "demo data not loaded: the data directory already holds data",
+                    extra=kv(data_dir=settings.storage_dir),
+                )
+            else:
+                log.info("generating demo data", extra=kv(contacts=settings.demo))
+                demo_now = _load_demo(engine, settings.demo)
+                now_s = (
+                    int(demo_now.timestamp())
+                    if hasattr(demo_now, "timestamp")
+                    else None
+                )
+                log.info(
+                    "demo data loaded", extra=kv(demo_now=demo_now, demo_now_s=now_s)
+                )
+        if engine.durable and settings.snapshot_every:
+            scheduler = threading.Thread(
+                target=_snapshot_schedule_loop,
+                args=(engine, settings.snapshot_every, stop),
+                name="segd-snapshots",
+                daemon=True,
             )
-            log.info("demo data loaded", extra=kv(demo_now=demo_now, demo_now_s=now_s))
+            scheduler.start()
         ready.set()
         log.info(
             "ready",
@@ -237,6 +389,12 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if scheduler is not None:
+        scheduler.join()
+    if engine.durable:
+        if ready.is_set() and engine._wal.failed is None:
+            _snapshot(engine, "shutdown")
+        engine.close()
     log.info("stopped")
     return 0
 

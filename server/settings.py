@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_DATA_DIR = "./segd-data"  # like etcd's default.etcd: next to where it runs
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,19 @@ class Settings:
     # PEM certificate chain and private key; both or neither. None: plaintext.
     tls_cert: str | None = None
     tls_key: str | None = None
-    # Directory for persistent state; created if missing. Persistence is a later issue:
-    # nothing is written there yet, the data lives in memory only.
+    # Directory for persistent state (write-ahead log, snapshots), created if missing
+    # (env SEGD_DATA_DIR). None: DEFAULT_DATA_DIR, unless `in_memory` or a `demo` run.
     data_dir: str | None = None
+    # Keep everything in memory only (no data directory): today's behaviour, for tests.
+    in_memory: bool = False
+    # When a write is acknowledged: "always" (its log record is fsynced; concurrent
+    # writers share fsyncs), "interval" (fsync every fsync_interval_ms: a crash may lose
+    # that window of acknowledged writes) or "off" (benchmarks only).
+    fsync: str = "always"
+    fsync_interval_ms: int = 100
+    # Snapshot schedule: "10m" / "1h" / "30s" (time) or a record count ("5000000");
+    # None: only on demand (segctl snapshot) and on graceful shutdown.
+    snapshot_every: str | None = None
     # RPC worker threads. Each open stream (StreamEvents, Export) holds one for its life;
     # more threads cost ~8 MiB of address space each, little real memory.
     workers: int = 16
@@ -50,6 +61,17 @@ class Settings:
     @property
     def host(self) -> str:
         return self.address.rpartition(":")[0].strip("[]") or "127.0.0.1"
+
+    @property
+    def storage_dir(self) -> str | None:
+        """The data directory actually used; None when running in memory.
+
+        ``--demo`` runs in memory unless a data directory was given explicitly."""
+        if self.in_memory:
+            return None
+        if self.data_dir:
+            return self.data_dir
+        return None if self.demo else DEFAULT_DATA_DIR
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 import time
 from dataclasses import dataclass, replace
@@ -99,16 +100,27 @@ class SegmentRegistry:
                 continue  # frozen members: its references no longer matter
             stack.extend((r, [*chain, r]) for r in target.references)
 
+    # Each change is checked and built first (``new`` / ``updated`` / ``check_delete``,
+    # nothing changes), then stored (``put`` / ``remove``): the engine logs the result in
+    # between, and replaying the log calls only ``put`` / ``remove``.
     def create(
         self, name: str, ast: dict, dsl: str, static: bool, members: BitMap | None
     ) -> SavedSegment:
+        return self.put(self.new(name, ast, dsl, static, members))
+
+    def new(
+        self, name: str, ast: dict, dsl: str, static: bool, members: BitMap | None
+    ) -> SavedSegment:
+        """The segment `create` would store (checked; nothing stored)."""
         self.check_name(name)
         if name in self._segments:
             raise AlreadyExists(f"segment {name!r} already exists")
         self.check_references(name, ast)
         now = _now_ms()
-        seg = SavedSegment(name, ast, dsl, static, 1, now, now, members)
-        self._segments[name] = seg
+        return SavedSegment(name, ast, dsl, static, 1, now, now, members)
+
+    def put(self, seg: SavedSegment) -> SavedSegment:
+        self._segments[seg.name] = seg
         return seg
 
     def update(
@@ -119,6 +131,17 @@ class SegmentRegistry:
         version: int | None,
         members: BitMap | None,
     ) -> SavedSegment:
+        return self.put(self.updated(name, ast, dsl, version, members))
+
+    def updated(
+        self,
+        name: str,
+        ast: dict,
+        dsl: str,
+        version: int | None,
+        members: BitMap | None,
+    ) -> SavedSegment:
+        """The segment `update` would store (checked; nothing stored)."""
         old = self.get(name)
         if version is not None and version != old.version:
             raise Conflict(
@@ -133,10 +156,17 @@ class SegmentRegistry:
             updated_ms=_now_ms(),
             members=members if old.static else None,
         )
-        self._segments[name] = seg
         return seg
 
     def delete(self, name: str) -> None:
+        self.check_delete(name)
+        self.remove(name)
+
+    def remove(self, name: str) -> None:
+        self._segments.pop(name, None)
+
+    def check_delete(self, name: str) -> None:
+        """Raise unless `name` exists and no dynamic segment refers to it."""
         self.get(name)
         users = [
             s.name
@@ -148,4 +178,38 @@ class SegmentRegistry:
                 f"segment {name!r} is referenced by "
                 f"{', '.join(sorted(users))}; delete or change those first"
             )
-        del self._segments[name]
+
+    # -- snapshots (segd.snapshot) -------------------------------------------------------
+    def to_snapshot(self) -> builtins.list[dict]:
+        """Every segment as msgpack-able data; static members in roaring's portable
+        serialisation."""
+        return [
+            {
+                "name": seg.name,
+                "ast": seg.ast,
+                "dsl": seg.dsl,
+                "static": seg.static,
+                "version": seg.version,
+                "created_ms": seg.created_ms,
+                "updated_ms": seg.updated_ms,
+                "members": None if seg.members is None else seg.members.serialize(),
+            }
+            for seg in self._segments.values()
+        ]
+
+    @classmethod
+    def from_snapshot(cls, data: builtins.list[dict]) -> SegmentRegistry:
+        registry = cls()
+        for d in data:
+            members = d["members"]
+            registry._segments[d["name"]] = SavedSegment(
+                name=d["name"],
+                ast=d["ast"],
+                dsl=d["dsl"],
+                static=d["static"],
+                version=d["version"],
+                created_ms=d["created_ms"],
+                updated_ms=d["updated_ms"],
+                members=None if members is None else BitMap.deserialize(members),
+            )
+        return registry

@@ -15,7 +15,7 @@ import traceback
 from typing import NoReturn, TextIO
 
 from segd.server.client import SegdRpcError
-from segd.server.segctl import admin, data, segments, serve
+from segd.server.segctl import admin, data, segments, serve, storage
 from segd.server.segctl.console import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -71,6 +71,7 @@ def build_parser() -> Parser:
     segments.register(sub)
     admin.register(sub)
     serve.register(sub)
+    storage.register(sub)
     sub.add_parser(
         "bench", help="run the benchmark suite (forwards its arguments)", add_help=False
     )

@@ -48,4 +48,26 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             engine_version=str(s.get("version", "")),
             started_ms=self._started_ms,
             events_sequence=self._sequence.value,
+            storage=str(getattr(self._engine, "data_dir", None) or "memory"),
+            fsync=self._fsync_mode(),
+            wal_seq=self._wal_seq(),
+        )
+
+    def _fsync_mode(self) -> str:
+        wal = getattr(self._engine, "_wal", None)
+        return wal.fsync_mode if wal is not None else ""
+
+    def _wal_seq(self) -> int:
+        wal = getattr(self._engine, "_wal", None)
+        return wal.last_seq if wal is not None else 0
+
+    def Snapshot(self, request: Any, context: grpc.ServicerContext) -> Any:
+        t0 = time.perf_counter()
+        self._engine.snapshot_background = False  # no fork() under gRPC's threads
+        info = self._engine.snapshot()  # FailedPrecondition in memory
+        return admin_pb2.SnapshotResponse(
+            path=str(getattr(info, "path", "") or getattr(info, "directory", "")),
+            wal_seq=int(getattr(info, "wal_seq", 0) or 0),
+            bytes=int(getattr(info, "bytes", 0) or getattr(info, "size", 0) or 0),
+            seconds=time.perf_counter() - t0,
         )

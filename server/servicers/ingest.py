@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,13 +16,18 @@ from segd.v1 import ingest_pb2, ingest_pb2_grpc
 class EventSequence:
     """Server-wide count of events applied through the API: the acks' ``sequence``.
 
-    The lock spans the engine call and the increment, so sequence numbers follow the order
-    in which batches were applied (the engine serialises writers anyway).
+    The engine keeps it (``Engine.events_sequence``): it is assigned under the engine's
+    write lock, so sequence numbers follow the order in which batches were applied, and a
+    durable engine logs it with each batch, so it survives restarts and an idempotent
+    repeat returns the original number.
     """
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.value = 0
+    def __init__(self, engine: Any = None) -> None:
+        self.engine = engine
+
+    @property
+    def value(self) -> int:
+        return int(getattr(self.engine, "events_sequence", 0))
 
 
 def _batch(request: Any, typed_field: str, convert_typed: Any) -> pa.Table | list[dict]:
@@ -46,24 +50,30 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def UpsertContacts(self, request: Any, context: grpc.ServicerContext) -> Any:
         batch = _batch(request, "contacts", convert.contacts_to_rows)
-        if _rows(batch):
-            self._engine.upsert_contacts(batch)
-        return ingest_pb2.UpsertContactsResponse(rows=_rows(batch))
+        rows = _rows(batch)
+        if rows:
+            key = request.idempotency_key or None
+            rows = self._engine.upsert_contacts(batch, idempotency_key=key).rows
+        return ingest_pb2.UpsertContactsResponse(rows=rows)
 
     def UpsertItems(self, request: Any, context: grpc.ServicerContext) -> Any:
         batch = _batch(request, "items", convert.items_to_rows)
-        if _rows(batch):
-            self._engine.upsert_items(batch)
-        return ingest_pb2.UpsertItemsResponse(rows=_rows(batch))
+        rows = _rows(batch)
+        if rows:
+            key = request.idempotency_key or None
+            rows = self._engine.upsert_items(batch, idempotency_key=key).rows
+        return ingest_pb2.UpsertItemsResponse(rows=rows)
 
     def _append(self, request: Any) -> tuple[int, int]:
         batch = _batch(request, "events", convert.events_to_table)
-        rows = _rows(batch)
-        with self._sequence.lock:
-            if rows:
-                self._engine.append_events(batch)
-            self._sequence.value += rows
-            return rows, self._sequence.value
+        if not _rows(batch):
+            return 0, self._sequence.value
+        report = self._engine.append_events(
+            batch,
+            idempotency_key=request.idempotency_key or None,
+            count_in_sequence=True,
+        )
+        return report.rows, report.sequence
 
     def IngestEvents(self, request: Any, context: grpc.ServicerContext) -> Any:
         rows, sequence = self._append(request)

@@ -59,7 +59,16 @@ EXPECTED = {
     E.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     E.Conflict: grpc.StatusCode.ABORTED,
     E.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    E.StorageError: grpc.StatusCode.UNAVAILABLE,
+    E.LogFailed: grpc.StatusCode.UNAVAILABLE,
+    E.StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    E.DataDirLocked: grpc.StatusCode.FAILED_PRECONDITION,
+    E.CorruptLog: grpc.StatusCode.DATA_LOSS,
 }
+from segd import snapshot as _snapshot  # noqa: E402
+
+EXPECTED[_snapshot.SnapshotError] = grpc.StatusCode.UNAVAILABLE
+EXPECTED[_snapshot.CorruptSnapshot] = grpc.StatusCode.DATA_LOSS
 
 
 def test_documented_codes():

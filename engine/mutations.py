@@ -1,0 +1,252 @@
+"""Mutation records: every change to an Engine, as data the write-ahead log can hold.
+
+A record carries what *passed validation* (an ``EventBatch``, an ``AttributeBatch``, a
+finished ``SavedSegment``), never the raw input, so replaying it cannot fail validation and
+does exactly what the live call did. ``Engine._apply(record)`` is the one place records
+change the engine; the live path and recovery both call it.
+
+Encoding (docs/storage.md): a msgpack map with ``"k"`` naming the kind; tables travel as
+Arrow IPC stream bytes (``"t"``), bitmaps in roaring's portable serialisation. New kinds
+(RFM config, identity links and merges, triggers) add a ``"k"`` value; readers refuse kinds
+they do not know rather than skip them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import pyarrow as pa
+from pyroaring import BitMap
+
+from segd.ingest import AttributeBatch, EventBatch
+from segd.segments.registry import SavedSegment
+
+DIM_PREFIX = "dim:"  # event property columns; names never hold ':' (ingest.NAME)
+VALID_SUFFIX = ":valid"
+
+
+@dataclass
+class Ack:
+    """What an idempotent call answered, kept with its key (see ``IdempotencyTable``)."""
+
+    rows: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EventsAppended:
+    batch: EventBatch
+    idempotency_key: str | None = None
+    ack: dict | None = None
+
+
+@dataclass
+class AttributesUpserted:
+    target: str  # "contacts" or "items"
+    batch: AttributeBatch
+    idempotency_key: str | None = None
+    ack: dict | None = None
+
+
+@dataclass
+class SegmentPut:
+    """A segment created or updated: the whole resulting SavedSegment (times included)."""
+
+    segment: SavedSegment
+
+
+@dataclass
+class SegmentDeleted:
+    name: str
+
+
+@dataclass
+class LoadChunk:
+    """One validated chunk of a bulk ``load_events``; applied only with its commit."""
+
+    load_id: str
+    batch: EventBatch
+
+
+@dataclass
+class LoadCommitted:
+    load_id: str
+    rows: int
+
+
+@dataclass
+class LoadAborted:
+    load_id: str
+
+
+Mutation = (
+    EventsAppended
+    | AttributesUpserted
+    | SegmentPut
+    | SegmentDeleted
+    | LoadChunk
+    | LoadCommitted
+    | LoadAborted
+)
+
+
+class UnknownRecord(ValueError):
+    """A record kind this version cannot apply (written by a newer segd)."""
+
+
+# -- tables ----------------------------------------------------------------------------
+def _one_chunk(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks == 1:
+            return col.chunk(0)
+        if pa.types.is_dictionary(col.type):
+            col = col.unify_dictionaries()
+        return col.combine_chunks()
+    return col
+
+
+def _ipc(columns: dict[str, Any]) -> bytes:
+    table = pa.table({k: _one_chunk(v) for k, v in columns.items()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _table(data: bytes) -> dict[str, pa.Array]:
+    table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+    return {name: _one_chunk(table.column(name)) for name in table.column_names}
+
+
+def _numpy(arr: pa.Array, dtype) -> np.ndarray:
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _event_fields(batch: EventBatch) -> dict[str, Any]:
+    cols: dict[str, Any] = {
+        "customer_id": batch.customer_id,
+        "ts": pa.array(batch.ts, pa.uint32()),
+        "type_code": pa.array(batch.type_codes, pa.uint32()),
+    }
+    if batch.item_id is not None:
+        cols["item_id"] = batch.item_id
+    if batch.amount is not None:
+        cols["amount"] = pa.array(batch.amount, pa.float64())
+    for name, arr in batch.dims.items():
+        cols[DIM_PREFIX + name] = arr
+    return {"t": _ipc(cols), "types": list(batch.type_names)}
+
+
+def _event_batch(rec: dict) -> EventBatch:
+    cols = _table(rec["t"])
+    return EventBatch(
+        cols["customer_id"],
+        _numpy(cols["ts"], np.uint32),
+        _numpy(cols["type_code"], np.uint32),
+        list(rec["types"]),
+        cols.get("item_id"),
+        _numpy(cols["amount"], np.float64) if "amount" in cols else None,
+        {k[len(DIM_PREFIX) :]: v for k, v in cols.items() if k.startswith(DIM_PREFIX)},
+    )
+
+
+def _attribute_fields(batch: AttributeBatch) -> dict[str, Any]:
+    cols: dict[str, Any] = {"": batch.keys}
+    layout = []
+    for name, value in batch.prepared.items():
+        if isinstance(value, tuple):  # numeric: (values, valid)
+            values, valid = value
+            cols[name] = pa.array(values)
+            cols[name + VALID_SUFFIX] = pa.array(valid, pa.uint8())
+            layout.append([name, str(values.dtype)])
+        else:
+            cols[name] = value
+            layout.append([name, "arrow"])
+    return {"t": _ipc(cols), "new": dict(batch.new_columns), "cols": layout}
+
+
+def _attribute_batch(rec: dict) -> AttributeBatch:
+    cols = _table(rec["t"])
+    prepared: dict[str, Any] = {}
+    for name, how in rec["cols"]:
+        if how == "arrow":
+            prepared[name] = cols[name]
+        else:
+            prepared[name] = (
+                _numpy(cols[name], np.dtype(how)),
+                _numpy(cols[name + VALID_SUFFIX], np.uint8),
+            )
+    return AttributeBatch(cols[""], dict(rec["new"]), prepared)
+
+
+# -- records ---------------------------------------------------------------------------
+def encode(m: Mutation) -> bytes:
+    """The msgpack payload of a WAL record."""
+    if isinstance(m, EventsAppended):
+        rec = {"k": "events", **_event_fields(m.batch)}
+        rec.update(idem=m.idempotency_key, ack=m.ack)
+    elif isinstance(m, AttributesUpserted):
+        rec = {"k": m.target, **_attribute_fields(m.batch)}
+        rec.update(idem=m.idempotency_key, ack=m.ack)
+    elif isinstance(m, SegmentPut):
+        s = m.segment
+        rec = {
+            "k": "segment_put",
+            "name": s.name,
+            "ast": s.ast,
+            "dsl": s.dsl,
+            "static": s.static,
+            "version": s.version,
+            "created_ms": s.created_ms,
+            "updated_ms": s.updated_ms,
+            "members": None if s.members is None else s.members.serialize(),
+        }
+    elif isinstance(m, SegmentDeleted):
+        rec = {"k": "segment_delete", "name": m.name}
+    elif isinstance(m, LoadChunk):
+        rec = {"k": "load_chunk", "load": m.load_id, **_event_fields(m.batch)}
+    elif isinstance(m, LoadCommitted):
+        rec = {"k": "load_commit", "load": m.load_id, "rows": m.rows}
+    elif isinstance(m, LoadAborted):
+        rec = {"k": "load_abort", "load": m.load_id}
+    else:
+        raise TypeError(f"not a mutation: {type(m).__name__}")
+    return msgpack.packb(rec, use_bin_type=True)
+
+
+def decode(payload: bytes | memoryview) -> Mutation:
+    """A record back from its payload; ``UnknownRecord`` for kinds this segd lacks."""
+    rec = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    kind = rec.get("k")
+    if kind == "events":
+        return EventsAppended(_event_batch(rec), rec.get("idem"), rec.get("ack"))
+    if kind in ("contacts", "items"):
+        return AttributesUpserted(
+            kind, _attribute_batch(rec), rec.get("idem"), rec.get("ack")
+        )
+    if kind == "segment_put":
+        members = rec["members"]
+        return SegmentPut(
+            SavedSegment(
+                rec["name"],
+                rec["ast"],
+                rec["dsl"],
+                rec["static"],
+                rec["version"],
+                rec["created_ms"],
+                rec["updated_ms"],
+                None if members is None else BitMap.deserialize(members),
+            )
+        )
+    if kind == "segment_delete":
+        return SegmentDeleted(rec["name"])
+    if kind == "load_chunk":
+        return LoadChunk(rec["load"], _event_batch(rec))
+    if kind == "load_commit":
+        return LoadCommitted(rec["load"], rec["rows"])
+    if kind == "load_abort":
+        return LoadAborted(rec["load"])
+    raise UnknownRecord(f"unknown record kind {kind!r} (written by a newer segd?)")
