@@ -24,17 +24,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from segd.bench import machine
-from segd.bench.dataset import CACHE_DIR, cached_dataset, ensure_dataset, scale_label
+from segd.bench.dataset import (
+    CACHE_ENV,
+    cached_dataset,
+    default_cache_dir,
+    ensure_dataset,
+    scale_label,
+)
 from segd.bench.queries import names, select, suite
 
+PROG = "python -m segd.bench"
 GEN_PHASES = ("contacts", "items", "activity", "sort", "events", "writing parquet")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m segd.bench",
+        prog=prog,
         description="Run the segd query suite next to DuckDB on the demo data "
-        "(or `python -m segd.bench grpc --help` to load-test a running server).",
+        f"(or `{prog} grpc --help` to load-test a running server).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--contacts", default="100k", help="scale: 2000, 100k, 1m, 10m ...")
@@ -71,7 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="print markdown for BENCHMARKS.md"
     )
     p.add_argument(
-        "--cache-dir", type=Path, default=CACHE_DIR, help="where the Parquet data goes"
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"where the Parquet data goes (default: ${CACHE_ENV}, else "
+        f"{default_cache_dir()})",
     )
     p.add_argument(
         "--results-dir",
@@ -230,15 +241,18 @@ def _split(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point (``segctl bench ...`` forwards here); returns the exit code."""
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Entry point; returns the exit code. ``segctl bench ...`` forwards here with
+    ``prog="segctl bench"`` so usage and errors name the command the user typed."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["grpc"]:
         from segd.bench import grpc_load
 
-        return grpc_load.main(argv[1:])
-    parser = _parser()
+        return grpc_load.main(argv[1:], prog=f"{prog} grpc")
+    parser = _parser(prog)
     args = parser.parse_args(argv)
+    if args.cache_dir is None:
+        args.cache_dir = default_cache_dir()
     args.argv = argv
     if args.list:
         from segd.datagen import DEFAULT_NOW

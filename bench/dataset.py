@@ -1,8 +1,11 @@
 """The benchmark dataset: the demo data of ``segd.datagen`` cached as Parquet.
 
-Both engines load the *same* files, ``bench/.cache/<scale>-seed<seed>/{contacts,items,
-events}.parquet`` (gitignored), plus ``meta.json`` with the row counts and the dataset's
-``now``, so a second run at the same scale skips generation (10M contacts takes minutes).
+Both engines load the *same* files, ``<cache>/<scale>-seed<seed>/{contacts,items,
+events}.parquet``, plus ``meta.json`` with the row counts and the dataset's ``now``, so a
+second run at the same scale skips generation (10M contacts takes minutes). ``<cache>`` is
+the user's cache directory (``platformdirs.user_cache_dir("segd")/bench``, e.g.
+``~/.cache/segd/bench``), or ``$SEGD_BENCH_CACHE``, or ``--cache-dir``: never inside the
+installed package.
 """
 
 from __future__ import annotations
@@ -16,7 +19,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-CACHE_DIR = Path(__file__).resolve().parent / ".cache"
+CACHE_ENV = "SEGD_BENCH_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$SEGD_BENCH_CACHE``, else the user cache directory's ``bench`` folder."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("segd")) / "bench"
+
+
 TABLES = ("items", "contacts", "events")
 META_VERSION = 1  # bump when the cached layout changes, so stale caches regenerate
 
@@ -51,7 +66,7 @@ def scale_label(contacts: int) -> str:
 
 
 def cache_dir(contacts: int, seed: int, root: Path | None = None) -> Path:
-    return (root or CACHE_DIR) / f"{scale_label(contacts)}-seed{seed}"
+    return (root or default_cache_dir()) / f"{scale_label(contacts)}-seed{seed}"
 
 
 def _read_meta(directory: Path) -> dict | None:

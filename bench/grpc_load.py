@@ -235,9 +235,9 @@ def ingest(
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m segd.bench grpc") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m segd.bench grpc",
+        prog=prog,
         description="Load-test a running segd server (loopback only).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -300,8 +300,10 @@ def _render(rec: dict) -> None:
     Console().print(t)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m segd.bench grpc"
+) -> int:
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     if not _loopback(args.address):
         parser.error(f"--address {args.address!r}: only loopback addresses are allowed")

@@ -1,22 +1,21 @@
 """Per-contact aggregates, maintained incrementally on every ingested batch.
 
 They answer the everyday aggregate conditions over all time without touching events:
-orders count (distinct ``order_id``), revenue, first / last order, last visit (any event),
-last view, last email open / click. Times are uint32 UTC seconds, 0 = never.
+orders count (distinct ``order_id``), revenue, first / last order, last visit, last email
+open. Times are uint32 UTC seconds, 0 = never. Only rollups a condition reads are kept:
+each costs 4-8 bytes per contact and a scatter per ingested batch.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from segd.native import NO_CODE
 from segd.native import aggregates as kernels
 
-NO_CODE = 0xFFFFFFFF
 LAST_SEEN = {  # aggregate array <- event type (None: every type)
     "last_visit_s": None,
-    "last_view_s": "view",
     "last_email_open_s": "email_open",
-    "last_email_click_s": "email_click",
 }
 
 
@@ -46,9 +45,7 @@ class Aggregates:
         self.first_order_s = np.zeros(0, dtype=np.uint32)
         self.last_order_s = np.zeros(0, dtype=np.uint32)
         self.last_visit_s = np.zeros(0, dtype=np.uint32)
-        self.last_view_s = np.zeros(0, dtype=np.uint32)
         self.last_email_open_s = np.zeros(0, dtype=np.uint32)
-        self.last_email_click_s = np.zeros(0, dtype=np.uint32)
         # order_id code -> the contact that owns it (NO_CODE: not seen yet)
         self._order_owner = np.zeros(0, dtype=np.uint32)
         self._shared_orders: set[tuple[int, int]] = set()
@@ -59,9 +56,7 @@ class Aggregates:
         "first_order_s",
         "last_order_s",
         "last_visit_s",
-        "last_view_s",
         "last_email_open_s",
-        "last_email_click_s",
     )
 
     def resize(self, n: int) -> None:
@@ -154,10 +149,67 @@ class Aggregates:
     def from_snapshot(cls, r, prefix: str, meta: dict) -> Aggregates:
         agg = cls()
         for name in meta["arrays"]:
-            setattr(agg, name, r.array(f"{prefix}.{name}", getattr(agg, name).dtype))
+            if name in cls.ARRAYS:  # a rollup dropped since the snapshot is skipped
+                setattr(
+                    agg, name, r.array(f"{prefix}.{name}", getattr(agg, name).dtype)
+                )
         agg._order_owner = r.array(f"{prefix}.order_owner", np.uint32)
         shared = r.array(f"{prefix}.shared_orders", np.uint64)
         agg._shared_orders = {
             (int(k >> 32), int(k & 0xFFFFFFFF)) for k in shared.tolist()
         }
         return agg
+
+
+def last_seen_in_period(
+    logs, lo_s: int, hi_s: int, n_contacts: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cids, last ts) of the contacts with an event of `logs` in ``[lo_s, hi_s)``.
+
+    One nogil scatter-max per log into a per-contact array (pages are only touched where
+    contacts have events), then the contacts seen: no sort of the window's rows."""
+    last = np.zeros(n_contacts, dtype=np.uint32)
+    for log in logs:
+        r0, r1 = log.window(lo_s, hi_s)
+        if r1 > r0:
+            kernels.max_into(log.cid[r0:r1], log.ts[r0:r1], last)
+    cids = np.flatnonzero(last).astype(np.uint32)
+    return cids, last[cids]
+
+
+def orders_in_period(
+    log, aggregates: Aggregates, lo_s: int, hi_s: int, n_contacts: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cids, revenue, distinct orders) of the contacts with order lines in the window.
+
+    A nogil kernel (``order_totals``) sums amounts and counts each order id's first line
+    in the window; the rare order id shared by several contacts falls back to counting
+    distinct (contact, order) pairs with numpy."""
+    r0, r1 = log.window(lo_s, hi_s)
+    cids = np.ascontiguousarray(log.cid[r0:r1])
+    amount = (
+        np.ascontiguousarray(log.amount[r0:r1])
+        if log.amount is not None
+        else np.full(r1 - r0, np.nan)
+    )
+    codes_col = log.dim("order_id")
+    codes = (
+        np.zeros(0, np.uint32)
+        if codes_col is None
+        else np.ascontiguousarray(codes_col[r0:r1])
+    )
+    owner = aggregates._order_owner
+    revenue = np.zeros(n_contacts, dtype=np.float64)
+    orders = np.zeros(n_contacts, dtype=np.uint32)
+    seen = np.zeros((len(owner) + 63) // 64 + 1, dtype=np.uint64)
+    shared = kernels.order_totals(cids, amount, codes, owner, seen, revenue, orders)
+    if shared:
+        orders[:] = 0
+        known = codes != NO_CODE
+        keys = (cids[known].astype(np.uint64) << np.uint64(32)) | codes[known]
+        pair_cids = (np.unique(keys) >> np.uint64(32)).astype(np.uint32)
+        kernels.count_into(pair_cids, np.ones(len(pair_cids), np.uint8), orders)
+        loose = cids[~known]
+        kernels.count_into(loose, np.ones(len(loose), np.uint8), orders)
+    who = np.flatnonzero(orders).astype(np.uint32)
+    return who, revenue[who], orders[who]

@@ -7,7 +7,6 @@ evaluator may instead gather the postings of the (few) matching items.
 
 from __future__ import annotations
 
-import difflib
 import json
 
 import numpy as np
@@ -22,10 +21,10 @@ from segd.columns import (
     new_column,
 )
 from segd.errors import InvalidQuery
+from segd.native import NO_CODE
 from segd.native.idmap import IdMap
 from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
 
-NO_CODE = 0xFFFFFFFF
 MAX_CACHED_MASKS = 256
 BUILTIN_ITEM_COLUMNS = {
     "category": "category",
@@ -79,8 +78,10 @@ class Catalog:
         return ["item", *self.columns]
 
     def suggest(self, name: str, extra: list[str]) -> str:
-        close = difflib.get_close_matches(name, [*self.fields(), *extra], n=1)
-        return f" (did you mean {close[0]!r}?)" if close else ""
+        """' (did you mean ...?)' for a mistyped event field (case-sensitive names)."""
+        from segd.segments.hints import name_hint
+
+        return name_hint(name, [*self.fields(), *extra])
 
     def item_filter(self, field: str, op: str, value, where: str):
         """(mask, codes): the uint8 mask over item codes of ``field op value`` and the

@@ -13,11 +13,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
 
+from segd.errors import ValueRejected
+from segd.native import NO_CODE as _NO_CODE
 from segd.native.bitset import cids_to_bitmap
 from segd.native.idmap import IdMap
 from segd.timeutil import to_epoch_ms
 
-NO_CODE = np.uint32(0xFFFFFFFF)
+NO_CODE = np.uint32(
+    _NO_CODE
+)  # a numpy scalar: comparisons with uint32 arrays stay uint32
 # Above this many distinct values a per-value bitmap costs more than a scan saves
 # (emails, phones): such columns are scanned with a code mask instead.
 MAX_BITMAP_VALUES = 65_536
@@ -128,7 +132,10 @@ class NumericColumn:
         self.valid = _grow(self.valid, n, 0)
 
     def convert(self, arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """Arrow values -> (values, valid); ValueError("row N: ...") when they don't fit."""
+        """Arrow values -> (values, valid); ``ValueRejected`` (with the row when one value
+        is at fault) when they don't fit. Text is not parsed as a number."""
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
         if self.kind == "timestamp":
             return to_epoch_ms(arr)
         if pa.types.is_null(arr.type):
@@ -137,13 +144,25 @@ class NumericColumn:
         target = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}[
             self.kind
         ]
-        try:
-            cast = pc.cast(arr, target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise ValueError(f"expected {self.kind}, got {arr.type}: {exc}") from None
+        t = arr.type
+        numeric = (
+            pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+        )
+        if not (numeric or pa.types.is_boolean(t)):
+            raise ValueRejected(f"expected {self.kind}, got {t}")
+        cast = _cast_or_locate(arr, target, self.kind)
         valid = np.asarray(pc.is_valid(cast)).astype(np.uint8)
         filled = pc.fill_null(cast, False if self.kind == "bool" else 0)
-        return np.asarray(filled).astype(self.values.dtype), valid
+        values = np.asarray(filled).astype(self.values.dtype)
+        if self.kind == "float":
+            bad = ~np.isfinite(values)  # NULLs were filled with 0
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise ValueRejected(
+                    f"{values[row]!r} is not a finite number (send NULL for no value)",
+                    row,
+                )
+        return values, valid
 
     def store(self, cids: np.ndarray, prepared: tuple[np.ndarray, np.ndarray]) -> None:
         """Write values made by convert() for the given contacts."""
@@ -198,16 +217,16 @@ class CategoryColumn:
 
     def convert(self, arr: pa.Array) -> pa.Array:
         """Check and normalise to Arrow text; the dictionary is only touched by store()
-        (under the write lock), so a rejected batch leaves no trace."""
+        (under the write lock), so a rejected batch leaves no trace. Numbers are refused:
+        a text attribute given an int is a client bug, not a value to stringify."""
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
         if pa.types.is_dictionary(arr.type):
             arr = arr.cast(arr.type.value_type)
         if pa.types.is_null(arr.type):
             return pa.nulls(len(arr), pa.string())
         if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-            try:
-                arr = pc.cast(arr, pa.string())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise ValueError(f"expected text, got {arr.type}") from None
+            raise ValueRejected(f"expected text, got {arr.type}")
         return arr
 
     def encode(self, arr: pa.Array) -> np.ndarray:
@@ -313,10 +332,22 @@ class TagsColumn:
     def convert(self, arr: pa.Array) -> pa.Array:
         if pa.types.is_null(arr.type):
             return pa.nulls(len(arr), pa.list_(pa.string()))
-        if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
-            raise ValueError(f"expected a list of strings, got {arr.type}")
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        if not (
+            (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type))
+            and (
+                pa.types.is_string(arr.type.value_type)
+                or pa.types.is_large_string(arr.type.value_type)
+                or pa.types.is_null(arr.type.value_type)
+            )
+        ):
+            raise ValueRejected(f"expected a list of strings, got {arr.type}")
         if pc.list_flatten(arr).null_count:
-            raise ValueError("a tag list holds a NULL tag")
+            owners = np.asarray(pc.list_parent_indices(arr))
+            flat_valid = np.asarray(pc.is_valid(pc.list_flatten(arr)))
+            row = int(owners[np.flatnonzero(~flat_valid)[0]])
+            raise ValueRejected("a tag list holds a NULL tag", row)
         return arr
 
     def store(self, cids: np.ndarray, arr: pa.Array) -> None:
@@ -382,6 +413,25 @@ def _sorted_unique(cids: np.ndarray) -> np.ndarray:
     if len(cids) > 1:
         cids = cids[np.r_[True, cids[1:] != cids[:-1]]]
     return cids
+
+
+def _cast_or_locate(arr: pa.Array, to: pa.DataType, kind: str) -> pa.Array:
+    """Cast; when Arrow refuses (a fraction for an int, an overflow), name the first
+    value that does not fit by bisection (O(log n) casts)."""
+    try:
+        return pc.cast(arr, to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    lo, hi = 0, len(arr)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(arr.slice(lo, mid - lo), to)
+            lo = mid
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            hi = mid
+    shown = repr(arr[lo].as_py())[:80]
+    raise ValueRejected(f"{shown} is not a valid {kind}", lo)
 
 
 def new_column(name: str, kind: str):

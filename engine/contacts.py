@@ -6,8 +6,6 @@ a bitmap. Ids are never reused; a contact exists from the first time any batch n
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 import pyarrow as pa
 
@@ -20,8 +18,6 @@ from segd.columns import (
     new_column,
 )
 from segd.native.idmap import IdMap
-
-NO_CODE = 0xFFFFFFFF
 
 Column = NumericColumn | CategoryColumn | TagsColumn
 
@@ -70,12 +66,14 @@ class ContactStore:
         return col
 
     def suggest(self, name: str) -> str:
-        """' (did you mean ...?)' for a mistyped attribute name, or ''."""
-        known = [*self.columns, *(["age"] if "birth_date" in self.columns else [])]
-        close = difflib.get_close_matches(name, [k for k in known if k != name], n=1)
+        """' (did you mean ...?)' for a mistyped attribute name, or '' (names are
+        case-sensitive; ``GENDER`` is told so and pointed at ``gender``)."""
+        from segd.segments.hints import name_hint
+
         if name == "age" and "birth_date" not in self.columns:
             return " (age is derived from a birth_date column, and there is none)"
-        return f" (did you mean {close[0]!r}?)" if close else ""
+        known = [*self.columns, *(["age"] if "birth_date" in self.columns else [])]
+        return name_hint(name, known)
 
     def external_ids(self, cids: np.ndarray) -> list[str]:
         """customer_ids for cids, in the given order."""

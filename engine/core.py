@@ -31,13 +31,14 @@ from segd import mutations as mut
 from segd._version import __version__
 from segd.durability import IdempotencyTable
 from segd.errors import ContactNotFound, FailedPrecondition, InvalidInput, SegdError
-from segd.results import SegmentResult
+from segd.explain import Explanation, Profile, explain_tree
+from segd.results import QueryWarning, SegmentResult
 from segd.rwlock import RWLock
 from segd.segments.ast import canonical_key
 from segd.segments.compile import Compiler
 from segd.segments.context import Context
 from segd.segments.registry import SavedSegment, SegmentRegistry
-from segd.store import Store
+from segd.store import LoadedSource, Store
 from segd.timeutil import resolve_now
 
 Query = str | dict
@@ -58,6 +59,8 @@ class LoadReport:
     # For event appends counted in the sequence (see Engine.events_sequence): the
     # sequence number of the batch's last event.
     sequence: int = 0
+    # Events dropped because their event_id was seen before (0 for contacts and items).
+    duplicate_events: int = 0
 
     @property
     def rate(self) -> float:
@@ -102,9 +105,9 @@ class Engine:
         self._lock = RWLock()
         self._started = time.time()
         # Results of recent evaluations, valid until the next mutation (see segment()).
-        self._results: collections.OrderedDict[tuple, BitMap] = (
-            collections.OrderedDict()
-        )
+        self._results: collections.OrderedDict[
+            tuple, tuple[BitMap, tuple[QueryWarning, ...]]
+        ] = collections.OrderedDict()
         self._results_lock = threading.Lock()
         # Durability (Engine.open): the log, its directory and its lock; None in memory.
         self._wal = None
@@ -208,7 +211,11 @@ class Engine:
         """The one place a record changes the engine (live calls and log replay)."""
         store = self.store
         if isinstance(m, mut.EventsAppended):
-            ingest.apply_events(store, m.batch)
+            applied = ingest.apply_events(store, m.batch)
+            if m.source is not None:
+                ingest.record_source(
+                    store, m.source["digest"], m.source.get("name", ""), applied
+                )
             if m.ack is not None and m.ack.get("sequence") is not None:
                 self.events_sequence = max(self.events_sequence, m.ack["sequence"])
         elif isinstance(m, mut.AttributesUpserted):
@@ -256,19 +263,23 @@ class Engine:
         self,
         batches: Iterable[tuple[int, ingest.EventBatch]],
         progress: Callable[[str, int], None] | None = None,
-    ) -> None:
+    ) -> int:
         """Apply validated chunks of one bulk load: encode each, then append each type
-        once (one sort per type, not a merge per chunk). `batches`: (rows done, batch)."""
+        once (one sort per type, not a merge per chunk). `batches`: (rows done, batch).
+        Returns the rows appended (rows whose event_id was seen before are dropped)."""
         parts: dict[str, list] = {}
+        appended = 0
         for done, batch in batches:
             for name, rows in ingest.encode_events(self.store, batch).items():
                 parts.setdefault(name, []).append(rows)
+                appended += len(rows.cids)
             if progress:
                 progress("encode", done)
         for name in list(parts):
             ingest.append_rows(self.store, name, ingest.concat_rows(parts.pop(name)))
         for log in self.store.logs.values():
             log.shrink_to_fit()
+        return appended
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -371,10 +382,17 @@ class Engine:
         if progress:
             progress("validate", total)
         with self._writing():
-            self._apply_event_chunks(self._validated_chunks(source, rows_per_chunk))
+            appended = self._apply_event_chunks(
+                self._validated_chunks(source, rows_per_chunk)
+            )
             if progress:
                 progress("index", total)
-        return LoadReport("events", total, time.perf_counter() - t0)
+        return LoadReport(
+            "events",
+            appended,
+            time.perf_counter() - t0,
+            duplicate_events=total - appended,
+        )
 
     @staticmethod
     def _validated_chunks(
@@ -407,13 +425,18 @@ class Engine:
                 progress("validate", total)
             with self._writing():
                 seq = wal.append(mut.encode(mut.LoadCommitted(load_id, total)))
-                self._apply_event_chunks(
+                appended = self._apply_event_chunks(
                     self._validated_chunks(source, rows_per_chunk), progress
                 )
                 if progress:
                     progress("index", total)
         self._wait_durable(seq)
-        return LoadReport("events", total, time.perf_counter() - t0)
+        return LoadReport(
+            "events",
+            appended,
+            time.perf_counter() - t0,
+            duplicate_events=total - appended,
+        )
 
     def append_events(
         self,
@@ -421,12 +444,19 @@ class Engine:
         *,
         idempotency_key: str | None = None,
         count_in_sequence: bool = False,
+        source: str | None = None,
+        source_name: str = "",
+        force: bool = False,
     ) -> LoadReport:
         """Append live events (validated whole first; a bad batch changes nothing).
 
         `count_in_sequence` (the gRPC API sets it) adds the rows to
         ``events_sequence``; the report's ``sequence`` is then that of the last row. A
         repeated `idempotency_key` applies nothing and returns the first call's report.
+        Rows whose ``event_id`` was seen before are dropped (``duplicate_events``).
+        ``source`` is the content digest of the file this batch starts (``segctl
+        load``): a digest loaded before raises ``AlreadyExists`` unless ``force``, and
+        nothing is applied; otherwise it is recorded with the batch (``loaded_source``).
         """
         t0 = time.perf_counter()
         dup = self._duplicate(idempotency_key, "events", t0)
@@ -442,18 +472,35 @@ class Engine:
         with self._writing():
             dup = self._duplicate(idempotency_key, "events", t0)
             if dup is None:
+                if source is not None:
+                    ingest.check_source(self.store, source, force=force)
+                applied = ingest.count_new_events(self.store, valid)
                 ack = None
                 if idempotency_key is not None or count_in_sequence:
-                    ack = {"rows": rows}
+                    ack = {"rows": applied}
                     if count_in_sequence:
-                        ack["sequence"] = self.events_sequence + rows
-                m = mut.EventsAppended(valid, idempotency_key, ack)
+                        ack["sequence"] = self.events_sequence + applied
+                tag = (
+                    None if source is None else {"digest": source, "name": source_name}
+                )
+                m = mut.EventsAppended(valid, idempotency_key, ack, tag)
                 seq = self._commit(m)
                 sequence = self.events_sequence
         if dup is not None:
             return dup
         self._wait_durable(seq)
-        return LoadReport("events", rows, time.perf_counter() - t0, sequence=sequence)
+        return LoadReport(
+            "events",
+            applied,
+            time.perf_counter() - t0,
+            sequence=sequence,
+            duplicate_events=rows - applied,
+        )
+
+    def loaded_source(self, digest: str) -> LoadedSource | None:
+        """The record of an event file loaded before under this content digest, if any."""
+        with self._lock.read():
+            return self.store.sources.get(digest)
 
     # -- evaluation -------------------------------------------------------------------
     def _compiler(self, now_s: float) -> Compiler:
@@ -477,29 +524,37 @@ class Engine:
         key = (canonical_key(ast), now_s)
         cache = cache and self.result_cache_size > 0
         with self._lock.read():
-            bitmap = None
+            hit = None
             if cache:
                 with self._results_lock:
-                    bitmap = self._results.get(key)
-                    if bitmap is not None:
+                    hit = self._results.get(key)
+                    if hit is not None:
                         self._results.move_to_end(key)
-            if bitmap is None:
-                bitmap = self._evaluate(ast, now_s, deadline, None)
+            if hit is None:
+                hit = self._evaluate_warned(ast, now_s, deadline, None)
             if cache:
                 with self._results_lock:
                     # Dashboards and send pipelines ask the same segment again and again
                     # between writes; the same (query, now) needs no second evaluation.
-                    self._results[key] = bitmap
+                    self._results[key] = hit
                     while len(self._results) > self.result_cache_size:
                         self._results.popitem(last=False)
-        return SegmentResult(bitmap, self.store.contacts.external_ids, now_s)
+        bitmap, warnings = hit
+        return SegmentResult(bitmap, self.store.contacts.external_ids, now_s, warnings)
 
     def _evaluate(
         self, ast: dict, now_s: float, deadline: float | None, profile: list | None
     ) -> BitMap:
-        plan = self._compiler(now_s).compile(ast)
+        return self._evaluate_warned(ast, now_s, deadline, profile)[0]
+
+    def _evaluate_warned(
+        self, ast: dict, now_s: float, deadline: float | None, profile: list | None
+    ) -> tuple[BitMap, tuple[QueryWarning, ...]]:
+        """Members, and the warnings compiling the query raised (see QueryWarning)."""
+        compiler = self._compiler(now_s)
+        plan = compiler.compile(ast)
         ctx = Context(self.store, now_s, deadline, profile)
-        return plan.run(ctx, None)
+        return plan.run(ctx, None), tuple(compiler.warnings)
 
     def count(
         self,
@@ -517,49 +572,71 @@ class Engine:
         now: datetime | float | None = None,
         *,
         deadline: float | None = None,
-    ) -> dict:
-        """The plan as run: per condition the cardinality, candidates and milliseconds."""
+    ) -> Profile:
+        """The plan as the evaluator runs it: per step the result size, the candidates
+        it looked at and milliseconds (see ``segd.explain.Profile``)."""
         ast, text = _to_ast(query)
         now_s = resolve_now(now)
-        steps: list[dict] = []
+        steps: list = []
         t0 = time.perf_counter()
         with self._lock.read():
             bitmap = self._evaluate(ast, now_s, deadline, steps)
-        return {
-            "query": text,
-            "count": len(bitmap),
-            "contacts": self.store.n_contacts,
-            "ms": round((time.perf_counter() - t0) * 1000, 3),
-            "steps": steps,
-        }
+            contacts = self.store.n_contacts
+        return Profile(
+            query=text,
+            count=len(bitmap),
+            contacts=contacts,
+            ms=round((time.perf_counter() - t0) * 1000, 3),
+            steps=tuple(s for s in steps if s is not None),
+        )
 
     def explain(
         self,
         query: Query,
-        customer_id: str,
+        customer_id: str | None = None,
         now: datetime | float | None = None,
         *,
         deadline: float | None = None,
-    ) -> dict:
-        """Why one contact is (or is not) in a segment: a tree of conditions with evidence."""
+    ) -> Explanation:
+        """The query's condition tree, evaluated once over the whole base: per node its
+        members in the base and, with `customer_id`, that contact's verdict and evidence
+        (see ``segd.explain.Explanation``). Unknown contact: ``ContactNotFound``."""
         ast, text = _to_ast(query)
         now_s = resolve_now(now)
+        t0 = time.perf_counter()
         with self._lock.read():
-            cid = self.store.contacts.cid_of(customer_id)
-            if cid < 0:
-                raise ContactNotFound(customer_id)
-            plan = self._compiler(now_s).compile(ast)
+            cid = None
+            if customer_id is not None:
+                cid = self.store.contacts.cid_of(customer_id)
+                if cid < 0:
+                    raise ContactNotFound(customer_id)
+            compiler = self._compiler(now_s)
+            plan = compiler.compile(ast)
             ctx = Context(self.store, now_s, deadline)
-            tree = plan.describe(ctx, cid)
-            profile = self.store.contacts.profile(cid)
-        return {
-            "query": text,
-            "customer_id": customer_id,
-            "member": tree["holds"],
-            "now": datetime.fromtimestamp(now_s, UTC).isoformat(),
-            "profile": profile,
-            "tree": tree,
-        }
+            root, members = explain_tree(plan, ctx, cid)
+            attributes = {} if cid is None else self._attributes_of(cid)
+            contacts = self.store.n_contacts
+        return Explanation(
+            query=text,
+            now=datetime.fromtimestamp(now_s, UTC),
+            contacts=contacts,
+            count=len(members),
+            ms=round((time.perf_counter() - t0) * 1000, 3),
+            root=root,
+            customer_id=customer_id,
+            member=None if cid is None else root.matched,
+            attributes=attributes,
+            warnings=tuple(compiler.warnings),
+        )
+
+    def _attributes_of(self, cid: int) -> dict[str, Any]:
+        """One contact's attribute values; timestamps as aware UTC datetimes."""
+        out = self.store.contacts.profile(cid)
+        for name, value in out.items():
+            col = self.store.contacts.column(name)
+            if value is not None and getattr(col, "kind", "") == "timestamp":
+                out[name] = datetime.fromtimestamp(value / 1000, UTC)
+        return out
 
     # -- saved segments ---------------------------------------------------------------
     def create_segment(

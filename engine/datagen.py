@@ -9,16 +9,13 @@ straight into Arrow buffers: no Python object per contact or event.
 
 ``generate`` holds everything in memory (1.5 GB peak for 1M contacts / 20M events, so
 ~15 GB for 10M / 200M); ``write_parquet_streaming`` writes the same rows to Parquet one
-row group at a time (measured: 0.9 GB peak for 1M, 6.9 GB and 4.5 min for 10M). Run
-``python -m segd.datagen --contacts 10m --out DIR`` to write Parquet files (streamed).
+row group at a time (measured: 0.9 GB peak for 1M, 6.9 GB and 4.5 min for 10M). A library
+module: ``segctl demo write --contacts 10m --out DIR`` writes the Parquet files (streamed).
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 __all__ = [
-    "DemoData", "generate", "write_parquet_streaming", "parse_scale", "main",
+    "DemoData", "generate", "write_parquet_streaming", "parse_scale",
     "DEFAULT_NOW", "EVENT_TYPES", "EVENTS_SCHEMA",
 ]  # fmt: skip
 
@@ -893,55 +890,3 @@ def write_parquet_streaming(
     if n == 0:
         report("events", 0, 0)
     return paths
-
-
-def main(argv: Sequence[str] | None = None, stderr=None) -> int:
-    """``python -m segd.datagen --contacts 100k --out DIR``: write Parquet files.
-
-    Uses ``write_parquet_streaming``: the same data as ``generate``, a far lower peak.
-    """
-    err = stderr or sys.stderr
-    parser = argparse.ArgumentParser(
-        prog="python -m segd.datagen",
-        description="Write the deterministic demo dataset as Parquet.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--contacts", default="100k", help="e.g. 2500, 100k, 1m, 10m")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--now", default=DEFAULT_NOW.isoformat(), help="ISO-8601, UTC")
-    parser.add_argument("--events-per-contact", type=float, default=20.0)
-    parser.add_argument("--row-group-size", type=int, default=ROW_GROUP_ROWS)
-    args = parser.parse_args(argv)
-    try:
-        contacts = parse_scale(args.contacts)
-        now = datetime.fromisoformat(args.now.replace("Z", "+00:00"))
-        now = now if now.tzinfo else now.replace(tzinfo=UTC)
-    except ValueError as exc:
-        parser.error(str(exc))
-    started = time.monotonic()
-
-    def show(phase: str, done: int, total: int) -> None:
-        if phase != "events" or done == total:  # one line per phase
-            elapsed = time.monotonic() - started
-            print(
-                f"[{elapsed:7.1f}s] {phase:<9} {done:>13,} rows", file=err, flush=True
-            )
-
-    paths = write_parquet_streaming(
-        contacts,
-        args.out,
-        seed=args.seed,
-        now=now,
-        events_per_contact=args.events_per_contact,
-        row_group_size=args.row_group_size,
-        progress=show,
-    )
-    for name, path in paths.items():
-        rows = pq.ParquetFile(path).metadata.num_rows
-        show(f"wrote {name} to {path}:", rows, rows)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,27 +18,133 @@ class SegdError(Exception):
 
 @dataclass(frozen=True)
 class Violation:
-    """One problem in user input: ``where`` is a path such as ``events[12].ts``."""
+    """One problem in user input: ``where`` is a path such as ``events[12].ts``.
+
+    ``row`` (0-based, within the batch or load) and ``column`` are set when the problem is
+    in one value of a table; ``message`` is the reason alone, without the path.
+    """
 
     where: str
     message: str
+    row: int | None = None
+    column: str | None = None
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}" if self.where else self.message
 
 
-class InvalidInput(SegdError):
-    """Bad input (a malformed batch, an unknown field, a bad value); nothing was changed."""
+def location(kind: str, row: int | None = None, column: str | None = None) -> str:
+    """The path of a value in a batch: ``events[12].ts``, ``events.ts``, ``events[3]``."""
+    where = kind if row is None else f"{kind}[{row}]"
+    return where if column is None else f"{where}.{column}"
 
-    def __init__(self, message: str, violations: list[Violation] | None = None) -> None:
+
+class InvalidInput(SegdError):
+    """Bad input (a malformed batch, an unknown field, a bad value); nothing was changed.
+
+    The location is structure, not text to parse: ``kind`` (``events``, ``contacts``,
+    ``items``, or a path prefix), ``row`` (0-based), ``column`` and ``reason`` (the message
+    without the path) are attributes, and ``violations`` carries them to the gRPC details.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        violations: list[Violation] | None = None,
+        *,
+        kind: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.violations: list[Violation] = list(violations or [])
+        first = self.violations[0] if self.violations else None
+        self.batch: int | None = None  # index of the batch in a stream, when in one
+        self.kind = kind
+        self.row = row if row is not None else (first.row if first else None)
+        self.column = (
+            column if column is not None else (first.column if first else None)
+        )
+        self.reason = (
+            reason if reason is not None else (first.message if first else message)
+        )
+
+    @property
+    def where(self) -> str:
+        """The path of the first violation (``events[3].ts``), or ``""``."""
+        return self.violations[0].where if self.violations else ""
 
     @classmethod
-    def at(cls, where: str, message: str) -> Self:
+    def at(
+        cls,
+        where: str,
+        message: str,
+        *,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> Self:
         """One violation, with the message ``"<where>: <message>"``."""
-        v = Violation(where, message)
-        return cls(str(v), [v])
+        v = Violation(where, message, row, column)
+        return cls(str(v), [v], row=row, column=column, reason=message)
+
+    @classmethod
+    def in_batch(
+        cls,
+        kind: str,
+        reason: str,
+        *,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> InvalidInput:
+        """A problem in a table: ``kind`` ``events``/``contacts``/``items``, the 0-based
+        ``row`` (None: the whole column) and the ``column`` (None: the whole row)."""
+        v = Violation(location(kind, row, column), reason, row, column)
+        return cls(str(v), [v], kind=kind, row=row, column=column, reason=reason)
+
+    def shifted(self, rows: int) -> InvalidInput:
+        """The same error with row numbers counted ``rows`` later (a chunk of a load)."""
+        if rows == 0 or self.row is None or self.kind is None:
+            return self
+        return type(self).in_batch(
+            self.kind, self.reason, row=self.row + rows, column=self.column
+        )
+
+    def in_stream_batch(self, index: int) -> InvalidInput:
+        """The same error as batch `index` of a stream: the message starts with
+        ``batch N: ``, ``batch`` is set; the violations (paths within the batch), row,
+        column and reason are unchanged."""
+        err = InvalidInput(
+            f"batch {index}: {self}",
+            self.violations,
+            kind=self.kind,
+            row=self.row,
+            column=self.column,
+            reason=self.reason,
+        )
+        err.batch = index
+        return err
+
+
+class ValueRejected(InvalidInput):
+    """A column converter refused a value: ``row`` within the array it was given (None:
+    the whole array, e.g. a wrong type) and ``reason``. The ingest path names the batch
+    and the column with ``located``."""
+
+    def __init__(self, reason: str, row: int | None = None) -> None:
+        where = "" if row is None else f"row {row}"
+        super().__init__(
+            f"{where}: {reason}" if where else reason,
+            [Violation(where, reason, row, None)],
+            row=row,
+            reason=reason,
+        )
+
+    def located(self, kind: str, column: str, suffix: str = "") -> InvalidInput:
+        """This rejection as an error in ``kind``'s ``column``."""
+        return InvalidInput.in_batch(
+            kind, self.reason + suffix, row=self.row, column=column
+        )
 
 
 class DslSyntaxError(InvalidInput):
@@ -48,7 +154,9 @@ class DslSyntaxError(InvalidInput):
         where = f"line {line}:{column}"
         super().__init__(f"{where}: {message}", [Violation(where, message)])
         self.line = line
-        self.column = column
+        # A 1-based character column here, where InvalidInput.column names a table
+        # column: the DSL error keeps its documented meaning.
+        self.column = column  # type: ignore[assignment]
         self.text = text
         self.reason = message
 

@@ -17,10 +17,9 @@ import threading
 
 import numpy as np
 
-from segd.native import contactindex
+from segd.native import MAX_SEC, NO_CODE, contactindex
 from segd.native.postings import Postings
 
-NO_CODE = 0xFFFFFFFF
 # Dimensions that get postings (value -> rows). order_id is only a column: nobody filters
 # on one order id, but the distinct count of orders needs it per row.
 UNINDEXED_DIMS = frozenset({"order_id"})
@@ -85,7 +84,7 @@ class EventLog:
         numpy cast the whole column to int64 first (a copy per call)."""
         if t <= 0:
             return 0
-        if t > 0xFFFFFFFF:
+        if t > MAX_SEC:
             return len(ts)
         return int(np.searchsorted(ts, np.uint32(t), side="left"))
 

@@ -9,6 +9,7 @@ the row and the column and leaves the store exactly as it was.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,19 +19,51 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segd.columns import encode_text, kind_of_arrow
-from segd.errors import InvalidInput, Violation
+from segd.errors import AlreadyExists, InvalidInput, ValueRejected
+from segd.native import NO_CODE
 from segd.native.idmap import IdMap
-from segd.store import Store
-from segd.timeutil import to_event_seconds
+from segd.store import LoadedSource, Store
+from segd.timeutil import ms_to_iso, to_event_seconds
 
-NO_CODE = 0xFFFFFFFF
-NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-EVENT_CORE = ("customer_id", "ts", "type", "item_id", "amount")
+NAME = re.compile(r"[a-z_][a-z0-9_]*")
+# Event types: docs/data-model.md. A letter first, at most 64 characters.
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_EVENT_TYPE_CHARS = 64
+EVENT_CORE = ("customer_id", "ts", "type", "item_id", "amount", "event_id")
+# Identifier columns are text, always: never inferred as numbers from a CSV (an id
+# "00001" must stay "00001"), and an empty id is refused.
+ID_COLUMNS = ("customer_id", "item_id", "order_id", "event_id")
+TEXT_COLUMNS = (
+    *ID_COLUMNS,
+    "type",
+    "phrase",
+    "advertiser",
+    "campaign",
+    "ad",
+    "channel",
+    "category",
+    "brand",
+)
+
+
+EMPTY_EVENTS = pa.table(
+    {
+        "customer_id": pa.array([], pa.string()),
+        "ts": pa.array([], pa.timestamp("ms", tz="UTC")),
+        "type": pa.array([], pa.string()),
+    }
+)
 
 
 @dataclass(frozen=True)
 class EventBatch:
-    """A validated event batch, as arrays ready to apply."""
+    """A validated event batch, as arrays ready to apply.
+
+    Self-contained (Arrow arrays, numpy arrays and names; no reference to a store), so the
+    write-ahead log can record exactly what was validated and replay it through
+    ``apply_events``. ``event_id`` (optional) deduplicates at apply time: a row whose id
+    was seen before, in this batch or earlier, is dropped.
+    """
 
     customer_id: pa.Array
     ts: np.ndarray  # uint32 seconds
@@ -39,6 +72,11 @@ class EventBatch:
     item_id: pa.Array | None
     amount: np.ndarray | None
     dims: dict[str, pa.Array]
+    event_id: pa.Array | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.ts)
 
 
 def read_table(source, kind: str, schema: dict[str, str] | None = None) -> pa.Table:
@@ -63,8 +101,8 @@ def _table_from_rows(rows: list, kind: str) -> pa.Table:
     from a row is NULL there), and a value of the wrong type is named by row and key."""
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise InvalidInput.at(
-                f"{kind}[{i}]", f"expected a dict, got {type(row).__name__}"
+            raise InvalidInput.in_batch(
+                kind, f"expected a dict, got {type(row).__name__}", row=i
             )
     names = list(dict.fromkeys(k for row in rows for k in row))
     columns = {}
@@ -90,9 +128,11 @@ def _table_from_rows(rows: list, kind: str) -> pa.Table:
                 if pa.types.is_string(before)
                 else str(before)
             )
-            raise InvalidInput.at(
-                f"{kind}[{lo}].{name}",
-                f"expected {want} like the rows before it, got {bad!r}",
+            raise InvalidInput.in_batch(
+                kind,
+                f"expected {want} like the rows before it, got {_shown(bad)}",
+                row=lo,
+                column=name,
             ) from None
     return pa.table(columns)
 
@@ -113,22 +153,7 @@ def _read_file(path: Path, kind: str, schema: dict[str, str] | None) -> pa.Table
         if suffix in (".csv", ".tsv", ".txt"):
             import pyarrow.csv as pcsv
 
-            types = {
-                c: pa.string()
-                for c in (
-                    "customer_id",
-                    "item_id",
-                    "order_id",
-                    "type",
-                    "phrase",
-                    "advertiser",
-                    "campaign",
-                    "ad",
-                    "channel",
-                    "category",
-                    "brand",
-                )
-            }
+            types = {c: pa.string() for c in TEXT_COLUMNS}
             for col, k in (schema or {}).items():
                 # Times are read as text and parsed by segd (zone-less text is UTC).
                 types[col] = pa.string() if k == "timestamp" else _ARROW_OF_KIND[k]
@@ -167,18 +192,29 @@ def _column(table: pa.Table, name: str) -> pa.Array | pa.ChunkedArray:
     return col
 
 
+def _shown(value: object) -> str:
+    """A value for an error message: its repr, cut to 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _first_row(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
 def _text(table: pa.Table, name: str, kind: str, *, required: bool) -> pa.Array | None:
-    """A text column, cast from integers if needed; None when absent and optional."""
+    """A text column (integers are cast to text); None when absent and optional.
+
+    NULLs are refused in a required column, and an empty string in an id column."""
     if name not in table.column_names:
         if required:
-            raise InvalidInput.at(f"{kind}.{name}", "required column is missing")
+            raise InvalidInput.in_batch(kind, "required column is missing", column=name)
         return None
     arr = _column(table, name)
     if pa.types.is_dictionary(arr.type) and _is_text(arr.type.value_type):
-        if required and arr.null_count:
-            row = int(np.flatnonzero(~np.asarray(pc.is_valid(arr)))[0])
-            raise InvalidInput.at(f"{kind}[{row}].{name}", "required value is NULL")
-        return arr  # kept encoded: engine.columns.encode_text expands it cheaply
+        # kept encoded: engine.columns.encode_text expands it cheaply
+        _check_text_values(arr, name, kind, required=required)
+        return arr
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
     if pa.types.is_null(arr.type):
@@ -187,11 +223,49 @@ def _text(table: pa.Table, name: str, kind: str, *, required: bool) -> pa.Array 
         if pa.types.is_integer(arr.type):
             arr = pc.cast(arr, pa.string())
         else:
-            raise InvalidInput.at(f"{kind}.{name}", f"expected text, got {arr.type}")
-    if required and arr.null_count:
-        row = int(np.flatnonzero(~np.asarray(pc.is_valid(arr)))[0])
-        raise InvalidInput.at(f"{kind}[{row}].{name}", "required value is NULL")
+            raise InvalidInput.in_batch(
+                kind, f"expected text, got {arr.type}", column=name
+            )
+    _check_text_values(arr, name, kind, required=required)
     return arr
+
+
+def _check_text_values(arr, name: str, kind: str, *, required: bool) -> None:
+    """NULL in a required column, "" in an id column: refused by row."""
+    if required and arr.null_count:
+        row = _first_row(~np.asarray(pc.is_valid(arr)))
+        raise InvalidInput.in_batch(
+            kind, "required value is NULL", row=row, column=name
+        )
+    if name in ID_COLUMNS:
+        empty = _first_empty(arr)
+        if empty is not None:
+            raise InvalidInput.in_batch(
+                kind, f"{name} must not be empty", row=empty, column=name
+            )
+
+
+def _first_empty(arr) -> int | None:
+    """Row of the first "" in a text column (plain, chunked or dictionary), else None.
+    A dictionary column is checked on its dictionary, then on the indices only if it
+    holds "" (a 200M-row load with a 10M-entry dictionary reads 10M strings); the common
+    case (no "") costs one min() over the string lengths, in Arrow."""
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    first = 0
+    for chunk in chunks:
+        values = chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk
+        shortest = pc.min(pc.binary_length(values)).as_py() if len(values) else None
+        if shortest == 0:
+            lengths = np.asarray(pc.binary_length(values).fill_null(1))
+            if pa.types.is_dictionary(chunk.type):
+                idx = np.asarray(chunk.indices.fill_null(-1))
+                hit = np.isin(idx, np.flatnonzero(lengths == 0))
+            else:
+                hit = lengths == 0
+            if hit.any():
+                return first + _first_row(hit)
+        first += len(chunk)
+    return None
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -200,59 +274,52 @@ def _is_text(t: pa.DataType) -> bool:
 
 def _check_names(table: pa.Table, kind: str) -> None:
     for name in table.column_names:
-        if not NAME.match(name):
-            raise InvalidInput.at(
-                f"{kind}.{name}",
+        if not NAME.fullmatch(name):
+            raise InvalidInput.in_batch(
+                kind,
                 "column names must match "
                 "[a-z_][a-z0-9_]* (so segment conditions can name them)",
+                column=name[:80],
             )
     dupes = {c for c in table.column_names if table.column_names.count(c) > 1}
     if dupes:
-        raise InvalidInput.at(f"{kind}.{sorted(dupes)[0]}", "column appears twice")
+        raise InvalidInput.in_batch(
+            kind, "column appears twice", column=sorted(dupes)[0]
+        )
 
 
 def validate_events(table: pa.Table) -> EventBatch:
-    """Check an event batch completely; raise InvalidInput at the first problem."""
+    """Check an event batch completely; raise InvalidInput at the first problem.
+
+    Every value is checked here and nowhere else (the gRPC layer only converts): ids are
+    non-empty text, ``ts`` within 1970..2106, types match ``[a-z][a-z0-9_]*`` (at most 64
+    characters), amounts are finite numbers or NULL, other properties are text."""
+    if table.num_columns == 0 and table.num_rows == 0:
+        table = EMPTY_EVENTS  # an empty batch (no rows, no columns) is a no-op
     _check_names(table, "events")
     customer_id = _text(table, "customer_id", "events", required=True)
     types = _text(table, "type", "events", required=True)
     if "ts" not in table.column_names:
-        raise InvalidInput.at("events.ts", "required column is missing")
+        raise InvalidInput.in_batch("events", "required column is missing", column="ts")
     try:
         ts = to_event_seconds(_column(table, "ts"))
-    except ValueError as exc:
-        row, _, msg = str(exc).partition(": ")
-        raise InvalidInput(
-            f"events[{row.removeprefix('row ')}].ts: {msg}",
-            [Violation(f"events[{row.removeprefix('row ')}].ts", msg)],
-        ) from None
+    except ValueRejected as exc:
+        raise exc.located("events", "ts") from None
     type_names = IdMap()  # this batch's types, coded in order of first use
     type_codes = encode_text(types, type_names.get_or_add)
-    for i, name in enumerate(type_names.to_arrow().to_pylist()):
-        if not NAME.match(name):
-            first = int(np.flatnonzero(type_codes == i)[0])
-            raise InvalidInput.at(
-                f"events[{first}].type",
-                f"event type {name!r} must match [a-z_][a-z0-9_]*",
+    names = type_names.to_arrow().to_pylist()
+    for i, name in enumerate(names):
+        if not EVENT_TYPE.fullmatch(name):
+            row = _first_row(type_codes == i)
+            reason = (
+                f"event type of {len(name)} characters (at most {MAX_EVENT_TYPE_CHARS})"
+                if len(name) > MAX_EVENT_TYPE_CHARS
+                else f"event type {_shown(name)} must match [a-z][a-z0-9_]*"
             )
+            raise InvalidInput.in_batch("events", reason, row=row, column="type")
     amount = None
     if "amount" in table.column_names:
-        arr = _column(table, "amount")
-        if not (
-            pa.types.is_integer(arr.type)
-            or pa.types.is_floating(arr.type)
-            or pa.types.is_decimal(arr.type)
-            or pa.types.is_null(arr.type)
-        ):
-            raise InvalidInput.at("events.amount", f"expected a number, got {arr.type}")
-        amount = np.asarray(
-            pc.cast(arr, pa.float64()).fill_null(np.nan), dtype=np.float64
-        )
-        bad = np.isinf(amount)
-        if bad.any():
-            raise InvalidInput.at(
-                f"events[{int(np.flatnonzero(bad)[0])}].amount", "amount must be finite"
-            )
+        amount = _amounts(_column(table, "amount"))
     dims = {}
     for name in table.column_names:
         if name in EVENT_CORE:
@@ -262,11 +329,49 @@ def validate_events(table: pa.Table) -> EventBatch:
         customer_id,
         ts,
         type_codes,
-        type_names.to_arrow().to_pylist(),
+        names,
         _text(table, "item_id", "events", required=False),
         amount,
         dims,
+        _text(table, "event_id", "events", required=False),
     )
+
+
+def _amounts(arr) -> np.ndarray:
+    """float64 amounts, NULL -> NaN; a NaN or infinite input value is refused by row."""
+    if not (
+        pa.types.is_integer(arr.type)
+        or pa.types.is_floating(arr.type)
+        or pa.types.is_decimal(arr.type)
+        or pa.types.is_null(arr.type)
+    ):
+        raise InvalidInput.in_batch(
+            "events", f"expected a number, got {arr.type}", column="amount"
+        )
+    values = pc.cast(arr, pa.float64())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.null_count == len(values):
+        return np.full(len(values), np.nan)
+    # The value buffer as it is (NULL slots hold arbitrary numbers): no fill, no copy.
+    raw = np.frombuffer(
+        values.buffers()[1], np.float64, count=len(values), offset=values.offset * 8
+    )
+    valid = np.asarray(pc.is_valid(values)) if values.null_count else None
+    bad = ~np.isfinite(raw)
+    if valid is not None:
+        bad &= valid
+    if bad.any():
+        row = _first_row(bad)
+        raise InvalidInput.in_batch(
+            "events",
+            f"amount must be a finite number, got {raw[row]!r}",
+            row=row,
+            column="amount",
+        )
+    if valid is None:
+        return raw
+    return np.where(valid, raw, np.nan)  # NULL: no amount (NaN inside the engine)
 
 
 @dataclass
@@ -279,9 +384,56 @@ class TypeRows:
     amount: np.ndarray | None
 
 
+def drop_seen_events(store: Store, batch: EventBatch) -> EventBatch:
+    """The batch without rows whose ``event_id`` was seen before (earlier in the batch or
+    in an earlier batch); rows without an id are kept. Records the new ids (call under the
+    write lock, as part of applying)."""
+    if batch.event_id is None or batch.event_id.null_count == len(batch.event_id):
+        return batch
+    before = len(store.event_ids)
+    codes = encode_text(batch.event_id, store.event_ids.get_or_add)
+    keep = codes == NO_CODE
+    new_rows = np.flatnonzero((codes != NO_CODE) & (codes >= before))
+    if len(new_rows):
+        _, first = np.unique(codes[new_rows], return_index=True)
+        keep[new_rows[first]] = True
+    if keep.all():
+        return batch
+    rows = pa.array(np.flatnonzero(keep))
+
+    def take(arr):
+        return None if arr is None else arr.take(rows)
+
+    return EventBatch(
+        take(batch.customer_id),
+        batch.ts[keep],
+        batch.type_codes[keep],
+        batch.type_names,
+        take(batch.item_id),
+        None if batch.amount is None else batch.amount[keep],
+        {d: take(a) for d, a in batch.dims.items()},
+        take(batch.event_id),
+    )
+
+
+def count_new_events(store: Store, batch: EventBatch) -> int:
+    """The rows ``apply_events`` will append: those without an event_id, plus the first
+    row of each id not seen before. Reads the store only (for the acknowledgement that
+    is logged before the batch is applied)."""
+    if batch.event_id is None or batch.event_id.null_count == len(batch.event_id):
+        return batch.rows
+    known = encode_text(batch.event_id, store.event_ids.lookup)
+    local = encode_text(batch.event_id, IdMap().get_or_add)
+    no_id = int(np.count_nonzero(local == NO_CODE))
+    fresh = local[(local != NO_CODE) & (known == NO_CODE)]
+    return no_id + len(np.unique(fresh))
+
+
 def encode_events(store: Store, batch: EventBatch) -> dict[str, TypeRows]:
     """Encode a validated batch (contacts, items and dictionaries grow) and split it by
-    type. Nothing is appended yet."""
+    type. Rows with an ``event_id`` seen before are dropped first (see
+    ``drop_seen_events``); the rows returned are the ones to append."""
+    batch = drop_seen_events(store, batch)
     cids = store.contacts.ensure(batch.customer_id)
     store.sync_sizes()
     n = len(cids)
@@ -331,10 +483,31 @@ def append_rows(store: Store, name: str, rows: TypeRows) -> None:
 
 
 def apply_events(store: Store, batch: EventBatch) -> int:
-    """Apply a validated batch: contacts, items and dictionaries grow; logs and rollups."""
+    """Apply a validated batch: contacts, items and dictionaries grow; logs and rollups.
+
+    Returns the rows appended: ``batch.rows`` minus the duplicates dropped by event_id."""
+    applied = 0
     for name, rows in encode_events(store, batch).items():
         append_rows(store, name, rows)
-    return len(batch.ts)
+        applied += len(rows.cids)
+    return applied
+
+
+def check_source(store: Store, digest: str, *, force: bool) -> None:
+    """Refuse a file whose content was loaded before, unless forced (under the lock)."""
+    seen = store.sources.get(digest)
+    if seen is not None and not force:
+        when = ms_to_iso(seen.loaded_ms)
+        raise AlreadyExists(
+            f"{seen.name or 'a file'} with this content was already loaded at {when}; "
+            "loading it again would count its events twice "
+            "(use --force to load it anyway, or give events an event_id)"
+        )
+
+
+def record_source(store: Store, digest: str, name: str, rows: int) -> None:
+    """Remember a loaded file's digest (part of applying the batch that starts it)."""
+    store.sources[digest] = LoadedSource(digest, name, rows, int(time.time() * 1000))
 
 
 def concat_rows(parts: list[TypeRows]) -> TypeRows:
@@ -364,8 +537,16 @@ def concat_rows(parts: list[TypeRows]) -> TypeRows:
 
 
 # The columns whose *values* can make an event batch invalid; the others are text, and
-# their type is checked from the schema alone (see check_event_values).
-VALUE_CHECKED = ("customer_id", "ts", "type", "amount")
+# their type is checked from the schema alone (see check_events).
+VALUE_CHECKED = (
+    "customer_id",
+    "ts",
+    "type",
+    "amount",
+    "item_id",
+    "order_id",
+    "event_id",
+)
 
 
 def is_parquet(source) -> bool:
@@ -425,24 +606,12 @@ def check_events(source, rows_per_chunk: int) -> int:
     return total
 
 
-_ROW_PATH = re.compile(r"^events\[(\d+)\]")
-
-
 def validate_chunk(table: pa.Table, first: int) -> EventBatch:
     """validate_events for a chunk, with row numbers counted from the start of the load."""
     try:
         return validate_events(table)
     except InvalidInput as exc:
-        if first == 0:
-            raise
-
-        def shift(text: str) -> str:
-            return _ROW_PATH.sub(lambda m: f"events[{int(m.group(1)) + first}]", text)
-
-        raise InvalidInput(
-            shift(str(exc)),
-            [Violation(shift(v.where), v.message) for v in exc.violations],
-        ) from None
+        raise exc.shifted(first) from None
 
 
 # -- contacts and items ----------------------------------------------------------------
@@ -458,7 +627,10 @@ class AttributeBatch:
 def validate_attributes(
     table: pa.Table, owner, kind: str, key: str, schema: dict[str, str] | None = None
 ) -> AttributeBatch:
-    """Check a contacts / items batch; owner is the ContactStore or the Catalog."""
+    """Check a contacts / items batch; owner is the ContactStore or the Catalog (read
+    only: its columns say which kind an existing attribute has)."""
+    if table.num_columns == 0 and table.num_rows == 0:
+        table = pa.table({key: pa.array([], pa.string())})  # an empty batch: a no-op
     _check_names(table, kind)
     keys = _text(table, key, kind, required=True)
     table, keys = _last_row_per_key(table, keys)
@@ -477,37 +649,29 @@ def validate_attributes(
             if pa.types.is_null(arr.type) and col_kind is None:
                 col_kind = "category"
             if col_kind is None:
-                raise InvalidInput.at(
-                    f"{kind}.{name}",
+                raise InvalidInput.in_batch(
+                    kind,
                     f"unsupported type {arr.type} "
                     "(expected int, float, bool, timestamp, text or a "
                     "list of text)",
+                    column=name,
                 )
             new_columns[name] = col_kind
             col = new_column(name, col_kind)
         try:
             prepared[name] = col.convert(arr)
-        except ValueError as exc:
-            msg = str(exc)
-            if msg.startswith("row "):
-                row, _, msg = msg.partition(": ")
-                where = f"{kind}[{row.removeprefix('row ')}].{name}"
-            else:
-                where = f"{kind}.{name}"
-            raise InvalidInput.at(
-                where, f"{msg} (column {name!r} is {col.kind})"
-            ) from None
+        except ValueRejected as exc:
+            raise exc.located(kind, name, f" (column {name!r} is {col.kind})") from None
     return AttributeBatch(keys, new_columns, prepared)
 
 
-# Built-in attributes whose meaning fixes their type even when they arrive as text
-# (CSV, JSON Lines): `age` needs birth_date to be a time, not a category.
+# Built-in attributes whose meaning fixes their type whatever the input type (CSV and
+# JSON Lines give text, a careless client an int): `age` needs birth_date to be a time.
 BUILTIN_ATTRIBUTE_KINDS = {"birth_date": "timestamp", "registered_at": "timestamp"}
 
 
 def _builtin_kind(name: str, t: pa.DataType) -> str | None:
-    text = pa.types.is_string(t) or pa.types.is_large_string(t)
-    return BUILTIN_ATTRIBUTE_KINDS.get(name) if text else None
+    return BUILTIN_ATTRIBUTE_KINDS.get(name)
 
 
 def _last_row_per_key(table: pa.Table, keys):

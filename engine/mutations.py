@@ -41,6 +41,9 @@ class EventsAppended:
     batch: EventBatch
     idempotency_key: str | None = None
     ack: dict | None = None
+    # The file this batch starts, by content ({"digest", "name"}): recorded on apply so
+    # that the same file is refused next time (see ingest.check_source).
+    source: dict | None = None
 
 
 @dataclass
@@ -137,6 +140,8 @@ def _event_fields(batch: EventBatch) -> dict[str, Any]:
         cols["amount"] = pa.array(batch.amount, pa.float64())
     for name, arr in batch.dims.items():
         cols[DIM_PREFIX + name] = arr
+    if batch.event_id is not None:
+        cols["event_id"] = batch.event_id
     return {"t": _ipc(cols), "types": list(batch.type_names)}
 
 
@@ -150,6 +155,7 @@ def _event_batch(rec: dict) -> EventBatch:
         cols.get("item_id"),
         _numpy(cols["amount"], np.float64) if "amount" in cols else None,
         {k[len(DIM_PREFIX) :]: v for k, v in cols.items() if k.startswith(DIM_PREFIX)},
+        cols.get("event_id"),
     )
 
 
@@ -188,6 +194,8 @@ def encode(m: Mutation) -> bytes:
     if isinstance(m, EventsAppended):
         rec = {"k": "events", **_event_fields(m.batch)}
         rec.update(idem=m.idempotency_key, ack=m.ack)
+        if m.source is not None:
+            rec["source"] = m.source
     elif isinstance(m, AttributesUpserted):
         rec = {"k": m.target, **_attribute_fields(m.batch)}
         rec.update(idem=m.idempotency_key, ack=m.ack)
@@ -222,7 +230,9 @@ def decode(payload: bytes | memoryview) -> Mutation:
     rec = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     kind = rec.get("k")
     if kind == "events":
-        return EventsAppended(_event_batch(rec), rec.get("idem"), rec.get("ack"))
+        return EventsAppended(
+            _event_batch(rec), rec.get("idem"), rec.get("ack"), rec.get("source")
+        )
     if kind in ("contacts", "items"):
         return AttributesUpserted(
             kind, _attribute_batch(rec), rec.get("idem"), rec.get("ack")

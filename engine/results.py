@@ -3,9 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from pyroaring import BitMap
+
+
+@dataclass(frozen=True)
+class QueryWarning:
+    """A query that is valid but probably not what was meant: it names a value that no
+    item or contact has (``unknown category "Outdor" (did you mean "Outdoor"?)``).
+
+    ``where`` is the path into the query's AST (``and[0].where[0].value``), ``field`` the
+    field tested (category, brand, item, ...), ``value`` the unknown value and
+    ``suggestion`` the closest existing value ("" if none is close). The count that comes
+    with a warning is still exact.
+    """
+
+    where: str
+    field: str
+    value: str
+    suggestion: str = ""
+
+    @property
+    def message(self) -> str:
+        text = f"unknown {self.field} {_quoted(self.value)}"
+        if self.suggestion:
+            text += f" (did you mean {_quoted(self.suggestion)}?)"
+        return text
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class SegmentResult:
@@ -17,11 +49,16 @@ class SegmentResult:
     """
 
     def __init__(
-        self, bitmap: BitMap, decode: Callable[[np.ndarray], list[str]], now_s: float
+        self,
+        bitmap: BitMap,
+        decode: Callable[[np.ndarray], list[str]],
+        now_s: float,
+        warnings: tuple[QueryWarning, ...] = (),
     ) -> None:
         self.bitmap = bitmap
         self._decode = decode
         self.now_s = now_s
+        self.warnings = warnings  # see QueryWarning
 
     def count(self) -> int:
         return len(self.bitmap)

@@ -7,6 +7,8 @@ mutation takes, so a write-ahead log can sit in front of it) and reading in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from segd.aggregates import Aggregates
 from segd.catalog import Catalog
 from segd.contacts import ContactStore
@@ -42,6 +44,18 @@ BUILTIN_EVENT_TYPES = (
 )
 
 
+@dataclass(frozen=True)
+class LoadedSource:
+    """An event file loaded before, by the digest of its content: ``segctl load`` refuses
+    to load the same content twice without ``--force`` (files without event ids cannot be
+    deduplicated row by row)."""
+
+    digest: str
+    name: str
+    rows: int
+    loaded_ms: int
+
+
 class Store:
     """All data of one shard (see module docstring)."""
 
@@ -51,6 +65,10 @@ class Store:
         self.logs: dict[str, EventLog] = {}
         self.dim_maps: dict[str, IdMap] = {d: IdMap() for d in KNOWN_DIMS}
         self.aggregates = Aggregates()
+        # Every event_id applied so far: a repeated id is dropped (dedup by message id).
+        self.event_ids = IdMap()
+        # Content digests of event files loaded without event ids (see LoadedSource).
+        self.sources: dict[str, LoadedSource] = {}
 
     @property
     def n_contacts(self) -> int:
@@ -85,7 +103,8 @@ class Store:
             "attributes": self.contacts.nbytes() - self.contacts.ids.nbytes(),
             "aggregates": self.aggregates.nbytes(n),
             "events": sum(log.nbytes() for log in self.logs.values()),
-            "dictionaries": sum(m.nbytes() for m in self.dim_maps.values()),
+            "dictionaries": sum(m.nbytes() for m in self.dim_maps.values())
+            + self.event_ids.nbytes(),
             "catalog": self.catalog.nbytes(),
         }
         parts["total"] = sum(parts.values())
@@ -108,6 +127,11 @@ class Store:
             "aggregates": self.aggregates.to_snapshot(
                 w, "aggregates", len(self.contacts)
             ),
+            "event_ids": _event_ids_to_snapshot(w, self.event_ids),
+            "sources": [
+                [src.digest, src.name, src.rows, src.loaded_ms]
+                for src in self.sources.values()
+            ],
         }
 
     @classmethod
@@ -123,4 +147,18 @@ class Store:
             log = EventLog.from_snapshot(r, f"log{i}", log_meta)
             store.logs[log.type] = log
         store.aggregates = Aggregates.from_snapshot(r, "aggregates", meta["aggregates"])
+        if meta.get("event_ids"):  # snapshots before event ids had none
+            store.event_ids = r.idmap("event_ids")
+        store.sources = {
+            digest: LoadedSource(digest, name, rows, loaded_ms)
+            for digest, name, rows, loaded_ms in meta.get("sources", [])
+        }
         return store
+
+
+def _event_ids_to_snapshot(w, event_ids: IdMap) -> bool:
+    """The set of applied event ids, when there is one (most shops send none)."""
+    if len(event_ids) == 0:
+        return False
+    w.idmap("event_ids", event_ids)
+    return True

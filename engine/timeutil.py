@@ -1,7 +1,12 @@
 """Time in segd: event times are UTC seconds (uint32), attribute times UTC milliseconds.
 
-One place converts what users write (ISO-8601 text, epoch numbers, Arrow timestamps,
-``datetime``) so that every interface floors and rounds the same way.
+The one module for time. Names carry the unit: ``*_s`` engine seconds (events, ``now``),
+``*_ms`` wire / attribute milliseconds. One ISO-8601 parser (``parse_iso``), one duration
+parser (``duration_s``), and the converters of Arrow columns (``to_epoch_ms``,
+``to_event_seconds``), so every interface floors, rounds and refuses the same way.
+
+Documented ranges (docs/data-model.md): event times 1970-01-01T00:00:01Z .. 2106-02-07
+(uint32 seconds); attribute times strictly within +-2^62 ms of the epoch.
 """
 
 from __future__ import annotations
@@ -14,13 +19,72 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segd.errors import InvalidQuery
+from segd.errors import InvalidQuery, ValueRejected
+from segd.native import MAX_SEC
 
 DAY_S = 86_400
-MAX_EVENT_S = 2**32 - 1  # event times are uint32 seconds: 1970..2106
-_DURATION = re.compile(r"^(\d+)([dh])$")
+HOUR_S = 3_600
+MAX_EVENT_S: int = MAX_SEC  # event times are uint32 seconds (sec_t): 1970..2106
+MAX_ABS_MS = 2**62  # attribute times: |ms| < 2^62 (documented in docs/data-model.md)
+DURATION_RE = re.compile(r"([0-9]+)([dh])")  # a duration: a count of days or hours
 _DATE_ONLY = r"^\d{4}-\d{2}-\d{2}$"
 _HAS_ZONE = r"(Z|z|[+-]\d\d:?\d\d)$"
+# The ISO-8601 forms segd accepts: a date, or a date-time to the microsecond with an
+# optional Z / +HH:MM offset (no offset = UTC).
+ISO_PATTERN = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?"
+)
+ISO_RE = re.compile(ISO_PATTERN)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_iso(text: str) -> datetime | None:
+    """The UTC instant of ISO-8601 text in segd's form (``ISO_PATTERN``), else None.
+
+    A date is midnight UTC; a date-time without an offset is UTC. The segment language
+    (``segd.segments.ast``) uses this parser too, so a time means the same everywhere."""
+    if not isinstance(text, str):
+        return None
+    if not ISO_RE.fullmatch(text):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def iso_to_ms(text: str, where: str = "time") -> int:
+    """ISO-8601 text -> UTC milliseconds (InvalidQuery naming `where` when it is not)."""
+    moment = parse_iso(text)
+    if moment is None:
+        raise InvalidQuery.at(
+            where, f"expected an ISO-8601 date such as '2025-01-31', got {text!r}"
+        )
+    return datetime_to_ms(moment)
+
+
+def datetime_to_ms(moment: datetime) -> int:
+    """A datetime (naive = UTC) -> UTC milliseconds, exactly (no float rounding)."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    delta = aware - _EPOCH
+    return (delta.days * DAY_S + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """UTC milliseconds -> an aware datetime."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def ms_to_iso(ms: int) -> str:
+    """UTC ms -> the AST's ISO form: ``2025-01-01`` at midnight, else ``...T10:30:00Z``."""
+    t = ms_to_datetime(ms)
+    if ms % (DAY_S * 1000) == 0:
+        return t.strftime("%Y-%m-%d")
+    if ms % 1000 == 0:
+        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def resolve_now(now: datetime | float | int | None) -> float:
@@ -40,28 +104,27 @@ def resolve_now(now: datetime | float | int | None) -> float:
 
 def duration_s(text: str, where: str) -> int:
     """``"7d"`` -> 604800; units d (days) and h (hours)."""
-    m = _DURATION.match(text) if isinstance(text, str) else None
+    m = DURATION_RE.fullmatch(text) if isinstance(text, str) else None
     if not m:
         raise InvalidQuery.at(
             where, f"expected a duration such as '7d' or '12h', got {text!r}"
         )
-    return int(m.group(1)) * (DAY_S if m.group(2) == "d" else 3600)
+    return int(m.group(1)) * (DAY_S if m.group(2) == "d" else HOUR_S)
+
+
+def duration_hours(text: str) -> int:
+    """Hours in a canonical duration such as ``"7d"`` or ``"12h"``."""
+    return duration_s(text, "duration") // HOUR_S
 
 
 def parse_instant_s(text: str, where: str) -> float:
     """ISO-8601 date or date-time (no zone = UTC) to epoch seconds."""
-    try:
-        if re.match(_DATE_ONLY, text):
-            d = date.fromisoformat(text)
-            return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
-        dt = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    except (TypeError, ValueError):
+    moment = parse_iso(text)
+    if moment is None:
         raise InvalidQuery.at(
             where, f"expected an ISO-8601 date such as '2025-01-31', got {text!r}"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+        )
+    return moment.timestamp()
 
 
 def period_bounds_s(period: dict | None, now_s: float, where: str) -> tuple[int, int]:
@@ -122,68 +185,133 @@ def _normalise_iso(arr: pa.Array) -> pa.Array:
 
 
 def to_epoch_ms(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Arrow timestamps / dates / ISO strings / epoch ms numbers -> (int64 ms, valid uint8).
+    """Arrow timestamps / dates / ISO-8601 text -> (int64 UTC ms, valid uint8).
 
-    Raises ValueError("row N: ...") naming the first value that does not parse.
+    Plain numbers are refused: an epoch number does not say its unit (seconds? ms?) and a
+    ``birth_date`` of ``19870412`` would silently be 1970. Raises ``ValueRejected``
+    naming the first value that does not parse or lies outside +-2^62 ms.
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.cast(t.value_type)
+        t = arr.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         ts = _cast_or_locate(_normalise_iso(arr), pa.timestamp("ms", tz="UTC"), arr)
     elif pa.types.is_timestamp(t) or pa.types.is_date(t):
-        ts = pc.cast(
-            arr,
-            pa.timestamp("ms", tz="UTC")
-            if not pa.types.is_date(t)
-            else pa.timestamp("ms"),
-            safe=False,
-        )
-    elif pa.types.is_integer(t) or pa.types.is_floating(t):
-        ts = pc.cast(pc.cast(arr, pa.float64()), pa.int64(), safe=False)
+        ts = _range_checked_cast(arr)
     elif pa.types.is_null(t):
         return np.zeros(len(arr), np.int64), np.zeros(len(arr), np.uint8)
+    elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        raise ValueRejected(
+            f"expected a time (a timestamp, a date or ISO-8601 text), got {t}: a plain "
+            "number does not say whether it counts seconds or milliseconds"
+        )
     else:
-        raise ValueError(
-            f"expected a timestamp, date, ISO-8601 text or epoch number, got {t}"
+        raise ValueRejected(
+            f"expected a time (a timestamp, a date or ISO-8601 text), got {t}"
         )
     valid = np.asarray(pc.is_valid(ts)).astype(np.uint8)
     values = np.asarray(pc.fill_null(pc.cast(ts, pa.int64()), 0), dtype=np.int64)
+    out_of_range = (values <= -MAX_ABS_MS) | (values >= MAX_ABS_MS)
+    if out_of_range.any():
+        row = int(np.flatnonzero(out_of_range)[0])
+        raise ValueRejected(_out_of_range(arr, row), row)
     return values, valid
+
+
+def _out_of_range(arr: pa.Array, row: int) -> str:
+    return f"{_shown(arr, row)} is outside the attribute time range (|ms| < 2^62 from 1970)"
+
+
+def _shown(arr: pa.Array, row: int) -> str:
+    """One value for an error message, at most 80 characters. A time Python's datetime
+    cannot hold (past year 9999) is shown as its raw count and unit."""
+    try:
+        text = repr(arr[row].as_py())
+    except (ValueError, OverflowError, pa.ArrowException):
+        t = arr.type
+        unit = getattr(t, "unit", "days" if pa.types.is_date(t) else "")
+        raw = arr.cast(pa.int64() if not pa.types.is_date(t) else pa.int64())
+        text = f"{raw[row].as_py()} {unit} since 1970".strip()
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _range_checked_cast(arr: pa.Array) -> pa.Array:
+    """Timestamps / dates -> timestamp[ms, UTC], flooring sub-millisecond units; a value
+    whose milliseconds overflow int64 is refused by row (Arrow would wrap it)."""
+    t = arr.type
+    if pa.types.is_date(t):
+        days = np.asarray(
+            pc.fill_null(
+                arr.cast(pa.int32() if pa.types.is_date32(t) else pa.int64()), 0
+            )
+        ).astype(np.int64)
+        bad = np.abs(days) >= MAX_ABS_MS // (DAY_S * 1000)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueRejected(_out_of_range(arr, row), row)
+        ms = pa.array(
+            days * (DAY_S * 1000), pa.int64(), mask=~np.asarray(pc.is_valid(arr))
+        )
+        return ms.cast(pa.timestamp("ms", tz="UTC"))
+    per_ms = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}[t.unit]
+    raw = np.asarray(pc.fill_null(arr.cast(pa.int64()), 0), dtype=np.int64)
+    if per_ms is None:  # seconds: multiply without overflow
+        bad = np.abs(raw) >= MAX_ABS_MS // 1000
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueRejected(_out_of_range(arr, row), row)
+        ms = raw * 1000
+    else:
+        ms = np.floor_divide(raw, per_ms)
+    return pa.array(ms, pa.int64(), mask=~np.asarray(pc.is_valid(arr))).cast(
+        pa.timestamp("ms", tz="UTC")
+    )
 
 
 def to_event_seconds(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Event `ts` column -> uint32 UTC seconds (floored). Integers are epoch seconds.
 
-    Raises ValueError("row N: ...") for NULLs, unparsable text or times outside 1970..2106.
+    Raises ``ValueRejected`` naming the row of a NULL, unparsable text or a time outside
+    1970-01-01T00:00:01Z..2106-02-07 (uint32 seconds).
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     t = arr.type
-    if pa.types.is_timestamp(t) and arr.null_count == 0:
-        # Fast path (bulk loads): integer floor division, no float round trip.
+    if pa.types.is_timestamp(t):
+        # Integer floor division, no float round trip (exact for every unit).
         per_s = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[t.unit]
-        raw = np.asarray(arr.cast(pa.int64()), dtype=np.int64)
+        as_int = arr.cast(pa.int64())
+        if arr.null_count:
+            as_int = pc.fill_null(as_int, 0)
+        raw = np.asarray(as_int, dtype=np.int64)
         secs = raw // per_s if per_s > 1 else raw
-        if len(secs) and secs.min() >= 1 and secs.max() <= MAX_EVENT_S:
+        if (
+            arr.null_count == 0
+            and len(secs)
+            and secs.min() >= 1
+            and secs.max() <= MAX_EVENT_S
+        ):
             return secs.astype(np.uint32)
         secs = secs.astype(np.float64)
+        if arr.null_count:
+            secs[~np.asarray(pc.is_valid(arr))] = np.nan
     elif pa.types.is_integer(t) or pa.types.is_floating(t):
         secs = np.floor(np.asarray(pc.cast(arr, pa.float64()).fill_null(np.nan)))
     else:
         ms, valid = to_epoch_ms(arr)
         secs = np.where(valid.astype(bool), np.floor_divide(ms, 1000), np.nan)
-    bad = ~(
-        (secs >= 1) & (secs <= MAX_EVENT_S)
-    )  # NaN compares False: NULLs land here too
+    bad = ~((secs >= 1) & (secs <= MAX_EVENT_S))  # NaN compares False: NULLs land here
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        value = arr[row].as_py()
-        if value is None:
-            raise ValueError(f"row {row}: ts is NULL")
-        raise ValueError(
-            f"row {row}: ts {value!r} is outside 1970-01-01T00:00:01Z..2106-02-07 "
-            "(event times are uint32 seconds)"
+        if not arr[row].is_valid:
+            raise ValueRejected("ts is NULL", row)
+        raise ValueRejected(
+            f"ts {_shown(arr, row)} is outside 1970-01-01T00:00:01Z..2106-02-07 "
+            "(event times are uint32 seconds)",
+            row,
         )
     return secs.astype(np.uint32)
 
@@ -201,6 +329,6 @@ def _cast_or_locate(arr: pa.Array, to: pa.DataType, original: pa.Array) -> pa.Ar
                 lo = mid
             except pa.ArrowInvalid:
                 hi = mid
-        raise ValueError(
-            f"row {lo}: cannot parse {original[lo].as_py()!r} as an ISO-8601 time"
+        raise ValueRejected(
+            f"cannot parse {_shown(original, lo)} as an ISO-8601 time", lo
         ) from None

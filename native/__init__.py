@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["get_include"]
+__all__ = ["MAX_SEC", "NO_CODE", "get_include"]
+
+
+def __getattr__(name: str) -> int:
+    """``NO_CODE`` and sizes, from their one definition in ``_types.pxd`` (through the
+    compiled ``segd.native.constants``; imported lazily so that ``get_include`` works
+    before the extensions are built)."""
+    if name in ("NO_CODE", "MAX_CODE", "MAX_CID", "MAX_SEC"):
+        from segd.native import constants
+
+        return int(getattr(constants, name))
+    raise AttributeError(f"module 'segd.native' has no attribute {name!r}")
 
 
 def get_include() -> str:

@@ -22,3 +22,12 @@ def count_into(
     counts_row: npt.NDArray[np.uint8],  # flag per row
     out: npt.NDArray[np.uint32],
 ) -> None: ...
+def order_totals(
+    cids: Cids,
+    amount: npt.NDArray[np.float64],  # NaN adds nothing
+    order_codes: npt.NDArray[np.uint32],  # empty: no order ids; NO_CODE: its own order
+    order_owner: Cids,  # per order code: the contact that first placed it
+    seen: npt.NDArray[np.uint64],  # INOUT zeroed bitset over order codes
+    revenue: npt.NDArray[np.float64],  # INOUT per contact
+    orders: npt.NDArray[np.uint32],  # INOUT per contact
+) -> int: ...  # lines whose order id also belongs to another contact

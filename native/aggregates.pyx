@@ -6,9 +6,9 @@ per-row value and updates a per-contact array in place (INOUT).
 """
 
 from libc.math cimport isnan
-from libc.stdint cimport uint8_t, uint32_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
-from segd.native._types cimport cid_t, sec_t
+from segd.native._types cimport NO_CODE, cid_t, code_t, sec_t
 
 
 def _check(Py_ssize_t n_rows, Py_ssize_t n_vals, const cid_t[::1] cids, Py_ssize_t n_out):
@@ -65,3 +65,56 @@ def count_into(const cid_t[::1] cids, const uint8_t[::1] counts_row, uint32_t[::
         for i in range(cids.shape[0]):
             if counts_row[i]:
                 out[cids[i]] += 1
+
+
+def order_totals(
+    const cid_t[::1] cids,
+    const double[::1] amount,
+    const code_t[::1] order_codes,
+    const cid_t[::1] order_owner,
+    uint64_t[::1] seen,
+    double[::1] revenue,
+    uint32_t[::1] orders,
+):
+    """Per-contact revenue and distinct orders of a window of order lines (INOUT arrays).
+
+    A line without an order id (NO_CODE) is an order of its own; the first line of an
+    order id in the window counts it (``seen`` is a zeroed bitset over order codes).
+    ``order_owner[code]`` is the contact that first placed the order (engine.aggregates):
+    returns the number of lines whose id also belongs to another contact, for which this
+    per-code count is not exact (the caller then counts (contact, order) pairs instead).
+    An empty ``order_codes`` means the log has no order ids: every line is an order.
+    """
+    cdef Py_ssize_t n = cids.shape[0]
+    _check(n, amount.shape[0], cids, revenue.shape[0])
+    _check(n, amount.shape[0], cids, orders.shape[0])
+    cdef bint has_codes = order_codes.shape[0] != 0
+    if has_codes and order_codes.shape[0] != n:
+        raise ValueError(f"cids/order_codes length mismatch: {n} != {order_codes.shape[0]}")
+    cdef Py_ssize_t i
+    cdef cid_t c
+    cdef code_t k
+    cdef Py_ssize_t shared = 0
+    cdef Py_ssize_t n_codes = order_owner.shape[0]
+    if has_codes:
+        for i in range(n):
+            k = order_codes[i]
+            if k != NO_CODE and (k >= n_codes or <Py_ssize_t>(k >> 6) >= seen.shape[0]):
+                raise ValueError(f"order code {k} outside the owner table of {n_codes}")
+    with nogil:
+        for i in range(n):
+            c = cids[i]
+            if not isnan(amount[i]):
+                revenue[c] += amount[i]
+            if not has_codes:
+                orders[c] += 1
+                continue
+            k = order_codes[i]
+            if k == NO_CODE:
+                orders[c] += 1
+            elif order_owner[k] != c:
+                shared += 1
+            elif not (seen[k >> 6] >> (k & 63)) & 1:
+                seen[k >> 6] |= (<uint64_t>1) << (k & 63)
+                orders[c] += 1
+    return shared

@@ -8,6 +8,9 @@ data is loaded.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +39,9 @@ SEGD_SERVICES = (
     ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
     segments_pb2.DESCRIPTOR.services_by_name["SegmentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+RPC_THREAD_PREFIX = (
+    "segd-rpc"  # names of the RPC pool's threads (see main._rpc_threads)
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -78,6 +84,47 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
         raise StartupError(f"cannot read TLS files: {exc}") from exc
 
 
+@contextlib.contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the duration (a bind takes microseconds).
+
+    gRPC's C core logs a failed bind (a busy port: ``E0000 ... chttp2_server.cc ...
+    No address added out of total 1 resolved``) straight to fd 2, before the Python call
+    fails; segd reports the failure itself in one clear line (StartupError), so the raw
+    core line is only noise. Python's own sys.stderr is not touched."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _bind_problem(address: str, exc: Exception) -> str:
+    """Why a bind failed, in the operating system's words ("Address already in use")
+    rather than gRPC's ("...; set GRPC_VERBOSITY=debug ...")."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, int(port)))
+    except OSError as err:
+        return err.strerror or str(err)
+    except ValueError:
+        pass
+    return str(exc).split("; set GRPC_VERBOSITY")[0]
+
+
 def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
     """Build the server for ``engine`` bound to ``settings.address`` (port 0 = any free)."""
     metrics = Metrics(engine.stats)
@@ -89,7 +136,7 @@ def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
     interceptors.append(ErrorInterceptor())
     server = grpc.server(
         futures.ThreadPoolExecutor(
-            max_workers=settings.workers, thread_name_prefix="segd-rpc"
+            max_workers=settings.workers, thread_name_prefix=RPC_THREAD_PREFIX
         ),
         interceptors=interceptors,
         options=[
@@ -119,12 +166,15 @@ def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
 
     credentials = _credentials(settings)
     try:
-        if credentials is None:
-            port = server.add_insecure_port(settings.address)
-        else:
-            port = server.add_secure_port(settings.address, credentials)
+        with _c_stderr_silenced():
+            if credentials is None:
+                port = server.add_insecure_port(settings.address)
+            else:
+                port = server.add_secure_port(settings.address, credentials)
     except RuntimeError as exc:
-        raise StartupError(f"cannot listen on {settings.address}: {exc}") from exc
+        raise StartupError(
+            f"cannot listen on {settings.address}: {_bind_problem(settings.address, exc)}"
+        ) from exc
     if not port:
         raise StartupError(f"cannot listen on {settings.address}")
     app = App(server, port, health_servicer, metrics, sequence)

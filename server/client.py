@@ -26,10 +26,10 @@ from typing import Any, TypeAlias
 
 import grpc
 import pyarrow as pa
-from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from segd.server import convert, rpc_status
+from segd.timeutil import datetime_to_ms, ms_to_datetime
 from segd.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -46,8 +46,9 @@ TableLike: TypeAlias = pa.Table | pa.RecordBatch | Iterable[dict[str, Any]]
 
 class SegdRpcError(Exception):
     """A failed call: ``code`` (grpc.StatusCode), ``message``, field ``violations``
-    (``[(field, description)]`` from INVALID_ARGUMENT) and the server's ``error_id``
-    (INTERNAL)."""
+    (``[(field, description)]`` from INVALID_ARGUMENT), the input error's structure
+    ``info`` (``{"kind": "events", "row": "12", "column": "ts", "reason": ...}``, from
+    the ErrorInfo detail) and the server's ``error_id`` (INTERNAL)."""
 
     def __init__(
         self,
@@ -55,12 +56,23 @@ class SegdRpcError(Exception):
         message: str,
         violations: list[tuple[str, str]] | None = None,
         error_id: str | None = None,
+        info: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.violations = violations or []
         self.error_id = error_id
+        self.info = info or {}
+
+    @property
+    def row(self) -> int | None:
+        """0-based row of the bad value in its batch, when the server named one."""
+        return int(self.info["row"]) if "row" in self.info else None
+
+    @property
+    def column(self) -> str | None:
+        return self.info.get("column")
 
     @classmethod
     def from_rpc(cls, err: grpc.RpcError) -> SegdRpcError:
@@ -68,15 +80,19 @@ class SegdRpcError(Exception):
         message = err.details() if hasattr(err, "details") else str(err)
         violations: list[tuple[str, str]] = []
         error_id = None
+        info: dict[str, str] = {}
         trailers = (
             err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
         )
         for key, value in trailers or ():
             if key == rpc_status.DETAILS_KEY:
                 violations = rpc_status.decode_violations(value)
+                decoded = rpc_status.decode_error_info(value)
+                if decoded is not None:
+                    info = decoded[1]
             elif key == "segd-error-id":
                 error_id = value
-        return cls(code, message or "", violations, error_id)
+        return cls(code, message or "", violations, error_id, info)
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,7 @@ class IngestResult:
     rows: int  # rows applied by this call (or stream)
     sequence: int  # server-wide sequence number of the last event applied
     batches: int = 1
+    duplicates: int = 0  # events dropped: their event_id was seen before
 
 
 def to_arrow_ipc(data: TableLike) -> bytes:
@@ -104,10 +121,12 @@ def new_idempotency_key() -> str:
 
 
 def _now_ms(now: dt.datetime | float | int | None) -> int:
+    """``now`` (a datetime, naive = UTC as in the engine, or epoch seconds) -> wire ms;
+    0 (unset: the server's clock) for None."""
     if now is None:
         return 0
     if isinstance(now, dt.datetime):
-        return round(now.timestamp() * 1000)
+        return datetime_to_ms(now)
     return round(float(now) * 1000)
 
 
@@ -141,20 +160,134 @@ def segment_to_dict(segment: segments_pb2.Segment) -> dict[str, Any]:
     }
 
 
-def explain_node_to_dict(node: segments_pb2.ExplainNode) -> dict[str, Any]:
-    """An ExplainNode as plain data (``count`` None when the engine did not report it)."""
-    out: dict[str, Any] = {
-        "condition": node.condition,
-        "kind": node.kind,
-        "count": node.count if node.count >= 0 else None,
-        "duration_ms": node.duration_ms,
+def warning_to_dict(w: segments_pb2.QueryWarning) -> dict[str, str]:
+    """A QueryWarning as plain data: field (AST path), message, subject, value,
+    suggestion."""
+    return {
+        "field": w.field,
+        "message": w.message,
+        "subject": w.subject,
+        "value": w.value,
+        "suggestion": w.suggestion,
     }
-    if node.HasField("matched"):
-        out["matched"] = node.matched
-    if node.details.fields:
-        out["details"] = json_format.MessageToDict(node.details)
-    out["children"] = [explain_node_to_dict(ch) for ch in node.children]
+
+
+def _ms_to_iso(ms: int) -> str:
+    return ms_to_datetime(ms).isoformat().replace("+00:00", "Z")
+
+
+def _value(v: common_pb2.Value) -> Any:
+    """A Value as JSON data (timestamps as ISO text)."""
+    kind = v.WhichOneof("kind")
+    if kind == "timestamp_ms":
+        return _ms_to_iso(v.timestamp_ms)
+    if kind == "list_value":
+        return [_value(x) for x in v.list_value.values]
+    if kind in (None, "null_value"):
+        return None
+    return getattr(v, kind)
+
+
+def evidence_to_dict(e: segments_pb2.Evidence) -> dict[str, Any]:
+    """Evidence as plain data: ``{"summary": ..., "<kind>": {...}}``."""
+    kind = e.WhichOneof("kind")
+    out: dict[str, Any] = {"summary": e.summary}
+    if kind == "attribute":
+        a = e.attribute
+        out["attribute"] = {"attribute": a.attribute, "value": _value(a.value)}
+        if a.derived_from:
+            out["attribute"]["derived_from"] = a.derived_from
+    elif kind == "aggregate":
+        g = e.aggregate
+        out["aggregate"] = {"aggregate": g.aggregate, "value": _value(g.value)}
+    elif kind == "event":
+        v = e.event
+        out["event"] = {
+            "event": v.event,
+            "matching_events": v.matching_events,
+            "window_from": _ms_to_iso(v.window_from_ms)
+            if v.HasField("window_from_ms")
+            else None,
+            "window_to": _ms_to_iso(v.window_to_ms)
+            if v.HasField("window_to_ms")
+            else None,
+            "count_min": v.count_min,
+            "count_max": v.count_max if v.HasField("count_max") else None,
+            "last_times": [_ms_to_iso(t) for t in v.last_times_ms],
+        }
+        if v.HasField("sum"):
+            out["event"]["sum"] = v.sum
+        if v.then_no:
+            out["event"]["then_no"] = v.then_no
+    elif kind == "segment":
+        out["segment"] = {"segment": e.segment.segment, "static": e.segment.static}
     return out
+
+
+def explain_node_to_dict(node: segments_pb2.ExplainNode) -> dict[str, Any]:
+    """An ExplainNode tree as plain data that mirrors it: condition, kind, operator,
+    count, duration_ms, then matched / evidence (when a contact was explained) and
+    children (and / or / not / dynamic segment references only)."""
+
+    def one(n: segments_pb2.ExplainNode) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "condition": n.condition,
+            "kind": n.kind,
+            "operator": n.operator,
+            "count": n.count,
+            "duration_ms": n.duration_ms,
+        }
+        if n.HasField("matched"):
+            out["matched"] = n.matched
+        if n.HasField("evidence"):
+            out["evidence"] = evidence_to_dict(n.evidence)
+        return out
+
+    root = one(node)
+    stack = [(node, root)]
+    while stack:  # no recursion: segment references can nest deeper than an AST
+        src, dst = stack.pop()
+        if src.children:
+            dst["children"] = []
+            for child in src.children:
+                d = one(child)
+                dst["children"].append(d)
+                stack.append((child, d))
+    return root
+
+
+def explain_response_to_dict(resp: segments_pb2.ExplainResponse) -> dict[str, Any]:
+    """The ExplainResponse as plain data (what ``segctl segment explain --json`` prints)."""
+    out: dict[str, Any] = {
+        "count": resp.count,
+        "contacts": resp.contacts,
+        "count_meaning": resp.count_meaning,
+        "now": _ms_to_iso(resp.now_ms),
+        "duration_ms": resp.duration_ms,
+    }
+    if resp.customer_id:
+        out["customer_id"] = resp.customer_id
+        out["member"] = resp.contact_matched
+        out["contact_attributes"] = {
+            k: _value(v) for k, v in sorted(resp.contact_attributes.items())
+        }
+    out["warnings"] = [warning_to_dict(w) for w in resp.warnings]
+    out["tree"] = explain_node_to_dict(resp.plan)
+    return out
+
+
+@dataclass(frozen=True)
+class CountResult:
+    count: int
+    warnings: list[dict[str, str]]  # see warning_to_dict
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    customer_ids: list[str]
+    total_size: int
+    warnings: list[dict[str, str]]
 
 
 class SegdClient:
@@ -276,7 +409,7 @@ class SegdClient:
                 arrow_ipc=to_arrow_ipc(data), idempotency_key=key
             )
         resp = self.call(self.ingest_stub.IngestEvents, req)
-        return IngestResult(resp.rows, resp.sequence)
+        return IngestResult(resp.rows, resp.sequence, duplicates=resp.duplicates)
 
     def stream_events(
         self,
@@ -284,28 +417,36 @@ class SegdClient:
         *,
         on_ack: Callable[[ingest_pb2.IngestAck], None] | None = None,
         timeout: float | None | str = None,
+        source: ingest_pb2.EventSource | None = None,
     ) -> IngestResult:
         """Append many batches over one StreamEvents stream; ``on_ack`` sees each ack.
 
         A bad batch raises ``SegdRpcError`` (INVALID_ARGUMENT, "batch N: ..."); the
-        batches acknowledged before it stay applied."""
-        requests = (
-            ingest_pb2.IngestEventsRequest(
-                arrow_ipc=to_arrow_ipc(b), idempotency_key=new_idempotency_key()
-            )
-            for b in batches
-        )
-        rows = sequence = count = 0
+        batches acknowledged before it stay applied. ``source`` (a file's content
+        digest) goes with the first batch: content loaded before is refused with
+        ALREADY_EXISTS unless ``source.force``."""
+
+        def requests() -> Iterator[ingest_pb2.IngestEventsRequest]:
+            for i, b in enumerate(batches):
+                req = ingest_pb2.IngestEventsRequest(
+                    arrow_ipc=to_arrow_ipc(b), idempotency_key=new_idempotency_key()
+                )
+                if i == 0 and source is not None:
+                    req.source.CopyFrom(source)
+                yield req
+
+        rows = sequence = count = duplicates = 0
         try:
             for ack in self.ingest_stub.StreamEvents(
-                requests, timeout=self._timeout(timeout), metadata=self._metadata
+                requests(), timeout=self._timeout(timeout), metadata=self._metadata
             ):
                 rows, sequence, count = rows + ack.rows, ack.sequence, count + 1
+                duplicates += ack.duplicates
                 if on_ack is not None:
                     on_ack(ack)
         except grpc.RpcError as err:
             raise SegdRpcError.from_rpc(err) from None
-        return IngestResult(rows, sequence, count)
+        return IngestResult(rows, sequence, count, duplicates)
 
     def merge_contacts(self, customer_id: str, merged_ids: list[str]) -> None:
         """Reserved: the server answers UNIMPLEMENTED until identity resolution lands."""
@@ -325,10 +466,24 @@ class SegdClient:
         timeout: float | None | str = "default",
     ) -> int:
         """How many contacts match (DSL text, AST dict, Condition, or segment=NAME)."""
+        return self.count_result(query, segment=segment, now=now, timeout=timeout).count
+
+    def count_result(
+        self,
+        query: Any = None,
+        *,
+        segment: str | None = None,
+        now: Any = None,
+        timeout: float | None | str = "default",
+    ) -> CountResult:
+        """The count with the query's warnings (unknown catalog values)."""
         req = segments_pb2.CountRequest(
             now_ms=_now_ms(now), **query_fields(query, segment)
         )
-        return self.call(self.segments_stub.Count, req, timeout=timeout).count
+        resp = self.call(self.segments_stub.Count, req, timeout=timeout)
+        return CountResult(
+            resp.count, [warning_to_dict(w) for w in resp.warnings], resp.duration_ms
+        )
 
     def members_page(
         self,
@@ -381,10 +536,30 @@ class SegdClient:
         seed: int = 0,
         now: Any = None,
     ) -> list[str]:
+        """Up to ``size`` random members (0: the server's default of 10)."""
+        return self.sample_result(
+            query, segment=segment, size=size, seed=seed, now=now
+        ).customer_ids
+
+    def sample_result(
+        self,
+        query: Any = None,
+        *,
+        segment: str | None = None,
+        size: int = 10,
+        seed: int = 0,
+        now: Any = None,
+    ) -> SampleResult:
+        """The sample with the segment's size and the query's warnings."""
         req = segments_pb2.SampleRequest(
             now_ms=_now_ms(now), size=size, seed=seed, **query_fields(query, segment)
         )
-        return list(self.call(self.segments_stub.Sample, req).customer_ids)
+        resp = self.call(self.segments_stub.Sample, req)
+        return SampleResult(
+            list(resp.customer_ids),
+            resp.total_size,
+            [warning_to_dict(w) for w in resp.warnings],
+        )
 
     def export(
         self,
@@ -394,8 +569,10 @@ class SegdClient:
         chunk_size: int = 10_000,
         now: Any = None,
         timeout: float | None | str = None,
+        on_warning: Callable[[dict[str, str]], None] | None = None,
     ) -> Iterator[list[str]]:
-        """Stream every member in chunks (no deadline by default: exports can be long)."""
+        """Stream every member in chunks (no deadline by default: exports can be long).
+        ``on_warning`` sees each of the query's warnings (before the first chunk)."""
         req = segments_pb2.ExportRequest(
             now_ms=_now_ms(now), chunk_size=chunk_size, **query_fields(query, segment)
         )
@@ -403,37 +580,49 @@ class SegdClient:
             for chunk in self.segments_stub.Export(
                 req, timeout=self._timeout(timeout), metadata=self._metadata
             ):
+                if on_warning is not None:
+                    for w in chunk.warnings:
+                        on_warning(warning_to_dict(w))
                 if chunk.customer_ids:
                     yield list(chunk.customer_ids)
         except grpc.RpcError as err:
             raise SegdRpcError.from_rpc(err) from None
 
-    def create_segment(self, name: str, query: Any, *, static: bool = False) -> dict:
+    def create_segment(
+        self, name: str, query: Any, *, static: bool = False, now: Any = None
+    ) -> dict:
+        """Save a segment; ``now`` is when a static one freezes (and the count's time)."""
         kind = (
             segments_pb2.SEGMENT_KIND_STATIC
             if static
             else segments_pb2.SEGMENT_KIND_DYNAMIC
         )
-        req = segments_pb2.CreateRequest(name=name, kind=kind, **query_fields(query))
+        req = segments_pb2.CreateRequest(
+            name=name, kind=kind, now_ms=_now_ms(now), **query_fields(query)
+        )
         return segment_to_dict(
             self.call(self.segments_stub.Create, req, idempotent=False).segment
         )
 
-    def get_segment(self, name: str) -> dict:
-        req = segments_pb2.GetRequest(name=name)
+    def get_segment(self, name: str, *, now: Any = None) -> dict:
+        req = segments_pb2.GetRequest(name=name, now_ms=_now_ms(now))
         return segment_to_dict(self.call(self.segments_stub.Get, req).segment)
 
-    def list_segments(self, *, include_counts: bool = False) -> list[dict]:
-        req = segments_pb2.ListRequest(include_counts=include_counts)
+    def list_segments(
+        self, *, include_counts: bool = False, now: Any = None
+    ) -> list[dict]:
+        req = segments_pb2.ListRequest(
+            include_counts=include_counts, now_ms=_now_ms(now)
+        )
         return [
             segment_to_dict(s) for s in self.call(self.segments_stub.List, req).segments
         ]
 
     def update_segment(
-        self, name: str, query: Any, *, version: int | None = None
+        self, name: str, query: Any, *, version: int | None = None, now: Any = None
     ) -> dict:
         req = segments_pb2.UpdateRequest(
-            name=name, version=version or 0, **query_fields(query)
+            name=name, version=version or 0, now_ms=_now_ms(now), **query_fields(query)
         )
         return segment_to_dict(self.call(self.segments_stub.Update, req).segment)
 
@@ -448,22 +637,14 @@ class SegdClient:
         customer_id: str | None = None,
         now: Any = None,
     ) -> dict:
-        """The plan with per-condition counts and timings (and one contact's why)."""
+        """The query's tree with per-node counts over the whole base; with
+        ``customer_id`` also its verdict and evidence per node (explain_response_to_dict)."""
         req = segments_pb2.ExplainRequest(
             now_ms=_now_ms(now),
             customer_id=customer_id or "",
             **query_fields(query, segment),
         )
-        resp = self.call(self.segments_stub.Explain, req)
-        out: dict[str, Any] = {
-            "count": resp.count,
-            "duration_ms": resp.duration_ms,
-            "plan": explain_node_to_dict(resp.plan),
-        }
-        if resp.HasField("contact"):
-            out["contact"] = explain_node_to_dict(resp.contact)
-            out["contact_matched"] = resp.contact_matched
-        return out
+        return explain_response_to_dict(self.call(self.segments_stub.Explain, req))
 
     # ------------------------------------------------------------ admin
 

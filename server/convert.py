@@ -3,7 +3,7 @@
 - ``Condition`` <-> the AST dict of docs/segment-language.md (one to one);
 - ``Value`` <-> Python scalars (attribute values and AST operands);
 - typed batches and Arrow IPC bytes -> what ``Engine`` ingests;
-- engine results (saved segments, plan / explanation trees) -> response messages.
+- engine results (saved segments, the typed ``Explanation``, warnings) -> responses.
 
 Input errors are raised as ``InvalidInput`` with the proto path (``events[3].type``), so
 the client sees INVALID_ARGUMENT naming the field.
@@ -11,17 +11,25 @@ the client sees INVALID_ARGUMENT naming the field.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from google.protobuf import struct_pb2
 
-from segd.errors import InvalidInput
+from segd.errors import InvalidInput, TooComplex
+from segd.explain import (
+    AggregateEvidence,
+    AttributeEvidence,
+    EventEvidence,
+    Evidence,
+    ExplainNode,
+    Explanation,
+)
+from segd.results import QueryWarning
+from segd.timeutil import MAX_ABS_MS, datetime_to_ms, iso_to_ms, ms_to_iso
 from segd.v1 import common_pb2 as common
 from segd.v1 import ingest_pb2, segments_pb2
 
@@ -50,28 +58,6 @@ AST_TO_OP = {v: k for k, v in OP_TO_AST.items()}
 NO_VALUE_OPS = {"is_null", "is_not_null"}
 
 
-def ms_to_datetime(ms: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(milliseconds=ms)
-
-
-def ms_to_iso(ms: int) -> str:
-    """UTC ms -> the AST's ISO form: ``2025-01-01`` at midnight, else ``...T10:30:00Z``."""
-    t = ms_to_datetime(ms)
-    if ms % 86_400_000 == 0:
-        return t.strftime("%Y-%m-%d")
-    if ms % 1000 == 0:
-        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-def iso_to_ms(text: str) -> int:
-    """ISO-8601 date or datetime (naive = UTC) -> UTC ms."""
-    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return round(t.timestamp() * 1000)
-
-
 def value_to_python(value: common.Value, path: str, *, ast: bool) -> Any:
     """A ``Value`` as a Python object: for the AST (``ast=True``) timestamps become ISO
     strings; for attributes they become aware datetimes. Unset -> InvalidInput."""
@@ -86,9 +72,22 @@ def value_to_python(value: common.Value, path: str, *, ast: bool) -> Any:
             for i, v in enumerate(value.list_value.values)
         ]
     if kind == "timestamp_ms":
-        return (
-            ms_to_iso(value.timestamp_ms) if ast else ms_to_datetime(value.timestamp_ms)
-        )
+        ms = value.timestamp_ms
+        if ast:
+            try:
+                return ms_to_iso(ms)
+            except OverflowError:
+                raise InvalidInput.at(
+                    path, f"timestamp_ms {ms} is outside years 1..9999"
+                ) from None
+        if not -MAX_ABS_MS < ms < MAX_ABS_MS:
+            raise InvalidInput.at(
+                path,
+                f"timestamp_ms {ms} is outside the attribute time range (|ms| < 2^62)",
+            )
+        # numpy keeps the exact ms (a datetime stops at year 9999); Arrow reads it as
+        # timestamp[ms], which the engine range-checks with every other input.
+        return np.datetime64(ms, "ms")
     if kind == "null_value":
         return None
     return getattr(value, kind)
@@ -107,8 +106,7 @@ def python_to_value(x: Any) -> common.Value:
     if isinstance(x, str):
         return common.Value(string_value=x)
     if isinstance(x, dt.datetime):
-        aware = x if x.tzinfo else x.replace(tzinfo=UTC)
-        return common.Value(timestamp_ms=round(aware.timestamp() * 1000))
+        return common.Value(timestamp_ms=datetime_to_ms(x))
     if isinstance(x, list | tuple | set | frozenset):
         return common.Value(
             list_value=common.ValueList(values=[python_to_value(v) for v in x])
@@ -133,6 +131,10 @@ def _compare(node: dict[str, Any], msg: Any, path: str) -> dict[str, Any]:
     node["op"] = _op(msg.op, path)
     if node["op"] not in NO_VALUE_OPS:
         node["value"] = value_to_python(msg.value, f"{path}.value", ast=True)
+    elif msg.HasField("value"):
+        raise InvalidInput.at(
+            f"{path}.value", f"operator {node['op']} takes no value; leave value unset"
+        )
     return node
 
 
@@ -352,13 +354,15 @@ def items_to_rows(batch: ingest_pb2.ItemBatch) -> list[dict[str, Any]]:
 
 
 def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
-    """Typed events -> the events table of docs/data-model.md (empty strings are NULL).
+    """Typed events -> the events table of docs/data-model.md (empty optional strings are
+    NULL; values are not checked here: the engine validates the table).
 
     One pass over the messages: iterating a repeated message field builds a wrapper per
     element, so a pass per column would cost several times more (measured: 19 -> 12 ms per
     10k events).
     """
     customer_id, ts_ms, types, item_id, amount, order_id = [], [], [], [], [], []
+    event_id: list[str | None] = []
     props: dict[int, dict[str, str]] = {}
     for i, e in enumerate(batch.events):
         customer_id.append(e.customer_id)
@@ -367,6 +371,7 @@ def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
         item_id.append(e.item_id or None)
         amount.append(e.amount if e.HasField("amount") else None)
         order_id.append(e.order_id or None)
+        event_id.append(e.event_id or None)
         if e.properties:
             props[i] = dict(e.properties)
     cols: dict[str, pa.Array] = {
@@ -377,6 +382,8 @@ def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
         "amount": pa.array(amount, pa.float64()),
         "order_id": pa.array(order_id, pa.string()),
     }
+    if any(event_id):
+        cols["event_id"] = pa.array(event_id, pa.string())
     n = len(customer_id)
     for name in sorted({k for p in props.values() for k in p}):
         if name in cols:
@@ -392,93 +399,108 @@ def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
 # ---------------------------------------------------------------- results
 
 
-def _plain(obj: Any) -> Any:
-    """Engine result objects (dataclasses, dicts, lists, numpy scalars) -> plain JSON data."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "to_dict") and callable(obj.to_dict):
-        return _plain(obj.to_dict())
-    if isinstance(obj, bool | int | str) or obj is None:
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "item"):  # numpy scalar
-        return _plain(obj.item())
-    return str(obj)
+# protobuf decoders refuse messages nested over 100 deep; a node's evidence adds up to 5
+# levels (Evidence, AttributeEvidence, Value, ValueList, Value) and the response one.
+MAX_EXPLAIN_DEPTH = 90
 
 
-_LABEL_KEYS = ("condition", "node", "dsl", "label", "text", "query", "name", "op")
-_KIND_KEYS = ("kind", "type")
-_COUNT_KEYS = ("count", "cardinality", "rows", "matches")
-_MS_KEYS = ("duration_ms", "ms", "time_ms", "elapsed_ms", "millis")
-_SECONDS_KEYS = ("seconds", "duration_s", "elapsed_s")
-_MATCH_KEYS = ("matched", "holds", "match", "member", "is_member", "result")
-_CHILD_KEYS = ("children", "steps", "nodes", "inputs", "args")
+def _ms(moment: dt.datetime) -> int:
+    return round(moment.timestamp() * 1000)
 
 
-def _pop_first(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    for k in keys:
-        if k in d:
-            return d.pop(k)
-    return None
+def warning_to_proto(w: QueryWarning) -> segments_pb2.QueryWarning:
+    return segments_pb2.QueryWarning(
+        field=w.where,
+        message=w.message,
+        subject=w.field,
+        value=w.value,
+        suggestion=w.suggestion,
+    )
 
 
-def _label(value: Any) -> str:
-    if isinstance(value, Mapping):
-        try:
-            from segd import format as format_ast
-
-            return str(format_ast(dict(value)))
-        except Exception:  # a label is best effort; the raw node is in details
-            return json.dumps(value, sort_keys=True, default=str)
-    return "" if value is None else str(value)
+def warnings_to_proto(
+    warnings: tuple[QueryWarning, ...],
+) -> list[segments_pb2.QueryWarning]:
+    return [warning_to_proto(w) for w in warnings]
 
 
-def node_to_proto(obj: Any) -> segments_pb2.ExplainNode:
-    """A plan / explanation tree from ``Engine.profile`` or ``Engine.explain`` -> ExplainNode.
+def evidence_to_proto(e: Evidence) -> segments_pb2.Evidence:
+    """One of the engine's evidence types -> ``Evidence`` (its oneof + a summary)."""
+    out = segments_pb2.Evidence(summary=e.summary())
+    if isinstance(e, AttributeEvidence):
+        out.attribute.attribute = e.attribute
+        out.attribute.value.CopyFrom(python_to_value(e.value))
+        out.attribute.derived_from = e.derived_from or ""
+    elif isinstance(e, AggregateEvidence):
+        out.aggregate.aggregate = e.aggregate
+        out.aggregate.value.CopyFrom(python_to_value(e.value))
+    elif isinstance(e, EventEvidence):
+        ev = out.event
+        ev.event = e.event
+        ev.matching_events = e.matching_events
+        if e.window_from is not None:
+            ev.window_from_ms = _ms(e.window_from)
+        if e.window_to is not None:
+            ev.window_to_ms = _ms(e.window_to)
+        ev.count_min = e.count_min
+        if e.count_max is not None:
+            ev.count_max = e.count_max
+        ev.last_times_ms.extend(_ms(t) for t in e.last_times)
+        if e.sum is not None:
+            ev.sum = e.sum
+        ev.then_no = e.then_no or ""
+    else:
+        out.segment.segment = e.segment
+        out.segment.static = e.static
+    return out
 
-    The engine's node dicts are read by the usual key names (label, count, time, matched,
-    children); whatever else a node carries is kept verbatim in ``details``.
-    """
-    d = _plain(obj)
-    if not isinstance(d, dict):
-        d = {"value": d}
-    tree = d.pop("tree", None)
-    if isinstance(tree, dict):  # Engine.explain: {"tree": root, "member": ..., ...}
-        d = {**d, **tree, "matched": d.get("member", tree.get("holds"))}
-        d.pop("member", None)
-        d.pop("holds", None)
-    if isinstance(d.get("details"), dict):
-        d.update(d.pop("details"))
-    node = segments_pb2.ExplainNode(count=-1)
-    label = _pop_first(d, _LABEL_KEYS)
-    node.condition = _label(label)
-    kind = _pop_first(d, _KIND_KEYS)
-    if kind is None and isinstance(label, Mapping) and label:
-        kind = next(iter(label))
-    node.kind = "" if kind is None else str(kind)
-    count = _pop_first(d, _COUNT_KEYS)
-    if isinstance(count, int | float) and not isinstance(count, bool):
-        node.count = int(count)
-    ms = _pop_first(d, _MS_KEYS)
-    seconds = _pop_first(d, _SECONDS_KEYS)
-    if isinstance(ms, int | float):
-        node.duration_ms = float(ms)
-    elif isinstance(seconds, int | float):
-        node.duration_ms = float(seconds) * 1000.0
-    matched = _pop_first(d, _MATCH_KEYS)
-    if isinstance(matched, bool):
-        node.matched = matched
-    children = _pop_first(d, _CHILD_KEYS)
-    if isinstance(children, list):
-        node.children.extend(node_to_proto(ch) for ch in children)
-    if d:
-        node.details.update(d)
-    return node
+
+def explain_node_to_proto(node: ExplainNode) -> segments_pb2.ExplainNode:
+    """An engine ``ExplainNode`` tree -> ``ExplainNode`` (without recursion: an AST
+    is at most MAX_DEPTH deep, but segment references nest further). A tree deeper
+    than MAX_EXPLAIN_DEPTH is ``TooComplex`` (RESOURCE_EXHAUSTED) rather than a response
+    no client could parse."""
+    root = segments_pb2.ExplainNode()
+    stack = [(node, root, 1)]
+    while stack:
+        src, dst, depth = stack.pop()
+        if depth > MAX_EXPLAIN_DEPTH:
+            raise TooComplex(
+                f"the explained condition tree is more than {MAX_EXPLAIN_DEPTH} levels "
+                "deep (saved segments' trees included); a response holds at most "
+                f"{MAX_EXPLAIN_DEPTH}"
+            )
+        dst.condition = src.label
+        dst.kind = src.kind
+        dst.operator = src.operator
+        dst.count = src.count
+        dst.duration_ms = src.ms
+        if src.matched is not None:
+            dst.matched = src.matched
+        if src.evidence is not None:
+            dst.evidence.CopyFrom(evidence_to_proto(src.evidence))
+        for child in src.children:
+            stack.append((child, dst.children.add(), depth + 1))
+    return root
+
+
+def explanation_to_proto(x: Explanation) -> segments_pb2.ExplainResponse:
+    """``Engine.explain``'s ``Explanation`` -> ``ExplainResponse`` (docs/api.md#explain)."""
+    response = segments_pb2.ExplainResponse(
+        plan=explain_node_to_proto(x.root),
+        count=x.count,
+        duration_ms=x.ms,
+        contacts=x.contacts,
+        count_meaning=x.count_meaning,
+        now_ms=_ms(x.now),
+        warnings=warnings_to_proto(x.warnings),
+    )
+    if x.customer_id is not None:
+        response.customer_id = x.customer_id
+        response.contact_matched = bool(x.member)
+        for name, value in x.attributes.items():
+            response.contact_attributes[name].CopyFrom(python_to_value(value))
+    return response
 
 
 def segment_to_proto(saved: Any, count: int = -1) -> segments_pb2.Segment:

@@ -80,10 +80,25 @@ def abort_with(exc: BaseException, context: grpc.ServicerContext, method: str) -
     violations = getattr(exc, "violations", None)
     if violations:
         details = rpc_status.encode_bad_request(
-            code.value[0], message, [(v.where, v.message) for v in violations]
+            code.value[0],
+            message,
+            [(v.where, v.message) for v in violations],
+            _error_info(exc),
         )
         context.set_trailing_metadata(((rpc_status.DETAILS_KEY, details),))
     context.abort(code, message)
+
+
+def _error_info(exc: BaseException) -> tuple[str, dict[str, str]]:
+    """ErrorInfo of an input error: reason ``INVALID_INPUT`` and the error's attributes
+    (``batch`` in a stream, ``kind``, ``row``, ``column``, ``reason``) that are set, as
+    strings."""
+    metadata = {
+        key: str(value)
+        for key in ("batch", "kind", "row", "column", "reason")
+        if (value := getattr(exc, key, None)) is not None
+    }
+    return "INVALID_INPUT", metadata
 
 
 def _already_aborted(context: grpc.ServicerContext) -> bool:

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from segd.server.app import App, StartupError, build_app
+from segd.server.app import RPC_THREAD_PREFIX, App, StartupError, build_app
 from segd.server.logfmt import configure_logging, kv
 from segd.server.settings import DEFAULT_ADDRESS, Settings, env_defaults
 
@@ -19,26 +19,14 @@ log = logging.getLogger("segd.server")
 
 
 def parse_scale(text: str) -> int:
-    """``100k`` -> 100000, ``1m`` -> 1000000, ``2500`` -> 2500 (argparse type)."""
-    try:
-        from segd.datagen import parse_scale as engine_parse_scale
+    """``100k`` -> 100000, ``1m`` -> 1000000, ``2500`` -> 2500 (argparse type of --demo;
+    segd.datagen is imported only when --demo is given)."""
+    from segd.datagen import parse_scale as datagen_parse_scale
 
-        return int(engine_parse_scale(text))
-    except ImportError:
-        pass
+    try:
+        return datagen_parse_scale(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
-    t = text.strip().lower().replace("_", "")
-    mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
-    try:
-        value = int(float(t[:-1] if mult > 1 else t) * mult)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a count like 2000, 100k or 1m, got {text!r}"
-        )
-    return value
 
 
 def parse_snapshot_every(text: str) -> str:
@@ -76,13 +64,17 @@ def snapshot_schedule(text: str | None) -> tuple[float | None, int | None]:
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """The server's flags (shared by ``segctl serve`` and ``python -m segd.server``)."""
+    # SUPPRESS: an option left out here leaves the namespace alone, so `segctl
+    # --address X serve` (the option written before the command) still applies.
     p.add_argument(
         "--address",
+        default=argparse.SUPPRESS,
         help=f"HOST:PORT to listen on; port 0 picks a free one "
         f"(env SEGD_ADDRESS; default {DEFAULT_ADDRESS})",
     )
     p.add_argument(
         "--token",
+        default=argparse.SUPPRESS,
         help="bearer token every call must carry (env SEGD_TOKEN; default: no auth)",
     )
     p.add_argument(
@@ -199,22 +191,99 @@ def settings_from_args(
     return Settings(**values)
 
 
+def _stop_within(app: App, grace_seconds: float) -> bool:
+    """Stop the server: in-flight calls get `grace_seconds`, then they are cancelled.
+
+    Returns True when a handler thread is still busy after that (stuck in a request
+    iterator of a broken stream, or in a long engine call): the RPC pool's threads are
+    joined at interpreter exit, so ``serve`` then ends the process itself once the data
+    is safe, instead of waiting for a second signal."""
+    stopped = app.stop(grace_seconds)
+    stopped.wait(grace_seconds + 1.0)
+    deadline = time.monotonic() + 1.0
+    busy = _rpc_threads()
+    while busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+        busy = _rpc_threads()
+    if busy:
+        log.warning(
+            "request threads still busy after the grace period; exiting without them",
+            extra=kv(threads=len(busy)),
+        )
+    return bool(busy)
+
+
+def _rpc_threads() -> list[threading.Thread]:
+    """RPC pool threads still inside a call. An idle pool thread waits in the work
+    queue's C-level get(), so its innermost Python frame is the executor's ``_worker``."""
+    frames = sys._current_frames()
+    busy = []
+    for t in threading.enumerate():
+        if not (t.name.startswith(RPC_THREAD_PREFIX) and t.is_alive()):
+            continue
+        frame = frames.get(t.ident or -1)
+        if frame is not None and frame.f_code.co_name != "_worker":
+            busy.append(t)
+    return busy
+
+
 class _Interrupted(Exception):
     """A stop signal arrived before the server was ready."""
 
 
-def _load_demo(engine: Any, contacts: int) -> Any:
-    """Generate and load the demo dataset ending at the current hour; returns its ``now``.
+def demo_data(contacts: int, now: Any) -> Any:
+    """The demo dataset of ``contacts`` contacts, ending at ``now``.
 
-    The events end at the server clock (rounded down to the hour, so the dataset is the
-    same all hour), hence `in last 30 days` means what an operator expects.
+    Generated at ``datagen.DEFAULT_NOW`` and moved in time to end at `now` (events,
+    registration times and birth dates shift together), so the data relative to `now` is
+    the same on every day and at every hour: docs/segctl.md's figures hold whenever the
+    demo starts, not only on the day they were written (a dataset generated *at* `now`
+    would follow the calendar: weekdays, seasons, leap years).
     """
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from segd.datagen import DEFAULT_NOW, generate
+
+    data = generate(contacts=contacts, now=DEFAULT_NOW)
+    shift_s = int(now.timestamp()) - int(DEFAULT_NOW.timestamp())
+    if shift_s == 0:
+        return data
+
+    def moved(table: pa.Table, name: str) -> pa.Table:
+        col = table.column(name)
+        if pa.types.is_date32(col.type):  # whole days, as a birthday moves
+            days = pc.add(
+                col.cast(pa.int32()), pa.scalar(round(shift_s / 86_400), pa.int32())
+            )
+            new = days.cast(pa.date32())
+        else:
+            unit = col.type.unit
+            step = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 10**9}[unit]
+            new = pc.add(col.cast(pa.int64()), shift_s * step).cast(col.type)
+        return table.set_column(table.schema.get_field_index(name), name, new)
+
+    contacts_table = data.contacts
+    for name in ("registered_at", "birth_date"):
+        if name in contacts_table.column_names:
+            contacts_table = moved(contacts_table, name)
+    return dataclasses.replace(
+        data,
+        contacts=contacts_table,
+        events=moved(data.events, "ts"),
+        now=now,
+    )
+
+
+def _load_demo(engine: Any, contacts: int) -> Any:
+    """Generate and load the demo dataset ending at the current second; returns its
+    ``now`` (see demo_data): `in last 30 days` means what an operator expects."""
     from datetime import UTC, datetime
 
-    from segd.datagen import generate
-
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    data = generate(contacts=contacts, now=now)
+    now = datetime.now(UTC).replace(microsecond=0)
+    data = demo_data(contacts, now)
     engine.load_items(data.items)
     engine.load_contacts(data.contacts)
     engine.load_events(data.events)
@@ -343,6 +412,7 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
             raise _Interrupted(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    stuck = False
     scheduler = None
     try:
         start = time.perf_counter()
@@ -382,7 +452,7 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
         while not stop.wait(0.5):
             pass
         log.info("shutting down", extra=kv(grace_seconds=settings.grace_seconds))
-        app.stop(settings.grace_seconds).wait()
+        stuck = _stop_within(app, settings.grace_seconds)
     except _Interrupted:
         log.info("interrupted while loading; stopping")
         app.stop(0).wait()
@@ -396,6 +466,9 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
             _snapshot(engine, "shutdown")
         engine.close()
     log.info("stopped")
+    if stuck:  # a thread the interpreter would wait for at exit: do not wait
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

@@ -57,6 +57,20 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
             ".segd_private.rpc.FieldViolation",
         ),
     )
+    info = f.message_type.add(name="ErrorInfo")
+    info.field.add(name="reason", number=1, type=t.TYPE_STRING, label=opt)
+    info.field.add(name="domain", number=2, type=t.TYPE_STRING, label=opt)
+    entry = info.nested_type.add(name="MetadataEntry")
+    entry.field.add(name="key", number=1, type=t.TYPE_STRING, label=opt)
+    entry.field.add(name="value", number=2, type=t.TYPE_STRING, label=opt)
+    entry.options.map_entry = True
+    info.field.add(
+        name="metadata",
+        number=3,
+        type=t.TYPE_MESSAGE,
+        label=rep,
+        type_name=".segd_private.rpc.ErrorInfo.MetadataEntry",
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(f)
     return pool
@@ -69,18 +83,47 @@ Status = message_factory.GetMessageClass(
 BadRequest = message_factory.GetMessageClass(
     _POOL.FindMessageTypeByName("segd_private.rpc.BadRequest")
 )
+ErrorInfo = message_factory.GetMessageClass(
+    _POOL.FindMessageTypeByName("segd_private.rpc.ErrorInfo")
+)
+ERROR_INFO_TYPE_URL = "type.googleapis.com/google.rpc.ErrorInfo"
+ERROR_DOMAIN = "segd"
 
 
 def encode_bad_request(
-    code: int, message: str, violations: list[tuple[str, str]]
+    code: int,
+    message: str,
+    violations: list[tuple[str, str]],
+    info: tuple[str, dict[str, str]] | None = None,
 ) -> bytes:
-    """Serialize a google.rpc.Status carrying one BadRequest with ``(field, description)``."""
+    """Serialize a google.rpc.Status carrying one BadRequest with ``(field, description)``
+    and, when given, one ErrorInfo ``(reason, metadata)``: the error's structure (kind,
+    row, column, reason) as strings, so no client has to parse the message."""
     bad = BadRequest()
     for field, description in violations:
         bad.field_violations.add(field=field, description=description)
     status = Status(code=code, message=message)
     status.details.add(type_url=BAD_REQUEST_TYPE_URL, value=bad.SerializeToString())
+    if info is not None:
+        reason, metadata = info
+        detail = ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+        detail.metadata.update(metadata)
+        status.details.add(
+            type_url=ERROR_INFO_TYPE_URL, value=detail.SerializeToString()
+        )
     return status.SerializeToString()
+
+
+def decode_error_info(data: bytes) -> tuple[str, dict[str, str]] | None:
+    """``(reason, metadata)`` of the first ErrorInfo in a serialized Status, if any."""
+    status = Status()
+    status.ParseFromString(data)
+    for any_msg in status.details:
+        if any_msg.type_url.endswith("/google.rpc.ErrorInfo"):
+            info = ErrorInfo()
+            info.ParseFromString(any_msg.value)
+            return info.reason, dict(info.metadata)
+    return None
 
 
 def decode_violations(data: bytes) -> list[tuple[str, str]]:

@@ -71,7 +71,7 @@ class Adapter:
         return self.eng.segment(self.queries[name], self.now, cache=False).ids()
 
     def profile(self, name: str) -> dict:
-        return self.eng.profile(self.queries[name], self.now)
+        return self.eng.profile(self.queries[name], self.now).to_dict()
 
     def throughput(self, name: str, threads: int, seconds: float) -> dict:
         """Evaluate ``name`` back to back in ``threads`` threads for about ``seconds``."""

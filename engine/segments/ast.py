@@ -26,10 +26,17 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from segd.errors import InvalidQuery
+from segd.timeutil import (  # noqa: F401 (re-exported for the lexer and dsl)
+    DURATION_RE,
+    ISO_PATTERN,
+    ISO_RE,
+    duration_hours,
+    parse_iso,
+)
 
 AGGREGATES: tuple[str, ...] = (
     "orders_count",
@@ -89,13 +96,8 @@ RESERVED_WORDS: frozenset[str] = frozenset({"and", "or", "not", "in"})
 MAX_DEPTH = 100  # nesting of conditions; deeper input is rejected, not recursed into
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-DURATION_RE = re.compile(r"([0-9]+)([dh])")
-# Shared with the lexer: every period bound validate accepts prints as a bare DATE.
-ISO_PATTERN = (
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?"
-)
-ISO_RE = re.compile(ISO_PATTERN)
+# Durations and ISO-8601 times are defined once, in segd.timeutil (ISO_PATTERN is shared
+# with the lexer: every period bound validate accepts prints as a bare DATE).
 
 Node = dict[str, Any]
 
@@ -135,26 +137,7 @@ def canonical_key(ast: Node) -> str:
     )
 
 
-def parse_instant(text: str) -> datetime | None:
-    """The UTC instant of an ISO date/datetime string in the contract's form, else None.
-
-    A date is midnight UTC; a datetime without an offset is taken as UTC.
-    """
-    if not ISO_RE.fullmatch(text):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
-
-
-def duration_hours(duration: str) -> int:
-    """Hours in a canonical duration such as ``"7d"`` or ``"12h"``."""
-    count, unit = int(duration[:-1]), duration[-1]
-    return count * 24 if unit == "d" else count
+parse_instant = parse_iso  # the UTC instant of contract-form ISO text, else None
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pyroaring import BitMap
 
 from segd.columns import CategoryColumn, NumericColumn, TagsColumn
 from segd.errors import InvalidQuery, SegmentNotFound
+from segd.results import QueryWarning
 from segd.segments.ast import canonical_key, validate, walk
 from segd.segments.conditions import (
     AgeAttr,
@@ -18,11 +19,18 @@ from segd.segments.conditions import (
     TagsAttr,
 )
 from segd.segments.event_node import EventNode
+from segd.segments.hints import name_hint, unknown_values
 from segd.segments.plan import AndNode, ConstNode, Node, NotNode, OrNode, RefNode
 from segd.store import Store
 
 # name -> (ast, static members or None); provided by the segment registry.
 SegmentLookup = Callable[[str], tuple[dict, BitMap | None]]
+
+
+def _join(path: str, key: str) -> str:
+    """Warnings name AST paths like ``and[0].where[1].value`` (no leading ``$``)."""
+    path = path.removeprefix("$").lstrip(".")
+    return f"{path}.{key}" if path else key
 
 
 class Compiler:
@@ -41,6 +49,8 @@ class Compiler:
         self.rfm = rfm
         self._repeats: Counter[str] = Counter()
         self._resolving: list[str] = []
+        # Valid but suspicious parts of the query (unknown catalog values), in AST order.
+        self.warnings: list[QueryWarning] = []
 
     def compile(self, ast: dict) -> Node:
         canonical = validate(ast)
@@ -72,8 +82,15 @@ class Compiler:
             return self._attr(ast, key, path)
         if "event" in ast:
             self._check_event_type(ast["event"], f"{path}.event")
+            self.warnings += unknown_values(
+                self.store, ast.get("where", []), _join(path, "where")
+            )
             if "then_no" in ast:
-                self._check_event_type(ast["then_no"]["event"], f"{path}.then_no.event")
+                then = ast["then_no"]
+                self._check_event_type(then["event"], f"{path}.then_no.event")
+                self.warnings += unknown_values(
+                    self.store, then.get("where", []), _join(path, "then_no.where")
+                )
             return EventNode(ast, key, self.store, self.now_s, path)
         if "aggregate" in ast:
             return AggregateNode(ast, key, self.now_s, path)
@@ -110,10 +127,7 @@ class Compiler:
     def _check_event_type(self, etype: str, where: str) -> None:
         known = self.store.known_event_types()
         if etype not in known:
-            import difflib
-
-            close = difflib.get_close_matches(etype, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = name_hint(etype, sorted(known))
             raise InvalidQuery.at(where, f"unknown event type {etype!r}{hint}")
 
     def _segment(self, ast: dict, key: str, path: str) -> Node:

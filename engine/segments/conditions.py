@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import numpy as np
 from pyroaring import BitMap
 
+from segd import aggregates
 from segd.columns import CategoryColumn, NumericColumn, TagsColumn
 from segd.errors import InvalidQuery
+from segd.explain import AggregateEvidence, AttributeEvidence, Evidence
 from segd.native import columns as kernels
 from segd.native.bitset import popcount
 from segd.predicates import (
@@ -53,13 +55,8 @@ class AttrNode(Node):
     kind = "attr"
     column: NumericColumn | CategoryColumn | TagsColumn
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["details"] = {
-            "attribute": self.column.name,
-            "value": self.column.value_of(cid),
-        }
-        return out
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
+        return AttributeEvidence(self.column.name, self.column.value_of(cid))
 
 
 class NumericAttr(AttrNode):
@@ -108,13 +105,11 @@ class NumericAttr(AttrNode):
             return (ctx.universe if cand is None else cand) - present
         return present
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
         value = self.column.value_of(cid)
         if self.column.kind == "timestamp" and value is not None:
-            value = datetime.fromtimestamp(value / 1000, UTC).isoformat()
-        out["details"] = {"attribute": self.column.name, "value": value}
-        return out
+            value = datetime.fromtimestamp(value / 1000, UTC)
+        return AttributeEvidence(self.column.name, value)
 
 
 class AgeAttr(NumericAttr):
@@ -146,20 +141,14 @@ class AgeAttr(NumericAttr):
             np.array(hi, dtype=np.float64),
         )
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = Node.describe(self, ctx, cid)
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
         birth = self.column.value_of(cid)
         age = None
         if birth is not None:
             b = datetime.fromtimestamp(birth / 1000, UTC).date()
             t = datetime.fromtimestamp(self.now_s, UTC).date()
             age = t.year - b.year - ((t.month, t.day) < (b.month, b.day))
-        out["details"] = {
-            "attribute": "age",
-            "value": age,
-            "derived_from": "birth_date",
-        }
-        return out
+        return AttributeEvidence("age", age, derived_from="birth_date")
 
 
 class CategoryAttr(AttrNode):
@@ -372,48 +361,32 @@ class AggregateNode(Node):
         return got
 
     def _values_in_period(self, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
-        """(cids, values) of contacts with qualifying events in the period (numpy, per batch)."""
+        """(cids, values) of contacts with qualifying events in the period (nogil
+        kernels in segd.aggregates; no sort of the window's rows)."""
         store = ctx.store
         lo_s, hi_s = period_bounds_s(self.period, self.now_s, f"{self.where}.period")
+        if self.name in ("orders_count", "revenue", "avg_order_value"):
+            log = store.logs.get("order")
+            if log is None:
+                return np.zeros(0, np.uint32), np.zeros(0)
+            cids, revenue, orders = aggregates.orders_in_period(
+                log, store.aggregates, lo_s, hi_s, ctx.n
+            )
+            if self.name == "orders_count":
+                return cids, orders.astype(np.float64)
+            if self.name == "revenue":
+                return cids, revenue
+            return cids, revenue / orders
         if self.name == "days_since_last_visit":
-            parts = []
-            for each in store.logs.values():
-                r0, r1 = each.window(lo_s, hi_s)
-                parts.append((each.cid[r0:r1], each.ts[r0:r1]))
-            cids = (
-                np.concatenate([p[0] for p in parts])
-                if parts
-                else np.zeros(0, np.uint32)
-            )
-            ts = (
-                np.concatenate([p[1] for p in parts])
-                if parts
-                else np.zeros(0, np.uint32)
-            )
+            logs = list(store.logs.values())
         else:
             etype = (
                 "email_open" if self.name == "days_since_last_email_open" else "order"
             )
-            log = store.logs.get(etype)
-            if log is None:
-                return np.zeros(0, np.uint32), np.zeros(0)
-            r0, r1 = log.window(lo_s, hi_s)
-            cids, ts = log.cid[r0:r1], log.ts[r0:r1]
-            if self.name in ("orders_count", "revenue", "avg_order_value"):
-                amount = (
-                    log.amount[r0:r1] if log.amount is not None else np.zeros(r1 - r0)
-                )
-                orders = log.dim("order_id")
-                return _order_values(
-                    self.name, cids, amount, None if orders is None else orders[r0:r1]
-                )
-        if len(cids) == 0:
-            return cids, np.zeros(0)
-        order = np.lexsort((ts, cids))
-        cs, tt = cids[order], ts[order]
-        last = np.r_[cs[1:] != cs[:-1], True]
-        days = np.floor((self.now_s - tt[last].astype(np.float64)) / DAY_S)
-        return cs[last], days
+            logs = [store.logs[etype]] if etype in store.logs else []
+        cids, last = aggregates.last_seen_in_period(logs, lo_s, hi_s, ctx.n)
+        days = np.floor((self.now_s - last.astype(np.float64)) / DAY_S)
+        return cids, days
 
     def _run_period(self, ctx: Context, cand: BitMap | None) -> BitMap:
         cids, values = self._values_in_period(ctx)
@@ -456,32 +429,5 @@ class AggregateNode(Node):
         }[self.name][cid]
         return None if last == 0 else int((self.now_s - float(last)) // DAY_S)
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["details"] = {"aggregate": self.name, "value": self.value_of(ctx, cid)}
-        return out
-
-
-def _order_values(
-    name: str, cids: np.ndarray, amount: np.ndarray, order_codes: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-contact order count (distinct order ids), revenue or average in a window."""
-    if len(cids) == 0:
-        return cids, np.zeros(0)
-    uniq, inverse = np.unique(cids, return_inverse=True)
-    revenue = np.bincount(inverse, weights=np.nan_to_num(amount), minlength=len(uniq))
-    counts: np.ndarray
-    if order_codes is None:
-        counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
-    else:
-        known = order_codes != 0xFFFFFFFF
-        keys = (cids[known].astype(np.uint64) << np.uint64(32)) | order_codes[known]
-        distinct_cids = (np.unique(keys) >> np.uint64(32)).astype(np.uint32)
-        counts = np.bincount(np.searchsorted(uniq, distinct_cids), minlength=len(uniq))
-        counts = counts + np.bincount(inverse[~known], minlength=len(uniq))
-        counts = counts.astype(np.float64)
-    if name == "orders_count":
-        return uniq, counts
-    if name == "revenue":
-        return uniq, revenue
-    return uniq, revenue / counts
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
+        return AggregateEvidence(self.name, self.value_of(ctx, cid))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pyroaring import BitMap
@@ -13,6 +14,9 @@ from segd.errors import DeadlineExceeded
 from segd.native.bitset import bitmap_to_bitset, bitset_to_bitmap
 from segd.native.eventscan import ScanScratch
 from segd.store import Store
+
+if TYPE_CHECKING:
+    from segd.explain import ProfileStep
 
 _local = threading.local()
 SAMPLE_SIZE = 2048  # contacts looked at to estimate a condition's selectivity
@@ -33,7 +37,7 @@ class Context:
     store: Store
     now_s: float
     deadline: float | None = None
-    profile: list[dict] | None = None
+    profile: list[ProfileStep | None] | None = None  # steps as they run (profile)
     memo: dict[str, BitMap] = field(default_factory=dict)
     _universe: BitMap | None = None
     _sample: np.ndarray | None = None

@@ -21,6 +21,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from segd.errors import InvalidQuery
+from segd.explain import EventEvidence, Evidence
 from segd.native import contactindex, eventscan
 from segd.native.bitset import cids_to_bitmap
 from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
@@ -327,13 +328,10 @@ class EventNode(Node):
         got = ctx.to_bitmap(yes)
         return got if cand is None else got & cand
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        details: dict = {
-            "event": self.etype,
-            "event_count": 0,
-            "window": _iso_window(self.lo_s, self.hi_s),
-        }
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
+        """The contact's events that pass this condition's filters, window and "then no"."""
+        matching, total = 0, None
+        last: tuple[datetime, ...] = ()
         log = ctx.store.logs.get(self.etype)
         if log is not None:
             r0, r1 = log.window(self.lo_s, self.hi_s)
@@ -356,25 +354,36 @@ class EventNode(Node):
                         only_contact=cid,
                     )
                 )
-                times = log.ts[rows]
-                details["event_count"] = int(len(rows))
-                details["times"] = [_iso(t) for t in times[-MAX_SHOWN_TIMES:].tolist()]
+                matching = int(len(rows))
+                last = tuple(_utc(t) for t in log.ts[rows][-MAX_SHOWN_TIMES:].tolist())
                 if self.use_sum:
                     amounts = (
                         log.amount[rows] if log.amount is not None else np.zeros(0)
                     )
-                    details["sum"] = float(np.nansum(amounts))
-        details["count_range"] = [
-            self.count_min,
-            None if self.count_max == U64_MAX else self.count_max,
-        ]
-        out["details"] = details
-        return out
+                    total = float(np.nansum(amounts))
+        if self.use_sum and total is None:
+            total = 0.0
+        return EventEvidence(
+            event=self.etype,
+            matching_events=matching,
+            window_from=None if self.lo_s <= 0 else _utc(self.lo_s),
+            window_to=None if self.hi_s > 2**32 - 1 else _utc(self.hi_s),
+            count_min=self.count_min,
+            count_max=None if self.count_max == U64_MAX else self.count_max,
+            last_times=last,
+            sum=total,
+            then_no=None if self.then is None else _then_text(self.ast["then_no"]),
+        )
 
 
-def _iso(ts_s: int) -> str:
-    return datetime.fromtimestamp(ts_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _then_text(then: dict) -> str:
+    """``order within 1d`` (with its filters) for a then_no part of the AST."""
+    from segd.segments.dsl import format as format_dsl
+
+    body = format_dsl({"event": then["event"], "where": then.get("where", [])})
+    body = body.removesuffix("()") if body.endswith("()") else body
+    return f"{body} within {then['within']}"
 
 
-def _iso_window(lo: int, hi: int) -> list[str | None]:
-    return [None if lo <= 0 else _iso(lo), None if hi > 2**32 - 1 else _iso(hi)]
+def _utc(ts_s: int) -> datetime:
+    return datetime.fromtimestamp(ts_s, UTC)

@@ -12,16 +12,16 @@ a query is evaluated once, unrestricted, and reused (``Node.shared``).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pyroaring import BitMap
 
 from segd.errors import InvalidQuery
+from segd.explain import Evidence, SegmentEvidence
 from segd.segments.context import Context
 
 
 class Node:
-    """A plan node; subclasses implement ``_run``, ``estimate`` and ``describe``."""
+    """A plan node; subclasses implement ``_run``, ``estimate`` and ``evidence``."""
 
     kind = "node"
     shared = False  # set by compile when the same sub-expression occurs again
@@ -63,11 +63,15 @@ class Node:
     def _timed(self, ctx: Context, cand: BitMap | None) -> BitMap:
         if ctx.profile is None:
             return self._run(ctx, cand)
-        entry: dict[str, Any] = {"condition": self.label, "kind": self.kind}
-        ctx.profile.append(entry)
+        from segd.explain import ProfileStep
+
+        slot = len(ctx.profile)
+        ctx.profile.append(None)  # a parent is listed before the children it runs
         t0 = time.perf_counter()
         out = self._run(ctx, cand)
-        entry.update(
+        ctx.profile[slot] = ProfileStep(
+            label=self.label,
+            kind=self.kind,
             ms=round((time.perf_counter() - t0) * 1000, 3),
             count=len(out),
             candidates=None if cand is None else len(cand),
@@ -77,16 +81,9 @@ class Node:
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         raise NotImplementedError
 
-    def holds(self, ctx: Context, cid: int) -> bool:
-        return cid in self.run(ctx, BitMap([cid]))
-
-    def describe(self, ctx: Context, cid: int) -> dict:
-        """Why this contact is or is not matched (explain)."""
-        return {
-            "condition": self.label,
-            "kind": self.kind,
-            "holds": self.holds(ctx, cid),
-        }
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
+        """The contact's facts that decide this node (explain); None for and / or / not."""
+        return None
 
 
 class _Junction(Node):
@@ -98,11 +95,6 @@ class _Junction(Node):
 
     def children(self) -> list[Node]:
         return self.parts
-
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["children"] = [p.describe(ctx, cid) for p in self.parts]
-        return out
 
 
 class AndNode(_Junction):
@@ -195,11 +187,6 @@ class NotNode(Node):
         base = ctx.universe if cand is None else cand
         return base - self.inner.run(ctx, cand)
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["children"] = [self.inner.describe(ctx, cid)]
-        return out
-
 
 class ConstNode(Node):
     """A fixed member set: a static segment's frozen members."""
@@ -217,10 +204,8 @@ class ConstNode(Node):
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         return self.members if cand is None else self.members & cand
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["details"] = {"segment": self.name, "static": True}
-        return out
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
+        return SegmentEvidence(self.name, static=True)
 
 
 class RefNode(Node):
@@ -245,11 +230,8 @@ class RefNode(Node):
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         return self.inner.run(ctx, cand)
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
-        out["details"] = {"segment": self.name, "static": False}
-        out["children"] = [self.inner.describe(ctx, cid)]
-        return out
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
+        return SegmentEvidence(self.name, static=False)
 
 
 def unknown(where: str, what: str, suggestion: str = "") -> InvalidQuery:

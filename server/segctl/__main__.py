@@ -89,7 +89,10 @@ def _bench(argv: list[str], stderr: TextIO) -> int:
             "segctl: error: the benchmark suite is not installed (bench/__main__.py)\n"
         )
         return EXIT_USAGE
-    return int(module.main(argv) or 0)
+    try:
+        return int(module.main(argv, prog="segctl bench") or 0)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
 
 def _rpc_error_line(err: SegdRpcError) -> str:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 
 from segd.server.client import SegdRpcError
-from segd.server.segctl.console import Cli, add_connection_options, human_int
+from segd.server.segctl.console import (
+    Cli,
+    add_connection_options,
+    human_int,
+    non_negative_float,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--wait",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         metavar="SECONDS",
         help="keep asking until SERVING or this many seconds pass",

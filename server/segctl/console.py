@@ -85,6 +85,11 @@ class Cli:
     def line(self, text: str) -> None:
         self.stdout.write(text + "\n")
 
+    def warn(self, warnings: Iterable[dict[str, str]]) -> None:
+        """The query's warnings (unknown catalog values), one line each on stderr."""
+        for w in warnings:
+            self.stderr.write(f"segctl: warning: {w['message']}\n")
+
     def note(self, text: str) -> None:
         """A human remark on stderr (kept out of pipes)."""
         if not self.json:
@@ -131,12 +136,75 @@ def add_connection_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=non_negative_float,
         default=s,
-        help="deadline per call in seconds (env SEGD_TIMEOUT; default 30)",
+        help="deadline per call in seconds, 0 = none (env SEGD_TIMEOUT; default 30)",
     )
     p.add_argument(
         "--json", action="store_true", default=s, help="machine-readable JSON on stdout"
+    )
+
+
+def positive_int(text: str) -> int:
+    """argparse type of sizes (--size, --chunk-size): a usage error (exit 2) unless >= 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of limits where 0 means "all" (--limit): exit 2 unless >= 0."""
+    return _int_at_least(text, 0)
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type of durations (--timeout, --wait): exit 2 unless a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+
+
+def epoch_seconds(text: str) -> float:
+    """argparse type of --now: epoch seconds (1735689600) or an ISO-8601 instant
+    (2025-01-01, 2025-01-01T10:00:00Z; without an offset: UTC)."""
+    from datetime import UTC, datetime
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected epoch seconds or an ISO-8601 time, got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def add_now_option(p: argparse.ArgumentParser) -> None:
+    """--now for every command that evaluates a segment."""
+    p.add_argument(
+        "--now",
+        type=epoch_seconds,
+        default=None,
+        metavar="TIME",
+        help="evaluate as of this instant: epoch seconds or ISO-8601, e.g. "
+        "2025-01-01T00:00:00Z (default: the server clock)",
     )
 
 

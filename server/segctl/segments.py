@@ -7,12 +7,16 @@ import argparse
 import time
 from typing import Any
 
+from segd.server.client import warning_to_dict
 from segd.server.segctl import export as exports
 from segd.server.segctl.console import (
     Cli,
     UsageError,
     add_connection_options,
+    add_now_option,
     human_int,
+    non_negative_int,
+    positive_int,
 )
 
 
@@ -38,12 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="segment text, e.g. 'gender = \"m\" and age >= 35' "
             "(or a saved segment: 'in segment \"vip\"')",
         )
-        p.add_argument(
-            "--now",
-            type=float,
-            default=None,
-            help="evaluate as of this epoch second (default: the server clock)",
-        )
+        add_now_option(p)
 
     p = verb("count", "count the contacts matching a segment", cmd_count)
     query_arg(p)
@@ -51,20 +50,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     query_arg(p)
     p.add_argument(
         "--limit",
-        type=int,
+        type=non_negative_int,
         default=100,
         help="at most this many; 0 = all (default %(default)s)",
     )
     p = verb("sample", "a random sample of matching customer_ids", cmd_sample)
     query_arg(p)
-    p.add_argument("--size", type=int, default=10, help="(default %(default)s)")
+    p.add_argument(
+        "--size", type=positive_int, default=10, help="at least 1 (default %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
-    p = verb("explain", "the plan with per-condition counts and timings", cmd_explain)
+    p = verb(
+        "explain",
+        "the query's condition tree: members of each part in the whole base, and "
+        "with --customer that contact's verdict and evidence per condition",
+        cmd_explain,
+    )
     query_arg(p)
     p.add_argument(
         "--customer",
         metavar="CUSTOMER_ID",
         help="also explain why this contact is or is not a member",
+    )
+    p.add_argument(
+        "--timings", action="store_true", help="add each condition's milliseconds"
     )
     p = verb("create", "save a named segment", cmd_create)
     p.add_argument("name")
@@ -74,21 +83,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="freeze the members now (default: dynamic, re-evaluated on use)",
     )
+    add_now_option(p)
     p = verb("update", "replace a saved segment's query", cmd_update)
     p.add_argument("name")
     p.add_argument("query", metavar="DSL")
     p.add_argument(
         "--version",
-        type=int,
+        type=positive_int,
         default=None,
         help="fail with ABORTED unless the stored version is this one",
     )
+    add_now_option(p)
     p = verb("list", "list saved segments", cmd_list)
     p.add_argument(
         "--counts", action="store_true", help="also count each segment's members"
     )
+    add_now_option(p)
     p = verb("show", "show one saved segment", cmd_show)
     p.add_argument("name")
+    add_now_option(p)
     p = verb("delete", "delete a saved segment", cmd_delete)
     p.add_argument("name")
     p = verb("export", "export a saved segment's members to a file", cmd_export)
@@ -108,27 +121,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--chunk-size",
-        type=int,
+        type=positive_int,
         default=10_000,
         help="ids per streamed message (default %(default)s)",
     )
+    add_now_option(p)
 
 
 def cmd_count(cli: Cli) -> int:
-    n = cli.client.count(cli.args.query, now=cli.args.now)
+    res = cli.client.count_result(cli.args.query, now=cli.args.now)
     if cli.json:
-        cli.emit_json({"count": n})
+        out: dict[str, Any] = {"count": res.count}
+        if res.warnings:
+            out["warnings"] = res.warnings
+        cli.emit_json(out)
     else:
-        cli.line(str(n))
+        cli.warn(res.warnings)
+        cli.line(str(res.count))
     return 0
 
 
 def cmd_members(cli: Cli) -> int:
     a = cli.args
-    if a.limit < 0:
-        raise UsageError("--limit must be >= 0")
     ids: list[str] = []
     token, total = "", 0
+    warnings: list[dict[str, str]] = []
     while True:
         want = 10_000 if a.limit == 0 else min(10_000, a.limit - len(ids))
         if want <= 0:
@@ -138,11 +155,17 @@ def cmd_members(cli: Cli) -> int:
         )
         ids.extend(page.customer_ids)
         token, total = page.next_page_token, page.total_size
+        if not warnings:
+            warnings = [warning_to_dict(w) for w in page.warnings]
         if not token:
             break
     if cli.json:
-        cli.emit_json({"customer_ids": ids, "total": total})
+        out: dict[str, Any] = {"customer_ids": ids, "total": total}
+        if warnings:
+            out["warnings"] = warnings
+        cli.emit_json(out)
         return 0
+    cli.warn(warnings)
     for cid in ids:
         cli.line(cid)
     if len(ids) < total:
@@ -155,54 +178,48 @@ def cmd_members(cli: Cli) -> int:
 
 def cmd_sample(cli: Cli) -> int:
     a = cli.args
-    ids = cli.client.sample(a.query, size=a.size, seed=a.seed, now=a.now)
+    res = cli.client.sample_result(a.query, size=a.size, seed=a.seed, now=a.now)
     if cli.json:
-        cli.emit_json({"customer_ids": ids})
+        out: dict[str, Any] = {"customer_ids": res.customer_ids}
+        if res.warnings:
+            out["warnings"] = res.warnings
+        cli.emit_json(out)
     else:
-        for cid in ids:
+        cli.warn(res.warnings)
+        for cid in res.customer_ids:
             cli.line(cid)
     return 0
 
 
-def _shown(value: object) -> str:
-    """A detail value as people read it (gRPC's Struct turns every number into a float)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return repr(value)
-
-
-def _evidence(d: dict) -> str:
-    """Why a condition holds for the contact, in a few words (the engine's details)."""
-    if "attribute" in d:
-        return f"{d['attribute']} = {_shown(d.get('value'))}"
-    if "aggregate" in d:
-        return f"{d['aggregate']} = {_shown(d.get('value'))}"
-    if "event" in d:
-        n = int(d.get("event_count") or 0)
-        text = f"{n} {d['event']} event{'s' if n != 1 else ''} in the window"
-        if d.get("sum") is not None:
-            text += f", sum {d['sum']:g}"
-        times = d.get("times") or []
-        if times:
-            text += f", last {times[-1]}"
-        return text
-    if "segment" in d:
-        return f"{'static' if d.get('static') else 'dynamic'} segment {d['segment']!r}"
-    return ""
-
-
-def _tree_rows(node: dict, depth: int, rows: list, with_match: bool) -> None:
-    label = ("  " * depth) + (node.get("condition") or node.get("kind") or "?")
-    row = [label, human_int(node.get("count")), f"{node.get('duration_ms', 0.0):.3f}"]
-    if with_match:
-        matched = node.get("matched")
-        row.append("" if matched is None else ("yes" if matched else "no"))
-        row.append(_evidence(node.get("details") or {}))
-    rows.append(row)
-    for child in node.get("children", []):
-        _tree_rows(child, depth + 1, rows, with_match)
+def _tree_rows(tree: dict, with_contact: bool, timings: bool) -> list[list[str]]:
+    """The tree as table rows: the condition drawn as a tree (and / or / not and
+    segment references with their parts below), its members in the base, and with a
+    contact its verdict and evidence. Iterative: segment references nest deeply."""
+    rows: list[list[str]] = []
+    stack: list[tuple[dict, str, str]] = [(tree, "", "")]
+    while stack:
+        node, lead, rest = stack.pop()
+        junction = node["kind"] in ("and", "or", "not")
+        row = [lead + (node["operator"] if junction else node["condition"])]
+        row.append(human_int(node["count"]))
+        if with_contact:
+            matched = node.get("matched")
+            row.append("" if matched is None else ("yes" if matched else "no"))
+            row.append((node.get("evidence") or {}).get("summary", ""))
+        if timings:
+            row.append(f"{node['duration_ms']:.3f}")
+        rows.append(row)
+        children = node.get("children", [])
+        for i in range(len(children) - 1, -1, -1):
+            last = i == len(children) - 1
+            stack.append(
+                (
+                    children[i],
+                    rest + ("└─ " if last else "├─ "),
+                    rest + ("   " if last else "│  "),
+                )
+            )
+    return rows
 
 
 def cmd_explain(cli: Cli) -> int:
@@ -211,24 +228,26 @@ def cmd_explain(cli: Cli) -> int:
     if cli.json:
         cli.emit_json(res)
         return 0
-    rows: list = []
-    _tree_rows(res["plan"], 0, rows, False)
-    cli.table(["condition", "contacts", "ms"], rows, right=["contacts", "ms"])
-    cli.line(
-        f"total: {human_int(res['count'])} contacts in {res['duration_ms']:.3f} ms"
+    cli.warn(res["warnings"])
+    with_contact = "customer_id" in res
+    columns = ["condition", "in base"]
+    if with_contact:
+        columns += [res["customer_id"], "evidence"]
+    if a.timings:
+        columns.append("ms")
+    rows = _tree_rows(res["tree"], with_contact, a.timings)
+    cli.table(columns, rows, right=["in base", "ms"])
+    summary = (
+        f"{human_int(res['count'])} of {human_int(res['contacts'])} contacts match"
     )
-    if "contact" in res:
-        rows = []
-        _tree_rows(res["contact"], 0, rows, True)
-        cli.line("")
-        cli.table(
-            ["condition", "matched", "evidence"],
-            [[r[0], r[3], r[4]] for r in rows],
-            title=f"customer {a.customer}",
-        )
-        cli.line(
-            f"{a.customer}: {'member' if res['contact_matched'] else 'not a member'}"
-        )
+    if with_contact:
+        verdict = "a member" if res["member"] else "not a member"
+        summary += f"; {res['customer_id']} is {verdict}"
+    cli.line(f"{summary} ({res['duration_ms']:.1f} ms)")
+    cli.line(
+        f"in base: contacts in the whole base matching that condition as of "
+        f"{res['now']}"
+    )
     return 0
 
 
@@ -255,23 +274,28 @@ def _iso(ms: int) -> str:
 
 def cmd_create(cli: Cli) -> int:
     a = cli.args
-    _show_segment(cli, cli.client.create_segment(a.name, a.query, static=a.static))
+    _show_segment(
+        cli, cli.client.create_segment(a.name, a.query, static=a.static, now=a.now)
+    )
     return 0
 
 
 def cmd_update(cli: Cli) -> int:
     a = cli.args
-    _show_segment(cli, cli.client.update_segment(a.name, a.query, version=a.version))
+    _show_segment(
+        cli,
+        cli.client.update_segment(a.name, a.query, version=a.version, now=a.now),
+    )
     return 0
 
 
 def cmd_show(cli: Cli) -> int:
-    _show_segment(cli, cli.client.get_segment(cli.args.name))
+    _show_segment(cli, cli.client.get_segment(cli.args.name, now=cli.args.now))
     return 0
 
 
 def cmd_list(cli: Cli) -> int:
-    segs = cli.client.list_segments(include_counts=cli.args.counts)
+    segs = cli.client.list_segments(include_counts=cli.args.counts, now=cli.args.now)
     if cli.json:
         cli.emit_json(segs)
         return 0
@@ -305,7 +329,12 @@ def cmd_export(cli: Cli) -> int:
     if fmt == "xlsx" and a.output == "-":
         raise UsageError("xlsx needs a file: -o FILE.xlsx")
     start = time.perf_counter()
-    chunks = cli.client.export(segment=a.name, chunk_size=a.chunk_size)
+    chunks = cli.client.export(
+        segment=a.name,
+        chunk_size=a.chunk_size,
+        now=a.now,
+        on_warning=lambda w: cli.warn([w]),
+    )
     first = next(chunks, [])  # fails before a file is created if the segment is missing
     binary = fmt == "xlsx"
     if a.output == "-":

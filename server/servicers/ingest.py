@@ -1,4 +1,8 @@
-"""IngestService: typed or Arrow IPC batches -> ``Engine.upsert_* / append_events``."""
+"""IngestService: typed or Arrow IPC batches -> ``Engine.upsert_* / append_events``.
+
+This layer only converts (protobuf -> Arrow, in ``segd.server.convert``); every value is
+validated once, by the engine, which names the row and column of the first bad value.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 import grpc
 import pyarrow as pa
 
-from segd.errors import InvalidInput
+from segd.errors import InvalidInput, SegdError
 from segd.server import convert
 from segd.v1 import ingest_pb2, ingest_pb2_grpc
 
@@ -64,34 +68,53 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             rows = self._engine.upsert_items(batch, idempotency_key=key).rows
         return ingest_pb2.UpsertItemsResponse(rows=rows)
 
-    def _append(self, request: Any) -> tuple[int, int]:
+    def _append(self, request: Any) -> tuple[int, int, int]:
+        """(rows applied, sequence, duplicates dropped) of one events request."""
         batch = _batch(request, "events", convert.events_to_table)
         if not _rows(batch):
-            return 0, self._sequence.value
+            return 0, self._sequence.value, 0
+        source: dict[str, Any] = {}
+        if request.HasField("source") and request.source.digest:
+            source = {
+                "source": request.source.digest,
+                "source_name": request.source.name,
+                "force": request.source.force,
+            }
         report = self._engine.append_events(
             batch,
             idempotency_key=request.idempotency_key or None,
             count_in_sequence=True,
+            **source,
         )
-        return report.rows, report.sequence
+        return report.rows, report.sequence, report.duplicate_events
 
     def IngestEvents(self, request: Any, context: grpc.ServicerContext) -> Any:
-        rows, sequence = self._append(request)
-        return ingest_pb2.IngestEventsResponse(rows=rows, sequence=sequence)
+        rows, sequence, duplicates = self._append(request)
+        return ingest_pb2.IngestEventsResponse(
+            rows=rows, sequence=sequence, duplicates=duplicates
+        )
 
     def StreamEvents(
         self, request_iterator: Any, context: grpc.ServicerContext
     ) -> Iterator:
         for index, request in enumerate(request_iterator):
             try:
-                rows, sequence = self._append(request)
-            except InvalidInput as exc:
+                rows, sequence, duplicates = self._append(request)
+            except SegdError as exc:
                 # Name the batch: the earlier ones were acknowledged and stay applied.
-                raise InvalidInput(f"batch {index}: {exc}", exc.violations) from exc
-            yield ingest_pb2.IngestAck(batch_index=index, rows=rows, sequence=sequence)
+                raise _in_batch(exc, index) from exc
+            yield ingest_pb2.IngestAck(
+                batch_index=index, rows=rows, sequence=sequence, duplicates=duplicates
+            )
 
     def MergeContacts(self, request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             "MergeContacts is reserved: identity resolution is not implemented yet",
         )
+
+
+def _in_batch(exc: SegdError, index: int) -> SegdError:
+    """An input error of a stream's batch `index`: named by the batch, structure kept.
+    Other errors (ALREADY_EXISTS for a file loaded before) pass unchanged."""
+    return exc.in_stream_batch(index) if isinstance(exc, InvalidInput) else exc

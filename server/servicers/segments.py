@@ -92,15 +92,23 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
             query_of(request), now=now, deadline=deadline_of(context)
         )
 
-    def _count_of(self, name: str, context: grpc.ServicerContext) -> int:
+    def _count_of(
+        self, name: str, context: grpc.ServicerContext, now_ms: int = 0
+    ) -> int:
         ref = {"segment": name}
-        return int(self._engine.segment(ref, deadline=deadline_of(context)).count())
+        return int(
+            self._engine.segment(
+                ref, now=_now(now_ms), deadline=deadline_of(context)
+            ).count()
+        )
 
     def Count(self, request: Any, context: grpc.ServicerContext) -> Any:
         start = time.perf_counter()
-        count = self._evaluate(request, context, _now(request.now_ms)).count()
+        result = self._evaluate(request, context, _now(request.now_ms))
         return pb.CountResponse(
-            count=count, duration_ms=(time.perf_counter() - start) * 1e3
+            count=result.count(),
+            duration_ms=(time.perf_counter() - start) * 1e3,
+            warnings=convert.warnings_to_proto(result.warnings),
         )
 
     def Members(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -121,44 +129,61 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         end = offset + len(ids)
         token = _encode_token(end, now_ms, key) if end < total else ""
         return pb.MembersResponse(
-            customer_ids=ids, next_page_token=token, total_size=total
+            customer_ids=ids,
+            next_page_token=token,
+            total_size=total,
+            warnings=convert.warnings_to_proto(result.warnings),
         )
 
     def Sample(self, request: Any, context: grpc.ServicerContext) -> Any:
         size = _size(request.size, DEFAULT_SAMPLE_SIZE, "size")
         result = self._evaluate(request, context, _now(request.now_ms))
         ids = result.sample(size, seed=request.seed)
-        return pb.SampleResponse(customer_ids=ids, total_size=result.count())
+        return pb.SampleResponse(
+            customer_ids=ids,
+            total_size=result.count(),
+            warnings=convert.warnings_to_proto(result.warnings),
+        )
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Iterator:
         chunk = _size(request.chunk_size, DEFAULT_CHUNK_SIZE, "chunk_size")
         result = self._evaluate(request, context, _now(request.now_ms))
         total = result.count()
+        warnings = convert.warnings_to_proto(result.warnings)
         sent = False
         for ids in result.iter_ids(chunk=chunk):
+            yield pb.ExportResponse(
+                customer_ids=ids, total_size=total, warnings=[] if sent else warnings
+            )
             sent = True
-            yield pb.ExportResponse(customer_ids=ids, total_size=total)
         if not sent:
-            yield pb.ExportResponse(total_size=0)
+            yield pb.ExportResponse(total_size=0, warnings=warnings)
 
     def Create(self, request: Any, context: grpc.ServicerContext) -> Any:
         name = request.name or _missing("name")
         saved = self._engine.create_segment(
-            name, query_of(request), static=request.kind == pb.SEGMENT_KIND_STATIC
+            name,
+            query_of(request),
+            static=request.kind == pb.SEGMENT_KIND_STATIC,
+            now=_now(request.now_ms),
         )
-        segment = convert.segment_to_proto(saved, self._count_of(name, context))
+        count = self._count_of(name, context, request.now_ms)
+        segment = convert.segment_to_proto(saved, count)
         return pb.CreateResponse(segment=segment)
 
     def Get(self, request: Any, context: grpc.ServicerContext) -> Any:
         saved = self._engine.get_segment(request.name or _missing("name"))
-        segment = convert.segment_to_proto(saved, self._count_of(saved.name, context))
+        count = self._count_of(saved.name, context, request.now_ms)
+        segment = convert.segment_to_proto(saved, count)
         return pb.GetResponse(segment=segment)
 
     def List(self, request: Any, context: grpc.ServicerContext) -> Any:
         out = []
         for saved in self._engine.list_segments():
             count = (
-                self._count_of(saved.name, context) if request.include_counts else -1
+                self._count_of(saved.name, context, request.now_ms)
+                if request.include_counts
+                else -1
             )
             out.append(convert.segment_to_proto(saved, count))
         return pb.ListResponse(segments=out)
@@ -166,9 +191,13 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
     def Update(self, request: Any, context: grpc.ServicerContext) -> Any:
         name = request.name or _missing("name")
         saved = self._engine.update_segment(
-            name, query_of(request), version=request.version or None
+            name,
+            query_of(request),
+            version=request.version or None,
+            now=_now(request.now_ms),
         )
-        segment = convert.segment_to_proto(saved, self._count_of(name, context))
+        count = self._count_of(name, context, request.now_ms)
+        segment = convert.segment_to_proto(saved, count)
         return pb.UpdateResponse(segment=segment)
 
     def Delete(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -176,27 +205,15 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         return pb.DeleteResponse()
 
     def Explain(self, request: Any, context: grpc.ServicerContext) -> Any:
-        query, now, deadline = (
+        """One compile, one evaluation: the tree with whole-base counts and, with a
+        customer_id, its verdict and evidence per node (Engine.explain)."""
+        explanation = self._engine.explain(
             query_of(request),
-            _now(request.now_ms),
-            deadline_of(context),
+            request.customer_id or None,
+            now=_now(request.now_ms),
+            deadline=deadline_of(context),
         )
-        start = time.perf_counter()
-        plan = convert.node_to_proto(
-            self._engine.profile(query, now=now, deadline=deadline)
-        )
-        elapsed_ms = (time.perf_counter() - start) * 1e3
-        count = plan.count
-        if count < 0:
-            count = self._engine.segment(query, now=now, deadline=deadline).count()
-        response = pb.ExplainResponse(plan=plan, count=count, duration_ms=elapsed_ms)
-        if request.customer_id:
-            why = self._engine.explain(
-                query, request.customer_id, now=now, deadline=deadline
-            )
-            response.contact.CopyFrom(convert.node_to_proto(why))
-            response.contact_matched = bool(response.contact.matched)
-        return response
+        return convert.explanation_to_proto(explanation)
 
 
 def _missing(field: str) -> str:

@@ -32,15 +32,36 @@ def test_count_members_sample(srv):
 
 
 def test_explain_human_and_json(srv):
-    q = 'gender = "m" and age >= 35'
-    r = run_segctl(srv, "segment", "explain", q, "--customer", "c0000")
+    q = 'gender = "m" and not view()'
+    r = run_segctl(srv, "segment", "explain", q, "--customer", "c0002")
     assert r.code == 0, r.err
-    assert "condition" in r.out and "total:" in r.out
-    assert "c0000" in r.out
+    lines = [line.rstrip() for line in r.out.splitlines()]
+    # the real tree, once: operators kept (not is not dropped), counts over the base
+    assert lines[0].split() == ["condition", "in", "base", "c0002", "evidence"]
+    assert lines[1].split() == ["and", "450", "no"]
+    assert lines[2].split()[:5] == ["├─", "gender", "=", '"m"', "500"]
+    assert lines[2].split()[5:] == ["yes", "gender", "=", '"m"']
+    assert lines[3].split() == ["└─", "not", "900", "no"]
+    assert lines[4].split()[:4] == ["└─", "view()", "100", "yes"]
+    assert "1 matching view event, last 2025-01-01T00:00:02Z" in lines[4]
+    assert lines[5].startswith("450 of 1,000 contacts match; c0002 is not a member (")
+    assert lines[6].startswith("in base: contacts in the whole base matching")
+    assert sum("gender" in line for line in lines) == 1  # the root is not repeated
     r = run_segctl(srv, "segment", "explain", q, "--json")
-    assert json.loads(r.out)["count"] == len(
-        expected(lambda x: x["gender"] == "m" and x["age"] >= 35)
-    )
+    data = json.loads(r.out)
+    assert data["count"] == len(expected(lambda x: x["gender"] == "m")) - 50
+    tree = data["tree"]
+
+    def nodes(n):
+        yield n
+        for c in n.get("children", []):
+            yield from nodes(c)
+
+    assert all(n["kind"] for n in nodes(tree))  # no root with "kind": ""
+    assert all(n.get("children") for n in nodes(tree) if n["kind"] in ("and", "not"))
+    assert [n["operator"] for n in nodes(tree)] == ["and", "=", "not", "count"]
+    r = run_segctl(srv, "segment", "explain", q, "--timings")
+    assert r.out.splitlines()[0].split()[-1] == "ms"
 
 
 def test_saved_segment_commands(srv):
@@ -210,7 +231,8 @@ def test_help_and_bench_hook(monkeypatch):
 
     seen = {}
     fake = types.ModuleType("segd.bench.__main__")
-    fake.main = lambda argv: seen.setdefault("argv", argv) and 0
+    fake.main = lambda argv, prog: seen.update(argv=argv, prog=prog) or 0
     monkeypatch.setitem(sys.modules, "segd.bench.__main__", fake)
     r = run_segctl(None, "bench", "--quick", "count")
     assert r.code == 0 and seen["argv"] == ["--quick", "count"]
+    assert seen["prog"] == "segctl bench"

@@ -7,7 +7,7 @@ import pytest
 
 from segd.server.client import SegdRpcError
 from segd.v1 import common_pb2, segments_pb2
-from tests.integration.conftest import TOKEN, expected
+from tests.integration.conftest import BASE_TS, TOKEN, expected
 
 MEN = 'gender = "m"'
 MEN_35 = 'gender = "m" and age >= 35'
@@ -141,18 +141,91 @@ def test_static_segment_keeps_its_members(client):
 def test_explain_plan_and_one_contact(client):
     n = client.count(MEN_35)
     res = client.explain(MEN_35)
-    assert res["count"] == n
-    assert res["plan"]["count"] in (n, None)
+    assert res["count"] == n == res["tree"]["count"]
+    assert res["contacts"] == 1000 and "whole base" in res["count_meaning"]
     assert res["duration_ms"] >= 0
-    assert "contact" not in res
+    assert "customer_id" not in res and "matched" not in res["tree"]
+    tree = res["tree"]
+    assert (tree["kind"], tree["operator"]) == ("and", "and")
+    assert [(c["condition"], c["operator"], c["count"]) for c in tree["children"]] == [
+        (MEN, "=", 500),
+        ("age >= 35", ">=", len(expected(lambda r: r["age"] >= 35))),
+    ]
     member = client.members(MEN_35, limit=1)[0]
     res = client.explain(MEN_35, customer_id=member)
-    assert res["contact_matched"] is True
+    assert res["member"] is True and res["customer_id"] == member
+    assert res["contact_attributes"]["gender"] == "m"
     res = client.explain(MEN_35, customer_id="c0001")  # a woman
-    assert res["contact_matched"] is False
+    assert res["member"] is False
+    gender = res["tree"]["children"][0]
+    assert gender["matched"] is False
+    assert gender["evidence"] == {
+        "summary": 'gender = "f"',
+        "attribute": {"attribute": "gender", "value": "f"},
+    }
     with pytest.raises(SegdRpcError) as e:
         client.explain(MEN_35, customer_id="no-such-contact")
     assert e.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_explain_raw_response_is_one_typed_tree(client):
+    """One tree (no second 'contact' tree), operators kept, evidence typed."""
+    stub = client.segments_stub
+    req = segments_pb2.ExplainRequest(
+        dsl='gender = "m" and not view()', customer_id="c0002"
+    )
+    resp = stub.Explain(req, metadata=(("authorization", f"Bearer {TOKEN}"),))
+    assert resp.count == 450 and resp.contacts == 1000
+    assert not resp.contact_matched  # a man who viewed
+    ops = [resp.plan.operator] + [c.operator for c in resp.plan.children]
+    assert ops == ["and", "=", "not"]
+    inner = resp.plan.children[1].children[0]
+    assert (inner.condition, inner.count, inner.matched) == ("view()", 100, True)
+    assert inner.evidence.WhichOneof("kind") == "event"
+    assert inner.evidence.event.matching_events == 1
+    assert inner.evidence.summary.startswith("1 matching view event, last ")
+    assert resp.plan.children[1].count == 900 and not resp.plan.children[1].matched
+
+
+def test_unknown_catalog_value_warns_in_every_response(client):
+    client.upsert_items(
+        [{"item_id": "i1", "category": "Outdoor/Tents", "brand": "Nike"}]
+    )
+    q = 'view(category = "Outdor")'
+    res = client.count_result(q)
+    assert res.count == 0
+    assert res.warnings == [
+        {
+            "field": "where[0].value",
+            "message": 'unknown category "Outdor" (did you mean "Outdoor"?)',
+            "subject": "category",
+            "value": "Outdor",
+            "suggestion": "Outdoor",
+        }
+    ]
+    assert client.members_page(q).warnings[0].suggestion == "Outdoor"
+    assert client.sample_result(q).warnings == res.warnings
+    seen: list = []
+    assert list(client.export(q, on_warning=seen.append)) == []
+    assert seen == res.warnings
+    assert client.explain(q)["warnings"] == res.warnings
+    assert client.count_result('view(category = "Outdoor")').warnings == []
+
+
+def test_now_ms_on_saved_segment_calls(client):
+    """Saved segments over historical data count as of `now` (views are 2025-01-01)."""
+    then = BASE_TS + 86_400
+    recent = "view() in last 7 days"
+    assert client.count(recent) == 0 and client.count(recent, now=then) == 100
+    assert client.create_segment("recent", recent, now=then)["count"] == 100
+    assert client.get_segment("recent", now=then)["count"] == 100
+    assert client.get_segment("recent")["count"] == 0
+    listed = client.list_segments(include_counts=True, now=then)
+    assert [s["count"] for s in listed] == [100]
+    frozen = client.create_segment("frozen", recent, static=True, now=then)
+    assert frozen["count"] == 100 and client.count(segment="frozen") == 100
+    assert client.update_segment("recent", "view()", now=then)["count"] == 100
+    assert sum(map(len, client.export(segment="recent", now=then))) == 100
 
 
 @pytest.mark.parametrize(
@@ -180,3 +253,24 @@ def test_dsl_syntax_error_carries_position_and_violation(client):
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "line 1:" in err.message
     assert err.violations and err.violations[0][0].startswith("line 1:")
+
+
+def test_explain_deeper_than_a_response_holds_is_resource_exhausted():
+    """Saved segments can nest an explained tree past protobuf's nesting limit: the
+    server says so instead of sending a response no client can parse."""
+    from segd.errors import TooComplex
+    from segd.explain import AttributeEvidence, ExplainNode
+    from segd.server import convert
+
+    def chain(depth: int) -> ExplainNode:
+        node = ExplainNode("attr", "=", 'g = "m"', 1, 0.0, True,
+                           AttributeEvidence("g", ["m"]))  # fmt: skip
+        for _ in range(depth - 1):
+            node = ExplainNode("not", "not", "not ...", 0, 0.0, False, None, (node,))
+        return node
+
+    fits = convert.explain_node_to_proto(chain(convert.MAX_EXPLAIN_DEPTH))
+    wire = segments_pb2.ExplainResponse(plan=fits).SerializeToString()
+    assert segments_pb2.ExplainResponse.FromString(wire).plan.count == 0
+    with pytest.raises(TooComplex):
+        convert.explain_node_to_proto(chain(convert.MAX_EXPLAIN_DEPTH + 1))

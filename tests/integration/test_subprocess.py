@@ -97,7 +97,10 @@ def test_sigkill_is_abrupt_and_port_is_free_again(server_process):
 
 
 def test_segctl_serve_and_bad_address(tmp_path):
-    r = segctl("serve", "--address", "256.1.1.1:99999", timeout=30)
+    data = tmp_path / "never"
+    r = segctl(
+        "serve", "--address", "256.1.1.1:99999", "--data-dir", str(data), timeout=30
+    )
     assert r.returncode == 1 and "cannot start" in r.stderr
     r = segctl(
         "serve", "--print-config", "--token", "s3cret", "--data-dir", str(tmp_path)

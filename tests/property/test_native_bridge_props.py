@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from pyroaring import BitMap
 
+from segd.native import NO_CODE  # noqa: E402
 from segd.native.bitset import (
     bitmap_to_bitset,
     bitset_to_bitmap,
@@ -24,8 +25,6 @@ from segd.native.bitset import (
     words_for,
 )
 from segd.native.idmap import IdMap
-
-NO_CODE = 0xFFFFFFFF
 
 # ==================================================================================
 # IdMap

@@ -17,7 +17,6 @@ from segd.datagen import (
     EVENT_TYPES,
     EVENTS_SCHEMA,
     generate,
-    main,
     parse_scale,
     write_parquet_streaming,
 )
@@ -298,10 +297,19 @@ def test_streaming_writer_edge_cases(tmp_path) -> None:
         write_parquet_streaming(10, tmp_path / "bad", now=datetime(2024, 3, 1))
 
 
-def test_cli_writes_files_and_reports_phases(tmp_path, capsys) -> None:
-    assert main(["--contacts", "200", "--out", str(tmp_path)]) == 0
-    err = capsys.readouterr().err
-    assert "contacts" in err and "events" in err and "wrote" in err
+def test_segctl_demo_write_writes_files_and_reports_phases(tmp_path) -> None:
+    """The command line is segctl's (`segctl demo write`); datagen is a library."""
+    import io
+
+    from segd.server.segctl.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    assert (
+        main(["demo", "write", "--contacts", "200", "--out", str(tmp_path)], out, err)
+        == 0
+    )
+    assert "contacts" in err.getvalue() and "events" in err.getvalue()
+    assert "wrote" in out.getvalue()
     assert pq.read_table(tmp_path / "contacts.parquet").num_rows == 200
     back = pq.read_table(tmp_path / "events.parquet")  # the streaming writer's output
     assert _decoded(back).equals(_decoded(generate(200).events))

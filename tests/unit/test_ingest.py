@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -157,7 +156,7 @@ def test_non_numeric_amount_in_list_of_dicts_names_row_and_column(eng: Engine) -
 
 @pytest.mark.parametrize("bad", [float("inf"), float("-inf")])
 def test_infinite_amount(eng: Engine, bad: float) -> None:
-    batch = [ev("n0", amount=1.0), ev("n1", amount=np.nan), ev("n2", amount=bad)]
+    batch = [ev("n0", amount=1.0), ev("n1", amount=None), ev("n2", amount=bad)]
     rejected(eng, batch, "events[2].amount", "finite")
 
 
@@ -347,7 +346,7 @@ def test_unknown_customer_ids_create_contacts(eng: Engine) -> None:
     assert eng.store.contacts.cid_of("new1") == -1
     eng.append_events([ev("new1", T0), ev("new2", T0), ev("new1", T0 + 1)])
     assert eng.stats()["contacts"] == 5
-    assert eng.explain("view()", "new1", NOW)["profile"] == {
+    assert eng.explain("view()", "new1", NOW).attributes == {
         "city": None,
         "rating": None,
     }
@@ -368,13 +367,14 @@ def test_int_ids_are_cast_to_text() -> None:
     assert e.store.contacts.cid_of("17") == 0
 
 
-def test_nan_amount_is_null() -> None:
+def test_null_amount_is_no_amount() -> None:
+    """NULL is "no amount"; NaN is refused (tests/unit/test_ingest_refusals.py)."""
     e = Engine()
     e.append_events(
         [
-            ev("c1", T0, "order", amount=np.nan),
+            ev("c1", T0, "order", amount=None),
             ev("c1", T0, "order", amount=5.0),
-            ev("c2", T0, "order", amount=np.nan),
+            ev("c2", T0, "order", amount=None),
         ]
     )
     assert e.segment("order(amount >= 0)", NOW).ids() == ["c1"]
@@ -423,7 +423,7 @@ def test_typed_columns_from_arrow() -> None:
     assert ids('tags contains_any ("q")') == ["a"]
     assert ids("tags is null") == ["c"]
     assert ids("tags is not null") == ["a", "b"]
-    assert e.explain("i8 = 1", "a", NOW)["profile"]["tags"] == ["p", "q"]
+    assert e.explain("i8 = 1", "a", NOW).attributes["tags"] == ["p", "q"]
 
 
 def test_csv_with_schema(tmp_path) -> None:
@@ -600,7 +600,7 @@ def test_tag_lists_replace_and_null() -> None:
     e.upsert_contact("b", tags=None)
     assert e.segment("tags is null", NOW).ids() == ["b", "c"]
     assert e.segment('tags contains_any ("new")', NOW).ids() == []
-    assert e.explain("tags is null", "a", NOW)["profile"] == {"tags": ["old"]}
+    assert e.explain("tags is null", "a", NOW).attributes == {"tags": ["old"]}
 
 
 def test_items_and_category_subtree() -> None:

@@ -49,7 +49,10 @@ def _stub_api(path: Path) -> dict[str, list[str] | dict[str, list[str] | None]]:
                     )
                     members[item.name] = None if is_prop else _params(item.args)
             api[node.name] = members
-        # Assignments are type aliases for the stub's own annotations (Words = ...).
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if _public(node.target.id):
+                api[node.target.id] = []  # a constant: `NO_CODE: int`
+        # Plain assignments are type aliases for the stub's annotations (Words = ...).
     return api
 
 
@@ -107,6 +110,8 @@ def _runtime_api(module) -> dict[str, list[str] | None | dict[str, list[str] | N
             api[name] = members
         elif callable(obj):
             api[name] = _signature_params(obj)
+        elif isinstance(obj, (int, float, str)):
+            api[name] = []  # a module constant
     return api
 
 

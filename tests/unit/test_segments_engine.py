@@ -22,6 +22,16 @@ from segd.errors import (
     InvalidQuery,
     SegmentNotFound,
 )
+from segd.explain import (
+    COUNT_MEANING,
+    AggregateEvidence,
+    AttributeEvidence,
+    EventEvidence,
+    Explanation,
+    Profile,
+    ProfileStep,
+    SegmentEvidence,
+)
 
 NOW = int(datetime(2025, 6, 15, 12, 0, tzinfo=UTC).timestamp())
 D = 86_400
@@ -183,12 +193,8 @@ def test_age_feb_29(eng: Engine, now: datetime, age_of_c: int) -> None:
     assert "c" in members(eng, f"age = {age_of_c}", now)
     assert "c" not in members(eng, f"age = {age_of_c + 1}", now)
     assert "c" not in members(eng, f"age = {age_of_c - 1}", now)
-    details = eng.explain(f"age = {age_of_c}", "c", now)["tree"]["details"]
-    assert details == {
-        "attribute": "age",
-        "value": age_of_c,
-        "derived_from": "birth_date",
-    }
+    evidence = eng.explain(f"age = {age_of_c}", "c", now).root.evidence
+    assert evidence == AttributeEvidence("age", age_of_c, derived_from="birth_date")
 
 
 def test_age_at_the_birthday_second(eng: Engine) -> None:
@@ -407,23 +413,25 @@ def test_static_segment_may_be_deleted_under_a_static_user() -> None:
 def test_identical_subexpressions_evaluated_once(eng: Engine) -> None:
     q = '(view() in last 7 days and gender = "m") or (view() in last 7 days and rating > 5)'
     prof = eng.profile(q, NOW)
-    assert prof["count"] == 1  # a
-    conds = [s["condition"] for s in prof["steps"]]
+    assert prof.count == 1  # a
+    conds = [s.label for s in prof.steps]
     assert conds.count("view() in last 7 days") == 1
     assert members(eng, q) == {"a"}
 
 
 def test_profile_keys(eng: Engine) -> None:
     prof = eng.profile('gender = "m" and not view()', NOW)
-    assert set(prof) == {"query", "count", "contacts", "ms", "steps"}
-    assert prof["query"] == 'gender = "m" and not view()'
-    assert (prof["count"], prof["contacts"]) == (2, 12)  # d, f
-    assert prof["ms"] >= 0
-    for step in prof["steps"]:
-        assert set(step) == {"condition", "kind", "ms", "count", "candidates"}
-    by_kind = {s["kind"]: s for s in prof["steps"]}
-    assert by_kind["and"]["count"] == 2
-    assert by_kind["attr"]["count"] == 3
+    assert isinstance(prof, Profile)
+    assert prof.query == 'gender = "m" and not view()'
+    assert (prof.count, prof.contacts) == (2, 12)  # d, f
+    assert prof.ms >= 0
+    assert all(isinstance(s, ProfileStep) for s in prof.steps)
+    by_kind = {s.kind: s for s in prof.steps}
+    assert (by_kind["and"].count, by_kind["and"].candidates) == (2, None)
+    assert by_kind["attr"].count == 3
+    # the NOT runs as a set difference: view() is asked only about the 3 men
+    assert (by_kind["event"].count, by_kind["event"].candidates) == (1, 3)
+    assert prof.to_dict()["steps"][0]["condition"] == prof.query
 
 
 def test_deep_nesting(eng: Engine) -> None:
@@ -465,37 +473,110 @@ def test_deadline_in_the_past(eng: Engine) -> None:
 def test_explain_tree(eng: Engine) -> None:
     q = 'gender = "m" and view() count 2..5 in last 30 days'
     out = eng.explain(q, "a", NOW)
-    assert out["member"] is True and out["customer_id"] == "a"
-    assert out["profile"]["city"] == "Kazan"
-    tree = out["tree"]
-    assert (tree["kind"], tree["holds"]) == ("and", True)
-    attr, event = tree["children"]
-    assert attr["holds"] and attr["details"] == {"attribute": "gender", "value": "m"}
-    assert event["holds"]
-    d = event["details"]
-    assert d["event"] == "view" and d["event_count"] == 2
-    assert d["times"] == [iso(NOW - 2 * D), iso(NOW - 1 * D)]
-    assert d["count_range"] == [2, 5]
-    assert d["window"] == [iso(NOW - 30 * D), iso(NOW)]
+    assert isinstance(out, Explanation)
+    assert out.member is True and out.customer_id == "a"
+    assert out.attributes["city"] == "Kazan"
+    assert (out.contacts, out.count, out.count_meaning) == (12, 1, COUNT_MEANING)
+    tree = out.root
+    assert (tree.kind, tree.operator, tree.matched, tree.evidence) == (
+        "and", "and", True, None,
+    )  # fmt: skip
+    attr, event = tree.children
+    assert (attr.kind, attr.operator, attr.label) == ("attr", "=", 'gender = "m"')
+    assert attr.matched and attr.evidence == AttributeEvidence("gender", "m")
+    assert (attr.count, event.count) == (3, len(members(eng, event.label)))
+    assert event.matched and event.operator == "count" and attr.children == ()
+    d = event.evidence
+    assert isinstance(d, EventEvidence) and d.event == "view"
+    assert d.matching_events == 2
+    assert [iso(int(t.timestamp())) for t in d.last_times] == [
+        iso(NOW - 2 * D),
+        iso(NOW - 1 * D),
+    ]
+    assert (d.count_min, d.count_max) == (2, 5)
+    assert (d.window_from, d.window_to) == (
+        datetime.fromtimestamp(NOW - 30 * D, UTC),
+        datetime.fromtimestamp(NOW, UTC),
+    )
+
+
+def test_explain_counts_are_whole_base_and_consistent(eng: Engine) -> None:
+    """Every node's count is its own members in the whole base (not within the
+    parent's candidates): and = intersection, or = union, not = complement."""
+    q = '(gender = "m" or rating >= 5) and not view() in last 30 days'
+    out = eng.explain(q, now=NOW)
+    assert out.customer_id is None and out.member is None
+    assert out.count == eng.count(q, NOW) == out.root.count
+    for node in out.root.walk():
+        assert node.count == len(members(eng, node.label)), node.label
+        assert node.matched is None and node.evidence is None
+    (and_,) = [n for n in out.root.walk() if n.kind == "and"]
+    or_, not_ = and_.children
+    assert [c.operator for c in or_.children] == ["=", ">="]
+    assert not_.operator == "not" and not_.count == 12 - not_.children[0].count
+
+
+def test_explain_keeps_not_and_segment_references(eng: Engine) -> None:
+    eng.create_segment("men", 'gender = "m"', now=NOW)
+    eng.create_segment("frozen_vip", 'tags contains_any ("vip")', static=True, now=NOW)
+    q = 'in segment "men" and not email_open() in last 30 days and in segment "frozen_vip"'
+    out = eng.explain(q, "a", NOW)
+    ops = [n.operator for n in out.root.walk()]
+    assert ops.count("not") == 1 and ops.count("segment") == 2
+    ref = next(n for n in out.root.walk() if n.label == 'in segment "men"')
+    assert ref.evidence == SegmentEvidence("men", static=False)
+    assert [c.label for c in ref.children] == ['gender = "m"']
+    frozen = next(n for n in out.root.walk() if n.label == 'in segment "frozen_vip"')
+    assert frozen.evidence == SegmentEvidence("frozen_vip", static=True)
+    assert frozen.children == () and frozen.count == 2
+    eng.delete_segment("men")  # the engine is shared by the module's tests
+    eng.delete_segment("frozen_vip")
 
 
 def test_explain_non_member(eng: Engine) -> None:
     out = eng.explain('gender = "m" and view() count 2..5', "b", NOW)
-    assert out["member"] is False
-    attr, event = out["tree"]["children"]
-    assert attr["holds"] is False and attr["details"]["value"] == "f"
-    assert event["holds"] is True and event["details"]["event_count"] == 3
+    assert out.member is False
+    attr, event = out.root.children
+    assert attr.matched is False and attr.evidence.value == "f"
+    assert event.matched is True and event.evidence.matching_events == 3
     out = eng.explain("not view()", "f", NOW)
-    assert out["member"] is True
-    assert out["tree"]["children"][0]["details"]["event_count"] == 0
+    assert out.member is True and out.root.operator == "not"
+    assert out.root.children[0].evidence.matching_events == 0
+    assert out.root.children[0].matched is False
     out = eng.explain("order() sum(amount) >= 100", "a", NOW)
-    assert out["tree"]["details"]["sum"] == 170.0
+    assert out.root.evidence.sum == 170.0
     out = eng.explain("add_to_cart() then no order within 7 days", "h", NOW)
-    assert out["member"] is False and out["tree"]["details"]["event_count"] == 0
+    assert out.member is False and out.root.evidence.matching_events == 0
+    assert out.root.operator == "then_no"
+    assert out.root.evidence.then_no == "order within 7d"
+    assert "with no order within 7d after" in out.root.evidence.summary()
     out = eng.explain("orders_count >= 2", "c", NOW)
-    assert out["tree"]["details"] == {"aggregate": "orders_count", "value": 2}
+    assert out.root.evidence == AggregateEvidence("orders_count", 2)
     with pytest.raises(ContactNotFound):
         eng.explain("view()", "zz", NOW)
+
+
+def test_unknown_catalog_values_warn_and_still_count(eng: Engine) -> None:
+    q = 'view(category = "Outdor") or order(brand in ("Acme", "Zedd"))'
+    res = eng.segment(q, NOW)
+    assert res.count() == eng.count('order(brand = "Acme")', NOW)
+    assert [(w.where, w.field, w.value, w.suggestion) for w in res.warnings] == [
+        ("or[0].where[0].value", "category", "Outdor", "Outdoor"),
+        ("or[1].where[0].value[1]", "brand", "Zedd", "Zed"),
+    ]
+    assert str(res.warnings[0]) == 'unknown category "Outdor" (did you mean "Outdoor"?)'
+    assert eng.segment(q, NOW).warnings == res.warnings  # from the result cache too
+    assert eng.explain(q, now=NOW).warnings == res.warnings
+    # a category node ("Pets"), a full path and an item id are known: no warning
+    ok = 'view(category in ("Pets", "Outdoor/Tents")) or view(item = "i1")'
+    assert eng.segment(ok, NOW).warnings == ()
+    assert eng.segment('view(item = "i11")', NOW).warnings[0].suggestion == "i1"
+
+
+def test_attribute_names_are_case_sensitive_with_a_hint(eng: Engine) -> None:
+    with pytest.raises(InvalidQuery) as err:
+        eng.count('GENDER = "m"', NOW)
+    assert "case-sensitive" in str(err.value) and "'gender'" in str(err.value)
 
 
 # -- results and stats --------------------------------------------------------------------------
