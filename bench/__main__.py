@@ -5,6 +5,7 @@
     python -m segd.bench --contacts 1m --markdown          # a table for BENCHMARKS.md
     python -m segd.bench --contacts 10m --engines segd     # segd alone (DuckDB cannot fit)
     python -m segd.bench grpc --address 127.0.0.1:50051    # drive a running segd server
+    python -m segd.bench wal --fsync always,interval,off   # durable ingest, replay, snapshot
 
 Progress and phase messages go to stderr, so ``--json`` output stays clean. Exit codes:
 0 every query matched (or, with ``--engines segd``, segd answered every query), 1 a
@@ -245,6 +246,10 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Entry point; returns the exit code. ``segctl bench ...`` forwards here with
     ``prog="segctl bench"`` so usage and errors name the command the user typed."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["wal"]:
+        from segd.bench import durability
+
+        return durability.main(argv[1:])
     if argv[:1] == ["grpc"]:
         from segd.bench import grpc_load
 

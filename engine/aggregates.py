@@ -4,6 +4,10 @@ They answer the everyday aggregate conditions over all time without touching eve
 orders count (distinct ``order_id``), revenue, first / last order, last visit, last email
 open. Times are uint32 UTC seconds, 0 = never. Only rollups a condition reads are kept:
 each costs 4-8 bytes per contact and a scatter per ingested batch.
+
+A *visit* is on-site activity only (``VISIT_EVENTS``: views, cart and favourites changes,
+orders, searches, goals), never email, message or ad events: a delivered message must not
+make a lapsed customer look active. ``Engine(visit_events=...)`` changes the list.
 """
 
 from __future__ import annotations
@@ -13,8 +17,22 @@ import numpy as np
 from segd.native import NO_CODE
 from segd.native import aggregates as kernels
 
-LAST_SEEN = {  # aggregate array <- event type (None: every type)
-    "last_visit_s": None,
+VISIT_EVENTS: frozenset[str] = frozenset(
+    {
+        "view",
+        "page_view",
+        "category_view",
+        "article_view",
+        "visit",
+        "add_to_cart",
+        "remove_from_cart",
+        "add_to_favorites",
+        "order",
+        "search",
+        "goal",
+    }
+)
+LAST_SEEN = {  # aggregate array <- event type (last_visit_s: see VISIT_EVENTS)
     "last_email_open_s": "email_open",
 }
 
@@ -39,7 +57,8 @@ def _grow(arr: np.ndarray, n: int) -> np.ndarray:
 class Aggregates:
     """Rollup arrays indexed by cid (see module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, visit_events: frozenset[str] = VISIT_EVENTS) -> None:
+        self.visit_events = frozenset(visit_events)
         self.orders_count = np.zeros(0, dtype=np.uint32)
         self.revenue = np.zeros(0, dtype=np.float64)
         self.first_order_s = np.zeros(0, dtype=np.uint32)
@@ -74,7 +93,8 @@ class Aggregates:
         """Fold one type's rows of a validated batch into the rollups."""
         cids = np.ascontiguousarray(cids, dtype=np.uint32)
         ts = np.ascontiguousarray(ts, dtype=np.uint32)
-        kernels.max_into(cids, ts, self.last_visit_s)
+        if event_type in self.visit_events:
+            kernels.max_into(cids, ts, self.last_visit_s)
         for name, etype in LAST_SEEN.items():
             if etype == event_type:
                 kernels.max_into(cids, ts, getattr(self, name))
@@ -143,11 +163,12 @@ class Aggregates:
             sorted((o << 32) | c for o, c in self._shared_orders), dtype=np.uint64
         )
         w.array(f"{prefix}.shared_orders", shared)
-        return {"arrays": list(self.ARRAYS)}
+        # last_visit_s was folded with this list: a restored engine keeps reading it so.
+        return {"arrays": list(self.ARRAYS), "visit_events": sorted(self.visit_events)}
 
     @classmethod
     def from_snapshot(cls, r, prefix: str, meta: dict) -> Aggregates:
-        agg = cls()
+        agg = cls(frozenset(meta.get("visit_events", VISIT_EVENTS)))
         for name in meta["arrays"]:
             if name in cls.ARRAYS:  # a rollup dropped since the snapshot is skipped
                 setattr(

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -28,20 +27,26 @@ from pyroaring import BitMap
 
 from segd import ingest
 from segd import mutations as mut
+from segd import rfm as rfm_mod
 from segd._version import __version__
+from segd.aggregates import VISIT_EVENTS
 from segd.durability import IdempotencyTable
 from segd.errors import ContactNotFound, FailedPrecondition, InvalidInput, SegdError
 from segd.explain import Explanation, Profile, explain_tree
 from segd.results import QueryWarning, SegmentResult
 from segd.rwlock import RWLock
-from segd.segments.ast import canonical_key
 from segd.segments.compile import Compiler
 from segd.segments.context import Context
+from segd.segments.limits import Budget, budget_of
+from segd.segments.query import Prepared, prepare
 from segd.segments.registry import SavedSegment, SegmentRegistry
 from segd.store import LoadedSource, Store
 from segd.timeutil import resolve_now
 
-Query = str | dict
+Query = str | dict | Prepared
+# Called with a segment about to be saved and its count (None when not evaluated);
+# raising stops the save (see Engine.create_segment).
+Respond = Callable[[SavedSegment, "int | None"], None]
 RESULT_CACHE_SIZE = 64  # evaluated segments kept until the next write
 Source: TypeAlias = str | Path | pa.Table | pa.RecordBatch | list
 
@@ -68,38 +73,29 @@ class LoadReport:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
-@functools.lru_cache(maxsize=1024)
-def _parse_cached(text: str) -> tuple[dict, str]:
-    """Parsing is pure, and services send the same few segment texts again and again:
-    a cache takes the parse off the hot path. The AST returned is shared: never mutate."""
-    from segd.segments import dsl
-
-    ast = dsl.parse(text)
-    return ast, dsl.format(ast)
-
-
-def _to_ast(query: Query) -> tuple[dict, str]:
-    """(canonical AST, DSL text) of DSL text or an AST dict."""
-    from segd.segments import dsl
-    from segd.segments.ast import validate
-
-    if isinstance(query, str):
-        return _parse_cached(query)
-    if isinstance(query, dict):
-        ast = validate(query)
-    else:
-        raise InvalidInput.at(
-            "query", f"expected DSL text or an AST dict, got {type(query).__name__}"
-        )
-    return ast, dsl.format(ast)
+def _deadline_s(deadline: float | Budget | None) -> float | None:
+    return deadline.deadline if isinstance(deadline, Budget) else deadline
 
 
 class Engine:
     """One shard of segd (see module docstring and docs/engine-api.md)."""
 
-    def __init__(self, *, result_cache_size: int = RESULT_CACHE_SIZE) -> None:
-        """`result_cache_size`: segment results kept between writes (0 turns it off)."""
+    def __init__(
+        self,
+        *,
+        result_cache_size: int = RESULT_CACHE_SIZE,
+        visit_events: Iterable[str] = VISIT_EVENTS,
+    ) -> None:
+        """`result_cache_size`: segment results kept between writes (0 turns it off).
+
+        `visit_events`: the event types that count as a visit (`days_since_last_visit`);
+        on-site activity by default, never email, message or ad events
+        (docs/segment-language.md).
+        """
+        if isinstance(visit_events, str):
+            raise TypeError("visit_events is a collection of event types, not a str")
         self.store = Store()
+        self.store.aggregates.visit_events = frozenset(visit_events)
         self.result_cache_size = result_cache_size
         self.segments = SegmentRegistry()
         self._lock = RWLock()
@@ -109,6 +105,9 @@ class Engine:
             tuple, tuple[BitMap, tuple[QueryWarning, ...]]
         ] = collections.OrderedDict()
         self._results_lock = threading.Lock()
+        # RFM: config, latest computation, transitions, daily counts (segd.rfm).
+        self.rfm_state = rfm_mod.RfmState()
+        self._rfm_compute_lock = threading.Lock()  # one rfm_compute at a time
         # Durability (Engine.open): the log, its directory and its lock; None in memory.
         self._wal = None
         self._data_dir: Path | None = None
@@ -122,8 +121,8 @@ class Engine:
         # What Engine.open recovered (None for an in-memory engine).
         self.recovery: dict | None = None
         # Write snapshots from a forked child (None: segd.snapshot's default, True where
-        # fork exists). The gRPC server sets False: forking a process with gRPC's
-        # threads running crashes the child.
+        # fork exists); False writes in process under the read lock. Never fork from a
+        # gRPC worker thread (the child crashes): the server snapshots from its own.
         self.snapshot_background: bool | None = None
 
     # -- durability ---------------------------------------------------------------------
@@ -216,8 +215,6 @@ class Engine:
                 ingest.record_source(
                     store, m.source["digest"], m.source.get("name", ""), applied
                 )
-            if m.ack is not None and m.ack.get("sequence") is not None:
-                self.events_sequence = max(self.events_sequence, m.ack["sequence"])
         elif isinstance(m, mut.AttributesUpserted):
             if m.target == "contacts":
                 ingest.apply_attributes(store.contacts, m.batch, store.contacts.ensure)
@@ -229,8 +226,22 @@ class Engine:
             self.segments.put(m.segment)
         elif isinstance(m, mut.SegmentDeleted):
             self.segments.remove(m.name)
+        elif isinstance(m, mut.RfmConfigSet):
+            self.rfm_state.apply_config(
+                rfm_mod.parse_config(m.config, rfm_mod.RfmConfig())
+            )
+        elif isinstance(m, mut.RfmComputed):
+            self.rfm_state.apply_computed(m.result)
         else:
             raise TypeError(f"_apply cannot apply {type(m).__name__}")
+        self._note_applied(m)
+
+    def _note_applied(self, m: mut.Mutation) -> None:
+        """The bookkeeping of an applied record: its idempotency key and, for counted
+        event batches, the event sequence (replay calls it for grouped event records)."""
+        if isinstance(m, mut.EventsAppended) and m.ack is not None:
+            if m.ack.get("sequence") is not None:
+                self.events_sequence = max(self.events_sequence, m.ack["sequence"])
         key = getattr(m, "idempotency_key", None)
         if key is not None:
             self.idempotency.put(key, getattr(m, "ack", None) or {}, self._last_seq())
@@ -263,10 +274,13 @@ class Engine:
         self,
         batches: Iterable[tuple[int, ingest.EventBatch]],
         progress: Callable[[str, int], None] | None = None,
+        *,
+        shrink: bool = True,
     ) -> int:
         """Apply validated chunks of one bulk load: encode each, then append each type
         once (one sort per type, not a merge per chunk). `batches`: (rows done, batch).
-        Returns the rows appended (rows whose event_id was seen before are dropped)."""
+        Returns the rows appended (rows whose event_id was seen before are dropped).
+        `shrink`: trim the logs' growth slack afterwards (the end of a bulk load)."""
         parts: dict[str, list] = {}
         appended = 0
         for done, batch in batches:
@@ -277,8 +291,9 @@ class Engine:
                 progress("encode", done)
         for name in list(parts):
             ingest.append_rows(self.store, name, ingest.concat_rows(parts.pop(name)))
-        for log in self.store.logs.values():
-            log.shrink_to_fit()
+        if shrink:
+            for log in self.store.logs.values():
+                log.shrink_to_fit()
         return appended
 
     @contextlib.contextmanager
@@ -325,11 +340,13 @@ class Engine:
         key: str | None,
         t0: float,
     ) -> LoadReport:
+        encoded = mut.prepare_attributes(batch) if self._wal is not None else None
         with self._writing():
             dup = self._duplicate(key, target, t0) if key is not None else None
             if dup is None:
                 ack = {"rows": rows} if key is not None else None
-                seq = self._commit(mut.AttributesUpserted(target, batch, key, ack))
+                m = mut.AttributesUpserted(target, batch, key, ack, encoded)
+                seq = self._commit(m)
         if dup is not None:
             return dup
         self._wait_durable(seq)
@@ -469,6 +486,8 @@ class Engine:
                 "events", 0, time.perf_counter() - t0, sequence=self.events_sequence
             )
         valid = ingest.validate_events(table)
+        # Encode the record's tables before the lock: it then covers only the framing.
+        encoded = mut.prepare_events(valid) if self._wal is not None else None
         with self._writing():
             dup = self._duplicate(idempotency_key, "events", t0)
             if dup is None:
@@ -483,7 +502,9 @@ class Engine:
                 tag = (
                     None if source is None else {"digest": source, "name": source_name}
                 )
-                m = mut.EventsAppended(valid, idempotency_key, ack, tag)
+                m = mut.EventsAppended(
+                    valid, idempotency_key, ack, source=tag, encoded=encoded
+                )
                 seq = self._commit(m)
                 sequence = self.events_sequence
         if dup is not None:
@@ -503,8 +524,29 @@ class Engine:
             return self.store.sources.get(digest)
 
     # -- evaluation -------------------------------------------------------------------
-    def _compiler(self, now_s: float) -> Compiler:
-        return Compiler(self.store, now_s, self.segments.lookup)
+    def prepare(
+        self, query: Query, *, deadline: float | Budget | None = None
+    ) -> Prepared:
+        """Read a query once: DSL text (through a parse cache bounded by bytes) or an
+        AST dict -> a validated canonical ``Prepared`` that every other method accepts
+        and trusts. Over a limit of docs/segment-language.md ("Limits") it raises
+        ``TooComplex`` before any expensive work; ``deadline`` (a ``time.monotonic()``
+        value or a ``Budget`` that also knows about cancellation) stops a long parse.
+        """
+        return prepare(query, budget_of(deadline))
+
+    def _compiler(self, now_s: float, lookup: Callable | None = None) -> Compiler:
+        return Compiler(
+            self.store,
+            now_s,
+            lookup or self.segments.lookup,
+            rfm=self._rfm_condition,
+        )
+
+    def _rfm_condition(self, ast: dict, key: str, path: str) -> Any:
+        from segd.segments.rfm_node import rfm_node
+
+        return rfm_node(ast, key, path, self.rfm_state)
 
     def segment(
         self,
@@ -519,9 +561,10 @@ class Engine:
         With `cache` (the default) a result computed for the same canonical query and
         `now` since the last write is reused; benchmarks pass ``cache=False``.
         """
-        ast, _ = _to_ast(query)
+        prepared = prepare(query, budget_of(deadline))
+        deadline = _deadline_s(deadline)
         now_s = resolve_now(now)
-        key = (canonical_key(ast), now_s)
+        key = (prepared.key, now_s)
         cache = cache and self.result_cache_size > 0
         with self._lock.read():
             hit = None
@@ -531,7 +574,7 @@ class Engine:
                     if hit is not None:
                         self._results.move_to_end(key)
             if hit is None:
-                hit = self._evaluate_warned(ast, now_s, deadline, None)
+                hit = self._evaluate_warned(prepared.ast, now_s, deadline, None)
             if cache:
                 with self._results_lock:
                     # Dashboards and send pipelines ask the same segment again and again
@@ -575,7 +618,8 @@ class Engine:
     ) -> Profile:
         """The plan as the evaluator runs it: per step the result size, the candidates
         it looked at and milliseconds (see ``segd.explain.Profile``)."""
-        ast, text = _to_ast(query)
+        prepared = prepare(query, budget_of(deadline))
+        ast, text, deadline = prepared.ast, prepared.text, _deadline_s(deadline)
         now_s = resolve_now(now)
         steps: list = []
         t0 = time.perf_counter()
@@ -601,7 +645,8 @@ class Engine:
         """The query's condition tree, evaluated once over the whole base: per node its
         members in the base and, with `customer_id`, that contact's verdict and evidence
         (see ``segd.explain.Explanation``). Unknown contact: ``ContactNotFound``."""
-        ast, text = _to_ast(query)
+        prepared = prepare(query, budget_of(deadline))
+        ast, text, deadline = prepared.ast, prepared.text, _deadline_s(deadline)
         now_s = resolve_now(now)
         t0 = time.perf_counter()
         with self._lock.read():
@@ -646,21 +691,56 @@ class Engine:
         *,
         static: bool = False,
         now: datetime | float | None = None,
+        count: bool = False,
+        deadline: float | Budget | None = None,
+        respond: Respond | None = None,
     ) -> SavedSegment:
-        """Save a segment; a static one is evaluated now and its members frozen."""
-        ast, text = _to_ast(query)
+        """Save a segment; a static one is evaluated now and its members frozen.
+
+        All or nothing: the segment is stored only after its query validated, compiled
+        (names resolved, limits checked with references expanded), evaluated (static,
+        or when ``count`` is asked) and ``respond(segment, count)`` returned — the gRPC
+        layer builds its response there. Any error leaves the saved segments unchanged.
+        ``count`` is None for a dynamic segment unless ``count`` is true.
+        """
+        self.segments.check_name(name)
+        prepared = prepare(query, budget_of(deadline))
         with self._writing():
-            self.segments.check_name(name)
-            self.segments.check_references(name, ast)
-            members = None
-            if static:
-                members = self._evaluate(ast, resolve_now(now), None, None)
-            else:
-                self._compiler(resolve_now(now)).compile(ast)  # unknown names fail now
-            seg = self.segments.new(name, ast, text, static, members)
-            seq = self._commit(mut.SegmentPut(seg))
+            seg = self.segments.new(name, prepared.ast, prepared.text, static, None)
+            seg, seq = self._save(seg, now, count, _deadline_s(deadline), respond)
         self._wait_durable(seq)
         return seg
+
+    def _save(
+        self,
+        seg: SavedSegment,
+        now: datetime | float | None,
+        count: bool,
+        deadline: float | None,
+        respond: Respond | None,
+    ) -> tuple[SavedSegment, int]:
+        """Compile, evaluate and answer for ``seg`` as if stored, then commit it (under
+        the write lock; returns the segment and the log sequence to wait for). Segments
+        that expand ``seg`` are compiled too: its new query must keep them within the
+        limits."""
+        now_s = resolve_now(now)
+
+        def lookup(name: str) -> tuple[dict, BitMap | None]:
+            return (seg.ast, None) if name == seg.name else self.segments.lookup(name)
+
+        # Compiled as it will be used, by name: a saved segment can always be asked for.
+        plan = self._compiler(now_s, lookup).compile({"segment": seg.name})
+        for user in self.segments.dependents(seg.name):
+            self._compiler(now_s, lookup).compile({"segment": user})
+        n = None
+        if seg.static or count:
+            members = plan.run(Context(self.store, now_s, deadline), None)
+            n = len(members)
+            if seg.static:
+                seg = replace(seg, members=members)
+        if respond is not None:
+            respond(seg, n)
+        return seg, self._commit(mut.SegmentPut(seg))
 
     def get_segment(self, name: str) -> SavedSegment:
         with self._lock.read():
@@ -677,19 +757,18 @@ class Engine:
         *,
         version: int | None = None,
         now: datetime | float | None = None,
+        count: bool = False,
+        deadline: float | Budget | None = None,
+        respond: Respond | None = None,
     ) -> SavedSegment:
-        """Change a segment's query (a static one is re-frozen now)."""
-        ast, text = _to_ast(query)
+        """Change a segment's query (a static one is re-frozen now); all or nothing,
+        as ``create_segment``."""
+        prepared = prepare(query, budget_of(deadline))
         with self._writing():
-            old = self.segments.get(name)
-            self.segments.check_references(name, ast)
-            members = None
-            if old.static:
-                members = self._evaluate(ast, resolve_now(now), None, None)
-            else:
-                self._compiler(resolve_now(now)).compile(ast)
-            seg = self.segments.updated(name, ast, text, version, members)
-            seq = self._commit(mut.SegmentPut(seg))
+            seg = self.segments.updated(
+                name, prepared.ast, prepared.text, version, None
+            )
+            seg, seq = self._save(seg, now, count, _deadline_s(deadline), respond)
         self._wait_durable(seq)
         return seg
 
@@ -737,3 +816,183 @@ class Engine:
 
     def customer_ids(self, cids: np.ndarray) -> list[str]:
         return self.store.contacts.external_ids(cids)
+
+    # -- RFM (docs/rfm.md) --------------------------------------------------------------
+    def _rfm_result(
+        self,
+        as_of: datetime | float | None,
+        window_days: Any,
+        scale: Any,
+        method: Any,
+        thresholds: Any,
+    ) -> rfm_mod.RfmResult:
+        cfg = self.rfm_state.config
+        window_days, scale, method, thresholds = rfm_mod.resolve_params(
+            cfg, window_days, scale, method, thresholds
+        )
+        as_of_s = resolve_now(as_of)
+        with self._lock.read():
+            return rfm_mod.compute(
+                self.store, as_of_s, window_days, scale, method, thresholds, cfg
+            )
+
+    def rfm(
+        self,
+        as_of: datetime | float | None = None,
+        window_days: int = 365,
+        scale: int = 5,
+        method: str = "quantile",
+        thresholds: dict | None = None,
+    ) -> pa.Table:
+        """RFM of every contact with an order before `as_of` (pure: stores nothing).
+
+        Columns ``customer_id, recency_days, frequency, monetary, r, f, m, code,
+        segment``; the window columns are null for contacts without an order in the
+        window. Named segments follow the configured rules (``rfm_set_config``).
+        """
+        result = self._rfm_result(as_of, window_days, scale, method, thresholds)
+        with self._lock.read():
+            return rfm_mod.result_table(result, self.store.contacts)
+
+    def rfm_compute(
+        self,
+        as_of: datetime | float | None = None,
+        window_days: int | None = None,
+        scale: int | None = None,
+        method: str | None = None,
+        thresholds: dict | None = None,
+    ) -> pa.Table:
+        """Compute RFM (parameters default to the configuration) and make it current.
+
+        The segment language's ``rfm.*`` conditions then read this computation; the
+        contacts whose code or segment changed since the previous one are recorded as
+        transitions and handed to ``rfm_subscribe`` listeners as ``rfm_transition``
+        events. `as_of` may not be earlier than the current computation's.
+        """
+        with self._rfm_compute_lock:
+            latest = self.rfm_state.latest
+            as_of_s = resolve_now(as_of)
+            if latest is not None and as_of_s < latest.as_of:
+                raise InvalidInput.at(
+                    "as_of",
+                    f"{_iso(as_of_s)} is before the current computation's as_of "
+                    f"{_iso(latest.as_of)} (transitions are recorded in time order; "
+                    "use rfm() for a look at the past)",
+                )
+            result = self._rfm_result(as_of_s, window_days, scale, method, thresholds)
+            with self._writing():
+                before = len(self.rfm_state.transitions)
+                seq = self._commit(mut.RfmComputed(result.compact()))
+                contacts = self.store.contacts
+                table = rfm_mod.result_table(result, contacts)
+                mask = np.zeros(len(self.rfm_state.transitions), dtype=bool)
+                mask[before:] = True
+                events = (
+                    self.rfm_state.transitions_table(mask, contacts)
+                    if self.rfm_state.listeners
+                    else None
+                )
+            self._wait_durable(seq)
+            for listener in list(self.rfm_state.listeners):
+                listener(events)
+            return table
+
+    def rfm_matrix(
+        self,
+        as_of: datetime | float | None = None,
+        by: str = "rf",
+        *,
+        window_days: int | None = None,
+        scale: int | None = None,
+        method: str | None = None,
+        thresholds: dict | None = None,
+    ) -> pa.Table:
+        """Contacts per cell: ``by="rf"`` (r, f), ``"rfm"`` (r, f, m) or ``"segment"``,
+        with ``count`` and ``share``. Without `as_of` (and parameters) the current
+        computation; otherwise computed for the moment given (pure)."""
+        if by not in ("rf", "rfm", "segment"):
+            raise InvalidInput.at("by", f"expected rf, rfm or segment, got {by!r}")
+        params = (window_days, scale, method, thresholds)
+        latest = self.rfm_state.latest
+        if as_of is None and latest is not None and all(p is None for p in params):
+            result = latest
+        else:
+            result = self._rfm_result(as_of, *params)
+        return rfm_mod.matrix_table(result, by)
+
+    def rfm_transitions(
+        self,
+        since: datetime | float | str | None = None,
+        until: datetime | float | str | None = None,
+        to: str | None = None,
+        from_: str | None = None,
+    ) -> pa.Table:
+        """Recorded transitions ``customer_id, at, from_code, to_code, from_segment,
+        to_segment`` with `since` <= at < `until`; `to` (a segment or a code) keeps the
+        rows that entered it, `from_` those that came from it."""
+        since_s = None if since is None else _moment(since, "since")
+        until_s = None if until is None else _moment(until, "until")
+        with self._lock.read():
+            mask = self.rfm_state.transitions_mask(since_s, until_s, to, from_)
+            return self.rfm_state.transitions_table(mask, self.store.contacts)
+
+    def rfm_history(
+        self, since: str | None = None, until: str | None = None
+    ) -> pa.Table:
+        """Daily counts per named segment and per code (``day, kind, name, count``):
+        the last computation of each UTC day."""
+        with self._lock.read():
+            return self.rfm_state.history_table(since, until)
+
+    def rfm_config(self) -> dict:
+        """The RFM configuration as a dict (see docs/rfm.md)."""
+        return self.rfm_state.config.to_dict()
+
+    def rfm_set_config(self, config: dict) -> dict:
+        """Change some or all settings; rules are validated (gaps and rules that can
+        never match are errors, ``RfmRulesError``). Returns the rules report
+        (``overlaps``: where an earlier rule wins over a later one)."""
+        with self._writing():
+            new = rfm_mod.parse_config(config, self.rfm_state.config)
+            seq = self._commit(mut.RfmConfigSet(new.to_dict()))
+        self._wait_durable(seq)
+        return rfm_mod.rules_report(new)
+
+    def rfm_status(self) -> dict:
+        """The current computation: as_of, parameters, sizes and counts per segment."""
+        latest = self.rfm_state.latest
+        if latest is None:
+            return {"computed": False, "transitions": len(self.rfm_state.transitions)}
+        seg = np.bincount(latest.segment, minlength=256)
+        return {
+            "computed": True,
+            "as_of": _iso(latest.as_of),
+            "as_of_s": latest.as_of,
+            "window_days": latest.window_days,
+            "scale": latest.scale,
+            "method": latest.method,
+            "contacts": int(np.count_nonzero(latest.orders_all)),
+            "scored": latest.scored(),
+            "segments": {s: int(seg[i]) for i, s in enumerate(latest.segments)},
+            "transitions": len(self.rfm_state.transitions),
+        }
+
+    def rfm_subscribe(self, listener: Callable[[pa.Table], None]) -> Callable[[], None]:
+        """Receive each ``rfm_compute``'s transitions (an ``rfm_transition`` table, the
+        columns of ``rfm_transitions``); returns the unsubscribe function."""
+        return self.rfm_state.subscribe(listener)
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _moment(value: datetime | float | str, where: str) -> float:
+    if isinstance(value, str):
+        from segd.timeutil import parse_instant_s
+
+        return parse_instant_s(value, where)
+    try:
+        return resolve_now(value)
+    except InvalidInput as exc:
+        raise InvalidInput.at(where, str(exc)) from None

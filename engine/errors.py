@@ -11,6 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Self
 
+QUOTE_LIMIT = 200  # characters of user input an error message quotes at most
+
+
+def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters (with how much was left out), for messages.
+
+    Error messages travel in gRPC metadata, which clients cap (8 KiB by default): a message
+    that quotes a 5,000-character name whole would turn the real error into
+    RESOURCE_EXHAUSTED on the client.
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters (see ``shorten``)."""
+    return shorten(repr(value), limit)
+
 
 class SegdError(Exception):
     """Base class of every error segd raises on purpose."""
@@ -166,7 +185,27 @@ class InvalidQuery(InvalidInput):
 
 
 class TooComplex(SegdError):
-    """A request or query is over a configured limit (size, depth, conditions)."""
+    """A request or query is over a documented limit (size, depth, conditions).
+
+    ``limit`` names the limit (``MAX_DEPTH``, ...), ``maximum`` is its value, ``actual``
+    what the request came to (or None when checking stopped at the limit), ``where`` the
+    field or path (``dsl``, ``condition.or_node``, ``segment 'vip'``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str = "",
+        maximum: int | None = None,
+        actual: int | None = None,
+        where: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.maximum = maximum
+        self.actual = actual
+        self.where = where
 
 
 class NotFound(SegdError):
@@ -175,13 +214,13 @@ class NotFound(SegdError):
 
 class SegmentNotFound(NotFound):
     def __init__(self, name: str) -> None:
-        super().__init__(f"segment {name!r} not found")
+        super().__init__(f"segment {quoted(name)} not found")
         self.name = name
 
 
 class ContactNotFound(NotFound):
     def __init__(self, customer_id: str) -> None:
-        super().__init__(f"contact {customer_id!r} not found")
+        super().__init__(f"contact {quoted(customer_id)} not found")
         self.customer_id = customer_id
 
 

@@ -44,6 +44,9 @@ class EventsAppended:
     # The file this batch starts, by content ({"digest", "name"}): recorded on apply so
     # that the same file is refused next time (see ingest.check_source).
     source: dict | None = None
+    # The batch's encoded fields (``prepare``), made before the write lock is taken so
+    # the lock covers only the cheap framing; None: encoded on demand.
+    encoded: dict | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class AttributesUpserted:
     batch: AttributeBatch
     idempotency_key: str | None = None
     ack: dict | None = None
+    encoded: dict | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -85,6 +89,21 @@ class LoadAborted:
     load_id: str
 
 
+@dataclass
+class RfmConfigSet:
+    """The whole validated RFM configuration (``RfmConfig.to_dict()``)."""
+
+    config: dict
+
+
+@dataclass
+class RfmComputed:
+    """An ``rfm_compute`` made current: its compact result (``RfmResult.compact()``);
+    applying it records the transitions and the day's counts (segd.rfm)."""
+
+    result: Any  # segd.rfm.RfmResult
+
+
 Mutation = (
     EventsAppended
     | AttributesUpserted
@@ -93,6 +112,8 @@ Mutation = (
     | LoadChunk
     | LoadCommitted
     | LoadAborted
+    | RfmConfigSet
+    | RfmComputed
 )
 
 
@@ -189,15 +210,25 @@ def _attribute_batch(rec: dict) -> AttributeBatch:
 
 
 # -- records ---------------------------------------------------------------------------
+def prepare_events(batch: EventBatch) -> dict:
+    """The expensive part of an ``events`` record (Arrow IPC), for EventsAppended.encoded."""
+    return _event_fields(batch)
+
+
+def prepare_attributes(batch: AttributeBatch) -> dict:
+    """The expensive part of a ``contacts`` / ``items`` record, for .encoded."""
+    return _attribute_fields(batch)
+
+
 def encode(m: Mutation) -> bytes:
     """The msgpack payload of a WAL record."""
     if isinstance(m, EventsAppended):
-        rec = {"k": "events", **_event_fields(m.batch)}
+        rec = {"k": "events", **(m.encoded or _event_fields(m.batch))}
         rec.update(idem=m.idempotency_key, ack=m.ack)
         if m.source is not None:
             rec["source"] = m.source
     elif isinstance(m, AttributesUpserted):
-        rec = {"k": m.target, **_attribute_fields(m.batch)}
+        rec = {"k": m.target, **(m.encoded or _attribute_fields(m.batch))}
         rec.update(idem=m.idempotency_key, ack=m.ack)
     elif isinstance(m, SegmentPut):
         s = m.segment
@@ -220,6 +251,10 @@ def encode(m: Mutation) -> bytes:
         rec = {"k": "load_commit", "load": m.load_id, "rows": m.rows}
     elif isinstance(m, LoadAborted):
         rec = {"k": "load_abort", "load": m.load_id}
+    elif isinstance(m, RfmConfigSet):
+        rec = {"k": "rfm_config", "config": m.config}
+    elif isinstance(m, RfmComputed):
+        rec = {"k": "rfm_computed", "result": m.result.to_record()}
     else:
         raise TypeError(f"not a mutation: {type(m).__name__}")
     return msgpack.packb(rec, use_bin_type=True)
@@ -259,4 +294,10 @@ def decode(payload: bytes | memoryview) -> Mutation:
         return LoadCommitted(rec["load"], rec["rows"])
     if kind == "load_abort":
         return LoadAborted(rec["load"])
+    if kind == "rfm_config":
+        return RfmConfigSet(rec["config"])
+    if kind == "rfm_computed":
+        from segd.rfm import RfmResult
+
+        return RfmComputed(RfmResult.from_record(rec["result"]))
     raise UnknownRecord(f"unknown record kind {kind!r} (written by a newer segd?)")

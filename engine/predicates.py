@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segd.errors import InvalidQuery
+from segd.errors import InvalidQuery, quoted
 from segd.timeutil import parse_instant_s
 
 INF = float("inf")
@@ -100,12 +100,20 @@ def in_intervals(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
 
 
 def _strings(value, where: str) -> list[str]:
+    """``value`` (a string or a list of them) as a list; anything else is InvalidQuery."""
     values = value if isinstance(value, list) else [value]
     for i, v in enumerate(values):
         if not isinstance(v, str):
             path = f"{where}[{i}]" if isinstance(value, list) else where
-            raise InvalidQuery.at(path, f"expected a string, got {v!r}")
+            raise InvalidQuery.at(
+                path,
+                f"expected a string (the field holds text), got "
+                f"{type(v).__name__} {quoted(v)}",
+            )
     return values
+
+
+check_strings = _strings
 
 
 def dictionary_mask(

@@ -23,10 +23,12 @@ docs/storage.md, section "Snapshots".
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import re
 import shutil
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -39,6 +41,7 @@ import msgpack
 import numpy as np
 from pyroaring import BitMap
 
+import segd
 from segd._version import __version__
 from segd.errors import SegdError
 from segd.native.idmap import IdMap
@@ -329,33 +332,77 @@ def write_snapshot(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     metadata = dict(metadata or {})
-    use_fork = hasattr(os, "fork") if background is None else background
+    if background is None:  # fork where it is possible and safe (see segd/__init__)
+        background = hasattr(os, "fork") and segd._GRPC_FORK_SAFE
+    use_fork = background
     t0 = time.perf_counter()
-    pid = 0
-    with engine._lock.read():  # no writer runs: the state and wal_seq agree
-        t_held = time.perf_counter()
-        seq = int(wal_seq() if callable(wal_seq) else wal_seq)
-        created_ns = time.time_ns()
-        name = _name(seq, created_ns)
-        tmp = directory / f"{TMP_PREFIX}{name}"
-        _IN_PROGRESS.add(tmp.name)
-        if use_fork:
-            rfd, wfd = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the child: write, report through the pipe, never return
-                os.close(rfd)
-                _child(engine, tmp, seq, created_ns, metadata, wfd)
-            os.close(wfd)
-        else:
-            try:
-                total = _write_files(engine, tmp, seq, created_ns, metadata)
-            except BaseException as exc:
-                _discard(tmp)
-                raise SnapshotError(f"writing snapshot {name} failed: {exc}") from exc
-        pause = time.perf_counter() - t_held
+    held: dict[str, Any] = {}
+
+    def hold_and_write() -> None:
+        """Under the read lock (no writer runs: the state and wal_seq agree): fork the
+        writer, or write here."""
+        with engine._lock.read():
+            t_held = time.perf_counter()
+            seq = int(wal_seq() if callable(wal_seq) else wal_seq)
+            created_ns = time.time_ns()
+            name = _name(seq, created_ns)
+            tmp = directory / f"{TMP_PREFIX}{name}"
+            held.update(seq=seq, name=name, tmp=tmp)
+            _IN_PROGRESS.add(tmp.name)
+            if use_fork:
+                rfd, wfd = os.pipe()
+                # No garbage collection in the child: it would traverse objects of
+                # threads that do not exist there (gRPC's, mid-call).
+                gc_was_enabled = gc.isenabled()
+                gc.disable()
+                try:
+                    pid = os.fork()
+                except OSError as exc:  # EAGAIN / ENOMEM: no child, nothing written
+                    if gc_was_enabled:
+                        gc.enable()
+                    os.close(rfd)
+                    os.close(wfd)
+                    _IN_PROGRESS.discard(tmp.name)
+                    raise SnapshotError(
+                        f"cannot fork the snapshot writer: {exc}"
+                    ) from exc
+                if pid == 0:  # the child: write, report, never return
+                    os.close(rfd)
+                    _child(engine, tmp, seq, created_ns, metadata, wfd)
+                if gc_was_enabled:  # (the child keeps it off)
+                    gc.enable()
+                os.close(wfd)
+                held.update(pid=pid, rfd=rfd)
+            else:
+                try:
+                    held["total"] = _write_files(engine, tmp, seq, created_ns, metadata)
+                except BaseException as exc:
+                    _discard(tmp)
+                    _IN_PROGRESS.discard(tmp.name)
+                    raise SnapshotError(
+                        f"writing snapshot {name} failed: {exc}"
+                    ) from exc
+            held["pause"] = time.perf_counter() - t_held
+
+    if use_fork:
+        # Fork from a thread of our own: forking from a gRPC handler thread crashes the
+        # child in CPython's after-fork code (threading._after_fork), one started
+        # here does not.
+        forker = threading.Thread(
+            target=_capture(hold_and_write, held), name="snapshot-fork"
+        )
+        forker.start()
+        forker.join()
+        if "error" in held:
+            raise held["error"]
+    else:
+        hold_and_write()
+    seq, name, tmp, pause = held["seq"], held["name"], held["tmp"], held["pause"]
     try:
         if use_fork:
-            total = _wait_child(pid, rfd, tmp, name)
+            total = _wait_child(held["pid"], held["rfd"], tmp, name)
+        else:
+            total = held["total"]
         final = directory / name
         os.rename(tmp, final)
         _fsync_dir(directory)
@@ -375,6 +422,18 @@ def write_snapshot(
     if keep is not None:
         prune_snapshots(directory, keep=keep)
     return info
+
+
+def _capture(fn: Callable[[], None], into: dict) -> Callable[[], None]:
+    """`fn` for a thread: an exception is kept in ``into["error"]`` for the joiner."""
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the joiner)
+            into["error"] = exc
+
+    return run
 
 
 def _child(engine, tmp: Path, seq: int, created_ns: int, metadata: dict, wfd: int):

@@ -27,6 +27,7 @@ HOUR_S = 3_600
 MAX_EVENT_S: int = MAX_SEC  # event times are uint32 seconds (sec_t): 1970..2106
 MAX_ABS_MS = 2**62  # attribute times: |ms| < 2^62 (documented in docs/data-model.md)
 DURATION_RE = re.compile(r"([0-9]+)([dh])")  # a duration: a count of days or hours
+MAX_NOW_S = 253_402_300_799  # 9999-12-31T23:59:59Z: the last `now` a date can print
 _DATE_ONLY = r"^\d{4}-\d{2}-\d{2}$"
 _HAS_ZONE = r"(Z|z|[+-]\d\d:?\d\d)$"
 # The ISO-8601 forms segd accepts: a date, or a date-time to the microsecond with an
@@ -98,6 +99,11 @@ def resolve_now(now: datetime | float | int | None) -> float:
             now = now.replace(tzinfo=UTC)
         return now.timestamp()
     if isinstance(now, (int, float)) and not isinstance(now, bool):
+        if not 0 <= now <= MAX_NOW_S:  # also NaN: every date computation can print it
+            raise InvalidQuery.at(
+                "now",
+                f"expected epoch seconds in 0..{MAX_NOW_S} (1970..9999), got {now!r}",
+            )
         return float(now)
     raise InvalidQuery.at("now", f"expected a datetime or epoch seconds, got {now!r}")
 

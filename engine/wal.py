@@ -97,6 +97,8 @@ class ScanState:
     torn: TornTail | None = None
     files: int = 0
     records: int = 0
+    file: Path | None = None  # where the record last yielded is
+    offset: int = 0
 
 
 def _is_zeros(data: memoryview) -> bool:
@@ -187,6 +189,7 @@ def scan(
                 )
             state.last_seq = seq
             state.records += 1
+            state.file, state.offset = path, off
             yield seq, payload
             expected = seq + 1
             off = end
@@ -399,8 +402,8 @@ class Wal:
                 return
             self._syncing = True
         self._sync_as_leader()
-        with self._cv:
-            self._check_usable() if self._failed else None
+        if self._failed is not None:
+            self._check_usable()
 
     def _tick(self) -> None:
         while not self._stop.wait(self.interval_ms / 1000):

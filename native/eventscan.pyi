@@ -32,6 +32,8 @@ class EventScanParams:
         then_keys: Keys | None = None,  # "then no" events, ascending
         within_s: int = 0,  # "then no ... within" span in seconds (uint64)
         only_contact: int | None = None,  # explain: one contact id
+        # covers r1: a contact's count is its distinct codes (NO_CODE rows each count)
+        distinct_codes: Codes | None = None,
     ) -> None: ...
     @property
     def window(self) -> tuple[int, int]: ...

@@ -20,6 +20,7 @@ split: the ``def`` layer validates, the ``cdef ... nogil`` kernels compute):
 
 from libc.math cimport isnan
 from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport qsort
 
 import numpy as np
 
@@ -120,6 +121,10 @@ cdef class EventScanParams:
     - ``then_keys``, ``within_s``: None or sorted ``cid << 32 | ts`` keys of "then no"
       events; an event at t is dropped when its contact has a key in ``[t, t + within_s)``.
     - ``only_contact``: None or the single contact to look at (explain).
+    - ``distinct_codes``: None or a code column of the log (e.g. ``order_id``) covering
+      the window: `count_matches` then counts a contact's distinct codes among its
+      matching rows, a row without a code (NULL) counting on its own, so two lines of one
+      order are one order.
     """
 
     cdef Match m
@@ -133,11 +138,13 @@ cdef class EventScanParams:
     cdef const word_t[::1] _candidates
     cdef const uint64_t[::1] _then_keys
     cdef object _then_words       # bitset of the contacts that have a "then no" key
+    cdef const code_t[::1] _distinct
+    cdef bint _have_distinct
 
     def __init__(self, const cid_t[::1] cid not None, const sec_t[::1] ts not None,
                  Py_ssize_t r0, Py_ssize_t r1, *, source_rows=None, code_filters=(),
                  row_mask=None, amount=None, candidates=None, then_keys=None,
-                 uint64_t within_s=0, only_contact=None):
+                 uint64_t within_s=0, only_contact=None, distinct_codes=None):
         cdef Match* m = &self.m
         cdef const code_t[::1] col
         cdef const uint8_t[::1] mask
@@ -222,6 +229,13 @@ cdef class EventScanParams:
             if not (0 <= only_contact <= UINT32_MAX):
                 raise ValueError(f"only_contact {only_contact} is not a contact id")
             m.only_cid = only_contact
+
+        self._have_distinct = distinct_codes is not None
+        if self._have_distinct:
+            self._distinct = distinct_codes
+            if self._distinct.shape[0] < r1:
+                raise ValueError(f"distinct_codes column of {self._distinct.shape[0]} rows "
+                                 f"is shorter than the window end {r1}")
 
     cdef int _build_then_bits(self) except -1:
         """Most contacts have no "then no" event at all (orders are rare next to carts):
@@ -350,6 +364,11 @@ cdef class CountResult:
     cdef readonly Py_ssize_t contacts
 
 
+cdef int _cmp_u64(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<const uint64_t*> a)[0], y = (<const uint64_t*> b)[0]
+    return (x > y) - (x < y)
+
+
 cdef int _check_rows(const row_t[::1] src, Py_ssize_t r0, Py_ssize_t r1) except -1:
     """Every source row must lie in the window: rows index columns without bounds checks."""
     cdef Py_ssize_t i
@@ -381,12 +400,21 @@ cdef int _check_sorted(const uint64_t[::1] keys) except -1:
 cdef Py_ssize_t _count_kernel(const Match* m, const row_t* src, Py_ssize_t n_rows,
                               const Rule* rule, Py_ssize_t n_contacts,
                               uint32_t* counts, double* sums, cid_t* touched,
-                              word_t* yes, word_t* no, Py_ssize_t* n_matched,
+                              word_t* yes, word_t* no, const code_t* dcodes,
+                              uint64_t* dkeys, Py_ssize_t* n_matched,
                               Py_ssize_t* n_touched_out, cid_t* bad_cid) noexcept nogil:
-    """The count loop: -1 (and `bad_cid`) when a row names a contact >= n_contacts."""
-    cdef Py_ssize_t i, j, r, n_touched = 0, matched = 0
+    """The count loop: -1 (and `bad_cid`) when a row names a contact >= n_contacts.
+
+    With `dcodes` (the distinct-count column; `dkeys` has room for `n_rows` keys), a
+    matching row with a code adds its amount at once but is counted later: its
+    ``cid << 32 | code`` key is collected, the keys are sorted and each distinct key
+    counts one. A row without a code (NO_CODE) counts on its own.
+    """
+    cdef Py_ssize_t i, j, r, n_touched = 0, matched = 0, n_keys = 0
     cdef cid_t c
     cdef uint32_t k
+    cdef code_t code
+    cdef uint64_t key, prev_key = 0
     cdef double a, s
     cdef bint use_sum = rule.use_sum
     for i in range(n_rows):
@@ -395,23 +423,46 @@ cdef Py_ssize_t _count_kernel(const Match* m, const row_t* src, Py_ssize_t n_row
             continue
         c = m.cid[r]
         if c >= n_contacts:
-            # Reset what we touched so the scratch stays clean for the next query.
+            # Reset what we touched so the scratch stays clean for the next query,
+            # including the sums of rows whose code was still waiting to be counted.
             for j in range(n_touched):
                 counts[touched[j]] = 0
                 if use_sum:
                     sums[touched[j]] = 0
+            if use_sum:
+                for j in range(n_keys):
+                    sums[<cid_t> (dkeys[j] >> 32)] = 0
             bad_cid[0] = c
             return -1
-        if counts[c] == 0:
-            touched[n_touched] = c
-            n_touched += 1
-        if counts[c] != UINT32_MAX:
-            counts[c] += 1
         if use_sum and m.amount != NULL:  # a type without amounts sums to 0
             a = m.amount[r]
             if not isnan(a):
                 sums[c] += a
         matched += 1
+        if dcodes != NULL:
+            code = dcodes[r]
+            if code != NO_CODE:  # counted below, once per distinct code
+                dkeys[n_keys] = ((<uint64_t> c) << 32) | code
+                n_keys += 1
+                continue
+        if counts[c] == 0:
+            touched[n_touched] = c
+            n_touched += 1
+        if counts[c] != UINT32_MAX:
+            counts[c] += 1
+    if n_keys:
+        qsort(dkeys, n_keys, sizeof(uint64_t), _cmp_u64)
+        for i in range(n_keys):
+            key = dkeys[i]
+            if i and key == prev_key:
+                continue
+            prev_key = key
+            c = <cid_t> (key >> 32)
+            if counts[c] == 0:
+                touched[n_touched] = c
+                n_touched += 1
+            if counts[c] != UINT32_MAX:
+                counts[c] += 1
     for i in range(n_touched):
         c = touched[i]
         k = counts[c]
@@ -470,9 +521,18 @@ def count_matches(EventScanParams scan not None, CountRange rule not None,
     cdef cid_t* touched_p = &scratch._touched[0] if some else NULL
     cdef word_t* yes_p = &yes[0] if some else NULL
     cdef word_t* no_p = &no[0] if some else NULL
+    # The distinct count collects up to one key per visited row.
+    cdef const code_t* dcodes = NULL
+    cdef uint64_t* dkeys_p = NULL
+    cdef uint64_t[::1] dkeys
+    if scan._have_distinct:
+        dkeys = np.empty(max(n_rows, 1), dtype=np.uint64)
+        dkeys_p = &dkeys[0]
+        if scan._distinct.shape[0]:  # empty only for an empty window: nothing to visit
+            dcodes = &scan._distinct[0]
     with nogil:
         rc = _count_kernel(m, src, n_rows, &rule.r, n_contacts, counts, sums, touched_p,
-                           yes_p, no_p, &matched, &touched, &bad_cid)
+                           yes_p, no_p, dcodes, dkeys_p, &matched, &touched, &bad_cid)
     if rc != 0:
         raise ValueError(f"event log names contact {bad_cid} but there are only {n_contacts}")
     cdef CountResult result = CountResult.__new__(CountResult)

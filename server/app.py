@@ -24,6 +24,7 @@ from segd.server.errors import ErrorInterceptor
 from segd.server.metrics import Metrics, MetricsInterceptor
 from segd.server.servicers.admin import AdminServicer
 from segd.server.servicers.ingest import EventSequence, IngestServicer
+from segd.server.servicers.rfm import RfmServicer
 from segd.server.servicers.segments import SegmentServicer
 from segd.server.settings import Settings
 from segd.v1 import (
@@ -31,6 +32,8 @@ from segd.v1 import (
     admin_pb2_grpc,
     ingest_pb2,
     ingest_pb2_grpc,
+    rfm_pb2,
+    rfm_pb2_grpc,
     segments_pb2,
     segments_pb2_grpc,
 )
@@ -39,6 +42,7 @@ SEGD_SERVICES = (
     ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
     segments_pb2.DESCRIPTOR.services_by_name["SegmentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    rfm_pb2.DESCRIPTOR.services_by_name["RfmService"].full_name,
 )
 RPC_THREAD_PREFIX = (
     "segd-rpc"  # names of the RPC pool's threads (see main._rpc_threads)
@@ -155,6 +159,7 @@ def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(engine, sequence), server
     )
+    rfm_pb2_grpc.add_RfmServiceServicer_to_server(RfmServicer(engine), server)
 
     health_servicer = health.HealthServicer()
     for name in ("", *SEGD_SERVICES):

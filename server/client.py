@@ -589,23 +589,38 @@ class SegdClient:
             raise SegdRpcError.from_rpc(err) from None
 
     def create_segment(
-        self, name: str, query: Any, *, static: bool = False, now: Any = None
+        self,
+        name: str,
+        query: Any,
+        *,
+        static: bool = False,
+        now: Any = None,
+        include_count: bool = True,
     ) -> dict:
-        """Save a segment; ``now`` is when a static one freezes (and the count's time)."""
+        """Save a segment; ``now`` is when a static one freezes (and the count's time).
+        With ``include_count`` a dynamic one is evaluated too (``count`` is set)."""
         kind = (
             segments_pb2.SEGMENT_KIND_STATIC
             if static
             else segments_pb2.SEGMENT_KIND_DYNAMIC
         )
         req = segments_pb2.CreateRequest(
-            name=name, kind=kind, now_ms=_now_ms(now), **query_fields(query)
+            name=name,
+            kind=kind,
+            now_ms=_now_ms(now),
+            include_count=include_count,
+            **query_fields(query),
         )
         return segment_to_dict(
             self.call(self.segments_stub.Create, req, idempotent=False).segment
         )
 
-    def get_segment(self, name: str, *, now: Any = None) -> dict:
-        req = segments_pb2.GetRequest(name=name, now_ms=_now_ms(now))
+    def get_segment(
+        self, name: str, *, now: Any = None, include_count: bool = True
+    ) -> dict:
+        req = segments_pb2.GetRequest(
+            name=name, now_ms=_now_ms(now), include_count=include_count
+        )
         return segment_to_dict(self.call(self.segments_stub.Get, req).segment)
 
     def list_segments(
@@ -619,10 +634,20 @@ class SegdClient:
         ]
 
     def update_segment(
-        self, name: str, query: Any, *, version: int | None = None, now: Any = None
+        self,
+        name: str,
+        query: Any,
+        *,
+        version: int | None = None,
+        now: Any = None,
+        include_count: bool = True,
     ) -> dict:
         req = segments_pb2.UpdateRequest(
-            name=name, version=version or 0, now_ms=_now_ms(now), **query_fields(query)
+            name=name,
+            version=version or 0,
+            now_ms=_now_ms(now),
+            include_count=include_count,
+            **query_fields(query),
         )
         return segment_to_dict(self.call(self.segments_stub.Update, req).segment)
 

@@ -29,6 +29,15 @@ from segd.explain import (
     Explanation,
 )
 from segd.results import QueryWarning
+from segd.segments.limits import (
+    MAX_CONDITIONS,
+    MAX_DEPTH,
+    MAX_LIST_VALUES,
+    Budget,
+    too_deep,
+    too_many_conditions,
+    too_many_values,
+)
 from segd.timeutil import MAX_ABS_MS, datetime_to_ms, iso_to_ms, ms_to_iso
 from segd.v1 import common_pb2 as common
 from segd.v1 import ingest_pb2, segments_pb2
@@ -58,6 +67,21 @@ AST_TO_OP = {v: k for k, v in OP_TO_AST.items()}
 NO_VALUE_OPS = {"is_null", "is_not_null"}
 
 
+# Timestamps a Condition may carry: years 0001..9999, what ISO-8601 text can spell.
+MIN_TIMESTAMP_MS = -62_135_596_800_000
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+
+
+def _timestamp_ms(ms: int, path: str) -> int:
+    if not MIN_TIMESTAMP_MS <= ms <= MAX_TIMESTAMP_MS:
+        raise InvalidInput.at(
+            path,
+            f"timestamp {ms} ms is outside 0001-01-01..9999-12-31 "
+            f"({MIN_TIMESTAMP_MS}..{MAX_TIMESTAMP_MS} ms)",
+        )
+    return ms
+
+
 def value_to_python(value: common.Value, path: str, *, ast: bool) -> Any:
     """A ``Value`` as a Python object: for the AST (``ast=True``) timestamps become ISO
     strings; for attributes they become aware datetimes. Unset -> InvalidInput."""
@@ -67,19 +91,19 @@ def value_to_python(value: common.Value, path: str, *, ast: bool) -> Any:
             path, "a value is required (int, float, bool, string, ...)"
         )
     if kind == "list_value":
-        return [
-            value_to_python(v, f"{path}[{i}]", ast=ast)
-            for i, v in enumerate(value.list_value.values)
-        ]
+        values = value.list_value.values
+        if ast and len(values) > MAX_LIST_VALUES:
+            raise too_many_values(path, len(values))
+        out = []
+        for i, v in enumerate(values):
+            if v.WhichOneof("kind") == "list_value":
+                raise InvalidInput.at(f"{path}[{i}]", "a list cannot hold a list")
+            out.append(value_to_python(v, f"{path}[{i}]", ast=ast))
+        return out
     if kind == "timestamp_ms":
         ms = value.timestamp_ms
         if ast:
-            try:
-                return ms_to_iso(ms)
-            except OverflowError:
-                raise InvalidInput.at(
-                    path, f"timestamp_ms {ms} is outside years 1..9999"
-                ) from None
+            return ms_to_iso(_timestamp_ms(ms, f"{path}.timestamp_ms"))
         if not -MAX_ABS_MS < ms < MAX_ABS_MS:
             raise InvalidInput.at(
                 path,
@@ -149,9 +173,11 @@ def _period(p: common.Period, path: str) -> dict[str, Any]:
     if kind == "absolute":
         out: dict[str, Any] = {}
         if p.absolute.HasField("from_ms"):
-            out["from"] = ms_to_iso(p.absolute.from_ms)
+            from_ms = _timestamp_ms(p.absolute.from_ms, f"{path}.absolute.from_ms")
+            out["from"] = ms_to_iso(from_ms)
         if p.absolute.HasField("to_ms"):
-            out["to"] = ms_to_iso(p.absolute.to_ms)
+            to_ms = _timestamp_ms(p.absolute.to_ms, f"{path}.absolute.to_ms")
+            out["to"] = ms_to_iso(to_ms)
         return out
     if kind == "last":
         return {"last": p.last}
@@ -194,17 +220,46 @@ def _event(e: common.EventCondition, path: str) -> dict[str, Any]:
     return node
 
 
-def condition_to_ast(c: common.Condition, path: str = "condition") -> dict[str, Any]:
-    """A typed ``Condition`` -> the engine's AST dict (canonical: empty lists omitted)."""
+class _Conversion:
+    """One conversion: leaf conditions so far and the caller's budget."""
+
+    __slots__ = ("leaves", "budget")
+
+    def __init__(self, budget: Budget | None) -> None:
+        self.leaves = 0
+        self.budget = budget
+
+
+def condition_to_ast(
+    c: common.Condition, path: str = "condition", *, budget: Budget | None = None
+) -> dict[str, Any]:
+    """A typed ``Condition`` -> the engine's AST dict (canonical: empty lists omitted).
+
+    The query limits hold here already (``TooComplex`` before looking at the children of
+    a node that would exceed them: a typed OR of 100k leaves is refused at once), and
+    ``budget`` stops a conversion the caller no longer waits for.
+    """
+    return _condition(c, path, 1, _Conversion(budget))
+
+
+def _condition(
+    c: common.Condition, path: str, depth: int, state: _Conversion
+) -> dict[str, Any]:
+    if depth > MAX_DEPTH:
+        raise too_deep(path)
+    if state.budget is not None:
+        state.budget.tick()
     kind = c.WhichOneof("kind")
     if kind in ("and_node", "or_node"):
         children = getattr(c, kind).conditions
         if not children:
             raise InvalidInput.at(f"{path}.{kind}", "needs at least one condition")
+        if state.leaves + len(children) > MAX_CONDITIONS:
+            raise too_many_conditions(f"{path}.{kind}", state.leaves + len(children))
         key = kind[: -len("_node")]
         return {
             key: [
-                condition_to_ast(x, f"{path}.{kind}.conditions[{i}]")
+                _condition(x, f"{path}.{kind}.conditions[{i}]", depth + 1, state)
                 for i, x in enumerate(children)
             ]
         }
@@ -214,8 +269,17 @@ def condition_to_ast(c: common.Condition, path: str = "condition") -> dict[str, 
                 f"{path}.not_node.condition", "a condition is required"
             )
         return {
-            "not": condition_to_ast(c.not_node.condition, f"{path}.not_node.condition")
+            "not": _condition(
+                c.not_node.condition, f"{path}.not_node.condition", depth + 1, state
+            )
         }
+    state.leaves += 1
+    if state.leaves > MAX_CONDITIONS:
+        raise too_many_conditions(path)
+    return _leaf(c, kind, path)
+
+
+def _leaf(c: common.Condition, kind: str | None, path: str) -> dict[str, Any]:
     if kind == "attr":
         return _compare(
             {"attr": _name(c.attr.attr, f"{path}.attr.attr")}, c.attr, f"{path}.attr"
@@ -233,6 +297,8 @@ def condition_to_ast(c: common.Condition, path: str = "condition") -> dict[str, 
             node["period"] = _period(a.period, f"{path}.aggregate.period")
         return node
     if kind == "rfm":
+        if c.rfm.field == "entered":
+            return _rfm_entered(c.rfm, f"{path}.rfm")
         return _compare(
             {"rfm": _name(c.rfm.field, f"{path}.rfm.field")}, c.rfm, f"{path}.rfm"
         )
@@ -243,6 +309,21 @@ def condition_to_ast(c: common.Condition, path: str = "condition") -> dict[str, 
         "a condition needs one of and_node, or_node, not_node, "
         "attr, event, aggregate, rfm, segment",
     )
+
+
+def _rfm_entered(r: Any, path: str) -> dict[str, Any]:
+    """RfmCondition with field "entered" -> ``{"rfm": "entered", "value", ...}``."""
+    node: dict[str, Any] = {
+        "rfm": "entered",
+        "value": value_to_python(r.value, f"{path}.value", ast=True),
+    }
+    if r.from_value:
+        node["from"] = r.from_value
+    if r.entry:
+        node["entry"] = r.entry
+    if r.HasField("period"):
+        node["period"] = _period(r.period, f"{path}.period")
+    return node
 
 
 # ---------------------------------------------------------------- AST -> Condition
@@ -308,6 +389,13 @@ def ast_to_condition(ast: Mapping[str, Any]) -> common.Condition:
         _set_compare(c.aggregate, ast)
         if "period" in ast:
             _set_period(c.aggregate.period, ast["period"])
+    elif "rfm" in ast and ast["rfm"] == "entered":
+        c.rfm.field = "entered"
+        c.rfm.value.CopyFrom(python_to_value(ast["value"]))
+        c.rfm.from_value = ast.get("from", "")
+        c.rfm.entry = ast.get("entry", "")
+        if "period" in ast:
+            _set_period(c.rfm.period, ast["period"])
     elif "rfm" in ast:
         c.rfm.field = ast["rfm"]
         _set_compare(c.rfm, ast)
@@ -404,10 +492,6 @@ def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
 MAX_EXPLAIN_DEPTH = 90
 
 
-def _ms(moment: dt.datetime) -> int:
-    return round(moment.timestamp() * 1000)
-
-
 def warning_to_proto(w: QueryWarning) -> segments_pb2.QueryWarning:
     return segments_pb2.QueryWarning(
         field=w.where,
@@ -439,13 +523,13 @@ def evidence_to_proto(e: Evidence) -> segments_pb2.Evidence:
         ev.event = e.event
         ev.matching_events = e.matching_events
         if e.window_from is not None:
-            ev.window_from_ms = _ms(e.window_from)
+            ev.window_from_ms = datetime_to_ms(e.window_from)
         if e.window_to is not None:
-            ev.window_to_ms = _ms(e.window_to)
+            ev.window_to_ms = datetime_to_ms(e.window_to)
         ev.count_min = e.count_min
         if e.count_max is not None:
             ev.count_max = e.count_max
-        ev.last_times_ms.extend(_ms(t) for t in e.last_times)
+        ev.last_times_ms.extend(datetime_to_ms(t) for t in e.last_times)
         if e.sum is not None:
             ev.sum = e.sum
         ev.then_no = e.then_no or ""
@@ -492,7 +576,7 @@ def explanation_to_proto(x: Explanation) -> segments_pb2.ExplainResponse:
         duration_ms=x.ms,
         contacts=x.contacts,
         count_meaning=x.count_meaning,
-        now_ms=_ms(x.now),
+        now_ms=datetime_to_ms(x.now),
         warnings=warnings_to_proto(x.warnings),
     )
     if x.customer_id is not None:

@@ -4,7 +4,10 @@ Only this module knows both ``segd.errors`` and gRPC. Lookup walks the exception
 so a new subclass of a category gets the category's code; a new *category* is caught by
 ``tests/integration/test_errors.py``, which requires an entry here for every subclass.
 Anything that is not a ``SegdError`` is INTERNAL with an error id (logged once, with its
-traceback), never UNKNOWN.
+traceback), never UNKNOWN. A request that cannot be deserialised (bad bytes, nesting
+beyond protobuf's limit) is INVALID_ARGUMENT: gRPC itself would answer INTERNAL without
+an error id. Messages are capped (``MAX_MESSAGE_CHARS``) so that an error quoting a huge
+input still fits the client's metadata limit (8 KiB by default).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from segd.server.handlers import Behavior, method_label, rewrap
 from segd.server.logfmt import kv
 
 log = logging.getLogger("segd.server")
+MAX_MESSAGE_CHARS = 1000  # of the status message; each violation's text likewise
 
 STATUS_BY_CATEGORY: dict[type[E.SegdError], grpc.StatusCode] = {
     E.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,  # incl. DslSyntaxError, InvalidQuery
@@ -76,13 +80,16 @@ def abort_with(exc: BaseException, context: grpc.ServicerContext, method: str) -
             f"internal error (error id {error_id}; the server log has the details)",
         )
         return  # not reached: abort raises
-    message = str(exc) or type(exc).__name__
+    message = E.shorten(str(exc) or type(exc).__name__, MAX_MESSAGE_CHARS)
     violations = getattr(exc, "violations", None)
     if violations:
         details = rpc_status.encode_bad_request(
             code.value[0],
             message,
-            [(v.where, v.message) for v in violations],
+            [
+                (E.shorten(v.where, 200), E.shorten(v.message, MAX_MESSAGE_CHARS))
+                for v in violations[:10]
+            ],
             _error_info(exc),
         )
         context.set_trailing_metadata(((rpc_status.DETAILS_KEY, details),))
@@ -106,6 +113,47 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
     return code is not None and code != grpc.StatusCode.OK
 
 
+class _Unreadable:
+    """Stands in for a request message that could not be deserialised."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def raise_invalid(self) -> None:
+        reason = E.shorten(str(self.error) or type(self.error).__name__, 300)
+        raise E.InvalidInput.at("request", f"cannot be read: {reason}")
+
+
+def _tolerant(deserializer: Any) -> Any:
+    """``deserializer`` that returns ``_Unreadable`` instead of raising."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, nesting beyond protobuf's limit, ...
+            return _Unreadable(exc)
+
+    return deserialize
+
+
+def _readable_stream(requests: Iterator) -> Iterator:
+    for request in requests:
+        if isinstance(request, _Unreadable):
+            request.raise_invalid()
+        yield request
+
+
+def _checked(request: Any) -> Any:
+    """The request, with unreadable messages turned into InvalidInput (streams lazily)."""
+    if isinstance(request, _Unreadable):
+        request.raise_invalid()
+    if hasattr(request, "__next__"):  # a request stream
+        return _readable_stream(request)
+    return request
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps exceptions escaping any handler kind to a status through ``STATUS_BY_CATEGORY``."""
 
@@ -119,7 +167,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                     request: Any, context: grpc.ServicerContext
                 ) -> Iterator:
                     try:
-                        yield from behavior(request, context)
+                        yield from behavior(_checked(request), context)
                     except Exception as exc:
                         if _already_aborted(context):
                             raise
@@ -129,7 +177,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
             def unary_behavior(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
-                    return behavior(request, context)
+                    return behavior(_checked(request), context)
                 except Exception as exc:
                     if _already_aborted(context):
                         raise
@@ -137,4 +185,4 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
             return unary_behavior
 
-        return rewrap(continuation(details), wrap)
+        return rewrap(continuation(details), wrap, _tolerant)

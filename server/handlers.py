@@ -24,15 +24,23 @@ _FACTORIES = {
 }
 
 
-def rewrap(handler: grpc.RpcMethodHandler | None, wrap: Wrapper) -> Any:
-    """Return ``handler`` with its behavior replaced by ``wrap(behavior, streaming)``."""
+def rewrap(
+    handler: grpc.RpcMethodHandler | None,
+    wrap: Wrapper,
+    deserializer: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Return ``handler`` with its behavior replaced by ``wrap(behavior, streaming)``
+    (and its request deserializer by ``deserializer(old)`` when given)."""
     if handler is None:
         return None
     key = (bool(handler.request_streaming), bool(handler.response_streaming))
     attr, factory = _FACTORIES[key]
+    request_deserializer = handler.request_deserializer
+    if deserializer is not None and request_deserializer is not None:
+        request_deserializer = deserializer(request_deserializer)
     return factory(
         wrap(getattr(handler, attr), key[1]),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=request_deserializer,
         response_serializer=handler.response_serializer,
     )
 

@@ -320,9 +320,6 @@ def _open_engine(settings: Settings) -> Any:
         fsync_interval_ms=settings.fsync_interval_ms,
         result_cache_size=settings.result_cache,
     )
-    # gRPC's threads do not survive fork(): snapshots are written in this process
-    # (readers go on, writers wait for the write).
-    engine.snapshot_background = False
     log.info("recovered", extra=kv(data_dir=storage, **(engine.recovery or {})))
     return engine
 
@@ -441,6 +438,14 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
                 daemon=True,
             )
             scheduler.start()
+        from segd.server.rfm_schedule import rfm_schedule_loop
+
+        threading.Thread(
+            target=rfm_schedule_loop,
+            args=(engine, stop),
+            name="segd-rfm-daily",
+            daemon=True,
+        ).start()
         ready.set()
         log.info(
             "ready",

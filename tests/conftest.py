@@ -11,6 +11,10 @@ import os
 
 from hypothesis import settings
 
+# Before anything imports grpc (segd/__init__.py does the same): snapshot writers are
+# forked, and gRPC's fork handlers corrupt such children (see segd.snapshot).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile("ci", max_examples=150, deadline=None)
 

@@ -29,9 +29,18 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from segd.errors import InvalidQuery
+from segd.errors import InvalidQuery, TooComplex, quoted, shorten
+from segd.segments.limits import (
+    MAX_CONDITIONS,
+    MAX_DEPTH,
+    MAX_FILTERS,
+    MAX_LIST_VALUES,
+    Budget,
+    too_deep,
+    too_many_conditions,
+    too_many_values,
+)
 from segd.timeutil import (  # noqa: F401 (re-exported for the lexer and dsl)
-    DURATION_RE,
     ISO_PATTERN,
     ISO_RE,
     duration_hours,
@@ -78,6 +87,10 @@ RFM_OPS: tuple[str, ...] = tuple(
 )
 RFM_FIELDS: tuple[str, ...] = ("code", "r", "f", "m", "segment")
 RFM_NUMERIC_FIELDS: frozenset[str] = frozenset({"r", "f", "m"})
+# `{"rfm": "entered", "value": X, "from": Y, "entry": "first"|"again", "period": P}`:
+# contacts whose RFM segment (or code) became X (from Y) in the period (docs/rfm.md).
+RFM_ENTERED = "entered"
+RFM_ENTRIES: tuple[str, ...] = ("first", "again")
 KINDS: tuple[str, ...] = (
     "and",
     "or",
@@ -93,22 +106,55 @@ LIST_OPS: frozenset[str] = frozenset(
     {"in", "not_in", "between", "contains_any", "contains_all"}
 )
 RESERVED_WORDS: frozenset[str] = frozenset({"and", "or", "not", "in"})
-MAX_DEPTH = 100  # nesting of conditions; deeper input is rejected, not recursed into
+# Event filter fields spelled as the input column: the canonical form uses the name.
+FIELD_ALIASES: dict[str, str] = {"item_id": "item"}
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# At most 9 digits: 999,999,999 days still fits every clock computation (the looser
+# timeutil.DURATION_RE is for other durations).
+DURATION_RE = re.compile(r"([0-9]{1,9})([dh])")
+INT_MAX = 2**63 - 1  # integers are 64-bit signed, as in the wire format
 # Durations and ISO-8601 times are defined once, in segd.timeutil (ISO_PATTERN is shared
 # with the lexer: every period bound validate accepts prints as a bare DATE).
 
 Node = dict[str, Any]
 
 
-def validate(ast: Any) -> Node:
+class _State:
+    """What one validation counts: leaf conditions so far, and the caller's budget."""
+
+    __slots__ = ("leaves", "budget")
+
+    def __init__(self, budget: Budget | None) -> None:
+        self.leaves = 0
+        self.budget = budget
+
+
+def validate(ast: Any, budget: Budget | None = None) -> Node:
     """Check ``ast`` against the contract and return its canonical form as a new dict.
 
     The input is not modified. Raises ``InvalidQuery`` whose violation ``where`` is a
-    path into the input such as ``and[2].where[0].op`` ("" for the root node itself).
+    path into the input such as ``and[2].where[0].op`` ("" for the root node itself), or
+    ``TooComplex`` over a limit of ``segd.segments.limits`` (depth is checked before
+    descending, so no input can exhaust the stack; conditions before each child list).
     """
-    return _condition(ast, "", 0)
+    return _condition(ast, "", 1, _State(budget))
+
+
+def measure(ast: Node) -> tuple[int, int]:
+    """(depth, leaf conditions) of a canonical AST, without recursion."""
+    depth = leaves = 0
+    stack = [(ast, 1)]
+    while stack:
+        node, level = stack.pop()
+        depth = max(depth, level)
+        if "and" in node or "or" in node:
+            stack.extend((c, level + 1) for c in node.get("and") or node["or"])
+        elif "not" in node:
+            stack.append((node["not"], level + 1))
+        else:
+            leaves += 1
+    return depth, leaves
 
 
 def walk(ast: Node) -> Iterator[Node]:
@@ -148,10 +194,7 @@ def _join(path: str, key: str) -> str:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+    return f"{type(value).__name__} {quoted(value, 60)}"
 
 
 def _fail(path: str, message: str) -> InvalidQuery:
@@ -162,8 +205,9 @@ def _check_keys(node: dict, path: str, allowed: tuple[str, ...]) -> None:
     for key in node:
         if key not in allowed:
             raise _fail(
-                _join(path, str(key)),
-                f"unknown key {str(key)!r} (expected one of {', '.join(allowed)})",
+                _join(path, shorten(str(key), 60)),
+                f"unknown key {quoted(str(key), 60)} (expected one of "
+                f"{', '.join(allowed)})",
             )
 
 
@@ -181,7 +225,7 @@ def _name(value: Any, path: str, what: str, reserved: frozenset[str]) -> str:
             f"{_describe(value)}",
         )
     if value.lower() in reserved:
-        raise _fail(path, f"{value!r} is a reserved word and cannot be {what}")
+        raise _fail(path, f"{quoted(value)} is a reserved word and cannot be {what}")
     return value
 
 
@@ -194,17 +238,38 @@ def _number(value: Any, path: str) -> int | float:
         raise _fail(path, f"expected a number, got {_describe(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise _fail(path, f"expected a finite number, got {value!r}")
+    if isinstance(value, int) and not -INT_MAX - 1 <= value <= INT_MAX:
+        raise _fail(
+            path,
+            f"integer out of range (64-bit signed: -2^63..2^63-1), got "
+            f"{_describe(value)}",
+        )
     return value
 
 
 def _string(value: Any, path: str) -> str:
     if not isinstance(value, str):
         raise _fail(path, f"expected a string, got {_describe(value)}")
+    return _text(value, path)
+
+
+def _text(value: str, path: str) -> str:
+    """``value`` if it is Unicode text that UTF-8 (and so protobuf and JSON) can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _fail(
+            path,
+            f"the string has a lone surrogate U+{ord(value[exc.start]):04X} at "
+            f"character {exc.start}, which is not Unicode text",
+        ) from None
     return value
 
 
 def _scalar(value: Any, path: str) -> Any:
-    if isinstance(value, str | bool):
+    if isinstance(value, str):
+        return _text(value, path)
+    if isinstance(value, bool):
         return value
     if _is_number(value):
         return _number(value, path)
@@ -228,6 +293,8 @@ def _value(op: str, value: Any, path: str, scalar: Callable[[Any, str], Any]) ->
         raise _fail(path, f"op 'between' expects [lo, hi], got {len(value)} items")
     if not value:
         raise _fail(path, f"op {op!r} expects a non-empty list, got []")
+    if len(value) > MAX_LIST_VALUES:
+        raise too_many_values(path, len(value))
     return [scalar(item, f"{path}[{i}]") for i, item in enumerate(value)]
 
 
@@ -257,9 +324,11 @@ def _dict(value: Any, path: str, what: str) -> dict:
 # -- condition nodes -------------------------------------------------------------------
 
 
-def _condition(node: Any, path: str, depth: int) -> Node:
+def _condition(node: Any, path: str, depth: int, state: _State) -> Node:
     if depth > MAX_DEPTH:
-        raise _fail(path, f"conditions nested deeper than {MAX_DEPTH} levels")
+        raise too_deep(path or "query")
+    if state.budget is not None:
+        state.budget.tick()
     node = _dict(node, path, "a condition")
     kinds = [key for key in KINDS if key in node]
     if not kinds:
@@ -272,21 +341,28 @@ def _condition(node: Any, path: str, depth: int) -> Node:
         raise _fail(path, f"a condition has exactly one kind key, got {kinds}")
     kind = kinds[0]
     if kind in ("and", "or"):
-        return _boolean(node, path, depth, kind)
+        return _boolean(node, path, depth, kind, state)
     if kind == "not":
         _check_keys(node, path, ("not",))
-        return {"not": _condition(node["not"], _join(path, "not"), depth + 1)}
+        return {"not": _condition(node["not"], _join(path, "not"), depth + 1, state)}
+    state.leaves += 1
+    if state.leaves > MAX_CONDITIONS:
+        raise too_many_conditions(path or "query")
     return _LEAVES[kind](node, path)
 
 
-def _boolean(node: dict, path: str, depth: int, kind: str) -> Node:
+def _boolean(node: dict, path: str, depth: int, kind: str, state: _State) -> Node:
     _check_keys(node, path, (kind,))
     children, here = node[kind], _join(path, kind)
     if not isinstance(children, list | tuple):
         raise _fail(here, f"expected a list of conditions, got {_describe(children)}")
     if not children:
         raise _fail(here, "expected at least one condition, got an empty list")
-    out = [_condition(c, f"{here}[{i}]", depth + 1) for i, c in enumerate(children)]
+    if state.leaves + len(children) > MAX_CONDITIONS:  # each child has a leaf or more
+        raise too_many_conditions(here, state.leaves + len(children))
+    out = [
+        _condition(c, f"{here}[{i}]", depth + 1, state) for i, c in enumerate(children)
+    ]
     return out[0] if len(out) == 1 else {kind: out}
 
 
@@ -302,7 +378,8 @@ def _aggregate(node: dict, path: str) -> Node:
     if name not in AGGREGATES:
         raise _fail(
             _join(path, "aggregate"),
-            f"unknown aggregate {name!r} (expected one of {', '.join(AGGREGATES)})",
+            f"unknown aggregate {quoted(name, 60)} (expected one of "
+            f"{', '.join(AGGREGATES)})",
         )
     out: Node = {"aggregate": name, **_op_value(node, path, AGGREGATE_OPS, _number)}
     if "period" in node:
@@ -311,15 +388,40 @@ def _aggregate(node: dict, path: str) -> Node:
 
 
 def _rfm(node: dict, path: str) -> Node:
+    if node.get("rfm") == RFM_ENTERED:
+        return _rfm_entered(node, path)
     _check_keys(node, path, ("rfm", "op", "value"))
     field = node["rfm"]
     if field not in RFM_FIELDS:
         raise _fail(
             _join(path, "rfm"),
-            f"unknown RFM field {field!r} (expected one of {', '.join(RFM_FIELDS)})",
+            f"unknown RFM field {quoted(field, 60)} (expected one of "
+            f"{', '.join(RFM_FIELDS)})",
         )
     scalar = _number if field in RFM_NUMERIC_FIELDS else _string
     return {"rfm": field, **_op_value(node, path, RFM_OPS, scalar)}
+
+
+def _rfm_entered(node: dict, path: str) -> Node:
+    _check_keys(node, path, ("rfm", "value", "from", "entry", "period"))
+    value = _string(
+        _require(node, "value", path, "the segment or code entered"),
+        _join(path, "value"),
+    )
+    out: Node = {"rfm": RFM_ENTERED, "value": value}
+    if "from" in node:
+        out["from"] = _string(node["from"], _join(path, "from"))
+    if "entry" in node:
+        entry = node["entry"]
+        if entry not in RFM_ENTRIES:
+            raise _fail(
+                _join(path, "entry"),
+                f"expected one of {', '.join(RFM_ENTRIES)}, got {_describe(entry)}",
+            )
+        out["entry"] = entry
+    if "period" in node:
+        out["period"] = _period(node["period"], _join(path, "period"))
+    return out
 
 
 def _segment(node: dict, path: str) -> Node:
@@ -370,6 +472,15 @@ _ATTR_RESERVED = RESERVED_WORDS | frozenset(AGGREGATES)
 def _where(filters: Any, path: str) -> list[Node]:
     if not isinstance(filters, list | tuple):
         raise _fail(path, f"expected a list of filters, got {_describe(filters)}")
+    if len(filters) > MAX_FILTERS:
+        raise TooComplex(
+            f"{path}: {len(filters)} filters, more than MAX_FILTERS = {MAX_FILTERS} "
+            "in one event condition",
+            limit="MAX_FILTERS",
+            maximum=MAX_FILTERS,
+            actual=len(filters),
+            where=path,
+        )
     return [_filter(f, f"{path}[{i}]") for i, f in enumerate(filters)]
 
 
@@ -378,6 +489,7 @@ def _filter(node: Any, path: str) -> Node:
     _check_keys(node, path, ("field", "op", "value"))
     field = _require(node, "field", path, "a field name")
     name = _name(field, _join(path, "field"), "a field name", frozenset())
+    name = FIELD_ALIASES.get(name, name)
     return {"field": name, **_op_value(node, path, FILTER_OPS, _scalar)}
 
 
@@ -421,8 +533,8 @@ def _period(value: Any, path: str) -> Node:
     if len(moments) == 2 and not moments["from"] < moments["to"]:
         raise _fail(
             path,
-            f"'from' must be before 'to', got from={period['from']!r} "
-            f"to={period['to']!r}",
+            f"'from' must be before 'to', got from={quoted(period['from'], 60)} "
+            f"to={quoted(period['to'], 60)}",
         )
     return {k: period[k] for k in ("from", "to") if k in period}
 
@@ -447,6 +559,8 @@ def _ago(value: Any, path: str) -> list[str]:
 def _count_bound(value: Any, path: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise _fail(path, f"expected an integer >= 0, got {_describe(value)}")
+    if value > INT_MAX:
+        raise _fail(path, f"expected an integer <= 2^63-1, got {_describe(value)}")
     return value
 
 

@@ -1,4 +1,11 @@
-"""AST -> plan: resolve names against the store and the saved segments, build nodes."""
+"""AST -> plan: resolve names against the store and the saved segments, build nodes.
+
+The compiler trusts its input: a canonical AST (``Prepared.ast``, or a saved segment's
+stored AST), validated once when it was read. It checks what only it can see: names
+against the store, and the limits of ``segd.segments.limits`` once references to dynamic
+saved segments are expanded (an expanded reference takes the place of its leaf, so
+``in segment "s"`` is exactly as deep as ``s``). Depth is checked before descending.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,9 @@ from collections.abc import Callable
 from pyroaring import BitMap
 
 from segd.columns import CategoryColumn, NumericColumn, TagsColumn
-from segd.errors import InvalidQuery, SegmentNotFound
+from segd.errors import InvalidQuery, SegmentNotFound, TooComplex
 from segd.results import QueryWarning
-from segd.segments.ast import canonical_key, validate, walk
+from segd.segments.ast import canonical_key, walk
 from segd.segments.conditions import (
     AgeAttr,
     AggregateNode,
@@ -20,6 +27,12 @@ from segd.segments.conditions import (
 )
 from segd.segments.event_node import EventNode
 from segd.segments.hints import name_hint, unknown_values
+from segd.segments.limits import (
+    MAX_CONDITIONS,
+    MAX_DEPTH,
+    too_deep,
+    too_many_conditions,
+)
 from segd.segments.plan import AndNode, ConstNode, Node, NotNode, OrNode, RefNode
 from segd.store import Store
 
@@ -49,35 +62,41 @@ class Compiler:
         self.rfm = rfm
         self._repeats: Counter[str] = Counter()
         self._resolving: list[str] = []
+        self._conditions = 0
         # Valid but suspicious parts of the query (unknown catalog values), in AST order.
         self.warnings: list[QueryWarning] = []
 
     def compile(self, ast: dict) -> Node:
-        canonical = validate(ast)
-        self._repeats = Counter(canonical_key(n) for n in walk(canonical))
-        return self._node(canonical, "$")
+        """The plan of canonical ``ast`` (not validated again: see module docstring)."""
+        self._repeats = Counter(canonical_key(n) for n in walk(ast))
+        self._conditions = 0
+        return self._node(ast, "$", 1)
 
-    def _node(self, ast: dict, path: str) -> Node:
+    def _node(self, ast: dict, path: str, depth: int) -> Node:
+        if depth > MAX_DEPTH:
+            raise too_deep(path)
         key = canonical_key(ast)
-        node = self._build(ast, key, path)
+        node = self._build(ast, key, path, depth)
         node.shared = self._repeats[key] > 1 and not isinstance(node, ConstNode)
         return node
 
-    def _build(self, ast: dict, key: str, path: str) -> Node:
-        if "and" in ast:
-            return AndNode(
-                ast,
-                key,
-                [self._node(c, f"{path}.and[{i}]") for i, c in enumerate(ast["and"])],
-            )
-        if "or" in ast:
-            return OrNode(
-                ast,
-                key,
-                [self._node(c, f"{path}.or[{i}]") for i, c in enumerate(ast["or"])],
+    def _build(self, ast: dict, key: str, path: str, depth: int) -> Node:
+        if "and" in ast or "or" in ast:
+            kind = "and" if "and" in ast else "or"
+            parts = [
+                self._node(c, f"{path}.{kind}[{i}]", depth + 1)
+                for i, c in enumerate(ast[kind])
+            ]
+            return (
+                AndNode(ast, key, parts) if kind == "and" else OrNode(ast, key, parts)
             )
         if "not" in ast:
-            return NotNode(ast, key, self._node(ast["not"], f"{path}.not"))
+            return NotNode(ast, key, self._node(ast["not"], f"{path}.not", depth + 1))
+        if "segment" in ast:
+            return self._segment(ast, key, path, depth)
+        self._conditions += 1
+        if self._conditions > MAX_CONDITIONS:
+            raise too_many_conditions(path)
         if "attr" in ast:
             return self._attr(ast, key, path)
         if "event" in ast:
@@ -94,8 +113,6 @@ class Compiler:
             return EventNode(ast, key, self.store, self.now_s, path)
         if "aggregate" in ast:
             return AggregateNode(ast, key, self.now_s, path)
-        if "segment" in ast:
-            return self._segment(ast, key, path)
         if "rfm" in ast:
             if self.rfm is None:
                 raise InvalidQuery.at(
@@ -130,7 +147,7 @@ class Compiler:
             hint = name_hint(etype, sorted(known))
             raise InvalidQuery.at(where, f"unknown event type {etype!r}{hint}")
 
-    def _segment(self, ast: dict, key: str, path: str) -> Node:
+    def _segment(self, ast: dict, key: str, path: str, depth: int) -> Node:
         name = ast["segment"]
         if self.segments is None:
             raise SegmentNotFound(name)
@@ -139,13 +156,24 @@ class Compiler:
             raise InvalidQuery.at(path, f"segment reference cycle: {chain}")
         seg_ast, members = self.segments(name)
         if members is not None:
+            self._conditions += 1
+            if self._conditions > MAX_CONDITIONS:
+                raise too_many_conditions(path)
             return ConstNode(ast, key, members, name)
+        if len(self._resolving) >= MAX_DEPTH:
+            raise TooComplex(
+                f"{path}: segment references nested deeper than MAX_DEPTH = "
+                f"{MAX_DEPTH} ({' -> '.join([*self._resolving[:3], '...', name])})",
+                limit="MAX_DEPTH",
+                maximum=MAX_DEPTH,
+                where=path,
+            )
         self._resolving.append(name)
         try:
-            inner_ast = validate(seg_ast)
-            for n in walk(inner_ast):
+            # A saved segment's AST was validated when it was saved: trusted here.
+            for n in walk(seg_ast):
                 self._repeats[canonical_key(n)] += 1
-            inner = self._node(inner_ast, f"{path}<{name}>")
+            inner = self._node(seg_ast, f"{path}<{name}>", depth)
         finally:
             self._resolving.pop()
         return RefNode(ast, key, inner, name)

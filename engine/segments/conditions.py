@@ -15,6 +15,7 @@ from segd.native import columns as kernels
 from segd.native.bitset import popcount
 from segd.predicates import (
     INF,
+    check_strings,
     dictionary_mask,
     in_intervals,
     integer_range,
@@ -171,6 +172,8 @@ class CategoryAttr(AttrNode):
             )
         self.value = ast.get("value")
         self.where = where
+        if self.op not in ("is_null", "is_not_null"):  # wrong types fail at compile
+            check_strings(self.value, f"{where}.value")
 
     def _mask(self) -> np.ndarray:
         op = self.op
@@ -378,7 +381,8 @@ class AggregateNode(Node):
                 return cids, revenue
             return cids, revenue / orders
         if self.name == "days_since_last_visit":
-            logs = list(store.logs.values())
+            visits = store.aggregates.visit_events
+            logs = [log for etype, log in store.logs.items() if etype in visits]
         else:
             etype = (
                 "email_open" if self.name == "days_since_last_email_open" else "order"

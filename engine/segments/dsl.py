@@ -23,19 +23,26 @@ from segd.segments.ast import (
     AGGREGATES,
     ATTR_OPS,
     FILTER_OPS,
+    RFM_ENTERED,
     RFM_FIELDS,
     RFM_OPS,
     duration_hours,
+    measure,
     parse_instant,
     validate,
 )
-from segd.segments.lexer import DATE, EOF, NAME, NUMBER, OP, PUNCT, STRING, Token
-from segd.segments.lexer import tokenize as _tokenize
+from segd.segments.lexer import DATE, EOF, NAME, NUMBER, OP, PUNCT, STRING, Lexer, Token
+from segd.segments.limits import (
+    MAX_CONDITIONS,
+    MAX_DEPTH,
+    Budget,
+    check_text_length,
+    too_deep,
+    too_many_conditions,
+)
 from segd.segments.printer import OP_SPELLING, format_ast
 
 __all__ = ["parse", "format"]
-
-MAX_NESTING = 100  # parentheses and `not`s; keeps recursion far from Python's limit
 _UNITS = {"d": "d", "day": "d", "days": "d", "h": "h", "hour": "h", "hours": "h"}
 # Words offered as "did you mean" where a comparison or an event clause may start.
 _COMPARE_WORDS = (
@@ -45,39 +52,60 @@ _PERIOD_WORDS = ("in", "between", "from", "before")
 _TAIL_WORDS = ("count", "sum") + _PERIOD_WORDS + ("then",)
 
 
-def parse(text: str) -> dict:
-    """Parse DSL ``text`` into a canonical AST (already passed through ``validate``).
+def parse(text: str, budget: Budget | None = None) -> dict:
+    """Parse DSL ``text`` into a validated canonical AST.
 
-    Raises ``DslSyntaxError`` (1-based ``line``/``column``) for any text that is not a
-    valid segment, including ASTs that ``validate`` would reject.
+    Each condition is validated as it is read (so errors point at it); the boolean
+    structure the parser builds is canonical by construction, so the whole tree is not
+    validated a second time. Raises ``DslSyntaxError`` (1-based ``line``/``column``) for
+    any text that is not a valid segment, including ASTs that ``validate`` would reject,
+    and ``TooComplex`` over a limit of ``segd.segments.limits`` (the text's length is
+    checked before anything else). ``budget`` stops the parse at the caller's deadline.
     """
     if not isinstance(text, str):
         raise DslSyntaxError(
             f"expected DSL text (str), got {type(text).__name__}", 1, 1
         )
-    parser = _Parser(text)
+    check_text_length(text)
+    parser = _Parser(text, budget)
     node = parser.expr()
     parser.expect_end()
-    return parser.checked(node, Token(EOF, "", None, 1, 1))
+    depth, _ = measure(node)
+    if depth > MAX_DEPTH:
+        raise too_deep("dsl", depth)
+    return node
 
 
 class _Parser:
-    """One parse: a token list, a cursor, and the nesting depth (to refuse deep input)."""
+    """One parse: a token list, a cursor, the nesting depth (to refuse deep input before
+    recursing into it) and the number of conditions read."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, budget: Budget | None = None) -> None:
         self.text = text
-        self.tokens = _tokenize(text)
+        # Tokens are read as the parser needs them, so that text refused early (too
+        # deep at character 33) is not tokenized to its end first.
+        self.lexer = Lexer(text)
+        self.tokens: list[Token] = []
         self.pos = 0
         self.nesting = 0
+        self.conditions = 0
+        self.budget = budget
 
     # -- token plumbing --------------------------------------------------------------
 
     def peek(self, ahead: int = 0) -> Token:
-        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+        want = self.pos + ahead
+        tokens = self.tokens
+        while len(tokens) <= want and (not tokens or tokens[-1].kind != EOF):
+            if self.budget is not None:
+                self.budget.tick()
+            tokens.append(self.lexer.next())
+        return tokens[min(want, len(tokens) - 1)]
 
     def advance(self) -> Token:
         token = self.peek()
-        self.pos = min(self.pos + 1, len(self.tokens) - 1)
+        if token.kind != EOF:
+            self.pos += 1
         return token
 
     def at_word(self, *words: str, ahead: int = 0) -> bool:
@@ -145,8 +173,8 @@ class _Parser:
     def unary(self) -> dict:
         token = self.peek()
         self.nesting += 1
-        if self.nesting > MAX_NESTING:
-            raise self.fail(token, f"nested deeper than {MAX_NESTING} levels")
+        if self.nesting > MAX_DEPTH:
+            raise too_deep(f"dsl line {token.line}:{token.column}")
         if self.at_word("not"):
             self.advance()
             node: dict = {"not": self.unary()}
@@ -176,6 +204,11 @@ class _Parser:
 
     def condition(self) -> dict:
         token = self.peek()
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise too_many_conditions(f"dsl line {token.line}:{token.column}")
+        if self.budget is not None:
+            self.budget.tick()
         if self.at_word("in"):
             return self.segment()
         if token.kind != NAME or self.at_word("and", "or"):
@@ -212,6 +245,8 @@ class _Parser:
         self.advance()  # the '.'
         token = self.advance()
         field = token.text.lower() if token.kind == NAME else None
+        if field == RFM_ENTERED:
+            return self.rfm_entered(start)
         if field not in RFM_FIELDS:
             raise self.error(
                 token,
@@ -220,6 +255,24 @@ class _Parser:
             )
         node = {"rfm": field, **self.compare(f"rfm.{field}", RFM_OPS, "an RFM field")}
         self.follow(())
+        return self.checked(node, start)
+
+    def rfm_entered(self, start: Token) -> dict:
+        """``rfm.entered "X" [from "Y"] [first time | again] [period]``."""
+        node: dict = {"rfm": RFM_ENTERED, "value": self.string("'rfm.entered'")}
+        if self.at_word("from") and self.peek(1).kind == STRING:
+            self.advance()
+            node["from"] = self.string("'from'")
+        if self.at_word("first"):
+            self.advance()
+            self.word("time", "after 'first' (rfm.entered \"X\" first time)")
+            node["entry"] = "first"
+        elif self.at_word("again"):
+            self.advance()
+            node["entry"] = "again"
+        if self.at_period():
+            node["period"] = self.period()
+        self.follow(() if "period" in node else _PERIOD_WORDS)
         return self.checked(node, start)
 
     def aggregate(self) -> dict:

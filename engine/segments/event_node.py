@@ -43,6 +43,9 @@ CONTACT_SEEK_COST = 4.0
 CONTACT_SAMPLE = 256
 MAX_GATHER_CODES = 50_000
 MAX_SHOWN_TIMES = 10
+# Event type -> the dimension whose distinct values its `count` counts (a row without
+# one counts on its own): an order has several lines, one per item.
+DISTINCT_COUNT_DIMS = {"order": "order_id"}
 
 
 class EventFilters:
@@ -221,6 +224,15 @@ class EventNode(Node):
         )
         zero_sum_ok = not self.use_sum or self.sum_min <= 0 <= self.sum_max
         self.zero_qualifies = self.count_min == 0 and zero_sum_ok
+        # The count of an order condition counts orders (distinct order_id), as the
+        # aggregates do; only bounds other than "at least one" need the distinct count.
+        self.distinct_dim = (
+            DISTINCT_COUNT_DIMS.get(self.etype)
+            if self.count_min > 1 or self.count_max != U64_MAX
+            else None
+        )
+        if self.distinct_dim is not None:
+            self._plain = False
 
     def estimate(self, ctx: Context) -> float:
         log = ctx.store.logs.get(self.etype)
@@ -306,6 +318,7 @@ class EventNode(Node):
         source, code_filters, row_mask = bound
         cand_words = ctx.candidate_words(cand)
         then_keys, within = self._then_keys(ctx, cand, cand_words)
+        distinct = None if self.distinct_dim is None else log.dim(self.distinct_dim)
         scan = eventscan.EventScanParams(
             log.cid,
             log.ts,
@@ -318,6 +331,7 @@ class EventNode(Node):
             candidates=cand_words,
             then_keys=then_keys,
             within_s=within,
+            distinct_codes=distinct,
         )
         scratch = thread_scratch()
         scratch.ensure(ctx.n, self.use_sum)

@@ -12,6 +12,7 @@ from typing import Any
 
 from segd.errors import DslSyntaxError
 from segd.segments.ast import ISO_PATTERN, parse_instant
+from segd.segments.limits import Budget
 
 # Token kinds. Keywords are NAME tokens: the parser decides (case-insensitively) which
 # words are keywords where, so a filter field may be called ``from`` or ``count``.
@@ -44,7 +45,9 @@ class Token:
     column: int
 
 
-class _Lexer:
+class Lexer:
+    """Reads ``text`` one token at a time (``next``); the parser pulls tokens lazily."""
+
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
@@ -136,11 +139,11 @@ class _Lexer:
                 r"[0-9a-fA-F]+", digits
             ):
                 number = int(digits, 16)
-                if number <= 0x10FFFF:
+                if number <= 0x10FFFF and not 0xD800 <= number <= 0xDFFF:
                     return chr(number), pos + 2 + len(digits)
             raise self.error(
                 f"bad escape '\\{code}{digits}' (expected {_HEX_LENGTHS[code]} hex "
-                "digits of a code point)",
+                "digits of a code point that is not a surrogate)",
                 pos,
             )
         shown = code or "end of input"
@@ -157,10 +160,12 @@ def _next_special(text: str, pos: int) -> int:
     return match.start() if match else len(text)
 
 
-def tokenize(text: str) -> list[Token]:
-    """All tokens of ``text``, ending with one EOF token."""
-    lexer = _Lexer(text)
+def tokenize(text: str, budget: Budget | None = None) -> list[Token]:
+    """All tokens of ``text``, ending with one EOF token (``budget``: see limits)."""
+    lexer = Lexer(text)
     tokens = [lexer.next()]
     while tokens[-1].kind != EOF:
+        if budget is not None:
+            budget.tick()
         tokens.append(lexer.next())
     return tokens

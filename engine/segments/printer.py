@@ -43,9 +43,24 @@ def _format_node(node: dict) -> str:
     if "attr" in node:
         return f"{node['attr']} {_format_compare(node)}"
     if "rfm" in node:
+        if node["rfm"] == "entered":
+            return _format_entered(node)
         return f"rfm.{node['rfm']} {_format_compare(node)}"
     text = f"{node['aggregate']} {_format_compare(node)}"
     return text + (f" {_format_period(node['period'])}" if "period" in node else "")
+
+
+def _format_entered(node: dict) -> str:
+    parts = [f"rfm.entered {_quote(node['value'])}"]
+    if "from" in node:
+        parts.append(f"from {_quote(node['from'])}")
+    if node.get("entry") == "first":
+        parts.append("first time")
+    elif node.get("entry") == "again":
+        parts.append("again")
+    if "period" in node:
+        parts.append(_format_period(node["period"]))
+    return " ".join(parts)
 
 
 def _format_child(node: dict, wrap: tuple[str, ...]) -> str:

@@ -16,10 +16,12 @@ from segd.errors import (
     InvalidInput,
     InvalidQuery,
     SegmentNotFound,
+    quoted,
 )
 from segd.segments.ast import walk
 
-SEGMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Matched with fullmatch: "$" would also accept a name ending in a newline ("vip\n").
+SEGMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,29 @@ class SegmentRegistry:
         return seg.ast, seg.members
 
     def check_name(self, name: str) -> None:
-        if not isinstance(name, str) or not SEGMENT_NAME.match(name):
+        if not isinstance(name, str) or not SEGMENT_NAME.fullmatch(name):
             raise InvalidInput.at(
                 "name",
                 f"segment names are 1-128 characters of letters, "
                 f"digits and _ . : - (starting with a letter or digit), "
-                f"got {name!r}",
+                f"got {quoted(name)}",
             )
+
+    def dependents(self, name: str) -> builtins.list[str]:
+        """Dynamic segments whose expanded query contains ``name`` (transitively)."""
+        users: dict[str, set[str]] = {}
+        for seg in self._segments.values():
+            if not seg.static:
+                for ref in seg.references:
+                    users.setdefault(ref, set()).add(seg.name)
+        out, stack, seen = [], [name], {name}
+        while stack:
+            for user in sorted(users.get(stack.pop(), ())):
+                if user not in seen:
+                    seen.add(user)
+                    out.append(user)
+                    stack.append(user)
+        return out
 
     def check_references(self, name: str, ast: dict) -> None:
         """Every referenced segment exists and none leads back to `name`."""
@@ -94,7 +112,8 @@ class SegmentRegistry:
             if target is None:
                 raise InvalidQuery.at(
                     "query",
-                    f"segment {ref!r} referenced by {chain[-2]!r} does not exist",
+                    f"segment {quoted(ref)} referenced by {quoted(chain[-2])} does "
+                    "not exist",
                 )
             if target.static:
                 continue  # frozen members: its references no longer matter
@@ -114,7 +133,7 @@ class SegmentRegistry:
         """The segment `create` would store (checked; nothing stored)."""
         self.check_name(name)
         if name in self._segments:
-            raise AlreadyExists(f"segment {name!r} already exists")
+            raise AlreadyExists(f"segment {quoted(name)} already exists")
         self.check_references(name, ast)
         now = _now_ms()
         return SavedSegment(name, ast, dsl, static, 1, now, now, members)

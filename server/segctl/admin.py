@@ -66,6 +66,12 @@ def cmd_stats(cli: Cli) -> int:
             ("bytes/event", f"{s['bytes_per_event']:.1f}"),
             ("bytes/contact", f"{s['bytes_per_contact']:.1f}"),
             ("uptime", _duration(s["uptime_ms"])),
+            (
+                "storage",
+                s.get("storage") or "memory"
+                if not s.get("fsync")
+                else f"{s['storage']} (fsync {s['fsync']}, log record {s['wal_seq']})",
+            ),
             ("version", f"{s['version']} (engine {s['engine_version'] or '?'})"),
         ]
     )

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from segd.errors import InvalidInput, OutOfRange
+from segd.segments.limits import Budget
 from segd.server import convert
 from segd.server.servicers import deadline_of
 from segd.v1 import segments_pb2 as pb
@@ -21,17 +22,31 @@ DEFAULT_PAGE_SIZE = 1000
 DEFAULT_SAMPLE_SIZE = 10
 DEFAULT_CHUNK_SIZE = 10_000
 MAX_PAGE_SIZE = 100_000  # also the largest sample and export chunk
+MAX_PAGE_TOKEN_CHARS = 512  # tokens this server issues are under 100 characters
+# `now_ms` must name a day the calendar can print: year 1970 to 9999.
+MAX_NOW_MS = 253_402_300_799_999
 
 
-def query_of(request: Any) -> Any:
-    """The request's query for the engine: DSL text, an AST dict, or a saved-segment ref."""
+def budget_of(context: grpc.ServicerContext | None) -> Budget | None:
+    """The call's deadline and cancellation, for parsing and conversion to poll."""
+    if context is None:
+        return None
+    return Budget(deadline_of(context), lambda: not context.is_active())
+
+
+def query_of(request: Any, context: grpc.ServicerContext | None = None) -> Any:
+    """The request's query for the engine: DSL text, an AST dict, or a saved-segment ref.
+
+    A typed ``Condition`` is converted here within the query limits (checked before its
+    children are looked at), polling the call's deadline and cancellation.
+    """
     kind = request.WhichOneof("query")
     if kind == "dsl":
         if not request.dsl.strip():
             raise InvalidInput.at("dsl", "the segment text is empty")
         return request.dsl
     if kind == "condition":
-        return convert.condition_to_ast(request.condition)
+        return convert.condition_to_ast(request.condition, budget=budget_of(context))
     if kind == "segment":
         if not request.segment:
             raise InvalidInput.at("segment", "a segment name is required")
@@ -43,6 +58,12 @@ def query_of(request: Any) -> Any:
 
 
 def _now(now_ms: int) -> float | None:
+    if not 0 <= now_ms <= MAX_NOW_MS:
+        raise InvalidInput.at(
+            "now_ms",
+            f"must be 0 (the server's clock) or UTC milliseconds up to {MAX_NOW_MS} "
+            f"(9999-12-31), got {now_ms}",
+        )
     return now_ms / 1000.0 if now_ms else None
 
 
@@ -70,13 +91,24 @@ def _encode_token(offset: int, now_ms: int, key: str) -> str:
 
 
 def _decode_token(token: str, key: str) -> tuple[int, int]:
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        raise InvalidInput.at("page_token", "malformed page token (too long)")
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        offset, now_ms, token_key = int(data["o"]), int(data["n"]), str(data["k"])
-    except (ValueError, KeyError, TypeError) as exc:
+        offset, now_ms, token_key = data["o"], data["n"], data["k"]
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidInput.at("page_token", "malformed page token") from exc
-    if token_key != key or offset < 0:
+    # JSON also reads Infinity, NaN, floats and huge integers: only our own ints pass.
+    if not (
+        type(offset) is int
+        and type(now_ms) is int
+        and type(token_key) is str
+        and 0 <= offset < 2**32
+        and 0 < now_ms <= MAX_NOW_MS
+    ):
+        raise InvalidInput.at("page_token", "malformed page token")
+    if token_key != key:
         raise InvalidInput.at("page_token", "the token belongs to another query")
     return offset, now_ms
 
@@ -85,12 +117,17 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
     def __init__(self, engine: Any) -> None:
         self._engine = engine
 
+    def _prepare(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """The request's query read once (parsed / converted within the limits)."""
+        return self._engine.prepare(
+            query_of(request, context), deadline=budget_of(context)
+        )
+
     def _evaluate(
         self, request: Any, context: grpc.ServicerContext, now: float | None
     ) -> Any:
-        return self._engine.segment(
-            query_of(request), now=now, deadline=deadline_of(context)
-        )
+        query = self._prepare(request, context)
+        return self._engine.segment(query, now=now, deadline=deadline_of(context))
 
     def _count_of(
         self, name: str, context: grpc.ServicerContext, now_ms: int = 0
@@ -101,6 +138,15 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
                 ref, now=_now(now_ms), deadline=deadline_of(context)
             ).count()
         )
+
+    def _saved_count(
+        self, saved: Any, wanted: bool, context: Any, now_ms: int = 0
+    ) -> int:
+        """A segment's count for a response: static ones know it, dynamic ones are
+        evaluated only when the caller asked (-1 otherwise)."""
+        if saved.static and saved.members is not None:
+            return len(saved.members)
+        return self._count_of(saved.name, context, now_ms) if wanted else -1
 
     def Count(self, request: Any, context: grpc.ServicerContext) -> Any:
         start = time.perf_counter()
@@ -118,6 +164,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
             offset, now_ms = _decode_token(request.page_token, key)
         else:
             # Pin the clock on the first page so relative periods hold still while paging.
+            _now(request.now_ms)
             offset, now_ms = 0, request.now_ms or int(time.time() * 1000)
         result = self._evaluate(request, context, now_ms / 1000.0)
         total = result.count()
@@ -161,21 +208,22 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
 
     def Create(self, request: Any, context: grpc.ServicerContext) -> Any:
         name = request.name or _missing("name")
-        saved = self._engine.create_segment(
+        responses: list[Any] = []
+        self._engine.create_segment(
             name,
-            query_of(request),
+            self._prepare(request, context),
             static=request.kind == pb.SEGMENT_KIND_STATIC,
             now=_now(request.now_ms),
+            count=request.include_count,
+            deadline=deadline_of(context),
+            respond=_responder(pb.CreateResponse, responses),
         )
-        count = self._count_of(name, context, request.now_ms)
-        segment = convert.segment_to_proto(saved, count)
-        return pb.CreateResponse(segment=segment)
+        return responses[0]
 
     def Get(self, request: Any, context: grpc.ServicerContext) -> Any:
         saved = self._engine.get_segment(request.name or _missing("name"))
-        count = self._count_of(saved.name, context, request.now_ms)
-        segment = convert.segment_to_proto(saved, count)
-        return pb.GetResponse(segment=segment)
+        count = self._saved_count(saved, request.include_count, context, request.now_ms)
+        return pb.GetResponse(segment=convert.segment_to_proto(saved, count))
 
     def List(self, request: Any, context: grpc.ServicerContext) -> Any:
         out = []
@@ -190,15 +238,17 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
 
     def Update(self, request: Any, context: grpc.ServicerContext) -> Any:
         name = request.name or _missing("name")
-        saved = self._engine.update_segment(
+        responses: list[Any] = []
+        self._engine.update_segment(
             name,
-            query_of(request),
+            self._prepare(request, context),
             version=request.version or None,
             now=_now(request.now_ms),
+            count=request.include_count,
+            deadline=deadline_of(context),
+            respond=_responder(pb.UpdateResponse, responses),
         )
-        count = self._count_of(name, context, request.now_ms)
-        segment = convert.segment_to_proto(saved, count)
-        return pb.UpdateResponse(segment=segment)
+        return responses[0]
 
     def Delete(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._engine.delete_segment(request.name or _missing("name"))
@@ -208,7 +258,7 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         """One compile, one evaluation: the tree with whole-base counts and, with a
         customer_id, its verdict and evidence per node (Engine.explain)."""
         explanation = self._engine.explain(
-            query_of(request),
+            query_of(request, context),
             request.customer_id or None,
             now=_now(request.now_ms),
             deadline=deadline_of(context),
@@ -218,3 +268,18 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
 
 def _missing(field: str) -> str:
     raise InvalidInput.at(field, "is required")
+
+
+def _responder(response_type: Any, out: list[Any]) -> Any:
+    """``respond`` for Engine.create_segment / update_segment: builds and serialises the
+    response before the segment is stored, so a response that cannot be sent leaves
+    nothing saved."""
+
+    def respond(saved: Any, count: int | None) -> None:
+        response = response_type(
+            segment=convert.segment_to_proto(saved, -1 if count is None else count)
+        )
+        response.SerializeToString()
+        out.append(response)
+
+    return respond

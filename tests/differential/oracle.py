@@ -10,6 +10,11 @@ table plus those seen only in events) left-joined with the contacts; each AST no
 becomes a SQL boolean that is never NULL, so ``not`` is a plain set complement. Times:
 event ``ts`` is floored to whole seconds (``ts_s``), ``now`` and period bounds are exact
 microseconds, contact timestamps compare at millisecond resolution (segd stores UTC ms).
+
+Readings pinned by issue 8 (docs/segment-language.md): ``item_id`` in an event filter is
+``item``; a *visit* is an event of ``VISIT_EVENTS`` only (on-site activity, not email,
+message or ad events); the count of an ``order`` condition counts distinct ``order_id``s
+(a line without one is an order of its own), as ``orders_count`` does.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ _KIND_KEYS = {
 }
 _CMP = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _CATALOG_FIELDS = {"category", "brand", "price", "in_stock"}
+# Written out here, not imported: the oracle shares no code with the engine.
+VISIT_EVENTS = (
+    "view", "page_view", "category_view", "article_view", "visit", "add_to_cart",
+    "remove_from_cart", "add_to_favorites", "order", "search", "goal",
+)  # fmt: skip
 _AGG_KINDS = {
     "orders_count": "int",
     "revenue": "float",
@@ -127,7 +137,14 @@ class _Ctx:
 class SqlOracle:
     """Segment membership by DuckDB SQL over in-memory copies of the three tables."""
 
-    def __init__(self, contacts: pa.Table, items: pa.Table, events: pa.Table) -> None:
+    def __init__(
+        self,
+        contacts: pa.Table,
+        items: pa.Table,
+        events: pa.Table,
+        visit_events: tuple[str, ...] = VISIT_EVENTS,
+    ) -> None:
+        self._visit_events = tuple(visit_events)
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")  # date/timestamp casts read as UTC
         for name, table in (("contacts", contacts), ("items", items)):
@@ -247,12 +264,14 @@ class SqlOracle:
         ctx: _Ctx,
         v: str = "NULL",
     ) -> str:
-        """SELECT customer_id, ts_s, v (the sum field) of the matching event rows."""
+        """SELECT customer_id, ts_s, v (the sum field), oid (the order id) of the
+        matching event rows."""
         conds = [f"e.type = {_lit(event)}"]
         conds += [self._filter(f) for f in where or []]
         conds += _period(period, ctx.now_us)
+        oid = "e.order_id" if "order_id" in self._event_kinds else "NULL"
         return (
-            f"SELECT e.customer_id, e.ts_s, {v} AS v FROM events e "
+            f"SELECT e.customer_id, e.ts_s, {v} AS v, {oid} AS oid FROM events e "
             "LEFT JOIN items i ON i.item_id = e.item_id WHERE " + " AND ".join(conds)
         )
 
@@ -268,7 +287,7 @@ class SqlOracle:
 
     def _field(self, field: str) -> tuple[str, str]:
         """Where an event field lives: the event row ``e`` or its catalog item ``i``."""
-        if field == "item":
+        if field in ("item", "item_id"):
             return "e.item_id", "string"
         if field in self._event_kinds and field not in _CATALOG_FIELDS:
             return f"e.{_ident(field)}", self._event_kinds[field]
@@ -303,10 +322,13 @@ class SqlOracle:
         count = node.get("count")
         lo = (count or {}).get("min", 0 if count is not None else 1)
         hi = (count or {}).get("max")
-        having = [f"count(*) >= {int(lo)}"]
+        n = "count(*)"
+        if node["event"] == "order":  # orders, not lines: distinct order ids
+            n = "(count(DISTINCT m.oid) + count(*) FILTER (m.oid IS NULL))"
+        having = [f"{n} >= {int(lo)}"]
         zero_ok = lo <= 0 and (hi is None or hi >= 0)
         if hi is not None:
-            having.append(f"count(*) <= {int(hi)}")
+            having.append(f"{n} <= {int(hi)}")
         if total is not None:
             if "min" in total:
                 having.append(f"coalesce(sum(m.v), 0) >= {_lit(total['min'])}")
@@ -339,10 +361,11 @@ class SqlOracle:
             "revenue": (revenue, "0.0", "order"),
             "avg_order_value": (f"{revenue} / {orders}", "NULL", "order"),
             "days_since_last_order": (days, "NULL", "order"),
-            "days_since_last_visit": (days, "NULL", None),
+            "days_since_last_visit": (days, "NULL", self._visit_events),
             "days_since_last_email_open": (days, "NULL", "email_open"),
         }[name]
-        conds = ([f"e.type = {_lit(event)}"] if event else []) + _period(
+        types = (event,) if isinstance(event, str) else event
+        conds = [f"e.type IN ({', '.join(_lit(t) for t in types)})"] + _period(
             node.get("period"), ctx.now_us
         )
         where = " AND ".join(conds) or "TRUE"

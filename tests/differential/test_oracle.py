@@ -80,6 +80,7 @@ EVENTS = [  # "i404" is not in the catalog
     ("c5", "2025-06-29T06:00:00Z", "email_open", None, None, None, None, None, None,
      "email"),
     ("c6", "2024-07-01T00:00:00Z", "view", "i1"),
+    ("c6", "2025-06-29T00:00:00Z", "ad_view", None),  # an ad view is not a visit
     ("c99", "2025-06-29T00:00:00Z", "view", "i1"),
     ("c99", "2025-06-28T00:00:00Z", "order", "i1", 100.0, "o9"),
 ]  # fmt: skip
@@ -177,6 +178,18 @@ def test_age_of_a_29_february_birthday(
 
 OUTDOOR = where("category", "=", "Outdoor")
 EVENT_CASES = [
+    # item_id is item; an order's count counts orders: c1's o1 has two lines, and its
+    # two lines without an order id are an order each (3 orders, 4 lines)
+    ({"event": "view", "where": [where("item_id", "=", "i1")]}, {"c1", "c6", "c99"}),
+    ({"event": "order", "count": {"min": 3}}, {"c1"}),
+    ({"event": "order", "count": {"min": 4}}, set()),
+    ({"event": "order", "count": {"min": 2}}, {"c1", "c4"}),
+    ({"event": "order", "where": [where("item", "in", ["i1", "i2"])],
+      "count": {"min": 2}}, set()),  # two lines of o1: one order
+    ({"event": "order", "where": [where("item", "in", ["i1", "i2"])],
+      "count": {"max": 1}}, ALL),
+    ({"event": "order", "where": [where("item", "=", "i3")], "count": {"min": 2}},
+     {"c1"}),  # two lines without an order id: two orders
     ({"event": "view"}, {"c1", "c2", "c3", "c4", "c5", "c6", "c99"}),
     ({"not": {"event": "view"}}, {"c7", "c8"}),
     ({"event": "view", "count": {"max": 0}}, {"c7", "c8"}),  # no events at all
@@ -225,7 +238,6 @@ EVENT_CASES = [
      {"c2", "c3", "c4", "c5", "c6", "c99"}),
     ({"event": "view", "count": {"max": 1}},
      {"c2", "c3", "c4", "c5", "c6", "c99", "c7", "c8"}),  # min defaults to 0 here
-    ({"event": "order", "count": {"min": 4}}, {"c1"}),  # counts rows (order lines)
     # 14 days back is 2025-06-16T00:00:00 (inside); c2's .999 s is floored out
     ({"event": "email_open", "period": {"last": "14d"}}, {"c1", "c5"}),
     ({"not": {"event": "email_open", "period": {"last": "14d"}}},
@@ -293,8 +305,12 @@ AGGREGATE_CASES = [
     (agg("days_since_last_order", "is_null"), NO_ORDERS),
     (agg("days_since_last_order", "is_null", period={"last": "7d"}),
      {"c1"} | NO_ORDERS),
-    # last visit (any event): c1 0, c2 0, c3 3, c4 1, c5 0, c6 364, c99 1
-    (agg("days_since_last_visit", ">=", 1), {"c3", "c4", "c6", "c99"}),
+    # last visit (on-site events only): c1 0, c2 0, c3 3, c4 1, c6 364 (its ad view
+    # yesterday is no visit), c99 1; c5 1 (its email open 18 h ago is no visit)
+    (agg("days_since_last_visit", ">=", 1), {"c3", "c4", "c5", "c6", "c99"}),
+    (agg("days_since_last_visit", "=", 0), {"c1", "c2"}),
+    (agg("days_since_last_visit", "<=", 1, period={"last": "2d"}),
+     {"c1", "c2", "c4", "c5", "c99"}),
     (agg("days_since_last_visit", ">", 300), {"c6"}),
     (agg("days_since_last_visit", "is_null"), {"c7", "c8"}),
     # last email open: c1 exactly 14 d, c2 14 d + 1 s, c5 18 h

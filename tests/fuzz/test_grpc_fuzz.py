@@ -17,12 +17,13 @@ enum numbers, durations such as ``-1d``). For every call the test asserts:
 
 Example counts per test: 20 under ``CI=true`` (derandomized: every CI run replays the same
 examples), 40 locally (new examples each run), ``SEGD_FUZZ_EXAMPLES=2000`` (or any number)
-for a nightly-size run. ``SEGD_FUZZ_KNOWN_DEFECTS=1`` lets the strategies produce the
-out-of-range numbers that are still known defects (below).
+for a nightly-size run. Timestamps range over all of int64 (past year 9999 and before
+year 1 included): out-of-range values are refused as client errors since issue 9's fixes.
 
-Known defects that other branches are fixing (issue 9: deep nesting, huge DSL text,
-out-of-range numbers) are pinned in ``test_known_defects``, each ``xfail(strict=False)``
-with its reason, so the random tests stay green and these turn into passes as fixes land.
+The reproducers of issue 9 (deep nesting, huge DSL text, out-of-range numbers, names with
+a trailing newline) are pinned in ``test_known_defects``; all of them pass now. A new known
+defect gets an ``xfail(strict=False)`` there with its reason, so the random tests stay
+green and it turns into a pass when its fix lands.
 """
 
 from __future__ import annotations
@@ -59,11 +60,6 @@ from tests.integration.conftest import TOKEN, seeded_engine
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 EXAMPLES = int(os.environ.get("SEGD_FUZZ_EXAMPLES") or (20 if IN_CI else 40))
-# Out-of-range timestamps (past year 9999, before year 1, now_ms of 1e18) still answer
-# INTERNAL on this branch (issue 9, being fixed): the random strategies stay inside the
-# representable range unless SEGD_FUZZ_KNOWN_DEFECTS=1, and test_known_defects pins
-# the exact reproducers as xfail. Flip the default once the fixes have landed.
-INCLUDE_KNOWN_DEFECTS = os.environ.get("SEGD_FUZZ_KNOWN_DEFECTS") == "1"
 RSS_BOUND_MB = float(os.environ.get("SEGD_FUZZ_RSS_MB") or 512)
 CALL_TIMEOUT_S = 30.0
 BOUNDED_CALL_S = 2.0  # a reproducer of issue 9 is refused (or answered) within this
@@ -222,13 +218,13 @@ EDGE_INTS = st.sampled_from(
     [0, 1, -1, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**62, 2**63 - 1, -(2**63)]
 )
 MIN_MS, MAX_MS = -62_135_596_800_000, 253_402_300_799_999  # years 1 to 9999
-TIMESTAMPS_MS = (
-    st.one_of(INT64, EDGE_INTS)
-    if INCLUDE_KNOWN_DEFECTS
-    else st.one_of(
-        st.integers(MIN_MS, MAX_MS),
-        st.sampled_from([0, 1, -1, MIN_MS, MAX_MS, 1_735_689_600_000]),
-    )
+TIMESTAMPS_MS = st.one_of(
+    INT64,
+    EDGE_INTS,
+    st.integers(MIN_MS, MAX_MS),
+    st.sampled_from(
+        [0, 1, -1, MIN_MS, MAX_MS, MIN_MS - 1, MAX_MS + 1, 1_735_689_600_000]
+    ),
 )
 SMALL_TEXT = st.text(max_size=24)
 FLOATS = st.floats(allow_nan=True, allow_infinity=True)
@@ -411,7 +407,7 @@ def leaves() -> st.SearchStrategy[common_pb2.Condition]:
 
 def conditions() -> st.SearchStrategy[common_pb2.Condition]:
     """Trees of up to ~12 leaves: nesting stays well under any documented depth limit
-    (deep nesting is a known defect, pinned in test_known_defects)."""
+    (deep nesting is pinned in test_known_defects)."""
 
     def extend(children: st.SearchStrategy) -> st.SearchStrategy:
         many = st.lists(children, max_size=4)
@@ -753,8 +749,9 @@ def test_merge_contacts_edges(server: Fuzzed) -> None:
 
 
 # ---------------------------------------------------------------- known defects
-# The reproducers of issue 9 that other branches are fixing. Each runs on a server of its
-# own: a defect such as a half-saved segment breaks List for every later call.
+# The reproducers of issue 9, fixed on main and kept as regression tests (a reason on
+# `_defect` marks a still-open one xfail). Each runs on a server of its own: a defect such
+# as a half-saved segment breaks List for every later call.
 
 
 def _nested_nots(depth: int) -> common_pb2.Condition:
@@ -778,8 +775,7 @@ def _defect(id_: str, reason: str | None, service: str, method: str, build) -> A
 DEFECT_REPRODUCERS = [
     _defect(
         "create-50-nested-nots-dsl",
-        "issue 9: the response of 50 nested nots cannot be serialised, yet the "
-        "segment is saved and List fails for every client",
+        None,
         "segments",
         "Create",
         lambda: segments_pb2.CreateRequest(
@@ -795,8 +791,7 @@ DEFECT_REPRODUCERS = [
     ),
     _defect(
         "count-huge-dsl",
-        "issue 9: a DSL text length limit checked before parsing: refused at once "
-        "(300k characters take seconds today)",
+        None,
         "segments",
         "Count",
         lambda: segments_pb2.CountRequest(dsl=")" * 300_000),
@@ -810,7 +805,7 @@ DEFECT_REPRODUCERS = [
     ),
     _defect(
         "explain-now-ms-past-year-9999",
-        "issue 9: an out-of-range now_ms is INVALID_ARGUMENT, not INTERNAL",
+        None,
         "segments",
         "Explain",
         lambda: segments_pb2.ExplainRequest(
@@ -819,8 +814,7 @@ DEFECT_REPRODUCERS = [
     ),
     _defect(
         "count-period-past-year-9999",
-        "issue 9: a typed period's to_ms past year 9999 is INVALID_ARGUMENT "
-        "(OverflowError in ms_to_iso today)",
+        None,
         "segments",
         "Count",
         lambda: segments_pb2.CountRequest(
@@ -865,7 +859,7 @@ DEFECT_REPRODUCERS = [
     ),
     _defect(
         "create-name-with-newline",
-        "issue 9: names match the documented pattern exactly (\\Z, not $)",
+        None,
         "segments",
         "Create",
         lambda: segments_pb2.CreateRequest(name="vip\n", dsl='gender = "m"'),

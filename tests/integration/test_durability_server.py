@@ -366,3 +366,25 @@ def test_read_only_data_dir_is_a_clear_startup_error(tmp_path):
     assert out.returncode == 1
     log = out.stderr + out.stdout
     assert "cannot start" in log and ("not writable" in log or "Read-only" in log)
+
+
+def test_snapshot_schedule(tmp_path, server_process):
+    from segd.server.main import snapshot_schedule
+
+    assert snapshot_schedule("10m") == (600.0, None)
+    assert snapshot_schedule("5000000") == (None, 5_000_000)
+    assert snapshot_schedule(None) == (None, None)
+    with pytest.raises(ValueError, match="30s, 10m"):
+        snapshot_schedule("soon")
+    r = run_segctl(None, "serve", "--snapshot-every", "soon")
+    assert r.code == 2 and "--snapshot-every" in r.err
+    data = tmp_path / "d"
+    proc = server_process("--data-dir", str(data), "--snapshot-every", "3")
+    with SegdClient(proc.address) as c:
+        for i in range(4):
+            c.ingest_events(views(f"s{i}-", 2))
+    end = time.monotonic() + 30
+    while time.monotonic() < end and "why=schedule" not in proc.log():
+        time.sleep(0.2)
+    assert "why=schedule" in proc.log()
+    assert list((data / "snapshots").iterdir())

@@ -123,7 +123,7 @@ def periods(draw: st.DrawFn) -> dict:
 def generic_scalars() -> SearchStrategy:
     """Any JSON scalar the contract allows, biased toward printer edge cases."""
     return st.one_of(
-        st.integers(),
+        st.integers(-(2**63), 2**63 - 1),  # 64-bit, as the wire format
         st.floats(allow_nan=False, allow_infinity=False),
         st.booleans(),
         st.text(max_size=12),
@@ -221,7 +221,23 @@ def _rfm() -> SearchStrategy:
             strings = codes if field == "code" else st.sampled_from(RFM_SEGMENTS)
             body = _op_value(RFM_OPS, strings, strings)
         options.append(body.map(lambda b, f=field: {"rfm": f, **b}))
+    options.append(_rfm_entered(codes))
     return st.one_of(options)
+
+
+@st.composite
+def _rfm_entered(draw: st.DrawFn, codes: SearchStrategy) -> dict:
+    """``rfm.entered "X" [from "Y"] [first time | again] [period]``."""
+    cells = st.one_of(codes, st.sampled_from(RFM_SEGMENTS))
+    node = {"rfm": "entered", "value": draw(cells)}
+    if draw(st.booleans()):
+        node["from"] = draw(cells)
+    entry = draw(st.sampled_from([None, "first", "again"]))
+    if entry:
+        node["entry"] = entry
+    if draw(st.booleans()):
+        node["period"] = draw(periods())
+    return node
 
 
 @st.composite

@@ -319,17 +319,58 @@ def test_validate_errors(ast: object, where: str, message: str) -> None:
     assert str(error) == (f"{where}: {message}" if where else message)
 
 
-def test_nesting_deeper_than_the_limit_is_rejected() -> None:
+def test_nesting_deeper_than_the_limit_is_too_complex() -> None:
+    from segd.errors import TooComplex
+    from segd.segments.limits import MAX_DEPTH
+
     ast: dict = A
-    for _ in range(101):
+    for _ in range(MAX_DEPTH):
         ast = {"not": ast}
+    with pytest.raises(TooComplex) as caught:
+        validate(ast)
+    assert caught.value.where == ".".join(["not"] * MAX_DEPTH)
+    assert (caught.value.limit, caught.value.maximum) == ("MAX_DEPTH", MAX_DEPTH)
+    assert validate(ast["not"]) == ast["not"]  # MAX_DEPTH levels is fine
+    # Far deeper input is refused at the limit, never recursed into.
+    for _ in range(100_000):
+        ast = {"not": ast}
+    with pytest.raises(TooComplex):
+        validate(ast)
+
+
+def test_conditions_and_lists_over_the_limits_are_too_complex() -> None:
+    from segd.errors import TooComplex
+    from segd.segments.limits import MAX_CONDITIONS, MAX_LIST_VALUES
+
+    ok = {"or": [A] * MAX_CONDITIONS}
+    assert validate(ok) == ok
+    with pytest.raises(TooComplex) as caught:
+        validate({"or": [A] * 300_000})
+    assert caught.value.limit == "MAX_CONDITIONS"
+    assert caught.value.actual == 300_000  # refused before looking at the children
+    values = list(range(MAX_LIST_VALUES + 1))
+    with pytest.raises(TooComplex) as caught:
+        validate({"attr": "a", "op": "in", "value": values})
+    assert caught.value.limit == "MAX_LIST_VALUES"
+
+
+@pytest.mark.parametrize(
+    "ast, where",
+    [
+        ({"attr": "a", "op": "=", "value": "x\ud800y"}, "value"),
+        ({"attr": "a", "op": "in", "value": ["ok", "\udfff"]}, "value[1]"),
+        ({"segment": "vip\ud800"}, "segment"),
+        ({"attr": "a", "op": "=", "value": 2**63}, "value"),
+        ({"attr": "a", "op": "=", "value": -(10**400)}, "value"),
+        ({"event": "v", "count": {"max": 2**64}}, "count.max"),
+        ({"event": "v", "period": {"last": "1234567890d"}}, "period.last"),
+    ],
+)
+def test_values_nothing_downstream_can_carry_are_rejected(ast, where) -> None:
     with pytest.raises(InvalidQuery) as caught:
         validate(ast)
-    assert caught.value.violations[0].where == ".".join(["not"] * 101)
-    assert (
-        caught.value.violations[0].message == "conditions nested deeper than 100 levels"
-    )
-    assert validate(ast["not"]) == ast["not"]  # 100 levels is fine
+    assert caught.value.violations[0].where == where
+    assert len(str(caught.value)) < 300
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -591,7 +591,6 @@ def test_format_canonicalises_first() -> None:
             7,
             "expected 'and', 'or', ')' or end of input, got 'in'",
         ),
-        ("not " * 101 + "a = 1", 1, 401, "nested deeper than 100 levels"),
     ],
 )
 def test_syntax_errors(text: str, line: int, column: int, message: str) -> None:
@@ -608,3 +607,37 @@ def test_syntax_errors(text: str, line: int, column: int, message: str) -> None:
 def test_non_string_input_is_a_syntax_error() -> None:
     with pytest.raises(DslSyntaxError, match="expected DSL text"):
         parse(b"a = 1")  # type: ignore[arg-type]
+
+
+def test_nesting_deeper_than_the_limit_is_too_complex() -> None:
+    from segd.errors import TooComplex
+    from segd.segments.limits import MAX_DEPTH
+
+    assert parse("not " * (MAX_DEPTH - 1) + "a = 1")  # 32 levels: fine
+    with pytest.raises(TooComplex) as caught:
+        parse("not " * MAX_DEPTH + "a = 1")
+    assert (caught.value.limit, caught.value.maximum) == ("MAX_DEPTH", MAX_DEPTH)
+    assert caught.value.where == f"dsl line 1:{4 * MAX_DEPTH + 1}"
+    # Parentheses count as levels of the text, and an AST deeper than its text is
+    # refused too: each "(... or ...)" level adds an and/or pair to the AST.
+    with pytest.raises(TooComplex):
+        parse("(" * 40 + "a = 1" + ")" * 40)
+    text = "a = 1"
+    for _ in range(20):
+        text = f"b = 1 and (c = 1 or {text})"
+    with pytest.raises(TooComplex) as caught:
+        parse(text)
+    assert caught.value.where == "dsl" and caught.value.actual == 41
+
+
+def test_text_refused_early_is_not_tokenized_to_its_end() -> None:
+    import time
+
+    from segd.errors import TooComplex
+
+    start = time.perf_counter()
+    with pytest.raises(TooComplex):
+        parse("(" * 99_000)  # too deep at character 33: the rest is never read
+    assert time.perf_counter() - start < 0.5
+    with pytest.raises(TooComplex, match="MAX_DSL_CHARS"):
+        parse(")" * 8_000_000)  # too long: refused before the first token

@@ -253,3 +253,26 @@ def test_interval_and_off_engines_recover_after_clean_close(tmp_path):
             live = fingerprint(eng)
         with Engine.open(d) as eng:
             assert fingerprint(eng) == live
+
+
+def test_idempotency_keys_are_kept_24h_or_the_last_million(monkeypatch):
+    from segd import durability
+
+    monkeypatch.setattr(durability, "KEY_MIN_COUNT", 3)
+    table = durability.IdempotencyTable()
+    now = 1_000_000.0
+    monkeypatch.setattr(durability.time, "time", lambda: now)
+    for i in range(5):  # all young: kept although over the count
+        table.put(f"k{i}", {"rows": i}, i, at=now - 10)
+    assert len(table) == 5
+    table.put("old", {"rows": 9}, 9, at=now - 25 * 3600)  # the newest, though old
+    assert table.get("old") == ({"rows": 9}, 9)
+    # the oldest entries are dropped only while they are both old and beyond the count
+    stale = durability.IdempotencyTable()
+    for i in range(5):
+        stale.put(f"s{i}", {}, i, at=now - 30 * 3600)
+    assert len(stale) == 3 and stale.get("s0") is None and stale.get("s4") is not None
+    state = stale.to_state()
+    restored = durability.IdempotencyTable()
+    restored.load_state(state)
+    assert [k for k, _, _ in restored.to_state()] == ["s2", "s3", "s4"]

@@ -178,6 +178,7 @@ def run_count(
     cmax=U64,
     smin=-np.inf,
     smax=np.inf,
+    distinct=None,
 ):
     n = log.n_contacts
     r1 = len(log.cid) if r1 is None else r1
@@ -193,6 +194,7 @@ def run_count(
         candidates=cand,
         then_keys=then_keys,
         within_s=within,
+        distinct_codes=distinct,
     )
     rule = eventscan.CountRange(cmin, cmax, sum_range=(smin, smax) if use_sum else None)
     scratch = eventscan.ScanScratch()
@@ -308,6 +310,101 @@ def test_then_keys_near_uint32_end() -> None:
     scratch.ensure(1)
     got = eventscan.count_matches(scan, eventscan.CountRange(), scratch, 1)
     assert bits(got.yes, 1) == [] and bits(got.no, 1) == []
+
+
+def oracle_distinct(log: Log, sel: np.ndarray, cmin=1, cmax=U64, smin=None, smax=None):
+    """(yes, no) with a contact's count = its distinct codes + its rows without a code."""
+    yes, no = [], []
+    for c in range(log.n_contacts):
+        rows = np.flatnonzero(sel & (log.cid == c))
+        if not len(rows):
+            continue
+        codes = log.code[rows]
+        k = int((codes == NO_CODE).sum()) + len(set(codes[codes != NO_CODE].tolist()))
+        ok = cmin <= k <= cmax
+        if smin is not None:
+            s = float(np.nan_to_num(log.amount[rows]).sum())
+            ok = ok and smin <= s <= smax
+        (yes if ok else no).append(c)
+    return yes, no
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_distinct_codes_count_one_per_code_per_contact(writable: bool) -> None:
+    """Two lines of one order are one order; a line without an order id is its own."""
+    log = Log(writable)
+    rows = np.arange(8)
+    for r0, r1, cmin, cmax in (
+        (0, 8, 2, 2),
+        (0, 8, 1, 1),
+        (0, 8, 3, U64),
+        (2, 8, 2, 2),
+    ):
+        sel = (rows >= r0) & (rows < r1)
+        got = run_count(log, r0=r0, r1=r1, cmin=cmin, cmax=cmax, distinct=log.code)
+        assert got[2:] == oracle_distinct(log, sel, cmin, cmax), (r0, r1, cmin, cmax)
+        assert got[0] == int(sel.sum())  # matched still counts rows
+    # contact 0 has rows with codes 0, 1, 0: 3 events but 2 distinct orders
+    assert 0 in run_count(log, cmin=3, cmax=3)[2]
+    assert 0 in run_count(log, cmin=2, cmax=2, distinct=log.code)[2]
+    # sums still add every matching line; source rows in any order
+    src = maybe_ro(u32([7, 0, 5, 1, 2, 4]), writable)
+    sel = np.isin(rows, [0, 1, 2, 4, 5, 7])
+    for smin, smax in ((0.0, 7.0), (7.0, 15.0)):
+        got = run_count(
+            log,
+            source=src,
+            use_sum=True,
+            smin=smin,
+            smax=smax,
+            cmin=2,
+            cmax=2,
+            distinct=log.code,
+        )
+        assert got[2:] == oracle_distinct(log, sel, 2, 2, smin, smax)
+    # all rows without a code: the plain count
+    nulls = maybe_ro(np.full(8, NO_CODE, np.uint32), writable)
+    assert run_count(log, distinct=nulls, cmin=3, cmax=3)[2:] == oracle(
+        log, np.ones(8, bool), 3, 3
+    )
+
+
+def test_distinct_codes_random_against_oracle() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        n = int(rng.integers(1, 200))
+        log = Log()
+        log.n_contacts = 6
+        log.cid = u32(rng.integers(0, 6, n))
+        log.ts = u32(np.sort(rng.integers(0, 100, n)))
+        codes = rng.integers(0, 5, n).astype(np.uint32)
+        codes[rng.random(n) < 0.3] = NO_CODE
+        log.code = codes
+        log.amount = rng.random(n)
+        r0, r1 = sorted(rng.integers(0, n + 1, 2).tolist())
+        cmin = int(rng.integers(0, 4))
+        cmax = cmin + int(rng.integers(0, 3))
+        sel = (np.arange(n) >= r0) & (np.arange(n) < r1)
+        got = run_count(log, r0=r0, r1=r1, cmin=cmin, cmax=cmax, distinct=log.code)
+        assert got[2:] == oracle_distinct(log, sel, cmin, cmax)
+
+
+def test_distinct_codes_checks_and_clean_scratch_on_error() -> None:
+    log = Log()
+    with pytest.raises(ValueError, match="distinct_codes column of 4 rows"):
+        eventscan.EventScanParams(log.cid, log.ts, 0, 8, distinct_codes=log.code[:4])
+    eventscan.EventScanParams(log.cid, log.ts, 0, 4, distinct_codes=log.code[:4])
+    # Contact 3 (row 6) is past n_contacts: contacts 0 and 1 have only coded rows before
+    # it, still waiting to be counted; their sums are zeroed as well.
+    scan = eventscan.EventScanParams(
+        log.cid, log.ts, 0, 8, amount=log.amount, distinct_codes=log.code
+    )
+    scratch = eventscan.ScanScratch()
+    scratch.ensure(3, True)
+    rule = eventscan.CountRange(sum_range=(0.0, 100.0))
+    with pytest.raises(ValueError, match="names contact 3"):
+        eventscan.count_matches(scan, rule, scratch, 3)
+    assert not scratch.counts.any() and not scratch.sums.any()
 
 
 def test_count_matches_argument_checks() -> None:

@@ -239,7 +239,7 @@ def test_age_at_the_birthday_second(eng: Engine) -> None:
         ("order() sum(amount) between 50 and 200", "ac"),
         ("order() in last 30 days sum(amount) <= 100", "cgh"),  # NULL amounts sum to 0
         ("order() count 0..5 sum(amount) = 0", "befghijkl"),
-        ("order() count 2..2", "cd"),  # counts lines: a has three
+        ("order() count 2..2", "ac"),  # orders: a has o1 (two lines) and o3; d one
         ("add_to_cart() then no order within 7 days", "bg"),
         ("add_to_cart() in last 7 days then no order within 7 days", "b"),
         ("add_to_cart() then no order within 6 days", "bgh"),
@@ -267,7 +267,8 @@ def test_event_conditions(eng: Engine, q: str, want) -> None:
         ("days_since_last_order = 399", "d"),
         ("days_since_last_order is null", "befijkl"),
         ("days_since_last_visit = 0", "j"),
-        ("days_since_last_visit <= 1", "acej"),
+        ("days_since_last_visit <= 1", "aej"),  # c: an email open is no visit
+        ("days_since_last_visit = 20", "c"),  # its orders are
         ("days_since_last_visit = 7", "kl"),
         ("days_since_last_visit is null", "f"),
         ("days_since_last_email_open = 1", "c"),
@@ -435,8 +436,11 @@ def test_profile_keys(eng: Engine) -> None:
 
 
 def test_deep_nesting(eng: Engine) -> None:
+    from segd.errors import TooComplex
+    from segd.segments.limits import MAX_DEPTH
+
     ast: dict = {"attr": "gender", "op": "=", "value": "m"}
-    for i in range(60):
+    for i in range(MAX_DEPTH - 1):  # the deepest query the limit allows
         ast = (
             {"and": [ast]}
             if i % 2
@@ -444,9 +448,11 @@ def test_deep_nesting(eng: Engine) -> None:
         )
     assert members(eng, ast) == {"a", "d", "f"}
     nots: dict = {"attr": "gender", "op": "=", "value": "m"}
-    for _ in range(60):
+    for _ in range(MAX_DEPTH - 2):
         nots = {"not": nots}
     assert members(eng, nots) == {"a", "d", "f"}
+    with pytest.raises(TooComplex):
+        members(eng, {"not": {"not": nots}})
 
 
 def test_300_conditions(eng: Engine) -> None:

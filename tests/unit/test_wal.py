@@ -313,3 +313,15 @@ def test_in_memory_engine_has_no_snapshot(tmp_path):
 
     with pytest.raises(FailedPrecondition):
         Engine().snapshot()
+
+
+def test_a_record_kind_this_version_does_not_know_stops_startup(tmp_path):
+    import msgpack
+
+    write_engine(tmp_path, 2)
+    wal = walmod.Wal(tmp_path / "wal", next_seq=3)
+    wal.append(msgpack.packb({"k": "identity_merge", "into": "a", "from": ["b"]}))
+    wal.close()
+    with pytest.raises(CorruptLog, match="unknown record kind 'identity_merge'") as err:
+        Engine.open(tmp_path)
+    assert err.value.file.endswith(".wal") and err.value.offset >= 16

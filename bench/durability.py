@@ -1,0 +1,247 @@
+"""``python -m segd.bench wal``: ingest throughput per ``--fsync`` mode, WAL replay rate,
+snapshot time and size (issue 10's performance section; docs/storage.md).
+
+For each mode a fresh server (``python -m segd.server --data-dir TMP --fsync MODE``) is
+started on a loopback port; ``--clients`` threads each send ``--batches`` IngestEvents
+calls of ``--batch-rows`` events (Arrow IPC, built before the clock starts). Then the
+server is stopped with SIGKILL (no shutdown snapshot) and the directory is opened with
+``Engine.open`` to time the replay of the whole log; finally a snapshot is taken.
+
+    python -m segd.bench wal                       # always, interval, off; 8 clients
+    python -m segd.bench wal --fsync always --clients 8 --batches 50 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+BASE_TS = 1_735_689_600
+
+
+def _batches(clients: int, batches: int, rows: int) -> list[list[bytes]]:
+    """Pre-built Arrow IPC payloads: client k, batch b holds contacts unique to it."""
+    import numpy as np
+    import pyarrow as pa
+
+    from segd.server.client import to_arrow_ipc
+
+    out = []
+    rng = np.random.default_rng(10)
+    for k in range(clients):
+        mine = []
+        for b in range(batches):
+            n = np.arange(rows)
+            table = pa.table(
+                {
+                    "customer_id": pa.array(
+                        [f"k{k}-c{int(x)}" for x in rng.integers(0, 50_000, rows)]
+                    ),
+                    "ts": pa.array(BASE_TS + b * rows + n, pa.int64()).cast(
+                        pa.timestamp("s", tz="UTC")
+                    ),
+                    "type": pa.array(np.where(n % 10 == 0, "order", "view")),
+                    "amount": pa.array(
+                        np.full(rows, 10.0), mask=n % 10 != 0
+                    ),  # NULL but for orders
+                }
+            )
+            mine.append(to_arrow_ipc(table))
+        out.append(mine)
+    return out
+
+
+def run_mode(mode: str, args, payloads, say) -> dict:
+    from segd.server.client import SegdClient
+    from segd.v1 import ingest_pb2
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"segd-bench-wal-{mode}-"))
+    data = tmp / "data"
+    try:
+        log_path = tmp / "server.log"
+        proc, address = _start_info(data, mode, args.fsync_interval_ms, log_path)
+        try:
+            with SegdClient(address) as c:
+                c.wait_ready(60)
+            say(f"{mode}: {args.clients} clients x {args.batches} x {args.batch_rows}")
+            errors: list[str] = []
+            latencies: list[float] = []
+            lock = threading.Lock()
+            barrier = threading.Barrier(args.clients + 1)
+
+            def client(k: int) -> None:
+                with SegdClient(address, timeout=120) as c:
+                    reqs = [
+                        ingest_pb2.IngestEventsRequest(
+                            arrow_ipc=p, idempotency_key=f"{mode}-{k}-{b}"
+                        )
+                        for b, p in enumerate(payloads[k])
+                    ]
+                    barrier.wait()
+                    for req in reqs:
+                        t = time.perf_counter()
+                        try:
+                            c.call(c.ingest_stub.IngestEvents, req)
+                        except Exception as exc:  # noqa: BLE001 - reported
+                            with lock:
+                                errors.append(str(exc))
+                            return
+                        with lock:
+                            latencies.append(time.perf_counter() - t)
+
+            threads = [
+                threading.Thread(target=client, args=(k,)) for k in range(args.clients)
+            ]
+            for t in threads:
+                t.start()
+            barrier.wait()
+            t0 = time.perf_counter()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - t0
+            with SegdClient(address) as c:
+                stats = c.stats()
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        rows = args.clients * args.batches * args.batch_rows
+        latencies.sort()
+        out = {
+            "events": rows,
+            "seconds": round(elapsed, 3),
+            "events_per_s": round(rows / elapsed) if elapsed else None,
+            "batch_p50_ms": round(latencies[len(latencies) // 2] * 1000, 2)
+            if latencies
+            else None,
+            "batch_p99_ms": round(
+                latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2
+            )
+            if latencies
+            else None,
+            "server_events": stats["events"],
+            "wal_bytes": sum(p.stat().st_size for p in (data / "wal").iterdir()),
+            "errors": errors[:3],
+        }
+        say(f"{mode}: replaying the log")
+        from segd import Engine
+
+        t0 = time.perf_counter()
+        eng = Engine.open(data, fsync="off")
+        replay = time.perf_counter() - t0
+        out["replay_seconds"] = round(replay, 3)
+        out["replay_events_per_s"] = round(rows / replay) if replay else None
+        out["replayed_records"] = eng.recovery["replayed_records"]
+        eng.snapshot_background = False
+        t0 = time.perf_counter()
+        info = eng.snapshot()
+        out["snapshot_seconds"] = round(time.perf_counter() - t0, 3)
+        out["snapshot_bytes"] = info.bytes
+        eng.close()
+        t0 = time.perf_counter()
+        eng = Engine.open(data, fsync="off")
+        out["restart_from_snapshot_seconds"] = round(time.perf_counter() - t0, 3)
+        eng.close()
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _start_info(data: Path, mode: str, interval_ms: int, log_path: Path):
+    env = dict(os.environ)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segd.server", "--address", "127.0.0.1:0",
+             "--data-dir", str(data), "--fsync", mode,
+             "--fsync-interval-ms", str(interval_ms)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        m = re.search(r"msg=ready .*\bport=(\d+)", log_path.read_text())
+        if m:
+            return proc, f"127.0.0.1:{m.group(1)}"
+        if proc.poll() is not None:
+            raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("server did not start in 120 s")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m segd.bench wal",
+        description="Ingest per --fsync mode from concurrent clients; WAL replay rate; "
+        "snapshot time and size.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--fsync", default="always,interval,off", help="modes to run")
+    p.add_argument("--fsync-interval-ms", type=int, default=100)
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    p.add_argument("--batches", type=int, default=50, help="calls per client")
+    p.add_argument("--batch-rows", type=int, default=1000, help="events per call")
+    p.add_argument("--json", action="store_true", help="print only the JSON record")
+    p.add_argument("--results-dir", default=None, help="default bench/results")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from rich.console import Console
+
+    from segd.bench import machine
+
+    err = Console(stderr=True)
+    modes = [m.strip() for m in args.fsync.split(",") if m.strip()]
+    err.log("building batches")
+    payloads = _batches(args.clients, args.batches, args.batch_rows)
+    rec: dict = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "clients": args.clients,
+        "batches_per_client": args.batches,
+        "batch_rows": args.batch_rows,
+        "machine": machine.facts(),
+        "modes": {},
+    }
+    for mode in modes:
+        rec["modes"][mode] = run_mode(mode, args, payloads, err.log)
+    if "always" in rec["modes"] and "off" in rec["modes"]:
+        a, o = rec["modes"]["always"], rec["modes"]["off"]
+        if a["events_per_s"] and o["events_per_s"]:
+            rec["always_vs_off"] = round(o["events_per_s"] / a["events_per_s"], 2)
+    from segd.bench.report import RESULTS_DIR
+
+    out = Path(args.results_dir) if args.results_dir else RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{rec['date'][:10]}-wal.json"
+    path.write_text(json.dumps(rec, indent=2) + "\n")
+    err.log(f"wrote {path}")
+    if args.json:
+        print(json.dumps(rec, indent=2))
+    else:
+        for mode, r in rec["modes"].items():
+            print(
+                f"{mode:9} {r['events_per_s']:>10,} events/s  p50 {r['batch_p50_ms']} ms"
+                f"  p99 {r['batch_p99_ms']} ms  replay {r['replay_events_per_s']:,}"
+                f" events/s  snapshot {r['snapshot_seconds']} s"
+                f" {r['snapshot_bytes']:,} B  restart {r['restart_from_snapshot_seconds']} s"
+                + (f"  errors {r['errors']}" if r["errors"] else "")
+            )
+        if "always_vs_off" in rec:
+            print(f"off / always = {rec['always_vs_off']}x (target <= 2x)")
+    return 1 if any(r["errors"] for r in rec["modes"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1305 @@
+"""RFM analysis, the retention matrix with named segments, and transitions between cells.
+
+Definitions (issue 11, docs/rfm.md), for a moment ``as_of`` and a window of ``window_days``:
+
+- orders are distinct ``order_id`` values of ``order`` events (a line without an order id
+  is an order of its own), revenue is the sum of ``amount``; the window is
+  ``[as_of - window_days * 86400, as_of)``;
+- ``recency_days = floor((as_of - last order) / 86400)``, ``frequency`` = orders in the
+  window, ``monetary`` = revenue in the window (rounded to 1e-6, so that equal spending is
+  equal whatever order its lines were summed in);
+- scores 1..scale over the contacts with an order in the window (n of them): quantile F / M
+  ``1 + floor(scale * L / n)`` (L: scored contacts with a strictly smaller value), R the same
+  with G (strictly larger recency_days); thresholds: ``1 + #(cuts <= v)`` for F / M and
+  ``scale - #(cuts <= recency_days)`` for R;
+- the named segment uses the whole history before ``as_of``: the first rule whose inclusive
+  ranges hold ``(orders, days)`` wins; rule lists may differ per value of one attribute.
+
+How it is computed: one pass over the order log (``segd.native.rfm.window_rollup``), the
+quantile cut points by selection (``np.partition``: each score is then ``1 + #(cuts
+compared with v)``, so equal values get equal scores by construction), one pass for the
+scores and one for the named segments. No Python loop per contact.
+
+State: ``RfmState`` holds the configuration, the latest computation, the transition history
+and the daily counts. Every change goes through ``apply_config`` / ``apply_computed``
+(pure functions of the state and their argument), so a write-ahead log can record the
+argument and replay it; ``to_bytes`` / ``from_bytes`` serialise the whole state (msgpack).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyroaring import BitMap
+
+from segd.errors import FailedPrecondition, InvalidInput, Violation
+from segd.native import rfm as kernels
+from segd.timeutil import DAY_S, MAX_EVENT_S
+
+NO_CODE = 0xFFFFFFFF
+NO_SEGMENT = 255
+MAX_SEGMENTS = 254
+METHODS = ("quantile", "thresholds")
+CODE_RE = re.compile(r"R(\d+)F(\d+)M(\d+)")
+INF_DAYS = 2**62
+TABLE_COLUMNS = (
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "r",
+    "f",
+    "m",
+    "code",
+    "segment",
+)
+TRANSITION_COLUMNS = (
+    "customer_id",
+    "at",
+    "from_code",
+    "to_code",
+    "from_segment",
+    "to_segment",
+)
+
+
+class RfmRulesError(InvalidInput):
+    """A rule list that leaves contacts without a segment or has rules that never match.
+
+    ``gaps`` and ``unreachable`` are lists of dicts (which rule set, which region / rule);
+    ``overlaps`` (allowed: the first match wins) is reported alongside.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        violations: list[Violation],
+        gaps: list[dict],
+        overlaps: list[dict],
+        unreachable: list[dict],
+    ) -> None:
+        super().__init__(message, violations)
+        self.gaps = gaps
+        self.overlaps = overlaps
+        self.unreachable = unreachable
+
+
+class RfmNotComputed(FailedPrecondition):
+    """An RFM condition or matrix was asked for before any ``rfm_compute``."""
+
+    def __init__(
+        self,
+        message: str = "no RFM computation yet: run rfm_compute "
+        "(segctl rfm compute) first",
+    ) -> None:
+        super().__init__(message)
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the retention matrix: inclusive ranges of orders and days (None = open)."""
+
+    segment: str
+    orders: tuple[int, int | None]
+    days: tuple[int, int | None]
+
+    def to_dict(self) -> dict:
+        return {
+            "segment": self.segment,
+            "orders": list(self.orders),
+            "days": list(self.days),
+        }
+
+    def describe(self) -> str:
+        return (
+            f"{self.segment!r} (orders {_span(self.orders)}, days {_span(self.days)})"
+        )
+
+
+def _span(r: tuple[int, int | None]) -> str:
+    lo, hi = r
+    if hi is None:
+        return f"{lo}+"
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+DEFAULT_RULES: tuple[Rule, ...] = (
+    Rule("Newcomers", (1, 1), (0, 40)),
+    Rule("Drifting", (1, 1), (41, 75)),
+    Rule("Promising", (1, 2), (0, 51)),
+    Rule("Drifting", (1, 2), (52, 75)),
+    Rule("Sleeping", (1, 2), (76, None)),
+    Rule("Loyal", (3, None), (0, 51)),
+    Rule("At risk", (3, None), (52, 112)),
+    Rule("Lost", (3, None), (113, None)),
+)
+
+
+@dataclass(frozen=True)
+class RfmConfig:
+    """What a shop sets: window, scale, method, thresholds, rules, per-group rules, schedule."""
+
+    window_days: int = 365
+    scale: int = 5
+    method: str = "quantile"
+    thresholds: dict[str, tuple[float, ...]] | None = None
+    rules: tuple[Rule, ...] = DEFAULT_RULES
+    group_by: str | None = None
+    group_rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+    # daily recomputation by the server, UTC HH:MM (None: on demand only)
+    recompute_at: str | None = "03:00"
+
+    def to_dict(self) -> dict:
+        return {
+            "window_days": self.window_days,
+            "scale": self.scale,
+            "method": self.method,
+            "thresholds": None
+            if self.thresholds is None
+            else {k: list(v) for k, v in self.thresholds.items()},
+            "rules": [r.to_dict() for r in self.rules],
+            "group_by": self.group_by,
+            "group_rules": {
+                g: [r.to_dict() for r in rules] for g, rules in self.group_rules.items()
+            },
+            "recompute_at": self.recompute_at,
+        }
+
+    def segment_names(self) -> list[str]:
+        """Every segment name of every rule set, in first-appearance order."""
+        names: list[str] = []
+        for rules in (self.rules, *self.group_rules.values()):
+            for r in rules:
+                if r.segment not in names:
+                    names.append(r.segment)
+        return names
+
+
+def _int(value: Any, where: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise InvalidInput.at(where, f"expected an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise InvalidInput.at(where, f"expected an integer {bound}, got {value}")
+    return value
+
+
+def check_scale(scale: Any, where: str = "scale") -> int:
+    return _int(scale, where, 2, 10)
+
+
+def check_window(window_days: Any, where: str = "window_days") -> int:
+    return _int(window_days, where, 1, 36_500)
+
+
+def check_method(method: Any, where: str = "method") -> str:
+    if method not in METHODS:
+        raise InvalidInput.at(
+            where, f"expected one of {', '.join(METHODS)}, got {method!r}"
+        )
+    return method
+
+
+def check_thresholds(
+    thresholds: Any, scale: int, where: str = "thresholds"
+) -> dict[str, tuple[float, ...]]:
+    """``{"r": [...], "f": [...], "m": [...]}``: scale - 1 ascending cut points each."""
+    if not isinstance(thresholds, dict):
+        raise InvalidInput.at(
+            where,
+            f"expected {{'r': [...], 'f': [...], 'm': [...]}} with {scale - 1} "
+            f"ascending cut points each, got {thresholds!r}",
+        )
+    out: dict[str, tuple[float, ...]] = {}
+    keys = {str(k).lower(): v for k, v in thresholds.items()}
+    for key in keys:
+        if key not in ("r", "f", "m"):
+            raise InvalidInput.at(
+                f"{where}.{key}", "unknown letter (expected r, f and m)"
+            )
+    for letter in ("r", "f", "m"):
+        here = f"{where}.{letter}"
+        cuts = keys.get(letter)
+        if not isinstance(cuts, list | tuple):
+            raise InvalidInput.at(
+                here, f"expected a list of {scale - 1} cut points, got {cuts!r}"
+            )
+        if len(cuts) != scale - 1:
+            raise InvalidInput.at(
+                here,
+                f"expected scale - 1 = {scale - 1} cut points, got {len(cuts)}",
+            )
+        values: list[int | float] = []
+        for i, c in enumerate(cuts):
+            if isinstance(c, bool) or not isinstance(c, int | float):
+                raise InvalidInput.at(f"{here}[{i}]", f"expected a number, got {c!r}")
+            if not math.isfinite(c):
+                raise InvalidInput.at(
+                    f"{here}[{i}]", f"expected a finite number, got {c!r}"
+                )
+            if values and c < values[-1]:
+                raise InvalidInput.at(
+                    f"{here}[{i}]",
+                    f"cut points must be ascending, got {c!r} after {values[-1]!r}",
+                )
+            values.append(c)
+        out[letter] = tuple(values)
+    return out
+
+
+def _range(value: Any, where: str, lo_min: int) -> tuple[int, int | None]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise InvalidInput.at(
+            where, f"expected [min, max] (max null = open), got {value!r}"
+        )
+    lo = _int(value[0], f"{where}[0]", lo_min)
+    hi = None if value[1] is None else _int(value[1], f"{where}[1]", lo_min)
+    if hi is not None and hi < lo:
+        raise InvalidInput.at(where, f"empty range: min {lo} > max {hi}")
+    return lo, hi
+
+
+def parse_rules(value: Any, where: str) -> tuple[Rule, ...]:
+    """A rule list from dicts ``{"segment", "orders": [lo, hi], "days": [lo, hi]}``."""
+    if isinstance(value, list | tuple) and all(isinstance(r, Rule) for r in value):
+        rules = tuple(value)
+    else:
+        if not isinstance(value, list | tuple) or not value:
+            raise InvalidInput.at(
+                where, f"expected a non-empty list of rules, got {value!r}"
+            )
+        out = []
+        for i, r in enumerate(value):
+            here = f"{where}[{i}]"
+            if not isinstance(r, dict):
+                raise InvalidInput.at(here, f"expected a rule object, got {r!r}")
+            for k in r:
+                if k not in ("segment", "orders", "days"):
+                    raise InvalidInput.at(
+                        f"{here}.{k}", "unknown key (expected segment, orders, days)"
+                    )
+            for k in ("segment", "orders", "days"):
+                if k not in r:
+                    raise InvalidInput.at(f"{here}.{k}", "missing")
+            out.append(
+                Rule(
+                    r["segment"],
+                    _range(r["orders"], f"{here}.orders", 1),
+                    _range(r["days"], f"{here}.days", 0),
+                )
+            )
+        rules = tuple(out)
+    for i, r in enumerate(rules):
+        name = r.segment
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInput.at(
+                f"{where}[{i}].segment", f"expected a segment name, got {name!r}"
+            )
+        if CODE_RE.fullmatch(name):
+            raise InvalidInput.at(
+                f"{where}[{i}].segment",
+                f"{name!r} looks like an RFM code; segment names must not",
+            )
+    return rules
+
+
+def check_rules(rules: Sequence[Rule]) -> dict[str, list[dict]]:
+    """Gaps, overlaps and unreachable rules of one rule list (first match wins).
+
+    The (orders >= 1, days >= 0) plane is cut at every rule bound into cells; each cell
+    goes to its first matching rule. A cell no rule covers is a gap; a later rule of
+    another segment that also covers a cell is an overlap (it loses there); a rule that
+    wins no cell can never match.
+    """
+    o_cuts = sorted({1} | {b for r in rules for b in _bounds(r.orders)})
+    d_cuts = sorted({0} | {b for r in rules for b in _bounds(r.days)})
+    o_cells, d_cells = _cells(o_cuts), _cells(d_cuts)
+    won = [False] * len(rules)
+    gaps: list[dict] = []
+    overlaps: dict[tuple[int, int], list] = {}
+    for oc in o_cells:
+        for dc in d_cells:
+            hits = [
+                i
+                for i, r in enumerate(rules)
+                if _covers(r.orders, oc) and _covers(r.days, dc)
+            ]
+            if not hits:
+                gaps.append({"orders": _span(oc), "days": _span(dc)})
+                continue
+            won[hits[0]] = True
+            for j in hits[1:]:
+                if rules[j].segment != rules[hits[0]].segment:
+                    overlaps.setdefault((hits[0], j), []).append(
+                        f"orders {_span(oc)}, days {_span(dc)}"
+                    )
+    return {
+        "gaps": gaps,
+        "overlaps": [
+            {
+                "rule": i,
+                "shadows": j,
+                "where": "; ".join(cells),
+                "message": f"rule {i} {rules[i].describe()} wins over rule {j} "
+                f"{rules[j].describe()} at {'; '.join(cells)}",
+            }
+            for (i, j), cells in sorted(overlaps.items())
+        ],
+        "unreachable": [
+            {
+                "rule": i,
+                "message": f"rule {i} {rules[i].describe()} can never match: "
+                "earlier rules cover all of it",
+            }
+            for i, w in enumerate(won)
+            if not w
+        ],
+    }
+
+
+def _bounds(r: tuple[int, int | None]) -> list[int]:
+    return [r[0]] if r[1] is None else [r[0], r[1] + 1]
+
+
+def _cells(cuts: list[int]) -> list[tuple[int, int | None]]:
+    """Consecutive cells [cut_i, cut_{i+1} - 1], the last one open."""
+    return [(a, b - 1) for a, b in zip(cuts, cuts[1:], strict=False)] + [
+        (cuts[-1], None)
+    ]
+
+
+def _covers(rule: tuple[int, int | None], cell: tuple[int, int | None]) -> bool:
+    lo, hi = rule
+    a, b = cell
+    if a < lo:
+        return False
+    if hi is None:
+        return True
+    return b is not None and b <= hi
+
+
+def parse_config(value: dict | RfmConfig, base: RfmConfig | None = None) -> RfmConfig:
+    """A full or partial configuration dict over ``base`` (the current one), validated.
+
+    Raises ``InvalidInput`` (a field) or ``RfmRulesError`` (gaps / unreachable rules).
+    """
+    base = base or RfmConfig()
+    if isinstance(value, RfmConfig):
+        value = value.to_dict()
+    if not isinstance(value, dict):
+        raise InvalidInput.at("config", f"expected an object, got {value!r}")
+    known = set(RfmConfig().to_dict())
+    for key in value:
+        if key not in known:
+            raise InvalidInput.at(
+                str(key),
+                f"unknown setting (expected one of {', '.join(sorted(known))})",
+            )
+    cfg = base
+    if "window_days" in value:
+        cfg = replace(cfg, window_days=check_window(value["window_days"]))
+    if "scale" in value:
+        cfg = replace(cfg, scale=check_scale(value["scale"]))
+    if "method" in value:
+        cfg = replace(cfg, method=check_method(value["method"]))
+    if "thresholds" in value:
+        t = value["thresholds"]
+        cfg = replace(
+            cfg, thresholds=None if t is None else check_thresholds(t, cfg.scale)
+        )
+    elif cfg.thresholds is not None and "scale" in value:
+        cfg = replace(cfg, thresholds=check_thresholds(cfg.thresholds, cfg.scale))
+    if cfg.method == "thresholds" and cfg.thresholds is None:
+        raise InvalidInput.at(
+            "thresholds", "method 'thresholds' needs thresholds {'r','f','m'}"
+        )
+    if "rules" in value:
+        cfg = replace(cfg, rules=parse_rules(value["rules"], "rules"))
+    if "group_by" in value:
+        g = value["group_by"]
+        if g is not None and (not isinstance(g, str) or not g):
+            raise InvalidInput.at("group_by", f"expected an attribute name, got {g!r}")
+        cfg = replace(cfg, group_by=g)
+    if "group_rules" in value:
+        gr = value["group_rules"] or {}
+        if not isinstance(gr, dict):
+            raise InvalidInput.at(
+                "group_rules", f"expected {{value: [rules]}}, got {gr!r}"
+            )
+        cfg = replace(
+            cfg,
+            group_rules={
+                str(k): parse_rules(v, f"group_rules[{k!r}]") for k, v in gr.items()
+            },
+        )
+    if cfg.group_rules and not cfg.group_by:
+        raise InvalidInput.at(
+            "group_by",
+            "group_rules need group_by (the attribute whose value picks them)",
+        )
+    if "recompute_at" in value:
+        t = value["recompute_at"]
+        if t is not None and (
+            not isinstance(t, str) or not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", t)
+        ):
+            raise InvalidInput.at(
+                "recompute_at", f"expected a UTC time HH:MM such as '03:00', got {t!r}"
+            )
+        cfg = replace(cfg, recompute_at=t)
+    if len(cfg.segment_names()) > MAX_SEGMENTS:
+        raise InvalidInput.at("rules", f"more than {MAX_SEGMENTS} segment names")
+    validate_rule_sets(cfg)
+    return cfg
+
+
+def rules_report(cfg: RfmConfig) -> dict[str, list[dict]]:
+    """``check_rules`` of every rule set, each finding tagged with its set."""
+    out: dict[str, list[dict]] = {"gaps": [], "overlaps": [], "unreachable": []}
+    sets = [("rules", cfg.rules)] + [
+        (f"group_rules[{g!r}]", rules) for g, rules in cfg.group_rules.items()
+    ]
+    for where, rules in sets:
+        for kind, items in check_rules(rules).items():
+            out[kind].extend({"rule_set": where, **item} for item in items)
+    return out
+
+
+def validate_rule_sets(cfg: RfmConfig) -> dict[str, list[dict]]:
+    report = rules_report(cfg)
+    violations = [
+        Violation(
+            g["rule_set"],
+            f"gap: no rule covers orders {g['orders']}, days {g['days']}",
+        )
+        for g in report["gaps"]
+    ] + [
+        Violation(f"{u['rule_set']}[{u['rule']}]", u["message"])
+        for u in report["unreachable"]
+    ]
+    if violations:
+        raise RfmRulesError(
+            f"{len(violations)} problem(s) in the RFM rules: "
+            + "; ".join(str(v) for v in violations[:5]),
+            violations,
+            report["gaps"],
+            report["overlaps"],
+            report["unreachable"],
+        )
+    return report
+
+
+# -- codes -------------------------------------------------------------------------------
+
+
+def pack_code(r: np.ndarray, f: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """uint16 ``r << 8 | f << 4 | m`` (0: no code)."""
+    return (
+        (r.astype(np.uint16) << np.uint16(8))
+        | (f.astype(np.uint16) << np.uint16(4))
+        | m.astype(np.uint16)
+    )
+
+
+def code_text(packed: int) -> str | None:
+    if packed == 0:
+        return None
+    return f"R{packed >> 8}F{(packed >> 4) & 15}M{packed & 15}"
+
+
+def parse_code(text: str) -> int | None:
+    """Packed code of ``R4F5M3`` (None if the text is not a code)."""
+    m = CODE_RE.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        return None
+    r, f, mm = (int(x) for x in m.groups())
+    if not (1 <= r <= 10 and 1 <= f <= 10 and 1 <= mm <= 10):
+        return None
+    return (r << 8) | (f << 4) | mm
+
+
+_CODE_STRINGS = pa.array([code_text(i) for i in range(1 << 12)], pa.string())
+
+
+def codes_to_arrow(packed: np.ndarray) -> pa.Array:
+    return pc.take(_CODE_STRINGS, pa.array(packed.astype(np.int32)))
+
+
+# -- one computation ---------------------------------------------------------------------
+
+
+@dataclass
+class RfmResult:
+    """Per-contact results of one computation (arrays indexed by cid; ``n`` contacts).
+
+    ``segment`` holds ids into ``segments`` (255: none). ``r``/``f``/``m`` are 0 where a
+    contact has no order in the window; ``recency_days`` is -1 there.
+    """
+
+    as_of: float
+    window_days: int
+    scale: int
+    method: str
+    segments: list[str]
+    recency_days: np.ndarray  # int32
+    frequency: np.ndarray  # uint32
+    monetary: np.ndarray  # float64
+    r: np.ndarray  # uint8
+    f: np.ndarray
+    m: np.ndarray
+    segment: np.ndarray  # uint8
+    orders_all: np.ndarray  # uint32 (orders before as_of)
+    _bitmaps: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.r)
+
+    @property
+    def code(self) -> np.ndarray:
+        """Packed codes per contact (computed once; a benign race computes it twice)."""
+        hit = self._bitmaps.get("_code")
+        if hit is None:
+            hit = self._bitmaps["_code"] = pack_code(self.r, self.f, self.m)
+        return hit
+
+    def scored(self) -> int:
+        return int(np.count_nonzero(self.r))
+
+    def histograms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(contacts per packed code [4096], contacts per segment id [256]), computed
+        once: the matrix and the daily counts read these, not the per-contact arrays."""
+        with self._lock:
+            hit = self._bitmaps.get("_hist")
+            if hit is None:
+                hit = self._bitmaps["_hist"] = (
+                    np.bincount(self.code, minlength=1 << 12),
+                    np.bincount(self.segment, minlength=256),
+                )
+            return hit
+
+    def bitmaps(self, kind: str) -> dict[Any, BitMap]:
+        """Members per value of ``kind`` (r, f, m, code, segment), built on first use.
+
+        Keys: scores (int) for r/f/m, packed codes for code, segment ids for segment.
+        """
+        with self._lock:
+            hit = self._bitmaps.get(kind)
+            if hit is None:
+                values = {
+                    "r": self.r,
+                    "f": self.f,
+                    "m": self.m,
+                    "segment": self.segment,
+                    "code": self.code if kind == "code" else None,
+                }[kind]
+                assert values is not None  # "code" is only looked up for kind code
+                none = NO_SEGMENT if kind == "segment" else 0
+                hit = self._bitmaps[kind] = _group_bitmaps(values, none)
+            return hit
+
+    def compact(self) -> RfmResult:
+        """What is kept once the computation is current (and what a log record holds):
+        scores and segments. The window values (recency, frequency, monetary) only feed
+        the table ``rfm_compute`` returns; ``orders_all`` becomes 1 for contacts with a
+        segment (every contact with an order has one: rules have no gaps)."""
+        return RfmResult(
+            as_of=self.as_of,
+            window_days=self.window_days,
+            scale=self.scale,
+            method=self.method,
+            segments=list(self.segments),
+            recency_days=np.full(self.n, -1, dtype=np.int32),
+            frequency=np.zeros(self.n, dtype=np.uint32),
+            monetary=np.zeros(self.n, dtype=np.float64),
+            r=self.r,
+            f=self.f,
+            m=self.m,
+            segment=self.segment,
+            orders_all=(self.segment != NO_SEGMENT).astype(np.uint32),
+        )
+
+    def to_record(self) -> dict:
+        """A msgpack-able dict of the compact form: only contacts with a segment or a
+        score are listed (cid, r, f, m, segment as raw little-endian bytes)."""
+        cids = np.flatnonzero((self.segment != NO_SEGMENT) | (self.r > 0)).astype("<u4")
+        return {
+            "as_of": self.as_of,
+            "window_days": self.window_days,
+            "scale": self.scale,
+            "method": self.method,
+            "segments": list(self.segments),
+            "n": self.n,
+            "cid": cids.tobytes(),
+            **{k: getattr(self, k)[cids].tobytes() for k in ("r", "f", "m", "segment")},
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict) -> RfmResult:
+        n = int(rec["n"])
+        cids = np.frombuffer(rec["cid"], dtype="<u4").astype(np.int64)
+        arrays = {}
+        for k in ("r", "f", "m"):
+            arrays[k] = np.zeros(n, dtype=np.uint8)
+            arrays[k][cids] = np.frombuffer(rec[k], dtype=np.uint8)
+        segment = np.full(n, NO_SEGMENT, dtype=np.uint8)
+        segment[cids] = np.frombuffer(rec["segment"], dtype=np.uint8)
+        return cls(
+            as_of=float(rec["as_of"]),
+            window_days=int(rec["window_days"]),
+            scale=int(rec["scale"]),
+            method=str(rec["method"]),
+            segments=list(rec["segments"]),
+            recency_days=np.full(n, -1, dtype=np.int32),
+            frequency=np.zeros(n, dtype=np.uint32),
+            monetary=np.zeros(n, dtype=np.float64),
+            r=arrays["r"],
+            f=arrays["f"],
+            m=arrays["m"],
+            segment=segment,
+            orders_all=(segment != NO_SEGMENT).astype(np.uint32),
+        )
+
+
+def _pack_array(a: np.ndarray) -> dict:
+    return {"dtype": a.dtype.str, "data": np.ascontiguousarray(a).tobytes()}
+
+
+def _unpack_array(d: dict) -> np.ndarray:
+    return np.frombuffer(d["data"], dtype=np.dtype(d["dtype"])).copy()
+
+
+def _group_bitmaps(values: np.ndarray, none: int) -> dict[int, BitMap]:
+    """{value: BitMap of cids with it} for a small-valued array (a counting sort)."""
+    if len(values) == 0:
+        return {}
+    order = np.argsort(values, kind="stable").astype(np.uint32)
+    sorted_vals = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    out = {}
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        v = int(sorted_vals[a])
+        if v != none:
+            out[v] = BitMap(order[a:b])  # stable sort: ids ascending
+    return out
+
+
+def window_bounds(as_of: float, window_days: int) -> tuple[int, int, float]:
+    """Whole-second row bounds: window rows are ``lo <= ts < hi``; the window start."""
+    start = as_of - window_days * DAY_S
+    clamp = lambda x: min(max(math.ceil(x), 0), MAX_EVENT_S + 1)  # noqa: E731
+    return clamp(start), clamp(as_of), start
+
+
+def _quantile_cuts(values: np.ndarray, scale: int, larger: bool) -> np.ndarray:
+    """Cut points such that ``1 + #(cuts < v)`` (or ``> v`` with ``larger``) equals
+    ``1 + floor(scale * L / n)`` (L = #values < v, or #values > v).
+
+    ``floor(scale * L / n) >= k - 1`` iff ``L >= t_k = ceil((k - 1) n / scale)``, and at
+    least t values are below v iff the t-th smallest is below v.
+    """
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    ts = [((k - 1) * n + scale - 1) // scale for k in range(2, scale + 1)]
+    pos = [n - t for t in ts] if larger else [t - 1 for t in ts]
+    part = np.partition(values, sorted(set(pos)))
+    return part[pos].astype(np.float64)
+
+
+def _cut_positions(n: int, scale: int, larger: bool) -> list[int]:
+    ts = [((k - 1) * n + scale - 1) // scale for k in range(2, scale + 1)]
+    return [n - t for t in ts] if larger else [t - 1 for t in ts]
+
+
+def _quantile_cuts_int(values: np.ndarray, scale: int, larger: bool) -> np.ndarray:
+    """``_quantile_cuts`` for small non-negative integers (recency days, order counts):
+    the k-th smallest value read off a histogram, O(n + max)."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    cum = np.cumsum(np.bincount(values))
+    # the value at 0-based sorted position p is the first v with cum[v] > p
+    pos = np.asarray(_cut_positions(n, scale, larger))
+    return np.searchsorted(cum, pos, side="right").astype(np.float64)
+
+
+def compute(
+    store: Any,
+    as_of: float,
+    window_days: int,
+    scale: int,
+    method: str,
+    thresholds: dict[str, tuple[float, ...]] | None,
+    config: RfmConfig,
+) -> RfmResult:
+    """Compute RFM and named segments for every contact (see module docstring)."""
+    n = store.n_contacts
+    lo_s, hi_s, start = window_bounds(as_of, window_days)
+    log = store.logs.get("order")
+    if log is None or log.n == 0 or n == 0:
+        z32 = np.zeros(n, np.uint32)
+        last, orders_all, orders_win, revenue = z32, z32, z32, np.zeros(n)
+    else:
+        r0, r1 = log.window(lo_s, hi_s)
+        codes = log.dim("order_id")
+        n_codes = len(store.dim_maps["order_id"])
+        last, orders_all, orders_win, revenue = _rollup(log, r0, r1, n, codes, n_codes)
+    # rounds revenue to 1e-6 in place; the scored contacts' values for the cuts
+    days, freq, mon = kernels.scored_values(
+        last, orders_all, orders_win, revenue, float(as_of), float(start)
+    )
+    monetary = revenue
+    if method == "quantile":
+        r_cuts = _quantile_cuts_int(days, scale, larger=True)
+        f_cuts = _quantile_cuts_int(freq, scale, larger=False)
+        m_cuts = _quantile_cuts(mon, scale, larger=False)
+        r_mode, fm_mode = 1, 0
+    else:
+        assert thresholds is not None
+        r_cuts, f_cuts, m_cuts = (
+            np.asarray(thresholds[k], dtype=np.float64) for k in ("r", "f", "m")
+        )
+        r_mode, fm_mode = 3, 2
+    r, f, m, recency = kernels.score(
+        last,
+        orders_all,
+        orders_win,
+        monetary,
+        float(as_of),
+        float(start),
+        np.ascontiguousarray(r_cuts),
+        np.ascontiguousarray(f_cuts),
+        np.ascontiguousarray(m_cuts),
+        r_mode,
+        fm_mode,
+        scale,
+    )
+    segment, names = _classify(store, config, orders_all, last, as_of)
+    return RfmResult(
+        as_of=float(as_of),
+        window_days=window_days,
+        scale=scale,
+        method=method,
+        segments=names,
+        recency_days=recency,
+        frequency=orders_win,  # 0 without an order in the window
+        monetary=monetary,
+        r=r,
+        f=f,
+        m=m,
+        segment=segment,
+        orders_all=orders_all,
+    )
+
+
+def _rollup(log, r0: int, r1: int, n: int, codes, n_codes: int):
+    amount = log.amount
+    last, orders_all, orders_win, revenue, spill = kernels.window_rollup(
+        log.cid,
+        log.ts,
+        None if amount is None else amount,
+        None if codes is None else codes,
+        r0,
+        r1,
+        n,
+        n_codes,
+    )
+    if len(spill):
+        # Rows whose order id another contact used first: count each (contact, id) pair
+        # once, before the window and in it (exact, numpy over the few spilled rows).
+        rows = spill.astype(np.int64)
+        keys = (log.cid[rows].astype(np.uint64) << np.uint64(32)) | codes[rows]
+        pairs = np.unique(keys)
+        np.add.at(orders_all, (pairs >> np.uint64(32)).astype(np.int64), 1)
+        win_pairs = np.unique(keys[rows >= r0])
+        np.add.at(orders_win, (win_pairs >> np.uint64(32)).astype(np.int64), 1)
+    return last, orders_all, orders_win, revenue
+
+
+def _classify(
+    store: Any,
+    config: RfmConfig,
+    orders_all: np.ndarray,
+    last: np.ndarray,
+    as_of: float,
+) -> tuple[np.ndarray, list[str]]:
+    names = config.segment_names()
+    sets = [config.rules, *config.group_rules.values()]
+    width = max(len(s) for s in sets)
+    table = np.zeros((len(sets), width, 4), dtype=np.int64)
+    seg_ids = np.full((len(sets), width), NO_SEGMENT, dtype=np.uint8)
+    counts = np.zeros(len(sets), dtype=np.int64)
+    for s, rules in enumerate(sets):
+        counts[s] = len(rules)
+        for j, rule in enumerate(rules):
+            table[s, j] = (
+                rule.orders[0],
+                INF_DAYS if rule.orders[1] is None else rule.orders[1],
+                rule.days[0],
+                INF_DAYS if rule.days[1] is None else rule.days[1],
+            )
+            seg_ids[s, j] = names.index(rule.segment)
+    grouped = False
+    group_of_code = np.zeros(0, dtype=np.uint8)
+    group_codes = np.zeros(1, dtype=np.uint32)
+    if config.group_by and config.group_rules:
+        col = store.contacts.column(config.group_by)
+        codes = getattr(col, "codes", None)
+        dictionary = getattr(col, "dictionary", None)
+        if codes is not None and dictionary is not None:
+            group_of_code = np.zeros(len(dictionary), dtype=np.uint8)
+            for s, value in enumerate(config.group_rules, start=1):
+                code = dictionary.lookup_one(value)
+                if code >= 0:
+                    group_of_code[code] = s
+            group_codes = np.ascontiguousarray(codes[: len(orders_all)], np.uint32)
+            grouped = len(group_codes) >= len(orders_all)
+    segment = kernels.classify(
+        orders_all,
+        last,
+        float(as_of),
+        table,
+        seg_ids,
+        counts,
+        group_of_code,
+        group_codes,
+        grouped,
+    )
+    return segment, names
+
+
+def result_table(result: RfmResult, contacts: Any) -> pa.Table:
+    """The issue's table: one row per contact with an order before as_of, cid order."""
+    cids = np.flatnonzero(result.orders_all > 0).astype(np.uint32)
+    scored = result.r[cids] > 0
+    null = ~scored
+    if len(cids):
+        ids = contacts.ids.decode(cids)
+    else:
+        ids = pa.array([], pa.string())
+    seg_names = pa.array(list(result.segments) + [None], pa.string())
+    seg_idx = result.segment[cids].astype(np.int32)
+    seg_idx[seg_idx == NO_SEGMENT] = len(result.segments)
+    code = pack_code(result.r[cids], result.f[cids], result.m[cids])
+    code_arr = codes_to_arrow(code)
+
+    def masked(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+        return pa.array(values, typ, mask=null)
+
+    return pa.table(
+        {
+            "customer_id": pa.array(ids).cast(pa.string()),
+            "recency_days": masked(result.recency_days[cids], pa.int32()),
+            "frequency": masked(result.frequency[cids].astype(np.int64), pa.int64()),
+            "monetary": masked(result.monetary[cids], pa.float64()),
+            "r": masked(result.r[cids].astype(np.int8), pa.int8()),
+            "f": masked(result.f[cids].astype(np.int8), pa.int8()),
+            "m": masked(result.m[cids].astype(np.int8), pa.int8()),
+            "code": code_arr,
+            "segment": pc.take(seg_names, pa.array(seg_idx)),
+        }
+    )
+
+
+def matrix_table(result: RfmResult, by: str) -> pa.Table:
+    """Counts per cell (``rf``, ``rfm`` or ``segment``) with the share of the base.
+
+    Shares are of the contacts with a row: scored contacts for rf / rfm, contacts with an
+    order before as_of for segment. Read off the computation's histograms (4096 codes,
+    256 segments), so the cost does not depend on the number of contacts.
+    """
+    code_hist, seg_hist = result.histograms()
+    if by == "segment":
+        counts = seg_hist[: len(result.segments)]
+        total = int(counts.sum())
+        return pa.table(
+            {
+                "segment": pa.array(result.segments, pa.string()),
+                "count": pa.array(counts.astype(np.int64)),
+                "share": pa.array(counts / total if total else np.zeros(len(counts))),
+            }
+        )
+    if by not in ("rf", "rfm"):
+        raise InvalidInput.at("by", f"expected rf, rfm or segment, got {by!r}")
+    s = result.scale
+    cube = code_hist.reshape(16, 16, 16)[1 : s + 1, 1 : s + 1, 1 : s + 1]
+    r, f, m = np.meshgrid(*(np.arange(1, s + 1),) * 3, indexing="ij")
+    if by == "rf":
+        counts = cube.sum(axis=2).ravel()
+        total = int(counts.sum())
+        return pa.table(
+            {
+                "r": pa.array(r[:, :, 0].ravel().astype(np.int8)),
+                "f": pa.array(f[:, :, 0].ravel().astype(np.int8)),
+                "count": pa.array(counts.astype(np.int64)),
+                "share": pa.array(counts / total if total else np.zeros(len(counts))),
+            }
+        )
+    counts = cube.ravel()
+    total = int(counts.sum())
+    return pa.table(
+        {
+            "r": pa.array(r.ravel().astype(np.int8)),
+            "f": pa.array(f.ravel().astype(np.int8)),
+            "m": pa.array(m.ravel().astype(np.int8)),
+            "count": pa.array(counts.astype(np.int64)),
+            "share": pa.array(counts / total if total else np.zeros(len(counts))),
+        }
+    )
+
+
+# -- the state: config, latest computation, transitions, daily counts --------------------
+
+
+TransitionListener = Callable[[pa.Table], None]
+
+
+_TRANSITION_DTYPES = {
+    "cid": np.uint32,
+    "at": np.float64,
+    "from_code": np.uint16,
+    "to_code": np.uint16,
+    "from_seg": np.uint8,
+    "to_seg": np.uint8,
+}
+
+
+class _Transitions:
+    """Columnar transition history (append-only, in ``at`` order).
+
+    Each computation appends a chunk; the columns are concatenated once when next read
+    (and kept as one chunk), so recording costs O(new rows), not O(history).
+    """
+
+    COLUMNS = tuple(_TRANSITION_DTYPES)
+
+    def __init__(self) -> None:
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._n = 0
+        self._joined: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def extend(self, rows: dict[str, np.ndarray]) -> None:
+        k = len(rows["cid"])
+        if k == 0:
+            return
+        self._chunks.append(
+            {c: np.asarray(rows[c], t) for c, t in _TRANSITION_DTYPES.items()}
+        )
+        self._n += k
+        self._joined = None
+
+    def column(self, name: str) -> np.ndarray:
+        if self._joined is None:
+            if not self._chunks:
+                joined = {c: np.zeros(0, t) for c, t in _TRANSITION_DTYPES.items()}
+            elif len(self._chunks) == 1:
+                joined = self._chunks[0]
+            else:
+                joined = {
+                    c: np.concatenate([ch[c] for ch in self._chunks])
+                    for c in _TRANSITION_DTYPES
+                }
+            self._chunks = [joined] if self._n else []
+            self._joined = joined
+        return self._joined[name]
+
+    cid = property(lambda self: self.column("cid"))
+    at = property(lambda self: self.column("at"))
+    from_code = property(lambda self: self.column("from_code"))
+    to_code = property(lambda self: self.column("to_code"))
+    from_seg = property(lambda self: self.column("from_seg"))
+    to_seg = property(lambda self: self.column("to_seg"))
+
+
+class RfmState:
+    """Everything RFM keeps (see module docstring); mutated only by ``apply_*``."""
+
+    def __init__(self) -> None:
+        self.config = RfmConfig()
+        self.latest: RfmResult | None = None
+        # Segment names ever used, append-only: transition rows keep ids into it.
+        self.segment_names: list[str] = []
+        self.transitions = _Transitions()
+        # "YYYY-MM-DD" -> {"as_of", "segments": {name: n}, "codes": {code: n}}
+        self.daily: dict[str, dict] = {}
+        self.listeners: list[TransitionListener] = []
+
+    # -- mutations (each a pure function of the state and its argument) -----------------
+    def apply_config(self, config: RfmConfig) -> None:
+        self.config = config
+
+    def apply_computed(self, result: RfmResult) -> dict[str, np.ndarray]:
+        """Make ``result`` current: record transitions against the previous computation
+        and the day's counts. Returns the new transition rows (columns as in
+        ``_Transitions``)."""
+        # Map the computation's segment ids onto the state's stable ids (255 stays 255).
+        lut = np.full(256, NO_SEGMENT, dtype=np.uint8)
+        lut[: len(result.segments)] = [self._segment_id(s) for s in result.segments]
+        new_seg = lut[result.segment]
+        new_code = result.code
+        n = result.n
+        old_seg = np.full(n, NO_SEGMENT, dtype=np.uint8)
+        old_code = np.zeros(n, dtype=np.uint16)
+        prev = self.latest
+        if prev is not None:
+            k = min(prev.n, n)
+            prev_lut = np.full(256, NO_SEGMENT, dtype=np.uint8)
+            prev_lut[: len(prev.segments)] = [
+                self._segment_id(s) for s in prev.segments
+            ]
+            old_seg[:k] = prev_lut[prev.segment[:k]]
+            old_code[:k] = prev.code[:k]
+        changed = np.flatnonzero((old_seg != new_seg) | (old_code != new_code))
+        rows = {
+            "cid": changed.astype(np.uint32),
+            "at": np.full(len(changed), result.as_of, dtype=np.float64),
+            "from_code": old_code[changed],
+            "to_code": new_code[changed],
+            "from_seg": old_seg[changed],
+            "to_seg": new_seg[changed],
+        }
+        self.transitions.extend(rows)
+        self.latest = result
+        day = datetime.fromtimestamp(result.as_of, UTC).strftime("%Y-%m-%d")
+        code_counts, seg_counts = result.histograms()
+        self.daily[day] = {
+            "as_of": result.as_of,
+            "segments": {
+                name: int(seg_counts[i]) for i, name in enumerate(result.segments)
+            },
+            "codes": {
+                code_text(int(c)): int(code_counts[c])
+                for c in np.flatnonzero(code_counts[1:]) + 1
+            },
+        }
+        return rows
+
+    def _segment_id(self, name: str) -> int:
+        if name not in self.segment_names:
+            if len(self.segment_names) >= MAX_SEGMENTS:
+                raise InvalidInput.at("rules", "too many segment names over time")
+            self.segment_names.append(name)
+        return self.segment_names.index(name)
+
+    # -- reads ---------------------------------------------------------------------------
+    def require_latest(self) -> RfmResult:
+        if self.latest is None:
+            raise RfmNotComputed()
+        return self.latest
+
+    def segment_name(self, sid: int) -> str | None:
+        return None if sid == NO_SEGMENT else self.segment_names[sid]
+
+    def transitions_mask(
+        self,
+        since: float | None,
+        until: float | None,
+        to: str | None,
+        from_: str | None,
+    ) -> np.ndarray:
+        """Rows of the history matching the filters (``to``/``from_``: a segment name
+        or a code; ``to`` keeps only rows that *entered* it, i.e. came from elsewhere)."""
+        t = self.transitions
+        keep = np.ones(len(t), dtype=bool)
+        if since is not None:
+            keep &= t.at >= since
+        if until is not None:
+            keep &= t.at < until
+        if to is not None:
+            kind, value = self._target(to, "to")
+            if kind == "code":
+                keep &= (t.to_code == value) & (t.from_code != value)
+            else:
+                keep &= (t.to_seg == value) & (t.from_seg != value)
+        if from_ is not None:
+            kind, value = self._target(from_, "from_")
+            keep &= (t.from_code == value) if kind == "code" else (t.from_seg == value)
+        return keep
+
+    def _target(self, text: str, where: str) -> tuple[str, int]:
+        if not isinstance(text, str):
+            raise InvalidInput.at(
+                where, f"expected a segment name or code, got {text!r}"
+            )
+        code = parse_code(text)
+        if code is not None:
+            return "code", code
+        if text in self.segment_names:
+            return "segment", self.segment_names.index(text)
+        known = self.segment_names or self.config.segment_names()
+        if text in known:
+            return (
+                "segment",
+                254,
+            )  # a configured name never entered yet: matches nothing
+        import difflib
+
+        close = difflib.get_close_matches(text, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InvalidInput.at(
+            where, f"unknown RFM segment {text!r}{hint}; codes look like R4F5M3"
+        )
+
+    def transitions_table(self, mask: np.ndarray, contacts: Any) -> pa.Table:
+        t = self.transitions
+        idx = np.flatnonzero(mask)
+        cids = t.cid[idx]
+        names = pa.array(list(self.segment_names) + [None], pa.string())
+
+        def seg(col: np.ndarray) -> pa.Array:
+            s = col[idx].astype(np.int32)
+            s[s >= len(self.segment_names)] = len(self.segment_names)
+            return pc.take(names, pa.array(s))
+
+        ids = contacts.ids.decode(cids) if len(cids) else pa.array([], pa.string())
+        return pa.table(
+            {
+                "customer_id": pa.array(ids).cast(pa.string()),
+                "at": pa.array(
+                    (t.at[idx] * 1000).astype(np.int64), pa.timestamp("ms", tz="UTC")
+                ),
+                "from_code": codes_to_arrow(t.from_code[idx]),
+                "to_code": codes_to_arrow(t.to_code[idx]),
+                "from_segment": seg(t.from_seg),
+                "to_segment": seg(t.to_seg),
+            }
+        )
+
+    def history_table(
+        self, since: str | None = None, until: str | None = None
+    ) -> pa.Table:
+        """Daily counts: one row per (day, kind, name), kind ``segment`` or ``code``."""
+        day, kind, name, count = [], [], [], []
+        for d in sorted(self.daily):
+            if (since and d < since) or (until and d >= until):
+                continue
+            for k in ("segments", "codes"):
+                for nm, c in self.daily[d][k].items():
+                    day.append(d)
+                    kind.append(k[:-1])
+                    name.append(nm)
+                    count.append(c)
+        return pa.table(
+            {
+                "day": pa.array(day, pa.string()),
+                "kind": pa.array(kind, pa.string()),
+                "name": pa.array(name, pa.string()),
+                "count": pa.array(count, pa.int64()),
+            }
+        )
+
+    # -- publishing ----------------------------------------------------------------------
+    def subscribe(self, listener: TransitionListener) -> Callable[[], None]:
+        """Call ``listener(table)`` with each computation's new ``rfm_transition`` events;
+        returns the function that unsubscribes."""
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        t = self.transitions
+        return msgpack.packb(
+            {
+                "version": 1,
+                "config": self.config.to_dict(),
+                "latest": None if self.latest is None else self.latest.to_record(),
+                "segment_names": self.segment_names,
+                "transitions": {k: _pack_array(getattr(t, k)) for k in t.COLUMNS},
+                "daily": self.daily,
+            },
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RfmState:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        if raw.get("version") != 1:
+            raise InvalidInput.at(
+                "rfm_state", f"unknown version {raw.get('version')!r}"
+            )
+        state = cls()
+        state.config = parse_config(raw["config"], RfmConfig())
+        state.latest = (
+            None if raw["latest"] is None else RfmResult.from_record(raw["latest"])
+        )
+        state.segment_names = list(raw["segment_names"])
+        state.transitions.extend(
+            {k: _unpack_array(raw["transitions"][k]) for k in _Transitions.COLUMNS}
+        )
+        state.daily = raw["daily"]
+        return state
+
+
+def resolve_params(
+    config: RfmConfig,
+    window_days: Any,
+    scale: Any,
+    method: Any,
+    thresholds: Any,
+) -> tuple[int, int, str, dict | None]:
+    """Arguments over the configuration (None = the configured value), validated."""
+    window_days = check_window(
+        config.window_days if window_days is None else window_days
+    )
+    scale = check_scale(config.scale if scale is None else scale)
+    method = check_method(config.method if method is None else method)
+    if thresholds is None and method == "thresholds":
+        thresholds = config.thresholds
+    if method == "thresholds":
+        if thresholds is None:
+            raise InvalidInput.at(
+                "thresholds",
+                f"method 'thresholds' needs thresholds {{'r','f','m'}} with "
+                f"{scale - 1} cut points each",
+            )
+        thresholds = check_thresholds(thresholds, scale)
+    elif thresholds is not None:
+        raise InvalidInput.at(
+            "thresholds", "thresholds are only used with method='thresholds'"
+        )
+    return window_days, scale, method, thresholds
+
+
+def values_matching(values: Iterable[str], op: str, value: Any) -> list[str]:
+    """Which of a small vocabulary of strings satisfy ``s op value`` (NULL never does)."""
+    vals = list(values)
+    if op in ("=", "!="):
+        hit = [v for v in vals if v == value]
+        return hit if op == "=" else [v for v in vals if v != value]
+    if op in ("in", "not_in"):
+        wanted = set(value)
+        return [v for v in vals if (v in wanted) == (op == "in")]
+    if op == "between":
+        return [v for v in vals if value[0] <= v <= value[1]]
+    if op == "prefix":
+        return [v for v in vals if v.startswith(value)]
+    if op == "contains":
+        return [v for v in vals if value in v]
+    cmp = {
+        "<": lambda a: a < value,
+        "<=": lambda a: a <= value,
+        ">": lambda a: a > value,
+        ">=": lambda a: a >= value,
+    }[op]
+    return [v for v in vals if cmp(v)]
