@@ -121,8 +121,8 @@ class Engine:
         # What Engine.open recovered (None for an in-memory engine).
         self.recovery: dict | None = None
         # Write snapshots from a forked child (None: segd.snapshot's default, True where
-        # fork exists); False writes in process under the read lock. Never fork from a
-        # gRPC worker thread (the child crashes): the server snapshots from its own.
+        # fork exists); False writes in process under the read lock. The gRPC server
+        # sets False: forking a process that runs gRPC's threads is not safe.
         self.snapshot_background: bool | None = None
 
     # -- durability ---------------------------------------------------------------------

@@ -321,6 +321,9 @@ def _open_engine(settings: Settings) -> Any:
         result_cache_size=settings.result_cache,
     )
     log.info("recovered", extra=kv(data_dir=storage, **(engine.recovery or {})))
+    # gRPC's threads do not survive fork(): snapshots are written in this process
+    # (readers go on, writers wait while it is written).
+    engine.snapshot_background = False
     return engine
 
 

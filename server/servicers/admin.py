@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -19,25 +18,6 @@ def _int(x: Any) -> int:
         return int(x)
     except (TypeError, ValueError):
         return 0
-
-
-def run_off_grpc_thread(fn: Any) -> Any:
-    """Run `fn` in a thread of its own and wait: a snapshot forks its writer, and a
-    fork() from one of gRPC's own threads crashes the child."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name="segd-snapshot")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -83,9 +63,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     def Snapshot(self, request: Any, context: grpc.ServicerContext) -> Any:
         t0 = time.perf_counter()
-        info = run_off_grpc_thread(
-            self._engine.snapshot
-        )  # FailedPrecondition in memory
+        # Written in this process under the read lock (readers go on, writers wait):
+        # forking a process that runs gRPC's threads is not safe.
+        self._engine.snapshot_background = False
+        info = self._engine.snapshot()  # FailedPrecondition in memory
         return admin_pb2.SnapshotResponse(
             path=str(getattr(info, "path", "") or getattr(info, "directory", "")),
             wal_seq=int(getattr(info, "wal_seq", 0) or 0),
