@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 SEGMENT = "bench_reference"
 LIVE_WINDOW_S = 60
@@ -222,7 +223,7 @@ def ingest(
     typed = _typed_requests(typed_part, batch_rows)
     arrow = _arrow_requests(arrow_part, batch_rows)
     say("ingest: streaming typed EventBatch messages")
-    out = {"typed": stream_rate(client, token, typed, half)}
+    out: dict[str, Any] = {"typed": stream_rate(client, token, typed, half)}
     say("ingest: streaming Arrow IPC batches")
     out["arrow"] = stream_rate(client, token, arrow, arrow_part.num_rows)
     out["batch_rows"] = batch_rows

@@ -80,16 +80,12 @@ def test_eventscan_count_window(benchmark, w: World, view_index) -> None:
     n = w.engine.store.n_contacts
     scratch = thread_scratch()
     scratch.ensure(n, False)
+    rule = eventscan.CountRange(2)
 
     def scan():
-        words = np.zeros((n + 63) // 64, dtype=np.uint64)
-        no = np.zeros_like(words)
-        eventscan.count_matches(
-            log.cid, log.ts, r0, r1, None, [], None, None, None, None, 0,
-            2, 2**64 - 1, False, 0.0, 0.0,
-            scratch.counts[:n], scratch.sums, scratch.touched[:n], words, no,
-        )  # fmt: skip
-        return int(np.bitwise_count(words).sum())
+        params = eventscan.EventScanParams(log.cid, log.ts, r0, r1)
+        got = eventscan.count_matches(params, rule, scratch, n)
+        return int(np.bitwise_count(got.yes).sum())
 
     got = benchmark(scan)
     counts = np.bincount(log.cid[r0:r1], minlength=n)

@@ -255,6 +255,8 @@ class CategoryColumn:
     def _update_bitmaps(self, cids, old_codes, new_codes) -> None:
         """Move each changed contact between value bitmaps: one BitMap call per value."""
         bms = self._bitmaps
+        if bms is None:
+            return  # no bitmaps built yet: bitmaps() builds them from the codes
         while len(bms) < len(self.dictionary):
             bms.append(BitMap())
         cids = cids.astype(np.uint32)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -48,7 +48,7 @@ Query = str | dict | Prepared
 # raising stops the save (see Engine.create_segment).
 Respond = Callable[[SavedSegment, "int | None"], None]
 RESULT_CACHE_SIZE = 64  # evaluated segments kept until the next write
-Source = str | Path | pa.Table | pa.RecordBatch | list
+Source: TypeAlias = str | Path | pa.Table | pa.RecordBatch | list
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ class Engine:
                 self.events_sequence = max(self.events_sequence, m.ack["sequence"])
         key = getattr(m, "idempotency_key", None)
         if key is not None:
-            self.idempotency.put(key, m.ack or {}, self._last_seq())
+            self.idempotency.put(key, getattr(m, "ack", None) or {}, self._last_seq())
 
     def _last_seq(self) -> int:
         return self._wal.last_seq if self._wal is not None else 0
@@ -426,6 +426,7 @@ class Engine:
         t0: float,
     ) -> LoadReport:
         wal = self._wal
+        assert wal is not None, "a durable bulk load needs the write-ahead log"
         load_id = uuid.uuid4().hex
         total = 0
         with self._bulk:  # a snapshot cannot cut a load's chunks from its commit

@@ -20,8 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -241,7 +243,7 @@ def _blocks(n: int):
     return ((lo, min(lo + _BLOCK, n)) for lo in range(0, n, _BLOCK))
 
 
-def _cdf(weights: np.ndarray) -> np.ndarray:
+def _cdf(weights: npt.ArrayLike) -> np.ndarray:
     cum = np.cumsum(np.asarray(weights, dtype=np.float64))
     return cum / cum[-1]
 
@@ -375,12 +377,12 @@ def _items(rng: np.random.Generator, m: int) -> tuple[pa.Table, np.ndarray, np.n
     brand_vocab = sorted({b for spec in _CATALOG_SPEC for b in _words(spec[3])})
     brand = np.zeros(m, dtype=np.int32)
     base_price = np.zeros(m)
-    for t, (_, _, price, brand_text, _) in enumerate(_CATALOG_SPEC):  # ~9 tops
+    for t, (_, _, top_price, brand_text, _) in enumerate(_CATALOG_SPEC):  # ~9 tops
         brands = _words(brand_text)
         sel = np.flatnonzero(top == t)
         pick = _draw(rng, _zipf_cdf(len(brands), 1.2), len(sel))
         brand[sel] = np.asarray([brand_vocab.index(b) for b in brands])[pick]
-        base_price[sel] = price
+        base_price[sel] = top_price
     has_brand = rng.random(m) >= 0.03
     price = np.maximum(np.round(base_price * rng.lognormal(0.0, 0.6, m)) - 0.01, 0.99)
     colour = _draw(rng, _zipf_cdf(len(COLOURS), 0.8), m)
@@ -646,10 +648,13 @@ class _EventContext:
     item_ids: pa.Array
     price: np.ndarray
 
-    def column(self, name: str, key: np.ndarray, src: dict) -> pa.Array:
+    def column(self, name: str, key: np.ndarray | None, src: dict) -> pa.Array:
         """Events column ``name`` for the rows of ``key`` (sorted keys, a slice);
-        ``src`` maps a source name to its values for those rows."""
+        ``src`` maps a source name to its values for those rows (only "ts" reads
+        ``key``; the other columns come from ``src``)."""
         if name == "ts":
+            if key is None:
+                raise ValueError("the ts column is computed from the row keys")
             ts = key // max(self.n_rows, 1) + self.window_start_s
             return pa.array(ts, type=pa.timestamp("s", tz="UTC"))
         if name == "customer_id":
@@ -662,7 +667,8 @@ class _EventContext:
         if name == "amount":
             qty = src["qty"]
             return pa.array(np.round(self.price[src["item"]] * qty, 2), mask=qty == 0)
-        kind, aux = src["kind"], src.get("aux")
+        kind = src["kind"]
+        aux: Any = src.get("aux")  # present for the columns that read it
         if name == "order_id":
             return _format_ids("o", np.maximum(aux, 0), 9, kind == ORDER)
         if name == "phrase":

@@ -9,6 +9,7 @@ An error raised while validating input guarantees that nothing was applied.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
 QUOTE_LIMIT = 200  # characters of user input an error message quotes at most
 
@@ -101,7 +102,7 @@ class InvalidInput(SegdError):
         *,
         row: int | None = None,
         column: str | None = None,
-    ) -> InvalidInput:
+    ) -> Self:
         """One violation, with the message ``"<where>: <message>"``."""
         v = Violation(where, message, row, column)
         return cls(str(v), [v], row=row, column=column, reason=message)
@@ -172,7 +173,9 @@ class DslSyntaxError(InvalidInput):
         where = f"line {line}:{column}"
         super().__init__(f"{where}: {message}", [Violation(where, message)])
         self.line = line
-        self.column = column
+        # A 1-based character column here, where InvalidInput.column names a table
+        # column: the DSL error keeps its documented meaning.
+        self.column = column  # type: ignore[assignment]
         self.text = text
         self.reason = message
 

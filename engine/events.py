@@ -106,11 +106,11 @@ class EventLog:
         """
         with self._ci_lock:
             tail = self.n - self._ci_limit
-            stale = self._ci is None or tail > max(65_536, self.n // 8)
-            if stale:
-                self._ci = contactindex.build(self.cid, n_contacts)
+            ci = self._ci
+            if ci is None or tail > max(65_536, self.n // 8):
+                ci = self._ci = contactindex.build(self.cid, n_contacts)
                 self._ci_limit = self.n
-            offsets, rows = self._ci
+            offsets, rows = ci
             return offsets, rows, self._ci_limit
 
     def index_nbytes(self) -> int:

@@ -238,10 +238,10 @@ def _check_text_values(arr, name: str, kind: str, *, required: bool) -> None:
             kind, "required value is NULL", row=row, column=name
         )
     if name in ID_COLUMNS:
-        row = _first_empty(arr)
-        if row is not None:
+        empty = _first_empty(arr)
+        if empty is not None:
             raise InvalidInput.in_batch(
-                kind, f"{name} must not be empty", row=row, column=name
+                kind, f"{name} must not be empty", row=empty, column=name
             )
 
 

@@ -245,7 +245,7 @@ def check_thresholds(
                 here,
                 f"expected scale - 1 = {scale - 1} cut points, got {len(cuts)}",
             )
-        values = []
+        values: list[int | float] = []
         for i, c in enumerate(cuts):
             if isinstance(c, bool) or not isinstance(c, int | float):
                 raise InvalidInput.at(f"{here}[{i}]", f"expected a number, got {c!r}")
@@ -609,6 +609,7 @@ class RfmResult:
                     "segment": self.segment,
                     "code": self.code if kind == "code" else None,
                 }[kind]
+                assert values is not None  # "code" is only looked up for kind code
                 none = NO_SEGMENT if kind == "segment" else 0
                 hit = self._bitmaps[kind] = _group_bitmaps(values, none)
             return hit
@@ -668,9 +669,11 @@ class RfmResult:
             recency_days=np.full(n, -1, dtype=np.int32),
             frequency=np.zeros(n, dtype=np.uint32),
             monetary=np.zeros(n, dtype=np.float64),
+            r=arrays["r"],
+            f=arrays["f"],
+            m=arrays["m"],
             segment=segment,
             orders_all=(segment != NO_SEGMENT).astype(np.uint32),
-            **arrays,
         )
 
 

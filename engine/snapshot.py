@@ -250,7 +250,8 @@ class _Writer:
             )
             p.copy_rows_into(mm)
             mm.flush()
-            crc = crc32c.crc32c(mm, crc32c.crc32c(header))
+            # numpy declares the buffer protocol to typing only on Python 3.12+
+            crc = crc32c.crc32c(mm, crc32c.crc32c(header))  # type: ignore[arg-type]
             del mm
         except BaseException:
             f.close()
@@ -441,7 +442,7 @@ def _child(engine, tmp: Path, seq: int, created_ns: int, metadata: dict, wfd: in
     try:
         try:
             total = _write_files(engine, tmp, seq, created_ns, metadata)
-            report = {"ok": True, "bytes": total}
+            report: dict[str, Any] = {"ok": True, "bytes": total}
             code = 0
         except BaseException as exc:  # noqa: BLE001 (reported to the parent)
             report = {

@@ -147,7 +147,6 @@ cdef void _write_from_words(const word_t* words, int64_t n_words,
     """Portable serialization of the bitset, given _chunk_cards' cardinalities."""
     cdef int64_t c, lo, hi, t = 0, m, j
     cdef int64_t pos = 8 + 8 * k                     # first container byte
-    cdef uint16_t* arr
     cdef uint32_t vals[ARRAY_MAX]
     segd_put32(out, COOKIE_NO_RUN)
     segd_put32(out + 4, <uint32_t>k)

@@ -9,6 +9,9 @@ candidate contacts — the evaluator picks the second when an earlier AND operan
 left few contacts (the "choose by selectivity" of the plan).
 
 Results are written into a dense bitset (OUT); ``segd.native.bitset`` turns it into a BitMap.
+The optional inputs (a validity mask, candidate contacts) are keyword-only, so a call site
+reads ``interval_scan(values, lo, hi, out, valid=v, candidates=c)``. The ``def`` functions
+check shapes and bounds; the ``cdef ... nogil`` kernels compute without bounds checks.
 """
 
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t
@@ -37,7 +40,7 @@ cdef inline bint _in_intervals(double v, const double* lo, const double* hi,
     return hit
 
 
-def _check_candidates(const cid_t[::1] cand, Py_ssize_t n):
+cdef int _check_candidates(const cid_t[::1] cand, Py_ssize_t n) except -1:
     """Candidates index the columns without bounds checks: all must be < n."""
     cdef Py_ssize_t i
     cdef cid_t top = 0
@@ -47,134 +50,178 @@ def _check_candidates(const cid_t[::1] cand, Py_ssize_t n):
                 top = cand[i]
     if cand.shape[0] and top >= n:
         raise ValueError(f"candidate {top} >= {n} contacts")
+    return 0
 
 
-def _check_out(Py_ssize_t n_values, word_t[::1] out):
+cdef int _check_out(Py_ssize_t n_values, const word_t[::1] out) except -1:
     if out.shape[0] * 64 < n_values:
         raise ValueError(f"output bitset holds {out.shape[0] * 64} bits, need {n_values}")
+    return 0
 
 
-def interval_scan(const value_t[::1] values, object valid, const double[::1] lo,
-                  const double[::1] hi, object candidates, word_t[::1] out):
+cdef int _check_intervals(const double[::1] lo, const double[::1] hi) except -1:
+    if hi.shape[0] != lo.shape[0]:
+        raise ValueError(f"lo/hi length mismatch: {lo.shape[0]} != {hi.shape[0]}")
+    return 0
+
+
+cdef void _interval_kernel(const value_t* values, Py_ssize_t n, const uint8_t* ok,
+                           const double* lo, const double* hi, Py_ssize_t n_iv,
+                           const cid_t* cand, Py_ssize_t n_cand,
+                           word_t* out) noexcept nogil:
+    cdef Py_ssize_t i, w
+    cdef cid_t c
+    cdef word_t word
+    cdef double lo0 = lo[0], hi0 = hi[0], x
+    if cand != NULL:
+        for i in range(n_cand):
+            c = cand[i]
+            if ok != NULL and not ok[c]:
+                continue
+            if _in_intervals(<double> values[c], lo, hi, n_iv):
+                _bit_set(out, c)
+        return
+    # A whole word per 64 contacts, built in a register: setting bits one by one in
+    # memory chains each store on the previous (5x slower at 10M).
+    for w in range(0, n, 64):
+        word = 0
+        if ok != NULL:
+            for i in range(w, min(w + 64, n)):
+                word |= (<word_t> (ok[i] != 0 and _in_intervals(
+                    <double> values[i], lo, hi, n_iv))) << (i - w)
+        elif n_iv == 1:  # the common case, with the bounds in registers
+            for i in range(w, min(w + 64, n)):
+                x = <double> values[i]
+                word |= (<word_t> ((x >= lo0) & (x <= hi0))) << (i - w)
+        else:
+            for i in range(w, min(w + 64, n)):
+                word |= (<word_t> _in_intervals(<double> values[i], lo, hi, n_iv)) << (i - w)
+        out[w >> 6] |= word
+
+
+def interval_scan(const value_t[::1] values, const double[::1] lo, const double[::1] hi,
+                  word_t[::1] out, *, valid=None, candidates=None):
     """Set bit c of `out` (INOUT) where valid[c] and values[c] lies in some [lo[k], hi[k]].
 
     `valid` is None (no NULLs: every value counts) or a uint8 array; `candidates` is None
     (scan every contact) or sorted uint32 contact ids (look only at those). NaN matches
     nothing. Values are compared as float64: exact for integers below 2**53.
     """
-    cdef Py_ssize_t n = values.shape[0], i, n_iv = lo.shape[0]
+    cdef Py_ssize_t n = values.shape[0], n_iv = lo.shape[0]
     cdef const uint8_t[::1] ok
     cdef const cid_t[::1] cand
-    cdef bint has_valid = valid is not None, has_cand = candidates is not None
-    cdef cid_t c
-    cdef Py_ssize_t w
-    cdef word_t word
-    if hi.shape[0] != n_iv:
-        raise ValueError("lo/hi length mismatch")
+    cdef const uint8_t* ok_p = NULL
+    cdef const cid_t* cand_p = NULL
+    cdef Py_ssize_t n_cand = 0
+    _check_intervals(lo, hi)
     _check_out(n, out)
-    if has_valid:
+    if valid is not None:
         ok = valid
         if ok.shape[0] < n:
-            raise ValueError("validity shorter than values")
-    if n == 0 or n_iv == 0:
-        return
-    if has_cand:
+            raise ValueError(f"validity of {ok.shape[0]} entries is shorter than the "
+                             f"{n} values")
+        if n:
+            ok_p = &ok[0]
+    if candidates is not None:
         cand = candidates
         _check_candidates(cand, n)
-    cdef double lo0 = lo[0], hi0 = hi[0], x
+        n_cand = cand.shape[0]
+        if n_cand == 0:
+            return
+        cand_p = &cand[0]
+    if n == 0 or n_iv == 0:
+        return
     with nogil:
-        if has_cand:
-            for i in range(cand.shape[0]):
-                c = cand[i]
-                if has_valid and not ok[c]:
-                    continue
-                if _in_intervals(<double> values[c], &lo[0], &hi[0], n_iv):
-                    _bit_set(&out[0], c)
-        else:
-            # A whole word per 64 contacts, built in a register: setting bits one by
-            # one in memory chains each store on the previous (5x slower at 10M).
-            for w in range(0, n, 64):
-                word = 0
-                if has_valid:
-                    for i in range(w, min(w + 64, n)):
-                        word |= (<word_t> (ok[i] != 0 and _in_intervals(
-                            <double> values[i], &lo[0], &hi[0], n_iv))) << (i - w)
-                elif n_iv == 1:  # the common case, with the bounds in registers
-                    for i in range(w, min(w + 64, n)):
-                        x = <double> values[i]
-                        word |= (<word_t> ((x >= lo0) & (x <= hi0))) << (i - w)
-                else:
-                    for i in range(w, min(w + 64, n)):
-                        word |= (<word_t> _in_intervals(
-                            <double> values[i], &lo[0], &hi[0], n_iv)) << (i - w)
-                out[w >> 6] |= word
+        _interval_kernel(&values[0], n, ok_p, &lo[0], &hi[0], n_iv, cand_p, n_cand,
+                         &out[0])
+
+
+cdef void _ratio_kernel(const double* num, const uint32_t* den, Py_ssize_t n,
+                        const double* lo, const double* hi, Py_ssize_t n_iv,
+                        const cid_t* cand, Py_ssize_t n_cand, word_t* out) noexcept nogil:
+    cdef Py_ssize_t i, w
+    cdef cid_t c
+    cdef word_t word
+    if cand != NULL:
+        for i in range(n_cand):
+            c = cand[i]
+            if den[c] and _in_intervals(num[c] / den[c], lo, hi, n_iv):
+                _bit_set(out, c)
+        return
+    for w in range(0, n, 64):
+        word = 0
+        for i in range(w, min(w + 64, n)):
+            if den[i] and _in_intervals(num[i] / den[i], lo, hi, n_iv):
+                word |= (<word_t> 1) << (i - w)
+        out[w >> 6] |= word
 
 
 def ratio_interval_scan(const double[::1] num, const uint32_t[::1] den,
-                        const double[::1] lo, const double[::1] hi,
-                        object candidates, word_t[::1] out):
+                        const double[::1] lo, const double[::1] hi, word_t[::1] out, *,
+                        candidates=None):
     """Like interval_scan on num[c] / den[c]; den[c] == 0 is NULL (average order value)."""
-    cdef Py_ssize_t n = num.shape[0], i, n_iv = lo.shape[0]
+    cdef Py_ssize_t n = num.shape[0], n_iv = lo.shape[0], n_cand = 0
     cdef const cid_t[::1] cand
-    cdef bint has_cand = candidates is not None
-    cdef cid_t c
-    cdef Py_ssize_t w
-    cdef word_t word
-    if den.shape[0] < n or hi.shape[0] != n_iv:
-        raise ValueError("num/den/lo/hi shape mismatch")
+    cdef const cid_t* cand_p = NULL
+    if den.shape[0] < n:
+        raise ValueError(f"den of {den.shape[0]} entries is shorter than num of {n}")
+    _check_intervals(lo, hi)
     _check_out(n, out)
-    if n == 0 or n_iv == 0:
-        return
-    if has_cand:
+    if candidates is not None:
         cand = candidates
         _check_candidates(cand, n)
+        n_cand = cand.shape[0]
+        if n_cand == 0:
+            return
+        cand_p = &cand[0]
+    if n == 0 or n_iv == 0:
+        return
     with nogil:
-        if has_cand:
-            for i in range(cand.shape[0]):
-                c = cand[i]
-                if den[c] and _in_intervals(num[c] / den[c], &lo[0], &hi[0], n_iv):
-                    _bit_set(&out[0], c)
-        else:
-            for w in range(0, n, 64):
-                word = 0
-                for i in range(w, min(w + 64, n)):
-                    if den[i] and _in_intervals(num[i] / den[i], &lo[0], &hi[0], n_iv):
-                        word |= (<word_t> 1) << (i - w)
-                out[w >> 6] |= word
+        _ratio_kernel(&num[0], &den[0], n, &lo[0], &hi[0], n_iv, cand_p, n_cand, &out[0])
 
 
-def code_mask_scan(const code_t[::1] codes, const uint8_t[::1] mask, object candidates,
-                   word_t[::1] out):
+cdef void _code_mask_kernel(const code_t* codes, Py_ssize_t n, const uint8_t* mask,
+                            Py_ssize_t m, const cid_t* cand, Py_ssize_t n_cand,
+                            word_t* out) noexcept nogil:
+    cdef Py_ssize_t i, w
+    cdef cid_t c
+    cdef word_t word
+    cdef code_t k
+    if cand != NULL:
+        for i in range(n_cand):
+            c = cand[i]
+            k = codes[c]
+            if k != NO_CODE and k < m and mask[k]:
+                _bit_set(out, c)
+        return
+    for w in range(0, n, 64):
+        word = 0
+        for i in range(w, min(w + 64, n)):
+            k = codes[i]
+            if k != NO_CODE and k < m and mask[k]:
+                word |= (<word_t> 1) << (i - w)
+        out[w >> 6] |= word
+
+
+def code_mask_scan(const code_t[::1] codes, const uint8_t[::1] mask, word_t[::1] out, *,
+                   candidates=None):
     """Set bit c of `out` (INOUT) where codes[c] is not NULL and mask[codes[c]] != 0.
 
     For dictionary columns without per-value bitmaps (high cardinality: emails, phones) and
     for `prefix` / `contains`, whose matching codes are found in the (small) dictionary.
     """
-    cdef Py_ssize_t n = codes.shape[0], i, m = mask.shape[0]
+    cdef Py_ssize_t n = codes.shape[0], m = mask.shape[0], n_cand = 0
     cdef const cid_t[::1] cand
-    cdef bint has_cand = candidates is not None
-    cdef cid_t c
-    cdef Py_ssize_t w
-    cdef word_t word
-    cdef code_t k
+    cdef const cid_t* cand_p = NULL
     _check_out(n, out)
-    if n == 0 or m == 0:
-        return
-    if has_cand:
+    if candidates is not None:
         cand = candidates
         _check_candidates(cand, n)
+        n_cand = cand.shape[0]
+        if n_cand == 0:
+            return
+        cand_p = &cand[0]
+    if n == 0 or m == 0:
+        return
     with nogil:
-        if has_cand:
-            for i in range(cand.shape[0]):
-                c = cand[i]
-                k = codes[c]
-                if k != NO_CODE and k < m and mask[k]:
-                    _bit_set(&out[0], c)
-        else:
-            for w in range(0, n, 64):
-                word = 0
-                for i in range(w, min(w + 64, n)):
-                    k = codes[i]
-                    if k != NO_CODE and k < m and mask[k]:
-                        word |= (<word_t> 1) << (i - w)
-                out[w >> 6] |= word
+        _code_mask_kernel(&codes[0], n, &mask[0], m, cand_p, n_cand, &out[0])

@@ -6,13 +6,20 @@ whole time window ``[r0, r1)`` of the log, or the rows gathered from the posting
 selective filter — and compiles the other filters to per-code masks; these kernels then run
 without the GIL and without a Python object per row.
 
-Scratch arrays (``counts``, ``sums``, ``touched``) are sized to the number of contacts and
-owned by the caller (one set per thread); they are all-zero on entry and left all-zero on
-exit, so a query costs O(rows matched), never O(contacts).
+The API takes a few typed objects instead of a long positional list (sklearn's ``_libs``
+split: the ``def`` layer validates, the ``cdef ... nogil`` kernels compute):
+
+- `EventScanParams`: which rows match (log columns, window, source rows, filters,
+  candidates, "then no" keys), validated once when built;
+- `CountRange`: which contacts qualify from their matching events (count, sum);
+- `ScanScratch`: per-thread per-contact counters, all-zero on entry and left all-zero on
+  exit, so a query costs O(rows matched), never O(contacts);
+- `count_matches(scan, rule, scratch, n_contacts) -> CountResult`, and `collect_rows` /
+  `collect_keys(scan)` for explain and for "then no".
 """
 
 from libc.math cimport isnan
-from libc.stdint cimport UINT32_MAX, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
 
 import numpy as np
@@ -93,73 +100,268 @@ cdef inline bint _row_matches(const Match* m, Py_ssize_t r) noexcept nogil:
     return True
 
 
-cdef int _prepare(Match* m, const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0,
-                  Py_ssize_t r1, list code_filters, object row_mask, object amount,
-                  object candidates, object then_keys, uint64_t within_s,
-                  int64_t only_cid) except -1:
-    """Fill `m` from Python arguments, validating shapes while we hold the GIL."""
-    cdef const code_t[::1] col
-    cdef const uint8_t[::1] mask
-    cdef const uint8_t[::1] rmask
-    cdef const double[::1] amt
-    cdef const word_t[::1] cand
-    cdef const uint64_t[::1] keys
-    cdef Py_ssize_t n = cid.shape[0]
-    if ts.shape[0] != n:
-        raise ValueError(f"cid/ts length mismatch: {n} != {ts.shape[0]}")
-    if not (0 <= r0 <= r1 <= n):
-        raise ValueError(f"window [{r0}, {r1}) outside the log of {n} rows")
-    if len(code_filters) > MAX_CODE_FILTERS:
-        raise ValueError(f"at most {MAX_CODE_FILTERS} code filters per event condition")
-    m.cid = &cid[0] if n else NULL
-    m.ts = &ts[0] if n else NULL
-    m.r0 = r0
-    m.r1 = r1
-    m.n_filters = 0
-    for col_obj, mask_obj in code_filters:
-        col = col_obj
-        mask = mask_obj
-        if col.shape[0] < r1:
-            raise ValueError("a filter column is shorter than the window")
-        m.cols[m.n_filters] = &col[0] if col.shape[0] else NULL
-        m.masks[m.n_filters] = &mask[0] if mask.shape[0] else NULL
-        m.mask_len[m.n_filters] = mask.shape[0]
-        m.n_filters += 1
-    m.row_mask = NULL
-    if row_mask is not None:
-        rmask = row_mask
-        if rmask.shape[0] != r1 - r0:
-            raise ValueError(f"row_mask has {rmask.shape[0]} entries, window {r1 - r0}")
-        if rmask.shape[0]:
-            m.row_mask = &rmask[0]
-    m.amount = NULL
-    if amount is not None:
-        amt = amount
-        if amt.shape[0] < r1:
-            raise ValueError("amount column is shorter than the window")
-        if amt.shape[0]:
-            m.amount = &amt[0]
-    m.candidates = NULL
-    m.n_candidate_words = 0
-    if candidates is not None:
-        cand = candidates
-        m.n_candidate_words = cand.shape[0]
-        if cand.shape[0]:
-            m.candidates = &cand[0]
-        else:
-            m.candidates = <const word_t*> &m.n_candidate_words  # empty set: never a match
-    m.then_keys = NULL
-    m.then_bits = NULL
-    m.n_then_words = 0
-    m.n_then = 0
-    m.within_s = within_s
-    if then_keys is not None:
-        keys = then_keys
-        m.n_then = keys.shape[0]
-        if keys.shape[0]:
-            m.then_keys = &keys[0]
-    m.only_cid = only_cid
-    return 0
+cdef class EventScanParams:
+    """Which rows of one event log an event condition looks at, validated once.
+
+    Built by the engine for each (condition, window) and handed to `count_matches`,
+    `collect_rows` or `collect_keys`. The constructor checks every shape and bound while
+    it holds the GIL (window inside the log, filter columns cover the window, source rows
+    inside the window, "then no" keys sorted) and keeps the arrays alive; the kernels
+    then read raw pointers without bounds checks.
+
+    - ``cid``, ``ts``: the log's contact and time columns (equal length).
+    - ``r0``, ``r1``: the time window as rows ``[r0, r1)`` of the log.
+    - ``source_rows``: None (every row of the window) or row numbers inside the window,
+      in any order (a gather of postings, or the candidates' own rows).
+    - ``code_filters``: up to 16 ``(codes, mask)`` pairs: a row passes when ``codes[r]``
+      is not NULL and ``mask[codes[r]] != 0`` (codes past the mask fail).
+    - ``row_mask``: None or a uint8 verdict per row of the window (relative to ``r0``).
+    - ``amount``: None or the amount column (summed when the `CountRange` asks).
+    - ``candidates``: None (every contact) or a bitset of the contacts to look at.
+    - ``then_keys``, ``within_s``: None or sorted ``cid << 32 | ts`` keys of "then no"
+      events; an event at t is dropped when its contact has a key in ``[t, t + within_s)``.
+    - ``only_contact``: None or the single contact to look at (explain).
+    - ``distinct_codes``: None or a code column of the log (e.g. ``order_id``) covering
+      the window: `count_matches` then counts a contact's distinct codes among its
+      matching rows, a row without a code (NULL) counting on its own, so two lines of one
+      order are one order.
+    """
+
+    cdef Match m
+    cdef const row_t[::1] _src
+    cdef bint _have_src
+    cdef list _filters            # memoryviews behind m.cols / m.masks
+    cdef const cid_t[::1] _cid
+    cdef const sec_t[::1] _ts
+    cdef const uint8_t[::1] _row_mask
+    cdef const double[::1] _amount
+    cdef const word_t[::1] _candidates
+    cdef const uint64_t[::1] _then_keys
+    cdef object _then_words       # bitset of the contacts that have a "then no" key
+    cdef const code_t[::1] _distinct
+    cdef bint _have_distinct
+
+    def __init__(self, const cid_t[::1] cid not None, const sec_t[::1] ts not None,
+                 Py_ssize_t r0, Py_ssize_t r1, *, source_rows=None, code_filters=(),
+                 row_mask=None, amount=None, candidates=None, then_keys=None,
+                 uint64_t within_s=0, only_contact=None, distinct_codes=None):
+        cdef Match* m = &self.m
+        cdef const code_t[::1] col
+        cdef const uint8_t[::1] mask
+        cdef Py_ssize_t n = cid.shape[0]
+        if ts.shape[0] != n:
+            raise ValueError(f"cid/ts length mismatch: {n} != {ts.shape[0]}")
+        if not (0 <= r0 <= r1 <= n):
+            raise ValueError(f"window [{r0}, {r1}) outside the log of {n} rows")
+        self._cid = cid
+        self._ts = ts
+        m.cid = &cid[0] if n else NULL
+        m.ts = &ts[0] if n else NULL
+        m.r0 = r0
+        m.r1 = r1
+
+        self._have_src = source_rows is not None
+        if self._have_src:
+            self._src = source_rows
+            _check_rows(self._src, r0, r1)
+
+        code_filters = list(code_filters)
+        if len(code_filters) > MAX_CODE_FILTERS:
+            raise ValueError(f"at most {MAX_CODE_FILTERS} code filters per event condition")
+        self._filters = []
+        m.n_filters = 0
+        for k, (col_obj, mask_obj) in enumerate(code_filters):
+            col = col_obj
+            mask = mask_obj
+            if col.shape[0] < r1:
+                raise ValueError(
+                    f"code filter {k}: column of {col.shape[0]} rows is shorter than "
+                    f"the window end {r1}")
+            self._filters.append((col, mask))
+            m.cols[m.n_filters] = &col[0] if col.shape[0] else NULL
+            m.masks[m.n_filters] = &mask[0] if mask.shape[0] else NULL
+            m.mask_len[m.n_filters] = mask.shape[0]
+            m.n_filters += 1
+
+        m.row_mask = NULL
+        if row_mask is not None:
+            self._row_mask = row_mask
+            if self._row_mask.shape[0] != r1 - r0:
+                raise ValueError(f"row_mask has {self._row_mask.shape[0]} entries, "
+                                 f"window {r1 - r0}")
+            if self._row_mask.shape[0]:
+                m.row_mask = &self._row_mask[0]
+
+        m.amount = NULL
+        if amount is not None:
+            self._amount = amount
+            if self._amount.shape[0] < r1:
+                raise ValueError(f"amount column of {self._amount.shape[0]} rows is "
+                                 f"shorter than the window end {r1}")
+            if self._amount.shape[0]:
+                m.amount = &self._amount[0]
+
+        m.candidates = NULL
+        m.n_candidate_words = 0
+        if candidates is not None:
+            self._candidates = candidates
+            m.n_candidate_words = self._candidates.shape[0]
+            if m.n_candidate_words:
+                m.candidates = &self._candidates[0]
+            else:  # an empty set: never a match (any non-NULL pointer, zero words)
+                m.candidates = <const word_t*> &m.n_candidate_words
+
+        m.then_keys = NULL
+        m.then_bits = NULL
+        m.n_then_words = 0
+        m.n_then = 0
+        m.within_s = within_s
+        if then_keys is not None:
+            self._then_keys = then_keys
+            m.n_then = self._then_keys.shape[0]
+            if m.n_then:
+                _check_sorted(self._then_keys)
+                m.then_keys = &self._then_keys[0]
+                self._build_then_bits()
+
+        m.only_cid = -1
+        if only_contact is not None:
+            if not (0 <= only_contact <= UINT32_MAX):
+                raise ValueError(f"only_contact {only_contact} is not a contact id")
+            m.only_cid = only_contact
+
+        self._have_distinct = distinct_codes is not None
+        if self._have_distinct:
+            self._distinct = distinct_codes
+            if self._distinct.shape[0] < r1:
+                raise ValueError(f"distinct_codes column of {self._distinct.shape[0]} rows "
+                                 f"is shorter than the window end {r1}")
+
+    cdef int _build_then_bits(self) except -1:
+        """Most contacts have no "then no" event at all (orders are rare next to carts):
+        a bit test rejects them before the binary search (10x on the abandoned-cart query)."""
+        cdef Py_ssize_t j
+        cdef cid_t top = <cid_t> (self.m.then_keys[self.m.n_then - 1] >> 32)
+        self._then_words = np.zeros((top >> 6) + 1, dtype=np.uint64)
+        cdef word_t[::1] tw = self._then_words
+        with nogil:
+            for j in range(self.m.n_then):
+                _bit_set(&tw[0], <cid_t> (self.m.then_keys[j] >> 32))
+        self.m.then_bits = &tw[0]
+        self.m.n_then_words = tw.shape[0]
+        return 0
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """The rows ``[r0, r1)`` of the log."""
+        return self.m.r0, self.m.r1
+
+    @property
+    def n_rows(self) -> int:
+        """Rows the kernels visit: the source rows, or the whole window."""
+        return self._src.shape[0] if self._have_src else self.m.r1 - self.m.r0
+
+
+cdef struct Rule:
+    uint64_t count_min
+    uint64_t count_max
+    bint use_sum
+    double sum_min
+    double sum_max
+
+
+cdef class CountRange:
+    """Which contacts qualify, from their matching events: the "count" and "sum" parts.
+
+    A contact with at least one matching event qualifies when its count lies in
+    ``[count_min, count_max]`` and, with a ``sum_range`` ``(lo, hi)``, its sum of the
+    amounts of those events (NaN adds nothing) lies in ``[lo, hi]``.
+    """
+
+    cdef Rule r
+
+    def __init__(self, uint64_t count_min=1, uint64_t count_max=UINT64_MAX, *,
+                 sum_range=None):
+        self.r.count_min = count_min
+        self.r.count_max = count_max
+        self.r.use_sum = sum_range is not None
+        self.r.sum_min, self.r.sum_max = (
+            sum_range if sum_range is not None else (0.0, 0.0))
+        if isnan(self.r.sum_min) or isnan(self.r.sum_max):
+            raise ValueError("sum_range bounds must not be NaN")
+
+    @property
+    def count_min(self) -> int:
+        return self.r.count_min
+
+    @property
+    def count_max(self) -> int:
+        return self.r.count_max
+
+    @property
+    def sum_range(self) -> tuple[float, float] | None:
+        return (self.r.sum_min, self.r.sum_max) if self.r.use_sum else None
+
+
+cdef class ScanScratch:
+    """Per-contact counters of `count_matches`: all-zero between calls.
+
+    One per thread (gRPC workers evaluate concurrently). `ensure` grows it by half at a
+    time; np.zeros maps untouched pages lazily, so a large store pays only for the pages
+    a query counts in.
+    """
+
+    cdef uint32_t[::1] _counts
+    cdef double[::1] _sums
+    cdef cid_t[::1] _touched
+
+    def __init__(self):
+        self._counts = np.zeros(0, dtype=np.uint32)
+        self._touched = np.zeros(0, dtype=np.uint32)
+        self._sums = np.zeros(0, dtype=np.float64)
+
+    def ensure(self, Py_ssize_t n_contacts, bint with_sums=False):
+        """Room for `n_contacts` counters (and sums, `with_sums`)."""
+        cdef Py_ssize_t size
+        if n_contacts < 0:
+            raise ValueError(f"n_contacts must be >= 0, got {n_contacts}")
+        if self._counts.shape[0] < n_contacts:
+            size = max(n_contacts, self._counts.shape[0] + (self._counts.shape[0] >> 1))
+            self._counts = np.zeros(size, dtype=np.uint32)
+            self._touched = np.zeros(size, dtype=np.uint32)
+            self._sums = np.zeros(0, dtype=np.float64)
+        if with_sums and self._sums.shape[0] < self._counts.shape[0]:
+            self._sums = np.zeros(self._counts.shape[0], dtype=np.float64)
+
+    @property
+    def capacity(self) -> int:
+        """Contacts the counters can hold."""
+        return self._counts.shape[0]
+
+    @property
+    def counts(self):
+        """The per-contact counters (a view; zero between calls)."""
+        return np.asarray(self._counts)
+
+    @property
+    def sums(self):
+        """The per-contact sums (a view; zero between calls; empty until needed)."""
+        return np.asarray(self._sums)
+
+
+cdef class CountResult:
+    """What `count_matches` found: contacts split into ``yes`` and ``no`` bitsets.
+
+    ``yes``: contacts with a matching event whose count (and sum) qualify; ``no``:
+    contacts with a matching event that do not qualify. Contacts without any matching
+    event are in neither: the caller decides whether "zero events" qualifies
+    (``count <= 0`` means "did not happen"). ``matched`` events, ``contacts`` touched.
+    """
+
+    cdef readonly object yes
+    cdef readonly object no
+    cdef readonly Py_ssize_t matched
+    cdef readonly Py_ssize_t contacts
 
 
 cdef int _cmp_u64(const void* a, const void* b) noexcept nogil:
@@ -181,177 +383,217 @@ cdef int _check_rows(const row_t[::1] src, Py_ssize_t r0, Py_ssize_t r1) except 
     return 0
 
 
-def count_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_ssize_t r1,
-                  object source_rows, list code_filters, object row_mask, object amount,
-                  object candidates, object then_keys, uint64_t within_s,
-                  uint64_t count_min, uint64_t count_max,
-                  bint use_sum, double sum_min, double sum_max,
-                  uint32_t[::1] counts, double[::1] sums, cid_t[::1] touched,
-                  word_t[::1] yes, word_t[::1] no, object distinct_codes=None):
-    """Count matching events per contact and sort contacts into `yes` and `no` (OUT).
+cdef int _check_sorted(const uint64_t[::1] keys) except -1:
+    """"Then no" keys are binary-searched: they must be ascending."""
+    cdef Py_ssize_t i
+    cdef bint bad = False
+    with nogil:
+        for i in range(1, keys.shape[0]):
+            if keys[i] < keys[i - 1]:
+                bad = True
+                break
+    if bad:
+        raise ValueError(f"then_keys are not sorted at position {i}")
+    return 0
 
-    With `distinct_codes` (a code column of the log, e.g. ``order_id``), a contact's
-    count is the number of distinct codes among its matching rows, a row without a code
-    (NO_CODE) counting on its own: two lines of one order are one order. The matching
-    rows' (cid << 32 | code) keys are sorted once (qsort, no GIL) and counted per run.
 
-    A contact with at least one matching event goes to `yes` when its count lies in
-    [count_min, count_max] and (if `use_sum`) its sum of `amount` in [sum_min, sum_max],
-    else to `no`. Contacts with no matching event go to neither: the caller decides whether
-    "zero events" qualifies (``{"max": 0}`` means did not happen). Rows come from
-    `source_rows` (row numbers inside [r0, r1)) or, when it is None, the whole window.
-    `counts`, `sums` and `touched` are scratch (INOUT, zero on entry and exit).
-    Returns (events matched, contacts touched).
+cdef Py_ssize_t _count_kernel(const Match* m, const row_t* src, Py_ssize_t n_rows,
+                              const Rule* rule, Py_ssize_t n_contacts,
+                              uint32_t* counts, double* sums, cid_t* touched,
+                              word_t* yes, word_t* no, const code_t* dcodes,
+                              uint64_t* dkeys, Py_ssize_t* n_matched,
+                              Py_ssize_t* n_touched_out, cid_t* bad_cid) noexcept nogil:
+    """The count loop: -1 (and `bad_cid`) when a row names a contact >= n_contacts.
+
+    With `dcodes` (the distinct-count column; `dkeys` has room for `n_rows` keys), a
+    matching row with a code adds its amount at once but is counted later: its
+    ``cid << 32 | code`` key is collected, the keys are sorted and each distinct key
+    counts one. A row without a code (NO_CODE) counts on its own.
     """
-    cdef Match m
-    cdef const row_t[::1] src
-    cdef bint have_src = source_rows is not None
-    _prepare(&m, cid, ts, r0, r1, code_filters, row_mask, amount if use_sum else None,
-             candidates, then_keys, within_s, -1)
-    # A type without an amount column sums to 0 (NULL amounts add nothing).
-    cdef Py_ssize_t j
-    then_words = None
-    cdef word_t[::1] tw
-    if m.then_keys != NULL:
-        then_words = np.zeros((counts.shape[0] >> 6) + 1, dtype=np.uint64)
-        tw = then_words
-        with nogil:
-            for j in range(m.n_then):
-                _bit_set(&tw[0], <cid_t> (m.then_keys[j] >> 32))
-        m.then_bits = &tw[0]
-        m.n_then_words = tw.shape[0]
-    if touched.shape[0] < counts.shape[0] or (use_sum and sums.shape[0] < counts.shape[0]):
-        raise ValueError("touched and sums must be as long as counts")
-    if have_src:
-        src = source_rows
-        _check_rows(src, r0, r1)
-    cdef Py_ssize_t n_contacts = counts.shape[0]
-    if cid.shape[0] and r1 > r0:
-        # The largest cid must fit the scratch arrays and the output bitsets.
-        if yes.shape[0] * 64 < n_contacts or no.shape[0] * 64 < n_contacts:
-            raise ValueError("output bitsets are smaller than the contact count")
-    cdef Py_ssize_t i, r, n_rows = src.shape[0] if have_src else r1 - r0
-    cdef Py_ssize_t n_touched = 0, matched = 0, n_keys = 0
-    cdef cid_t c, bad_cid = 0
+    cdef Py_ssize_t i, j, r, n_touched = 0, matched = 0, n_keys = 0
+    cdef cid_t c
     cdef uint32_t k
     cdef code_t code
-    cdef double a, s
-    cdef int rc = 0
-    cdef bint distinct = distinct_codes is not None
-    cdef const code_t[::1] dcol
-    cdef uint64_t[::1] dkeys
     cdef uint64_t key, prev_key = 0
-    if distinct:
-        dcol = distinct_codes
-        if dcol.shape[0] < r1:
-            raise ValueError("distinct_codes is shorter than the window")
-        dkeys = np.empty(max(n_rows, 1), dtype=np.uint64)
-    with nogil:
-        for i in range(n_rows):
-            r = src[i] if have_src else r0 + i
-            if not _row_matches(&m, r):
+    cdef double a, s
+    cdef bint use_sum = rule.use_sum
+    for i in range(n_rows):
+        r = src[i] if src != NULL else m.r0 + i
+        if not _row_matches(m, r):
+            continue
+        c = m.cid[r]
+        if c >= n_contacts:
+            # Reset what we touched so the scratch stays clean for the next query,
+            # including the sums of rows whose code was still waiting to be counted.
+            for j in range(n_touched):
+                counts[touched[j]] = 0
+                if use_sum:
+                    sums[touched[j]] = 0
+            if use_sum:
+                for j in range(n_keys):
+                    sums[<cid_t> (dkeys[j] >> 32)] = 0
+            bad_cid[0] = c
+            return -1
+        if use_sum and m.amount != NULL:  # a type without amounts sums to 0
+            a = m.amount[r]
+            if not isnan(a):
+                sums[c] += a
+        matched += 1
+        if dcodes != NULL:
+            code = dcodes[r]
+            if code != NO_CODE:  # counted below, once per distinct code
+                dkeys[n_keys] = ((<uint64_t> c) << 32) | code
+                n_keys += 1
                 continue
-            c = m.cid[r]
-            if c >= n_contacts:
-                rc = -1
-                bad_cid = c
-                break
-            if use_sum and m.amount != NULL:
-                a = m.amount[r]
-                if not isnan(a):
-                    sums[c] += a
-            matched += 1
-            if distinct:
-                code = dcol[r]
-                if code != NO_CODE:  # counted below, once per distinct code
-                    dkeys[n_keys] = ((<uint64_t> c) << 32) | code
-                    n_keys += 1
-                    continue
+        if counts[c] == 0:
+            touched[n_touched] = c
+            n_touched += 1
+        if counts[c] != UINT32_MAX:
+            counts[c] += 1
+    if n_keys:
+        qsort(dkeys, n_keys, sizeof(uint64_t), _cmp_u64)
+        for i in range(n_keys):
+            key = dkeys[i]
+            if i and key == prev_key:
+                continue
+            prev_key = key
+            c = <cid_t> (key >> 32)
             if counts[c] == 0:
                 touched[n_touched] = c
                 n_touched += 1
             if counts[c] != UINT32_MAX:
                 counts[c] += 1
-        if rc == 0 and n_keys:
-            qsort(&dkeys[0], n_keys, sizeof(uint64_t), _cmp_u64)
-            for i in range(n_keys):
-                key = dkeys[i]
-                if i and key == prev_key:
-                    continue
-                prev_key = key
-                c = <cid_t> (key >> 32)
-                if counts[c] == 0:
-                    touched[n_touched] = c
-                    n_touched += 1
-                if counts[c] != UINT32_MAX:
-                    counts[c] += 1
-        for i in range(n_touched if rc == 0 else 0):
-            c = touched[i]
-            k = counts[c]
-            if k >= count_min and k <= count_max:
-                if use_sum:
-                    s = sums[c]
-                    if s >= sum_min and s <= sum_max:
-                        _bit_set(&yes[0], c)
-                    else:
-                        _bit_set(&no[0], c)
-                    sums[c] = 0
-                else:
-                    _bit_set(&yes[0], c)
-            else:
-                _bit_set(&no[0], c)
-                if use_sum:
-                    sums[c] = 0
-            counts[c] = 0
-    if rc != 0:
-        # Reset what we touched so the scratch stays clean, then report the broken invariant.
-        for i in range(n_touched):
-            counts[touched[i]] = 0
+    for i in range(n_touched):
+        c = touched[i]
+        k = counts[c]
+        if k >= rule.count_min and k <= rule.count_max:
             if use_sum:
-                sums[touched[i]] = 0
-        if use_sum:  # rows whose code was still waiting to be counted
-            for i in range(n_keys):
-                sums[<cid_t> (dkeys[i] >> 32)] = 0
-        raise ValueError(f"event log names contact {bad_cid} but there are only {n_contacts}")
-    return matched, n_touched
-
-
-def collect_matches(const cid_t[::1] cid, const sec_t[::1] ts, Py_ssize_t r0, Py_ssize_t r1,
-                    object source_rows, list code_filters, object row_mask,
-                    object candidates, object then_keys, uint64_t within_s,
-                    int64_t only_cid, bint as_keys):
-    """Matching rows (uint32 row numbers) or, with `as_keys`, sorted (cid << 32 | ts) keys.
-
-    Keys feed the "then no" check of another condition; rows feed explain (`only_cid`).
-    """
-    cdef Match m
-    cdef const row_t[::1] src
-    cdef bint have_src = source_rows is not None
-    _prepare(&m, cid, ts, r0, r1, code_filters, row_mask, None, candidates, then_keys,
-             within_s, only_cid)
-    if have_src:
-        src = source_rows
-        _check_rows(src, r0, r1)
-    cdef Py_ssize_t i, r, n_rows = src.shape[0] if have_src else r1 - r0, n_out = 0
-    out_rows = np.empty(n_rows, dtype=np.uint32)
-    out_keys = np.empty(n_rows if as_keys else 0, dtype=np.uint64)
-    cdef row_t[::1] orows = out_rows
-    cdef uint64_t[::1] okeys = out_keys
-    with nogil:
-        for i in range(n_rows):
-            r = src[i] if have_src else r0 + i
-            if not _row_matches(&m, r):
-                continue
-            if as_keys:
-                okeys[n_out] = ((<uint64_t> m.cid[r]) << 32) | m.ts[r]
+                s = sums[c]
+                if s >= rule.sum_min and s <= rule.sum_max:
+                    _bit_set(yes, c)
+                else:
+                    _bit_set(no, c)
+                sums[c] = 0
             else:
-                orows[n_out] = <row_t> r
-            n_out += 1
+                _bit_set(yes, c)
+        else:
+            _bit_set(no, c)
+            if use_sum:
+                sums[c] = 0
+        counts[c] = 0
+    n_matched[0] = matched
+    n_touched_out[0] = n_touched
+    return 0
+
+
+def count_matches(EventScanParams scan not None, CountRange rule not None,
+                  ScanScratch scratch not None, Py_ssize_t n_contacts):
+    """Count matching events per contact and split the contacts by `rule` (a CountRange).
+
+    `scratch` must hold `n_contacts` counters (and sums when the rule has a sum range);
+    it is left all-zero, so a query costs O(rows matched), never O(contacts). Returns a
+    `CountResult` whose bitsets hold `n_contacts` bits. ValueError when a row names a
+    contact >= `n_contacts` (a broken store invariant), with the scratch left clean.
+    """
+    cdef const Match* m = &scan.m
+    if n_contacts < 0:
+        raise ValueError(f"n_contacts must be >= 0, got {n_contacts}")
+    if scratch._counts.shape[0] < n_contacts:
+        raise ValueError(f"scratch holds {scratch._counts.shape[0]} counters, "
+                         f"need {n_contacts}: call scratch.ensure()")
+    if rule.r.use_sum and scratch._sums.shape[0] < n_contacts:
+        raise ValueError("the rule sums amounts: call scratch.ensure(n, with_sums=True)")
+    yes_arr = np.zeros((n_contacts + 63) >> 6, dtype=np.uint64)
+    no_arr = np.zeros((n_contacts + 63) >> 6, dtype=np.uint64)
+    cdef word_t[::1] yes = yes_arr
+    cdef word_t[::1] no = no_arr
+    cdef Py_ssize_t matched = 0, touched = 0, rc
+    cdef cid_t bad_cid = 0
+    cdef Py_ssize_t n_rows = scan._src.shape[0] if scan._have_src else m.r1 - m.r0
+    cdef const row_t* src = NULL
+    if scan._have_src and n_rows:
+        src = &scan._src[0]
+    # n_contacts == 0 leaves every array empty: the kernel then stops at the first
+    # matching row (it names a contact >= 0) before writing anything.
+    cdef bint some = n_contacts > 0
+    cdef uint32_t* counts = &scratch._counts[0] if some else NULL
+    cdef double* sums = &scratch._sums[0] if some and rule.r.use_sum else NULL
+    cdef cid_t* touched_p = &scratch._touched[0] if some else NULL
+    cdef word_t* yes_p = &yes[0] if some else NULL
+    cdef word_t* no_p = &no[0] if some else NULL
+    # The distinct count collects up to one key per visited row.
+    cdef const code_t* dcodes = NULL
+    cdef uint64_t* dkeys_p = NULL
+    cdef uint64_t[::1] dkeys
+    if scan._have_distinct:
+        dkeys = np.empty(max(n_rows, 1), dtype=np.uint64)
+        dkeys_p = &dkeys[0]
+        if scan._distinct.shape[0]:  # empty only for an empty window: nothing to visit
+            dcodes = &scan._distinct[0]
+    with nogil:
+        rc = _count_kernel(m, src, n_rows, &rule.r, n_contacts, counts, sums, touched_p,
+                           yes_p, no_p, dcodes, dkeys_p, &matched, &touched, &bad_cid)
+    if rc != 0:
+        raise ValueError(f"event log names contact {bad_cid} but there are only {n_contacts}")
+    cdef CountResult result = CountResult.__new__(CountResult)
+    result.yes = yes_arr
+    result.no = no_arr
+    result.matched = matched
+    result.contacts = touched
+    return result
+
+
+cdef Py_ssize_t _collect_kernel(const Match* m, const row_t* src, Py_ssize_t n_rows,
+                                bint as_keys, row_t* out_rows,
+                                uint64_t* out_keys) noexcept nogil:
+    """Matching rows (or their cid << 32 | ts keys) in visiting order; returns how many."""
+    cdef Py_ssize_t i, r, n_out = 0
+    for i in range(n_rows):
+        r = src[i] if src != NULL else m.r0 + i
+        if not _row_matches(m, r):
+            continue
+        if as_keys:
+            out_keys[n_out] = ((<uint64_t> m.cid[r]) << 32) | m.ts[r]
+        else:
+            out_rows[n_out] = <row_t> r
+        n_out += 1
+    return n_out
+
+
+cdef object _collect(EventScanParams scan, bint as_keys):
+    cdef const Match* m = &scan.m
+    cdef Py_ssize_t n_rows = scan._src.shape[0] if scan._have_src else m.r1 - m.r0
+    cdef const row_t* src = NULL
+    if scan._have_src and n_rows:
+        src = &scan._src[0]
+    out = np.empty(n_rows, dtype=np.uint64 if as_keys else np.uint32)
+    if n_rows == 0:
+        return out
+    cdef row_t[::1] orows
+    cdef uint64_t[::1] okeys
+    cdef row_t* prows = NULL
+    cdef uint64_t* pkeys = NULL
     if as_keys:
-        keys = out_keys[:n_out]
-        keys.sort()
-        return keys
-    rows = out_rows[:n_out]
-    if have_src:
-        rows.sort()
-    return rows
+        okeys = out
+        pkeys = &okeys[0]
+    else:
+        orows = out
+        prows = &orows[0]
+    cdef Py_ssize_t n_out
+    with nogil:
+        n_out = _collect_kernel(m, src, n_rows, as_keys, prows, pkeys)
+    out = out[:n_out]
+    if as_keys or scan._have_src:  # a window scan visits rows in order already
+        out.sort()
+    return out
+
+
+def collect_rows(EventScanParams scan not None):
+    """Row numbers (uint32, ascending) of the matching events: explain's evidence."""
+    return _collect(scan, False)
+
+
+def collect_keys(EventScanParams scan not None):
+    """Sorted ``cid << 32 | ts`` keys (uint64) of the matching events: the ``then_keys``
+    of the condition whose "then no" part these events are."""
+    return _collect(scan, True)

@@ -1,6 +1,6 @@
 """Typed face of native/idmap.pyx: external string ids <-> dense uint32 codes."""
 
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -31,3 +31,18 @@ class IdMap:
     def to_arrow(self) -> pa.LargeStringArray: ...  # every string, in code order
     @classmethod
     def from_arrow(cls, arr: Strings) -> Self: ...  # distinct, non-null strings
+    # Snapshots: the map's four arrays and back, without re-hashing.
+    def to_arrays(
+        self, copy: bool = True
+    ) -> dict[
+        str, npt.NDArray[Any]
+    ]: ...  # data uint8, offsets int64, tags / table uint32
+    @classmethod
+    def from_arrays(
+        cls,
+        data: npt.NDArray[np.uint8],
+        offsets: npt.NDArray[np.int64],
+        tags: npt.NDArray[np.uint32],
+        table: npt.NDArray[np.uint32],
+    ) -> Self: ...  # borrows the arrays (e.g. memory-mapped); ValueError when invalid
+    def owns_memory(self) -> bool: ...  # False while an array is still borrowed

@@ -114,7 +114,8 @@ cdef extern from *:
             if (n > 16) return memcmp(a, b, (size_t)n) == 0;
             return segd_rd64(a) == segd_rd64(b) && segd_rd64(a + n - 8) == segd_rd64(b + n - 8);
         }
-        if (n >= 4) return segd_rd32(a) == segd_rd32(b) && segd_rd32(a + n - 4) == segd_rd32(b + n - 4);
+        if (n >= 4)
+            return segd_rd32(a) == segd_rd32(b) && segd_rd32(a + n - 4) == segd_rd32(b + n - 4);
         for (int64_t i = 0; i < n; i++) if (a[i] != b[i]) return 0;
         return 1;
     }
@@ -161,8 +162,9 @@ cdef struct IdMapState:
     uint32_t* table        # hash slots -> code, or EMPTY_SLOT
     uint64_t table_mask    # table capacity - 1 (capacity is a power of two)
     int64_t n              # codes in use
-    uint32_t borrowed      # BORROWED_* bits: arrays that point into memory segd did not
-                           # malloc (a memory-mapped snapshot); never realloc'd or freed
+    # BORROWED_* bits: arrays that point into memory segd did not malloc (a memory-mapped
+    # snapshot); never realloc'd or freed
+    uint32_t borrowed
 
 
 cdef enum:
@@ -557,13 +559,12 @@ cdef class _Chunk:
         return &self.data[0] if self.data.shape[0] > 0 else &_EMPTY_BYTES[0]
 
 
-
 # ================================================================================
 # Snapshot helpers
 # ================================================================================
 
 cdef int64_t _table_invalid(const uint32_t* table, uint64_t slots, int64_t n,
-                           uint8_t* seen) noexcept nogil:
+                            uint8_t* seen) noexcept nogil:
     """-1 when every code 0..n-1 sits in exactly one slot and the other slots are empty,
     else 1. `seen`: n zeroed bytes of scratch."""
     cdef uint64_t i

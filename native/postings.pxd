@@ -6,8 +6,9 @@ from segd.native._types cimport row_t, code_t
 cdef struct RowList:
     row_t* rows          # ascending row numbers (= time order) of events with this code
     uint32_t n           # rows in use
-    uint32_t cap         # rows allocated; 0 with n > 0: `rows` is borrowed from a snapshot
-                         # array (never realloc'd or freed; copied on its first growth)
+    # rows allocated; 0 with n > 0: `rows` is borrowed from a snapshot array (never
+    # realloc'd or freed; copied on its first growth)
+    uint32_t cap
 
 cdef class Postings:
     cdef RowList* lists          # indexed by code; lists[code].rows may be NULL (no events)

@@ -9,8 +9,8 @@ Lists live in C memory (one ``RowList`` per code) because there are ~10^5 of the
 Python objects per list would cost more than the postings of a rare item.
 """
 
-from libc.stdint cimport UINT32_MAX, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdint cimport UINT32_MAX, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
 
 import numpy as np

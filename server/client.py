@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import pyarrow as pa
@@ -41,7 +41,7 @@ from segd.v1 import (
 )
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-TableLike = pa.Table | pa.RecordBatch | Iterable[dict[str, Any]]
+TableLike: TypeAlias = pa.Table | pa.RecordBatch | Iterable[dict[str, Any]]
 
 
 class SegdRpcError(Exception):

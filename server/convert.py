@@ -46,7 +46,7 @@ UTC = dt.UTC
 
 # ---------------------------------------------------------------- values and times
 
-OP_TO_AST = {
+OP_TO_AST: dict[int, str] = {
     common.OPERATOR_EQ: "=",
     common.OPERATOR_NE: "!=",
     common.OPERATOR_LT: "<",

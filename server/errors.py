@@ -60,7 +60,7 @@ ERROR_ID_KEY = "segd-error-id"
 def status_for(exc: BaseException) -> grpc.StatusCode | None:
     """The mapped code of a ``SegdError`` (by its nearest category), else None."""
     for cls in type(exc).__mro__:
-        code = STATUS_BY_CATEGORY.get(cls)  # type: ignore[arg-type]
+        code = STATUS_BY_CATEGORY.get(cls)
         if code is not None:
             return code
     return None
@@ -79,6 +79,7 @@ def abort_with(exc: BaseException, context: grpc.ServicerContext, method: str) -
             grpc.StatusCode.INTERNAL,
             f"internal error (error id {error_id}; the server log has the details)",
         )
+        return  # not reached: abort raises
     message = E.shorten(str(exc) or type(exc).__name__, MAX_MESSAGE_CHARS)
     violations = getattr(exc, "violations", None)
     if violations:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from pyroaring import BitMap
+
 from segd.columns import CategoryColumn, NumericColumn, TagsColumn
 from segd.errors import InvalidQuery, SegmentNotFound, TooComplex
 from segd.results import QueryWarning
@@ -35,7 +37,7 @@ from segd.segments.plan import AndNode, ConstNode, Node, NotNode, OrNode, RefNod
 from segd.store import Store
 
 # name -> (ast, static members or None); provided by the segment registry.
-SegmentLookup = Callable[[str], tuple[dict, object | None]]
+SegmentLookup = Callable[[str], tuple[dict, BitMap | None]]
 
 
 def _join(path: str, key: str) -> str:

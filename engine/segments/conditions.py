@@ -63,6 +63,8 @@ class AttrNode(Node):
 class NumericAttr(AttrNode):
     """int / float / bool / timestamp attribute compared with a value (intervals)."""
 
+    column: NumericColumn
+
     def __init__(self, ast, key, column: NumericColumn, where: str) -> None:
         super().__init__(ast, key)
         self.column = column
@@ -86,7 +88,12 @@ class NumericAttr(AttrNode):
         lies in the intervals."""
         col, n = self.column, ctx.n
         kernels.interval_scan(
-            col.values[:n], col.valid[:n], self.lo, self.hi, cids, words
+            col.values[:n],
+            self.lo,
+            self.hi,
+            words,
+            valid=col.valid[:n],
+            candidates=cids,
         )
 
     def estimate(self, ctx: Context) -> float:
@@ -148,6 +155,8 @@ class AgeAttr(NumericAttr):
 class CategoryAttr(AttrNode):
     """Text attribute: per-value bitmaps when the column has them, else a code scan."""
 
+    column: CategoryColumn
+
     def cost(self, ctx: Context) -> float:
         return 0.2 if self.column.has_bitmaps() else 1.0  # a bitmap AND vs a lookup
 
@@ -194,7 +203,7 @@ class CategoryAttr(AttrNode):
             return got if cand is None else got & cand
 
         def fill(cids, words):
-            kernels.code_mask_scan(col.codes[:n], mask, cids, words)
+            kernels.code_mask_scan(col.codes[:n], mask, words, candidates=cids)
 
         present = _scan(ctx, cand, fill)
         if self.op == "is_null":
@@ -213,6 +222,8 @@ class CategoryAttr(AttrNode):
 
 class TagsAttr(AttrNode):
     """Tag-set attribute: contains_any / contains_all / = (contains) over per-tag bitmaps."""
+
+    column: TagsColumn
 
     def cost(self, ctx: Context) -> float:
         return 0.2
@@ -322,16 +333,21 @@ class AggregateNode(Node):
                 "days_since_last_email_open": agg.last_email_open_s,
             }[self.name][:n]
             lo, hi = self._days_to_ts_intervals()
-            kernels.interval_scan(last, None, lo, hi, cids, words)
+            kernels.interval_scan(last, lo, hi, words, candidates=cids)
         elif self.name == "avg_order_value":
             kernels.ratio_interval_scan(
-                agg.revenue[:n], agg.orders_count[:n], self.lo, self.hi, cids, words
+                agg.revenue[:n],
+                agg.orders_count[:n],
+                self.lo,
+                self.hi,
+                words,
+                candidates=cids,
             )
         else:
             arr = (
                 agg.orders_count[:n] if self.name == "orders_count" else agg.revenue[:n]
             )
-            kernels.interval_scan(arr, None, self.lo, self.hi, cids, words)
+            kernels.interval_scan(arr, self.lo, self.hi, words, candidates=cids)
 
     def estimate(self, ctx: Context) -> float:
         if self.period:

@@ -12,6 +12,7 @@ from pyroaring import BitMap
 
 from segd.errors import DeadlineExceeded
 from segd.native.bitset import bitmap_to_bitset, bitset_to_bitmap
+from segd.native.eventscan import ScanScratch
 from segd.store import Store
 
 if TYPE_CHECKING:
@@ -21,32 +22,11 @@ _local = threading.local()
 SAMPLE_SIZE = 2048  # contacts looked at to estimate a condition's selectivity
 
 
-class Scratch:
-    """Per-thread per-contact arrays for the event kernels (zero between uses).
-
-    One set per thread: gRPC workers evaluate concurrently, each with its own counters.
-    np.zeros maps untouched pages lazily, so a large shard pays only for pages it counts in.
-    """
-
-    def __init__(self) -> None:
-        self.counts = np.zeros(0, dtype=np.uint32)
-        self.touched = np.zeros(0, dtype=np.uint32)
-        self.sums = np.zeros(0, dtype=np.float64)
-
-    def ensure(self, n: int, with_sums: bool) -> None:
-        if len(self.counts) < n:
-            size = max(n, int(len(self.counts) * 1.5))
-            self.counts = np.zeros(size, dtype=np.uint32)
-            self.touched = np.zeros(size, dtype=np.uint32)
-            self.sums = np.zeros(0, dtype=np.float64)
-        if with_sums and len(self.sums) < len(self.counts):
-            self.sums = np.zeros(len(self.counts), dtype=np.float64)
-
-
-def thread_scratch() -> Scratch:
+def thread_scratch() -> ScanScratch:
+    """This thread's counters for the event kernels (gRPC workers evaluate concurrently)."""
     s = getattr(_local, "scratch", None)
     if s is None:
-        s = _local.scratch = Scratch()
+        s = _local.scratch = ScanScratch()
     return s
 
 

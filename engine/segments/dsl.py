@@ -510,7 +510,9 @@ class _Parser:
         token = self.advance()
         unit = _UNITS.get(token.text.lower()) if token.kind == NAME else None
         if unit is None:
-            raise self.error(token, f"a unit (days or hours) after {after}", _UNITS)
+            raise self.error(
+                token, f"a unit (days or hours) after {after}", tuple(_UNITS)
+            )
         return unit
 
     def duration(self, after: str) -> str:

@@ -217,6 +217,11 @@ class EventNode(Node):
             or self.use_sum
             or self.then is not None
         )
+        self.count_range = eventscan.CountRange(
+            self.count_min,
+            self.count_max,
+            sum_range=(self.sum_min, self.sum_max) if self.use_sum else None,
+        )
         zero_sum_ok = not self.use_sum or self.sum_min <= 0 <= self.sum_max
         self.zero_qualifies = self.count_min == 0 and zero_sum_ok
         # The count of an order condition counts orders (distinct order_id), as the
@@ -282,21 +287,18 @@ class EventNode(Node):
         if bound is None:
             return None, within
         source, code_filters, row_mask = bound
-        keys = eventscan.collect_matches(
+        scan = eventscan.EventScanParams(
             log.cid,
             log.ts,
             r0,
             r1,
-            source,
-            code_filters,
-            row_mask,
-            cand_words,
-            None,
-            0,
-            only_cid,
-            True,
+            source_rows=source,
+            code_filters=code_filters,
+            row_mask=row_mask,
+            candidates=cand_words,
+            only_contact=None if only_cid < 0 else only_cid,
         )
-        return keys, within
+        return eventscan.collect_keys(scan), within
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         base = ctx.universe if cand is None else cand
@@ -316,34 +318,25 @@ class EventNode(Node):
         source, code_filters, row_mask = bound
         cand_words = ctx.candidate_words(cand)
         then_keys, within = self._then_keys(ctx, cand, cand_words)
-        scratch = thread_scratch()
-        scratch.ensure(ctx.n, self.use_sum)
-        yes, no = ctx.words(), ctx.words()
         distinct = None if self.distinct_dim is None else log.dim(self.distinct_dim)
-        eventscan.count_matches(
+        scan = eventscan.EventScanParams(
             log.cid,
             log.ts,
             r0,
             r1,
-            source,
-            code_filters,
-            row_mask,
-            log.amount if self.use_sum else None,
-            cand_words,
-            then_keys,
-            within,
-            self.count_min,
-            self.count_max,
-            self.use_sum,
-            self.sum_min,
-            self.sum_max,
-            scratch.counts[: ctx.n],
-            scratch.sums[: ctx.n] if self.use_sum else scratch.sums,
-            scratch.touched[: ctx.n],
-            yes,
-            no,
+            source_rows=source,
+            code_filters=code_filters,
+            row_mask=row_mask,
+            amount=log.amount if self.use_sum else None,
+            candidates=cand_words,
+            then_keys=then_keys,
+            within_s=within,
             distinct_codes=distinct,
         )
+        scratch = thread_scratch()
+        scratch.ensure(ctx.n, self.use_sum)
+        split = eventscan.count_matches(scan, self.count_range, scratch, ctx.n)
+        yes, no = split.yes, split.no
         if self.zero_qualifies:
             return base - ctx.to_bitmap(no)
         got = ctx.to_bitmap(yes)
@@ -351,7 +344,8 @@ class EventNode(Node):
 
     def evidence(self, ctx: Context, cid: int) -> Evidence | None:
         """The contact's events that pass this condition's filters, window and "then no"."""
-        matching, last, total = 0, (), None
+        matching, total = 0, None
+        last: tuple[datetime, ...] = ()
         log = ctx.store.logs.get(self.etype)
         if log is not None:
             r0, r1 = log.window(self.lo_s, self.hi_s)
@@ -360,19 +354,19 @@ class EventNode(Node):
             if bound is not None:
                 source, code_filters, row_mask = bound
                 then_keys, within = self._then_keys(ctx, one, None, cid)
-                rows = eventscan.collect_matches(
-                    log.cid,
-                    log.ts,
-                    r0,
-                    r1,
-                    source,
-                    code_filters,
-                    row_mask,
-                    None,
-                    then_keys,
-                    within,
-                    cid,
-                    False,
+                rows = eventscan.collect_rows(
+                    eventscan.EventScanParams(
+                        log.cid,
+                        log.ts,
+                        r0,
+                        r1,
+                        source_rows=source,
+                        code_filters=code_filters,
+                        row_mask=row_mask,
+                        then_keys=then_keys,
+                        within_s=within,
+                        only_contact=cid,
+                    )
                 )
                 matching = int(len(rows))
                 last = tuple(_utc(t) for t in log.ts[rows][-MAX_SHOWN_TIMES:].tolist())

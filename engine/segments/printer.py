@@ -69,7 +69,8 @@ def _format_child(node: dict, wrap: tuple[str, ...]) -> str:
 
 
 def _format_compare(node: dict) -> str:
-    op, value = node["op"], node.get("value")
+    op = node["op"]
+    value: Any = node.get("value")  # validated: a list for the list operators
     if op in ("is_null", "is_not_null"):
         return OP_SPELLING[op]
     if op == "between":

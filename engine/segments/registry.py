@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 import time
 from dataclasses import dataclass, replace
@@ -77,7 +78,7 @@ class SegmentRegistry:
                 f"got {quoted(name)}",
             )
 
-    def dependents(self, name: str) -> list[str]:
+    def dependents(self, name: str) -> builtins.list[str]:
         """Dynamic segments whose expanded query contains ``name`` (transitively)."""
         users: dict[str, set[str]] = {}
         for seg in self._segments.values():
@@ -198,7 +199,7 @@ class SegmentRegistry:
             )
 
     # -- snapshots (segd.snapshot) -------------------------------------------------------
-    def to_snapshot(self) -> list[dict]:
+    def to_snapshot(self) -> builtins.list[dict]:
         """Every segment as msgpack-able data; static members in roaring's portable
         serialisation."""
         return [
@@ -216,7 +217,7 @@ class SegmentRegistry:
         ]
 
     @classmethod
-    def from_snapshot(cls, data: list[dict]) -> SegmentRegistry:
+    def from_snapshot(cls, data: builtins.list[dict]) -> SegmentRegistry:
         registry = cls()
         for d in data:
             members = d["members"]

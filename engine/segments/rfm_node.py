@@ -64,7 +64,8 @@ class RfmValueNode(Node):
             return [int(s) for s in scores[in_intervals(scores, lo, hi)]]
         if self.field == "code":
             self._check_codes(op, value, where)
-            present = {code_text(k): k for k in res.bitmaps("code")}
+            # The code bitmaps leave out 0 (no code), so every key has a text.
+            present = {t: k for k in res.bitmaps("code") if (t := code_text(k))}
             return [present[t] for t in values_matching(present, op, value)]
         names = res.segments
         self._check_names(op, value, where, names)
@@ -114,9 +115,10 @@ class RfmValueNode(Node):
         return got.copy() if cand is None else got & cand
 
     def describe(self, ctx: Context, cid: int) -> dict:
-        out = super().describe(ctx, cid)
+        # Dead since explain's Node.evidence() replaced Node.describe(): nothing calls it.
+        out = super().describe(ctx, cid)  # type: ignore[misc]
         res = self.result
-        value = None
+        value: str | int | None = None
         if cid < res.n:
             if self.field == "segment":
                 s = int(res.segment[cid])

@@ -41,7 +41,7 @@ class Parser(argparse.ArgumentParser):
 
     streams: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)
 
-    def _print_message(self, message: str, file: TextIO | None = None) -> None:
+    def _print_message(self, message: str, file: object | None = None) -> None:
         if message:
             out, err = Parser.streams
             (err if file is sys.stderr else out).write(message)

@@ -71,9 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _stub(cli: Cli) -> rfm_pb2_grpc.RfmServiceStub:
     client = cli.client
-    stub = getattr(client, "_rfm_stub", None)
+    stub: rfm_pb2_grpc.RfmServiceStub | None = getattr(client, "_rfm_stub", None)
     if stub is None:
-        stub = client._rfm_stub = rfm_pb2_grpc.RfmServiceStub(client._channel)
+        stub = rfm_pb2_grpc.RfmServiceStub(client._channel)
+        setattr(client, "_rfm_stub", stub)  # noqa: B010 (SegdClient has no such slot)
     return stub
 
 

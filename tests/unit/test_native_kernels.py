@@ -178,21 +178,31 @@ def run_count(
     cmax=U64,
     smin=-np.inf,
     smax=np.inf,
+    distinct=None,
 ):
     n = log.n_contacts
     r1 = len(log.cid) if r1 is None else r1
-    counts = np.zeros(n, np.uint32)
-    sums = np.zeros(n, np.float64)
-    touched = np.zeros(n, np.uint32)
-    yes, no = words(n), words(n)
-    matched, n_touched = eventscan.count_matches(
-        log.cid, log.ts, r0, r1, source, list(filters), row_mask,
-        log.amount if use_sum else None, cand, then_keys, within, cmin, cmax,
-        use_sum, smin, smax, counts, sums, touched, yes, no,
-    )  # fmt: skip
+    scan = eventscan.EventScanParams(
+        log.cid,
+        log.ts,
+        r0,
+        r1,
+        source_rows=source,
+        code_filters=list(filters),
+        row_mask=row_mask,
+        amount=log.amount if use_sum else None,
+        candidates=cand,
+        then_keys=then_keys,
+        within_s=within,
+        distinct_codes=distinct,
+    )
+    rule = eventscan.CountRange(cmin, cmax, sum_range=(smin, smax) if use_sum else None)
+    scratch = eventscan.ScanScratch()
+    scratch.ensure(n, use_sum)
+    got = eventscan.count_matches(scan, rule, scratch, n)
     # The scratch arrays are left all-zero (the next query relies on it).
-    assert not counts.any() and not sums.any()
-    return matched, n_touched, bits(yes, n), bits(no, n)
+    assert not scratch.counts.any() and not scratch.sums.any()
+    return got.matched, got.contacts, bits(got.yes, n), bits(got.no, n)
 
 
 def oracle(log: Log, sel: np.ndarray, cmin=1, cmax=U64, smin=None, smax=None):
@@ -292,15 +302,109 @@ def test_then_keys_boundaries() -> None:
 
 
 def test_then_keys_near_uint32_end() -> None:
-    cid = u32([0])
-    ts = u32([2**32 - 2])
     keys = np.array([(0 << 32) | (2**32 - 1)], np.uint64)
-    n = 1
-    yes, no = words(n), words(n)
-    z = np.zeros(n, np.uint32)
-    eventscan.count_matches(cid, ts, 0, 1, None, [], None, None, None, keys, 10**9,
-                            1, U64, False, 0.0, 0.0, z, np.zeros(n), z.copy(), yes, no)  # fmt: skip
-    assert bits(yes, n) == [] and bits(no, n) == []
+    scan = eventscan.EventScanParams(
+        u32([0]), u32([2**32 - 2]), 0, 1, then_keys=keys, within_s=10**9
+    )
+    scratch = eventscan.ScanScratch()
+    scratch.ensure(1)
+    got = eventscan.count_matches(scan, eventscan.CountRange(), scratch, 1)
+    assert bits(got.yes, 1) == [] and bits(got.no, 1) == []
+
+
+def oracle_distinct(log: Log, sel: np.ndarray, cmin=1, cmax=U64, smin=None, smax=None):
+    """(yes, no) with a contact's count = its distinct codes + its rows without a code."""
+    yes, no = [], []
+    for c in range(log.n_contacts):
+        rows = np.flatnonzero(sel & (log.cid == c))
+        if not len(rows):
+            continue
+        codes = log.code[rows]
+        k = int((codes == NO_CODE).sum()) + len(set(codes[codes != NO_CODE].tolist()))
+        ok = cmin <= k <= cmax
+        if smin is not None:
+            s = float(np.nan_to_num(log.amount[rows]).sum())
+            ok = ok and smin <= s <= smax
+        (yes if ok else no).append(c)
+    return yes, no
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_distinct_codes_count_one_per_code_per_contact(writable: bool) -> None:
+    """Two lines of one order are one order; a line without an order id is its own."""
+    log = Log(writable)
+    rows = np.arange(8)
+    for r0, r1, cmin, cmax in (
+        (0, 8, 2, 2),
+        (0, 8, 1, 1),
+        (0, 8, 3, U64),
+        (2, 8, 2, 2),
+    ):
+        sel = (rows >= r0) & (rows < r1)
+        got = run_count(log, r0=r0, r1=r1, cmin=cmin, cmax=cmax, distinct=log.code)
+        assert got[2:] == oracle_distinct(log, sel, cmin, cmax), (r0, r1, cmin, cmax)
+        assert got[0] == int(sel.sum())  # matched still counts rows
+    # contact 0 has rows with codes 0, 1, 0: 3 events but 2 distinct orders
+    assert 0 in run_count(log, cmin=3, cmax=3)[2]
+    assert 0 in run_count(log, cmin=2, cmax=2, distinct=log.code)[2]
+    # sums still add every matching line; source rows in any order
+    src = maybe_ro(u32([7, 0, 5, 1, 2, 4]), writable)
+    sel = np.isin(rows, [0, 1, 2, 4, 5, 7])
+    for smin, smax in ((0.0, 7.0), (7.0, 15.0)):
+        got = run_count(
+            log,
+            source=src,
+            use_sum=True,
+            smin=smin,
+            smax=smax,
+            cmin=2,
+            cmax=2,
+            distinct=log.code,
+        )
+        assert got[2:] == oracle_distinct(log, sel, 2, 2, smin, smax)
+    # all rows without a code: the plain count
+    nulls = maybe_ro(np.full(8, NO_CODE, np.uint32), writable)
+    assert run_count(log, distinct=nulls, cmin=3, cmax=3)[2:] == oracle(
+        log, np.ones(8, bool), 3, 3
+    )
+
+
+def test_distinct_codes_random_against_oracle() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        n = int(rng.integers(1, 200))
+        log = Log()
+        log.n_contacts = 6
+        log.cid = u32(rng.integers(0, 6, n))
+        log.ts = u32(np.sort(rng.integers(0, 100, n)))
+        codes = rng.integers(0, 5, n).astype(np.uint32)
+        codes[rng.random(n) < 0.3] = NO_CODE
+        log.code = codes
+        log.amount = rng.random(n)
+        r0, r1 = sorted(rng.integers(0, n + 1, 2).tolist())
+        cmin = int(rng.integers(0, 4))
+        cmax = cmin + int(rng.integers(0, 3))
+        sel = (np.arange(n) >= r0) & (np.arange(n) < r1)
+        got = run_count(log, r0=r0, r1=r1, cmin=cmin, cmax=cmax, distinct=log.code)
+        assert got[2:] == oracle_distinct(log, sel, cmin, cmax)
+
+
+def test_distinct_codes_checks_and_clean_scratch_on_error() -> None:
+    log = Log()
+    with pytest.raises(ValueError, match="distinct_codes column of 4 rows"):
+        eventscan.EventScanParams(log.cid, log.ts, 0, 8, distinct_codes=log.code[:4])
+    eventscan.EventScanParams(log.cid, log.ts, 0, 4, distinct_codes=log.code[:4])
+    # Contact 3 (row 6) is past n_contacts: contacts 0 and 1 have only coded rows before
+    # it, still waiting to be counted; their sums are zeroed as well.
+    scan = eventscan.EventScanParams(
+        log.cid, log.ts, 0, 8, amount=log.amount, distinct_codes=log.code
+    )
+    scratch = eventscan.ScanScratch()
+    scratch.ensure(3, True)
+    rule = eventscan.CountRange(sum_range=(0.0, 100.0))
+    with pytest.raises(ValueError, match="names contact 3"):
+        eventscan.count_matches(scan, rule, scratch, 3)
+    assert not scratch.counts.any() and not scratch.sums.any()
 
 
 def test_count_matches_argument_checks() -> None:
@@ -321,24 +425,72 @@ def test_count_matches_out_of_range_contact_is_named() -> None:
         run_count(log)
 
 
-def test_collect_matches_rows_and_keys() -> None:
+def test_collect_rows_and_keys() -> None:
     log = Log()
-    rows = eventscan.collect_matches(
-        log.cid, log.ts, 0, 8, None, [], None, None, None, 0, 1, False
+    scan = eventscan.EventScanParams(log.cid, log.ts, 0, 8, only_contact=1)
+    assert (
+        eventscan.collect_rows(scan).tolist() == np.flatnonzero(log.cid == 1).tolist()
     )
-    assert rows.tolist() == np.flatnonzero(log.cid == 1).tolist()
-    src = u32([6, 1, 4])
-    rows = eventscan.collect_matches(
-        log.cid, log.ts, 0, 8, src, [], None, None, None, 0, -1, False
-    )
-    assert rows.tolist() == [1, 4, 6]
-    keys = eventscan.collect_matches(
-        ro(log.cid), ro(log.ts), 2, 8, None, [], None, None, None, 0, -1, True
+    scan = eventscan.EventScanParams(log.cid, log.ts, 0, 8, source_rows=u32([6, 1, 4]))
+    assert eventscan.collect_rows(scan).tolist() == [1, 4, 6]
+    keys = eventscan.collect_keys(
+        eventscan.EventScanParams(ro(log.cid), ro(log.ts), 2, 8)
     )
     want = sorted(
         (int(c) << 32) | int(t) for c, t in zip(log.cid[2:], log.ts[2:], strict=True)
     )
     assert keys.tolist() == want
+    empty = eventscan.EventScanParams(log.cid, log.ts, 3, 3)
+    assert eventscan.collect_rows(empty).dtype == np.uint32
+    assert eventscan.collect_keys(empty).dtype == np.uint64
+
+
+def test_event_scan_params_validate_once() -> None:
+    """Every bad shape or bound is refused when the parameters are built."""
+    log = Log()
+    P = eventscan.EventScanParams
+    with pytest.raises(ValueError, match="length mismatch"):
+        P(log.cid, log.ts[:7], 0, 7)
+    with pytest.raises(ValueError, match="source row 7 outside"):
+        P(log.cid, log.ts, 0, 6, source_rows=u32([1, 7]))
+    with pytest.raises(ValueError, match="code filter 0"):
+        P(log.cid, log.ts, 0, 8, code_filters=[(log.code[:4], np.ones(3, np.uint8))])
+    with pytest.raises(ValueError, match="at most 16"):
+        P(log.cid, log.ts, 0, 8, code_filters=[(log.code, np.ones(3, np.uint8))] * 17)
+    with pytest.raises(ValueError, match="amount column"):
+        P(log.cid, log.ts, 0, 8, amount=log.amount[:3])
+    with pytest.raises(ValueError, match="not sorted at position 1"):
+        P(log.cid, log.ts, 0, 8, then_keys=np.array([5, 4], np.uint64))
+    with pytest.raises(ValueError, match="only_contact"):
+        P(log.cid, log.ts, 0, 8, only_contact=-1)
+    with pytest.raises(ValueError, match="Buffer dtype mismatch"):
+        P(log.cid.astype(np.int64), log.ts, 0, 8)
+    with pytest.raises(TypeError):
+        P(log.cid, log.ts, 0, 8, None)  # optional parts are keyword-only
+    scan = P(log.cid, log.ts, 2, 6)
+    assert scan.window == (2, 6) and scan.n_rows == 4
+
+
+def test_count_range_and_scratch_checks() -> None:
+    log = Log()
+    rule = eventscan.CountRange(2, 3, sum_range=(0.0, 1.0))
+    assert (rule.count_min, rule.count_max, rule.sum_range) == (2, 3, (0.0, 1.0))
+    assert eventscan.CountRange().sum_range is None
+    with pytest.raises(ValueError, match="NaN"):
+        eventscan.CountRange(sum_range=(np.nan, 1.0))
+    scan = eventscan.EventScanParams(log.cid, log.ts, 0, 8, amount=log.amount)
+    scratch = eventscan.ScanScratch()
+    with pytest.raises(ValueError, match="scratch holds 0"):
+        eventscan.count_matches(scan, eventscan.CountRange(), scratch, 5)
+    scratch.ensure(5)
+    assert scratch.capacity == 5 and len(scratch.sums) == 0
+    with pytest.raises(ValueError, match="with_sums"):
+        eventscan.count_matches(scan, rule, scratch, 5)
+    with pytest.raises(ValueError, match="names contact 0 but there are only 0"):
+        eventscan.count_matches(scan, eventscan.CountRange(), scratch, 0)
+    empty = eventscan.EventScanParams(log.cid, log.ts, 0, 0)
+    got = eventscan.count_matches(empty, eventscan.CountRange(), scratch, 0)
+    assert (got.matched, got.contacts, len(got.yes)) == (0, 0, 0)
 
 
 # ==================================================================================
@@ -366,11 +518,11 @@ def test_interval_scan_vs_numpy(dtype, writable, with_valid, with_cand) -> None:
     out = words(len(vals))
     colk.interval_scan(
         maybe_ro(vals, writable),
-        maybe_ro(valid, writable) if with_valid else None,
         maybe_ro(lo, writable),
         maybe_ro(hi, writable),
-        maybe_ro(cand, writable) if with_cand else None,
         out,
+        valid=maybe_ro(valid, writable) if with_valid else None,
+        candidates=maybe_ro(cand, writable) if with_cand else None,
     )
     f = vals.astype(float)
     hit = ((f >= 1) & (f <= 3)) | (f == 5) | (f >= 100)
@@ -384,30 +536,34 @@ def test_interval_scan_vs_numpy(dtype, writable, with_valid, with_cand) -> None:
 def test_interval_scan_nan_empty_and_checks() -> None:
     vals = np.array([np.nan, 1.0, -np.inf])
     out = words(3)
-    colk.interval_scan(vals, None, *iv((-np.inf, np.inf)), None, out)
+    colk.interval_scan(vals, *iv((-np.inf, np.inf)), out)
     assert bits(out, 3) == [1, 2]  # NaN matches nothing
     out = words(3)
-    colk.interval_scan(vals, None, np.zeros(0), np.zeros(0), None, out)
+    colk.interval_scan(vals, np.zeros(0), np.zeros(0), out)
     assert not out.any()
-    colk.interval_scan(np.zeros(0), None, *iv((0, 1)), None, words(0))
+    colk.interval_scan(np.zeros(0), *iv((0, 1)), words(0))
+    colk.interval_scan(vals, *iv((0, 1)), out, candidates=u32([]))
+    assert not out.any()
     with pytest.raises(ValueError, match="lo/hi"):
-        colk.interval_scan(vals, None, np.zeros(1), np.zeros(2), None, words(3))
+        colk.interval_scan(vals, np.zeros(1), np.zeros(2), words(3))
     with pytest.raises(ValueError, match="output bitset"):
-        colk.interval_scan(np.zeros(65), None, *iv((0, 1)), None, words(64))
+        colk.interval_scan(np.zeros(65), *iv((0, 1)), words(64))
     with pytest.raises(ValueError, match="validity"):
-        colk.interval_scan(vals, np.ones(2, np.uint8), *iv((0, 1)), None, words(3))
+        colk.interval_scan(vals, *iv((0, 1)), words(3), valid=np.ones(2, np.uint8))
     with pytest.raises(ValueError, match="candidate 3"):
-        colk.interval_scan(vals, None, *iv((0, 1)), u32([3]), words(3))
+        colk.interval_scan(vals, *iv((0, 1)), words(3), candidates=u32([3]))
+    with pytest.raises(TypeError):
+        colk.interval_scan(vals, *iv((0, 1)), words(3), None)  # keyword-only
 
 
 def test_interval_scan_uint32_max_and_int64_extremes() -> None:
     vals = np.array([0, 2**32 - 1], np.uint32)
     out = words(2)
-    colk.interval_scan(vals, None, *iv((2**32 - 1, 2**32 - 1)), None, out)
+    colk.interval_scan(vals, *iv((2**32 - 1, 2**32 - 1)), out)
     assert bits(out, 2) == [1]
     vals = np.array([-(2**62), 2**62], np.int64)
     out = words(2)
-    colk.interval_scan(vals, None, *iv((-np.inf, 0)), None, out)
+    colk.interval_scan(vals, *iv((-np.inf, 0)), out)
     assert bits(out, 2) == [0]
 
 
@@ -424,8 +580,8 @@ def test_ratio_interval_scan_zero_denominators(writable, with_cand) -> None:
         maybe_ro(den, writable),
         lo,
         hi,
-        maybe_ro(cand, writable) if with_cand else None,
         out,
+        candidates=maybe_ro(cand, writable) if with_cand else None,
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         r = num / den
@@ -434,8 +590,8 @@ def test_ratio_interval_scan_zero_denominators(writable, with_cand) -> None:
         hit &= np.isin(np.arange(5), cand)
     assert bits(out, 5) == np.flatnonzero(hit).tolist()
     assert bits(out, 5) == [0, 4]
-    with pytest.raises(ValueError, match="shape mismatch"):
-        colk.ratio_interval_scan(num, den[:2], lo, hi, None, words(5))
+    with pytest.raises(ValueError, match="den of 2 entries is shorter"):
+        colk.ratio_interval_scan(num, den[:2], lo, hi, words(5))
 
 
 @pytest.mark.parametrize("writable", [True, False])
@@ -448,8 +604,8 @@ def test_code_mask_scan_no_code(writable, with_cand) -> None:
     colk.code_mask_scan(
         maybe_ro(codes, writable),
         maybe_ro(mask, writable),
-        maybe_ro(cand, writable) if with_cand else None,
         out,
+        candidates=maybe_ro(cand, writable) if with_cand else None,
     )
     safe = np.where(codes < len(mask), codes, 0)
     hit = (codes < len(mask)) & (mask[safe] == 1)
@@ -457,14 +613,14 @@ def test_code_mask_scan_no_code(writable, with_cand) -> None:
         hit &= np.isin(np.arange(7), cand)
     assert bits(out, 7) == np.flatnonzero(hit).tolist()
     out = words(7)
-    colk.code_mask_scan(codes, np.zeros(0, np.uint8), None, out)
+    colk.code_mask_scan(codes, np.zeros(0, np.uint8), out)
     assert not out.any()
 
 
 def test_scans_or_into_existing_bits() -> None:
     out = words(3)
     out[0] = 1 << 2
-    colk.code_mask_scan(u32([0, 1, 1]), np.array([1, 0], np.uint8), None, out)
+    colk.code_mask_scan(u32([0, 1, 1]), np.array([1, 0], np.uint8), out)
     assert bits(out, 3) == [0, 2]
 
 

@@ -1,0 +1,33 @@
+"""Typed face of native/aggregates.pyx: per-contact scatter updates on ingest (INOUT).
+
+Each raises ValueError when `cids` and the values differ in length or a cid is outside
+`out`; `out` must be writable.
+"""
+
+import numpy as np
+import numpy.typing as npt
+
+Cids = npt.NDArray[np.uint32]  # const cid_t[::1]
+Seconds = npt.NDArray[np.uint32]  # sec_t[::1]: UTC seconds, 0 = never
+
+def max_into(cids: Cids, ts: Seconds, out: Seconds) -> None: ...
+def min_into(cids: Cids, ts: Seconds, out: Seconds) -> None: ...  # 0 in out = unset
+def add_into(
+    cids: Cids,
+    values: npt.NDArray[np.float64],  # NaN adds nothing
+    out: npt.NDArray[np.float64],
+) -> None: ...
+def count_into(
+    cids: Cids,
+    counts_row: npt.NDArray[np.uint8],  # flag per row
+    out: npt.NDArray[np.uint32],
+) -> None: ...
+def order_totals(
+    cids: Cids,
+    amount: npt.NDArray[np.float64],  # NaN adds nothing
+    order_codes: npt.NDArray[np.uint32],  # empty: no order ids; NO_CODE: its own order
+    order_owner: Cids,  # per order code: the contact that first placed it
+    seen: npt.NDArray[np.uint64],  # INOUT zeroed bitset over order codes
+    revenue: npt.NDArray[np.float64],  # INOUT per contact
+    orders: npt.NDArray[np.uint32],  # INOUT per contact
+) -> int: ...  # lines whose order id also belongs to another contact

@@ -1,0 +1,32 @@
+"""Typed face of native/contactindex.pyx: contact-major (CSR) index of one event log."""
+
+import numpy as np
+import numpy.typing as npt
+
+Cids = npt.NDArray[np.uint32]  # cid_t[::1]
+Rows = npt.NDArray[np.uint32]  # row_t[::1]
+Offsets = npt.NDArray[
+    np.uint32
+]  # uint32[n_contacts + 1]: rows[offsets[c]:offsets[c+1]]
+
+def build(
+    cid: Cids,  # const cid_t[::1]: the log's contact column, every cid < n_contacts
+    n_contacts: int,
+) -> tuple[Offsets, Rows]: ...  # ValueError: a cid >= n_contacts, or 2**32 rows
+def rows_of_contacts(
+    cand_cids: Cids,  # const cid_t[::1], sorted
+    offsets: Offsets,
+    rows: Rows,
+    limit: int,  # row_t: the index covers rows [0, limit)
+    r0: int,  # row_t
+    r1: int,  # row_t
+) -> Rows: ...  # indexed rows per contact, then the whole tail [max(r0, limit), r1)
+def count_of_contacts(
+    cand_cids: Cids,  # const cid_t[::1], sorted
+    offsets: Offsets,
+    rows: Rows,
+    limit: int,  # row_t
+    cid: Cids,  # const cid_t[::1]: the log's contact column (for the tail)
+    r0: int,  # row_t
+    r1: int,  # row_t, <= len(cid)
+) -> npt.NDArray[np.uint32]: ...  # events in [r0, r1) per candidate, aligned
