@@ -75,7 +75,11 @@ def test_json_has_the_required_keys(record):
     for q in rec["queries"]:
         assert QUERY_KEYS <= set(q)
         assert q["segd_ms"] > 0 and q["duckdb_ms"] > 0
-        assert q["ratio"] == pytest.approx(q["duckdb_ms"] / q["segd_ms"], rel=0.01)
+        # the record rounds the ratio to 2 decimals (0.1634 -> 0.16): allow that half
+        # step on top of 1% for the ms rounding, or a ratio below 1 fails by rounding
+        assert q["ratio"] == pytest.approx(
+            q["duckdb_ms"] / q["segd_ms"], rel=0.01, abs=0.005
+        )
     assert {"segd_s", "duckdb_s", "events_per_s"} <= set(rec["load"])
     assert {"segd_bytes_per_event", "segd_bytes_per_contact"} <= set(rec["memory"])
     assert rec["memory"]["segd_rss_bytes"] > 0
