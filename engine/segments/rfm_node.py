@@ -14,6 +14,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from segd.errors import InvalidQuery
+from segd.explain import AttributeEvidence, Evidence
 from segd.predicates import in_intervals, numeric_intervals
 from segd.rfm import (
     RfmResult,
@@ -114,9 +115,8 @@ class RfmValueNode(Node):
         got = self.members(ctx)
         return got.copy() if cand is None else got & cand
 
-    def describe(self, ctx: Context, cid: int) -> dict:
-        # Dead since explain's Node.evidence() replaced Node.describe(): nothing calls it.
-        out = super().describe(ctx, cid)  # type: ignore[misc]
+    def evidence(self, ctx: Context, cid: int) -> Evidence | None:
+        """The contact's score, code or named segment in the current computation."""
         res = self.result
         value: str | int | None = None
         if cid < res.n:
@@ -126,10 +126,8 @@ class RfmValueNode(Node):
             elif self.field == "code":
                 value = code_text(int(res.code[cid]))
             else:
-                v = int(getattr(res, self.field)[cid])
-                value = v or None
-        out["details"] = {"rfm": self.field, "value": value, "as_of": res.as_of}
-        return out
+                value = int(getattr(res, self.field)[cid]) or None
+        return AttributeEvidence(f"rfm.{self.field}", value)
 
 
 class RfmEnteredNode(Node):

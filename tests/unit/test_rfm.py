@@ -115,6 +115,22 @@ def test_all_boundaries_in_one_base_and_the_matrix() -> None:
     assert sum(matrix.values()) == len(BOUNDARIES)
 
 
+def test_explain_shows_each_contacts_rfm_values() -> None:
+    events = []
+    for i, (n, days, _) in enumerate(BOUNDARIES):
+        events += history(f"c{i}", n, days)
+    eng = engine_with(events)
+    eng.rfm_compute(as_of=NOW)
+    want = rows(eng.rfm(as_of=NOW))
+    for cid, row in list(want.items())[:6]:
+        for field in ("segment", "code", "r", "f", "m"):
+            why = eng.explain(f"rfm.{field} is not null", cid, now=NOW)
+            leaf = why.root
+            assert leaf.evidence is not None, field
+            assert leaf.evidence.attribute == f"rfm.{field}"
+            assert leaf.evidence.value == row[field]
+
+
 # -- the window ---------------------------------------------------------------------------
 
 
