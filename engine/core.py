@@ -124,6 +124,9 @@ class Engine:
         # fork exists); False writes in process under the read lock. The gRPC server
         # sets False: forking a process that runs gRPC's threads is not safe.
         self.snapshot_background: bool | None = None
+        # Called inside the write lock after a record changed contacts' data (see
+        # Engine._touched): live segments (and later triggers) hook in here.
+        self._touch_hooks: list[Callable[[np.ndarray, str], None]] = []
 
     # -- durability ---------------------------------------------------------------------
     @classmethod
@@ -210,15 +213,18 @@ class Engine:
         """The one place a record changes the engine (live calls and log replay)."""
         store = self.store
         if isinstance(m, mut.EventsAppended):
-            applied = ingest.apply_events(store, m.batch)
+            applied = ingest.apply_events(store, m.batch, self._touched)
             if m.source is not None:
                 ingest.record_source(
                     store, m.source["digest"], m.source.get("name", ""), applied
                 )
         elif isinstance(m, mut.AttributesUpserted):
             if m.target == "contacts":
-                ingest.apply_attributes(store.contacts, m.batch, store.contacts.ensure)
+                cids = ingest.apply_attributes(
+                    store.contacts, m.batch, store.contacts.ensure
+                )
                 store.sync_sizes()
+                self._touched(np.asarray(cids), "upsert")
             else:
                 ingest.apply_attributes(store.catalog, m.batch, store.catalog.ensure)
                 store.catalog.touch()
@@ -245,6 +251,15 @@ class Engine:
         key = getattr(m, "idempotency_key", None)
         if key is not None:
             self.idempotency.put(key, getattr(m, "ack", None) or {}, self._last_seq())
+
+    def _touched(self, cids: np.ndarray, cause: str) -> None:
+        """Inside the write lock, after a record changed the data of contacts `cids`
+        (internal contact numbers; may repeat): tell every hook. `cause` says why: the
+        event type of appended events, ``upsert`` for contact attributes, ``merge``
+        for an identity merge (survivor and merged contact). The one notification path
+        for live segments and triggers, so replay notifies exactly as live calls do."""
+        for hook in self._touch_hooks:
+            hook(cids, cause)
 
     def _last_seq(self) -> int:
         return self._wal.last_seq if self._wal is not None else 0
@@ -290,7 +305,9 @@ class Engine:
             if progress:
                 progress("encode", done)
         for name in list(parts):
-            ingest.append_rows(self.store, name, ingest.concat_rows(parts.pop(name)))
+            rows = ingest.concat_rows(parts.pop(name))
+            ingest.append_rows(self.store, name, rows)
+            self._touched(rows.cids, name)
         if shrink:
             for log in self.store.logs.values():
                 log.shrink_to_fit()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -482,14 +482,21 @@ def append_rows(store: Store, name: str, rows: TypeRows) -> None:
     )
 
 
-def apply_events(store: Store, batch: EventBatch) -> int:
+def apply_events(
+    store: Store,
+    batch: EventBatch,
+    touched: Callable[[np.ndarray, str], None] | None = None,
+) -> int:
     """Apply a validated batch: contacts, items and dictionaries grow; logs and rollups.
 
+    `touched(cids, event_type)` is called per type with the contacts appended to.
     Returns the rows appended: ``batch.rows`` minus the duplicates dropped by event_id."""
     applied = 0
     for name, rows in encode_events(store, batch).items():
         append_rows(store, name, rows)
         applied += len(rows.cids)
+        if touched is not None:
+            touched(rows.cids, name)
     return applied
 
 
