@@ -33,6 +33,7 @@ from segd.aggregates import VISIT_EVENTS
 from segd.durability import IdempotencyTable
 from segd.errors import ContactNotFound, FailedPrecondition, InvalidInput, SegdError
 from segd.explain import Explanation, Profile, explain_tree
+from segd.live import LiveApi, LiveSegments
 from segd.results import QueryWarning, SegmentResult
 from segd.rwlock import RWLock
 from segd.segments.compile import Compiler
@@ -77,7 +78,7 @@ def _deadline_s(deadline: float | Budget | None) -> float | None:
     return deadline.deadline if isinstance(deadline, Budget) else deadline
 
 
-class Engine:
+class Engine(LiveApi):
     """One shard of segd (see module docstring and docs/engine-api.md)."""
 
     def __init__(
@@ -127,6 +128,10 @@ class Engine:
         # Called inside the write lock after a record changed contacts' data (see
         # Engine._touched): live segments (and later triggers) hook in here.
         self._touch_hooks: list[Callable[[np.ndarray, str], None]] = []
+        # The clock and the dynamic segments kept exact (segd.live); the hook goes
+        # through self.live so a snapshot restore can replace it.
+        self.live = LiveSegments(self)
+        self._touch_hooks.append(lambda cids, cause: self.live.touched(cids, cause))
 
     # -- durability ---------------------------------------------------------------------
     @classmethod
@@ -228,18 +233,25 @@ class Engine:
             else:
                 ingest.apply_attributes(store.catalog, m.batch, store.catalog.ensure)
                 store.catalog.touch()
+                self.live.catalog_changed()
         elif isinstance(m, mut.SegmentPut):
             self.segments.put(m.segment)
+            self.live.segment_put(m.segment.name)
         elif isinstance(m, mut.SegmentDeleted):
             self.segments.remove(m.name)
+            self.live.segment_deleted(m.name)
+        elif isinstance(m, mut.ClockAdvanced):
+            self.live.advance(m.now)
         elif isinstance(m, mut.RfmConfigSet):
             self.rfm_state.apply_config(
                 rfm_mod.parse_config(m.config, rfm_mod.RfmConfig())
             )
         elif isinstance(m, mut.RfmComputed):
             self.rfm_state.apply_computed(m.result)
+            self.live.rfm_changed()
         else:
             raise TypeError(f"_apply cannot apply {type(m).__name__}")
+        self.live.flush()
         self._note_applied(m)
 
     def _note_applied(self, m: mut.Mutation) -> None:
@@ -308,6 +320,7 @@ class Engine:
             rows = ingest.concat_rows(parts.pop(name))
             ingest.append_rows(self.store, name, rows)
             self._touched(rows.cids, name)
+        self.live.flush()
         if shrink:
             for log in self.store.logs.values():
                 log.shrink_to_fit()

@@ -146,6 +146,10 @@ def _restore_snapshot(engine: Any, path: Path) -> int:
         from segd.rfm import RfmState
 
         engine.rfm_state = RfmState.from_bytes(meta["rfm"])
+    if meta.get("live") is not None:  # the clock, dynamic members, change log
+        from segd.live import LiveSegments
+
+        engine.live = LiveSegments.from_bytes(engine, meta["live"])
     engine.idempotency.load_state(meta.get("idempotency", []))
     engine.events_sequence = int(meta.get("events_sequence", 0))
     return int(state.wal_seq)
@@ -157,6 +161,7 @@ def snapshot_meta(engine: Any) -> dict:
         "idempotency": engine.idempotency.to_state(),
         "events_sequence": engine.events_sequence,
         "rfm": engine.rfm_state.to_bytes(),
+        "live": engine.live.to_bytes(),
     }
 
 
@@ -190,7 +195,13 @@ def replay(engine: Any, wal_dir: Path, after_seq: int) -> walmod.ScanState:
             raise CorruptLog(
                 str(state.file), state.offset, f"record {seq} cannot be read: {exc}"
             ) from exc
-        if isinstance(m, mut.EventsAppended) and m.source is None:
+        # With live segments each record is applied on its own, as it was live: the
+        # changes it logged depend on the state between records.
+        if (
+            isinstance(m, mut.EventsAppended)
+            and m.source is None
+            and not engine.live.tracking
+        ):
             group.append(m.batch)
             group_rows += len(m.batch.ts)
             engine._note_applied(m)

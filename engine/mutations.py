@@ -104,6 +104,14 @@ class RfmComputed:
     result: Any  # segd.rfm.RfmResult
 
 
+@dataclass
+class ClockAdvanced:
+    """``Engine.advance``: the engine clock moved to `now` (epoch seconds); applying it
+    processes what fell due (segd.live), so replay reproduces members and changes."""
+
+    now: float
+
+
 Mutation = (
     EventsAppended
     | AttributesUpserted
@@ -114,6 +122,7 @@ Mutation = (
     | LoadAborted
     | RfmConfigSet
     | RfmComputed
+    | ClockAdvanced
 )
 
 
@@ -255,6 +264,8 @@ def encode(m: Mutation) -> bytes:
         rec = {"k": "rfm_config", "config": m.config}
     elif isinstance(m, RfmComputed):
         rec = {"k": "rfm_computed", "result": m.result.to_record()}
+    elif isinstance(m, ClockAdvanced):
+        rec = {"k": "clock", "now": float(m.now)}
     else:
         raise TypeError(f"not a mutation: {type(m).__name__}")
     return msgpack.packb(rec, use_bin_type=True)
@@ -300,4 +311,6 @@ def decode(payload: bytes | memoryview) -> Mutation:
         from segd.rfm import RfmResult
 
         return RfmComputed(RfmResult.from_record(rec["result"]))
+    if kind == "clock":
+        return ClockAdvanced(float(rec["now"]))
     raise UnknownRecord(f"unknown record kind {kind!r} (written by a newer segd?)")
