@@ -436,6 +436,10 @@ class LiveSegments:
             return
         self.members.setdefault(name, BitMap())
         self._refresh(name, None, DEFINITION)
+        # Dynamic segments that expand this one change with it (references inline).
+        for user in self.engine.segments.dependents(name):
+            if user in self.members:
+                self._refresh(user, None, DEFINITION)
 
     def segment_deleted(self, name: str) -> None:
         self._profiles = None
