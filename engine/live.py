@@ -248,9 +248,7 @@ class ChangeLog:
         if self._cols is None:
             base = [] if self._base is None else [self._base]
             parts = base + self._chunks
-            self._cols = tuple(
-                np.concatenate([p[i] for p in parts]) for i in range(5)
-            )
+            self._cols = tuple(np.concatenate([p[i] for p in parts]) for i in range(5))
             self._base = self._cols
             self._chunks = []
         return self._cols
@@ -362,7 +360,10 @@ class LiveSegments:
             ]
         )
         change = np.concatenate(
-            [np.full(len(entered), ENTERED, np.int8), np.full(len(exited), EXITED, np.int8)]
+            [
+                np.full(len(entered), ENTERED, np.int8),
+                np.full(len(exited), EXITED, np.int8),
+            ]
         )
         code = self.changes.cause_code(cause)
         self.changes.append(
@@ -516,18 +517,22 @@ class LiveSegments:
     def _candidates(
         self, profile: Profile, t0: float, t1: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(points, cids): the moments in (t0, t1] at which a contact's value may change.
+        """(points, cids): the moments at which a contact's value may change in the step.
 
-        A point T + 0.5 stands for the open second (T, T + 1) (a window edge passed T),
-        a point T for the whole second T itself (a threshold or birthday reached)."""
+        A point T stands for the second T itself (a threshold or birthday reached; T in
+        (t0, t1]); a point T + 0.5 for the open second (T, T + 1) after a window edge
+        passed T (T in [t0, t1): the step reaches into that open second)."""
         store = self.engine.store
         pts: list[np.ndarray] = []
         cids: list[np.ndarray] = []
 
         def edges(types: tuple[str, ...], offset: int, half: float) -> None:
-            # events with ts + offset + half in (t0, t1]
-            lo = math.floor(t0 - offset - half) + 1
-            hi = math.floor(t1 - offset - half) + 1
+            # half = 0: the second T = ts + offset itself, T in (t0, t1];
+            # half = 0.5: the open second after T, reached when T in [t0, t1)
+            if half:
+                lo, hi = math.ceil(t0 - offset), math.ceil(t1 - offset)
+            else:
+                lo, hi = math.floor(t0 - offset) + 1, math.floor(t1 - offset) + 1
             if hi <= lo:
                 return
             for etype in types:
@@ -620,7 +625,10 @@ class LiveSegments:
                     np.full(len(c), code, np.int32),
                     c,
                     np.concatenate(
-                        [np.full(len(e), ENTERED, np.int8), np.full(len(x), EXITED, np.int8)]
+                        [
+                            np.full(len(e), ENTERED, np.int8),
+                            np.full(len(x), EXITED, np.int8),
+                        ]
                     ),
                     ats,
                 )
@@ -663,7 +671,9 @@ class LiveSegments:
             m_pts, m_cids = m_pts[by_time], m_cids[by_time]
             bounds = np.flatnonzero(np.diff(m_pts)) + 1
             for lo, hi in zip(
-                np.r_[0, bounds].tolist(), np.r_[bounds, len(m_pts)].tolist(), strict=True
+                np.r_[0, bounds].tolist(),
+                np.r_[bounds, len(m_pts)].tolist(),
+                strict=True,
             ):
                 point = float(m_pts[lo])
                 cand = BitMap(m_cids[lo:hi])
@@ -762,7 +772,9 @@ def clock_value(now: Any) -> float:
     from segd.timeutil import resolve_now
 
     if now is None:
-        raise InvalidInput.at("now", "advance needs a time (a datetime or epoch seconds)")
+        raise InvalidInput.at(
+            "now", "advance needs a time (a datetime or epoch seconds)"
+        )
     try:
         return resolve_now(now)
     except InvalidQuery as exc:

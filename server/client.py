@@ -654,6 +654,57 @@ class SegdClient:
     def delete_segment(self, name: str) -> None:
         self.call(self.segments_stub.Delete, segments_pb2.DeleteRequest(name=name))
 
+    def segment_changes(
+        self,
+        segment: str | None = None,
+        *,
+        from_position: int = 0,
+        since: Any = None,
+        until: Any = None,
+        follow: bool = False,
+        chunk_size: int = 10_000,
+        timeout: float | None | str = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Membership changes from the log position `from_position` on, one dict per
+        change (``segment, customer_id, change, at_ms, cause, position``). With
+        ``follow`` the stream waits for new changes until cancelled; after a
+        reconnect, pass ``from_position`` = the last ``position`` seen + 1."""
+        req = segments_pb2.ChangesRequest(
+            segment=segment or "",
+            from_position=from_position,
+            since_ms=_now_ms(since),
+            until_ms=_now_ms(until),
+            follow=follow,
+            chunk_size=chunk_size,
+        )
+        names = {
+            segments_pb2.CHANGE_KIND_ENTERED: "entered",
+            segments_pb2.CHANGE_KIND_EXITED: "exited",
+        }
+        try:
+            for msg in self.segments_stub.Changes(
+                req, timeout=self._timeout(timeout), metadata=self._metadata
+            ):
+                for c in msg.changes:
+                    yield {
+                        "segment": c.segment,
+                        "customer_id": c.customer_id,
+                        "change": names.get(c.change, "unspecified"),
+                        "at_ms": c.at_ms,
+                        "cause": c.cause,
+                        "position": c.position,
+                    }
+        except grpc.RpcError as err:
+            raise SegdRpcError.from_rpc(err) from None
+
+    def segment_history(self, name: str) -> list[dict[str, Any]]:
+        """Members at the end of each UTC day: ``[{"day": "YYYY-MM-DD", "count": n}]``."""
+        resp = self.call(
+            self.segments_stub.History,
+            segments_pb2.SegmentHistoryRequest(segment=name),
+        )
+        return [{"day": d.day, "count": d.count} for d in resp.days]
+
     def explain(
         self,
         query: Any = None,

@@ -441,6 +441,15 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
                 daemon=True,
             )
             scheduler.start()
+        from segd.server.live_clock import live_clock_loop
+
+        # Dynamic segments follow the wall clock (segd.live): advance every second.
+        threading.Thread(
+            target=live_clock_loop,
+            args=(engine, stop),
+            name="segd-clock",
+            daemon=True,
+        ).start()
         from segd.server.rfm_schedule import rfm_schedule_loop
 
         threading.Thread(

@@ -15,7 +15,6 @@ from __future__ import annotations
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from pyroaring import BitMap
 
 from segd import Engine
 from segd.errors import InvalidQuery
@@ -114,7 +113,12 @@ class LiveMachine(RuleBasedStateMachine):
         # Every type exists, so every drawn condition compiles.
         e.append_events(
             [
-                {"customer_id": "c0", "type": t, "ts": BASE - 500 * DAY, "item_id": "i1"}
+                {
+                    "customer_id": "c0",
+                    "type": t,
+                    "ts": BASE - 500 * DAY,
+                    "item_id": "i1",
+                }
                 for t in TYPES
             ]
         )
@@ -169,7 +173,14 @@ class LiveMachine(RuleBasedStateMachine):
     )
     def upsert(self, contact, city, score, birth) -> None:
         self.engine.upsert_contacts(
-            [{"customer_id": contact, "city": city, "score": score, "birth_date": birth}]
+            [
+                {
+                    "customer_id": contact,
+                    "city": city,
+                    "score": score,
+                    "birth_date": birth,
+                }
+            ]
         )
 
     @rule(item=st.sampled_from(ITEMS), category=st.sampled_from(CATEGORIES))
