@@ -43,14 +43,18 @@ from pyroaring import BitMap
 
 from segd.aggregates import VISIT_EVENTS
 from segd.errors import FailedPrecondition, InvalidInput, InvalidQuery, SegmentNotFound
+from segd.ingest import TypeRows, append_rows
+from segd.native.idmap import IdMap
 from segd.predicates import integer_range
 from segd.segments.context import Context
-from segd.timeutil import DAY_S, duration_s
+from segd.segments.registry import SEGMENT_EVENT_TYPES
+from segd.timeutil import DAY_S, MAX_EVENT_S, duration_s
 
 if TYPE_CHECKING:
     from segd.core import Engine
 
 ENTERED, EXITED = 1, -1
+MAX_ROUNDS = 1000  # segment events touching segments: bounded by the reference depth
 CHANGE_NAMES = {ENTERED: "entered", EXITED: "exited"}
 # Causes that are not event types.
 UPSERT, ITEMS, MERGE, TIME, DEFINITION, RFM = (
@@ -132,6 +136,7 @@ class Profile:
         # (log types or None for all-time array name, thresholds, period or None)
         self.days: list[tuple[tuple[str, ...], list[int], str | None]] = []
         self.age = False
+        self.instants: list[tuple[str, ...]] = []
         for node in expanded(ast, lookup):
             if "attr" in node:
                 self.attrs = True
@@ -152,6 +157,9 @@ class Profile:
                 rel = _relative(node.get("period"))
                 if rel is not None:
                     self.windows.append(((node["event"],), *rel))
+                elif node["event"] in SEGMENT_EVENT_TYPES:
+                    # published during a step at their own second: counted from it
+                    self.instants.append((node["event"],))
             elif "aggregate" in node:
                 name = node["aggregate"]
                 types = (
@@ -366,14 +374,33 @@ class LiveSegments:
             ]
         )
         code = self.changes.cause_code(cause)
-        self.changes.append(
-            name,
-            cids,
-            change,
-            np.full(len(cids), at),
-            np.full(len(cids), code, np.int16),
-        )
+        ats = np.full(len(cids), at)
+        self.changes.append(name, cids, change, ats, np.full(len(cids), code, np.int16))
+        self._publish(name, cids, change, ats)
         self._notify()
+
+    def _publish(
+        self, name: str, cids: np.ndarray, change: np.ndarray, at: np.ndarray
+    ) -> None:
+        """Append the changes as ``segment_entered`` / ``segment_exited`` events (at the
+        whole second of `at`, property ``segment`` = name), so the segment language and
+        triggers can ask them; their touches re-evaluate the segments that do."""
+        store = self.engine.store
+        names = store.dim_maps.setdefault("segment", IdMap())
+        code = names.get_or_add_one(name)
+        ts = np.clip(np.floor(at), 1, MAX_EVENT_S).astype(np.uint32)
+        for kind, etype in ((ENTERED, "segment_entered"), (EXITED, "segment_exited")):
+            mine = change == kind
+            if not mine.any():
+                continue
+            rows = TypeRows(
+                np.ascontiguousarray(cids[mine], np.uint32),
+                np.ascontiguousarray(ts[mine]),
+                {"segment": np.full(int(mine.sum()), code, np.uint32)},
+                None,
+            )
+            append_rows(store, etype, rows)
+            self.engine._touched(rows.cids, etype)
 
     def _notify(self) -> None:
         with self.grown:
@@ -393,7 +420,17 @@ class LiveSegments:
             self._pending.append((cids, cause))
 
     def flush(self) -> None:
-        """End of a record: re-evaluate what the queued touches can have changed."""
+        """End of a record: re-evaluate what the queued touches can have changed (again
+        while the segment events this publishes touch segments that ask them)."""
+        for _ in range(MAX_ROUNDS):
+            self._flush_once()
+            if not self._pending:
+                return
+        raise RuntimeError(
+            "live segments: segment events did not settle"
+        )  # pragma: no cover
+
+    def _flush_once(self) -> None:
         if not self._pending:
             self._n_seen = self.engine.store.n_contacts
             return
@@ -447,13 +484,13 @@ class LiveSegments:
         members = self.members.pop(name, None)
         if members and self.clock is not None:
             cids = np.asarray(members.to_array(), np.uint32)
+            change = np.full(len(cids), EXITED, np.int8)
+            at = np.full(len(cids), self.clock)
+            code = self.changes.cause_code(DEFINITION)
             self.changes.append(
-                name,
-                cids,
-                np.full(len(cids), EXITED, np.int8),
-                np.full(len(cids), self.clock),
-                np.full(len(cids), self.changes.cause_code(DEFINITION), np.int16),
+                name, cids, change, at, np.full(len(cids), code, np.int16)
             )
+            self._publish(name, cids, change, at)
             self._notify()
 
     def catalog_changed(self) -> None:
@@ -471,6 +508,28 @@ class LiveSegments:
             if p.rfm:
                 self._refresh(name, None, RFM)
 
+    def _topological(self) -> list[str]:
+        """Dynamic segments, each after the segments it refers to (by name otherwise)."""
+        segs = self.engine.segments
+        out: list[str] = []
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            seg = segs._segments.get(name)
+            if seg is None:
+                return
+            for ref in sorted(seg.references):
+                visit(ref)
+            if name in self.members:
+                out.append(name)
+
+        for name in sorted(self.members):
+            visit(name)
+        return out
+
     # -- time ---------------------------------------------------------------------------
     def advance(self, now: float) -> None:
         """Move the clock to `now` (validated by the caller) and process what fell due."""
@@ -486,8 +545,13 @@ class LiveSegments:
         if now == t0:
             return
         rows: list[tuple] = []
-        for name, profile in sorted(self.profiles().items()):
-            rows += self._advance_segment(name, profile, t0, now)
+        profiles = self.profiles()
+        for name in self._topological():
+            got = self._advance_segment(name, profiles[name], t0, now)
+            for _, cids, change, at in got:
+                # before the segments that ask this one's events look for their edges
+                self._publish(name, cids, change, at)
+            rows += got
         self.clock = now
         if not rows:
             return
@@ -548,6 +612,8 @@ class LiveSegments:
         for types, older, newer in profile.windows:
             edges(types, newer, 0.5)  # enters just after ts + newer
             edges(types, older, 0.5)  # leaves just after ts + older
+        for types in profile.instants:
+            edges(types, 0, 0.5)  # published for a change just after their second
         for types, ks, array in profile.days:
             for k in ks:
                 if array is None:

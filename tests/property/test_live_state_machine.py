@@ -2,7 +2,8 @@
 
 Random dynamic segments (every core condition kind: attributes incl. derived age,
 events with filters, relative and absolute periods, count ranges, sums, then-no,
-aggregates incl. days_since_*, NOT, references to another dynamic segment), random
+aggregates incl. days_since_*, NOT, references to another dynamic segment, conditions on
+the segment events ``segment_entered`` / ``segment_exited``), random
 interleavings of event appends (late and future ones), contact and item upserts, new
 contacts and ``advance`` steps from a second to months. After every step each segment's
 ``members`` equals a fresh ``Engine.segment(query, now=clock)``, and replaying the change
@@ -38,13 +39,15 @@ queries = asts(
         "brand": BRANDS,
         "amount": [100.0, 500.0],
         "item": ITEMS,
+        "segment": ["base", "s1", "s2", "s3"],
     },
-    event_types=TYPES,
+    event_types=[*TYPES, "segment_entered", "segment_exited"],
     filter_fields={
         "category": "category",
         "brand": "category",
         "item": "category",
         "amount": "float",
+        "segment": "category",
     },
     include_rfm=False,
     segment_names=["base"],
@@ -123,7 +126,11 @@ class LiveMachine(RuleBasedStateMachine):
             ]
         )
         base = _no_refs(base)
-        e.create_segment("base", base)
+        try:
+            e.create_segment("base", base)
+        except InvalidQuery:  # it asks its own segment events: a cycle
+            base = {"attr": "score", "op": ">=", "value": 2}
+            e.create_segment("base", base)
         self.queries["base"] = base
         e.advance(BASE + start)
 
