@@ -300,6 +300,9 @@ class LiveSegments:
         self._pending: list[tuple[np.ndarray, str]] = []
         self._profiles: dict[str, Profile] | None = None
         self._n_seen = 0
+        self._plans: dict[str, tuple] = {}  # name -> (fingerprint, plan, its now)
+        self._sample_cids: np.ndarray | None = None
+        self._sample_n = -1
         self.grown = threading.Condition()  # notified when the change log grows
 
     # -- state ----------------------------------------------------------------------
@@ -345,10 +348,50 @@ class LiveSegments:
         return self._profiles
 
     # -- evaluation -----------------------------------------------------------------
+    def _fingerprint(self) -> tuple:
+        """What compiled plans depend on besides `now`: the catalog, the dictionaries,
+        the contact columns, the saved segments and the RFM computation."""
+        store = self.engine.store
+        return (
+            store.catalog.version,
+            len(store.catalog),
+            tuple((k, len(m)) for k, m in store.dim_maps.items()),
+            tuple((k, id(c)) for k, c in store.contacts.columns.items()),
+            id(store),
+            id(self.engine.segments),
+            id(self.engine.rfm_state.latest),
+        )
+
+    def _plan(self, name: str, now: float) -> Any:
+        """The segment's plan at `now`: compiled once per data shape, then moved to
+        each new `now` (``rebind``) — compiling costs far more than a small run."""
+        key = self._fingerprint()
+        hit = self._plans.get(name)
+        if hit is None or hit[0] != key:
+            plan = self.engine._compiler(now).compile({"segment": name})
+            _keep_order(plan)
+            self._plans[name] = (key, plan, now)
+            return plan
+        _, plan, at = hit
+        if at != now:
+            rebind(plan, now)
+            self._plans[name] = (key, plan, now)
+        return plan
+
     def _evaluate(self, name: str, now: float, cand: BitMap | None) -> BitMap:
         eng = self.engine
-        plan = eng._compiler(now).compile({"segment": name})
-        return plan.run(Context(eng.store, now, None), cand)
+        if cand is None:  # a full evaluation: as Engine.segment does it
+            plan = eng._compiler(now).compile({"segment": name})
+            return plan.run(Context(eng.store, now, None), cand)
+        plan = self._plan(name, now)
+        return plan.run(Context(eng.store, now, None, _sample=self._sample()), cand)
+
+    def _sample(self) -> np.ndarray:
+        n = self.engine.store.n_contacts
+        if self._sample_cids is None or self._sample_n != n:
+            self._sample_cids = Context(self.engine.store, 0.0).sample_cids()
+            self._sample_n = n
+        return self._sample_cids
 
     def _record(
         self, name: str, before: BitMap, after: BitMap, at: float, cause: str
@@ -466,6 +509,7 @@ class LiveSegments:
     def segment_put(self, name: str) -> None:
         """A segment was created or changed (or a static one replaced a dynamic one)."""
         self._profiles = None
+        self._plans.clear()
         if self.clock is None:
             return
         seg = self.engine.segments.get(name)
@@ -481,6 +525,7 @@ class LiveSegments:
 
     def segment_deleted(self, name: str) -> None:
         self._profiles = None
+        self._plans.clear()
         members = self.members.pop(name, None)
         if members and self.clock is not None:
             cids = np.asarray(members.to_array(), np.uint32)
@@ -852,6 +897,40 @@ def iso(seconds: float) -> str:
 
 
 __all__ = ["LiveSegments", "SegmentNotFound", "clock_value", "iso"]
+
+
+def _keep_order(plan: Any) -> None:
+    """Let AND nodes of a reused plan keep the operand order of their first run."""
+    from segd.segments.plan import AndNode
+
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, AndNode):
+            node.keep_order = True
+        stack.extend(node.children())
+
+
+def rebind(plan: Any, now: float) -> None:
+    """Move a compiled plan to another `now`: the nodes that read it recompute their
+    bounds (event periods, aggregate periods and days, age); the rest is unchanged."""
+    from segd.segments.conditions import AgeAttr, AggregateNode
+    from segd.segments.event_node import EventNode
+    from segd.timeutil import period_bounds_s
+
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, EventNode):
+            node.now_s = now
+            node.lo_s, node.hi_s = period_bounds_s(node.ast.get("period"), now, "$")
+        elif isinstance(node, AggregateNode):
+            node.now_s = now
+        elif isinstance(node, AgeAttr):
+            shared = node.shared
+            AgeAttr.__init__(node, node.ast, node.key, node.column, now, "$")
+            node.shared = shared
+        stack.extend(node.children())
 
 
 class LiveApi:
