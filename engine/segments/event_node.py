@@ -138,14 +138,14 @@ class EventFilters:
         cost = best[0] * GATHER_COST if best is not None else window_rows
         source = None
         if cand is not None and window_rows:
-            offsets, rows, limit = log.contact_index(n_contacts)
+            offsets, rows, limit, ends = log.contact_index(n_contacts)
             cids = np.frombuffer(cand.to_array(), dtype=np.uint32)
             # Candidates picked by earlier conditions are often the most active
             # contacts, so their rows are counted on a sample, not assumed average.
             step = max(1, len(cids) // CONTACT_SAMPLE)
             sample = np.ascontiguousarray(cids[::step])
             sampled = contactindex.rows_of_contacts(
-                sample, offsets, rows, limit, r0, r1
+                sample, offsets, rows, limit, r0, r1, ends
             )
             tail = max(0, r1 - max(r0, limit))
             cand_rows = (len(sampled) - tail) * (len(cids) / max(1, len(sample)))
@@ -154,7 +154,7 @@ class EventFilters:
             )
             if cand_cost < cost:
                 source = contactindex.rows_of_contacts(
-                    cids, offsets, rows, limit, r0, r1
+                    cids, offsets, rows, limit, r0, r1, ends
                 )
                 best = None
         if best is not None:
@@ -263,10 +263,10 @@ class EventNode(Node):
     def _count_candidates(self, ctx: Context, log, cand: BitMap, r0: int, r1: int):
         """A condition with no filter, sum or "then no" only needs each candidate's number
         of events in the window: two binary searches in its contact-major rows."""
-        offsets, rows, limit = log.contact_index(ctx.n)
+        offsets, rows, limit, ends = log.contact_index(ctx.n)
         cids = np.frombuffer(cand.to_array(), dtype=np.uint32)
         counts = contactindex.count_of_contacts(
-            cids, offsets, rows, limit, log.cid, r0, r1
+            cids, offsets, rows, limit, log.cid, r0, r1, ends
         )
         ok = (counts >= self.count_min) & (counts <= min(self.count_max, 2**32 - 1))
         return cids_to_bitmap(np.ascontiguousarray(cids[ok]))
