@@ -20,7 +20,7 @@ def rows_of_contacts(
     limit: int,  # row_t: the index covers rows [0, limit)
     r0: int,  # row_t
     r1: int,  # row_t
-    ends: npt.NDArray[np.uint32] | None = None,  # patched index: rows[offsets[c]:ends[c]]
+    ends: npt.NDArray[np.uint32] | None = None,  # patched: rows[offsets[c]:ends[c]]
 ) -> Rows: ...  # indexed rows per contact, then the whole tail [max(r0, limit), r1)
 def count_of_contacts(
     cand_cids: Cids,  # const cid_t[::1], sorted
