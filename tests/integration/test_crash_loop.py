@@ -279,6 +279,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
             ledger.retry.clear()
             check(proc.address, ledger)
         assert sum(len(v) for v in ledger.acked.values()) > CRASH_POINTS, seed
+        assert ledger.merges_acked, "no merge was acknowledged"
     except AssertionError as exc:
         raise AssertionError(f"{exc} (SEGD_CRASH_SEED={seed})") from exc
     finally:
