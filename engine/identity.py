@@ -88,6 +88,10 @@ def _normalized_column(arr: pa.Array, kind: str, where: str) -> pa.Array:
     if kind == "email":
         out = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
         ok = pc.match_substring_regex(out, r"^[^@\s]+@[^@\s]+$")
+    elif kind != "phone":
+        out = pc.utf8_trim_whitespace(arr)
+        length = pc.utf8_length(out)
+        ok = pc.and_(pc.greater(length, 0), pc.less_equal(length, MAX_LINK_CHARS))
     else:
         uniq = pc.unique(arr).drop_null()
         normal = [
@@ -161,7 +165,7 @@ class Resolved:
     every row, the links to add and the merges to do first (``merge`` policy)."""
 
     customer_id: pa.Array
-    links: list[tuple[str, str, str]]  # (kind, value, customer_id)
+    links: dict[str, tuple[list[str], list[str]]]  # kind -> (values, customer_ids)
     merges: list[tuple[str, str]]  # (survivor, merged) customer_ids
 
 
@@ -368,28 +372,26 @@ def resolve(
             column="customer_id",
         )
     # customer_ids: existing contacts by cid, named new ones by name, others by the
-    # first link of the row that owns the label.
+    # first link (in kind order) of the row that owns the label.
     out = np.empty(rows, dtype=object)
     exist = labels < n
     if exist.any():
         out[exist] = contacts.external_ids(labels[exist].astype(np.uint32))
     named_new = (labels >= n) & (labels < big)
-    for r in np.flatnonzero(named_new).tolist():
-        out[r] = new_named[int(labels[r] - n)]
+    if named_new.any():
+        out[named_new] = np.array(new_named, dtype=object)[labels[named_new] - n]
     if nobody.any():
-        first_row = labels[nobody] - big
-        generated = {}
-        for lab in np.unique(first_row).tolist():
-            for kind, values in links.items():
-                v = values[lab].as_py()
-                if v is not None:
-                    generated[lab] = f"{kind}:{v}"
-                    break
-        out[nobody] = [generated[int(x)] for x in first_row.tolist()]
-    resolved = pa.array(out.tolist(), pa.string())
+        generated = None
+        for kind, values in links.items():
+            named = pc.binary_join_element_wise(f"{kind}:", values, "")
+            generated = named if generated is None else pc.coalesce(generated, named)
+        assert generated is not None  # rows without any link were refused above
+        gen = np.asarray(generated.to_numpy(zero_copy_only=False), dtype=object)
+        out[nobody] = gen[labels[nobody] - big]
+    resolved = pa.array(out, pa.string())
     # New links: values not linked yet, to the row's customer_id (first row wins; the
     # propagation above made every row of a value the same contact).
-    new_links: list[tuple[str, str, str]] = []
+    new_links: dict[str, tuple[list[str], list[str]]] = {}
     for kind, values in links.items():
         owners = store.identity.table(kind).owners(values)
         todo = np.asarray(pc.is_valid(values)) & (owners == NO_CODE)
@@ -398,10 +400,11 @@ def resolve(
         rows_todo = np.flatnonzero(todo)
         codes = link_codes[kind][rows_todo]
         _, first = np.unique(codes, return_index=True)
-        pick = rows_todo[first]
-        vals = values.take(pa.array(pick)).to_pylist()
-        ids = resolved.take(pa.array(pick)).to_pylist()
-        new_links += [(kind, v, c) for v, c in zip(vals, ids, strict=True)]
+        pick = pa.array(rows_todo[first])
+        new_links[kind] = (
+            values.take(pick).to_pylist(),
+            resolved.take(pick).to_pylist(),
+        )
     merge_ids = []
     for a, b in dict.fromkeys(merges):
         if a < n and b < n and a != b:

@@ -33,7 +33,7 @@ def apply(engine: Engine, m: Any) -> np.ndarray | None:
     merged) cids to notify."""
     store = engine.store
     if isinstance(m, mut.LinkAdded):
-        _add_links(store, [(m.kind, m.value, m.customer_id)])
+        _add_links(store, {m.kind: ([m.value], [m.customer_id])})
         return None
     if isinstance(m, mut.LinkRemoved):
         store.identity.table(m.kind).unset(m.value)
@@ -44,20 +44,16 @@ def apply(engine: Engine, m: Any) -> np.ndarray | None:
 def apply_resolved(engine: Engine, ident: dict) -> list[np.ndarray]:
     """The identity part of an ingest record: merges, then links (before its batch)."""
     touched = [_merge(engine, s, m) for s, m in ident.get("merges", [])]
-    links = ident.get("links", [])
+    links = ident.get("links")
     if links:
-        _add_links(engine.store, [tuple(x) for x in links])
+        _add_links(engine.store, links)
     return touched
 
 
-def _add_links(store, links: list[tuple[str, str, str]]) -> None:
-    """Link values to contacts by customer_id (creating contacts that do not exist)."""
-    by_kind: dict[str, tuple[list[str], list[str]]] = {}
-    for kind, value, cid in links:
-        values, ids = by_kind.setdefault(kind, ([], []))
-        values.append(value)
-        ids.append(cid)
-    for kind, (values, ids) in by_kind.items():
+def _add_links(store, links: dict) -> None:
+    """Link values to contacts by customer_id (creating contacts that do not exist);
+    `links`: kind -> (values, customer_ids)."""
+    for kind, (values, ids) in links.items():
         table = store.identity.tables.get(kind)
         if table is None:
             store.identity.add_kind(kind)
@@ -312,7 +308,7 @@ def record(resolved: identity.Resolved) -> dict | None:
         return None
     return {
         "merges": [list(p) for p in resolved.merges],
-        "links": [list(x) for x in resolved.links],
+        "links": {k: [v, c] for k, (v, c) in resolved.links.items()},
     }
 
 

@@ -219,6 +219,10 @@ def evidence_to_dict(e: segments_pb2.Evidence) -> dict[str, Any]:
             out["event"]["sum"] = v.sum
         if v.then_no:
             out["event"]["then_no"] = v.then_no
+        if v.merged_from:
+            out["event"]["merged_from"] = {
+                c: int(k) for c, k in (m.rsplit(":", 1) for m in v.merged_from)
+            }
     elif kind == "segment":
         out["segment"] = {"segment": e.segment.segment, "static": e.segment.static}
     return out

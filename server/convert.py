@@ -585,6 +585,7 @@ def evidence_to_proto(e: Evidence) -> segments_pb2.Evidence:
         if e.sum is not None:
             ev.sum = e.sum
         ev.then_no = e.then_no or ""
+        ev.merged_from.extend(f"{c}:{k}" for c, k in e.merged_from)
     else:
         out.segment.segment = e.segment
         out.segment.static = e.static

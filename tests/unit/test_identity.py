@@ -301,3 +301,18 @@ def test_links_and_merges_survive_restart_snapshot_and_crash(tmp_path):
         assert third.resolve("email", "new@x.io") == "d"
     with Engine.open(tmp_path / "crash") as crashed:
         assert _state(crashed) == want
+
+
+def test_explain_names_the_contact_events_came_from():
+    eng = Engine()
+    eng.append_events(
+        [ev("a", 1, "view"), ev("b", 2, "view"), ev("b", 3, "view"), ev("c", 4, "view")]
+    )
+    eng.merge("a", "b")
+    eng.merge("a", "c")
+    ex = eng.explain("view() count >= 4", "b", now=NOW)  # a merged id: its survivor
+    assert ex.member
+    evidence = ex.root.evidence
+    assert evidence.matching_events == 4
+    assert evidence.merged_from == (("b", 2), ("c", 1))
+    assert "from merged b (2), c (1)" in evidence.summary()
