@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segd.errors import InvalidInput, SegdError, Violation
+from segd.errors import InvalidInput, Violation
 from segd.native import NO_CODE
 from segd.native.idmap import IdMap
 from segd.normalize import normalize_email, normalize_phone
@@ -436,10 +436,6 @@ def check_merge(store, survivor: str, merged: str) -> tuple[int, int]:
     if s == m:
         raise MergeError.at("merged", f"cannot merge {merged!r} into itself")
     return s, m
-
-
-class IdentityError(SegdError):
-    """Internal inconsistency of identity state (a bug, never user input)."""
 
 
 # -- merging -----------------------------------------------------------------------------
