@@ -77,7 +77,10 @@ def build(contacts: int, background: int, big_pairs: int, per_contact: int, seed
     total = contacts * background
     for start in range(0, total, step):
         k = min(step, total - start)
-        chunks.append(_events(rng.integers(0, contacts, k), rng))
+        # every contact has an event (the first `contacts` rows name each once)
+        first = np.arange(start, min(start + k, contacts))
+        rest = rng.integers(0, contacts, k - len(first))
+        chunks.append(_events(np.concatenate([first, rest]), rng))
     big = np.repeat(np.arange(2 * big_pairs), per_contact)
     chunks.append(_events(big, rng))
     for chunk in chunks:

@@ -146,60 +146,68 @@ class EventLog:
                 mine = np.concatenate([mine, (tail + limit).astype(np.uint32)])
             return mine
 
-    def move_contact(self, merged: int, survivor: int, n_contacts: int) -> np.ndarray:
+    def move_contact(self, merged: int, survivor: int, n_contacts: int) -> int:
         """Give the rows of contact `merged` to `survivor` (identity merge); returns the
-        rows moved. Their original contact is kept in the ``origin`` column (created
-        on the first move: 4 bytes per row of this log). The contact-major index is
-        patched in O(rows of both): the survivor's rows, merged in time order, go to
-        the end of ``rows`` and its slot points there; the merged contact's slot is
+        number of rows moved. Their original contact is kept in the ``origin`` column
+        (created on the first move: 4 bytes per row of this log). The contact-major
+        index is patched in O(rows of both) by a nogil kernel
+        (``contactindex.move_contact``): the survivor's rows, merged in time order, go
+        to the end of ``rows`` and its slot points there; the merged contact's slot is
         emptied. Postings map values to rows, so they do not change."""
         with self._ci_lock:
             offsets, rows, limit, ends = self._contact_index(n_contacts)
             n_idx = len(offsets) - 1
-
-            def slot(c: int) -> np.ndarray:
-                if c >= n_idx:
-                    return np.zeros(0, dtype=np.uint32)
-                end = ends[c] if ends is not None else offsets[c + 1]
-                got = rows[offsets[c] : end]
-                return got[got < limit]
-
-            m_idx = slot(merged)
-            m_tail = np.flatnonzero(self._cid[limit : self.n] == merged)
-            moved = np.concatenate([m_idx, (m_tail + limit).astype(np.uint32)])
-            if not len(moved):
-                return moved
-            self._version += 1
-            origin = self._dims.get(ORIGIN)
-            if origin is None:
-                origin = self._dims[ORIGIN] = np.full(
-                    len(self._cid), NO_CODE, dtype=np.uint32
-                )
-            first_move = origin[moved] == NO_CODE
-            origin[moved[first_move]] = merged
-            self._cid[moved] = survivor
-            if not len(m_idx):
-                return moved
-            if survivor >= n_idx:  # not in the index: rebuilt on the next use
-                self._ci = None
-                return moved
-            both = np.concatenate([slot(survivor), m_idx])
-            both.sort(kind="stable")
+            if merged >= n_idx or survivor >= n_idx:
+                # a contact newer than the index: move by a scan, rebuild on next use
+                moved = np.flatnonzero(self.cid == merged)
+                if len(moved):
+                    origin = self._origin_column()
+                    fresh = moved[origin[moved] == NO_CODE]
+                    origin[fresh] = merged
+                    self._cid[moved] = survivor
+                    self._ci = None
+                    self._version += 1
+                return len(moved)
             if ends is None:
                 ends = self._ci_ends = offsets[1:].copy()
-            start = self._ci_used
-            need = start + len(both)
+            m_len = int(ends[merged]) - int(offsets[merged])
+            if m_len == 0 and not (self._cid[limit : self.n] == merged).any():
+                return 0  # no rows of `merged` in this log
+            need = self._ci_used + m_len + int(ends[survivor]) - int(offsets[survivor])
             if need > len(rows):
-                grown = np.empty(max(need, len(rows) + len(rows) // 2), np.uint32)
-                grown[:start] = rows[:start]
+                grown = np.empty(max(need, len(rows) + len(rows) // 8), np.uint32)
+                grown[: self._ci_used] = rows[: self._ci_used]
                 rows = grown
                 self._ci = (offsets, rows)
-            rows[start:need] = both
-            offsets[survivor] = start
-            ends[survivor] = need
-            ends[merged] = offsets[merged]
-            self._ci_used = need
+            origin = self._origin_column()
+            moved, self._ci_used = contactindex.move_contact(
+                self._cid,
+                origin,
+                offsets,
+                ends,
+                rows,
+                self._ci_used,
+                limit,
+                self.n,
+                merged,
+                survivor,
+            )
+            if moved:
+                self._version += 1
             return moved
+
+    def _origin_column(self) -> np.ndarray:
+        """The origin column, created on first use (and made writable: a snapshot's
+        columns may be read-only maps)."""
+        origin = self._dims.get(ORIGIN)
+        if origin is None:
+            origin = np.full(len(self._cid), NO_CODE, dtype=np.uint32)
+        elif not origin.flags.writeable:
+            origin = origin.copy()
+        self._dims[ORIGIN] = origin
+        if not self._cid.flags.writeable:
+            self._cid = self._cid.copy()
+        return origin
 
     def origin(self) -> np.ndarray | None:
         """Per row, the contact it came from when a merge moved it (NO_CODE: it was

@@ -448,9 +448,8 @@ def merge_contacts(store, survivor: int, merged: int) -> None:
     n = contacts.n
     _redirect(store, survivor, merged, n)
     for log in store.logs.values():
-        moved = log.move_contact(merged, survivor, n)
-        if log.type == "order" and len(moved):
-            _order_ownership(store, log, moved, survivor, merged)
+        if log.move_contact(merged, survivor, n) and log.type == "order":
+            _order_ownership(store, log, log.rows_of(survivor, n), survivor, merged)
     _aggregates(store, survivor, merged)
     _attributes(contacts, survivor, merged)
 

@@ -32,3 +32,15 @@ def count_of_contacts(
     r1: int,  # row_t, <= len(cid)
     ends: npt.NDArray[np.uint32] | None = None,  # patched index (identity merges)
 ) -> npt.NDArray[np.uint32]: ...  # events in [r0, r1) per candidate, aligned
+def move_contact(
+    cid: Cids,  # cid_t[::1], written: the merged contact's rows get the survivor
+    origin: npt.NDArray[np.uint32] | None,  # uint32[::1] per row; NO_CODE -> merged
+    offsets: Offsets,  # written: the survivor's slot start
+    ends: npt.NDArray[np.uint32],  # written: slot ends (patched index)
+    rows: Rows,  # written at [used:]: room for both slots guaranteed by the caller
+    used: int,
+    limit: int,  # row_t: the index covers rows [0, limit)
+    n: int,  # rows in the log; [limit, n) is the tail, scanned
+    merged: int,  # cid_t, < len(offsets) - 1
+    survivor: int,  # cid_t, < len(offsets) - 1
+) -> tuple[int, int]: ...  # (rows moved, new used); ValueError on bad arguments

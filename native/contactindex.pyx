@@ -21,7 +21,7 @@ from libc.stdint cimport uint32_t
 import numpy as np
 
 from segd.native._search cimport lower_bound as _lower_bound
-from segd.native._types cimport cid_t, row_t
+from segd.native._types cimport NO_CODE, cid_t, row_t
 
 
 def build(const cid_t[::1] cid, Py_ssize_t n_contacts):
@@ -155,3 +155,62 @@ def count_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
             if lo < n_cand and cand_cids[lo] == c:
                 o[lo] += 1
     return out
+
+
+def move_contact(cid_t[::1] cid, uint32_t[::1] origin, uint32_t[::1] offsets,
+                 uint32_t[::1] ends, row_t[::1] rows, Py_ssize_t used, row_t limit,
+                 Py_ssize_t n, cid_t merged, cid_t survivor):
+    """Identity merge of one log, in place (segd.identity): the rows of `merged` get
+    `survivor`'s cid (and, where `origin` is still NO_CODE, `merged` as their origin).
+
+    The patched index: the two contacts' indexed rows (< limit) are merged in row order
+    into ``rows[used:]`` and the survivor's slot points there; the merged contact's slot
+    becomes empty. The caller guarantees room: ``len(rows) >= used + both slots``.
+    Tail rows [limit, n) are found by a scan of the tail. Returns (rows moved, new used).
+    """
+    cdef Py_ssize_t n_idx = offsets.shape[0] - 1
+    cdef Py_ssize_t a0 = 0, a1 = 0, b0 = 0, b1 = 0, out, moved = 0, r
+    cdef row_t x
+    cdef bint has_origin = origin is not None
+    if merged >= n_idx or survivor >= n_idx:
+        raise ValueError("move_contact: both contacts must be in the index")
+    if ends.shape[0] < n_idx or n > cid.shape[0] or limit > n:
+        raise ValueError("move_contact: inconsistent index arrays")
+    if has_origin and origin.shape[0] < n:
+        raise ValueError("move_contact: origin column shorter than the log")
+    a0 = offsets[survivor]
+    a1 = ends[survivor]
+    b0 = offsets[merged]
+    b1 = ends[merged]
+    if used + (a1 - a0) + (b1 - b0) > rows.shape[0]:
+        raise ValueError("move_contact: no room in rows")
+    with nogil:
+        out = used
+        # both slots are ascending; rows >= limit (renumbered by a late merge, now in
+        # the tail) are dropped here and found by the tail scan below
+        while a0 < a1 or b0 < b1:
+            if b0 >= b1 or (a0 < a1 and rows[a0] < rows[b0]):
+                x = rows[a0]
+                a0 += 1
+            else:
+                x = rows[b0]
+                b0 += 1
+                if x < limit:
+                    cid[x] = survivor
+                    if has_origin and origin[x] == NO_CODE:
+                        origin[x] = merged
+                    moved += 1
+            if x < limit:
+                rows[out] = x
+                out += 1
+        for r in range(limit, n):
+            if cid[r] == merged:
+                cid[r] = survivor
+                if has_origin and origin[r] == NO_CODE:
+                    origin[r] = merged
+                moved += 1
+        if out > used:
+            offsets[survivor] = <uint32_t> used
+            ends[survivor] = <uint32_t> out
+        ends[merged] = offsets[merged]
+    return moved, out
