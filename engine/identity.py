@@ -447,10 +447,10 @@ def merge_contacts(store, survivor: int, merged: int) -> None:
     contacts = store.contacts
     n = contacts.n
     _redirect(store, survivor, merged, n)
+    had_orders = bool(store.aggregates.orders_count[merged])
     for log in store.logs.values():
-        if log.move_contact(merged, survivor, n) and log.type == "order":
-            _order_ownership(store, log, log.rows_of(survivor, n), survivor, merged)
-    _aggregates(store, survivor, merged)
+        log.move_contact(merged, survivor, n)
+    _aggregates(store, survivor, merged, had_orders)
     _attributes(contacts, survivor, merged)
 
 
@@ -458,72 +458,78 @@ def _redirect(store, survivor: int, merged: int, n: int) -> None:
     contacts = store.contacts
     red = contacts.redirect
     if red is None or len(red) < n or not red.flags.writeable:
-        grown = np.arange(n, dtype=np.uint32)
+        grown = np.arange(
+            max(n, len(red) * 9 // 8 if red is not None else n), dtype=np.uint32
+        )
         if red is not None:
             grown[: len(red)] = red
         red = contacts.redirect = grown
-    ident = store.identity
-    moved = [merged, *ident.absorbed.pop(merged, [])]
-    red[np.array(moved, dtype=np.uint32)] = survivor
-    ident.absorbed.setdefault(survivor, []).extend(moved)
+    absorbed = store.identity.absorbed
+    chain = absorbed.pop(merged, None)
+    red[merged] = survivor
+    into = absorbed.setdefault(survivor, [])
+    into.append(merged)
+    if chain:
+        red[np.array(chain, dtype=np.uint32)] = survivor
+        into.extend(chain)
     contacts.merged.add(merged)
 
 
-def _order_ownership(store, log, moved: np.ndarray, survivor: int, merged: int) -> None:
-    """Order ids the merged contact owned now belong to the survivor (distinct orders
-    of one contact stay distinct: an id both had is one order)."""
-    agg = store.aggregates
-    col = log.dim("order_id")
-    if col is None:
-        return
-    codes = np.unique(col[moved])
-    codes = codes[codes != NO_CODE]
-    codes = codes[codes < len(agg._order_owner)]
-    if len(codes):
-        owner = agg._order_owner
-        if not owner.flags.writeable:
-            owner = agg._order_owner = owner.copy()
-        mine = codes[owner[codes] == merged]
-        owner[mine] = survivor
-    if agg._shared_orders:
-        pairs = {p for p in agg._shared_orders if p[0] == merged}
-        if pairs:
-            agg._shared_orders -= pairs
-            agg._shared_orders |= {(survivor, c) for _, c in pairs}
+def _writable(agg, name: str) -> np.ndarray:
+    arr = getattr(agg, name)
+    if not arr.flags.writeable:  # a snapshot's read-only map: copy on first write
+        arr = arr.copy()
+        setattr(agg, name, arr)
+    return arr
 
 
-def _aggregates(store, s: int, m: int) -> None:
+def _aggregates(store, s: int, m: int, had_orders: bool) -> None:
     """The survivor's rollups from the data of both: maxima and minima combine, revenue
     adds up (the same order lines), the order count is recomputed from the survivor's
-    order rows (distinct order_id; an id both contacts had counts once)."""
+    order rows (distinct order_id; an id both contacts had counts once), and the order
+    ids the merged contact owned now belong to the survivor."""
     agg = store.aggregates
-    for name in agg.ARRAYS:
-        arr = getattr(agg, name)
-        if not arr.flags.writeable:
-            arr = arr.copy()
-            setattr(agg, name, arr)
-    for name in ("last_order_s", "last_visit_s", "last_email_open_s"):
-        arr = getattr(agg, name)
-        arr[s] = max(arr[s], arr[m])
-        arr[m] = 0
-    first = agg.first_order_s
+    for name in ("last_visit_s", "last_email_open_s"):
+        arr = _writable(agg, name)
+        if arr[m]:
+            arr[s] = max(arr[s], arr[m])
+            arr[m] = 0
+    if not had_orders:
+        return
+    last = _writable(agg, "last_order_s")
+    first = _writable(agg, "first_order_s")
+    revenue = _writable(agg, "revenue")
+    count = _writable(agg, "orders_count")
+    last[s] = max(last[s], last[m])
     both = [v for v in (int(first[s]), int(first[m])) if v]
     first[s] = min(both) if both else 0
-    first[m] = 0
-    agg.revenue[s] += agg.revenue[m]
-    agg.revenue[m] = 0.0
+    revenue[s] += revenue[m]
+    last[m] = first[m] = count[m] = 0
+    revenue[m] = 0.0
     log = store.logs.get("order")
-    if log is not None and agg.orders_count[m]:
-        rows = log.rows_of(s, store.contacts.n)
-        col = log.dim("order_id")
-        if col is None:
-            count = len(rows)
-        else:
-            codes = col[rows]
-            known = codes != NO_CODE
-            count = int(np.count_nonzero(~known)) + len(np.unique(codes[known]))
-        agg.orders_count[s] = count
-    agg.orders_count[m] = 0
+    if log is None:
+        return
+    rows = log.rows_of(s, store.contacts.n)
+    col = log.dim("order_id")
+    if col is None:
+        count[s] = len(rows)
+        return
+    codes = col[rows]
+    known = codes[codes != NO_CODE]
+    ids = np.unique(known)
+    count[s] = len(codes) - len(known) + len(ids)
+    owner = agg._order_owner
+    ids = ids[ids < len(owner)]
+    mine = ids[owner[ids] == m]
+    if len(mine):
+        if not owner.flags.writeable:
+            owner = agg._order_owner = owner.copy()
+        owner[mine] = s
+    if agg._shared_orders:
+        pairs = {p for p in agg._shared_orders if p[0] == m}
+        if pairs:
+            agg._shared_orders -= pairs
+            agg._shared_orders |= {(s, c) for _, c in pairs}
 
 
 def _attributes(contacts, s: int, m: int) -> None:
