@@ -405,9 +405,20 @@ def resolve(
             values.take(pick).to_pylist(),
             resolved.take(pick).to_pylist(),
         )
+    # The merges, in order, each between two contacts still live at that point (a
+    # chain a<-b, b<-c becomes a<-b, a<-c): replay applies them without checks.
     merge_ids = []
+    into: dict[int, int] = {}
+
+    def live(c: int) -> int:
+        while c in into:
+            c = into[c]
+        return c
+
     for a, b in dict.fromkeys(merges):
+        a, b = live(a), live(b)
         if a < n and b < n and a != b:
+            into[b] = a
             sa, sb = contacts.external_ids(np.array([a, b], dtype=np.uint32))
             merge_ids.append((sa, sb))
     return Resolved(resolved, new_links, merge_ids)
@@ -447,10 +458,9 @@ def merge_contacts(store, survivor: int, merged: int) -> None:
     contacts = store.contacts
     n = contacts.n
     _redirect(store, survivor, merged, n)
-    had_orders = bool(store.aggregates.orders_count[merged])
     for log in store.logs.values():
         log.move_contact(merged, survivor, n)
-    _aggregates(store, survivor, merged, had_orders)
+    _aggregates(store, survivor, merged)
     _attributes(contacts, survivor, merged)
 
 
@@ -483,29 +493,27 @@ def _writable(agg, name: str) -> np.ndarray:
     return arr
 
 
-def _aggregates(store, s: int, m: int, had_orders: bool) -> None:
+def _aggregates(store, s: int, m: int) -> None:
     """The survivor's rollups from the data of both: maxima and minima combine, revenue
     adds up (the same order lines), the order count is recomputed from the survivor's
     order rows (distinct order_id; an id both contacts had counts once), and the order
     ids the merged contact owned now belong to the survivor."""
+    from segd.native import aggregates as kernels
+
     agg = store.aggregates
-    for name in ("last_visit_s", "last_email_open_s"):
-        arr = _writable(agg, name)
-        if arr[m]:
-            arr[s] = max(arr[s], arr[m])
-            arr[m] = 0
+    had_orders = kernels.merge_rollups(
+        _writable(agg, "last_visit_s"),
+        _writable(agg, "last_email_open_s"),
+        _writable(agg, "last_order_s"),
+        _writable(agg, "first_order_s"),
+        _writable(agg, "revenue"),
+        _writable(agg, "orders_count"),
+        s,
+        m,
+    )
     if not had_orders:
         return
-    last = _writable(agg, "last_order_s")
-    first = _writable(agg, "first_order_s")
-    revenue = _writable(agg, "revenue")
-    count = _writable(agg, "orders_count")
-    last[s] = max(last[s], last[m])
-    both = [v for v in (int(first[s]), int(first[m])) if v]
-    first[s] = min(both) if both else 0
-    revenue[s] += revenue[m]
-    last[m] = first[m] = count[m] = 0
-    revenue[m] = 0.0
+    count = agg.orders_count
     log = store.logs.get("order")
     if log is None:
         return

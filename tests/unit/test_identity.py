@@ -316,3 +316,17 @@ def test_explain_names_the_contact_events_came_from():
     assert evidence.matching_events == 4
     assert evidence.merged_from == (("b", 2), ("c", 1))
     assert "from merged b (2), c (1)" in evidence.summary()
+
+
+def test_merge_policy_with_several_owners_in_one_batch():
+    eng = Engine()
+    eng.append_events([ev("a", 1, "view", card="A"), ev("b", 2, "view", card="B")])
+    eng.append_events([ev("c", 3, "view", card="C")])
+    # a claims b's card, then b claims c's: a<-b, and b (now a) <-c
+    eng.append_events(
+        [ev("a", 4, "order", card="B"), ev("b", 5, "view", card="C")],
+        on_conflict="merge",
+    )
+    assert {eng.resolve("customer_id", x) for x in "abc"} == {"a"}
+    assert eng.links("a")["card"] == ["A", "B", "C"]
+    assert eng.count("view() count >= 4 and order()", now=NOW) == 1
