@@ -200,6 +200,7 @@ def replay(engine: Any, wal_dir: Path, after_seq: int) -> walmod.ScanState:
         if (
             isinstance(m, mut.EventsAppended)
             and m.source is None
+            and not m.identity
             and not engine.live.tracking
         ):
             group.append(m.batch)
