@@ -145,6 +145,13 @@ def run(args: argparse.Namespace) -> dict:
         engine.append_events(b)
     live_s = time.perf_counter() - t0
     changes_ingest = engine.changes_position
+    big = _batches(engine, 1, args.big_batch, now_s + args.batches, args.seed + 1)[0]
+    t0 = time.perf_counter()
+    engine.append_events(big)
+    big_s = time.perf_counter() - t0
+    say(
+        f"ingest, one batch of {args.big_batch:,}: {args.big_batch / big_s:,.0f} events/s"
+    )
     plain = Engine(result_cache_size=0)
     plain.store = engine.store  # same data; no live segments on this one
     t0 = time.perf_counter()
@@ -154,8 +161,8 @@ def run(args: argparse.Namespace) -> dict:
     say(f"ingest: {events / live_s:,.0f} events/s live, {events / plain_s:,.0f} plain")
 
     # ticks of one second, as the server advances
-    clock = now_s + args.batches
-    engine.advance(clock)
+    clock = now_s + args.batches + 2
+    engine.advance(clock)  # the ingested events enter their windows (not timed)
     t0 = time.perf_counter()
     for i in range(args.ticks):
         engine.advance(clock + 1 + i)
@@ -190,6 +197,8 @@ def run(args: argparse.Namespace) -> dict:
         "ingest_live_events_per_s": round(events / live_s),
         "ingest_plain_events_per_s": round(events / plain_s),
         "ingest_changes": changes_ingest,
+        "ingest_big_batch": args.big_batch,
+        "ingest_big_batch_events_per_s": round(args.big_batch / big_s),
         "tick_ms": round(tick_ms, 2),
         "step_s": args.step,
         "advance_s": round(step_s, 3),
@@ -207,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--segments", type=int, default=100)
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--batch", type=int, default=10_000)
+    p.add_argument("--big-batch", type=int, default=100_000)
     p.add_argument("--ticks", type=int, default=20)
     p.add_argument("--step", type=int, default=DAY)
     p.add_argument("--json", action="store_true")

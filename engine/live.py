@@ -301,6 +301,8 @@ class LiveSegments:
         self._profiles: dict[str, Profile] | None = None
         self._n_seen = 0
         self._plans: dict[str, tuple] = {}  # name -> (fingerprint, plan, its now)
+        self._gen = 0  # bumped by every touch (see _sorted)
+        self._orders: dict[str, tuple] = {}  # what -> (gen, n, sorted keys, cids)
         self._sample_cids: np.ndarray | None = None
         self._sample_n = -1
         self.grown = threading.Condition()  # notified when the change log grows
@@ -459,6 +461,7 @@ class LiveSegments:
 
     # -- hooks from the engine ---------------------------------------------------------
     def touched(self, cids: np.ndarray, cause: str) -> None:
+        self._gen += 1  # per-contact data changed: cached orders are stale
         if self.clock is not None:
             self._pending.append((cids, cause))
 
@@ -664,11 +667,13 @@ class LiveSegments:
                 if array is None:
                     edges(types, k * DAY_S, 0.0)
                     continue
-                last = getattr(store.aggregates, array)[: store.n_contacts]
-                due = last.astype(np.float64) + k * DAY_S
-                hit = np.flatnonzero((last > 0) & (due > t0) & (due <= t1))
-                pts.append(due[hit])
-                cids.append(hit.astype(np.uint32))
+                # last + k d in (t0, t1]: a slice of the contacts sorted by last
+                keys, order = self._sorted(array)
+                a = np.searchsorted(keys, t0 - k * DAY_S, "right")
+                b = np.searchsorted(keys, t1 - k * DAY_S, "right")
+                if b > a:
+                    pts.append(keys[a:b] + k * DAY_S)
+                    cids.append(order[a:b])
         if profile.age:
             p, c = self._birthdays(t0, t1)
             pts += p
@@ -676,6 +681,37 @@ class LiveSegments:
         if not pts:
             return np.zeros(0), np.zeros(0, np.uint32)
         return np.concatenate(pts), np.concatenate(cids)
+
+    def _sorted(self, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """(keys ascending, cids) of a per-contact array, sorted once per data change
+        and shared by every segment: a last-seen array (contacts that have one) or the
+        birth month * 100 + day (``birthday``). Without it every one-second step would
+        scan the whole base per condition."""
+        store = self.engine.store
+        n = store.n_contacts
+        hit = self._orders.get(what)
+        if hit is not None and hit[0] == self._gen and hit[1] == n and hit[2] is store:
+            return hit[3], hit[4]
+        if what == "birthday":
+            keys, cids = self._birthday_keys(n)
+        else:
+            last = getattr(store.aggregates, what)[:n]
+            cids = np.flatnonzero(last > 0).astype(np.uint32)
+            keys = last[cids].astype(np.float64)
+        order = np.argsort(keys, kind="stable")
+        keys, cids = keys[order], cids[order]
+        self._orders[what] = (self._gen, n, store, keys, cids)
+        return keys, cids
+
+    def _birthday_keys(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        col = self.engine.store.contacts.column("birth_date")
+        values = np.asarray(col.values[:n], np.int64)
+        valid = np.asarray(col.valid[: len(values)]).astype(bool)
+        days = (values // (DAY_S * 1000)).astype("datetime64[D]")
+        month = days.astype("datetime64[M]").astype(np.int64) % 12 + 1
+        dom = (days - days.astype("datetime64[M]")).astype(np.int64) + 1
+        cids = np.flatnonzero(valid).astype(np.uint32)
+        return (month * 100 + dom)[cids].astype(np.float64), cids
 
     def _birthdays(self, t0: float, t1: float):
         """Midnights in (t0, t1] and the contacts whose age may turn over then."""
@@ -687,15 +723,7 @@ class LiveSegments:
         last = math.floor(t1 / DAY_S)
         if last < first:
             return [], []
-        n = self.engine.store.n_contacts
-        values = np.asarray(col.values[:n], np.int64)
-        valid = np.asarray(col.valid[: len(values)]).astype(bool)
-        days = (values // (DAY_S * 1000)).astype("datetime64[D]")
-        month = days.astype("datetime64[M]").astype(np.int64) % 12 + 1
-        dom = (days - days.astype("datetime64[M]")).astype(np.int64) + 1
-        key = np.where(valid, month * 100 + dom, -1)
-        order = np.argsort(key, kind="stable")
-        sorted_keys = key[order]
+        sorted_keys, order = self._sorted("birthday")
         pts, cids = [], []
         for d in range(first, last + 1):
             day = date(1970, 1, 1) + timedelta(days=d)
