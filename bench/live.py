@@ -185,7 +185,24 @@ def run(args: argparse.Namespace) -> dict:
         name = f"live{k:03d}"
         fresh = engine.segment(queries[k], now=engine.clock, cache=False)
         assert engine.members(name).count() == fresh.count(), name
+    # time-driven expiry alone: one window condition, one day
+    for k in range(args.segments):
+        engine.delete_segment(f"live{k:03d}")
+    engine.create_segment("expiry", f"view() in last {args.expiry_days} days")
+    start = engine.changes_position
+    t0 = time.perf_counter()
+    engine.advance(engine.clock + DAY)
+    expiry_s = time.perf_counter() - t0
+    expiry_changes = engine.changes_position - start
+    say(
+        f"expiry: {expiry_changes:,} changes in {expiry_s:.2f} s = "
+        f"{expiry_changes / expiry_s:,.0f} changes/s"
+    )
     return {
+        "expiry_query": f"view() in last {args.expiry_days} days",
+        "expiry_changes": expiry_changes,
+        "expiry_s": round(expiry_s, 3),
+        "expiry_changes_per_s": round(expiry_changes / expiry_s),
         "contacts": engine.store.n_contacts,
         "events": engine.store.n_events,
         "segments": args.segments,
@@ -217,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--big-batch", type=int, default=100_000)
+    p.add_argument("--expiry-days", type=int, default=7)
     p.add_argument("--ticks", type=int, default=20)
     p.add_argument("--step", type=int, default=DAY)
     p.add_argument("--json", action="store_true")
