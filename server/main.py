@@ -321,9 +321,9 @@ def _open_engine(settings: Settings) -> Any:
         result_cache_size=settings.result_cache,
     )
     log.info("recovered", extra=kv(data_dir=storage, **(engine.recovery or {})))
-    # gRPC's threads do not survive fork(): snapshots are written in this process
-    # (readers go on, writers wait while it is written).
-    engine.snapshot_background = False
+    # Snapshots are written by a forked child (engine.snapshot_background stays None:
+    # segd.snapshot forks where it is safe). `import segd` turned gRPC's fork handlers
+    # off before gRPC was imported, so writers wait only for the fork, not the write.
     return engine
 
 
