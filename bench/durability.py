@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -177,6 +177,107 @@ def _start_info(data: Path, mode: str, interval_ms: int, log_path: Path):
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError("server did not start in 120 s")
+
+
+def _event_payloads(n: int, rows: int, tag: str) -> list[bytes]:
+    """`n` Arrow IPC IngestEvents payloads of `rows` view events for fresh contacts,
+    stamped now: live traffic appends at the end of the logs (an old time stamp would
+    take the late-event merge path instead)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from segd.server.client import to_arrow_ipc
+
+    now = int(time.time())
+    out = []
+    for b in range(n):
+        i = np.arange(rows)
+        out.append(
+            to_arrow_ipc(
+                pa.table(
+                    {
+                        "customer_id": pa.array([f"{tag}{b}-{j}" for j in range(rows)]),
+                        "ts": pa.array(now - rows + i, pa.int64()).cast(
+                            pa.timestamp("s", tz="UTC")
+                        ),
+                        "type": pa.array(["view"] * rows),
+                    }
+                )
+            )
+        )
+    return out
+
+
+def write_stall(
+    address: str,
+    snapshot: Callable[[], object],
+    *,
+    writers: int = 2,
+    rows: int = 100,
+    before_s: float = 1.0,
+    after_s: float = 1.0,
+    token: str | None = None,
+) -> dict:
+    """Writes acknowledged while a snapshot is taken, and the longest write stall.
+
+    `writers` clients stream IngestEvents calls of `rows` events back to back; after
+    `before_s` the snapshot is taken by `snapshot()` (an RPC, or ``segctl snapshot``),
+    and the writers go on `after_s` after it returns. ``max_stall_s`` is the longest
+    latency of a call in flight during the snapshot: how long the engine held writers
+    (the fork, or the whole write in process); ``acks_during`` counts the calls
+    acknowledged while the snapshot ran."""
+    from segd.server.client import SegdClient
+    from segd.v1 import ingest_pb2
+
+    payloads = _event_payloads(400, rows, "stall-")
+    stop = threading.Event()
+    calls: list[tuple[float, float]] = []  # (sent, acknowledged), perf_counter
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def writer(k: int) -> None:
+        with SegdClient(address, timeout=120, token=token) as c:
+            b = 0
+            while not stop.is_set():
+                req = ingest_pb2.IngestEventsRequest(
+                    arrow_ipc=payloads[(k * 97 + b) % len(payloads)]
+                )
+                t = time.perf_counter()
+                try:
+                    c.call(c.ingest_stub.IngestEvents, req)
+                except Exception as exc:  # noqa: BLE001 - reported
+                    with lock:
+                        errors.append(str(exc))
+                    return
+                with lock:
+                    calls.append((t, time.perf_counter()))
+                b += 1
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(before_s)
+        t0 = time.perf_counter()
+        snapshot()
+        t1 = time.perf_counter()
+        time.sleep(after_s)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    during = [(a, b) for a, b in calls if b >= t0 and a <= t1]
+    before = sorted(b - a for a, b in calls if b < t0)
+    return {
+        "snapshot_seconds": round(t1 - t0, 3),
+        "acks_during": sum(1 for _, b in during if b <= t1),
+        "max_stall_s": round(max((b - a for a, b in during), default=0.0), 3),
+        "latency_before_p50_ms": round(before[len(before) // 2] * 1000, 2)
+        if before
+        else None,
+        "calls": len(calls),
+        "errors": errors[:3],
+    }
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -304,7 +304,19 @@ def _ready_fields(
         "auth": bool(settings.token),
         "storage": settings.storage_dir or "memory",
         "fsync": settings.fsync if settings.storage_dir else None,
+        "snapshots": _snapshot_mode(engine) if settings.storage_dir else None,
     }
+
+
+def _snapshot_mode(engine: Any) -> str:
+    """``forked`` (writers wait only for the fork) or ``in-process`` (writers wait for
+    the whole write: gRPC's fork handlers are on, see segd.snapshot.fork_is_default)."""
+    from segd import snapshot
+
+    background = engine.snapshot_background
+    if background is None:
+        background = snapshot.fork_is_default()
+    return "forked" if background else "in-process"
 
 
 def _open_engine(settings: Settings) -> Any:
