@@ -320,10 +320,10 @@ def _read_runs(tables: list[bytes]) -> list[tuple[pa.Table | None, int]]:
             i += 1
             continue
         head = tables[i][:end]
-        parts = [head]
+        parts: list[bytes | memoryview] = [head]
         j = i
         while j < len(tables) and tables[j][:end] == head and _schema_end(tables[j]):
-            parts.append(tables[j][end:-8])
+            parts.append(memoryview(tables[j])[end:-8])  # joined below: no copy here
             j += 1
         parts.append(_EOS)
         reader = pa.ipc.open_stream(pa.py_buffer(b"".join(parts)))
@@ -347,6 +347,8 @@ def _concat(parts: list[pa.Array | None], lengths: list[int]) -> pa.Array | None
     present = [p for p in parts if p is not None]
     if not present:
         return None
+    if len(parts) == 1:
+        return parts[0]
     kind = present[0].type
     if any(p.type != kind for p in present):
         kind = pa.large_string()
