@@ -400,9 +400,15 @@ def _joined(runs: list[tuple[pa.Table, list[dict]]]) -> EventBatch:
         ts.append(_numpy(cols.pop("ts"), np.uint32))
         type_code = cols.pop("type_code")
         run_codes = np.asarray(type_code.to_numpy(), dtype=np.uint32).copy()
-        # Map each record's codes onto the group's names (no work when they agree).
+        # Map each record's codes onto the group's names (no work when they agree:
+        # the common case, every record naming the same types in the same order).
+        first = recs[0]["types"]
+        mapping = [index.setdefault(t, len(index)) for t in first]
+        same = mapping == list(range(len(mapping))) and all(
+            rec["types"] == first for rec in recs
+        )
         a = 0
-        for chunk, rec in zip(type_code.chunks, recs, strict=True):
+        for chunk, rec in zip([] if same else type_code.chunks, recs, strict=False):
             b = a + len(chunk)
             mapping = [index.setdefault(t, len(index)) for t in rec["types"]]
             if mapping != list(range(len(mapping))):
