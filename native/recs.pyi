@@ -88,4 +88,5 @@ def recommend(
     within_depth: int,
     limit: int,
     fallback_scale: float,
+    block_seeds: bool = ...,
 ) -> tuple[Items, Floats]: ...

@@ -389,12 +389,14 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
               const uint8_t[::1] allowed, const uint32_t[::1] exclude,
               const uint32_t[::1] id_rank, const uint32_t[:, ::1] item_nodes,
               uint32_t within_node, Py_ssize_t within_depth,
-              Py_ssize_t limit, float fallback_scale):
+              Py_ssize_t limit, float fallback_scale, bint block_seeds=True):
     """The ``limit`` best items: neighbours of ``seeds`` (scores weighted and summed),
     then the popularity lists of ``nodes`` in order (score ``fallback_scale * count``,
     never above the previous score). An item is kept when ``allowed[item]`` (an empty
     mask allows every item), it is not in ``exclude`` (sorted), and, unless
     ``within_node`` is NO_ITEM, ``item_nodes[item, within_depth] == within_node``.
+    With ``block_seeds`` the seeds themselves are never returned; without, a seed is a
+    candidate like any other (it scores through the other seeds' lists).
     Returns (items uint32, scores float32), best first, ties by ``id_rank``."""
     cdef Py_ssize_t n_model = id_rank.shape[0], n_allowed = allowed.shape[0]
     cdef Py_ssize_t n_seeds = seeds.shape[0], n_cand = 0, total = 0, i, s, cap
@@ -430,8 +432,8 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
     cdef uint32_t[::1] out_items = out_items_arr
     cdef float[::1] out_scores = out_scores_arr
     with nogil:
-        # seeds themselves are never candidates
-        for s in range(n_seeds):
+        # seeds themselves are never candidates (block_seeds)
+        for s in range(n_seeds if block_seeds else 0):
             sd = seeds[s]
             h = (sd * HASH_MUL) & mask_h
             while keys[h] != 0 and keys[h] != sd + 1:
