@@ -1039,6 +1039,10 @@ class Engine:
         meanwhile); its stats. `config` changes settings (segd.recs.RecsConfig)."""
         return self.recs.rebuild(config)
 
+    def describe_items(self, item_ids: list[str]) -> list[dict]:
+        """Name, category and current price of items (for showing recommendations)."""
+        return self.recs.describe(item_ids)
+
     def recommendation_stats(self) -> dict:
         """The current model's size, age, build time and settings."""
         return self.recs.stats()

@@ -191,6 +191,19 @@ class RecsModel:
         return out
 
 
+def _cell(catalog, name: str, code: int) -> Any:
+    col = catalog.columns.get(name)
+    if col is None or code >= len(catalog):
+        return None
+    if hasattr(col, "dictionary"):  # category-like text
+        value = int(col.codes[code])
+        return None if value == NO_CODE else col.dictionary.decode_one(value)
+    valid = getattr(col, "valid", None)
+    if valid is None or not valid[code]:
+        return None
+    return float(col.values[code]) if col.kind == "float" else col.values[code].item()
+
+
 def normalize_phrase(phrase: str) -> str:
     return " ".join(phrase.lower().split())
 
@@ -622,6 +635,20 @@ class Recommender:
                         for c, s in zip(codes.tolist(), scores.tolist(), strict=True)
                     ]
                 )
+        return out
+
+    def describe(self, item_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """``{item_id, name, category, price}`` of known items, from the live catalog
+        (NULL / missing columns give None)."""
+        catalog = self._engine.store.catalog
+        out = []
+        with self._engine._lock.read():
+            for item_id in item_ids:
+                code = catalog.ids.lookup_one(item_id)
+                row: dict[str, Any] = {"item_id": item_id}
+                for name in ("name", "category", "price"):
+                    row[name] = None if code < 0 else _cell(catalog, name, code)
+                out.append(row)
         return out
 
     def _contact(self, customer_id: str | None) -> int | None:

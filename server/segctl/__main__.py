@@ -15,7 +15,7 @@ import traceback
 from typing import NoReturn, TextIO
 
 from segd.server.client import SegdRpcError
-from segd.server.segctl import admin, data, rfm, segments, serve, storage
+from segd.server.segctl import admin, data, recs, rfm, segments, serve, storage
 from segd.server.segctl.console import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -70,6 +70,7 @@ def build_parser() -> Parser:
     data.register(sub)
     segments.register(sub)
     rfm.register(sub)
+    recs.register(sub)
     admin.register(sub)
     serve.register(sub)
     storage.register(sub)
