@@ -66,12 +66,14 @@ class RecsConfig:
 
     window_days: int = 90  # events in [as_of - window, as_of] feed the model
     neighbours: int = 40  # k: neighbours kept per item
-    shrink: float = 10.0  # cosine shrinkage (in weighted co-occurrences)
+    shrink: float = 2.0  # cosine shrinkage (in weighted co-occurrences)
     basket_cap: int = 100  # distinct items per contact that feed co-occurrence
     search_span_s: int = 3600  # a search leads to the items touched this soon after
     related_weights: tuple[float, float, float] = (1.0, 0.5, 0.25)  # order, cart, view
     alternative_weights: tuple[float, float, float] = (0.0, 0.5, 1.0)
-    personal_seeds: int = 10  # newest basket items a personal lookup starts from
+    personal_seeds: int = 30  # newest basket items a personal lookup starts from
+    # personal: the pull of an item the contact itself viewed / carted (times its weight)
+    self_weight: float = 3.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> RecsConfig:
@@ -750,6 +752,7 @@ class Recommender:
             model.rank_off[e], model.rank_items[e], model.rank_scores[e], nodes_arr,
             allowed, exclude, model.id_rank, model.item_nodes,
             within, within_depth, limit, scale, block_seeds,
+            0.0 if block_seeds else model.config.self_weight,
         )  # fmt: skip
 
     def _items(self, item_ids: Sequence[str] | None) -> np.ndarray:

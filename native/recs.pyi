@@ -89,4 +89,5 @@ def recommend(
     limit: int,
     fallback_scale: float,
     block_seeds: bool = ...,
+    self_weight: float = ...,
 ) -> tuple[Items, Floats]: ...

@@ -389,14 +389,16 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
               const uint8_t[::1] allowed, const uint32_t[::1] exclude,
               const uint32_t[::1] id_rank, const uint32_t[:, ::1] item_nodes,
               uint32_t within_node, Py_ssize_t within_depth,
-              Py_ssize_t limit, float fallback_scale, bint block_seeds=True):
+              Py_ssize_t limit, float fallback_scale, bint block_seeds=True,
+              float self_weight=0):
     """The ``limit`` best items: neighbours of ``seeds`` (scores weighted and summed),
     then the popularity lists of ``nodes`` in order (score ``fallback_scale * count``,
     never above the previous score). An item is kept when ``allowed[item]`` (an empty
     mask allows every item), it is not in ``exclude`` (sorted), and, unless
     ``within_node`` is NO_ITEM, ``item_nodes[item, within_depth] == within_node``.
     With ``block_seeds`` the seeds themselves are never returned; without, a seed is a
-    candidate like any other (it scores through the other seeds' lists).
+    candidate like any other (it scores through the other seeds' lists, and its own
+    weight times ``self_weight``: the pull of an item the contact looked at).
     Returns (items uint32, scores float32), best first, ties by ``id_rank``."""
     cdef Py_ssize_t n_model = id_rank.shape[0], n_allowed = allowed.shape[0]
     cdef Py_ssize_t n_seeds = seeds.shape[0], n_cand = 0, total = 0, i, s, cap
@@ -415,7 +417,7 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
         return np.empty(0, np.uint32), np.empty(0, np.float32)
     for s in range(n_seeds):
         if seeds[s] < n_model:
-            total += nbr_off[seeds[s] + 1] - nbr_off[seeds[s]]
+            total += nbr_off[seeds[s] + 1] - nbr_off[seeds[s]] + 1
     cap = 16
     while cap < 2 * (total + limit + n_seeds):
         cap <<= 1
@@ -445,8 +447,15 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
             sd = seeds[s]
             if sd >= n_model:
                 continue
-            for p in range(nbr_off[sd], nbr_off[sd + 1]):
-                it = nbr_items[p]
+            for p in range(<int64_t> nbr_off[sd] - 1, nbr_off[sd + 1]):
+                if p < <int64_t> nbr_off[sd]:  # the seed itself
+                    if block_seeds or self_weight <= 0:
+                        continue
+                    it = sd
+                    sc = self_weight
+                else:
+                    it = nbr_items[p]
+                    sc = nbr_scores[p]
                 h = (it * HASH_MUL) & mask_h
                 while keys[h] != 0 and keys[h] != it + 1:
                     h = (h + 1) & mask_h
@@ -464,7 +473,7 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
                     cands[n_cand].score = 0
                     n_cand += 1
                 if slot[h] != NO_CODE:
-                    cands[slot[h]].score += seed_weights[s] * nbr_scores[p]
+                    cands[slot[h]].score += seed_weights[s] * sc
         if n_cand > 1:
             qsort(cands, n_cand, sizeof(Cand), _cmp_cand)
         prev = 3.0e38
