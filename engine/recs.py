@@ -42,6 +42,12 @@ MAX_DEPTH = kernels.MAX_DEPTH
 MAX_LIMIT = 1000
 MAX_SEED_ITEMS = 100
 NO_NODE = int(NO_CODE)
+_EVENT_INDEX = {e: i for i, e in enumerate(POPULAR_EVENTS)}
+_NO_ITEMS = np.zeros(0, dtype=np.uint32)
+_NO_WEIGHTS = np.zeros(0, dtype=np.float32)
+_ROOT = np.zeros(1, dtype=np.uint32)
+for _a in (_NO_ITEMS, _NO_WEIGHTS, _ROOT):
+    _a.flags.writeable = False
 
 
 class ItemNotFound(NotFound):
@@ -145,8 +151,17 @@ class RecsModel:
     pop_max: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        """Lookup helpers derived from the arrays (not persisted: cheap to derive)."""
         self.node_index = {p: i for i, p in enumerate(self.node_paths)}
+        self.node_depth = [p.count("/") + 1 if p else 0 for p in self.node_paths]
         self.pop_max = tuple(float(self.pop[e].max(initial=0)) for e in range(3))
+        depth = np.count_nonzero(self.item_nodes != NO_CODE, axis=1) - 1
+        self.item_leaf = self.item_nodes[
+            np.arange(self.n_items), np.maximum(depth, 0)
+        ].astype(np.uint32)
+        self.seed_bit_weights = _bit_weights(self.config.related_weights)
+        n = self.config.personal_seeds
+        self.decay = (1.0 / (1.0 + 0.1 * np.arange(n))).astype(np.float32)
 
     def nbytes(self) -> int:
         arrays = [
@@ -174,23 +189,6 @@ class RecsModel:
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "config": asdict(self.config),
         }
-
-    def leaf_node(self, code: int) -> int:
-        """The deepest category node of an item (the root for an uncategorised one)."""
-        if code >= self.n_items:
-            return 0
-        row = self.item_nodes[code]
-        depth = int(np.count_nonzero(row != NO_CODE)) - 1
-        return int(row[max(depth, 0)])
-
-    def ancestors(self, node: int) -> list[int]:
-        """The node, its parent, ..., the root."""
-        path = self.node_paths[node]
-        out = [node]
-        while path:
-            path = path.rpartition("/")[0]
-            out.append(self.node_index[path])
-        return out
 
 
 def _cell(catalog, name: str, code: int) -> Any:
@@ -531,20 +529,26 @@ class Recommender:
         return {"built": True, "dirty_contacts": len(self._dirty), **model.stats()}
 
     # -- masks ------------------------------------------------------------------------
-    def _allowed(self, filters: list[dict], key: str) -> np.ndarray:
-        """uint8 over item codes: in stock (NULL counts as in stock) and every filter."""
+    def _allowed(self, filters: Any) -> np.ndarray:
+        """uint8 over item codes: in stock (NULL counts as in stock) and every filter,
+        cached per catalog version and filter text."""
         catalog = self._engine.store.catalog
-        cache_key = (catalog.version, len(catalog), key)
+        if filters is None or isinstance(filters, str):
+            text = filters or ""
+        else:
+            text = json.dumps(filters, sort_keys=True, default=str)
+        cache_key = (catalog.version, len(catalog), text)
         hit = self._masks.get(cache_key)
         if hit is not None:
             return hit
+        parsed = parse_filters(filters)
         n = len(catalog)
         mask = np.ones(n, dtype=np.uint8)
         stock = catalog.columns.get("in_stock")
         if stock is not None and stock.kind == "bool":
             out = (stock.valid[:n] != 0) & (stock.values[:n] == 0)
             mask[out] = 0
-        for i, f in enumerate(filters):
+        for i, f in enumerate(parsed):
             mask &= catalog.item_filter(
                 f["field"], f["op"], f.get("value"), f"filters[{i}].value"
             )[0]
@@ -607,11 +611,8 @@ class Recommender:
                 model, kind, item_ids, customer_id, category, phrase, filters, limit,
                 exclude_bought, event, self._contact(customer_id),
             )  # fmt: skip
-            ids = self._engine.store.catalog.ids
-            return [
-                (ids.decode_one(int(c)), float(s))
-                for c, s in zip(codes.tolist(), scores.tolist(), strict=True)
-            ]
+            names = self._engine.store.catalog.ids.decode(codes).to_pylist()
+            return list(zip(names, scores.tolist(), strict=True))
 
     def recommend_batch(
         self, kind: str, customer_ids: Sequence[str], **kwargs: Any
@@ -631,12 +632,8 @@ class Recommender:
                     kwargs.get("limit", 10), kwargs.get("exclude_bought", True),
                     kwargs.get("event", "order"), cid if cid >= 0 else None,
                 )  # fmt: skip
-                out.append(
-                    [
-                        (ids.decode_one(int(c)), float(s))
-                        for c, s in zip(codes.tolist(), scores.tolist(), strict=True)
-                    ]
-                )
+                names = ids.decode(codes).to_pylist()
+                out.append(list(zip(names, scores.tolist(), strict=True)))
         return out
 
     def describe(self, item_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -677,20 +674,20 @@ class Recommender:
         event: str,
         cid: int | None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Item codes and scores (the hot path: a few array lookups and one kernel)."""
         if kind not in KINDS:
             raise InvalidInput.at(
                 "kind", f"expected one of {', '.join(KINDS)}, got {kind!r}"
             )
-        if not isinstance(limit, int) or not 0 < limit <= MAX_LIMIT:
+        if type(limit) is not int or not 0 < limit <= MAX_LIMIT:
             raise InvalidInput.at("limit", f"expected 1..{MAX_LIMIT}, got {limit!r}")
-        if event not in POPULAR_EVENTS:
+        e = _EVENT_INDEX.get(event)
+        if e is None:
             raise InvalidInput.at(
                 "event", f"expected one of {', '.join(POPULAR_EVENTS)}, got {event!r}"
             )
-        parsed = parse_filters(filters)
-        key = "" if not parsed else json.dumps(parsed, sort_keys=True, default=str)
-        allowed = self._allowed(parsed, key)
-        seeds = self._items(item_ids)
+        allowed = self._allowed(filters)
+        seeds = self._items(item_ids) if item_ids is not None else _NO_ITEMS
         if kind in ("related", "alternatives") and not len(seeds):
             raise InvalidInput.at("item_ids", f"{kind} needs at least one item id")
         if kind == "alternatives" and len(seeds) != 1:
@@ -702,57 +699,49 @@ class Recommender:
             within = model.node_index.get(category.strip("/"), -1)
             if within < 0:
                 raise CategoryNotFound(category)
-            within_depth = model.node_paths[within].count("/") + 1
+            within_depth = model.node_depth[within]
         exclude = (
             self._bought(model, cid)
             if exclude_bought and cid is not None
-            else np.zeros(0, dtype=np.uint32)
+            else _NO_ITEMS
         )
-        e = POPULAR_EVENTS.index(event)
-        weights: np.ndarray | None = None
-        nodes: list[int] = []
+        weights = None
+        nodes: list[int] = []  # popularity lists to fill from, in order
         nbrs = model.related
-        block_seeds = True
-        if kind == "related":
-            leaves = [model.leaf_node(int(s)) for s in seeds]
-            chains = [model.ancestors(n) for n in leaves]
-            for level in range(max(len(c) for c in chains)):
-                nodes += [c[level] for c in chains if level < len(c)]
+        block_seeds, seed_nodes = True, False
+        if kind == "related":  # then the seeds' categories, leaves first, to the root
+            seed_nodes = True
         elif kind == "alternatives":
             nbrs = model.alternatives
-            leaf = model.leaf_node(int(seeds[0]))
+            leaf = int(model.item_leaf[seeds[0]]) if seeds[0] < model.n_items else 0
             nodes = [leaf]
-            if within == NO_NODE:  # stay in the item's own category sub-tree
-                within, within_depth = leaf, model.node_paths[leaf].count("/") + 1
-                within_depth = 0 if leaf == 0 else within_depth
+            if within == NO_NODE and leaf:  # stay in the item's own category sub-tree
+                within, within_depth = leaf, model.node_depth[leaf]
         elif kind == "popular":
-            nodes = [within if within != NO_NODE else 0]
-            seeds = seeds[:0]
+            seeds = _NO_ITEMS
         elif kind == "personal":
-            seeds, weights, nodes = self._personal_seeds(model, cid)
-            block_seeds = False
-        else:  # search
+            seeds, weights = self._personal_seeds(model, cid)
+            block_seeds, seed_nodes = False, True
+        else:  # search: where the phrase led others, then the bestsellers
+            seeds = _NO_ITEMS
             found = model.phrases.get(normalize_phrase(phrase or ""))
-            if found is not None:
-                nodes = [int(n) for n in found[0]]
-            seeds = seeds[:0]
+            nodes = [] if found is None else found[0].tolist()
         if weights is None:
             weights = np.ones(len(seeds), dtype=np.float32)
-        nodes.append(0)
         if within != NO_NODE:
-            nodes = [within] if kind == "popular" else [*nodes, within]
-        nodes_arr = np.asarray(list(dict.fromkeys(nodes)), dtype=np.uint32)
+            nodes.append(within)
+        elif kind != "alternatives" and not (seed_nodes and len(seeds)):
+            nodes.append(0)  # the bestsellers (seed nodes end at the root already)
         max_pop = model.pop_max[e]
         # popular / search: the score is the popularity count; elsewhere the fallback
         # scales into the neighbour scores below it
         scale = 1.0 if kind in ("popular", "search") or max_pop <= 0 else 1.0 / max_pop
         return kernels.recommend(
-            nbrs.offsets, nbrs.items, nbrs.scores,
-            np.ascontiguousarray(seeds, dtype=np.uint32), weights,
-            model.rank_off[e], model.rank_items[e], model.rank_scores[e], nodes_arr,
-            allowed, exclude, model.id_rank, model.item_nodes,
-            within, within_depth, limit, scale, block_seeds,
-            0.0 if block_seeds else model.config.self_weight,
+            nbrs.offsets, nbrs.items, nbrs.scores, seeds, weights,
+            model.rank_off[e], model.rank_items[e], model.rank_scores[e],
+            np.asarray(nodes, dtype=np.uint32), allowed, exclude, model.id_rank,
+            model.item_nodes, within, within_depth, limit, scale, block_seeds,
+            0.0 if block_seeds else model.config.self_weight, seed_nodes,
         )  # fmt: skip
 
     def _items(self, item_ids: Sequence[str] | None) -> np.ndarray:
@@ -775,20 +764,13 @@ class Recommender:
 
     def _personal_seeds(
         self, model: RecsModel, cid: int | None
-    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """The contact's newest basket items (orders, carts, views), their weights
-        (event weight x recency), and its categories (leaves, then parents)."""
-        empty = np.zeros(0, dtype=np.uint32)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The contact's newest basket items (orders, carts, views) and their weights
+        (event weight x recency); none for a contact the model has not seen."""
         if cid is None or cid >= model.n_contacts:
-            return empty, np.zeros(0, dtype=np.float32), []
-        lo, hi = model.basket_off[cid], model.basket_off[cid + 1]
-        n = min(int(hi - lo), model.config.personal_seeds)
+            return _NO_ITEMS, _NO_WEIGHTS
+        lo = model.basket_off[cid]
+        n = min(int(model.basket_off[cid + 1] - lo), model.config.personal_seeds)
         items = model.basket_items[lo : lo + n]
-        bits = model.basket_bits[lo : lo + n]
-        w = _bit_weights(model.config.related_weights)[bits]
-        w = (w / (1.0 + 0.1 * np.arange(n))).astype(np.float32)
-        chains = [model.ancestors(model.leaf_node(int(i))) for i in items]
-        nodes: list[int] = []
-        for level in range(max((len(c) for c in chains), default=0)):
-            nodes += [c[level] for c in chains if level < len(c)]
-        return np.ascontiguousarray(items), w, nodes
+        w = model.seed_bit_weights[model.basket_bits[lo : lo + n]] * model.decay[:n]
+        return items, w

@@ -90,4 +90,5 @@ def recommend(
     fallback_scale: float,
     block_seeds: bool = ...,
     self_weight: float = ...,
+    seed_nodes: bool = ...,
 ) -> tuple[Items, Floats]: ...

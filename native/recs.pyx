@@ -390,7 +390,7 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
               const uint32_t[::1] id_rank, const uint32_t[:, ::1] item_nodes,
               uint32_t within_node, Py_ssize_t within_depth,
               Py_ssize_t limit, float fallback_scale, bint block_seeds=True,
-              float self_weight=0):
+              float self_weight=0, bint seed_nodes=False):
     """The ``limit`` best items: neighbours of ``seeds`` (scores weighted and summed),
     then the popularity lists of ``nodes`` in order (score ``fallback_scale * count``,
     never above the previous score). An item is kept when ``allowed[item]`` (an empty
@@ -399,10 +399,14 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
     With ``block_seeds`` the seeds themselves are never returned; without, a seed is a
     candidate like any other (it scores through the other seeds' lists, and its own
     weight times ``self_weight``: the pull of an item the contact looked at).
+    With ``seed_nodes`` the fallback walks, after ``nodes``, the category nodes of the
+    seeds deepest first (their leaves, then parents, ..., the root).
     Returns (items uint32, scores float32), best first, ties by ``id_rank``."""
     cdef Py_ssize_t n_model = id_rank.shape[0], n_allowed = allowed.shape[0]
     cdef Py_ssize_t n_seeds = seeds.shape[0], n_cand = 0, total = 0, i, s, cap
-    cdef Py_ssize_t n_out = 0, nd
+    cdef Py_ssize_t n_out = 0, nd, n_walk = 0, d, w
+    cdef uint32_t node
+    cdef bint dup
     cdef uint32_t it, sd, mask_h
     cdef uint32_t h
     cdef int64_t p
@@ -427,6 +431,12 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
     cdef uint32_t* slot = <uint32_t*> malloc(cap * sizeof(uint32_t))
     cdef Cand* cands = <Cand*> malloc((total + limit + 1) * sizeof(Cand))
     if keys == NULL or slot == NULL or cands == NULL:
+        free(keys); free(slot); free(cands)
+        raise MemoryError()
+    cdef Py_ssize_t depth = item_nodes.shape[1]
+    cdef uint32_t* walk = <uint32_t*> malloc(
+        (nodes.shape[0] + (n_seeds * depth if seed_nodes else 0) + 1) * sizeof(uint32_t))
+    if walk == NULL:
         free(keys); free(slot); free(cands)
         raise MemoryError()
     out_items_arr = np.empty(limit, dtype=np.uint32)
@@ -484,11 +494,30 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
             out_scores[n_out] = cands[i].score
             prev = cands[i].score
             n_out += 1
-        # mark the chosen and the refused ones as seen: every key already in the table
-        for nd in range(nodes.shape[0]):
-            if n_out == limit or nodes[nd] + 1 >= rank_off.shape[0]:
+        # the nodes to fill from: the explicit ones, then the seeds' (deduplicated)
+        for nd in range(nodes.shape[0] + (n_seeds * depth if seed_nodes else 0)):
+            if nd < nodes.shape[0]:
+                node = nodes[nd]
+            else:
+                d = depth - 1 - (nd - nodes.shape[0]) // n_seeds
+                s = (nd - nodes.shape[0]) % n_seeds
+                if seeds[s] >= n_model:
+                    continue
+                node = item_nodes[seeds[s], d]
+            if node == NO_CODE:
+                continue
+            dup = False
+            for w in range(n_walk):
+                if walk[w] == node:
+                    dup = True
+                    break
+            if not dup:
+                walk[n_walk] = node
+                n_walk += 1
+        for nd in range(n_walk):
+            if n_out == limit or walk[nd] + 1 >= rank_off.shape[0]:
                 break
-            for p in range(rank_off[nodes[nd]], rank_off[nodes[nd] + 1]):
+            for p in range(rank_off[walk[nd]], rank_off[walk[nd] + 1]):
                 if n_out == limit:
                     break
                 it = rank_items[p]
@@ -512,5 +541,5 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
                 out_items[n_out] = it
                 out_scores[n_out] = sc
                 n_out += 1
-    free(keys); free(slot); free(cands)
+    free(keys); free(slot); free(cands); free(walk)
     return out_items_arr[:n_out], out_scores_arr[:n_out]
