@@ -159,9 +159,14 @@ class RecsModel:
         self.item_leaf = self.item_nodes[
             np.arange(self.n_items), np.maximum(depth, 0)
         ].astype(np.uint32)
-        self.seed_bit_weights = _bit_weights(self.config.related_weights)
-        n = self.config.personal_seeds
-        self.decay = (1.0 / (1.0 + 0.1 * np.arange(n))).astype(np.float32)
+        # personal seeds: event weight x recency (position in the contact's basket)
+        pos = np.arange(len(self.basket_items)) - np.repeat(
+            self.basket_off[:-1], np.diff(self.basket_off)
+        )
+        self.basket_weights = (
+            _bit_weights(self.config.related_weights)[self.basket_bits]
+            / (1.0 + 0.1 * pos)
+        ).astype(np.float32)
 
     def nbytes(self) -> int:
         arrays = [
@@ -202,6 +207,26 @@ def _cell(catalog, name: str, code: int) -> Any:
     if valid is None or not valid[code]:
         return None
     return float(col.values[code]) if col.kind == "float" else col.values[code].item()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A lookup's arguments, checked and resolved (see Recommender._plan)."""
+
+    model: RecsModel
+    kind: str
+    nbrs: Neighbours
+    seeds: np.ndarray
+    weights: np.ndarray
+    e: int
+    nodes: np.ndarray  # explicit popularity lists (before the seeds' categories)
+    nodes_root: np.ndarray  # ... ending with the bestsellers, for lookups without seeds
+    allowed: np.ndarray
+    within: int
+    within_depth: int
+    limit: int
+    scale: float
+    exclude_bought: bool
 
 
 def normalize_phrase(phrase: str) -> str:
@@ -607,33 +632,51 @@ class Recommender:
     ) -> list[tuple[str, float]]:
         model = self.current()
         with self._engine._lock.read():
-            codes, scores = self._lookup(
-                model, kind, item_ids, customer_id, category, phrase, filters, limit,
-                exclude_bought, event, self._contact(customer_id),
+            plan = self._plan(
+                model, kind, item_ids, category, phrase, filters, limit,
+                exclude_bought, event,
             )  # fmt: skip
+            codes, scores = self._run(plan, self._contact(customer_id))
             names = self._engine.store.catalog.ids.decode(codes).to_pylist()
             return list(zip(names, scores.tolist(), strict=True))
 
     def recommend_batch(
-        self, kind: str, customer_ids: Sequence[str], **kwargs: Any
+        self,
+        kind: str,
+        customer_ids: Sequence[str],
+        *,
+        item_ids: Sequence[str] | None = None,
+        category: str | None = None,
+        phrase: str | None = None,
+        filters: Any = None,
+        limit: int = 10,
+        exclude_bought: bool = True,
+        event: str = "order",
     ) -> list[list[tuple[str, float]]]:
         """One list per contact, aligned; an unknown contact gets the no-history answer
-        (a mass send must not fail on one stale id)."""
+        (a mass send must not fail on one stale id). The arguments are checked once."""
         model = self.current()
-        out = []
         with self._engine._lock.read():
-            ids = self._engine.store.catalog.ids
-            contacts = self._engine.store.contacts.ids
+            plan = self._plan(
+                model, kind, item_ids, category, phrase, filters, limit,
+                exclude_bought, event,
+            )  # fmt: skip
+            lookup = self._engine.store.contacts.ids.lookup_one
+            run = self._run
+            parts = []
             for customer_id in customer_ids:
-                cid = contacts.lookup_one(customer_id)
-                codes, scores = self._lookup(
-                    model, kind, kwargs.get("item_ids"), customer_id,
-                    kwargs.get("category"), kwargs.get("phrase"), kwargs.get("filters"),
-                    kwargs.get("limit", 10), kwargs.get("exclude_bought", True),
-                    kwargs.get("event", "order"), cid if cid >= 0 else None,
-                )  # fmt: skip
-                names = ids.decode(codes).to_pylist()
-                out.append(list(zip(names, scores.tolist(), strict=True)))
+                cid = lookup(customer_id)
+                parts.append(run(plan, cid if cid >= 0 else None))
+            if not parts:
+                return []
+            codes = np.concatenate([c for c, _ in parts])
+            names = self._engine.store.catalog.ids.decode(codes).to_pylist()
+        out = []
+        pos = 0
+        for c, sc in parts:
+            k = len(c)
+            out.append(list(zip(names[pos : pos + k], sc.tolist(), strict=True)))
+            pos += k
         return out
 
     def describe(self, item_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -660,21 +703,20 @@ class Recommender:
             raise ContactNotFound(customer_id)
         return cid
 
-    def _lookup(
+    def _plan(
         self,
         model: RecsModel,
         kind: str,
         item_ids: Sequence[str] | None,
-        customer_id: str | None,
         category: str | None,
         phrase: str | None,
         filters: Any,
         limit: int,
         exclude_bought: bool,
         event: str,
-        cid: int | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Item codes and scores (the hot path: a few array lookups and one kernel)."""
+    ) -> _Plan:
+        """Check the arguments and resolve everything that does not depend on the
+        contact (done once for a whole batch)."""
         if kind not in KINDS:
             raise InvalidInput.at(
                 "kind", f"expected one of {', '.join(KINDS)}, got {kind!r}"
@@ -700,48 +742,68 @@ class Recommender:
             if within < 0:
                 raise CategoryNotFound(category)
             within_depth = model.node_depth[within]
-        exclude = (
-            self._bought(model, cid)
-            if exclude_bought and cid is not None
-            else _NO_ITEMS
-        )
-        weights = None
         nodes: list[int] = []  # popularity lists to fill from, in order
         nbrs = model.related
-        block_seeds, seed_nodes = True, False
-        if kind == "related":  # then the seeds' categories, leaves first, to the root
-            seed_nodes = True
-        elif kind == "alternatives":
+        if kind == "alternatives":
             nbrs = model.alternatives
             leaf = int(model.item_leaf[seeds[0]]) if seeds[0] < model.n_items else 0
             nodes = [leaf]
             if within == NO_NODE and leaf:  # stay in the item's own category sub-tree
                 within, within_depth = leaf, model.node_depth[leaf]
-        elif kind == "popular":
+        elif kind in ("popular", "search", "personal"):
             seeds = _NO_ITEMS
-        elif kind == "personal":
-            seeds, weights = self._personal_seeds(model, cid)
-            block_seeds, seed_nodes = False, True
-        else:  # search: where the phrase led others, then the bestsellers
-            seeds = _NO_ITEMS
+        if kind == "search":  # where the phrase led others, then the bestsellers
             found = model.phrases.get(normalize_phrase(phrase or ""))
             nodes = [] if found is None else found[0].tolist()
-        if weights is None:
-            weights = np.ones(len(seeds), dtype=np.float32)
         if within != NO_NODE:
             nodes.append(within)
-        elif kind != "alternatives" and not (seed_nodes and len(seeds)):
-            nodes.append(0)  # the bestsellers (seed nodes end at the root already)
         max_pop = model.pop_max[e]
         # popular / search: the score is the popularity count; elsewhere the fallback
         # scales into the neighbour scores below it
         scale = 1.0 if kind in ("popular", "search") or max_pop <= 0 else 1.0 / max_pop
+        # without seed categories to walk, end with the bestsellers (alternatives stay
+        # in the item's sub-tree; a category given is the end already)
+        ends_at_root = within == NO_NODE and kind != "alternatives"
+        return _Plan(
+            model=model,
+            kind=kind,
+            nbrs=nbrs,
+            seeds=seeds,
+            weights=np.ones(len(seeds), dtype=np.float32),
+            e=e,
+            nodes=np.asarray(nodes, dtype=np.uint32),
+            nodes_root=np.asarray(nodes + [0] if ends_at_root else nodes, np.uint32),
+            allowed=allowed,
+            within=within,
+            within_depth=within_depth,
+            limit=limit,
+            scale=scale,
+            exclude_bought=exclude_bought,
+        )
+
+    def _run(self, plan: _Plan, cid: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """One contact's lookup: its bought items and, for personal, its basket."""
+        model = plan.model
+        exclude = (
+            self._bought(model, cid)
+            if plan.exclude_bought and cid is not None
+            else _NO_ITEMS
+        )
+        seeds, weights = plan.seeds, plan.weights
+        personal = plan.kind == "personal"
+        if personal and cid is not None and cid < model.n_contacts:
+            lo = model.basket_off[cid]
+            hi = min(model.basket_off[cid + 1], lo + model.config.personal_seeds)
+            seeds = model.basket_items[lo:hi]
+            weights = model.basket_weights[lo:hi]
+        seed_nodes = len(seeds) > 0 and plan.kind in ("related", "personal")
         return kernels.recommend(
-            nbrs.offsets, nbrs.items, nbrs.scores, seeds, weights,
-            model.rank_off[e], model.rank_items[e], model.rank_scores[e],
-            np.asarray(nodes, dtype=np.uint32), allowed, exclude, model.id_rank,
-            model.item_nodes, within, within_depth, limit, scale, block_seeds,
-            0.0 if block_seeds else model.config.self_weight, seed_nodes,
+            plan.nbrs.offsets, plan.nbrs.items, plan.nbrs.scores, seeds, weights,
+            model.rank_off[plan.e], model.rank_items[plan.e], model.rank_scores[plan.e],
+            plan.nodes if seed_nodes else plan.nodes_root, plan.allowed, exclude,
+            model.id_rank, model.item_nodes, plan.within, plan.within_depth,
+            plan.limit, plan.scale, not personal,
+            model.config.self_weight if personal else 0.0, seed_nodes,
         )  # fmt: skip
 
     def _items(self, item_ids: Sequence[str] | None) -> np.ndarray:
@@ -761,16 +823,3 @@ class Recommender:
                 raise ItemNotFound(str(item_id))
             out[i] = code
         return out
-
-    def _personal_seeds(
-        self, model: RecsModel, cid: int | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The contact's newest basket items (orders, carts, views) and their weights
-        (event weight x recency); none for a contact the model has not seen."""
-        if cid is None or cid >= model.n_contacts:
-            return _NO_ITEMS, _NO_WEIGHTS
-        lo = model.basket_off[cid]
-        n = min(int(model.basket_off[cid + 1] - lo), model.config.personal_seeds)
-        items = model.basket_items[lo : lo + n]
-        w = model.seed_bit_weights[model.basket_bits[lo : lo + n]] * model.decay[:n]
-        return items, w
