@@ -247,6 +247,7 @@ def perf(contacts: int, lookups: int, use_grpc: bool, seed: int) -> dict[str, An
     people = [customer_ids[j] for j in rng.integers(0, len(customer_ids), lookups)]
     out: dict[str, Any] = {
         "bench": "recs-perf",
+        "load_average": [round(x, 2) for x in __import__("os").getloadavg()],
         "contacts": contacts,
         "events": n_events,
         "items": len(item_ids),
@@ -263,12 +264,19 @@ def perf(contacts: int, lookups: int, use_grpc: bool, seed: int) -> dict[str, An
     ):  # fmt: skip
         for i in range(min(lookups, 1000)):  # warm-up
             call(i)
-        samples = []
+        samples, cpu = [], []
         for i in range(lookups):
+            c = time.thread_time()
             t = time.perf_counter()
             call(i)
             samples.append(time.perf_counter() - t)
-        out[name] = _percentiles(samples)
+            cpu.append(time.thread_time() - c)
+        # wall time, and the thread's CPU time (what a loaded shared machine cannot
+        # inflate by descheduling us)
+        out[name] = {
+            **_percentiles(samples),
+            **{f"cpu_{k}": v for k, v in _percentiles(cpu).items()},
+        }
         _log(f"{name:18} {out[name]}")
     if use_grpc:
         out["grpc_batch_1000"] = _grpc_batch(engine, customer_ids, rng)

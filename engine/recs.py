@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from segd.errors import InvalidInput, NotFound
 from segd.native import NO_CODE
@@ -46,7 +47,8 @@ _EVENT_INDEX = {e: i for i, e in enumerate(POPULAR_EVENTS)}
 _NO_ITEMS = np.zeros(0, dtype=np.uint32)
 _NO_WEIGHTS = np.zeros(0, dtype=np.float32)
 _ROOT = np.zeros(1, dtype=np.uint32)
-for _a in (_NO_ITEMS, _NO_WEIGHTS, _ROOT):
+_NO_FLAGS = np.zeros(0, dtype=np.uint8)
+for _a in (_NO_ITEMS, _NO_WEIGHTS, _ROOT, _NO_FLAGS):
     _a.flags.writeable = False
 
 
@@ -641,6 +643,22 @@ class Recommender:
             return list(zip(names, scores.tolist(), strict=True))
 
     def recommend_batch(
+        self, kind: str, customer_ids: Sequence[str], **kwargs: Any
+    ) -> list[list[tuple[str, float]]]:
+        """One list per contact, aligned; an unknown contact gets the no-history answer
+        (a mass send must not fail on one stale id). The arguments are checked once."""
+        names, scores, counts = self.recommend_many(kind, customer_ids, **kwargs)
+        out = []
+        pos = 0
+        score_list = scores.tolist()
+        for k in counts.tolist():
+            out.append(
+                list(zip(names[pos : pos + k], score_list[pos : pos + k], strict=True))
+            )
+            pos += k
+        return out
+
+    def recommend_many(
         self,
         kind: str,
         customer_ids: Sequence[str],
@@ -652,32 +670,66 @@ class Recommender:
         limit: int = 10,
         exclude_bought: bool = True,
         event: str = "order",
-    ) -> list[list[tuple[str, float]]]:
-        """One list per contact, aligned; an unknown contact gets the no-history answer
-        (a mass send must not fail on one stale id). The arguments are checked once."""
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The batch as flat arrays: (item ids, scores, count per contact), contact i's
+        items following contact i-1's. One kernel call for the whole batch."""
         model = self.current()
         with self._engine._lock.read():
             plan = self._plan(
                 model, kind, item_ids, category, phrase, filters, limit,
                 exclude_bought, event,
             )  # fmt: skip
-            lookup = self._engine.store.contacts.ids.lookup_one
-            run = self._run
-            parts = []
-            for customer_id in customer_ids:
-                cid = lookup(customer_id)
-                parts.append(run(plan, cid if cid >= 0 else None))
-            if not parts:
-                return []
-            codes = np.concatenate([c for c, _ in parts])
-            names = self._engine.store.catalog.ids.decode(codes).to_pylist()
-        out = []
-        pos = 0
-        for c, sc in parts:
-            k = len(c)
-            out.append(list(zip(names[pos : pos + k], sc.tolist(), strict=True)))
-            pos += k
-        return out
+            store = self._engine.store
+            cids = np.ascontiguousarray(
+                store.contacts.lookup(pa.array(list(customer_ids), pa.string())),
+                dtype=np.uint32,
+            )
+            n = len(cids)
+            lo = np.zeros(n, dtype=np.int64)
+            hi = np.zeros(n, dtype=np.int64)
+            live = np.zeros(n, dtype=np.uint8)
+            live_parts: list[np.ndarray] = []
+            if exclude_bought and n:
+                known = cids != NO_CODE
+                in_model = known & (cids < model.n_contacts)
+                stale = known & ~in_model
+                if self._dirty:
+                    dirty = np.fromiter(self._dirty, dtype=np.int64)
+                    stale |= in_model & np.isin(cids, dirty)
+                    in_model &= ~stale
+                at = cids[in_model].astype(np.int64)
+                lo[in_model] = model.bought_off[at]
+                hi[in_model] = model.bought_off[at + 1]
+                start = 0
+                for i in np.flatnonzero(stale).tolist():  # ordered since the build
+                    items = self._bought(model, int(cids[i]))
+                    lo[i], hi[i], live[i] = start, start + len(items), 1
+                    live_parts.append(items)
+                    start += len(items)
+            live_items = (
+                np.concatenate(live_parts).astype(np.uint32)
+                if live_parts
+                else _NO_ITEMS
+            )
+            rep = self._repeatable()
+            personal = plan.kind == "personal"
+            items, scores, counts = kernels.recommend_many(
+                plan.nbrs.offsets, plan.nbrs.items, plan.nbrs.scores, plan.seeds,
+                plan.weights, cids, personal, model.basket_off, model.basket_items,
+                model.basket_weights, model.config.personal_seeds,
+                model.rank_off[plan.e], model.rank_items[plan.e],
+                model.rank_scores[plan.e], plan.nodes, plan.nodes_root,
+                plan.kind in ("related", "personal"), plan.allowed,
+                _NO_FLAGS if rep is None else rep, lo, hi, live, model.bought_items,
+                live_items, model.id_rank, model.item_nodes, plan.within,
+                plan.within_depth, plan.limit, plan.scale,
+                model.config.self_weight if personal else 0.0,
+            )  # fmt: skip
+            keep = np.arange(plan.limit) < counts[:, None]
+            codes = items[: n * plan.limit].reshape(n, plan.limit)[keep]
+            names = store.catalog.ids.decode(codes).to_pylist()
+        flat_scores = scores[: n * plan.limit].reshape(n, plan.limit)[keep]
+        return names, flat_scores, counts
 
     def describe(self, item_ids: Sequence[str]) -> list[dict[str, Any]]:
         """``{item_id, name, category, price}`` of known items, from the live catalog

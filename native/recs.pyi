@@ -92,3 +92,36 @@ def recommend(
     self_weight: float = ...,
     seed_nodes: bool = ...,
 ) -> tuple[Items, Floats]: ...
+def recommend_many(
+    nbr_off: npt.NDArray[np.uint32],
+    nbr_items: Items,
+    nbr_scores: Floats,
+    seeds: Items,  # shared seeds (not personal)
+    seed_weights: Floats,
+    cids: npt.NDArray[np.uint32],  # NO_ITEM: unknown contact
+    personal: bool,
+    basket_off: Offsets,
+    basket_items: Items,
+    basket_weights: Floats,
+    max_seeds: int,
+    rank_off: Offsets,
+    rank_items: Items,
+    rank_scores: Floats,
+    nodes: npt.NDArray[np.uint32],
+    nodes_root: npt.NDArray[np.uint32],
+    seed_nodes: bool,
+    allowed: npt.NDArray[np.uint8],
+    repeatable: npt.NDArray[np.uint8],  # empty: none
+    excl_lo: Offsets,
+    excl_hi: Offsets,
+    excl_live: npt.NDArray[np.uint8],
+    bought_items: Items,
+    live_items: Items,
+    id_rank: npt.NDArray[np.uint32],
+    item_nodes: npt.NDArray[np.uint32],
+    within_node: int,
+    within_depth: int,
+    limit: int,
+    fallback_scale: float,
+    self_weight: float,
+) -> tuple[Items, Floats, npt.NDArray[np.int64]]: ...

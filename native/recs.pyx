@@ -151,7 +151,7 @@ def transpose(const int64_t[::1] offsets, const uint32_t[::1] items,
             item_off[c + 1] += item_off[c]
     contacts_arr = np.empty(item_off[n_items], dtype=np.uint32)
     weights_arr = np.empty(item_off[n_items], dtype=np.float32)
-    cursor_arr = item_off_arr[:-1].copy()
+    cursor_arr = item_off_arr[:n_items].copy()
     cdef uint32_t[::1] contacts = contacts_arr
     cdef float[::1] weights = weights_arr
     cdef int64_t[::1] cursor = cursor_arr
@@ -354,15 +354,15 @@ def phrase_pairs(const uint32_t[::1] s_off, const row_t[::1] s_rows,
 
 # -- lookup ----------------------------------------------------------------------------
 
-cdef inline bint _excluded(const uint32_t[::1] exclude, uint32_t it) noexcept nogil:
-    cdef Py_ssize_t lo = 0, hi = exclude.shape[0], mid
+cdef inline bint _in_sorted(const uint32_t* arr, Py_ssize_t n, uint32_t it) noexcept nogil:
+    cdef Py_ssize_t lo = 0, hi = n, mid
     while lo < hi:
         mid = (lo + hi) >> 1
-        if exclude[mid] < it:
+        if arr[mid] < it:
             lo = mid + 1
         else:
             hi = mid
-    return lo < exclude.shape[0] and exclude[lo] == it
+    return lo < n and arr[lo] == it
 
 
 cdef struct Cand:
@@ -379,6 +379,209 @@ cdef int _cmp_cand(const void* a, const void* b) noexcept nogil:
     if x.score < y.score:
         return 1
     return (x.rank > y.rank) - (x.rank < y.rank)
+
+
+cdef struct Shared:
+    # what every contact of a lookup shares: the model's arrays and the arguments
+    const uint32_t* nbr_off
+    const uint32_t* nbr_items
+    const float* nbr_scores
+    const int64_t* rank_off
+    Py_ssize_t n_rank_nodes
+    const uint32_t* rank_items
+    const float* rank_scores
+    const uint8_t* allowed
+    Py_ssize_t n_allowed
+    const uint8_t* repeatable    # items never excluded (NULL: none)
+    Py_ssize_t n_repeatable
+    const uint32_t* id_rank
+    Py_ssize_t n_model
+    const uint32_t* item_nodes   # [n_model, depth]
+    Py_ssize_t depth
+    uint32_t within_node
+    Py_ssize_t within_depth
+    Py_ssize_t limit
+    float fallback_scale
+    bint block_seeds
+    float self_weight
+
+
+cdef inline bint _refused(const Shared* a, uint32_t it, const uint32_t* exclude,
+                          Py_ssize_t n_exclude) noexcept nogil:
+    if a.n_allowed and (it >= a.n_allowed or not a.allowed[it]):
+        return True
+    if a.within_node != NO_CODE and (
+            it >= a.n_model or a.item_nodes[it * a.depth + a.within_depth] != a.within_node):
+        return True
+    if n_exclude and _in_sorted(exclude, n_exclude, it):
+        return not (it < a.n_repeatable and a.repeatable[it])
+    return False
+
+
+cdef Py_ssize_t _rank(const Shared* a, const uint32_t* seeds, const float* weights,
+                      Py_ssize_t n_seeds, const uint32_t* nodes, Py_ssize_t n_nodes,
+                      bint seed_nodes, const uint32_t* exclude, Py_ssize_t n_exclude,
+                      uint32_t* out_items, float* out_scores) noexcept nogil:
+    """One lookup (see ``recommend``); the number of items written, -1 without memory."""
+    cdef Py_ssize_t n_cand = 0, total = 0, i, s, cap, n_out = 0, nd, n_walk = 0, d, w
+    cdef Py_ssize_t n_steps
+    cdef uint32_t node, it, sd, mask_h, h
+    cdef bint dup
+    cdef int64_t p
+    cdef float prev, sc
+    if a.limit <= 0:
+        return 0
+    for s in range(n_seeds):
+        if seeds[s] < a.n_model:
+            total += a.nbr_off[seeds[s] + 1] - a.nbr_off[seeds[s]] + 1
+    cap = 16
+    while cap < 2 * (total + a.limit + n_seeds):
+        cap <<= 1
+    mask_h = <uint32_t> (cap - 1)
+    n_steps = n_nodes + (n_seeds * a.depth if seed_nodes else 0)
+    # open addressing: key item + 1 (0 = empty), value index into cands
+    cdef uint32_t* keys = <uint32_t*> calloc(cap, sizeof(uint32_t))
+    cdef uint32_t* slot = <uint32_t*> malloc(cap * sizeof(uint32_t))
+    cdef Cand* cands = <Cand*> malloc((total + 1) * sizeof(Cand))
+    cdef uint32_t* walk = <uint32_t*> malloc((n_steps + 1) * sizeof(uint32_t))
+    if keys == NULL or slot == NULL or cands == NULL or walk == NULL:
+        free(keys); free(slot); free(cands); free(walk)
+        return -1
+    # seeds themselves are never candidates (block_seeds)
+    for s in range(n_seeds if a.block_seeds else 0):
+        sd = seeds[s]
+        h = (sd * HASH_MUL) & mask_h
+        while keys[h] != 0 and keys[h] != sd + 1:
+            h = (h + 1) & mask_h
+        if keys[h] == 0:
+            keys[h] = sd + 1
+            slot[h] = NO_CODE
+    for s in range(n_seeds):
+        sd = seeds[s]
+        if sd >= a.n_model:
+            continue
+        for p in range(<int64_t> a.nbr_off[sd] - 1, a.nbr_off[sd + 1]):
+            if p < <int64_t> a.nbr_off[sd]:  # the seed itself
+                if a.block_seeds or a.self_weight <= 0:
+                    continue
+                it = sd
+                sc = a.self_weight
+            else:
+                it = a.nbr_items[p]
+                sc = a.nbr_scores[p]
+            h = (it * HASH_MUL) & mask_h
+            while keys[h] != 0 and keys[h] != it + 1:
+                h = (h + 1) & mask_h
+            if keys[h] == 0:
+                keys[h] = it + 1
+                if _refused(a, it, exclude, n_exclude):
+                    slot[h] = NO_CODE
+                    continue
+                slot[h] = <uint32_t> n_cand
+                cands[n_cand].item = it
+                cands[n_cand].rank = a.id_rank[it]
+                cands[n_cand].score = 0
+                n_cand += 1
+            if slot[h] != NO_CODE:
+                cands[slot[h]].score += weights[s] * sc
+    if n_cand > 1:
+        qsort(cands, n_cand, sizeof(Cand), _cmp_cand)
+    prev = 3.0e38
+    for i in range(n_cand):
+        if n_out == a.limit:
+            break
+        out_items[n_out] = cands[i].item
+        out_scores[n_out] = cands[i].score
+        prev = cands[i].score
+        n_out += 1
+    # the nodes to fill from: the explicit ones, then the seeds' (deduplicated)
+    for nd in range(n_steps):
+        if nd < n_nodes:
+            node = nodes[nd]
+        else:
+            d = a.depth - 1 - (nd - n_nodes) // n_seeds
+            s = (nd - n_nodes) % n_seeds
+            if seeds[s] >= a.n_model:
+                continue
+            node = a.item_nodes[seeds[s] * a.depth + d]
+        if node == NO_CODE:
+            continue
+        dup = False
+        for w in range(n_walk):
+            if walk[w] == node:
+                dup = True
+                break
+        if not dup:
+            walk[n_walk] = node
+            n_walk += 1
+    for nd in range(n_walk):
+        if n_out == a.limit or walk[nd] >= a.n_rank_nodes:
+            break
+        for p in range(a.rank_off[walk[nd]], a.rank_off[walk[nd] + 1]):
+            if n_out == a.limit:
+                break
+            it = a.rank_items[p]
+            h = (it * HASH_MUL) & mask_h
+            while keys[h] != 0 and keys[h] != it + 1:
+                h = (h + 1) & mask_h
+            if keys[h] != 0:
+                continue  # a seed, a neighbour (chosen or refused), or taken
+            if _refused(a, it, exclude, n_exclude):
+                continue
+            # the fallback keys share the table: `limit` more entries fit by `cap`
+            keys[h] = it + 1
+            slot[h] = NO_CODE - 1
+            sc = a.fallback_scale * a.rank_scores[p]
+            if sc > prev:
+                sc = prev
+            prev = sc
+            out_items[n_out] = it
+            out_scores[n_out] = sc
+            n_out += 1
+    free(keys); free(slot); free(cands); free(walk)
+    return n_out
+
+
+cdef Shared _shared(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
+                    const float[::1] nbr_scores, const int64_t[::1] rank_off,
+                    const uint32_t[::1] rank_items, const float[::1] rank_scores,
+                    const uint8_t[::1] allowed, const uint8_t[::1] repeatable,
+                    const uint32_t[::1] id_rank, const uint32_t[:, ::1] item_nodes,
+                    uint32_t within_node, Py_ssize_t within_depth, Py_ssize_t limit,
+                    float fallback_scale, bint block_seeds, float self_weight) except *:
+    cdef Shared a
+    cdef Py_ssize_t n_model = id_rank.shape[0]
+    if nbr_off.shape[0] != n_model + 1 or item_nodes.shape[0] != n_model:
+        raise ValueError("model arrays differ in item count")
+    if within_node != NO_CODE and not 0 <= within_depth < item_nodes.shape[1]:
+        raise ValueError(f"within_depth {within_depth} outside the node levels")
+    if rank_items.shape[0] != rank_scores.shape[0] or rank_off.shape[0] < 1:
+        raise ValueError("rank lists do not line up")
+    a.nbr_off = &nbr_off[0]
+    a.nbr_items = &nbr_items[0] if nbr_items.shape[0] else NULL
+    a.nbr_scores = &nbr_scores[0] if nbr_scores.shape[0] else NULL
+    a.rank_off = &rank_off[0]
+    a.n_rank_nodes = rank_off.shape[0] - 1
+    a.rank_items = &rank_items[0] if rank_items.shape[0] else NULL
+    a.rank_scores = &rank_scores[0] if rank_scores.shape[0] else NULL
+    a.allowed = &allowed[0] if allowed.shape[0] else NULL
+    a.n_allowed = allowed.shape[0]
+    a.repeatable = &repeatable[0] if repeatable.shape[0] else NULL
+    a.n_repeatable = repeatable.shape[0]
+    a.id_rank = &id_rank[0] if n_model else NULL
+    a.n_model = n_model
+    a.item_nodes = &item_nodes[0, 0] if n_model else NULL
+    a.depth = item_nodes.shape[1]
+    a.within_node = within_node
+    a.within_depth = within_depth
+    a.limit = limit
+    a.fallback_scale = fallback_scale
+    a.block_seeds = block_seeds
+    a.self_weight = self_weight
+    return a
+
+
+_EMPTY_U8 = np.zeros(0, dtype=np.uint8)
 
 
 def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
@@ -402,144 +605,122 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
     With ``seed_nodes`` the fallback walks, after ``nodes``, the category nodes of the
     seeds deepest first (their leaves, then parents, ..., the root).
     Returns (items uint32, scores float32), best first, ties by ``id_rank``."""
-    cdef Py_ssize_t n_model = id_rank.shape[0], n_allowed = allowed.shape[0]
-    cdef Py_ssize_t n_seeds = seeds.shape[0], n_cand = 0, total = 0, i, s, cap
-    cdef Py_ssize_t n_out = 0, nd, n_walk = 0, d, w
-    cdef uint32_t node
-    cdef bint dup
-    cdef uint32_t it, sd, mask_h
-    cdef uint32_t h
-    cdef int64_t p
-    cdef float prev, sc
-    if seed_weights.shape[0] != n_seeds:
+    if seed_weights.shape[0] != seeds.shape[0]:
         raise ValueError("seeds and seed_weights differ in length")
-    if nbr_off.shape[0] != n_model + 1 or item_nodes.shape[0] != n_model:
-        raise ValueError("model arrays differ in item count")
-    if within_node != NO_CODE and not 0 <= within_depth < item_nodes.shape[1]:
-        raise ValueError(f"within_depth {within_depth} outside the node levels")
     if limit <= 0:
         return np.empty(0, np.uint32), np.empty(0, np.float32)
-    for s in range(n_seeds):
-        if seeds[s] < n_model:
-            total += nbr_off[seeds[s] + 1] - nbr_off[seeds[s]] + 1
-    cap = 16
-    while cap < 2 * (total + limit + n_seeds):
-        cap <<= 1
-    mask_h = <uint32_t> (cap - 1)
-    # open addressing: key item + 1 (0 = empty), value index into cands
-    cdef uint32_t* keys = <uint32_t*> calloc(cap, sizeof(uint32_t))
-    cdef uint32_t* slot = <uint32_t*> malloc(cap * sizeof(uint32_t))
-    cdef Cand* cands = <Cand*> malloc((total + limit + 1) * sizeof(Cand))
-    if keys == NULL or slot == NULL or cands == NULL:
-        free(keys); free(slot); free(cands)
-        raise MemoryError()
-    cdef Py_ssize_t depth = item_nodes.shape[1]
-    cdef uint32_t* walk = <uint32_t*> malloc(
-        (nodes.shape[0] + (n_seeds * depth if seed_nodes else 0) + 1) * sizeof(uint32_t))
-    if walk == NULL:
-        free(keys); free(slot); free(cands)
-        raise MemoryError()
+    cdef Shared a = _shared(nbr_off, nbr_items, nbr_scores, rank_off, rank_items,
+                            rank_scores, allowed, _EMPTY_U8, id_rank, item_nodes,
+                            within_node, within_depth, limit, fallback_scale,
+                            block_seeds, self_weight)
     out_items_arr = np.empty(limit, dtype=np.uint32)
     out_scores_arr = np.empty(limit, dtype=np.float32)
     cdef uint32_t[::1] out_items = out_items_arr
     cdef float[::1] out_scores = out_scores_arr
+    cdef Py_ssize_t n_out
+    cdef const uint32_t* sp = &seeds[0] if seeds.shape[0] else NULL
+    cdef const float* wp = &seed_weights[0] if seeds.shape[0] else NULL
+    cdef const uint32_t* np_ = &nodes[0] if nodes.shape[0] else NULL
+    cdef const uint32_t* ep = &exclude[0] if exclude.shape[0] else NULL
     with nogil:
-        # seeds themselves are never candidates (block_seeds)
-        for s in range(n_seeds if block_seeds else 0):
-            sd = seeds[s]
-            h = (sd * HASH_MUL) & mask_h
-            while keys[h] != 0 and keys[h] != sd + 1:
-                h = (h + 1) & mask_h
-            if keys[h] == 0:
-                keys[h] = sd + 1
-                slot[h] = NO_CODE
-        for s in range(n_seeds):
-            sd = seeds[s]
-            if sd >= n_model:
-                continue
-            for p in range(<int64_t> nbr_off[sd] - 1, nbr_off[sd + 1]):
-                if p < <int64_t> nbr_off[sd]:  # the seed itself
-                    if block_seeds or self_weight <= 0:
-                        continue
-                    it = sd
-                    sc = self_weight
-                else:
-                    it = nbr_items[p]
-                    sc = nbr_scores[p]
-                h = (it * HASH_MUL) & mask_h
-                while keys[h] != 0 and keys[h] != it + 1:
-                    h = (h + 1) & mask_h
-                if keys[h] == 0:
-                    keys[h] = it + 1
-                    if ((n_allowed and (it >= n_allowed or not allowed[it]))
-                            or _excluded(exclude, it)
-                            or (within_node != NO_CODE
-                                and item_nodes[it, within_depth] != within_node)):
-                        slot[h] = NO_CODE
-                        continue
-                    slot[h] = <uint32_t> n_cand
-                    cands[n_cand].item = it
-                    cands[n_cand].rank = id_rank[it]
-                    cands[n_cand].score = 0
-                    n_cand += 1
-                if slot[h] != NO_CODE:
-                    cands[slot[h]].score += seed_weights[s] * sc
-        if n_cand > 1:
-            qsort(cands, n_cand, sizeof(Cand), _cmp_cand)
-        prev = 3.0e38
-        for i in range(n_cand):
-            if n_out == limit:
-                break
-            out_items[n_out] = cands[i].item
-            out_scores[n_out] = cands[i].score
-            prev = cands[i].score
-            n_out += 1
-        # the nodes to fill from: the explicit ones, then the seeds' (deduplicated)
-        for nd in range(nodes.shape[0] + (n_seeds * depth if seed_nodes else 0)):
-            if nd < nodes.shape[0]:
-                node = nodes[nd]
-            else:
-                d = depth - 1 - (nd - nodes.shape[0]) // n_seeds
-                s = (nd - nodes.shape[0]) % n_seeds
-                if seeds[s] >= n_model:
-                    continue
-                node = item_nodes[seeds[s], d]
-            if node == NO_CODE:
-                continue
-            dup = False
-            for w in range(n_walk):
-                if walk[w] == node:
-                    dup = True
-                    break
-            if not dup:
-                walk[n_walk] = node
-                n_walk += 1
-        for nd in range(n_walk):
-            if n_out == limit or walk[nd] + 1 >= rank_off.shape[0]:
-                break
-            for p in range(rank_off[walk[nd]], rank_off[walk[nd] + 1]):
-                if n_out == limit:
-                    break
-                it = rank_items[p]
-                h = (it * HASH_MUL) & mask_h
-                while keys[h] != 0 and keys[h] != it + 1:
-                    h = (h + 1) & mask_h
-                if keys[h] != 0:
-                    continue  # a seed, a neighbour (chosen or refused), or taken
-                if ((n_allowed and (it >= n_allowed or not allowed[it]))
-                        or _excluded(exclude, it)
-                        or (within_node != NO_CODE
-                            and item_nodes[it, within_depth] != within_node)):
-                    continue
-                # the fallback keys share the table: limit more entries fit by `cap`
-                keys[h] = it + 1
-                slot[h] = (NO_CODE - 1)
-                sc = fallback_scale * rank_scores[p]
-                if sc > prev:
-                    sc = prev
-                prev = sc
-                out_items[n_out] = it
-                out_scores[n_out] = sc
-                n_out += 1
-    free(keys); free(slot); free(cands); free(walk)
+        n_out = _rank(&a, sp, wp, seeds.shape[0], np_, nodes.shape[0], seed_nodes,
+                      ep, exclude.shape[0], &out_items[0], &out_scores[0])
+    if n_out < 0:
+        raise MemoryError()
     return out_items_arr[:n_out], out_scores_arr[:n_out]
+
+
+def recommend_many(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
+                   const float[::1] nbr_scores,
+                   const uint32_t[::1] seeds, const float[::1] seed_weights,
+                   const uint32_t[::1] cids, bint personal,
+                   const int64_t[::1] basket_off, const uint32_t[::1] basket_items,
+                   const float[::1] basket_weights, Py_ssize_t max_seeds,
+                   const int64_t[::1] rank_off, const uint32_t[::1] rank_items,
+                   const float[::1] rank_scores, const uint32_t[::1] nodes,
+                   const uint32_t[::1] nodes_root, bint seed_nodes,
+                   const uint8_t[::1] allowed, const uint8_t[::1] repeatable,
+                   const int64_t[::1] excl_lo, const int64_t[::1] excl_hi,
+                   const uint8_t[::1] excl_live, const uint32_t[::1] bought_items,
+                   const uint32_t[::1] live_items,
+                   const uint32_t[::1] id_rank, const uint32_t[:, ::1] item_nodes,
+                   uint32_t within_node, Py_ssize_t within_depth,
+                   Py_ssize_t limit, float fallback_scale, float self_weight):
+    """``recommend`` for many contacts at once (a mass send). Per contact i: the seeds
+    are ``seeds`` (shared), or with ``personal`` the first ``max_seeds`` of its basket
+    (``basket_*`` at ``cids[i]``; NO_ITEM or beyond the baskets: none); the excluded
+    items are ``[excl_lo[i], excl_hi[i])`` of ``bought_items`` (or of ``live_items``
+    where ``excl_live[i]``), sorted, repeatable items (``repeatable``) kept. Fallback
+    nodes: ``nodes`` then the seeds' categories when ``seed_nodes`` and there are
+    seeds, else ``nodes_root``. Returns (items uint32[n * limit], scores float32,
+    counts int64[n]): contact i's items are the first counts[i] of its ``limit`` slots."""
+    cdef Py_ssize_t n = cids.shape[0], i, k, n_seeds, got
+    cdef int64_t lo, hi
+    cdef uint32_t c
+    cdef const uint32_t* sp
+    cdef const float* wp
+    cdef const uint32_t* ep
+    cdef bint failed = False
+    if seed_weights.shape[0] != seeds.shape[0]:
+        raise ValueError("seeds and seed_weights differ in length")
+    if excl_lo.shape[0] != n or excl_hi.shape[0] != n or excl_live.shape[0] != n:
+        raise ValueError("exclusion ranges do not cover the contacts")
+    if basket_off.shape[0] < 1 or basket_items.shape[0] != basket_weights.shape[0]:
+        raise ValueError("basket arrays do not line up")
+    for i in range(n):
+        k = bought_items.shape[0] if not excl_live[i] else live_items.shape[0]
+        if not 0 <= excl_lo[i] <= excl_hi[i] <= k:
+            raise ValueError(f"exclusion range of contact {i} outside its items")
+    cdef Shared a = _shared(nbr_off, nbr_items, nbr_scores, rank_off, rank_items,
+                            rank_scores, allowed, repeatable, id_rank, item_nodes,
+                            within_node, within_depth, limit, fallback_scale,
+                            not personal, self_weight if personal else 0.0)
+    out_items_arr = np.empty(max(n * limit, 1), dtype=np.uint32)
+    out_scores_arr = np.empty(max(n * limit, 1), dtype=np.float32)
+    counts_arr = np.zeros(n, dtype=np.int64)
+    cdef uint32_t[::1] out_items = out_items_arr
+    cdef float[::1] out_scores = out_scores_arr
+    cdef int64_t[::1] counts = counts_arr
+    cdef Py_ssize_t n_baskets = basket_off.shape[0] - 1
+    cdef const uint32_t* bp = &bought_items[0] if bought_items.shape[0] else NULL
+    cdef const uint32_t* lp = &live_items[0] if live_items.shape[0] else NULL
+    cdef const uint32_t* np_ = &nodes[0] if nodes.shape[0] else NULL
+    cdef const uint32_t* nrp = &nodes_root[0] if nodes_root.shape[0] else NULL
+    cdef const uint32_t* bip = &basket_items[0] if basket_items.shape[0] else NULL
+    cdef const float* bwp = &basket_weights[0] if basket_weights.shape[0] else NULL
+    if limit <= 0:
+        return out_items_arr[:0], out_scores_arr[:0], counts_arr
+    with nogil:
+        for i in range(n):
+            sp = &seeds[0] if seeds.shape[0] else NULL
+            wp = &seed_weights[0] if seeds.shape[0] else NULL
+            n_seeds = seeds.shape[0]
+            if personal:
+                c = cids[i]
+                n_seeds = 0
+                if c != NO_CODE and c < n_baskets:
+                    lo = basket_off[c]
+                    hi = basket_off[c + 1]
+                    if hi - lo > max_seeds:
+                        hi = lo + max_seeds
+                    n_seeds = hi - lo
+                    sp = bip + lo
+                    wp = bwp + lo
+            ep = (lp if excl_live[i] else bp)
+            if ep != NULL:
+                ep = ep + excl_lo[i]
+            if seed_nodes and n_seeds > 0:
+                got = _rank(&a, sp, wp, n_seeds, np_, nodes.shape[0], True, ep,
+                            excl_hi[i] - excl_lo[i], &out_items[i * limit],
+                            &out_scores[i * limit])
+            else:
+                got = _rank(&a, sp, wp, n_seeds, nrp, nodes_root.shape[0], False, ep,
+                            excl_hi[i] - excl_lo[i], &out_items[i * limit],
+                            &out_scores[i * limit])
+            if got < 0:
+                failed = True
+                break
+            counts[i] = got
+    if failed:
+        raise MemoryError()
+    return out_items_arr, out_scores_arr, counts_arr

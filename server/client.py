@@ -741,7 +741,9 @@ class SegdClient:
                 req, timeout=self._timeout(timeout), metadata=self._metadata
             ):
                 for res in msg.results:
-                    out[res.customer_id] = [(i.item_id, i.score) for i in res.items]
+                    out[res.customer_id] = list(
+                        zip(res.item_ids, res.scores, strict=True)
+                    )
         except grpc.RpcError as err:
             raise SegdRpcError.from_rpc(err) from None
         return out

@@ -82,16 +82,22 @@ class RecsServicer(recommendations_pb2_grpc.RecommendationServiceServicer):
         args = lookup_args(request.request)
         for lo in range(0, len(ids), BATCH_CHUNK):
             chunk = ids[lo : lo + BATCH_CHUNK]
-            results = self._engine.recommend_batch(request.request.kind, chunk, **args)
-            yield pb.RecommendBatchResponse(
-                results=[
+            names, scores, counts = self._engine.recs.recommend_many(
+                request.request.kind, chunk, **args
+            )
+            score_list = scores.tolist()
+            results = []
+            pos = 0
+            for cust, k in zip(chunk, counts.tolist(), strict=True):
+                results.append(
                     pb.ContactRecommendations(
                         customer_id=cust,
-                        items=[pb.RecommendedItem(item_id=i, score=s) for i, s in res],
+                        item_ids=names[pos : pos + k],
+                        scores=score_list[pos : pos + k],
                     )
-                    for cust, res in zip(chunk, results, strict=True)
-                ]
-            )
+                )
+                pos += k
+            yield pb.RecommendBatchResponse(results=results)
 
     def Rebuild(self, request: Any, context: grpc.ServicerContext) -> Any:
         config = None

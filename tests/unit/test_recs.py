@@ -310,3 +310,37 @@ def test_recommendations_survive_restart_and_snapshot(tmp_path) -> None:
     with Engine.open(tmp_path / "d") as engine:  # from the snapshot
         assert engine.recommend("search", phrase="tent") == before["search"]
         assert engine.recommend("related", item_ids=["A"]) == before["related"]
+
+
+@pytest.mark.parametrize(
+    "kind, kwargs",
+    [
+        ("related", {"item_ids": ["A"]}),
+        ("popular", {"category": "Outdoor"}),
+        ("popular", {"filters": 'colour = "red"'}),
+        ("personal", {}),
+        ("search", {"phrase": "tent"}),
+        ("alternatives", {"item_ids": ["A"], "category": "Outdoor"}),
+    ],
+)
+def test_batch_kernel_agrees_with_single_lookups(shop: Engine, kind, kwargs) -> None:
+    # u12 orders C after the build (a dirty contact: its bought list is read live)
+    shop.append_events(
+        [
+            {
+                "customer_id": "u12",
+                "type": "order",
+                "ts": T0 + 9 * DAY,
+                "item_id": "C",
+                "order_id": "late",
+                "amount": 1.0,
+            }
+        ]  # fmt: skip
+    )
+    people = ["u1", "u3", "u12", "f1", "nobody", "v1", "ghost"]
+    batch = shop.recommend_batch(kind, people, limit=4, **kwargs)
+    for person, got in zip(people, batch, strict=True):
+        single = shop.recommend(
+            kind, customer_id=None if person == "ghost" else person, limit=4, **kwargs
+        )
+        assert got == single, person
