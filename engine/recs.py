@@ -180,6 +180,92 @@ class RecsModel:
         ]  # fmt: skip
         return int(sum(a.nbytes for a in arrays))
 
+    # -- snapshots (segd.snapshot) -------------------------------------------------------
+    _ARRAYS = (
+        "id_rank", "item_nodes", "pop", "rank_off", "rank_items", "rank_scores",
+        "basket_off", "basket_items", "basket_bits", "bought_off", "bought_items",
+    )  # fmt: skip
+
+    def to_snapshot(self, w, prefix: str) -> dict:
+        """The arrays (flattened) through the snapshot writer; the metadata back."""
+        shapes = {}
+        for name in self._ARRAYS:
+            arr = getattr(self, name)
+            w.array(f"{prefix}.{name}", arr.reshape(-1))
+            shapes[name] = [list(arr.shape), np.lib.format.dtype_to_descr(arr.dtype)]
+        for which in ("related", "alternatives"):
+            nb = getattr(self, which)
+            for part in ("offsets", "items", "scores"):
+                arr = getattr(nb, part)
+                w.array(f"{prefix}.{which}.{part}", arr)
+                shapes[f"{which}.{part}"] = [
+                    list(arr.shape),
+                    np.lib.format.dtype_to_descr(arr.dtype),
+                ]
+        phrases = list(self.phrases)
+        lengths = [len(self.phrases[p][0]) for p in phrases]
+        w.array(
+            f"{prefix}.phrase_nodes",
+            np.concatenate([self.phrases[p][0] for p in phrases] or [_NO_ITEMS]),
+        )
+        w.array(
+            f"{prefix}.phrase_weights",
+            np.concatenate([self.phrases[p][1] for p in phrases] or [_NO_WEIGHTS]),
+        )
+        return {
+            "config": asdict(self.config),
+            "as_of_s": self.as_of_s,
+            "n_items": self.n_items,
+            "n_contacts": self.n_contacts,
+            "node_paths": self.node_paths,
+            "shapes": shapes,
+            "phrases": phrases,
+            "phrase_lengths": lengths,
+            "build_seconds": self.build_seconds,
+        }
+
+    @classmethod
+    def from_snapshot(cls, r, prefix: str, meta: dict) -> RecsModel:
+        """The model over the snapshot's (memory-mapped, read-only) arrays."""
+
+        def load(name: str) -> np.ndarray:
+            shape, descr = meta["shapes"][name]
+            n = int(np.prod(shape)) if shape else 1
+            arr = r.array(f"{prefix}.{name}", np.dtype(descr), n).reshape(shape)
+            arr.flags.writeable = False
+            return arr
+
+        arrays = {name: load(name) for name in cls._ARRAYS}
+        nbrs = {
+            which: Neighbours(
+                *(load(f"{which}.{part}") for part in ("offsets", "items", "scores"))
+            )
+            for which in ("related", "alternatives")
+        }
+        total = int(sum(meta["phrase_lengths"]))
+        nodes = r.array(f"{prefix}.phrase_nodes", np.uint32, total)
+        weights = r.array(f"{prefix}.phrase_weights", np.float32, total)
+        phrases = {}
+        pos = 0
+        for phrase, k in zip(meta["phrases"], meta["phrase_lengths"], strict=True):
+            phrases[phrase] = (nodes[pos : pos + k], weights[pos : pos + k])
+            pos += k
+        config = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()
+        }
+        return cls(
+            config=RecsConfig(**config),
+            as_of_s=meta["as_of_s"],
+            n_items=meta["n_items"],
+            n_contacts=meta["n_contacts"],
+            node_paths=list(meta["node_paths"]),
+            related=nbrs["related"],
+            alternatives=nbrs["alternatives"],
+            phrases=phrases,
+            build_seconds=meta.get("build_seconds", 0.0),
+            **arrays,
+        )
+
     def stats(self) -> dict[str, Any]:
         return {
             "as_of_s": self.as_of_s,
@@ -548,6 +634,18 @@ class Recommender:
             model = self.model
             assert model is not None
         return model
+
+    def to_snapshot(self, w) -> dict | None:
+        """The current model into a snapshot (None when there is none yet)."""
+        model = self.model
+        return None if model is None else model.to_snapshot(w, "recs")
+
+    def restore(self, model: RecsModel | None) -> None:
+        """Take a model restored from a snapshot (segd.durability)."""
+        if model is not None:
+            with self._state:
+                self.model = model
+                self.config = model.config
 
     def stats(self) -> dict[str, Any]:
         model = self.model

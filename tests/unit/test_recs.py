@@ -307,8 +307,14 @@ def test_recommendations_survive_restart_and_snapshot(tmp_path) -> None:
         assert engine.recommend("related", item_ids=["A"]) == before["related"]
         assert engine.recommend("personal", customer_id="u3") == before["personal"]
         engine.snapshot()
-    with Engine.open(tmp_path / "d") as engine:  # from the snapshot
+        stats = engine.recommendation_stats()
+    with Engine.open(tmp_path / "d") as engine:  # from the snapshot: no rebuild
+        restored = engine.recommendation_stats()
+        assert restored["built"] is True
+        for key in ("as_of_s", "related_pairs", "bytes", "phrases", "categories"):
+            assert restored[key] == stats[key], key
         assert engine.recommend("search", phrase="tent") == before["search"]
+        assert engine.recommend("personal", customer_id="u3") == before["personal"]
         assert engine.recommend("related", item_ids=["A"]) == before["related"]
 
 
