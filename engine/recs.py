@@ -26,6 +26,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,7 +76,7 @@ class RecsConfig:
     window_days: int = 90  # events in [as_of - window, as_of] feed the model
     neighbours: int = 40  # k: neighbours kept per item
     shrink: float = 2.0  # cosine shrinkage (in weighted co-occurrences)
-    basket_cap: int = 100  # distinct items per contact that feed co-occurrence
+    basket_cap: int = 50  # distinct items per contact that feed co-occurrence
     search_span_s: int = 3600  # a search leads to the items touched this soon after
     related_weights: tuple[float, float, float] = (1.0, 0.5, 0.25)  # order, cart, view
     alternative_weights: tuple[float, float, float] = (0.0, 0.5, 1.0)
@@ -447,14 +448,14 @@ def build_model(
     b_items = b_items[: offsets[-1]].copy()
     b_bits = b_bits[: offsets[-1]].copy()
     lap("dedup")
-    related = _neighbours(
-        offsets, b_items, b_bits, id_rank, config.related_weights, config
-    )
-    lap("related")
-    alternatives = _neighbours(
-        offsets, b_items, b_bits, id_rank, config.alternative_weights, config
-    )
-    lap("alternatives")
+    # the two neighbour models in parallel: the kernels run without the GIL
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="segd-recs") as pool:
+        jobs = [
+            pool.submit(_neighbours, offsets, b_items, b_bits, id_rank, weights, config)
+            for weights in (config.related_weights, config.alternative_weights)
+        ]
+        related, alternatives = (job.result() for job in jobs)
+    lap("neighbours")
     rank_off, rank_items, rank_scores = _rank_lists(
         item_nodes, pop, id_rank, len(node_paths)
     )
