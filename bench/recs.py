@@ -47,6 +47,37 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _current_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class _PeakRss:
+    """Samples the current RSS every 20 ms (the build's own peak, not datagen's)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = _current_rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _current_rss_mb())
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -233,10 +264,14 @@ def perf(contacts: int, lookups: int, use_grpc: bool, seed: int) -> dict[str, An
     item_ids = data.items.column("item_id").to_pylist()
     customer_ids = data.contacts.column("customer_id").to_pylist()
     del data
-    rss0 = _rss_mb()
-    t0 = time.perf_counter()
-    stats = engine.rebuild_recommendations()
-    build_s = time.perf_counter() - t0
+    import gc
+
+    gc.collect()
+    rss0 = _current_rss_mb()
+    with _PeakRss() as peak:
+        t0 = time.perf_counter()
+        stats = engine.rebuild_recommendations()
+        build_s = time.perf_counter() - t0
     _log(
         f"build {build_s:.2f} s, model {stats['bytes'] / 1e6:.1f} MB: {stats['timings']}"
     )
@@ -255,7 +290,9 @@ def perf(contacts: int, lookups: int, use_grpc: bool, seed: int) -> dict[str, An
         "build_timings": stats["timings"],
         "model_bytes": stats["bytes"],
         "rss_before_build_mb": round(rss0, 1),
-        "peak_rss_mb": round(_rss_mb(), 1),
+        "rss_peak_during_build_mb": round(peak.peak, 1),
+        "rss_after_build_mb": round(_current_rss_mb(), 1),
+        "basket_entries": stats["basket_entries"],
     }
     for name, call in (
         ("related_3_items", lambda i: engine.recommend("related", item_ids=carts[i], customer_id=people[i])),

@@ -381,6 +381,47 @@ cdef int _cmp_cand(const void* a, const void* b) noexcept nogil:
     return (x.rank > y.rank) - (x.rank < y.rank)
 
 
+cdef inline bint _cand_worse(const Cand* x, const Cand* y) noexcept nogil:
+    """x ranks after y (lower score, or the same score and a later id)."""
+    return x.score < y.score or (x.score == y.score and x.rank > y.rank)
+
+
+cdef void _cand_sift(Cand* h, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
+    """Min-heap of the kept candidates, the worst at the root."""
+    cdef Py_ssize_t l, r, m
+    cdef Cand t
+    while True:
+        l = 2 * i + 1
+        r = l + 1
+        m = i
+        if l < n and _cand_worse(&h[l], &h[m]):
+            m = l
+        if r < n and _cand_worse(&h[r], &h[m]):
+            m = r
+        if m == i:
+            return
+        t = h[i]; h[i] = h[m]; h[m] = t
+        i = m
+
+
+cdef Py_ssize_t _top(Cand* cands, Py_ssize_t n, Py_ssize_t limit) noexcept nogil:
+    """Move the best ``limit`` candidates to the front, sorted; how many there are.
+    O(n log limit): a heap of the best so far, instead of sorting all n."""
+    cdef Py_ssize_t i, k = limit if limit < n else n
+    if k <= 0:
+        return 0
+    if n > k:
+        for i in range(k // 2 - 1, -1, -1):
+            _cand_sift(cands, k, i)
+        for i in range(k, n):
+            if _cand_worse(&cands[0], &cands[i]):
+                cands[0] = cands[i]
+                _cand_sift(cands, k, 0)
+    if k > 1:
+        qsort(cands, k, sizeof(Cand), _cmp_cand)
+    return k
+
+
 cdef struct Shared:
     # what every contact of a lookup shares: the model's arrays and the arguments
     const uint32_t* nbr_off
@@ -484,12 +525,9 @@ cdef Py_ssize_t _rank(const Shared* a, const uint32_t* seeds, const float* weigh
                 n_cand += 1
             if slot[h] != NO_CODE:
                 cands[slot[h]].score += weights[s] * sc
-    if n_cand > 1:
-        qsort(cands, n_cand, sizeof(Cand), _cmp_cand)
+    n_cand = _top(cands, n_cand, a.limit)
     prev = 3.0e38
     for i in range(n_cand):
-        if n_out == a.limit:
-            break
         out_items[n_out] = cands[i].item
         out_scores[n_out] = cands[i].score
         prev = cands[i].score
