@@ -83,6 +83,8 @@ class RecsConfig:
     personal_seeds: int = 30  # newest basket items a personal lookup starts from
     # personal: the pull of an item the contact itself viewed / carted (times its weight)
     self_weight: float = 3.0
+    # personal: popularity (share of the bestseller's buyers) added to each candidate
+    pop_weight: float = 1.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> RecsConfig:
@@ -158,6 +160,12 @@ class RecsModel:
         self.node_index = {p: i for i, p in enumerate(self.node_paths)}
         self.node_depth = [p.count("/") + 1 if p else 0 for p in self.node_paths]
         self.pop_max = tuple(float(self.pop[e].max(initial=0)) for e in range(3))
+        self.pop_bonus = [
+            (self.config.pop_weight * self.pop[e] / max(self.pop_max[e], 1.0)).astype(
+                np.float32
+            )
+            for e in range(3)
+        ]
         depth = np.count_nonzero(self.item_nodes != NO_CODE, axis=1) - 1
         self.item_leaf = self.item_nodes[
             np.arange(self.n_items), np.maximum(depth, 0)
@@ -823,6 +831,7 @@ class Recommender:
                 live_items, model.id_rank, model.item_nodes, plan.within,
                 plan.within_depth, plan.limit, plan.scale,
                 model.config.self_weight if personal else 0.0,
+                model.pop_bonus[plan.e] if personal else None,
             )  # fmt: skip
             keep = np.arange(plan.limit) < counts[:, None]
             codes = items[: n * plan.limit].reshape(n, plan.limit)[keep]
@@ -955,6 +964,7 @@ class Recommender:
             model.id_rank, model.item_nodes, plan.within, plan.within_depth,
             plan.limit, plan.scale, not personal,
             model.config.self_weight if personal else 0.0, seed_nodes,
+            model.pop_bonus[plan.e] if personal else None,
         )  # fmt: skip
 
     def _items(self, item_ids: Sequence[str] | None) -> np.ndarray:

@@ -91,6 +91,7 @@ def recommend(
     block_seeds: bool = ...,
     self_weight: float = ...,
     seed_nodes: bool = ...,
+    pop_bonus: Floats | None = ...,
 ) -> tuple[Items, Floats]: ...
 def recommend_many(
     nbr_off: npt.NDArray[np.uint32],
@@ -124,4 +125,5 @@ def recommend_many(
     limit: int,
     fallback_scale: float,
     self_weight: float,
+    pop_bonus: Floats | None = ...,
 ) -> tuple[Items, Floats, npt.NDArray[np.int64]]: ...

@@ -445,6 +445,8 @@ cdef struct Shared:
     float fallback_scale
     bint block_seeds
     float self_weight
+    const float* pop_bonus        # per item, added to a neighbour candidate (NULL: none)
+    Py_ssize_t n_pop_bonus
 
 
 cdef inline bint _refused(const Shared* a, uint32_t it, const uint32_t* exclude,
@@ -521,7 +523,8 @@ cdef Py_ssize_t _rank(const Shared* a, const uint32_t* seeds, const float* weigh
                 slot[h] = <uint32_t> n_cand
                 cands[n_cand].item = it
                 cands[n_cand].rank = a.id_rank[it]
-                cands[n_cand].score = 0
+                cands[n_cand].score = (
+                    a.pop_bonus[it] if it < a.n_pop_bonus else 0)
                 n_cand += 1
             if slot[h] != NO_CODE:
                 cands[slot[h]].score += weights[s] * sc
@@ -586,7 +589,8 @@ cdef Shared _shared(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
                     const uint8_t[::1] allowed, const uint8_t[::1] repeatable,
                     const uint32_t[::1] id_rank, const uint32_t[:, ::1] item_nodes,
                     uint32_t within_node, Py_ssize_t within_depth, Py_ssize_t limit,
-                    float fallback_scale, bint block_seeds, float self_weight) except *:
+                    float fallback_scale, bint block_seeds, float self_weight,
+                    const float[::1] pop_bonus) except *:
     cdef Shared a
     cdef Py_ssize_t n_model = id_rank.shape[0]
     if nbr_off.shape[0] != n_model + 1 or item_nodes.shape[0] != n_model:
@@ -616,6 +620,8 @@ cdef Shared _shared(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
     a.fallback_scale = fallback_scale
     a.block_seeds = block_seeds
     a.self_weight = self_weight
+    a.n_pop_bonus = 0 if pop_bonus is None else pop_bonus.shape[0]
+    a.pop_bonus = &pop_bonus[0] if a.n_pop_bonus else NULL
     return a
 
 
@@ -631,7 +637,8 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
               const uint32_t[::1] id_rank, const uint32_t[:, ::1] item_nodes,
               uint32_t within_node, Py_ssize_t within_depth,
               Py_ssize_t limit, float fallback_scale, bint block_seeds=True,
-              float self_weight=0, bint seed_nodes=False):
+              float self_weight=0, bint seed_nodes=False,
+              const float[::1] pop_bonus=None):
     """The ``limit`` best items: neighbours of ``seeds`` (scores weighted and summed),
     then the popularity lists of ``nodes`` in order (score ``fallback_scale * count``,
     never above the previous score). An item is kept when ``allowed[item]`` (an empty
@@ -642,6 +649,7 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
     weight times ``self_weight``: the pull of an item the contact looked at).
     With ``seed_nodes`` the fallback walks, after ``nodes``, the category nodes of the
     seeds deepest first (their leaves, then parents, ..., the root).
+    ``pop_bonus[item]`` (optional) is added once to each neighbour candidate.
     Returns (items uint32, scores float32), best first, ties by ``id_rank``."""
     if seed_weights.shape[0] != seeds.shape[0]:
         raise ValueError("seeds and seed_weights differ in length")
@@ -650,7 +658,7 @@ def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
     cdef Shared a = _shared(nbr_off, nbr_items, nbr_scores, rank_off, rank_items,
                             rank_scores, allowed, _EMPTY_U8, id_rank, item_nodes,
                             within_node, within_depth, limit, fallback_scale,
-                            block_seeds, self_weight)
+                            block_seeds, self_weight, pop_bonus)
     out_items_arr = np.empty(limit, dtype=np.uint32)
     out_scores_arr = np.empty(limit, dtype=np.float32)
     cdef uint32_t[::1] out_items = out_items_arr
@@ -683,7 +691,8 @@ def recommend_many(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
                    const uint32_t[::1] live_items,
                    const uint32_t[::1] id_rank, const uint32_t[:, ::1] item_nodes,
                    uint32_t within_node, Py_ssize_t within_depth,
-                   Py_ssize_t limit, float fallback_scale, float self_weight):
+                   Py_ssize_t limit, float fallback_scale, float self_weight,
+                   const float[::1] pop_bonus=None):
     """``recommend`` for many contacts at once (a mass send). Per contact i: the seeds
     are ``seeds`` (shared), or with ``personal`` the first ``max_seeds`` of its basket
     (``basket_*`` at ``cids[i]``; NO_ITEM or beyond the baskets: none); the excluded
@@ -712,7 +721,7 @@ def recommend_many(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
     cdef Shared a = _shared(nbr_off, nbr_items, nbr_scores, rank_off, rank_items,
                             rank_scores, allowed, repeatable, id_rank, item_nodes,
                             within_node, within_depth, limit, fallback_scale,
-                            not personal, self_weight if personal else 0.0)
+                            not personal, self_weight if personal else 0.0, pop_bonus)
     out_items_arr = np.empty(max(n * limit, 1), dtype=np.uint32)
     out_scores_arr = np.empty(max(n * limit, 1), dtype=np.float32)
     counts_arr = np.zeros(n, dtype=np.int64)
