@@ -95,9 +95,10 @@ class RecsConfig:
                 raise InvalidInput.at(
                     f"config.{key}", f"unknown setting (one of {sorted(known)})"
                 )
-        cfg = cls(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        )
+        settings: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+        }
+        cfg = cls(**settings)
         if cfg.window_days <= 0 or cfg.neighbours <= 0 or cfg.basket_cap <= 0:
             raise InvalidInput.at(
                 "config", "window_days, neighbours and basket_cap must be > 0"
@@ -244,7 +245,7 @@ class RecsModel:
             arr.flags.writeable = False
             return arr
 
-        arrays = {name: load(name) for name in cls._ARRAYS}
+        arrays: dict[str, Any] = {name: load(name) for name in cls._ARRAYS}
         nbrs = {
             which: Neighbours(
                 *(load(f"{which}.{part}") for part in ("offsets", "items", "scores"))
@@ -259,7 +260,7 @@ class RecsModel:
         for phrase, k in zip(meta["phrases"], meta["phrase_lengths"], strict=True):
             phrases[phrase] = (nodes[pos : pos + k], weights[pos : pos + k])
             pos += k
-        config = {
+        config: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()
         }
         return cls(

@@ -350,3 +350,23 @@ def test_batch_kernel_agrees_with_single_lookups(shop: Engine, kind, kwargs) -> 
             kind, customer_id=None if person == "ghost" else person, limit=4, **kwargs
         )
         assert got == single, person
+
+
+def test_server_schedule_rebuilds_until_stopped(shop: Engine) -> None:
+    from segd.server.recs_schedule import recs_schedule_loop
+
+    shop.upsert_items([{"item_id": "Z", "category": "Garden/Tools", "price": 1.0}])
+    stop = threading.Event()
+    loop = threading.Thread(target=recs_schedule_loop, args=(shop, 0.05, stop))
+    loop.start()
+    try:
+        deadline = threading.Event()
+        for _ in range(200):  # the new category appears once a rebuild ran
+            if "Garden" in (shop.recs.model.node_index if shop.recs.model else {}):
+                break
+            deadline.wait(0.05)
+        assert shop.recommend("popular", category="Garden") == [("Z", 0.0)]
+    finally:
+        stop.set()
+        loop.join(timeout=10)
+    assert not loop.is_alive()
