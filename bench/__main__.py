@@ -8,6 +8,7 @@
     python -m segd.bench wal --fsync always,interval,off   # durable ingest, replay, snapshot
     python -m segd.bench recs quality --contacts 20k       # recommendation hit rate / recall
     python -m segd.bench recs perf --contacts 100k --grpc  # model build, lookup latency
+    python -m segd.bench merge --contacts 2m               # identity merges, ingest by link
 
 Progress and phase messages go to stderr, so ``--json`` output stays clean. Exit codes:
 0 every query matched (or, with ``--engines segd``, segd answered every query), 1 a
@@ -256,6 +257,10 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         from segd.bench import recs
 
         return recs.main(argv[1:])
+    if argv[:1] == ["merge"]:
+        from segd.bench import merge
+
+        return merge.main(argv[1:])
     if argv[:1] == ["grpc"]:
         from segd.bench import grpc_load
 

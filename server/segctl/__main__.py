@@ -15,7 +15,16 @@ import traceback
 from typing import NoReturn, TextIO
 
 from segd.server.client import SegdRpcError
-from segd.server.segctl import admin, data, recs, rfm, segments, serve, storage
+from segd.server.segctl import (
+    admin,
+    contacts,
+    data,
+    recs,
+    rfm,
+    segments,
+    serve,
+    storage,
+)
 from segd.server.segctl.console import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -69,6 +78,7 @@ def build_parser() -> Parser:
     )
     data.register(sub)
     segments.register(sub)
+    contacts.register(sub)
     rfm.register(sub)
     recs.register(sub)
     admin.register(sub)
