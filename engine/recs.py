@@ -716,8 +716,11 @@ class Recommender:
             log = self._engine.store.logs.get("order")
             if log is None or log.dim("item") is None:
                 return np.zeros(0, dtype=np.uint32)
-            offsets, rows, limit = log.contact_index(self._engine.store.n_contacts)
-            mine = rows[offsets[cid] : offsets[cid + 1]]
+            offsets, rows, limit, ends = log.contact_index(
+                self._engine.store.n_contacts
+            )
+            end = offsets[cid + 1] if ends is None else ends[cid]
+            mine = rows[offsets[cid] : end]
             tail = np.flatnonzero(log.cid[limit:] == cid) + limit
             codes = log.dim("item")[np.concatenate([mine, tail]).astype(np.intp)]
             items = np.unique(codes[codes != NO_CODE])
@@ -859,7 +862,8 @@ class Recommender:
             return None
         from segd.errors import ContactNotFound
 
-        cid = self._engine.store.contacts.ids.lookup_one(customer_id)
+        # the id of a merged contact gives its survivor, which holds all its events
+        cid = self._engine.store.contacts.cid_of(customer_id)
         if cid < 0:
             raise ContactNotFound(customer_id)
         return cid

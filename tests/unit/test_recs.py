@@ -370,3 +370,31 @@ def test_server_schedule_rebuilds_until_stopped(shop: Engine) -> None:
         stop.set()
         loop.join(timeout=10)
     assert not loop.is_alive()
+
+
+def test_identity_merge_survivor_holds_the_bought_items(shop: Engine) -> None:
+    # u3 bought A and C; "web-u3" is the same person on another device with a view of B
+    shop.append_events(
+        [
+            {
+                "customer_id": "web-u3",
+                "type": "order",
+                "ts": T0 + 9 * DAY,
+                "item_id": "B",
+                "order_id": "w1",
+                "amount": 1.0,
+            }
+        ]  # fmt: skip
+    )
+    shop.rebuild_recommendations()
+    assert "B" in ids(shop.recommend("related", item_ids=["A"], customer_id="u3"))
+    shop.merge("u3", "web-u3")
+    for who in ("u3", "web-u3"):  # the merged id gives the survivor
+        got = ids(shop.recommend("related", item_ids=["A"], customer_id=who))
+        assert "B" not in got and "C" not in got, who
+    batch = shop.recommend_batch("related", ["u3", "web-u3"], item_ids=["A"])
+    assert (
+        batch[0]
+        == batch[1]
+        == shop.recommend("related", item_ids=["A"], customer_id="u3")
+    )
