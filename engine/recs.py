@@ -614,33 +614,41 @@ class Recommender:
 
     def rebuild(self, config: dict | RecsConfig | None = None) -> dict[str, Any]:
         """Build a model aside and swap it in; its stats. Lookups keep using the old
-        model meanwhile; writers wait only while the event logs are read."""
-        cfg = (
-            config
-            if isinstance(config, RecsConfig)
-            else (RecsConfig.from_dict(config) if config is not None else self.config)
-        )
+        model meanwhile; writers wait only while the event logs are read. `config`
+        changes some settings (the others stay as they are)."""
+        if isinstance(config, RecsConfig):
+            cfg = config
+        elif config is not None:
+            if not isinstance(config, dict):
+                raise InvalidInput.at("config", "expected an object of settings")
+            cfg = RecsConfig.from_dict({**asdict(self.config), **config})
+        else:
+            cfg = self.config
         with self._building:
+            return self._build(cfg)
 
-            def extracted() -> None:
-                with self._state:
-                    self._pending = set()
+    def _build(self, cfg: RecsConfig) -> dict[str, Any]:
+        """Inside the build lock: build and swap in."""
 
-            model = build_model(
-                self._engine.store, cfg, self._engine._lock.read, extracted
-            )
+        def extracted() -> None:
             with self._state:
-                self.model = model
-                self.config = cfg
-                self._dirty = self._pending if self._pending is not None else set()
-                self._pending = None
-            return model.stats()
+                self._pending = set()
+
+        model = build_model(self._engine.store, cfg, self._engine._lock.read, extracted)
+        with self._state:
+            self.model = model
+            self.config = cfg
+            self._dirty = self._pending if self._pending is not None else set()
+            self._pending = None
+        return model.stats()
 
     def current(self) -> RecsModel:
-        """The model, built on first use."""
+        """The model, built on first use (concurrent first lookups share one build)."""
         model = self.model
         if model is None:
-            self.rebuild()
+            with self._building:
+                if self.model is None:
+                    self._build(self.config)
             model = self.model
             assert model is not None
         return model
