@@ -614,6 +614,13 @@ class Engine:
             )
         self._wait_durable(seq)
 
+    def add_link_kind(self, kind: str) -> None:
+        """A custom link kind (``loyalty_app_id``): its column then names contacts in
+        ingest too. Like a schema it is not logged: declare it every time the engine
+        starts (links of the kind survive restarts either way)."""
+        with self._writing():
+            self.store.identity.add_kind(kind)
+
     def links(self, customer_id: str) -> dict[str, list[str]]:
         """kind -> values linked to the contact (those of contacts merged into it
         too); the merged customer_ids under ``customer_id``."""

@@ -330,3 +330,13 @@ def test_merge_policy_with_several_owners_in_one_batch():
     assert {eng.resolve("customer_id", x) for x in "abc"} == {"a"}
     assert eng.links("a")["card"] == ["A", "B", "C"]
     assert eng.count("view() count >= 4 and order()", now=NOW) == 1
+
+
+def test_custom_link_kind_names_contacts_in_ingest():
+    eng = Engine()
+    with pytest.raises(InvalidInput):
+        eng.add_link_kind("Bad-Kind")
+    eng.add_link_kind("app_id")
+    eng.append_events([ev(None, 1, "view", app_id=" A1 ")])
+    assert eng.resolve("app_id", "A1") == "app_id:A1"
+    assert eng.store.logs["view"].dims() == []  # identity, not a property
