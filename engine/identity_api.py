@@ -269,6 +269,9 @@ def split_links(engine: Engine, table: pa.Table, kind: str) -> tuple[pa.Table, A
         }
     if kind == "events":
         table = table.drop_columns(present)
+    if customer_id is not None and not customer_id.null_count:
+        if kind == "contacts" or all(v.null_count == len(v) for v in links.values()):
+            return table, None  # every row has its id and no link value: nothing to do
     fill: pa.Array
     if customer_id is None:
         if "customer_id" in table.column_names:
