@@ -40,8 +40,11 @@ def _ids(prefix: str, numbers: np.ndarray) -> pa.Array:
     return pa.array([f"{prefix}{i}" for i in numbers.tolist()], pa.string())
 
 
-def _events(cids: np.ndarray, rng: np.random.Generator, prefix: str = "c") -> pa.Table:
-    """Events of the given contact numbers: 70% views, 20% carts, 10% order lines."""
+def _events(
+    cids: np.ndarray, rng: np.random.Generator, prefix: str = "c", live: bool = False
+) -> pa.Table:
+    """Events of the given contact numbers: 70% views, 20% carts, 10% order lines, over
+    180 days (`live`: in the second after them, as live traffic arrives)."""
     n = len(cids)
     kind = rng.random(n)
     types = np.where(kind < 0.7, "view", np.where(kind < 0.9, "add_to_cart", "order"))
@@ -50,7 +53,12 @@ def _events(cids: np.ndarray, rng: np.random.Generator, prefix: str = "c") -> pa
     return pa.table(
         {
             "customer_id": _ids(prefix, cids),
-            "ts": pa.array(T0 + rng.integers(0, 180 * 86_400, n), pa.int64()),
+            "ts": pa.array(
+                np.full(n, T0 + 180 * 86_400)
+                if live
+                else T0 + rng.integers(0, 180 * 86_400, n),
+                pa.int64(),
+            ),
             "type": pa.array(types.tolist(), pa.string()),
             "item_id": _ids("i", rng.integers(0, 5000, n)),
             "amount": pa.array(np.where(order, 10.0, np.nan), mask=~order),
@@ -127,7 +135,7 @@ def ingest_by_link(eng, batches: int, rows: int, seed: int) -> dict:
     for mode in ("customer_id", "device_id", "new_device_id"):
         tables = []
         for b, cids in enumerate(targets):
-            t = _events(cids, rng)
+            t = _events(cids, rng, live=True)
             if mode != "customer_id":
                 prefix = "d" if mode == "device_id" else f"fresh{b}-"
                 t = t.drop_columns(["customer_id"]).append_column(
