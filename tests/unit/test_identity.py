@@ -340,3 +340,34 @@ def test_custom_link_kind_names_contacts_in_ingest():
     eng.append_events([ev(None, 1, "view", app_id=" A1 ")])
     assert eng.resolve("app_id", "A1") == "app_id:A1"
     assert eng.store.logs["view"].dims() == []  # identity, not a property
+
+
+def test_patched_index_with_a_tail_and_late_events():
+    """Rows after the index (the tail) and late rows (the index shrinks) move too."""
+    eng = Engine()
+    rng = np.random.default_rng(5)
+
+    def batch(k, lo, hi):
+        cs, ts = rng.integers(0, 12, k), rng.integers(lo, hi, k)
+        return [ev(f"c{int(c)}", int(t), "view") for c, t in zip(cs, ts, strict=True)]
+
+    eng.append_events(batch(500, 1000, 2000))
+    log = eng.store.logs["view"]
+    log.contact_index(eng.store.n_contacts)
+    eng.append_events(batch(100, 2000, 3000))  # the tail
+    eng.merge("c0", "c1")
+    eng.append_events(batch(100, 1500, 1600))  # late: rows from 1500 on renumbered
+    eng.merge("c0", "c2")
+    eng.merge("c3", "c0")
+    n = eng.store.n_contacts
+    for cid in range(n):
+        want = np.flatnonzero(log.cid == cid).astype(np.uint32)
+        assert np.array_equal(log.rows_of(cid, n), want), cid
+    counts = np.bincount(log.cid, minlength=n)
+    gone = [eng.store.contacts.ids.lookup_one(f"c{i}") for i in range(3)]
+    assert counts[gone].sum() == 0
+    got = eng.count("view() count >= 150", now=T + 4000)
+    assert got == int(np.sum(counts >= 150))
+    origin = log.origin()
+    moved = origin != 0xFFFFFFFF
+    assert set(np.unique(origin[moved]).tolist()) == set(gone)
