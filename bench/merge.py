@@ -9,8 +9,9 @@
 2. *Merges per second* of small contacts (the background's ~5 events each), merged one
    after another.
 3. *Ingest by link vs by customer_id*: the same batches of live events, once naming
-   contacts by customer_id, once by a ``device_id`` linked to them beforehand, once by
-   device ids never seen (each row creates a contact and a link).
+   contacts by customer_id, once by a ``device_id`` linked to them beforehand; then new
+   contacts: by customer_ids never seen, and by device ids never seen (each new device
+   creates a contact ``device_id:<value>`` and its link).
 
 In memory (no log): the merge's own cost, not the fsync's. The contact-major indexes are
 built before timing (the first query or merge after a bulk load builds them once).
@@ -132,11 +133,13 @@ def ingest_by_link(eng, batches: int, rows: int, seed: int) -> dict:
     for c in linked.tolist():
         eng.link(eng.store.contacts.ids.decode_one(c), "device_id", f"d{c}")
     out = {}
-    for mode in ("customer_id", "device_id", "new_device_id"):
+    for mode in ("customer_id", "device_id", "new_customer_id", "new_device_id"):
         tables = []
         for b, cids in enumerate(targets):
             t = _events(cids, rng, live=True)
-            if mode != "customer_id":
+            if mode == "new_customer_id":
+                t = t.set_column(0, "customer_id", _ids(f"new{b}-", cids))
+            elif mode != "customer_id":
                 prefix = "d" if mode == "device_id" else f"fresh{b}-"
                 t = t.drop_columns(["customer_id"]).append_column(
                     "device_id", _ids(prefix, cids)
@@ -147,9 +150,12 @@ def ingest_by_link(eng, batches: int, rows: int, seed: int) -> dict:
             eng.append_events(t)
         s = time.perf_counter() - t0
         out[mode] = {"rows_per_s": round(batches * rows / s), "seconds": round(s, 3)}
-    base = out["customer_id"]["rows_per_s"]
-    for mode in ("device_id", "new_device_id"):
-        out[mode]["slowdown"] = round(base / out[mode]["rows_per_s"], 2)
+    for mode, base in (
+        ("device_id", "customer_id"),
+        ("new_device_id", "new_customer_id"),
+    ):
+        ratio = out[base]["rows_per_s"] / out[mode]["rows_per_s"]
+        out[mode]["slowdown_vs_" + base] = round(ratio, 2)
     return out
 
 

@@ -58,8 +58,10 @@ def _add_links(store, links: dict) -> None:
         if table is None:
             store.identity.add_kind(kind)
             table = store.identity.tables[kind]
-        cids = store.contacts.ensure(pa.array(ids, pa.string()))
-        table.set(pa.array(values, pa.string()), cids)
+        if not isinstance(ids, pa.Array):
+            ids, values = pa.array(ids, pa.string()), pa.array(values, pa.string())
+        cids = store.contacts.ensure(ids)
+        table.set(values, cids)
     store.sync_sizes()
 
 
