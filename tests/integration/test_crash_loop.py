@@ -141,6 +141,8 @@ def merge_writer(address: str, ledger: Ledger, stop: threading.Event):
 def check_merges(address: str, ledger: Ledger) -> None:
     """Acknowledged merges present; every merge whole: the merged id resolves to the
     survivor exactly when the survivor holds both events."""
+    if not ledger.merges_sent:  # killed before the first merge: no "mv" events yet
+        return
     with SegdClient(address, timeout=30) as c:
         doubled = set(c.members("mv() count >= 2", limit=10**7))
         for b in sorted(ledger.merges_sent):
