@@ -390,6 +390,10 @@ class Engine:
                     )
                     batch = identity_api.resolved_attributes(batch, resolved)
                     ident = identity_api.record(resolved)
+                if target == "contacts":
+                    keyed = identity_api.canonical_keys(self, batch)
+                    if keyed is not batch:
+                        batch, encoded = keyed, None
                 ack = {"rows": rows} if key is not None else None
                 m = mut.AttributesUpserted(
                     target, batch, key, ack, encoded, identity=ident

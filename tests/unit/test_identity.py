@@ -371,3 +371,16 @@ def test_patched_index_with_a_tail_and_late_events():
     origin = log.origin()
     moved = origin != 0xFFFFFFFF
     assert set(np.unique(origin[moved]).tolist()) == set(gone)
+
+
+def test_profile_rows_of_a_merged_id_and_its_survivor_update_the_survivor_once():
+    eng = Engine()
+    eng.upsert_contacts([{"customer_id": "a", "city": "Kazan"}, {"customer_id": "b"}])
+    eng.merge("a", "b")
+    eng.upsert_contacts(
+        [{"customer_id": "a", "city": "Omsk"}, {"customer_id": "b", "city": "Perm"}]
+    )
+    assert eng.contact("a")["profile"]["city"] == "Perm"  # the last row wins
+    assert eng.count('city = "Perm"', now=NOW) == 1
+    assert eng.count('city = "Omsk"', now=NOW) == 0
+    assert eng.count('city = "Kazan"', now=NOW) == 0
