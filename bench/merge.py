@@ -9,8 +9,9 @@
 2. *Merges per second* of small contacts (the background's ~5 events each), merged one
    after another.
 3. *Ingest by link vs by customer_id*: the same batches of live events, once naming
-   contacts by customer_id, once by a ``device_id`` linked to them beforehand, once by
-   device ids never seen (each row creates a contact and a link).
+   contacts by customer_id, once by a ``device_id`` linked to them beforehand; then new
+   contacts: by customer_ids never seen, and by device ids never seen (each new device
+   creates a contact ``device_id:<value>`` and its link).
 
 In memory (no log): the merge's own cost, not the fsync's. The contact-major indexes are
 built before timing (the first query or merge after a bulk load builds them once).
@@ -40,8 +41,11 @@ def _ids(prefix: str, numbers: np.ndarray) -> pa.Array:
     return pa.array([f"{prefix}{i}" for i in numbers.tolist()], pa.string())
 
 
-def _events(cids: np.ndarray, rng: np.random.Generator, prefix: str = "c") -> pa.Table:
-    """Events of the given contact numbers: 70% views, 20% carts, 10% order lines."""
+def _events(
+    cids: np.ndarray, rng: np.random.Generator, prefix: str = "c", live: bool = False
+) -> pa.Table:
+    """Events of the given contact numbers: 70% views, 20% carts, 10% order lines, over
+    180 days (`live`: in the second after them, as live traffic arrives)."""
     n = len(cids)
     kind = rng.random(n)
     types = np.where(kind < 0.7, "view", np.where(kind < 0.9, "add_to_cart", "order"))
@@ -50,7 +54,12 @@ def _events(cids: np.ndarray, rng: np.random.Generator, prefix: str = "c") -> pa
     return pa.table(
         {
             "customer_id": _ids(prefix, cids),
-            "ts": pa.array(T0 + rng.integers(0, 180 * 86_400, n), pa.int64()),
+            "ts": pa.array(
+                np.full(n, T0 + 180 * 86_400)
+                if live
+                else T0 + rng.integers(0, 180 * 86_400, n),
+                pa.int64(),
+            ),
             "type": pa.array(types.tolist(), pa.string()),
             "item_id": _ids("i", rng.integers(0, 5000, n)),
             "amount": pa.array(np.where(order, 10.0, np.nan), mask=~order),
@@ -124,11 +133,13 @@ def ingest_by_link(eng, batches: int, rows: int, seed: int) -> dict:
     for c in linked.tolist():
         eng.link(eng.store.contacts.ids.decode_one(c), "device_id", f"d{c}")
     out = {}
-    for mode in ("customer_id", "device_id", "new_device_id"):
+    for mode in ("customer_id", "device_id", "new_customer_id", "new_device_id"):
         tables = []
         for b, cids in enumerate(targets):
-            t = _events(cids, rng)
-            if mode != "customer_id":
+            t = _events(cids, rng, live=True)
+            if mode == "new_customer_id":
+                t = t.set_column(0, "customer_id", _ids(f"new{b}-", cids))
+            elif mode != "customer_id":
                 prefix = "d" if mode == "device_id" else f"fresh{b}-"
                 t = t.drop_columns(["customer_id"]).append_column(
                     "device_id", _ids(prefix, cids)
@@ -139,9 +150,12 @@ def ingest_by_link(eng, batches: int, rows: int, seed: int) -> dict:
             eng.append_events(t)
         s = time.perf_counter() - t0
         out[mode] = {"rows_per_s": round(batches * rows / s), "seconds": round(s, 3)}
-    base = out["customer_id"]["rows_per_s"]
-    for mode in ("device_id", "new_device_id"):
-        out[mode]["slowdown"] = round(base / out[mode]["rows_per_s"], 2)
+    for mode, base in (
+        ("device_id", "customer_id"),
+        ("new_device_id", "new_customer_id"),
+    ):
+        ratio = out[base]["rows_per_s"] / out[mode]["rows_per_s"]
+        out[mode]["slowdown_vs_" + base] = round(ratio, 2)
     return out
 
 

@@ -405,6 +405,10 @@ class Engine(LiveApi):
                     )
                     batch = identity_api.resolved_attributes(batch, resolved)
                     ident = identity_api.record(resolved)
+                if target == "contacts":
+                    keyed = identity_api.canonical_keys(self, batch)
+                    if keyed is not batch:
+                        batch, encoded = keyed, None
                 ack = {"rows": rows} if key is not None else None
                 m = mut.AttributesUpserted(
                     target, batch, key, ack, encoded, identity=ident
@@ -628,6 +632,13 @@ class Engine(LiveApi):
                 identity_api.check_unlink(self, customer_id, kind, value)
             )
         self._wait_durable(seq)
+
+    def add_link_kind(self, kind: str) -> None:
+        """A custom link kind (``loyalty_app_id``): its column then names contacts in
+        ingest too. Like a schema it is not logged: declare it every time the engine
+        starts (links of the kind survive restarts either way)."""
+        with self._writing():
+            self.store.identity.add_kind(kind)
 
     def links(self, customer_id: str) -> dict[str, list[str]]:
         """kind -> values linked to the contact (those of contacts merged into it

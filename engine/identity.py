@@ -165,7 +165,7 @@ class Resolved:
     every row, the links to add and the merges to do first (``merge`` policy)."""
 
     customer_id: pa.Array
-    links: dict[str, tuple[list[str], list[str]]]  # kind -> (values, customer_ids)
+    links: dict[str, tuple[pa.Array, pa.Array]]  # kind -> (values, customer_ids)
     merges: list[tuple[str, str]]  # (survivor, merged) customer_ids
 
 
@@ -264,7 +264,7 @@ def resolve(
     big = np.int64(1) << 40
     labels = np.full(rows, -1, dtype=np.int64)
     fixed = np.zeros(rows, dtype=bool)
-    new_named: list[str] = []
+    new_named = pa.array([], pa.string())
     if customer_id is not None:
         named = np.asarray(pc.is_valid(customer_id))
         local = IdMap()
@@ -275,7 +275,7 @@ def resolve(
         cids[unknown] = n + codes[unknown].astype(np.int64)
         labels[named] = cids
         fixed[named] = True
-        new_named = local.to_arrow().to_pylist()
+        new_named = local.to_arrow().cast(pa.string())
     # Known owners of link values (through the redirect).
     link_codes: dict[str, np.ndarray] = {}
     conflicts: dict[int, str] = {}
@@ -285,9 +285,11 @@ def resolve(
         for r in np.flatnonzero(mask)[:100].tolist():
             conflicts.setdefault(r, kind)
 
+    unlinked: dict[str, np.ndarray] = {}
     for kind, values in links.items():
-        owners = contacts.canonical(store.identity.table(kind).owners(values))
-        owners = owners.astype(np.int64)
+        raw = store.identity.table(kind).owners(values)
+        unlinked[kind] = raw == NO_CODE
+        owners = contacts.canonical(raw).astype(np.int64)
         known = owners != NO_CODE
         clash = known & fixed & (labels != owners)
         if clash.any():
@@ -372,39 +374,36 @@ def resolve(
             column="customer_id",
         )
     # customer_ids: existing contacts by cid, named new ones by name, others by the
-    # first link (in kind order) of the row that owns the label.
-    out = np.empty(rows, dtype=object)
+    # first link (in kind order) of the row that owns the label — one Arrow take over
+    # the three kinds of names.
     exist = labels < n
-    if exist.any():
-        out[exist] = contacts.external_ids(labels[exist].astype(np.uint32))
     named_new = (labels >= n) & (labels < big)
-    if named_new.any():
-        out[named_new] = np.array(new_named, dtype=object)[labels[named_new] - n]
+    known_ids = contacts.ids.decode(labels[exist].astype(np.uint32)).cast(pa.string())
+    generated = pa.nulls(rows, pa.string())
     if nobody.any():
-        generated = None
-        for kind, values in links.items():
+        for kind, values in reversed(list(links.items())):
             named = pc.binary_join_element_wise(f"{kind}:", values, "")
-            generated = named if generated is None else pc.coalesce(generated, named)
-        assert generated is not None  # rows without any link were refused above
-        gen = np.asarray(generated.to_numpy(zero_copy_only=False), dtype=object)
-        out[nobody] = gen[labels[nobody] - big]
-    resolved = pa.array(out, pa.string())
+            generated = pc.coalesce(named, generated)
+    pick = np.empty(rows, dtype=np.int64)
+    pick[exist] = np.arange(len(known_ids))
+    base = len(known_ids)
+    pick[named_new] = base + labels[named_new] - n
+    base += len(new_named)
+    pick[nobody] = base + labels[nobody] - big
+    names = pa.concat_arrays([known_ids, new_named, generated])
+    resolved = names.take(pa.array(pick))
     # New links: values not linked yet, to the row's customer_id (first row wins; the
     # propagation above made every row of a value the same contact).
-    new_links: dict[str, tuple[list[str], list[str]]] = {}
+    new_links: dict[str, tuple[pa.Array, pa.Array]] = {}
     for kind, values in links.items():
-        owners = store.identity.table(kind).owners(values)
-        todo = np.asarray(pc.is_valid(values)) & (owners == NO_CODE)
+        todo = np.asarray(pc.is_valid(values)) & unlinked[kind]
         if not todo.any():
             continue
         rows_todo = np.flatnonzero(todo)
         codes = link_codes[kind][rows_todo]
         _, first = np.unique(codes, return_index=True)
-        pick = pa.array(rows_todo[first])
-        new_links[kind] = (
-            values.take(pick).to_pylist(),
-            resolved.take(pick).to_pylist(),
-        )
+        chosen = pa.array(rows_todo[first])
+        new_links[kind] = (values.take(chosen), resolved.take(chosen))
     # The merges, in order, each between two contacts still live at that point (a
     # chain a<-b, b<-c becomes a<-b, a<-c): replay applies them without checks.
     merge_ids = []

@@ -58,8 +58,10 @@ def _add_links(store, links: dict) -> None:
         if table is None:
             store.identity.add_kind(kind)
             table = store.identity.tables[kind]
-        cids = store.contacts.ensure(pa.array(ids, pa.string()))
-        table.set(pa.array(values, pa.string()), cids)
+        if not isinstance(ids, pa.Array):
+            ids, values = pa.array(ids, pa.string()), pa.array(values, pa.string())
+        cids = store.contacts.ensure(ids)
+        table.set(values, cids)
     store.sync_sizes()
 
 
@@ -269,6 +271,9 @@ def split_links(engine: Engine, table: pa.Table, kind: str) -> tuple[pa.Table, A
         }
     if kind == "events":
         table = table.drop_columns(present)
+    if customer_id is not None and not customer_id.null_count:
+        if kind == "contacts" or all(v.null_count == len(v) for v in links.values()):
+            return table, None  # every row has its id and no link value: nothing to do
     fill: pa.Array
     if customer_id is None:
         if "customer_id" in table.column_names:
@@ -320,12 +325,7 @@ def resolved_attributes(batch, resolved: identity.Resolved):
     """An AttributeBatch keyed by the resolved customer_ids, one row per contact (the
     last row of a contact wins, as for customer_id keys). Rows without a customer_id
     were validated under stand-in keys (PLACEHOLDER + their row number)."""
-    from segd.native.idmap import IdMap
-
-    keys = batch.keys
-    if isinstance(keys, pa.ChunkedArray):
-        keys = keys.combine_chunks()
-    keys = keys.cast(pa.string())
+    keys = _plain_keys(batch.keys)
     stand = np.asarray(pc.starts_with(keys, PLACEHOLDER))
     if stand.any():
         rows = pc.cast(
@@ -334,6 +334,40 @@ def resolved_attributes(batch, resolved: identity.Resolved):
         keys = pc.replace_with_mask(
             keys, pa.array(stand), resolved.customer_id.take(rows)
         )
+    return _last_row_per_contact(batch, keys)
+
+
+def canonical_keys(engine: Engine, batch):
+    """Under the write lock: a contacts batch whose rows name merged ids re-keyed to
+    their survivors (one row per contact, the last wins), so a batch naming a merged
+    id and its survivor updates the survivor once. Unchanged without merges."""
+    contacts = engine.store.contacts
+    if contacts.redirect is None or not len(batch.keys):
+        return batch
+    from segd.columns import encode_text
+
+    keys = _plain_keys(batch.keys)
+    raw = encode_text(keys, contacts.ids.lookup)
+    now = contacts.canonical(raw)
+    moved = raw != now
+    if not moved.any():
+        return batch
+    survivors = contacts.ids.decode(np.ascontiguousarray(now[moved])).cast(pa.string())
+    keys = pc.replace_with_mask(keys, pa.array(moved), survivors)
+    return _last_row_per_contact(batch, keys)
+
+
+def _plain_keys(keys) -> pa.Array:
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    if pa.types.is_dictionary(keys.type):
+        keys = keys.cast(keys.type.value_type)
+    return keys.cast(pa.string())
+
+
+def _last_row_per_contact(batch, keys: pa.Array):
+    from segd.native.idmap import IdMap
+
     codes = IdMap().get_or_add(keys)
     if len(codes) == 0 or int(codes.max()) + 1 == len(codes):
         return replace(batch, keys=keys)

@@ -248,6 +248,20 @@ def _attribute_batch(rec: dict) -> AttributeBatch:
     return AttributeBatch(cols[""], dict(rec["new"]), prepared)
 
 
+def _identity_fields(ident: dict) -> dict:
+    """An ingest record's identity part with its link columns as plain lists."""
+
+    def plain(x: Any) -> list:
+        return x.to_pylist() if isinstance(x, pa.Array | pa.ChunkedArray) else list(x)
+
+    return {
+        "merges": [list(p) for p in ident.get("merges", [])],
+        "links": {
+            k: [plain(v), plain(c)] for k, (v, c) in ident.get("links", {}).items()
+        },
+    }
+
+
 # -- records ---------------------------------------------------------------------------
 def prepare_events(batch: EventBatch) -> dict:
     """The expensive part of an ``events`` record (Arrow IPC), for EventsAppended.encoded."""
@@ -267,12 +281,12 @@ def encode(m: Mutation) -> bytes:
         if m.source is not None:
             rec["source"] = m.source
         if m.identity is not None:
-            rec["identity"] = m.identity
+            rec["identity"] = _identity_fields(m.identity)
     elif isinstance(m, AttributesUpserted):
         rec = {"k": m.target, **(m.encoded or _attribute_fields(m.batch))}
         rec.update(idem=m.idempotency_key, ack=m.ack)
         if m.identity is not None:
-            rec["identity"] = m.identity
+            rec["identity"] = _identity_fields(m.identity)
     elif isinstance(m, SegmentPut):
         s = m.segment
         rec = {

@@ -330,3 +330,57 @@ def test_merge_policy_with_several_owners_in_one_batch():
     assert {eng.resolve("customer_id", x) for x in "abc"} == {"a"}
     assert eng.links("a")["card"] == ["A", "B", "C"]
     assert eng.count("view() count >= 4 and order()", now=NOW) == 1
+
+
+def test_custom_link_kind_names_contacts_in_ingest():
+    eng = Engine()
+    with pytest.raises(InvalidInput):
+        eng.add_link_kind("Bad-Kind")
+    eng.add_link_kind("app_id")
+    eng.append_events([ev(None, 1, "view", app_id=" A1 ")])
+    assert eng.resolve("app_id", "A1") == "app_id:A1"
+    assert eng.store.logs["view"].dims() == []  # identity, not a property
+
+
+def test_patched_index_with_a_tail_and_late_events():
+    """Rows after the index (the tail) and late rows (the index shrinks) move too."""
+    eng = Engine()
+    rng = np.random.default_rng(5)
+
+    def batch(k, lo, hi):
+        cs, ts = rng.integers(0, 12, k), rng.integers(lo, hi, k)
+        return [ev(f"c{int(c)}", int(t), "view") for c, t in zip(cs, ts, strict=True)]
+
+    eng.append_events(batch(500, 1000, 2000))
+    log = eng.store.logs["view"]
+    log.contact_index(eng.store.n_contacts)
+    eng.append_events(batch(100, 2000, 3000))  # the tail
+    eng.merge("c0", "c1")
+    eng.append_events(batch(100, 1500, 1600))  # late: rows from 1500 on renumbered
+    eng.merge("c0", "c2")
+    eng.merge("c3", "c0")
+    n = eng.store.n_contacts
+    for cid in range(n):
+        want = np.flatnonzero(log.cid == cid).astype(np.uint32)
+        assert np.array_equal(log.rows_of(cid, n), want), cid
+    counts = np.bincount(log.cid, minlength=n)
+    gone = [eng.store.contacts.ids.lookup_one(f"c{i}") for i in range(3)]
+    assert counts[gone].sum() == 0
+    got = eng.count("view() count >= 150", now=T + 4000)
+    assert got == int(np.sum(counts >= 150))
+    origin = log.origin()
+    moved = origin != 0xFFFFFFFF
+    assert set(np.unique(origin[moved]).tolist()) == set(gone)
+
+
+def test_profile_rows_of_a_merged_id_and_its_survivor_update_the_survivor_once():
+    eng = Engine()
+    eng.upsert_contacts([{"customer_id": "a", "city": "Kazan"}, {"customer_id": "b"}])
+    eng.merge("a", "b")
+    eng.upsert_contacts(
+        [{"customer_id": "a", "city": "Omsk"}, {"customer_id": "b", "city": "Perm"}]
+    )
+    assert eng.contact("a")["profile"]["city"] == "Perm"  # the last row wins
+    assert eng.count('city = "Perm"', now=NOW) == 1
+    assert eng.count('city = "Omsk"', now=NOW) == 0
+    assert eng.count('city = "Kazan"', now=NOW) == 0
