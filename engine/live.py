@@ -917,7 +917,7 @@ def clock_value(now: Any) -> float:
     try:
         return resolve_now(now)
     except InvalidQuery as exc:
-        raise InvalidInput.at("now", str(exc)) from None
+        raise InvalidInput.at("now", exc.reason) from None
 
 
 def iso(seconds: float) -> str:

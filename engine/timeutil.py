@@ -88,8 +88,9 @@ def ms_to_iso(ms: int) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def resolve_now(now: datetime | float | int | None) -> float:
-    """`now` of an evaluation as epoch seconds: a datetime (naive = UTC), a number, or the clock."""
+def resolve_now(now: datetime | float | int | str | None) -> float:
+    """`now` of an evaluation as epoch seconds: a datetime (naive = UTC), a number, ISO-8601
+    text (as ``segctl --now`` takes it), or the wall clock (None)."""
     if now is None:
         # The current second: event times are whole seconds, and repeated requests within
         # a second then ask the same question (and hit the engine's result cache).
@@ -105,7 +106,14 @@ def resolve_now(now: datetime | float | int | None) -> float:
                 f"expected epoch seconds in 0..{MAX_NOW_S} (1970..9999), got {now!r}",
             )
         return float(now)
-    raise InvalidQuery.at("now", f"expected a datetime or epoch seconds, got {now!r}")
+    if isinstance(now, str):
+        moment = parse_iso(now)
+        if moment is not None:
+            return resolve_now(moment)
+    raise InvalidQuery.at(
+        "now",
+        f"expected a datetime, epoch seconds or an ISO-8601 time, got {now!r}",
+    )
 
 
 def duration_s(text: str, where: str) -> int:
