@@ -6,6 +6,7 @@
     python -m segd.bench --contacts 10m --engines segd     # segd alone (DuckDB cannot fit)
     python -m segd.bench grpc --address 127.0.0.1:50051    # drive a running segd server
     python -m segd.bench wal --fsync always,interval,off   # durable ingest, replay, snapshot
+    python -m segd.bench export --contacts 1m              # audience export CSV / Parquet
 
 Progress and phase messages go to stderr, so ``--json`` output stays clean. Exit codes:
 0 every query matched (or, with ``--engines segd``, segd answered every query), 1 a
@@ -250,6 +251,10 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         from segd.bench import durability
 
         return durability.main(argv[1:])
+    if argv[:1] == ["export"]:
+        from segd.bench import export
+
+        return export.main(argv[1:], prog=f"{prog} export")
     if argv[:1] == ["grpc"]:
         from segd.bench import grpc_load
 
