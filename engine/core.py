@@ -861,6 +861,13 @@ class Engine:
             self.store, result.bitmap, cols, chunk_rows, self._lock.read
         )
 
+    def export_schema(self, columns: Iterable[str] = ()) -> pa.Schema:
+        """The Arrow schema of an export with these profile columns (customer_id
+        first); checks them (``UnknownColumn``, duplicates) without evaluating."""
+        with self._lock.read():
+            cols = export_mod.check_columns(self.store.contacts, columns)
+            return export_mod.schema_of(self.store.contacts, cols)
+
     def export_stream(
         self,
         query: Query | SegmentResult,
