@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import IO, Any
 
 import numpy as np
@@ -31,7 +32,8 @@ from pyroaring import BitMap
 
 from segd.columns import CategoryColumn, NumericColumn, TagsColumn
 from segd.errors import FailedPrecondition, InvalidInput, UnknownColumn
-from segd.normalize import normalize_email, normalize_phone, sha256_hex
+from segd.native import addresses
+from segd.normalize import normalize_email, normalize_phone
 
 EXPORT_FORMATS = ("csv", "parquet")
 HASH_FORMATS = ("lines", "csv")
@@ -343,16 +345,16 @@ def check_identifiers(identifiers: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _address_texts(col: Any, cids: np.ndarray) -> list[str | None]:
-    """The raw address values of ``cids`` as text (None: no value)."""
+def _address_array(col: Any, cids: np.ndarray) -> pa.Array:
+    """The raw address values of ``cids`` as Arrow text (NULL: no value)."""
     if col is None:
-        return [None] * len(cids)
+        return pa.nulls(len(cids), pa.large_string())
     if isinstance(col, CategoryColumn):
-        return col.dictionary.decode(np.ascontiguousarray(col.codes[cids])).to_pylist()
+        return col.dictionary.decode(np.ascontiguousarray(col.codes[cids]))
     if isinstance(col, NumericColumn) and col.kind == "int":
-        values = col.values[cids].tolist()
-        valid = col.valid[cids].tolist()
-        return [str(v) if ok else None for v, ok in zip(values, valid, strict=True)]
+        missing = col.valid[cids] == 0
+        numbers = pa.array(col.values[cids], mask=missing if missing.any() else None)
+        return pc.cast(numbers, pa.large_string())
     raise FailedPrecondition(
         f"contact column {col.name!r} is a {col.kind} column; an address column "
         "must hold text (or whole numbers for phones)"
@@ -373,11 +375,44 @@ def _consent(col: Any, cids: np.ndarray) -> np.ndarray:
 
 
 _NORMALIZERS = {"email": normalize_email, "phone": normalize_phone}
+_KINDS = {"email": addresses.EMAIL, "phone": addresses.PHONE}
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
-def _normalized(texts: list[str | None], kind: str) -> list[str | None]:
-    norm = _NORMALIZERS[kind]
-    return [None if t is None else norm(t) for t in texts]
+def address_digests(values: pa.Array, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(present bool[n], digests uint8[n, 32]): SHA-256 of each value normalised as
+    ``segd.normalize`` does (present False: NULL or not an address). The native kernel
+    does ASCII values; the rare others go through segd.normalize and hashlib."""
+    status, digests = addresses.hash_addresses(values, _KINDS[kind])
+    slow = np.flatnonzero(status == addresses.NEEDS_PYTHON)
+    if len(slow):
+        norm = _NORMALIZERS[kind]
+        texts = values.take(pa.array(slow)).to_pylist()
+        for i, text in zip(slow.tolist(), texts, strict=True):
+            value = norm(text)
+            if value is None:
+                status[i] = addresses.NO_VALUE
+            else:
+                digests[i] = np.frombuffer(sha256(value.encode()).digest(), np.uint8)
+                status[i] = addresses.HASHED
+    return status == addresses.HASHED, digests
+
+
+def _hex_array(digests: np.ndarray, present: np.ndarray) -> pa.Array:
+    """Lowercase hex of each digest as Arrow text, NULL where not present: one
+    64-character slot per row (nulls too), so a writer can take the rows whole."""
+    n = len(digests)
+    hexes = np.empty((n, 64), dtype=np.uint8)
+    hexes[:, 0::2] = _HEX[digests >> 4]
+    hexes[:, 1::2] = _HEX[digests & 15]
+    offsets = np.arange(0, 64 * (n + 1), 64, dtype=np.int32)
+    validity = np.packbits(present, bitorder="little")
+    return pa.Array.from_buffers(
+        pa.string(),
+        n,
+        [pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(hexes)],
+        null_count=int(n - np.count_nonzero(present)),
+    )
 
 
 def unreachable_hashes(
@@ -387,32 +422,25 @@ def unreachable_hashes(
     normalised identifier (``<identifier>_sha256`` columns, NULL when the contact has
     none); members with none of the identifiers are left out."""
     address_name, consent_name = CHANNELS[channel]
-    normalized: dict[str, list[str | None]] = {
-        kind: _normalized(_address_texts(contacts.column(kind), cids), kind)
+    digests = {
+        kind: address_digests(_address_array(contacts.column(kind), cids), kind)
         for kind in {*identifiers, *([address_name] if address_name else [])}
     }
     reachable = _consent(contacts.column(consent_name), cids)
     if address_name is not None:
-        has_address = np.array(
-            [v is not None for v in normalized[address_name]], dtype=bool
-        )
-        reachable &= has_address
+        reachable &= digests[address_name][0]
     keep = ~reachable
-    arrays = []
     any_identifier = np.zeros(len(cids), dtype=bool)
     for kind in identifiers:
-        values = normalized[kind]
-        present = np.array([v is not None for v in values], dtype=bool) & keep
-        any_identifier |= present
-        hashes = [
-            sha256_hex(v) if ok else None
-            for v, ok in zip(values, present.tolist(), strict=True)
-        ]
-        arrays.append(pa.array(hashes, pa.string()))
-    batch = pa.RecordBatch.from_arrays(
+        any_identifier |= digests[kind][0] & keep
+    rows = np.flatnonzero(any_identifier)
+    arrays = [
+        _hex_array(digests[kind][1][rows], digests[kind][0][rows])
+        for kind in identifiers
+    ]
+    return pa.RecordBatch.from_arrays(
         arrays, names=[f"{kind}_sha256" for kind in identifiers]
     )
-    return batch.filter(pa.array(any_identifier))
 
 
 def hash_batches(
@@ -430,6 +458,48 @@ def hash_batches(
             yield batch
 
 
+def _fixed_hexes(arr: pa.Array) -> np.ndarray | None:
+    """The (n, 64) hex bytes of an array made by ``_hex_array`` (None otherwise)."""
+    bufs = arr.buffers()
+    n = len(arr)
+    if arr.offset or bufs[2] is None or bufs[2].size != 64 * n:
+        return None
+    return np.frombuffer(bufs[2], dtype=np.uint8).reshape(n, 64)
+
+
+def _lines_bytes(batch: pa.RecordBatch, names: Sequence[str], fmt: str) -> bytes:
+    """One batch of the file: vectorised over the fixed 64-byte hex slots."""
+    n = batch.num_rows
+    hexes = [_fixed_hexes(batch.column(name)) for name in names]
+    present = [
+        pc.is_valid(batch.column(name)).to_numpy(zero_copy_only=False) for name in names
+    ]
+    if any(h is None for h in hexes):  # not from unreachable_hashes: by row
+        columns = [batch.column(name).to_pylist() for name in names]
+        if fmt == "csv":
+            lines = [",".join(v or "" for v in r) for r in zip(*columns, strict=True)]
+        else:
+            lines = [v for r in zip(*columns, strict=True) for v in r if v]
+        return ("\n".join(lines) + "\n").encode() if lines else b""
+    k = len(names)
+    if fmt == "lines":  # row-major: a contact's email hash, then its phone hash
+        cells = np.empty((n, k, 65), dtype=np.uint8)
+        for j in range(k):
+            cells[:, j, :64] = hexes[j]
+        cells[:, :, 64] = ord("\n")
+        mask = np.stack(present, axis=1)
+        return cells[mask].tobytes()
+    # csv: each cell 64 hex or empty, "," between, "\n" after
+    width = 65 * k
+    out = np.empty((n, width), dtype=np.uint8)
+    keep = np.ones((n, width), dtype=bool)
+    for j in range(k):
+        out[:, 65 * j : 65 * j + 64] = hexes[j]
+        keep[:, 65 * j : 65 * j + 64] = present[j][:, None]
+        out[:, 65 * j + 64] = ord(",") if j < k - 1 else ord("\n")
+    return out[keep].tobytes()
+
+
 def hash_pieces(
     batches: Iterable[pa.RecordBatch],
     fmt: str,
@@ -444,20 +514,18 @@ def hash_pieces(
         yield (",".join(names) + "\n").encode()
     rows = 0
     for batch in batches:
-        columns = [batch.column(name).to_pylist() for name in names]
+        data = _lines_bytes(batch, names, fmt)
         if fmt == "csv":
-            lines = [
-                ",".join(v or "" for v in row) for row in zip(*columns, strict=True)
-            ]
+            rows += batch.num_rows
         else:
-            lines = [v for row in zip(*columns, strict=True) for v in row if v]
-        rows += len(lines)
+            rows += sum(
+                len(batch.column(name)) - batch.column(name).null_count
+                for name in names
+            )
         if progress is not None:
             progress(rows)
-        if lines:
-            data = ("\n".join(lines) + "\n").encode()
-            for start in range(0, len(data), PIECE_BYTES):
-                yield data[start : start + PIECE_BYTES]
+        for start in range(0, len(data), PIECE_BYTES):
+            yield data[start : start + PIECE_BYTES]
 
 
 def write_pieces(pieces: Iterable[bytes], target: str | Any) -> int:
