@@ -8,6 +8,7 @@
     python -m segd.bench grpc --address 127.0.0.1:50051    # drive a running segd server
     python -m segd.bench wal --fsync always,interval,off   # durable ingest, replay, snapshot
     python -m segd.bench export --contacts 1m              # audience export CSV / Parquet
+    python -m segd.bench merge --contacts 2m               # identity merges, ingest by link
 
 Progress and phase messages go to stderr, so ``--json`` output stays clean. Exit codes:
 0 every query matched (or, with ``--engines segd``, segd answered every query), 1 a
@@ -283,6 +284,10 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         from segd.bench import export
 
         return export.main(argv[1:], prog=f"{prog} export")
+    if argv[:1] == ["merge"]:
+        from segd.bench import merge
+
+        return merge.main(argv[1:])
     if argv[:1] == ["grpc"]:
         from segd.bench import grpc_load
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from segd import export as export_mod
-from segd import ingest
+from segd import identity_api, ingest
 from segd import mutations as mut
 from segd import rfm as rfm_mod
 from segd._version import __version__
@@ -213,6 +213,9 @@ class Engine:
     def _apply(self, m: mut.Mutation) -> None:
         """The one place a record changes the engine (live calls and log replay)."""
         store = self.store
+        if getattr(m, "identity", None) is not None:
+            for pair in identity_api.apply_resolved(self, m.identity):
+                self._touched(pair, "merge")
         if isinstance(m, mut.EventsAppended):
             applied = ingest.apply_events(store, m.batch, self._touched)
             if m.source is not None:
@@ -239,6 +242,10 @@ class Engine:
             )
         elif isinstance(m, mut.RfmComputed):
             self.rfm_state.apply_computed(m.result)
+        elif isinstance(m, mut.LinkAdded | mut.LinkRemoved | mut.ContactsMerged):
+            merged = identity_api.apply(self, m)
+            if merged is not None:
+                self._touched(merged, "merge")
         else:
             raise TypeError(f"_apply cannot apply {type(m).__name__}")
         self._note_applied(m)
@@ -337,18 +344,27 @@ class Engine:
         *,
         schema: dict[str, str] | None = None,
         idempotency_key: str | None = None,
+        on_conflict: str = "reject",
     ) -> LoadReport:
         """Add or update contacts. A repeated `idempotency_key` applies nothing and
-        returns the first call's report (``duplicate=True``)."""
+        returns the first call's report (``duplicate=True``).
+
+        A row whose customer_id is NULL (or a batch without the column) names its
+        contact by link columns (``email``, ``phone``, ``card``, ``crm_id``,
+        ``device_id``; see docs/data-model.md "Identity"); `on_conflict` (``reject``
+        or ``merge``) says what rows whose links name different contacts do."""
         t0 = time.perf_counter()
         dup = self._duplicate(idempotency_key, "contacts", t0)
         if dup is not None:
             return dup
         table = ingest.read_table(source, "contacts", schema)
+        table, ids = identity_api.split_links(self, table, "contacts")
         batch = ingest.validate_attributes(
             table, self.store.contacts, "contacts", "customer_id", schema
         )
-        return self._upsert("contacts", batch, table.num_rows, idempotency_key, t0)
+        return self._upsert(
+            "contacts", batch, table.num_rows, idempotency_key, t0, ids, on_conflict
+        )
 
     def _upsert(
         self,
@@ -357,13 +373,28 @@ class Engine:
         rows: int,
         key: str | None,
         t0: float,
+        ids: Any = None,
+        on_conflict: str = "reject",
     ) -> LoadReport:
-        encoded = mut.prepare_attributes(batch) if self._wal is not None else None
+        encoded = (
+            mut.prepare_attributes(batch)
+            if self._wal is not None and ids is None
+            else None
+        )
         with self._writing():
             dup = self._duplicate(key, target, t0) if key is not None else None
             if dup is None:
+                ident = None
+                if ids is not None:
+                    resolved = identity_api.resolve_batch(
+                        self, ids, rows, target, on_conflict
+                    )
+                    batch = identity_api.resolved_attributes(batch, resolved)
+                    ident = identity_api.record(resolved)
                 ack = {"rows": rows} if key is not None else None
-                m = mut.AttributesUpserted(target, batch, key, ack, encoded)
+                m = mut.AttributesUpserted(
+                    target, batch, key, ack, encoded, identity=ident
+                )
                 seq = self._commit(m)
         if dup is not None:
             return dup
@@ -482,6 +513,7 @@ class Engine:
         source: str | None = None,
         source_name: str = "",
         force: bool = False,
+        on_conflict: str = "reject",
     ) -> LoadReport:
         """Append live events (validated whole first; a bad batch changes nothing).
 
@@ -492,6 +524,13 @@ class Engine:
         ``source`` is the content digest of the file this batch starts (``segctl
         load``): a digest loaded before raises ``AlreadyExists`` unless ``force``, and
         nothing is applied; otherwise it is recorded with the batch (``loaded_source``).
+
+        Identity: a row names its contact by ``customer_id`` or, when that is NULL or
+        absent, by link columns (``email``, ``phone``, ``card``, ``crm_id``,
+        ``device_id``; identity, not event properties). Unknown link values link to the
+        row's contact (a new one ``<kind>:<value>`` when nothing names it); rows whose
+        id and links name different contacts raise ``IdentityConflict`` per row, or
+        merge those contacts into the named one with ``on_conflict="merge"``.
         """
         t0 = time.perf_counter()
         dup = self._duplicate(idempotency_key, "events", t0)
@@ -503,14 +542,24 @@ class Engine:
             return LoadReport(
                 "events", 0, time.perf_counter() - t0, sequence=self.events_sequence
             )
+        table, ids = identity_api.split_links(self, table, "events")
         valid = ingest.validate_events(table)
         # Encode the record's tables before the lock: it then covers only the framing.
-        encoded = mut.prepare_events(valid) if self._wal is not None else None
+        encoded = (
+            mut.prepare_events(valid) if self._wal is not None and ids is None else None
+        )
         with self._writing():
             dup = self._duplicate(idempotency_key, "events", t0)
             if dup is None:
                 if source is not None:
                     ingest.check_source(self.store, source, force=force)
+                ident = None
+                if ids is not None:
+                    resolved = identity_api.resolve_batch(
+                        self, ids, rows, "events", on_conflict
+                    )
+                    valid = identity_api.resolved_events(valid, resolved)
+                    ident = identity_api.record(resolved)
                 applied = ingest.count_new_events(self.store, valid)
                 ack = None
                 if idempotency_key is not None or count_in_sequence:
@@ -521,7 +570,12 @@ class Engine:
                     None if source is None else {"digest": source, "name": source_name}
                 )
                 m = mut.EventsAppended(
-                    valid, idempotency_key, ack, source=tag, encoded=encoded
+                    valid,
+                    idempotency_key,
+                    ack,
+                    source=tag,
+                    encoded=encoded,
+                    identity=ident,
                 )
                 seq = self._commit(m)
                 sequence = self.events_sequence
@@ -540,6 +594,57 @@ class Engine:
         """The record of an event file loaded before under this content digest, if any."""
         with self._lock.read():
             return self.store.sources.get(digest)
+
+    # -- identity (segd.identity; docs/data-model.md "Identity") ---------------------
+    def link(self, customer_id: str, kind: str, value: str) -> None:
+        """Link (kind, value) to a contact (value normalised; a merged id links to its
+        survivor). Linked to it already: nothing happens; linked to another contact:
+        ``IdentityConflict``; unknown contact: ``ContactNotFound``."""
+        value = identity_api.normalized(self, kind, value)
+        with self._writing():
+            m = identity_api.check_link(self, customer_id, kind, value)
+            seq = self._commit(m) if m is not None else 0
+        self._wait_durable(seq)
+
+    def unlink(self, customer_id: str, kind: str, value: str) -> None:
+        """Remove a link of the contact (``InvalidInput`` when it has no such link)."""
+        value = identity_api.normalized(self, kind, value)
+        with self._writing():
+            seq = self._commit(
+                identity_api.check_unlink(self, customer_id, kind, value)
+            )
+        self._wait_durable(seq)
+
+    def links(self, customer_id: str) -> dict[str, list[str]]:
+        """kind -> values linked to the contact (those of contacts merged into it
+        too); the merged customer_ids under ``customer_id``."""
+        with self._lock.read():
+            return identity_api.links(self, customer_id)
+
+    def resolve(self, kind: str, value: str) -> str | None:
+        """The customer_id a link value (or, kind ``customer_id``, a possibly merged
+        id) names now; None when nobody."""
+        with self._lock.read():
+            return identity_api.resolve_one(self, kind, value)
+
+    def merge(self, survivor: str, merged: str) -> None:
+        """Make `merged` part of `survivor`, at once: events, aggregates (recomputed),
+        attributes (survivor wins, merged fills NULLs, tags unioned), links, static
+        segment memberships and the current RFM row move to the survivor, and the
+        merged customer_id resolves to it from now on. ``MergeError`` for a merge into
+        itself, of an unknown id or of an id merged already."""
+        from segd.identity import check_merge
+
+        with self._writing():
+            check_merge(self.store, survivor, merged)
+            seq = self._commit(mut.ContactsMerged(survivor, merged))
+        self._wait_durable(seq)
+
+    def contact(self, customer_id: str, recent: int = 10) -> dict:
+        """One contact: profile, links, aggregates and its `recent` latest events (each
+        with ``from``: the contact it came from before a merge, or None)."""
+        with self._lock.read():
+            return identity_api.contact_card(self, customer_id, recent)
 
     # -- evaluation -------------------------------------------------------------------
     def prepare(
@@ -803,7 +908,7 @@ class Engine:
         with self._lock.read():
             store = self.store
             memory = store.memory()
-            n_events, n_contacts = store.n_events, store.n_contacts
+            n_events, n_contacts = store.n_events, store.contacts.live_count()
             index_bytes = {t: log.nbytes() for t, log in store.logs.items()}
             return {
                 "contacts": n_contacts,

@@ -190,7 +190,7 @@ def replay(engine: Any, wal_dir: Path, after_seq: int) -> walmod.ScanState:
             raise CorruptLog(
                 str(state.file), state.offset, f"record {seq} cannot be read: {exc}"
             ) from exc
-        if isinstance(m, mut.EventsAppended) and m.source is None:
+        if isinstance(m, mut.EventsAppended) and m.source is None and not m.identity:
             group.append(m.batch)
             group_rows += len(m.batch.ts)
             engine._note_applied(m)

@@ -22,7 +22,10 @@ from segd.native.postings import Postings
 
 # Dimensions that get postings (value -> rows). order_id is only a column: nobody filters
 # on one order id, but the distinct count of orders needs it per row.
-UNINDEXED_DIMS = frozenset({"order_id"})
+# ORIGIN: the contact a row came from before an identity merge moved it (segd.identity).
+# Not a valid column name (ingest.NAME), so no event property can take it.
+ORIGIN = ":origin"
+UNINDEXED_DIMS = frozenset({"order_id", ORIGIN})
 
 
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
@@ -49,6 +52,10 @@ class EventLog:
         # Contact-major index (native/contactindex.pyx) of rows [0, _ci_limit).
         self._ci: tuple[np.ndarray, np.ndarray] | None = None
         self._ci_limit = 0
+        # Patched slots (identity merges): contact c's rows are rows[offsets[c]:ends[c]]
+        # once a merge appended the survivor's rows at the end of `rows` (_ci_used long).
+        self._ci_ends: np.ndarray | None = None
+        self._ci_used = 0
         self._ci_lock = threading.Lock()
         self._sizes: dict[str, tuple] = {}
         self._version = 0  # bumped by every append: invalidates cached posting sizes
@@ -71,7 +78,7 @@ class EventLog:
         return None if col is None else col[: self.n]
 
     def dims(self) -> list[str]:
-        return list(self._dims)
+        return [d for d in self._dims if d != ORIGIN]
 
     def window(self, lo_s: int, hi_s: int) -> tuple[int, int]:
         """Rows [r0, r1) with lo_s <= ts < hi_s."""
@@ -97,21 +104,116 @@ class EventLog:
             self._sizes[dim] = hit
         return hit[1]
 
-    def contact_index(self, n_contacts: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """(offsets, rows, limit): each contact's rows below `limit`, in time order.
+    def contact_index(
+        self, n_contacts: int
+    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
+        """(offsets, rows, limit, ends): each contact's rows below `limit`, in time
+        order — ``rows[offsets[c]:offsets[c + 1]]``, or ``rows[offsets[c]:ends[c]]``
+        when `ends` is not None (slots patched by merges; pass it to the kernels).
 
-        Built on first use and rebuilt once the unindexed tail outgrows an eighth of the
-        log, so the O(n) rebuild is amortised over the appends that made it necessary.
-        Readers may call this concurrently (under the engine's read lock).
+        Built on first use and rebuilt once the unindexed tail (or the garbage merges
+        left) outgrows an eighth of the log, so the O(n) rebuild is amortised over the
+        appends that made it necessary. Readers may call this concurrently (under the
+        engine's read lock).
         """
         with self._ci_lock:
-            tail = self.n - self._ci_limit
-            ci = self._ci
-            if ci is None or tail > max(65_536, self.n // 8):
-                ci = self._ci = contactindex.build(self.cid, n_contacts)
-                self._ci_limit = self.n
-            offsets, rows = ci
-            return offsets, rows, self._ci_limit
+            return self._contact_index(n_contacts)
+
+    def _contact_index(self, n_contacts: int):
+        tail = self.n - self._ci_limit
+        ci = self._ci
+        slack = max(65_536, self.n // 8)
+        if ci is None or tail > slack or self._ci_used - self.n > slack:
+            ci = self._ci = contactindex.build(self.cid, n_contacts)
+            self._ci_limit = self.n
+            self._ci_ends = None
+            self._ci_used = len(ci[1])
+        offsets, rows = ci
+        return offsets, rows, self._ci_limit, self._ci_ends
+
+    def rows_of(self, cid: int, n_contacts: int) -> np.ndarray:
+        """Rows of one contact, ascending (its indexed rows, then its tail rows)."""
+        with self._ci_lock:
+            offsets, rows, limit, ends = self._contact_index(n_contacts)
+            if cid < len(offsets) - 1:
+                end = ends[cid] if ends is not None else offsets[cid + 1]
+                mine = rows[offsets[cid] : end]
+                mine = mine[mine < limit]
+            else:
+                mine = np.zeros(0, dtype=np.uint32)
+            tail = np.flatnonzero(self._cid[limit : self.n] == cid)
+            if len(tail):
+                mine = np.concatenate([mine, (tail + limit).astype(np.uint32)])
+            return mine
+
+    def move_contact(self, merged: int, survivor: int, n_contacts: int) -> int:
+        """Give the rows of contact `merged` to `survivor` (identity merge); returns the
+        number of rows moved. Their original contact is kept in the ``origin`` column
+        (created on the first move: 4 bytes per row of this log). The contact-major
+        index is patched in O(rows of both) by a nogil kernel
+        (``contactindex.move_contact``): the survivor's rows, merged in time order, go
+        to the end of ``rows`` and its slot points there; the merged contact's slot is
+        emptied. Postings map values to rows, so they do not change."""
+        with self._ci_lock:
+            offsets, rows, limit, ends = self._contact_index(n_contacts)
+            n_idx = len(offsets) - 1
+            if merged >= n_idx or survivor >= n_idx:
+                # a contact newer than the index: move by a scan, rebuild on next use
+                moved = np.flatnonzero(self.cid == merged)
+                if len(moved):
+                    origin = self._origin_column()
+                    fresh = moved[origin[moved] == NO_CODE]
+                    origin[fresh] = merged
+                    self._cid[moved] = survivor
+                    self._ci = None
+                    self._version += 1
+                return len(moved)
+            if ends is None:
+                ends = self._ci_ends = offsets[1:].copy()
+            m_len = int(ends[merged]) - int(offsets[merged])
+            if m_len == 0 and not (self._cid[limit : self.n] == merged).any():
+                return 0  # no rows of `merged` in this log
+            need = self._ci_used + m_len + int(ends[survivor]) - int(offsets[survivor])
+            if need > len(rows):
+                grown = np.empty(max(need, len(rows) + len(rows) // 8), np.uint32)
+                grown[: self._ci_used] = rows[: self._ci_used]
+                rows = grown
+                self._ci = (offsets, rows)
+            origin = self._origin_column()
+            moved, self._ci_used = contactindex.move_contact(
+                self._cid,
+                origin,
+                offsets,
+                ends,
+                rows,
+                self._ci_used,
+                limit,
+                self.n,
+                merged,
+                survivor,
+            )
+            if moved:
+                self._version += 1
+            return moved
+
+    def _origin_column(self) -> np.ndarray:
+        """The origin column, created on first use (and made writable: a snapshot's
+        columns may be read-only maps)."""
+        origin = self._dims.get(ORIGIN)
+        if origin is None:
+            origin = np.full(len(self._cid), NO_CODE, dtype=np.uint32)
+        elif not origin.flags.writeable:
+            origin = origin.copy()
+        self._dims[ORIGIN] = origin
+        if not self._cid.flags.writeable:
+            self._cid = self._cid.copy()
+        return origin
+
+    def origin(self) -> np.ndarray | None:
+        """Per row, the contact it came from when a merge moved it (NO_CODE: it was
+        always its contact's); None while no merge moved rows of this log."""
+        col = self._dims.get(ORIGIN)
+        return None if col is None else col[: self.n]
 
     def index_nbytes(self) -> int:
         """Bytes of the inverted indexes: postings and the contact-major index."""

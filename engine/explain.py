@@ -98,6 +98,9 @@ class EventEvidence:
     last_times: tuple[datetime, ...] = ()
     sum: float | None = None
     then_no: str | None = None  # "order within 1d": counted events are not followed so
+    # After identity merges: (original customer_id, matching events) of the events that
+    # came from contacts merged into this one.
+    merged_from: tuple[tuple[str, int], ...] = ()
 
     def summary(self) -> str:
         n = self.matching_events
@@ -108,6 +111,10 @@ class EventEvidence:
             text += f", sum {self.sum:g}"
         if self.last_times:
             text += f", last {_shown(self.last_times[-1])}"
+        if self.merged_from:
+            text += ", from merged " + ", ".join(
+                f"{c} ({k})" for c, k in self.merged_from
+            )
         return text
 
 

@@ -47,6 +47,9 @@ class EventsAppended:
     # The batch's encoded fields (``prepare``), made before the write lock is taken so
     # the lock covers only the cheap framing; None: encoded on demand.
     encoded: dict | None = field(default=None, repr=False, compare=False)
+    # Identity resolved under the write lock (segd.identity.resolve): merges to do and
+    # links to add before the batch, so replay needs no lookup of its own. None: none.
+    identity: dict | None = None
 
 
 @dataclass
@@ -56,6 +59,30 @@ class AttributesUpserted:
     idempotency_key: str | None = None
     ack: dict | None = None
     encoded: dict | None = field(default=None, repr=False, compare=False)
+    identity: dict | None = None  # as EventsAppended.identity
+
+
+@dataclass
+class LinkAdded:
+    """Link (kind, normalised value) to a contact (validated: the value was free)."""
+
+    kind: str
+    value: str
+    customer_id: str
+
+
+@dataclass
+class LinkRemoved:
+    kind: str
+    value: str
+
+
+@dataclass
+class ContactsMerged:
+    """Contact `merged` became part of `survivor` (validated: both live, distinct)."""
+
+    survivor: str
+    merged: str
 
 
 @dataclass
@@ -114,6 +141,9 @@ Mutation = (
     | LoadAborted
     | RfmConfigSet
     | RfmComputed
+    | LinkAdded
+    | LinkRemoved
+    | ContactsMerged
 )
 
 
@@ -227,9 +257,13 @@ def encode(m: Mutation) -> bytes:
         rec.update(idem=m.idempotency_key, ack=m.ack)
         if m.source is not None:
             rec["source"] = m.source
+        if m.identity is not None:
+            rec["identity"] = m.identity
     elif isinstance(m, AttributesUpserted):
         rec = {"k": m.target, **(m.encoded or _attribute_fields(m.batch))}
         rec.update(idem=m.idempotency_key, ack=m.ack)
+        if m.identity is not None:
+            rec["identity"] = m.identity
     elif isinstance(m, SegmentPut):
         s = m.segment
         rec = {
@@ -255,6 +289,12 @@ def encode(m: Mutation) -> bytes:
         rec = {"k": "rfm_config", "config": m.config}
     elif isinstance(m, RfmComputed):
         rec = {"k": "rfm_computed", "result": m.result.to_record()}
+    elif isinstance(m, LinkAdded):
+        rec = {"k": "link_add", "kind": m.kind, "value": m.value, "id": m.customer_id}
+    elif isinstance(m, LinkRemoved):
+        rec = {"k": "link_remove", "kind": m.kind, "value": m.value}
+    elif isinstance(m, ContactsMerged):
+        rec = {"k": "merge", "survivor": m.survivor, "merged": m.merged}
     else:
         raise TypeError(f"not a mutation: {type(m).__name__}")
     return msgpack.packb(rec, use_bin_type=True)
@@ -266,12 +306,26 @@ def decode(payload: bytes | memoryview) -> Mutation:
     kind = rec.get("k")
     if kind == "events":
         return EventsAppended(
-            _event_batch(rec), rec.get("idem"), rec.get("ack"), rec.get("source")
+            _event_batch(rec),
+            rec.get("idem"),
+            rec.get("ack"),
+            rec.get("source"),
+            identity=rec.get("identity"),
         )
     if kind in ("contacts", "items"):
         return AttributesUpserted(
-            kind, _attribute_batch(rec), rec.get("idem"), rec.get("ack")
+            kind,
+            _attribute_batch(rec),
+            rec.get("idem"),
+            rec.get("ack"),
+            identity=rec.get("identity"),
         )
+    if kind == "link_add":
+        return LinkAdded(rec["kind"], rec["value"], rec["id"])
+    if kind == "link_remove":
+        return LinkRemoved(rec["kind"], rec["value"])
+    if kind == "merge":
+        return ContactsMerged(rec["survivor"], rec["merged"])
     if kind == "segment_put":
         members = rec["members"]
         return SegmentPut(

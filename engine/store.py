@@ -13,6 +13,7 @@ from segd.aggregates import Aggregates
 from segd.catalog import Catalog
 from segd.contacts import ContactStore
 from segd.events import EventLog
+from segd.identity import Identity
 from segd.native.idmap import IdMap
 
 # Event properties segd knows by name; any other text column of an event batch is a custom
@@ -69,6 +70,8 @@ class Store:
         self.event_ids = IdMap()
         # Content digests of event files loaded without event ids (see LoadedSource).
         self.sources: dict[str, LoadedSource] = {}
+        # Identity links per kind and merge bookkeeping (segd.identity).
+        self.identity = Identity()
 
     @property
     def n_contacts(self) -> int:
@@ -106,6 +109,7 @@ class Store:
             "dictionaries": sum(m.nbytes() for m in self.dim_maps.values())
             + self.event_ids.nbytes(),
             "catalog": self.catalog.nbytes(),
+            "identity": self.identity.nbytes(),
         }
         parts["total"] = sum(parts.values())
         return parts
@@ -132,6 +136,7 @@ class Store:
                 [src.digest, src.name, src.rows, src.loaded_ms]
                 for src in self.sources.values()
             ],
+            "identity": self.identity.to_snapshot(w),
         }
 
     @classmethod
@@ -153,6 +158,8 @@ class Store:
             digest: LoadedSource(digest, name, rows, loaded_ms)
             for digest, name, rows, loaded_ms in meta.get("sources", [])
         }
+        if meta.get("identity"):  # snapshots before identity links had none
+            store.identity = Identity.from_snapshot(r, meta["identity"])
         return store
 
 

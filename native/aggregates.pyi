@@ -31,3 +31,13 @@ def order_totals(
     revenue: npt.NDArray[np.float64],  # INOUT per contact
     orders: npt.NDArray[np.uint32],  # INOUT per contact
 ) -> int: ...  # lines whose order id also belongs to another contact
+def merge_rollups(
+    last_visit: Seconds,
+    last_email_open: Seconds,
+    last_order: Seconds,
+    first_order: Seconds,  # 0 = never
+    revenue: npt.NDArray[np.float64],
+    orders_count: npt.NDArray[np.uint32],
+    survivor: int,  # cid_t
+    merged: int,  # cid_t
+) -> int: ...  # the merged contact's order count before; its rollups become 0

@@ -118,3 +118,38 @@ def order_totals(
                 seen[k >> 6] |= (<uint64_t>1) << (k & 63)
                 orders[c] += 1
     return shared
+
+
+def merge_rollups(sec_t[::1] last_visit, sec_t[::1] last_email_open,
+                  sec_t[::1] last_order, sec_t[::1] first_order, double[::1] revenue,
+                  uint32_t[::1] orders_count, cid_t survivor, cid_t merged):
+    """Identity merge of one contact's rollups into another's (segd.identity): last
+    times are maxima, the first order a minimum (0 = never), revenue adds up; the merged
+    contact's rollups become zero. Returns the merged contact's order count (the caller
+    recounts the survivor's distinct orders when it is not 0)."""
+    cdef Py_ssize_t n = last_visit.shape[0]
+    cdef uint32_t had
+    if (last_email_open.shape[0] < n or last_order.shape[0] < n
+            or first_order.shape[0] < n or revenue.shape[0] < n
+            or orders_count.shape[0] < n):
+        raise ValueError("merge_rollups: arrays of different lengths")
+    if survivor >= n or merged >= n:
+        raise ValueError(f"merge_rollups: contact outside the arrays of {n}")
+    if last_visit[merged] > last_visit[survivor]:
+        last_visit[survivor] = last_visit[merged]
+    if last_email_open[merged] > last_email_open[survivor]:
+        last_email_open[survivor] = last_email_open[merged]
+    if last_order[merged] > last_order[survivor]:
+        last_order[survivor] = last_order[merged]
+    if first_order[merged] and (
+            not first_order[survivor] or first_order[merged] < first_order[survivor]):
+        first_order[survivor] = first_order[merged]
+    revenue[survivor] += revenue[merged]
+    had = orders_count[merged]
+    last_visit[merged] = 0
+    last_email_open[merged] = 0
+    last_order[merged] = 0
+    first_order[merged] = 0
+    revenue[merged] = 0.0
+    orders_count[merged] = 0
+    return had

@@ -20,6 +20,7 @@ def rows_of_contacts(
     limit: int,  # row_t: the index covers rows [0, limit)
     r0: int,  # row_t
     r1: int,  # row_t
+    ends: npt.NDArray[np.uint32] | None = None,  # patched: rows[offsets[c]:ends[c]]
 ) -> Rows: ...  # indexed rows per contact, then the whole tail [max(r0, limit), r1)
 def count_of_contacts(
     cand_cids: Cids,  # const cid_t[::1], sorted
@@ -29,4 +30,17 @@ def count_of_contacts(
     cid: Cids,  # const cid_t[::1]: the log's contact column (for the tail)
     r0: int,  # row_t
     r1: int,  # row_t, <= len(cid)
+    ends: npt.NDArray[np.uint32] | None = None,  # patched index (identity merges)
 ) -> npt.NDArray[np.uint32]: ...  # events in [r0, r1) per candidate, aligned
+def move_contact(
+    cid: Cids,  # cid_t[::1], written: the merged contact's rows get the survivor
+    origin: npt.NDArray[np.uint32] | None,  # uint32[::1] per row; NO_CODE -> merged
+    offsets: Offsets,  # written: the survivor's slot start
+    ends: npt.NDArray[np.uint32],  # written: slot ends (patched index)
+    rows: Rows,  # written at [used:]: room for both slots guaranteed by the caller
+    used: int,
+    limit: int,  # row_t: the index covers rows [0, limit)
+    n: int,  # rows in the log; [limit, n) is the tail, scanned
+    merged: int,  # cid_t, < len(offsets) - 1
+    survivor: int,  # cid_t, < len(offsets) - 1
+) -> tuple[int, int]: ...  # (rows moved, new used); ValueError on bad arguments

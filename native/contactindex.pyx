@@ -8,6 +8,12 @@ is cheaper to visit just those contacts' own rows: ``offsets[c]:offsets[c + 1]``
 The index is rebuilt in O(n) (a counting sort) and covers rows ``[0, limit)``; rows appended
 later (the "tail") are not in it and are scanned directly, so live ingest never waits for
 a rebuild.
+
+Identity merges (segd.identity) patch the index in O(rows moved) instead of rebuilding it:
+the survivor's rows (its own plus the merged contact's, re-sorted) are appended at the end
+of ``rows`` and the survivor's slot is pointed there. A patched index therefore passes
+``ends`` (uint32[n_contacts]): contact c's rows are ``rows[offsets[c]:ends[c]]``; without
+``ends`` they are ``rows[offsets[c]:offsets[c + 1]]``.
 """
 
 from libc.stdint cimport uint32_t
@@ -15,7 +21,7 @@ from libc.stdint cimport uint32_t
 import numpy as np
 
 from segd.native._search cimport lower_bound as _lower_bound
-from segd.native._types cimport cid_t, row_t
+from segd.native._types cimport NO_CODE, cid_t, row_t
 
 
 def build(const cid_t[::1] cid, Py_ssize_t n_contacts):
@@ -51,7 +57,8 @@ def build(const cid_t[::1] cid, Py_ssize_t n_contacts):
 
 
 def rows_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
-                     const row_t[::1] rows, row_t limit, row_t r0, row_t r1):
+                     const row_t[::1] rows, row_t limit, row_t r0, row_t r1,
+                     const uint32_t[::1] ends=None):
     """Rows in [r0, r1) of the given contacts: indexed rows first, then the unindexed tail.
 
     Indexed rows (< limit) come per contact in time order; the tail [max(r0, limit), r1)
@@ -63,15 +70,18 @@ def rows_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
     cdef row_t hi = r1 if r1 < limit else limit
     cdef row_t tail_lo = r0 if r0 > limit else limit
     cdef cid_t c
+    cdef bint patched = ends is not None
     if n_idx < 0:
         n_idx = 0
+    if patched and ends.shape[0] < n_idx:
+        raise ValueError(f"ends has {ends.shape[0]} slots for {n_idx} contacts")
     with nogil:
         for j in range(n_cand):
             c = cand_cids[j]
             if c >= n_idx or hi <= r0:
                 continue
             a = offsets[c]
-            b = offsets[c + 1]
+            b = ends[c] if patched else offsets[c + 1]
             k = a + _lower_bound(&rows[a], b - a, r0) if b > a else a
             while k < b and rows[k] < hi:
                 total += 1
@@ -85,7 +95,7 @@ def rows_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
             if c >= n_idx or hi <= r0:
                 continue
             a = offsets[c]
-            b = offsets[c + 1]
+            b = ends[c] if patched else offsets[c + 1]
             k = a + _lower_bound(&rows[a], b - a, r0) if b > a else a
             while k < b and rows[k] < hi:
                 o[pos] = rows[k]
@@ -98,7 +108,7 @@ def rows_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
 
 def count_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
                       const row_t[::1] rows, row_t limit, const cid_t[::1] cid,
-                      row_t r0, row_t r1):
+                      row_t r0, row_t r1, const uint32_t[::1] ends=None):
     """Events in [r0, r1) per candidate (uint32, aligned with the sorted `cand_cids`).
 
     For conditions with no filter on the events ("viewed anything 5+ times in 30 days"):
@@ -116,8 +126,11 @@ def count_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
         raise ValueError(f"window end {r1} beyond the log of {cid.shape[0]} rows")
     out = np.zeros(n_cand, dtype=np.uint32)
     cdef uint32_t[::1] o = out
+    cdef bint patched = ends is not None
     if n_idx < 0:
         n_idx = 0
+    if patched and ends.shape[0] < n_idx:
+        raise ValueError(f"ends has {ends.shape[0]} slots for {n_idx} contacts")
     with nogil:
         if hi > r0:
             for j in range(n_cand):
@@ -125,7 +138,7 @@ def count_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
                 if c >= n_idx:
                     continue
                 a = offsets[c]
-                b = offsets[c + 1]
+                b = ends[c] if patched else offsets[c + 1]
                 if b > a:
                     o[j] = <uint32_t> (_lower_bound(&rows[a], b - a, hi)
                                        - _lower_bound(&rows[a], b - a, r0))
@@ -142,3 +155,62 @@ def count_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
             if lo < n_cand and cand_cids[lo] == c:
                 o[lo] += 1
     return out
+
+
+def move_contact(cid_t[::1] cid, uint32_t[::1] origin, uint32_t[::1] offsets,
+                 uint32_t[::1] ends, row_t[::1] rows, Py_ssize_t used, row_t limit,
+                 Py_ssize_t n, cid_t merged, cid_t survivor):
+    """Identity merge of one log, in place (segd.identity): the rows of `merged` get
+    `survivor`'s cid (and, where `origin` is still NO_CODE, `merged` as their origin).
+
+    The patched index: the two contacts' indexed rows (< limit) are merged in row order
+    into ``rows[used:]`` and the survivor's slot points there; the merged contact's slot
+    becomes empty. The caller guarantees room: ``len(rows) >= used + both slots``.
+    Tail rows [limit, n) are found by a scan of the tail. Returns (rows moved, new used).
+    """
+    cdef Py_ssize_t n_idx = offsets.shape[0] - 1
+    cdef Py_ssize_t a0 = 0, a1 = 0, b0 = 0, b1 = 0, out, moved = 0, r
+    cdef row_t x
+    cdef bint has_origin = origin is not None
+    if merged >= n_idx or survivor >= n_idx:
+        raise ValueError("move_contact: both contacts must be in the index")
+    if ends.shape[0] < n_idx or n > cid.shape[0] or limit > n:
+        raise ValueError("move_contact: inconsistent index arrays")
+    if has_origin and origin.shape[0] < n:
+        raise ValueError("move_contact: origin column shorter than the log")
+    a0 = offsets[survivor]
+    a1 = ends[survivor]
+    b0 = offsets[merged]
+    b1 = ends[merged]
+    if used + (a1 - a0) + (b1 - b0) > rows.shape[0]:
+        raise ValueError("move_contact: no room in rows")
+    with nogil:
+        out = used
+        # both slots are ascending; rows >= limit (renumbered by a late merge, now in
+        # the tail) are dropped here and found by the tail scan below
+        while a0 < a1 or b0 < b1:
+            if b0 >= b1 or (a0 < a1 and rows[a0] < rows[b0]):
+                x = rows[a0]
+                a0 += 1
+            else:
+                x = rows[b0]
+                b0 += 1
+                if x < limit:
+                    cid[x] = survivor
+                    if has_origin and origin[x] == NO_CODE:
+                        origin[x] = merged
+                    moved += 1
+            if x < limit:
+                rows[out] = x
+                out += 1
+        for r in range(limit, n):
+            if cid[r] == merged:
+                cid[r] = survivor
+                if has_origin and origin[r] == NO_CODE:
+                    origin[r] = merged
+                moved += 1
+        if out > used:
+            offsets[survivor] = <uint32_t> used
+            ends[survivor] = <uint32_t> out
+        ends[merged] = offsets[merged]
+    return moved, out

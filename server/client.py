@@ -219,6 +219,10 @@ def evidence_to_dict(e: segments_pb2.Evidence) -> dict[str, Any]:
             out["event"]["sum"] = v.sum
         if v.then_no:
             out["event"]["then_no"] = v.then_no
+        if v.merged_from:
+            out["event"]["merged_from"] = {
+                c: int(k) for c, k in (m.rsplit(":", 1) for m in v.merged_from)
+            }
     elif kind == "segment":
         out["segment"] = {"segment": e.segment.segment, "static": e.segment.static}
     return out
@@ -373,13 +377,19 @@ class SegdClient:
     # ------------------------------------------------------------ ingest
 
     def upsert_contacts(
-        self, data: TableLike, *, idempotency_key: str | None = None
+        self,
+        data: TableLike,
+        *,
+        idempotency_key: str | None = None,
+        on_conflict: str = "",
     ) -> int:
         """Insert or update contacts (``customer_id`` + attribute columns); rows applied.
-        Retried on UNAVAILABLE under one idempotency key (fresh unless given)."""
+        Retried on UNAVAILABLE under one idempotency key (fresh unless given). Rows with
+        a NULL customer_id are named by link columns; `on_conflict`: reject or merge."""
         req = ingest_pb2.UpsertContactsRequest(
             arrow_ipc=to_arrow_ipc(data),
             idempotency_key=idempotency_key or new_idempotency_key(),
+            on_conflict=on_conflict,
         )
         return self.call(self.ingest_stub.UpsertContacts, req).rows
 
@@ -398,15 +408,21 @@ class SegdClient:
         data: TableLike | ingest_pb2.EventBatch,
         *,
         idempotency_key: str | None = None,
+        on_conflict: str = "",
     ) -> IngestResult:
         """Append one batch of events (all or nothing). Retried on UNAVAILABLE under one
-        idempotency key (fresh unless given), so a retry never applies it twice."""
+        idempotency key (fresh unless given), so a retry never applies it twice. Events
+        may name their contact by link columns; `on_conflict`: reject or merge."""
         key = idempotency_key or new_idempotency_key()
         if isinstance(data, ingest_pb2.EventBatch):
-            req = ingest_pb2.IngestEventsRequest(events=data, idempotency_key=key)
+            req = ingest_pb2.IngestEventsRequest(
+                events=data, idempotency_key=key, on_conflict=on_conflict
+            )
         else:
             req = ingest_pb2.IngestEventsRequest(
-                arrow_ipc=to_arrow_ipc(data), idempotency_key=key
+                arrow_ipc=to_arrow_ipc(data),
+                idempotency_key=key,
+                on_conflict=on_conflict,
             )
         resp = self.call(self.ingest_stub.IngestEvents, req)
         return IngestResult(resp.rows, resp.sequence, duplicates=resp.duplicates)
@@ -448,12 +464,68 @@ class SegdClient:
             raise SegdRpcError.from_rpc(err) from None
         return IngestResult(rows, sequence, count, duplicates)
 
-    def merge_contacts(self, customer_id: str, merged_ids: list[str]) -> None:
-        """Reserved: the server answers UNIMPLEMENTED until identity resolution lands."""
+    def merge_contacts(self, customer_id: str, merged_ids: list[str]) -> int:
+        """Merge each of `merged_ids` into `customer_id` (docs/data-model.md
+        "Identity"); the number merged. Not retried: a repeat would find them merged."""
         req = ingest_pb2.MergeContactsRequest(
             customer_id=customer_id, merged_ids=merged_ids
         )
-        self.call(self.ingest_stub.MergeContacts, req, idempotent=False)
+        return self.call(self.ingest_stub.MergeContacts, req, idempotent=False).merged
+
+    def link_identity(self, customer_id: str, kind: str, value: str) -> str:
+        """Link (kind, value) to a contact; the value as stored (normalised). A repeat
+        is a no-op, so it is retried like a read."""
+        req = ingest_pb2.LinkIdentityRequest(
+            customer_id=customer_id, kind=kind, value=value
+        )
+        return self.call(self.ingest_stub.LinkIdentity, req).value
+
+    def unlink_identity(self, customer_id: str, kind: str, value: str) -> None:
+        req = ingest_pb2.UnlinkIdentityRequest(
+            customer_id=customer_id, kind=kind, value=value
+        )
+        self.call(self.ingest_stub.UnlinkIdentity, req, idempotent=False)
+
+    def resolve(self, kind: str, value: str) -> str | None:
+        """The customer_id a link value (or a possibly merged customer_id) names."""
+        req = ingest_pb2.ResolveRequest(kind=kind, value=value)
+        resp = self.call(self.ingest_stub.Resolve, req)
+        return resp.customer_id if resp.found else None
+
+    def get_contact(self, customer_id: str, recent_events: int = 10) -> dict[str, Any]:
+        """Profile, links, aggregates (times ISO or None) and latest events."""
+        req = ingest_pb2.GetContactRequest(
+            customer_id=customer_id, recent_events=recent_events
+        )
+        r = self.call(self.ingest_stub.GetContact, req)
+        links: dict[str, list[str]] = {}
+        for link in r.links:
+            links.setdefault(link.kind, []).append(link.value)
+
+        def iso(ms: int) -> str | None:
+            return _ms_to_iso(ms) if ms else None
+
+        return {
+            "customer_id": r.customer_id,
+            "profile": {k: _value(v) for k, v in sorted(r.profile.items())},
+            "links": links,
+            "aggregates": {
+                "orders_count": r.orders_count,
+                "revenue": r.revenue,
+                "first_order": iso(r.first_order_ms),
+                "last_order": iso(r.last_order_ms),
+                "last_visit": iso(r.last_visit_ms),
+                "last_email_open": iso(r.last_email_open_ms),
+            },
+            "events": [
+                {
+                    "type": e.type,
+                    "time": _ms_to_iso(e.ts_ms),
+                    "merged_from": e.merged_from or None,
+                }
+                for e in r.events
+            ],
+        }
 
     # ------------------------------------------------------------ segments
 

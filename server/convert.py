@@ -434,7 +434,15 @@ def _attribute_rows(records: Any, id_key: str, path: str) -> list[dict[str, Any]
 
 
 def contacts_to_rows(batch: ingest_pb2.ContactBatch) -> list[dict[str, Any]]:
-    return _attribute_rows(batch.contacts, "customer_id", "contacts")
+    """Contacts as rows; an empty customer_id is NULL when the row has a link attribute
+    (the row is then named by its links, docs/data-model.md "Identity")."""
+    from segd.identity import LINK_KINDS
+
+    rows = _attribute_rows(batch.contacts, "customer_id", "contacts")
+    for row in rows:
+        if row["customer_id"] == "" and any(row.get(k) for k in LINK_KINDS):
+            row["customer_id"] = None
+    return rows
 
 
 def items_to_rows(batch: ingest_pb2.ItemBatch) -> list[dict[str, Any]]:
@@ -481,7 +489,51 @@ def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
         cols[name] = pa.array(
             [props[i].get(name) if i in props else None for i in range(n)], pa.string()
         )
+    from segd.identity import LINK_KINDS
+
+    if any(k in cols for k in LINK_KINDS):
+        # events named by their link properties: an empty customer_id is NULL there
+        has_link = np.zeros(n, dtype=bool)
+        for k in LINK_KINDS:
+            if k in cols:
+                has_link |= np.asarray(cols[k].is_valid())
+        empty = np.array([c == "" for c in customer_id], dtype=bool) & has_link
+        if empty.any():
+            cols["customer_id"] = pa.array(
+                [None if e else c for c, e in zip(customer_id, empty, strict=True)],
+                pa.string(),
+            )
     return pa.table(cols)
+
+
+def contact_to_proto(card: dict) -> ingest_pb2.GetContactResponse:
+    """Engine.contact() -> GetContactResponse (times as UTC ms, 0 = never)."""
+
+    def ms(iso: str | None) -> int:
+        return 0 if not iso else datetime_to_ms(dt.datetime.fromisoformat(iso))
+
+    agg = card["aggregates"]
+    return ingest_pb2.GetContactResponse(
+        customer_id=card["customer_id"],
+        profile={k: python_to_value(v) for k, v in card["profile"].items()},
+        links=[
+            ingest_pb2.IdentityLink(kind=kind, value=value)
+            for kind, values in card["links"].items()
+            for value in values
+        ],
+        orders_count=agg["orders_count"],
+        revenue=agg["revenue"],
+        first_order_ms=ms(agg["first_order"]),
+        last_order_ms=ms(agg["last_order"]),
+        last_visit_ms=ms(agg["last_visit"]),
+        last_email_open_ms=ms(agg["last_email_open"]),
+        events=[
+            ingest_pb2.ContactEvent(
+                type=e["type"], ts_ms=e["ts"] * 1000, merged_from=e["from"] or ""
+            )
+            for e in card["events"]
+        ],
+    )
 
 
 # ---------------------------------------------------------------- results
@@ -533,6 +585,7 @@ def evidence_to_proto(e: Evidence) -> segments_pb2.Evidence:
         if e.sum is not None:
             ev.sum = e.sum
         ev.then_no = e.then_no or ""
+        ev.merged_from.extend(f"{c}:{k}" for c, k in e.merged_from)
     else:
         out.segment.segment = e.segment
         out.segment.static = e.static

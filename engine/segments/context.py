@@ -53,6 +53,7 @@ class Context:
             u = BitMap()
             if self.n:
                 u.add_range(0, self.n)
+            u -= self.store.contacts.merged  # merged contacts are no one (identity)
             self._universe = u
         return self._universe
 
@@ -74,7 +75,11 @@ class Context:
         return np.zeros((self.n + 63) // 64, dtype=np.uint64)
 
     def to_bitmap(self, words: np.ndarray) -> BitMap:
-        return bitset_to_bitmap(words)
+        """The contacts of a bitset, merged contacts left out (their emptied rows
+        could match "orders_count = 0")."""
+        out = bitset_to_bitmap(words)
+        merged = self.store.contacts.merged
+        return out - merged if merged else out
 
     def candidate_words(self, cand: BitMap | None) -> np.ndarray | None:
         return None if cand is None else bitmap_to_bitset(cand, self.n)

@@ -22,7 +22,7 @@ from pyroaring import BitMap
 
 from segd.errors import InvalidQuery
 from segd.explain import EventEvidence, Evidence
-from segd.native import contactindex, eventscan
+from segd.native import NO_CODE, contactindex, eventscan
 from segd.native.bitset import cids_to_bitmap
 from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
 from segd.segments.context import Context, thread_scratch
@@ -138,14 +138,14 @@ class EventFilters:
         cost = best[0] * GATHER_COST if best is not None else window_rows
         source = None
         if cand is not None and window_rows:
-            offsets, rows, limit = log.contact_index(n_contacts)
+            offsets, rows, limit, ends = log.contact_index(n_contacts)
             cids = np.frombuffer(cand.to_array(), dtype=np.uint32)
             # Candidates picked by earlier conditions are often the most active
             # contacts, so their rows are counted on a sample, not assumed average.
             step = max(1, len(cids) // CONTACT_SAMPLE)
             sample = np.ascontiguousarray(cids[::step])
             sampled = contactindex.rows_of_contacts(
-                sample, offsets, rows, limit, r0, r1
+                sample, offsets, rows, limit, r0, r1, ends
             )
             tail = max(0, r1 - max(r0, limit))
             cand_rows = (len(sampled) - tail) * (len(cids) / max(1, len(sample)))
@@ -154,7 +154,7 @@ class EventFilters:
             )
             if cand_cost < cost:
                 source = contactindex.rows_of_contacts(
-                    cids, offsets, rows, limit, r0, r1
+                    cids, offsets, rows, limit, r0, r1, ends
                 )
                 best = None
         if best is not None:
@@ -263,10 +263,10 @@ class EventNode(Node):
     def _count_candidates(self, ctx: Context, log, cand: BitMap, r0: int, r1: int):
         """A condition with no filter, sum or "then no" only needs each candidate's number
         of events in the window: two binary searches in its contact-major rows."""
-        offsets, rows, limit = log.contact_index(ctx.n)
+        offsets, rows, limit, ends = log.contact_index(ctx.n)
         cids = np.frombuffer(cand.to_array(), dtype=np.uint32)
         counts = contactindex.count_of_contacts(
-            cids, offsets, rows, limit, log.cid, r0, r1
+            cids, offsets, rows, limit, log.cid, r0, r1, ends
         )
         ok = (counts >= self.count_min) & (counts <= min(self.count_max, 2**32 - 1))
         return cids_to_bitmap(np.ascontiguousarray(cids[ok]))
@@ -346,6 +346,7 @@ class EventNode(Node):
         """The contact's events that pass this condition's filters, window and "then no"."""
         matching, total = 0, None
         last: tuple[datetime, ...] = ()
+        merged_from: tuple[tuple[str, int], ...] = ()
         log = ctx.store.logs.get(self.etype)
         if log is not None:
             r0, r1 = log.window(self.lo_s, self.hi_s)
@@ -370,6 +371,7 @@ class EventNode(Node):
                 )
                 matching = int(len(rows))
                 last = tuple(_utc(t) for t in log.ts[rows][-MAX_SHOWN_TIMES:].tolist())
+                merged_from = _merged_from(ctx, log, rows)
                 if self.use_sum:
                     amounts = (
                         log.amount[rows] if log.amount is not None else np.zeros(0)
@@ -387,6 +389,7 @@ class EventNode(Node):
             last_times=last,
             sum=total,
             then_no=None if self.then is None else _then_text(self.ast["then_no"]),
+            merged_from=merged_from,
         )
 
 
@@ -401,3 +404,17 @@ def _then_text(then: dict) -> str:
 
 def _utc(ts_s: int) -> datetime:
     return datetime.fromtimestamp(ts_s, UTC)
+
+
+def _merged_from(ctx: Context, log, rows: np.ndarray) -> tuple[tuple[str, int], ...]:
+    """(original customer_id, events) of rows an identity merge moved to this contact."""
+    origin = log.origin()
+    if origin is None or not len(rows):
+        return ()
+    came = origin[rows]
+    came = came[came != NO_CODE]
+    if not len(came):
+        return ()
+    ids, counts = np.unique(came, return_counts=True)
+    names = ctx.store.contacts.ids.decode(np.ascontiguousarray(ids)).to_pylist()
+    return tuple(zip(names, counts.tolist(), strict=True))

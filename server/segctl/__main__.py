@@ -15,7 +15,15 @@ import traceback
 from typing import NoReturn, TextIO
 
 from segd.server.client import SegdRpcError
-from segd.server.segctl import admin, data, rfm, segments, serve, storage
+from segd.server.segctl import (
+    admin,
+    contacts,
+    data,
+    rfm,
+    segments,
+    serve,
+    storage,
+)
 from segd.server.segctl.console import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -69,6 +77,7 @@ def build_parser() -> Parser:
     )
     data.register(sub)
     segments.register(sub)
+    contacts.register(sub)
     rfm.register(sub)
     admin.register(sub)
     serve.register(sub)

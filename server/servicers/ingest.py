@@ -57,7 +57,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         rows = _rows(batch)
         if rows:
             key = request.idempotency_key or None
-            rows = self._engine.upsert_contacts(batch, idempotency_key=key).rows
+            rows = self._engine.upsert_contacts(
+                batch,
+                idempotency_key=key,
+                on_conflict=request.on_conflict or "reject",
+            ).rows
         return ingest_pb2.UpsertContactsResponse(rows=rows)
 
     def UpsertItems(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -84,6 +88,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             batch,
             idempotency_key=request.idempotency_key or None,
             count_in_sequence=True,
+            on_conflict=request.on_conflict or "reject",
             **source,
         )
         return report.rows, report.sequence, report.duplicate_events
@@ -108,10 +113,33 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             )
 
     def MergeContacts(self, request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "MergeContacts is reserved: identity resolution is not implemented yet",
-        )
+        if not request.merged_ids:
+            raise InvalidInput.at("merged_ids", "name at least one contact to merge")
+        for merged in request.merged_ids:
+            self._engine.merge(request.customer_id, merged)
+        return ingest_pb2.MergeContactsResponse(merged=len(request.merged_ids))
+
+    def LinkIdentity(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._engine.link(request.customer_id, request.kind, request.value)
+        from segd.identity import normalize_link
+
+        value = normalize_link(request.kind, request.value) or request.value
+        return ingest_pb2.LinkIdentityResponse(value=value)
+
+    def UnlinkIdentity(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._engine.unlink(request.customer_id, request.kind, request.value)
+        return ingest_pb2.UnlinkIdentityResponse()
+
+    def Resolve(self, request: Any, context: grpc.ServicerContext) -> Any:
+        who = self._engine.resolve(request.kind, request.value)
+        return ingest_pb2.ResolveResponse(found=who is not None, customer_id=who or "")
+
+    def GetContact(self, request: Any, context: grpc.ServicerContext) -> Any:
+        recent = request.recent_events or 10
+        if not 0 < recent <= 1000:
+            raise InvalidInput.at("recent_events", f"expected 1..1000, got {recent}")
+        card = self._engine.contact(request.customer_id, recent)
+        return convert.contact_to_proto(card)
 
 
 def _in_batch(exc: SegdError, index: int) -> SegdError:

@@ -1,7 +1,8 @@
 """Jepsen-style crash loop: clients write through gRPC while the server is SIGKILLed at
 random moments; after every restart each acknowledged batch is present exactly once, each
 unacknowledged one wholly present or wholly absent, and segment counts equal those of a
-fresh in-memory engine fed only what is present.
+fresh in-memory engine fed only what is present. Identity merges run alongside: an
+acknowledged merge survives, an unacknowledged one is whole or absent.
 
 ``SEGD_CRASH_POINTS`` sets the number of kills (default 25; 5 when ``CI=true``).
 ``SEGD_CRASH_SEED`` fixes the random schedule.
@@ -75,6 +76,9 @@ class Ledger:
     )
     # unacknowledged unary calls, resent with the same key after the restart
     retry: list[tuple[str, int, str]] = field(default_factory=list)
+    # identity merges (issue 12): pair b merges m{b}-b into m{b}-a
+    merges_sent: set[int] = field(default_factory=set)
+    merges_acked: set[int] = field(default_factory=set)
 
     def take(self) -> int:
         with self.lock:
@@ -108,6 +112,46 @@ def unary_writer(address: str, ledger: Ledger, stop: threading.Event, kind: str)
                 return
             with ledger.lock:
                 ledger.acked[kind].add(b)
+
+
+def merge_writer(address: str, ledger: Ledger, stop: threading.Event):
+    """Two contacts with one ``mv`` event each, then a merge of the second into the
+    first: a merge is acknowledged, or wholly present or absent after a crash."""
+    with SegdClient(address, timeout=5, retries=0) as c:
+        while not stop.is_set():
+            b = ledger.take()
+            rows = [
+                {"customer_id": f"m{b}-{side}", "ts": BASE_TS + 1, "type": "mv"}
+                for side in "ab"
+            ]
+            try:
+                c.ingest_events(rows)
+            except SegdRpcError:
+                return
+            with ledger.lock:
+                ledger.merges_sent.add(b)
+            try:
+                c.merge_contacts(f"m{b}-a", [f"m{b}-b"])
+            except SegdRpcError:
+                return
+            with ledger.lock:
+                ledger.merges_acked.add(b)
+
+
+def check_merges(address: str, ledger: Ledger) -> None:
+    """Acknowledged merges present; every merge whole: the merged id resolves to the
+    survivor exactly when the survivor holds both events."""
+    if not ledger.merges_sent:  # killed before the first merge: no "mv" events yet
+        return
+    with SegdClient(address, timeout=30) as c:
+        doubled = set(c.members("mv() count >= 2", limit=10**7))
+        for b in sorted(ledger.merges_sent):
+            now = c.resolve("customer_id", f"m{b}-b")
+            merged = now == f"m{b}-a"
+            assert merged or now in (f"m{b}-b", None), (b, now)
+            if b in ledger.merges_acked:
+                assert merged, f"acknowledged merge {b} lost"
+            assert merged == (f"m{b}-a" in doubled), f"merge {b} partly applied"
 
 
 def stream_writer(address: str, ledger: Ledger, stop: threading.Event):
@@ -207,6 +251,9 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
                 threading.Thread(
                     target=stream_writer, args=(proc.address, ledger, stop)
                 ),
+                threading.Thread(
+                    target=merge_writer, args=(proc.address, ledger, stop)
+                ),
             ]
             for w in writers:
                 w.start()
@@ -222,6 +269,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
                 w.join(30)
             proc = start_subprocess_server(tmp_path, "--data-dir", str(data))
             check(proc.address, ledger)
+            check_merges(proc.address, ledger)
             # resend what was never acknowledged, under its original key: applied once
             for kind, b, key in list(ledger.retry):
                 with SegdClient(proc.address, timeout=10) as c:
@@ -233,6 +281,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path):
             ledger.retry.clear()
             check(proc.address, ledger)
         assert sum(len(v) for v in ledger.acked.values()) > CRASH_POINTS, seed
+        assert ledger.merges_acked, "no merge was acknowledged"
     except AssertionError as exc:
         raise AssertionError(f"{exc} (SEGD_CRASH_SEED={seed})") from exc
     finally:

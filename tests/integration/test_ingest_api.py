@@ -134,10 +134,12 @@ def test_stream_events_bad_batch_ends_stream_earlier_batches_stay(client):
     assert client.count("ping()") == 20
 
 
-def test_merge_contacts_is_reserved(client):
+def test_merge_contacts_merges(client):
+    assert client.merge_contacts("c0001", ["c0002"]) == 1
+    assert client.resolve("customer_id", "c0002") == "c0001"
     with pytest.raises(SegdRpcError) as e:
         client.merge_contacts("c0001", ["c0002"])
-    assert e.value.code == grpc.StatusCode.UNIMPLEMENTED
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_oversized_request_is_resource_exhausted(make_server):

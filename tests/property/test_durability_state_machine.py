@@ -1,5 +1,5 @@
 """A RuleBasedStateMachine: random interleavings of event ingest, bulk loads (logged in
-chunks), contact upserts, saved
+chunks), contact upserts, identity links, ingest by link and merges, saved
 segment create / update / delete, snapshots, clean restarts and crash restarts (the
 engine abandoned without close, sometimes with a torn, unacknowledged record at the end
 of the log) of a durable Engine, against an in-memory Engine fed the same calls.
@@ -72,6 +72,8 @@ def fingerprint(eng: Engine) -> dict:
             counts[q] = type(exc).__name__
     return {
         "contacts": s["contacts"],
+        "resolved": {c: eng.resolve("customer_id", c) for c in IDS},
+        "cards": {k: eng.resolve("card", k) for k in ("k1", "k2", "k3")},
         "events": s["event_types"],
         "segments": [(g.name, g.version, g.dsl, g.static) for g in eng.list_segments()],
         "counts": counts,
@@ -137,6 +139,24 @@ class DurableVersusMemory(RuleBasedStateMachine):
     @rule(name=st.sampled_from(["s0", "s1"]))
     def delete_segment(self, name):
         self._both("delete_segment", name)
+
+    @rule(survivor=st.sampled_from(IDS), merged=st.sampled_from(IDS))
+    def merge(self, survivor, merged):
+        """Identity merges (issue 12): refused alike (self, unknown, merged already)."""
+        self._both("merge", survivor, merged)
+
+    @rule(cid=st.sampled_from(IDS), card=st.sampled_from(["k1", "k2"]))
+    def link(self, cid, card):
+        self._both("link", cid, "card", card)
+
+    @rule(card=st.sampled_from(["k1", "k2", "k3"]), day=st.integers(0, 20),
+          policy=st.sampled_from(["reject", "merge"]),
+          cid=st.sampled_from([None, *IDS]))  # fmt: skip
+    def ingest_by_link(self, card, day, policy, cid):
+        row = {"card": card, "ts": BASE + day * 86_400, "type": "order"}
+        if cid is not None:
+            row["customer_id"] = cid
+        self._both("append_events", [row], on_conflict=policy)
 
     @rule()
     def snapshot(self):
