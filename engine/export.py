@@ -530,14 +530,14 @@ def hash_pieces(
 
 def write_pieces(pieces: Iterable[bytes], target: str | Any) -> int:
     """Write ``pieces`` to a path or a binary file object; the bytes written."""
-    total = 0
     if isinstance(target, str) or hasattr(target, "__fspath__"):
-        with open(target, "wb") as out:
-            for piece in pieces:
-                out.write(piece)
-                total += len(piece)
-        return total
-    out: IO[bytes] = target
+        with open(target, "wb") as file:
+            return _write_all(pieces, file)
+    return _write_all(pieces, target)
+
+
+def _write_all(pieces: Iterable[bytes], out: IO[bytes]) -> int:
+    total = 0
     for piece in pieces:
         out.write(piece)
         total += len(piece)
