@@ -34,6 +34,7 @@ from segd.aggregates import VISIT_EVENTS
 from segd.durability import IdempotencyTable
 from segd.errors import ContactNotFound, FailedPrecondition, InvalidInput, SegdError
 from segd.explain import Explanation, Profile, explain_tree
+from segd.recs import Recommender
 from segd.results import QueryWarning, SegmentResult
 from segd.rwlock import RWLock
 from segd.segments.compile import Compiler
@@ -127,6 +128,8 @@ class Engine:
         # Called inside the write lock after a record changed contacts' data (see
         # Engine._touched): live segments (and later triggers) hook in here.
         self._touch_hooks: list[Callable[[np.ndarray, str], None]] = []
+        # Recommendation models and lookups (segd.recs); hooks into _touch_hooks.
+        self.recs = Recommender(self)
 
     # -- durability ---------------------------------------------------------------------
     @classmethod
@@ -1301,6 +1304,51 @@ class Engine:
         """Receive each ``rfm_compute``'s transitions (an ``rfm_transition`` table, the
         columns of ``rfm_transitions``); returns the unsubscribe function."""
         return self.rfm_state.subscribe(listener)
+
+    # -- recommendations (segd.recs, docs/recommendations.md) ----------------------------
+    def recommend(
+        self,
+        kind: str,
+        *,
+        item_ids: list[str] | None = None,
+        customer_id: str | None = None,
+        category: str | None = None,
+        phrase: str | None = None,
+        filters: Any = None,
+        limit: int = 10,
+        exclude_bought: bool = True,
+        event: str = "order",
+    ) -> list[tuple[str, float]]:
+        """``(item_id, score)`` best first: `kind` is related, alternatives, popular,
+        personal or search (see docs/recommendations.md). In-stock items only; items
+        `customer_id` bought are left out unless repeatable or `exclude_bought` is False.
+        `filters` are event-filter conditions on catalog fields (``colour = "red",
+        price < 5000``); `event` picks what popularity counts (order, add_to_cart, view)."""
+        return self.recs.recommend(
+            kind, item_ids=item_ids, customer_id=customer_id, category=category,
+            phrase=phrase, filters=filters, limit=limit, exclude_bought=exclude_bought,
+            event=event,
+        )  # fmt: skip
+
+    def recommend_batch(
+        self, kind: str, customer_ids: list[str], **kwargs: Any
+    ) -> list[list[tuple[str, float]]]:
+        """``recommend`` for many contacts (a mass send), aligned with `customer_ids`;
+        an unknown id gets the answer for a contact without history."""
+        return self.recs.recommend_batch(kind, customer_ids, **kwargs)
+
+    def rebuild_recommendations(self, config: dict | None = None) -> dict:
+        """Build the recommendation model aside and swap it in (lookups keep the old one
+        meanwhile); its stats. `config` changes settings (segd.recs.RecsConfig)."""
+        return self.recs.rebuild(config)
+
+    def describe_items(self, item_ids: list[str]) -> list[dict]:
+        """Name, category and current price of items (for showing recommendations)."""
+        return self.recs.describe(item_ids)
+
+    def recommendation_stats(self) -> dict:
+        """The current model's size, age, build time and settings."""
+        return self.recs.stats()
 
 
 def _iso(seconds: float) -> str:

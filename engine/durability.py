@@ -139,6 +139,7 @@ def _restore_snapshot(engine: Any, path: Path) -> int:
         return 0
     engine.store = state.store
     engine.segments = state.segments
+    engine.recs.restore(state.recs_model)
     meta = (state.metadata or {}).get("durability") or {}
     if (
         meta.get("rfm") is not None
