@@ -3,10 +3,12 @@
     python -m segd.bench --contacts 1m --rounds 5          # tables on the terminal
     python -m segd.bench --contacts 100k --json            # the JSON record only, on stdout
     python -m segd.bench --contacts 1m --markdown          # a table for BENCHMARKS.md
-    python -m segd.bench --contacts 10m --engines segd     # segd alone (DuckDB cannot fit)
+    python -m segd.bench --contacts 1m --engines segd,duckdb,chdb   # + ClickHouse (chdb)
+    python -m segd.bench --contacts 10m --engines segd     # segd alone
     python -m segd.bench grpc --address 127.0.0.1:50051    # drive a running segd server
     python -m segd.bench wal --fsync always,interval,off   # durable ingest, replay, snapshot
     python -m segd.bench live --contacts 1m                # live segments: ingest, time
+    python -m segd.bench export --contacts 1m              # audience export CSV / Parquet
     python -m segd.bench recs quality --contacts 20k       # recommendation hit rate / recall
     python -m segd.bench recs perf --contacts 100k --grpc  # model build, lookup latency
     python -m segd.bench merge --contacts 2m               # identity merges, ingest by link
@@ -68,8 +70,22 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument(
         "--engines",
         default="segd,duckdb",
-        help="comma-separated engines to run: segd,duckdb or segd alone (no DuckDB "
-        "worker, no member comparison; for scales DuckDB cannot load in memory)",
+        help="comma-separated engines to run, segd first: segd,duckdb,chdb (chdb is "
+        "ClickHouse in process: pip install 'segd[bench]'), or segd alone (no "
+        "member comparison)",
+    )
+    p.add_argument(
+        "--duckdb-storage",
+        choices=("auto", "memory", "file"),
+        default="auto",
+        help="DuckDB in memory or in a database file (buffer managed, can spill); "
+        "auto: a file from 5M contacts on",
+    )
+    p.add_argument(
+        "--chdb-threads",
+        type=int,
+        default=None,
+        help="ClickHouse threads (default: every core)",
     )
     p.add_argument(
         "--duckdb-threads",
@@ -186,8 +202,10 @@ def run_suite(args) -> int:
         rounds=args.rounds,
         threads=args.threads,
         duckdb_threads=args.duckdb_threads,
+        chdb_threads=args.chdb_threads,
         profile=not args.no_profile,
         engines=args.engines,
+        duckdb_storage=args.duckdb_storage,
     )
     with ui.progress("loading", 3) as update:
         raw = runner.run(ds, queries, opts, ui.say, update, full_suite=not args.queries)
@@ -212,8 +230,9 @@ def run_suite(args) -> int:
         ui.err.print(f"[bold red]MISMATCH {line}[/bold red]")
     if bad:
         what = (
-            "gave different members on segd and DuckDB"
-            if "duckdb" in opts.engines
+            "gave different members on segd and "
+            + " / ".join(runner.NAMES[e] for e in opts.engines if e != "segd")
+            if len(opts.engines) > 1
             else "failed on segd"
         )
         ui.err.print(
@@ -236,7 +255,17 @@ def parse_engines(text: str) -> tuple[str, ...]:
             f"unknown engine {unknown[0]!r} (choose from {', '.join(ENGINES)})"
         )
     if "segd" not in chosen:
-        raise ValueError("--engines must include segd (DuckDB is the comparison)")
+        raise ValueError(
+            "--engines must include segd (DuckDB and ClickHouse are the comparison)"
+        )
+    if "chdb" in chosen:
+        import importlib.util
+
+        if importlib.util.find_spec("chdb") is None:
+            raise ValueError(
+                "chdb is not installed (ClickHouse in process): "
+                "pip install 'segd[bench]'"
+            )
     return tuple(e for e in ENGINES if e in chosen)
 
 
@@ -258,6 +287,10 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         from segd.bench import live
 
         return live.main(argv[1:])
+    if argv[:1] == ["export"]:
+        from segd.bench import export
+
+        return export.main(argv[1:], prog=f"{prog} export")
     if argv[:1] == ["recs"]:
         from segd.bench import recs
 

@@ -80,6 +80,7 @@ def facts() -> dict:
         "numpy": _version("numpy"),
         "pyarrow": _version("pyarrow"),
         "duckdb": _version("duckdb"),
+        "chdb": _version("chdb"),
         "pyroaring": _version("pyroaring"),
         "load_average_start": load_average(),
         "revision": revision(),

@@ -1,10 +1,17 @@
-"""The query suite: every question written once as segd DSL and once as DuckDB SQL.
+"""The query suite: every question written once as segd DSL, once as DuckDB SQL and once
+as ClickHouse SQL (``chsql``, for ``engine_chdb``).
 
 The SQL is written by hand, the way a team running DuckDB would write it (one scan of
 the recent events with a ``count(*) FILTER`` per event condition, ``ASOF`` joins for
 "then no", profile filters first) against the tables of ``engine_duckdb`` — it shares
-nothing with the test oracle (tests/differential/oracle.py). Both sides must give the
-same members; the runner checks it on every run.
+nothing with the test oracle (tests/differential/oracle.py). Every engine run must give
+the same members; the runner checks it on every run.
+
+The ClickHouse SQL is the DuckDB SQL in ClickHouse's dialect: ``countIf`` for ``count(*)
+FILTER``, ``uniqExact`` where DuckDB counts distinct, ``NOT IN`` for the correlated ``NOT
+EXISTS``, explicit ``DISTINCT`` on ``UNION`` / ``EXCEPT`` / ``INTERSECT``, instants as
+``toDateTime(..., 'UTC')`` and the age cut-off with ``subtractYears``; ``ASOF LEFT JOIN``
+as in DuckDB (the session sets ``join_use_nulls``).
 
 Semantics the SQL has to reproduce (docs/segment-language.md):
 
@@ -57,11 +64,27 @@ class Query:
     note: str = ""
     segments: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     skip: str = ""
+    chsql: str = ""  # the same question in ClickHouse SQL (engine_chdb)
 
 
 def _ts(moment: datetime) -> str:
     """A SQL TIMESTAMP literal of a UTC instant (events.ts is a UTC TIMESTAMP)."""
     return f"TIMESTAMP '{moment.strftime('%Y-%m-%d %H:%M:%S')}'"
+
+
+def _cts(moment: datetime) -> str:
+    """A ClickHouse UTC instant (events.ts is a DateTime in UTC)."""
+    return f"toDateTime('{moment.strftime('%Y-%m-%d %H:%M:%S')}', 'UTC')"
+
+
+def _cday(day: str) -> str:
+    """A ClickHouse UTC instant at the start of an ISO day."""
+    return f"toDateTime('{day} 00:00:00', 'UTC')"
+
+
+def _c_age_cutoff(now: datetime, years: int) -> str:
+    """``age >= years`` <=> ``birth_date <= this date`` (ClickHouse)."""
+    return f"subtractYears(toDate32('{now.date().isoformat()}'), {years})"
 
 
 def _strs(values) -> str:
@@ -149,7 +172,53 @@ FROM cand JOIN ev USING (customer_id) JOIN abandoned USING (customer_id)
 WHERE ev.outdoor_orders >= 1 AND ev.brand_views >= 2 AND ev.opens = 0
   AND (ev.searches >= 1 OR ev.category_views >= 3)
 """
-    return Query(REFERENCE, "reference 12-condition segment", dsl, sql)
+    c = _cts(now)
+    chsql = f"""
+WITH cand AS (
+    SELECT customer_id FROM contacts
+    WHERE gender = 'm' AND birth_date <= {_c_age_cutoff(now, 35)}
+      AND city IN ({_strs(CITIES)}) AND email_subscribed
+      AND orders_count >= 2 AND revenue >= {REF_REVENUE}
+      AND last_order_ts > {c} - INTERVAL 91 DAY
+),
+ev AS (
+    SELECT e.customer_id AS customer_id,
+        countIf(e.type = 'order' AND {_subtree("i.category", OUTDOOR)}) AS outdoor_orders,
+        countIf(e.type = 'view' AND i.brand = '{VIEW_BRAND}'
+                AND e.ts >= {c} - INTERVAL 30 DAY) AS brand_views,
+        countIf(e.type = 'email_open' AND e.ts >= {c} - INTERVAL 14 DAY) AS opens,
+        countIf(e.type = 'search' AND e.phrase IN ({_strs(PHRASES)})
+                AND e.ts >= {c} - INTERVAL 60 DAY) AS searches,
+        countIf(e.type = 'view' AND {_subtree("i.category", [VIEW_CATEGORY])}
+                AND e.ts >= {c} - INTERVAL 60 DAY) AS category_views
+    FROM events e LEFT JOIN items i ON i.item_id = e.item_id
+    WHERE e.type IN ('order', 'view', 'email_open', 'search')
+      AND e.ts >= {c} - INTERVAL 90 DAY AND e.ts < {c}
+      AND e.customer_id IN (SELECT customer_id FROM cand)
+    GROUP BY e.customer_id
+),
+carts AS (
+    SELECT customer_id, ts FROM events
+    WHERE type = 'add_to_cart' AND ts >= {c} - INTERVAL 30 DAY AND ts < {c}
+      AND customer_id IN (SELECT customer_id FROM cand)
+),
+orders AS (
+    SELECT customer_id, ts FROM events
+    WHERE type = 'order' AND ts >= {c} - INTERVAL 30 DAY
+      AND customer_id IN (SELECT customer_id FROM cand)
+),
+abandoned AS (
+    SELECT DISTINCT c.customer_id AS customer_id
+    FROM carts c ASOF LEFT JOIN orders o
+      ON o.customer_id = c.customer_id AND o.ts >= c.ts
+    WHERE o.ts IS NULL OR o.ts >= c.ts + INTERVAL 7 DAY
+)
+SELECT cand.customer_id AS customer_id
+FROM cand JOIN ev USING (customer_id) JOIN abandoned USING (customer_id)
+WHERE ev.outdoor_orders >= 1 AND ev.brand_views >= 2 AND ev.opens = 0
+  AND (ev.searches >= 1 OR ev.category_views >= 3)
+"""
+    return Query(REFERENCE, "reference 12-condition segment", dsl, sql, chsql=chsql)
 
 
 def viewed_category(now: datetime) -> Query:
@@ -165,8 +234,20 @@ WHERE e.type = 'view' AND e.ts >= TIMESTAMP '{d1}' AND e.ts < TIMESTAMP '{d2}'
 GROUP BY e.customer_id
 HAVING count(*) BETWEEN 2 AND 5
 """
+    chsql = f"""
+SELECT e.customer_id AS customer_id
+FROM events e JOIN items i ON i.item_id = e.item_id
+WHERE e.type = 'view' AND e.ts >= {_cday(d1)} AND e.ts < {_cday(d2)}
+  AND {_subtree("i.category", [Q2_CATEGORY])}
+GROUP BY e.customer_id
+HAVING count() BETWEEN 2 AND 5
+"""
     return Query(
-        "viewed_category", f"viewed {Q2_CATEGORY} 2-5 times, 2 dates", dsl, sql
+        "viewed_category",
+        f"viewed {Q2_CATEGORY} 2-5 times, 2 dates",
+        dsl,
+        sql,
+        chsql=chsql,
     )
 
 
@@ -191,8 +272,28 @@ SELECT DISTINCT c.customer_id
 FROM carts c ASOF LEFT JOIN orders o ON o.customer_id = c.customer_id AND o.ts >= c.ts
 WHERE o.ts IS NULL OR o.ts >= c.ts + INTERVAL 7 DAY
 """
+    c = _cts(now)
+    chsql = f"""
+WITH carts AS (
+    SELECT e.customer_id AS customer_id, e.ts AS ts
+    FROM events e JOIN items i ON i.item_id = e.item_id
+    WHERE e.type = 'add_to_cart' AND i.brand = '{Q3_BRAND}'
+      AND e.ts >= {c} - INTERVAL 7 DAY AND e.ts < {c}
+),
+orders AS (
+    SELECT customer_id, ts FROM events
+    WHERE type = 'order' AND ts >= {c} - INTERVAL 7 DAY
+)
+SELECT DISTINCT c.customer_id AS customer_id
+FROM carts c ASOF LEFT JOIN orders o ON o.customer_id = c.customer_id AND o.ts >= c.ts
+WHERE o.ts IS NULL OR o.ts >= c.ts + INTERVAL 7 DAY
+"""
     return Query(
-        "abandoned_cart", f"{Q3_BRAND} cart in 7d, no order within 7d", dsl, sql
+        "abandoned_cart",
+        f"{Q3_BRAND} cart in 7d, no order within 7d",
+        dsl,
+        sql,
+        chsql=chsql,
     )
 
 
@@ -213,7 +314,23 @@ WHERE s.type = 'search' AND s.phrase = '{Q4_PHRASE}'
       WHERE o.type = 'order' AND o.customer_id = s.customer_id
         AND o.ts >= {n} - INTERVAL 30 DAY AND o.ts < {n})
 """
-    return Query("searched_no_order", f'searched "{Q4_PHRASE}", no order', dsl, sql)
+    c = _cts(now)
+    chsql = f"""
+SELECT DISTINCT customer_id
+FROM events
+WHERE type = 'search' AND phrase = '{Q4_PHRASE}'
+  AND ts >= {c} - INTERVAL 30 DAY AND ts < {c}
+  AND customer_id NOT IN (
+      SELECT customer_id FROM events
+      WHERE type = 'order' AND ts >= {c} - INTERVAL 30 DAY AND ts < {c})
+"""
+    return Query(
+        "searched_no_order",
+        f'searched "{Q4_PHRASE}", no order',
+        dsl,
+        sql,
+        chsql=chsql,
+    )
 
 
 def men_outdoor(now: datetime) -> Query:
@@ -232,7 +349,19 @@ WHERE c.gender = 'm' AND c.birth_date <= {_age_cutoff(now, 35)}
       WHERE e.type = 'order' AND e.ts >= {n} - INTERVAL 90 DAY AND e.ts < {n}
         AND {_subtree("i.category", OUTDOOR)})
 """
-    return Query("men_outdoor", "men 35+ with outdoor orders in 90d", dsl, sql)
+    c = _cts(now)
+    chsql = f"""
+SELECT customer_id FROM contacts
+WHERE gender = 'm' AND birth_date <= {_c_age_cutoff(now, 35)}
+  AND customer_id IN (
+      SELECT e.customer_id
+      FROM events e JOIN items i ON i.item_id = e.item_id
+      WHERE e.type = 'order' AND e.ts >= {c} - INTERVAL 90 DAY AND e.ts < {c}
+        AND {_subtree("i.category", OUTDOOR)})
+"""
+    return Query(
+        "men_outdoor", "men 35+ with outdoor orders in 90d", dsl, sql, chsql=chsql
+    )
 
 
 def four_orders(now: datetime) -> Query:
@@ -247,11 +376,17 @@ SELECT customer_id FROM contacts
 WHERE orders_count = 4 AND revenue >= {Q6_REVENUE}
   AND last_order_ts >= TIMESTAMP '{d}'
 """
+    chsql = f"""
+SELECT customer_id FROM contacts
+WHERE orders_count = 4 AND revenue >= {Q6_REVENUE}
+  AND last_order_ts >= {_cday(d)}
+"""
     return Query(
         "four_orders",
         f"4 orders, revenue >= {Q6_REVENUE:,}, last this month",
         dsl,
         sql,
+        chsql=chsql,
         note="revenue threshold lowered from 180,000 to 100,000: with 180,000 only "
         "4 contacts per 100k (34 per 1M) qualify",
     )
@@ -270,11 +405,18 @@ WHERE orders_count >= {Q7_ORDERS}
   AND last_order_ts <= {n} - INTERVAL {Q7_DAYS} DAY   -- floor(days) >= {Q7_DAYS}
   AND revenue / orders_count >= {Q7_AVG}
 """
+    chsql = f"""
+SELECT customer_id FROM contacts
+WHERE orders_count >= {Q7_ORDERS}
+  AND last_order_ts <= {_cts(now)} - INTERVAL {Q7_DAYS} DAY
+  AND revenue / orders_count >= {Q7_AVG}
+"""
     return Query(
         "lapsed_big_buyers",
         f"{Q7_ORDERS}+ orders, none in {Q7_DAYS}d, avg >= {Q7_AVG:,}",
         dsl,
         sql,
+        chsql=chsql,
         note="'last one 6 months ago' read as days_since_last_order >= 180",
     )
 
@@ -335,7 +477,22 @@ WITH v AS (               -- views of each top category in the last 30 days
 SELECT c.customer_id FROM contacts c LEFT JOIN v USING (customer_id)
 WHERE {ors}
 """
-    return Query("stress_or", "30-condition OR of 10 ANDs", dsl, sql)
+    c = _cts(now)
+    ch_counters = ",\n        ".join(
+        f"countIf({_subtree('i.category', [t])}) AS v_{t.lower()}" for t in tops
+    )
+    chsql = f"""
+WITH v AS (
+    SELECT e.customer_id AS customer_id,
+        {ch_counters}
+    FROM events e JOIN items i ON i.item_id = e.item_id
+    WHERE e.type = 'view' AND e.ts >= {c} - INTERVAL 30 DAY AND e.ts < {c}
+    GROUP BY e.customer_id
+)
+SELECT c.customer_id AS customer_id FROM contacts c LEFT JOIN v USING (customer_id)
+WHERE {ors}
+"""
+    return Query("stress_or", "30-condition OR of 10 ANDs", dsl, sql, chsql=chsql)
 
 
 SAVED_SEGMENTS = (
@@ -385,12 +542,41 @@ SELECT b.customer_id FROM big_spenders b JOIN contacts c USING (customer_id)
 WHERE c.city = 'Moscow'
   AND b.customer_id NOT IN (SELECT customer_id FROM recent_openers)
 """
+    c = _cts(now)
+    chsql = f"""
+WITH big_spenders AS (
+    SELECT customer_id FROM contacts WHERE orders_count >= 3 AND revenue >= {REF_REVENUE}
+),
+recent_browsers AS (
+    SELECT customer_id FROM events
+    WHERE type = 'view' AND ts >= {c} - INTERVAL 30 DAY AND ts < {c}
+    GROUP BY customer_id HAVING count() >= 5
+    EXCEPT DISTINCT
+    SELECT customer_id FROM events
+    WHERE type = 'order' AND ts >= {c} - INTERVAL 30 DAY AND ts < {c}
+),
+spenders_browsing AS (
+    SELECT customer_id FROM big_spenders
+    INTERSECT DISTINCT SELECT customer_id FROM recent_browsers
+),
+recent_openers AS (
+    SELECT DISTINCT customer_id FROM events
+    WHERE type = 'email_open' AND ts >= {c} - INTERVAL 30 DAY AND ts < {c}
+)
+SELECT customer_id FROM spenders_browsing
+UNION DISTINCT
+SELECT b.customer_id AS customer_id
+FROM big_spenders b JOIN contacts c USING (customer_id)
+WHERE c.city = 'Moscow'
+  AND b.customer_id NOT IN (SELECT customer_id FROM recent_openers)
+"""
     return Query(
         "segment_of_segments",
         "saved segments of saved segments",
         dsl,
         sql,
         segments=SAVED_SEGMENTS,
+        chsql=chsql,
     )
 
 

@@ -23,6 +23,7 @@ TARGETS = {
     "load_events_per_s": 2e6,
     "index_bytes_per_event": 16.0,  # postings + contact-major index
     "bytes_per_contact": 64.0,  # id map + aggregates, attribute payload not counted
+    "min_chdb_ratio": 5.0,  # issue 15: no query below 5x ClickHouse
 }
 
 
@@ -30,8 +31,14 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
+def _ratio(other_s: float | None, segd_s: float | None) -> float | None:
+    """other engine's time / segd's, rounded (None when either did not run)."""
+    return round(other_s / segd_s, 2) if segd_s and other_s else None
+
+
 def _query_record(res: QueryResult, contacts: int) -> dict:
     segd_s, duck_s = median(res.segd_s), median(res.duckdb_s)
+    ch_s = median(res.chdb_s)
     ratio = duck_s / segd_s if segd_s and duck_s else None
     rec = {
         "name": res.query.name,
@@ -41,15 +48,21 @@ def _query_record(res: QueryResult, contacts: int) -> dict:
         "ratio": None if ratio is None else round(ratio, 2),
         "segd_count": res.segd_count,
         "duckdb_count": res.duckdb_count,
+        "chdb_ms": _ms(ch_s),
+        "chdb_count": res.chdb_count,
+        "chdb_ratio": _ratio(ch_s, segd_s),
         "match": res.match,
         "segd_contacts_per_s": round(contacts / segd_s) if segd_s else None,
         "segd_hash": res.segd_hash,
         "duckdb_hash": res.duckdb_hash,
+        "chdb_hash": res.chdb_hash,
         "segd_ms_samples": [_ms(s) for s in res.segd_s],
         "duckdb_ms_samples": [_ms(s) for s in res.duckdb_s],
+        "chdb_ms_samples": [_ms(s) for s in res.chdb_s],
         "reps": res.reps,
         "dsl": res.query.dsl.strip(),
         "sql": res.query.sql.strip(),
+        "chsql": res.query.chsql.strip(),
     }
     if res.query.note:
         rec["note"] = res.query.note
@@ -112,6 +125,23 @@ def _targets(rec: dict) -> list[dict]:
             None if subset else min(ratios) >= 1,
             subset,
         )
+    ch_ratios = [q["chdb_ratio"] for q in rec["queries"] if q["chdb_ratio"] is not None]
+    if "chdb" in rec["engines"] and ch_ratios:
+        subset = "" if rec["full_suite"] else "a subset of the suite ran"
+        add(
+            "median ratio vs ClickHouse (chdb ms / segd ms)",
+            round(statistics.median(ch_ratios), 2),
+            "-",
+            None,
+            subset,
+        )
+        add(
+            "slowest ratio vs ClickHouse",
+            min(ch_ratios),
+            ">= 5",
+            None if subset else min(ch_ratios) >= TARGETS["min_chdb_ratio"],
+            subset,
+        )
     if ref and ref["segd_contacts_per_s"]:
         cps = ref["segd_contacts_per_s"]
         at_10m = rec["contacts"] >= 10_000_000
@@ -156,9 +186,11 @@ def build_record(
     """The JSON record of one run (see docs/benchmarks.md for the keys)."""
     engines = raw.get("engines", ["segd", "duckdb"])
     segd_stats, duck_stats = raw["stats"]["segd"], raw["stats"].get("duckdb") or {}
+    ch_stats = raw["stats"].get("chdb") or {}
     contacts, events = segd_stats["contacts"], segd_stats["events"]
     loads = raw["loads"]
     duck = loads.get("duckdb")  # None: DuckDB did not run (--engines segd)
+    ch = loads.get("chdb")  # None: ClickHouse did not run
     segd_load = sum(loads["segd"]["seconds"].values())
     duck_load = sum(duck["seconds"].values()) if duck else None
     segd_events_s = loads["segd"]["seconds"]["events"]
@@ -192,6 +224,13 @@ def build_record(
             "duckdb_by_table_s": {k: round(v, 3) for k, v in duck["seconds"].items()}
             if duck
             else None,
+            "chdb_s": round(sum(ch["seconds"].values()), 3) if ch else None,
+            "chdb_events_per_s": round(ch["events"] / ch["seconds"]["events"])
+            if ch and ch["seconds"]["events"]
+            else None,
+            "chdb_by_table_s": {k: round(v, 3) for k, v in ch["seconds"].items()}
+            if ch
+            else None,
         },
         "memory": {
             "segd_bytes_per_event": segd_stats["bytes_per_event"],
@@ -206,11 +245,18 @@ def build_record(
             "duckdb_rss_bytes": duck["rss_bytes"] if duck else None,
             "duckdb_peak_rss_bytes": duck["peak_rss_bytes"] if duck else None,
             "duckdb_memory_bytes": duck_stats.get("duckdb_memory_bytes"),
+            "duckdb_storage": duck_stats.get("duckdb_storage"),
+            "chdb_rss_bytes": ch["rss_bytes"] if ch else None,
+            "chdb_peak_rss_bytes": ch["peak_rss_bytes"] if ch else None,
+            "chdb_table_bytes": ch_stats.get("chdb_table_bytes"),
         },
         "threads": {
             "segd": opts.threads,
             "duckdb": (opts.duckdb_threads or machine["usable_cores"])
             if duck
+            else None,
+            "chdb": (getattr(opts, "chdb_threads", None) or machine["usable_cores"])
+            if ch
             else None,
             "reference_throughput": _throughput(raw["throughput"], contacts),
         },
@@ -274,22 +320,36 @@ def _fmt_ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:,.1f}x"
 
 
+def _with_chdb(rec: dict) -> bool:
+    return "chdb" in rec.get("engines", ())
+
+
+def query_header(rec: dict) -> list[str]:
+    """The query table's columns; ClickHouse's two only when it ran."""
+    if not _with_chdb(rec):
+        return QUERY_HEADER
+    return [*QUERY_HEADER[:4], "ClickHouse ms", "CH ratio", *QUERY_HEADER[4:]]
+
+
 def query_rows(rec: dict) -> list[list[str]]:
     rows = []
+    chdb = _with_chdb(rec)
     for q in rec["queries"]:
+        ch = [_fmt_ms(q.get("chdb_ms")), _fmt_ratio(q.get("chdb_ratio"))]
         rows.append(
             [
                 q["name"],
                 _fmt_ms(q["segd_ms"]),
                 _fmt_ms(q["duckdb_ms"]),
                 _fmt_ratio(q["ratio"]),
+                *(ch if chdb else []),
                 _fmt_rate(q["segd_contacts_per_s"]),
                 f"{q['segd_count']:,}" if q["segd_count"] is not None else "-",
                 {True: "yes", False: "NO", None: "-"}[q["match"]],
             ]
         )
     for s in rec["skipped"]:
-        rows.append([s["name"], "-", "-", "-", "-", "-", "skipped"])
+        rows.append([s["name"], *["-"] * (len(query_header(rec)) - 2), "skipped"])
     return rows
 
 
@@ -323,15 +383,33 @@ def summary_rows(rec: dict) -> list[list[str]]:
             else f"{load['duckdb_s']:.2f} s, events "
             f"{_fmt_rate(load['duckdb_events_per_s'])}/s",
         ],
+    ]
+    chdb = _with_chdb(rec)
+    if chdb:
+        rows.append(
+            [
+                "load (ClickHouse)",
+                f"{load['chdb_s']:.2f} s, events "
+                f"{_fmt_rate(load['chdb_events_per_s'])}/s",
+            ]
+        )
+    ch_rss = f", ClickHouse {_fmt_bytes(mem.get('chdb_rss_bytes'))}" if chdb else ""
+    ch_peak = (
+        f", ClickHouse {_fmt_bytes(mem.get('chdb_peak_rss_bytes'))}" if chdb else ""
+    )
+    storage = mem.get("duckdb_storage")
+    rows += [
         [
             "RSS delta after load",
             f"segd {_fmt_bytes(mem['segd_rss_bytes'])}, "
-            f"DuckDB {_fmt_bytes(mem['duckdb_rss_bytes'])}",
+            f"DuckDB {_fmt_bytes(mem['duckdb_rss_bytes'])}"
+            + (f" ({storage})" if storage else "")
+            + ch_rss,
         ],
         [
             "peak RSS during load",
             f"segd {_fmt_bytes(mem['segd_peak_rss_bytes'])}, "
-            f"DuckDB {_fmt_bytes(mem['duckdb_peak_rss_bytes'])}",
+            f"DuckDB {_fmt_bytes(mem['duckdb_peak_rss_bytes'])}" + ch_peak,
         ],
         [
             "segd accounting",
@@ -358,7 +436,8 @@ def summary_rows(rec: dict) -> list[list[str]]:
     rows += [
         [
             "threads",
-            f"segd {rec['threads']['segd']}, DuckDB {rec['threads']['duckdb'] or '-'}",
+            f"segd {rec['threads']['segd']}, DuckDB {rec['threads']['duckdb'] or '-'}"
+            + (f", ClickHouse {rec['threads'].get('chdb') or '-'}" if chdb else ""),
         ],
         [
             "machine",
@@ -367,7 +446,8 @@ def summary_rows(rec: dict) -> list[list[str]]:
         [
             "versions",
             f"Python {m['python']}, numpy {m['numpy']}, pyarrow {m['pyarrow']}, "
-            f"duckdb {m['duckdb']}, pyroaring {m['pyroaring']}",
+            f"duckdb {m['duckdb']}, pyroaring {m['pyroaring']}"
+            + (f", chdb {m.get('chdb')}" if chdb else ""),
         ],
         [
             "engines",
@@ -408,13 +488,18 @@ def target_rows(rec: dict) -> list[list[str]]:
 def render_rich(rec: dict, console) -> None:
     from rich.table import Table
 
-    vs = " vs DuckDB" if "duckdb" in rec.get("engines", ()) else " alone"
+    others = [
+        {"duckdb": "DuckDB", "chdb": "ClickHouse"}[e]
+        for e in rec.get("engines", ())
+        if e != "segd"
+    ]
+    vs = f" vs {' and '.join(others)}" if others else " alone"
     title = (
         f"segd{vs} — {rec['scale']} contacts, median of "
         f"{max(rec['rounds'] - 1, 1)} rounds"
     )
     table = Table(title=title)
-    for i, h in enumerate(QUERY_HEADER):
+    for i, h in enumerate(query_header(rec)):
         table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in query_rows(rec):
         style = "red" if row[-1] == "NO" else ("dim" if row[-1] == "skipped" else None)
@@ -451,7 +536,7 @@ def render_markdown(rec: dict) -> str:
         f"{rec['events']:,} events, median of {max(rec['rounds'] - 1, 1)} rounds "
         f"(after 1 warm-up)",
         "",
-        _md_table(QUERY_HEADER, query_rows(rec)),
+        _md_table(query_header(rec), query_rows(rec)),
         "",
         *[f"{line}  " for line in skipped_lines(rec)],
         "",

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap
 
+from segd import export as export_mod
 from segd import identity_api, ingest
 from segd import mutations as mut
 from segd import rfm as rfm_mod
@@ -961,6 +962,204 @@ class Engine(LiveApi):
                 "uptime_s": time.time() - self._started,
                 "version": __version__,
             }
+
+    # -- exports (segd.export, docs/engine-api.md "Exports") -----------------------------
+    def _result_of(
+        self, query: Query | SegmentResult, now: Any, deadline: Any
+    ) -> SegmentResult:
+        if isinstance(query, SegmentResult):
+            return query
+        return self.segment(query, now, deadline=deadline)
+
+    def export_batches(
+        self,
+        query: Query | SegmentResult,
+        columns: Iterable[str] = (),
+        *,
+        now: datetime | float | None = None,
+        chunk_rows: int = export_mod.DEFAULT_CHUNK_ROWS,
+        deadline: float | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """The members (a query, or a ``SegmentResult`` already evaluated) as record
+        batches of ``chunk_rows``: ``customer_id`` and the profile ``columns``, in cid
+        order, built one batch at a time. An unknown column raises ``UnknownColumn``
+        here, before the segment is evaluated."""
+        with self._lock.read():
+            cols = export_mod.check_columns(self.store.contacts, columns)
+        chunk_rows = export_mod.check_chunk_rows(chunk_rows)
+        result = self._result_of(query, now, deadline)
+        return export_mod.member_batches(
+            self.store, result.bitmap, cols, chunk_rows, self._lock.read
+        )
+
+    def export_schema(self, columns: Iterable[str] = ()) -> pa.Schema:
+        """The Arrow schema of an export with these profile columns (customer_id
+        first); checks them (``UnknownColumn``, duplicates) without evaluating."""
+        with self._lock.read():
+            cols = export_mod.check_columns(self.store.contacts, columns)
+            return export_mod.schema_of(self.store.contacts, cols)
+
+    def export_stream(
+        self,
+        query: Query | SegmentResult,
+        *,
+        format: str = "csv",
+        columns: Iterable[str] = (),
+        now: datetime | float | None = None,
+        chunk_rows: int = export_mod.DEFAULT_CHUNK_ROWS,
+        deadline: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """The bytes of a CSV or Parquet file of the members with ``columns``, in
+        pieces (at most 1 MiB), produced a batch at a time. Everything is checked
+        before the first piece."""
+        fmt = export_mod.check_format(format, export_mod.EXPORT_FORMATS)
+        with self._lock.read():
+            cols = export_mod.check_columns(self.store.contacts, columns)
+            schema = export_mod.schema_of(self.store.contacts, cols)
+            repeating = export_mod.repeating_columns(self.store.contacts, cols)
+        batches = self.export_batches(
+            query, cols, now=now, chunk_rows=chunk_rows, deadline=deadline
+        )
+        return export_mod.file_pieces(batches, fmt, schema, progress, repeating)
+
+    def export(
+        self,
+        query: Query | SegmentResult,
+        target: str | Path | Any,
+        *,
+        format: str | None = None,
+        columns: Iterable[str] = (),
+        now: datetime | float | None = None,
+        chunk_rows: int = export_mod.DEFAULT_CHUNK_ROWS,
+        deadline: float | None = None,
+    ) -> export_mod.ExportReport:
+        """Write the members with profile ``columns`` to ``target`` (a path or a binary
+        file) as ``csv`` or ``parquet`` (default: from the path's extension, else csv),
+        streaming: memory holds one batch of ``chunk_rows``, whatever the size."""
+        t0 = time.perf_counter()
+        fmt = format or export_mod.format_from_path(
+            target, export_mod.EXPORT_FORMATS, "csv"
+        )
+        cols = tuple(columns) if not isinstance(columns, str) else columns
+        result = None
+        if not isinstance(query, SegmentResult):
+            # Check the cheap things before evaluating.
+            export_mod.check_format(fmt, export_mod.EXPORT_FORMATS)
+            with self._lock.read():
+                export_mod.check_columns(self.store.contacts, cols)
+        result = self._result_of(query, now, deadline)
+        rows = [0]
+        size = export_mod.write_pieces(
+            self.export_stream(
+                result,
+                format=fmt,
+                columns=cols,
+                chunk_rows=chunk_rows,
+                progress=lambda n: rows.__setitem__(0, n),
+            ),
+            target,
+        )
+        return export_mod.ExportReport(
+            rows=rows[0],
+            members=result.count(),
+            format=fmt,
+            columns=("customer_id", *cols),
+            bytes=size,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def retargeting_hashes(
+        self,
+        query: Query | SegmentResult,
+        channel: str,
+        *,
+        identifiers: Iterable[str] = export_mod.IDENTIFIERS,
+        now: datetime | float | None = None,
+        chunk_rows: int = export_mod.DEFAULT_CHUNK_ROWS,
+        deadline: float | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """For the members ``channel`` (email, sms, push) cannot reach — no valid
+        address for it, or no consent (docs/data-model.md, "Channels and consent") —
+        the SHA-256 of their normalised ``identifiers`` (``email_sha256``,
+        ``phone_sha256``; NULL where a contact has none), in batches. Members with
+        none of the identifiers are left out: there is nothing to match them by."""
+        export_mod.check_channel(channel)
+        ids = export_mod.check_identifiers(identifiers)
+        chunk_rows = export_mod.check_chunk_rows(chunk_rows)
+        result = self._result_of(query, now, deadline)
+        return export_mod.hash_batches(
+            self.store, result.bitmap, channel, ids, chunk_rows, self._lock.read
+        )
+
+    def retargeting_stream(
+        self,
+        query: Query | SegmentResult,
+        channel: str,
+        *,
+        format: str = "lines",
+        identifiers: Iterable[str] = export_mod.IDENTIFIERS,
+        now: datetime | float | None = None,
+        chunk_rows: int = export_mod.DEFAULT_CHUNK_ROWS,
+        deadline: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """The retargeting file's bytes: ``lines`` (one hash per line) or ``csv`` (a
+        header ``email_sha256,phone_sha256``, one row per contact)."""
+        fmt = export_mod.check_format(format, export_mod.HASH_FORMATS)
+        ids = export_mod.check_identifiers(identifiers)
+        batches = self.retargeting_hashes(
+            query,
+            channel,
+            identifiers=ids,
+            now=now,
+            chunk_rows=chunk_rows,
+            deadline=deadline,
+        )
+        return export_mod.hash_pieces(batches, fmt, ids, progress)
+
+    def export_retargeting(
+        self,
+        query: Query | SegmentResult,
+        target: str | Path | Any,
+        channel: str,
+        *,
+        format: str | None = None,
+        identifiers: Iterable[str] = export_mod.IDENTIFIERS,
+        now: datetime | float | None = None,
+        chunk_rows: int = export_mod.DEFAULT_CHUNK_ROWS,
+        deadline: float | None = None,
+    ) -> export_mod.ExportReport:
+        """Write the retargeting export of ``channel`` to ``target`` (a path or a binary
+        file); the format from the extension (``.csv``; anything else: lines)."""
+        t0 = time.perf_counter()
+        fmt = format or export_mod.format_from_path(
+            target, export_mod.HASH_FORMATS, "lines"
+        )
+        export_mod.check_format(fmt, export_mod.HASH_FORMATS)
+        export_mod.check_channel(channel)
+        ids = export_mod.check_identifiers(identifiers)
+        result = self._result_of(query, now, deadline)
+        rows = [0]
+        size = export_mod.write_pieces(
+            self.retargeting_stream(
+                result,
+                channel,
+                format=fmt,
+                identifiers=ids,
+                chunk_rows=chunk_rows,
+                progress=lambda n: rows.__setitem__(0, n),
+            ),
+            target,
+        )
+        return export_mod.ExportReport(
+            rows=rows[0],
+            members=result.count(),
+            format=fmt,
+            columns=tuple(f"{i}_sha256" for i in ids),
+            bytes=size,
+            seconds=time.perf_counter() - t0,
+        )
 
     def customer_ids(self, cids: np.ndarray) -> list[str]:
         return self.store.contacts.external_ids(cids)

@@ -180,6 +180,21 @@ class DslSyntaxError(InvalidInput):
         self.reason = message
 
 
+class UnknownColumn(InvalidInput):
+    """An export asked for a column the contacts do not have: ``name``, its ``index``
+    in the list of columns asked for, and a hint (``did you mean``, the known columns)."""
+
+    def __init__(self, name: str, index: int, hint: str = "") -> None:
+        where = f"columns[{index}]"
+        reason = f"unknown column {quoted(name)}{hint}"
+        super().__init__(
+            f"{where}: {reason}", [Violation(where, reason, None, name)], column=name
+        )
+        self.name = name
+        self.index = index
+        self.reason = reason
+
+
 class InvalidQuery(InvalidInput):
     """A well-formed AST that cannot be evaluated: unknown attribute, bad operator for a type."""
 

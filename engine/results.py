@@ -102,9 +102,15 @@ class SegmentResult:
         """External ids in chunks, for streaming exports."""
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
-        cids = self.cids()
-        for start in range(0, len(cids), chunk):
-            yield self._decode(cids[start : start + chunk])
+        n = len(self.bitmap)
+        if n <= chunk:
+            if n:
+                yield self._decode(self.cids())
+            return
+        # Rank slices of the bitmap: memory for one chunk, not for every member.
+        for start in range(0, n, chunk):
+            part = self.bitmap[start : start + chunk].to_array()
+            yield self._decode(np.frombuffer(part, dtype=np.uint32))
 
     def __iter__(self) -> Iterator[str]:
         for part in self.iter_ids():

@@ -21,7 +21,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -664,6 +664,95 @@ class SegdClient:
                         on_warning(warning_to_dict(w))
                 if chunk.customer_ids:
                     yield list(chunk.customer_ids)
+        except grpc.RpcError as err:
+            raise SegdRpcError.from_rpc(err) from None
+
+    def export_file(
+        self,
+        query: Any = None,
+        *,
+        segment: str | None = None,
+        format: str = "csv",
+        columns: Sequence[str] = (),
+        chunk_size: int = 10_000,
+        now: Any = None,
+        timeout: float | None | str = None,
+        on_warning: Callable[[dict[str, str]], None] | None = None,
+        on_rows: Callable[[int, int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """The members with profile ``columns`` as a ``csv`` or ``parquet`` file,
+        streamed as byte pieces to write one after the other (``Export`` with a
+        format). ``on_rows(rows_so_far, members)`` is called with every piece."""
+        formats = {
+            "csv": segments_pb2.EXPORT_FORMAT_CSV,
+            "parquet": segments_pb2.EXPORT_FORMAT_PARQUET,
+        }
+        if format not in formats:
+            raise ValueError(f"format is csv or parquet, got {format!r}")
+        req = segments_pb2.ExportRequest(
+            now_ms=_now_ms(now),
+            chunk_size=chunk_size,
+            format=formats[format],
+            columns=list(columns),
+            **query_fields(query, segment),
+        )
+        yield from self._file_stream(
+            self.segments_stub.Export, req, timeout, on_warning, on_rows
+        )
+
+    def export_hashes(
+        self,
+        query: Any = None,
+        *,
+        segment: str | None = None,
+        channel: str,
+        identifiers: Sequence[str] = (),
+        format: str = "lines",
+        chunk_size: int = 10_000,
+        now: Any = None,
+        timeout: float | None | str = None,
+        on_warning: Callable[[dict[str, str]], None] | None = None,
+        on_rows: Callable[[int, int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """The retargeting export (``ExportHashes``): SHA-256 of the normalised email /
+        phone of the members ``channel`` cannot reach, as ``lines`` or ``csv`` bytes."""
+        formats = {
+            "lines": segments_pb2.HASH_FORMAT_LINES,
+            "csv": segments_pb2.HASH_FORMAT_CSV,
+        }
+        if format not in formats:
+            raise ValueError(f"format is lines or csv, got {format!r}")
+        req = segments_pb2.ExportHashesRequest(
+            now_ms=_now_ms(now),
+            chunk_size=chunk_size,
+            channel=channel,
+            identifiers=list(identifiers),
+            format=formats[format],
+            **query_fields(query, segment),
+        )
+        yield from self._file_stream(
+            self.segments_stub.ExportHashes, req, timeout, on_warning, on_rows
+        )
+
+    def _file_stream(
+        self,
+        method: Any,
+        req: Any,
+        timeout: float | None | str,
+        on_warning: Callable[[dict[str, str]], None] | None,
+        on_rows: Callable[[int, int], None] | None,
+    ) -> Iterator[bytes]:
+        try:
+            for msg in method(
+                req, timeout=self._timeout(timeout), metadata=self._metadata
+            ):
+                if on_warning is not None:
+                    for w in msg.warnings:
+                        on_warning(warning_to_dict(w))
+                if on_rows is not None:
+                    on_rows(msg.rows, msg.total_size)
+                if msg.data:
+                    yield msg.data
         except grpc.RpcError as err:
             raise SegdRpcError.from_rpc(err) from None
 

@@ -1,16 +1,20 @@
-"""Run the query suite on segd and DuckDB side by side and collect the results.
+"""Run the query suite on segd and the reference engines (DuckDB, ClickHouse through
+chdb) side by side and collect the results.
 
-One worker subprocess per engine (``worker.Worker``). Both load the same cached Parquet
-files, one after the other (so neither load competes with the other for cores). Then
-every round runs every query on both engines, alternating which engine goes first; round
-0 is a warm-up and is not counted (unless it is the only round). Each timed sample runs
-the query ``reps`` times back to back, with ``reps`` chosen from the warm-up so a sample
+One worker subprocess per engine (``worker.Worker``). All load the same cached Parquet
+files, one after the other (so no load competes with another for cores). Then every
+round runs every query on every engine, rotating which engine goes first; round 0 is a
+warm-up and is not counted (unless it is the only round). Each timed sample runs the
+query ``reps`` times back to back, with ``reps`` chosen from the warm-up so a sample
 lasts at least ``MIN_SAMPLE_S``; the reported time is the median over rounds of the
-per-call mean. Members are compared once per query (count and sha256 of the sorted ids).
+per-call mean. Members are compared once per query (count and sha256 of the sorted ids):
+every reference engine must give segd's members.
 
-``Options.engines`` picks the engines: ``("segd",)`` runs segd alone (no DuckDB worker,
-no member comparison; DuckDB's figures stay ``None``) — for scales DuckDB cannot load in
-the machine's memory.
+``Options.engines`` picks the engines: ``("segd",)`` runs segd alone (no comparison; the
+reference engines' figures stay ``None``) — for scales they cannot load in memory;
+``("segd", "duckdb", "chdb")`` runs all three. DuckDB gets a database file (buffer
+managed, so it can spill) instead of an in-memory database from ``DUCKDB_FILE_AT``
+contacts on (``Options.duckdb_storage``).
 """
 
 from __future__ import annotations
@@ -28,11 +32,16 @@ from segd.bench.side_by_side.worker import Worker, WorkerError
 
 SEGD = "segd.bench.side_by_side.engine_segd"
 DUCKDB = "segd.bench.side_by_side.engine_duckdb"
+CHDB = "segd.bench.side_by_side.engine_chdb"
 MIN_SAMPLE_S = 0.05
 MAX_REPS = 50
 THROUGHPUT_S = 2.0
-ENGINES = ("segd", "duckdb")
-MODULES = {"segd": SEGD, "duckdb": DUCKDB}
+ENGINES = ("segd", "duckdb", "chdb")
+REFERENCE_ENGINES = ("duckdb", "chdb")  # compared with segd
+DEFAULT_ENGINES = ("segd", "duckdb")
+MODULES = {"segd": SEGD, "duckdb": DUCKDB, "chdb": CHDB}
+NAMES = {"segd": "segd", "duckdb": "DuckDB", "chdb": "ClickHouse"}
+DUCKDB_FILE_AT = 5_000_000  # contacts from which DuckDB gets a database file
 
 Say = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
@@ -43,8 +52,17 @@ class Options:
     rounds: int = 5
     threads: int = 1  # segd threads for the throughput check of the reference segment
     duckdb_threads: int | None = None  # None: DuckDB's default, every core
+    chdb_threads: int | None = None  # None: ClickHouse's default, every core
     profile: bool = True  # keep segd's per-condition profile of each query
-    engines: tuple[str, ...] = ENGINES  # ("segd",): segd alone, nothing compared
+    engines: tuple[str, ...] = DEFAULT_ENGINES  # ("segd",): segd alone
+    # "memory", "file" (a database file in a temporary directory: buffer managed, can
+    # spill to disk) or "auto" (file from DUCKDB_FILE_AT contacts on)
+    duckdb_storage: str = "auto"
+
+    def duckdb_file(self, contacts: int) -> bool:
+        if self.duckdb_storage == "auto":
+            return contacts >= DUCKDB_FILE_AT
+        return self.duckdb_storage == "file"
 
 
 @dataclass
@@ -52,25 +70,44 @@ class QueryResult:
     query: Query
     segd_s: list[float] = field(default_factory=list)
     duckdb_s: list[float] = field(default_factory=list)
+    chdb_s: list[float] = field(default_factory=list)
     segd_count: int | None = None
     duckdb_count: int | None = None
+    chdb_count: int | None = None
     segd_hash: str = ""
     duckdb_hash: str = ""
+    chdb_hash: str = ""
     reps: dict[str, int] = field(default_factory=dict)
     error: str = ""
     profile: dict | None = None
-    compared: bool = True  # False when DuckDB did not run: nothing to compare with
+    # the reference engines that ran (compared with segd); empty: segd ran alone
+    compared_with: tuple[str, ...] = ()
+
+    @property
+    def compared(self) -> bool:
+        return bool(self.compared_with)
+
+    def samples(self, engine: str) -> list[float]:
+        return getattr(self, f"{engine}_s")
+
+    def count_of(self, engine: str) -> int | None:
+        return getattr(self, f"{engine}_count")
+
+    def agrees(self, engine: str) -> bool:
+        return (self.count_of(engine), getattr(self, f"{engine}_hash")) == (
+            self.segd_count,
+            self.segd_hash,
+        )
 
     @property
     def match(self) -> bool | None:
-        """True / False: the engines agree or not; None: segd ran alone (no error)."""
+        """True / False: every engine run agrees with segd or not; None: segd ran
+        alone (no error)."""
         if self.error:
             return False
-        if not self.compared:
+        if not self.compared_with:
             return None
-        return (
-            self.segd_count == self.duckdb_count and self.segd_hash == self.duckdb_hash
-        )
+        return all(self.agrees(eng) for eng in self.compared_with)
 
 
 def members_digest(ids: list[str]) -> tuple[int, str]:
@@ -90,21 +127,26 @@ def _reps(warm_s: float) -> int:
 
 
 def _check_members(workers: dict[str, Worker], res: QueryResult) -> None:
+    """segd's members against each reference engine's (count and digest); a mismatch
+    names the engine and a few ids found on one side only."""
     segd_ids = workers["segd"].call("members", res.query.name)
-    if "duckdb" not in workers:  # segd alone: record its members, compare nothing
-        res.compared = False
-        res.segd_count, res.segd_hash = members_digest(segd_ids)
-        return
-    duck_ids = workers["duckdb"].call("members", res.query.name)
     res.segd_count, res.segd_hash = members_digest(segd_ids)
-    res.duckdb_count, res.duckdb_hash = members_digest(duck_ids)
-    if not res.match:
-        only_segd = sorted(set(segd_ids) - set(duck_ids))[:5]
-        only_duck = sorted(set(duck_ids) - set(segd_ids))[:5]
-        res.error = (
-            f"segd {res.segd_count} members, DuckDB {res.duckdb_count}; "
-            f"only in segd e.g. {only_segd}, only in DuckDB e.g. {only_duck}"
-        )
+    problems = []
+    for eng in res.compared_with:
+        ids = workers[eng].call("members", res.query.name)
+        count, digest = members_digest(ids)
+        setattr(res, f"{eng}_count", count)
+        setattr(res, f"{eng}_hash", digest)
+        if not res.agrees(eng):
+            name = NAMES[eng]
+            only_segd = sorted(set(segd_ids) - set(ids))[:5]
+            only_other = sorted(set(ids) - set(segd_ids))[:5]
+            problems.append(
+                f"segd {res.segd_count} members, {name} {count}; "
+                f"only in segd e.g. {only_segd}, only in {name} e.g. {only_other}"
+            )
+    if problems:
+        res.error = " / ".join(problems)
 
 
 def _sample(workers, res: QueryResult, engines: list[str], warm: bool) -> None:
@@ -113,8 +155,8 @@ def _sample(workers, res: QueryResult, engines: list[str], warm: bool) -> None:
         got = workers[eng].request("time", {"name": res.query.name, "reps": reps})
         if warm:
             res.reps[eng] = _reps(got["seconds"])
-        (res.segd_s if eng == "segd" else res.duckdb_s).append(got["seconds"])
-        counted = res.segd_count if eng == "segd" else res.duckdb_count
+        res.samples(eng).append(got["seconds"])
+        counted = res.count_of(eng)
         if counted is not None and got["count"] != counted:
             res.error = res.error or (
                 f"{eng} count {got['count']} differs from its members ({counted})"
@@ -129,13 +171,15 @@ def run_queries(
     progress: Progress,
 ) -> list[QueryResult]:
     """Warm-up + members check, then ``opts.rounds - 1`` timed rounds (alternating)."""
-    results = [QueryResult(q, compared="duckdb" in workers) for q in queries]
+    others = tuple(eng for eng in REFERENCE_ENGINES if eng in workers)
+    results = [QueryResult(q, compared_with=others) for q in queries]
     total = len(results) * max(opts.rounds, 1)
     done = 0
+    running = [eng for eng in ENGINES if eng in workers]
     for rnd in range(max(opts.rounds, 1)):
         warm = rnd == 0
-        order = ["segd", "duckdb"] if rnd % 2 == 0 else ["duckdb", "segd"]
-        order = [eng for eng in order if eng in workers]
+        shift = rnd % len(running)  # each engine goes first in turn
+        order = running[shift:] + running[:shift]
         for res in results:
             progress(f"round {rnd + 1}/{opts.rounds}{' (warm-up)' if warm else ''}: "
                      f"{res.query.name}", done, total)  # fmt: skip
@@ -148,7 +192,8 @@ def run_queries(
             done += 1
     if opts.rounds > 1:  # drop the warm-up samples
         for res in results:
-            res.segd_s, res.duckdb_s = res.segd_s[1:], res.duckdb_s[1:]
+            for eng in ENGINES:
+                del res.samples(eng)[:1]
     if opts.profile:
         for res in results:
             if not res.error:
@@ -186,9 +231,16 @@ def run(
     try:
         engines = [eng for eng in ENGINES if eng in opts.engines]
         say(f"starting the engine workers (one subprocess each): {', '.join(engines)}")
-        threads = {"segd": opts.threads, "duckdb": opts.duckdb_threads}
+        options: dict[str, dict] = {
+            "segd": {"threads": opts.threads},
+            "duckdb": {
+                "threads": opts.duckdb_threads,
+                "database_file": opts.duckdb_file(ds.contacts),
+            },
+            "chdb": {"threads": opts.chdb_threads},
+        }
         for eng in engines:
-            workers[eng] = Worker(MODULES[eng], {"threads": threads[eng]})
+            workers[eng] = Worker(MODULES[eng], options[eng])
         loads = {}
         for eng in engines:
             say(f"{workers[eng].label}: loading {ds.directory}")
@@ -197,8 +249,9 @@ def run(
             )
         say("creating saved segments; preparing queries")
         workers["segd"].call("prepare", runnable, ds.now)
-        if "duckdb" in workers:
-            workers["duckdb"].call("prepare", runnable)
+        for eng in REFERENCE_ENGINES:
+            if eng in workers:
+                workers[eng].call("prepare", runnable)
         results = run_queries(workers, runnable, opts, say, progress)
         throughput = (
             run_throughput(workers, opts, say)

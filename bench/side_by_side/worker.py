@@ -67,6 +67,9 @@ def _serve(conn, module: str, options: dict) -> None:
     while True:
         msg = conn.recv()
         if msg is None:
+            close = getattr(adapter, "close", None)
+            if close is not None:
+                close()  # temporary database files go
             return
         cmd, args = msg
         try:

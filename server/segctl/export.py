@@ -2,6 +2,8 @@
 
 Every writer streams: ids are written chunk by chunk as they arrive, so an export of
 millions of contacts needs memory for one chunk only (xlsx uses openpyxl's write-only mode).
+Parquet, and csv with profile columns, are written by the server (``Export`` with a
+format, segd.export) and only stored here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections.abc import Iterable
 from typing import IO, Any
 from xml.sax.saxutils import quoteattr
 
-FORMATS = ("csv", "json", "jsonl", "xml", "xlsx")
+FORMATS = ("csv", "json", "jsonl", "xml", "xlsx", "parquet")
+COLUMN_FORMATS = ("csv", "parquet")  # the formats that take --columns
 XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, header included
 
 

@@ -1,10 +1,18 @@
 """``segctl segment ...``: count, members, sample, explain, create, update, list, show,
+<<<<<<< HEAD
 delete, export, history, changes."""
+=======
+delete, export, retarget."""
+>>>>>>> bench
 
 from __future__ import annotations
 
 import argparse
+<<<<<<< HEAD
 import json
+=======
+import codecs
+>>>>>>> bench
 import time
 from typing import Any
 
@@ -112,13 +120,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-f",
         choices=exports.FORMATS,
         default=None,
-        help="csv, json, jsonl, xml or xlsx (default: from -o's extension, else csv)",
+        help="csv, json, jsonl, xml, xlsx or parquet (default: from -o's extension, "
+        "else csv)",
+    )
+    p.add_argument(
+        "--columns",
+        "-c",
+        default=None,
+        metavar="COL,COL",
+        help="contact attribute columns after customer_id (csv and parquet)",
     )
     p.add_argument(
         "--output",
         "-o",
         default="-",
-        help="file to write; '-' = stdout (not for xlsx) (default %(default)s)",
+        help="file to write; '-' = stdout (not for xlsx, parquet) (default %(default)s)",
     )
     p.add_argument(
         "--chunk-size",
@@ -128,6 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_now_option(p)
     p = verb(
+<<<<<<< HEAD
         "history",
         "a segment's members at the end of each UTC day (dynamic segments)",
         cmd_history,
@@ -151,6 +168,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--follow", "-f", action="store_true", help="keep waiting for new changes"
     )
+=======
+        "retarget",
+        "hashed emails / phones of a segment's members a channel cannot reach",
+        cmd_retarget,
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--channel",
+        required=True,
+        choices=("email", "sms", "push"),
+        help="export the members this channel cannot reach (no address or no consent)",
+    )
+    p.add_argument(
+        "--identifiers",
+        default="email,phone",
+        metavar="ID,ID",
+        help="what to hash: email, phone (default %(default)s)",
+    )
+    p.add_argument(
+        "--format",
+        "-f",
+        choices=("lines", "csv"),
+        default=None,
+        help="lines (one hash per line) or csv (email_sha256,phone_sha256 per contact)"
+        " (default: csv for -o *.csv, else lines)",
+    )
+    p.add_argument(
+        "--output", "-o", default="-", help="file to write; '-' = stdout (default -)"
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=10_000,
+        help="members read per step (default %(default)s)",
+    )
+    add_now_option(p)
+>>>>>>> bench
 
 
 def cmd_count(cli: Cli) -> int:
@@ -348,11 +402,50 @@ def cmd_delete(cli: Cli) -> int:
     return 0
 
 
+def _names(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _open_output(path: str, binary: bool) -> Any:
+    try:
+        return open(
+            path,
+            "wb" if binary else "w",
+            encoding=None if binary else "utf-8",
+            newline=None if binary else "",
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def _write_file(cli: Cli, pieces: Any, output: str) -> None:
+    """Write a server-made file's byte pieces to ``output`` (``-``: stdout as text).
+    The first piece is fetched before the file is created, so an error (an unknown
+    segment or column) leaves no file behind."""
+    first = next(pieces, b"")
+    if output == "-":
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        cli.stdout.write(decoder.decode(first))
+        for piece in pieces:
+            cli.stdout.write(decoder.decode(piece))
+        cli.stdout.write(decoder.decode(b"", final=True))
+        return
+    with _open_output(output, binary=True) as out:
+        out.write(first)
+        for piece in pieces:
+            out.write(piece)
+
+
 def cmd_export(cli: Cli) -> int:
     a = cli.args
     fmt = a.format or exports.format_from_path(a.output) or "csv"
-    if fmt == "xlsx" and a.output == "-":
-        raise UsageError("xlsx needs a file: -o FILE.xlsx")
+    columns = _names(a.columns)
+    if fmt in ("xlsx", "parquet") and a.output == "-":
+        raise UsageError(f"{fmt} needs a file: -o FILE.{fmt}")
+    if columns and fmt not in exports.COLUMN_FORMATS:
+        raise UsageError(f"--columns needs --format csv or parquet, not {fmt}")
+    if fmt == "parquet" or columns:
+        return _export_file(cli, fmt, columns)
     start = time.perf_counter()
     chunks = cli.client.export(
         segment=a.name,
@@ -405,6 +498,7 @@ def cmd_export(cli: Cli) -> int:
     return 0
 
 
+<<<<<<< HEAD
 def cmd_history(cli: Cli) -> int:
     a = cli.args
     days = cli.client.segment_history(a.name)
@@ -447,4 +541,84 @@ def cmd_changes(cli: Cli) -> int:
                 f"{row['position']}\t{_iso(row['at_ms'])}\t{row['segment']}\t"
                 f"{row['change']}\t{row['customer_id']}\t{row['cause']}"
             )
+=======
+def _export_file(cli: Cli, fmt: str, columns: list[str]) -> int:
+    """csv / parquet with profile columns: the server writes the file, we store it."""
+    a = cli.args
+    start = time.perf_counter()
+    counts = [0, 0]
+    pieces = cli.client.export_file(
+        segment=a.name,
+        format=fmt,
+        columns=columns,
+        chunk_size=a.chunk_size,
+        now=a.now,
+        on_warning=lambda w: cli.warn([w]),
+        on_rows=lambda rows, total: counts.__setitem__(slice(None), [rows, total]),
+    )
+    _write_file(cli, pieces, a.output)
+    seconds = time.perf_counter() - start
+    names = ", ".join(["customer_id", *columns])
+    summary = {
+        "segment": a.name,
+        "format": fmt,
+        "columns": ["customer_id", *columns],
+        "output": a.output,
+        "rows": counts[0],
+        "seconds": round(seconds, 3),
+    }
+    if cli.json and a.output != "-":
+        cli.emit_json(summary)
+    elif a.output != "-":
+        cli.line(
+            f"exported {human_int(counts[0])} rows ({names}) of {a.name!r} to "
+            f"{a.output} ({fmt}) in {seconds:.2f} s"
+        )
+    else:
+        cli.note(f"exported {human_int(counts[0])} rows ({names}) ({fmt})")
+    return 0
+
+
+def cmd_retarget(cli: Cli) -> int:
+    a = cli.args
+    fmt = a.format or ("csv" if a.output.lower().endswith(".csv") else "lines")
+    identifiers = _names(a.identifiers)
+    start = time.perf_counter()
+    counts = [0, 0]
+    pieces = cli.client.export_hashes(
+        segment=a.name,
+        channel=a.channel,
+        identifiers=identifiers,
+        format=fmt,
+        chunk_size=a.chunk_size,
+        now=a.now,
+        on_warning=lambda w: cli.warn([w]),
+        on_rows=lambda rows, total: counts.__setitem__(slice(None), [rows, total]),
+    )
+    _write_file(cli, pieces, a.output)
+    seconds = time.perf_counter() - start
+    rows, members = counts
+    what = "hashes" if fmt == "lines" else "contacts"
+    text = (
+        f"exported {human_int(rows)} {what} of members of {a.name!r} that "
+        f"{a.channel} cannot reach (the segment has {human_int(members)} members)"
+    )
+    if cli.json and a.output != "-":
+        cli.emit_json(
+            {
+                "segment": a.name,
+                "channel": a.channel,
+                "format": fmt,
+                "identifiers": identifiers,
+                "output": a.output,
+                "rows": rows,
+                "members": members,
+                "seconds": round(seconds, 3),
+            }
+        )
+    elif a.output != "-":
+        cli.line(f"{text} to {a.output} ({fmt}) in {seconds:.2f} s")
+    else:
+        cli.note(text)
+>>>>>>> bench
     return 0

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from segd import export as exports
 from segd.errors import InvalidInput, OutOfRange
 from segd.segments.limits import Budget
 from segd.server import convert
@@ -194,6 +195,9 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Iterator:
         chunk = _size(request.chunk_size, DEFAULT_CHUNK_SIZE, "chunk_size")
+        if request.format != pb.EXPORT_FORMAT_UNSPECIFIED or request.columns:
+            yield from self._export_file(request, context, chunk)
+            return
         result = self._evaluate(request, context, _now(request.now_ms))
         total = result.count()
         warnings = convert.warnings_to_proto(result.warnings)
@@ -205,6 +209,52 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
             sent = True
         if not sent:
             yield pb.ExportResponse(total_size=0, warnings=warnings)
+
+    def _export_file(
+        self, request: Any, context: grpc.ServicerContext, chunk: int
+    ) -> Iterator:
+        """Export with a format: the file's bytes, made one chunk of members at a time.
+        The format and the columns are checked before the segment is evaluated."""
+        fmt = _EXPORT_FORMATS.get(request.format)
+        if fmt is None:
+            if request.format == pb.EXPORT_FORMAT_UNSPECIFIED:
+                raise InvalidInput.at(
+                    "format", "profile columns need a file format: CSV or PARQUET"
+                )
+            raise InvalidInput.at("format", f"unknown export format {request.format}")
+        columns = list(request.columns)
+        self._engine.export_schema(columns)
+        result = self._evaluate(request, context, _now(request.now_ms))
+        progress = _Progress()
+        pieces = self._engine.export_stream(
+            result,
+            format=fmt,
+            columns=columns,
+            chunk_rows=chunk,
+            progress=progress,
+        )
+        yield from _file_messages(pieces, result, progress)
+
+    def ExportHashes(self, request: Any, context: grpc.ServicerContext) -> Iterator:
+        chunk = _size(request.chunk_size, DEFAULT_CHUNK_SIZE, "chunk_size")
+        fmt = _HASH_FORMATS.get(request.format)
+        if fmt is None:
+            raise InvalidInput.at("format", f"unknown hash format {request.format}")
+        exports.check_channel(request.channel)
+        identifiers = exports.check_identifiers(
+            list(request.identifiers) or exports.IDENTIFIERS
+        )
+        result = self._evaluate(request, context, _now(request.now_ms))
+        progress = _Progress()
+        pieces = self._engine.retargeting_stream(
+            result,
+            request.channel,
+            format=fmt,
+            identifiers=identifiers,
+            chunk_rows=chunk,
+            progress=progress,
+        )
+        yield from _file_messages(pieces, result, progress)
 
     def Create(self, request: Any, context: grpc.ServicerContext) -> Any:
         name = request.name or _missing("name")
@@ -345,6 +395,44 @@ def _changes_message(table: Any, next_position: int, clock: float | None) -> Any
         next_position=next_position,
         clock_ms=_clock_ms(clock),
     )
+
+
+_EXPORT_FORMATS = {pb.EXPORT_FORMAT_CSV: "csv", pb.EXPORT_FORMAT_PARQUET: "parquet"}
+_HASH_FORMATS = {
+    pb.HASH_FORMAT_UNSPECIFIED: "lines",
+    pb.HASH_FORMAT_LINES: "lines",
+    pb.HASH_FORMAT_CSV: "csv",
+}
+
+
+class _Progress:
+    """Rows of the file produced so far (the writers' ``progress`` callback)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def __call__(self, rows: int) -> None:
+        self.rows = rows
+
+
+def _file_messages(
+    pieces: Iterator[bytes], result: Any, progress: _Progress
+) -> Iterator:
+    """ExportResponses carrying a file's bytes: warnings on the first, the total and
+    the rows so far on each; at least one message even for an empty file."""
+    total = result.count()
+    warnings = convert.warnings_to_proto(result.warnings)
+    sent = False
+    for data in pieces:
+        yield pb.ExportResponse(
+            data=data,
+            rows=progress.rows,
+            total_size=total,
+            warnings=[] if sent else warnings,
+        )
+        sent = True
+    if not sent:
+        yield pb.ExportResponse(total_size=total, warnings=warnings)
 
 
 def _missing(field: str) -> str:

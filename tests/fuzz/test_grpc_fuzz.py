@@ -910,3 +910,44 @@ def test_known_defects(service: str, method: str, build: Callable[[], Any]) -> N
                 segments_pb2.CountRequest(segment=name), metadata=AUTH, timeout=30
             )
         fuzzed.serving()
+
+
+@fuzz
+@given(
+    fmt=st.integers(-3, 5),
+    columns=st.lists(
+        st.sampled_from(
+            ["age", "city", "gender", "", "customer_id", "x\x00y", "é" * 300]
+        ),
+        max_size=4,
+    ),
+    channel=st.sampled_from(["email", "sms", "push", "", "fax", "\ud7ff" * 50]),
+    identifiers=st.lists(st.sampled_from(["email", "phone", "", "id"]), max_size=3),
+    chunk=st.integers(-(2**31), 2**31 - 1),
+)
+def test_exports(
+    server: Fuzzed,
+    fmt: int,
+    columns: list[str],
+    channel: str,
+    identifiers: list[str],
+    chunk: int,
+) -> None:
+    """File exports and the retargeting export: any format number, column list,
+    channel and identifier list is an answer or an allowed error, never a crash."""
+    server.call(
+        server.segments.Export,
+        segments_pb2.ExportRequest(
+            dsl="age >= 60", format=fmt, columns=columns, chunk_size=chunk
+        ),
+    )
+    server.call(
+        server.segments.ExportHashes,
+        segments_pb2.ExportHashesRequest(
+            dsl="age >= 60",
+            channel=channel,
+            identifiers=identifiers,
+            format=fmt,
+            chunk_size=chunk,
+        ),
+    )

@@ -33,7 +33,7 @@ DOC = ROOT / "docs" / "segctl.md"
 DEMO_CONTACTS = 2000
 # segment verbs that evaluate, so take --now (the others would reject it)
 EVALUATING = {"count", "members", "sample", "explain", "create", "update", "list",
-              "show", "export"}  # fmt: skip
+              "show", "export", "retarget"}  # fmt: skip
 _TIMING = re.compile(r"\b\d+(?:\.\d+)? (?:ms|s)\b|\b\d+\.\d{3}\b")
 _ISO = re.compile(
     r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z| UTC|[+-]\d\d:\d\d)?)"

@@ -2,7 +2,8 @@
 
 ``python -m segd.bench`` at 2000 contacts, one round: both engine workers start, load the
 same Parquet files, every query gives the same members on segd and DuckDB, and the JSON
-record has the keys docs/benchmarks.md promises.
+record has the keys docs/benchmarks.md promises. With chdb installed, the same with
+ClickHouse as a third engine (skipped without it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ QUERY_KEYS = {
     "ratio",
     "segd_count",
     "duckdb_count",
+    "chdb_ms",
+    "chdb_count",
+    "chdb_ratio",
     "match",
 }
 
@@ -230,3 +234,120 @@ def test_bad_engines_are_usage_errors(capsys, value, message):
         main(["--engines", value])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_every_record_has_the_clickhouse_keys(record):
+    """ClickHouse's keys are always there (null when it did not run)."""
+    _, rec, _ = record
+    assert rec["engines"] == ["segd", "duckdb"]
+    for q in rec["queries"]:
+        assert {"chdb_ms", "chdb_count", "chdb_ratio", "chdb_hash"} <= set(q)
+        assert q["chdb_ms"] is None and q["chdb_count"] is None
+        assert q["chdb_ratio"] is None and q["chdb_ms_samples"] == []
+        assert q["chsql"]  # every runnable query has its ClickHouse SQL
+    assert rec["load"]["chdb_s"] is None and rec["memory"]["chdb_rss_bytes"] is None
+    assert rec["memory"]["duckdb_storage"] == "memory"  # auto: a file from 5M on
+
+
+@pytest.fixture(scope="module")
+def three_engines(record):
+    """segd, DuckDB (in a database file) and ClickHouse on the cached 2k dataset."""
+    pytest.importorskip("chdb", reason="chdb (ClickHouse in process) not installed")
+    _, _, root = record
+    argv = [
+        "--contacts",
+        "2000",
+        "--rounds",
+        "1",
+        "--engines",
+        "segd,duckdb,chdb",
+        "--duckdb-storage",
+        "file",
+        "--json",
+        "--no-profile",
+        "--cache-dir",
+        str(root / "cache"),
+        "--results-dir",
+        str(root / "results-three"),
+    ]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, json.loads(out.getvalue())
+
+
+def test_three_engines_give_identical_members(three_engines, record):
+    code, rec = three_engines
+    _, both, _ = record
+    assert code == 0 and rec["ok"] is True
+    assert rec["engines"] == ["segd", "duckdb", "chdb"]
+    assert set(rec["engine_labels"]) == {"segd", "duckdb", "chdb"}
+    assert rec["engine_labels"]["chdb"].startswith("ClickHouse ")
+    by_name = {q["name"]: q for q in both["queries"]}
+    expected = {q.name for q in suite(DEFAULT_NOW) if not q.skip}
+    assert {q["name"] for q in rec["queries"]} == expected
+    for q in rec["queries"]:
+        assert q["match"] is True, f"{q['name']}: {q.get('error')}"
+        assert q["segd_count"] == q["duckdb_count"] == q["chdb_count"]
+        assert q["segd_hash"] == q["duckdb_hash"] == q["chdb_hash"]
+        assert q["segd_hash"] == by_name[q["name"]]["segd_hash"]
+        assert q["chdb_ms"] > 0 and len(q["chdb_ms_samples"]) == 1
+        assert q["chdb_ratio"] == pytest.approx(
+            q["chdb_ms"] / q["segd_ms"], rel=0.01, abs=0.005
+        )
+        assert set(q["reps"]) == {"segd", "duckdb", "chdb"}
+    assert rec["load"]["chdb_s"] > 0 and rec["load"]["chdb_events_per_s"] > 0
+    assert rec["memory"]["duckdb_storage"] == "file"
+    assert rec["memory"]["chdb_rss_bytes"] is not None
+    assert rec["threads"]["chdb"] >= 1
+    names = [t["target"] for t in rec["targets"]]
+    assert "slowest ratio vs ClickHouse" in names
+
+
+def test_three_engines_markdown_has_clickhouse_columns(three_engines):
+    from segd.bench import report
+
+    _, rec = three_engines
+    md = report.render_markdown(rec)
+    header = next(line for line in md.splitlines() if line.startswith("| query |"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells[:6] == ["query", "segd ms", "DuckDB ms", "ratio", "ClickHouse ms",
+                         "CH ratio"]  # fmt: skip
+    assert "| load (ClickHouse) |" in md
+
+
+def test_a_clickhouse_mismatch_names_clickhouse(record):
+    """SQL that agrees with segd on DuckDB but not on ClickHouse fails the run."""
+    pytest.importorskip("chdb", reason="chdb (ClickHouse in process) not installed")
+    from segd.bench import report
+    from segd.bench.dataset import cached_dataset
+    from segd.bench.queries import Query
+    from segd.bench.side_by_side import runner
+
+    _, _, root = record
+    ds = cached_dataset(2000, 0, root / "cache")
+    wrong = Query(
+        "wrong_on_clickhouse",
+        "men; the ClickHouse SQL asks for women",
+        'gender = "m"',
+        "SELECT customer_id FROM contacts WHERE gender = 'm'",
+        chsql="SELECT customer_id FROM contacts WHERE gender = 'f'",
+    )
+    opts = runner.Options(rounds=1, profile=False, engines=("segd", "duckdb", "chdb"))
+    raw = runner.run(ds, [wrong], opts, lambda msg: None, lambda *a: None)
+    rec = report.build_record(raw, ds, opts, {"usable_cores": 2}, "test", [])
+    assert rec["ok"] is False
+    [line] = report.failures(rec)
+    assert "ClickHouse" in line and "DuckDB" not in line
+    [q] = rec["queries"]
+    assert q["segd_count"] == q["duckdb_count"] != q["chdb_count"]
+
+
+def test_duckdb_storage_auto_switches_to_a_file_at_5m():
+    from segd.bench.side_by_side.runner import DUCKDB_FILE_AT, Options
+
+    assert DUCKDB_FILE_AT == 5_000_000
+    auto = Options()
+    assert not auto.duckdb_file(4_999_999) and auto.duckdb_file(5_000_000)
+    assert Options(duckdb_storage="file").duckdb_file(10)
+    assert not Options(duckdb_storage="memory").duckdb_file(10_000_000)
