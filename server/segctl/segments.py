@@ -1,18 +1,11 @@
 """``segctl segment ...``: count, members, sample, explain, create, update, list, show,
-<<<<<<< HEAD
-delete, export, history, changes."""
-=======
-delete, export, retarget."""
->>>>>>> bench
+delete, export, retarget, history, changes."""
 
 from __future__ import annotations
 
 import argparse
-<<<<<<< HEAD
-import json
-=======
 import codecs
->>>>>>> bench
+import json
 import time
 from typing import Any
 
@@ -144,7 +137,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_now_option(p)
     p = verb(
-<<<<<<< HEAD
         "history",
         "a segment's members at the end of each UTC day (dynamic segments)",
         cmd_history,
@@ -168,7 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--follow", "-f", action="store_true", help="keep waiting for new changes"
     )
-=======
+    p = verb(
         "retarget",
         "hashed emails / phones of a segment's members a channel cannot reach",
         cmd_retarget,
@@ -204,7 +196,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="members read per step (default %(default)s)",
     )
     add_now_option(p)
->>>>>>> bench
 
 
 def cmd_count(cli: Cli) -> int:
@@ -498,7 +489,6 @@ def cmd_export(cli: Cli) -> int:
     return 0
 
 
-<<<<<<< HEAD
 def cmd_history(cli: Cli) -> int:
     a = cli.args
     days = cli.client.segment_history(a.name)
@@ -541,7 +531,9 @@ def cmd_changes(cli: Cli) -> int:
                 f"{row['position']}\t{_iso(row['at_ms'])}\t{row['segment']}\t"
                 f"{row['change']}\t{row['customer_id']}\t{row['cause']}"
             )
-=======
+    return 0
+
+
 def _export_file(cli: Cli, fmt: str, columns: list[str]) -> int:
     """csv / parquet with profile columns: the server writes the file, we store it."""
     a = cli.args
@@ -620,5 +612,4 @@ def cmd_retarget(cli: Cli) -> int:
         cli.line(f"{text} to {a.output} ({fmt}) in {seconds:.2f} s")
     else:
         cli.note(text)
->>>>>>> bench
     return 0
