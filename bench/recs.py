@@ -135,8 +135,8 @@ def _history(events: pa.Table) -> dict[str, list[str]]:
 def _knn(train: pa.Table, n_items: int, item_index: dict[str, int]):
     """implicit's item-kNN (cosine) over the weighted contact x item matrix, or None."""
     try:
-        from implicit.nearest_neighbours import CosineRecommender  # type: ignore[import-untyped]
-        from scipy.sparse import csr_matrix  # type: ignore[import-untyped]
+        from implicit.nearest_neighbours import CosineRecommender
+        from scipy.sparse import csr_matrix
     except ImportError:
         return None
     ev = train.filter(

@@ -220,8 +220,9 @@ class Engine(LiveApi):
     def _apply(self, m: mut.Mutation) -> None:
         """The one place a record changes the engine (live calls and log replay)."""
         store = self.store
-        if getattr(m, "identity", None) is not None:
-            for pair in identity_api.apply_resolved(self, m.identity):
+        resolved = getattr(m, "identity", None)
+        if resolved is not None:
+            for pair in identity_api.apply_resolved(self, resolved):
                 self._touched(pair, "merge")
         if isinstance(m, mut.EventsAppended):
             applied = ingest.apply_events(store, m.batch, self._touched)

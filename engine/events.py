@@ -159,15 +159,15 @@ class EventLog:
             n_idx = len(offsets) - 1
             if merged >= n_idx or survivor >= n_idx:
                 # a contact newer than the index: move by a scan, rebuild on next use
-                moved = np.flatnonzero(self.cid == merged)
-                if len(moved):
+                rows_of = np.flatnonzero(self.cid == merged)
+                if len(rows_of):
                     origin = self._origin_column()
-                    fresh = moved[origin[moved] == NO_CODE]
+                    fresh = rows_of[origin[rows_of] == NO_CODE]
                     origin[fresh] = merged
-                    self._cid[moved] = survivor
+                    self._cid[rows_of] = survivor
                     self._ci = None
                     self._version += 1
-                return len(moved)
+                return len(rows_of)
             if ends is None:
                 ends = self._ci_ends = offsets[1:].copy()
             m_len = int(ends[merged]) - int(offsets[merged])

@@ -401,8 +401,8 @@ def resolve(
             continue
         rows_todo = np.flatnonzero(todo)
         codes = link_codes[kind][rows_todo]
-        _, first = np.unique(codes, return_index=True)
-        chosen = pa.array(rows_todo[first])
+        _, first_rows = np.unique(codes, return_index=True)
+        chosen = pa.array(rows_todo[first_rows])
         new_links[kind] = (values.take(chosen), resolved.take(chosen))
     # The merges, in order, each between two contacts still live at that point (a
     # chain a<-b, b<-c becomes a<-b, a<-c): replay applies them without checks.

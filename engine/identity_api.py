@@ -202,7 +202,7 @@ def contact_card(engine: Engine, customer_id: str, recent: int = 10) -> dict:
     def when(s: int) -> str | None:
         return None if not s else datetime.fromtimestamp(s, UTC).isoformat()
 
-    events = []
+    events: list[dict[str, Any]] = []
     for etype, log in store.logs.items():
         rows = log.rows_of(cid, n)[-recent:]
         origin = log.origin()
@@ -217,7 +217,7 @@ def contact_card(engine: Engine, customer_id: str, recent: int = 10) -> dict:
                     else store.contacts.ids.decode_one(came),
                 }
             )
-    events.sort(key=lambda e: e["ts"], reverse=True)
+    events.sort(key=lambda e: int(e["ts"]), reverse=True)
     for e in events:
         e["time"] = when(e["ts"])
     profile = engine._attributes_of(cid)

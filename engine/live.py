@@ -42,6 +42,7 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from segd.aggregates import VISIT_EVENTS
+from segd.columns import NumericColumn
 from segd.errors import FailedPrecondition, InvalidInput, InvalidQuery, SegmentNotFound
 from segd.ingest import TypeRows, append_rows
 from segd.native.idmap import IdMap
@@ -705,6 +706,7 @@ class LiveSegments:
 
     def _birthday_keys(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         col = self.engine.store.contacts.column("birth_date")
+        assert isinstance(col, NumericColumn), "age conditions need a birth_date date"
         values = np.asarray(col.values[:n], np.int64)
         valid = np.asarray(col.valid[: len(values)]).astype(bool)
         days = (values // (DAY_S * 1000)).astype("datetime64[D]")

@@ -24,9 +24,8 @@ nodes. Every kernel runs without the GIL.
 """
 
 from libc.math cimport sqrt
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc, calloc, qsort
-from libc.string cimport memset
 
 import numpy as np
 
@@ -173,22 +172,28 @@ def transpose(const int64_t[::1] offsets, const uint32_t[::1] items,
 cdef void _sift_down(float* hs, uint32_t* hr, uint32_t* hi, Py_ssize_t n,
                      Py_ssize_t i) noexcept nogil:
     """Min-heap (worst first) by (score, -rank)."""
-    cdef Py_ssize_t l, r, m
+    cdef Py_ssize_t lc, r, m
     cdef float ts
     cdef uint32_t tr, ti
     while True:
-        l = 2 * i + 1
-        r = l + 1
+        lc = 2 * i + 1
+        r = lc + 1
         m = i
-        if l < n and _better(hs[m], hr[m], hs[l], hr[l]):
-            m = l
+        if lc < n and _better(hs[m], hr[m], hs[lc], hr[lc]):
+            m = lc
         if r < n and _better(hs[m], hr[m], hs[r], hr[r]):
             m = r
         if m == i:
             return
-        ts = hs[i]; hs[i] = hs[m]; hs[m] = ts
-        tr = hr[i]; hr[i] = hr[m]; hr[m] = tr
-        ti = hi[i]; hi[i] = hi[m]; hi[m] = ti
+        ts = hs[i]
+        hs[i] = hs[m]
+        hs[m] = ts
+        tr = hr[i]
+        hr[i] = hr[m]
+        hr[m] = tr
+        ti = hi[i]
+        hi[i] = hi[m]
+        hi[m] = ti
         i = m
 
 
@@ -224,7 +229,9 @@ def cooccur(const int64_t[::1] offsets, const uint32_t[::1] items,
     cdef uint32_t* hi = <uint32_t*> malloc(k * sizeof(uint32_t))
     cdef Py_ssize_t total = 0
     if hs == NULL or hr == NULL or hi == NULL:
-        free(hs); free(hr); free(hi)
+        free(hs)
+        free(hr)
+        free(hi)
         raise MemoryError()
     with nogil:
         for i in range(n_items):
@@ -250,13 +257,17 @@ def cooccur(const int64_t[::1] offsets, const uint32_t[::1] items,
                 if s <= min_score:
                     continue
                 if h < k:
-                    hs[h] = s; hr[h] = id_rank[it]; hi[h] = it
+                    hs[h] = s
+                    hr[h] = id_rank[it]
+                    hi[h] = it
                     h += 1
                     if h == k:  # heapify
                         for j in range(k // 2 - 1, -1, -1):
                             _sift_down(hs, hr, hi, k, j)
                 elif _better(s, id_rank[it], hs[0], hr[0]):
-                    hs[0] = s; hr[0] = id_rank[it]; hi[0] = it
+                    hs[0] = s
+                    hr[0] = id_rank[it]
+                    hi[0] = it
                     _sift_down(hs, hr, hi, k, 0)
             if h < k:
                 for j in range(h // 2 - 1, -1, -1):
@@ -265,11 +276,15 @@ def cooccur(const int64_t[::1] offsets, const uint32_t[::1] items,
             for j in range(h - 1, -1, -1):
                 out_items[total + j] = hi[0]
                 out_scores[total + j] = hs[0]
-                hs[0] = hs[j]; hr[0] = hr[j]; hi[0] = hi[j]
+                hs[0] = hs[j]
+                hr[0] = hr[j]
+                hi[0] = hi[j]
                 _sift_down(hs, hr, hi, j, 0)
             total += h
             out_off[i + 1] = <uint32_t> total
-    free(hs); free(hr); free(hi)
+    free(hs)
+    free(hr)
+    free(hi)
     return out_off_arr, out_items_arr[:total].copy(), out_scores_arr[:total].copy()
 
 
@@ -388,19 +403,21 @@ cdef inline bint _cand_worse(const Cand* x, const Cand* y) noexcept nogil:
 
 cdef void _cand_sift(Cand* h, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
     """Min-heap of the kept candidates, the worst at the root."""
-    cdef Py_ssize_t l, r, m
+    cdef Py_ssize_t lc, r, m
     cdef Cand t
     while True:
-        l = 2 * i + 1
-        r = l + 1
+        lc = 2 * i + 1
+        r = lc + 1
         m = i
-        if l < n and _cand_worse(&h[l], &h[m]):
-            m = l
+        if lc < n and _cand_worse(&h[lc], &h[m]):
+            m = lc
         if r < n and _cand_worse(&h[r], &h[m]):
             m = r
         if m == i:
             return
-        t = h[i]; h[i] = h[m]; h[m] = t
+        t = h[i]
+        h[i] = h[m]
+        h[m] = t
         i = m
 
 
@@ -488,7 +505,10 @@ cdef Py_ssize_t _rank(const Shared* a, const uint32_t* seeds, const float* weigh
     cdef Cand* cands = <Cand*> malloc((total + 1) * sizeof(Cand))
     cdef uint32_t* walk = <uint32_t*> malloc((n_steps + 1) * sizeof(uint32_t))
     if keys == NULL or slot == NULL or cands == NULL or walk == NULL:
-        free(keys); free(slot); free(cands); free(walk)
+        free(keys)
+        free(slot)
+        free(cands)
+        free(walk)
         return -1
     # seeds themselves are never candidates (block_seeds)
     for s in range(n_seeds if a.block_seeds else 0):
@@ -579,7 +599,10 @@ cdef Py_ssize_t _rank(const Shared* a, const uint32_t* seeds, const float* weigh
             out_items[n_out] = it
             out_scores[n_out] = sc
             n_out += 1
-    free(keys); free(slot); free(cands); free(walk)
+    free(keys)
+    free(slot)
+    free(cands)
+    free(walk)
     return n_out
 
 
