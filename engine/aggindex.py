@@ -41,7 +41,7 @@ MIN_DIRTY = 4096  # dirty contacts re-checked one by one before a rebuild pays
 DIRTY_SHARE = 32  # ... or n / DIRTY_SHARE of them, whichever is more
 # An indexed answer larger than n / INDEX_SHARE is left to the column scan: setting bits
 # at random costs more per contact than a sequential scan does.
-INDEX_SHARE = 4
+INDEX_SHARE = 2
 
 
 class SortedIndex:
