@@ -38,7 +38,7 @@ def _columns() -> dict[str, np.ndarray]:
 # (id, column, closed intervals [lo, hi])
 CASES = [
     ("orders_count_eq_4", "orders_count", [(4, 4)]),
-    ("revenue_ge_top5pct", "revenue_cents", [(100_000, np.inf)]),
+    ("revenue_ge_1000", "revenue_cents", [(100_000, np.inf)]),
     (
         "days_since_last_order_52_112",
         "last_order_s",
