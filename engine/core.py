@@ -120,9 +120,8 @@ class Engine:
         self.events_sequence = 0
         # What Engine.open recovered (None for an in-memory engine).
         self.recovery: dict | None = None
-        # Write snapshots from a forked child (None: segd.snapshot's default, True where
-        # fork exists); False writes in process under the read lock. The gRPC server
-        # sets False: forking a process that runs gRPC's threads is not safe.
+        # Write snapshots from a forked child (None: segd.snapshot's default, a fork
+        # where it is possible and safe); False writes in process under the read lock.
         self.snapshot_background: bool | None = None
         # Called inside the write lock after a record changed contacts' data (see
         # Engine._touched): live segments (and later triggers) hook in here.

@@ -300,9 +300,194 @@ def encode(m: Mutation) -> bytes:
     return msgpack.packb(rec, use_bin_type=True)
 
 
+def unpack(payload: bytes | memoryview) -> dict:
+    """The msgpack map of a record's payload (``decode_record`` makes it a Mutation)."""
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+
+
 def decode(payload: bytes | memoryview) -> Mutation:
     """A record back from its payload; ``UnknownRecord`` for kinds this segd lacks."""
-    rec = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    return decode_record(unpack(payload))
+
+
+# An empty batch: replay notes a grouped events record's key and acknowledgement
+# (Engine._note_applied) before its rows are applied with the group's.
+NO_BATCH = EventBatch(
+    pa.array([], pa.string()),
+    np.zeros(0, np.uint32),
+    np.zeros(0, np.uint32),
+    [],
+    None,
+    None,
+    {},
+)
+
+
+def is_plain_events(rec: dict) -> bool:
+    """An ``events`` record that replay may apply together with its neighbours (one
+    that starts a loaded file, ``source``, or carries identity work, ``identity``, is
+    applied on its own)."""
+    return (
+        rec.get("k") == "events"
+        and rec.get("source") is None
+        and rec.get("identity") is None
+    )
+
+
+# -- replay: many event records as one batch --------------------------------------------
+# An Arrow IPC stream is a schema message, record batch messages, and an end-of-stream
+# marker. Records written with the same schema carry the same schema bytes, so a run of
+# them is read as ONE stream: the first schema, every record's batch messages, one end
+# marker. One read instead of a reader per record (docs/storage.md, "Recovery").
+_CONTINUATION = b"\xff\xff\xff\xff"
+_EOS = _CONTINUATION + b"\x00\x00\x00\x00"
+
+
+def _schema_end(t: bytes) -> int:
+    """Where the schema message of an IPC stream ends (0: not the expected framing)."""
+    if len(t) < 16 or t[:4] != _CONTINUATION or t[-8:] != _EOS:
+        return 0
+    end = 8 + int.from_bytes(t[4:8], "little")  # the schema message has no body
+    return end if end <= len(t) - 8 else 0
+
+
+def _read_runs(tables: list[bytes]) -> list[tuple[pa.Table | None, int]]:
+    """Consecutive streams with the same schema read as one table: (table, streams in
+    the run), in order. (None, k): k streams the fast path does not take (unexpected
+    framing, dictionary-encoded columns, not one batch per stream): the caller reads
+    each on its own."""
+    runs: list[tuple[pa.Table | None, int]] = []
+    i = 0
+    while i < len(tables):
+        end = _schema_end(tables[i])
+        if not end:
+            runs.append((None, 1))
+            i += 1
+            continue
+        head = tables[i][:end]
+        parts: list[bytes | memoryview] = [head]
+        j = i
+        while j < len(tables) and tables[j][:end] == head and _schema_end(tables[j]):
+            parts.append(memoryview(tables[j])[end:-8])  # joined below: no copy here
+            j += 1
+        parts.append(_EOS)
+        reader = pa.ipc.open_stream(pa.py_buffer(b"".join(parts)))
+        # A dictionary column is numbered in dictionary order, per batch (contacts,
+        # items and values get their codes that way live): such records stay apart.
+        batches = (
+            None
+            if any(pa.types.is_dictionary(f.type) for f in reader.schema)
+            else list(reader)
+        )
+        if batches is None or len(batches) != j - i:
+            runs.append((None, j - i))
+        else:
+            runs.append((pa.Table.from_batches(batches, reader.schema), j - i))
+        i = j
+    return runs
+
+
+def _concat(parts: list[pa.Array | None], lengths: list[int]) -> pa.Array | None:
+    """One array of the parts (None parts: NULL rows); None when every part is None."""
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    kind = present[0].type
+    if any(p.type != kind for p in present):
+        kind = pa.large_string()
+    return pa.concat_arrays(
+        [
+            pa.nulls(n, kind) if p is None else (p if p.type == kind else p.cast(kind))
+            for p, n in zip(parts, lengths, strict=True)
+        ]
+    )
+
+
+def events_of_records(recs: list[dict]) -> list[EventBatch]:
+    """The batches of consecutive ``events`` records as few EventBatches, in order:
+    runs of records with plain (not dictionary-encoded) columns become one batch each.
+
+    Applying them (``Engine._apply_event_chunks``) does what applying the records one
+    by one does: contacts and items are numbered in order of first appearance, an
+    ``event_id`` is kept only at its first occurrence, each type's rows keep their
+    order. Columns a record lacks are NULL (NaN amounts) for its rows; each record's type
+    codes are mapped onto one list of type names. A record with dictionary-encoded
+    columns is a batch of its own: its values are numbered in dictionary order."""
+    out: list[EventBatch] = []
+    tables: list[tuple[pa.Table, list[dict]]] = []
+    r = 0
+    for table, count in _read_runs([rec["t"] for rec in recs]):
+        if table is not None:
+            tables.append((table, recs[r : r + count]))
+        else:
+            if tables:
+                out.append(_joined(tables))
+                tables = []
+            out.extend(_event_batch(rec) for rec in recs[r : r + count])
+        r += count
+    if tables:
+        out.append(_joined(tables))
+    return out
+
+
+def _joined(runs: list[tuple[pa.Table, list[dict]]]) -> EventBatch:
+    """One EventBatch of runs of records read as tables (see events_of_records)."""
+    index: dict[str, int] = {}
+    columns: dict[str, list] = {}
+    lengths: list[int] = []
+    ts, codes, amounts = [], [], []
+    for table, recs in runs:
+        n = table.num_rows
+        lengths.append(n)
+        cols = {name: table.column(name) for name in table.column_names}
+        ts.append(_numpy(cols.pop("ts"), np.uint32))
+        type_code = cols.pop("type_code")
+        run_codes = np.asarray(type_code.to_numpy(), dtype=np.uint32).copy()
+        # Map each record's codes onto the group's names (no work when they agree:
+        # the common case, every record naming the same types in the same order).
+        first = recs[0]["types"]
+        mapping = [index.setdefault(t, len(index)) for t in first]
+        same = mapping == list(range(len(mapping))) and all(
+            rec["types"] == first for rec in recs
+        )
+        a = 0
+        for chunk, rec in zip([] if same else type_code.chunks, recs, strict=False):
+            b = a + len(chunk)
+            mapping = [index.setdefault(t, len(index)) for t in rec["types"]]
+            if mapping != list(range(len(mapping))):
+                run_codes[a:b] = np.asarray(mapping, np.uint32)[run_codes[a:b]]
+            a = b
+        codes.append(run_codes)
+        amount = cols.pop("amount", None)
+        amounts.append(
+            np.full(n, np.nan) if amount is None else _numpy(amount, np.float64)
+        )
+        for name in columns.keys() | cols.keys():
+            col = cols.get(name)
+            columns.setdefault(name, [None] * (len(lengths) - 1)).append(
+                None if col is None else _one_chunk(col)
+            )
+    amount_all = np.concatenate(amounts)
+    return EventBatch(
+        _concat(columns.pop("customer_id"), lengths),
+        np.concatenate(ts),
+        np.concatenate(codes),
+        list(index),
+        _concat(columns.pop("item_id", []), lengths),
+        None if np.isnan(amount_all).all() else amount_all,
+        {
+            k[len(DIM_PREFIX) :]: _concat(v, lengths)
+            for k, v in columns.items()
+            if k.startswith(DIM_PREFIX)
+        },
+        _concat(columns.pop("event_id", []), lengths),
+    )
+
+
+def decode_record(rec: dict) -> Mutation:
+    """A record back from its unpacked payload (``unpack``)."""
     kind = rec.get("k")
     if kind == "events":
         return EventsAppended(

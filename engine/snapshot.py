@@ -309,6 +309,14 @@ def _name(wal_seq: int, created_ns: int) -> str:
 _IN_PROGRESS: set[str] = set()  # temporary directories this process is writing
 
 
+def fork_is_default() -> bool:
+    """Whether ``write_snapshot(background=None)`` forks: where ``os.fork`` exists and
+    gRPC's fork handlers are off (``import segd`` turns them off unless gRPC was imported
+    first with them on, or ``GRPC_ENABLE_FORK_SUPPORT`` asks for them; see segd/__init__).
+    Otherwise snapshots are written in process, and writers wait for the whole write."""
+    return hasattr(os, "fork") and segd._GRPC_FORK_SAFE
+
+
 def write_snapshot(
     engine: Engine,
     directory: Path,
@@ -332,8 +340,8 @@ def write_snapshot(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     metadata = dict(metadata or {})
-    if background is None:  # fork where it is possible and safe (see segd/__init__)
-        background = hasattr(os, "fork") and segd._GRPC_FORK_SAFE
+    if background is None:
+        background = fork_is_default()
     use_fork = background
     t0 = time.perf_counter()
     held: dict[str, Any] = {}

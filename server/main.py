@@ -304,7 +304,19 @@ def _ready_fields(
         "auth": bool(settings.token),
         "storage": settings.storage_dir or "memory",
         "fsync": settings.fsync if settings.storage_dir else None,
+        "snapshots": _snapshot_mode(engine) if settings.storage_dir else None,
     }
+
+
+def _snapshot_mode(engine: Any) -> str:
+    """``forked`` (writers wait only for the fork) or ``in-process`` (writers wait for
+    the whole write: gRPC's fork handlers are on, see segd.snapshot.fork_is_default)."""
+    from segd import snapshot
+
+    background = engine.snapshot_background
+    if background is None:
+        background = snapshot.fork_is_default()
+    return "forked" if background else "in-process"
 
 
 def _open_engine(settings: Settings) -> Any:
@@ -321,9 +333,9 @@ def _open_engine(settings: Settings) -> Any:
         result_cache_size=settings.result_cache,
     )
     log.info("recovered", extra=kv(data_dir=storage, **(engine.recovery or {})))
-    # gRPC's threads do not survive fork(): snapshots are written in this process
-    # (readers go on, writers wait while it is written).
-    engine.snapshot_background = False
+    # Snapshots are written by a forked child (engine.snapshot_background stays None:
+    # segd.snapshot forks where it is safe). `import segd` turned gRPC's fork handlers
+    # off before gRPC was imported, so writers wait only for the fork, not the write.
     return engine
 
 

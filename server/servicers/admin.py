@@ -63,9 +63,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     def Snapshot(self, request: Any, context: grpc.ServicerContext) -> Any:
         t0 = time.perf_counter()
-        # Written in this process under the read lock (readers go on, writers wait):
-        # forking a process that runs gRPC's threads is not safe.
-        self._engine.snapshot_background = False
+        # Written by a forked child (the engine's default): writers wait only for the
+        # fork, not for the files (docs/storage.md, "Snapshots").
         info = self._engine.snapshot()  # FailedPrecondition in memory
         return admin_pb2.SnapshotResponse(
             path=str(getattr(info, "path", "") or getattr(info, "directory", "")),
