@@ -6,6 +6,9 @@
     python -m segd.bench --contacts 10m --engines segd     # segd alone (DuckDB cannot fit)
     python -m segd.bench grpc --address 127.0.0.1:50051    # drive a running segd server
     python -m segd.bench wal --fsync always,interval,off   # durable ingest, replay, snapshot
+    python -m segd.bench live --contacts 1m                # live segments: ingest, time
+    python -m segd.bench recs quality --contacts 20k       # recommendation hit rate / recall
+    python -m segd.bench recs perf --contacts 100k --grpc  # model build, lookup latency
     python -m segd.bench merge --contacts 2m               # identity merges, ingest by link
 
 Progress and phase messages go to stderr, so ``--json`` output stays clean. Exit codes:
@@ -251,6 +254,14 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         from segd.bench import durability
 
         return durability.main(argv[1:])
+    if argv[:1] == ["live"]:
+        from segd.bench import live
+
+        return live.main(argv[1:])
+    if argv[:1] == ["recs"]:
+        from segd.bench import recs
+
+        return recs.main(argv[1:])
     if argv[:1] == ["merge"]:
         from segd.bench import merge
 

@@ -33,6 +33,8 @@ from segd.aggregates import VISIT_EVENTS
 from segd.durability import IdempotencyTable
 from segd.errors import ContactNotFound, FailedPrecondition, InvalidInput, SegdError
 from segd.explain import Explanation, Profile, explain_tree
+from segd.live import LiveApi, LiveSegments
+from segd.recs import Recommender
 from segd.results import QueryWarning, SegmentResult
 from segd.rwlock import RWLock
 from segd.segments.compile import Compiler
@@ -77,7 +79,7 @@ def _deadline_s(deadline: float | Budget | None) -> float | None:
     return deadline.deadline if isinstance(deadline, Budget) else deadline
 
 
-class Engine:
+class Engine(LiveApi):
     """One shard of segd (see module docstring and docs/engine-api.md)."""
 
     def __init__(
@@ -129,6 +131,12 @@ class Engine:
         self._touch_hooks: list[Callable[[np.ndarray, str], None]] = [
             self._index_touched
         ]
+        # The clock and the dynamic segments kept exact (segd.live); the hook goes
+        # through self.live so a snapshot restore can replace it.
+        self.live = LiveSegments(self)
+        self._touch_hooks.append(lambda cids, cause: self.live.touched(cids, cause))
+        # Recommendation models and lookups (segd.recs); hooks into _touch_hooks.
+        self.recs = Recommender(self)
 
     # -- durability ---------------------------------------------------------------------
     @classmethod
@@ -233,22 +241,29 @@ class Engine:
             else:
                 ingest.apply_attributes(store.catalog, m.batch, store.catalog.ensure)
                 store.catalog.touch()
+                self.live.catalog_changed()
         elif isinstance(m, mut.SegmentPut):
             self.segments.put(m.segment)
+            self.live.segment_put(m.segment.name)
         elif isinstance(m, mut.SegmentDeleted):
             self.segments.remove(m.name)
+            self.live.segment_deleted(m.name)
+        elif isinstance(m, mut.ClockAdvanced):
+            self.live.advance(m.now)
         elif isinstance(m, mut.RfmConfigSet):
             self.rfm_state.apply_config(
                 rfm_mod.parse_config(m.config, rfm_mod.RfmConfig())
             )
         elif isinstance(m, mut.RfmComputed):
             self.rfm_state.apply_computed(m.result)
+            self.live.rfm_changed()
         elif isinstance(m, mut.LinkAdded | mut.LinkRemoved | mut.ContactsMerged):
             merged = identity_api.apply(self, m)
             if merged is not None:
                 self._touched(merged, "merge")
         else:
             raise TypeError(f"_apply cannot apply {type(m).__name__}")
+        self.live.flush()
         self._note_applied(m)
 
     def _note_applied(self, m: mut.Mutation) -> None:
@@ -321,6 +336,7 @@ class Engine:
             rows = ingest.concat_rows(parts.pop(name))
             ingest.append_rows(self.store, name, rows)
             self._touched(rows.cids, name)
+        self.live.flush()
         if shrink:
             for log in self.store.logs.values():
                 log.shrink_to_fit()
@@ -1109,6 +1125,51 @@ class Engine:
         """Receive each ``rfm_compute``'s transitions (an ``rfm_transition`` table, the
         columns of ``rfm_transitions``); returns the unsubscribe function."""
         return self.rfm_state.subscribe(listener)
+
+    # -- recommendations (segd.recs, docs/recommendations.md) ----------------------------
+    def recommend(
+        self,
+        kind: str,
+        *,
+        item_ids: list[str] | None = None,
+        customer_id: str | None = None,
+        category: str | None = None,
+        phrase: str | None = None,
+        filters: Any = None,
+        limit: int = 10,
+        exclude_bought: bool = True,
+        event: str = "order",
+    ) -> list[tuple[str, float]]:
+        """``(item_id, score)`` best first: `kind` is related, alternatives, popular,
+        personal or search (see docs/recommendations.md). In-stock items only; items
+        `customer_id` bought are left out unless repeatable or `exclude_bought` is False.
+        `filters` are event-filter conditions on catalog fields (``colour = "red",
+        price < 5000``); `event` picks what popularity counts (order, add_to_cart, view)."""
+        return self.recs.recommend(
+            kind, item_ids=item_ids, customer_id=customer_id, category=category,
+            phrase=phrase, filters=filters, limit=limit, exclude_bought=exclude_bought,
+            event=event,
+        )  # fmt: skip
+
+    def recommend_batch(
+        self, kind: str, customer_ids: list[str], **kwargs: Any
+    ) -> list[list[tuple[str, float]]]:
+        """``recommend`` for many contacts (a mass send), aligned with `customer_ids`;
+        an unknown id gets the answer for a contact without history."""
+        return self.recs.recommend_batch(kind, customer_ids, **kwargs)
+
+    def rebuild_recommendations(self, config: dict | None = None) -> dict:
+        """Build the recommendation model aside and swap it in (lookups keep the old one
+        meanwhile); its stats. `config` changes settings (segd.recs.RecsConfig)."""
+        return self.recs.rebuild(config)
+
+    def describe_items(self, item_ids: list[str]) -> list[dict]:
+        """Name, category and current price of items (for showing recommendations)."""
+        return self.recs.describe(item_ids)
+
+    def recommendation_stats(self) -> dict:
+        """The current model's size, age, build time and settings."""
+        return self.recs.stats()
 
 
 def _iso(seconds: float) -> str:

@@ -509,7 +509,42 @@ def _action_items(rng, people, cid, item_top: np.ndarray) -> np.ndarray:
     return item
 
 
-def _event_rows(rng, people: _People, item_top, window_start_s: int) -> dict:
+BUNDLE = 5  # items per bundle of the co-purchase structure (see _Bundles)
+
+
+class _Bundles:
+    """Co-purchase structure (``generate(..., co_purchase=True)``): the catalog cut into
+    bundles of ``BUNDLE`` items of one top category (a tent, its stove, its mug ...), and
+    a favourite bundle per person. Drawn from its own random stream, so turning it on
+    changes only the items, and leaving it off changes nothing."""
+
+    def __init__(self, seed: int, item_top: np.ndarray, n_people: int) -> None:
+        self.rng = np.random.default_rng([seed, 0x5EC5])
+        m = len(item_top)
+        self.order = np.lexsort((self.rng.random(m), item_top)).astype(np.int32)
+        self.bundle_of = np.empty(m, dtype=np.int64)
+        self.bundle_of[self.order] = np.arange(m) // BUNDLE
+        self.n_bundles = -(-m // BUNDLE)
+        self.favourite = self.rng.integers(0, self.n_bundles, n_people)
+
+    def member(self, bundle: np.ndarray) -> np.ndarray:
+        """A random item of each bundle."""
+        pick = bundle * BUNDLE + self.rng.integers(0, BUNDLE, len(bundle))
+        return self.order[np.minimum(pick, len(self.order) - 1)]
+
+    def apply(self, cid: np.ndarray, item: np.ndarray, extra: np.ndarray) -> None:
+        """In place: 35% of item actions go to the person's favourite bundle, and each
+        order line after the first is, at 60%, a bundle mate of the line before."""
+        acts = np.flatnonzero((item >= 0) & (self.rng.random(len(item)) < 0.35))
+        item[acts] = self.member(self.favourite[cid[acts]])
+        mates = extra[self.rng.random(len(extra)) < 0.6]
+        for _ in range(3):  # lines 2..4 of an order follow their previous line
+            item[mates] = self.member(self.bundle_of[item[mates - 1]])
+
+
+def _event_rows(
+    rng, people: _People, item_top, window_start_s: int, bundles: _Bundles | None = None
+) -> dict:
     """Unsorted rows as numpy columns: cid, ts (s into window), kind, item, aux, qty.
 
     Compact dtypes (int32 / int8) and block-wise draws keep the peak near 18 bytes per
@@ -546,6 +581,8 @@ def _event_rows(rng, people: _People, item_top, window_start_s: int) -> dict:
     order_no = np.repeat(order_no, lines)
     del lines
     item[extra] = _action_items(rng, people, cid[extra], item_top)
+    if bundles is not None:
+        bundles.apply(cid, item, extra)
     del extra
     is_order = kind == ORDER
     qty = _draw(rng, _cdf([0.8, 0.15, 0.05]), len(cid), np.int8) + np.int8(1)
@@ -757,6 +794,7 @@ def _build(
     events_per_contact: float,
     report: Progress,
     take_tables: Callable[[pa.Table, pa.Table], None],
+    co_purchase: bool = False,
 ) -> tuple[dict, _EventContext]:
     """Contacts and items (handed to ``take_tables`` as soon as they exist, so a writer
     can drop them), then the events' numpy sources with their sorted ``key``."""
@@ -785,7 +823,9 @@ def _build(
     del contact_table, items
     people = _people(rng, contacts, n_orphans, reg_day, events_per_contact, emailable)
     del reg_day, emailable
-    rows = _event_rows(rng, people, item_top, window_start_s)
+    bundles = _Bundles(seed, item_top, len(people.counts)) if co_purchase else None
+    rows = _event_rows(rng, people, item_top, window_start_s, bundles)
+    del bundles
     del people
     n_rows = len(rows["cid"])
     report("activity", n_rows, n_rows)
@@ -810,8 +850,13 @@ def generate(
     now: datetime | None = None,
     events_per_contact: float = 20.0,
     progress: Progress | None = None,
+    co_purchase: bool = False,
 ) -> DemoData:
     """Build the demo dataset deterministically from ``seed`` (and ``now``).
+
+    ``co_purchase=True`` adds structure a recommender can learn (bundles of items bought
+    together and a favourite bundle per person, see ``_Bundles``); off by default, and
+    off the data are exactly those of earlier versions.
 
     Events lie in ``[now - 365 d, now)``, sorted by ``ts``; about ``events_per_contact``
     per contact on average, heavy-tailed. Contacts number ``contacts // 200`` more ids
@@ -830,7 +875,9 @@ def generate(
     def keep(contact_table: pa.Table, items: pa.Table) -> None:
         tables.update(contacts=contact_table, items=items)
 
-    rows, ctx = _build(contacts, seed, now, events_per_contact, report, keep)
+    rows, ctx = _build(
+        contacts, seed, now, events_per_contact, report, keep, co_purchase
+    )
     n_rows = ctx.n_rows
     events = _events_table(rows, ctx)
     report("events", n_rows, n_rows)

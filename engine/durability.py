@@ -139,6 +139,7 @@ def _restore_snapshot(engine: Any, path: Path) -> int:
         return 0
     engine.store = state.store
     engine.segments = state.segments
+    engine.recs.restore(state.recs_model)
     meta = (state.metadata or {}).get("durability") or {}
     if (
         meta.get("rfm") is not None
@@ -146,6 +147,10 @@ def _restore_snapshot(engine: Any, path: Path) -> int:
         from segd.rfm import RfmState
 
         engine.rfm_state = RfmState.from_bytes(meta["rfm"])
+    if meta.get("live") is not None:  # the clock, dynamic members, change log
+        from segd.live import LiveSegments
+
+        engine.live = LiveSegments.from_bytes(engine, meta["live"])
     engine.idempotency.load_state(meta.get("idempotency", []))
     engine.events_sequence = int(meta.get("events_sequence", 0))
     return int(state.wal_seq)
@@ -157,6 +162,7 @@ def snapshot_meta(engine: Any) -> dict:
         "idempotency": engine.idempotency.to_state(),
         "events_sequence": engine.events_sequence,
         "rfm": engine.rfm_state.to_bytes(),
+        "live": engine.live.to_bytes(),
     }
 
 
@@ -204,7 +210,9 @@ def replay(engine: Any, wal_dir: Path, after_seq: int) -> walmod.ScanState:
             continue
         try:
             rec = mut.unpack(payload)
-            if mut.is_plain_events(rec):
+            # With live segments each record is applied on its own, as it was live:
+            # the changes it logs depend on the state between records.
+            if mut.is_plain_events(rec) and not engine.live.tracking:
                 # The acknowledgement and key now (they need no table); the rows with
                 # the group. Nothing reads them before the group is applied.
                 engine._note_applied(

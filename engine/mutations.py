@@ -131,6 +131,14 @@ class RfmComputed:
     result: Any  # segd.rfm.RfmResult
 
 
+@dataclass
+class ClockAdvanced:
+    """``Engine.advance``: the engine clock moved to `now` (epoch seconds); applying it
+    processes what fell due (segd.live), so replay reproduces members and changes."""
+
+    now: float
+
+
 Mutation = (
     EventsAppended
     | AttributesUpserted
@@ -141,6 +149,7 @@ Mutation = (
     | LoadAborted
     | RfmConfigSet
     | RfmComputed
+    | ClockAdvanced
     | LinkAdded
     | LinkRemoved
     | ContactsMerged
@@ -289,6 +298,8 @@ def encode(m: Mutation) -> bytes:
         rec = {"k": "rfm_config", "config": m.config}
     elif isinstance(m, RfmComputed):
         rec = {"k": "rfm_computed", "result": m.result.to_record()}
+    elif isinstance(m, ClockAdvanced):
+        rec = {"k": "clock", "now": float(m.now)}
     elif isinstance(m, LinkAdded):
         rec = {"k": "link_add", "kind": m.kind, "value": m.value, "id": m.customer_id}
     elif isinstance(m, LinkRemoved):
@@ -539,4 +550,6 @@ def decode_record(rec: dict) -> Mutation:
         from segd.rfm import RfmResult
 
         return RfmComputed(RfmResult.from_record(rec["result"]))
+    if kind == "clock":
+        return ClockAdvanced(float(rec["now"]))
     raise UnknownRecord(f"unknown record kind {kind!r} (written by a newer segd?)")

@@ -118,6 +118,7 @@ class RestoredState:
     created_ns: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    recs_model: Any = None  # segd.recs.RecsModel, when the snapshot has one
 
     def engine(self, **engine_args: Any) -> Engine:
         """An in-memory ``Engine`` over this state (``engine_args`` go to Engine())."""
@@ -126,6 +127,7 @@ class RestoredState:
         eng = Engine(**engine_args)
         eng.store = self.store
         eng.segments = self.segments
+        eng.recs.restore(self.recs_model)
         return eng
 
 
@@ -277,6 +279,8 @@ def _write_files(
         "store": engine.store.to_snapshot(w),
         "segments": engine.segments.to_snapshot(),
         "metadata": metadata,
+        # the recommendation model (derived data, kept so a restart need not rebuild it)
+        "recs": engine.recs.to_snapshot(w) if hasattr(engine, "recs") else None,
     }
     w.close_pack()
     state["packed"] = w.packed
@@ -705,6 +709,11 @@ def read_snapshot(path: Path) -> RestoredState:
         store = Store.from_snapshot(reader, state["store"])
         segments = SegmentRegistry.from_snapshot(state["segments"])
         metadata = state.get("metadata") or {}
+        recs_model = None
+        if state.get("recs"):
+            from segd.recs import RecsModel
+
+            recs_model = RecsModel.from_snapshot(reader, "recs", state["recs"])
     except CorruptSnapshot:
         raise
     except Exception as exc:  # noqa: BLE001 (inconsistent content that checksummed)
@@ -720,6 +729,7 @@ def read_snapshot(path: Path) -> RestoredState:
         created_ns=manifest.get("created_ns", 0),
         bytes=manifest.get("bytes", 0),
         seconds=time.perf_counter() - t0,
+        recs_model=recs_model,
     )
 
 

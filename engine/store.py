@@ -93,11 +93,13 @@ class Store:
         return log
 
     def known_event_types(self) -> set[str]:
-        return set(BUILTIN_EVENT_TYPES) | set(self.logs)
+        from segd.segments.registry import SEGMENT_EVENT_TYPES
+
+        return set(BUILTIN_EVENT_TYPES) | set(SEGMENT_EVENT_TYPES) | set(self.logs)
 
     def event_fields(self) -> set[str]:
         """Every field an event filter may name: catalog fields, amount, dimensions."""
-        return {*self.catalog.fields(), "amount", *self.dim_maps}
+        return {*self.catalog.fields(), "amount", "segment", *self.dim_maps}
 
     def sync_sizes(self) -> None:
         """Per-contact arrays follow the contact count."""

@@ -24,6 +24,7 @@ from segd.server.errors import ErrorInterceptor
 from segd.server.metrics import Metrics, MetricsInterceptor
 from segd.server.servicers.admin import AdminServicer
 from segd.server.servicers.ingest import EventSequence, IngestServicer
+from segd.server.servicers.recs import RecsServicer
 from segd.server.servicers.rfm import RfmServicer
 from segd.server.servicers.segments import SegmentServicer
 from segd.server.settings import Settings
@@ -32,6 +33,8 @@ from segd.v1 import (
     admin_pb2_grpc,
     ingest_pb2,
     ingest_pb2_grpc,
+    recommendations_pb2,
+    recommendations_pb2_grpc,
     rfm_pb2,
     rfm_pb2_grpc,
     segments_pb2,
@@ -43,6 +46,7 @@ SEGD_SERVICES = (
     segments_pb2.DESCRIPTOR.services_by_name["SegmentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     rfm_pb2.DESCRIPTOR.services_by_name["RfmService"].full_name,
+    recommendations_pb2.DESCRIPTOR.services_by_name["RecommendationService"].full_name,
 )
 RPC_THREAD_PREFIX = (
     "segd-rpc"  # names of the RPC pool's threads (see main._rpc_threads)
@@ -160,6 +164,9 @@ def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
         AdminServicer(engine, sequence), server
     )
     rfm_pb2_grpc.add_RfmServiceServicer_to_server(RfmServicer(engine), server)
+    recommendations_pb2_grpc.add_RecommendationServiceServicer_to_server(
+        RecsServicer(engine), server
+    )
 
     health_servicer = health.HealthServicer()
     for name in ("", *SEGD_SERVICES):

@@ -17,6 +17,7 @@ however often it is sent.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import time
 import uuid
@@ -26,6 +27,7 @@ from typing import Any, TypeAlias
 
 import grpc
 import pyarrow as pa
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from segd.server import convert, rpc_status
@@ -36,6 +38,8 @@ from segd.v1 import (
     common_pb2,
     ingest_pb2,
     ingest_pb2_grpc,
+    recommendations_pb2,
+    recommendations_pb2_grpc,
     segments_pb2,
     segments_pb2_grpc,
 )
@@ -332,6 +336,9 @@ class SegdClient:
         self.segments_stub = segments_pb2_grpc.SegmentServiceStub(self._channel)
         self.admin_stub = admin_pb2_grpc.AdminServiceStub(self._channel)
         self.health_stub = health_pb2_grpc.HealthStub(self._channel)
+        self.recs_stub = recommendations_pb2_grpc.RecommendationServiceStub(
+            self._channel
+        )
 
     # ------------------------------------------------------------ plumbing
 
@@ -726,6 +733,57 @@ class SegdClient:
     def delete_segment(self, name: str) -> None:
         self.call(self.segments_stub.Delete, segments_pb2.DeleteRequest(name=name))
 
+    def segment_changes(
+        self,
+        segment: str | None = None,
+        *,
+        from_position: int = 0,
+        since: Any = None,
+        until: Any = None,
+        follow: bool = False,
+        chunk_size: int = 10_000,
+        timeout: float | None | str = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Membership changes from the log position `from_position` on, one dict per
+        change (``segment, customer_id, change, at_ms, cause, position``). With
+        ``follow`` the stream waits for new changes until cancelled; after a
+        reconnect, pass ``from_position`` = the last ``position`` seen + 1."""
+        req = segments_pb2.ChangesRequest(
+            segment=segment or "",
+            from_position=from_position,
+            since_ms=_now_ms(since),
+            until_ms=_now_ms(until),
+            follow=follow,
+            chunk_size=chunk_size,
+        )
+        names = {
+            segments_pb2.CHANGE_KIND_ENTERED: "entered",
+            segments_pb2.CHANGE_KIND_EXITED: "exited",
+        }
+        try:
+            for msg in self.segments_stub.Changes(
+                req, timeout=self._timeout(timeout), metadata=self._metadata
+            ):
+                for c in msg.changes:
+                    yield {
+                        "segment": c.segment,
+                        "customer_id": c.customer_id,
+                        "change": names.get(c.change, "unspecified"),
+                        "at_ms": c.at_ms,
+                        "cause": c.cause,
+                        "position": c.position,
+                    }
+        except grpc.RpcError as err:
+            raise SegdRpcError.from_rpc(err) from None
+
+    def segment_history(self, name: str) -> list[dict[str, Any]]:
+        """Members at the end of each UTC day: ``[{"day": "YYYY-MM-DD", "count": n}]``."""
+        resp = self.call(
+            self.segments_stub.History,
+            segments_pb2.SegmentHistoryRequest(segment=name),
+        )
+        return [{"day": d.day, "count": d.count} for d in resp.days]
+
     def explain(
         self,
         query: Any = None,
@@ -744,6 +802,88 @@ class SegdClient:
         return explain_response_to_dict(self.call(self.segments_stub.Explain, req))
 
     # ------------------------------------------------------------ admin
+
+    # ------------------------------------------------------------ recommendations
+
+    def recommend(
+        self,
+        kind: str,
+        *,
+        item_ids: list[str] | None = None,
+        customer_id: str | None = None,
+        category: str | None = None,
+        phrase: str | None = None,
+        filters: str | None = None,
+        limit: int = 10,
+        exclude_bought: bool = True,
+        event: str = "order",
+        details: bool = False,
+        timeout: float | None | str = "default",
+    ) -> list[dict[str, Any]]:
+        """Engine.recommend over gRPC: ``{item_id, score}`` dicts, best first; with
+        ``details`` also ``name``, ``category`` and ``price`` (None when unset)."""
+        req = recommendations_pb2.RecommendRequest(
+            kind=kind, item_ids=item_ids or [], customer_id=customer_id or "",
+            category=category or "", phrase=phrase or "", filters=filters or "",
+            limit=limit, include_bought=not exclude_bought, event=event,
+            with_details=details,
+        )  # fmt: skip
+        resp = self.call(self.recs_stub.Recommend, req, timeout=timeout)
+        out = []
+        for item in resp.items:
+            row: dict[str, Any] = {"item_id": item.item_id, "score": item.score}
+            if details:
+                row["name"] = item.name or None
+                row["category"] = item.category or None
+                row["price"] = item.price if item.has_price else None
+            out.append(row)
+        return out
+
+    def recommend_batch(
+        self,
+        kind: str,
+        customer_ids: list[str],
+        *,
+        limit: int = 10,
+        timeout: float | None | str = "default",
+        **kwargs: Any,
+    ) -> dict[str, list[tuple[str, float]]]:
+        """customer_id -> [(item_id, score), ...] for a mass send (streamed)."""
+        base = recommendations_pb2.RecommendRequest(
+            kind=kind, limit=limit, item_ids=kwargs.get("item_ids") or [],
+            category=kwargs.get("category") or "", phrase=kwargs.get("phrase") or "",
+            filters=kwargs.get("filters") or "", event=kwargs.get("event", "order"),
+            include_bought=not kwargs.get("exclude_bought", True),
+        )  # fmt: skip
+        req = recommendations_pb2.RecommendBatchRequest(
+            request=base, customer_ids=customer_ids
+        )
+        out: dict[str, list[tuple[str, float]]] = {}
+        try:
+            for msg in self.recs_stub.RecommendBatch(
+                req, timeout=self._timeout(timeout), metadata=self._metadata
+            ):
+                for res in msg.results:
+                    out[res.customer_id] = list(
+                        zip(res.item_ids, res.scores, strict=True)
+                    )
+        except grpc.RpcError as err:
+            raise SegdRpcError.from_rpc(err) from None
+        return out
+
+    def rebuild_recommendations(
+        self, config: dict | None = None, *, timeout: float | None | str = None
+    ) -> dict[str, Any]:
+        """Build the model now; its status (a dict of RecsStatus)."""
+        req = recommendations_pb2.RebuildRequest(
+            config_json=json.dumps(config) if config else ""
+        )
+        resp = self.call(self.recs_stub.Rebuild, req, timeout=timeout, idempotent=False)
+        return json_format.MessageToDict(resp, preserving_proto_field_name=True)
+
+    def recommendation_status(self) -> dict[str, Any]:
+        resp = self.call(self.recs_stub.Status, recommendations_pb2.RecsStatusRequest())
+        return json_format.MessageToDict(resp, preserving_proto_field_name=True)
 
     def stats(self) -> dict[str, Any]:
         resp = self.call(self.admin_stub.Stats, admin_pb2.StatsRequest())

@@ -114,6 +114,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "records (5000000); always on graceful shutdown (default: no schedule)",
     )
     p.add_argument(
+        "--recs-rebuild-s",
+        type=float,
+        default=Settings.recs_rebuild_s,
+        metavar="SECONDS",
+        help="rebuild the recommendation model this often, first at startup; 0: on "
+        "demand only (default %(default)s)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=Settings.workers,
@@ -186,6 +194,7 @@ def settings_from_args(
         "metrics_port",
         "grace_seconds",
         "log_level",
+        "recs_rebuild_s",
     ):
         values[key] = getattr(args, key)
     return Settings(**values)
@@ -453,6 +462,24 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
                 daemon=True,
             )
             scheduler.start()
+        from segd.server.live_clock import live_clock_loop
+
+        # Dynamic segments follow the wall clock (segd.live): advance every second.
+        threading.Thread(
+            target=live_clock_loop,
+            args=(engine, stop),
+            name="segd-clock",
+            daemon=True,
+        ).start()
+        if settings.recs_rebuild_s > 0:
+            from segd.server.recs_schedule import recs_schedule_loop
+
+            threading.Thread(
+                target=recs_schedule_loop,
+                args=(engine, settings.recs_rebuild_s, stop),
+                name="segd-recs-rebuild",
+                daemon=True,
+            ).start()
         from segd.server.rfm_schedule import rfm_schedule_loop
 
         threading.Thread(

@@ -53,6 +53,9 @@ class Settings:
     grace_seconds: float = 10.0
     # Log level of the segd loggers: debug, info, warning, error.
     log_level: str = "info"
+    # Rebuild the recommendation model this often, in seconds (the first build starts at
+    # startup, in the background); 0: only on demand (segctl recs rebuild).
+    recs_rebuild_s: float = 600.0
 
     @property
     def max_message_bytes(self) -> int:

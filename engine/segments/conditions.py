@@ -204,14 +204,21 @@ class CategoryAttr(AttrNode):
         if self.op not in ("is_null", "is_not_null"):  # wrong types fail at compile
             check_strings(self.value, f"{where}.value")
 
+    _mask_memo: tuple | None = None  # (dictionary, its size, mask): plans reused live
+
     def _mask(self) -> np.ndarray:
         op = self.op
+        d = self.column.dictionary
+        memo = self._mask_memo
+        if memo is not None and memo[0] is d and memo[1] == len(d):
+            return memo[2]
         if op in ("is_null", "is_not_null"):
-            return np.ones(len(self.column.dictionary), dtype=np.uint8)
-        # != / not_in are "not null and not equal": the mask already excludes NULL codes.
-        return dictionary_mask(
-            self.column.dictionary, op, self.value, f"{self.where}.value"
-        )
+            mask = np.ones(len(d), dtype=np.uint8)
+        else:
+            # != / not_in are "not null and not equal": the mask excludes NULL codes.
+            mask = dictionary_mask(d, op, self.value, f"{self.where}.value")
+        self._mask_memo = (d, len(d), mask)
+        return mask
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         col, n = self.column, ctx.n
@@ -224,6 +231,8 @@ class CategoryAttr(AttrNode):
         ):
             bms = col.bitmaps(n)
             chosen = [bms[k] for k in hits.tolist()]
+            if cand is not None and len(chosen) == 1:
+                return chosen[0] & cand  # no copy of a large value's bitmap
             got = (
                 BitMap.union(*chosen)
                 if len(chosen) > 1

@@ -211,6 +211,13 @@ class _Parser:
             self.budget.tick()
         if self.at_word("in"):
             return self.segment()
+        if (
+            self.at_word("entered", "exited")
+            and self.peek(1).kind == NAME
+            and self.peek(1).text.lower() == "segment"
+            and self.peek(2).kind == STRING
+        ):
+            return self.segment_event()
         if token.kind != NAME or self.at_word("and", "or"):
             raise self.error(token, "a condition")
         if (
@@ -368,12 +375,27 @@ class _Parser:
 
     # -- events ----------------------------------------------------------------------
 
+    def segment_event(self) -> dict:
+        """``entered segment "x" [count ...] [period]`` (``exited`` alike): the event
+        condition ``segment_entered(segment = "x") ...`` on the live segments' events."""
+        start = self.advance()
+        self.advance()  # 'segment'
+        name = self.advance().value
+        node: dict = {
+            "event": f"segment_{start.text.lower()}",
+            "where": [{"field": "segment", "op": "=", "value": name}],
+        }
+        return self.event_tail(node, start)
+
     def event(self) -> dict:
         start = self.advance()
         node: dict = {"event": start.text}
         where = self.filters()
         if where:
             node["where"] = where
+        return self.event_tail(node, start)
+
+    def event_tail(self, node: dict, start: Token) -> dict:
         clauses = {"count": self.count, "sum": self.sum, "then": self.then_no}
         while True:
             token = self.peek()

@@ -24,6 +24,7 @@ from segd.errors import InvalidQuery
 from segd.explain import EventEvidence, Evidence
 from segd.native import NO_CODE, contactindex, eventscan
 from segd.native.bitset import cids_to_bitmap
+from segd.native.idmap import IdMap
 from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
 from segd.segments.context import Context, thread_scratch
 from segd.segments.plan import Node
@@ -69,14 +70,16 @@ class EventFilters:
                 self.amount_intervals.append(
                     numeric_intervals("float", op, value, f"{fpath}.value")
                 )
-            elif field in store.dim_maps:
+            elif field in store.dim_maps or field == "segment":
                 if op in ("<", "<=", ">", ">=", "between"):
                     raise InvalidQuery.at(
                         f"{fpath}.op",
                         f"operator {op!r} does not apply to text property {field!r}",
                     )
+                # `segment` (of segment_entered / _exited) exists once a live
+                # segment changed: before that an empty dictionary matches nothing.
                 mask = dictionary_mask(
-                    store.dim_maps[field], op, value, f"{fpath}.value"
+                    store.dim_maps.get(field) or IdMap(), op, value, f"{fpath}.value"
                 )
                 self._add(field, mask)
             else:

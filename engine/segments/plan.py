@@ -99,6 +99,10 @@ class _Junction(Node):
 
 class AndNode(_Junction):
     kind = "and"
+    # Set on plans reused for many small runs (segd.live): the operand order of the
+    # first restricted run is kept instead of estimating every operand each time.
+    keep_order = False
+    _kept: list[Node] | None = None
 
     def estimate(self, ctx: Context) -> float:
         positives = [p.estimate(ctx) for p in self.parts if not isinstance(p, NotNode)]
@@ -110,7 +114,12 @@ class AndNode(_Junction):
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         positives = [p for p in self.parts if not isinstance(p, NotNode)]
         negatives = [p.inner for p in self.parts if isinstance(p, NotNode)]
-        positives = self._order(ctx, positives, cand is None)
+        if cand is not None and self.keep_order and self._kept is not None:
+            positives = self._kept
+        else:
+            positives = self._order(ctx, positives, cand is None)
+            if cand is not None and self.keep_order:
+                self._kept = positives
         result = cand
         for part in positives:
             got = part.run(ctx, result)

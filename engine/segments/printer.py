@@ -82,7 +82,18 @@ def _format_compare(node: dict) -> str:
 
 
 def _format_event(node: dict) -> str:
-    parts = [f"{node['event']}({_format_filters(node.get('where', []))})"]
+    where = node.get("where", [])
+    kind = node["event"].removeprefix("segment_")
+    if (
+        node["event"] in ("segment_entered", "segment_exited")
+        and len(where) == 1
+        and where[0]["field"] == "segment"
+        and where[0]["op"] == "="
+        and isinstance(where[0]["value"], str)
+    ):  # the live segments' events: `entered segment "vip" in last 7 days`
+        parts = [f"{kind} segment {_quote(where[0]['value'])}"]
+    else:
+        parts = [f"{node['event']}({_format_filters(where)})"]
     count = node.get("count")
     if count is not None:
         parts.append(f"count {_format_count(count)}")

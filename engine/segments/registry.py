@@ -39,7 +39,28 @@ class SavedSegment:
 
     @property
     def references(self) -> set[str]:
-        return {n["segment"] for n in walk(self.ast) if "segment" in n}
+        return segment_refs(self.ast)
+
+
+# The events live segments publish (segd.live): a contact entered / exited a segment,
+# named by the event's `segment` property.
+SEGMENT_EVENT_TYPES = ("segment_entered", "segment_exited")
+
+
+def segment_refs(ast: dict) -> set[str]:
+    """Segments `ast` depends on: ``in segment "x"`` and conditions on the segment
+    events of "x" (``entered segment "x" in last 7 days``), so a cycle through either
+    is refused at save and a referenced segment cannot be deleted."""
+    out = set()
+    for n in walk(ast):
+        if "segment" in n:
+            out.add(n["segment"])
+        elif n.get("event") in SEGMENT_EVENT_TYPES:
+            for f in n.get("where", []):
+                if f["field"] == "segment" and f["op"] in ("=", "in"):
+                    v = f["value"]
+                    out.update(v if isinstance(v, list) else [v])
+    return out
 
 
 def _now_ms() -> int:
@@ -96,12 +117,7 @@ class SegmentRegistry:
 
     def check_references(self, name: str, ast: dict) -> None:
         """Every referenced segment exists and none leads back to `name`."""
-        stack = [
-            (ref, [name, ref])
-            for n in walk(ast)
-            if "segment" in n
-            for ref in [n["segment"]]
-        ]
+        stack = [(ref, [name, ref]) for ref in sorted(segment_refs(ast))]
         while stack:
             ref, chain = stack.pop()
             if ref == name:

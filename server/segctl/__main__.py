@@ -19,6 +19,7 @@ from segd.server.segctl import (
     admin,
     contacts,
     data,
+    recs,
     rfm,
     segments,
     serve,
@@ -79,6 +80,7 @@ def build_parser() -> Parser:
     segments.register(sub)
     contacts.register(sub)
     rfm.register(sub)
+    recs.register(sub)
     admin.register(sub)
     serve.register(sub)
     storage.register(sub)

@@ -1,9 +1,10 @@
 """``segctl segment ...``: count, members, sample, explain, create, update, list, show,
-delete, export."""
+delete, export, history, changes."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -126,6 +127,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ids per streamed message (default %(default)s)",
     )
     add_now_option(p)
+    p = verb(
+        "history",
+        "a segment's members at the end of each UTC day (dynamic segments)",
+        cmd_history,
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--png", metavar="FILE", help="draw a line chart (needs matplotlib: segd[plot])"
+    )
+    p = verb(
+        "changes",
+        "membership changes (entered / exited) of dynamic segments, in log order",
+        cmd_changes,
+    )
+    p.add_argument("name", nargs="?", default=None, help="one segment (default: all)")
+    p.add_argument(
+        "--from-position",
+        type=non_negative_int,
+        default=0,
+        help="first log position to show (resume: last position + 1)",
+    )
+    p.add_argument(
+        "--follow", "-f", action="store_true", help="keep waiting for new changes"
+    )
 
 
 def cmd_count(cli: Cli) -> int:
@@ -377,4 +402,49 @@ def cmd_export(cli: Cli) -> int:
         )
     else:
         cli.note(f"exported {human_int(writer.rows)} customer_ids ({fmt})")
+    return 0
+
+
+def cmd_history(cli: Cli) -> int:
+    a = cli.args
+    days = cli.client.segment_history(a.name)
+    if cli.json:
+        cli.emit_json(days)
+    else:
+        cli.table(
+            ["day", "members"],
+            [[d["day"], human_int(d["count"])] for d in days],
+            right=["members"],
+        )
+        if not days:
+            cli.note("(no history: the segment has not been kept live yet)")
+    if a.png:
+        from segd.server.segctl.rfm import _pyplot
+
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        ax.plot([d["day"] for d in days], [d["count"] for d in days], marker="o")
+        ax.set_ylabel("members")
+        ax.set_title(f"segment {a.name}: members per day")
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        fig.savefig(a.png, dpi=110)
+        plt.close(fig)
+        cli.note(f"wrote {a.png}")
+    return 0
+
+
+def cmd_changes(cli: Cli) -> int:
+    a = cli.args
+    rows = cli.client.segment_changes(
+        a.name, from_position=a.from_position, follow=a.follow
+    )
+    for row in rows:
+        if cli.json:  # one JSON object per line: a followed stream never ends
+            cli.line(json.dumps(row, ensure_ascii=False))
+        else:
+            cli.line(
+                f"{row['position']}\t{_iso(row['at_ms'])}\t{row['segment']}\t"
+                f"{row['change']}\t{row['customer_id']}\t{row['cause']}"
+            )
     return 0

@@ -265,6 +265,87 @@ class SegmentServicer(segments_pb2_grpc.SegmentServiceServicer):
         )
         return convert.explanation_to_proto(explanation)
 
+    def Changes(self, request: Any, context: grpc.ServicerContext) -> Iterator:
+        """The change log from ``from_position`` on, in chunks of positions; with
+        ``follow``, then each new change as it is logged, until the client goes away."""
+        chunk = _size(request.chunk_size, DEFAULT_CHUNK_SIZE, "chunk_size")
+        if request.from_position < 0:
+            raise InvalidInput.at("from_position", "expected a position >= 0")
+        engine = self._engine
+        name = request.segment or None
+        if name is not None:
+            engine.get_segment(name)  # NOT_FOUND for an unknown segment
+        since = request.since_ms / 1000 if request.since_ms else None
+        until = request.until_ms / 1000 if request.until_ms else None
+        pos = request.from_position
+        while True:
+            end = engine.changes_position
+            sent = False
+            while pos < end:
+                stop = min(end, pos + chunk)
+                table = engine.segment_changes(name, since, until, start=pos, stop=stop)
+                pos = stop
+                if table.num_rows:
+                    sent = True
+                    yield _changes_message(table, pos, engine.clock)
+            if not request.follow:
+                if not sent:
+                    yield pb.ChangesResponse(
+                        next_position=pos, clock_ms=_clock_ms(engine.clock)
+                    )
+                return
+            if not context.is_active():
+                return
+            live = engine.live
+            with live.grown:
+                if engine.changes_position <= pos:
+                    live.grown.wait(0.5)
+
+    def History(self, request: Any, context: grpc.ServicerContext) -> Any:
+        name = request.segment or _missing("segment")
+        table = self._engine.segment_history(name)
+        days = table.column("day").to_pylist()
+        counts = table.column("count").to_pylist()
+        return pb.SegmentHistoryResponse(
+            days=[
+                pb.SegmentHistoryDay(day=d.isoformat(), count=c)
+                for d, c in zip(days, counts, strict=True)
+            ]
+        )
+
+
+def _clock_ms(clock: float | None) -> int:
+    return 0 if clock is None else round(clock * 1000)
+
+
+def _changes_message(table: Any, next_position: int, clock: float | None) -> Any:
+    kinds = {"entered": pb.CHANGE_KIND_ENTERED, "exited": pb.CHANGE_KIND_EXITED}
+    cols = {name: table.column(name).to_pylist() for name in table.column_names}
+    at_ms = table.column("at").cast("int64").to_pylist()
+    return pb.ChangesResponse(
+        changes=[
+            pb.SegmentChange(
+                segment=seg,
+                customer_id=cid,
+                change=kinds[change],
+                at_ms=at,
+                cause=cause,
+                position=position,
+            )
+            for seg, cid, change, at, cause, position in zip(
+                cols["segment"],
+                cols["customer_id"],
+                cols["change"],
+                at_ms,
+                cols["cause"],
+                cols["position"],
+                strict=True,
+            )
+        ],
+        next_position=next_position,
+        clock_ms=_clock_ms(clock),
+    )
+
 
 def _missing(field: str) -> str:
     raise InvalidInput.at(field, "is required")

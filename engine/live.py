@@ -1,0 +1,1052 @@
+"""Live segments: the engine clock and dynamic segments kept exact at every clock value.
+
+The clock (``Engine.advance``) is a real number of epoch seconds, unset until the first
+advance. Every dynamic segment's members are kept equal to ``Engine.segment(query,
+now=clock)``:
+
+- **writes**: ``Engine._touched(cids, cause)`` queues the contacts a record changed; at the
+  end of the record only the segments whose conditions the cause can affect are
+  re-evaluated, and only for those contacts (``plan.run(ctx, cand=touched)``). Contacts
+  new to the engine are re-evaluated in every segment ("did not happen" matches them).
+  Catalog upserts re-evaluate the segments with catalog filters in full, RFM
+  computations those with ``rfm.*`` conditions (the documented fallbacks).
+- **time**: membership is piecewise constant between whole seconds. A window edge
+  (``in last 7 days``: an event at t is in the window for now in (t, t + 7 d]) changes
+  the value *just after* a whole second T, a ``days_since_*`` threshold or a birthday
+  (``age``) changes it *at* T. ``advance(t0 -> t1)`` asks each time-dependent condition
+  for its candidate (contact, moment) pairs inside (t0, t1] — the event logs are sorted
+  by time, so the window edges are two binary searches; thresholds come from the last-seen
+  arrays; birthdays from the birth dates — and evaluates the contacts exactly there, in
+  time order. A contact with one candidate moment is evaluated once at t1 (nothing else
+  can change it in the step). Each change's ``at`` is the whole second T of its edge.
+  ``rfm.entered ... in last N days`` (a relative period over RFM transitions) cannot be
+  scheduled: such segments are re-evaluated in full at the end of each step.
+
+Changes are kept in an append-only log (``segment_changes``; a change's position is its
+row number, which the gRPC ``Changes`` stream resumes from); daily counts are derived from
+it. The state goes into snapshots (``to_bytes``) and the clock moves through the log
+(``mutations.ClockAdvanced``), so replay reproduces members and changes alike.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import numpy as np
+import pyarrow as pa
+from pyroaring import BitMap
+
+from segd.aggregates import VISIT_EVENTS
+from segd.errors import FailedPrecondition, InvalidInput, InvalidQuery, SegmentNotFound
+from segd.ingest import TypeRows, append_rows
+from segd.native.idmap import IdMap
+from segd.predicates import integer_range
+from segd.segments.context import Context
+from segd.segments.registry import SEGMENT_EVENT_TYPES
+from segd.timeutil import DAY_S, MAX_EVENT_S, duration_s
+
+if TYPE_CHECKING:
+    from segd.core import Engine
+
+ENTERED, EXITED = 1, -1
+MAX_ROUNDS = 1000  # segment events touching segments: bounded by the reference depth
+CHANGE_NAMES = {ENTERED: "entered", EXITED: "exited"}
+# Causes that are not event types.
+UPSERT, ITEMS, MERGE, TIME, DEFINITION, RFM = (
+    "upsert",
+    "items",
+    "merge",
+    "time",
+    "definition",
+    "rfm",
+)
+AGGREGATE_TYPES = {
+    "orders_count": ("order",),
+    "revenue": ("order",),
+    "avg_order_value": ("order",),
+    "days_since_last_order": ("order",),
+    "days_since_last_email_open": ("email_open",),
+}
+LAST_SEEN = {
+    "days_since_last_order": "last_order_s",
+    "days_since_last_visit": "last_visit_s",
+    "days_since_last_email_open": "last_email_open_s",
+}
+
+
+def expanded(ast: dict, lookup) -> Iterator[dict]:
+    """Every condition node of `ast` with references to dynamic segments expanded."""
+    stack = [ast]
+    while stack:
+        node = stack.pop()
+        if "and" in node or "or" in node:
+            stack.extend(node.get("and") or node.get("or") or [])
+        elif "not" in node:
+            stack.append(node["not"])
+        elif "segment" in node:
+            sub, members = lookup(node["segment"])
+            if members is None:
+                stack.append(sub)
+        else:
+            yield node
+
+
+def _relative(period: dict | None) -> tuple[int, int] | None:
+    """(older, newer) offsets in seconds of a relative period; None for absolute / none."""
+    if not period:
+        return None
+    if "last" in period:
+        return duration_s(period["last"], "period.last"), 0
+    if "ago" in period:
+        return duration_s(period["ago"][0], "period.ago"), duration_s(
+            period["ago"][1], "period.ago"
+        )
+    return None
+
+
+def _thresholds(op: str, value: Any) -> list[int]:
+    """Whole days k at which ``days_since op value`` can change (d reaching k)."""
+    if op in ("is_null", "is_not_null"):
+        return []
+    out = set()
+    for a, b in integer_range(op, value, "value"):
+        if a != -math.inf:
+            out.add(int(a))
+        if b != math.inf:
+            out.add(int(b) + 1)
+    return sorted(k for k in out if k >= 0)
+
+
+class Profile:
+    """What can change one dynamic segment: event types, attributes, time, catalog, RFM."""
+
+    def __init__(self, ast: dict, lookup, visit_events: frozenset, catalog) -> None:
+        self.types: set[str] = set()
+        self.attrs = False
+        self.catalog = False
+        self.rfm = False
+        self.rfm_timed = False
+        # (log types, older, newer): window edges of relative periods
+        self.windows: list[tuple[tuple[str, ...], int, int]] = []
+        # (log types or None for all-time array name, thresholds, period or None)
+        self.days: list[tuple[tuple[str, ...], list[int], str | None]] = []
+        self.age = False
+        self.instants: list[tuple[str, ...]] = []
+        for node in expanded(ast, lookup):
+            if "attr" in node:
+                self.attrs = True
+                if node["attr"] == "age" and node["op"] not in (
+                    "is_null",
+                    "is_not_null",
+                ):
+                    self.age = True
+            elif "event" in node:
+                self.types.add(node["event"])
+                fields = [f["field"] for f in node.get("where", [])]
+                then = node.get("then_no")
+                if then is not None:
+                    self.types.add(then["event"])
+                    fields += [f["field"] for f in then.get("where", [])]
+                if any(catalog.has_field(f) for f in fields):
+                    self.catalog = True
+                rel = _relative(node.get("period"))
+                if rel is not None:
+                    self.windows.append(((node["event"],), *rel))
+                elif node["event"] in SEGMENT_EVENT_TYPES:
+                    # published during a step at their own second: counted from it
+                    self.instants.append((node["event"],))
+            elif "aggregate" in node:
+                name = node["aggregate"]
+                types = (
+                    tuple(sorted(visit_events))
+                    if name == "days_since_last_visit"
+                    else AGGREGATE_TYPES[name]
+                )
+                self.types.update(types)
+                rel = _relative(node.get("period"))
+                if rel is not None:
+                    self.windows.append((types, *rel))
+                if name.startswith("days_since_"):
+                    ks = _thresholds(node["op"], node.get("value"))
+                    if ks:
+                        self.days.append(
+                            (types, ks, None if rel is not None else LAST_SEEN[name])
+                        )
+            elif "rfm" in node:
+                self.rfm = True
+                if _relative(node.get("period")) is not None:
+                    self.rfm_timed = True
+
+    def affected_by(self, cause: str) -> bool:
+        if cause in (MERGE, DEFINITION):
+            return True
+        if cause == UPSERT:
+            return self.attrs
+        return cause in self.types
+
+
+class ChangeLog:
+    """Append-only columns: segment, contact, entered / exited, at, cause."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.causes: list[str] = []
+        self._name_ix: dict[str, int] = {}
+        self._cause_ix: dict[str, int] = {}
+        self._chunks: list[tuple[np.ndarray, ...]] = []
+        self._cols: tuple[np.ndarray, ...] | None = self._empty()
+        self.n = 0
+
+    @staticmethod
+    def _empty() -> tuple[np.ndarray, ...]:
+        return (
+            np.zeros(0, np.int32),
+            np.zeros(0, np.uint32),
+            np.zeros(0, np.int8),
+            np.zeros(0, np.float64),
+            np.zeros(0, np.int16),
+        )
+
+    def code(self, table: list[str], index: dict[str, int], value: str) -> int:
+        ix = index.get(value)
+        if ix is None:
+            ix = index[value] = len(table)
+            table.append(value)
+        return ix
+
+    def append(
+        self,
+        segment: str,
+        cids: np.ndarray,
+        change: np.ndarray,
+        at: np.ndarray,
+        causes: list[str] | np.ndarray,
+    ) -> None:
+        n = len(cids)
+        if not n:
+            return
+        seg = np.full(n, self.code(self.names, self._name_ix, segment), np.int32)
+        if isinstance(causes, list):
+            cause = np.array(
+                [self.code(self.causes, self._cause_ix, c) for c in causes], np.int16
+            )
+        else:
+            cause = causes.astype(np.int16)
+        self._chunks.append(
+            (
+                seg,
+                np.asarray(cids, np.uint32),
+                np.asarray(change, np.int8),
+                np.asarray(at, np.float64),
+                cause,
+            )
+        )
+        self._cols = None
+        self.n += n
+
+    def cause_code(self, cause: str) -> int:
+        return self.code(self.causes, self._cause_ix, cause)
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        if self._cols is None:
+            base = [] if self._base is None else [self._base]
+            parts = base + self._chunks
+            self._cols = tuple(np.concatenate([p[i] for p in parts]) for i in range(5))
+            self._base = self._cols
+            self._chunks = []
+        return self._cols
+
+    _base: tuple[np.ndarray, ...] | None = None
+
+    def to_state(self) -> dict:
+        cols = self.columns()
+        return {
+            "names": self.names,
+            "causes": self.causes,
+            "cols": [c.tobytes() for c in cols],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> ChangeLog:
+        log = cls()
+        log.names = list(state["names"])
+        log.causes = list(state["causes"])
+        log._name_ix = {n: i for i, n in enumerate(log.names)}
+        log._cause_ix = {c: i for i, c in enumerate(log.causes)}
+        dtypes = (np.int32, np.uint32, np.int8, np.float64, np.int16)
+        cols = tuple(
+            np.frombuffer(b, dtype=d).copy()
+            for b, d in zip(state["cols"], dtypes, strict=True)
+        )
+        log._base = cols
+        log._cols = cols
+        log.n = len(cols[0])
+        return log
+
+
+class LiveSegments:
+    """The clock, dynamic memberships and their change log of one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.clock: float | None = None
+        self.members: dict[str, BitMap] = {}
+        self.changes = ChangeLog()
+        self._pending: list[tuple[np.ndarray, str]] = []
+        self._profiles: dict[str, Profile] | None = None
+        self._n_seen = 0
+        self._plans: dict[str, tuple] = {}  # name -> (fingerprint, plan, its now)
+        self._gen = 0  # bumped by every touch (see _sorted)
+        self._orders: dict[str, tuple] = {}  # what -> (gen, n, sorted keys, cids)
+        self._sample_cids: np.ndarray | None = None
+        self._sample_n = -1
+        self.grown = threading.Condition()  # notified when the change log grows
+
+    # -- state ----------------------------------------------------------------------
+    @property
+    def tracking(self) -> bool:
+        """True once the clock is set and some dynamic segment exists."""
+        return self.clock is not None and bool(self.members)
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb(
+            {
+                "clock": self.clock,
+                "members": {k: v.serialize() for k, v in self.members.items()},
+                "changes": self.changes.to_state(),
+                "n_seen": self._n_seen,
+            },
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def from_bytes(cls, engine: Engine, data: bytes) -> LiveSegments:
+        state = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        live = cls(engine)
+        live.clock = state["clock"]
+        live.members = {k: BitMap.deserialize(v) for k, v in state["members"].items()}
+        live.changes = ChangeLog.from_state(state["changes"])
+        live._n_seen = int(state["n_seen"])
+        return live
+
+    def _dynamic(self) -> list[str]:
+        return [s.name for s in self.engine.segments.list() if not s.static]
+
+    def profiles(self) -> dict[str, Profile]:
+        if self._profiles is None:
+            eng = self.engine
+            lookup = eng.segments.lookup
+            visits = frozenset(eng.store.aggregates.visit_events or VISIT_EVENTS)
+            self._profiles = {
+                s.name: Profile(s.ast, lookup, visits, eng.store.catalog)
+                for s in eng.segments.list()
+                if not s.static
+            }
+        return self._profiles
+
+    # -- evaluation -----------------------------------------------------------------
+    def _fingerprint(self) -> tuple:
+        """What compiled plans depend on besides `now`: the catalog, the dictionaries,
+        the contact columns, the saved segments and the RFM computation."""
+        store = self.engine.store
+        return (
+            store.catalog.version,
+            len(store.catalog),
+            tuple((k, len(m)) for k, m in store.dim_maps.items()),
+            tuple((k, id(c)) for k, c in store.contacts.columns.items()),
+            id(store),
+            id(self.engine.segments),
+            id(self.engine.rfm_state.latest),
+        )
+
+    def _plan(self, name: str, now: float) -> Any:
+        """The segment's plan at `now`: compiled once per data shape, then moved to
+        each new `now` (``rebind``) — compiling costs far more than a small run."""
+        key = self._fingerprint()
+        hit = self._plans.get(name)
+        if hit is None or hit[0] != key:
+            plan = self.engine._compiler(now).compile({"segment": name})
+            _keep_order(plan)
+            self._plans[name] = (key, plan, now)
+            return plan
+        _, plan, at = hit
+        if at != now:
+            rebind(plan, now)
+            self._plans[name] = (key, plan, now)
+        return plan
+
+    def _evaluate(self, name: str, now: float, cand: BitMap | None) -> BitMap:
+        eng = self.engine
+        if cand is None:  # a full evaluation: as Engine.segment does it
+            plan = eng._compiler(now).compile({"segment": name})
+            return plan.run(Context(eng.store, now, None), cand)
+        plan = self._plan(name, now)
+        return plan.run(Context(eng.store, now, None, _sample=self._sample()), cand)
+
+    def _sample(self) -> np.ndarray:
+        n = self.engine.store.n_contacts
+        if self._sample_cids is None or self._sample_n != n:
+            self._sample_cids = Context(self.engine.store, 0.0).sample_cids()
+            self._sample_n = n
+        return self._sample_cids
+
+    def _record(
+        self, name: str, before: BitMap, after: BitMap, at: float, cause: str
+    ) -> None:
+        """Record the difference of `before` -> `after` (restricted sets) at `at`."""
+        entered = after - before
+        exited = before - after
+        if not entered and not exited:
+            return
+        members = self.members[name]
+        members.update(entered)
+        members.difference_update(exited)
+        cids = np.concatenate(
+            [
+                np.asarray(entered.to_array(), np.uint32),
+                np.asarray(exited.to_array(), np.uint32),
+            ]
+        )
+        change = np.concatenate(
+            [
+                np.full(len(entered), ENTERED, np.int8),
+                np.full(len(exited), EXITED, np.int8),
+            ]
+        )
+        code = self.changes.cause_code(cause)
+        ats = np.full(len(cids), at)
+        self.changes.append(name, cids, change, ats, np.full(len(cids), code, np.int16))
+        self._publish(name, cids, change, ats)
+        self._notify()
+
+    def _publish(
+        self, name: str, cids: np.ndarray, change: np.ndarray, at: np.ndarray
+    ) -> None:
+        """Append the changes as ``segment_entered`` / ``segment_exited`` events (at the
+        whole second of `at`, property ``segment`` = name), so the segment language and
+        triggers can ask them; their touches re-evaluate the segments that do."""
+        store = self.engine.store
+        names = store.dim_maps.setdefault("segment", IdMap())
+        code = names.get_or_add_one(name)
+        ts = np.clip(np.floor(at), 1, MAX_EVENT_S).astype(np.uint32)
+        for kind, etype in ((ENTERED, "segment_entered"), (EXITED, "segment_exited")):
+            mine = change == kind
+            if not mine.any():
+                continue
+            rows = TypeRows(
+                np.ascontiguousarray(cids[mine], np.uint32),
+                np.ascontiguousarray(ts[mine]),
+                {"segment": np.full(int(mine.sum()), code, np.uint32)},
+                None,
+            )
+            append_rows(store, etype, rows)
+            self.engine._touched(rows.cids, etype)
+
+    def _notify(self) -> None:
+        with self.grown:
+            self.grown.notify_all()
+
+    def _refresh(self, name: str, cand: BitMap | None, cause: str) -> None:
+        """Re-evaluate `name` at the clock for `cand` (None: everyone)."""
+        assert self.clock is not None
+        after = self._evaluate(name, self.clock, cand)
+        current = self.members[name]
+        before = current.copy() if cand is None else current & cand
+        self._record(name, before, after, self.clock, cause)
+
+    # -- hooks from the engine ---------------------------------------------------------
+    def touched(self, cids: np.ndarray, cause: str) -> None:
+        self._gen += 1  # per-contact data changed: cached orders are stale
+        if self.clock is not None:
+            self._pending.append((cids, cause))
+
+    def flush(self) -> None:
+        """End of a record: re-evaluate what the queued touches can have changed (again
+        while the segment events this publishes touch segments that ask them)."""
+        for _ in range(MAX_ROUNDS):
+            self._flush_once()
+            if not self._pending:
+                return
+        raise RuntimeError(
+            "live segments: segment events did not settle"
+        )  # pragma: no cover
+
+    def _flush_once(self) -> None:
+        if not self._pending:
+            self._n_seen = self.engine.store.n_contacts
+            return
+        pending, self._pending = self._pending, []
+        if not self.members:
+            self._n_seen = self.engine.store.n_contacts
+            return
+        profiles = self.profiles()
+        seen = self._n_seen
+        fresh = BitMap()
+        fresh_cause = None
+        parts: list[tuple[BitMap, str]] = []
+        for cids, cause in pending:
+            arr = np.asarray(cids, np.uint32)
+            new = arr[arr >= seen]
+            if len(new):
+                fresh |= BitMap(new)
+                fresh_cause = fresh_cause or cause
+            parts.append((BitMap(arr[arr < seen]), cause))
+        for name in sorted(self.members):
+            profile = profiles[name]
+            done = BitMap()
+            for old, cause in parts:
+                if old and profile.affected_by(cause):
+                    todo = old - done
+                    if todo:
+                        self._refresh(name, todo, cause)
+                        done |= todo
+            if fresh:
+                self._refresh(name, fresh, fresh_cause or UPSERT)
+        self._n_seen = self.engine.store.n_contacts
+
+    def segment_put(self, name: str) -> None:
+        """A segment was created or changed (or a static one replaced a dynamic one)."""
+        self._profiles = None
+        self._plans.clear()
+        if self.clock is None:
+            return
+        seg = self.engine.segments.get(name)
+        if seg.static:
+            self.segment_deleted(name)
+            return
+        self.members.setdefault(name, BitMap())
+        self._refresh(name, None, DEFINITION)
+        # Dynamic segments that expand this one change with it (references inline).
+        for user in self.engine.segments.dependents(name):
+            if user in self.members:
+                self._refresh(user, None, DEFINITION)
+
+    def segment_deleted(self, name: str) -> None:
+        self._profiles = None
+        self._plans.clear()
+        members = self.members.pop(name, None)
+        if members and self.clock is not None:
+            cids = np.asarray(members.to_array(), np.uint32)
+            change = np.full(len(cids), EXITED, np.int8)
+            at = np.full(len(cids), self.clock)
+            code = self.changes.cause_code(DEFINITION)
+            self.changes.append(
+                name, cids, change, at, np.full(len(cids), code, np.int16)
+            )
+            self._publish(name, cids, change, at)
+            self._notify()
+
+    def catalog_changed(self) -> None:
+        if not self.tracking:
+            return
+        self._profiles = None
+        for name, p in sorted(self.profiles().items()):
+            if p.catalog:
+                self._refresh(name, None, ITEMS)
+
+    def rfm_changed(self) -> None:
+        if not self.tracking:
+            return
+        for name, p in sorted(self.profiles().items()):
+            if p.rfm:
+                self._refresh(name, None, RFM)
+
+    def _topological(self) -> list[str]:
+        """Dynamic segments, each after the segments it refers to (by name otherwise)."""
+        segs = self.engine.segments
+        out: list[str] = []
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            seg = segs._segments.get(name)
+            if seg is None:
+                return
+            for ref in sorted(seg.references):
+                visit(ref)
+            if name in self.members:
+                out.append(name)
+
+        for name in sorted(self.members):
+            visit(name)
+        return out
+
+    # -- time ---------------------------------------------------------------------------
+    def advance(self, now: float) -> None:
+        """Move the clock to `now` (validated by the caller) and process what fell due."""
+        self.flush()
+        if self.clock is None:
+            self.clock = now
+            self._n_seen = self.engine.store.n_contacts
+            for name in self._dynamic():
+                self.members[name] = BitMap()
+                self._refresh(name, None, DEFINITION)
+            return
+        t0 = self.clock
+        if now == t0:
+            return
+        rows: list[tuple] = []
+        profiles = self.profiles()
+        for name in self._topological():
+            got = self._advance_segment(name, profiles[name], t0, now)
+            for _, cids, change, at in got:
+                # before the segments that ask this one's events look for their edges
+                self._publish(name, cids, change, at)
+            rows += got
+        self.clock = now
+        if not rows:
+            return
+        # Every change of the step, in time order (stable: segments by name).
+        seg = np.concatenate([r[0] for r in rows])
+        cids = np.concatenate([r[1] for r in rows])
+        change = np.concatenate([r[2] for r in rows])
+        at = np.concatenate([r[3] for r in rows])
+        order = np.argsort(at, kind="stable")
+        seg, cids, change, at = seg[order], cids[order], change[order], at[order]
+        code = self.changes.cause_code(TIME)
+        names = sorted(self.profiles())
+        # Append per run of equal segment to keep the log's segment codes.
+        bounds = np.flatnonzero(np.diff(seg)) + 1
+        for lo, hi in zip(
+            np.r_[0, bounds].tolist(), np.r_[bounds, len(seg)].tolist(), strict=True
+        ):
+            self.changes.append(
+                names[int(seg[lo])],
+                cids[lo:hi],
+                change[lo:hi],
+                at[lo:hi],
+                np.full(hi - lo, code, np.int16),
+            )
+        self._notify()
+
+    def _candidates(
+        self, profile: Profile, t0: float, t1: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(points, cids): the moments at which a contact's value may change in the step.
+
+        A point T stands for the second T itself (a threshold or birthday reached; T in
+        (t0, t1]); a point T + 0.5 for the open second (T, T + 1) after a window edge
+        passed T (T in [t0, t1): the step reaches into that open second)."""
+        store = self.engine.store
+        pts: list[np.ndarray] = []
+        cids: list[np.ndarray] = []
+
+        def edges(types: tuple[str, ...], offset: int, half: float) -> None:
+            # half = 0: the second T = ts + offset itself, T in (t0, t1];
+            # half = 0.5: the open second after T, reached when T in [t0, t1)
+            if half:
+                lo, hi = math.ceil(t0 - offset), math.ceil(t1 - offset)
+            else:
+                lo, hi = math.floor(t0 - offset) + 1, math.floor(t1 - offset) + 1
+            if hi <= lo:
+                return
+            for etype in types:
+                log = store.logs.get(etype)
+                if log is None or log.n == 0:
+                    continue
+                r0, r1 = log.window(max(lo, 0), max(hi, 0))
+                if r1 > r0:
+                    ts = log.ts[r0:r1].astype(np.float64)
+                    pts.append(ts + (offset + half))
+                    cids.append(np.asarray(log.cid[r0:r1], np.uint32))
+
+        for types, older, newer in profile.windows:
+            edges(types, newer, 0.5)  # enters just after ts + newer
+            edges(types, older, 0.5)  # leaves just after ts + older
+        for types in profile.instants:
+            edges(types, 0, 0.5)  # published for a change just after their second
+        for types, ks, array in profile.days:
+            for k in ks:
+                if array is None:
+                    edges(types, k * DAY_S, 0.0)
+                    continue
+                # last + k d in (t0, t1]: a slice of the contacts sorted by last
+                keys, order = self._sorted(array)
+                a = np.searchsorted(keys, t0 - k * DAY_S, "right")
+                b = np.searchsorted(keys, t1 - k * DAY_S, "right")
+                if b > a:
+                    pts.append(keys[a:b] + k * DAY_S)
+                    cids.append(order[a:b])
+        if profile.age:
+            p, c = self._birthdays(t0, t1)
+            pts += p
+            cids += c
+        if not pts:
+            return np.zeros(0), np.zeros(0, np.uint32)
+        return np.concatenate(pts), np.concatenate(cids)
+
+    def _sorted(self, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """(keys ascending, cids) of a per-contact array, sorted once per data change
+        and shared by every segment: a last-seen array (contacts that have one) or the
+        birth month * 100 + day (``birthday``). Without it every one-second step would
+        scan the whole base per condition."""
+        store = self.engine.store
+        n = store.n_contacts
+        hit = self._orders.get(what)
+        if hit is not None and hit[0] == self._gen and hit[1] == n and hit[2] is store:
+            return hit[3], hit[4]
+        if what == "birthday":
+            keys, cids = self._birthday_keys(n)
+        else:
+            last = getattr(store.aggregates, what)[:n]
+            cids = np.flatnonzero(last > 0).astype(np.uint32)
+            keys = last[cids].astype(np.float64)
+        order = np.argsort(keys, kind="stable")
+        keys, cids = keys[order], cids[order]
+        self._orders[what] = (self._gen, n, store, keys, cids)
+        return keys, cids
+
+    def _birthday_keys(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        col = self.engine.store.contacts.column("birth_date")
+        values = np.asarray(col.values[:n], np.int64)
+        valid = np.asarray(col.valid[: len(values)]).astype(bool)
+        days = (values // (DAY_S * 1000)).astype("datetime64[D]")
+        month = days.astype("datetime64[M]").astype(np.int64) % 12 + 1
+        dom = (days - days.astype("datetime64[M]")).astype(np.int64) + 1
+        cids = np.flatnonzero(valid).astype(np.uint32)
+        return (month * 100 + dom)[cids].astype(np.float64), cids
+
+    def _birthdays(self, t0: float, t1: float):
+        """Midnights in (t0, t1] and the contacts whose age may turn over then."""
+        contacts = self.engine.store.contacts
+        col = contacts.column("birth_date")
+        if col is None or getattr(col, "kind", "") != "timestamp" or t1 < 0:
+            return [], []
+        first = math.floor(t0 / DAY_S) + 1
+        last = math.floor(t1 / DAY_S)
+        if last < first:
+            return [], []
+        sorted_keys, order = self._sorted("birthday")
+        pts, cids = [], []
+        for d in range(first, last + 1):
+            day = date(1970, 1, 1) + timedelta(days=d)
+            wanted = [day.month * 100 + day.day]
+            if (day.month, day.day) in ((2, 28), (2, 29), (3, 1)):
+                wanted = [228, 229, 301]
+            for w in wanted:
+                a = np.searchsorted(sorted_keys, w, "left")
+                b = np.searchsorted(sorted_keys, w, "right")
+                if b > a:
+                    cids.append(order[a:b].astype(np.uint32))
+                    pts.append(np.full(b - a, float(d * DAY_S)))
+        return pts, cids
+
+    def _advance_segment(
+        self, name: str, profile: Profile, t0: float, t1: float
+    ) -> list[tuple]:
+        names = sorted(self.profiles())
+        code = names.index(name)
+        out: list[tuple] = []
+        members = self.members[name]
+
+        def emit(before: BitMap, after: BitMap, at: np.ndarray | float, which=None):
+            entered, exited = after - before, before - after
+            if not entered and not exited:
+                return
+            members.update(entered)
+            members.difference_update(exited)
+            e = np.asarray(entered.to_array(), np.uint32)
+            x = np.asarray(exited.to_array(), np.uint32)
+            c = np.concatenate([e, x])
+            if isinstance(at, np.ndarray):
+                ats = np.concatenate([at[which(e)], at[which(x)]])
+            else:
+                ats = np.full(len(c), at)
+            out.append(
+                (
+                    np.full(len(c), code, np.int32),
+                    c,
+                    np.concatenate(
+                        [
+                            np.full(len(e), ENTERED, np.int8),
+                            np.full(len(x), EXITED, np.int8),
+                        ]
+                    ),
+                    ats,
+                )
+            )
+
+        if profile.rfm_timed:  # cannot be scheduled: the whole segment at t1
+            before = members.copy()
+            emit(before, self._evaluate(name, t1, None), float(math.floor(t1)))
+            return out
+        pts, cids = self._candidates(profile, t0, t1)
+        if not len(cids):
+            return out
+        # One row per (contact, point), sorted by contact then point.
+        order = np.lexsort((pts, cids))
+        pts, cids = pts[order], cids[order]
+        keep = np.ones(len(cids), bool)
+        keep[1:] = (cids[1:] != cids[:-1]) | (pts[1:] != pts[:-1])
+        pts, cids = pts[keep], cids[keep]
+        starts = np.r_[True, cids[1:] != cids[:-1]]
+        first_ix = np.flatnonzero(starts)
+        counts = np.diff(np.r_[first_ix, len(cids)])
+        single = counts == 1
+        # Contacts with one candidate moment: evaluated once at t1, changed at that moment.
+        s_cids = cids[first_ix[single]]
+        s_at = np.floor(pts[first_ix[single]])
+        if len(s_cids):
+            cand = BitMap(s_cids)
+            after = self._evaluate(name, t1, cand)
+            before = members & cand
+
+            def which(arr: np.ndarray) -> np.ndarray:
+                return np.searchsorted(s_cids, arr)
+
+            emit(before, after, s_at, which)
+        # Contacts with several: evaluated at each of their moments, in time order.
+        multi = np.repeat(~single, counts)
+        if multi.any():
+            m_pts, m_cids = pts[multi], cids[multi]
+            by_time = np.argsort(m_pts, kind="stable")
+            m_pts, m_cids = m_pts[by_time], m_cids[by_time]
+            bounds = np.flatnonzero(np.diff(m_pts)) + 1
+            for lo, hi in zip(
+                np.r_[0, bounds].tolist(),
+                np.r_[bounds, len(m_pts)].tolist(),
+                strict=True,
+            ):
+                point = float(m_pts[lo])
+                cand = BitMap(m_cids[lo:hi])
+                after = self._evaluate(name, point, cand)
+                emit(members & cand, after, float(math.floor(point)))
+        return out
+
+    # -- reads ------------------------------------------------------------------------
+    def members_of(self, name: str) -> BitMap:
+        if name not in self.members:
+            seg = self.engine.segments.get(name)  # SegmentNotFound
+            if seg.static:
+                assert seg.members is not None
+                return seg.members
+            raise FailedPrecondition(
+                "the engine clock is not set: dynamic segments are kept from the first "
+                "Engine.advance(now) on"
+            )
+        return self.members[name]
+
+    def table(
+        self,
+        name: str | None,
+        since: float | None,
+        until: float | None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> pa.Table:
+        """Rows [start, stop) of the log filtered by segment and since <= at < until."""
+        seg, cids, change, at, cause = self.changes.columns()
+        stop = len(seg) if stop is None else min(stop, len(seg))
+        sl = slice(start, stop)
+        seg, cids, change, at, cause = seg[sl], cids[sl], change[sl], at[sl], cause[sl]
+        keep = np.ones(len(seg), bool)
+        if name is not None:
+            ix = self.changes._name_ix.get(name)
+            if ix is None:
+                keep[:] = False
+            else:
+                keep &= seg == ix
+        if since is not None:
+            keep &= at >= since
+        if until is not None:
+            keep &= at < until
+        pos = np.flatnonzero(keep)
+        names = np.array(self.changes.names or [""], dtype=object)
+        causes = np.array(self.changes.causes or [""], dtype=object)
+        ext = self.engine.store.contacts.external_ids(cids[pos])
+        return pa.table(
+            {
+                "segment": pa.array(names[seg[pos]].tolist(), pa.string()),
+                "customer_id": pa.array(ext, pa.string()),
+                "change": pa.array(
+                    np.where(change[pos] == ENTERED, "entered", "exited").tolist(),
+                    pa.string(),
+                ),
+                "at": pa.array(
+                    np.round(at[pos] * 1000).astype(np.int64), pa.int64()
+                ).cast(pa.timestamp("ms", tz="UTC")),
+                "cause": pa.array(causes[cause[pos]].tolist(), pa.string()),
+                "position": pa.array(pos + start, pa.int64()),
+            }
+        )
+
+    def history(self, name: str) -> pa.Table:
+        """Members at the end of each UTC day, from the segment's first change to the
+        clock's day (derived from the change log)."""
+        seg, _, change, at, _ = self.changes.columns()
+        ix = self.changes._name_ix.get(name)
+        if ix is None:
+            if name not in self.members:
+                self.engine.segments.get(name)  # SegmentNotFound
+            return pa.table(
+                {"day": pa.array([], pa.date32()), "count": pa.array([], pa.int64())}
+            )
+        mine = seg == ix
+        days = np.floor(at[mine] / DAY_S).astype(np.int64)
+        delta = change[mine].astype(np.int64)
+        last_day = days.max() if len(days) else 0
+        if self.clock is not None:
+            last_day = max(last_day, math.floor(self.clock / DAY_S))
+        first_day = days.min() if len(days) else last_day
+        span = np.arange(first_day, last_day + 1)
+        per_day = np.bincount(days - first_day, weights=delta, minlength=len(span))
+        counts = np.cumsum(per_day).astype(np.int64)
+        return pa.table(
+            {
+                "day": pa.array(span.astype("datetime64[D]"), pa.date32()),
+                "count": pa.array(counts, pa.int64()),
+            }
+        )
+
+
+def clock_value(now: Any) -> float:
+    """`now` as accepted by ``Engine.segment(now=...)``, as epoch seconds."""
+    from segd.timeutil import resolve_now
+
+    if now is None:
+        raise InvalidInput.at(
+            "now", "advance needs a time (a datetime or epoch seconds)"
+        )
+    try:
+        return resolve_now(now)
+    except InvalidQuery as exc:
+        raise InvalidInput.at("now", str(exc)) from None
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+__all__ = ["LiveSegments", "SegmentNotFound", "clock_value", "iso"]
+
+
+def _keep_order(plan: Any) -> None:
+    """Let AND nodes of a reused plan keep the operand order of their first run."""
+    from segd.segments.plan import AndNode
+
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, AndNode):
+            node.keep_order = True
+        stack.extend(node.children())
+
+
+def rebind(plan: Any, now: float) -> None:
+    """Move a compiled plan to another `now`: the nodes that read it recompute their
+    bounds (event periods, aggregate periods and days, age); the rest is unchanged."""
+    from segd.segments.conditions import AgeAttr, AggregateNode
+    from segd.segments.event_node import EventNode
+    from segd.timeutil import period_bounds_s
+
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, EventNode):
+            node.now_s = now
+            node.lo_s, node.hi_s = period_bounds_s(node.ast.get("period"), now, "$")
+        elif isinstance(node, AggregateNode):
+            node.now_s = now
+        elif isinstance(node, AgeAttr):
+            shared = node.shared
+            AgeAttr.__init__(node, node.ast, node.key, node.column, now, "$")
+            node.shared = shared
+        stack.extend(node.children())
+
+
+class LiveApi:
+    """The Engine methods of live segments (mixed into ``segd.core.Engine``)."""
+
+    live: LiveSegments
+
+    @property
+    def clock(self) -> float | None:
+        """The engine clock (epoch seconds), None until the first ``advance``."""
+        return self.live.clock
+
+    def advance(self, now: Any) -> float:
+        """Move the engine clock forward to `now` (what ``segment(now=...)`` accepts) and
+        process everything that became due: every dynamic segment is then exactly
+        ``segment(query, now=now)``, and each change in between is logged at its own
+        moment. Moving the clock back is ``InvalidInput``. Returns the clock."""
+        from segd import mutations as mut
+
+        now_s = clock_value(now)
+        eng: Any = self
+        with eng._writing():
+            clock = self.live.clock
+            if clock is not None and now_s < clock:
+                raise InvalidInput.at(
+                    "now",
+                    f"{iso(now_s)} is before the engine clock {iso(clock)} "
+                    "(the clock only moves forward)",
+                )
+            if clock is not None and now_s == clock:
+                return clock
+            seq = eng._commit(mut.ClockAdvanced(now_s))
+        eng._wait_durable(seq)
+        return now_s
+
+    def members(self, name: str) -> Any:
+        """A saved segment's members now: a dynamic one's as of the clock (kept exact,
+        nothing is evaluated), a static one's frozen members. A ``SegmentResult``."""
+        from segd.results import SegmentResult
+
+        eng: Any = self
+        with eng._lock.read():
+            bitmap = self.live.members_of(name).copy()
+            now = self.live.clock if self.live.clock is not None else 0.0
+        return SegmentResult(bitmap, eng.store.contacts.external_ids, now, ())
+
+    def segment_changes(
+        self,
+        name: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        *,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> pa.Table:
+        """Logged membership changes ``segment, customer_id, change, at, cause,
+        position`` with `since` <= at < `until`, in log order. ``position`` is the row's
+        place in the log (``start`` / ``stop`` select by it: a reader resumes from the
+        last position it saw + 1)."""
+        since_s = None if since is None else _moment(since, "since")
+        until_s = None if until is None else _moment(until, "until")
+        eng: Any = self
+        with eng._lock.read():
+            if name is not None and name not in self.live.changes._name_ix:
+                eng.segments.get(name)  # SegmentNotFound for unknown names
+            return self.live.table(name, since_s, until_s, start, stop)
+
+    def segment_history(self, name: str) -> pa.Table:
+        """Members of segment `name` at the end of each UTC day (``day, count``)."""
+        eng: Any = self
+        with eng._lock.read():
+            return self.live.history(name)
+
+    @property
+    def changes_position(self) -> int:
+        """Rows in the change log (the next change's position)."""
+        return self.live.changes.n
+
+
+def _moment(value: Any, where: str) -> float:
+    if isinstance(value, str):
+        from segd.timeutil import parse_instant_s
+
+        try:
+            return parse_instant_s(value, where)
+        except InvalidQuery as exc:
+            raise InvalidInput.at(where, str(exc)) from None
+    try:
+        return clock_value(value)
+    except InvalidInput as exc:
+        raise InvalidInput.at(where, str(exc)) from None
