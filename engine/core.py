@@ -128,7 +128,10 @@ class Engine(LiveApi):
         self.snapshot_background: bool | None = None
         # Called inside the write lock after a record changed contacts' data (see
         # Engine._touched): live segments (and later triggers) hook in here.
-        self._touch_hooks: list[Callable[[np.ndarray, str], None]] = []
+        # The value indexes' hook runs first, so hooks that query see them exact.
+        self._touch_hooks: list[Callable[[np.ndarray, str], None]] = [
+            self._index_touched
+        ]
         # The clock and the dynamic segments kept exact (segd.live); the hook goes
         # through self.live so a snapshot restore can replace it.
         self.live = LiveSegments(self)
@@ -283,6 +286,10 @@ class Engine(LiveApi):
         for live segments and triggers, so replay notifies exactly as live calls do."""
         for hook in self._touch_hooks:
             hook(cids, cause)
+
+    def _index_touched(self, cids: np.ndarray, cause: str) -> None:
+        """Mark contacts dirty in the value indexes (segd.aggindex)."""
+        self.store.value_index.touched(cids, self.store.n_contacts)
 
     def _last_seq(self) -> int:
         return self._wal.last_seq if self._wal is not None else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from segd.aggindex import ValueIndexes
 from segd.aggregates import Aggregates
 from segd.catalog import Catalog
 from segd.contacts import ContactStore
@@ -72,6 +73,9 @@ class Store:
         self.sources: dict[str, LoadedSource] = {}
         # Identity links per kind and merge bookkeeping (segd.identity).
         self.identity = Identity()
+        # Sorted value indexes over aggregates and numeric attributes (segd.aggindex):
+        # built on first use, never persisted, kept exact by Engine._touched.
+        self.value_index = ValueIndexes()
 
     @property
     def n_contacts(self) -> int:

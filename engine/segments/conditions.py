@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 from pyroaring import BitMap
 
-from segd import aggregates
+from segd import aggindex, aggregates
 from segd.columns import CategoryColumn, NumericColumn, TagsColumn
 from segd.errors import InvalidQuery
 from segd.explain import AggregateEvidence, AttributeEvidence, Evidence
@@ -34,6 +34,23 @@ def _scan(ctx: Context, cand: BitMap | None, fill) -> BitMap:
     """Run a kernel that fills a bitset, over `cand` ids when few, and make a BitMap."""
     words = ctx.words()
     fill(ctx.candidate_cids(cand), words)
+    out = ctx.to_bitmap(words)
+    return out if cand is None else out & cand
+
+
+def _indexed(
+    ctx: Context, cand: BitMap | None, key: str, owner, source, lo, hi, fill
+) -> BitMap | None:
+    """The contacts whose value lies in [lo, hi] by the value index (segd.aggindex),
+    restricted to `cand`; None when the scan should decide instead: few candidates
+    (the per-candidate check is cheaper) or an answer too large for the index."""
+    if cand is not None and len(cand) * 8 <= ctx.n:
+        return None
+    words = ctx.words()
+    if not aggindex.fill(
+        ctx.store.value_index, key, owner, ctx.n, source, lo, hi, words, fill
+    ):
+        return None
     out = ctx.to_bitmap(words)
     return out if cand is None else out & cand
 
@@ -101,7 +118,19 @@ class NumericAttr(AttrNode):
         return ctx.n - present if self.negate else present
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
-        present = _scan(ctx, cand, lambda c, w: self.fill(ctx, c, w))
+        col, n = self.column, ctx.n
+        present = _indexed(
+            ctx,
+            cand,
+            f"attr:{col.name}",
+            col,
+            lambda: (col.values[:n], col.valid[:n]),
+            self.lo,
+            self.hi,
+            lambda c, w: self.fill(ctx, c, w),
+        )
+        if present is None:
+            present = _scan(ctx, cand, lambda c, w: self.fill(ctx, c, w))
         if self.negate:
             return (ctx.universe if cand is None else cand) - present
         return present
@@ -367,10 +396,53 @@ class AggregateNode(Node):
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         if self.period:
             return self._run_period(ctx, cand)
-        got = _scan(ctx, cand, lambda c, w: self.fill(ctx, c, w))
+        got = self._run_indexed(ctx, cand)
+        if got is None:
+            got = _scan(ctx, cand, lambda c, w: self.fill(ctx, c, w))
         if self.op == "is_null":
             return (ctx.universe if cand is None else cand) - got
         return got
+
+    def _run_indexed(self, ctx: Context, cand: BitMap | None) -> BitMap | None:
+        """The all-time condition by the value index of its rollup (segd.aggindex)."""
+        agg, n = ctx.store.aggregates, ctx.n
+        lo, hi = self.lo, self.hi
+        if self.name.startswith("days_since_"):
+            array = {
+                "days_since_last_order": "last_order_s",
+                "days_since_last_visit": "last_visit_s",
+                "days_since_last_email_open": "last_email_open_s",
+            }[self.name]
+            lo, hi = self._days_to_ts_intervals()
+
+            def source():
+                return getattr(agg, array)[:n], None
+
+        elif self.name == "avg_order_value":
+            array = "avg_order_value"
+
+            def source():
+                count = agg.orders_count[:n]
+                ratio = np.full(n, np.nan)
+                np.divide(agg.revenue[:n], count, out=ratio, where=count > 0)
+                return ratio, None
+
+        else:
+            array = self.name  # orders_count, revenue
+
+            def source():
+                return getattr(agg, array)[:n], None
+
+        return _indexed(
+            ctx,
+            cand,
+            f"agg:{array}",
+            agg,
+            source,
+            lo,
+            hi,
+            lambda c, w: self.fill(ctx, c, w),
+        )
 
     def _values_in_period(self, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
         """(cids, values) of contacts with qualifying events in the period (nogil

@@ -1,0 +1,169 @@
+"""Value indexes over per-contact numbers: aggregates and numeric attributes.
+
+A threshold condition (``orders_count = 4``, ``revenue >= 500``, ``days_since_last_order
+between 52 and 112``, ``age < 30``) over all contacts would scan a whole column. Instead,
+each indexed column keeps its present contacts ordered by value (a *sorted permutation*:
+``argsort`` of the values, and the values in that order): a range of values is one
+contiguous slice of the permutation, found by two binary searches, and its contact ids
+go into the result bitset by a nogil kernel (``segd.native.aggindex.mark_ids``). The cost
+follows the result, not the column. Measured against a bit-sliced (range-encoded) index and
+the scan in bench/test_bench_aggindex.py (BENCHMARKS.md).
+
+Exact under every write, without touching the write path's cost:
+
+* an index is built lazily, on the first query that wants it, from the current arrays;
+* every record that changes contacts' data reaches ``Engine._touched`` (appends, upserts,
+  merges, late events, replay); the engine's first hook adds those contacts to each built
+  index's *dirty* set (a roaring bitmap). A lookup clears the dirty contacts' bits from
+  the indexed answer and re-checks them one by one on the current values, as do contacts
+  created since the build;
+* when the dirty set outgrows ``max(MIN_DIRTY, n / DIRTY_SHARE)`` the next lookup rebuilds;
+  a write that touches that many contacts at once drops the indexes outright.
+
+Indexes are not persisted: a snapshot restore or ``Engine.open`` makes a new ``Store``,
+whose indexes are rebuilt on first use (one argsort per column, ~0.1 s at 1M contacts),
+which is cheaper than keeping a second copy of every column consistent on disk.
+Queries hold only the engine's read lock, so a build runs under this module's own lock;
+writers (the write lock) exclude every reader, so the dirty sets need no more.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+from pyroaring import BitMap
+
+from segd.native import aggindex as kernels
+
+MIN_DIRTY = 4096  # dirty contacts re-checked one by one before a rebuild pays
+DIRTY_SHARE = 32  # ... or n / DIRTY_SHARE of them, whichever is more
+# An indexed answer larger than n / INDEX_SHARE is left to the column scan: setting bits
+# at random costs more per contact than a sequential scan does.
+INDEX_SHARE = 2
+
+
+class SortedIndex:
+    """One column's present contacts in value order (immutable once built)."""
+
+    __slots__ = ("owner", "n", "values", "order")
+
+    def __init__(self, owner: object, n: int, values: np.ndarray, order: np.ndarray):
+        self.owner = owner  # the column object it was built from (identity check)
+        self.n = n  # contacts [0, n) are indexed; later ones are checked one by one
+        self.values = values  # float64, ascending: the values the scan kernels compare
+        self.order = order  # uint32 cids, order[i] has values[i]
+
+    @classmethod
+    def build(
+        cls, owner: object, values: np.ndarray, present: np.ndarray | None
+    ) -> SortedIndex:
+        """Index `values` (any numeric dtype; compared as float64, like the scan
+        kernels); `present` (bool or uint8, or None = all) leaves NULLs out, and NaN is
+        always left out (it matches no interval)."""
+        n = len(values)
+        as_float = np.asarray(values, dtype=np.float64)
+        keep = ~np.isnan(as_float)
+        if present is not None:
+            keep &= np.asarray(present[:n], dtype=bool)
+        cids = np.flatnonzero(keep).astype(np.uint32)
+        kept = as_float[cids]
+        perm = np.argsort(kept, kind="stable")
+        return cls(
+            owner,
+            n,
+            np.ascontiguousarray(kept[perm]),
+            np.ascontiguousarray(cids[perm]),
+        )
+
+    def slices(self, lo: np.ndarray, hi: np.ndarray) -> list[tuple[int, int]]:
+        """Positions [a, b) of the values in each closed interval [lo[k], hi[k]]."""
+        a = np.searchsorted(self.values, lo, side="left")
+        b = np.searchsorted(self.values, hi, side="right")
+        return [(int(x), int(y)) for x, y in zip(a, b, strict=True) if y > x]
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + self.order.nbytes
+
+
+class ValueIndexes:
+    """The value indexes of one store, by column key, with their dirty contacts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._built: dict[str, SortedIndex] = {}
+        self._dirty: dict[str, BitMap] = {}
+        self.builds = 0  # how many indexes were (re)built: tests and profiles read it
+
+    def touched(self, cids: np.ndarray, n_contacts: int) -> None:
+        """A write changed contacts `cids` (``Engine._touched``, under the write lock)."""
+        with self._lock:
+            if not self._built or len(cids) == 0:
+                return
+            if len(cids) > max(MIN_DIRTY, n_contacts // DIRTY_SHARE):
+                self._built.clear()  # a bulk write: rebuild on the next query
+                self._dirty.clear()
+                return
+            ids = np.asarray(cids, dtype=np.uint32)
+            for key in self._built:
+                dirty = self._dirty[key]
+                dirty.update(ids)
+                if len(dirty) > max(MIN_DIRTY, n_contacts // DIRTY_SHARE):
+                    del self._dirty[key]
+                    self._built = {k: v for k, v in self._built.items() if k != key}
+                    break  # one dropped per call keeps the loop simple; rare
+
+    def get(
+        self,
+        key: str,
+        owner: object,
+        n: int,
+        source: Callable[[], tuple[np.ndarray, np.ndarray | None]],
+    ) -> tuple[SortedIndex, np.ndarray]:
+        """The index of `key` and the sorted cids to re-check (dirty or newer than it),
+        building it from ``source()`` (values[:n], present or None) when missing."""
+        with self._lock:
+            idx = self._built.get(key)
+            dirty = self._dirty.get(key)
+            if idx is None or idx.owner is not owner or idx.n > n or dirty is None:
+                values, present = source()
+                idx = SortedIndex.build(owner, values[:n], present)
+                self._built = {**self._built, key: idx}
+                self._dirty[key] = dirty = BitMap()
+                self.builds += 1
+            recheck = BitMap(dirty)
+        if idx.n < n:
+            recheck.add_range(idx.n, n)
+        return idx, np.frombuffer(recheck.to_array(), dtype=np.uint32)
+
+    def memory(self) -> int:
+        return sum(i.nbytes for i in self._built.values())
+
+
+def fill(
+    indexes: ValueIndexes,
+    key: str,
+    owner: object,
+    n: int,
+    source: Callable[[], tuple[np.ndarray, np.ndarray | None]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    words: np.ndarray,
+    check: Callable[[np.ndarray, np.ndarray], None],
+) -> bool:
+    """Mark in `words` the contacts whose value lies in some [lo[k], hi[k]] by the
+    index; False (nothing marked) when the answer is too large for the index to beat
+    the scan. `check(cids, words)` marks those of the given sorted cids that match on
+    the current values (the per-candidate scan): it re-decides the dirty contacts."""
+    idx, recheck = indexes.get(key, owner, n, source)
+    spans = idx.slices(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+    if sum(b - a for a, b in spans) > max(MIN_DIRTY, n // INDEX_SHARE):
+        return False
+    for a, b in spans:
+        kernels.mark_ids(idx.order[a:b], words)
+    if len(recheck):
+        kernels.clear_ids(recheck, words)
+        check(recheck, words)
+    return True
