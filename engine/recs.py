@@ -560,8 +560,8 @@ def _phrase_model(codes, items, used, texts, item_nodes) -> dict:
     p_of, n_of = uniq // span, uniq % span
     grouped: dict[str, dict[int, float]] = {}
     for p, nd, c in zip(p_of.tolist(), n_of.tolist(), counts.tolist(), strict=True):
-        grouped.setdefault(normalize_phrase(texts[p]), {}).setdefault(nd, 0.0)
-        grouped[normalize_phrase(texts[p])][nd] += c
+        per_node = grouped.setdefault(normalize_phrase(texts[p]), {})
+        per_node[nd] = per_node.get(nd, 0.0) + c
     out = {}
     for phrase, per_node in grouped.items():
         ranked = sorted(per_node.items(), key=lambda kv: (-kv[1], kv[0]))[:5]

@@ -469,23 +469,27 @@ def cmd_export(cli: Cli) -> int:
     finally:
         if close:
             stream.close()
+    rows = writer.rows
+    summary = {"segment": a.name, "format": fmt, "output": a.output, "rows": rows}
+    return _report_export(
+        cli, summary, start, f"{human_int(rows)} customer_ids", f" of {a.name!r}"
+    )
+
+
+def _report_export(
+    cli: Cli, summary: dict[str, Any], start: float, what: str, whose: str
+) -> int:
+    """The end of every export verb: a JSON summary (`--json` with a file), else one
+    line naming the file, else (output on stdout) a note on stderr."""
+    a = cli.args
     seconds = time.perf_counter() - start
-    summary = {
-        "segment": a.name,
-        "format": fmt,
-        "output": a.output,
-        "rows": writer.rows,
-        "seconds": round(seconds, 3),
-    }
+    fmt = summary["format"]
     if cli.json and a.output != "-":
-        cli.emit_json(summary)
+        cli.emit_json({**summary, "seconds": round(seconds, 3)})
     elif a.output != "-":
-        cli.line(
-            f"exported {human_int(writer.rows)} customer_ids of {a.name!r} to "
-            f"{a.output} ({fmt}) in {seconds:.2f} s"
-        )
+        cli.line(f"exported {what}{whose} to {a.output} ({fmt}) in {seconds:.2f} s")
     else:
-        cli.note(f"exported {human_int(writer.rows)} customer_ids ({fmt})")
+        cli.note(f"exported {what} ({fmt})")
     return 0
 
 
@@ -549,7 +553,6 @@ def _export_file(cli: Cli, fmt: str, columns: list[str]) -> int:
         on_rows=lambda rows, total: counts.__setitem__(slice(None), [rows, total]),
     )
     _write_file(cli, pieces, a.output)
-    seconds = time.perf_counter() - start
     names = ", ".join(["customer_id", *columns])
     summary = {
         "segment": a.name,
@@ -557,18 +560,10 @@ def _export_file(cli: Cli, fmt: str, columns: list[str]) -> int:
         "columns": ["customer_id", *columns],
         "output": a.output,
         "rows": counts[0],
-        "seconds": round(seconds, 3),
     }
-    if cli.json and a.output != "-":
-        cli.emit_json(summary)
-    elif a.output != "-":
-        cli.line(
-            f"exported {human_int(counts[0])} rows ({names}) of {a.name!r} to "
-            f"{a.output} ({fmt}) in {seconds:.2f} s"
-        )
-    else:
-        cli.note(f"exported {human_int(counts[0])} rows ({names}) ({fmt})")
-    return 0
+    return _report_export(
+        cli, summary, start, f"{human_int(counts[0])} rows ({names})", f" of {a.name!r}"
+    )
 
 
 def cmd_retarget(cli: Cli) -> int:
