@@ -455,6 +455,7 @@ class Engine(LiveApi):
         *,
         rows_per_chunk: int = 2_000_000,
         progress: Callable[[str, int], None] | None = None,
+        on_conflict: str = "reject",
     ) -> LoadReport:
         """Bulk-load events: all or nothing, in bounded memory, one sort per type.
 
@@ -463,20 +464,50 @@ class Engine(LiveApi):
         appended once — so a file whose rows are not in time order costs one sort, not a
         merge per chunk. `progress(phase, rows_done)` is called after each chunk.
 
+        Identity, as for ``append_events``: a row names its contact by ``customer_id``
+        or, when that is NULL or the column is absent, by link columns (``email``,
+        ``phone``, ``card``, ``crm_id``, ``device_id``, custom kinds), and the whole
+        load is resolved as ONE batch (rows sharing a value anywhere in the file are one
+        contact; ``segd.load_identity``). Conflicts raise ``IdentityConflict`` (at the
+        first row of each conflicting identity) and load nothing, or merge with
+        ``on_conflict="merge"``; a row naming nobody is refused by row.
+
         A durable engine logs each validated chunk as a record (outside the write
-        lock), then a commit record inside it; recovery applies a load's chunks only
-        when it finds the commit, so a load cut short by a crash is wholly absent. The
-        source must not change while it loads (it is read again to apply).
+        lock), then a commit record inside it (with the load's identity resolution);
+        recovery applies a load's chunks only when it finds the commit, so a load cut
+        short by a crash is wholly absent. The source must not change while it loads
+        (it is read again to apply).
         """
+        from segd import load_identity
+
         t0 = time.perf_counter()
+        if on_conflict not in identity_api.MERGE_POLICIES:
+            raise InvalidInput.at(
+                "on_conflict", f"expected reject or merge, got {on_conflict!r}"
+            )
+        kinds = load_identity.source_kinds(self, source)
+        ident = load_identity.LoadIdentity(kinds) if kinds else None
         if self._wal is not None:
-            return self._load_events_logged(source, rows_per_chunk, progress, t0)
-        total = ingest.check_events(source, rows_per_chunk)
+            return self._load_events_logged(
+                source, rows_per_chunk, progress, t0, ident, on_conflict
+            )
+        if ident is None:
+            total = ingest.check_events(source, rows_per_chunk)
+        else:
+            columns = load_identity.check_schema(source, kinds)
+            total = 0
+            for done, _, _ in load_identity.chunks(
+                self, source, rows_per_chunk, ident, adding=True, columns=columns
+            ):
+                total = done
         if progress:
             progress("validate", total)
         with self._writing():
+            if ident is not None:
+                resolved = ident.resolve(self, on_conflict)
+                self._apply_load_identity(load_identity.record(resolved))
             appended = self._apply_event_chunks(
-                self._validated_chunks(source, rows_per_chunk)
+                self._validated_chunks(source, rows_per_chunk, ident)
             )
             if progress:
                 progress("index", total)
@@ -487,12 +518,42 @@ class Engine(LiveApi):
             duplicate_events=total - appended,
         )
 
-    @staticmethod
     def _validated_chunks(
-        source: Source, rows_per_chunk: int
+        self, source: Source, rows_per_chunk: int, ident: Any = None
     ) -> Iterator[tuple[int, ingest.EventBatch]]:
+        """(rows done, batch) of a load's apply pass; re-keyed by ``ident`` (a resolved
+        ``LoadIdentity``) for a load by link columns."""
+        if ident is not None:
+            from segd import load_identity
+
+            for done, batch, _ in load_identity.chunks(
+                self, source, rows_per_chunk, ident, adding=False
+            ):
+                yield done, batch
+            return
         for first, chunk in ingest.event_chunks(source, rows_per_chunk):
             yield first + chunk.num_rows, ingest.validate_chunk(chunk, first)
+
+    def _apply_load_identity(self, rec: dict) -> None:
+        """Inside the write lock: a load's merges and links (its commit record's
+        identity), before its chunks."""
+        for pair in identity_api.apply_resolved(self, rec):
+            self._touched(pair, "merge")
+
+    def _apply_logged_load(self, chunks: list, identity: dict | None) -> None:
+        """Replay of a committed bulk load: its identity, then its chunks (re-keyed by
+        the logged resolution for a load by link columns)."""
+        batches: Iterable = (c.batch for c in chunks)
+        if identity is not None:
+            self._apply_load_identity(identity)
+            ids = pa.array(identity["ids"], pa.string())
+            batches = (
+                replace(c.batch, customer_id=ids.take(pa.array(c.codes)))
+                if c.codes is not None
+                else c.batch
+                for c in chunks
+            )
+        self._apply_event_chunks(((0, b) for b in batches), shrink=False)
 
     def _load_events_logged(
         self,
@@ -500,15 +561,30 @@ class Engine(LiveApi):
         rows_per_chunk: int,
         progress: Callable[[str, int], None] | None,
         t0: float,
+        ident: Any = None,
+        on_conflict: str = "reject",
     ) -> LoadReport:
+        from segd import load_identity
+
         wal = self._wal
         assert wal is not None, "a durable bulk load needs the write-ahead log"
         load_id = uuid.uuid4().hex
         total = 0
         with self._bulk:  # a snapshot cannot cut a load's chunks from its commit
             try:
-                for done, batch in self._validated_chunks(source, rows_per_chunk):
-                    wal.append(mut.encode(mut.LoadChunk(load_id, batch)))
+                if ident is None:
+                    validated: Iterable = (
+                        (done, batch, None)
+                        for done, batch in self._validated_chunks(
+                            source, rows_per_chunk
+                        )
+                    )
+                else:
+                    validated = load_identity.chunks(
+                        self, source, rows_per_chunk, ident, adding=True
+                    )
+                for done, batch, codes in validated:
+                    wal.append(mut.encode(mut.LoadChunk(load_id, batch, codes)))
                     total = done
             except BaseException:
                 with contextlib.suppress(SegdError):
@@ -517,9 +593,20 @@ class Engine(LiveApi):
             if progress:
                 progress("validate", total)
             with self._writing():
-                seq = wal.append(mut.encode(mut.LoadCommitted(load_id, total)))
+                record = None
+                if ident is not None:
+                    try:
+                        resolved = ident.resolve(self, on_conflict)
+                    except BaseException:
+                        with contextlib.suppress(SegdError):
+                            wal.append(mut.encode(mut.LoadAborted(load_id)))
+                        raise
+                    record = load_identity.record(resolved)
+                seq = wal.append(mut.encode(mut.LoadCommitted(load_id, total, record)))
+                if record is not None:
+                    self._apply_load_identity(record)
                 appended = self._apply_event_chunks(
-                    self._validated_chunks(source, rows_per_chunk), progress
+                    self._validated_chunks(source, rows_per_chunk, ident), progress
                 )
                 if progress:
                     progress("index", total)
