@@ -83,7 +83,10 @@ class LoadIdentity:
         """A chunk validated (link columns taken out as identity, NULL customer_ids
         standing in as placeholders) and its identity columns (column -> normalised
         Arrow text with NULLs). A row naming nobody is refused here, by load row."""
-        table, ids = identity_api.split_links(engine, table, "events")
+        try:
+            table, ids = identity_api.split_links(engine, table, "events")
+        except InvalidInput as exc:  # a bad link value: at its load row
+            raise exc.shifted(first) from None
         batch = validate_chunk(table, first)
         # ids None: every row has its customer_id and no link value
         customer_id, links = (batch.customer_id, {}) if ids is None else ids
