@@ -356,10 +356,16 @@ class Engine(LiveApi):
 
     # -- ingest -----------------------------------------------------------------------
     def load_contacts(
-        self, source: Source, *, schema: dict[str, str] | None = None
+        self,
+        source: Source,
+        *,
+        schema: dict[str, str] | None = None,
+        on_conflict: str = "reject",
     ) -> LoadReport:
-        """Add or update contacts from CSV / Parquet / a table (`schema`: column -> kind)."""
-        return self.upsert_contacts(source, schema=schema)
+        """Add or update contacts from CSV / Parquet / a table (`schema`: column -> kind).
+        Rows without a customer_id name their contact by link columns, as for
+        ``upsert_contacts`` (`on_conflict`: ``reject`` or ``merge``)."""
+        return self.upsert_contacts(source, schema=schema, on_conflict=on_conflict)
 
     def upsert_contacts(
         self,

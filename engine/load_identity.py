@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -221,6 +222,21 @@ def source_kinds(engine, source) -> list[str]:
             names = pq.read_schema(source).names
         except (pa.ArrowInvalid, OSError):
             return []  # the load's own read reports it
+    elif isinstance(source, (str, Path)) and Path(source).suffix.lower() in (
+        ".csv",
+        ".tsv",
+        ".txt",
+    ):
+        import pyarrow.csv as pcsv
+
+        delimiter = "\t" if Path(source).suffix.lower() == ".tsv" else ","
+        try:  # the header only: the load reads the file itself
+            with pcsv.open_csv(
+                source, parse_options=pcsv.ParseOptions(delimiter=delimiter)
+            ) as reader:
+                names = reader.schema.names
+        except (pa.ArrowInvalid, OSError):
+            return []
     else:
         names = read_table(source, "events").column_names
     return link_kinds_of(names, kinds)

@@ -224,3 +224,32 @@ def test_identity_codes_are_dense_per_distinct_identity():
     again = ident.add(cols, 8)
     assert np.array_equal(again, codes) and len(ident) == 8
     assert np.array_equal(ident.codes(cols), codes)
+
+
+def test_csv_by_link_reads_the_header_for_its_link_columns(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "ts,type,device_id,customer_id\n"
+        "2025-01-01T00:00:01Z,view,d1,\n"
+        "2025-01-01T00:00:02Z,view,d1,a\n"
+        "2025-01-01T00:00:03Z,order,d2,\n"
+    )
+    eng = Engine()
+    eng.load_events(path, rows_per_chunk=1)
+    assert eng.resolve("device_id", "d1") == "a"
+    assert eng.resolve("device_id", "d2") == "device_id:d2"
+    assert eng.count("view() count >= 2", now=NOW) == 1
+
+
+def test_load_contacts_by_link_takes_the_conflict_policy():
+    eng = Engine()
+    eng.upsert_contacts([{"customer_id": "a", "city": "Omsk"}])
+    eng.link("a", "email", "a@x.io")
+    eng.upsert_contacts([{"customer_id": "b", "city": "Kazan"}])
+    eng.link("b", "card", "7")
+    rows = [{"customer_id": None, "email": "a@x.io", "card": "7", "rating": 5}]
+    with pytest.raises(IdentityConflict):
+        eng.load_contacts(rows)
+    eng.load_contacts(rows, on_conflict="merge")
+    assert eng.resolve("card", "7") == eng.resolve("email", "a@x.io")
+    assert eng.stats()["contacts"] == 1
