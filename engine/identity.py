@@ -512,26 +512,13 @@ def _aggregates(store, s: int, m: int) -> None:
     )
     if not had_orders:
         return
-    count = agg.orders_count
     log = store.logs.get("order")
     if log is None:
         return
-    rows = log.rows_of(s, store.contacts.n)
-    col = log.dim("order_id")
-    if col is None:
-        count[s] = len(rows)
-        return
-    codes = col[rows]
-    known = codes[codes != NO_CODE]
-    ids = np.unique(known)
-    count[s] = len(codes) - len(known) + len(ids)
     owner = agg._order_owner
-    ids = ids[ids < len(owner)]
-    mine = ids[owner[ids] == m]
-    if len(mine):
-        if not owner.flags.writeable:
-            owner = agg._order_owner = owner.copy()
-        owner[mine] = s
+    if not owner.flags.writeable:
+        owner = agg._order_owner = owner.copy()
+    agg.orders_count[s] = log.recount_orders(s, m, owner, store.contacts.n)
     if agg._shared_orders:
         pairs = {p for p in agg._shared_orders if p[0] == m}
         if pairs:
