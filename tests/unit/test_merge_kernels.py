@@ -6,8 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segd.native import NO_CODE
-from segd.native import aggregates, contactindex
+from segd.native import NO_CODE, aggregates, contactindex
 
 
 @given(
@@ -18,7 +17,9 @@ from segd.native import aggregates, contactindex
     merged=st.integers(0, 4),
     owner_len=st.integers(0, 10),
 )
-def test_recount_orders_matches_numpy(cids, codes, indexed, survivor, merged, owner_len):
+def test_recount_orders_matches_numpy(
+    cids, codes, indexed, survivor, merged, owner_len
+):
     if survivor == merged:
         return
     n = len(cids)
