@@ -259,7 +259,13 @@ class Engine(LiveApi):
         elif isinstance(m, mut.RfmComputed):
             self.rfm_state.apply_computed(m.result)
             self.live.rfm_changed()
-        elif isinstance(m, mut.LinkAdded | mut.LinkRemoved | mut.ContactsMerged):
+        elif isinstance(
+            m,
+            mut.LinkAdded
+            | mut.LinkRemoved
+            | mut.ContactsMerged
+            | mut.ContactsMergedMany,
+        ):
             merged = identity_api.apply(self, m)
             if merged is not None:
                 self._touched(merged, "merge")
@@ -766,6 +772,22 @@ class Engine(LiveApi):
             check_merge(self.store, survivor, merged)
             seq = self._commit(mut.ContactsMerged(survivor, merged))
         self._wait_durable(seq)
+
+    def merge_many(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """``merge`` for many (survivor, merged) pairs, in order, as ONE record: one
+        lock, one log write, one notification of the contacts changed. All or nothing:
+        each pair is checked against the state the pairs before it leave (``b`` into
+        ``a``, then ``a`` into ``c`` is a chain; merging ``b`` twice is an error), and a
+        bad pair raises ``MergeError`` at ``pairs[i]`` with nothing merged. Returns the
+        number of merges."""
+        from segd.identity import check_merges
+
+        pairs = list(pairs)
+        with self._writing():
+            checked = check_merges(self.store, pairs)
+            seq = self._commit(mut.ContactsMergedMany(checked)) if checked else 0
+        self._wait_durable(seq)
+        return len(checked)
 
     def contact(self, customer_id: str, recent: int = 10) -> dict:
         """One contact: profile, links, aggregates and its `recent` latest events (each

@@ -173,38 +173,31 @@ class EventLog:
                 return len(rows_of)
             if ends is None:
                 ends = self._ci_ends = offsets[1:].copy()
-            if ends[merged] == offsets[merged] and (
-                limit == self.n or not (self._cid[limit : self.n] == merged).any()
-            ):
-                return 0  # no rows of `merged` in this log
-            used = self._ci_used
-            need = used + (
-                ends[merged] - offsets[merged] + ends[survivor] - offsets[survivor]
-            )
-            if need > len(rows):
-                grown = np.empty(max(need, len(rows) + len(rows) // 8), np.uint32)
-                grown[:used] = rows[:used]
+            origin = self._dims.get(ORIGIN)
+            if origin is None:
+                if ends[merged] == offsets[merged] and (
+                    limit == self.n or not (self._cid[limit : self.n] == merged).any()
+                ):
+                    return 0  # no rows of `merged` here: no origin column needed
+                origin = self._origin_column()
+            while True:
+                try:
+                    moved, used = contactindex.move_contact(
+                        self._cid, origin, offsets, ends, rows, self._ci_used,
+                        limit, self.n, merged, survivor,
+                    )  # fmt: skip
+                except ValueError:
+                    if origin.flags.writeable and self._cid.flags.writeable:
+                        raise
+                    origin = self._origin_column()  # a snapshot's read-only maps
+                    continue
+                if moved >= 0:
+                    break
+                grown = np.empty(max(used, len(rows) + len(rows) // 8), np.uint32)
+                grown[: self._ci_used] = rows[: self._ci_used]
                 rows = grown
                 self._ci = (offsets, rows)
-            origin = self._dims.get(ORIGIN)
-            if (
-                origin is None
-                or not origin.flags.writeable
-                or not self._cid.flags.writeable
-            ):
-                origin = self._origin_column()
-            moved, self._ci_used = contactindex.move_contact(
-                self._cid,
-                origin,
-                offsets,
-                ends,
-                rows,
-                used,
-                limit,
-                self.n,
-                merged,
-                survivor,
-            )
+            self._ci_used = used
             if moved:
                 self._version += 1
             return moved

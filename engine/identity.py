@@ -448,6 +448,40 @@ def check_merge(store, survivor: str, merged: str) -> tuple[int, int]:
     return s, m
 
 
+def check_merges(store, pairs) -> list[tuple[str, str]]:
+    """The (survivor, merged) pairs of a ``merge_many``, each valid in the state the
+    pairs before it leave; ``MergeError`` at ``pairs[i]`` for the first that is not."""
+    if isinstance(pairs, (str, bytes)):
+        raise MergeError.at("pairs", "expected (survivor, merged) pairs")
+    contacts = store.contacts
+    gone: dict[int, int] = {}  # merged earlier in this call -> its survivor
+    out = []
+    for i, pair in enumerate(pairs):
+        try:
+            survivor, merged = pair
+        except (TypeError, ValueError):
+            raise MergeError.at(
+                f"pairs[{i}]", "expected a (survivor, merged) pair"
+            ) from None
+        try:
+            s, m = check_merge(store, survivor, merged)
+            for name, c, value in (("merged", m, merged), ("survivor", s, survivor)):
+                if c in gone:
+                    into = contacts.external_ids(np.array([gone[c]], np.uint32))[0]
+                    raise MergeError.at(
+                        name,
+                        f"{value!r} was merged into {into!r} earlier in this call",
+                    )
+        except MergeError as exc:
+            raise MergeError.at(f"pairs[{i}].{exc.where}", exc.reason) from None
+        gone[m] = s
+        for c, into in gone.items():  # a chain: what merged into m now is in s
+            if into == m:
+                gone[c] = s
+        out.append((survivor, merged))
+    return out
+
+
 # -- merging -----------------------------------------------------------------------------
 def merge_contacts(store, survivor: int, merged: int) -> None:
     """Make contact `merged` part of `survivor` (validated; under the write lock).
@@ -484,6 +518,16 @@ def _redirect(store, survivor: int, merged: int, n: int) -> None:
     contacts.merged.add(merged)
 
 
+ROLLUPS = (
+    "last_visit_s",
+    "last_email_open_s",
+    "last_order_s",
+    "first_order_s",
+    "revenue",
+    "orders_count",
+)
+
+
 def _writable(agg, name: str) -> np.ndarray:
     arr = getattr(agg, name)
     if not arr.flags.writeable:  # a snapshot's read-only map: copy on first write
@@ -500,16 +544,12 @@ def _aggregates(store, s: int, m: int) -> None:
     from segd.native import aggregates as kernels
 
     agg = store.aggregates
-    had_orders = kernels.merge_rollups(
-        _writable(agg, "last_visit_s"),
-        _writable(agg, "last_email_open_s"),
-        _writable(agg, "last_order_s"),
-        _writable(agg, "first_order_s"),
-        _writable(agg, "revenue"),
-        _writable(agg, "orders_count"),
-        s,
-        m,
-    )
+    names = ROLLUPS
+    try:
+        had_orders = kernels.merge_rollups(*(getattr(agg, a) for a in names), s, m)
+    except ValueError:  # a snapshot's read-only maps: copy them on the first write
+        arrays = [_writable(agg, a) for a in names]
+        had_orders = kernels.merge_rollups(*arrays, s, m)
     if not had_orders:
         return
     log = store.logs.get("order")

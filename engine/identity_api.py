@@ -38,6 +38,9 @@ def apply(engine: Engine, m: Any) -> np.ndarray | None:
     if isinstance(m, mut.LinkRemoved):
         store.identity.table(m.kind).unset(m.value)
         return None
+    if isinstance(m, mut.ContactsMergedMany):
+        pairs = [_merge(engine, s, merged) for s, merged in m.pairs]
+        return np.concatenate(pairs) if pairs else None
     return _merge(engine, m.survivor, m.merged)
 
 
@@ -70,8 +73,8 @@ def _merge(engine: Engine, survivor: str, merged: str) -> np.ndarray:
     s = store.contacts.ids.lookup_one(survivor)
     m = store.contacts.ids.lookup_one(merged)
     identity.merge_contacts(store, s, m)
-    for seg in engine.segments.list():
-        if seg.members is not None and m in seg.members:
+    for seg in engine.segments.with_members():
+        if m in seg.members:
             members = seg.members.copy()
             members.discard(m)
             members.add(s)

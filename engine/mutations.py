@@ -86,6 +86,14 @@ class ContactsMerged:
 
 
 @dataclass
+class ContactsMergedMany:
+    """``Engine.merge_many``: (survivor, merged) pairs applied in order as one record
+    (validated against the state the pairs before each leave)."""
+
+    pairs: list[tuple[str, str]]
+
+
+@dataclass
 class SegmentPut:
     """A segment created or updated: the whole resulting SavedSegment (times included)."""
 
@@ -161,6 +169,7 @@ Mutation = (
     | LinkAdded
     | LinkRemoved
     | ContactsMerged
+    | ContactsMergedMany
 )
 
 
@@ -336,6 +345,8 @@ def encode(m: Mutation) -> bytes:
         rec = {"k": "link_remove", "kind": m.kind, "value": m.value}
     elif isinstance(m, ContactsMerged):
         rec = {"k": "merge", "survivor": m.survivor, "merged": m.merged}
+    elif isinstance(m, ContactsMergedMany):
+        rec = {"k": "merges", "pairs": [list(p) for p in m.pairs]}
     else:
         raise TypeError(f"not a mutation: {type(m).__name__}")
     return msgpack.packb(rec, use_bin_type=True)
@@ -552,6 +563,8 @@ def decode_record(rec: dict) -> Mutation:
         return LinkRemoved(rec["kind"], rec["value"])
     if kind == "merge":
         return ContactsMerged(rec["survivor"], rec["merged"])
+    if kind == "merges":
+        return ContactsMergedMany([(s, m) for s, m in rec["pairs"]])
     if kind == "segment_put":
         members = rec["members"]
         return SegmentPut(

@@ -115,8 +115,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def MergeContacts(self, request: Any, context: grpc.ServicerContext) -> Any:
         if not request.merged_ids:
             raise InvalidInput.at("merged_ids", "name at least one contact to merge")
-        for merged in request.merged_ids:
-            self._engine.merge(request.customer_id, merged)
+        if len(request.merged_ids) == 1:
+            self._engine.merge(request.customer_id, request.merged_ids[0])
+        else:  # all or nothing, one record
+            self._engine.merge_many(
+                [(request.customer_id, m) for m in request.merged_ids]
+            )
         return ingest_pb2.MergeContactsResponse(merged=len(request.merged_ids))
 
     def LinkIdentity(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -145,6 +145,12 @@ class DurableVersusMemory(RuleBasedStateMachine):
         """Identity merges (issue 12): refused alike (self, unknown, merged already)."""
         self._both("merge", survivor, merged)
 
+    @rule(pairs=st.lists(st.tuples(st.sampled_from(IDS), st.sampled_from(IDS)),
+                         min_size=1, max_size=3))  # fmt: skip
+    def merge_many(self, pairs):
+        """Many merges as one record: all or nothing, refused alike."""
+        self._both("merge_many", pairs)
+
     @rule(cid=st.sampled_from(IDS), card=st.sampled_from(["k1", "k2"]))
     def link(self, cid, card):
         self._both("link", cid, "card", card)
