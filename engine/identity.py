@@ -267,7 +267,7 @@ def resolve(
     new_named = pa.array([], pa.string())
     if customer_id is not None:
         named = np.asarray(pc.is_valid(customer_id))
-        local = IdMap()
+        local = IdMap(rows)  # pre-sized: no rehash while it grows
         codes = local.get_or_add(customer_id.filter(pa.array(named)))
         cids = contacts.lookup(customer_id.filter(pa.array(named))).astype(np.int64)
         cids[cids == NO_CODE] = -1
@@ -301,7 +301,7 @@ def resolve(
         take = known & ~fixed
         labels[take] = owners[take]
         fixed |= known
-        link_codes[kind] = IdMap().get_or_add(values.fill_null(""))
+        link_codes[kind] = IdMap(rows).get_or_add(values.fill_null(""))
         link_codes[kind][~np.asarray(pc.is_valid(values))] = NO_CODE
     unnamed = labels < 0
     if unnamed.any():
@@ -338,8 +338,8 @@ def resolve(
                 idx = np.flatnonzero(has)[upd]
                 labels[idx] = new[upd]
                 changed = changed or bool(upd.any())
-        if not changed:
-            break
+        if not changed or len(link_codes) == 1:
+            break  # one kind: its groups took their smallest label in one pass
     if conflicts:
         violations = [
             Violation(

@@ -284,7 +284,7 @@ def split_links(engine: Engine, table: pa.Table, kind: str) -> tuple[pa.Table, A
         if kind == "contacts":
             fill = pa.array([f"{PLACEHOLDER}{i}" for i in range(table.num_rows)])
         else:
-            fill = pa.array([PLACEHOLDER] * table.num_rows)
+            fill = pa.repeat(PLACEHOLDER, table.num_rows)
         table = table.append_column("customer_id", fill)
     else:
         if kind == "contacts":
