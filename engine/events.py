@@ -173,8 +173,10 @@ class EventLog:
                 return len(rows_of)
             if ends is None:
                 ends = self._ci_ends = offsets[1:].copy()
-            origin = self._dims.get(ORIGIN)
-            if origin is None:
+            existing = self._dims.get(ORIGIN)
+            if existing is not None:
+                origin = existing
+            else:
                 if ends[merged] == offsets[merged] and (
                     limit == self.n or not (self._cid[limit : self.n] == merged).any()
                 ):

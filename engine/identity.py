@@ -536,20 +536,32 @@ def _writable(agg, name: str) -> np.ndarray:
     return arr
 
 
+def _merge_rollups(arrays: dict, s: int, m: int) -> int:
+    """``aggregates.merge_rollups`` over the named rollup arrays (see ROLLUPS)."""
+    from segd.native import aggregates as kernels
+
+    return kernels.merge_rollups(
+        arrays["last_visit_s"],
+        arrays["last_email_open_s"],
+        arrays["last_order_s"],
+        arrays["first_order_s"],
+        arrays["revenue"],
+        arrays["orders_count"],
+        s,
+        m,
+    )
+
+
 def _aggregates(store, s: int, m: int) -> None:
     """The survivor's rollups from the data of both: maxima and minima combine, revenue
     adds up (the same order lines), the order count is recomputed from the survivor's
     order rows (distinct order_id; an id both contacts had counts once), and the order
     ids the merged contact owned now belong to the survivor."""
-    from segd.native import aggregates as kernels
-
     agg = store.aggregates
-    names = ROLLUPS
     try:
-        had_orders = kernels.merge_rollups(*(getattr(agg, a) for a in names), s, m)
+        had_orders = _merge_rollups(vars(agg), s, m)
     except ValueError:  # a snapshot's read-only maps: copy them on the first write
-        arrays = [_writable(agg, a) for a in names]
-        had_orders = kernels.merge_rollups(*arrays, s, m)
+        had_orders = _merge_rollups({a: _writable(agg, a) for a in ROLLUPS}, s, m)
     if not had_orders:
         return
     log = store.logs.get("order")

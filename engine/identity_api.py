@@ -74,7 +74,7 @@ def _merge(engine: Engine, survivor: str, merged: str) -> np.ndarray:
     m = store.contacts.ids.lookup_one(merged)
     identity.merge_contacts(store, s, m)
     for seg in engine.segments.with_members():
-        if m in seg.members:
+        if seg.members is not None and m in seg.members:
             members = seg.members.copy()
             members.discard(m)
             members.add(s)
