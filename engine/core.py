@@ -80,6 +80,17 @@ def _deadline_s(deadline: float | Budget | None) -> float | None:
     return deadline.deadline if isinstance(deadline, Budget) else deadline
 
 
+class _Flight:
+    """One evaluation under way: its waiters block on `done`; `result` stays None when
+    it failed (each waiter then evaluates on its own and sees its own error)."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: tuple[BitMap, tuple[QueryWarning, ...]] | None = None
+
+
 class Engine(LiveApi):
     """One shard of segd (see module docstring and docs/engine-api.md)."""
 
@@ -108,6 +119,9 @@ class Engine(LiveApi):
             tuple, tuple[BitMap, tuple[QueryWarning, ...]]
         ] = collections.OrderedDict()
         self._results_lock = threading.Lock()
+        # Evaluations under way, by cache key: callers asking the same (query, now)
+        # meanwhile wait for that one instead of evaluating it again (see segment()).
+        self._inflight: dict[tuple, _Flight] = {}
         # RFM: config, latest computation, transitions, daily counts (segd.rfm).
         self.rfm_state = rfm_mod.RfmState()
         self._rfm_compute_lock = threading.Lock()  # one rfm_compute at a time
@@ -724,23 +738,52 @@ class Engine(LiveApi):
         key = (prepared.key, now_s)
         cache = cache and self.result_cache_size > 0
         with self._lock.read():
-            hit = None
             if cache:
-                with self._results_lock:
-                    hit = self._results.get(key)
-                    if hit is not None:
-                        self._results.move_to_end(key)
-            if hit is None:
+                hit = self._cached_evaluation(key, prepared.ast, now_s, deadline)
+            else:
                 hit = self._evaluate_warned(prepared.ast, now_s, deadline, None)
-            if cache:
-                with self._results_lock:
-                    # Dashboards and send pipelines ask the same segment again and again
-                    # between writes; the same (query, now) needs no second evaluation.
-                    self._results[key] = hit
-                    while len(self._results) > self.result_cache_size:
-                        self._results.popitem(last=False)
         bitmap, warnings = hit
         return SegmentResult(bitmap, self.store.contacts.external_ids, now_s, warnings)
+
+    def _cached_evaluation(
+        self, key: tuple, ast: dict, now_s: float, deadline: float | None
+    ) -> tuple[BitMap, tuple[QueryWarning, ...]]:
+        """The result of `key` from the cache, from an evaluation of it already under
+        way, or evaluated here and cached. Called under the read lock.
+
+        Dashboards and send pipelines ask the same segment again and again between
+        writes, and requests without an explicit `now` share the current second: when a
+        new second starts, every concurrent caller misses at once. Evaluating once and
+        letting the others wait for it (single flight) keeps them from each spending a
+        full evaluation on the same answer, which is what set the tail latency.
+        """
+        with self._results_lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                self._results.move_to_end(key)
+                return hit
+            flight = self._inflight.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._inflight[key] = _Flight()
+        if not leader:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if flight.done.wait(wait) and flight.result is not None:
+                return flight.result
+            # the leader failed (or our deadline came first): evaluate on our own
+            return self._evaluate_warned(ast, now_s, deadline, None)
+        try:
+            hit = self._evaluate_warned(ast, now_s, deadline, None)
+            flight.result = hit
+            with self._results_lock:
+                self._results[key] = hit
+                while len(self._results) > self.result_cache_size:
+                    self._results.popitem(last=False)
+            return hit
+        finally:
+            with self._results_lock:
+                self._inflight.pop(key, None)
+            flight.done.set()
 
     def _evaluate(
         self, ast: dict, now_s: float, deadline: float | None, profile: list | None

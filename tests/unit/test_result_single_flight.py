@@ -1,0 +1,94 @@
+"""Concurrent callers asking the same (query, now) share one evaluation (single flight):
+the tail latency of a busy second boundary, when every client misses the result cache at
+once. A failed leader must not hand its error (or nothing) to the others, and a
+different `now` or query is a different flight."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from segd import Engine
+
+NOW = 1_735_689_600.0
+
+
+def engine_counting_evaluations(delay: float) -> tuple[Engine, list[tuple]]:
+    eng = Engine()
+    eng.append_events(
+        [
+            {"customer_id": f"c{i}", "ts": int(NOW) - 60 * i, "type": "view"}
+            for i in range(50)
+        ]
+    )
+    calls: list[tuple] = []
+    real = eng._evaluate_warned
+
+    def slow(ast, now_s, deadline, profile):
+        calls.append((repr(ast), now_s))
+        time.sleep(delay)
+        return real(ast, now_s, deadline, profile)
+
+    eng._evaluate_warned = slow  # type: ignore[method-assign]
+    return eng, calls
+
+
+def run_together(fn, n: int) -> list:
+    out: list = [None] * n
+    barrier = threading.Barrier(n)
+
+    def one(k: int) -> None:
+        barrier.wait()
+        out[k] = fn(k)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_same_query_and_now_is_evaluated_once():
+    eng, calls = engine_counting_evaluations(0.2)
+    q = "view() in last 1 hours"
+    counts = run_together(lambda k: eng.segment(q, NOW).count(), 8)
+    assert len(calls) == 1
+    assert len(set(counts)) == 1
+    assert counts[0] == eng.segment(q, NOW, cache=False).count()
+
+
+def test_different_now_or_query_are_separate_flights():
+    eng, calls = engine_counting_evaluations(0.1)
+    queries = ["view() in last 1 hours", "view() in last 2 hours"]
+    run_together(lambda k: eng.segment(queries[k % 2], NOW + (k // 2) % 2), 8)
+    assert len(calls) == 4  # 2 queries x 2 moments
+
+
+def test_a_failed_leader_lets_each_waiter_evaluate_on_its_own():
+    eng = Engine()
+    eng.append_events([{"customer_id": "a", "ts": int(NOW) - 5, "type": "view"}])
+    real = eng._evaluate_warned
+    state = {"calls": 0}
+    lock = threading.Lock()
+
+    def flaky(ast, now_s, deadline, profile):
+        with lock:
+            state["calls"] += 1
+            first = state["calls"] == 1
+        time.sleep(0.1)
+        if first:
+            raise RuntimeError("leader failed")
+        return real(ast, now_s, deadline, profile)
+
+    eng._evaluate_warned = flaky  # type: ignore[method-assign]
+
+    def count(k: int):
+        try:
+            return eng.segment("view()", NOW).count()
+        except RuntimeError as exc:
+            return str(exc)
+
+    out = run_together(count, 4)
+    assert sorted(out, key=str) == sorted([1, 1, 1, "leader failed"], key=str)
+    assert not eng._inflight
