@@ -92,3 +92,33 @@ def test_a_failed_leader_lets_each_waiter_evaluate_on_its_own():
     out = run_together(count, 4)
     assert sorted(out, key=str) == sorted([1, 1, 1, "leader failed"], key=str)
     assert not eng._inflight
+
+
+def test_segment_references_are_prepared_once_and_stay_checked():
+    import pytest
+
+    from segd.errors import InvalidQuery
+    from segd.segments.query import prepare
+
+    first = prepare({"segment": "vip"})
+    assert prepare({"segment": "vip"}) is first
+    assert first.ast == {"segment": "vip"} and first.references == {"vip"}
+    for bad in ({"segment": ""}, {"segment": 3}, {"segment": "vip", "x": 1}):
+        with pytest.raises(InvalidQuery):
+            prepare(bad)
+
+
+def test_a_changed_saved_segment_is_counted_anew_through_its_reference():
+    eng = Engine()
+    eng.append_events(
+        [
+            {"customer_id": f"c{i}", "ts": int(NOW) - 60 * i, "type": "view"}
+            for i in range(10)
+        ]
+    )
+    wide, narrow = "view() in last 20 days", "view() in last 1 days"
+    eng.create_segment("recent", wide)
+    assert eng.count({"segment": "recent"}, NOW) == eng.count(wide, NOW, cache=False)
+    eng.update_segment("recent", narrow)
+    got = eng.count({"segment": "recent"}, NOW)
+    assert got == eng.count(narrow, NOW, cache=False) < eng.count(wide, NOW)
