@@ -112,7 +112,11 @@ def test_a_changed_saved_segment_is_counted_anew_through_its_reference():
     eng = Engine()
     eng.append_events(
         [
-            {"customer_id": f"c{i}", "ts": int(NOW) - 60 * i, "type": "view"}
+            {
+                "customer_id": f"c{i}",
+                "ts": int(NOW) - 86_400 * 3 * i - 1,
+                "type": "view",
+            }
             for i in range(10)
         ]
     )
