@@ -126,3 +126,52 @@ def test_a_changed_saved_segment_is_counted_anew_through_its_reference():
     eng.update_segment("recent", narrow)
     got = eng.count({"segment": "recent"}, NOW)
     assert got == eng.count(narrow, NOW, cache=False) < eng.count(wide, NOW)
+
+
+def wait_refreshes(eng: Engine) -> None:
+    for _ in range(500):
+        if not eng._refreshing:
+            return
+        time.sleep(0.01)
+    raise AssertionError("refresh ahead did not finish")
+
+
+def test_a_query_late_in_its_second_is_refreshed_ahead_for_the_next():
+    eng, calls = engine_counting_evaluations(0.0)
+    q = "view() in last 1 hours"
+    prepared = eng.prepare(q)
+    second = float(int(time.time()) - 1)  # a second that is over: "late" in it
+    eng._refresh_ahead(prepared, second)
+    wait_refreshes(eng)
+    assert calls == [(repr(prepared.ast), second + 1)]
+    ahead = eng.segment(q, second + 1)  # served from what the refresh cached
+    assert len(calls) == 1
+    assert ahead.ids() == eng.segment(q, second + 1, cache=False).ids()
+    # once per query and second
+    eng._refresh_ahead(prepared, second)
+    wait_refreshes(eng)
+    assert len(calls) == 2  # only the cache=False evaluation above
+
+
+def test_early_in_a_second_nothing_is_refreshed_and_writes_drop_refreshed_results():
+    eng, calls = engine_counting_evaluations(0.0)
+    prepared = eng.prepare("view()")
+    eng._refresh_ahead(prepared, time.time() + 10)  # "now" still far from over
+    wait_refreshes(eng)
+    assert calls == []
+    second = float(int(time.time()) - 1)
+    eng._refresh_ahead(prepared, second)
+    wait_refreshes(eng)
+    before = eng.segment("view()", second + 1).count()
+    eng.append_events([{"customer_id": "new", "ts": int(second) - 5, "type": "view"}])
+    assert eng.segment("view()", second + 1).count() == before + 1
+
+
+def test_server_clock_calls_refresh_ahead_only_without_explicit_now():
+    eng, calls = engine_counting_evaluations(0.0)
+    seen = []
+    eng._refresh_ahead = lambda prepared, now_s: seen.append(now_s)  # type: ignore[method-assign]
+    eng.segment("view()", NOW)
+    assert seen == []
+    eng.segment("view()")
+    assert len(seen) == 1 and seen[0] == int(seen[0])
