@@ -183,3 +183,39 @@ def test_amount_set_false_is_null_and_empty_strings_are_null():
     table = convert.columns_to_table(cols)
     assert table["amount"].to_pylist() == [1.5, None, 2.5]
     assert table["item_id"].to_pylist() == ["a", None, "b"]
+
+
+def raw_string_column(draw) -> ingest_pb2.StringColumn:
+    return ingest_pb2.StringColumn(
+        data=draw(st.binary(max_size=12)),
+        offsets=draw(st.lists(st.integers(-3, 14), max_size=6)),
+    )
+
+
+@st.composite
+def arbitrary_columns(draw) -> ingest_pb2.EventColumns:
+    cols = ingest_pb2.EventColumns(
+        ts_ms=draw(st.lists(st.integers(-(2**62), 2**62), max_size=5)),
+        amount=draw(st.lists(st.floats(), max_size=5)),
+        amount_set=draw(st.lists(st.booleans(), max_size=5)),
+    )
+    for name in ("customer_id", "type", "item_id", "order_id", "event_id"):
+        if draw(st.booleans()):
+            getattr(cols, name).CopyFrom(raw_string_column(draw))
+    for name in draw(st.sets(st.sampled_from(("email", "ts", "phrase")), max_size=2)):
+        cols.properties[name].CopyFrom(raw_string_column(draw))
+    return cols
+
+
+@settings(deadline=None)
+@given(arbitrary_columns())
+def test_any_message_is_a_table_or_a_located_invalid_input(cols):
+    """Whatever a client sends, the converter answers a table of consistent columns or
+    an InvalidInput naming a column (never another exception, never a torn table)."""
+    try:
+        table = convert.columns_to_table(cols)
+    except InvalidInput as exc:
+        assert exc.column is not None and exc.where
+        return
+    table.validate(full=True)
+    assert table.num_rows == max(len(cols.customer_id.offsets) - 1, 0)
