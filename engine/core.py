@@ -80,6 +80,24 @@ def _deadline_s(deadline: float | Budget | None) -> float | None:
     return deadline.deadline if isinstance(deadline, Budget) else deadline
 
 
+# A query asked on the server's clock this far into a second is evaluated for the next
+# second in the background (Engine._refresh_ahead); such a refresh gives up after
+# REFRESH_AHEAD_DEADLINE_S.
+REFRESH_AHEAD_AFTER_S = 0.5
+REFRESH_AHEAD_DEADLINE_S = 5.0
+
+
+class _Flight:
+    """One evaluation under way: its waiters block on `done`; `result` stays None when
+    it failed (each waiter then evaluates on its own and sees its own error)."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: tuple[BitMap, tuple[QueryWarning, ...]] | None = None
+
+
 class Engine(LiveApi):
     """One shard of segd (see module docstring and docs/engine-api.md)."""
 
@@ -108,6 +126,10 @@ class Engine(LiveApi):
             tuple, tuple[BitMap, tuple[QueryWarning, ...]]
         ] = collections.OrderedDict()
         self._results_lock = threading.Lock()
+        # Evaluations under way, by cache key: callers asking the same (query, now)
+        # meanwhile wait for that one instead of evaluating it again (see segment()).
+        self._inflight: dict[tuple, _Flight] = {}
+        self._refreshing: set[tuple] = set()  # next-second keys being refreshed ahead
         # RFM: config, latest computation, transitions, daily counts (segd.rfm).
         self.rfm_state = rfm_mod.RfmState()
         self._rfm_compute_lock = threading.Lock()  # one rfm_compute at a time
@@ -839,23 +861,89 @@ class Engine(LiveApi):
         key = (prepared.key, now_s)
         cache = cache and self.result_cache_size > 0
         with self._lock.read():
-            hit = None
             if cache:
-                with self._results_lock:
-                    hit = self._results.get(key)
-                    if hit is not None:
-                        self._results.move_to_end(key)
-            if hit is None:
+                hit = self._cached_evaluation(key, prepared.ast, now_s, deadline)
+                if now is None:
+                    self._refresh_ahead(prepared, now_s)
+            else:
                 hit = self._evaluate_warned(prepared.ast, now_s, deadline, None)
-            if cache:
-                with self._results_lock:
-                    # Dashboards and send pipelines ask the same segment again and again
-                    # between writes; the same (query, now) needs no second evaluation.
-                    self._results[key] = hit
-                    while len(self._results) > self.result_cache_size:
-                        self._results.popitem(last=False)
         bitmap, warnings = hit
         return SegmentResult(bitmap, self.store.contacts.external_ids, now_s, warnings)
+
+    def _cached_evaluation(
+        self, key: tuple, ast: dict, now_s: float, deadline: float | None
+    ) -> tuple[BitMap, tuple[QueryWarning, ...]]:
+        """The result of `key` from the cache, from an evaluation of it already under
+        way, or evaluated here and cached. Called under the read lock.
+
+        Dashboards and send pipelines ask the same segment again and again between
+        writes, and requests without an explicit `now` share the current second: when a
+        new second starts, every concurrent caller misses at once. Evaluating once and
+        letting the others wait for it (single flight) keeps them from each spending a
+        full evaluation on the same answer, which is what set the tail latency.
+        """
+        with self._results_lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                self._results.move_to_end(key)
+                return hit
+            flight = self._inflight.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._inflight[key] = _Flight()
+        if not leader:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if flight.done.wait(wait) and flight.result is not None:
+                return flight.result
+            # the leader failed (or our deadline came first): evaluate on our own
+            return self._evaluate_warned(ast, now_s, deadline, None)
+        try:
+            hit = self._evaluate_warned(ast, now_s, deadline, None)
+            flight.result = hit
+            with self._results_lock:
+                self._results[key] = hit
+                while len(self._results) > self.result_cache_size:
+                    self._results.popitem(last=False)
+            return hit
+        finally:
+            with self._results_lock:
+                self._inflight.pop(key, None)
+            flight.done.set()
+
+    def _refresh_ahead(self, prepared: Prepared, now_s: float) -> None:
+        """Evaluate a query asked on the server's clock for the *next* second in the
+        background, once this second is mostly gone, so the callers of the next second
+        find it cached instead of all waiting for its evaluation (what set Count's tail
+        latency with many clients). Only queries asked late in a second (hot ones) are
+        refreshed, at most one evaluation per query and second; any write in between
+        drops the result like every other cached one. The answer is exactly what the
+        next second's callers would compute: an evaluation at `now_s + 1` reads the
+        data as it is, and a later write clears it."""
+        if time.time() - now_s < REFRESH_AHEAD_AFTER_S:
+            return
+        key = (prepared.key, now_s + 1.0)
+        with self._results_lock:
+            if key in self._results or key in self._inflight or key in self._refreshing:
+                return
+            self._refreshing.add(key)
+        worker = threading.Thread(
+            target=self._refresh_one,
+            args=(key, prepared.ast),
+            name="segd-refresh-ahead",
+            daemon=True,
+        )
+        worker.start()
+
+    def _refresh_one(self, key: tuple, ast: dict) -> None:
+        try:
+            with self._lock.read():
+                deadline = time.monotonic() + REFRESH_AHEAD_DEADLINE_S
+                self._cached_evaluation(key, ast, key[1], deadline)
+        except Exception:  # noqa: BLE001 - a caller of that second evaluates and reports
+            pass
+        finally:
+            with self._results_lock:
+                self._refreshing.discard(key)
 
     def _evaluate(
         self, ast: dict, now_s: float, deadline: float | None, profile: list | None
