@@ -887,10 +887,9 @@ class Engine(LiveApi):
             if hit is not None:
                 self._results.move_to_end(key)
                 return hit
-            flight = self._inflight.get(key)
-            leader = flight is None
-            if leader:
-                flight = self._inflight[key] = _Flight()
+            found = self._inflight.get(key)
+            leader = found is None
+            flight = self._inflight[key] = _Flight() if found is None else found
         if not leader:
             wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             if flight.done.wait(wait) and flight.result is not None:

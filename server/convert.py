@@ -551,10 +551,10 @@ def _string_column(
             name,
         )
     if data and not data.isascii():
-        row = _first_bad_utf8_row(offsets, data)
-        if row is not None:
+        bad_row = _first_bad_utf8_row(offsets, data)
+        if bad_row is not None:
             raise InvalidInput.in_batch(
-                "events", "the value is not valid UTF-8", row=row, column=name
+                "events", "the value is not valid UTF-8", row=bad_row, column=name
             )
     return offsets, data
 

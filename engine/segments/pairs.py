@@ -382,6 +382,7 @@ class _Pairs:
         src = None if log is None or log.n == 0 else self._source(log, node.filters)
         if src is None:
             return np.full(len(idx), node.zero_qualifies, dtype=bool)
+        assert log is not None  # a source exists only for a non-empty log
         then, within = None, 0
         if node.then is not None:
             etype, within, then_filters = node.then
