@@ -183,16 +183,18 @@ cdef class PairSource:
             self.s.amount = &am[0] if n else NULL
             keep.append(amount)
         los, his, groups = [], [], []
+        # (no negative indexes here: the module is compiled without wraparound)
         for g, (lo, hi) in enumerate(amount_intervals):
             if len(lo) != len(hi):
                 raise ValueError("amount interval bounds differ in length")
-            los.append(np.asarray(lo, np.float64))
-            his.append(np.asarray(hi, np.float64))
-            groups.append(np.full(len(lo), g, np.int32))
-            if not len(lo):  # an empty group admits no amount
-                groups[-1] = np.full(1, g, np.int32)
-                los[-1] = np.array([1.0])
-                his[-1] = np.array([0.0])
+            if len(lo):
+                los.append(np.asarray(lo, np.float64))
+                his.append(np.asarray(hi, np.float64))
+                groups.append(np.full(len(lo), g, np.int32))
+            else:  # an empty group admits no amount: an empty interval [1, 0]
+                los.append(np.array([1.0]))
+                his.append(np.array([0.0]))
+                groups.append(np.full(1, g, np.int32))
         self.s.n_iv = 0
         self.s.iv_lo = self.s.iv_hi = NULL
         self.s.iv_group = NULL
