@@ -139,6 +139,36 @@ def _f64(values: Any) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float64)
 
 
+def decide(
+    store: Store,
+    cand: BitMap,
+    now: float,
+    positives: list[Any],
+    negatives: list[Any],
+) -> BitMap:
+    """The contacts of `cand` that match every node of `positives` and none of
+    `negatives` at `now`: the rest of an AND decided per candidate (candidate-first
+    plans, ``AndNode._few``). Merged contacts never match."""
+    cids = np.asarray(cand.to_array(), dtype=np.uint32)
+    if not len(cids):
+        return BitMap()
+    merged = store.contacts.merged
+    if merged:
+        cids = cids[~_member(merged, cids)]
+    nows = np.full(len(cids), float(now))
+    pairs = _Pairs(store, cids, nows, np.arange(len(cids), dtype=np.intp), None)
+    live = pairs.active
+    for node, keep in sorted(
+        [(p, True) for p in positives] + [(p, False) for p in negatives],
+        key=lambda nk: _rank(nk[0]),
+    ):
+        if not len(live):
+            break
+        got = pairs.run(node, live)
+        live = live[got if keep else ~got]
+    return cids_to_bitmap(np.ascontiguousarray(cids[live]))
+
+
 def _member(bitmap: BitMap, cids: np.ndarray) -> np.ndarray:
     """``cids[i] in bitmap`` per element (cost ~ len(cids), not the bitmap's size)."""
     if not len(cids) or not bitmap:
