@@ -20,9 +20,10 @@ from segd.explain import Evidence, SegmentEvidence
 from segd.segments.context import Context
 
 # Candidate-first plans (AndNode._few): below this share of the base, an AND decides its
-# remaining operands per candidate. Measured at 1M contacts: a pair costs ~0.1-0.3 us per
-# condition, a bitmap operand 1-5 ms whatever the candidates.
-CANDIDATE_FIRST_SHARE = 0.02
+# remaining operands per candidate (pair kernels) instead of a bitmap per operand.
+# Measured at 1M (CPU ms, one loaded run, BENCHMARKS.md): the reference segment 17.7 ->
+# 11.6 at 0.2%; at 2% three suite queries got slower (viewed_category 5.8 -> 8.0).
+CANDIDATE_FIRST_SHARE = 0.002
 
 
 class Node:
