@@ -29,6 +29,9 @@ whole-column scan, no plan run per moment):
 Falls back to the reference (one restricted run per distinct moment, for that sub-tree
 only): aggregates over a period (``orders_count in last 30 days``) and
 ``rfm.entered ...``.
+
+``decide`` is the same walk for the rest of an AND over a candidate bitmap at one moment:
+``Engine.segment``'s candidate-first plans (``plan.CANDIDATE_FIRST_SHARE``).
 """
 
 from __future__ import annotations
