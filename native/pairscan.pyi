@@ -65,3 +65,22 @@ def tail_index(
     limit: int,  # row_t: first unindexed row
     n: int,  # rows in the log
 ) -> tuple[Cids, Rows]: ...  # rows [limit, n) sorted by (contact, row)
+def interval_pairs(
+    values: npt.NDArray[np.int8 | np.int64 | np.uint32 | np.float64],
+    lo: Floats,  # closed intervals [lo[k], hi[k]]
+    hi: Floats,
+    cids: Cids,
+    valid: npt.NDArray[np.uint8] | None = None,  # per contact; 0 = NULL
+) -> npt.NDArray[np.uint8]: ...  # per cid: valid and values[c] in an interval
+def ratio_pairs(
+    num: Floats,
+    den: npt.NDArray[np.uint32],  # 0 = NULL
+    lo: Floats,
+    hi: Floats,
+    cids: Cids,
+) -> npt.NDArray[np.uint8]: ...  # per cid: num[c] / den[c] in an interval
+def code_mask_pairs(
+    codes: Codes,
+    mask: Mask,
+    cids: Cids,
+) -> npt.NDArray[np.uint8]: ...  # per cid: codes[c] not NULL and mask[codes[c]]

@@ -16,7 +16,7 @@ condition for every pair in one nogil pass.
 """
 
 from libc.math cimport isnan
-from libc.stdint cimport UINT32_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport UINT32_MAX, int8_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, qsort, realloc
 
 import numpy as np
@@ -183,16 +183,18 @@ cdef class PairSource:
             self.s.amount = &am[0] if n else NULL
             keep.append(amount)
         los, his, groups = [], [], []
+        # (no negative indexes here: the module is compiled without wraparound)
         for g, (lo, hi) in enumerate(amount_intervals):
             if len(lo) != len(hi):
                 raise ValueError("amount interval bounds differ in length")
-            los.append(np.asarray(lo, np.float64))
-            his.append(np.asarray(hi, np.float64))
-            groups.append(np.full(len(lo), g, np.int32))
-            if not len(lo):  # an empty group admits no amount
-                groups[-1] = np.full(1, g, np.int32)
-                los[-1] = np.array([1.0])
-                his[-1] = np.array([0.0])
+            if len(lo):
+                los.append(np.asarray(lo, np.float64))
+                his.append(np.asarray(hi, np.float64))
+                groups.append(np.full(len(lo), g, np.int32))
+            else:  # an empty group admits no amount: an empty interval [1, 0]
+                los.append(np.array([1.0]))
+                his.append(np.array([0.0]))
+                groups.append(np.full(1, g, np.int32))
         self.s.n_iv = 0
         self.s.iv_lo = self.s.iv_hi = NULL
         self.s.iv_group = NULL
@@ -469,3 +471,93 @@ def tail_index(const cid_t[::1] cid, row_t limit, Py_ssize_t n):
     tail = np.asarray(cid[limit:n])
     order = np.argsort(tail, kind="stable").astype(np.uint32)
     return np.ascontiguousarray(tail[order]), order + np.uint32(limit)
+
+
+# -- per-pair gathers of contact columns (attributes, aggregates) ------------------------
+
+ctypedef fused value_t:
+    int8_t
+    int64_t
+    uint32_t
+    double
+
+
+cdef int _check_cids(const cid_t[::1] cids, Py_ssize_t n, str what) except -1:
+    """Every cid must index the column: the gathers read it without bounds checks."""
+    cdef Py_ssize_t i
+    cdef cid_t top = 0
+    with nogil:
+        for i in range(cids.shape[0]):
+            if cids[i] > top:
+                top = cids[i]
+    if cids.shape[0] and top >= n:
+        raise ValueError(f"cid {top} beyond the {what} of {n} entries")
+    return 0
+
+
+cdef inline bint _in(double v, const double[::1] lo, const double[::1] hi) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(lo.shape[0]):
+        if v >= lo[k] and v <= hi[k]:
+            return True
+    return False
+
+
+def interval_pairs(const value_t[::1] values, const double[::1] lo, const double[::1] hi,
+                   const cid_t[::1] cids, valid=None):
+    """uint8 per cid: ``values[c]`` (as float64) lies in some ``[lo[k], hi[k]]`` and,
+    with `valid` (uint8 per contact), ``valid[c]`` is set. NaN lies in none."""
+    cdef Py_ssize_t i, n = cids.shape[0]
+    cdef const uint8_t[::1] ok
+    cdef const uint8_t* ok_p = NULL
+    if lo.shape[0] != hi.shape[0]:
+        raise ValueError("interval bounds differ in length")
+    _check_cids(cids, values.shape[0], "column")
+    if valid is not None:
+        ok = valid
+        _check_cids(cids, ok.shape[0], "validity")
+        if ok.shape[0]:
+            ok_p = &ok[0]
+    out = np.zeros(n, dtype=np.uint8)
+    cdef uint8_t[::1] o = out
+    with nogil:
+        for i in range(n):
+            if ok_p != NULL and not ok_p[cids[i]]:
+                continue
+            o[i] = _in(<double> values[cids[i]], lo, hi)
+    return out
+
+
+def ratio_pairs(const double[::1] num, const uint32_t[::1] den, const double[::1] lo,
+                const double[::1] hi, const cid_t[::1] cids):
+    """uint8 per cid: ``num[c] / den[c]`` lies in some ``[lo[k], hi[k]]``; ``den[c] == 0``
+    is NULL (no average order value) and lies in none."""
+    cdef Py_ssize_t i, n = cids.shape[0]
+    cdef cid_t c
+    if lo.shape[0] != hi.shape[0]:
+        raise ValueError("interval bounds differ in length")
+    _check_cids(cids, num.shape[0], "numerator")
+    _check_cids(cids, den.shape[0], "denominator")
+    out = np.zeros(n, dtype=np.uint8)
+    cdef uint8_t[::1] o = out
+    with nogil:
+        for i in range(n):
+            c = cids[i]
+            if den[c]:
+                o[i] = _in(num[c] / <double> den[c], lo, hi)
+    return out
+
+
+def code_mask_pairs(const code_t[::1] codes, const uint8_t[::1] mask,
+                    const cid_t[::1] cids):
+    """uint8 per cid: ``codes[c]`` is not NULL and ``mask[codes[c]] != 0``."""
+    cdef Py_ssize_t i, n = cids.shape[0], m = mask.shape[0]
+    cdef code_t k
+    _check_cids(cids, codes.shape[0], "code column")
+    out = np.zeros(n, dtype=np.uint8)
+    cdef uint8_t[::1] o = out
+    with nogil:
+        for i in range(n):
+            k = codes[cids[i]]
+            o[i] = k != NO_CODE and k < m and mask[k] != 0
+    return out

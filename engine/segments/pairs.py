@@ -29,19 +29,23 @@ whole-column scan, no plan run per moment):
 Falls back to the reference (one restricted run per distinct moment, for that sub-tree
 only): aggregates over a period (``orders_count in last 30 days``) and
 ``rfm.entered ...``.
+
+``decide`` is the same walk for the rest of an AND over a candidate bitmap at one moment:
+``Engine.segment``'s candidate-first plans (``plan.CANDIDATE_FIRST_SHARE``).
 """
 
 from __future__ import annotations
 
+import copy
 import weakref
 from typing import Any
 
 import numpy as np
 from pyroaring import BitMap
 
-from segd.native import NO_CODE, pairscan
+from segd.native import pairscan
 from segd.native.bitset import cids_to_bitmap
-from segd.predicates import INF, in_intervals, integer_range
+from segd.predicates import INF, integer_range
 from segd.segments.context import Context
 from segd.segments.registry import SEGMENT_EVENT_TYPES
 from segd.store import Store
@@ -134,6 +138,40 @@ def evaluate_pairs(
 _PAIRS_KEY = ":pairs"
 
 
+def _f64(values: Any) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float64)
+
+
+def decide(
+    store: Store,
+    cand: BitMap,
+    now: float,
+    positives: list[Any],
+    negatives: list[Any],
+) -> BitMap:
+    """The contacts of `cand` that match every node of `positives` and none of
+    `negatives` at `now`: the rest of an AND decided per candidate (candidate-first
+    plans, ``AndNode._few``). Merged contacts never match."""
+    cids = np.asarray(cand.to_array(), dtype=np.uint32)
+    if not len(cids):
+        return BitMap()
+    merged = store.contacts.merged
+    if merged:
+        cids = cids[~_member(merged, cids)]
+    nows = np.full(len(cids), float(now))
+    pairs = _Pairs(store, cids, nows, np.arange(len(cids), dtype=np.intp), None)
+    live = pairs.active
+    for node, keep in sorted(
+        [(p, True) for p in positives] + [(p, False) for p in negatives],
+        key=lambda nk: _rank(nk[0]),
+    ):
+        if not len(live):
+            break
+        got = pairs.run(node, live)
+        live = live[got if keep else ~got]
+    return cids_to_bitmap(np.ascontiguousarray(cids[live]))
+
+
 def _member(bitmap: BitMap, cids: np.ndarray) -> np.ndarray:
     """``cids[i] in bitmap`` per element (cost ~ len(cids), not the bitmap's size)."""
     if not len(cids) or not bitmap:
@@ -199,6 +237,8 @@ class _Pairs:
         self.cids = cids
         self.nows = nows
         self.active = active  # every pair that can match (merged contacts left out)
+        # One moment for every pair (a write): time-dependent bounds are scalars.
+        self.now = float(nows[0]) if nows.min() == nows.max() else None
         self.memo = memo
         self.n = store.n_contacts
         self._sources: dict[tuple, Any] = {}
@@ -274,14 +314,19 @@ class _Pairs:
 
     def _intervals(self, node: Any, cids: np.ndarray, lo, hi) -> np.ndarray:
         col = node.column
-        present = col.valid[cids].astype(bool)
-        present &= in_intervals(col.values[cids].astype(np.float64), lo, hi)
+        present = pairscan.interval_pairs(
+            col.values, _f64(lo), _f64(hi), cids, valid=col.valid
+        ).view(bool)
         return ~present if node.negate else present
 
     def _AgeAttr(self, node: Any, idx: np.ndarray) -> np.ndarray:
         """Age in full years depends on the date of `now`: one interval set per day."""
         from segd.segments.conditions import AgeAttr
 
+        if self.now is not None:
+            at = AgeAttr.__new__(AgeAttr)
+            AgeAttr.__init__(at, node.ast, node.key, node.column, self.now, "$")
+            return self._intervals(at, self.cids[idx], at.lo, at.hi)
         days = np.floor(self.nows[idx] / DAY_S)
         out = np.empty(len(idx), dtype=bool)
         for day in np.unique(days).tolist():
@@ -293,10 +338,9 @@ class _Pairs:
         return out
 
     def _CategoryAttr(self, node: Any, idx: np.ndarray) -> np.ndarray:
-        mask = node._mask()
-        codes = node.column.codes[self.cids[idx]]
-        ok = (codes != NO_CODE) & (codes < len(mask))
-        ok[ok] = mask[codes[ok]] != 0
+        mask = np.ascontiguousarray(node._mask(), dtype=np.uint8)
+        ok = pairscan.code_mask_pairs(node.column.codes, mask, self.cids[idx])
+        ok = ok.view(bool)
         return ~ok if node.op == "is_null" else ok
 
     def _TagsAttr(self, node: Any, idx: np.ndarray) -> np.ndarray:
@@ -322,7 +366,15 @@ class _Pairs:
         if name.startswith("days_since_"):
             from segd.live import LAST_SEEN
 
-            last = getattr(agg, LAST_SEEN[name])[cids].astype(np.float64)
+            column = getattr(agg, LAST_SEEN[name])
+            if self.now is not None:  # one moment: the condition's ts intervals
+                at = copy.copy(node)
+                at.now_s = self.now
+                lo, hi = at._days_to_ts_intervals()
+                got = pairscan.interval_pairs(column, _f64(lo), _f64(hi), cids)
+                got = got.view(bool)
+                return ~got if node.op == "is_null" else got
+            last = column[cids].astype(np.float64)
             nows = self.nows[idx]
             if node.op in ("is_null", "is_not_null"):
                 got = last >= 1.0
@@ -338,15 +390,13 @@ class _Pairs:
                     )
                     got |= (last >= lower) & (last <= upper)
         elif name == "avg_order_value":
-            count = agg.orders_count[cids]
-            ratio = np.full(len(cids), np.nan)
-            np.divide(
-                agg.revenue[cids].astype(np.float64), count, out=ratio, where=count > 0
-            )
-            got = in_intervals(ratio, node.lo, node.hi)
+            got = pairscan.ratio_pairs(
+                agg.revenue, agg.orders_count, _f64(node.lo), _f64(node.hi), cids
+            ).view(bool)
         else:
             arr = agg.orders_count if name == "orders_count" else agg.revenue
-            got = in_intervals(arr[cids].astype(np.float64), node.lo, node.hi)
+            got = pairscan.interval_pairs(arr, _f64(node.lo), _f64(node.hi), cids)
+            got = got.view(bool)
         return ~got if node.op == "is_null" else got
 
     # -- events ---------------------------------------------------------------------
@@ -392,7 +442,11 @@ class _Pairs:
         distinct = None
         if node.distinct_dim is not None:
             distinct = log.dim(node.distinct_dim)
-        lo, hi = _window(node.ast.get("period"), self.nows[idx])
+        if self.now is not None:
+            a, b = period_bounds_s(node.ast.get("period"), self.now, "$")
+            lo, hi = np.full(len(idx), a, np.int64), np.full(len(idx), b, np.int64)
+        else:
+            lo, hi = _window(node.ast.get("period"), self.nows[idx])
         verdict = pairscan.event_pairs(
             src,
             np.ascontiguousarray(self.cids[idx]),

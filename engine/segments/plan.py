@@ -19,6 +19,12 @@ from segd.errors import InvalidQuery
 from segd.explain import Evidence, SegmentEvidence
 from segd.segments.context import Context
 
+# Candidate-first plans (AndNode._few): below this share of the base, an AND decides its
+# remaining operands per candidate (pair kernels) instead of a bitmap per operand.
+# Measured at 1M (CPU ms, one loaded run, BENCHMARKS.md): the reference segment 17.7 ->
+# 11.6 at 0.2%; at 2% three suite queries got slower (viewed_category 5.8 -> 8.0).
+CANDIDATE_FIRST_SHARE = 0.002
+
 
 class Node:
     """A plan node; subclasses implement ``_run``, ``estimate`` and ``evidence``."""
@@ -121,11 +127,15 @@ class AndNode(_Junction):
             if cand is not None and self.keep_order:
                 self._kept = positives
         result = cand
-        for part in positives:
+        for k, part in enumerate(positives):
+            if result is not None and self._few(ctx, result):
+                return self._decide_pairs(ctx, result, positives[k:], negatives)
             got = part.run(ctx, result)
             result = got if result is None else got & result
             if not result:
                 return BitMap()
+        if result is not None and negatives and self._few(ctx, result):
+            return self._decide_pairs(ctx, result, [], negatives)
         if result is None:
             result = ctx.universe
         for part in negatives:
@@ -133,6 +143,25 @@ class AndNode(_Junction):
                 break
             result = result - part.run(ctx, result)
         return result
+
+    @staticmethod
+    def _few(ctx: Context, result: BitMap) -> bool:
+        """Candidate-first: once the operands run so far leave fewer than
+        ``CANDIDATE_FIRST_SHARE`` of the base, deciding the rest per candidate (pair
+        kernels) beats a bitmap per operand. Not while profiling (explain lists each
+        operand's step)."""
+        return ctx.profile is None and len(result) < CANDIDATE_FIRST_SHARE * ctx.n
+
+    @staticmethod
+    def _decide_pairs(
+        ctx: Context, result: BitMap, positives: list[Node], negatives: list[Node]
+    ) -> BitMap:
+        """The candidates of `result` that pass every positive and no negative operand,
+        decided per candidate at ``ctx.now_s`` (``segd.segments.pairs``)."""
+        from segd.segments.pairs import decide
+
+        ctx.check_deadline()
+        return decide(ctx.store, result, ctx.now_s, positives, negatives)
 
     @staticmethod
     def _order(ctx: Context, parts: list[Node], unrestricted: bool) -> list[Node]:

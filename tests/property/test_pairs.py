@@ -125,3 +125,33 @@ def test_pairs_equal_fresh_evaluations(rows, people, base_query, query, pairs) -
     )
     plan = e._compiler(float(BASE)).compile(query)
     assert evaluate_pairs(plan, store, cids, nows).tolist() == expected.tolist()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=event_rows,
+    people=profiles,
+    base_query=queries,
+    queries_=st.lists(queries, min_size=1, max_size=3),
+    offset=offsets,
+)
+def test_one_moment_with_a_shared_memo(
+    rows, people, base_query, queries_, offset
+) -> None:
+    """A live write's shape: every contact at one moment, several segments sharing one
+    memo (each condition decided once for all of them)."""
+    e = _engine(rows, people, base_query)
+    now = float(BASE + offset)
+    import pyarrow as pa
+
+    cids = np.asarray(e.store.contacts.lookup(pa.array(CONTACTS)), np.uint32)
+    nows = np.full(len(cids), now)
+    memo: dict = {}
+    for query in queries_:
+        try:
+            members = set(e.segment(query, now=now).ids())
+        except InvalidQuery:
+            continue
+        plan = e._compiler(now).compile(query)
+        got = evaluate_pairs(plan, e.store, cids, nows, memo=memo)
+        assert got.tolist() == [c in members for c in CONTACTS]
