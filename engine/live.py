@@ -417,6 +417,9 @@ class LiveSegments:
             plan = eng._compiler(now).compile({"segment": name})
             return plan.run(Context(eng.store, now, None), cand)
         plan = self._plan(name, now)
+        merged = eng.store.contacts.merged
+        if merged:  # merged contacts are no one: a restricted NOT would keep them
+            cand = cand - merged
         return plan.run(Context(eng.store, now, None, _sample=self._sample()), cand)
 
     def _sample(self) -> np.ndarray:
@@ -829,6 +832,10 @@ class LiveSegments:
                 code, members, before, after, float(math.floor(t1))
             )
         pts, cids = self._candidates(profile, t0, t1)
+        merged = self.engine.store.contacts.merged
+        if merged and len(cids):  # no one: "not ..." would hold for them
+            alive = ~_isin_bitmap_any(cids, merged)
+            pts, cids = pts[alive], cids[alive]
         if not len(cids):
             return []
         cids, pts, first, last = _contact_moments(cids, pts)
@@ -1026,6 +1033,12 @@ def _isin_bitmap(sorted_cids: np.ndarray, bitmap: BitMap) -> np.ndarray:
         np.uint32,
     )
     return np.isin(sorted_cids, inside, assume_unique=True)
+
+
+def _isin_bitmap_any(cids: np.ndarray, bitmap: BitMap) -> np.ndarray:
+    """Membership in `bitmap` of each of `cids` (any order, repeats)."""
+    inside = np.asarray(bitmap.to_array(), np.uint32)
+    return np.isin(cids, inside)
 
 
 def clock_value(now: Any) -> float:
