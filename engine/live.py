@@ -1011,12 +1011,31 @@ def _contact_moments(
     cids: np.ndarray, pts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Candidate pairs sorted by contact then moment, without repeats; with the row of
-    each contact's first and last moment."""
-    order = np.lexsort((pts, cids))
-    cids, pts = cids[order], pts[order]
-    keep = np.ones(len(cids), bool)
-    keep[1:] = (cids[1:] != cids[:-1]) | (pts[1:] != pts[:-1])
-    cids, pts = cids[keep], pts[keep]
+    each contact's first and last moment.
+
+    Moments are whole or half seconds, so a pair packs into one uint64 (contact in the
+    high half, twice the moment's offset in the low half) and one plain sort of those
+    does what a lexsort of two columns would, several times faster."""
+    if not len(cids):
+        empty = np.zeros(0, np.intp)
+        return cids, pts, empty, empty
+    base = math.floor(float(pts.min()))
+    span = 2 * (float(pts.max()) - base)
+    if span < 2**32:
+        key = np.left_shift(cids.astype(np.uint64), np.uint64(32))
+        key |= (2 * (pts - base)).astype(np.uint64)
+        key.sort()
+        keep = np.ones(len(key), bool)
+        keep[1:] = key[1:] != key[:-1]
+        key = key[keep]
+        cids = np.right_shift(key, np.uint64(32)).astype(np.uint32)
+        pts = (key & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2 + base
+    else:  # a step of more than 68 years
+        order = np.lexsort((pts, cids))
+        cids, pts = cids[order], pts[order]
+        keep = np.ones(len(cids), bool)
+        keep[1:] = (cids[1:] != cids[:-1]) | (pts[1:] != pts[:-1])
+        cids, pts = cids[keep], pts[keep]
     starts = np.ones(len(cids), bool)
     starts[1:] = cids[1:] != cids[:-1]
     first = np.flatnonzero(starts)
@@ -1025,14 +1044,14 @@ def _contact_moments(
 
 
 def _isin_bitmap(sorted_cids: np.ndarray, bitmap: BitMap) -> np.ndarray:
-    """Membership in `bitmap` of each of the ascending unique `sorted_cids`."""
+    """Membership in `bitmap` of each of the ascending `sorted_cids`: binary searches
+    into the bitmap's sorted array (its size is the members', not the base's)."""
     if not bitmap or not len(sorted_cids):
         return np.zeros(len(sorted_cids), bool)
-    inside = np.asarray(
-        (bitmap & cids_to_bitmap(np.ascontiguousarray(sorted_cids))).to_array(),
-        np.uint32,
-    )
-    return np.isin(sorted_cids, inside, assume_unique=True)
+    inside = np.asarray(bitmap.to_array(), np.uint32)
+    pos = np.searchsorted(inside, sorted_cids)
+    pos[pos == len(inside)] = 0
+    return inside[pos] == sorted_cids
 
 
 def _isin_bitmap_any(cids: np.ndarray, bitmap: BitMap) -> np.ndarray:
