@@ -9,8 +9,11 @@ days_since), starts the clock at the dataset's ``now`` and measures:
   of random contacts at the clock) with the segments kept live, against the same batches
   on an engine without dynamic segments: events/s of each;
 - **advance**: one ``advance`` step of ``--step`` seconds (one day by default): seconds,
-  time-driven changes logged, changes/s;
-- **tick**: ``--ticks`` one-second steps, as the server advances: ms per tick.
+  time-driven changes logged, changes/s; then (when ``--step`` is not a day) one more
+  step of one day, the issue's target;
+- **tick**: ``--ticks`` one-second steps, as the server advances: ms per tick;
+- **expiry**: the segments replaced by one window condition (``--expiry-days``), one
+  step of a day and one of ``--expiry-step`` seconds: scheduled changes/s.
 
     python -m segd.bench live --contacts 1m
     python -m segd.bench live --contacts 100k --segments 20 --json
@@ -180,6 +183,17 @@ def run(args: argparse.Namespace) -> dict:
         f"advance {args.step} s: {step_s:.2f} s, {step_changes:,} changes, "
         f"{step_changes / step_s:,.0f} changes/s"
     )
+    day_s, day_changes = step_s, step_changes
+    if args.step != DAY:  # the target is a one-day step
+        before = engine.changes_position
+        t0 = time.perf_counter()
+        engine.advance(engine.clock + DAY)
+        day_s = time.perf_counter() - t0
+        day_changes = engine.changes_position - before
+        say(
+            f"advance one day: {day_s:.2f} s, {day_changes:,} changes, "
+            f"{day_changes / day_s:,.0f} changes/s"
+        )
     # exactness spot check at the end: a few segments against a fresh evaluation
     for k in range(0, args.segments, max(1, args.segments // 5)):
         name = f"live{k:03d}"
@@ -198,11 +212,28 @@ def run(args: argparse.Namespace) -> dict:
         f"expiry: {expiry_changes:,} changes in {expiry_s:.2f} s = "
         f"{expiry_changes / expiry_s:,.0f} changes/s"
     )
+    start = engine.changes_position
+    t0 = time.perf_counter()
+    engine.advance(engine.clock + args.expiry_step)
+    long_s = time.perf_counter() - t0
+    long_changes = engine.changes_position - start
+    say(
+        f"expiry, {args.expiry_step} s step: {long_changes:,} changes in "
+        f"{long_s:.2f} s = {long_changes / long_s:,.0f} changes/s"
+    )
+    fresh = engine.segment(
+        f"view() in last {args.expiry_days} days", now=engine.clock, cache=False
+    )
+    assert engine.members("expiry").count() == fresh.count(), "expiry"
     return {
         "expiry_query": f"view() in last {args.expiry_days} days",
         "expiry_changes": expiry_changes,
         "expiry_s": round(expiry_s, 3),
         "expiry_changes_per_s": round(expiry_changes / expiry_s),
+        "expiry_step": args.expiry_step,
+        "expiry_step_changes": long_changes,
+        "expiry_step_s": round(long_s, 3),
+        "expiry_step_changes_per_s": round(long_changes / long_s),
         "contacts": engine.store.n_contacts,
         "events": engine.store.n_events,
         "segments": args.segments,
@@ -221,6 +252,8 @@ def run(args: argparse.Namespace) -> dict:
         "advance_s": round(step_s, 3),
         "advance_changes": step_changes,
         "advance_changes_per_s": round(step_changes / step_s) if step_s else None,
+        "advance_day_s": round(day_s, 3),
+        "advance_day_changes": day_changes,
     }
 
 
@@ -235,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--big-batch", type=int, default=100_000)
     p.add_argument("--expiry-days", type=int, default=7)
+    p.add_argument("--expiry-step", type=int, default=30 * DAY)
     p.add_argument("--ticks", type=int, default=20)
     p.add_argument("--step", type=int, default=DAY)
     p.add_argument("--json", action="store_true")

@@ -144,6 +144,15 @@ def _window(period: dict | None, nows: np.ndarray) -> tuple[np.ndarray, np.ndarr
     )
 
 
+# Kernel views of a log under one condition's filters (PairSource), shared by every
+# evaluation until the log changes: building one validates every contact's index slot,
+# O(contacts), which a time step asking 100 segments would otherwise pay per condition.
+# log -> {id(filters): (filters, (version, rows, contacts, limit, mask ids), offsets,
+# rows, ends, source)}; entries of an older state are dropped when one is added (the
+# source keeps the masks alive, so their ids are not reused meanwhile).
+_PAIR_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+MAX_SOURCES_PER_LOG = 4096
+
 # Tail indexes (rows [limit, n) of a log sorted by contact), shared by every condition,
 # segment and call until the log changes: (limit, n, version) -> arrays.
 _TAILS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -321,20 +330,40 @@ class _Pairs:
             self._sources[key] = (None,)
             return None
         offsets, rows, limit, ends = log.contact_index(self.n)
-        tail_cids, tail_rows = _tail_index(log, limit)
-        src = pairscan.PairSource(
-            log.cid,
-            log.ts,
-            offsets,
-            rows,
-            limit,
-            ends,
-            tail_cids,
-            tail_rows,
-            code_filters=code_filters,
-            amount=amount,
-            amount_intervals=filters.amount_intervals,
-        )
+        # the filter masks by identity too, in case a filters object is re-masked
+        masks = tuple(id(mask) for _, mask, _ in filters.code_filters)
+        state = (log._version, log.n, self.n, limit, masks)
+        per_log = _PAIR_SOURCES.setdefault(log, {})
+        hit = per_log.get(id(filters))
+        if (
+            hit is not None
+            and hit[0] is filters
+            and hit[1] == state
+            and hit[2] is offsets
+            and hit[3] is rows
+            and hit[4] is ends
+        ):
+            src = hit[5]
+        else:
+            tail_cids, tail_rows = _tail_index(log, limit)
+            src = pairscan.PairSource(
+                log.cid,
+                log.ts,
+                offsets,
+                rows,
+                limit,
+                ends,
+                tail_cids,
+                tail_rows,
+                code_filters=code_filters,
+                amount=amount,
+                amount_intervals=filters.amount_intervals,
+            )
+            for stale in [k for k, v in per_log.items() if v[1] != state]:
+                del per_log[stale]
+            if len(per_log) >= MAX_SOURCES_PER_LOG:
+                per_log.clear()
+            per_log[id(filters)] = (filters, state, offsets, rows, ends, src)
         self._sources[key] = (src,)
         return src
 
