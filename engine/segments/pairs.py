@@ -359,7 +359,7 @@ class _Pairs:
                 amount=amount,
                 amount_intervals=filters.amount_intervals,
             )
-            for stale in [k for k, v in per_log.items() if v[1] != state]:
+            for stale in [k for k, v in per_log.items() if v[1][:4] != state[:4]]:
                 del per_log[stale]
             if len(per_log) >= MAX_SOURCES_PER_LOG:
                 per_log.clear()
