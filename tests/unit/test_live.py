@@ -282,3 +282,117 @@ def test_durable_membership_and_changes(tmp_path, how: str) -> None:
         assert _state(again) == _state(mem)
     finally:
         again.close()
+
+
+# Each kind of time-driven change at its exact second: (query, the data, the second T of
+# the change, whether the contact is a member from T on). A member changes "at T" in the
+# core's semantics (docs/segment-language.md): windows are half-open, so an event at t in
+# `last 7 days` is in the window for now in (t, t + 7 d] and leaves *after* T = t + 7 d
+# (the value changes between T and T + 1, logged at T); a `days_since_*` threshold or a
+# birthday changes the value *at* T itself.
+EDGES = {
+    "window exit": (
+        "view() in last 7 days",
+        [{"customer_id": "a", "type": "view", "ts": T}],
+        T + 7 * DAY,
+        "after",
+        False,
+    ),
+    "then no: the cart leaves the window": (
+        "add_to_cart() in last 3 days then no order within 1 day",
+        [
+            {"customer_id": "a", "type": "add_to_cart", "ts": T},
+            {"customer_id": "a", "type": "order", "ts": T + DAY, "amount": 1.0},
+        ],
+        T + 3 * DAY,
+        "after",
+        False,
+    ),
+    "count drops below its minimum": (
+        "view() count >= 2 in last 7 days",
+        [
+            {"customer_id": "a", "type": "view", "ts": T},
+            {"customer_id": "a", "type": "view", "ts": T + DAY},
+        ],
+        T + 7 * DAY,
+        "after",
+        False,
+    ),
+    "count falls back under its maximum": (
+        "view() count = 1 in last 7 days",
+        [
+            {"customer_id": "a", "type": "view", "ts": T},
+            {"customer_id": "a", "type": "view", "ts": T + DAY},
+        ],
+        T + 7 * DAY,
+        "after",
+        True,
+    ),
+    "days_since reaches its minimum": (
+        "days_since_last_order >= 30",
+        [{"customer_id": "a", "type": "order", "ts": T, "amount": 1.0}],
+        T + 30 * DAY,
+        "at",
+        True,
+    ),
+    "days_since passes its maximum": (
+        "days_since_last_visit <= 9",
+        [{"customer_id": "a", "type": "view", "ts": T}],
+        T + 10 * DAY,
+        "at",
+        False,
+    ),
+    "days_since over a period": (
+        "days_since_last_order >= 2 and days_since_last_order < 5",
+        [{"customer_id": "a", "type": "order", "ts": T + 7, "amount": 1.0}],
+        T + 7 + 5 * DAY,
+        "at",
+        False,
+    ),
+    "age: the birthday": (
+        "age >= 35",
+        None,  # a's birth date 1990-01-05: 35 at 2025-01-05T00:00Z
+        T + 4 * DAY,
+        "at",
+        True,
+    ),
+    "age: out of a range at the birthday": (
+        "age between 30 and 34",
+        None,
+        T + 4 * DAY,
+        "at",
+        False,
+    ),
+}
+
+
+def _edge_engine(events: list | None, query: str) -> Engine:
+    e = Engine()
+    e.upsert_contacts(
+        [{"customer_id": "a", "birth_date": "1990-01-05"}, {"customer_id": "b"}]
+    )
+    if events:
+        e.append_events(events)
+    e.create_segment("s", query)
+    e.advance(T - DAY)
+    return e
+
+
+@pytest.mark.parametrize("kind", sorted(EDGES))
+def test_time_driven_change_at_its_exact_second(kind: str) -> None:
+    query, events, at, how, member_after = EDGES[kind]
+    # the value as a function of the clock, second by second around T
+    e = _edge_engine(events, query)
+    first = at if how == "after" else at - 1  # the last second with the old value
+    for now in (first - 1, first, first + 1, first + 2):
+        e.advance(now)
+        agree(e, "s", query)
+        want = member_after if now > first else not member_after
+        assert ("a" in ids(e, "s")) == want, (kind, now - at)
+    # one step from a day before to an hour after logs the change at T exactly
+    e = _edge_engine(events, query)
+    e.advance(at + 3600)
+    agree(e, "s", query)
+    rows = [r for r in changes(e, "s") if r[1] == "a" and r[4] == "time"]
+    want_change = "entered" if member_after else "exited"
+    assert rows[-1][2:4] == (want_change, at), (kind, rows)
