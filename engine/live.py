@@ -16,9 +16,11 @@ now=clock)``:
   (``age``) changes it *at* T. ``advance(t0 -> t1)`` asks each time-dependent condition
   for its candidate (contact, moment) pairs inside (t0, t1] — the event logs are sorted
   by time, so the window edges are two binary searches; thresholds come from the last-seen
-  arrays; birthdays from the birth dates — and evaluates the contacts exactly there, in
-  time order. A contact with one candidate moment is evaluated once at t1 (nothing else
-  can change it in the step). Each change's ``at`` is the whole second T of its edge.
+  arrays (sorted once, repaired after touches); birthdays from the birth dates — and
+  decides all of a segment's pairs with one ``evaluate_pairs`` call, a contact's last
+  moment at t1 itself (nothing else can change it in the step). Per contact in time
+  order, a moment whose value differs from the one before is a change; its ``at`` is the
+  whole second T of its edge. No Python runs per contact or per pair.
   ``rfm.entered ... in last N days`` (a relative period over RFM transitions) cannot be
   scheduled: such segments are re-evaluated in full at the end of each step.
 
