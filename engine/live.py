@@ -413,6 +413,16 @@ class LiveSegments:
             self._plans[name] = (key, plan, now)
         return plan
 
+    def _pairs_plan(self, name: str, now: float) -> Any:
+        """The segment's plan for ``evaluate_pairs``, which reads each pair's own moment
+        and leaves the plan bound to any: not re-bound here, and marked unbound (the
+        next ``_plan`` re-binds it)."""
+        key = self._fingerprint()
+        hit = self._plans.get(name)
+        plan = self._plan(name, now) if hit is None or hit[0] != key else hit[1]
+        self._plans[name] = (key, plan, math.nan)
+        return plan
+
     def _evaluate(self, name: str, now: float, cand: BitMap | None) -> BitMap:
         eng = self.engine
         if cand is None:  # a full evaluation: as Engine.segment does it
@@ -631,6 +641,12 @@ class LiveSegments:
         rows: list[tuple] = []
         profiles = self.profiles()
         codes = {name: i for i, name in enumerate(sorted(profiles))}
+        # Every name the step may publish gets its event-property code first: a new
+        # code changes the plans' fingerprint, and would recompile every plan stepped
+        # after the first segment to publish.
+        names = self.engine.store.dim_maps.setdefault("segment", IdMap())
+        for name in codes:
+            names.get_or_add_one(name)
         # The segment events the step publishes change no sorted key (unless they
         # were made visits): the keys are sorted once for the whole step.
         visits = self.engine.store.aggregates.visit_events
@@ -843,9 +859,8 @@ class LiveSegments:
         cids, pts, first, last = _contact_moments(cids, pts)
         nows = pts.copy()
         nows[last] = t1
-        plan = self._plan(name, t1)
+        plan = self._pairs_plan(name, t1)
         value = evaluate_pairs(plan, self.engine.store, cids, nows)
-        self._plans[name] = (self._plans[name][0], plan, math.nan)  # bound to any
         contacts = cids[first]  # ascending, unique
         was = _isin_bitmap(contacts, members)
         before = np.empty_like(value)
