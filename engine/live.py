@@ -795,13 +795,14 @@ class LiveSegments:
         values = source[rows]
         if what != "birthday":
             has = values > 0
-            return values[has].astype(np.float64), rows[has].astype(np.uint32)
+            return values[has], rows[has].astype(np.uint32)
         has = values != NO_BIRTH_DATE
         days = (values[has] // (DAY_S * 1000)).astype("datetime64[D]")
         months = days.astype("datetime64[M]")
         month = months.astype(np.int64) % 12 + 1
         dom = (days - months).astype(np.int64) + 1
-        return (month * 100 + dom).astype(np.float64), rows[has].astype(np.uint32)
+        # month * 100 + day fits 16 bits: sorted by a radix sort (see _repaired)
+        return (month * 100 + dom).astype(np.int16), rows[has].astype(np.uint32)
 
     def _birthdays(self, t0: float, t1: float):
         """Midnights in (t0, t1] and the contacts whose age may turn over then."""
@@ -1008,7 +1009,7 @@ def _repaired(
     n: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The sorted (`keys`, `cids`) without the contacts `changed`, with (`new_keys`,
-    `new_cids`) merged in."""
+    `new_cids`) (integer keys, any order) merged in; keys come back as float64."""
     if len(changed) and len(cids):
         gone = np.zeros(n, bool)
         gone[changed] = True
@@ -1016,8 +1017,10 @@ def _repaired(
         keys, cids = keys[keep], cids[keep]
     if not len(new_keys):
         return keys, cids
-    order = np.argsort(new_keys, kind="stable")
-    new_keys, new_cids = new_keys[order], new_cids[order]
+    # a radix sort for 16-bit keys, numpy's fastest otherwise (ties in any order)
+    order = np.argsort(new_keys, kind="stable" if new_keys.itemsize <= 2 else None)
+    new_keys = new_keys[order].astype(np.float64)
+    new_cids = new_cids[order]
     if not len(keys):
         return new_keys, new_cids
     at = np.searchsorted(keys, new_keys, "right")

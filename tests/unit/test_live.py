@@ -396,3 +396,63 @@ def test_time_driven_change_at_its_exact_second(kind: str) -> None:
     rows = [r for r in changes(e, "s") if r[1] == "a" and r[4] == "time"]
     want_change = "entered" if member_after else "exited"
     assert rows[-1][2:4] == (want_change, at), (kind, rows)
+
+
+def _fresh_order(e: Engine, what: str) -> set[tuple[int, float]]:
+    if what == "birthday":
+        col = e.store.contacts.column("birth_date")
+        n = e.store.n_contacts
+        out = set()
+        for c in range(n):
+            if c < len(col.values) and col.valid[c]:
+                day = datetime.fromtimestamp(int(col.values[c]) // 1000, UTC)
+                out.add((c, float(day.month * 100 + day.day)))
+        return out
+    last = getattr(e.store.aggregates, what)[: e.store.n_contacts]
+    return {(c, float(v)) for c, v in enumerate(last) if v > 0}
+
+
+def test_sorted_keys_are_repaired_after_touches() -> None:
+    """The sorted last-seen / birthday keys that time steps search are kept across steps
+    and repaired for the contacts that changed: always those of a fresh sort."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    e = Engine()
+    e.upsert_contacts(
+        [{"customer_id": f"c{i}", "birth_date": "1990-01-05"} for i in range(40)]
+    )
+    e.create_segment("s", "days_since_last_order >= 3 and age >= 30")
+    e.advance(T)
+    for round_ in range(12):
+        who = rng.integers(0, 60, 8)  # some contacts new
+        e.append_events(
+            [
+                {
+                    "customer_id": f"c{w}",
+                    "type": "order",
+                    "ts": T - int(rng.integers(0, 50 * DAY)),
+                    "amount": 1.0,
+                }
+                for w in who
+            ]
+        )
+        e.upsert_contacts(
+            [
+                {
+                    "customer_id": f"c{int(w)}",
+                    "birth_date": None
+                    if w % 7 == 0
+                    else f"19{80 + w % 20}-0{1 + w % 9}-1{w % 10}",
+                }
+                for w in rng.integers(0, 60, 3)
+            ]
+        )
+        e.advance(T + (round_ + 1) * DAY)
+        agree(e, "s", "days_since_last_order >= 3 and age >= 30")
+        for what in ("last_order_s", "birthday"):
+            keys, cids = e.live._sorted(what)
+            assert np.all(np.diff(keys) >= 0), what
+            assert set(zip(cids.tolist(), keys.tolist(), strict=True)) == _fresh_order(
+                e, what
+            ), (what, round_)
