@@ -17,9 +17,9 @@ NO_EVENTS: int  # 0: the pair's contact has no matching event in its window
 QUALIFIES: int  # 1: matching events whose count (and sum) qualify
 FAILS: int  # 2: matching events that do not qualify
 
-class PairSource:
-    """One event log (columns, contact-major index, tail index) and one condition's
-    row filters; ValueError on inconsistent shapes when built."""
+class PairLog:
+    """One event log, its contact-major index and its tail index; ValueError on
+    inconsistent shapes when built. Reused by every condition until the log changes."""
 
     def __init__(
         self,
@@ -31,13 +31,21 @@ class PairSource:
         ends: npt.NDArray[np.uint32] | None,  # patched slot ends (identity merges)
         tail_cids: Cids,  # rows [limit, n) sorted by (contact, row): their contacts
         tail_rows: Rows,  # ... and the rows
+    ) -> None: ...
+    @property
+    def n_rows(self) -> int: ...
+
+class PairSource:
+    """A PairLog under one condition's row filters; ValueError on bad shapes."""
+
+    def __init__(
+        self,
+        log: PairLog,
         *,
         code_filters: Iterable[tuple[Codes, Mask]] = (),  # at most 16
         amount: Floats | None = None,  # the amount column; NaN = NULL
         amount_intervals: Iterable[tuple[Floats, Floats]] = (),  # groups, ANDed
     ) -> None: ...
-    @property
-    def n_rows(self) -> int: ...
 
 def event_pairs(
     events: PairSource,

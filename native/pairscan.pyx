@@ -7,11 +7,12 @@ searches in the contact's own rows (``segd.native.contactindex``: rows per conta
 time order) plus a look at the rows inside its window, so a call costs O(pairs * rows
 per contact in the window), never O(contacts) nor O(log).
 
-One event log is described by a `PairSource`: its columns, its contact-major index
-(``offsets``, ``rows``, ``limit``, ``ends`` as ``EventLog.contact_index`` returns them),
-an index of its unindexed tail (rows ``[limit, n)`` sorted by contact, then row), and the
-compiled filters of one condition (code masks over dimension columns, amount intervals).
-`event_pairs` decides one event condition for every pair in one nogil pass.
+One event log is a `PairLog`: its columns, its contact-major index (``offsets``,
+``rows``, ``limit``, ``ends`` as ``EventLog.contact_index`` returns them) and an index of
+its unindexed tail (rows ``[limit, n)`` sorted by contact, then row), validated once per
+log state. A `PairSource` is a `PairLog` under the compiled filters of one condition
+(code masks over dimension columns, amount intervals). `event_pairs` decides one event
+condition for every pair in one nogil pass.
 """
 
 from libc.math cimport isnan
@@ -43,6 +44,7 @@ cdef struct Src:
     const uint32_t* ends         # NULL, or patched slot ends (identity merges)
     Py_ssize_t n_idx             # contacts covered by the index
     const row_t* rows            # the index's rows, ascending per slot
+    Py_ssize_t n_rows            # length of rows
     row_t limit                  # the index covers rows [0, limit)
     const cid_t* tail_cids       # contacts of the tail rows, ascending
     const row_t* tail_rows       # the tail rows, ascending per contact
@@ -58,17 +60,18 @@ cdef struct Src:
     Py_ssize_t n_iv
 
 
-cdef class PairSource:
-    """One event log and one condition's row filters, validated once (see module doc).
+cdef class PairLog:
+    """One event log and its contact-major index (shapes checked; slots and rows past
+    the arrays are treated as empty by the kernel, so a broken index cannot make it
+    read out of bounds).
 
     - ``cid``, ``ts``: the log's columns (equal length ``n``, ts non-decreasing).
     - ``offsets``, ``rows``, ``limit``, ``ends``: ``EventLog.contact_index(n_contacts)``.
-    - ``tail_cids``, ``tail_rows``: the rows ``[limit, n)`` sorted by (contact, row).
-    - ``code_filters``: up to 16 ``(codes, mask)``: a row passes when ``codes[r]`` is not
-      NULL and ``mask[codes[r]] != 0``.
-    - ``amount``: None or the amount column; ``amount_intervals``: a list of groups
-      ``(lo, hi)`` (float64 arrays of closed intervals): a row passes when its amount
-      lies in some interval of every group (NaN passes none). Groups need ``amount``.
+    - ``tail_cids``, ``tail_rows``: the rows ``[limit, n)`` sorted by (contact, row)
+      (`tail_index`).
+
+    Build one per log state and reuse it for every condition (`PairSource`) until the
+    log or its index changes.
     """
 
     cdef Src s
@@ -76,16 +79,10 @@ cdef class PairSource:
 
     def __init__(self, const cid_t[::1] cid, const sec_t[::1] ts,
                  const uint32_t[::1] offsets, const row_t[::1] rows, row_t limit,
-                 ends, const cid_t[::1] tail_cids, const row_t[::1] tail_rows, *,
-                 code_filters=(), amount=None, amount_intervals=()):
-        cdef Py_ssize_t n = cid.shape[0], k, n_idx
+                 ends, const cid_t[::1] tail_cids, const row_t[::1] tail_rows):
+        cdef Py_ssize_t n = cid.shape[0], k = 0, n_idx, n_rows = rows.shape[0]
         cdef const uint32_t[::1] e
-        cdef const code_t[::1] col
-        cdef const uint8_t[::1] mask
-        cdef const double[::1] am
-        cdef const double[::1] lo_v
-        cdef const double[::1] hi_v
-        cdef const int32_t[::1] grp_v
+        cdef bint bad = False
         keep = [cid, ts, offsets, rows, tail_cids, tail_rows]
         if ts.shape[0] != n:
             raise ValueError(f"ts has {ts.shape[0]} rows, cid has {n}")
@@ -97,11 +94,15 @@ cdef class PairSource:
         if tail_cids.shape[0] != tail_rows.shape[0] or tail_rows.shape[0] != n - limit:
             raise ValueError(f"the tail index has {tail_rows.shape[0]} rows, the tail "
                              f"[{limit}, {n}) has {n - limit}")
-        for k in range(tail_rows.shape[0]):
-            if tail_rows[k] < limit or tail_rows[k] >= n:
-                raise ValueError(f"tail row {tail_rows[k]} outside [{limit}, {n})")
-            if k and tail_cids[k] < tail_cids[k - 1]:
-                raise ValueError(f"tail_cids are not sorted at position {k}")
+        with nogil:
+            for k in range(tail_rows.shape[0]):
+                if tail_rows[k] < limit or tail_rows[k] >= n or (
+                        k and tail_cids[k] < tail_cids[k - 1]):
+                    bad = True
+                    break
+        if bad:
+            raise ValueError(f"tail index broken at position {k} (rows outside "
+                             f"[{limit}, {n}) or contacts not ascending)")
         self.s.ends = NULL
         if ends is not None:
             e = ends
@@ -109,21 +110,54 @@ cdef class PairSource:
                 raise ValueError(f"ends has {e.shape[0]} slots for {n_idx} contacts")
             keep.append(ends)
             self.s.ends = &e[0] if e.shape[0] else NULL
-        for k in range(n_idx):
-            if offsets[k] > rows.shape[0] or (
-                    self.s.ends != NULL and self.s.ends[k] > rows.shape[0]) or (
-                    self.s.ends == NULL and offsets[k + 1] > rows.shape[0]):
-                raise ValueError(f"slot of contact {k} beyond the {rows.shape[0]} rows")
         self.s.cid = &cid[0] if n else NULL
         self.s.ts = &ts[0] if n else NULL
         self.s.n = n
         self.s.offsets = &offsets[0]
         self.s.n_idx = n_idx
-        self.s.rows = &rows[0] if rows.shape[0] else NULL
+        self.s.rows = &rows[0] if n_rows else NULL
+        self.s.n_rows = n_rows
         self.s.limit = limit
         self.s.tail_cids = &tail_cids[0] if tail_cids.shape[0] else NULL
         self.s.tail_rows = &tail_rows[0] if tail_rows.shape[0] else NULL
         self.s.n_tail = tail_rows.shape[0]
+        self.s.n_filters = 0
+        self.s.amount = NULL
+        self.s.n_iv = 0
+        self.s.iv_lo = self.s.iv_hi = NULL
+        self.s.iv_group = NULL
+        self._keep = keep
+
+    @property
+    def n_rows(self) -> int:
+        """Rows in the log."""
+        return self.s.n
+
+
+cdef class PairSource:
+    """A `PairLog` under one condition's row filters (cheap to build: O(filters)).
+
+    - ``code_filters``: up to 16 ``(codes, mask)``: a row passes when ``codes[r]`` is not
+      NULL and ``mask[codes[r]] != 0``.
+    - ``amount``: None or the amount column; ``amount_intervals``: a list of groups
+      ``(lo, hi)`` (float64 arrays of closed intervals): a row passes when its amount
+      lies in some interval of every group (NaN passes none). Groups need ``amount``.
+    """
+
+    cdef Src s
+    cdef object _keep
+
+    def __init__(self, PairLog log not None, *, code_filters=(), amount=None,
+                 amount_intervals=()):
+        cdef Py_ssize_t n = log.s.n, k
+        cdef const code_t[::1] col
+        cdef const uint8_t[::1] mask
+        cdef const double[::1] am
+        cdef const double[::1] lo_v
+        cdef const double[::1] hi_v
+        cdef const int32_t[::1] grp_v
+        self.s = log.s
+        keep = [log]
         if len(code_filters) > MAX_CODE_FILTERS:
             raise ValueError(f"at most {MAX_CODE_FILTERS} code filters, "
                              f"got {len(code_filters)}")
@@ -178,11 +212,6 @@ cdef class PairSource:
             keep += [lo_arr, hi_arr, grp_arr]
         self._keep = keep
 
-    @property
-    def n_rows(self) -> int:
-        """Rows in the log."""
-        return self.s.n
-
 
 cdef inline bint _row_ok(const Src* s, Py_ssize_t r) noexcept nogil:
     cdef int k
@@ -216,7 +245,7 @@ cdef inline Py_ssize_t _first_ts(const Src* s, const row_t* rows, Py_ssize_t a,
     cdef Py_ssize_t lo = a, hi = b, mid
     while lo < hi:
         mid = (lo + hi) >> 1
-        if <int64_t> s.ts[rows[mid]] < t:
+        if rows[mid] < s.n and <int64_t> s.ts[rows[mid]] < t:
             lo = mid + 1
         else:
             hi = mid
@@ -232,8 +261,10 @@ cdef inline void _slot(const Src* s, cid_t c, Py_ssize_t* a, Py_ssize_t* b,
     if c < s.n_idx:
         a[0] = s.offsets[c]
         b[0] = s.ends[c] if s.ends != NULL else s.offsets[c + 1]
-        if b[0] < a[0]:
-            b[0] = a[0]
+        if b[0] > s.n_rows:
+            b[0] = s.n_rows
+        if a[0] > b[0]:
+            a[0] = b[0]
     lo = 0
     hi = s.n_tail
     while lo < hi:
@@ -265,7 +296,7 @@ cdef bint _followed(const Src* s, cid_t c, int64_t t, uint64_t within) noexcept 
         k = _first_ts(s, s.rows, a, b, t)
         while k < b:
             r = s.rows[k]
-            if r >= s.limit or <int64_t> s.ts[r] >= end:
+            if r >= s.limit or r >= s.n or <int64_t> s.ts[r] >= end:
                 break
             if _row_ok(s, r):
                 return True
@@ -334,7 +365,7 @@ cdef int _pairs_kernel(const Src* s, const Src* then, uint64_t within,
                 while k < end:
                     r = rows[k]
                     k += 1
-                    if part == 0 and r >= s.limit:
+                    if part == 0 and (r >= s.limit or r >= s.n):
                         break  # renumbered by a late merge: found in the tail
                     if <int64_t> s.ts[r] >= hi:
                         break

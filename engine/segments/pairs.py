@@ -43,6 +43,7 @@ from segd.native import NO_CODE, pairscan
 from segd.native.bitset import cids_to_bitmap
 from segd.predicates import INF, in_intervals, integer_range
 from segd.segments.context import Context
+from segd.segments.registry import SEGMENT_EVENT_TYPES
 from segd.store import Store
 from segd.timeutil import DAY_S, MAX_EVENT_S, duration_s, period_bounds_s
 
@@ -86,11 +87,22 @@ def evaluate_pairs_reference(
     return out
 
 
-def evaluate_pairs(plan: Any, store: Store, cids: Any, nows: Any) -> np.ndarray:
+def evaluate_pairs(
+    plan: Any,
+    store: Store,
+    cids: Any,
+    nows: Any,
+    *,
+    memo: dict | None = None,
+) -> np.ndarray:
     """As ``evaluate_pairs_reference``, by per-node pair kernels (module docstring).
 
-    ValueError when a cid is not a contact of `store`. The plan may be left bound to
-    another moment (as by the reference): callers that ``run`` it afterwards re-bind it.
+    `memo`: a dict shared by calls over the same pairs and an unchanged store (the
+    segments of one live flush): condition results over all pairs are kept in it by
+    their canonical key, so a condition that several segments share is decided once.
+    Calls with other pairs reset it. ValueError when a cid is not a contact of
+    `store`. The plan may be left bound to another moment (as by the reference):
+    callers that ``run`` it afterwards re-bind it.
     """
     c, t = _validated(cids, nows)
     out = np.zeros(len(c), dtype=bool)
@@ -102,14 +114,24 @@ def evaluate_pairs(plan: Any, store: Store, cids: Any, nows: Any) -> np.ndarray:
         raise ValueError(f"cid {top} is not a contact (there are {n})")
     if np.isnan(t).any():
         raise ValueError("nows must not be NaN")
+    if memo is not None:
+        seen = memo.get(_PAIRS_KEY)
+        if seen is None or not (
+            np.array_equal(seen[0], c) and np.array_equal(seen[1], t)
+        ):
+            memo.clear()
+            memo[_PAIRS_KEY] = (c, t)
     active = np.arange(len(c), dtype=np.intp)
     merged = store.contacts.merged
     if merged:
         active = active[~_member(merged, c)]
     if len(active):
-        pairs = _Pairs(store, c, t)
+        pairs = _Pairs(store, c, t, active, memo)
         out[active] = pairs.run(plan, active)
     return out
+
+
+_PAIRS_KEY = ":pairs"
 
 
 def _member(bitmap: BitMap, cids: np.ndarray) -> np.ndarray:
@@ -144,36 +166,40 @@ def _window(period: dict | None, nows: np.ndarray) -> tuple[np.ndarray, np.ndarr
     )
 
 
-# Kernel views of a log under one condition's filters (PairSource), shared by every
-# evaluation until the log changes: building one validates every contact's index slot,
-# O(contacts), which a time step asking 100 segments would otherwise pay per condition.
-# log -> {id(filters): (filters, (version, rows, contacts, limit, mask ids), offsets,
-# rows, ends, source)}; entries of an older state are dropped when one is added (the
-# source keeps the masks alive, so their ids are not reused meanwhile).
-_PAIR_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-MAX_SOURCES_PER_LOG = 4096
-
-# Tail indexes (rows [limit, n) of a log sorted by contact), shared by every condition,
-# segment and call until the log changes: (limit, n, version) -> arrays.
-_TAILS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Each log's kernel view (columns, contact-major index, tail index sorted by contact),
+# shared by every condition, segment and call until the log or its index changes.
+_LOGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _tail_index(log: Any, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    key = (limit, log.n, log._version)
-    hit = _TAILS.get(log)
+def _pair_log(log: Any, n_contacts: int) -> Any:
+    offsets, rows, limit, ends = log.contact_index(n_contacts)
+    key = (limit, log.n, log._version, id(offsets), id(rows), id(ends))
+    hit = _LOGS.get(log)
     if hit is None or hit[0] != key:
-        hit = (key, pairscan.tail_index(log.cid, limit, log.n))
-        _TAILS[log] = hit
+        tail_cids, tail_rows = pairscan.tail_index(log.cid, limit, log.n)
+        view = pairscan.PairLog(
+            log.cid, log.ts, offsets, rows, limit, ends, tail_cids, tail_rows
+        )
+        hit = _LOGS[log] = (key, view)
     return hit[1]
 
 
 class _Pairs:
     """One evaluation: the pairs, and the plan walk over arrays of their indices."""
 
-    def __init__(self, store: Store, cids: np.ndarray, nows: np.ndarray) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cids: np.ndarray,
+        nows: np.ndarray,
+        active: np.ndarray,
+        memo: dict | None,
+    ) -> None:
         self.store = store
         self.cids = cids
         self.nows = nows
+        self.active = active  # every pair that can match (merged contacts left out)
+        self.memo = memo
         self.n = store.n_contacts
         self._sources: dict[tuple, Any] = {}
 
@@ -182,10 +208,22 @@ class _Pairs:
         """Whether each pair of `idx` (indices into the pairs) matches `node`."""
         if not len(idx):
             return np.zeros(0, dtype=bool)
-        method = getattr(self, "_" + type(node).__name__, None)
+        kind = type(node).__name__
+        method = getattr(self, "_" + kind, None)
         if method is None:
             return self._fallback(node, idx)
-        return method(node, idx)
+        if self.memo is None or not _memoizable(node, kind):
+            return method(node, idx)
+        hit = self.memo.get(node.key)
+        if hit is None:
+            # Gathers are decided for every pair at once (each costs little more than
+            # for a few); an event kernel only when asked for every pair anyway.
+            if kind == "EventNode" and len(idx) != len(self.active):
+                return method(node, idx)
+            hit = np.zeros(len(self.cids), dtype=bool)
+            hit[self.active] = method(node, self.active)
+            self.memo[node.key] = hit
+        return hit[idx]
 
     def _AndNode(self, node: Any, idx: np.ndarray) -> np.ndarray:
         out = np.ones(len(idx), dtype=bool)
@@ -329,41 +367,12 @@ class _Pairs:
         if filters.amount_intervals and amount is None:
             self._sources[key] = (None,)
             return None
-        offsets, rows, limit, ends = log.contact_index(self.n)
-        # the filter masks by identity too, in case a filters object is re-masked
-        masks = tuple(id(mask) for _, mask, _ in filters.code_filters)
-        state = (log._version, log.n, self.n, limit, masks)
-        per_log = _PAIR_SOURCES.setdefault(log, {})
-        hit = per_log.get(id(filters))
-        if (
-            hit is not None
-            and hit[0] is filters
-            and hit[1] == state
-            and hit[2] is offsets
-            and hit[3] is rows
-            and hit[4] is ends
-        ):
-            src = hit[5]
-        else:
-            tail_cids, tail_rows = _tail_index(log, limit)
-            src = pairscan.PairSource(
-                log.cid,
-                log.ts,
-                offsets,
-                rows,
-                limit,
-                ends,
-                tail_cids,
-                tail_rows,
-                code_filters=code_filters,
-                amount=amount,
-                amount_intervals=filters.amount_intervals,
-            )
-            for stale in [k for k, v in per_log.items() if v[1][:4] != state[:4]]:
-                del per_log[stale]
-            if len(per_log) >= MAX_SOURCES_PER_LOG:
-                per_log.clear()
-            per_log[id(filters)] = (filters, state, offsets, rows, ends, src)
+        src = pairscan.PairSource(
+            _pair_log(log, self.n),
+            code_filters=code_filters,
+            amount=amount,
+            amount_intervals=filters.amount_intervals,
+        )
         self._sources[key] = (src,)
         return src
 
@@ -401,6 +410,16 @@ class _Pairs:
         return got
 
 
+def _memoizable(node: Any, kind: str) -> bool:
+    """Conditions whose result a live flush cannot change between segments: all but
+    events of the types it publishes (``segment_entered`` / ``_exited``)."""
+    if kind == "EventNode":
+        types = {node.etype} | ({node.then[0]} if node.then is not None else set())
+        return not (types & _PUBLISHED)
+    return kind in _CHEAP
+
+
+_PUBLISHED = frozenset(SEGMENT_EVENT_TYPES)
 _CHEAP = {
     "ConstNode": 0,
     "RfmValueNode": 0,
