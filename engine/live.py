@@ -1093,14 +1093,16 @@ def _contact_moments(
 
 
 def _isin_bitmap(sorted_cids: np.ndarray, bitmap: BitMap) -> np.ndarray:
-    """Membership in `bitmap` of each of the ascending `sorted_cids`: binary searches
-    into the bitmap's sorted array (its size is the members', not the base's)."""
+    """Membership in `bitmap` of each of the ascending unique `sorted_cids`: the
+    candidates as a bitmap intersected with it (cost ~ the candidates), the few
+    members found marked by binary search."""
+    out = np.zeros(len(sorted_cids), bool)
     if not bitmap or not len(sorted_cids):
-        return np.zeros(len(sorted_cids), bool)
-    inside = np.asarray(bitmap.to_array(), np.uint32)
-    pos = np.searchsorted(inside, sorted_cids)
-    pos[pos == len(inside)] = 0
-    return inside[pos] == sorted_cids
+        return out
+    both = cids_to_bitmap(np.ascontiguousarray(sorted_cids, np.uint32)) & bitmap
+    if both:
+        out[np.searchsorted(sorted_cids, np.asarray(both.to_array(), np.uint32))] = True
+    return out
 
 
 def _isin_bitmap_any(cids: np.ndarray, bitmap: BitMap) -> np.ndarray:
