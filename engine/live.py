@@ -880,10 +880,6 @@ class LiveSegments:
                 code, members, before, after, float(math.floor(t1))
             )
         pts, cids = self._candidates(profile, t0, t1)
-        merged = self.engine.store.contacts.merged
-        if merged and len(cids):  # no one: "not ..." would hold for them
-            alive = ~_isin_bitmap_any(cids, merged)
-            pts, cids = pts[alive], cids[alive]
         if not len(cids):
             return []
         cids, pts, first, last = _contact_moments(cids, pts)
@@ -1103,12 +1099,6 @@ def _isin_bitmap(sorted_cids: np.ndarray, bitmap: BitMap) -> np.ndarray:
     if both:
         out[np.searchsorted(sorted_cids, np.asarray(both.to_array(), np.uint32))] = True
     return out
-
-
-def _isin_bitmap_any(cids: np.ndarray, bitmap: BitMap) -> np.ndarray:
-    """Membership in `bitmap` of each of `cids` (any order, repeats)."""
-    inside = np.asarray(bitmap.to_array(), np.uint32)
-    return np.isin(cids, inside)
 
 
 def clock_value(now: Any) -> float:

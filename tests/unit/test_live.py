@@ -456,3 +456,25 @@ def test_sorted_keys_are_repaired_after_touches() -> None:
             assert set(zip(cids.tolist(), keys.tolist(), strict=True)) == _fresh_order(
                 e, what
             ), (what, round_)
+
+
+def test_a_merged_contact_leaves_and_never_comes_back() -> None:
+    """A merge re-decides both contacts: the merged one leaves (cause ``merge``), and no
+    later time step brings it back, even under NOT (it is no one)."""
+    e = Engine()
+    e.upsert_contacts(
+        [
+            {"customer_id": "a", "birth_date": "1990-01-05"},
+            {"customer_id": "b", "birth_date": "1990-01-05"},
+        ]
+    )
+    e.append_events([{"customer_id": "a", "type": "view", "ts": T}])
+    q = "not age = 34 and not view() in last 2 days"
+    e.create_segment("s", q)
+    e.advance(T - DAY)
+    assert ids(e, "s") == set()  # both 34
+    e.merge("b", "a")
+    e.advance(T + 10 * DAY)  # the birthday (35) and a's view edge pass
+    agree(e, "s", q)
+    assert ids(e, "s") == {"b"}
+    assert [r for r in changes(e, "s") if r[1] == "a"] == []
