@@ -781,8 +781,12 @@ class LiveSegments:
         store = self.engine.store
         n = store.n_contacts
         hit = self._orders.get(what)
-        fresh = hit is not None and hit.store is store and hit.n == n
-        if hit is not None and fresh and hit.gen == self._gen:
+        if (
+            hit is not None
+            and hit.store is store
+            and hit.n == n
+            and hit.gen == self._gen  # nothing touched since it was checked
+        ):
             got = hit.keys, hit.cids
         else:
             source = self._key_source(what, n)
