@@ -866,8 +866,8 @@ class LiveSegments:
         self, name: str, code: int, profile: Profile, t0: float, t1: float
     ) -> list[tuple]:
         """The time-driven changes of one segment in the step (t0, t1]: rows
-        ``(segment code, cids, change, at)`` in (contact, moment) order, with the members
-        updated to the value at t1.
+        ``(segment code, cids, change, at)`` in time order, with the members updated to
+        the value at t1.
 
         Every (contact, moment) candidate pair of the step is decided by ONE
         ``evaluate_pairs`` call; the transitions then follow per contact in time order,
@@ -902,6 +902,9 @@ class LiveSegments:
         members -= cids_to_bitmap(np.ascontiguousarray(contacts[was & ~final]))
         if not len(moved):
             return []
+        # In time order; at one moment entries before exits (as writes log them). A
+        # contact's own changes are at distinct moments, so they stay in its order.
+        moved = moved[np.lexsort((~value[moved], pts[moved]))]
         return [
             (
                 np.full(len(moved), code, np.int32),
