@@ -9,8 +9,11 @@ days_since), starts the clock at the dataset's ``now`` and measures:
   of random contacts at the clock) with the segments kept live, against the same batches
   on an engine without dynamic segments: events/s of each;
 - **advance**: one ``advance`` step of ``--step`` seconds (one day by default): seconds,
-  time-driven changes logged, changes/s;
-- **tick**: ``--ticks`` one-second steps, as the server advances: ms per tick.
+  time-driven changes logged, changes/s; then (when ``--step`` is not a day) one more
+  step of one day, the issue's target;
+- **tick**: ``--ticks`` one-second steps, as the server advances: ms per tick;
+- **expiry**: the segments replaced by one window condition (``--expiry-days``), one
+  step of a day and one of ``--expiry-step`` seconds: scheduled changes/s.
 
     python -m segd.bench live --contacts 1m
     python -m segd.bench live --contacts 100k --segments 20 --json
@@ -180,6 +183,18 @@ def run(args: argparse.Namespace) -> dict:
         f"advance {args.step} s: {step_s:.2f} s, {step_changes:,} changes, "
         f"{step_changes / step_s:,.0f} changes/s"
     )
+    day_s, day_changes, day_cpu = step_s, step_changes, None
+    if args.step != DAY:  # the target is a one-day step
+        before = engine.changes_position
+        t0, c0 = time.perf_counter(), time.process_time()
+        engine.advance(engine.clock + DAY)
+        day_s = time.perf_counter() - t0
+        day_cpu = time.process_time() - c0  # this process's CPU: less load-dependent
+        day_changes = engine.changes_position - before
+        say(
+            f"advance one day: {day_s:.2f} s ({day_cpu:.2f} s CPU), {day_changes:,} "
+            f"changes, {day_changes / day_s:,.0f} changes/s"
+        )
     # exactness spot check at the end: a few segments against a fresh evaluation
     for k in range(0, args.segments, max(1, args.segments // 5)):
         name = f"live{k:03d}"
@@ -190,19 +205,41 @@ def run(args: argparse.Namespace) -> dict:
         engine.delete_segment(f"live{k:03d}")
     engine.create_segment("expiry", f"view() in last {args.expiry_days} days")
     start = engine.changes_position
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     engine.advance(engine.clock + DAY)
     expiry_s = time.perf_counter() - t0
+    expiry_cpu = time.process_time() - c0
     expiry_changes = engine.changes_position - start
     say(
-        f"expiry: {expiry_changes:,} changes in {expiry_s:.2f} s = "
-        f"{expiry_changes / expiry_s:,.0f} changes/s"
+        f"expiry: {expiry_changes:,} changes in {expiry_s:.2f} s ({expiry_cpu:.2f} s "
+        f"CPU) = {expiry_changes / expiry_s:,.0f} changes/s"
     )
+    start = engine.changes_position
+    t0, c0 = time.perf_counter(), time.process_time()
+    engine.advance(engine.clock + args.expiry_step)
+    long_s = time.perf_counter() - t0
+    long_cpu = time.process_time() - c0
+    long_changes = engine.changes_position - start
+    say(
+        f"expiry, {args.expiry_step} s step: {long_changes:,} changes in "
+        f"{long_s:.2f} s ({long_cpu:.2f} s CPU) = "
+        f"{long_changes / long_s:,.0f} changes/s"
+    )
+    fresh = engine.segment(
+        f"view() in last {args.expiry_days} days", now=engine.clock, cache=False
+    )
+    assert engine.members("expiry").count() == fresh.count(), "expiry"
     return {
         "expiry_query": f"view() in last {args.expiry_days} days",
         "expiry_changes": expiry_changes,
         "expiry_s": round(expiry_s, 3),
         "expiry_changes_per_s": round(expiry_changes / expiry_s),
+        "expiry_cpu_s": round(expiry_cpu, 3),
+        "expiry_step": args.expiry_step,
+        "expiry_step_changes": long_changes,
+        "expiry_step_s": round(long_s, 3),
+        "expiry_step_changes_per_s": round(long_changes / long_s),
+        "expiry_step_cpu_s": round(long_cpu, 3),
         "contacts": engine.store.n_contacts,
         "events": engine.store.n_events,
         "segments": args.segments,
@@ -221,6 +258,9 @@ def run(args: argparse.Namespace) -> dict:
         "advance_s": round(step_s, 3),
         "advance_changes": step_changes,
         "advance_changes_per_s": round(step_changes / step_s) if step_s else None,
+        "advance_day_s": round(day_s, 3),
+        "advance_day_changes": day_changes,
+        "advance_day_cpu_s": None if day_cpu is None else round(day_cpu, 3),
     }
 
 
@@ -235,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--big-batch", type=int, default=100_000)
     p.add_argument("--expiry-days", type=int, default=7)
+    p.add_argument("--expiry-step", type=int, default=30 * DAY)
     p.add_argument("--ticks", type=int, default=20)
     p.add_argument("--step", type=int, default=DAY)
     p.add_argument("--json", action="store_true")

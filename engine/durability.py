@@ -147,10 +147,7 @@ def _restore_snapshot(engine: Any, path: Path) -> int:
         from segd.rfm import RfmState
 
         engine.rfm_state = RfmState.from_bytes(meta["rfm"])
-    if meta.get("live") is not None:  # the clock, dynamic members, change log
-        from segd.live import LiveSegments
-
-        engine.live = LiveSegments.from_bytes(engine, meta["live"])
+    state.restore_live(engine)  # the clock, dynamic members, change log
     engine.idempotency.load_state(meta.get("idempotency", []))
     engine.events_sequence = int(meta.get("events_sequence", 0))
     return int(state.wal_seq)
@@ -162,7 +159,7 @@ def snapshot_meta(engine: Any) -> dict:
         "idempotency": engine.idempotency.to_state(),
         "events_sequence": engine.events_sequence,
         "rfm": engine.rfm_state.to_bytes(),
-        "live": engine.live.to_bytes(),
+        # the live segments' state is in the snapshot itself (segd.snapshot)
     }
 
 

@@ -119,16 +119,32 @@ class RestoredState:
     bytes: int = 0
     seconds: float = 0.0
     recs_model: Any = None  # segd.recs.RecsModel, when the snapshot has one
+    # The live segments' clock, dynamic memberships and change log
+    # (``LiveSegments.to_bytes``); None in snapshots written before they were kept here.
+    live_state: bytes | None = None
 
     def engine(self, **engine_args: Any) -> Engine:
-        """An in-memory ``Engine`` over this state (``engine_args`` go to Engine())."""
+        """An in-memory ``Engine`` over this state (``engine_args`` go to Engine()),
+        live segments included: its clock, dynamic members and change log are the
+        snapshot's, and they move on from there."""
         from segd.core import Engine
 
         eng = Engine(**engine_args)
         eng.store = self.store
         eng.segments = self.segments
         eng.recs.restore(self.recs_model)
+        self.restore_live(eng)
         return eng
+
+    def restore_live(self, eng: Engine) -> None:
+        """Give `eng` the snapshot's live segments (when it has them)."""
+        data = self.live_state
+        if data is None:  # older snapshots: the durable engine's copy, if any
+            data = (self.metadata.get("durability") or {}).get("live")
+        if data is not None:
+            from segd.live import LiveSegments
+
+            eng.live = LiveSegments.from_bytes(eng, data)
 
 
 # -- writing -------------------------------------------------------------------------
@@ -281,6 +297,8 @@ def _write_files(
         "metadata": metadata,
         # the recommendation model (derived data, kept so a restart need not rebuild it)
         "recs": engine.recs.to_snapshot(w) if hasattr(engine, "recs") else None,
+        # the clock, dynamic memberships and change log (segd.live)
+        "live": engine.live.to_bytes() if hasattr(engine, "live") else None,
     }
     w.close_pack()
     state["packed"] = w.packed
@@ -730,6 +748,7 @@ def read_snapshot(path: Path) -> RestoredState:
         bytes=manifest.get("bytes", 0),
         seconds=time.perf_counter() - t0,
         recs_model=recs_model,
+        live_state=state.get("live"),
     )
 
 

@@ -5,20 +5,28 @@ events with filters, relative and absolute periods, count ranges, sums, then-no,
 aggregates incl. days_since_*, NOT, references to another dynamic segment, conditions on
 the segment events ``segment_entered`` / ``segment_exited``), random
 interleavings of event appends (late and future ones), contact and item upserts, new
-contacts and ``advance`` steps from a second to months. After every step each segment's
-``members`` equals a fresh ``Engine.segment(query, now=clock)``, and replaying the change
-log (entered / exited in order) gives the members. RFM conditions are left out (they
-read an RFM computation, not the data; see docs/segment-language.md).
+contacts, identity merges (``Engine.merge``), RFM computations (``rfm_compute`` at the
+clock) with segments on ``rfm.*`` (incl. ``rfm.entered`` over relative periods, which
+moves with the clock) and ``advance`` steps from a second to months. After every step each
+segment's ``members`` equals a fresh ``Engine.segment(query, now=clock)``, and replaying
+the change log (entered / exited in order) gives the members.
 """
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from segd import Engine
 from segd.errors import InvalidQuery
+from segd.identity import MergeError
 from tests.property.strategies import asts
 
 DAY = 86_400
@@ -52,6 +60,17 @@ queries = asts(
     include_rfm=False,
     segment_names=["base"],
     max_depth=3,
+)
+
+# Segments on RFM too, once a computation exists (rfm.* reads the latest one).
+rfm_queries = asts(
+    attrs={"city": "category", "score": "int"},
+    values={"city": ["Kazan", "Moscow"], "score": [1, 3, 5]},
+    event_types=TYPES,
+    filter_fields={"amount": "float"},
+    include_rfm=True,
+    segment_names=["base"],
+    max_depth=2,
 )
 
 offsets = st.one_of(
@@ -92,6 +111,7 @@ class LiveMachine(RuleBasedStateMachine):
         self.engine = Engine(result_cache_size=0)
         self.queries: dict[str, dict] = {}
         self.n_events = 0
+        self.rfm_computed = False
 
     @initialize(start=st.integers(-30 * DAY, 30 * DAY), base=queries)
     def setup(self, start: int, base: dict) -> None:
@@ -142,6 +162,33 @@ class LiveMachine(RuleBasedStateMachine):
         except InvalidQuery:
             return
         self.queries[name] = query
+
+    @precondition(lambda self: self.rfm_computed)
+    @rule(query=rfm_queries, data=st.data())
+    def create_or_redefine_on_rfm(self, query: dict, data) -> None:
+        names = sorted(set(self.queries) - {"base"})
+        name = data.draw(st.sampled_from([f"s{len(self.queries)}", *names]))
+        try:
+            if name in self.queries:
+                self.engine.update_segment(name, query)
+            else:
+                self.engine.create_segment(name, query)
+        except InvalidQuery:
+            return
+        self.queries[name] = query
+
+    @rule()
+    def rfm(self) -> None:
+        """RFM as of the clock (it may not go back: the clock does not either)."""
+        self.engine.rfm_compute(as_of=self.engine.clock)
+        self.rfm_computed = True
+
+    @rule(survivor=st.sampled_from(CONTACTS), merged=st.sampled_from(CONTACTS))
+    def merge(self, survivor: str, merged: str) -> None:
+        try:
+            self.engine.merge(survivor, merged)
+        except MergeError:  # into itself, unknown, or merged already
+            return
 
     @rule(query=queries, data=st.data())
     def redefine(self, query: dict, data) -> None:

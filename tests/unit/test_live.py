@@ -282,3 +282,199 @@ def test_durable_membership_and_changes(tmp_path, how: str) -> None:
         assert _state(again) == _state(mem)
     finally:
         again.close()
+
+
+# Each kind of time-driven change at its exact second: (query, the data, the second T of
+# the change, whether the contact is a member from T on). A member changes "at T" in the
+# core's semantics (docs/segment-language.md): windows are half-open, so an event at t in
+# `last 7 days` is in the window for now in (t, t + 7 d] and leaves *after* T = t + 7 d
+# (the value changes between T and T + 1, logged at T); a `days_since_*` threshold or a
+# birthday changes the value *at* T itself.
+EDGES = {
+    "window exit": (
+        "view() in last 7 days",
+        [{"customer_id": "a", "type": "view", "ts": T}],
+        T + 7 * DAY,
+        "after",
+        False,
+    ),
+    "then no: the cart leaves the window": (
+        "add_to_cart() in last 3 days then no order within 1 day",
+        [
+            {"customer_id": "a", "type": "add_to_cart", "ts": T},
+            {"customer_id": "a", "type": "order", "ts": T + DAY, "amount": 1.0},
+        ],
+        T + 3 * DAY,
+        "after",
+        False,
+    ),
+    "count drops below its minimum": (
+        "view() count >= 2 in last 7 days",
+        [
+            {"customer_id": "a", "type": "view", "ts": T},
+            {"customer_id": "a", "type": "view", "ts": T + DAY},
+        ],
+        T + 7 * DAY,
+        "after",
+        False,
+    ),
+    "count falls back under its maximum": (
+        "view() count = 1 in last 7 days",
+        [
+            {"customer_id": "a", "type": "view", "ts": T},
+            {"customer_id": "a", "type": "view", "ts": T + DAY},
+        ],
+        T + 7 * DAY,
+        "after",
+        True,
+    ),
+    "days_since reaches its minimum": (
+        "days_since_last_order >= 30",
+        [{"customer_id": "a", "type": "order", "ts": T, "amount": 1.0}],
+        T + 30 * DAY,
+        "at",
+        True,
+    ),
+    "days_since passes its maximum": (
+        "days_since_last_visit <= 9",
+        [{"customer_id": "a", "type": "view", "ts": T}],
+        T + 10 * DAY,
+        "at",
+        False,
+    ),
+    "days_since over a period": (
+        "days_since_last_order >= 2 and days_since_last_order < 5",
+        [{"customer_id": "a", "type": "order", "ts": T + 7, "amount": 1.0}],
+        T + 7 + 5 * DAY,
+        "at",
+        False,
+    ),
+    "age: the birthday": (
+        "age >= 35",
+        None,  # a's birth date 1990-01-05: 35 at 2025-01-05T00:00Z
+        T + 4 * DAY,
+        "at",
+        True,
+    ),
+    "age: out of a range at the birthday": (
+        "age between 30 and 34",
+        None,
+        T + 4 * DAY,
+        "at",
+        False,
+    ),
+}
+
+
+def _edge_engine(events: list | None, query: str) -> Engine:
+    e = Engine()
+    e.upsert_contacts(
+        [{"customer_id": "a", "birth_date": "1990-01-05"}, {"customer_id": "b"}]
+    )
+    if events:
+        e.append_events(events)
+    e.create_segment("s", query)
+    e.advance(T - DAY)
+    return e
+
+
+@pytest.mark.parametrize("kind", sorted(EDGES))
+def test_time_driven_change_at_its_exact_second(kind: str) -> None:
+    query, events, at, how, member_after = EDGES[kind]
+    # the value as a function of the clock, second by second around T
+    e = _edge_engine(events, query)
+    first = at if how == "after" else at - 1  # the last second with the old value
+    for now in (first - 1, first, first + 1, first + 2):
+        e.advance(now)
+        agree(e, "s", query)
+        want = member_after if now > first else not member_after
+        assert ("a" in ids(e, "s")) == want, (kind, now - at)
+    # one step from a day before to an hour after logs the change at T exactly
+    e = _edge_engine(events, query)
+    e.advance(at + 3600)
+    agree(e, "s", query)
+    rows = [r for r in changes(e, "s") if r[1] == "a" and r[4] == "time"]
+    want_change = "entered" if member_after else "exited"
+    assert rows[-1][2:4] == (want_change, at), (kind, rows)
+
+
+def _fresh_order(e: Engine, what: str) -> set[tuple[int, float]]:
+    if what == "birthday":
+        col = e.store.contacts.column("birth_date")
+        n = e.store.n_contacts
+        out = set()
+        for c in range(n):
+            if c < len(col.values) and col.valid[c]:
+                day = datetime.fromtimestamp(int(col.values[c]) // 1000, UTC)
+                out.add((c, float(day.month * 100 + day.day)))
+        return out
+    last = getattr(e.store.aggregates, what)[: e.store.n_contacts]
+    return {(c, float(v)) for c, v in enumerate(last) if v > 0}
+
+
+def test_sorted_keys_are_repaired_after_touches() -> None:
+    """The sorted last-seen / birthday keys that time steps search are kept across steps
+    and repaired for the contacts that changed: always those of a fresh sort."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    e = Engine()
+    e.upsert_contacts(
+        [{"customer_id": f"c{i}", "birth_date": "1990-01-05"} for i in range(40)]
+    )
+    e.create_segment("s", "days_since_last_order >= 3 and age >= 30")
+    e.advance(T)
+    for round_ in range(12):
+        who = rng.integers(0, 60, 8)  # some contacts new
+        e.append_events(
+            [
+                {
+                    "customer_id": f"c{w}",
+                    "type": "order",
+                    "ts": T - int(rng.integers(0, 50 * DAY)),
+                    "amount": 1.0,
+                }
+                for w in who
+            ]
+        )
+        e.upsert_contacts(
+            [
+                {
+                    "customer_id": f"c{int(w)}",
+                    "birth_date": None
+                    if w % 7 == 0
+                    else f"19{80 + w % 20}-0{1 + w % 9}-1{w % 10}",
+                }
+                for w in rng.integers(0, 60, 3)
+            ]
+        )
+        e.advance(T + (round_ + 1) * DAY)
+        agree(e, "s", "days_since_last_order >= 3 and age >= 30")
+        for what in ("last_order_s", "birthday"):
+            keys, cids = e.live._sorted(what)
+            assert np.all(np.diff(keys) >= 0), what
+            assert set(zip(cids.tolist(), keys.tolist(), strict=True)) == _fresh_order(
+                e, what
+            ), (what, round_)
+
+
+def test_a_merged_contact_leaves_and_never_comes_back() -> None:
+    """A merge re-decides both contacts: the merged one leaves (cause ``merge``), and no
+    later time step brings it back, even under NOT (it is no one)."""
+    e = Engine()
+    e.upsert_contacts(
+        [
+            {"customer_id": "a", "birth_date": "1990-01-05"},
+            {"customer_id": "b", "birth_date": "1990-01-05"},
+        ]
+    )
+    e.append_events([{"customer_id": "a", "type": "view", "ts": T}])
+    q = "not age = 34 and not view() in last 2 days"
+    e.create_segment("s", q)
+    e.advance(T - DAY)
+    assert ids(e, "s") == set()  # both 34
+    e.merge("b", "a")
+    e.advance(T + 10 * DAY)  # the birthday (35) and a's view edge pass
+    agree(e, "s", q)
+    assert ids(e, "s") == {"b"}
+    assert [r for r in changes(e, "s") if r[1] == "a"] == []

@@ -588,3 +588,39 @@ def test_a_killed_writer_child_is_reported(tmp_path, monkeypatch):
     with pytest.raises(SnapshotError, match="status 9"):
         write_snapshot(Engine(), tmp_path, wal_seq=1, background=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_restored_engine_carries_live_segments(tmp_path):
+    """``read_snapshot(...).engine()`` has the clock, the dynamic members and the change
+    log of the original, and keeps them exact as its clock moves on."""
+    day, t = 86_400, 1_735_689_600
+    eng = Engine()
+    eng.upsert_contacts([{"customer_id": c, "city": "Kazan"} for c in "abc"])
+    eng.append_events(
+        [
+            {"customer_id": "a", "type": "view", "ts": t},
+            {"customer_id": "b", "type": "view", "ts": t + day},
+        ]
+    )
+    query = "view() in last 2 days"
+    eng.create_segment("recent", query)
+    eng.create_segment("frozen", 'city = "Kazan"', static=True)
+    eng.advance(t + 1)
+    eng.advance(t + 2 * day)  # b entered at t + 1 d; a is still in
+    info = write_snapshot(eng, tmp_path, wal_seq=0, background=True)
+    restored = read_snapshot(info.path).engine()
+    assert restored.clock == eng.clock
+    assert set(restored.members("recent").ids()) == {"a", "b"}
+    assert set(restored.members("frozen").ids()) == {"a", "b", "c"}
+    assert restored.segment_changes().to_pylist() == eng.segment_changes().to_pylist()
+    assert restored.changes_position == eng.changes_position
+    for e in (eng, restored):
+        e.advance(t + 3 * day + 1)  # both views have left the window
+        assert set(e.members("recent").ids()) == set()
+        assert set(e.segment(query, now=e.clock, cache=False).ids()) == set()
+    assert restored.segment_changes().to_pylist() == eng.segment_changes().to_pylist()
+    tail = restored.segment_changes(start=2).to_pylist()
+    assert [(r["customer_id"], r["change"], r["at"].timestamp()) for r in tail] == [
+        ("a", "exited", t + 2 * day),
+        ("b", "exited", t + 3 * day),
+    ]
