@@ -822,9 +822,10 @@ cdef class Lookup:
              const int64_t[::1] excl_hi, const uint8_t[::1] excl_live,
              const uint32_t[::1] live_items, const uint32_t[::1] seeds=None):
         """``run`` for many contacts at once (a mass send): the seeds are ``seeds`` for
-        every contact (a cart), or with ``personal`` each contact's basket. Contact i's excluded items are
-        its model bought list, or where ``excl_live[i]`` ``live_items[excl_lo[i]:
-        excl_hi[i]]``; NO_ITEM cids are contacts without history. Returns (items
+        every contact (a cart), or with ``personal`` each contact's basket. Contact i's
+        excluded items are its model bought list, or where ``excl_live[i]``
+        ``live_items[excl_lo[i]:excl_hi[i]]``; NO_ITEM cids are contacts without
+        history. Returns (items
         uint32[n * limit], scores float32, counts int64[n]): contact i's items are the
         first counts[i] of its ``limit`` slots."""
         cdef Py_ssize_t n = cids.shape[0], i, got, limit = self.a.limit

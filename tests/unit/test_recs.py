@@ -398,3 +398,64 @@ def test_identity_merge_survivor_holds_the_bought_items(shop: Engine) -> None:
         == batch[1]
         == shop.recommend("related", item_ids=["A"], customer_id="u3")
     )
+
+
+def test_cached_lookup_keeps_every_check(shop: Engine) -> None:
+    """A resolved lookup is cached per (model, catalog version, arguments): a repeated
+    call must still check what is its own, and raise exactly what the first would."""
+    assert ids(shop.recommend("related", item_ids=["A"], limit=3))[:2] == ["B", "C"]
+    with pytest.raises(ItemNotFound) as err:  # same arguments, unknown item: cached
+        shop.recommend("related", item_ids=["A", "nope"], limit=3)
+    assert err.value.item_id == "nope"
+    with pytest.raises(InvalidInput):
+        shop.recommend("related", limit=3)
+    with pytest.raises(InvalidInput):
+        shop.recommend("related", item_ids=[], limit=3)
+    with pytest.raises(InvalidInput):  # 3.0 == 3 and hashes alike: not a cache hit
+        shop.recommend("related", item_ids=["A"], limit=3.0)  # type: ignore[arg-type]
+    with pytest.raises(ItemNotFound):  # item ids are checked for every kind
+        shop.recommend("popular", item_ids=["nope"])
+    shop.recommend("popular")
+    with pytest.raises(ItemNotFound):
+        shop.recommend("popular", item_ids=["nope"])
+    with pytest.raises(ContactNotFound):
+        shop.recommend("popular", customer_id="no-such-contact")
+    # filters as a list are not cached (unhashable) but give the same answer
+    text = shop.recommend("popular", filters='colour = "red"')
+    listed = [{"field": "colour", "op": "=", "value": "red"}]
+    assert shop.recommend("popular", filters=listed) == text
+
+
+def test_cached_lookup_follows_catalog_and_model(shop: Engine) -> None:
+    before = ids(shop.recommend("related", item_ids=["A"]))
+    assert "B" in before
+    shop.upsert_items([{"item_id": "B", "in_stock": False}])  # a new catalog version
+    assert "B" not in ids(shop.recommend("related", item_ids=["A"]))
+    shop.upsert_items([{"item_id": "B", "in_stock": True}])
+    assert ids(shop.recommend("related", item_ids=["A"])) == before
+    shop.rebuild_recommendations({"neighbours": 1})  # a new model
+    assert ids(shop.recommend("related", item_ids=["A"], limit=1)) == ["B"]
+    got = shop.recommend("related", item_ids=["A"], limit=3)
+    assert got[0][0] == "B" and all(s <= got[0][1] for _, s in got)
+
+
+@pytest.mark.parametrize("kind", ["personal", "popular", "related"])
+def test_encoded_batch_is_the_batch(shop: Engine, kind) -> None:
+    """The RecommendBatch bytes (written by the kernel) parse to the batch's lists."""
+    from segd.v1 import recommendations_pb2 as pb
+
+    people = ["u1", "u3", "ghost", "f1", "", "é-ü"]
+    kwargs = {"item_ids": ["A"]} if kind == "related" else {}
+    raw = shop.recs.recommend_batch_encoded(kind, people, limit=4, **kwargs)
+    msg = pb.RecommendBatchResponse.FromString(raw)
+    batch = shop.recommend_batch(kind, people, limit=4, **kwargs)
+    assert [r.customer_id for r in msg.results] == people
+    for res, want in zip(msg.results, batch, strict=True):
+        assert list(res.item_ids) == [i for i, _ in want]
+        assert list(res.scores) == [s for _, s in want]
+    assert (
+        pb.RecommendBatchResponse.FromString(
+            shop.recs.recommend_batch_encoded(kind, [], limit=4, **kwargs)
+        ).results
+        == []
+    )
