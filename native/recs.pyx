@@ -967,3 +967,105 @@ def encode_batch_results(list customer_ids, const uint32_t[::1] items,
     if pos != total:
         raise AssertionError(f"encoded {pos} bytes, sized {total}")
     return out
+
+
+cdef inline uint64_t _get_varint(const uint8_t* p, Py_ssize_t end,
+                                 Py_ssize_t* pos) except? 0xFFFFFFFFFFFFFFFF:
+    cdef uint64_t v = 0
+    cdef int shift = 0
+    while True:
+        if pos[0] >= end or shift > 63:
+            raise ValueError(f"truncated varint at byte {pos[0]}")
+        v |= (<uint64_t> (p[pos[0]] & 0x7F)) << shift
+        pos[0] += 1
+        if not (p[pos[0] - 1] & 0x80):
+            return v
+        shift += 7
+
+
+cdef Py_ssize_t _skip(const uint8_t* p, Py_ssize_t end, Py_ssize_t pos,
+                      uint64_t wire) except -1:
+    """The position after a field of wire type ``wire`` whose key ends at ``pos``."""
+    cdef uint64_t length
+    if wire == 0:
+        _get_varint(p, end, &pos)
+    elif wire == 1:
+        pos += 8
+    elif wire == 2:
+        length = _get_varint(p, end, &pos)
+        if length > <uint64_t> (end - pos):
+            raise ValueError(f"field of {length} bytes at byte {pos} overruns")
+        pos += <Py_ssize_t> length
+    elif wire == 5:
+        pos += 4
+    else:
+        raise ValueError(f"unsupported wire type {wire} at byte {pos}")
+    if pos > end:
+        raise ValueError("field overruns its message")
+    return pos
+
+
+cdef inline double _get_double(const uint8_t* p) noexcept:
+    cdef uint64_t bits = 0
+    cdef double d
+    cdef int b
+    for b in range(8):
+        bits |= (<uint64_t> p[b]) << (8 * b)
+    memcpy(&d, &bits, 8)
+    return d
+
+
+def decode_batch_results(const uint8_t[::1] buf, dict out):
+    """Add the contacts of one serialized ``RecommendBatchResponse`` to ``out``:
+    ``customer_id -> [(item_id, score), ...]`` (the client's side of
+    ``encode_batch_results``: no message object per contact). Fields it does not know
+    are skipped; a malformed message is a ValueError."""
+    cdef Py_ssize_t end = buf.shape[0], pos = 0, stop, cend, n_scores, j
+    cdef uint64_t key, length
+    cdef const uint8_t* p = &buf[0] if end else NULL
+    cdef list items, scores
+    cdef object cust
+    while pos < end:
+        key = _get_varint(p, end, &pos)
+        if key != 0x0A:  # not results (field 1, length-delimited)
+            pos = _skip(p, end, pos, key & 7)
+            continue
+        length = _get_varint(p, end, &pos)
+        if length > <uint64_t> (end - pos):
+            raise ValueError(f"result of {length} bytes at byte {pos} overruns")
+        cend = pos + <Py_ssize_t> length
+        cust = ""
+        items = []
+        scores = []
+        while pos < cend:
+            key = _get_varint(p, cend, &pos)
+            if key == 0x0A or key == 0x12:  # customer_id, item_ids
+                length = _get_varint(p, cend, &pos)
+                if length > <uint64_t> (cend - pos):
+                    raise ValueError(f"string of {length} bytes at byte {pos} overruns")
+                stop = pos + <Py_ssize_t> length
+                text = (<const char*> p)[pos:stop].decode("utf-8")
+                if key == 0x0A:
+                    cust = text
+                else:
+                    items.append(text)
+                pos = stop
+            elif key == 0x1A:  # scores, packed
+                length = _get_varint(p, cend, &pos)
+                if length > <uint64_t> (cend - pos) or length % 8:
+                    raise ValueError(f"packed scores of {length} bytes at byte {pos}")
+                n_scores = <Py_ssize_t> (length // 8)
+                for j in range(n_scores):
+                    scores.append(_get_double(p + pos + 8 * j))
+                pos += <Py_ssize_t> length
+            elif key == 0x19:  # one score, unpacked
+                if cend - pos < 8:
+                    raise ValueError(f"truncated score at byte {pos}")
+                scores.append(_get_double(p + pos))
+                pos += 8
+            else:
+                pos = _skip(p, cend, pos, key & 7)
+        if len(items) != len(scores):
+            raise ValueError(f"{len(items)} item ids but {len(scores)} scores")
+        out[cust] = list(zip(items, scores))
+    return out

@@ -459,3 +459,31 @@ def test_encoded_batch_is_the_batch(shop: Engine, kind) -> None:
         ).results
         == []
     )
+
+
+def test_client_batch_decoder_reads_protobuf() -> None:
+    """decode_batch_results (the client's RecommendBatch reader) against the protobuf
+    runtime's own encoding, unknown fields included; malformed bytes raise."""
+    from segd.native import recs as kernels
+    from segd.v1 import recommendations_pb2 as pb
+
+    msg = pb.RecommendBatchResponse(
+        results=[
+            pb.ContactRecommendations(
+                customer_id="c1", item_ids=["A", "é"], scores=[1.5, -0.25]
+            ),
+            pb.ContactRecommendations(customer_id="", item_ids=[], scores=[]),
+            pb.ContactRecommendations(customer_id="c3", item_ids=["B"], scores=[3.0]),
+        ]
+    )
+    raw = msg.SerializeToString()
+    assert kernels.decode_batch_results(raw, {}) == {
+        "c1": [("A", 1.5), ("é", -0.25)],
+        "": [],
+        "c3": [("B", 3.0)],
+    }
+    # an unknown varint field (9) before the results is skipped
+    assert kernels.decode_batch_results(b"\x48\x05" + raw, {})["c3"] == [("B", 3.0)]
+    for bad in (raw[:-3], b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x02\x12\x05"):
+        with pytest.raises(ValueError):
+            kernels.decode_batch_results(bad, {})
