@@ -65,6 +65,8 @@ class Query:
     segments: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     skip: str = ""
     chsql: str = ""  # the same question in ClickHouse SQL (engine_chdb)
+    # segd computes RFM as of the query's now (rfm_compute) inside the timed call
+    rfm_as_of_now: bool = False
 
 
 def _ts(moment: datetime) -> str:
@@ -421,14 +423,71 @@ WHERE orders_count >= {Q7_ORDERS}
     )
 
 
+RFM_CELL = (5, 5, 5)  # R5F5M5: the best customers, the cell a VIP campaign targets
+RFM_WINDOW_DAYS = 365
+
+
 def rfm_cell(now: datetime) -> Query:
-    """(8) An RFM retention-matrix cell: not implemented before the RFM issue."""
+    """(8) An RFM retention-matrix cell, from the raw orders as of `now`.
+
+    Every engine computes the scores (docs/rfm.md, quantile method, scale 5, window 365
+    days) inside the timed call: segd runs ``rfm_compute(as_of=now)`` and then the
+    condition, the SQL engines compute the same definition with window functions. The
+    member check compares the two implementations of the definition at full scale."""
+    r, f, m = RFM_CELL
+    w = RFM_WINDOW_DAYS
+    dsl = f'rfm.code = "R{r}F{f}M{m}"'
+    sql = f"""
+WITH o AS (               -- per contact, orders before now: last one, window F and M
+    SELECT customer_id, max(ts) AS last_ts,
+           count(DISTINCT order_id) FILTER (WHERE ts >= {_ts(now)} - INTERVAL {w} DAY)
+             + count(*) FILTER (WHERE ts >= {_ts(now)} - INTERVAL {w} DAY
+                                  AND order_id IS NULL) AS f,
+           round(coalesce(sum(amount) FILTER (WHERE ts >= {_ts(now)} - INTERVAL {w} DAY),
+                          0), 6) AS m
+    FROM events WHERE type = 'order' AND ts < {_ts(now)}
+    GROUP BY customer_id
+), s AS (                 -- the scored contacts: an order in the window
+    SELECT *, floor(epoch({_ts(now)} - last_ts) / 86400) AS rd FROM o WHERE f > 0
+), sc AS (                -- score = 1 + floor(5 * (contacts strictly worse) / n)
+    SELECT customer_id,
+           1 + floor(5 * (rank() OVER (ORDER BY rd DESC) - 1) / n) AS r,
+           1 + floor(5 * (rank() OVER (ORDER BY f) - 1) / n) AS f,
+           1 + floor(5 * (rank() OVER (ORDER BY m) - 1) / n) AS m
+    FROM s, (SELECT count(*) AS n FROM s)
+)
+SELECT customer_id FROM sc WHERE r = {r} AND f = {f} AND m = {m}
+"""
+    start = f"{_cts(now)} - INTERVAL {w} DAY"
+    chsql = f"""
+WITH o AS (
+    SELECT customer_id, max(ts) AS last_ts,
+           uniqExactIf(order_id, ts >= {start} AND order_id IS NOT NULL)
+             + countIf(ts >= {start} AND order_id IS NULL) AS f,
+           round(sumIf(coalesce(amount, 0), ts >= {start}), 6) AS m
+    FROM events WHERE type = 'order' AND ts < {_cts(now)}
+    GROUP BY customer_id
+), s AS (
+    SELECT *, intDiv(toUInt32({_cts(now)}) - toUInt32(last_ts), 86400) AS rd
+    FROM o WHERE f > 0
+), sc AS (
+    SELECT customer_id,
+           1 + intDiv(5 * (rank() OVER (ORDER BY rd DESC) - 1), n) AS r,
+           1 + intDiv(5 * (rank() OVER (ORDER BY f) - 1), n) AS f,
+           1 + intDiv(5 * (rank() OVER (ORDER BY m) - 1), n) AS m
+    FROM s CROSS JOIN (SELECT count() AS n FROM s) AS k
+)
+SELECT customer_id FROM sc WHERE r = {r} AND f = {f} AND m = {m}
+"""
     return Query(
         "rfm_cell",
-        "RFM retention-matrix cell",
-        'rfm.code = "R5F5M5"',
-        "",
-        skip="RFM lands with the RFM issue",
+        f"RFM cell R{r}F{f}M{m} computed from the orders as of now",
+        dsl,
+        sql,
+        chsql=chsql,
+        note="every engine scores RFM from the raw orders inside the timed call "
+        "(segd: rfm_compute + the rfm.code condition)",
+        rfm_as_of_now=True,
     )
 
 

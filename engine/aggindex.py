@@ -115,6 +115,18 @@ class ValueIndexes:
                     self._built = {k: v for k, v in self._built.items() if k != key}
                     break  # one dropped per call keeps the loop simple; rare
 
+    def nbytes(self) -> int:
+        """Bytes held by the built indexes and their dirty sets (``Store.memory``)."""
+        with self._lock:
+            total = sum(i.values.nbytes + i.order.nbytes for i in self._built.values())
+            dirty = (d.get_statistics() for d in self._dirty.values())
+            return total + sum(
+                s["n_bytes_array_containers"]
+                + s["n_bytes_run_containers"]
+                + s["n_bytes_bitset_containers"]
+                for s in dirty
+            )
+
     def get(
         self,
         key: str,

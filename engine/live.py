@@ -45,9 +45,11 @@ from segd.aggregates import VISIT_EVENTS
 from segd.columns import NumericColumn
 from segd.errors import FailedPrecondition, InvalidInput, InvalidQuery, SegmentNotFound
 from segd.ingest import TypeRows, append_rows
+from segd.native.bitset import cids_to_bitmap
 from segd.native.idmap import IdMap
 from segd.predicates import integer_range
 from segd.segments.context import Context
+from segd.segments.pairs import evaluate_pairs
 from segd.segments.registry import SEGMENT_EVENT_TYPES
 from segd.timeutil import DAY_S, MAX_EVENT_S, duration_s
 
@@ -381,13 +383,27 @@ class LiveSegments:
             self._plans[name] = (key, plan, now)
         return plan
 
-    def _evaluate(self, name: str, now: float, cand: BitMap | None) -> BitMap:
+    def _evaluate(
+        self, name: str, now: float, cand: BitMap | None, memo: dict | None = None
+    ) -> BitMap:
+        """Members of `name` at `now`: in full (`cand` None, as ``Engine.segment``), or
+        for the contacts of `cand` by ``evaluate_pairs`` (cost ~ the candidates, not the
+        base: what a write or a time step re-decides). `memo`: shared by the calls of
+        one flush over the same `cand` (see ``evaluate_pairs``)."""
         eng = self.engine
         if cand is None:  # a full evaluation: as Engine.segment does it
             plan = eng._compiler(now).compile({"segment": name})
             return plan.run(Context(eng.store, now, None), cand)
+        if not cand:
+            return BitMap()
         plan = self._plan(name, now)
-        return plan.run(Context(eng.store, now, None, _sample=self._sample()), cand)
+        cids = np.asarray(cand.to_array(), np.uint32)
+        nows = np.full(len(cids), now)
+        got = evaluate_pairs(plan, eng.store, cids, nows, memo=memo)
+        if _rebinds(plan):  # a fallback sub-tree moved its moment: re-bind on next use
+            key, plan, _ = self._plans[name]
+            self._plans[name] = (key, plan, math.nan)
+        return cids_to_bitmap(np.ascontiguousarray(cids[got]))
 
     def _sample(self) -> np.ndarray:
         n = self.engine.store.n_contacts
@@ -497,17 +513,35 @@ class LiveSegments:
                 fresh |= BitMap(new)
                 fresh_cause = fresh_cause or cause
             parts.append((BitMap(arr[arr < seen]), cause))
+        assert self.clock is not None
+        memos: list[tuple[BitMap, dict]] = []
         for name in sorted(self.members):
             profile = profiles[name]
+            # Each contact once, under the first cause that can affect the segment
+            # (new contacts last): one evaluation for all of them, then the changes
+            # recorded per cause in that order.
             done = BitMap()
+            chunks: list[tuple[BitMap, str]] = []
             for old, cause in parts:
                 if old and profile.affected_by(cause):
                     todo = old - done
                     if todo:
-                        self._refresh(name, todo, cause)
+                        chunks.append((todo, cause))
                         done |= todo
             if fresh:
-                self._refresh(name, fresh, fresh_cause or UPSERT)
+                chunks.append((fresh, fresh_cause or UPSERT))
+            if not chunks:
+                continue
+            cand = done | fresh if fresh else done
+            # Segments re-decided for the same contacts share condition results.
+            memo = next((m for c, m in memos if c == cand), None)
+            if memo is None:
+                memo = {}
+                memos.append((cand, memo))
+            after = self._evaluate(name, self.clock, cand, memo)
+            current = self.members[name]
+            for todo, cause in chunks:
+                self._record(name, current & todo, after & todo, self.clock, cause)
         self._n_seen = self.engine.store.n_contacts
 
     def segment_put(self, name: str) -> None:
@@ -939,6 +973,25 @@ def _keep_order(plan: Any) -> None:
         if isinstance(node, AndNode):
             node.keep_order = True
         stack.extend(node.children())
+
+
+def _rebinds(plan: Any) -> bool:
+    """Whether ``evaluate_pairs`` may re-bind `plan` (it has a sub-tree it evaluates
+    by the reference: an aggregate over a period, ``rfm.entered``). Noted on the plan."""
+    hit = getattr(plan, "_pairs_rebinds", None)
+    if hit is None:
+        from segd.segments.conditions import AggregateNode
+        from segd.segments.rfm_node import RfmEnteredNode
+
+        hit, stack = False, [plan]
+        while stack and not hit:
+            node = stack.pop()
+            hit = isinstance(node, RfmEnteredNode) or (
+                isinstance(node, AggregateNode) and bool(node.period)
+            )
+            stack.extend(node.children())
+        plan._pairs_rebinds = hit
+    return hit
 
 
 def rebind(plan: Any, now: float) -> None:

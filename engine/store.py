@@ -116,6 +116,7 @@ class Store:
             + self.event_ids.nbytes(),
             "catalog": self.catalog.nbytes(),
             "identity": self.identity.nbytes(),
+            "value_indexes": self.value_index.nbytes(),
         }
         parts["total"] = sum(parts.values())
         return parts

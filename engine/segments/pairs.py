@@ -9,17 +9,43 @@ Both are a list of pairs ``(cids[i], nows[i])``; the answer is one boolean per p
 ``evaluate_pairs`` is the entry point callers use. ``evaluate_pairs_reference`` is the
 plain definition — one restricted ``plan.run`` per distinct moment — kept as the oracle
 that the fast path is tested against.
+
+The fast path walks the plan once over arrays of pair indices (``_Pairs.run``): the cost
+is proportional to the pairs, never to the contacts of the base (no n-bit bitset, no
+whole-column scan, no plan run per moment):
+
+- attributes (numeric, text, tags), derived ``age`` and all-time aggregates
+  (``orders_count``, ``revenue``, ``avg_order_value``, ``days_since_*``) are numpy
+  gathers over the pairs' rows, with each pair's own `now` where the condition reads it;
+- an event condition is one nogil kernel call (``segd.native.pairscan.event_pairs``): per
+  pair two binary searches in the contact's rows of the contact-major index (and of the
+  unindexed tail) for the window ``[ceil(now - W), ceil(now))``, then a look at those rows
+  for filters, counts, sums, distinct orders and "then no";
+- AND decides its operands on the pairs still undecided (cheap operands first), OR
+  likewise on the pairs not yet true, NOT negates; static segments are a membership test,
+  references evaluate the referenced plan on the pairs, ``rfm.r/f/m/code/segment`` a
+  membership test in the current computation; merged contacts never match.
+
+Falls back to the reference (one restricted run per distinct moment, for that sub-tree
+only): aggregates over a period (``orders_count in last 30 days``) and
+``rfm.entered ...``.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
 from pyroaring import BitMap
 
+from segd.native import NO_CODE, pairscan
+from segd.native.bitset import cids_to_bitmap
+from segd.predicates import INF, in_intervals, integer_range
 from segd.segments.context import Context
+from segd.segments.registry import SEGMENT_EVENT_TYPES
 from segd.store import Store
+from segd.timeutil import DAY_S, MAX_EVENT_S, duration_s, period_bounds_s
 
 
 def _validated(cids: Any, nows: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +87,355 @@ def evaluate_pairs_reference(
     return out
 
 
-def evaluate_pairs(plan: Any, store: Store, cids: Any, nows: Any) -> np.ndarray:
-    """As ``evaluate_pairs_reference``, by the fastest path available."""
-    return evaluate_pairs_reference(plan, store, cids, nows)
+def evaluate_pairs(
+    plan: Any,
+    store: Store,
+    cids: Any,
+    nows: Any,
+    *,
+    memo: dict | None = None,
+) -> np.ndarray:
+    """As ``evaluate_pairs_reference``, by per-node pair kernels (module docstring).
+
+    `memo`: a dict shared by calls over the same pairs and an unchanged store (the
+    segments of one live flush): condition results over all pairs are kept in it by
+    their canonical key, so a condition that several segments share is decided once.
+    Calls with other pairs reset it. ValueError when a cid is not a contact of
+    `store`. The plan may be left bound to another moment (as by the reference):
+    callers that ``run`` it afterwards re-bind it.
+    """
+    c, t = _validated(cids, nows)
+    out = np.zeros(len(c), dtype=bool)
+    if not len(c):
+        return out
+    n = store.n_contacts
+    top = int(c.max())
+    if top >= n:
+        raise ValueError(f"cid {top} is not a contact (there are {n})")
+    if np.isnan(t).any():
+        raise ValueError("nows must not be NaN")
+    if memo is not None:
+        seen = memo.get(_PAIRS_KEY)
+        if seen is None or not (
+            np.array_equal(seen[0], c) and np.array_equal(seen[1], t)
+        ):
+            memo.clear()
+            memo[_PAIRS_KEY] = (c, t)
+    active = np.arange(len(c), dtype=np.intp)
+    merged = store.contacts.merged
+    if merged:
+        active = active[~_member(merged, c)]
+    if len(active):
+        pairs = _Pairs(store, c, t, active, memo)
+        out[active] = pairs.run(plan, active)
+    return out
+
+
+_PAIRS_KEY = ":pairs"
+
+
+def _member(bitmap: BitMap, cids: np.ndarray) -> np.ndarray:
+    """``cids[i] in bitmap`` per element (cost ~ len(cids), not the bitmap's size)."""
+    if not len(cids) or not bitmap:
+        return np.zeros(len(cids), dtype=bool)
+    inside = cids_to_bitmap(np.unique(cids)) & bitmap
+    if not inside:
+        return np.zeros(len(cids), dtype=bool)
+    return np.isin(cids, np.asarray(inside.to_array(), dtype=np.uint32))
+
+
+def _window(period: dict | None, nows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair, a period's whole-second bounds [lo, hi) (``period_bounds_s`` per now)."""
+    k = len(nows)
+    top = MAX_EVENT_S + 1
+    if not period:
+        return np.zeros(k, np.int64), np.full(k, top, np.int64)
+    if "last" in period:
+        lo = nows - duration_s(period["last"], "$.last")
+        hi = nows
+    elif "ago" in period:
+        older, newer = period["ago"]
+        lo = nows - duration_s(older, "$.ago[0]")
+        hi = nows - duration_s(newer, "$.ago[1]")
+    else:
+        a, b = period_bounds_s(period, 0.0, "$")
+        return np.full(k, a, np.int64), np.full(k, b, np.int64)
+    return (
+        np.clip(np.ceil(lo), 0, top).astype(np.int64),
+        np.clip(np.ceil(hi), 0, top).astype(np.int64),
+    )
+
+
+# Each log's kernel view (columns, contact-major index, tail index sorted by contact),
+# shared by every condition, segment and call until the log or its index changes.
+_LOGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _pair_log(log: Any, n_contacts: int) -> Any:
+    offsets, rows, limit, ends = log.contact_index(n_contacts)
+    key = (limit, log.n, log._version, id(offsets), id(rows), id(ends))
+    hit = _LOGS.get(log)
+    if hit is None or hit[0] != key:
+        tail_cids, tail_rows = pairscan.tail_index(log.cid, limit, log.n)
+        view = pairscan.PairLog(
+            log.cid, log.ts, offsets, rows, limit, ends, tail_cids, tail_rows
+        )
+        hit = _LOGS[log] = (key, view)
+    return hit[1]
+
+
+class _Pairs:
+    """One evaluation: the pairs, and the plan walk over arrays of their indices."""
+
+    def __init__(
+        self,
+        store: Store,
+        cids: np.ndarray,
+        nows: np.ndarray,
+        active: np.ndarray,
+        memo: dict | None,
+    ) -> None:
+        self.store = store
+        self.cids = cids
+        self.nows = nows
+        self.active = active  # every pair that can match (merged contacts left out)
+        self.memo = memo
+        self.n = store.n_contacts
+        self._sources: dict[tuple, Any] = {}
+
+    # -- the walk -------------------------------------------------------------------
+    def run(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        """Whether each pair of `idx` (indices into the pairs) matches `node`."""
+        if not len(idx):
+            return np.zeros(0, dtype=bool)
+        kind = type(node).__name__
+        method = getattr(self, "_" + kind, None)
+        if method is None:
+            return self._fallback(node, idx)
+        if self.memo is None or not _memoizable(node, kind):
+            return method(node, idx)
+        hit = self.memo.get(node.key)
+        if hit is None:
+            # Gathers are decided for every pair at once (each costs little more than
+            # for a few); an event kernel only when asked for every pair anyway.
+            if kind == "EventNode" and len(idx) != len(self.active):
+                return method(node, idx)
+            hit = np.zeros(len(self.cids), dtype=bool)
+            hit[self.active] = method(node, self.active)
+            self.memo[node.key] = hit
+        return hit[idx]
+
+    def _AndNode(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        out = np.ones(len(idx), dtype=bool)
+        live = np.arange(len(idx))
+        for part in sorted(node.parts, key=_rank):
+            got = self.run(part, idx[live])
+            live = live[got]
+            if not len(live):
+                out[:] = False
+                return out
+        out[:] = False
+        out[live] = True
+        return out
+
+    def _OrNode(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(idx), dtype=bool)
+        open_ = np.arange(len(idx))
+        for part in sorted(node.parts, key=_rank):
+            got = self.run(part, idx[open_])
+            out[open_[got]] = True
+            open_ = open_[~got]
+            if not len(open_):
+                break
+        return out
+
+    def _NotNode(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        return ~self.run(node.inner, idx)
+
+    def _RefNode(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        return self.run(node.inner, idx)
+
+    def _ConstNode(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        return _member(node.members, self.cids[idx])
+
+    def _RfmValueNode(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        members = node.members(Context(self.store, float(self.nows[idx[0]])))
+        return _member(members, self.cids[idx])
+
+    def _fallback(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        """The reference for this sub-tree: one restricted run per distinct moment."""
+        return evaluate_pairs_reference(
+            node, self.store, self.cids[idx], self.nows[idx]
+        )
+
+    # -- attributes ---------------------------------------------------------------
+    def _NumericAttr(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        return self._intervals(node, self.cids[idx], node.lo, node.hi)
+
+    def _intervals(self, node: Any, cids: np.ndarray, lo, hi) -> np.ndarray:
+        col = node.column
+        present = col.valid[cids].astype(bool)
+        present &= in_intervals(col.values[cids].astype(np.float64), lo, hi)
+        return ~present if node.negate else present
+
+    def _AgeAttr(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        """Age in full years depends on the date of `now`: one interval set per day."""
+        from segd.segments.conditions import AgeAttr
+
+        days = np.floor(self.nows[idx] / DAY_S)
+        out = np.empty(len(idx), dtype=bool)
+        for day in np.unique(days).tolist():
+            mine = np.flatnonzero(days == day)
+            at = AgeAttr.__new__(AgeAttr)
+            now = float(self.nows[idx[mine[0]]])
+            AgeAttr.__init__(at, node.ast, node.key, node.column, now, "$")
+            out[mine] = self._intervals(at, self.cids[idx[mine]], at.lo, at.hi)
+        return out
+
+    def _CategoryAttr(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        mask = node._mask()
+        codes = node.column.codes[self.cids[idx]]
+        ok = (codes != NO_CODE) & (codes < len(mask))
+        ok[ok] = mask[codes[ok]] != 0
+        return ~ok if node.op == "is_null" else ok
+
+    def _TagsAttr(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        col, cids = node.column, self.cids[idx]
+        if node.op in ("is_null", "is_not_null"):
+            present = col.valid[cids].astype(bool)
+            return ~present if node.op == "is_null" else present
+        hits = []
+        for t in node.tags:
+            code = col.dictionary.lookup_one(t)
+            bm = col.tag_bitmaps[code] if 0 <= code < len(col.tag_bitmaps) else BitMap()
+            hits.append(_member(bm, cids))
+        if node.op == "contains_all":
+            return np.logical_and.reduce(hits)
+        return np.logical_or.reduce(hits)
+
+    # -- aggregates -----------------------------------------------------------------
+    def _AggregateNode(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        if node.period:
+            return self._fallback(node, idx)
+        agg, cids = self.store.aggregates, self.cids[idx]
+        name = node.name
+        if name.startswith("days_since_"):
+            from segd.live import LAST_SEEN
+
+            last = getattr(agg, LAST_SEEN[name])[cids].astype(np.float64)
+            nows = self.nows[idx]
+            if node.op in ("is_null", "is_not_null"):
+                got = last >= 1.0
+            else:
+                got = np.zeros(len(idx), dtype=bool)
+                value = node.ast.get("value")
+                for a, b in integer_range(node.op, value, f"{node.where}.value"):
+                    upper = INF if a == -INF else np.floor(nows - a * DAY_S)
+                    lower = (
+                        1.0
+                        if b == INF
+                        else np.maximum(1.0, np.floor(nows - (b + 1) * DAY_S) + 1)
+                    )
+                    got |= (last >= lower) & (last <= upper)
+        elif name == "avg_order_value":
+            count = agg.orders_count[cids]
+            ratio = np.full(len(cids), np.nan)
+            np.divide(
+                agg.revenue[cids].astype(np.float64), count, out=ratio, where=count > 0
+            )
+            got = in_intervals(ratio, node.lo, node.hi)
+        else:
+            arr = agg.orders_count if name == "orders_count" else agg.revenue
+            got = in_intervals(arr[cids].astype(np.float64), node.lo, node.hi)
+        return ~got if node.op == "is_null" else got
+
+    # -- events ---------------------------------------------------------------------
+    def _source(self, log: Any, filters: Any) -> Any:
+        """The kernel's view of `log` under `filters` (None: no row can pass)."""
+        key = (id(log), id(filters))
+        hit = self._sources.get(key)
+        if hit is not None:
+            return hit[0]
+        code_filters = []
+        for dim, mask, codes in filters.code_filters:
+            col = log.dim(dim)
+            if col is None or not len(codes):
+                self._sources[key] = (None,)
+                return None
+            code_filters.append((col, mask))
+        amount = log.amount
+        if filters.amount_intervals and amount is None:
+            self._sources[key] = (None,)
+            return None
+        src = pairscan.PairSource(
+            _pair_log(log, self.n),
+            code_filters=code_filters,
+            amount=amount,
+            amount_intervals=filters.amount_intervals,
+        )
+        self._sources[key] = (src,)
+        return src
+
+    def _EventNode(self, node: Any, idx: np.ndarray) -> np.ndarray:
+        store = self.store
+        log = store.logs.get(node.etype)
+        src = None if log is None or log.n == 0 else self._source(log, node.filters)
+        if src is None:
+            return np.full(len(idx), node.zero_qualifies, dtype=bool)
+        then, within = None, 0
+        if node.then is not None:
+            etype, within, then_filters = node.then
+            then_log = store.logs.get(etype)
+            if then_log is not None and then_log.n:
+                then = self._source(then_log, then_filters)
+        distinct = None
+        if node.distinct_dim is not None:
+            distinct = log.dim(node.distinct_dim)
+        lo, hi = _window(node.ast.get("period"), self.nows[idx])
+        verdict = pairscan.event_pairs(
+            src,
+            np.ascontiguousarray(self.cids[idx]),
+            lo,
+            hi,
+            node.count_min,
+            node.count_max,
+            sum_range=(node.sum_min, node.sum_max) if node.use_sum else None,
+            distinct_codes=distinct,
+            then=then,
+            within_s=within,
+        )
+        got = verdict == pairscan.QUALIFIES
+        if node.zero_qualifies:
+            got |= verdict == pairscan.NO_EVENTS
+        return got
+
+
+def _memoizable(node: Any, kind: str) -> bool:
+    """Conditions whose result a live flush cannot change between segments: all but
+    events of the types it publishes (``segment_entered`` / ``_exited``)."""
+    if kind == "EventNode":
+        types = {node.etype} | ({node.then[0]} if node.then is not None else set())
+        return not (types & _PUBLISHED)
+    return kind in _CHEAP
+
+
+_PUBLISHED = frozenset(SEGMENT_EVENT_TYPES)
+_CHEAP = {
+    "ConstNode": 0,
+    "RfmValueNode": 0,
+    "CategoryAttr": 1,
+    "NumericAttr": 1,
+    "AgeAttr": 1,
+    "TagsAttr": 1,
+    "AggregateNode": 2,
+    "EventNode": 4,
+}
+
+
+def _rank(node: Any) -> int:
+    """Operand order of AND / OR over pairs: gathers before event kernels before
+    sub-expressions and fallbacks (a stable sort keeps the query's order otherwise)."""
+    name = type(node).__name__
+    if name in ("NotNode", "RefNode"):
+        return _rank(node.inner)
+    return _CHEAP.get(name, 6)

@@ -90,7 +90,7 @@ def _engine(rows, people, base_query) -> Engine:
     return e
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=event_rows,
     people=profiles,

@@ -154,3 +154,21 @@ def test_small_candidate_sets_use_the_per_contact_check() -> None:
     assert (
         conditions._indexed(ctx, BitMap([1, 2]), "k", None, None, [], [], None) is None
     )
+
+
+def test_memory_counts_the_built_indexes() -> None:
+    data = generate(600, seed=7)
+    eng = Engine()
+    eng.load_items(data.items)
+    eng.load_contacts(data.contacts)
+    eng.load_events(data.events)
+    assert eng.store.memory()["value_indexes"] == 0  # nothing built before a query
+    for q in QUERIES:
+        eng.count(q, now=data.now, cache=False)
+    built = eng.store.value_index._built
+    expected = sum(i.values.nbytes + i.order.nbytes for i in built.values())
+    assert expected > 0
+    mem = eng.store.memory()
+    assert mem["value_indexes"] >= expected
+    assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
+    assert eng.stats()["memory_bytes"]["value_indexes"] == mem["value_indexes"]

@@ -1,0 +1,67 @@
+"""Typed face of native/pairscan.pyx: event conditions for (contact, moment) pairs."""
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+Cids = npt.NDArray[np.uint32]  # cid_t[::1]
+Seconds = npt.NDArray[np.uint32]  # sec_t[::1]: UTC seconds, non-decreasing
+Rows = npt.NDArray[np.uint32]  # row_t[::1]
+Codes = npt.NDArray[np.uint32]  # code_t[::1], NO_CODE (0xFFFFFFFF) = NULL
+Mask = npt.NDArray[np.uint8]  # uint8[::1], non-zero = holds
+Bounds = npt.NDArray[np.int64]  # int64[::1]: whole seconds
+Floats = npt.NDArray[np.float64]
+
+NO_EVENTS: int  # 0: the pair's contact has no matching event in its window
+QUALIFIES: int  # 1: matching events whose count (and sum) qualify
+FAILS: int  # 2: matching events that do not qualify
+
+class PairLog:
+    """One event log, its contact-major index and its tail index; ValueError on
+    inconsistent shapes when built. Reused by every condition until the log changes."""
+
+    def __init__(
+        self,
+        cid: Cids,
+        ts: Seconds,  # same length as cid
+        offsets: npt.NDArray[np.uint32],  # EventLog.contact_index: slot starts
+        rows: Rows,  # the index's rows, ascending per slot
+        limit: int,  # row_t: the index covers rows [0, limit)
+        ends: npt.NDArray[np.uint32] | None,  # patched slot ends (identity merges)
+        tail_cids: Cids,  # rows [limit, n) sorted by (contact, row): their contacts
+        tail_rows: Rows,  # ... and the rows
+    ) -> None: ...
+    @property
+    def n_rows(self) -> int: ...
+
+class PairSource:
+    """A PairLog under one condition's row filters; ValueError on bad shapes."""
+
+    def __init__(
+        self,
+        log: PairLog,
+        *,
+        code_filters: Iterable[tuple[Codes, Mask]] = (),  # at most 16
+        amount: Floats | None = None,  # the amount column; NaN = NULL
+        amount_intervals: Iterable[tuple[Floats, Floats]] = (),  # groups, ANDed
+    ) -> None: ...
+
+def event_pairs(
+    events: PairSource,
+    cids: Cids,  # one contact per pair
+    lo_s: Bounds,  # window [lo_s[i], hi_s[i]) of event time per pair
+    hi_s: Bounds,
+    count_min: int = 1,  # uint64
+    count_max: int = 2**64 - 1,  # uint64
+    *,
+    sum_range: tuple[float, float] | None = None,  # (lo, hi) of summed amounts
+    distinct_codes: Codes | None = None,  # count distinct codes (NULL rows each count)
+    then: PairSource | None = None,  # "then no" events
+    within_s: int = 0,  # ... within this many seconds after the event (uint64)
+) -> npt.NDArray[np.uint8]: ...  # NO_EVENTS / QUALIFIES / FAILS per pair
+def tail_index(
+    cid: Cids,  # the log's contact column
+    limit: int,  # row_t: first unindexed row
+    n: int,  # rows in the log
+) -> tuple[Cids, Rows]: ...  # rows [limit, n) sorted by (contact, row)
