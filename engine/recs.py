@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from segd.errors import InvalidInput, NotFound
+from segd.errors import ContactNotFound, InvalidInput, NotFound
 from segd.native import NO_CODE
 from segd.native import recs as kernels
 from segd.native.contactindex import build as contact_index
@@ -921,11 +921,7 @@ class Recommender:
                 out.append(row)
         return out
 
-    def _contact(self, customer_id: str | None) -> int | None:
-        if customer_id is None:
-            return None
-        from segd.errors import ContactNotFound
-
+    def _contact(self, customer_id: str) -> int:
         # the id of a merged contact gives its survivor, which holds all its events
         cid = self._engine.store.contacts.cid_of(customer_id)
         if cid < 0:
