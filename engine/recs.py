@@ -604,6 +604,20 @@ def parse_filters(filters: Any) -> list[dict]:
     return ast._where(list(filters), "filters")
 
 
+PARALLEL_BATCH = 512  # contacts from which a batch is split over two threads
+_BATCH_POOL: ThreadPoolExecutor | None = None
+_BATCH_POOL_LOCK = threading.Lock()
+
+
+def _batch_pool() -> ThreadPoolExecutor:
+    """Two threads for the halves of large batches, shared by every engine."""
+    global _BATCH_POOL
+    with _BATCH_POOL_LOCK:
+        if _BATCH_POOL is None:
+            _BATCH_POOL = ThreadPoolExecutor(2, thread_name_prefix="segd-recs-batch")
+        return _BATCH_POOL
+
+
 class Recommender:
     """The engine's recommendation state: the current model, dirty contacts, masks."""
 
@@ -904,7 +918,32 @@ class Recommender:
         live_items = (
             np.concatenate(live_parts).astype(np.uint32) if live_parts else _NO_ITEMS
         )
-        items, scores, counts = lookup.many(cids, lo, hi, live, live_items, seeds)
+        if n < PARALLEL_BATCH:
+            items, scores, counts = lookup.many(cids, lo, hi, live, live_items, seeds)
+            return lookup, (items, scores), counts
+        # the kernel runs without the GIL: two halves on two threads (a mass send)
+        cut = n // 2
+        parts = [
+            _batch_pool().submit(
+                lookup.many, cids[a:b], lo[a:b], hi[a:b], live[a:b], live_items, seeds
+            )
+            for a, b in ((0, cut), (cut, n))
+        ]
+        done = [part.result() for part in parts]
+        # each half's slots are `limit` per contact: concatenated, they line up
+        items = np.concatenate(
+            [
+                d[0][: (b - a) * lookup.limit]
+                for d, (a, b) in zip(done, ((0, cut), (cut, n)), strict=True)
+            ]
+        )
+        scores = np.concatenate(
+            [
+                d[1][: (b - a) * lookup.limit]
+                for d, (a, b) in zip(done, ((0, cut), (cut, n)), strict=True)
+            ]
+        )
+        counts = np.concatenate([d[2] for d in done])
         return lookup, (items, scores), counts
 
     def describe(self, item_ids: Sequence[str]) -> list[dict[str, Any]]:

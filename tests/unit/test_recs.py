@@ -487,3 +487,15 @@ def test_client_batch_decoder_reads_protobuf() -> None:
     for bad in (raw[:-3], b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x02\x12\x05"):
         with pytest.raises(ValueError):
             kernels.decode_batch_results(bad, {})
+
+
+def test_large_batch_split_over_threads_is_the_same(shop: Engine) -> None:
+    from segd.recs import PARALLEL_BATCH
+
+    people = ["u1", "u3", "u12", "f1", "nobody", "v1", "ghost"] * (PARALLEL_BATCH // 6)
+    assert len(people) > PARALLEL_BATCH
+    whole = shop.recommend_batch("personal", people, limit=4)
+    alone = {p: shop.recommend_batch("personal", [p], limit=4)[0] for p in set(people)}
+    assert whole == [alone[p] for p in people]
+    odd = people[:-1]  # halves of different sizes
+    assert shop.recommend_batch("personal", odd, limit=4) == whole[:-1]
