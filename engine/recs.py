@@ -180,6 +180,16 @@ class RecsModel:
             / (1.0 + 0.1 * pos)
         ).astype(np.float32)
         self._names: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self._codes: dict[str, int] | None = None
+
+    def item_codes(self, catalog) -> dict[str, int]:
+        """item id -> code of the model's items (codes never change; items added since
+        the build are looked up in the catalog): a dict lookup per cart item."""
+        codes = self._codes
+        if codes is None:
+            names = self.item_names(catalog)[0]
+            codes = self._codes = dict(zip(names, range(len(names)), strict=True))
+        return codes
 
     def item_names(self, catalog) -> tuple[list[str], np.ndarray, np.ndarray]:
         """The model's item ids by code as (str list, UTF-8 offsets int64[n + 1], UTF-8
@@ -1136,11 +1146,17 @@ class Recommender:
             raise InvalidInput.at(
                 "item_ids", f"{len(item_ids)} items, at most {MAX_SEED_ITEMS}"
             )
-        ids = self._engine.store.catalog.ids
-        out = np.empty(len(item_ids), dtype=np.uint32)
-        for i, item_id in enumerate(item_ids):
-            code = ids.lookup_one(item_id) if isinstance(item_id, str) else -1
-            if code < 0:
+        catalog = self._engine.store.catalog
+        model = self.model
+        known = model.item_codes(catalog) if model is not None else {}
+        out = []
+        for item_id in item_ids:
+            if not isinstance(item_id, str):
                 raise ItemNotFound(str(item_id))
-            out[i] = code
-        return out
+            code = known.get(item_id)
+            if code is None:  # not a model item: the live catalog
+                code = catalog.ids.lookup_one(item_id)
+                if code < 0:
+                    raise ItemNotFound(item_id)
+            out.append(code)
+        return np.array(out, dtype=np.uint32)
