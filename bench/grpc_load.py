@@ -10,7 +10,8 @@ Measures, in this order (reads first, because the ingest phase changes the data)
 2. Count of the saved reference segment (saved as ``bench_reference``, deleted at the
    end): ``--clients`` threads, each with its own channel, for ``--seconds``; QPS and
    p50 / p99 latency;
-3. ingest over ``StreamEvents``: the same events as typed ``EventBatch`` messages and as
+3. ingest over ``StreamEvents``: a third of the events each as typed ``EventBatch``
+   messages (one ``Event`` per event), as typed ``EventColumns`` (columnar) and as
    Arrow IPC batches (requests built before the clock starts, so the rate is the
    server's and the transport's); rows per second. The events are demo events whose
    customer_ids get a ``grpcbench-`` prefix, re-timed in order into the minute after
@@ -178,6 +179,19 @@ def _typed_requests(table, batch_rows: int) -> list:
     ]
 
 
+def _columns_requests(table, batch_rows: int) -> list:
+    """IngestEventsRequest(columns=EventColumns) messages, ``batch_rows`` events each."""
+    from segd.server.client import to_event_columns
+    from segd.v1 import ingest_pb2
+
+    return [
+        ingest_pb2.IngestEventsRequest(
+            columns=to_event_columns(table.slice(i, batch_rows))
+        )
+        for i in range(0, table.num_rows, batch_rows)
+    ]
+
+
 def _arrow_requests(table, batch_rows: int) -> list:
     from segd.server.client import to_arrow_ipc
     from segd.v1 import ingest_pb2
@@ -215,15 +229,21 @@ def ingest(
     table = _events(contacts)
     if not keep_times:
         table = _retime(table)
-    half = table.num_rows // 2
-    typed_part, arrow_part = table.slice(0, half), table.slice(half)
+    third = table.num_rows // 3
+    typed_part = table.slice(0, third)
+    columns_part = table.slice(third, third)
+    arrow_part = table.slice(2 * third)
     say(
-        f"ingest: building {half:,} typed events and {arrow_part.num_rows:,} Arrow rows"
+        f"ingest: building {third:,} typed events, {third:,} typed columnar rows and "
+        f"{arrow_part.num_rows:,} Arrow rows"
     )
     typed = _typed_requests(typed_part, batch_rows)
+    columns = _columns_requests(columns_part, batch_rows)
     arrow = _arrow_requests(arrow_part, batch_rows)
     say("ingest: streaming typed EventBatch messages")
-    out: dict[str, Any] = {"typed": stream_rate(client, token, typed, half)}
+    out: dict[str, Any] = {"typed": stream_rate(client, token, typed, third)}
+    say("ingest: streaming typed EventColumns messages")
+    out["columns"] = stream_rate(client, token, columns, third)
     say("ingest: streaming Arrow IPC batches")
     out["arrow"] = stream_rate(client, token, arrow, arrow_part.num_rows)
     out["batch_rows"] = batch_rows
@@ -290,7 +310,7 @@ def _render(rec: dict) -> None:
         f"{c['qps']} QPS, p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, "
         f"count {c['count']}",
     )
-    for kind in ("typed", "arrow"):
+    for kind in ("typed", "columns", "arrow"):
         if rec.get("ingest"):
             r = rec["ingest"][kind]
             t.add_row(

@@ -80,6 +80,24 @@ def _deadline_s(deadline: float | Budget | None) -> float | None:
     return deadline.deadline if isinstance(deadline, Budget) else deadline
 
 
+# A query asked on the server's clock this far into a second is evaluated for the next
+# second in the background (Engine._refresh_ahead); such a refresh gives up after
+# REFRESH_AHEAD_DEADLINE_S.
+REFRESH_AHEAD_AFTER_S = 0.5
+REFRESH_AHEAD_DEADLINE_S = 5.0
+
+
+class _Flight:
+    """One evaluation under way: its waiters block on `done`; `result` stays None when
+    it failed (each waiter then evaluates on its own and sees its own error)."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: tuple[BitMap, tuple[QueryWarning, ...]] | None = None
+
+
 class Engine(LiveApi):
     """One shard of segd (see module docstring and docs/engine-api.md)."""
 
@@ -108,6 +126,10 @@ class Engine(LiveApi):
             tuple, tuple[BitMap, tuple[QueryWarning, ...]]
         ] = collections.OrderedDict()
         self._results_lock = threading.Lock()
+        # Evaluations under way, by cache key: callers asking the same (query, now)
+        # meanwhile wait for that one instead of evaluating it again (see segment()).
+        self._inflight: dict[tuple, _Flight] = {}
+        self._refreshing: set[tuple] = set()  # next-second keys being refreshed ahead
         # RFM: config, latest computation, transitions, daily counts (segd.rfm).
         self.rfm_state = rfm_mod.RfmState()
         self._rfm_compute_lock = threading.Lock()  # one rfm_compute at a time
@@ -259,7 +281,13 @@ class Engine(LiveApi):
         elif isinstance(m, mut.RfmComputed):
             self.rfm_state.apply_computed(m.result)
             self.live.rfm_changed()
-        elif isinstance(m, mut.LinkAdded | mut.LinkRemoved | mut.ContactsMerged):
+        elif isinstance(
+            m,
+            mut.LinkAdded
+            | mut.LinkRemoved
+            | mut.ContactsMerged
+            | mut.ContactsMergedMany,
+        ):
             merged = identity_api.apply(self, m)
             if merged is not None:
                 self._touched(merged, "merge")
@@ -356,10 +384,16 @@ class Engine(LiveApi):
 
     # -- ingest -----------------------------------------------------------------------
     def load_contacts(
-        self, source: Source, *, schema: dict[str, str] | None = None
+        self,
+        source: Source,
+        *,
+        schema: dict[str, str] | None = None,
+        on_conflict: str = "reject",
     ) -> LoadReport:
-        """Add or update contacts from CSV / Parquet / a table (`schema`: column -> kind)."""
-        return self.upsert_contacts(source, schema=schema)
+        """Add or update contacts from CSV / Parquet / a table (`schema`: column -> kind).
+        Rows without a customer_id name their contact by link columns, as for
+        ``upsert_contacts`` (`on_conflict`: ``reject`` or ``merge``)."""
+        return self.upsert_contacts(source, schema=schema, on_conflict=on_conflict)
 
     def upsert_contacts(
         self,
@@ -455,6 +489,7 @@ class Engine(LiveApi):
         *,
         rows_per_chunk: int = 2_000_000,
         progress: Callable[[str, int], None] | None = None,
+        on_conflict: str = "reject",
     ) -> LoadReport:
         """Bulk-load events: all or nothing, in bounded memory, one sort per type.
 
@@ -463,20 +498,50 @@ class Engine(LiveApi):
         appended once — so a file whose rows are not in time order costs one sort, not a
         merge per chunk. `progress(phase, rows_done)` is called after each chunk.
 
+        Identity, as for ``append_events``: a row names its contact by ``customer_id``
+        or, when that is NULL or the column is absent, by link columns (``email``,
+        ``phone``, ``card``, ``crm_id``, ``device_id``, custom kinds), and the whole
+        load is resolved as ONE batch (rows sharing a value anywhere in the file are one
+        contact; ``segd.load_identity``). Conflicts raise ``IdentityConflict`` (at the
+        first row of each conflicting identity) and load nothing, or merge with
+        ``on_conflict="merge"``; a row naming nobody is refused by row.
+
         A durable engine logs each validated chunk as a record (outside the write
-        lock), then a commit record inside it; recovery applies a load's chunks only
-        when it finds the commit, so a load cut short by a crash is wholly absent. The
-        source must not change while it loads (it is read again to apply).
+        lock), then a commit record inside it (with the load's identity resolution);
+        recovery applies a load's chunks only when it finds the commit, so a load cut
+        short by a crash is wholly absent. The source must not change while it loads
+        (it is read again to apply).
         """
+        from segd import load_identity
+
         t0 = time.perf_counter()
+        if on_conflict not in identity_api.MERGE_POLICIES:
+            raise InvalidInput.at(
+                "on_conflict", f"expected reject or merge, got {on_conflict!r}"
+            )
+        kinds = load_identity.source_kinds(self, source)
+        ident = load_identity.LoadIdentity(kinds) if kinds else None
         if self._wal is not None:
-            return self._load_events_logged(source, rows_per_chunk, progress, t0)
-        total = ingest.check_events(source, rows_per_chunk)
+            return self._load_events_logged(
+                source, rows_per_chunk, progress, t0, ident, on_conflict
+            )
+        if ident is None:
+            total = ingest.check_events(source, rows_per_chunk)
+        else:
+            columns = load_identity.check_schema(source, kinds)
+            total = 0
+            for done, _, _ in load_identity.chunks(
+                self, source, rows_per_chunk, ident, adding=True, columns=columns
+            ):
+                total = done
         if progress:
             progress("validate", total)
         with self._writing():
+            if ident is not None:
+                resolved = ident.resolve(self, on_conflict)
+                self._apply_load_identity(load_identity.record(resolved))
             appended = self._apply_event_chunks(
-                self._validated_chunks(source, rows_per_chunk)
+                self._validated_chunks(source, rows_per_chunk, ident)
             )
             if progress:
                 progress("index", total)
@@ -487,12 +552,42 @@ class Engine(LiveApi):
             duplicate_events=total - appended,
         )
 
-    @staticmethod
     def _validated_chunks(
-        source: Source, rows_per_chunk: int
+        self, source: Source, rows_per_chunk: int, ident: Any = None
     ) -> Iterator[tuple[int, ingest.EventBatch]]:
+        """(rows done, batch) of a load's apply pass; re-keyed by ``ident`` (a resolved
+        ``LoadIdentity``) for a load by link columns."""
+        if ident is not None:
+            from segd import load_identity
+
+            for done, batch, _ in load_identity.chunks(
+                self, source, rows_per_chunk, ident, adding=False
+            ):
+                yield done, batch
+            return
         for first, chunk in ingest.event_chunks(source, rows_per_chunk):
             yield first + chunk.num_rows, ingest.validate_chunk(chunk, first)
+
+    def _apply_load_identity(self, rec: dict) -> None:
+        """Inside the write lock: a load's merges and links (its commit record's
+        identity), before its chunks."""
+        for pair in identity_api.apply_resolved(self, rec):
+            self._touched(pair, "merge")
+
+    def _apply_logged_load(self, chunks: list, identity: dict | None) -> None:
+        """Replay of a committed bulk load: its identity, then its chunks (re-keyed by
+        the logged resolution for a load by link columns)."""
+        batches: Iterable = (c.batch for c in chunks)
+        if identity is not None:
+            self._apply_load_identity(identity)
+            ids = pa.array(identity["ids"], pa.string())
+            batches = (
+                replace(c.batch, customer_id=ids.take(pa.array(c.codes)))
+                if c.codes is not None
+                else c.batch
+                for c in chunks
+            )
+        self._apply_event_chunks(((0, b) for b in batches), shrink=False)
 
     def _load_events_logged(
         self,
@@ -500,15 +595,30 @@ class Engine(LiveApi):
         rows_per_chunk: int,
         progress: Callable[[str, int], None] | None,
         t0: float,
+        ident: Any = None,
+        on_conflict: str = "reject",
     ) -> LoadReport:
+        from segd import load_identity
+
         wal = self._wal
         assert wal is not None, "a durable bulk load needs the write-ahead log"
         load_id = uuid.uuid4().hex
         total = 0
         with self._bulk:  # a snapshot cannot cut a load's chunks from its commit
             try:
-                for done, batch in self._validated_chunks(source, rows_per_chunk):
-                    wal.append(mut.encode(mut.LoadChunk(load_id, batch)))
+                if ident is None:
+                    validated: Iterable = (
+                        (done, batch, None)
+                        for done, batch in self._validated_chunks(
+                            source, rows_per_chunk
+                        )
+                    )
+                else:
+                    validated = load_identity.chunks(
+                        self, source, rows_per_chunk, ident, adding=True
+                    )
+                for done, batch, codes in validated:
+                    wal.append(mut.encode(mut.LoadChunk(load_id, batch, codes)))
                     total = done
             except BaseException:
                 with contextlib.suppress(SegdError):
@@ -517,9 +627,20 @@ class Engine(LiveApi):
             if progress:
                 progress("validate", total)
             with self._writing():
-                seq = wal.append(mut.encode(mut.LoadCommitted(load_id, total)))
+                record = None
+                if ident is not None:
+                    try:
+                        resolved = ident.resolve(self, on_conflict)
+                    except BaseException:
+                        with contextlib.suppress(SegdError):
+                            wal.append(mut.encode(mut.LoadAborted(load_id)))
+                        raise
+                    record = load_identity.record(resolved)
+                seq = wal.append(mut.encode(mut.LoadCommitted(load_id, total, record)))
+                if record is not None:
+                    self._apply_load_identity(record)
                 appended = self._apply_event_chunks(
-                    self._validated_chunks(source, rows_per_chunk), progress
+                    self._validated_chunks(source, rows_per_chunk, ident), progress
                 )
                 if progress:
                     progress("index", total)
@@ -674,6 +795,22 @@ class Engine(LiveApi):
             seq = self._commit(mut.ContactsMerged(survivor, merged))
         self._wait_durable(seq)
 
+    def merge_many(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """``merge`` for many (survivor, merged) pairs, in order, as ONE record: one
+        lock, one log write, one notification of the contacts changed. All or nothing:
+        each pair is checked against the state the pairs before it leave (``b`` into
+        ``a``, then ``a`` into ``c`` is a chain; merging ``b`` twice is an error), and a
+        bad pair raises ``MergeError`` at ``pairs[i]`` with nothing merged. Returns the
+        number of merges."""
+        from segd.identity import check_merges
+
+        pairs = list(pairs)
+        with self._writing():
+            checked = check_merges(self.store, pairs)
+            seq = self._commit(mut.ContactsMergedMany(checked)) if checked else 0
+        self._wait_durable(seq)
+        return len(checked)
+
     def contact(self, customer_id: str, recent: int = 10) -> dict:
         """One contact: profile, links, aggregates and its `recent` latest events (each
         with ``from``: the contact it came from before a merge, or None)."""
@@ -724,23 +861,89 @@ class Engine(LiveApi):
         key = (prepared.key, now_s)
         cache = cache and self.result_cache_size > 0
         with self._lock.read():
-            hit = None
             if cache:
-                with self._results_lock:
-                    hit = self._results.get(key)
-                    if hit is not None:
-                        self._results.move_to_end(key)
-            if hit is None:
+                hit = self._cached_evaluation(key, prepared.ast, now_s, deadline)
+                if now is None:
+                    self._refresh_ahead(prepared, now_s)
+            else:
                 hit = self._evaluate_warned(prepared.ast, now_s, deadline, None)
-            if cache:
-                with self._results_lock:
-                    # Dashboards and send pipelines ask the same segment again and again
-                    # between writes; the same (query, now) needs no second evaluation.
-                    self._results[key] = hit
-                    while len(self._results) > self.result_cache_size:
-                        self._results.popitem(last=False)
         bitmap, warnings = hit
         return SegmentResult(bitmap, self.store.contacts.external_ids, now_s, warnings)
+
+    def _cached_evaluation(
+        self, key: tuple, ast: dict, now_s: float, deadline: float | None
+    ) -> tuple[BitMap, tuple[QueryWarning, ...]]:
+        """The result of `key` from the cache, from an evaluation of it already under
+        way, or evaluated here and cached. Called under the read lock.
+
+        Dashboards and send pipelines ask the same segment again and again between
+        writes, and requests without an explicit `now` share the current second: when a
+        new second starts, every concurrent caller misses at once. Evaluating once and
+        letting the others wait for it (single flight) keeps them from each spending a
+        full evaluation on the same answer, which is what set the tail latency.
+        """
+        with self._results_lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                self._results.move_to_end(key)
+                return hit
+            flight = self._inflight.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._inflight[key] = _Flight()
+        if not leader:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if flight.done.wait(wait) and flight.result is not None:
+                return flight.result
+            # the leader failed (or our deadline came first): evaluate on our own
+            return self._evaluate_warned(ast, now_s, deadline, None)
+        try:
+            hit = self._evaluate_warned(ast, now_s, deadline, None)
+            flight.result = hit
+            with self._results_lock:
+                self._results[key] = hit
+                while len(self._results) > self.result_cache_size:
+                    self._results.popitem(last=False)
+            return hit
+        finally:
+            with self._results_lock:
+                self._inflight.pop(key, None)
+            flight.done.set()
+
+    def _refresh_ahead(self, prepared: Prepared, now_s: float) -> None:
+        """Evaluate a query asked on the server's clock for the *next* second in the
+        background, once this second is mostly gone, so the callers of the next second
+        find it cached instead of all waiting for its evaluation (what set Count's tail
+        latency with many clients). Only queries asked late in a second (hot ones) are
+        refreshed, at most one evaluation per query and second; any write in between
+        drops the result like every other cached one. The answer is exactly what the
+        next second's callers would compute: an evaluation at `now_s + 1` reads the
+        data as it is, and a later write clears it."""
+        if time.time() - now_s < REFRESH_AHEAD_AFTER_S:
+            return
+        key = (prepared.key, now_s + 1.0)
+        with self._results_lock:
+            if key in self._results or key in self._inflight or key in self._refreshing:
+                return
+            self._refreshing.add(key)
+        worker = threading.Thread(
+            target=self._refresh_one,
+            args=(key, prepared.ast),
+            name="segd-refresh-ahead",
+            daemon=True,
+        )
+        worker.start()
+
+    def _refresh_one(self, key: tuple, ast: dict) -> None:
+        try:
+            with self._lock.read():
+                deadline = time.monotonic() + REFRESH_AHEAD_DEADLINE_S
+                self._cached_evaluation(key, ast, key[1], deadline)
+        except Exception:  # noqa: BLE001 - a caller of that second evaluates and reports
+            pass
+        finally:
+            with self._results_lock:
+                self._refreshing.discard(key)
 
     def _evaluate(
         self, ast: dict, now_s: float, deadline: float | None, profile: list | None

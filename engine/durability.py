@@ -236,10 +236,9 @@ def replay(engine: Any, wal_dir: Path, after_seq: int) -> walmod.ScanState:
             continue
         flush()
         if isinstance(m, mut.LoadChunk):
-            pending.setdefault(m.load_id, []).append(m.batch)
+            pending.setdefault(m.load_id, []).append(m)
         elif isinstance(m, mut.LoadCommitted):
-            batches = pending.pop(m.load_id, [])
-            engine._apply_event_chunks(((0, b) for b in batches), shrink=False)
+            engine._apply_logged_load(pending.pop(m.load_id, []), m.identity)
         elif isinstance(m, mut.LoadAborted):
             pending.pop(m.load_id, None)
         else:

@@ -134,17 +134,20 @@ class EventLog:
     def rows_of(self, cid: int, n_contacts: int) -> np.ndarray:
         """Rows of one contact, ascending (its indexed rows, then its tail rows)."""
         with self._ci_lock:
-            offsets, rows, limit, ends = self._contact_index(n_contacts)
-            if cid < len(offsets) - 1:
-                end = ends[cid] if ends is not None else offsets[cid + 1]
-                mine = rows[offsets[cid] : end]
-                mine = mine[mine < limit]
-            else:
-                mine = np.zeros(0, dtype=np.uint32)
-            tail = np.flatnonzero(self._cid[limit : self.n] == cid)
-            if len(tail):
-                mine = np.concatenate([mine, (tail + limit).astype(np.uint32)])
-            return mine
+            return self.rows_of_unlocked(cid, n_contacts)
+
+    def rows_of_unlocked(self, cid: int, n_contacts: int) -> np.ndarray:
+        offsets, rows, limit, ends = self._contact_index(n_contacts)
+        if cid < len(offsets) - 1:
+            end = ends[cid] if ends is not None else offsets[cid + 1]
+            mine = rows[offsets[cid] : end]
+            mine = mine[mine < limit]
+        else:
+            mine = np.zeros(0, dtype=np.uint32)
+        tail = np.flatnonzero(self._cid[limit : self.n] == cid)
+        if len(tail):
+            mine = np.concatenate([mine, (tail + limit).astype(np.uint32)])
+        return mine
 
     def move_contact(self, merged: int, survivor: int, n_contacts: int) -> int:
         """Give the rows of contact `merged` to `survivor` (identity merge); returns the
@@ -170,31 +173,64 @@ class EventLog:
                 return len(rows_of)
             if ends is None:
                 ends = self._ci_ends = offsets[1:].copy()
-            m_len = int(ends[merged]) - int(offsets[merged])
-            if m_len == 0 and not (self._cid[limit : self.n] == merged).any():
-                return 0  # no rows of `merged` in this log
-            need = self._ci_used + m_len + int(ends[survivor]) - int(offsets[survivor])
-            if need > len(rows):
-                grown = np.empty(max(need, len(rows) + len(rows) // 8), np.uint32)
+            existing = self._dims.get(ORIGIN)
+            if existing is not None:
+                origin = existing
+            else:
+                if ends[merged] == offsets[merged] and (
+                    limit == self.n or not (self._cid[limit : self.n] == merged).any()
+                ):
+                    return 0  # no rows of `merged` here: no origin column needed
+                origin = self._origin_column()
+            while True:
+                try:
+                    moved, used = contactindex.move_contact(
+                        self._cid, origin, offsets, ends, rows, self._ci_used,
+                        limit, self.n, merged, survivor,
+                    )  # fmt: skip
+                except ValueError:
+                    if origin.flags.writeable and self._cid.flags.writeable:
+                        raise
+                    origin = self._origin_column()  # a snapshot's read-only maps
+                    continue
+                if moved >= 0:
+                    break
+                grown = np.empty(max(used, len(rows) + len(rows) // 8), np.uint32)
                 grown[: self._ci_used] = rows[: self._ci_used]
                 rows = grown
                 self._ci = (offsets, rows)
-            origin = self._origin_column()
-            moved, self._ci_used = contactindex.move_contact(
-                self._cid,
-                origin,
-                offsets,
-                ends,
-                rows,
-                self._ci_used,
-                limit,
-                self.n,
-                merged,
-                survivor,
-            )
+            self._ci_used = used
             if moved:
                 self._version += 1
             return moved
+
+    def recount_orders(
+        self, survivor: int, merged: int, owner: np.ndarray, n_contacts: int
+    ) -> int:
+        """After ``move_contact``: the survivor's order count in this (order) log —
+        rows without an ``order_id`` plus its distinct ids — re-owning the merged
+        contact's ids in `owner` (one nogil kernel, ``aggregates.recount_orders``)."""
+        from segd.native import aggregates as kernels
+
+        col = self._dims.get("order_id")
+        if col is None:
+            return len(self.rows_of(survivor, n_contacts))
+        with self._ci_lock:
+            offsets, rows, limit, ends = self._contact_index(n_contacts)
+            if survivor >= len(offsets) - 1:  # newer than the index: by its rows
+                codes = col[self.rows_of_unlocked(survivor, n_contacts)]
+                known = codes[codes != NO_CODE]
+                ids = np.unique(known)
+                mine = ids[ids < len(owner)]
+                mine = mine[owner[mine] == merged]
+                owner[mine] = survivor
+                return len(codes) - len(known) + len(ids)
+            if ends is None:
+                ends = offsets[1:]
+            return kernels.recount_orders(
+                offsets, ends, rows, limit, self._cid, self.n, col, owner,
+                survivor, merged,
+            )  # fmt: skip
 
     def _origin_column(self) -> np.ndarray:
         """The origin column, created on first use (and made writable: a snapshot's

@@ -267,7 +267,7 @@ def resolve(
     new_named = pa.array([], pa.string())
     if customer_id is not None:
         named = np.asarray(pc.is_valid(customer_id))
-        local = IdMap()
+        local = IdMap(rows)  # pre-sized: no rehash while it grows
         codes = local.get_or_add(customer_id.filter(pa.array(named)))
         cids = contacts.lookup(customer_id.filter(pa.array(named))).astype(np.int64)
         cids[cids == NO_CODE] = -1
@@ -301,7 +301,7 @@ def resolve(
         take = known & ~fixed
         labels[take] = owners[take]
         fixed |= known
-        link_codes[kind] = IdMap().get_or_add(values.fill_null(""))
+        link_codes[kind] = IdMap(rows).get_or_add(values.fill_null(""))
         link_codes[kind][~np.asarray(pc.is_valid(values))] = NO_CODE
     unnamed = labels < 0
     if unnamed.any():
@@ -338,8 +338,8 @@ def resolve(
                 idx = np.flatnonzero(has)[upd]
                 labels[idx] = new[upd]
                 changed = changed or bool(upd.any())
-        if not changed:
-            break
+        if not changed or len(link_codes) == 1:
+            break  # one kind: its groups took their smallest label in one pass
     if conflicts:
         violations = [
             Violation(
@@ -448,6 +448,40 @@ def check_merge(store, survivor: str, merged: str) -> tuple[int, int]:
     return s, m
 
 
+def check_merges(store, pairs) -> list[tuple[str, str]]:
+    """The (survivor, merged) pairs of a ``merge_many``, each valid in the state the
+    pairs before it leave; ``MergeError`` at ``pairs[i]`` for the first that is not."""
+    if isinstance(pairs, (str, bytes)):
+        raise MergeError.at("pairs", "expected (survivor, merged) pairs")
+    contacts = store.contacts
+    gone: dict[int, int] = {}  # merged earlier in this call -> its survivor
+    out = []
+    for i, pair in enumerate(pairs):
+        try:
+            survivor, merged = pair
+        except (TypeError, ValueError):
+            raise MergeError.at(
+                f"pairs[{i}]", "expected a (survivor, merged) pair"
+            ) from None
+        try:
+            s, m = check_merge(store, survivor, merged)
+            for name, c, value in (("merged", m, merged), ("survivor", s, survivor)):
+                if c in gone:
+                    into = contacts.external_ids(np.array([gone[c]], np.uint32))[0]
+                    raise MergeError.at(
+                        name,
+                        f"{value!r} was merged into {into!r} earlier in this call",
+                    )
+        except MergeError as exc:
+            raise MergeError.at(f"pairs[{i}].{exc.where}", exc.reason) from None
+        gone[m] = s
+        for c, into in gone.items():  # a chain: what merged into m now is in s
+            if into == m:
+                gone[c] = s
+        out.append((survivor, merged))
+    return out
+
+
 # -- merging -----------------------------------------------------------------------------
 def merge_contacts(store, survivor: int, merged: int) -> None:
     """Make contact `merged` part of `survivor` (validated; under the write lock).
@@ -484,6 +518,16 @@ def _redirect(store, survivor: int, merged: int, n: int) -> None:
     contacts.merged.add(merged)
 
 
+ROLLUPS = (
+    "last_visit_s",
+    "last_email_open_s",
+    "last_order_s",
+    "first_order_s",
+    "revenue",
+    "orders_count",
+)
+
+
 def _writable(agg, name: str) -> np.ndarray:
     arr = getattr(agg, name)
     if not arr.flags.writeable:  # a snapshot's read-only map: copy on first write
@@ -492,46 +536,41 @@ def _writable(agg, name: str) -> np.ndarray:
     return arr
 
 
+def _merge_rollups(arrays: dict, s: int, m: int) -> int:
+    """``aggregates.merge_rollups`` over the named rollup arrays (see ROLLUPS)."""
+    from segd.native import aggregates as kernels
+
+    return kernels.merge_rollups(
+        arrays["last_visit_s"],
+        arrays["last_email_open_s"],
+        arrays["last_order_s"],
+        arrays["first_order_s"],
+        arrays["revenue"],
+        arrays["orders_count"],
+        s,
+        m,
+    )
+
+
 def _aggregates(store, s: int, m: int) -> None:
     """The survivor's rollups from the data of both: maxima and minima combine, revenue
     adds up (the same order lines), the order count is recomputed from the survivor's
     order rows (distinct order_id; an id both contacts had counts once), and the order
     ids the merged contact owned now belong to the survivor."""
-    from segd.native import aggregates as kernels
-
     agg = store.aggregates
-    had_orders = kernels.merge_rollups(
-        _writable(agg, "last_visit_s"),
-        _writable(agg, "last_email_open_s"),
-        _writable(agg, "last_order_s"),
-        _writable(agg, "first_order_s"),
-        _writable(agg, "revenue"),
-        _writable(agg, "orders_count"),
-        s,
-        m,
-    )
+    try:
+        had_orders = _merge_rollups(vars(agg), s, m)
+    except ValueError:  # a snapshot's read-only maps: copy them on the first write
+        had_orders = _merge_rollups({a: _writable(agg, a) for a in ROLLUPS}, s, m)
     if not had_orders:
         return
-    count = agg.orders_count
     log = store.logs.get("order")
     if log is None:
         return
-    rows = log.rows_of(s, store.contacts.n)
-    col = log.dim("order_id")
-    if col is None:
-        count[s] = len(rows)
-        return
-    codes = col[rows]
-    known = codes[codes != NO_CODE]
-    ids = np.unique(known)
-    count[s] = len(codes) - len(known) + len(ids)
     owner = agg._order_owner
-    ids = ids[ids < len(owner)]
-    mine = ids[owner[ids] == m]
-    if len(mine):
-        if not owner.flags.writeable:
-            owner = agg._order_owner = owner.copy()
-        owner[mine] = s
+    if not owner.flags.writeable:
+        owner = agg._order_owner = owner.copy()
+    agg.orders_count[s] = log.recount_orders(s, m, owner, store.contacts.n)
     if agg._shared_orders:
         pairs = {p for p in agg._shared_orders if p[0] == m}
         if pairs:

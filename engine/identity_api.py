@@ -38,6 +38,9 @@ def apply(engine: Engine, m: Any) -> np.ndarray | None:
     if isinstance(m, mut.LinkRemoved):
         store.identity.table(m.kind).unset(m.value)
         return None
+    if isinstance(m, mut.ContactsMergedMany):
+        pairs = [_merge(engine, s, merged) for s, merged in m.pairs]
+        return np.concatenate(pairs) if pairs else None
     return _merge(engine, m.survivor, m.merged)
 
 
@@ -70,7 +73,7 @@ def _merge(engine: Engine, survivor: str, merged: str) -> np.ndarray:
     s = store.contacts.ids.lookup_one(survivor)
     m = store.contacts.ids.lookup_one(merged)
     identity.merge_contacts(store, s, m)
-    for seg in engine.segments.list():
+    for seg in engine.segments.with_members():
         if seg.members is not None and m in seg.members:
             members = seg.members.copy()
             members.discard(m)
@@ -281,7 +284,7 @@ def split_links(engine: Engine, table: pa.Table, kind: str) -> tuple[pa.Table, A
         if kind == "contacts":
             fill = pa.array([f"{PLACEHOLDER}{i}" for i in range(table.num_rows)])
         else:
-            fill = pa.array([PLACEHOLDER] * table.num_rows)
+            fill = pa.repeat(PLACEHOLDER, table.num_rows)
         table = table.append_column("customer_id", fill)
     else:
         if kind == "contacts":

@@ -86,6 +86,14 @@ class ContactsMerged:
 
 
 @dataclass
+class ContactsMergedMany:
+    """``Engine.merge_many``: (survivor, merged) pairs applied in order as one record
+    (validated against the state the pairs before each leave)."""
+
+    pairs: list[tuple[str, str]]
+
+
+@dataclass
 class SegmentPut:
     """A segment created or updated: the whole resulting SavedSegment (times included)."""
 
@@ -99,16 +107,24 @@ class SegmentDeleted:
 
 @dataclass
 class LoadChunk:
-    """One validated chunk of a bulk ``load_events``; applied only with its commit."""
+    """One validated chunk of a bulk ``load_events``; applied only with its commit.
+
+    A load by link columns (segd.load_identity) logs each row's identity code in
+    `codes`; its rows' customer_ids come from the commit's resolution."""
 
     load_id: str
     batch: EventBatch
+    codes: np.ndarray | None = None
 
 
 @dataclass
 class LoadCommitted:
+    """The load's chunks apply. `identity` (a load by link columns): the merges and
+    links to apply first and ``ids``, the customer_id of each identity code."""
+
     load_id: str
     rows: int
+    identity: dict | None = None
 
 
 @dataclass
@@ -153,6 +169,7 @@ Mutation = (
     | LinkAdded
     | LinkRemoved
     | ContactsMerged
+    | ContactsMergedMany
 )
 
 
@@ -304,8 +321,16 @@ def encode(m: Mutation) -> bytes:
         rec = {"k": "segment_delete", "name": m.name}
     elif isinstance(m, LoadChunk):
         rec = {"k": "load_chunk", "load": m.load_id, **_event_fields(m.batch)}
+        if m.codes is not None:
+            rec["ic"] = np.ascontiguousarray(m.codes, dtype="<u4").tobytes()
     elif isinstance(m, LoadCommitted):
         rec = {"k": "load_commit", "load": m.load_id, "rows": m.rows}
+        if m.identity is not None:
+            ids = m.identity["ids"]
+            rec["identity"] = {
+                **_identity_fields(m.identity),
+                "ids": ids.to_pylist() if isinstance(ids, pa.Array) else list(ids),
+            }
     elif isinstance(m, LoadAborted):
         rec = {"k": "load_abort", "load": m.load_id}
     elif isinstance(m, RfmConfigSet):
@@ -320,6 +345,8 @@ def encode(m: Mutation) -> bytes:
         rec = {"k": "link_remove", "kind": m.kind, "value": m.value}
     elif isinstance(m, ContactsMerged):
         rec = {"k": "merge", "survivor": m.survivor, "merged": m.merged}
+    elif isinstance(m, ContactsMergedMany):
+        rec = {"k": "merges", "pairs": [list(p) for p in m.pairs]}
     else:
         raise TypeError(f"not a mutation: {type(m).__name__}")
     return msgpack.packb(rec, use_bin_type=True)
@@ -536,6 +563,8 @@ def decode_record(rec: dict) -> Mutation:
         return LinkRemoved(rec["kind"], rec["value"])
     if kind == "merge":
         return ContactsMerged(rec["survivor"], rec["merged"])
+    if kind == "merges":
+        return ContactsMergedMany([(s, m) for s, m in rec["pairs"]])
     if kind == "segment_put":
         members = rec["members"]
         return SegmentPut(
@@ -553,9 +582,14 @@ def decode_record(rec: dict) -> Mutation:
     if kind == "segment_delete":
         return SegmentDeleted(rec["name"])
     if kind == "load_chunk":
-        return LoadChunk(rec["load"], _event_batch(rec))
+        codes = rec.get("ic")
+        return LoadChunk(
+            rec["load"],
+            _event_batch(rec),
+            None if codes is None else np.frombuffer(codes, dtype="<u4"),
+        )
     if kind == "load_commit":
-        return LoadCommitted(rec["load"], rec["rows"])
+        return LoadCommitted(rec["load"], rec["rows"], rec.get("identity"))
     if kind == "load_abort":
         return LoadAborted(rec["load"])
     if kind == "rfm_config":

@@ -41,3 +41,15 @@ def merge_rollups(
     survivor: int,  # cid_t
     merged: int,  # cid_t
 ) -> int: ...  # the merged contact's order count before; its rollups become 0
+def recount_orders(
+    offsets: npt.NDArray[np.uint32],
+    ends: npt.NDArray[np.uint32],
+    rows: npt.NDArray[np.uint32],
+    limit: int,
+    cid: npt.NDArray[np.uint32],
+    n: int,
+    order_col: npt.NDArray[np.uint32],
+    owner: npt.NDArray[np.uint32],  # order code -> owning contact (INOUT)
+    survivor: int,  # cid_t
+    merged: int,  # cid_t
+) -> int: ...  # the survivor's orders: rows without an id + distinct ids

@@ -37,10 +37,10 @@ def move_contact(
     origin: npt.NDArray[np.uint32] | None,  # uint32[::1] per row; NO_CODE -> merged
     offsets: Offsets,  # written: the survivor's slot start
     ends: npt.NDArray[np.uint32],  # written: slot ends (patched index)
-    rows: Rows,  # written at [used:]: room for both slots guaranteed by the caller
+    rows: Rows,  # written at [used:]: both slots must fit (else (-1, rows needed))
     used: int,
     limit: int,  # row_t: the index covers rows [0, limit)
     n: int,  # rows in the log; [limit, n) is the tail, scanned
     merged: int,  # cid_t, < len(offsets) - 1
     survivor: int,  # cid_t, < len(offsets) - 1
-) -> tuple[int, int]: ...  # (rows moved, new used); ValueError on bad arguments
+) -> tuple[int, int]: ...  # (rows moved, new used); (0, used): none to move

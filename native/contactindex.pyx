@@ -165,8 +165,9 @@ def move_contact(cid_t[::1] cid, uint32_t[::1] origin, uint32_t[::1] offsets,
 
     The patched index: the two contacts' indexed rows (< limit) are merged in row order
     into ``rows[used:]`` and the survivor's slot points there; the merged contact's slot
-    becomes empty. The caller guarantees room: ``len(rows) >= used + both slots``.
-    Tail rows [limit, n) are found by a scan of the tail. Returns (rows moved, new used).
+    becomes empty. Tail rows [limit, n) are found by a scan of the tail. Returns (rows
+    moved, new used); (0, used) untouched when `merged` has no rows here; (-1, rows
+    needed) untouched when ``rows`` has no room for both slots past `used`.
     """
     cdef Py_ssize_t n_idx = offsets.shape[0] - 1
     cdef Py_ssize_t a0 = 0, a1 = 0, b0 = 0, b1 = 0, out, moved = 0, r
@@ -182,8 +183,15 @@ def move_contact(cid_t[::1] cid, uint32_t[::1] origin, uint32_t[::1] offsets,
     a1 = ends[survivor]
     b0 = offsets[merged]
     b1 = ends[merged]
+    if b0 == b1:  # no indexed rows of `merged`: any in the tail?
+        with nogil:
+            r = limit
+            while r < n and cid[r] != merged:
+                r += 1
+        if r >= n:
+            return 0, used  # nothing to move: the index is left as it is
     if used + (a1 - a0) + (b1 - b0) > rows.shape[0]:
-        raise ValueError("move_contact: no room in rows")
+        return -1, used + (a1 - a0) + (b1 - b0)
     with nogil:
         out = used
         # both slots are ascending; rows >= limit (renumbered by a late merge, now in

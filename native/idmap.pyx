@@ -210,15 +210,30 @@ cdef inline uint64_t _find_slot(const IdMapState* st, const uint8_t* s, int64_t 
             return slot
 
 
-cdef int _grow_codes(IdMapState* st, int64_t need, int64_t upper) noexcept nogil:
-    """Make room for `need` codes; grows 1.5x but never past `upper` (the batch's worst case)."""
-    cdef int64_t cap = st.code_cap + st.code_cap // 2
+cdef inline int64_t _capped(int64_t cap, int64_t upper, int64_t batch) noexcept nogil:
+    """The next capacity: 1.5x `cap`. When that passes `upper` (the call's worst case), a
+    big call (`batch` >= 1/8 of `cap`: a bulk load of distinct ids) stops at `upper`, with
+    no slack; a small one into a big map still grows by at least 1/8 — or every live
+    batch of new ids would copy the whole map (10k new ids into a 5M map cost 0.3 s)."""
+    cdef int64_t grown = cap + cap // 2
+    if grown > upper:
+        if batch >= cap // 8:
+            grown = upper
+        elif upper > cap + cap // 8:
+            grown = upper
+        else:
+            grown = cap + cap // 8
+    return grown
+
+
+cdef int _grow_codes(IdMapState* st, int64_t need, int64_t upper,
+                     int64_t batch) noexcept nogil:
+    """Make room for `need` codes; grows 1.5x, capped by `upper` (see _capped)."""
+    cdef int64_t cap = _capped(st.code_cap, upper, batch)
     cdef int64_t* offsets
     cdef uint32_t* tags
     if cap < 16:
         cap = 16
-    if cap > upper:
-        cap = upper   # a bulk load of distinct ids ends with no slack
     if cap < need:
         cap = need
     if st.borrowed & BORROWED_OFFSETS:
@@ -250,14 +265,13 @@ cdef int _grow_codes(IdMapState* st, int64_t need, int64_t upper) noexcept nogil
     return OK
 
 
-cdef int _grow_data(IdMapState* st, int64_t need, int64_t upper) noexcept nogil:
+cdef int _grow_data(IdMapState* st, int64_t need, int64_t upper,
+                    int64_t batch) noexcept nogil:
     """Make room for `need` bytes of strings; same growth rule as _grow_codes."""
-    cdef int64_t cap = st.data_cap + st.data_cap // 2
+    cdef int64_t cap = _capped(st.data_cap, upper, batch)
     cdef uint8_t* data
     if cap < 64:
         cap = 64
-    if cap > upper:
-        cap = upper
     if cap < need:
         cap = need
     if st.borrowed & BORROWED_DATA:
@@ -383,11 +397,12 @@ cdef int _get_or_add(IdMapState* st,
             if st.n >= MAX_CODES:
                 return ERR_FULL
             if st.n + 1 > st.code_cap:
-                rc = _grow_codes(st, st.n + 1, st.n + (n - i))
+                rc = _grow_codes(st, st.n + 1, st.n + (n - i), n)
                 if rc != OK:
                     return rc
             if st.data_len + ln > st.data_cap:
-                rc = _grow_data(st, st.data_len + ln, st.data_len + bytes_left)
+                rc = _grow_data(st, st.data_len + ln, st.data_len + bytes_left,
+                                offs[n] - offs[0])
                 if rc != OK:
                     return rc
             if <uint64_t>(st.n + 1) * 2 > st.table_mask + 1:
@@ -648,9 +663,9 @@ cdef class IdMap:
         self.st.offsets[0] = 0
         memset(self.st.table, 0xFF, <size_t>slots * sizeof(uint32_t))
         self.st.table_mask = slots - 1
-        if hint > 0 and _grow_codes(&self.st, hint, hint) != OK:
+        if hint > 0 and _grow_codes(&self.st, hint, hint, hint) != OK:
             raise MemoryError()
-        if _grow_data(&self.st, 0, 64) != OK:
+        if _grow_data(&self.st, 0, 64, 64) != OK:
             raise MemoryError()
 
     def __dealloc__(self):

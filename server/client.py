@@ -120,6 +120,57 @@ def to_arrow_ipc(data: TableLike) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+EVENT_STRING_COLUMNS = ("customer_id", "type", "item_id", "order_id", "event_id")
+
+
+def to_event_columns(data: TableLike) -> ingest_pb2.EventColumns:
+    """An events table (docs/data-model.md columns), record batch or iterable of dicts
+    -> ``EventColumns``, the typed columnar batch: NULL strings are sent empty (the
+    server reads an empty optional string as NULL), NULL amounts as unset; every other
+    column is a string property."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    elif not isinstance(data, pa.Table):
+        data = pa.Table.from_pylist(list(data))
+    out = ingest_pb2.EventColumns()
+    rows = data.num_rows
+    for name in data.column_names:
+        column = data[name]
+        if name in ("ts", "ts_ms"):
+            if pa.types.is_timestamp(column.type):
+                ms = column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+            else:  # integer epoch seconds, as the Arrow path reads them
+                ms = pc.multiply(column.cast(pa.int64()), 1000)
+            out.ts_ms.extend(ms.to_numpy(zero_copy_only=False).tolist())
+        elif name == "amount":
+            amount = column.cast(pa.float64())
+            if amount.null_count:
+                valid = amount.is_valid().to_numpy(zero_copy_only=False)
+                out.amount_set.extend(valid.tolist())
+            filled = pc.fill_null(amount, 0.0).to_numpy(zero_copy_only=False)
+            out.amount.extend(filled.tolist())
+        else:
+            target = (
+                getattr(out, name)
+                if name in EVENT_STRING_COLUMNS
+                else out.properties[name]
+            )
+            arr = pc.fill_null(column.cast(pa.string()), "").combine_chunks()
+            if rows == 0:
+                target.offsets.append(0)
+                continue
+            offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[
+                arr.offset : arr.offset + rows + 1
+            ]
+            start, end = int(offsets[0]), int(offsets[-1])
+            target.offsets.extend((offsets - start).tolist())
+            target.data = arr.buffers()[2][start:end].to_pybytes()
+    return out
+
+
 def new_idempotency_key() -> str:
     """A fresh key for one ingest call (random, 32 hex digits)."""
     return uuid.uuid4().hex
@@ -418,7 +469,7 @@ class SegdClient:
 
     def ingest_events(
         self,
-        data: TableLike | ingest_pb2.EventBatch,
+        data: TableLike | ingest_pb2.EventBatch | ingest_pb2.EventColumns,
         *,
         idempotency_key: str | None = None,
         on_conflict: str = "",
@@ -430,6 +481,10 @@ class SegdClient:
         if isinstance(data, ingest_pb2.EventBatch):
             req = ingest_pb2.IngestEventsRequest(
                 events=data, idempotency_key=key, on_conflict=on_conflict
+            )
+        elif isinstance(data, ingest_pb2.EventColumns):
+            req = ingest_pb2.IngestEventsRequest(
+                columns=data, idempotency_key=key, on_conflict=on_conflict
             )
         else:
             req = ingest_pb2.IngestEventsRequest(
@@ -447,19 +502,27 @@ class SegdClient:
         on_ack: Callable[[ingest_pb2.IngestAck], None] | None = None,
         timeout: float | None | str = None,
         source: ingest_pb2.EventSource | None = None,
+        columns: bool = False,
     ) -> IngestResult:
         """Append many batches over one StreamEvents stream; ``on_ack`` sees each ack.
 
         A bad batch raises ``SegdRpcError`` (INVALID_ARGUMENT, "batch N: ..."); the
         batches acknowledged before it stay applied. ``source`` (a file's content
         digest) goes with the first batch: content loaded before is refused with
-        ALREADY_EXISTS unless ``source.force``."""
+        ALREADY_EXISTS unless ``source.force``. Batches go as Arrow IPC, or with
+        ``columns`` as typed ``EventColumns``."""
 
         def requests() -> Iterator[ingest_pb2.IngestEventsRequest]:
             for i, b in enumerate(batches):
-                req = ingest_pb2.IngestEventsRequest(
-                    arrow_ipc=to_arrow_ipc(b), idempotency_key=new_idempotency_key()
-                )
+                key = new_idempotency_key()
+                if columns:
+                    req = ingest_pb2.IngestEventsRequest(
+                        columns=to_event_columns(b), idempotency_key=key
+                    )
+                else:
+                    req = ingest_pb2.IngestEventsRequest(
+                        arrow_ipc=to_arrow_ipc(b), idempotency_key=key
+                    )
                 if i == 0 and source is not None:
                     req.source.CopyFrom(source)
                 yield req

@@ -506,6 +506,187 @@ def events_to_table(batch: ingest_pb2.EventBatch) -> pa.Table:
     return pa.table(cols)
 
 
+# Columns of an ``EventColumns`` batch, in the order ``events_to_table`` builds them.
+_EVENT_STRING_COLUMNS = ("customer_id", "type", "item_id", "order_id", "event_id")
+EVENT_BUILTIN_COLUMNS = frozenset((*_EVENT_STRING_COLUMNS, "ts", "ts_ms", "amount"))
+
+
+def _column_error(path: str, message: str, column: str) -> InvalidInput:
+    return InvalidInput.at(path, message, column=column)
+
+
+def _string_column(
+    col: ingest_pb2.StringColumn, rows: int, name: str, path: str
+) -> tuple[np.ndarray, bytes]:
+    """The checked (offsets, data) of one ``StringColumn`` of ``rows`` values.
+
+    Checks are vectorised and bounded by the column's size: the offsets' count, start,
+    order and end, then UTF-8 (the blob decodes, and no offset splits a character).
+    A bad value names its row; a bad layout names the column.
+    """
+    data = col.data
+    if rows == 0 and not col.offsets and not data:  # an empty batch may omit offsets
+        return np.zeros(1, dtype=np.int32), data
+    offsets = np.array(col.offsets, dtype=np.int32)
+    where = f"{path}.offsets"
+    if len(offsets) != rows + 1:
+        raise _column_error(
+            where, f"expected {rows + 1} offsets (rows + 1), got {len(offsets)}", name
+        )
+    if offsets[0] != 0:
+        raise _column_error(f"{where}[0]", f"must be 0, got {offsets[0]}", name)
+    back = np.flatnonzero(offsets[1:] < offsets[:-1])
+    if len(back):
+        row = int(back[0])
+        raise InvalidInput.at(
+            f"{where}[{row + 1}]",
+            f"offsets must not decrease ({offsets[row]} then {offsets[row + 1]})",
+            row=row,
+            column=name,
+        )
+    if offsets[-1] != len(data):
+        raise _column_error(
+            f"{where}[{rows}]",
+            f"the last offset must be the data's length {len(data)}, got {offsets[-1]}",
+            name,
+        )
+    if data and not data.isascii():
+        row = _first_bad_utf8_row(offsets, data)
+        if row is not None:
+            raise InvalidInput.in_batch(
+                "events", "the value is not valid UTF-8", row=row, column=name
+            )
+    return offsets, data
+
+
+def _first_bad_utf8_row(offsets: np.ndarray, data: bytes) -> int | None:
+    """The first row whose bytes are not UTF-8 on their own, or None."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return int(np.searchsorted(offsets, exc.start, side="right")) - 1
+    raw = np.frombuffer(data, dtype=np.uint8)
+    starts = offsets[:-1]
+    inside = starts < len(raw)
+    # a value that starts with a continuation byte: the offset splits a character
+    first_bytes = raw[np.minimum(starts, len(raw) - 1)]
+    split = np.flatnonzero(inside & ((first_bytes & 0xC0) == 0x80))
+    return int(split[0]) if len(split) else None
+
+
+def _string_array(
+    offsets: np.ndarray, data: bytes, valid: np.ndarray | None
+) -> pa.Array:
+    """An Arrow string array over the message's own buffers (no per-value objects)."""
+    rows = len(offsets) - 1
+    bitmap = None
+    null_count = 0
+    if valid is not None and not valid.all():
+        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        null_count = rows - int(np.count_nonzero(valid))
+    return pa.Array.from_buffers(
+        pa.string(),
+        rows,
+        [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)],
+        null_count=null_count,
+    )
+
+
+def columns_to_table(cols: ingest_pb2.EventColumns) -> pa.Table:
+    """``EventColumns`` -> the same events table ``events_to_table`` builds from the same
+    events as ``EventBatch`` (empty optional strings NULL, ``event_id`` only when one is
+    set, properties sorted by name). Only the layout is checked here (lengths, offsets,
+    UTF-8); values are validated by the engine, which names the row and column.
+    """
+    path = "columns"
+    rows = max(len(cols.customer_id.offsets) - 1, 0)
+    if not cols.customer_id.offsets and (cols.ts_ms or cols.type.offsets):
+        raise _column_error(
+            f"{path}.customer_id",
+            "is required: its offsets give the row count",
+            "customer_id",
+        )
+    ts = np.array(cols.ts_ms, dtype=np.int64)
+    if len(ts) != rows:
+        raise _column_error(
+            f"{path}.ts_ms",
+            f"expected {rows} values (one per row), got {len(ts)}",
+            "ts",
+        )
+    strings: dict[str, tuple[np.ndarray, bytes]] = {}
+    for name in _EVENT_STRING_COLUMNS:
+        col = getattr(cols, name)
+        if name in ("customer_id", "type") or col.offsets or col.data:
+            strings[name] = _string_column(col, rows, name, f"{path}.{name}")
+    props: dict[str, tuple[np.ndarray, bytes]] = {}
+    for name in sorted(cols.properties):
+        where = f"{path}.properties[{name!r}]"
+        if name in EVENT_BUILTIN_COLUMNS:
+            raise _column_error(where, "is a built-in column", name)
+        props[name] = _string_column(cols.properties[name], rows, name, where)
+
+    def nonempty(col: tuple[np.ndarray, bytes]) -> np.ndarray:
+        return col[0][1:] != col[0][:-1]
+
+    def optional(name: str) -> pa.Array:
+        if name not in strings:
+            return pa.nulls(rows, pa.string())
+        offsets, data = strings[name]
+        return _string_array(offsets, data, nonempty(strings[name]))
+
+    customer_valid = None
+    from segd.identity import LINK_KINDS
+
+    links = [props[k] for k in LINK_KINDS if k in props]
+    if links:
+        # events named by their link properties: an empty customer_id is NULL there
+        has_link = np.zeros(rows, dtype=bool)
+        for col in links:
+            has_link |= nonempty(col)
+        customer_valid = nonempty(strings["customer_id"]) | ~has_link
+    out: dict[str, pa.Array] = {
+        "customer_id": _string_array(*strings["customer_id"], customer_valid),
+        "ts": pa.Array.from_buffers(
+            pa.timestamp("ms", tz="UTC"), rows, [None, pa.py_buffer(ts)]
+        ),
+        "type": _string_array(*strings["type"], None),
+        "item_id": optional("item_id"),
+        "amount": _amount(cols, rows, path),
+        "order_id": optional("order_id"),
+    }
+    if "event_id" in strings and nonempty(strings["event_id"]).any():
+        out["event_id"] = optional("event_id")
+    for name, col in props.items():
+        out[name] = _string_array(*col, nonempty(col))
+    return pa.table(out)
+
+
+def _amount(cols: ingest_pb2.EventColumns, rows: int, path: str) -> pa.Array:
+    amount = np.array(cols.amount, dtype=np.float64)
+    present = np.array(cols.amount_set, dtype=bool)
+    if not len(amount):
+        if present.any():
+            raise _column_error(
+                f"{path}.amount",
+                f"amount_set marks {int(present.sum())} rows but amount is empty",
+                "amount",
+            )
+        return pa.nulls(rows, pa.float64())
+    if len(amount) != rows:
+        raise _column_error(
+            f"{path}.amount",
+            f"expected {rows} values (one per row), got {len(amount)}",
+            "amount",
+        )
+    if len(present) and len(present) != rows:
+        raise _column_error(
+            f"{path}.amount_set",
+            f"expected {rows} flags (one per row) or none, got {len(present)}",
+            "amount",
+        )
+    return pa.array(amount, pa.float64(), mask=~present if len(present) else None)
+
+
 def contact_to_proto(card: dict) -> ingest_pb2.GetContactResponse:
     """Engine.contact() -> GetContactResponse (times as UTC ms, 0 = never)."""
 

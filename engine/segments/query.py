@@ -94,6 +94,38 @@ class ParseCache:
 PARSE_CACHE = ParseCache()
 
 
+class SegmentRefs:
+    """Saved-segment name -> the ``Prepared`` of ``{"segment": name}``, the query of
+    every Count / Members of a saved segment over gRPC: validating, formatting and
+    keying it again on each call cost ~0.25 ms (more than answering from the result
+    cache). The reference is the same whatever the segment holds (its definition is
+    looked up when the query is compiled), so it stays valid when the segment changes.
+    Least recently used first out, ``max_entries`` at most."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: collections.OrderedDict[str, Prepared] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, name: str, budget: Budget | None = None) -> Prepared:
+        with self._lock:
+            hit = self._entries.get(name)
+            if hit is not None:
+                self._entries.move_to_end(name)
+                return hit
+        prepared = Prepared.of_canonical(validate({"segment": name}, budget))
+        with self._lock:
+            self._entries[name] = prepared
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return prepared
+
+
+SEGMENT_REFS = SegmentRefs()
+
+
 def prepare(query: Any, budget: Budget | None = None) -> Prepared:
     """DSL text (parsed through ``PARSE_CACHE``), an AST dict (validated) or a
     ``Prepared`` (returned as is) -> ``Prepared``."""
@@ -102,6 +134,9 @@ def prepare(query: Any, budget: Budget | None = None) -> Prepared:
     if isinstance(query, str):
         return PARSE_CACHE.get(query, budget)
     if isinstance(query, dict):
+        name = query.get("segment") if len(query) == 1 else None
+        if type(name) is str:
+            return SEGMENT_REFS.get(name, budget)
         return Prepared.of_canonical(validate(query, budget))
     raise InvalidInput.at(
         "query", f"expected DSL text or an AST dict, got {type(query).__name__}"

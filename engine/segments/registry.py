@@ -82,6 +82,10 @@ class SegmentRegistry:
             raise SegmentNotFound(name)
         return seg
 
+    def with_members(self) -> list[SavedSegment]:
+        """The static segments (members frozen), in no particular order."""
+        return [s for s in self._segments.values() if s.members is not None]
+
     def list(self) -> list[SavedSegment]:
         return [self._segments[k] for k in sorted(self._segments)]
 

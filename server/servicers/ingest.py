@@ -34,13 +34,22 @@ class EventSequence:
         return int(getattr(self.engine, "events_sequence", 0))
 
 
-def _batch(request: Any, typed_field: str, convert_typed: Any) -> pa.Table | list[dict]:
+def _batch(request: Any, typed: dict[str, Any]) -> pa.Table | list[dict]:
+    """The request's batch for the engine; ``typed`` maps each typed oneof field to its
+    converter (the Arrow IPC field is read as a table)."""
     kind = request.WhichOneof("batch")
     if kind == "arrow_ipc":
         return convert.read_arrow_ipc(request.arrow_ipc)
-    if kind == typed_field:
-        return convert_typed(getattr(request, typed_field))
-    raise InvalidInput.at("batch", f"one of {typed_field}, arrow_ipc is required")
+    if kind in typed:
+        return typed[kind](getattr(request, kind))
+    fields = ", ".join((*typed, "arrow_ipc"))
+    raise InvalidInput.at("batch", f"one of {fields} is required")
+
+
+EVENT_BATCH_FIELDS = {
+    "events": convert.events_to_table,
+    "columns": convert.columns_to_table,
+}
 
 
 def _rows(batch: pa.Table | list[dict]) -> int:
@@ -53,7 +62,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._sequence = sequence
 
     def UpsertContacts(self, request: Any, context: grpc.ServicerContext) -> Any:
-        batch = _batch(request, "contacts", convert.contacts_to_rows)
+        batch = _batch(request, {"contacts": convert.contacts_to_rows})
         rows = _rows(batch)
         if rows:
             key = request.idempotency_key or None
@@ -65,7 +74,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.UpsertContactsResponse(rows=rows)
 
     def UpsertItems(self, request: Any, context: grpc.ServicerContext) -> Any:
-        batch = _batch(request, "items", convert.items_to_rows)
+        batch = _batch(request, {"items": convert.items_to_rows})
         rows = _rows(batch)
         if rows:
             key = request.idempotency_key or None
@@ -74,7 +83,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def _append(self, request: Any) -> tuple[int, int, int]:
         """(rows applied, sequence, duplicates dropped) of one events request."""
-        batch = _batch(request, "events", convert.events_to_table)
+        batch = _batch(request, EVENT_BATCH_FIELDS)
         if not _rows(batch):
             return 0, self._sequence.value, 0
         source: dict[str, Any] = {}
@@ -115,8 +124,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def MergeContacts(self, request: Any, context: grpc.ServicerContext) -> Any:
         if not request.merged_ids:
             raise InvalidInput.at("merged_ids", "name at least one contact to merge")
-        for merged in request.merged_ids:
-            self._engine.merge(request.customer_id, merged)
+        if len(request.merged_ids) == 1:
+            self._engine.merge(request.customer_id, request.merged_ids[0])
+        else:  # all or nothing, one record
+            self._engine.merge_many(
+                [(request.customer_id, m) for m in request.merged_ids]
+            )
         return ingest_pb2.MergeContactsResponse(merged=len(request.merged_ids))
 
     def LinkIdentity(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -93,3 +93,18 @@ def test_segctl_contacts_show_merge_links(srv):
     assert r.code == 1 and "into itself" in r.err
     r = run_segctl(srv, "contacts", "resolve", "phone", "89120000004")
     assert r.code == 0 and r.out.strip() == "c0004"
+
+
+def test_merge_contacts_with_several_ids_is_all_or_nothing(client):
+    client.ingest_events(
+        ingest_pb2.EventBatch(
+            events=[_ev("m-a", 1, "view"), _ev("m-b", 2, "view"), _ev("m-c", 3, "view")]
+        )
+    )
+    with pytest.raises(SegdRpcError) as err:
+        client.merge_contacts("m-a", ["m-b", "m-c", "m-b"])  # m-b twice
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pairs[2].merged" in err.value.message
+    assert client.resolve("customer_id", "m-b") == "m-b"  # nothing merged
+    assert client.merge_contacts("m-a", ["m-b", "m-c"]) == 2
+    assert client.resolve("customer_id", "m-c") == "m-a"

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from segd.segments.limits import MAX_CONDITIONS
 from segd.server.client import SegdRpcError
 from segd.v1 import common_pb2 as common
 
@@ -55,13 +56,19 @@ VALUES = st.one_of(
 @st.composite
 def conditions(draw: st.DrawFn) -> common.Condition:
     node = _leaf(draw(VALUES))
+    leaves = 1
     for kind in draw(st.lists(st.sampled_from(["not", "or", "and"]), max_size=45)):
         outer = common.Condition()
         if kind == "not":
             outer.not_node.condition.CopyFrom(node)
         else:
             group = outer.or_node if kind == "or" else outer.and_node
-            group.conditions.extend([node] * draw(st.integers(1, 3)))
+            # Copies multiply: up to 3^45 leaves would exhaust the test's own memory
+            # building the message (seen: 23 GB, OOM-killed). Past 4x the server's
+            # MAX_CONDITIONS a group keeps one child: still refused, cheaply built.
+            copies = draw(st.integers(1, 3)) if leaves <= 4 * MAX_CONDITIONS else 1
+            group.conditions.extend([node] * copies)
+            leaves *= copies
         node = outer
     return node
 

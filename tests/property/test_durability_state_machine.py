@@ -1,5 +1,5 @@
 """A RuleBasedStateMachine: random interleavings of event ingest, bulk loads (logged in
-chunks), contact upserts, identity links, ingest by link and merges, saved
+chunks; by customer_id or by link), contact upserts, identity links, ingest by link and merges, saved
 segment create / update / delete, snapshots, clean restarts and crash restarts (the
 engine abandoned without close, sometimes with a torn, unacknowledged record at the end
 of the log) of a durable Engine, against an in-memory Engine fed the same calls.
@@ -73,7 +73,7 @@ def fingerprint(eng: Engine) -> dict:
     return {
         "contacts": s["contacts"],
         "resolved": {c: eng.resolve("customer_id", c) for c in IDS},
-        "cards": {k: eng.resolve("card", k) for k in ("k1", "k2", "k3")},
+        "cards": {k: eng.resolve("card", k) for k in ("k1", "k2", "k3", "k4")},
         "events": s["event_types"],
         "segments": [(g.name, g.version, g.dsl, g.static) for g in eng.list_segments()],
         "counts": counts,
@@ -145,6 +145,12 @@ class DurableVersusMemory(RuleBasedStateMachine):
         """Identity merges (issue 12): refused alike (self, unknown, merged already)."""
         self._both("merge", survivor, merged)
 
+    @rule(pairs=st.lists(st.tuples(st.sampled_from(IDS), st.sampled_from(IDS)),
+                         min_size=1, max_size=3))  # fmt: skip
+    def merge_many(self, pairs):
+        """Many merges as one record: all or nothing, refused alike."""
+        self._both("merge_many", pairs)
+
     @rule(cid=st.sampled_from(IDS), card=st.sampled_from(["k1", "k2"]))
     def link(self, cid, card):
         self._both("link", cid, "card", card)
@@ -157,6 +163,20 @@ class DurableVersusMemory(RuleBasedStateMachine):
         if cid is not None:
             row["customer_id"] = cid
         self._both("append_events", [row], on_conflict=policy)
+
+    @rule(rows=st.lists(st.tuples(st.sampled_from([None, None, *IDS[:3]]),
+                                  st.sampled_from(["k1", "k3", "k4"]),
+                                  st.integers(0, 20)), min_size=1, max_size=5),
+          chunk=st.integers(1, 3),
+          policy=st.sampled_from(["reject", "merge"]))  # fmt: skip
+    def bulk_load_by_link(self, rows, chunk, policy):
+        """A bulk load naming contacts by card (logged in chunks + a resolution)."""
+        batch = [
+            {"card": card, "ts": BASE + day * 86_400, "type": "view", "channel": "b"}
+            | ({} if cid is None else {"customer_id": cid})
+            for cid, card, day in rows
+        ]
+        self._both("load_events", batch, rows_per_chunk=chunk, on_conflict=policy)
 
     @rule()
     def snapshot(self):

@@ -211,6 +211,22 @@ def test_bulk_load_of_distinct_ids_has_no_slack() -> None:
     assert m.nbytes() == n * 9 + (n + 1) * 8 + n * 4 + (1 << 18) * 4
 
 
+def test_small_batches_into_a_full_map_grow_it_geometrically() -> None:
+    """A live batch of new ids into a map a bulk load left without slack grows it by
+    at least 1/8, so the next batches add without copying the map again."""
+    n = 100_000
+    m = IdMap()
+    m.get_or_add(pa.array([f"{i:09d}" for i in range(n)]))
+    full = m.nbytes()
+    m.get_or_add(pa.array([f"new-a{i}" for i in range(100)]))
+    grown = m.nbytes()
+    assert grown - full >= (n // 8) * (8 + 4)  # offsets + tags of >= n/8 more codes
+    for b in range(10):
+        m.get_or_add(pa.array([f"new-b{b}-{i}" for i in range(100)]))
+    assert m.nbytes() == grown
+    assert len(m) == n + 1_100
+
+
 def test_concurrent_writers_and_readers_stay_consistent() -> None:
     m = IdMap()
     batches = [[f"t{t}-{i % 3000}" for i in range(20_000)] for t in range(4)]
