@@ -369,6 +369,26 @@ def _leaves() -> tuple[list[str], np.ndarray, np.ndarray]:
     return paths, np.asarray(tops, dtype=np.int32), np.asarray(shares)
 
 
+def _item_names(
+    paths: Sequence[str], leaf: np.ndarray, brands: pa.Array, colours: pa.Array
+) -> pa.Array:
+    """Display names ("Adidas Dresses (women), blue, no. 17"): brand, leaf category,
+    colour and the item number, derived from the other columns (no random draws, so the
+    rest of the data is unchanged)."""
+    labels = []
+    for path in paths:
+        _, mid, leaf_name = path.split("/")
+        labels.append(f"{leaf_name} ({mid.lower()})")
+    m = len(leaf)
+    numbers = pa.array([f"no. {i}" for i in range(1, m + 1)], pa.string())
+    product = pc.binary_join_element_wise(
+        brands, _strings(labels, leaf), " ", null_handling="skip"
+    )
+    return pc.binary_join_element_wise(
+        product, colours, numbers, ", ", null_handling="skip"
+    )
+
+
 def _items(rng: np.random.Generator, m: int) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     """The catalog; also returns each item's top-level index and price (for amounts)."""
     paths, leaf_top, leaf_share = _leaves()
@@ -389,14 +409,17 @@ def _items(rng: np.random.Generator, m: int) -> tuple[pa.Table, np.ndarray, np.n
     has_colour = rng.random(m) >= 0.15
     sized = np.isin(top, [TOPS.index(t) for t in _SIZED_TOPS])
     size = _draw(rng, _cdf([1, 3, 5, 5, 3, 1]), m)
+    brands = _strings(brand_vocab, brand, has_brand)
+    colours = _strings(COLOURS, colour, has_colour)
     table = pa.table(
         {
             "item_id": _format_ids("i", np.arange(1, m + 1), _id_width(m, 7)),
+            "name": _item_names(paths, leaf, brands, colours),
             "category": _strings(paths, leaf),
-            "brand": _strings(brand_vocab, brand, has_brand),
+            "brand": brands,
             "price": pa.array(price),
             "in_stock": pa.array(rng.random(m) < 0.88),
-            "colour": _strings(COLOURS, colour, has_colour),
+            "colour": colours,
             "size": _strings(SIZES, size, sized),
         }
     )
@@ -850,13 +873,15 @@ def generate(
     now: datetime | None = None,
     events_per_contact: float = 20.0,
     progress: Progress | None = None,
-    co_purchase: bool = False,
+    co_purchase: bool = True,
 ) -> DemoData:
     """Build the demo dataset deterministically from ``seed`` (and ``now``).
 
-    ``co_purchase=True`` adds structure a recommender can learn (bundles of items bought
-    together and a favourite bundle per person, see ``_Bundles``); off by default, and
-    off the data are exactly those of earlier versions.
+    ``co_purchase`` (on by default) gives the purchases the structure real shops have and
+    a recommender can learn: bundles of items bought together (a tent, its stove, its
+    mug) and a favourite bundle per person, see ``_Bundles``. ``co_purchase=False``
+    gives exactly the events of earlier versions (independent draws around each
+    contact's favourite top category).
 
     Events lie in ``[now - 365 d, now)``, sorted by ``ts``; about ``events_per_contact``
     per contact on average, heavy-tailed. Contacts number ``contacts // 200`` more ids
@@ -895,6 +920,7 @@ def write_parquet_streaming(
     events_per_contact: float = 20.0,
     row_group_size: int = ROW_GROUP_ROWS,
     progress: Progress | None = None,
+    co_purchase: bool = True,
 ) -> dict[str, Path]:
     """``generate(...).write_parquet(out_dir)`` without holding the Arrow events.
 
@@ -918,7 +944,9 @@ def write_parquet_streaming(
         # contact_table is dropped by _build next: let the Arrow pool give it back
         pa.default_memory_pool().release_unused()
 
-    rows, ctx = _build(contacts, seed, now, events_per_contact, report, write)
+    rows, ctx = _build(
+        contacts, seed, now, events_per_contact, report, write, co_purchase
+    )
     key = rows.pop("key")
     n = len(key)
     with pq.ParquetWriter(

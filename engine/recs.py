@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from segd.errors import InvalidInput, NotFound
+from segd.errors import ContactNotFound, InvalidInput, NotFound
 from segd.native import NO_CODE
 from segd.native import recs as kernels
 from segd.native.contactindex import build as contact_index
@@ -179,6 +179,32 @@ class RecsModel:
             _bit_weights(self.config.related_weights)[self.basket_bits]
             / (1.0 + 0.1 * pos)
         ).astype(np.float32)
+        self._names: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self._codes: dict[str, int] | None = None
+
+    def item_codes(self, catalog) -> dict[str, int]:
+        """item id -> code of the model's items (codes never change; items added since
+        the build are looked up in the catalog): a dict lookup per cart item."""
+        codes = self._codes
+        if codes is None:
+            names = self.item_names(catalog)[0]
+            codes = self._codes = dict(zip(names, range(len(names)), strict=True))
+        return codes
+
+    def item_names(self, catalog) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The model's item ids by code as (str list, UTF-8 offsets int64[n + 1], UTF-8
+        bytes): every item a lookup returns is a model item, and item ids never change,
+        so they are decoded once per model (a lookup then indexes a list)."""
+        names = self._names
+        if names is None:
+            arr = catalog.ids.decode(np.arange(self.n_items, dtype=np.uint32))
+            offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[
+                arr.offset : arr.offset + self.n_items + 1
+            ]
+            data = arr.buffers()[2]
+            raw = _NO_FLAGS if data is None else np.frombuffer(data, dtype=np.uint8)
+            names = self._names = (arr.to_pylist(), offsets, raw)
+        return names
 
     def nbytes(self) -> int:
         arrays = [
@@ -588,6 +614,20 @@ def parse_filters(filters: Any) -> list[dict]:
     return ast._where(list(filters), "filters")
 
 
+PARALLEL_BATCH = 512  # contacts from which a batch is split over two threads
+_BATCH_POOL: ThreadPoolExecutor | None = None
+_BATCH_POOL_LOCK = threading.Lock()
+
+
+def _batch_pool() -> ThreadPoolExecutor:
+    """Two threads for the halves of large batches, shared by every engine."""
+    global _BATCH_POOL
+    with _BATCH_POOL_LOCK:
+        if _BATCH_POOL is None:
+            _BATCH_POOL = ThreadPoolExecutor(2, thread_name_prefix="segd-recs-batch")
+        return _BATCH_POOL
+
+
 class Recommender:
     """The engine's recommendation state: the current model, dirty contacts, masks."""
 
@@ -600,6 +640,9 @@ class Recommender:
         self._dirty: set[int] = set()  # contacts that ordered since the model's read
         self._pending: set[int] | None = None  # ... since the read of a build underway
         self._masks: dict[tuple, np.ndarray] = {}
+        # resolved lookups of (model, catalog version, catalog size): argument key ->
+        # kernels.Lookup (see _prepared)
+        self._lookups: tuple[Any, int, int, dict] = (None, -1, -1, {})
         engine._touch_hooks.append(self._touched)
 
     # -- model lifecycle --------------------------------------------------------------
@@ -752,14 +795,24 @@ class Recommender:
         event: str = "order",
     ) -> list[tuple[str, float]]:
         model = self.current()
-        with self._engine._lock.read():
-            plan = self._plan(
+        lock = self._engine._lock
+        lock.acquire_read()
+        try:
+            lookup, seeds = self._prepared(
                 model, kind, item_ids, category, phrase, filters, limit,
                 exclude_bought, event,
             )  # fmt: skip
-            codes, scores = self._run(plan, self._contact(customer_id))
-            names = self._engine.store.catalog.ids.decode(codes).to_pylist()
-            return list(zip(names, scores.tolist(), strict=True))
+            cid = -1 if customer_id is None else self._contact(customer_id)
+            exclude = None
+            if (
+                exclude_bought
+                and cid >= 0
+                and (cid >= model.n_contacts or cid in self._dirty)
+            ):  # ordered since the model was read: the live order log
+                exclude = self._bought(model, cid)
+            return lookup.run(seeds, cid, exclude)
+        finally:
+            lock.release_read()
 
     def recommend_batch(
         self, kind: str, customer_ids: Sequence[str], **kwargs: Any
@@ -794,62 +847,114 @@ class Recommender:
         items following contact i-1's. One kernel call for the whole batch."""
         model = self.current()
         with self._engine._lock.read():
+            lookup, codes, counts = self._many(
+                model, kind, customer_ids, item_ids, category, phrase, filters,
+                limit, exclude_bought, event,
+            )  # fmt: skip
+            names = model.item_names(self._engine.store.catalog)[0]
+        keep = np.arange(lookup.limit) < counts[:, None]
+        n = len(counts)
+        flat_codes = codes[0][: n * lookup.limit].reshape(n, lookup.limit)[keep]
+        flat_scores = codes[1][: n * lookup.limit].reshape(n, lookup.limit)[keep]
+        return [names[c] for c in flat_codes.tolist()], flat_scores, counts
+
+    def recommend_batch_encoded(
+        self, kind: str, customer_ids: list[str], **kwargs: Any
+    ) -> bytes:
+        """The batch as the serialized ``segd.v1.RecommendBatchResponse`` (one
+        ``ContactRecommendations`` per contact, in order): the gRPC RecommendBatch builds
+        no message per contact. Arguments and errors as ``recommend_many``."""
+        model = self.current()
+        with self._engine._lock.read():
+            lookup, (items, scores), counts = self._many(
+                model, kind, customer_ids, **kwargs
+            )
+            _, name_off, name_data = model.item_names(self._engine.store.catalog)
+        return kernels.encode_batch_results(
+            list(customer_ids), items, scores, counts, lookup.limit, name_off,
+            name_data,
+        )  # fmt: skip
+
+    def _many(
+        self,
+        model: RecsModel,
+        kind: str,
+        customer_ids: Sequence[str],
+        item_ids: Sequence[str] | None = None,
+        category: str | None = None,
+        phrase: str | None = None,
+        filters: Any = None,
+        limit: int = 10,
+        exclude_bought: bool = True,
+        event: str = "order",
+    ) -> tuple[Any, tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """Inside the read lock: (lookup, (item codes, scores) in ``limit`` slots per
+        contact, counts). One kernel call for the whole batch."""
+        seeds = None
+        if kind == "personal" or kind == "popular" or kind == "search":
+            lookup, _ = self._prepared(
+                model, kind, item_ids, category, phrase, filters, limit,
+                exclude_bought, event,
+            )  # fmt: skip
+        else:  # the cart is the same for every contact: a plan of its own
             plan = self._plan(
                 model, kind, item_ids, category, phrase, filters, limit,
                 exclude_bought, event,
             )  # fmt: skip
-            store = self._engine.store
-            cids = np.ascontiguousarray(
-                store.contacts.lookup(pa.array(list(customer_ids), pa.string())),
-                dtype=np.uint32,
+            lookup = self._lookup_of(plan)
+            seeds = plan.seeds
+        store = self._engine.store
+        cids = np.ascontiguousarray(
+            store.contacts.lookup(pa.array(list(customer_ids), pa.string())),
+            dtype=np.uint32,
+        )
+        n = len(cids)
+        lo = np.zeros(n, dtype=np.int64)
+        hi = np.zeros(n, dtype=np.int64)
+        live = np.zeros(n, dtype=np.uint8)
+        live_parts: list[np.ndarray] = []
+        if exclude_bought and n:
+            known = cids != NO_CODE
+            stale = known & (cids >= model.n_contacts)
+            if self._dirty:
+                dirty = np.fromiter(self._dirty, dtype=np.int64)
+                stale |= known & np.isin(cids, dirty)
+            start = 0
+            for i in np.flatnonzero(stale).tolist():  # ordered since the build
+                items = self._bought(model, int(cids[i]))
+                lo[i], hi[i], live[i] = start, start + len(items), 1
+                live_parts.append(items)
+                start += len(items)
+        live_items = (
+            np.concatenate(live_parts).astype(np.uint32) if live_parts else _NO_ITEMS
+        )
+        if n < PARALLEL_BATCH:
+            items, scores, counts = lookup.many(cids, lo, hi, live, live_items, seeds)
+            return lookup, (items, scores), counts
+        # the kernel runs without the GIL: two halves on two threads (a mass send)
+        cut = n // 2
+        parts = [
+            _batch_pool().submit(
+                lookup.many, cids[a:b], lo[a:b], hi[a:b], live[a:b], live_items, seeds
             )
-            n = len(cids)
-            lo = np.zeros(n, dtype=np.int64)
-            hi = np.zeros(n, dtype=np.int64)
-            live = np.zeros(n, dtype=np.uint8)
-            live_parts: list[np.ndarray] = []
-            if exclude_bought and n:
-                known = cids != NO_CODE
-                in_model = known & (cids < model.n_contacts)
-                stale = known & ~in_model
-                if self._dirty:
-                    dirty = np.fromiter(self._dirty, dtype=np.int64)
-                    stale |= in_model & np.isin(cids, dirty)
-                    in_model &= ~stale
-                at = cids[in_model].astype(np.int64)
-                lo[in_model] = model.bought_off[at]
-                hi[in_model] = model.bought_off[at + 1]
-                start = 0
-                for i in np.flatnonzero(stale).tolist():  # ordered since the build
-                    items = self._bought(model, int(cids[i]))
-                    lo[i], hi[i], live[i] = start, start + len(items), 1
-                    live_parts.append(items)
-                    start += len(items)
-            live_items = (
-                np.concatenate(live_parts).astype(np.uint32)
-                if live_parts
-                else _NO_ITEMS
-            )
-            rep = self._repeatable()
-            personal = plan.kind == "personal"
-            items, scores, counts = kernels.recommend_many(
-                plan.nbrs.offsets, plan.nbrs.items, plan.nbrs.scores, plan.seeds,
-                plan.weights, cids, personal, model.basket_off, model.basket_items,
-                model.basket_weights, model.config.personal_seeds,
-                model.rank_off[plan.e], model.rank_items[plan.e],
-                model.rank_scores[plan.e], plan.nodes, plan.nodes_root,
-                plan.kind in ("related", "personal"), plan.allowed,
-                _NO_FLAGS if rep is None else rep, lo, hi, live, model.bought_items,
-                live_items, model.id_rank, model.item_nodes, plan.within,
-                plan.within_depth, plan.limit, plan.scale,
-                model.config.self_weight if personal else 0.0,
-                model.pop_bonus[plan.e] if personal else None,
-            )  # fmt: skip
-            keep = np.arange(plan.limit) < counts[:, None]
-            codes = items[: n * plan.limit].reshape(n, plan.limit)[keep]
-            names = store.catalog.ids.decode(codes).to_pylist()
-        flat_scores = scores[: n * plan.limit].reshape(n, plan.limit)[keep]
-        return names, flat_scores, counts
+            for a, b in ((0, cut), (cut, n))
+        ]
+        done = [part.result() for part in parts]
+        # each half's slots are `limit` per contact: concatenated, they line up
+        items = np.concatenate(
+            [
+                d[0][: (b - a) * lookup.limit]
+                for d, (a, b) in zip(done, ((0, cut), (cut, n)), strict=True)
+            ]
+        )
+        scores = np.concatenate(
+            [
+                d[1][: (b - a) * lookup.limit]
+                for d, (a, b) in zip(done, ((0, cut), (cut, n)), strict=True)
+            ]
+        )
+        counts = np.concatenate([d[2] for d in done])
+        return lookup, (items, scores), counts
 
     def describe(self, item_ids: Sequence[str]) -> list[dict[str, Any]]:
         """``{item_id, name, category, price}`` of known items, from the live catalog
@@ -865,11 +970,7 @@ class Recommender:
                 out.append(row)
         return out
 
-    def _contact(self, customer_id: str | None) -> int | None:
-        if customer_id is None:
-            return None
-        from segd.errors import ContactNotFound
-
+    def _contact(self, customer_id: str) -> int:
         # the id of a merged contact gives its survivor, which holds all its events
         cid = self._engine.store.contacts.cid_of(customer_id)
         if cid < 0:
@@ -954,30 +1055,86 @@ class Recommender:
             exclude_bought=exclude_bought,
         )
 
-    def _run(self, plan: _Plan, cid: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """One contact's lookup: its bought items and, for personal, its basket."""
+    def _prepared(
+        self,
+        model: RecsModel,
+        kind: str,
+        item_ids: Sequence[str] | None,
+        category: str | None,
+        phrase: str | None,
+        filters: Any,
+        limit: int,
+        exclude_bought: bool,
+        event: str,
+    ) -> tuple[Any, np.ndarray | None]:
+        """(lookup, seeds) for these arguments: the resolved lookup comes from a cache
+        per (model, catalog version) and argument values, so a repeated lookup checks
+        only what is its own (the item ids); errors are exactly ``_plan``'s."""
+        catalog = self._engine.store.catalog
+        key = None
+        if (
+            kind != "alternatives"  # its plan depends on the item
+            and type(kind) is str
+            and type(limit) is int
+            and type(event) is str
+            and (filters is None or type(filters) is str)
+            and (category is None or type(category) is str)
+            and (phrase is None or type(phrase) is str)
+        ):
+            key = (kind, category, phrase, filters, limit, event, bool(exclude_bought))
+            cached = self._lookups
+            if (
+                cached[0] is model
+                and cached[1] == catalog.version
+                and cached[2] == len(catalog)
+            ):
+                lookup = cached[3].get(key)
+                if lookup is not None:
+                    seeds = None
+                    if item_ids is not None:
+                        seeds = self._items(item_ids)
+                    if kind == "related":
+                        if seeds is None or not len(seeds):
+                            raise InvalidInput.at(
+                                "item_ids", f"{kind} needs at least one item id"
+                            )
+                        return lookup, seeds
+                    return lookup, None
+        plan = self._plan(
+            model, kind, item_ids, category, phrase, filters, limit, exclude_bought,
+            event,
+        )  # fmt: skip
+        lookup = self._lookup_of(plan)
+        if key is not None:
+            cached = self._lookups
+            if not (
+                cached[0] is model
+                and cached[1] == catalog.version
+                and cached[2] == len(catalog)
+                and len(cached[3]) < 256
+            ):
+                cached = self._lookups = (model, catalog.version, len(catalog), {})
+            cached[3][key] = lookup
+        seeds = plan.seeds if kind in ("related", "alternatives") else None
+        return lookup, seeds
+
+    def _lookup_of(self, plan: _Plan) -> Any:
+        """The native lookup of a plan (kernels.Lookup); the seeds are given per call."""
         model = plan.model
-        exclude = (
-            self._bought(model, cid)
-            if plan.exclude_bought and cid is not None
-            else _NO_ITEMS
-        )
-        seeds, weights = plan.seeds, plan.weights
         personal = plan.kind == "personal"
-        if personal and cid is not None and cid < model.n_contacts:
-            lo = model.basket_off[cid]
-            hi = min(model.basket_off[cid + 1], lo + model.config.personal_seeds)
-            seeds = model.basket_items[lo:hi]
-            weights = model.basket_weights[lo:hi]
-        seed_nodes = len(seeds) > 0 and plan.kind in ("related", "personal")
-        return kernels.recommend(
-            plan.nbrs.offsets, plan.nbrs.items, plan.nbrs.scores, seeds, weights,
-            model.rank_off[plan.e], model.rank_items[plan.e], model.rank_scores[plan.e],
-            plan.nodes if seed_nodes else plan.nodes_root, plan.allowed, exclude,
-            model.id_rank, model.item_nodes, plan.within, plan.within_depth,
-            plan.limit, plan.scale, not personal,
-            model.config.self_weight if personal else 0.0, seed_nodes,
-            model.pop_bonus[plan.e] if personal else None,
+        rep = self._repeatable()
+        return kernels.Lookup(
+            plan.nbrs.offsets, plan.nbrs.items, plan.nbrs.scores,
+            model.rank_off[plan.e], model.rank_items[plan.e],
+            model.rank_scores[plan.e], plan.nodes, plan.nodes_root,
+            plan.kind in ("related", "personal"), plan.allowed,
+            _NO_FLAGS if rep is None else rep, model.id_rank, model.item_nodes,
+            plan.within, plan.within_depth, plan.limit, plan.scale, personal,
+            model.config.self_weight if personal else 0.0,
+            model.pop_bonus[plan.e] if personal else None, model.basket_off,
+            model.basket_items, model.basket_weights, model.config.personal_seeds,
+            plan.exclude_bought, model.bought_off, model.bought_items,
+            model.item_names(self._engine.store.catalog)[0],
         )  # fmt: skip
 
     def _items(self, item_ids: Sequence[str] | None) -> np.ndarray:
@@ -989,11 +1146,17 @@ class Recommender:
             raise InvalidInput.at(
                 "item_ids", f"{len(item_ids)} items, at most {MAX_SEED_ITEMS}"
             )
-        ids = self._engine.store.catalog.ids
-        out = np.empty(len(item_ids), dtype=np.uint32)
-        for i, item_id in enumerate(item_ids):
-            code = ids.lookup_one(item_id) if isinstance(item_id, str) else -1
-            if code < 0:
+        catalog = self._engine.store.catalog
+        model = self.model
+        known = model.item_codes(catalog) if model is not None else {}
+        out = []
+        for item_id in item_ids:
+            if not isinstance(item_id, str):
                 raise ItemNotFound(str(item_id))
-            out[i] = code
-        return out
+            code = known.get(item_id)
+            if code is None:  # not a model item: the live catalog
+                code = catalog.ids.lookup_one(item_id)
+                if code < 0:
+                    raise ItemNotFound(item_id)
+            out.append(code)
+        return np.array(out, dtype=np.uint32)

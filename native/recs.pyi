@@ -70,60 +70,65 @@ def phrase_pairs(
     span_s: int,
     max_pairs: int,
 ) -> tuple[npt.NDArray[np.uint32], Items]: ...
-def recommend(
-    nbr_off: npt.NDArray[np.uint32],
-    nbr_items: Items,
-    nbr_scores: Floats,
-    seeds: Items,
-    seed_weights: Floats,
-    rank_off: Offsets,
-    rank_items: Items,
-    rank_scores: Floats,
-    nodes: npt.NDArray[np.uint32],
-    allowed: npt.NDArray[np.uint8],  # empty: every item allowed
-    exclude: Items,  # sorted
-    id_rank: npt.NDArray[np.uint32],
-    item_nodes: npt.NDArray[np.uint32],  # uint32[n_items, MAX_DEPTH]
-    within_node: int,
-    within_depth: int,
+
+class Lookup:
+    """One resolved lookup: the model's arrays and the shared arguments."""
+
+    def __init__(
+        self,
+        nbr_off: npt.NDArray[np.uint32],
+        nbr_items: Items,
+        nbr_scores: Floats,
+        rank_off: Offsets,
+        rank_items: Items,
+        rank_scores: Floats,
+        nodes: npt.NDArray[np.uint32],
+        nodes_root: npt.NDArray[np.uint32],
+        seed_nodes: bool,
+        allowed: npt.NDArray[np.uint8],  # empty: every item allowed
+        repeatable: npt.NDArray[np.uint8],  # empty: none
+        id_rank: npt.NDArray[np.uint32],
+        item_nodes: npt.NDArray[np.uint32],  # uint32[n_items, MAX_DEPTH]
+        within_node: int,
+        within_depth: int,
+        limit: int,
+        fallback_scale: float,
+        personal: bool,
+        self_weight: float,
+        pop_bonus: Floats | None,
+        basket_off: Offsets,
+        basket_items: Items,
+        basket_weights: Floats,
+        max_seeds: int,
+        exclude_bought: bool,
+        bought_off: Offsets,
+        bought_items: Items,
+        names: list[str],
+    ) -> None: ...
+    @property
+    def limit(self) -> int: ...
+    def run(
+        self, seeds: Items | None, cid: int, exclude: Items | None
+    ) -> list[tuple[str, float]]: ...
+    def many(
+        self,
+        cids: npt.NDArray[np.uint32],  # NO_ITEM: unknown contact
+        excl_lo: Offsets,
+        excl_hi: Offsets,
+        excl_live: npt.NDArray[np.uint8],
+        live_items: Items,
+        seeds: Items | None = ...,
+    ) -> tuple[Items, Floats, npt.NDArray[np.int64]]: ...
+
+def encode_batch_results(
+    customer_ids: list[str],
+    items: Items,
+    scores: Floats,
+    counts: npt.NDArray[np.int64],
     limit: int,
-    fallback_scale: float,
-    block_seeds: bool = ...,
-    self_weight: float = ...,
-    seed_nodes: bool = ...,
-    pop_bonus: Floats | None = ...,
-) -> tuple[Items, Floats]: ...
-def recommend_many(
-    nbr_off: npt.NDArray[np.uint32],
-    nbr_items: Items,
-    nbr_scores: Floats,
-    seeds: Items,  # shared seeds (not personal)
-    seed_weights: Floats,
-    cids: npt.NDArray[np.uint32],  # NO_ITEM: unknown contact
-    personal: bool,
-    basket_off: Offsets,
-    basket_items: Items,
-    basket_weights: Floats,
-    max_seeds: int,
-    rank_off: Offsets,
-    rank_items: Items,
-    rank_scores: Floats,
-    nodes: npt.NDArray[np.uint32],
-    nodes_root: npt.NDArray[np.uint32],
-    seed_nodes: bool,
-    allowed: npt.NDArray[np.uint8],
-    repeatable: npt.NDArray[np.uint8],  # empty: none
-    excl_lo: Offsets,
-    excl_hi: Offsets,
-    excl_live: npt.NDArray[np.uint8],
-    bought_items: Items,
-    live_items: Items,
-    id_rank: npt.NDArray[np.uint32],
-    item_nodes: npt.NDArray[np.uint32],
-    within_node: int,
-    within_depth: int,
-    limit: int,
-    fallback_scale: float,
-    self_weight: float,
-    pop_bonus: Floats | None = ...,
-) -> tuple[Items, Floats, npt.NDArray[np.int64]]: ...
+    name_off: Offsets,
+    name_data: npt.NDArray[np.uint8],
+) -> bytes: ...
+def decode_batch_results(
+    buf: bytes, out: dict[str, list[tuple[str, float]]]
+) -> dict[str, list[tuple[str, float]]]: ...

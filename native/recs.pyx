@@ -18,13 +18,17 @@ Model build (segd.recs.build_model), all O(rows) or O(sum of squared basket size
 - ``phrase_pairs``: (phrase, item) pairs of a search followed by an item event of the
   same contact within a time span.
 
-Lookup: ``recommend`` merges the neighbour lists of seed items, filters them (allowed
-mask, excluded codes, category node) and fills up from popularity lists of category
-nodes. Every kernel runs without the GIL.
+Lookup: a ``Lookup`` holds one resolved lookup (the model's arrays and the arguments);
+``Lookup.run`` (one contact) and ``Lookup.many`` (a batch) merge the neighbour lists of
+the seed items, filter them (allowed mask, excluded codes, category node) and fill up
+from popularity lists of category nodes. ``encode_batch_results`` writes a batch's
+RecommendBatchResponse bytes. Every kernel runs without the GIL.
 """
 
 from libc.math cimport sqrt
-from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.stdlib cimport free, malloc, calloc, qsort
 
 import numpy as np
@@ -648,149 +652,420 @@ cdef Shared _shared(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
     return a
 
 
-_EMPTY_U8 = np.zeros(0, dtype=np.uint8)
+cdef inline const uint32_t* _u32p(const uint32_t[::1] a) noexcept:
+    return &a[0] if a.shape[0] else NULL
 
 
-def recommend(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
-              const float[::1] nbr_scores,
-              const uint32_t[::1] seeds, const float[::1] seed_weights,
-              const int64_t[::1] rank_off, const uint32_t[::1] rank_items,
-              const float[::1] rank_scores, const uint32_t[::1] nodes,
-              const uint8_t[::1] allowed, const uint32_t[::1] exclude,
-              const uint32_t[::1] id_rank, const uint32_t[:, ::1] item_nodes,
-              uint32_t within_node, Py_ssize_t within_depth,
-              Py_ssize_t limit, float fallback_scale, bint block_seeds=True,
-              float self_weight=0, bint seed_nodes=False,
-              const float[::1] pop_bonus=None):
-    """The ``limit`` best items: neighbours of ``seeds`` (scores weighted and summed),
-    then the popularity lists of ``nodes`` in order (score ``fallback_scale * count``,
-    never above the previous score). An item is kept when ``allowed[item]`` (an empty
-    mask allows every item), it is not in ``exclude`` (sorted), and, unless
-    ``within_node`` is NO_ITEM, ``item_nodes[item, within_depth] == within_node``.
-    With ``block_seeds`` the seeds themselves are never returned; without, a seed is a
-    candidate like any other (it scores through the other seeds' lists, and its own
-    weight times ``self_weight``: the pull of an item the contact looked at).
-    With ``seed_nodes`` the fallback walks, after ``nodes``, the category nodes of the
-    seeds deepest first (their leaves, then parents, ..., the root).
-    ``pop_bonus[item]`` (optional) is added once to each neighbour candidate.
-    Returns (items uint32, scores float32), best first, ties by ``id_rank``."""
-    if seed_weights.shape[0] != seeds.shape[0]:
-        raise ValueError("seeds and seed_weights differ in length")
-    if limit <= 0:
-        return np.empty(0, np.uint32), np.empty(0, np.float32)
-    cdef Shared a = _shared(nbr_off, nbr_items, nbr_scores, rank_off, rank_items,
-                            rank_scores, allowed, _EMPTY_U8, id_rank, item_nodes,
-                            within_node, within_depth, limit, fallback_scale,
-                            block_seeds, self_weight, pop_bonus)
-    out_items_arr = np.empty(limit, dtype=np.uint32)
-    out_scores_arr = np.empty(limit, dtype=np.float32)
-    cdef uint32_t[::1] out_items = out_items_arr
-    cdef float[::1] out_scores = out_scores_arr
-    cdef Py_ssize_t n_out
-    cdef const uint32_t* sp = &seeds[0] if seeds.shape[0] else NULL
-    cdef const float* wp = &seed_weights[0] if seeds.shape[0] else NULL
-    cdef const uint32_t* np_ = &nodes[0] if nodes.shape[0] else NULL
-    cdef const uint32_t* ep = &exclude[0] if exclude.shape[0] else NULL
-    with nogil:
-        n_out = _rank(&a, sp, wp, seeds.shape[0], np_, nodes.shape[0], seed_nodes,
-                      ep, exclude.shape[0], &out_items[0], &out_scores[0])
-    if n_out < 0:
-        raise MemoryError()
-    return out_items_arr[:n_out], out_scores_arr[:n_out]
+cdef class Lookup:
+    """One resolved lookup (segd.recs.Recommender): the model's arrays and the arguments
+    every contact shares, taken apart once so that a lookup is one call without
+    argument checks. Built per (model, catalog version, arguments) and cached.
 
+    Per contact: the seeds are the ones given (related, alternatives), or with
+    ``personal`` the first ``max_seeds`` of its basket; the excluded items are the ones
+    given (sorted), or with ``exclude_bought`` the model's bought list of the contact;
+    repeatable items (``repeatable``) are never excluded. The neighbour lists of the
+    seeds are merged (scores weighted and summed), filtered (``allowed``, excluded,
+    ``within_node``), then filled up from the popularity lists of ``nodes`` and, with
+    ``seed_nodes`` and seeds, the seeds' category nodes deepest first; without seeds
+    from ``nodes_root``. Scores of the fill-up are ``fallback_scale * count``, never
+    above the previous score. Best first, ties by ``id_rank``. ``names[item]`` is the
+    item id returned (every item a lookup can return is a model item)."""
 
-def recommend_many(const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
-                   const float[::1] nbr_scores,
-                   const uint32_t[::1] seeds, const float[::1] seed_weights,
-                   const uint32_t[::1] cids, bint personal,
-                   const int64_t[::1] basket_off, const uint32_t[::1] basket_items,
-                   const float[::1] basket_weights, Py_ssize_t max_seeds,
-                   const int64_t[::1] rank_off, const uint32_t[::1] rank_items,
-                   const float[::1] rank_scores, const uint32_t[::1] nodes,
-                   const uint32_t[::1] nodes_root, bint seed_nodes,
-                   const uint8_t[::1] allowed, const uint8_t[::1] repeatable,
-                   const int64_t[::1] excl_lo, const int64_t[::1] excl_hi,
-                   const uint8_t[::1] excl_live, const uint32_t[::1] bought_items,
-                   const uint32_t[::1] live_items,
-                   const uint32_t[::1] id_rank, const uint32_t[:, ::1] item_nodes,
-                   uint32_t within_node, Py_ssize_t within_depth,
-                   Py_ssize_t limit, float fallback_scale, float self_weight,
-                   const float[::1] pop_bonus=None):
-    """``recommend`` for many contacts at once (a mass send). Per contact i: the seeds
-    are ``seeds`` (shared), or with ``personal`` the first ``max_seeds`` of its basket
-    (``basket_*`` at ``cids[i]``; NO_ITEM or beyond the baskets: none); the excluded
-    items are ``[excl_lo[i], excl_hi[i])`` of ``bought_items`` (or of ``live_items``
-    where ``excl_live[i]``), sorted, repeatable items (``repeatable``) kept. Fallback
-    nodes: ``nodes`` then the seeds' categories when ``seed_nodes`` and there are
-    seeds, else ``nodes_root``. Returns (items uint32[n * limit], scores float32,
-    counts int64[n]): contact i's items are the first counts[i] of its ``limit`` slots."""
-    cdef Py_ssize_t n = cids.shape[0], i, k, n_seeds, got
-    cdef int64_t lo, hi
-    cdef uint32_t c
-    cdef const uint32_t* sp
-    cdef const float* wp
-    cdef const uint32_t* ep
-    cdef bint failed = False
-    if seed_weights.shape[0] != seeds.shape[0]:
-        raise ValueError("seeds and seed_weights differ in length")
-    if excl_lo.shape[0] != n or excl_hi.shape[0] != n or excl_live.shape[0] != n:
-        raise ValueError("exclusion ranges do not cover the contacts")
-    if basket_off.shape[0] < 1 or basket_items.shape[0] != basket_weights.shape[0]:
-        raise ValueError("basket arrays do not line up")
-    for i in range(n):
-        k = bought_items.shape[0] if not excl_live[i] else live_items.shape[0]
-        if not 0 <= excl_lo[i] <= excl_hi[i] <= k:
-            raise ValueError(f"exclusion range of contact {i} outside its items")
-    cdef Shared a = _shared(nbr_off, nbr_items, nbr_scores, rank_off, rank_items,
-                            rank_scores, allowed, repeatable, id_rank, item_nodes,
-                            within_node, within_depth, limit, fallback_scale,
-                            not personal, self_weight if personal else 0.0, pop_bonus)
-    out_items_arr = np.empty(max(n * limit, 1), dtype=np.uint32)
-    out_scores_arr = np.empty(max(n * limit, 1), dtype=np.float32)
-    counts_arr = np.zeros(n, dtype=np.int64)
-    cdef uint32_t[::1] out_items = out_items_arr
-    cdef float[::1] out_scores = out_scores_arr
-    cdef int64_t[::1] counts = counts_arr
-    cdef Py_ssize_t n_baskets = basket_off.shape[0] - 1
-    cdef const uint32_t* bp = &bought_items[0] if bought_items.shape[0] else NULL
-    cdef const uint32_t* lp = &live_items[0] if live_items.shape[0] else NULL
-    cdef const uint32_t* np_ = &nodes[0] if nodes.shape[0] else NULL
-    cdef const uint32_t* nrp = &nodes_root[0] if nodes_root.shape[0] else NULL
-    cdef const uint32_t* bip = &basket_items[0] if basket_items.shape[0] else NULL
-    cdef const float* bwp = &basket_weights[0] if basket_weights.shape[0] else NULL
-    if limit <= 0:
-        return out_items_arr[:0], out_scores_arr[:0], counts_arr
-    with nogil:
-        for i in range(n):
-            sp = &seeds[0] if seeds.shape[0] else NULL
-            wp = &seed_weights[0] if seeds.shape[0] else NULL
-            n_seeds = seeds.shape[0]
-            if personal:
-                c = cids[i]
-                n_seeds = 0
-                if c != NO_CODE and c < n_baskets:
-                    lo = basket_off[c]
-                    hi = basket_off[c + 1]
-                    if hi - lo > max_seeds:
-                        hi = lo + max_seeds
-                    n_seeds = hi - lo
-                    sp = bip + lo
-                    wp = bwp + lo
-            ep = (lp if excl_live[i] else bp)
-            if ep != NULL:
-                ep = ep + excl_lo[i]
-            if seed_nodes and n_seeds > 0:
-                got = _rank(&a, sp, wp, n_seeds, np_, nodes.shape[0], True, ep,
-                            excl_hi[i] - excl_lo[i], &out_items[i * limit],
-                            &out_scores[i * limit])
-            else:
-                got = _rank(&a, sp, wp, n_seeds, nrp, nodes_root.shape[0], False, ep,
-                            excl_hi[i] - excl_lo[i], &out_items[i * limit],
-                            &out_scores[i * limit])
+    cdef Shared a
+    cdef tuple keep  # the arrays the pointers point into
+    cdef list names
+    cdef const uint32_t* nodes
+    cdef Py_ssize_t n_nodes
+    cdef const uint32_t* nodes_root
+    cdef Py_ssize_t n_nodes_root
+    cdef bint seed_nodes
+    cdef bint personal
+    cdef bint exclude_bought
+    cdef const int64_t* basket_off
+    cdef Py_ssize_t n_baskets
+    cdef const uint32_t* basket_items
+    cdef const float* basket_weights
+    cdef Py_ssize_t max_seeds
+    cdef const int64_t* bought_off
+    cdef Py_ssize_t n_bought
+    cdef const uint32_t* bought_items
+    cdef Py_ssize_t n_bought_items
+
+    def __init__(self, const uint32_t[::1] nbr_off, const uint32_t[::1] nbr_items,
+                 const float[::1] nbr_scores, const int64_t[::1] rank_off,
+                 const uint32_t[::1] rank_items, const float[::1] rank_scores,
+                 const uint32_t[::1] nodes, const uint32_t[::1] nodes_root,
+                 bint seed_nodes, const uint8_t[::1] allowed,
+                 const uint8_t[::1] repeatable, const uint32_t[::1] id_rank,
+                 const uint32_t[:, ::1] item_nodes, uint32_t within_node,
+                 Py_ssize_t within_depth, Py_ssize_t limit, float fallback_scale,
+                 bint personal, float self_weight, const float[::1] pop_bonus,
+                 const int64_t[::1] basket_off, const uint32_t[::1] basket_items,
+                 const float[::1] basket_weights, Py_ssize_t max_seeds,
+                 bint exclude_bought, const int64_t[::1] bought_off,
+                 const uint32_t[::1] bought_items, list names):
+        if limit <= 0:
+            raise ValueError(f"limit must be > 0, got {limit}")
+        if basket_off.shape[0] < 1 or basket_items.shape[0] != basket_weights.shape[0]:
+            raise ValueError("basket arrays do not line up")
+        if basket_off[basket_off.shape[0] - 1] > basket_items.shape[0]:
+            raise ValueError("basket offsets beyond the basket items")
+        if bought_off.shape[0] < 1 or bought_off[bought_off.shape[0] - 1] > bought_items.shape[0]:
+            raise ValueError("bought offsets beyond the bought items")
+        if len(names) < id_rank.shape[0]:
+            raise ValueError("names do not cover the model's items")
+        self.a = _shared(nbr_off, nbr_items, nbr_scores, rank_off, rank_items,
+                         rank_scores, allowed, repeatable, id_rank, item_nodes,
+                         within_node, within_depth, limit, fallback_scale,
+                         not personal, self_weight if personal else 0.0, pop_bonus)
+        self.keep = (nbr_off, nbr_items, nbr_scores, rank_off, rank_items, rank_scores,
+                     nodes, nodes_root, allowed, repeatable, id_rank, item_nodes,
+                     pop_bonus, basket_off, basket_items, basket_weights, bought_off,
+                     bought_items)
+        self.names = names
+        self.nodes = _u32p(nodes)
+        self.n_nodes = nodes.shape[0]
+        self.nodes_root = _u32p(nodes_root)
+        self.n_nodes_root = nodes_root.shape[0]
+        self.seed_nodes = seed_nodes
+        self.personal = personal
+        self.exclude_bought = exclude_bought
+        self.basket_off = &basket_off[0]
+        self.n_baskets = basket_off.shape[0] - 1
+        self.basket_items = _u32p(basket_items)
+        self.basket_weights = &basket_weights[0] if basket_weights.shape[0] else NULL
+        self.max_seeds = max_seeds
+        self.bought_off = &bought_off[0]
+        self.n_bought = bought_off.shape[0] - 1
+        self.bought_items = _u32p(bought_items)
+        self.n_bought_items = bought_items.shape[0]
+
+    @property
+    def limit(self) -> int:
+        return self.a.limit
+
+    cdef inline Py_ssize_t _one(self, const uint32_t* sp, const float* wp,
+                                Py_ssize_t n_seeds, Py_ssize_t cid,
+                                const uint32_t* ep, Py_ssize_t n_excl, bint given_excl,
+                                uint32_t* out_items, float* out_scores) noexcept nogil:
+        """One contact (cid < 0: none) into ``out_*``; the count, -1 without memory."""
+        cdef int64_t lo, hi
+        if sp == NULL and self.personal and 0 <= cid < self.n_baskets:
+            lo = self.basket_off[cid]
+            hi = self.basket_off[cid + 1]
+            if hi - lo > self.max_seeds:
+                hi = lo + self.max_seeds
+            n_seeds = hi - lo
+            sp = self.basket_items + lo
+            wp = self.basket_weights + lo
+        if not given_excl and self.exclude_bought and 0 <= cid < self.n_bought:
+            lo = self.bought_off[cid]
+            ep = self.bought_items + lo
+            n_excl = self.bought_off[cid + 1] - lo
+        if self.seed_nodes and n_seeds > 0:
+            return _rank(&self.a, sp, wp, n_seeds, self.nodes, self.n_nodes, True, ep,
+                         n_excl, out_items, out_scores)
+        return _rank(&self.a, sp, wp, n_seeds, self.nodes_root, self.n_nodes_root,
+                     False, ep, n_excl, out_items, out_scores)
+
+    def run(self, seeds, Py_ssize_t cid, exclude):
+        """One lookup: ``[(item_id, score), ...]`` best first. ``seeds``: uint32 item
+        codes (None: the contact's basket with ``personal``, else none); ``cid``: the
+        contact (-1: none); ``exclude``: sorted uint32 codes to leave out (None: the
+        model's bought list of ``cid`` with ``exclude_bought``)."""
+        cdef const uint32_t[::1] sv
+        cdef const uint32_t[::1] ev
+        cdef const uint32_t* sp = NULL
+        cdef const uint32_t* ep = NULL
+        cdef float* wp = NULL
+        cdef Py_ssize_t n_seeds = 0, n_excl = 0, got, i, limit = self.a.limit
+        cdef bint given_excl = exclude is not None
+        if seeds is not None:
+            sv = seeds
+            n_seeds = sv.shape[0]
+        if given_excl:
+            ev = exclude
+            n_excl = ev.shape[0]
+            ep = _u32p(ev)
+        cdef uint32_t* out_items = <uint32_t*> malloc(limit * sizeof(uint32_t))
+        cdef float* out_scores = <float*> malloc(limit * sizeof(float))
+        if n_seeds:
+            sp = &sv[0]
+            wp = <float*> malloc(n_seeds * sizeof(float))
+        if out_items == NULL or out_scores == NULL or (n_seeds and wp == NULL):
+            free(out_items)
+            free(out_scores)
+            free(wp)
+            raise MemoryError()
+        with nogil:
+            for i in range(n_seeds):
+                wp[i] = 1.0
+            got = self._one(sp, wp, n_seeds, cid, ep, n_excl, given_excl, out_items,
+                            out_scores)
+        cdef list out = []
+        cdef list names = self.names
+        try:
             if got < 0:
-                failed = True
-                break
-            counts[i] = got
-    if failed:
-        raise MemoryError()
-    return out_items_arr, out_scores_arr, counts_arr
+                raise MemoryError()
+            for i in range(got):
+                if out_items[i] >= <uint32_t> len(names):  # (never: model items only)
+                    raise ValueError(f"item code {out_items[i]} has no name")
+                out.append((names[out_items[i]], <double> out_scores[i]))
+        finally:
+            free(out_items)
+            free(out_scores)
+            free(wp)
+        return out
+
+    def many(self, const uint32_t[::1] cids, const int64_t[::1] excl_lo,
+             const int64_t[::1] excl_hi, const uint8_t[::1] excl_live,
+             const uint32_t[::1] live_items, const uint32_t[::1] seeds=None):
+        """``run`` for many contacts at once (a mass send): the seeds are ``seeds`` for
+        every contact (a cart), or with ``personal`` each contact's basket. Contact i's
+        excluded items are its model bought list, or where ``excl_live[i]``
+        ``live_items[excl_lo[i]:excl_hi[i]]``; NO_ITEM cids are contacts without
+        history. Returns (items
+        uint32[n * limit], scores float32, counts int64[n]): contact i's items are the
+        first counts[i] of its ``limit`` slots."""
+        cdef Py_ssize_t n = cids.shape[0], i, got, limit = self.a.limit
+        cdef const uint32_t* lp = _u32p(live_items)
+        cdef bint failed = False, live
+        cdef Py_ssize_t n_seeds = 0 if seeds is None else seeds.shape[0]
+        cdef const uint32_t* sp = NULL if n_seeds == 0 else _u32p(seeds)
+        cdef float* wp = NULL
+        if excl_lo.shape[0] != n or excl_hi.shape[0] != n or excl_live.shape[0] != n:
+            raise ValueError("exclusion ranges do not cover the contacts")
+        for i in range(n):
+            if excl_live[i] and not 0 <= excl_lo[i] <= excl_hi[i] <= live_items.shape[0]:
+                raise ValueError(f"exclusion range of contact {i} outside its items")
+        out_items_arr = np.empty(max(n * limit, 1), dtype=np.uint32)
+        out_scores_arr = np.empty(max(n * limit, 1), dtype=np.float32)
+        counts_arr = np.zeros(n, dtype=np.int64)
+        cdef uint32_t[::1] out_items = out_items_arr
+        cdef float[::1] out_scores = out_scores_arr
+        cdef int64_t[::1] counts = counts_arr
+        if n_seeds:
+            wp = <float*> malloc(n_seeds * sizeof(float))
+            if wp == NULL:
+                raise MemoryError()
+        with nogil:
+            for i in range(n_seeds):
+                wp[i] = 1.0
+            for i in range(n):
+                live = excl_live[i]
+                got = self._one(
+                    sp, wp, n_seeds, -1 if cids[i] == NO_CODE else <Py_ssize_t> cids[i],
+                    lp + excl_lo[i] if live and lp != NULL else NULL,
+                    excl_hi[i] - excl_lo[i] if live else 0, live,
+                    &out_items[i * limit], &out_scores[i * limit])
+                if got < 0:
+                    failed = True
+                    break
+                counts[i] = got
+        free(wp)
+        if failed:
+            raise MemoryError()
+        return out_items_arr, out_scores_arr, counts_arr
+
+
+# -- RecommendBatch response, encoded here (protobuf wire format) ------------------------
+
+cdef inline Py_ssize_t _varint_len(uint64_t v) noexcept nogil:
+    cdef Py_ssize_t n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
+cdef inline Py_ssize_t _put_varint(uint8_t* p, uint64_t v) noexcept nogil:
+    cdef Py_ssize_t n = 0
+    while v >= 0x80:
+        p[n] = <uint8_t> ((v & 0x7F) | 0x80)
+        v >>= 7
+        n += 1
+    p[n] = <uint8_t> v
+    return n + 1
+
+
+def encode_batch_results(list customer_ids, const uint32_t[::1] items,
+                         const float[::1] scores, const int64_t[::1] counts,
+                         Py_ssize_t limit, const int64_t[::1] name_off,
+                         const uint8_t[::1] name_data):
+    """The serialized ``segd.v1.RecommendBatchResponse`` of a batch (``Lookup.many``'s
+    arrays): per contact i a ``ContactRecommendations`` (field 1) holding
+    ``customer_ids[i]`` (1), its item ids (2, ``name_data[name_off[c]:name_off[c+1]]``)
+    and its scores (3, packed doubles). One pass to size, one to write: no message
+    object per contact."""
+    cdef Py_ssize_t n = len(customer_ids), i, j, k, c_len, inner, total = 0
+    cdef Py_ssize_t n_names = name_off.shape[0] - 1
+    cdef int64_t nlen
+    cdef uint32_t it
+    cdef const char* cp
+    cdef double d
+    cdef uint64_t bits64
+    cdef int b
+    if counts.shape[0] != n:
+        raise ValueError("counts do not cover the contacts")
+    for i in range(n):
+        if not 0 <= counts[i] <= limit or (i + 1) * limit > items.shape[0] \
+                or (i + 1) * limit > scores.shape[0]:
+            raise ValueError(f"contact {i}: count {counts[i]} outside its slots")
+        for j in range(counts[i]):
+            if items[i * limit + j] >= n_names:
+                raise ValueError(f"item code {items[i * limit + j]} has no name")
+    encoded = [s.encode("utf-8") for s in customer_ids]
+    sizes = np.empty(n, dtype=np.int64)
+    cdef int64_t[::1] inner_len = sizes
+    for i in range(n):
+        c_len = len(<bytes> encoded[i])
+        inner = (1 + _varint_len(c_len) + c_len) if c_len else 0
+        k = counts[i]
+        for j in range(k):
+            it = items[i * limit + j]
+            nlen = name_off[it + 1] - name_off[it]
+            inner += 1 + _varint_len(nlen) + nlen
+        if k:
+            inner += 1 + _varint_len(8 * k) + 8 * k
+        inner_len[i] = inner
+        total += 1 + _varint_len(inner) + inner
+    out = PyBytes_FromStringAndSize(NULL, total)
+    cdef uint8_t* p = <uint8_t*> PyBytes_AS_STRING(out)
+    cdef Py_ssize_t pos = 0
+    for i in range(n):
+        pos += _put_varint(p + pos, 0x0A)
+        pos += _put_varint(p + pos, inner_len[i])
+        c_len = len(<bytes> encoded[i])
+        if c_len:
+            cp = <bytes> encoded[i]
+            p[pos] = 0x0A
+            pos += 1
+            pos += _put_varint(p + pos, c_len)
+            memcpy(p + pos, cp, c_len)
+            pos += c_len
+        k = counts[i]
+        for j in range(k):
+            it = items[i * limit + j]
+            nlen = name_off[it + 1] - name_off[it]
+            p[pos] = 0x12
+            pos += 1
+            pos += _put_varint(p + pos, nlen)
+            if nlen:
+                memcpy(p + pos, &name_data[name_off[it]], nlen)
+            pos += nlen
+        if k:
+            p[pos] = 0x1A
+            pos += 1
+            pos += _put_varint(p + pos, 8 * k)
+            for j in range(k):
+                d = scores[i * limit + j]
+                memcpy(&bits64, &d, 8)
+                for b in range(8):  # fixed64: little-endian whatever the host
+                    p[pos + b] = <uint8_t> (bits64 >> (8 * b))
+                pos += 8
+    if pos != total:
+        raise AssertionError(f"encoded {pos} bytes, sized {total}")
+    return out
+
+
+cdef inline uint64_t _get_varint(const uint8_t* p, Py_ssize_t end,
+                                 Py_ssize_t* pos) except? 0xFFFFFFFFFFFFFFFF:
+    cdef uint64_t v = 0
+    cdef int shift = 0
+    while True:
+        if pos[0] >= end or shift > 63:
+            raise ValueError(f"truncated varint at byte {pos[0]}")
+        v |= (<uint64_t> (p[pos[0]] & 0x7F)) << shift
+        pos[0] += 1
+        if not (p[pos[0] - 1] & 0x80):
+            return v
+        shift += 7
+
+
+cdef Py_ssize_t _skip(const uint8_t* p, Py_ssize_t end, Py_ssize_t pos,
+                      uint64_t wire) except -1:
+    """The position after a field of wire type ``wire`` whose key ends at ``pos``."""
+    cdef uint64_t length
+    if wire == 0:
+        _get_varint(p, end, &pos)
+    elif wire == 1:
+        pos += 8
+    elif wire == 2:
+        length = _get_varint(p, end, &pos)
+        if length > <uint64_t> (end - pos):
+            raise ValueError(f"field of {length} bytes at byte {pos} overruns")
+        pos += <Py_ssize_t> length
+    elif wire == 5:
+        pos += 4
+    else:
+        raise ValueError(f"unsupported wire type {wire} at byte {pos}")
+    if pos > end:
+        raise ValueError("field overruns its message")
+    return pos
+
+
+cdef inline double _get_double(const uint8_t* p) noexcept:
+    cdef uint64_t bits = 0
+    cdef double d
+    cdef int b
+    for b in range(8):
+        bits |= (<uint64_t> p[b]) << (8 * b)
+    memcpy(&d, &bits, 8)
+    return d
+
+
+def decode_batch_results(const uint8_t[::1] buf, dict out):
+    """Add the contacts of one serialized ``RecommendBatchResponse`` to ``out``:
+    ``customer_id -> [(item_id, score), ...]`` (the client's side of
+    ``encode_batch_results``: no message object per contact). Fields it does not know
+    are skipped; a malformed message is a ValueError."""
+    cdef Py_ssize_t end = buf.shape[0], pos = 0, stop, cend, n_scores, j
+    cdef uint64_t key, length
+    cdef const uint8_t* p = &buf[0] if end else NULL
+    cdef list items, scores
+    cdef object cust
+    while pos < end:
+        key = _get_varint(p, end, &pos)
+        if key != 0x0A:  # not results (field 1, length-delimited)
+            pos = _skip(p, end, pos, key & 7)
+            continue
+        length = _get_varint(p, end, &pos)
+        if length > <uint64_t> (end - pos):
+            raise ValueError(f"result of {length} bytes at byte {pos} overruns")
+        cend = pos + <Py_ssize_t> length
+        cust = ""
+        items = []
+        scores = []
+        while pos < cend:
+            key = _get_varint(p, cend, &pos)
+            if key == 0x0A or key == 0x12:  # customer_id, item_ids
+                length = _get_varint(p, cend, &pos)
+                if length > <uint64_t> (cend - pos):
+                    raise ValueError(f"string of {length} bytes at byte {pos} overruns")
+                stop = pos + <Py_ssize_t> length
+                text = (<const char*> p)[pos:stop].decode("utf-8")
+                if key == 0x0A:
+                    cust = text
+                else:
+                    items.append(text)
+                pos = stop
+            elif key == 0x1A:  # scores, packed
+                length = _get_varint(p, cend, &pos)
+                if length > <uint64_t> (cend - pos) or length % 8:
+                    raise ValueError(f"packed scores of {length} bytes at byte {pos}")
+                n_scores = <Py_ssize_t> (length // 8)
+                for j in range(n_scores):
+                    scores.append(_get_double(p + pos + 8 * j))
+                pos += <Py_ssize_t> length
+            elif key == 0x19:  # one score, unpacked
+                if cend - pos < 8:
+                    raise ValueError(f"truncated score at byte {pos}")
+                scores.append(_get_double(p + pos))
+                pos += 8
+            else:
+                pos = _skip(p, cend, pos, key & 7)
+        if len(items) != len(scores):
+            raise ValueError(f"{len(items)} item ids but {len(scores)} scores")
+        out[cust] = list(zip(items, scores))
+    return out

@@ -13,7 +13,8 @@ from segd.v1 import recommendations_pb2 as pb
 from segd.v1 import recommendations_pb2_grpc
 
 DEFAULT_LIMIT = 10
-BATCH_CHUNK = 256  # contacts per streamed message
+BATCH_CHUNK = 1024  # contacts per streamed message ...
+BATCH_CHUNK_ITEMS = 20_000  # ... fewer for a large limit (message size ~ items)
 MAX_BATCH = 100_000
 
 
@@ -80,24 +81,15 @@ class RecsServicer(recommendations_pb2_grpc.RecommendationServiceServicer):
                 "customer_ids", f"{len(ids)} contacts, at most {MAX_BATCH} per call"
             )
         args = lookup_args(request.request)
-        for lo in range(0, len(ids), BATCH_CHUNK):
-            chunk = ids[lo : lo + BATCH_CHUNK]
-            names, scores, counts = self._engine.recs.recommend_many(
-                request.request.kind, chunk, **args
+        limit = args["limit"] if type(args["limit"]) is int and args["limit"] > 0 else 1
+        chunk = max(1, min(BATCH_CHUNK, BATCH_CHUNK_ITEMS // limit))
+        for lo in range(0, len(ids), chunk):
+            # one kernel call and one encoded message per chunk: no Python object per
+            # contact (the bytes are parsed by the C protobuf runtime)
+            raw = self._engine.recs.recommend_batch_encoded(
+                request.request.kind, ids[lo : lo + chunk], **args
             )
-            score_list = scores.tolist()
-            results = []
-            pos = 0
-            for cust, k in zip(chunk, counts.tolist(), strict=True):
-                results.append(
-                    pb.ContactRecommendations(
-                        customer_id=cust,
-                        item_ids=names[pos : pos + k],
-                        scores=score_list[pos : pos + k],
-                    )
-                )
-                pos += k
-            yield pb.RecommendBatchResponse(results=results)
+            yield pb.RecommendBatchResponse.FromString(raw)
 
     def Rebuild(self, request: Any, context: grpc.ServicerContext) -> Any:
         config = None

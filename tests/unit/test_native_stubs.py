@@ -75,9 +75,10 @@ def _embedded_init_params(cls: type) -> list[str] | None:
     if not first.startswith(cls.__name__ + "("):
         return None
     inner = first[len(cls.__name__) + 1 : first.rindex(")")]
+    # memoryview types (cid_t[::1], uint32_t[:, ::1]) go before splitting on commas
+    inner = re.sub(r"\[[^\]]*\]", "", inner)
     names = []
     for part in inner.split(","):
-        part = re.sub(r"\[[^\]]*\]", "", part)  # memoryview types: cid_t[::1]
         part = part.split("=", 1)[0].split(":", 1)[0].strip()
         if part and part not in ("*", "/", "self"):
             names.append(part.split()[-1])

@@ -398,3 +398,104 @@ def test_identity_merge_survivor_holds_the_bought_items(shop: Engine) -> None:
         == batch[1]
         == shop.recommend("related", item_ids=["A"], customer_id="u3")
     )
+
+
+def test_cached_lookup_keeps_every_check(shop: Engine) -> None:
+    """A resolved lookup is cached per (model, catalog version, arguments): a repeated
+    call must still check what is its own, and raise exactly what the first would."""
+    assert ids(shop.recommend("related", item_ids=["A"], limit=3))[:2] == ["B", "C"]
+    with pytest.raises(ItemNotFound) as err:  # same arguments, unknown item: cached
+        shop.recommend("related", item_ids=["A", "nope"], limit=3)
+    assert err.value.item_id == "nope"
+    with pytest.raises(InvalidInput):
+        shop.recommend("related", limit=3)
+    with pytest.raises(InvalidInput):
+        shop.recommend("related", item_ids=[], limit=3)
+    with pytest.raises(InvalidInput):  # 3.0 == 3 and hashes alike: not a cache hit
+        shop.recommend("related", item_ids=["A"], limit=3.0)  # type: ignore[arg-type]
+    with pytest.raises(ItemNotFound):  # item ids are checked for every kind
+        shop.recommend("popular", item_ids=["nope"])
+    shop.recommend("popular")
+    with pytest.raises(ItemNotFound):
+        shop.recommend("popular", item_ids=["nope"])
+    with pytest.raises(ContactNotFound):
+        shop.recommend("popular", customer_id="no-such-contact")
+    # filters as a list are not cached (unhashable) but give the same answer
+    text = shop.recommend("popular", filters='colour = "red"')
+    listed = [{"field": "colour", "op": "=", "value": "red"}]
+    assert shop.recommend("popular", filters=listed) == text
+
+
+def test_cached_lookup_follows_catalog_and_model(shop: Engine) -> None:
+    before = ids(shop.recommend("related", item_ids=["A"]))
+    assert "B" in before
+    shop.upsert_items([{"item_id": "B", "in_stock": False}])  # a new catalog version
+    assert "B" not in ids(shop.recommend("related", item_ids=["A"]))
+    shop.upsert_items([{"item_id": "B", "in_stock": True}])
+    assert ids(shop.recommend("related", item_ids=["A"])) == before
+    shop.rebuild_recommendations({"neighbours": 1})  # a new model
+    assert ids(shop.recommend("related", item_ids=["A"], limit=1)) == ["B"]
+    got = shop.recommend("related", item_ids=["A"], limit=3)
+    assert got[0][0] == "B" and all(s <= got[0][1] for _, s in got)
+
+
+@pytest.mark.parametrize("kind", ["personal", "popular", "related"])
+def test_encoded_batch_is_the_batch(shop: Engine, kind) -> None:
+    """The RecommendBatch bytes (written by the kernel) parse to the batch's lists."""
+    from segd.v1 import recommendations_pb2 as pb
+
+    people = ["u1", "u3", "ghost", "f1", "", "é-ü"]
+    kwargs = {"item_ids": ["A"]} if kind == "related" else {}
+    raw = shop.recs.recommend_batch_encoded(kind, people, limit=4, **kwargs)
+    msg = pb.RecommendBatchResponse.FromString(raw)
+    batch = shop.recommend_batch(kind, people, limit=4, **kwargs)
+    assert [r.customer_id for r in msg.results] == people
+    for res, want in zip(msg.results, batch, strict=True):
+        assert list(res.item_ids) == [i for i, _ in want]
+        assert list(res.scores) == [s for _, s in want]
+    assert (
+        pb.RecommendBatchResponse.FromString(
+            shop.recs.recommend_batch_encoded(kind, [], limit=4, **kwargs)
+        ).results
+        == []
+    )
+
+
+def test_client_batch_decoder_reads_protobuf() -> None:
+    """decode_batch_results (the client's RecommendBatch reader) against the protobuf
+    runtime's own encoding, unknown fields included; malformed bytes raise."""
+    from segd.native import recs as kernels
+    from segd.v1 import recommendations_pb2 as pb
+
+    msg = pb.RecommendBatchResponse(
+        results=[
+            pb.ContactRecommendations(
+                customer_id="c1", item_ids=["A", "é"], scores=[1.5, -0.25]
+            ),
+            pb.ContactRecommendations(customer_id="", item_ids=[], scores=[]),
+            pb.ContactRecommendations(customer_id="c3", item_ids=["B"], scores=[3.0]),
+        ]
+    )
+    raw = msg.SerializeToString()
+    assert kernels.decode_batch_results(raw, {}) == {
+        "c1": [("A", 1.5), ("é", -0.25)],
+        "": [],
+        "c3": [("B", 3.0)],
+    }
+    # an unknown varint field (9) before the results is skipped
+    assert kernels.decode_batch_results(b"\x48\x05" + raw, {})["c3"] == [("B", 3.0)]
+    for bad in (raw[:-3], b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x02\x12\x05"):
+        with pytest.raises(ValueError):
+            kernels.decode_batch_results(bad, {})
+
+
+def test_large_batch_split_over_threads_is_the_same(shop: Engine) -> None:
+    from segd.recs import PARALLEL_BATCH
+
+    people = ["u1", "u3", "u12", "f1", "nobody", "v1", "ghost"] * (PARALLEL_BATCH // 6)
+    assert len(people) > PARALLEL_BATCH
+    whole = shop.recommend_batch("personal", people, limit=4)
+    alone = {p: shop.recommend_batch("personal", [p], limit=4)[0] for p in set(people)}
+    assert whole == [alone[p] for p in people]
+    odd = people[:-1]  # halves of different sizes
+    assert shop.recommend_batch("personal", odd, limit=4) == whole[:-1]
