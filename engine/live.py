@@ -904,10 +904,10 @@ class LiveSegments:
         value = evaluate_pairs(plan, self.engine.store, cids, nows)
         contacts = cids[first]  # ascending, unique
         was = _isin_bitmap(contacts, members)
-        before = np.empty_like(value)
-        before[1:] = value[:-1]
-        before[first] = was
-        moved = np.flatnonzero(value != before)
+        prior = np.empty_like(value)  # each pair's value at the moment before it
+        prior[1:] = value[:-1]
+        prior[first] = was
+        moved = np.flatnonzero(value != prior)
         final = value[last]
         members |= cids_to_bitmap(np.ascontiguousarray(contacts[final & ~was]))
         members -= cids_to_bitmap(np.ascontiguousarray(contacts[was & ~final]))

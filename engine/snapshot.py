@@ -23,6 +23,7 @@ docs/storage.md, section "Snapshots".
 
 from __future__ import annotations
 
+import builtins
 import gc
 import io
 import os
@@ -121,7 +122,7 @@ class RestoredState:
     recs_model: Any = None  # segd.recs.RecsModel, when the snapshot has one
     # The live segments' clock, dynamic memberships and change log
     # (``LiveSegments.to_bytes``); None in snapshots written before they were kept here.
-    live_state: bytes | None = None
+    live_state: builtins.bytes | None = None
 
     def engine(self, **engine_args: Any) -> Engine:
         """An in-memory ``Engine`` over this state (``engine_args`` go to Engine()),
