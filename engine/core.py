@@ -1259,24 +1259,19 @@ class Engine(LiveApi):
             with self._lock.read():
                 export_mod.check_columns(self.store.contacts, cols)
         result = self._result_of(query, now, deadline)
-        rows = [0]
-        size = export_mod.write_pieces(
-            self.export_stream(
+        return export_mod.write_report(
+            lambda progress: self.export_stream(
                 result,
                 format=fmt,
                 columns=cols,
                 chunk_rows=chunk_rows,
-                progress=lambda n: rows.__setitem__(0, n),
+                progress=progress,
             ),
             target,
-        )
-        return export_mod.ExportReport(
-            rows=rows[0],
             members=result.count(),
             format=fmt,
             columns=("customer_id", *cols),
-            bytes=size,
-            seconds=time.perf_counter() - t0,
+            started=t0,
         )
 
     def retargeting_hashes(
@@ -1350,25 +1345,20 @@ class Engine(LiveApi):
         export_mod.check_channel(channel)
         ids = export_mod.check_identifiers(identifiers)
         result = self._result_of(query, now, deadline)
-        rows = [0]
-        size = export_mod.write_pieces(
-            self.retargeting_stream(
+        return export_mod.write_report(
+            lambda progress: self.retargeting_stream(
                 result,
                 channel,
                 format=fmt,
                 identifiers=ids,
                 chunk_rows=chunk_rows,
-                progress=lambda n: rows.__setitem__(0, n),
+                progress=progress,
             ),
             target,
-        )
-        return export_mod.ExportReport(
-            rows=rows[0],
             members=result.count(),
             format=fmt,
             columns=tuple(f"{i}_sha256" for i in ids),
-            bytes=size,
-            seconds=time.perf_counter() - t0,
+            started=t0,
         )
 
     def customer_ids(self, cids: np.ndarray) -> list[str]:

@@ -20,6 +20,7 @@ has a valid address for it and consent for it (the ``*_subscribed`` column is tr
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
@@ -534,6 +535,30 @@ def write_pieces(pieces: Iterable[bytes], target: str | Any) -> int:
         with open(target, "wb") as file:
             return _write_all(pieces, file)
     return _write_all(pieces, target)
+
+
+def write_report(
+    stream_of: Callable[[Callable[[int], None]], Iterable[bytes]],
+    target: str | Any,
+    *,
+    members: int,
+    format: str,
+    columns: tuple[str, ...],
+    started: float,
+) -> ExportReport:
+    """Write the pieces of ``stream_of(progress)`` to ``target`` and report it: the
+    stream calls ``progress(rows)`` as it goes, so the report counts what was written
+    (both the column export and the retargeting export end this way)."""
+    rows = [0]
+    size = write_pieces(stream_of(lambda n: rows.__setitem__(0, n)), target)
+    return ExportReport(
+        rows=rows[0],
+        members=members,
+        format=format,
+        columns=columns,
+        bytes=size,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _write_all(pieces: Iterable[bytes], out: IO[bytes]) -> int:

@@ -78,18 +78,16 @@ offsets = st.one_of(
     st.integers(-2 * DAY, 2 * DAY),
     st.integers(-400 * DAY, 60 * DAY),
 )
-events = st.lists(
-    st.tuples(
-        st.sampled_from(CONTACTS),
-        st.sampled_from(TYPES),
-        offsets,
-        st.sampled_from(ITEMS),
-        st.sampled_from([100.0, 250.0, 900.0]),
-        st.integers(0, 3),
-    ),
-    min_size=1,
-    max_size=6,
+# (contact, type, offset from the clock, item, amount, order number)
+event_row = st.tuples(
+    st.sampled_from(CONTACTS),
+    st.sampled_from(TYPES),
+    offsets,
+    st.sampled_from(ITEMS),
+    st.sampled_from([100.0, 250.0, 900.0]),
+    st.integers(0, 3),
 )
+events = st.lists(event_row, min_size=1, max_size=6)
 steps = st.one_of(
     st.integers(0, 3),
     st.integers(1, 3600),

@@ -23,25 +23,12 @@ from tests.property.test_live_state_machine import (
     ITEMS,
     TYPES,
     births,
+    event_row,
+    offsets,
     queries,
 )
 
-offsets = st.one_of(
-    st.integers(-3, 3),
-    st.integers(-2 * DAY, 2 * DAY),
-    st.integers(-400 * DAY, 60 * DAY),
-)
-event_rows = st.lists(
-    st.tuples(
-        st.sampled_from(CONTACTS),
-        st.sampled_from(TYPES),
-        offsets,
-        st.sampled_from(ITEMS),
-        st.sampled_from([100.0, 250.0, 900.0]),
-        st.integers(0, 3),
-    ),
-    max_size=40,
-)
+event_rows = st.lists(event_row, max_size=40)
 profiles = st.lists(
     st.tuples(st.sampled_from(["Kazan", "Moscow", None]), st.integers(0, 6), births),
     min_size=len(CONTACTS),
