@@ -47,11 +47,12 @@ from segd.aggregates import VISIT_EVENTS
 from segd.columns import NumericColumn
 from segd.errors import FailedPrecondition, InvalidInput, InvalidQuery, SegmentNotFound
 from segd.ingest import TypeRows, append_rows
+from segd.livestatic import StaticPass, split
 from segd.native.bitset import cids_to_bitmap
 from segd.native.idmap import IdMap
 from segd.predicates import integer_range
 from segd.segments.context import Context
-from segd.segments.pairs import evaluate_pairs
+from segd.segments.pairs import evaluate_conjunction, evaluate_pairs
 from segd.segments.registry import SEGMENT_EVENT_TYPES
 from segd.timeutil import DAY_S, MAX_EVENT_S, duration_s
 
@@ -344,6 +345,7 @@ class LiveSegments:
         self._step_orders: dict[str, tuple] | None = None  # within one advance step
         self._sample_cids: np.ndarray | None = None
         self._sample_n = -1
+        self._static = StaticPass()  # per segment, who passes its attribute conjuncts
         self.grown = threading.Condition()  # notified when the change log grows
 
     # -- state ----------------------------------------------------------------------
@@ -430,13 +432,16 @@ class LiveSegments:
         return plan
 
     def _evaluate(
-        self, name: str, now: float, cand: BitMap | None, memo: dict | None = None
+        self, name: str, now: float, cand: BitMap | None, shared: dict | None = None
     ) -> BitMap:
         """Members of `name` at `now`: in full (`cand` None, as ``Engine.segment``), or
         for the contacts of `cand` by ``evaluate_pairs`` (cost ~ the candidates, not the
         base: what a write or a time step re-decides; a restricted plan run when they
-        are more than ``PAIRS_SHARE`` of a large base). `memo`: shared by the calls of
-        one flush over the same `cand` (see ``evaluate_pairs``)."""
+        are more than ``PAIRS_SHARE`` of a large base). Candidates that fail the
+        segment's attribute conjuncts (its static pass, ``segd.livestatic``) are
+        dropped first; the rest of its top AND decides the others. `shared`: kept by
+        the calls of one flush over the same `cand` (its cids, their static-pass rows,
+        the memo of ``evaluate_pairs``)."""
         eng = self.engine
         if cand is None:  # a full evaluation: as Engine.segment does it
             plan = eng._compiler(now).compile({"segment": name})
@@ -448,13 +453,38 @@ class LiveSegments:
         if len(cand) > many:  # bitmaps per operand beat per-contact kernels
             ctx = Context(eng.store, now, None, _sample=self._sample())
             return plan.run(ctx, cand)
-        cids = np.asarray(cand.to_array(), np.uint32)
-        nows = np.full(len(cids), now)
-        got = evaluate_pairs(plan, eng.store, cids, nows, memo=memo)
+        if shared is None:
+            shared = {}
+        cids = shared.get("cids")
+        if cids is None:
+            cids = shared["cids"] = np.asarray(cand.to_array(), np.uint32)
+        parts = split(plan)
+        if parts is None:
+            nows = np.full(len(cids), now)
+            memo = shared.setdefault("memo", {})
+            got = evaluate_pairs(plan, eng.store, cids, nows, memo=memo)
+        else:
+            static, rest = parts
+            ok = self._static_pass(name, static, cids, shared)
+            cids = cids[ok]
+            got = evaluate_conjunction(rest, eng.store, cids, np.full(len(cids), now))
         if _rebinds(plan):  # a fallback sub-tree moved its moment: re-bind on next use
             key, plan, _ = self._plans[name]
             self._plans[name] = (key, plan, math.nan)
         return cids_to_bitmap(np.ascontiguousarray(cids[got]))
+
+    def _static_pass(
+        self, name: str, static: list, cids: np.ndarray, shared: dict
+    ) -> np.ndarray:
+        """Whether each of `cids` passes segment `name`'s attribute conjuncts
+        `static`; the contacts' bit rows are gathered once per `shared` (for every
+        segment of a flush) while no bits change."""
+        index = self._static.slot(name, static, self.engine.store)
+        rows = shared.get("rows")
+        if rows is None or rows[0] != self._static.version:
+            rows = (self._static.version, self._static.rows(cids.astype(np.intp)))
+            shared["rows"] = rows
+        return self._static.passing(rows[1], index)
 
     def _sample(self) -> np.ndarray:
         n = self.engine.store.n_contacts
@@ -530,6 +560,8 @@ class LiveSegments:
     # -- hooks from the engine ---------------------------------------------------------
     def touched(self, cids: np.ndarray, cause: str) -> None:
         self._gen += 1  # per-contact data changed: cached orders are stale
+        if cause in (UPSERT, MERGE):
+            self._static.touched(cids)
         if self.clock is not None:
             self._pending.append((cids, cause))
 
@@ -565,31 +597,32 @@ class LiveSegments:
                 fresh_cause = fresh_cause or cause
             parts.append((BitMap(arr[arr < seen]), cause))
         assert self.clock is not None
-        memos: list[tuple[BitMap, dict]] = []
+        # Segments affected by the same causes re-decide the same contacts: their
+        # chunks are built once, and they share the contacts' arrays and memo.
+        groups: dict[tuple[bool, ...], tuple[list, BitMap, dict]] = {}
         for name in sorted(self.members):
             profile = profiles[name]
-            # Each contact once, under the first cause that can affect the segment
-            # (new contacts last): one evaluation for all of them, then the changes
-            # recorded per cause in that order.
-            done = BitMap()
-            chunks: list[tuple[BitMap, str]] = []
-            for old, cause in parts:
-                if old and profile.affected_by(cause):
-                    todo = old - done
-                    if todo:
-                        chunks.append((todo, cause))
-                        done |= todo
-            if fresh:
-                chunks.append((fresh, fresh_cause or UPSERT))
+            signature = tuple(profile.affected_by(cause) for _, cause in parts)
+            group = groups.get(signature)
+            if group is None:
+                # Each contact once, under the first cause that can affect the
+                # segment (new contacts last): one evaluation for all of them, then
+                # the changes recorded per cause in that order.
+                done = BitMap()
+                chunks: list[tuple[BitMap, str]] = []
+                for (old, cause), affects in zip(parts, signature, strict=True):
+                    if old and affects:
+                        todo = old - done
+                        if todo:
+                            chunks.append((todo, cause))
+                            done |= todo
+                if fresh:
+                    chunks.append((fresh, fresh_cause or UPSERT))
+                group = groups[signature] = (chunks, done | fresh, {})
+            chunks, cand, shared = group
             if not chunks:
                 continue
-            cand = done | fresh if fresh else done
-            # Segments re-decided for the same contacts share condition results.
-            memo = next((m for c, m in memos if c == cand), None)
-            if memo is None:
-                memo = {}
-                memos.append((cand, memo))
-            after = self._evaluate(name, self.clock, cand, memo)
+            after = self._evaluate(name, self.clock, cand, shared)
             current = self.members[name]
             for todo, cause in chunks:
                 self._record(name, current & todo, after & todo, self.clock, cause)
@@ -615,6 +648,7 @@ class LiveSegments:
     def segment_deleted(self, name: str) -> None:
         self._profiles = None
         self._plans.clear()
+        self._static.forget(name)
         members = self.members.pop(name, None)
         if members and self.clock is not None:
             cids = np.asarray(members.to_array(), np.uint32)
@@ -897,11 +931,24 @@ class LiveSegments:
         pts, cids = self._candidates(profile, t0, t1)
         if not len(cids):
             return []
+        store = self.engine.store
+        plan = self._pairs_plan(name, t1)
+        parts = split(plan)
+        if parts is not None:
+            # A contact that fails the attribute conjuncts fails them for the whole
+            # step (a step changes no attribute): it was no member at t0 (members are
+            # exact) and stays none, so none of its moments can change anything.
+            keep = self._static.passes(name, parts[0], store, cids)
+            cids, pts = cids[keep], pts[keep]
+            if not len(cids):
+                return []
         cids, pts, first, last = _contact_moments(cids, pts)
         nows = pts.copy()
         nows[last] = t1
-        plan = self._pairs_plan(name, t1)
-        value = evaluate_pairs(plan, self.engine.store, cids, nows)
+        if parts is None:
+            value = evaluate_pairs(plan, store, cids, nows)
+        else:
+            value = evaluate_conjunction(parts[1], store, cids, nows)
         contacts = cids[first]  # ascending, unique
         was = _isin_bitmap(contacts, members)
         prior = np.empty_like(value)  # each pair's value at the moment before it

@@ -135,6 +135,41 @@ def evaluate_pairs(
     return out
 
 
+def evaluate_conjunction(
+    parts: list[Any], store: Store, cids: Any, nows: Any
+) -> np.ndarray:
+    """``out[i]``: contact ``cids[i]`` matches every node of `parts` at ``nows[i]`` (an
+    AND of them; every pair for no parts). As ``evaluate_pairs`` for an AND node of
+    `parts`: live segments decide the rest of a segment's top AND this way once its
+    time-independent operands are known (``segd.livestatic``). Merged contacts never
+    match."""
+    c, t = _validated(cids, nows)
+    out = np.zeros(len(c), dtype=bool)
+    if not len(c):
+        return out
+    n = store.n_contacts
+    top = int(c.max())
+    if top >= n:
+        raise ValueError(f"cid {top} is not a contact (there are {n})")
+    if np.isnan(t).any():
+        raise ValueError("nows must not be NaN")
+    active = np.arange(len(c), dtype=np.intp)
+    merged = store.contacts.merged
+    if merged:
+        active = active[~_member(merged, c)]
+    if len(active):
+        pairs = _Pairs(store, c, t, active, None)
+        out[active] = pairs._AndNode(_Conjunction(parts), active)
+    return out
+
+
+class _Conjunction:
+    """An AND node's operands without the node (``_Pairs._AndNode`` reads only them)."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.parts = parts
+
+
 _PAIRS_KEY = ":pairs"
 
 

@@ -1,0 +1,177 @@
+"""Per dynamic segment, which contacts pass its time-independent conjuncts ("static pass").
+
+Most operands of a live segment's top AND read contact attributes only (``gender = "m"``,
+``city = "Kazan"``, ``email_subscribed = true``, ``rating >= 2``): their value for a
+contact changes only when that contact's attributes do (an upsert or a merge), never
+with the clock or an event. A write or a time step re-decides a segment for touched or
+scheduled contacts; those that fail one of these operands are not members whatever the
+events say, and most touched contacts fail one. Keeping the AND of these operands per
+contact lets the live path drop them with one lookup before any event kernel.
+
+The bits of every segment are one matrix, a row of 64-bit words per contact (bit
+``slot`` of word ``slot // 64``), so the touched contacts' rows are gathered once per
+flush for all segments (one cache miss per contact, not one per segment and contact).
+
+A slot is computed in full (pair gathers over every contact) the first time a segment
+needs it, and again when its static operands change (the segment was redefined). Rows
+of contacts whose attributes changed since (``touched``) and of contacts new to the
+engine are recomputed when the segment next asks. When a contact column is replaced or
+the store changes, everything is recomputed. Nothing here is durable: it is derived
+from the data and rebuilt after a restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from pyroaring import BitMap
+
+from segd.segments.pairs import evaluate_conjunction
+
+# Plan nodes whose value reads only the contact's attributes (no clock, no events, no
+# other segment): the operands a static pass holds (alone or under NOT / AND / OR).
+STATIC_KINDS = frozenset({"CategoryAttr", "NumericAttr", "TagsAttr"})
+_UNSET = object()
+
+
+def is_static(node: Any) -> bool:
+    """Whether `node` depends on contact attributes only."""
+    kind = type(node).__name__
+    if kind == "NotNode":
+        return is_static(node.inner)
+    if kind in ("AndNode", "OrNode"):
+        return all(is_static(p) for p in node.parts)
+    return kind in STATIC_KINDS
+
+
+def split(plan: Any) -> tuple[list[Any], list[Any]] | None:
+    """(static operands, the other operands) of the plan's top AND (through the
+    references that wrap it); None when it has no static operand. Noted on the plan."""
+    hit = getattr(plan, "_static_split", _UNSET)
+    if hit is not _UNSET:
+        return hit
+    node = plan
+    while type(node).__name__ == "RefNode":
+        node = node.inner
+    got = None
+    if type(node).__name__ == "AndNode":
+        static = [p for p in node.parts if is_static(p)]
+        if static:
+            got = (static, [p for p in node.parts if not is_static(p)])
+    plan._static_split = got
+    return got
+
+
+class _Slot(NamedTuple):
+    index: int  # bit position in a contact's row
+    keys: tuple[str, ...]  # canonical keys of the static operands it holds
+
+
+class StaticPass:
+    """The static-pass bits of every live segment over every contact."""
+
+    def __init__(self) -> None:
+        self._shape: tuple | None = None  # the store and contact columns they read
+        self._bits = np.zeros((0, 1), np.uint64)
+        self._slots: dict[str, _Slot] = {}
+        # per segment: contacts whose attributes changed since its bits were set
+        self._dirty: dict[str, BitMap] = {}
+        self._done: dict[str, int] = {}  # per segment: contacts covered
+        self.version = 0  # bumped whenever bits change (gathered rows go stale)
+
+    def touched(self, cids: np.ndarray) -> None:
+        """Contacts' attributes changed (an upsert or a merge)."""
+        if not self._slots:
+            return
+        changed = BitMap(np.asarray(cids, np.uint32))
+        for dirty in self._dirty.values():
+            dirty |= changed
+
+    def forget(self, name: str) -> None:
+        self._slots.pop(name, None)
+        self._dirty.pop(name, None)
+        self._done.pop(name, None)
+
+    def slot(self, name: str, static: list[Any], store: Any) -> int:
+        """Segment `name`'s bit position, its bits brought up to date for every contact
+        of `store` with the operands `static` (from its current plan)."""
+        self._sync(store)
+        n = store.n_contacts
+        keys = tuple(p.key for p in static)
+        slot = self._slots.get(name)
+        if slot is None or slot.keys != keys:
+            index = slot.index if slot is not None else self._free_index()
+            slot = self._slots[name] = _Slot(index, keys)
+            self._set(index, np.arange(n, dtype=np.uint32), static, store)
+            self._dirty[name] = BitMap()
+            self._done[name] = n
+            return index
+        todo = self._dirty[name]
+        done = self._done[name]
+        if not todo and done == n:
+            return slot.index
+        rows = np.asarray(todo.to_array(), np.uint32)
+        rows = rows[rows < done]
+        if done < n:
+            rows = np.r_[rows, np.arange(done, n, dtype=np.uint32)]
+        self._set(slot.index, rows, static, store)
+        self._dirty[name] = BitMap()
+        self._done[name] = n
+        return slot.index
+
+    def rows(self, cids: np.ndarray) -> np.ndarray:
+        """The bit rows of `cids` (one gather for every segment's bits)."""
+        return self._bits[cids]
+
+    @staticmethod
+    def passing(rows: np.ndarray, index: int) -> np.ndarray:
+        """Per gathered row, whether bit `index` (a segment's slot) is set."""
+        word = rows[:, index >> 6]
+        return ((word >> np.uint64(index & 63)) & np.uint64(1)).astype(bool)
+
+    def passes(self, name: str, static: list[Any], store: Any, cids: Any) -> np.ndarray:
+        """Whether each of `cids` passes segment `name`'s static operands `static`."""
+        index = self.slot(name, static, store)
+        return self.passing(self.rows(np.asarray(cids, np.intp)), index)
+
+    # -- internals ----------------------------------------------------------------------
+    def _sync(self, store: Any) -> None:
+        shape = (
+            id(store),
+            tuple((k, id(c)) for k, c in store.contacts.columns.items()),
+        )
+        if shape != self._shape:  # another store or a replaced column: start over
+            self._shape = shape
+            self._slots.clear()
+            self._dirty.clear()
+            self._done.clear()
+            self._bits = np.zeros((0, 1), np.uint64)
+            self.version += 1
+        n = store.n_contacts
+        have = len(self._bits)
+        if have < n:  # new contacts: rows of zeros until their segments ask
+            grown = np.zeros((max(n, have + have // 4), self._bits.shape[1]), np.uint64)
+            grown[:have] = self._bits
+            self._bits = grown
+
+    def _free_index(self) -> int:
+        used = {s.index for s in self._slots.values()}
+        index = next(i for i in range(len(used) + 1) if i not in used)
+        words = self._bits.shape[1]
+        if index >= 64 * words:
+            wider = np.zeros((len(self._bits), words + 1), np.uint64)
+            wider[:, :words] = self._bits
+            self._bits = wider
+        return index
+
+    def _set(self, index: int, cids: np.ndarray, static: list[Any], store: Any) -> None:
+        if not len(cids):
+            return
+        ok = evaluate_conjunction(static, store, cids, np.zeros(len(cids)))
+        word, bit = index >> 6, np.uint64(index & 63)
+        column = self._bits[cids, word]
+        column &= ~(np.uint64(1) << bit)
+        column |= ok.astype(np.uint64) << bit
+        self._bits[cids, word] = column
+        self.version += 1
