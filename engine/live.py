@@ -480,11 +480,11 @@ class LiveSegments:
         `static`; the contacts' bit rows are gathered once per `shared` (for every
         segment of a flush) while no bits change."""
         index = self._static.slot(name, static, self.engine.store)
-        rows = shared.get("rows")
-        if rows is None or rows[0] != self._static.version:
-            rows = (self._static.version, self._static.rows(cids.astype(np.intp)))
-            shared["rows"] = rows
-        return self._static.passing(rows[1], index)
+        bits = shared.get("bits")
+        if bits is None or bits[0] != self._static.version:
+            bits = (self._static.version, self._static.unpacked(cids))
+            shared["bits"] = bits
+        return bits[1][index]
 
     def _sample(self) -> np.ndarray:
         n = self.engine.store.n_contacts
@@ -623,9 +623,11 @@ class LiveSegments:
             if not chunks:
                 continue
             after = self._evaluate(name, self.clock, cand, shared)
-            current = self.members[name]
+            before = self.members[name] & cand
+            if before == after:  # the common case: nothing to record per cause
+                continue
             for todo, cause in chunks:
-                self._record(name, current & todo, after & todo, self.clock, cause)
+                self._record(name, before & todo, after & todo, self.clock, cause)
         self._n_seen = self.engine.store.n_contacts
 
     def segment_put(self, name: str) -> None:

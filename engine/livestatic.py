@@ -124,6 +124,14 @@ class StaticPass:
         """The bit rows of `cids` (one gather for every segment's bits)."""
         return self._bits[cids]
 
+    def unpacked(self, cids: np.ndarray) -> np.ndarray:
+        """Bool matrix ``[slot, i]``: whether ``cids[i]`` passes the segment of `slot`
+        (one gather and one unpack for every segment of a flush; row `slot` is a
+        contiguous array)."""
+        rows = self._bits[np.asarray(cids, np.intp)].astype("<u8")  # bytes in bit order
+        bits = np.unpackbits(rows.view(np.uint8), axis=1, bitorder="little")
+        return np.ascontiguousarray(bits.T).view(bool)
+
     @staticmethod
     def passing(rows: np.ndarray, index: int) -> np.ndarray:
         """Per gathered row, whether bit `index` (a segment's slot) is set."""

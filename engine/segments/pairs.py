@@ -359,8 +359,7 @@ class _Pairs:
         from segd.segments.conditions import AgeAttr
 
         if self.now is not None:
-            at = AgeAttr.__new__(AgeAttr)
-            AgeAttr.__init__(at, node.ast, node.key, node.column, self.now, "$")
+            at = _at_moment(node, self.now, _age_at)
             return self._intervals(at, self.cids[idx], at.lo, at.hi)
         days = np.floor(self.nows[idx] / DAY_S)
         out = np.empty(len(idx), dtype=bool)
@@ -403,9 +402,7 @@ class _Pairs:
 
             column = getattr(agg, LAST_SEEN[name])
             if self.now is not None:  # one moment: the condition's ts intervals
-                at = copy.copy(node)
-                at.now_s = self.now
-                lo, hi = at._days_to_ts_intervals()
+                lo, hi = _at_moment(node, self.now, _days_intervals)
                 got = pairscan.interval_pairs(column, _f64(lo), _f64(hi), cids)
                 got = got.view(bool)
                 return ~got if node.op == "is_null" else got
@@ -436,11 +433,26 @@ class _Pairs:
 
     # -- events ---------------------------------------------------------------------
     def _source(self, log: Any, filters: Any) -> Any:
-        """The kernel's view of `log` under `filters` (None: no row can pass)."""
+        """The kernel's view of `log` under `filters` (None: no row can pass); kept
+        on `filters` for the log's state (the segments of a flush share them)."""
         key = (id(log), id(filters))
         hit = self._sources.get(key)
         if hit is not None:
             return hit[0]
+        state = (id(log), log.n, log._version, self.n)
+        kept = getattr(filters, "_pairs_source", None)
+        if kept is not None and kept[0] == state:
+            self._sources[key] = kept[1]
+            return kept[1][0]
+        got = self._new_source(log, filters)
+        try:
+            filters._pairs_source = (state, (got,))
+        except AttributeError:  # filters without a __dict__: per call only
+            pass
+        return got
+
+    def _new_source(self, log: Any, filters: Any) -> Any:
+        key = (id(log), id(filters))
         code_filters = []
         for dim, mask, codes in filters.code_filters:
             col = log.dim(dim)
@@ -498,6 +510,35 @@ class _Pairs:
         if node.zero_qualifies:
             got |= verdict == pairscan.NO_EVENTS
         return got
+
+
+def _at_moment(node: Any, now: float, make: Any) -> Any:
+    """``make(node, now)``, kept on the node for its last moment: a live flush asks
+    the same condition at one clock value for every segment and record."""
+    hit = node.__dict__.get("_pairs_at")
+    if hit is not None and hit[0] == now and hit[1] is make:
+        return hit[2]
+    got = make(node, now)
+    node.__dict__["_pairs_at"] = (now, make, got)
+    return got
+
+
+def _age_at(node: Any, now: float) -> Any:
+    """A copy of an ``AgeAttr`` bound to `now` (the node itself is left as is)."""
+    from segd.segments.conditions import AgeAttr
+
+    at = AgeAttr.__new__(AgeAttr)
+    AgeAttr.__init__(at, node.ast, node.key, node.column, now, "$")
+    return at
+
+
+def _days_intervals(node: Any, now: float) -> tuple[np.ndarray, np.ndarray]:
+    """A ``days_since_*`` condition's last-seen intervals at `now` (float64)."""
+    at = copy.copy(node)
+    at.__dict__.pop("_pairs_at", None)
+    at.now_s = now
+    lo, hi = at._days_to_ts_intervals()
+    return _f64(lo), _f64(hi)
 
 
 def _memoizable(node: Any, kind: str) -> bool:
