@@ -553,6 +553,10 @@ class LiveSegments:
         """Re-evaluate `name` at the clock for `cand` (None: everyone)."""
         assert self.clock is not None
         after = self._evaluate(name, self.clock, cand)
+        if cand is None:  # a full evaluation: its static pass is due now, not mid-write
+            parts = split(self._plan(name, self.clock))
+            if parts is not None:
+                self._static.slot(name, parts[0], self.engine.store)
         current = self.members[name]
         before = current.copy() if cand is None else current & cand
         self._record(name, before, after, self.clock, cause)

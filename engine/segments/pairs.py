@@ -239,6 +239,9 @@ def _window(period: dict | None, nows: np.ndarray) -> tuple[np.ndarray, np.ndarr
     )
 
 
+# Each log's unfiltered PairSource for its state (log.n, log._version, contacts).
+_PLAIN_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 # Each log's kernel view (columns, contact-major index, tail index sorted by contact),
 # shared by every condition, segment and call until the log or its index changes.
 _LOGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -433,22 +436,22 @@ class _Pairs:
 
     # -- events ---------------------------------------------------------------------
     def _source(self, log: Any, filters: Any) -> Any:
-        """The kernel's view of `log` under `filters` (None: no row can pass); kept
-        on `filters` for the log's state (the segments of a flush share them)."""
+        """The kernel's view of `log` under `filters` (None: no row can pass). Without
+        row filters the view is the log's own, kept for the log's state and shared
+        by every condition (the segments of a live flush ask it many times)."""
         key = (id(log), id(filters))
         hit = self._sources.get(key)
         if hit is not None:
             return hit[0]
-        state = (id(log), log.n, log._version, self.n)
-        kept = getattr(filters, "_pairs_source", None)
+        if filters.code_filters or filters.amount_intervals:
+            return self._new_source(log, filters)
+        state = (log.n, log._version, self.n)
+        kept = _PLAIN_SOURCES.get(log)
         if kept is not None and kept[0] == state:
-            self._sources[key] = kept[1]
-            return kept[1][0]
+            self._sources[key] = (kept[1],)
+            return kept[1]
         got = self._new_source(log, filters)
-        try:
-            filters._pairs_source = (state, (got,))
-        except AttributeError:  # filters without a __dict__: per call only
-            pass
+        _PLAIN_SOURCES[log] = (state, got)
         return got
 
     def _new_source(self, log: Any, filters: Any) -> Any:
