@@ -12,7 +12,7 @@ The bits of every segment are one matrix, a row of 64-bit words per contact (bit
 ``slot`` of word ``slot // 64``), so the touched contacts' rows are gathered once per
 flush for all segments (one cache miss per contact, not one per segment and contact).
 
-A slot is computed in full (pair gathers over every contact) the first time a segment
+A slot is computed in full (its operands run as bitmaps over the base) the first time a segment
 needs it, and again when its static operands change (the segment was redefined). Rows
 of contacts whose attributes changed since (``touched``) and of contacts new to the
 engine are recomputed when the segment next asks. When a contact column is replaced or
@@ -79,9 +79,13 @@ class StaticPass:
         self._dirty: dict[str, BitMap] = {}
         self._done: dict[str, int] = {}  # per segment: contacts covered
         self.version = 0  # bumped whenever bits change (gathered rows go stale)
+        self._touches = 0  # attribute changes seen (the operand memo's state)
+        # operand key -> whole-base bitmap, shared by the slots built at one state
+        self._memo: tuple[tuple, dict[str, BitMap]] = ((), {})
 
     def touched(self, cids: np.ndarray) -> None:
         """Contacts' attributes changed (an upsert or a merge)."""
+        self._touches += 1
         if not self._slots:
             return
         changed = BitMap(np.asarray(cids, np.uint32))
@@ -103,7 +107,7 @@ class StaticPass:
         if slot is None or slot.keys != keys:
             index = slot.index if slot is not None else self._free_index()
             slot = self._slots[name] = _Slot(index, keys)
-            self._set(index, np.arange(n, dtype=np.uint32), static, store)
+            self._set_all(index, static, store)
             self._dirty[name] = BitMap()
             self._done[name] = n
             return index
@@ -172,6 +176,36 @@ class StaticPass:
             wider[:, :words] = self._bits
             self._bits = wider
         return index
+
+    def _set_all(self, index: int, static: list[Any], store: Any) -> None:
+        """Bit `index` of every contact: the operands run as bitmaps over the base
+        (as ``Engine.segment`` runs them; per-pair gathers of a million contacts
+        cost ten times more). Merged contacts may keep their bit: the rest of the
+        segment never matches them."""
+        from segd.segments.context import Context
+
+        n = store.n_contacts
+        ctx = Context(store, 0.0, None)
+        state = (self._shape, n, self._touches)
+        if self._memo[0] != state:
+            self._memo = (state, {})
+        memo = self._memo[1]
+        passing: BitMap | None = None
+        for part in static:
+            got = memo.get(part.key)
+            if got is None:  # whole-base: segments built together share operands
+                got = memo[part.key] = part.run(ctx, None)
+            passing = got.copy() if passing is None else got & passing
+            if not passing:
+                break
+        ok = np.zeros(n, np.uint64)
+        if passing:
+            ok[np.asarray(passing.to_array(), np.intp)] = 1
+        word, bit = index >> 6, np.uint64(index & 63)
+        column = self._bits[:n, word]
+        column &= ~(np.uint64(1) << bit)
+        column |= ok << bit
+        self.version += 1
 
     def _set(self, index: int, cids: np.ndarray, static: list[Any], store: Any) -> None:
         if not len(cids):
