@@ -940,15 +940,20 @@ class LiveSegments:
         store = self.engine.store
         plan = self._pairs_plan(name, t1)
         parts = split(plan)
+        cids, pts, first, last = _contact_moments(cids, pts)
         if parts is not None:
             # A contact that fails the attribute conjuncts fails them for the whole
             # step (a step changes no attribute): it was no member at t0 (members are
             # exact) and stays none, so none of its moments can change anything.
-            keep = self._static.passes(name, parts[0], store, cids)
-            cids, pts = cids[keep], pts[keep]
-            if not len(cids):
-                return []
-        cids, pts, first, last = _contact_moments(cids, pts)
+            ok = self._static.passes(name, parts[0], store, cids[first])
+            if not ok.all():
+                sizes = last - first + 1
+                keep = np.repeat(ok, sizes)
+                cids, pts, sizes = cids[keep], pts[keep], sizes[ok]
+                if not len(cids):
+                    return []
+                last = np.cumsum(sizes) - 1
+                first = last - sizes + 1
         nows = pts.copy()
         nows[last] = t1
         if parts is None:

@@ -8,9 +8,10 @@ scheduled contacts; those that fail one of these operands are not members whatev
 events say, and most touched contacts fail one. Keeping the AND of these operands per
 contact lets the live path drop them with one lookup before any event kernel.
 
-The bits of every segment are one matrix, a row of 64-bit words per contact (bit
-``slot`` of word ``slot // 64``), so the touched contacts' rows are gathered once per
-flush for all segments (one cache miss per contact, not one per segment and contact).
+The bits of every segment are one matrix of 64-bit words, word-major (bit ``slot % 64``
+of word row ``slot // 64``, one column per contact): a flush gathers the touched
+contacts' columns once for all segments (``unpacked``); a time step reads one segment's
+word row at its candidates (ascending, a contiguous array).
 
 A slot is computed in full (its operands run as bitmaps over the base) the first time a segment
 needs it, and again when its static operands change (the segment was redefined). Rows
@@ -73,7 +74,7 @@ class StaticPass:
 
     def __init__(self) -> None:
         self._shape: tuple | None = None  # the store and contact columns they read
-        self._bits = np.zeros((0, 1), np.uint64)
+        self._bits = np.zeros((1, 0), np.uint64)  # [word, contact]
         self._slots: dict[str, _Slot] = {}
         # per segment: contacts whose attributes changed since its bits were set
         self._dirty: dict[str, BitMap] = {}
@@ -124,28 +125,21 @@ class StaticPass:
         self._done[name] = n
         return slot.index
 
-    def rows(self, cids: np.ndarray) -> np.ndarray:
-        """The bit rows of `cids` (one gather for every segment's bits)."""
-        return self._bits[cids]
-
     def unpacked(self, cids: np.ndarray) -> np.ndarray:
         """Bool matrix ``[slot, i]``: whether ``cids[i]`` passes the segment of `slot`
         (one gather and one unpack for every segment of a flush; row `slot` is a
         contiguous array)."""
-        rows = self._bits[np.asarray(cids, np.intp)].astype("<u8")  # bytes in bit order
+        cols = self._bits[:, np.asarray(cids, np.intp)]  # [word, i]
+        rows = np.ascontiguousarray(cols.T).astype("<u8")  # bytes in bit order
         bits = np.unpackbits(rows.view(np.uint8), axis=1, bitorder="little")
         return np.ascontiguousarray(bits.T).view(bool)
 
-    @staticmethod
-    def passing(rows: np.ndarray, index: int) -> np.ndarray:
-        """Per gathered row, whether bit `index` (a segment's slot) is set."""
-        word = rows[:, index >> 6]
-        return ((word >> np.uint64(index & 63)) & np.uint64(1)).astype(bool)
-
     def passes(self, name: str, static: list[Any], store: Any, cids: Any) -> np.ndarray:
-        """Whether each of `cids` passes segment `name`'s static operands `static`."""
+        """Whether each of `cids` passes segment `name`'s static operands `static`
+        (ascending cids read the word row in order: the cheap way)."""
         index = self.slot(name, static, store)
-        return self.passing(self.rows(np.asarray(cids, np.intp)), index)
+        word = self._bits[index >> 6].take(np.asarray(cids, np.intp))
+        return ((word >> np.uint64(index & 63)) & np.uint64(1)).astype(bool)
 
     # -- internals ----------------------------------------------------------------------
     def _sync(self, store: Any) -> None:
@@ -158,22 +152,22 @@ class StaticPass:
             self._slots.clear()
             self._dirty.clear()
             self._done.clear()
-            self._bits = np.zeros((0, 1), np.uint64)
+            self._bits = np.zeros((1, 0), np.uint64)
             self.version += 1
         n = store.n_contacts
-        have = len(self._bits)
-        if have < n:  # new contacts: rows of zeros until their segments ask
-            grown = np.zeros((max(n, have + have // 4), self._bits.shape[1]), np.uint64)
-            grown[:have] = self._bits
+        words, have = self._bits.shape
+        if have < n:  # new contacts: zeros until their segments ask
+            grown = np.zeros((words, max(n, have + have // 4)), np.uint64)
+            grown[:, :have] = self._bits
             self._bits = grown
 
     def _free_index(self) -> int:
         used = {s.index for s in self._slots.values()}
         index = next(i for i in range(len(used) + 1) if i not in used)
-        words = self._bits.shape[1]
+        words, have = self._bits.shape
         if index >= 64 * words:
-            wider = np.zeros((len(self._bits), words + 1), np.uint64)
-            wider[:, :words] = self._bits
+            wider = np.zeros((words + 1, have), np.uint64)
+            wider[:words] = self._bits
             self._bits = wider
         return index
 
@@ -202,7 +196,7 @@ class StaticPass:
         if passing:
             ok[np.asarray(passing.to_array(), np.intp)] = 1
         word, bit = index >> 6, np.uint64(index & 63)
-        column = self._bits[:n, word]
+        column = self._bits[word, :n]
         column &= ~(np.uint64(1) << bit)
         column |= ok << bit
         self.version += 1
@@ -212,8 +206,8 @@ class StaticPass:
             return
         ok = evaluate_conjunction(static, store, cids, np.zeros(len(cids)))
         word, bit = index >> 6, np.uint64(index & 63)
-        column = self._bits[cids, word]
+        column = self._bits[word, cids]
         column &= ~(np.uint64(1) << bit)
         column |= ok.astype(np.uint64) << bit
-        self._bits[cids, word] = column
+        self._bits[word, cids] = column
         self.version += 1
