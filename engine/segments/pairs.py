@@ -493,7 +493,7 @@ class _Pairs:
         if node.distinct_dim is not None:
             distinct = log.dim(node.distinct_dim)
         if self.now is not None:
-            a, b = period_bounds_s(node.ast.get("period"), self.now, "$")
+            a, b = _at_moment(node, self.now, _event_bounds)
             lo, hi = np.full(len(idx), a, np.int64), np.full(len(idx), b, np.int64)
         else:
             lo, hi = _window(node.ast.get("period"), self.nows[idx])
@@ -533,6 +533,11 @@ def _age_at(node: Any, now: float) -> Any:
     at = AgeAttr.__new__(AgeAttr)
     AgeAttr.__init__(at, node.ast, node.key, node.column, now, "$")
     return at
+
+
+def _event_bounds(node: Any, now: float) -> tuple[int, int]:
+    """An event condition's window ``[lo, hi)`` in whole seconds at `now`."""
+    return period_bounds_s(node.ast.get("period"), now, "$")
 
 
 def _days_intervals(node: Any, now: float) -> tuple[np.ndarray, np.ndarray]:
