@@ -749,8 +749,10 @@ class LiveSegments:
         cids = np.concatenate([r[1] for r in rows])
         change = np.concatenate([r[2] for r in rows])
         at = np.concatenate([r[3] for r in rows])
-        order = np.argsort(at, kind="stable")
-        seg, cids, change, at = seg[order], cids[order], change[order], at[order]
+        if len(rows) > 1:  # one segment's rows come in time order already
+            order = np.argsort(at, kind="stable")
+            seg, cids, change = seg[order], cids[order], change[order]
+            at = at[order]
         log_codes = np.array(
             [self.changes.name_code(name) for name in sorted(profiles)], np.int32
         )
@@ -973,7 +975,9 @@ class LiveSegments:
             return []
         # In time order; at one moment entries before exits (as writes log them). A
         # contact's own changes are at distinct moments, so they stay in its order.
-        moved = moved[np.lexsort((~value[moved], pts[moved]))]
+        # (moments are whole or half seconds: 4 * pts + exit is an exact sort key)
+        key = 4.0 * pts[moved] + (~value[moved])
+        moved = moved[np.argsort(key, kind="stable")]
         return [
             (
                 np.full(len(moved), code, np.int32),

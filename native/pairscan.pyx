@@ -343,6 +343,11 @@ cdef int _pairs_kernel(const Src* s, const Src* then, uint64_t within,
     cdef code_t code
     cdef uint32_t* keys = NULL
     cdef uint32_t* grown
+    # A plain "count >= k" (no upper bound, sum or distinct count) is settled by its
+    # k-th matching row: the rest of the contact's window need not be read.
+    cdef bint settles = (not rule.use_sum and dcodes == NULL
+                         and rule.count_max == <uint64_t> 0xFFFFFFFFFFFFFFFFULL)
+    cdef uint64_t enough = rule.count_min if rule.count_min > 0 else 1
     for i in range(n_pairs):
         c = pc[i]
         lo = plo[i]
@@ -394,6 +399,10 @@ cdef int _pairs_kernel(const Src* s, const Src* then, uint64_t within,
                             n_keys += 1
                             continue
                     count += 1
+                    if settles and count >= enough:
+                        break
+                if settles and count >= enough:
+                    break
             if n_keys:
                 qsort(keys, n_keys, sizeof(uint32_t), _cmp_u32)
                 count += 1
