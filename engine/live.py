@@ -342,7 +342,7 @@ class LiveSegments:
         self._plans: dict[str, tuple] = {}  # name -> (fingerprint, plan, its now)
         self._gen = 0  # bumped by every touch (see _sorted)
         self._orders: dict[str, _Order] = {}  # what -> sorted keys (see _sorted)
-        self._step_orders: dict[str, tuple] | None = None  # within one advance step
+        self._step_orders: dict[Any, tuple] | None = None  # within one advance step
         self._sample_cids: np.ndarray | None = None
         self._sample_n = -1
         self._static = StaticPass()  # per segment, who passes its attribute conjuncts
@@ -900,6 +900,9 @@ class LiveSegments:
         last = math.floor(t1 / DAY_S)
         if last < first:
             return [], []
+        memo = self._step_orders  # within a step: the same for every age segment
+        if memo is not None and ("birthdays", t0, t1) in memo:
+            return memo[("birthdays", t0, t1)]
         sorted_keys, order = self._sorted("birthday")
         pts, cids = [], []
         for d in range(first, last + 1):
@@ -913,6 +916,8 @@ class LiveSegments:
                 if b > a:
                     cids.append(order[a:b].astype(np.uint32))
                     pts.append(np.full(b - a, float(d * DAY_S)))
+        if memo is not None:
+            memo[("birthdays", t0, t1)] = (pts, cids)
         return pts, cids
 
     def _advance_segment(
