@@ -482,9 +482,9 @@ class LiveSegments:
         index = self._static.slot(name, static, self.engine.store)
         bits = shared.get("bits")
         if bits is None or bits[0] != self._static.version:
-            bits = (self._static.version, self._static.unpacked(cids))
+            bits = (self._static.version, self._static.columns(cids))
             shared["bits"] = bits
-        return bits[1][index]
+        return self._static.passing(bits[1], index)
 
     def _sample(self) -> np.ndarray:
         n = self.engine.store.n_contacts

@@ -10,7 +10,7 @@ contact lets the live path drop them with one lookup before any event kernel.
 
 The bits of every segment are one matrix of 64-bit words, word-major (bit ``slot % 64``
 of word row ``slot // 64``, one column per contact): a flush gathers the touched
-contacts' columns once for all segments (``unpacked``); a time step reads one segment's
+contacts' columns once for all segments (``columns``); a time step reads one segment's
 word row at its candidates (ascending, a contiguous array).
 
 A slot is computed in full (its operands run as bitmaps over the base) the first time a segment
@@ -125,21 +125,23 @@ class StaticPass:
         self._done[name] = n
         return slot.index
 
-    def unpacked(self, cids: np.ndarray) -> np.ndarray:
-        """Bool matrix ``[slot, i]``: whether ``cids[i]`` passes the segment of `slot`
-        (one gather and one unpack for every segment of a flush; row `slot` is a
-        contiguous array)."""
-        cols = self._bits[:, np.asarray(cids, np.intp)]  # [word, i]
-        rows = np.ascontiguousarray(cols.T).astype("<u8")  # bytes in bit order
-        bits = np.unpackbits(rows.view(np.uint8), axis=1, bitorder="little")
-        return np.ascontiguousarray(bits.T).view(bool)
+    def columns(self, cids: np.ndarray) -> np.ndarray:
+        """The words of `cids`, ``[word, i]``: one gather for every segment of a
+        flush (``passing`` reads one segment's bit from them)."""
+        return self._bits[:, np.asarray(cids, np.intp)]
+
+    @staticmethod
+    def passing(columns: np.ndarray, index: int) -> np.ndarray:
+        """Whether each contact of `columns` (from ``columns``) passes slot `index`."""
+        word = columns[index >> 6] >> np.uint64(index & 63)
+        return (word & np.uint64(1)).astype(bool)
 
     def passes(self, name: str, static: list[Any], store: Any, cids: Any) -> np.ndarray:
         """Whether each of `cids` passes segment `name`'s static operands `static`
         (ascending cids read the word row in order: the cheap way)."""
         index = self.slot(name, static, store)
         word = self._bits[index >> 6].take(np.asarray(cids, np.intp))
-        return ((word >> np.uint64(index & 63)) & np.uint64(1)).astype(bool)
+        return self.passing(word[None, :], index & 63)
 
     # -- internals ----------------------------------------------------------------------
     def _sync(self, store: Any) -> None:
