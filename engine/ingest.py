@@ -73,6 +73,11 @@ class EventBatch:
     amount: np.ndarray | None
     dims: dict[str, pa.Array]
     event_id: pa.Array | None = None
+    # The rows' internal contact numbers when identity resolution under the write lock
+    # found them already (rows named by known links): applying then skips the second
+    # lookup of ``customer_id``. Never recorded: the WAL keys rows by ``customer_id``,
+    # which names the same contacts, and replay looks those up.
+    cids: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -413,6 +418,7 @@ def drop_seen_events(store: Store, batch: EventBatch) -> EventBatch:
         None if batch.amount is None else batch.amount[keep],
         {d: take(a) for d, a in batch.dims.items()},
         take(batch.event_id),
+        None if batch.cids is None else batch.cids[keep],
     )
 
 
@@ -434,7 +440,10 @@ def encode_events(store: Store, batch: EventBatch) -> dict[str, TypeRows]:
     type. Rows with an ``event_id`` seen before are dropped first (see
     ``drop_seen_events``); the rows returned are the ones to append."""
     batch = drop_seen_events(store, batch)
-    cids = store.contacts.ensure(batch.customer_id)
+    if batch.cids is not None:
+        cids = batch.cids  # resolved by link (identity.resolve): known, canonical
+    else:
+        cids = store.contacts.ensure(batch.customer_id)
     store.sync_sizes()
     n = len(cids)
     codes: dict[str, np.ndarray] = {}
