@@ -241,18 +241,21 @@ def link_columns(table: pa.Table, kinds: Iterable[str], where: str) -> dict:
     }
 
 
-def known_link_owners(store, links: dict[str, pa.Array], rows: int):
+def known_link_owners(
+    store, links: dict[str, pa.Array], rows: int, raw: dict[str, np.ndarray]
+):
     """The common case of live traffic by link, without the general resolution: every
     row names its contact only by link values that are all linked already and, across
     kinds, to the same (canonical) contact. Then that contact is the row's, and there
     is nothing to link, merge or report. Returns its cid per row (uint32), or None when
-    any row needs the general path (an unknown value, a clash, a row without links)."""
+    any row needs the general path (an unknown value, a clash, a row without links).
+    `raw`: each kind's owners as stored (``LinkTable.owners``), shared with it."""
     if not links:
         return None
     contacts = store.contacts
     out = None
     for kind, values in links.items():
-        owners = contacts.canonical(store.identity.table(kind).owners(values))
+        owners = contacts.canonical(raw[kind])
         has = np.asarray(pc.is_valid(values)) if values.null_count else None
         found = owners != NO_CODE
         if has is None:
@@ -297,8 +300,9 @@ def resolve(
     contact its first link names).
     """
     contacts = store.contacts
+    raw_owners = {k: store.identity.table(k).owners(v) for k, v in links.items()}
     if customer_id is None or customer_id.null_count == rows:
-        owners = known_link_owners(store, links, rows)
+        owners = known_link_owners(store, links, rows, raw_owners)
         if owners is not None:
             ids = contacts.ids.decode(owners).cast(pa.string())
             return Resolved(ids, {}, [], owners)
@@ -329,7 +333,7 @@ def resolve(
 
     unlinked: dict[str, np.ndarray] = {}
     for kind, values in links.items():
-        raw = store.identity.table(kind).owners(values)
+        raw = raw_owners[kind]
         unlinked[kind] = raw == NO_CODE
         owners = contacts.canonical(raw).astype(np.int64)
         known = owners != NO_CODE

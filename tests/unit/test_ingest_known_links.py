@@ -102,7 +102,8 @@ def test_shortcut_declines_what_needs_the_general_resolution():
 
     def owners(**cols):
         links = {k: pa.array(v, pa.string()) for k, v in cols.items()}
-        return known_link_owners(store, links, len(next(iter(cols.values()))))
+        raw = {k: store.identity.table(k).owners(v) for k, v in links.items()}
+        return known_link_owners(store, links, len(next(iter(cols.values()))), raw)
 
     a, b = store.contacts.cid_of("a"), store.contacts.cid_of("b")
     got = owners(device_id=["dev-a", "dev-c", None], card=[None, "C1", "C1"])
@@ -110,7 +111,7 @@ def test_shortcut_declines_what_needs_the_general_resolution():
     assert owners(device_id=["dev-a", "dev-new"]) is None  # unknown value
     assert owners(device_id=["dev-a", None], email=["a@x.io", None]) is None  # no link
     assert owners(device_id=["dev-a"], card=["C1"]) is None  # clash a / b
-    assert known_link_owners(store, {}, 0) is None
+    assert known_link_owners(store, {}, 0, {}) is None
     assert NO_CODE not in got
 
 
