@@ -369,6 +369,7 @@ class Engine(LiveApi):
         appended = 0
         for name in list(parts):
             rows = ingest.concat_rows(parts.pop(name))
+            ingest.sort_by_time(rows)
             ingest.append_rows(self.store, name, rows)
             appended += len(rows.cids)
             self._touched(rows.cids, name)

@@ -685,29 +685,58 @@ def record_source(store: Store, digest: str, name: str, rows: int) -> None:
 
 
 def concat_rows(parts: list[TypeRows]) -> TypeRows:
-    """One TypeRows from many (chunks of a bulk load); absent columns become NULL."""
+    """One TypeRows from many (chunks of a bulk load); absent columns become NULL.
+
+    Consumes `parts` column by column (each part's column is dropped once copied), so
+    a bulk load holds one type's rows about once, not twice, while they are joined."""
     if len(parts) == 1:
         return parts[0]
+    lengths = [len(p.cids) for p in parts]
     dims = sorted({d for p in parts for d in p.dims})
-
-    def dim(p: TypeRows, d: str) -> np.ndarray:
-        got = p.dims.get(d)
-        return got if got is not None else np.full(len(p.cids), NO_CODE, np.uint32)
-
     has_amount = any(p.amount is not None for p in parts)
-    return TypeRows(
-        np.concatenate([p.cids for p in parts]),
-        np.concatenate([p.ts for p in parts]),
-        {d: np.concatenate([dim(p, d) for p in parts]) for d in dims},
-        np.concatenate(
-            [
-                p.amount if p.amount is not None else np.full(len(p.cids), np.nan)
-                for p in parts
-            ]
+
+    def take(get, fill) -> np.ndarray:
+        pieces = []
+        for p, k in zip(parts, lengths, strict=True):
+            got = get(p)
+            pieces.append(got if got is not None else fill(k))
+        return np.concatenate(pieces)
+
+    cids = take(lambda p: p.cids, None)
+    for p in parts:
+        p.cids = None
+    ts = take(lambda p: p.ts, None)
+    for p in parts:
+        p.ts = None
+    out_dims = {}
+    for d in dims:
+        out_dims[d] = take(
+            lambda p, d=d: p.dims.get(d), lambda k: np.full(k, NO_CODE, np.uint32)
         )
-        if has_amount
-        else None,
+        for p in parts:
+            p.dims.pop(d, None)
+    amount = (
+        take(lambda p: p.amount, lambda k: np.full(k, np.nan)) if has_amount else None
     )
+    parts.clear()
+    return TypeRows(cids, ts, out_dims, amount)
+
+
+def sort_by_time(rows: TypeRows) -> None:
+    """Order a bulk load's rows of one type by time (stable), in place, one column at a
+    time: the log then takes them as they are (``EventLog.append`` adopts the arrays of
+    a first append) instead of sorting a copy."""
+    ts = rows.ts
+    if len(ts) < 2 or bool(np.all(ts[1:] >= ts[:-1])):
+        return
+    order = np.argsort(ts, kind="stable")
+    rows.ts = ts[order]
+    del ts
+    rows.cids = rows.cids[order]
+    for d in list(rows.dims):
+        rows.dims[d] = rows.dims[d][order]
+    if rows.amount is not None:
+        rows.amount = rows.amount[order]
 
 
 # The columns whose *values* can make an event batch invalid; the others are text, and
