@@ -500,10 +500,13 @@ class Engine(LiveApi):
     ) -> LoadReport:
         """Bulk-load events: all or nothing, in bounded memory, one sort per type.
 
-        The source is read twice in chunks (Parquet by row group): first every chunk is
-        validated, then chunks are encoded to compact arrays per type, and each type is
-        appended once — so a file whose rows are not in time order costs one sort, not a
-        merge per chunk. `progress(phase, rows_done)` is called after each chunk.
+        The source is streamed in chunks (Parquet by row group) and, in memory, read
+        once: each chunk is validated and staged against the load's own dictionaries
+        (``ingest.StagedLoad``); once every chunk has passed, the distinct values are
+        added to the engine and each type is appended once — so a file whose rows are
+        not in time order costs one sort, not a merge per chunk. A durable engine and a
+        load by link columns read the source twice (validate, then apply).
+        `progress(phase, rows_done)` is called after each chunk.
 
         Identity, as for ``append_events``: a row names its contact by ``customer_id``
         or, when that is NULL or the column is absent, by link columns (``email``,
