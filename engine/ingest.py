@@ -773,8 +773,16 @@ def event_chunks(
             pf = pq.ParquetFile(source)
             if columns is not None:
                 columns = [c for c in columns if c in pf.schema_arrow.names]
+            # Chunks no larger than a row group: the reader then hands out each row
+            # group whole, with its own dictionaries, instead of splitting one across
+            # two chunks (whose dictionary would be decoded and hashed twice).
+            groups = [
+                pf.metadata.row_group(i).num_rows
+                for i in range(pf.metadata.num_row_groups)
+            ]
+            size = min(rows_per_chunk, max(groups, default=rows_per_chunk) or 1)
             first = 0
-            for batch in pf.iter_batches(batch_size=rows_per_chunk, columns=columns):
+            for batch in pf.iter_batches(batch_size=size, columns=columns):
                 yield first, pa.Table.from_batches([batch])
                 first += batch.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
