@@ -358,6 +358,61 @@ def _grpc_batch(engine: Engine, customer_ids: list[str], rng) -> dict[str, float
         app.stop(0).wait(5)
 
 
+def build(contacts: int, seed: int, repeat: int) -> dict[str, Any]:
+    """Model build time (wall and process CPU), per-step timings, RSS and model size on
+    the cached bench dataset (``segd.bench.dataset``: the files every engine loads)."""
+    import gc
+    import os
+
+    from segd.bench.dataset import ensure_dataset
+
+    data, _ = ensure_dataset(contacts, seed)
+    t0 = time.perf_counter()
+    engine = Engine(result_cache_size=0)
+    engine.load_items(str(data.path("items")))
+    engine.load_contacts(str(data.path("contacts")))
+    engine.load_events(str(data.path("events")))
+    load_s = time.perf_counter() - t0
+    gc.collect()
+    _log(f"loaded {data.contacts:,} contacts, {data.events:,} events in {load_s:.1f} s")
+    runs = []
+    for _ in range(repeat):
+        engine.recs.model = None  # the previous model's memory goes first
+        gc.collect()
+        rss0 = _current_rss_mb()
+        with _PeakRss() as peak:
+            c0 = time.process_time()
+            t1 = time.perf_counter()
+            stats = engine.rebuild_recommendations()
+            wall = time.perf_counter() - t1
+            cpu = time.process_time() - c0
+        runs.append(
+            {
+                "build_seconds": round(wall, 3),
+                "build_cpu_seconds": round(cpu, 3),
+                "timings": stats["timings"],
+                "rss_before_build_mb": round(rss0, 1),
+                "rss_peak_during_build_mb": round(peak.peak, 1),
+                "build_peak_over_engine_mb": round(peak.peak - rss0, 1),
+                "rss_after_build_mb": round(_current_rss_mb(), 1),
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+            }
+        )
+        _log(f"build {runs[-1]}")
+    return {
+        "bench": "recs-build",
+        "contacts": data.contacts,
+        "events": data.events,
+        "items": data.items,
+        "load_seconds": round(load_s, 1),
+        "model_bytes": stats["bytes"],
+        "related_pairs": stats["related_pairs"],
+        "alternative_pairs": stats["alternative_pairs"],
+        "basket_entries": stats["basket_entries"],
+        "runs": runs,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m segd.bench recs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -373,13 +428,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("--contacts", default="100k")
     f.add_argument("--lookups", type=int, default=20_000)
     f.add_argument("--grpc", action="store_true", help="also RecommendBatch over gRPC")
-    for s in (q, f):
+    b = sub.add_parser(
+        "build", help="model build time and memory on the cached bench dataset"
+    )
+    b.add_argument("--contacts", default="1m")
+    b.add_argument("--repeat", type=int, default=1, help="builds, one after another")
+    for s in (q, f, b):
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--json", action="store_true", help="the JSON record only")
     args = p.parse_args(argv)
     contacts = datagen.parse_scale(args.contacts)
     if args.what == "quality":
         record = quality(contacts, not args.no_co_purchase, args.sample, args.seed)
+    elif args.what == "build":
+        record = build(contacts, args.seed, args.repeat)
     else:
         record = perf(contacts, args.lookups, args.grpc, args.seed)
     print(json.dumps(record, indent=None if args.json else 2))

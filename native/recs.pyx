@@ -292,6 +292,284 @@ def cooccur(const int64_t[::1] offsets, const uint32_t[::1] items,
     return out_off_arr, out_items_arr[:total].copy(), out_scores_arr[:total].copy()
 
 
+# -- both neighbour models in one pass ---------------------------------------------------
+
+cdef extern from *:
+    """
+    #define segd_recs_prefetch(p) __builtin_prefetch((const void*) (p))
+    static inline long long segd_recs_fetch_add(long long* p, long long v) {
+        return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+    }
+    """
+    void segd_recs_prefetch(const void* p) noexcept nogil
+    long long segd_recs_fetch_add(long long* p, long long v) noexcept nogil
+
+ITEM_CHUNK = 64  # items a thread claims at a time in cooccur_pair
+cdef Py_ssize_t _CHUNK = 64
+cdef Py_ssize_t _AHEAD = 8  # contacts ahead whose baskets are prefetched
+cdef uint32_t _PACK_LIMIT = 1 << 29
+
+
+def pack_baskets(const uint32_t[::1] items, const uint8_t[::1] bits):
+    """uint32 ``item << 3 | bits`` per basket entry: one load per entry in the
+    co-occurrence loop (item codes must be < 2**29)."""
+    cdef Py_ssize_t n = items.shape[0], q, bad = -1
+    if bits.shape[0] != n:
+        raise ValueError("items and bits differ in length")
+    out_arr = np.empty(n, dtype=np.uint32)
+    cdef uint32_t[::1] out = out_arr
+    with nogil:
+        for q in range(n):
+            if items[q] >= _PACK_LIMIT:
+                bad = q
+                break
+            out[q] = (items[q] << 3) | (bits[q] & 7)
+    if bad >= 0:
+        raise ValueError(f"item code {items[bad]} at entry {bad} too large to pack")
+    return out_arr
+
+
+def transpose_pair(const int64_t[::1] offsets, const uint32_t[::1] packed,
+                   const float[::1] w_a, const float[::1] w_b, Py_ssize_t n_items):
+    """The item -> contacts lists of two weightings at once: (item_off int64[n + 1],
+    contacts uint32, bits uint8, norms_a float64[n], norms_b float64[n]). A contact is
+    listed under an item when either weight of its bits is > 0; the norms are each
+    weighting's sum of squared weights (summed in contact order, as ``transpose``)."""
+    cdef Py_ssize_t n_c = offsets.shape[0] - 1, c
+    cdef int64_t i, pos
+    cdef uint32_t e, it
+    cdef float wa, wb
+    if w_a.shape[0] < 8 or w_b.shape[0] < 8:
+        raise ValueError("weights need 8 entries")
+    if n_c >= 0 and offsets[n_c] > packed.shape[0]:
+        raise ValueError("offsets run past the entries")
+    item_off_arr = np.zeros(n_items + 1, dtype=np.int64)
+    cdef int64_t[::1] item_off = item_off_arr
+    na_arr = np.zeros(n_items, dtype=np.float64)
+    nb_arr = np.zeros(n_items, dtype=np.float64)
+    cdef double[::1] na = na_arr
+    cdef double[::1] nb = nb_arr
+    with nogil:
+        for c in range(n_c):
+            for i in range(offsets[c], offsets[c + 1]):
+                e = packed[i]
+                if (e >> 3) < <uint32_t> n_items and (w_a[e & 7] > 0 or w_b[e & 7] > 0):
+                    item_off[(e >> 3) + 1] += 1
+        for c in range(n_items):
+            item_off[c + 1] += item_off[c]
+    contacts_arr = np.empty(item_off[n_items], dtype=np.uint32)
+    cbits_arr = np.empty(item_off[n_items], dtype=np.uint8)
+    cursor_arr = item_off_arr[:n_items].copy()
+    cdef uint32_t[::1] contacts = contacts_arr
+    cdef uint8_t[::1] cbits = cbits_arr
+    cdef int64_t[::1] cursor = cursor_arr
+    with nogil:
+        for c in range(n_c):
+            for i in range(offsets[c], offsets[c + 1]):
+                e = packed[i]
+                it = e >> 3
+                wa = w_a[e & 7]
+                wb = w_b[e & 7]
+                if it >= <uint32_t> n_items or not (wa > 0 or wb > 0):
+                    continue
+                pos = cursor[it]
+                cursor[it] += 1
+                contacts[pos] = <uint32_t> c
+                cbits[pos] = <uint8_t> (e & 7)
+                na[it] += wa * wa
+                nb[it] += wb * wb
+    return item_off_arr, contacts_arr, cbits_arr, na_arr, nb_arr
+
+
+cdef struct _Heap:
+    float* s
+    uint32_t* r
+    uint32_t* it
+    Py_ssize_t n
+
+
+cdef inline void _offer(_Heap* h, Py_ssize_t k, float s, uint32_t rank,
+                        uint32_t it) noexcept nogil:
+    """Keep the ``k`` best (score, rank) offered; a min-heap once full."""
+    cdef Py_ssize_t j
+    if h.n < k:
+        h.s[h.n] = s
+        h.r[h.n] = rank
+        h.it[h.n] = it
+        h.n += 1
+        if h.n == k:
+            for j in range(k // 2 - 1, -1, -1):
+                _sift_down(h.s, h.r, h.it, k, j)
+    elif _better(s, rank, h.s[0], h.r[0]):
+        h.s[0] = s
+        h.r[0] = rank
+        h.it[0] = it
+        _sift_down(h.s, h.r, h.it, k, 0)
+
+
+cdef inline Py_ssize_t _drain(_Heap* h, uint32_t* out_items,
+                              float* out_scores) noexcept nogil:
+    """Empty the heap into ``out_*`` best first; the count."""
+    cdef Py_ssize_t j, n = h.n
+    for j in range(n // 2 - 1, -1, -1):  # heapify (a full heap is one already)
+        _sift_down(h.s, h.r, h.it, n, j)
+    for j in range(n - 1, -1, -1):  # worst first into the tail
+        out_items[j] = h.it[0]
+        out_scores[j] = h.s[0]
+        h.s[0] = h.s[j]
+        h.r[0] = h.r[j]
+        h.it[0] = h.it[j]
+        _sift_down(h.s, h.r, h.it, j, 0)
+    h.n = 0
+    return n
+
+
+cdef struct _Acc:
+    uint32_t mark  # item + 1 of the item whose row this entry holds now
+    uint32_t rank  # id rank (ties)
+    float a  # co-occurrence under each weighting
+    float b
+
+
+cdef int _pair_items(const int64_t* offsets, const uint32_t* packed,
+                     const float* w_a, const float* w_b, const int64_t* item_off,
+                     const uint32_t* item_contacts, const uint8_t* item_bits,
+                     const double* na, const double* nb, const uint32_t* id_rank,
+                     Py_ssize_t n_items, Py_ssize_t k, double shrink,
+                     long long* next_chunk, uint32_t* count_a, uint32_t* count_b,
+                     uint32_t* items_a, float* scores_a, uint32_t* items_b,
+                     float* scores_b) noexcept nogil:
+    """Claim chunks of items from ``next_chunk`` until none is left; for each item its
+    ``k`` best neighbours of both weightings into its slots. -1 without memory.
+
+    The dense row is an array of 16-byte ``_Acc`` (mark, rank and both sums of an
+    item on one cache line) and the norms are interleaved: one memory access per
+    basket entry and per candidate instead of three."""
+    cdef _Acc* acc = <_Acc*> malloc(n_items * sizeof(_Acc))
+    cdef double* norms = <double*> malloc(2 * n_items * sizeof(double))
+    cdef uint32_t* touched = <uint32_t*> malloc(n_items * sizeof(uint32_t))
+    cdef float* hs = <float*> malloc(2 * k * sizeof(float))
+    cdef uint32_t* hr = <uint32_t*> malloc(2 * k * sizeof(uint32_t))
+    cdef uint32_t* hi = <uint32_t*> malloc(2 * k * sizeof(uint32_t))
+    cdef _Heap ha, hb
+    cdef _Acc* x
+    cdef Py_ssize_t i, i0, i1, n_touched, t
+    cdef int64_t p, p1, q, q1
+    cdef uint32_t c, e, it, stamp
+    cdef uint8_t bi
+    cdef float wa, wb, s
+    cdef double denom, ni_a, ni_b
+    if (acc == NULL or norms == NULL or touched == NULL or hs == NULL or hr == NULL
+            or hi == NULL):
+        free(acc); free(norms); free(touched); free(hs); free(hr); free(hi)
+        return -1
+    for i in range(n_items):
+        acc[i].mark = 0
+        acc[i].rank = id_rank[i]
+        norms[2 * i] = na[i]
+        norms[2 * i + 1] = nb[i]
+    ha.s, ha.r, ha.it, ha.n = hs, hr, hi, 0
+    hb.s, hb.r, hb.it, hb.n = hs + k, hr + k, hi + k, 0
+    while True:
+        i0 = <Py_ssize_t> segd_recs_fetch_add(next_chunk, 1) * _CHUNK
+        if i0 >= n_items:
+            break
+        i1 = i0 + _CHUNK if i0 + _CHUNK < n_items else n_items
+        for i in range(i0, i1):
+            n_touched = 0
+            stamp = <uint32_t> i + 1
+            p1 = item_off[i + 1]
+            for p in range(item_off[i], p1):
+                if p + _AHEAD < p1:  # the basket of a contact a few steps ahead
+                    segd_recs_prefetch(&packed[offsets[item_contacts[p + _AHEAD]]])
+                    if p + 2 * _AHEAD < p1:
+                        segd_recs_prefetch(&offsets[item_contacts[p + 2 * _AHEAD]])
+                c = item_contacts[p]
+                bi = item_bits[p]
+                wa = w_a[bi]
+                wb = w_b[bi]
+                q1 = offsets[c + 1]
+                for q in range(offsets[c], q1):
+                    e = packed[q]
+                    it = e >> 3
+                    if it == <uint32_t> i or it >= <uint32_t> n_items:
+                        continue
+                    x = &acc[it]
+                    if x.mark != stamp:
+                        x.mark = stamp
+                        x.a = 0
+                        x.b = 0
+                        touched[n_touched] = it
+                        n_touched += 1
+                    x.a += wa * w_a[e & 7]
+                    x.b += wb * w_b[e & 7]
+            ni_a = norms[2 * i]
+            ni_b = norms[2 * i + 1]
+            for t in range(n_touched):
+                it = touched[t]
+                x = &acc[it]
+                if x.a > 0:
+                    denom = sqrt(ni_a * norms[2 * it]) + shrink
+                    s = <float> (x.a / denom) if denom > 0 else 0
+                    if s > 0:
+                        _offer(&ha, k, s, x.rank, it)
+                if x.b > 0:
+                    denom = sqrt(ni_b * norms[2 * it + 1]) + shrink
+                    s = <float> (x.b / denom) if denom > 0 else 0
+                    if s > 0:
+                        _offer(&hb, k, s, x.rank, it)
+            count_a[i] = <uint32_t> _drain(&ha, &items_a[i * k], &scores_a[i * k])
+            count_b[i] = <uint32_t> _drain(&hb, &items_b[i * k], &scores_b[i * k])
+    free(acc); free(norms); free(touched); free(hs); free(hr); free(hi)
+    return 0
+
+
+def cooccur_pair(const int64_t[::1] offsets, const uint32_t[::1] packed,
+                 const float[::1] w_a, const float[::1] w_b,
+                 const int64_t[::1] item_off, const uint32_t[::1] item_contacts,
+                 const uint8_t[::1] item_bits, const double[::1] norms_a,
+                 const double[::1] norms_b, const uint32_t[::1] id_rank,
+                 Py_ssize_t k, double shrink, int64_t[::1] next_chunk,
+                 uint32_t[:, ::1] counts, uint32_t[:, ::1] slot_items,
+                 float[:, ::1] slot_scores):
+    """Top-``k`` neighbours per item by shrunk cosine, for two weightings in one pass
+    over the baskets (``cooccur``'s measure and order, the same scores: the extra
+    contacts of the union add zeros). Fills each item's ``k`` slots of
+    ``slot_items[w]`` / ``slot_scores[w]`` best first and ``counts[w, item]`` (w = 0:
+    ``w_a``, 1: ``w_b``). Items are claimed ``ITEM_CHUNK`` at a time from the shared
+    counter ``next_chunk[0]`` (start it at 0), so several threads may call this at once
+    on the same arguments and split the items between them; it runs without the GIL."""
+    cdef Py_ssize_t n_items = norms_a.shape[0], n_c = offsets.shape[0] - 1
+    cdef int rc
+    if k <= 0:
+        raise ValueError("k must be > 0")
+    if (norms_b.shape[0] != n_items or id_rank.shape[0] < n_items
+            or item_off.shape[0] != n_items + 1 or w_a.shape[0] < 8
+            or w_b.shape[0] < 8 or next_chunk.shape[0] < 1):
+        raise ValueError("norms / id_rank / item_off / weights do not fit the items")
+    if (counts.shape[0] < 2 or counts.shape[1] != n_items or slot_items.shape[0] < 2
+            or slot_scores.shape[0] < 2 or slot_items.shape[1] != n_items * k
+            or slot_scores.shape[1] != n_items * k):
+        raise ValueError("output slots do not fit n_items * k")
+    if item_contacts.shape[0] < item_off[n_items] or item_bits.shape[0] < item_off[n_items]:
+        raise ValueError("item lists shorter than item_off says")
+    if n_c < 0 or packed.shape[0] < offsets[n_c]:
+        raise ValueError("baskets shorter than offsets say")
+    if n_items == 0:
+        return
+    with nogil:
+        rc = _pair_items(&offsets[0], &packed[0] if packed.shape[0] else NULL,
+                         &w_a[0], &w_b[0], &item_off[0],
+                         &item_contacts[0] if item_contacts.shape[0] else NULL,
+                         &item_bits[0] if item_bits.shape[0] else NULL,
+                         &norms_a[0], &norms_b[0], &id_rank[0], n_items, k, shrink,
+                         <long long*> &next_chunk[0], &counts[0, 0], &counts[1, 0],
+                         &slot_items[0, 0], &slot_scores[0, 0], &slot_items[1, 0],
+                         &slot_scores[1, 0])
+    if rc < 0:
+        raise MemoryError()
+
+
 # -- contact item sets -----------------------------------------------------------------
 
 cdef int _cmp_u32(const void* a, const void* b) noexcept nogil:
