@@ -386,7 +386,7 @@ def _ms_stats(name: str, values: list[float]) -> dict[str, float]:
 
 def _batch_calls(
     client, customer_ids: list[str], rng, calls: int, server_pid: int | None = None,
-    server_time: list[float] | None = None,
+    server_time: list[float] | None = None, arrays: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """``calls`` RecommendBatch calls of 1,000 random contacts (``personal``, limit 10)
     after 5 warm-up calls: wall, this process's CPU, GC pauses in this process, and the
@@ -404,11 +404,14 @@ def _batch_calls(
             s0 = _proc_cpu_s(server_pid) if server_pid else 0.0
             c = time.process_time()
             t = time.perf_counter()
-            got = client.recommend_batch("personal", batch, limit=10)
+            if arrays:
+                got = client.recommend_batch_arrays("personal", batch, limit=10)[0]
+            else:
+                got = client.recommend_batch("personal", batch, limit=10)
             wall = time.perf_counter() - t
             cpu = time.process_time() - c
             s1 = _proc_cpu_s(server_pid) if server_pid else 0.0
-            assert len(got) == len(set(batch))
+            assert len(got) == (len(batch) if arrays else len(set(batch)))
             if n < 5:
                 continue
             samples[""].append(wall)
@@ -467,6 +470,7 @@ def grpc_server_process(contacts: int, calls: int, seed: int) -> dict[str, Any]:
     """RecommendBatch of 1,000 contacts against ``python -m segd.server --demo N`` with
     its default settings (what a backend talks to): client and server in separate
     processes; the server's CPU per call from /proc."""
+    import gc
     import os
     import re
     import subprocess
@@ -501,9 +505,24 @@ def grpc_server_process(contacts: int, calls: int, seed: int) -> dict[str, Any]:
                     time.sleep(0.5)
                 ids = [f"c{i:08d}" for i in range(1, contacts + 1)]
                 client.recommend("personal", customer_id=ids[-1])  # the ids are known
-                out = _batch_calls(
-                    client, ids, np.random.default_rng(seed), calls, server_pid=proc.pid
-                )
+                rng = np.random.default_rng(seed)
+                out: dict[str, Any] = {
+                    "server": "python -m segd.server --demo N (default settings)",
+                    "tracked_objects_in_client": len(gc.get_objects()),
+                }
+                # the dict API (a list and 10 tuples per contact), the flat arrays,
+                # then the dict API again after the client froze its startup objects
+                # out of the collector (what the server does after its load)
+                out["dict"] = _batch_calls(client, ids, rng, calls, proc.pid)
+                out["arrays"] = _batch_calls(client, ids, rng, calls, proc.pid, None, True)
+                gc.collect()
+                gc.freeze()
+                try:
+                    out["dict_client_frozen"] = _batch_calls(
+                        client, ids, rng, calls, proc.pid
+                    )
+                finally:
+                    gc.unfreeze()
             out["server_log_tail"] = open(log_path).read().splitlines()[-3:]
             return out
         finally:

@@ -757,6 +757,12 @@ class Recommender:
             out = (stock.valid[:n] != 0) & (stock.values[:n] == 0)
             mask[out] = 0
         for i, f in enumerate(parsed):
+            if not catalog.has_field(f["field"]):
+                raise InvalidInput.at(
+                    f"filters[{i}].field",
+                    f"unknown catalog field {f['field']!r}"
+                    f"{catalog.suggest(f['field'], [])}",
+                )
             mask &= catalog.item_filter(
                 f["field"], f["op"], f.get("value"), f"filters[{i}].value"
             )[0]

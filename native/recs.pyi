@@ -164,3 +164,10 @@ def encode_batch_results(
 def decode_batch_results(
     buf: bytes, out: dict[str, list[tuple[str, float]]]
 ) -> dict[str, list[tuple[str, float]]]: ...
+def decode_batch_flat(
+    buf: bytes,
+    customer_ids: list[str],  # INOUT: appended
+    counts: list[int],  # INOUT
+    item_ids: list[str],  # INOUT
+    scores: list[float],  # INOUT
+) -> None: ...

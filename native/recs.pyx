@@ -1362,3 +1362,63 @@ def decode_batch_results(const uint8_t[::1] buf, dict out):
         pairs = [_pair(items[j], scores[j]) for j in range(len(items))]
         out[cust] = pairs
     return out
+
+
+def decode_batch_flat(const uint8_t[::1] buf, list customer_ids, list counts,
+                      list item_ids, list scores):
+    """``decode_batch_results`` without an object per contact: appends each contact's
+    id to ``customer_ids`` and its number of items to ``counts``, and its item ids and
+    scores to ``item_ids`` / ``scores`` (flat, contact after contact). A mass send's
+    reply then allocates a handful of containers instead of a list and its tuples per
+    contact: nothing for the cycle collector to walk (see SegdClient.
+    recommend_batch_arrays). Errors as ``decode_batch_results``."""
+    cdef Py_ssize_t end = buf.shape[0], pos = 0, stop, cend, n_scores, j, n_items
+    cdef uint64_t key, length
+    cdef const uint8_t* p = &buf[0] if end else NULL
+    cdef object cust
+    while pos < end:
+        key = _get_varint(p, end, &pos)
+        if key != 0x0A:  # not results (field 1, length-delimited)
+            pos = _skip(p, end, pos, key & 7)
+            continue
+        length = _get_varint(p, end, &pos)
+        if length > <uint64_t> (end - pos):
+            raise ValueError(f"result of {length} bytes at byte {pos} overruns")
+        cend = pos + <Py_ssize_t> length
+        cust = ""
+        n_items = 0
+        n_scores = 0
+        while pos < cend:
+            key = _get_varint(p, cend, &pos)
+            if key == 0x0A or key == 0x12:  # customer_id, item_ids
+                length = _get_varint(p, cend, &pos)
+                if length > <uint64_t> (cend - pos):
+                    raise ValueError(f"string of {length} bytes at byte {pos} overruns")
+                stop = pos + <Py_ssize_t> length
+                text = (<const char*> p)[pos:stop].decode("utf-8")
+                if key == 0x0A:
+                    cust = text
+                else:
+                    item_ids.append(text)
+                    n_items += 1
+                pos = stop
+            elif key == 0x1A:  # scores, packed
+                length = _get_varint(p, cend, &pos)
+                if length > <uint64_t> (cend - pos) or length % 8:
+                    raise ValueError(f"packed scores of {length} bytes at byte {pos}")
+                for j in range(<Py_ssize_t> (length // 8)):
+                    scores.append(_get_double(p + pos + 8 * j))
+                n_scores += <Py_ssize_t> (length // 8)
+                pos += <Py_ssize_t> length
+            elif key == 0x19:  # one score, unpacked
+                if cend - pos < 8:
+                    raise ValueError(f"truncated score at byte {pos}")
+                scores.append(_get_double(p + pos))
+                n_scores += 1
+                pos += 8
+            else:
+                pos = _skip(p, cend, pos, key & 7)
+        if n_items != n_scores:
+            raise ValueError(f"{n_items} item ids but {n_scores} scores")
+        customer_ids.append(cust)
+        counts.append(n_items)

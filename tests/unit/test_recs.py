@@ -226,6 +226,12 @@ def test_unknown_item_and_bad_arguments(shop: Engine) -> None:
         shop.recommend("popular", limit=0)
     with pytest.raises(InvalidInput):
         shop.recommend("popular", event="click")
+    # an unknown catalog field is the caller's mistake, named (was a KeyError)
+    with pytest.raises(InvalidInput, match="colur") as bad:
+        shop.recommend("popular", filters="colur = 1")
+    assert "filters[0].field" in str(bad.value)
+    with pytest.raises(InvalidInput, match="colur"):
+        shop.recommend_batch("popular", ["u1"], filters="price < 5, colur = 1")
 
 
 def test_out_of_stock_change_is_seen_without_rebuild(shop: Engine) -> None:
