@@ -514,7 +514,9 @@ def grpc_server_process(contacts: int, calls: int, seed: int) -> dict[str, Any]:
                 # then the dict API again after the client froze its startup objects
                 # out of the collector (what the server does after its load)
                 out["dict"] = _batch_calls(client, ids, rng, calls, proc.pid)
-                out["arrays"] = _batch_calls(client, ids, rng, calls, proc.pid, None, True)
+                out["arrays"] = _batch_calls(
+                    client, ids, rng, calls, proc.pid, None, True
+                )
                 gc.collect()
                 gc.freeze()
                 try:

@@ -63,15 +63,15 @@ def test_batch_as_flat_arrays(recs_srv) -> None:
     ids = ["u1", "u3", "ghost", "v1"] * 300  # 1,200 contacts: several chunks
     with recs_srv.client() as c:
         by_contact = c.recommend_batch("personal", ids, limit=3)
-        cust, counts, items, scores = c.recommend_batch_arrays(
-            "personal", ids, limit=3
-        )
+        cust, counts, items, scores = c.recommend_batch_arrays("personal", ids, limit=3)
         assert cust == ids
         assert counts.dtype == "int64" and scores.dtype == "float64"
         assert int(counts.sum()) == len(items) == len(scores)
         pos = 0
         for cid, k in zip(cust, counts.tolist(), strict=True):
-            mine = zip(items[pos : pos + k], scores[pos : pos + k].tolist(), strict=True)
+            mine = zip(
+                items[pos : pos + k], scores[pos : pos + k].tolist(), strict=True
+            )
             got = list(mine)
             assert got == by_contact[cid]
             pos += k
