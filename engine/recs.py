@@ -848,15 +848,9 @@ class Recommender:
         """One list per contact, aligned; an unknown contact gets the no-history answer
         (a mass send must not fail on one stale id). The arguments are checked once."""
         names, scores, counts = self.recommend_many(kind, customer_ids, **kwargs)
-        out = []
-        pos = 0
-        score_list = scores.tolist()
-        for k in counts.tolist():
-            out.append(
-                list(zip(names[pos : pos + k], score_list[pos : pos + k], strict=True))
-            )
-            pos += k
-        return out
+        # the tuples untracked by the cycle collector (a mass send's would otherwise
+        # bring full collections of the caller's heap closer: BENCHMARKS.md)
+        return kernels.pair_lists(names, np.ascontiguousarray(scores), counts)
 
     def recommend_many(
         self,

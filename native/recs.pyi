@@ -171,3 +171,6 @@ def decode_batch_flat(
     item_ids: list[str],  # INOUT
     scores: list[float],  # INOUT
 ) -> None: ...
+def pair_lists(
+    item_ids: list[str], scores: Floats, counts: Offsets
+) -> list[list[tuple[str, float]]]: ...

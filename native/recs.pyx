@@ -1422,3 +1422,24 @@ def decode_batch_flat(const uint8_t[::1] buf, list customer_ids, list counts,
             raise ValueError(f"{n_items} item ids but {n_scores} scores")
         customer_ids.append(cust)
         counts.append(n_items)
+
+
+def pair_lists(list item_ids, const float[::1] scores, const int64_t[::1] counts):
+    """``[[(item_id, score), ...] per contact]`` of a flat batch (``counts[i]`` pairs
+    for contact i, contact after contact), the tuples untracked (see ``_pair``)."""
+    cdef Py_ssize_t n = counts.shape[0], i, j, pos = 0, total = 0
+    for i in range(n):
+        if counts[i] < 0:
+            raise ValueError(f"count {counts[i]} of contact {i}")
+        total += counts[i]
+    if total != len(item_ids) or total != scores.shape[0]:
+        raise ValueError(
+            f"{total} pairs counted, {len(item_ids)} item ids, {scores.shape[0]} scores")
+    cdef list out = [], one
+    for i in range(n):
+        one = []
+        for j in range(pos, pos + counts[i]):
+            one.append(_pair(item_ids[j], <double> scores[j]))
+        pos += counts[i]
+        out.append(one)
+    return out

@@ -523,6 +523,12 @@ def test_result_pairs_are_not_left_to_the_cycle_collector(shop: Engine) -> None:
     assert decoded == dict(
         zip(["u1", "v1"], shop.recommend_batch("personal", ["u1", "v1"]), strict=True)
     )
-    for pairs in decoded.values():
+    for pairs in [*decoded.values(), *shop.recommend_batch("personal", ["u1", "v1"])]:
         assert gc.is_tracked(pairs)
         assert pairs and not any(gc.is_tracked(pair) for pair in pairs)
+    import numpy as np
+
+    with pytest.raises(ValueError, match="2 pairs counted, 1 item ids"):
+        kernels.pair_lists(
+            ["A"], np.ones(2, dtype=np.float32), np.array([1, 1], dtype=np.int64)
+        )
