@@ -609,7 +609,11 @@ class RfmResult:
         hit = self._bitmaps.get(key)
         if hit is None:
             values, none = self._values(kind)
-            counts = np.bincount(values, minlength=none + 1)
+            if kind in ("code", "segment"):  # already counted for the matrix / history
+                code_hist, seg_hist = self.histograms()
+                counts = (code_hist if kind == "code" else seg_hist).copy()
+            else:
+                counts = np.bincount(values, minlength=none + 1)
             counts[none] = 0
             hit = self._bitmaps[key] = np.flatnonzero(counts).tolist()
         return list(hit)
