@@ -16,7 +16,7 @@ of ``rows`` and the survivor's slot is pointed there. A patched index therefore 
 ``ends`` they are ``rows[offsets[c]:offsets[c + 1]]``.
 """
 
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -283,3 +283,104 @@ def move_contact(cid_t[::1] cid, uint32_t[::1] origin, uint32_t[::1] offsets,
             ends[survivor] = <uint32_t> out
         ends[merged] = offsets[merged]
     return moved, out
+
+
+cdef enum:
+    MAX_FILTERS = 16   # code filters one event condition may carry (as eventscan)
+
+
+def count_filtered_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
+                               const row_t[::1] rows, row_t limit,
+                               const cid_t[::1] cid, row_t r0, row_t r1,
+                               code_filters=(), const uint32_t[::1] ends=None):
+    """Matching events in [r0, r1) per candidate (uint32, aligned with the sorted
+    `cand_cids`), where a row matches when every ``(codes, mask)`` of `code_filters`
+    holds: ``codes[r]`` is not NULL, below ``len(mask)``, and ``mask[codes[r]] != 0``.
+
+    The fused form of ``rows_of_contacts`` + an event scan for an AND that already
+    narrowed the candidates: each candidate's rows come from the index, so its contact
+    needs no lookup, no candidate bitset is tested and no counter array is scattered;
+    only the filter columns are read per row. The unindexed tail [max(r0, limit), r1)
+    is scanned and each row's contact looked up among the candidates.
+    """
+    cdef Py_ssize_t n_cand = cand_cids.shape[0], n_idx = offsets.shape[0] - 1
+    cdef Py_ssize_t j, a, b, k, lo, hi_
+    cdef row_t hi = r1 if r1 < limit else limit
+    cdef row_t tail_lo = r0 if r0 > limit else limit
+    cdef row_t r
+    cdef cid_t c
+    cdef uint32_t got
+    cdef int n_f = 0
+    cdef const uint32_t* cols[MAX_FILTERS]
+    cdef const uint8_t* masks[MAX_FILTERS]
+    cdef Py_ssize_t mask_len[MAX_FILTERS]
+    cdef const uint32_t[::1] col
+    cdef const uint8_t[::1] mask
+    keep = []
+    code_filters = list(code_filters)
+    if len(code_filters) > MAX_FILTERS:
+        raise ValueError(f"at most {MAX_FILTERS} code filters")
+    if r1 > cid.shape[0]:
+        raise ValueError(f"window end {r1} beyond the log of {cid.shape[0]} rows")
+    for i, (col_obj, mask_obj) in enumerate(code_filters):
+        col = col_obj
+        mask = mask_obj
+        if col.shape[0] < r1:
+            raise ValueError(f"code filter {i}: column of {col.shape[0]} rows is shorter "
+                             f"than the window end {r1}")
+        if mask.shape[0] == 0:  # admits nothing
+            return np.zeros(n_cand, dtype=np.uint32)
+        keep.append((col, mask))
+        cols[n_f] = &col[0]
+        masks[n_f] = &mask[0]
+        mask_len[n_f] = mask.shape[0]
+        n_f += 1
+    out = np.zeros(n_cand, dtype=np.uint32)
+    cdef uint32_t[::1] o = out
+    cdef bint patched = ends is not None
+    if n_idx < 0:
+        n_idx = 0
+    if patched and ends.shape[0] < n_idx:
+        raise ValueError(f"ends has {ends.shape[0]} slots for {n_idx} contacts")
+    cdef const uint32_t* ends_p = &ends[0] if patched and ends.shape[0] else NULL
+    with nogil:
+        if hi > r0 and n_idx:
+            for j in range(n_cand):
+                _prefetch_ahead(&cand_cids[0], n_cand, j, &offsets[0], ends_p, n_idx,
+                                &rows[0])
+                c = cand_cids[j]
+                if c >= n_idx:
+                    continue
+                a = offsets[c]
+                b = ends[c] if patched else offsets[c + 1]
+                k = a + _lower_bound(&rows[a], b - a, r0) if b > a else a
+                got = 0
+                while k < b and rows[k] < hi:
+                    got += _passes(cols, masks, mask_len, n_f, rows[k])
+                    k += 1
+                o[j] = got
+        for r in range(tail_lo, r1):
+            c = cid[r]
+            lo = 0
+            hi_ = n_cand
+            while lo < hi_:
+                k = (lo + hi_) >> 1
+                if cand_cids[k] < c:
+                    lo = k + 1
+                else:
+                    hi_ = k
+            if lo < n_cand and cand_cids[lo] == c:
+                o[lo] += _passes(cols, masks, mask_len, n_f, r)
+    return out
+
+
+cdef inline uint32_t _passes(const uint32_t** cols, const uint8_t** masks,
+                             const Py_ssize_t* mask_len, int n_f, row_t r) noexcept nogil:
+    """1 when row r passes every code filter (branch-free per filter), else 0."""
+    cdef int f
+    cdef uint32_t code, ok = 1, inside
+    for f in range(n_f):
+        code = cols[f][r]
+        inside = code < <uint64_t> mask_len[f]  # NO_CODE is never inside a mask
+        ok &= inside & (masks[f][code if inside else 0] != 0)
+    return ok

@@ -47,3 +47,50 @@ def test_rows_and_counts_of_contacts_vs_numpy(n_cand: int, heavy: bool) -> None:
         ends = offsets[1:].copy()  # a patched index with unchanged slots
         again = contactindex.rows_of_contacts(cands, offsets, rows, limit, r0, r1, ends)
         assert again.tolist() == got.tolist()
+
+
+@pytest.mark.parametrize("tail", [False, True])
+def test_count_filtered_of_contacts_vs_numpy(tail: bool) -> None:
+    rng = np.random.default_rng(7 + tail)
+    n_contacts, n_log = 300, 12_000
+    cid = rng.integers(0, n_contacts, n_log).astype(np.uint32)
+    item = rng.integers(0, 50, n_log).astype(np.uint32)
+    item[rng.random(n_log) < 0.1] = 0xFFFFFFFF  # NULL codes never match
+    brand = rng.integers(0, 6, n_log).astype(np.uint32)
+    item_mask = (rng.random(40) < 0.4).astype(np.uint8)  # codes 40..49 past the mask
+    brand_mask = np.array([1, 1, 0, 1, 0, 1], dtype=np.uint8)
+    limit = 10_000 if tail else n_log
+    offsets, rows = contactindex.build(np.ascontiguousarray(cid[:limit]), n_contacts)
+    cands = np.sort(rng.choice(n_contacts, 120, replace=False)).astype(np.uint32)
+    inside_item = (item < 40) & (item_mask[np.minimum(item, 39)] == 1)
+    inside_brand = brand_mask[brand] == 1
+    for filters, ok in (
+        ([(item, item_mask)], inside_item),
+        ([(item, item_mask), (brand, brand_mask)], inside_item & inside_brand),
+        ([(brand, np.zeros(0, np.uint8))], np.zeros(n_log, bool)),
+    ):
+        for r0, r1 in ((0, n_log), (1_000, 11_000), (9_000, 9_000)):
+            got = contactindex.count_filtered_of_contacts(
+                cands, offsets, rows, limit, cid, r0, r1, filters
+            )
+            sel = ok.copy()
+            sel[:r0] = False
+            sel[r1:] = False
+            want = np.bincount(cid[sel], minlength=n_contacts)[cands]
+            assert got.tolist() == want.tolist()
+
+
+def test_count_filtered_of_contacts_checks() -> None:
+    cid = np.zeros(10, np.uint32)
+    offsets, rows = contactindex.build(cid, 1)
+    cands = np.zeros(1, np.uint32)
+    short = [(np.zeros(5, np.uint32), np.ones(1, np.uint8))]
+    with pytest.raises(ValueError, match="shorter than the window end 10"):
+        contactindex.count_filtered_of_contacts(
+            cands, offsets, rows, 10, cid, 0, 10, short
+        )
+    many = [(cid, np.ones(1, np.uint8))] * 17
+    with pytest.raises(ValueError, match="at most 16"):
+        contactindex.count_filtered_of_contacts(
+            cands, offsets, rows, 10, cid, 0, 10, many
+        )
