@@ -352,7 +352,7 @@ class EventNode(Node):
         if bound is None:
             return base.copy() if self.zero_qualifies else BitMap()
         source, code_filters, row_mask = bound
-        if source is CONTACTS:
+        if source is CONTACTS and cand is not None:
             return self._count_candidates(ctx, log, cand, r0, r1, code_filters)
         cand_words = ctx.candidate_words(cand)
         then_keys, within = self._then_keys(ctx, cand, cand_words)
