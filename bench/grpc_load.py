@@ -78,8 +78,58 @@ def trivial_overhead(client, seconds: float) -> dict:
     return {"call": "grpc.health.v1.Health/Check"} | _latency(samples)
 
 
-def count_qps(address, token, clients: int, seconds: float, now) -> dict:
-    """``clients`` threads, one channel each, counting the saved segment for ``seconds``."""
+def count_qps(
+    address, token, clients: int, seconds: float, now, processes: int = 1
+) -> dict:
+    """``clients`` threads, one channel each, counting the saved segment for ``seconds``.
+
+    With ``processes`` > 1 the clients are spread over that many client processes, so
+    the latencies measured are the server's, not the GIL contention of 16 client threads
+    in one Python process (which shares the same 2 cores as the server).
+    """
+    if processes > 1:
+        return _count_qps_processes(address, token, clients, seconds, now, processes)
+    latencies, errors, counts, elapsed = _count_loop(
+        address, token, clients, seconds, now, None
+    )
+    return _count_record(clients, elapsed, latencies, errors, counts, 1)
+
+
+def _count_qps_processes(
+    address, token, clients: int, seconds: float, now, processes: int
+) -> dict:
+    import multiprocessing
+
+    share = [clients // processes + (k < clients % processes) for k in range(processes)]
+    share = [n for n in share if n]
+    start_at = time.time() + 3.0 + 0.5 * len(share)  # every process connected by then
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process with gRPC threads
+    with ctx.Pool(len(share)) as pool:
+        parts = pool.starmap(
+            _count_loop, [(address, token, n, seconds, now, start_at) for n in share]
+        )
+    latencies = [x for p in parts for x in p[0]]
+    errors = [e for p in parts for e in p[1]]
+    counts = set().union(*(p[2] for p in parts))
+    elapsed = max(p[3] for p in parts)
+    return _count_record(clients, elapsed, latencies, errors, counts, len(share))
+
+
+def _count_record(clients, elapsed, flat, errors, counts, processes) -> dict:
+    return {
+        "segment": SEGMENT,
+        "clients": clients,
+        "client_processes": processes,
+        "seconds": round(elapsed, 3),
+        "qps": round(len(flat) / elapsed, 1) if elapsed else None,
+        "count": sorted(counts),
+        "errors": errors[:5],
+    } | _latency(flat)
+
+
+def _count_loop(address, token, clients: int, seconds: float, now, start_at):
+    """Run ``clients`` Count threads in this process; (latencies, errors, counts,
+    elapsed). ``start_at`` (a wall-clock time) lines up several client processes."""
     from segd.server.client import SegdClient
 
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -104,20 +154,14 @@ def count_qps(address, token, clients: int, seconds: float, now) -> dict:
     threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
     start.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    flat = [x for lst in latencies for x in lst]
-    return {
-        "segment": SEGMENT,
-        "clients": clients,
-        "seconds": round(elapsed, 3),
-        "qps": round(len(flat) / elapsed, 1) if elapsed else None,
-        "count": sorted(counts),
-        "errors": errors[:5],
-    } | _latency(flat)
+    return [x for lst in latencies for x in lst], errors, counts, elapsed
 
 
 def _events(contacts: int):
@@ -266,6 +310,13 @@ def _parser(prog: str = "python -m segd.bench grpc") -> argparse.ArgumentParser:
         "--token", default=None, help="bearer token, if the server wants one"
     )
     p.add_argument("--clients", type=int, default=16, help="concurrent Count clients")
+    p.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="spread the Count clients over this many processes (1: threads of this "
+        "process, whose GIL then adds to the latencies measured)",
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="Count phase length")
     p.add_argument(
         "--overhead-seconds", type=float, default=2.0, help="trivial-call phase length"
@@ -329,6 +380,8 @@ def main(
         parser.error(f"--address {args.address!r}: only loopback addresses are allowed")
     if args.clients < 1 or args.seconds <= 0:
         parser.error("--clients must be >= 1 and --seconds > 0")
+    if not 1 <= args.client_processes <= args.clients:
+        parser.error("--client-processes must be between 1 and --clients")
     from rich.console import Console
 
     from segd.bench import machine
@@ -361,7 +414,12 @@ def main(
             try:
                 err.log(f"Count '{SEGMENT}': {args.clients} clients, {args.seconds}s")
                 rec["count"] = count_qps(
-                    args.address, args.token, args.clients, args.seconds, now
+                    args.address,
+                    args.token,
+                    args.clients,
+                    args.seconds,
+                    now,
+                    processes=args.client_processes,
                 )
             finally:
                 client.delete_segment(SEGMENT)

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from pyroaring import BitMap
 
 from segd.errors import FailedPrecondition, InvalidInput, Violation
+from segd.native import bitset
 from segd.native import rfm as kernels
 from segd.timeutil import DAY_S, MAX_EVENT_S
 
@@ -593,6 +594,58 @@ class RfmResult:
                     np.bincount(self.segment, minlength=256),
                 )
             return hit
+
+    def _values(self, kind: str) -> tuple[np.ndarray, int]:
+        """The per-contact array of ``kind`` (r, f, m, code, segment) and its "none"."""
+        if kind not in ("r", "f", "m", "code", "segment"):
+            raise ValueError(f"unknown RFM field {kind!r}")
+        values = self.code if kind == "code" else getattr(self, kind)
+        return values, (NO_SEGMENT if kind == "segment" else 0)
+
+    def present_keys(self, kind: str) -> list[int]:
+        """The values of ``kind`` that at least one contact has (ascending, "none" left
+        out), from a histogram: no bitmap is built."""
+        key = f"_present_{kind}"
+        hit = self._bitmaps.get(key)
+        if hit is None:
+            values, none = self._values(kind)
+            if kind in ("code", "segment"):  # already counted for the matrix / history
+                code_hist, seg_hist = self.histograms()
+                counts = (code_hist if kind == "code" else seg_hist).copy()
+            else:
+                counts = np.bincount(values, minlength=none + 1)
+            counts[none] = 0
+            hit = self._bitmaps[key] = np.flatnonzero(counts).tolist()
+        return list(hit)
+
+    def members_of(self, kind: str, keys: list[int]) -> BitMap:
+        """Contacts whose ``kind`` is one of ``keys``: one pass over the per-contact
+        array, cached per key set. A condition asks for a few keys, so this avoids
+        building the bitmap of every value (``bitmaps``) on the first query after each
+        ``rfm_compute``."""
+        wanted = tuple(sorted(set(keys)))
+        cache_key = ("members", kind, wanted)
+        with self._lock:
+            hit = self._bitmaps.get(cache_key)
+        if hit is None:
+            values, none = self._values(kind)
+            top = int(np.iinfo(values.dtype).max)
+            wanted_arr = np.asarray(
+                [k for k in wanted if k != none and 0 <= k <= top], dtype=values.dtype
+            )
+            if len(wanted_arr) == 0:
+                hit = BitMap()
+            else:
+                if len(wanted_arr) == 1:
+                    mask = values == wanted_arr[0]
+                else:
+                    lut = np.zeros(int(values.max(initial=0)) + 1, dtype=bool)
+                    lut[wanted_arr[wanted_arr < len(lut)]] = True
+                    mask = lut[values]
+                hit = bitset.cids_to_bitmap(np.flatnonzero(mask).astype(np.uint32))
+            with self._lock:
+                self._bitmaps[cache_key] = hit
+        return hit
 
     def bitmaps(self, kind: str) -> dict[Any, BitMap]:
         """Members per value of ``kind`` (r, f, m, code, segment), built on first use.

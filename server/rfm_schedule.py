@@ -39,7 +39,7 @@ def run_if_due(engine: Any, now_s: float) -> bool:
     if latest is None or due is None or latest.as_of >= due:
         return False
     t0 = datetime.now(UTC)
-    engine.rfm_compute(as_of=float(int(now_s)))
+    engine.rfm_compute(as_of=float(int(now_s)), table=False)
     status = engine.rfm_status()
     log.info(
         "rfm recomputed",

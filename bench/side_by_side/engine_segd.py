@@ -71,7 +71,11 @@ class Adapter:
         (timed with the query, as the SQL engines compute it inside theirs)."""
         if name in self.rfm_queries:
             self.eng.rfm_compute(
-                as_of=self.now, window_days=RFM_WINDOW_DAYS, scale=5, method="quantile"
+                as_of=self.now,
+                window_days=RFM_WINDOW_DAYS,
+                scale=5,
+                method="quantile",
+                table=False,  # the question wants the cell, not a row per contact
             )
 
     def count(self, name: str) -> int:

@@ -52,7 +52,7 @@ class RfmValueNode(Node):
         """Bitmap keys whose value satisfies the condition (None: is_null)."""
         op, value, res = self.op, ast.get("value"), self.result
         if op in ("is_null", "is_not_null"):
-            return None if op == "is_null" else list(self.result.bitmaps(self.field))
+            return None if op == "is_null" else self.result.present_keys(self.field)
         where = f"{path}.value"
         if self.field in ("r", "f", "m"):
             if op in ("prefix", "contains"):
@@ -65,8 +65,8 @@ class RfmValueNode(Node):
             return [int(s) for s in scores[in_intervals(scores, lo, hi)]]
         if self.field == "code":
             self._check_codes(op, value, where)
-            # The code bitmaps leave out 0 (no code), so every key has a text.
-            present = {t: k for k in res.bitmaps("code") if (t := code_text(k))}
+            # The present codes leave out 0 (no code), so every key has a text.
+            present = {t: k for k in res.present_keys("code") if (t := code_text(k))}
             return [present[t] for t in values_matching(present, op, value)]
         names = res.segments
         self._check_names(op, value, where, names)
@@ -99,13 +99,12 @@ class RfmValueNode(Node):
 
     def members(self, ctx: Context) -> BitMap:
         if self._members is None:
-            maps = self.result.bitmaps(self.field)
+            res = self.result
             if self._keys is None:  # is_null: everyone without a value
-                present = BitMap.union(*maps.values()) if maps else BitMap()
+                present = res.members_of(self.field, res.present_keys(self.field))
                 self._members = ctx.universe - present
             else:
-                parts = [maps[k] for k in self._keys if k in maps]
-                self._members = BitMap.union(*parts) if parts else BitMap()
+                self._members = res.members_of(self.field, self._keys)
         return self._members
 
     def estimate(self, ctx: Context) -> float:

@@ -64,6 +64,7 @@ class RfmServicer(rfm_pb2_grpc.RfmServiceServicer):
             scale=request.scale or None,
             method=request.method or None,
             thresholds=thresholds,
+            table=False,  # the response carries the status, not the rows
         )
         ms = (time.perf_counter() - t0) * 1000
         status = self._engine.rfm_status()

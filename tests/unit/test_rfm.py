@@ -327,6 +327,21 @@ def test_rfm_is_pure() -> None:
         eng.count('rfm.segment = "Loyal"', NOW)
 
 
+def test_rfm_compute_without_the_table_makes_the_same_computation_current() -> None:
+    events = history("a", 3, 10) + history("b", 1, 60) + history("c", 2, 200)
+    with_table, without = engine_with(events), engine_with(events)
+    table = with_table.rfm_compute(as_of=NOW)
+    assert without.rfm_compute(as_of=NOW, table=False) is None
+    assert table.num_rows == 3
+    for q in ('rfm.segment = "Loyal"', 'rfm.code != "R1F1M1"', "rfm.r is null"):
+        assert without.segment(q, NOW).ids() == with_table.segment(q, NOW).ids(), q
+    assert without.rfm_status() == with_table.rfm_status()
+    assert (
+        without.rfm_transitions().to_pylist()
+        == with_table.rfm_transitions().to_pylist()
+    )
+
+
 # -- rules configuration -----------------------------------------------------------------
 
 
@@ -548,3 +563,44 @@ def test_daily_schedule() -> None:
     assert eng.rfm_status()["as_of_s"] == day + 3 * 3600 + 5
     assert run_if_due(eng, day + 20 * 3600) is False  # done today
     assert run_if_due(eng, day + 27 * 3600) is True  # the next day
+
+
+@given(
+    st.lists(st.integers(0, 5), min_size=0, max_size=60),
+    st.sampled_from(["r", "f", "m", "code", "segment"]),
+    st.lists(st.integers(0, 300), max_size=4),
+)
+def test_members_of_equals_the_union_of_per_value_bitmaps(
+    scores: list[int], kind: str, extra_keys: list[int]
+) -> None:
+    """``RfmResult.members_of`` (one pass, the condition's path) against the per-value
+    bitmaps it replaced, on arbitrary score arrays and key sets (absent keys, "none")."""
+    from segd.rfm import NO_SEGMENT, RfmResult
+
+    n = len(scores)
+    a = np.asarray(scores, dtype=np.uint8)
+    seg = np.where(a == 0, NO_SEGMENT, a % 3).astype(np.uint8)
+    res = RfmResult(
+        as_of=0.0,
+        window_days=365,
+        scale=5,
+        method="quantile",
+        segments=["a", "b", "c"],
+        recency_days=np.full(n, -1, dtype=np.int32),
+        frequency=np.zeros(n, dtype=np.uint32),
+        monetary=np.zeros(n),
+        r=a,
+        f=a[::-1].copy(),
+        m=(a * 7 % 6).astype(np.uint8),
+        segment=seg,
+        orders_all=(a > 0).astype(np.uint32),
+    )
+    maps = res.bitmaps(kind)
+    present = res.present_keys(kind)
+    assert present == sorted(maps)
+    keys = present[:2] + extra_keys
+    expected = set()
+    for k in keys:
+        expected |= set(maps.get(k, ()))
+    assert set(res.members_of(kind, keys)) == expected
+    assert set(res.members_of(kind, present)) == set().union(*map(set, maps.values()))
