@@ -355,16 +355,23 @@ class Engine(LiveApi):
         Returns the rows appended (rows whose event_id was seen before are dropped).
         `shrink`: trim the logs' growth slack afterwards (the end of a bulk load)."""
         parts: dict[str, list] = {}
-        appended = 0
         for done, batch in batches:
             for name, rows in ingest.encode_events(self.store, batch).items():
                 parts.setdefault(name, []).append(rows)
-                appended += len(rows.cids)
             if progress:
                 progress("encode", done)
+        return self._append_parts(parts, shrink=shrink)
+
+    def _append_parts(self, parts: dict[str, list], *, shrink: bool = True) -> int:
+        """Append a bulk load's encoded rows (type -> TypeRows chunks), each type once,
+        and tell the touch hooks; the rows appended. `shrink` as for
+        ``_apply_event_chunks``."""
+        appended = 0
         for name in list(parts):
             rows = ingest.concat_rows(parts.pop(name))
+            ingest.sort_by_time(rows)
             ingest.append_rows(self.store, name, rows)
+            appended += len(rows.cids)
             self._touched(rows.cids, name)
         self.live.flush()
         if shrink:
@@ -493,10 +500,13 @@ class Engine(LiveApi):
     ) -> LoadReport:
         """Bulk-load events: all or nothing, in bounded memory, one sort per type.
 
-        The source is read twice in chunks (Parquet by row group): first every chunk is
-        validated, then chunks are encoded to compact arrays per type, and each type is
-        appended once — so a file whose rows are not in time order costs one sort, not a
-        merge per chunk. `progress(phase, rows_done)` is called after each chunk.
+        The source is streamed in chunks (Parquet by row group) and, in memory, read
+        once: each chunk is validated and staged against the load's own dictionaries
+        (``ingest.StagedLoad``); once every chunk has passed, the distinct values are
+        added to the engine and each type is appended once — so a file whose rows are
+        not in time order costs one sort, not a merge per chunk. A durable engine and a
+        load by link columns read the source twice (validate, then apply).
+        `progress(phase, rows_done)` is called after each chunk.
 
         Identity, as for ``append_events``: a row names its contact by ``customer_id``
         or, when that is NULL or the column is absent, by link columns (``email``,
@@ -526,20 +536,31 @@ class Engine(LiveApi):
                 source, rows_per_chunk, progress, t0, ident, on_conflict
             )
         if ident is None:
-            total = ingest.check_events(source, rows_per_chunk)
-        else:
-            columns = load_identity.check_schema(source, kinds)
-            total = 0
-            for done, _, _ in load_identity.chunks(
-                self, source, rows_per_chunk, ident, adding=True, columns=columns
-            ):
-                total = done
+            # One read: chunks are validated and staged against the load's own
+            # dictionaries; the engine changes only in the commit below.
+            stage, total = ingest.stage_events(source, rows_per_chunk, progress)
+            with self._writing():
+                appended = self._append_parts(stage.commit(self.store))
+                if progress:
+                    progress("index", total)
+            return LoadReport(
+                "events",
+                appended,
+                time.perf_counter() - t0,
+                duplicate_events=total - appended,
+            )
+        # A load by link columns: a first pass collects and resolves its identities.
+        columns = load_identity.check_schema(source, kinds)
+        total = 0
+        for done, _, _ in load_identity.chunks(
+            self, source, rows_per_chunk, ident, adding=True, columns=columns
+        ):
+            total = done
         if progress:
             progress("validate", total)
         with self._writing():
-            if ident is not None:
-                resolved = ident.resolve(self, on_conflict)
-                self._apply_load_identity(load_identity.record(resolved))
+            resolved = ident.resolve(self, on_conflict)
+            self._apply_load_identity(load_identity.record(resolved))
             appended = self._apply_event_chunks(
                 self._validated_chunks(source, rows_per_chunk, ident)
             )

@@ -28,6 +28,19 @@ ORIGIN = ":origin"
 UNINDEXED_DIMS = frozenset({"order_id", ORIGIN})
 
 
+def _owned(arr: np.ndarray, dtype) -> np.ndarray:
+    """`arr` itself when it is a writeable, contiguous array owning its memory of
+    `dtype`; otherwise a copy (a view would keep its base alive and be written through)."""
+    if (
+        arr.dtype == dtype
+        and arr.flags.c_contiguous
+        and arr.flags.owndata
+        and arr.flags.writeable
+    ):
+        return arr
+    return np.array(arr, dtype=dtype)
+
+
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
     """Room for `need` rows. The new slots are left unset: every append writes all
     columns of the rows it adds, and nothing reads past `n`."""
@@ -285,12 +298,37 @@ class EventLog:
                     self.postings[d] = Postings()
         if amount is not None and self._amount is None:
             self._amount = np.full(len(self._cid), np.nan)
+        if self.n == 0:
+            self._adopt(cid, ts, dims, amount)
+            return
         self._reserve(self.n + k)
         self._version += 1
-        if self.n == 0 or ts[0] >= self._ts[self.n - 1]:
+        if ts[0] >= self._ts[self.n - 1]:
             self._append_tail(cid, ts, dims, amount)
         else:
             self._merge_late(cid, ts, dims, amount)
+
+    def _adopt(self, cid, ts, dims, amount) -> None:
+        """The first rows of an empty log (a bulk load's whole type): arrays the caller
+        owns outright become the columns without a copy; views are copied."""
+        k = len(cid)
+        self._cid = _owned(cid, np.uint32)
+        self._ts = _owned(ts, np.uint32)
+        rows = np.arange(k, dtype=np.uint32)
+        for d in self._dims:
+            codes = dims.get(d)
+            if codes is None:
+                self._dims[d] = np.full(k, NO_CODE, dtype=np.uint32)
+                continue
+            self._dims[d] = _owned(codes, np.uint32)
+            if d in self.postings:
+                self.postings[d].append_rows(rows, self._dims[d])
+        if self._amount is not None:
+            self._amount = (
+                np.full(k, np.nan) if amount is None else _owned(amount, np.float64)
+            )
+        self.n = k
+        self._version += 1
 
     def _reserve(self, need: int) -> None:
         self._cid = _grow(self._cid, need)

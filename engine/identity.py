@@ -167,6 +167,9 @@ class Resolved:
     customer_id: pa.Array
     links: dict[str, tuple[pa.Array, pa.Array]]  # kind -> (values, customer_ids)
     merges: list[tuple[str, str]]  # (survivor, merged) customer_ids
+    # Internal contact number of every row when every row was named by known links
+    # only (``known_link_owners``): the batch is then applied by them directly.
+    cids: np.ndarray | None = None
 
 
 class Identity:
@@ -238,6 +241,43 @@ def link_columns(table: pa.Table, kinds: Iterable[str], where: str) -> dict:
     }
 
 
+def known_link_owners(
+    store, links: dict[str, pa.Array], rows: int, raw: dict[str, np.ndarray]
+):
+    """The common case of live traffic by link, without the general resolution: every
+    row names its contact only by link values that are all linked already and, across
+    kinds, to the same (canonical) contact. Then that contact is the row's, and there
+    is nothing to link, merge or report. Returns its cid per row (uint32), or None when
+    any row needs the general path (an unknown value, a clash, a row without links).
+    `raw`: each kind's owners as stored (``LinkTable.owners``), shared with it."""
+    if not links:
+        return None
+    contacts = store.contacts
+    out = None
+    for kind, values in links.items():
+        owners = contacts.canonical(raw[kind])
+        has = np.asarray(pc.is_valid(values)) if values.null_count else None
+        found = owners != NO_CODE
+        if has is None:
+            if not found.all():
+                return None
+        elif (has & ~found).any():
+            return None
+        if out is None:
+            out = owners
+        elif has is None:
+            if ((out != NO_CODE) & (out != owners)).any():
+                return None
+            out = owners
+        else:
+            if (has & (out != NO_CODE) & (out != owners)).any():
+                return None
+            out = np.where(has, owners, out)
+    if out is None or len(out) != rows or (out == NO_CODE).any():
+        return None
+    return np.ascontiguousarray(out, dtype=np.uint32)
+
+
 def resolve(
     store,
     customer_id: pa.Array | None,
@@ -260,6 +300,12 @@ def resolve(
     contact its first link names).
     """
     contacts = store.contacts
+    raw_owners = {k: store.identity.table(k).owners(v) for k, v in links.items()}
+    if customer_id is None or customer_id.null_count == rows:
+        owners = known_link_owners(store, links, rows, raw_owners)
+        if owners is not None:
+            ids = contacts.ids.decode(owners).cast(pa.string())
+            return Resolved(ids, {}, [], owners)
     n = contacts.n
     big = np.int64(1) << 40
     labels = np.full(rows, -1, dtype=np.int64)
@@ -287,7 +333,7 @@ def resolve(
 
     unlinked: dict[str, np.ndarray] = {}
     for kind, values in links.items():
-        raw = store.identity.table(kind).owners(values)
+        raw = raw_owners[kind]
         unlinked[kind] = raw == NO_CODE
         owners = contacts.canonical(raw).astype(np.int64)
         known = owners != NO_CODE

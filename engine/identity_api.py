@@ -321,7 +321,7 @@ def record(resolved: identity.Resolved) -> dict | None:
 
 
 def resolved_events(batch, resolved: identity.Resolved):
-    return replace(batch, customer_id=resolved.customer_id)
+    return replace(batch, customer_id=resolved.customer_id, cids=resolved.cids)
 
 
 def resolved_attributes(batch, resolved: identity.Resolved):

@@ -73,6 +73,11 @@ class EventBatch:
     amount: np.ndarray | None
     dims: dict[str, pa.Array]
     event_id: pa.Array | None = None
+    # The rows' internal contact numbers when identity resolution under the write lock
+    # found them already (rows named by known links): applying then skips the second
+    # lookup of ``customer_id``. Never recorded: the WAL keys rows by ``customer_id``,
+    # which names the same contacts, and replay looks those up.
+    cids: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -391,14 +396,16 @@ def drop_seen_events(store: Store, batch: EventBatch) -> EventBatch:
     if batch.event_id is None or batch.event_id.null_count == len(batch.event_id):
         return batch
     before = len(store.event_ids)
-    codes = encode_text(batch.event_id, store.event_ids.get_or_add)
-    keep = codes == NO_CODE
-    new_rows = np.flatnonzero((codes != NO_CODE) & (codes >= before))
-    if len(new_rows):
-        _, first = np.unique(codes[new_rows], return_index=True)
-        keep[new_rows[first]] = True
+    keep = first_of_each_id(
+        encode_text(batch.event_id, store.event_ids.get_or_add), before
+    )
     if keep.all():
         return batch
+    return keep_rows(batch, keep)
+
+
+def keep_rows(batch: EventBatch, keep: np.ndarray) -> EventBatch:
+    """The batch's rows where `keep` (a bool mask) is set."""
     rows = pa.array(np.flatnonzero(keep))
 
     def take(arr):
@@ -413,7 +420,20 @@ def drop_seen_events(store: Store, batch: EventBatch) -> EventBatch:
         None if batch.amount is None else batch.amount[keep],
         {d: take(a) for d, a in batch.dims.items()},
         take(batch.event_id),
+        None if batch.cids is None else batch.cids[keep],
     )
+
+
+def first_of_each_id(codes: np.ndarray, before: int) -> np.ndarray:
+    """Rows to keep of a batch's event id `codes` (NO_CODE: no id) after coding them
+    into a map that held `before` ids: rows without an id, and the first row of each id
+    new to the map."""
+    keep = codes == NO_CODE
+    new_rows = np.flatnonzero((codes != NO_CODE) & (codes >= before))
+    if len(new_rows):
+        _, first = np.unique(codes[new_rows], return_index=True)
+        keep[new_rows[first]] = True
+    return keep
 
 
 def count_new_events(store: Store, batch: EventBatch) -> int:
@@ -434,9 +454,11 @@ def encode_events(store: Store, batch: EventBatch) -> dict[str, TypeRows]:
     type. Rows with an ``event_id`` seen before are dropped first (see
     ``drop_seen_events``); the rows returned are the ones to append."""
     batch = drop_seen_events(store, batch)
-    cids = store.contacts.ensure(batch.customer_id)
+    if batch.cids is not None:
+        cids = batch.cids  # resolved by link (identity.resolve): known, canonical
+    else:
+        cids = store.contacts.ensure(batch.customer_id)
     store.sync_sizes()
-    n = len(cids)
     codes: dict[str, np.ndarray] = {}
     if batch.item_id is not None:
         codes["item"] = encode_text(batch.item_id, store.catalog.ensure)
@@ -444,6 +466,14 @@ def encode_events(store: Store, batch: EventBatch) -> dict[str, TypeRows]:
         if name not in store.dim_maps:
             store.dim_maps[name] = IdMap()
         codes[name] = encode_text(arr, store.dim_maps[name].get_or_add)
+    return split_by_type(batch, cids, codes)
+
+
+def split_by_type(
+    batch: EventBatch, cids: np.ndarray, codes: dict[str, np.ndarray]
+) -> dict[str, TypeRows]:
+    """A batch's encoded rows (`cids`, dimension `codes`) split by event type."""
+    n = len(cids)
     # Group rows by type with one stable sort, so each type's rows are a contiguous slice
     # (arrival order kept within a type) instead of one fancy-index per column per type.
     names = batch.type_names
@@ -479,6 +509,143 @@ def append_rows(store: Store, name: str, rows: TypeRows) -> None:
     store.log(name).append(rows.cids, rows.ts, rows.dims, rows.amount)
     store.aggregates.apply(
         name, rows.cids, rows.ts, rows.amount, rows.dims.get("order_id")
+    )
+
+
+# A staged load's event ids ride with its rows as a pseudo-dimension (a name no
+# column can have), to drop at commit the rows whose id the engine had seen before.
+_EVENT_ID_CODES = "\x00event_id"
+
+
+def _remap(codes: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """`mapping[codes]` with NO_CODE kept (a gather; NO_CODE clips onto a NO_CODE
+    entry appended to the mapping)."""
+    ext = np.empty(len(mapping) + 1, dtype=np.uint32)
+    ext[:-1] = mapping
+    ext[-1] = NO_CODE
+    return np.take(ext, codes, mode="clip")
+
+
+class StagedLoad:
+    """A bulk load read once: each validated chunk is encoded against dictionaries of
+    its own (customer ids, items, each dimension, event ids) and split by type, so the
+    engine is untouched until every chunk has passed; ``commit`` (under the write
+    lock) then adds each distinct value to the engine once and maps the staged codes
+    onto the engine's with one gather per column. New contacts, items and values get
+    the codes they would get from applying the chunks in order (first use first)."""
+
+    def __init__(self) -> None:
+        self.customers = IdMap()
+        self.items = IdMap()
+        self.dims: dict[str, IdMap] = {}
+        self.event_ids = IdMap()
+        self.parts: dict[str, list[TypeRows]] = {}
+
+    def add(self, batch: EventBatch) -> None:
+        """Stage a validated chunk (rows repeating an event id of this load dropped)."""
+        event_codes = None
+        if batch.event_id is not None and batch.event_id.null_count < batch.rows:
+            before = len(self.event_ids)
+            event_codes = encode_text(batch.event_id, self.event_ids.get_or_add)
+            keep = first_of_each_id(event_codes, before)
+            if not keep.all():
+                batch, event_codes = keep_rows(batch, keep), event_codes[keep]
+        cids = encode_text(batch.customer_id, self.customers.get_or_add)
+        codes: dict[str, np.ndarray] = {}
+        if batch.item_id is not None:
+            codes["item"] = encode_text(batch.item_id, self.items.get_or_add)
+        for name, arr in batch.dims.items():
+            local = self.dims.setdefault(name, IdMap())
+            codes[name] = encode_text(arr, local.get_or_add)
+        if event_codes is not None:
+            codes[_EVENT_ID_CODES] = event_codes
+        for name, rows in split_by_type(batch, cids, codes).items():
+            self.parts.setdefault(name, []).append(rows)
+
+    def commit(self, store: Store) -> dict[str, list[TypeRows]]:
+        """Under the write lock: add the load's distinct values to the engine and return
+        its rows per type in the engine's codes (the staged state is consumed).
+
+        Rows whose event id the engine had seen before are dropped first, and, as when
+        applying chunk by chunk, a contact, item or value named only by dropped rows is
+        not created."""
+        dropped = False
+        if len(self.event_ids):
+            values = self.event_ids.to_arrow()
+            seen = (store.event_ids.lookup(values) != NO_CODE).astype(np.uint32)
+            store.event_ids.get_or_add(values)
+            if seen.any():
+                dropped = self._drop_seen(seen)
+        locals_ = {"item": self.items, **self.dims} if len(self.items) else self.dims
+        used = self._used(locals_) if dropped else {}
+        cid_of = _add_values(self.customers, used.get(""), store.contacts.ensure)
+        store.sync_sizes()
+        maps = {}
+        for name, local in locals_.items():
+            if name == "item":
+                add = store.catalog.ensure
+            else:
+                add = store.dim_maps.setdefault(name, IdMap()).get_or_add
+            maps[name] = _add_values(local, used.get(name), add)
+        self.customers = self.items = self.event_ids = None
+        self.dims = {}
+        out: dict[str, list[TypeRows]] = {}
+        for name, parts in self.parts.items():
+            for p in parts:
+                dims = {d: _remap(c, maps[d]) for d, c in p.dims.items() if d in maps}
+                rows = TypeRows(_remap(p.cids, cid_of), p.ts, dims, p.amount)
+                out.setdefault(name, []).append(rows)
+            parts.clear()
+        self.parts = {}
+        return out
+
+    def _drop_seen(self, seen: np.ndarray) -> bool:
+        """Drop staged rows whose event id (`seen[code]` = 1) the engine had seen."""
+        dropped = False
+        for name in list(self.parts):
+            kept = []
+            for p in self.parts[name]:
+                ids = p.dims.get(_EVENT_ID_CODES)
+                if ids is not None:
+                    drop = _remap(ids, seen) == 1
+                    if drop.any():
+                        p, dropped = _drop(p, drop), True
+                if len(p.cids):
+                    kept.append(p)
+            self.parts[name] = kept
+        return dropped
+
+    def _used(self, locals_: dict[str, IdMap]) -> dict[str, np.ndarray]:
+        """Per staged dictionary ("" for customer ids): which codes rows still use."""
+        used = {"": np.zeros(len(self.customers), dtype=bool)}
+        used.update({d: np.zeros(len(m), dtype=bool) for d, m in locals_.items()})
+        for parts in self.parts.values():
+            for p in parts:
+                used[""][p.cids] = True
+                for d, c in p.dims.items():
+                    if d in used:
+                        used[d][c[c != NO_CODE]] = True
+        return used
+
+
+def _add_values(local: IdMap, used: np.ndarray | None, add) -> np.ndarray:
+    """The engine's code of each staged code: the staged values (only the `used` ones,
+    when given; the others map to NO_CODE) added through `add`, in staged order."""
+    values = local.to_arrow()
+    if used is None or used.all():
+        return add(values)
+    out = np.full(len(values), NO_CODE, dtype=np.uint32)
+    out[used] = add(values.filter(pa.array(used)))
+    return out
+
+
+def _drop(rows: TypeRows, drop: np.ndarray) -> TypeRows:
+    keep = ~drop
+    return TypeRows(
+        rows.cids[keep],
+        rows.ts[keep],
+        {d: c[keep] for d, c in rows.dims.items() if (c[keep] != NO_CODE).any()},
+        None if rows.amount is None else rows.amount[keep],
     )
 
 
@@ -518,29 +685,58 @@ def record_source(store: Store, digest: str, name: str, rows: int) -> None:
 
 
 def concat_rows(parts: list[TypeRows]) -> TypeRows:
-    """One TypeRows from many (chunks of a bulk load); absent columns become NULL."""
+    """One TypeRows from many (chunks of a bulk load); absent columns become NULL.
+
+    Consumes `parts` column by column (each part's column is dropped once copied), so
+    a bulk load holds one type's rows about once, not twice, while they are joined."""
     if len(parts) == 1:
         return parts[0]
+    lengths = [len(p.cids) for p in parts]
     dims = sorted({d for p in parts for d in p.dims})
-
-    def dim(p: TypeRows, d: str) -> np.ndarray:
-        got = p.dims.get(d)
-        return got if got is not None else np.full(len(p.cids), NO_CODE, np.uint32)
-
     has_amount = any(p.amount is not None for p in parts)
-    return TypeRows(
-        np.concatenate([p.cids for p in parts]),
-        np.concatenate([p.ts for p in parts]),
-        {d: np.concatenate([dim(p, d) for p in parts]) for d in dims},
-        np.concatenate(
-            [
-                p.amount if p.amount is not None else np.full(len(p.cids), np.nan)
-                for p in parts
-            ]
+
+    def take(get, fill) -> np.ndarray:
+        pieces = []
+        for p, k in zip(parts, lengths, strict=True):
+            got = get(p)
+            pieces.append(got if got is not None else fill(k))
+        return np.concatenate(pieces)
+
+    cids = take(lambda p: p.cids, None)
+    for p in parts:
+        p.cids = None
+    ts = take(lambda p: p.ts, None)
+    for p in parts:
+        p.ts = None
+    out_dims = {}
+    for d in dims:
+        out_dims[d] = take(
+            lambda p, d=d: p.dims.get(d), lambda k: np.full(k, NO_CODE, np.uint32)
         )
-        if has_amount
-        else None,
+        for p in parts:
+            p.dims.pop(d, None)
+    amount = (
+        take(lambda p: p.amount, lambda k: np.full(k, np.nan)) if has_amount else None
     )
+    parts.clear()
+    return TypeRows(cids, ts, out_dims, amount)
+
+
+def sort_by_time(rows: TypeRows) -> None:
+    """Order a bulk load's rows of one type by time (stable), in place, one column at a
+    time: the log then takes them as they are (``EventLog.append`` adopts the arrays of
+    a first append) instead of sorting a copy."""
+    ts = rows.ts
+    if len(ts) < 2 or bool(np.all(ts[1:] >= ts[:-1])):
+        return
+    order = np.argsort(ts, kind="stable")
+    rows.ts = ts[order]
+    del ts
+    rows.cids = rows.cids[order]
+    for d in list(rows.dims):
+        rows.dims[d] = rows.dims[d][order]
+    if rows.amount is not None:
+        rows.amount = rows.amount[order]
 
 
 # The columns whose *values* can make an event batch invalid; the others are text, and
@@ -577,8 +773,16 @@ def event_chunks(
             pf = pq.ParquetFile(source)
             if columns is not None:
                 columns = [c for c in columns if c in pf.schema_arrow.names]
+            # Chunks no larger than a row group: the reader then hands out each row
+            # group whole, with its own dictionaries, instead of splitting one across
+            # two chunks (whose dictionary would be decoded and hashed twice).
+            groups = [
+                pf.metadata.row_group(i).num_rows
+                for i in range(pf.metadata.num_row_groups)
+            ]
+            size = min(rows_per_chunk, max(groups, default=rows_per_chunk) or 1)
             first = 0
-            for batch in pf.iter_batches(batch_size=rows_per_chunk, columns=columns):
+            for batch in pf.iter_batches(batch_size=size, columns=columns):
                 yield first, pa.Table.from_batches([batch])
                 first += batch.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
@@ -589,6 +793,36 @@ def event_chunks(
         yield first, table.slice(first, rows_per_chunk)
 
 
+def check_parquet_schema(source) -> None:
+    """An event Parquet file's column names and types, from its schema alone."""
+    import pyarrow.parquet as pq
+
+    if not Path(source).exists():
+        raise InvalidInput.at(str(source), "no such file")
+    try:
+        schema = pq.read_schema(source)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInput.at(str(source), f"cannot read events: {exc}") from None
+    validate_events(schema.empty_table())
+
+
+def stage_events(
+    source, rows_per_chunk: int, progress: Callable[[str, int], None] | None = None
+) -> tuple[StagedLoad, int]:
+    """Read an event source once, validating and staging each chunk (``StagedLoad``);
+    the staged load and its rows. Raises at the first invalid row; nothing is applied."""
+    if is_parquet(source):
+        check_parquet_schema(source)
+    stage = StagedLoad()
+    total = 0
+    for first, chunk in event_chunks(source, rows_per_chunk):
+        stage.add(validate_chunk(chunk, first))
+        total = first + chunk.num_rows
+        if progress:
+            progress("validate", total)
+    return stage, total
+
+
 def check_events(source, rows_per_chunk: int) -> int:
     """Validate a whole event source without applying it; the number of rows.
 
@@ -596,13 +830,7 @@ def check_events(source, rows_per_chunk: int) -> int:
     values can be wrong are read — the text columns, most of the file, are read once,
     when the load encodes them."""
     if is_parquet(source):
-        import pyarrow.parquet as pq
-
-        try:
-            schema = pq.read_schema(source)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InvalidInput.at(str(source), f"cannot read events: {exc}") from None
-        validate_events(schema.empty_table())
+        check_parquet_schema(source)
         columns = list(VALUE_CHECKED)
     else:
         columns = None
