@@ -2,6 +2,8 @@
 
     python -m segd.bench recs quality --contacts 20k [--no-co-purchase] [--json]
     python -m segd.bench recs perf --contacts 100k [--lookups 20000] [--grpc]
+    python -m segd.bench recs grpc --contacts 100k [--calls 200]
+    python -m segd.bench recs build --contacts 1m [--repeat 1]
 
 quality (BENCHMARKS.md, "Recommendations"): on the demo data, each contact with two or
 more orders has its last order held out: its events from 3 days before that order on are
@@ -20,7 +22,15 @@ recall@10 = mean share of the held-out items found.
 
 perf: model build time and size, in-process lookup latency (p50 / p99 of ``related`` for a
 3-item cart and ``personal``), and with ``--grpc`` RecommendBatch of 1,000 contacts over
-a real server on 127.0.0.1.
+a real server on 127.0.0.1 in the same process (the handler's time and the GC pauses
+recorded per call).
+
+grpc: RecommendBatch of 1,000 contacts against ``python -m segd.server --demo N`` (its
+default settings, a separate process, as a backend sees it): wall and client CPU per
+call, the server process's CPU per call, GC pauses in the client, the slowest calls.
+
+build: the model build on the cached bench dataset (``segd.bench.dataset``): wall and
+CPU seconds, per-step timings, RSS before and peak during the build, model size.
 """
 
 from __future__ import annotations
@@ -321,7 +331,114 @@ def perf(contacts: int, lookups: int, use_grpc: bool, seed: int) -> dict[str, An
     return out
 
 
-def _grpc_batch(engine: Engine, customer_ids: list[str], rng) -> dict[str, float]:
+class _GcPauses:
+    """The garbage collector's pauses in this process (``gc.callbacks``): total and
+    longest per call, and how many full (generation 2) collections ran."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.longest = 0.0
+        self.full = 0
+        self._t = 0.0
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._t
+        self.total += pause
+        self.longest = max(self.longest, pause)
+        self.full += info.get("generation") == 2
+
+    def reset(self) -> None:
+        self.total = self.longest = 0.0
+        self.full = 0
+
+    def __enter__(self) -> _GcPauses:
+        import gc
+
+        gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import gc
+
+        gc.callbacks.remove(self._cb)
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads), in seconds."""
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ms_stats(name: str, values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values) * 1000
+    return {
+        f"{name}p50_ms": round(float(np.percentile(arr, 50)), 2),
+        f"{name}p99_ms": round(float(np.percentile(arr, 99)), 2),
+        f"{name}max_ms": round(float(arr.max()), 2),
+    }
+
+
+def _batch_calls(
+    client, customer_ids: list[str], rng, calls: int, server_pid: int | None = None,
+    server_time: list[float] | None = None, arrays: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """``calls`` RecommendBatch calls of 1,000 random contacts (``personal``, limit 10)
+    after 5 warm-up calls: wall, this process's CPU, GC pauses in this process, and the
+    server's CPU (a server process) or its handler time (an in-process server)."""
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("", "cpu_", "gc_", "server_cpu_", "server_")
+    }
+    full_gcs = 0
+    with _GcPauses() as gcp:
+        for n in range(calls + 5):
+            batch = [customer_ids[j] for j in rng.integers(0, len(customer_ids), 1000)]
+            gcp.reset()
+            if server_time is not None:
+                server_time.clear()
+            s0 = _proc_cpu_s(server_pid) if server_pid else 0.0
+            c = time.process_time()
+            t = time.perf_counter()
+            if arrays:
+                got = client.recommend_batch_arrays("personal", batch, limit=10)[0]
+            else:
+                got = client.recommend_batch("personal", batch, limit=10)
+            wall = time.perf_counter() - t
+            cpu = time.process_time() - c
+            s1 = _proc_cpu_s(server_pid) if server_pid else 0.0
+            assert len(got) == (len(batch) if arrays else len(set(batch)))
+            if n < 5:
+                continue
+            samples[""].append(wall)
+            samples["cpu_"].append(cpu)
+            samples["gc_"].append(gcp.total)
+            full_gcs += gcp.full
+            if server_pid:
+                samples["server_cpu_"].append(s1 - s0)
+            if server_time:
+                samples["server_"].append(sum(server_time))
+    out: dict[str, Any] = {"calls": calls, "full_gcs_in_client": full_gcs}
+    for name, values in samples.items():
+        if values:
+            out.update(_ms_stats(name, values))
+    slow = np.argsort(samples[""])[-max(1, calls // 100) :]
+    out["slowest_calls"] = [
+        {k or "wall": round(v[i] * 1000, 2) for k, v in samples.items() if v}
+        for i in slow.tolist()
+    ]
+    return out
+
+
+def _grpc_batch(
+    engine: Engine, customer_ids: list[str], rng, calls: int = 200
+) -> dict[str, Any]:
+    """RecommendBatch against a server in this process (client and server share the
+    interpreter: its CPU is the whole call's); the handler's own time is recorded."""
     from segd.server.app import build_app
     from segd.server.client import SegdClient
     from segd.server.settings import Settings
@@ -329,33 +446,155 @@ def _grpc_batch(engine: Engine, customer_ids: list[str], rng) -> dict[str, float
     app = build_app(
         Settings(address="127.0.0.1:0", in_memory=True), engine, serving=True
     )
+    handler_s: list[float] = []
+    encoded = engine.recs.recommend_batch_encoded
+
+    def timed(*args: Any, **kwargs: Any) -> bytes:
+        t = time.perf_counter()
+        try:
+            return encoded(*args, **kwargs)
+        finally:
+            handler_s.append(time.perf_counter() - t)
+
+    engine.recs.recommend_batch_encoded = timed  # type: ignore[method-assign]
     app.server.start()
     try:
         with SegdClient(f"127.0.0.1:{app.port}") as client:
-            samples, cpu = [], []
-            for _ in range(105):
-                batch = [
-                    customer_ids[j] for j in rng.integers(0, len(customer_ids), 1000)
-                ]
-                c = time.process_time()
-                t = time.perf_counter()
-                got = client.recommend_batch("personal", batch, limit=10)
-                samples.append(time.perf_counter() - t)
-                # client and server share this process: its CPU time is the whole
-                # call's work, which descheduling on a loaded machine cannot inflate
-                cpu.append(time.process_time() - c)
-                assert len(got) == len(set(batch))
-            arr = np.asarray(samples[5:]) * 1000
-            cpu_arr = np.asarray(cpu[5:]) * 1000
-            return {
-                "p50_ms": round(float(np.percentile(arr, 50)), 2),
-                "p99_ms": round(float(np.percentile(arr, 99)), 2),
-                "max_ms": round(float(arr.max()), 2),
-                "cpu_p50_ms": round(float(np.percentile(cpu_arr, 50)), 2),
-                "cpu_p99_ms": round(float(np.percentile(cpu_arr, 99)), 2),
-            }
+            return _batch_calls(client, customer_ids, rng, calls, server_time=handler_s)
     finally:
+        del engine.recs.recommend_batch_encoded
         app.stop(0).wait(5)
+
+
+def grpc_server_process(contacts: int, calls: int, seed: int) -> dict[str, Any]:
+    """RecommendBatch of 1,000 contacts against ``python -m segd.server --demo N`` with
+    its default settings (what a backend talks to): client and server in separate
+    processes; the server's CPU per call from /proc."""
+    import gc
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    from segd.server.client import SegdClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = os.path.join(tmp, "server.log")
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "segd.server", "--address", "127.0.0.1:0",
+                 "--demo", str(contacts)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+            )  # fmt: skip
+        try:
+            port = None
+            end = time.monotonic() + 900
+            while port is None and time.monotonic() < end:
+                m = re.search(r"msg=ready .*\bport=(\d+)", open(log_path).read())
+                if m:
+                    port = int(m.group(1))
+                elif proc.poll() is not None:
+                    raise RuntimeError(open(log_path).read())
+                time.sleep(0.2)
+            if port is None:
+                raise RuntimeError("server not ready")
+            with SegdClient(f"127.0.0.1:{port}") as client:
+                while not client.call(
+                    client.recs_stub.Status, _status_request(), timeout=10
+                ).built:  # the startup build runs in the background
+                    time.sleep(0.5)
+                ids = [f"c{i:08d}" for i in range(1, contacts + 1)]
+                client.recommend("personal", customer_id=ids[-1])  # the ids are known
+                rng = np.random.default_rng(seed)
+                out: dict[str, Any] = {
+                    "server": "python -m segd.server --demo N (default settings)",
+                    "tracked_objects_in_client": len(gc.get_objects()),
+                }
+                # the dict API (a list and 10 tuples per contact), the flat arrays,
+                # then the dict API again after the client froze its startup objects
+                # out of the collector (what the server does after its load)
+                out["dict"] = _batch_calls(client, ids, rng, calls, proc.pid)
+                out["arrays"] = _batch_calls(
+                    client, ids, rng, calls, proc.pid, None, True
+                )
+                gc.collect()
+                gc.freeze()
+                try:
+                    out["dict_client_frozen"] = _batch_calls(
+                        client, ids, rng, calls, proc.pid
+                    )
+                finally:
+                    gc.unfreeze()
+            out["server_log_tail"] = open(log_path).read().splitlines()[-3:]
+            return out
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _status_request() -> Any:
+    from segd.v1 import recommendations_pb2
+
+    return recommendations_pb2.RecsStatusRequest()
+
+
+def build(contacts: int, seed: int, repeat: int) -> dict[str, Any]:
+    """Model build time (wall and process CPU), per-step timings, RSS and model size on
+    the cached bench dataset (``segd.bench.dataset``: the files every engine loads)."""
+    import gc
+    import os
+
+    from segd.bench.dataset import ensure_dataset
+
+    data, _ = ensure_dataset(contacts, seed)
+    t0 = time.perf_counter()
+    engine = Engine(result_cache_size=0)
+    engine.load_items(str(data.path("items")))
+    engine.load_contacts(str(data.path("contacts")))
+    engine.load_events(str(data.path("events")))
+    load_s = time.perf_counter() - t0
+    gc.collect()
+    _log(f"loaded {data.contacts:,} contacts, {data.events:,} events in {load_s:.1f} s")
+    runs = []
+    for _ in range(repeat):
+        engine.recs.model = None  # the previous model's memory goes first
+        gc.collect()
+        rss0 = _current_rss_mb()
+        with _PeakRss() as peak:
+            c0 = time.process_time()
+            t1 = time.perf_counter()
+            stats = engine.rebuild_recommendations()
+            wall = time.perf_counter() - t1
+            cpu = time.process_time() - c0
+        runs.append(
+            {
+                "build_seconds": round(wall, 3),
+                "build_cpu_seconds": round(cpu, 3),
+                "timings": stats["timings"],
+                "rss_before_build_mb": round(rss0, 1),
+                "rss_peak_during_build_mb": round(peak.peak, 1),
+                "build_peak_over_engine_mb": round(peak.peak - rss0, 1),
+                "rss_after_build_mb": round(_current_rss_mb(), 1),
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+            }
+        )
+        _log(f"build {runs[-1]}")
+    return {
+        "bench": "recs-build",
+        "contacts": data.contacts,
+        "events": data.events,
+        "items": data.items,
+        "load_seconds": round(load_s, 1),
+        "model_bytes": stats["bytes"],
+        "related_pairs": stats["related_pairs"],
+        "alternative_pairs": stats["alternative_pairs"],
+        "basket_entries": stats["basket_entries"],
+        "runs": runs,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -373,13 +612,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("--contacts", default="100k")
     f.add_argument("--lookups", type=int, default=20_000)
     f.add_argument("--grpc", action="store_true", help="also RecommendBatch over gRPC")
-    for s in (q, f):
+    g = sub.add_parser(
+        "grpc", help="RecommendBatch of 1,000 against a server process (--demo N)"
+    )
+    g.add_argument("--contacts", default="100k")
+    g.add_argument("--calls", type=int, default=200)
+    b = sub.add_parser(
+        "build", help="model build time and memory on the cached bench dataset"
+    )
+    b.add_argument("--contacts", default="1m")
+    b.add_argument("--repeat", type=int, default=1, help="builds, one after another")
+    for s in (q, f, b, g):
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--json", action="store_true", help="the JSON record only")
     args = p.parse_args(argv)
     contacts = datagen.parse_scale(args.contacts)
     if args.what == "quality":
         record = quality(contacts, not args.no_co_purchase, args.sample, args.seed)
+    elif args.what == "grpc":
+        record = grpc_server_process(contacts, args.calls, args.seed)
+        record["load_average"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    elif args.what == "build":
+        record = build(contacts, args.seed, args.repeat)
     else:
         record = perf(contacts, args.lookups, args.grpc, args.seed)
     print(json.dumps(record, indent=None if args.json else 2))

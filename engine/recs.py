@@ -483,13 +483,7 @@ def build_model(
     b_items = b_items[: offsets[-1]].copy()
     b_bits = b_bits[: offsets[-1]].copy()
     lap("dedup")
-    # the two neighbour models in parallel: the kernels run without the GIL
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="segd-recs") as pool:
-        jobs = [
-            pool.submit(_neighbours, offsets, b_items, b_bits, id_rank, weights, config)
-            for weights in (config.related_weights, config.alternative_weights)
-        ]
-        related, alternatives = (job.result() for job in jobs)
+    related, alternatives = _neighbours_pair(offsets, b_items, b_bits, id_rank, config)
     lap("neighbours")
     rank_off, rank_items, rank_scores = _rank_lists(
         item_nodes, pop, id_rank, len(node_paths)
@@ -525,19 +519,47 @@ def build_model(
     return model
 
 
-def _neighbours(offsets, items, bits, id_rank, weights, config) -> Neighbours:
-    wb = _bit_weights(weights)
-    n_items = len(id_rank)
-    item_off, contacts, item_w, norms = kernels.transpose(
-        offsets, items, bits, wb, n_items
+NEIGHBOUR_THREADS = 2  # threads splitting the items of the co-occurrence
+
+
+def _neighbours_pair(
+    offsets, items, bits, id_rank, config
+) -> tuple[Neighbours, Neighbours]:
+    """(related, alternatives): both neighbour models in one pass over the baskets
+    (``kernels.cooccur_pair``), the items split between threads (the kernel runs
+    without the GIL and threads claim chunks of items from a shared counter)."""
+    n_items, k = len(id_rank), config.neighbours
+    w_rel = _bit_weights(config.related_weights)
+    w_alt = _bit_weights(config.alternative_weights)
+    packed = kernels.pack_baskets(items, bits)
+    item_off, contacts, item_bits, n_rel, n_alt = kernels.transpose_pair(
+        offsets, packed, w_rel, w_alt, n_items
     )
-    off, nbr, scores = kernels.cooccur(
-        offsets, items, bits, wb, item_off, contacts, item_w, norms, id_rank,
-        config.neighbours, config.shrink,
+    counts = np.zeros((2, n_items), dtype=np.uint32)
+    slot_items = np.empty((2, n_items * k), dtype=np.uint32)
+    slot_scores = np.empty((2, n_items * k), dtype=np.float32)
+    next_chunk = np.zeros(1, dtype=np.int64)
+    args = (
+        offsets, packed, w_rel, w_alt, item_off, contacts, item_bits, n_rel, n_alt,
+        id_rank, k, config.shrink, next_chunk, counts, slot_items, slot_scores,
     )  # fmt: skip
-    for arr in (off, nbr, scores):
-        arr.flags.writeable = False
-    return Neighbours(off, nbr, scores)
+    with ThreadPoolExecutor(NEIGHBOUR_THREADS, thread_name_prefix="segd-recs") as pool:
+        for job in [
+            pool.submit(kernels.cooccur_pair, *args) for _ in range(NEIGHBOUR_THREADS)
+        ]:
+            job.result()
+    del packed, item_off, contacts, item_bits
+    out = []
+    for w in range(2):
+        keep = (np.arange(k, dtype=np.uint32) < counts[w][:, None]).reshape(-1)
+        off = np.zeros(n_items + 1, dtype=np.uint32)
+        np.cumsum(counts[w], out=off[1:])
+        nbr = slot_items[w][keep]
+        scores = slot_scores[w][keep]
+        for arr in (off, nbr, scores):
+            arr.flags.writeable = False
+        out.append(Neighbours(off, nbr, scores))
+    return out[0], out[1]
 
 
 def _phrase_pairs(store, lo_s: int, as_of: int, config: RecsConfig):
@@ -735,6 +757,12 @@ class Recommender:
             out = (stock.valid[:n] != 0) & (stock.values[:n] == 0)
             mask[out] = 0
         for i, f in enumerate(parsed):
+            if not catalog.has_field(f["field"]):
+                raise InvalidInput.at(
+                    f"filters[{i}].field",
+                    f"unknown catalog field {f['field']!r}"
+                    f"{catalog.suggest(f['field'], [])}",
+                )
             mask &= catalog.item_filter(
                 f["field"], f["op"], f.get("value"), f"filters[{i}].value"
             )[0]
@@ -820,15 +848,9 @@ class Recommender:
         """One list per contact, aligned; an unknown contact gets the no-history answer
         (a mass send must not fail on one stale id). The arguments are checked once."""
         names, scores, counts = self.recommend_many(kind, customer_ids, **kwargs)
-        out = []
-        pos = 0
-        score_list = scores.tolist()
-        for k in counts.tolist():
-            out.append(
-                list(zip(names[pos : pos + k], score_list[pos : pos + k], strict=True))
-            )
-            pos += k
-        return out
+        # the tuples untracked by the cycle collector (a mass send's would otherwise
+        # bring full collections of the caller's heap closer: BENCHMARKS.md)
+        return kernels.pair_lists(names, np.ascontiguousarray(scores), counts)
 
     def recommend_many(
         self,

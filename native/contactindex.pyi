@@ -1,5 +1,7 @@
 """Typed face of native/contactindex.pyx: contact-major (CSR) index of one event log."""
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -32,6 +34,19 @@ def count_of_contacts(
     r1: int,  # row_t, <= len(cid)
     ends: npt.NDArray[np.uint32] | None = None,  # patched index (identity merges)
 ) -> npt.NDArray[np.uint32]: ...  # events in [r0, r1) per candidate, aligned
+def count_filtered_of_contacts(
+    cand_cids: Cids,  # const cid_t[::1], sorted
+    offsets: Offsets,
+    rows: Rows,
+    limit: int,  # row_t
+    cid: Cids,  # const cid_t[::1]: the log's contact column (for the tail)
+    r0: int,  # row_t
+    r1: int,  # row_t, <= len(cid)
+    code_filters: Sequence[
+        tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8]]
+    ] = (),  # up to 16 (codes column covering r1, mask over codes)
+    ends: npt.NDArray[np.uint32] | None = None,  # patched index (identity merges)
+) -> npt.NDArray[np.uint32]: ...  # matching events in [r0, r1) per candidate, aligned
 def move_contact(
     cid: Cids,  # cid_t[::1], written: the merged contact's rows get the survivor
     origin: npt.NDArray[np.uint32] | None,  # uint32[::1] per row; NO_CODE -> merged

@@ -21,6 +21,7 @@ split: the ``def`` layer validates, the ``cdef ... nogil`` kernels compute):
 from libc.math cimport isnan
 from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -98,6 +99,12 @@ cdef inline bint _row_matches(const Match* m, Py_ssize_t r) noexcept nogil:
     if m.then_keys != NULL and _followed(m, c, m.ts[r]):
         return False
     return True
+
+
+cdef inline bint _only_rows(const Match* m) noexcept nogil:
+    """True when every visited row matches: no filter, candidates, contact or "then no"."""
+    return (m.only_cid < 0 and m.candidates == NULL and m.n_filters == 0
+            and m.row_mask == NULL and m.then_keys == NULL)
 
 
 cdef class EventScanParams:
@@ -328,7 +335,8 @@ cdef class ScanScratch:
         if self._counts.shape[0] < n_contacts:
             size = max(n_contacts, self._counts.shape[0] + (self._counts.shape[0] >> 1))
             self._counts = np.zeros(size, dtype=np.uint32)
-            self._touched = np.zeros(size, dtype=np.uint32)
+            # one spare slot: the count kernel appends before it knows a contact is new
+            self._touched = np.zeros(size + 1, dtype=np.uint32)
             self._sums = np.zeros(0, dtype=np.float64)
         if with_sums and self._sums.shape[0] < self._counts.shape[0]:
             self._sums = np.zeros(self._counts.shape[0], dtype=np.float64)
@@ -397,6 +405,52 @@ cdef int _check_sorted(const uint64_t[::1] keys) except -1:
     return 0
 
 
+cdef enum:
+    # count_matches sorts the matching rows' contacts when the visited rows are at most
+    # 1/SORT_RATIO of the contacts, and counts per contact otherwise.
+    SORT_RATIO = 4
+    CHUNK = 4096   # matching rows collected before they are counted (on the stack)
+
+
+cdef inline void _reset_scratch(uint32_t* counts, double* sums, bint use_sum,
+                                const cid_t* touched, Py_ssize_t n_touched,
+                                const uint64_t* dkeys, Py_ssize_t n_keys) noexcept nogil:
+    """Zero what a failed count touched, so the scratch stays clean for the next query
+    (including the sums of rows whose code was still waiting to be counted)."""
+    cdef Py_ssize_t j
+    for j in range(n_touched):
+        counts[touched[j]] = 0
+        if use_sum:
+            sums[touched[j]] = 0
+    if use_sum:
+        for j in range(n_keys):
+            sums[<cid_t> (dkeys[j] >> 32)] = 0
+
+
+cdef inline Py_ssize_t _tally(const cid_t* cb, Py_ssize_t n, uint32_t* counts,
+                              cid_t* touched, Py_ssize_t n_touched) noexcept nogil:
+    """Add one to the counter of each contact in `cb`, appending first-seen contacts to
+    `touched`; returns the new length of `touched`.
+
+    Branch-free on purpose: the counters are scattered over n_contacts * 4 bytes, so a
+    read of one usually misses the cache. A branch on its value ("first time?") is
+    mispredicted often and each misprediction discards the misses already in flight,
+    which serialised them: ~150 ns per matching row at 1M contacts. Without the branch
+    the misses of successive rows overlap. The append is unconditional and only the
+    length moves when the contact is new.
+    """
+    cdef Py_ssize_t j
+    cdef cid_t c
+    cdef uint32_t k
+    for j in range(n):
+        c = cb[j]
+        k = counts[c]
+        touched[n_touched] = c
+        n_touched += k == 0
+        counts[c] = k + (k != UINT32_MAX)
+    return n_touched
+
+
 cdef Py_ssize_t _count_kernel(const Match* m, const row_t* src, Py_ssize_t n_rows,
                               const Rule* rule, Py_ssize_t n_contacts,
                               uint32_t* counts, double* sums, cid_t* touched,
@@ -405,39 +459,36 @@ cdef Py_ssize_t _count_kernel(const Match* m, const row_t* src, Py_ssize_t n_row
                               Py_ssize_t* n_touched_out, cid_t* bad_cid) noexcept nogil:
     """The count loop: -1 (and `bad_cid`) when a row names a contact >= n_contacts.
 
+    Matching rows are collected a chunk at a time (their contacts into `cb`), then tallied
+    branch-free (`_tally`); the verdict per touched contact is branch-free too.
+
     With `dcodes` (the distinct-count column; `dkeys` has room for `n_rows` keys), a
     matching row with a code adds its amount at once but is counted later: its
     ``cid << 32 | code`` key is collected, the keys are sorted and each distinct key
     counts one. A row without a code (NO_CODE) counts on its own.
     """
-    cdef Py_ssize_t i, j, r, n_touched = 0, matched = 0, n_keys = 0
+    cdef Py_ssize_t i, r, n_touched = 0, matched = 0, n_keys = 0, n_cb = 0
     cdef cid_t c
     cdef uint32_t k
     cdef code_t code
-    cdef uint64_t key, prev_key = 0
+    cdef uint64_t key, prev_key = 0, ok
     cdef double a, s
     cdef bint use_sum = rule.use_sum
+    cdef bint add_amount = use_sum and m.amount != NULL  # a type without amounts sums to 0
+    cdef cid_t cb[CHUNK]
     for i in range(n_rows):
         r = src[i] if src != NULL else m.r0 + i
         if not _row_matches(m, r):
             continue
         c = m.cid[r]
         if c >= n_contacts:
-            # Reset what we touched so the scratch stays clean for the next query,
-            # including the sums of rows whose code was still waiting to be counted.
-            for j in range(n_touched):
-                counts[touched[j]] = 0
-                if use_sum:
-                    sums[touched[j]] = 0
-            if use_sum:
-                for j in range(n_keys):
-                    sums[<cid_t> (dkeys[j] >> 32)] = 0
+            n_touched = _tally(cb, n_cb, counts, touched, n_touched)
+            _reset_scratch(counts, sums, use_sum, touched, n_touched, dkeys, n_keys)
             bad_cid[0] = c
             return -1
-        if use_sum and m.amount != NULL:  # a type without amounts sums to 0
+        if add_amount:
             a = m.amount[r]
-            if not isnan(a):
-                sums[c] += a
+            sums[c] += 0.0 if isnan(a) else a
         matched += 1
         if dcodes != NULL:
             code = dcodes[r]
@@ -445,44 +496,139 @@ cdef Py_ssize_t _count_kernel(const Match* m, const row_t* src, Py_ssize_t n_row
                 dkeys[n_keys] = ((<uint64_t> c) << 32) | code
                 n_keys += 1
                 continue
-        if counts[c] == 0:
-            touched[n_touched] = c
-            n_touched += 1
-        if counts[c] != UINT32_MAX:
-            counts[c] += 1
+        cb[n_cb] = c
+        n_cb += 1
+        if n_cb == CHUNK:
+            n_touched = _tally(cb, n_cb, counts, touched, n_touched)
+            n_cb = 0
+    n_touched = _tally(cb, n_cb, counts, touched, n_touched)
     if n_keys:
         qsort(dkeys, n_keys, sizeof(uint64_t), _cmp_u64)
+        n_cb = 0
         for i in range(n_keys):
             key = dkeys[i]
             if i and key == prev_key:
                 continue
             prev_key = key
-            c = <cid_t> (key >> 32)
-            if counts[c] == 0:
-                touched[n_touched] = c
-                n_touched += 1
-            if counts[c] != UINT32_MAX:
-                counts[c] += 1
+            cb[n_cb] = <cid_t> (key >> 32)
+            n_cb += 1
+            if n_cb == CHUNK:
+                n_touched = _tally(cb, n_cb, counts, touched, n_touched)
+                n_cb = 0
+        n_touched = _tally(cb, n_cb, counts, touched, n_touched)
     for i in range(n_touched):
         c = touched[i]
         k = counts[c]
-        if k >= rule.count_min and k <= rule.count_max:
-            if use_sum:
-                s = sums[c]
-                if s >= rule.sum_min and s <= rule.sum_max:
-                    _bit_set(yes, c)
-                else:
-                    _bit_set(no, c)
-                sums[c] = 0
-            else:
-                _bit_set(yes, c)
-        else:
-            _bit_set(no, c)
-            if use_sum:
-                sums[c] = 0
+        ok = (k >= rule.count_min) & (k <= rule.count_max)
+        if use_sum:
+            s = sums[c]
+            ok &= (s >= rule.sum_min) & (s <= rule.sum_max)
+            sums[c] = 0
+        yes[c >> 6] |= ok << (c & 63)
+        no[c >> 6] |= (ok ^ 1) << (c & 63)
         counts[c] = 0
     n_matched[0] = matched
     n_touched_out[0] = n_touched
+    return 0
+
+
+cdef enum:
+    RADIX_BITS = 12   # digit of the contact sort: 4,096 buckets, two passes to 16M contacts
+    RADIX_BUCKETS = 4096
+
+
+cdef Py_ssize_t _collect_cids(const Match* m, const row_t* src, Py_ssize_t n_rows,
+                              cid_t* out) noexcept nogil:
+    """The contacts of the matching rows, in visiting order; returns how many."""
+    cdef Py_ssize_t i, n_out = 0
+    cdef Py_ssize_t r
+    cdef const cid_t* cid = m.cid
+    if _only_rows(m):
+        # Every visited row matches (a gather of postings already applied the filter):
+        # a plain gather, which keeps many cache misses in flight.
+        if src != NULL:
+            for i in range(n_rows):
+                out[i] = cid[src[i]]
+        else:
+            for i in range(n_rows):
+                out[i] = cid[m.r0 + i]
+        return n_rows
+    for i in range(n_rows):
+        r = src[i] if src != NULL else m.r0 + i
+        if _row_matches(m, r):
+            out[n_out] = cid[r]
+            n_out += 1
+    return n_out
+
+
+cdef void _radix_sort(cid_t* a, cid_t* tmp, Py_ssize_t n, cid_t top) noexcept nogil:
+    """Sort `a` (values <= top) in place by LSD radix, `tmp` as the second buffer."""
+    cdef Py_ssize_t hist[RADIX_BUCKETS]
+    cdef Py_ssize_t i, total, c
+    cdef int shift = 0
+    cdef cid_t* x = a
+    cdef cid_t* y = tmp
+    cdef cid_t* t
+    while True:
+        memset(hist, 0, sizeof(hist))
+        for i in range(n):
+            hist[(x[i] >> shift) & (RADIX_BUCKETS - 1)] += 1
+        total = 0
+        for i in range(RADIX_BUCKETS):
+            c = hist[i]
+            hist[i] = total
+            total += c
+        for i in range(n):
+            c = (x[i] >> shift) & (RADIX_BUCKETS - 1)
+            y[hist[c]] = x[i]
+            hist[c] += 1
+        t = x
+        x = y
+        y = t
+        shift += RADIX_BITS
+        if shift >= 32 or (top >> shift) == 0:
+            break
+    if x != a:
+        memcpy(a, x, n * sizeof(cid_t))
+
+
+cdef Py_ssize_t _count_sorted_kernel(const Match* m, const row_t* src, Py_ssize_t n_rows,
+                                     const Rule* rule, Py_ssize_t n_contacts,
+                                     cid_t* buf, word_t* yes, word_t* no,
+                                     Py_ssize_t* n_matched, Py_ssize_t* n_touched_out,
+                                     cid_t* bad_cid) noexcept nogil:
+    """`_count_kernel` for a count without sum or distinct codes, by sorting contacts.
+
+    A counter per contact costs a cache miss per matching row once the counters
+    outgrow the cache (4 bytes x n_contacts); collecting the matching rows' contacts,
+    radix-sorting them and reading the runs touches memory in order instead: ~10x
+    faster for a selective condition at 1M contacts. `buf` holds 2 * n_rows contacts.
+    """
+    cdef Py_ssize_t n = _collect_cids(m, src, n_rows, buf)
+    cdef Py_ssize_t i, j, touched = 0
+    cdef cid_t c, top = 0
+    cdef uint64_t k, ok
+    for i in range(n):
+        if buf[i] > top:
+            top = buf[i]
+    if n and top >= n_contacts:
+        bad_cid[0] = top
+        return -1
+    _radix_sort(buf, buf + n, n, top)
+    i = 0
+    while i < n:
+        c = buf[i]
+        j = i + 1
+        while j < n and buf[j] == c:
+            j += 1
+        k = j - i
+        ok = (k >= rule.count_min) & (k <= rule.count_max)
+        yes[c >> 6] |= ok << (c & 63)
+        no[c >> 6] |= (ok ^ 1) << (c & 63)
+        touched += 1
+        i = j
+    n_matched[0] = n
+    n_touched_out[0] = touched
     return 0
 
 
@@ -530,9 +676,21 @@ def count_matches(EventScanParams scan not None, CountRange rule not None,
         dkeys_p = &dkeys[0]
         if scan._distinct.shape[0]:  # empty only for an empty window: nothing to visit
             dcodes = &scan._distinct[0]
-    with nogil:
-        rc = _count_kernel(m, src, n_rows, &rule.r, n_contacts, counts, sums, touched_p,
-                           yes_p, no_p, dcodes, dkeys_p, &matched, &touched, &bad_cid)
+    # Few matching rows next to many contacts: sort their contacts instead of
+    # scattering counters (see _count_sorted_kernel).
+    cdef cid_t[::1] buf
+    cdef bint by_sort = (not rule.r.use_sum and dcodes == NULL and some
+                         and n_rows * SORT_RATIO <= n_contacts)
+    if by_sort:
+        buf = np.empty(2 * max(n_rows, 1), dtype=np.uint32)
+        with nogil:
+            rc = _count_sorted_kernel(m, src, n_rows, &rule.r, n_contacts, &buf[0],
+                                      yes_p, no_p, &matched, &touched, &bad_cid)
+    else:
+        with nogil:
+            rc = _count_kernel(m, src, n_rows, &rule.r, n_contacts, counts, sums,
+                               touched_p, yes_p, no_p, dcodes, dkeys_p, &matched,
+                               &touched, &bad_cid)
     if rc != 0:
         raise ValueError(f"event log names contact {bad_cid} but there are only {n_contacts}")
     cdef CountResult result = CountResult.__new__(CountResult)

@@ -55,6 +55,38 @@ def cooccur(
     shrink: float,
     min_score: float = ...,
 ) -> tuple[npt.NDArray[np.uint32], Items, Floats]: ...
+
+ITEM_CHUNK: int
+
+def pack_baskets(items: Items, bits: Bits) -> npt.NDArray[np.uint32]: ...
+def transpose_pair(
+    offsets: Offsets,
+    packed: npt.NDArray[np.uint32],  # item << 3 | bits
+    w_a: Floats,  # float32[8]
+    w_b: Floats,
+    n_items: int,
+) -> tuple[
+    Offsets, npt.NDArray[np.uint32], Bits, npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]: ...  # fmt: skip
+def cooccur_pair(
+    offsets: Offsets,
+    packed: npt.NDArray[np.uint32],
+    w_a: Floats,
+    w_b: Floats,
+    item_off: Offsets,
+    item_contacts: npt.NDArray[np.uint32],
+    item_bits: Bits,
+    norms_a: npt.NDArray[np.float64],
+    norms_b: npt.NDArray[np.float64],
+    id_rank: npt.NDArray[np.uint32],
+    k: int,
+    shrink: float,
+    next_chunk: npt.NDArray[np.int64],  # INOUT: the shared chunk counter
+    counts: npt.NDArray[np.uint32],  # OUT [2, n_items]
+    slot_items: npt.NDArray[np.uint32],  # OUT [2, n_items * k]
+    slot_scores: Floats,  # OUT [2, n_items * k]
+) -> None: ...
 def contact_sets(
     cid: Cids, item: Codes, r0: int, r1: int, n_contacts: int
 ) -> tuple[Offsets, Items]: ...
@@ -132,3 +164,13 @@ def encode_batch_results(
 def decode_batch_results(
     buf: bytes, out: dict[str, list[tuple[str, float]]]
 ) -> dict[str, list[tuple[str, float]]]: ...
+def decode_batch_flat(
+    buf: bytes,
+    customer_ids: list[str],  # INOUT: appended
+    counts: list[int],  # INOUT
+    item_ids: list[str],  # INOUT
+    scores: list[float],  # INOUT
+) -> None: ...
+def pair_lists(
+    item_ids: list[str], scores: Floats, counts: Offsets
+) -> list[list[tuple[str, float]]]: ...

@@ -31,6 +31,20 @@ from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.stdlib cimport free, malloc, calloc, qsort
 
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void* op)
+
+
+cdef inline tuple _pair(object item_id, double score):
+    """``(item_id, score)``, untracked by the cycle collector: a tuple of a str and a
+    float cannot be part of a cycle (the collector would untrack it itself at its next
+    pass; doing it now keeps a mass send's 10,000 result tuples out of the young
+    generation, so they do not trigger collections, nor full ones once they outlive
+    the call)."""
+    cdef tuple t = (item_id, score)
+    PyObject_GC_UnTrack(<void*> t)
+    return t
+
 import numpy as np
 
 from segd.native._types cimport NO_CODE, cid_t, code_t, row_t
@@ -290,6 +304,284 @@ def cooccur(const int64_t[::1] offsets, const uint32_t[::1] items,
     free(hr)
     free(hi)
     return out_off_arr, out_items_arr[:total].copy(), out_scores_arr[:total].copy()
+
+
+# -- both neighbour models in one pass ---------------------------------------------------
+
+cdef extern from *:
+    """
+    #define segd_recs_prefetch(p) __builtin_prefetch((const void*) (p))
+    static inline long long segd_recs_fetch_add(long long* p, long long v) {
+        return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+    }
+    """
+    void segd_recs_prefetch(const void* p) noexcept nogil
+    long long segd_recs_fetch_add(long long* p, long long v) noexcept nogil
+
+ITEM_CHUNK = 64  # items a thread claims at a time in cooccur_pair
+cdef Py_ssize_t _CHUNK = 64
+cdef Py_ssize_t _AHEAD = 8  # contacts ahead whose baskets are prefetched
+cdef uint32_t _PACK_LIMIT = 1 << 29
+
+
+def pack_baskets(const uint32_t[::1] items, const uint8_t[::1] bits):
+    """uint32 ``item << 3 | bits`` per basket entry: one load per entry in the
+    co-occurrence loop (item codes must be < 2**29)."""
+    cdef Py_ssize_t n = items.shape[0], q, bad = -1
+    if bits.shape[0] != n:
+        raise ValueError("items and bits differ in length")
+    out_arr = np.empty(n, dtype=np.uint32)
+    cdef uint32_t[::1] out = out_arr
+    with nogil:
+        for q in range(n):
+            if items[q] >= _PACK_LIMIT:
+                bad = q
+                break
+            out[q] = (items[q] << 3) | (bits[q] & 7)
+    if bad >= 0:
+        raise ValueError(f"item code {items[bad]} at entry {bad} too large to pack")
+    return out_arr
+
+
+def transpose_pair(const int64_t[::1] offsets, const uint32_t[::1] packed,
+                   const float[::1] w_a, const float[::1] w_b, Py_ssize_t n_items):
+    """The item -> contacts lists of two weightings at once: (item_off int64[n + 1],
+    contacts uint32, bits uint8, norms_a float64[n], norms_b float64[n]). A contact is
+    listed under an item when either weight of its bits is > 0; the norms are each
+    weighting's sum of squared weights (summed in contact order, as ``transpose``)."""
+    cdef Py_ssize_t n_c = offsets.shape[0] - 1, c
+    cdef int64_t i, pos
+    cdef uint32_t e, it
+    cdef float wa, wb
+    if w_a.shape[0] < 8 or w_b.shape[0] < 8:
+        raise ValueError("weights need 8 entries")
+    if n_c >= 0 and offsets[n_c] > packed.shape[0]:
+        raise ValueError("offsets run past the entries")
+    item_off_arr = np.zeros(n_items + 1, dtype=np.int64)
+    cdef int64_t[::1] item_off = item_off_arr
+    na_arr = np.zeros(n_items, dtype=np.float64)
+    nb_arr = np.zeros(n_items, dtype=np.float64)
+    cdef double[::1] na = na_arr
+    cdef double[::1] nb = nb_arr
+    with nogil:
+        for c in range(n_c):
+            for i in range(offsets[c], offsets[c + 1]):
+                e = packed[i]
+                if (e >> 3) < <uint32_t> n_items and (w_a[e & 7] > 0 or w_b[e & 7] > 0):
+                    item_off[(e >> 3) + 1] += 1
+        for c in range(n_items):
+            item_off[c + 1] += item_off[c]
+    contacts_arr = np.empty(item_off[n_items], dtype=np.uint32)
+    cbits_arr = np.empty(item_off[n_items], dtype=np.uint8)
+    cursor_arr = item_off_arr[:n_items].copy()
+    cdef uint32_t[::1] contacts = contacts_arr
+    cdef uint8_t[::1] cbits = cbits_arr
+    cdef int64_t[::1] cursor = cursor_arr
+    with nogil:
+        for c in range(n_c):
+            for i in range(offsets[c], offsets[c + 1]):
+                e = packed[i]
+                it = e >> 3
+                wa = w_a[e & 7]
+                wb = w_b[e & 7]
+                if it >= <uint32_t> n_items or not (wa > 0 or wb > 0):
+                    continue
+                pos = cursor[it]
+                cursor[it] += 1
+                contacts[pos] = <uint32_t> c
+                cbits[pos] = <uint8_t> (e & 7)
+                na[it] += wa * wa
+                nb[it] += wb * wb
+    return item_off_arr, contacts_arr, cbits_arr, na_arr, nb_arr
+
+
+cdef struct _Heap:
+    float* s
+    uint32_t* r
+    uint32_t* it
+    Py_ssize_t n
+
+
+cdef inline void _offer(_Heap* h, Py_ssize_t k, float s, uint32_t rank,
+                        uint32_t it) noexcept nogil:
+    """Keep the ``k`` best (score, rank) offered; a min-heap once full."""
+    cdef Py_ssize_t j
+    if h.n < k:
+        h.s[h.n] = s
+        h.r[h.n] = rank
+        h.it[h.n] = it
+        h.n += 1
+        if h.n == k:
+            for j in range(k // 2 - 1, -1, -1):
+                _sift_down(h.s, h.r, h.it, k, j)
+    elif _better(s, rank, h.s[0], h.r[0]):
+        h.s[0] = s
+        h.r[0] = rank
+        h.it[0] = it
+        _sift_down(h.s, h.r, h.it, k, 0)
+
+
+cdef inline Py_ssize_t _drain(_Heap* h, uint32_t* out_items,
+                              float* out_scores) noexcept nogil:
+    """Empty the heap into ``out_*`` best first; the count."""
+    cdef Py_ssize_t j, n = h.n
+    for j in range(n // 2 - 1, -1, -1):  # heapify (a full heap is one already)
+        _sift_down(h.s, h.r, h.it, n, j)
+    for j in range(n - 1, -1, -1):  # worst first into the tail
+        out_items[j] = h.it[0]
+        out_scores[j] = h.s[0]
+        h.s[0] = h.s[j]
+        h.r[0] = h.r[j]
+        h.it[0] = h.it[j]
+        _sift_down(h.s, h.r, h.it, j, 0)
+    h.n = 0
+    return n
+
+
+cdef struct _Acc:
+    uint32_t mark  # item + 1 of the item whose row this entry holds now
+    uint32_t rank  # id rank (ties)
+    float a  # co-occurrence under each weighting
+    float b
+
+
+cdef int _pair_items(const int64_t* offsets, const uint32_t* packed,
+                     const float* w_a, const float* w_b, const int64_t* item_off,
+                     const uint32_t* item_contacts, const uint8_t* item_bits,
+                     const double* na, const double* nb, const uint32_t* id_rank,
+                     Py_ssize_t n_items, Py_ssize_t k, double shrink,
+                     long long* next_chunk, uint32_t* count_a, uint32_t* count_b,
+                     uint32_t* items_a, float* scores_a, uint32_t* items_b,
+                     float* scores_b) noexcept nogil:
+    """Claim chunks of items from ``next_chunk`` until none is left; for each item its
+    ``k`` best neighbours of both weightings into its slots. -1 without memory.
+
+    The dense row is an array of 16-byte ``_Acc`` (mark, rank and both sums of an
+    item on one cache line) and the norms are interleaved: one memory access per
+    basket entry and per candidate instead of three."""
+    cdef _Acc* acc = <_Acc*> malloc(n_items * sizeof(_Acc))
+    cdef double* norms = <double*> malloc(2 * n_items * sizeof(double))
+    cdef uint32_t* touched = <uint32_t*> malloc(n_items * sizeof(uint32_t))
+    cdef float* hs = <float*> malloc(2 * k * sizeof(float))
+    cdef uint32_t* hr = <uint32_t*> malloc(2 * k * sizeof(uint32_t))
+    cdef uint32_t* hi = <uint32_t*> malloc(2 * k * sizeof(uint32_t))
+    cdef _Heap ha, hb
+    cdef _Acc* x
+    cdef Py_ssize_t i, i0, i1, n_touched, t
+    cdef int64_t p, p1, q, q1
+    cdef uint32_t c, e, it, stamp
+    cdef uint8_t bi
+    cdef float wa, wb, s
+    cdef double denom, ni_a, ni_b
+    if (acc == NULL or norms == NULL or touched == NULL or hs == NULL or hr == NULL
+            or hi == NULL):
+        free(acc); free(norms); free(touched); free(hs); free(hr); free(hi)
+        return -1
+    for i in range(n_items):
+        acc[i].mark = 0
+        acc[i].rank = id_rank[i]
+        norms[2 * i] = na[i]
+        norms[2 * i + 1] = nb[i]
+    ha.s, ha.r, ha.it, ha.n = hs, hr, hi, 0
+    hb.s, hb.r, hb.it, hb.n = hs + k, hr + k, hi + k, 0
+    while True:
+        i0 = <Py_ssize_t> segd_recs_fetch_add(next_chunk, 1) * _CHUNK
+        if i0 >= n_items:
+            break
+        i1 = i0 + _CHUNK if i0 + _CHUNK < n_items else n_items
+        for i in range(i0, i1):
+            n_touched = 0
+            stamp = <uint32_t> i + 1
+            p1 = item_off[i + 1]
+            for p in range(item_off[i], p1):
+                if p + _AHEAD < p1:  # the basket of a contact a few steps ahead
+                    segd_recs_prefetch(&packed[offsets[item_contacts[p + _AHEAD]]])
+                    if p + 2 * _AHEAD < p1:
+                        segd_recs_prefetch(&offsets[item_contacts[p + 2 * _AHEAD]])
+                c = item_contacts[p]
+                bi = item_bits[p]
+                wa = w_a[bi]
+                wb = w_b[bi]
+                q1 = offsets[c + 1]
+                for q in range(offsets[c], q1):
+                    e = packed[q]
+                    it = e >> 3
+                    if it == <uint32_t> i or it >= <uint32_t> n_items:
+                        continue
+                    x = &acc[it]
+                    if x.mark != stamp:
+                        x.mark = stamp
+                        x.a = 0
+                        x.b = 0
+                        touched[n_touched] = it
+                        n_touched += 1
+                    x.a += wa * w_a[e & 7]
+                    x.b += wb * w_b[e & 7]
+            ni_a = norms[2 * i]
+            ni_b = norms[2 * i + 1]
+            for t in range(n_touched):
+                it = touched[t]
+                x = &acc[it]
+                if x.a > 0:
+                    denom = sqrt(ni_a * norms[2 * it]) + shrink
+                    s = <float> (x.a / denom) if denom > 0 else 0
+                    if s > 0:
+                        _offer(&ha, k, s, x.rank, it)
+                if x.b > 0:
+                    denom = sqrt(ni_b * norms[2 * it + 1]) + shrink
+                    s = <float> (x.b / denom) if denom > 0 else 0
+                    if s > 0:
+                        _offer(&hb, k, s, x.rank, it)
+            count_a[i] = <uint32_t> _drain(&ha, &items_a[i * k], &scores_a[i * k])
+            count_b[i] = <uint32_t> _drain(&hb, &items_b[i * k], &scores_b[i * k])
+    free(acc); free(norms); free(touched); free(hs); free(hr); free(hi)
+    return 0
+
+
+def cooccur_pair(const int64_t[::1] offsets, const uint32_t[::1] packed,
+                 const float[::1] w_a, const float[::1] w_b,
+                 const int64_t[::1] item_off, const uint32_t[::1] item_contacts,
+                 const uint8_t[::1] item_bits, const double[::1] norms_a,
+                 const double[::1] norms_b, const uint32_t[::1] id_rank,
+                 Py_ssize_t k, double shrink, int64_t[::1] next_chunk,
+                 uint32_t[:, ::1] counts, uint32_t[:, ::1] slot_items,
+                 float[:, ::1] slot_scores):
+    """Top-``k`` neighbours per item by shrunk cosine, for two weightings in one pass
+    over the baskets (``cooccur``'s measure and order, the same scores: the extra
+    contacts of the union add zeros). Fills each item's ``k`` slots of
+    ``slot_items[w]`` / ``slot_scores[w]`` best first and ``counts[w, item]`` (w = 0:
+    ``w_a``, 1: ``w_b``). Items are claimed ``ITEM_CHUNK`` at a time from the shared
+    counter ``next_chunk[0]`` (start it at 0), so several threads may call this at once
+    on the same arguments and split the items between them; it runs without the GIL."""
+    cdef Py_ssize_t n_items = norms_a.shape[0], n_c = offsets.shape[0] - 1
+    cdef int rc
+    if k <= 0:
+        raise ValueError("k must be > 0")
+    if (norms_b.shape[0] != n_items or id_rank.shape[0] < n_items
+            or item_off.shape[0] != n_items + 1 or w_a.shape[0] < 8
+            or w_b.shape[0] < 8 or next_chunk.shape[0] < 1):
+        raise ValueError("norms / id_rank / item_off / weights do not fit the items")
+    if (counts.shape[0] < 2 or counts.shape[1] != n_items or slot_items.shape[0] < 2
+            or slot_scores.shape[0] < 2 or slot_items.shape[1] != n_items * k
+            or slot_scores.shape[1] != n_items * k):
+        raise ValueError("output slots do not fit n_items * k")
+    if item_contacts.shape[0] < item_off[n_items] or item_bits.shape[0] < item_off[n_items]:
+        raise ValueError("item lists shorter than item_off says")
+    if n_c < 0 or packed.shape[0] < offsets[n_c]:
+        raise ValueError("baskets shorter than offsets say")
+    if n_items == 0:
+        return
+    with nogil:
+        rc = _pair_items(&offsets[0], &packed[0] if packed.shape[0] else NULL,
+                         &w_a[0], &w_b[0], &item_off[0],
+                         &item_contacts[0] if item_contacts.shape[0] else NULL,
+                         &item_bits[0] if item_bits.shape[0] else NULL,
+                         &norms_a[0], &norms_b[0], &id_rank[0], n_items, k, shrink,
+                         <long long*> &next_chunk[0], &counts[0, 0], &counts[1, 0],
+                         &slot_items[0, 0], &slot_scores[0, 0], &slot_items[1, 0],
+                         &slot_scores[1, 0])
+    if rc < 0:
+        raise MemoryError()
 
 
 # -- contact item sets -----------------------------------------------------------------
@@ -811,7 +1103,7 @@ cdef class Lookup:
             for i in range(got):
                 if out_items[i] >= <uint32_t> len(names):  # (never: model items only)
                     raise ValueError(f"item code {out_items[i]} has no name")
-                out.append((names[out_items[i]], <double> out_scores[i]))
+                out.append(_pair(names[out_items[i]], <double> out_scores[i]))
         finally:
             free(out_items)
             free(out_scores)
@@ -1023,7 +1315,7 @@ def decode_batch_results(const uint8_t[::1] buf, dict out):
     cdef Py_ssize_t end = buf.shape[0], pos = 0, stop, cend, n_scores, j
     cdef uint64_t key, length
     cdef const uint8_t* p = &buf[0] if end else NULL
-    cdef list items, scores
+    cdef list items = [], scores = [], pairs
     cdef object cust
     while pos < end:
         key = _get_varint(p, end, &pos)
@@ -1035,8 +1327,8 @@ def decode_batch_results(const uint8_t[::1] buf, dict out):
             raise ValueError(f"result of {length} bytes at byte {pos} overruns")
         cend = pos + <Py_ssize_t> length
         cust = ""
-        items = []
-        scores = []
+        del items[:]
+        del scores[:]
         while pos < cend:
             key = _get_varint(p, cend, &pos)
             if key == 0x0A or key == 0x12:  # customer_id, item_ids
@@ -1067,5 +1359,87 @@ def decode_batch_results(const uint8_t[::1] buf, dict out):
                 pos = _skip(p, cend, pos, key & 7)
         if len(items) != len(scores):
             raise ValueError(f"{len(items)} item ids but {len(scores)} scores")
-        out[cust] = list(zip(items, scores))
+        pairs = [_pair(items[j], scores[j]) for j in range(len(items))]
+        out[cust] = pairs
+    return out
+
+
+def decode_batch_flat(const uint8_t[::1] buf, list customer_ids, list counts,
+                      list item_ids, list scores):
+    """``decode_batch_results`` without an object per contact: appends each contact's
+    id to ``customer_ids`` and its number of items to ``counts``, and its item ids and
+    scores to ``item_ids`` / ``scores`` (flat, contact after contact). A mass send's
+    reply then allocates a handful of containers instead of a list and its tuples per
+    contact: nothing for the cycle collector to walk (see SegdClient.
+    recommend_batch_arrays). Errors as ``decode_batch_results``."""
+    cdef Py_ssize_t end = buf.shape[0], pos = 0, stop, cend, n_scores, j, n_items
+    cdef uint64_t key, length
+    cdef const uint8_t* p = &buf[0] if end else NULL
+    cdef object cust
+    while pos < end:
+        key = _get_varint(p, end, &pos)
+        if key != 0x0A:  # not results (field 1, length-delimited)
+            pos = _skip(p, end, pos, key & 7)
+            continue
+        length = _get_varint(p, end, &pos)
+        if length > <uint64_t> (end - pos):
+            raise ValueError(f"result of {length} bytes at byte {pos} overruns")
+        cend = pos + <Py_ssize_t> length
+        cust = ""
+        n_items = 0
+        n_scores = 0
+        while pos < cend:
+            key = _get_varint(p, cend, &pos)
+            if key == 0x0A or key == 0x12:  # customer_id, item_ids
+                length = _get_varint(p, cend, &pos)
+                if length > <uint64_t> (cend - pos):
+                    raise ValueError(f"string of {length} bytes at byte {pos} overruns")
+                stop = pos + <Py_ssize_t> length
+                text = (<const char*> p)[pos:stop].decode("utf-8")
+                if key == 0x0A:
+                    cust = text
+                else:
+                    item_ids.append(text)
+                    n_items += 1
+                pos = stop
+            elif key == 0x1A:  # scores, packed
+                length = _get_varint(p, cend, &pos)
+                if length > <uint64_t> (cend - pos) or length % 8:
+                    raise ValueError(f"packed scores of {length} bytes at byte {pos}")
+                for j in range(<Py_ssize_t> (length // 8)):
+                    scores.append(_get_double(p + pos + 8 * j))
+                n_scores += <Py_ssize_t> (length // 8)
+                pos += <Py_ssize_t> length
+            elif key == 0x19:  # one score, unpacked
+                if cend - pos < 8:
+                    raise ValueError(f"truncated score at byte {pos}")
+                scores.append(_get_double(p + pos))
+                n_scores += 1
+                pos += 8
+            else:
+                pos = _skip(p, cend, pos, key & 7)
+        if n_items != n_scores:
+            raise ValueError(f"{n_items} item ids but {n_scores} scores")
+        customer_ids.append(cust)
+        counts.append(n_items)
+
+
+def pair_lists(list item_ids, const float[::1] scores, const int64_t[::1] counts):
+    """``[[(item_id, score), ...] per contact]`` of a flat batch (``counts[i]`` pairs
+    for contact i, contact after contact), the tuples untracked (see ``_pair``)."""
+    cdef Py_ssize_t n = counts.shape[0], i, j, pos = 0, total = 0
+    for i in range(n):
+        if counts[i] < 0:
+            raise ValueError(f"count {counts[i]} of contact {i}")
+        total += counts[i]
+    if total != len(item_ids) or total != scores.shape[0]:
+        raise ValueError(
+            f"{total} pairs counted, {len(item_ids)} item ids, {scores.shape[0]} scores")
+    cdef list out = [], one
+    for i in range(n):
+        one = []
+        for j in range(pos, pos + counts[i]):
+            one.append(_pair(item_ids[j], <double> scores[j]))
+        pos += counts[i]
+        out.append(one)
     return out

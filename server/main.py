@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -454,6 +455,11 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
                 log.info(
                     "demo data loaded", extra=kv(demo_now=demo_now, demo_now_s=now_s)
                 )
+        # The loaded engine lives as long as the server: its objects are moved out of
+        # the cycle collector's generations, so a full collection walks only what
+        # calls allocate (before: tens of ms at a lookup's p99, bench/recs.py grpc).
+        gc.collect()
+        gc.freeze()
         if engine.durable and settings.snapshot_every:
             scheduler = threading.Thread(
                 target=_snapshot_schedule_loop,

@@ -43,6 +43,8 @@ CONTACT_ROW_COST = 2.0
 CONTACT_SEEK_COST = 4.0
 CONTACT_SAMPLE = 256
 MAX_GATHER_CODES = 50_000
+# EventFilters.bind(fused=True)'s source when the candidates' own rows are cheapest.
+CONTACTS = object()
 MAX_SHOWN_TIMES = 10
 # Event type -> the dimension whose distinct values its `count` counts (a row without
 # one counts on its own): an order has several lines, one per item.
@@ -104,9 +106,20 @@ class EventFilters:
         total = float(sizes[inside].sum()) if len(inside) else 0.0
         return total * (r1 - r0) / log.n
 
-    def bind(self, log, r0: int, r1: int, cand: BitMap | None, n_contacts: int):
+    def bind(
+        self,
+        log,
+        r0: int,
+        r1: int,
+        cand: BitMap | None,
+        n_contacts: int,
+        fused: bool = False,
+    ):
         """Kernel arguments for a window of `log`: (source_rows, code_filters, row_mask),
         or None when no event can match (a filtered dimension the type never carries).
+        With `fused`, the *contacts* path returns `CONTACTS` as its source instead of
+        the candidates' rows: the caller counts per candidate in one kernel
+        (``contactindex.count_filtered_of_contacts``) with every code filter.
 
         The rows to visit are picked by estimated cost, cheapest first:
         - *contacts*: only the candidates' own rows, via the contact-major index — when
@@ -155,6 +168,8 @@ class EventFilters:
             cand_cost = (
                 len(cids) * CONTACT_SEEK_COST + cand_rows * CONTACT_ROW_COST + tail
             )
+            if cand_cost < cost and fused:
+                return CONTACTS, [(col, mask) for _, col, mask, _ in filters], None
             if cand_cost < cost:
                 source = contactindex.rows_of_contacts(
                     cids, offsets, rows, limit, r0, r1, ends
@@ -236,6 +251,13 @@ class EventNode(Node):
         )
         if self.distinct_dim is not None:
             self._plain = False
+        # Only code filters: a count of matching rows per contact decides (fused path).
+        self._counts_only = not (
+            self.filters.amount_intervals
+            or self.use_sum
+            or self.then is not None
+            or self.distinct_dim is not None
+        )
 
     def estimate(self, ctx: Context) -> float:
         log = ctx.store.logs.get(self.etype)
@@ -263,14 +285,23 @@ class EventNode(Node):
                 cost += CONTACT_SEEK_COST + CONTACT_ROW_COST * (r1 - r0) / n
         return cost
 
-    def _count_candidates(self, ctx: Context, log, cand: BitMap, r0: int, r1: int):
-        """A condition with no filter, sum or "then no" only needs each candidate's number
-        of events in the window: two binary searches in its contact-major rows."""
+    def _count_candidates(
+        self, ctx: Context, log, cand: BitMap, r0: int, r1: int, code_filters=None
+    ):
+        """A condition with no sum, amount filter, distinct count or "then no" only needs
+        each candidate's number of matching events in the window: without code filters
+        two binary searches in its contact-major rows, with them one fused walk of its
+        rows in the window (``count_filtered_of_contacts``)."""
         offsets, rows, limit, ends = log.contact_index(ctx.n)
         cids = np.frombuffer(cand.to_array(), dtype=np.uint32)
-        counts = contactindex.count_of_contacts(
-            cids, offsets, rows, limit, log.cid, r0, r1, ends
-        )
+        if code_filters:
+            counts = contactindex.count_filtered_of_contacts(
+                cids, offsets, rows, limit, log.cid, r0, r1, code_filters, ends
+            )
+        else:
+            counts = contactindex.count_of_contacts(
+                cids, offsets, rows, limit, log.cid, r0, r1, ends
+            )
         ok = (counts >= self.count_min) & (counts <= min(self.count_max, 2**32 - 1))
         return cids_to_bitmap(np.ascontiguousarray(cids[ok]))
 
@@ -315,10 +346,14 @@ class EventNode(Node):
             and len(cand) * 2 * CONTACT_SEEK_COST < r1 - r0
         ):
             return self._count_candidates(ctx, log, cand, r0, r1)
-        bound = self.filters.bind(log, r0, r1, cand, ctx.n)
+        bound = self.filters.bind(
+            log, r0, r1, cand, ctx.n, fused=cand is not None and self._counts_only
+        )
         if bound is None:
             return base.copy() if self.zero_qualifies else BitMap()
         source, code_filters, row_mask = bound
+        if source is CONTACTS and cand is not None:
+            return self._count_candidates(ctx, log, cand, r0, r1, code_filters)
         cand_words = ctx.candidate_words(cand)
         then_keys, within = self._then_keys(ctx, cand, cand_words)
         distinct = None if self.distinct_dim is None else log.dim(self.distinct_dim)

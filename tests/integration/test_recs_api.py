@@ -57,6 +57,29 @@ def test_batch_streams_every_contact(recs_srv) -> None:
         assert c.recommendation_status()["related_pairs"] == status["related_pairs"]
 
 
+def test_batch_as_flat_arrays(recs_srv) -> None:
+    """recommend_batch_arrays: the same answers as recommend_batch, flat and in the
+    order asked (a repeated id is answered each time), errors the same."""
+    ids = ["u1", "u3", "ghost", "v1"] * 300  # 1,200 contacts: several chunks
+    with recs_srv.client() as c:
+        by_contact = c.recommend_batch("personal", ids, limit=3)
+        cust, counts, items, scores = c.recommend_batch_arrays("personal", ids, limit=3)
+        assert cust == ids
+        assert counts.dtype == "int64" and scores.dtype == "float64"
+        assert int(counts.sum()) == len(items) == len(scores)
+        pos = 0
+        for cid, k in zip(cust, counts.tolist(), strict=True):
+            mine = zip(
+                items[pos : pos + k], scores[pos : pos + k].tolist(), strict=True
+            )
+            got = list(mine)
+            assert got == by_contact[cid]
+            pos += k
+        with pytest.raises(SegdRpcError) as err:
+            c.recommend_batch_arrays("personal", ids, limit=0, filters="colur = 1")
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_segctl_recs(recs_srv) -> None:
     r = run_segctl(recs_srv, "recs", "related", "A", "--limit", "2")
     assert r.code == 0, r.err

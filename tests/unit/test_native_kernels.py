@@ -418,6 +418,64 @@ def test_count_matches_argument_checks() -> None:
         run_count(log)
 
 
+@pytest.mark.parametrize("n_contacts", [3_000, 70_000, 17_000_000])
+@pytest.mark.parametrize("with_filter", [False, True])
+def test_count_matches_few_rows_many_contacts_vs_numpy(n_contacts, with_filter) -> None:
+    """Few visited rows next to many contacts take the sort path (radix sort of the
+    matching rows' contacts: one pass below 4,096 contacts, three from 2**24); more rows
+    take the per-contact counters. Both must agree with numpy, cids near the top included."""
+    rng = np.random.default_rng(n_contacts)
+    n_log = 4_000
+    pool = rng.integers(0, n_contacts, 200)  # repeats: counts above 1
+    pool[:3] = [0, n_contacts - 1, n_contacts - 2]
+    cid = u32(rng.choice(pool, n_log))
+    ts = u32(np.arange(n_log))
+    code = u32(rng.integers(0, 4, n_log))
+    mask = np.array([1, 0, 1, 1], dtype=np.uint8)
+    r0, r1 = 100, 3_900
+    for n_src in (0, 1, 50, 600, 3_000):  # 3,000 rows > 3,000 / 4 contacts: counters
+        src = u32(rng.choice(np.arange(r0, r1), n_src, replace=False))
+        sel = np.zeros(n_log, bool)
+        sel[src] = True
+        if with_filter:
+            sel &= mask[code] == 1
+        cnt = np.bincount(cid[sel], minlength=n_contacts)
+        for cmin, cmax in ((1, U64), (2, 3), (0, 0)):
+            scan = eventscan.EventScanParams(
+                cid,
+                ts,
+                r0,
+                r1,
+                source_rows=src,
+                code_filters=[(code, mask)] if with_filter else [],
+            )
+            scratch = eventscan.ScanScratch()
+            scratch.ensure(n_contacts)
+            got = eventscan.count_matches(
+                scan, eventscan.CountRange(cmin, cmax), scratch, n_contacts
+            )
+            ok = (cnt >= cmin) & (cnt <= min(cmax, 2**62))
+            yes = np.unpackbits(got.yes.view(np.uint8), bitorder="little")
+            no = np.unpackbits(got.no.view(np.uint8), bitorder="little")
+            assert (
+                np.flatnonzero(yes).tolist() == np.flatnonzero((cnt > 0) & ok).tolist()
+            )
+            assert (
+                np.flatnonzero(no).tolist() == np.flatnonzero((cnt > 0) & ~ok).tolist()
+            )
+            assert (got.matched, got.contacts) == (int(sel.sum()), int((cnt > 0).sum()))
+            assert not scratch.counts.any()
+
+
+def test_count_matches_sort_path_names_out_of_range_contact() -> None:
+    cid = u32([5, 9_000, 7])
+    scan = eventscan.EventScanParams(cid, u32([1, 2, 3]), 0, 3)
+    scratch = eventscan.ScanScratch()
+    scratch.ensure(100)
+    with pytest.raises(ValueError, match="names contact 9000 but there are only 100"):
+        eventscan.count_matches(scan, eventscan.CountRange(), scratch, 100)
+
+
 def test_count_matches_out_of_range_contact_is_named() -> None:
     log = Log()
     log.n_contacts = 3

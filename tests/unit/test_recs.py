@@ -226,6 +226,12 @@ def test_unknown_item_and_bad_arguments(shop: Engine) -> None:
         shop.recommend("popular", limit=0)
     with pytest.raises(InvalidInput):
         shop.recommend("popular", event="click")
+    # an unknown catalog field is the caller's mistake, named (was a KeyError)
+    with pytest.raises(InvalidInput, match="colur") as bad:
+        shop.recommend("popular", filters="colur = 1")
+    assert "filters[0].field" in str(bad.value)
+    with pytest.raises(InvalidInput, match="colur"):
+        shop.recommend_batch("popular", ["u1"], filters="price < 5, colur = 1")
 
 
 def test_out_of_stock_change_is_seen_without_rebuild(shop: Engine) -> None:
@@ -499,3 +505,30 @@ def test_large_batch_split_over_threads_is_the_same(shop: Engine) -> None:
     assert whole == [alone[p] for p in people]
     odd = people[:-1]  # halves of different sizes
     assert shop.recommend_batch("personal", odd, limit=4) == whole[:-1]
+
+
+def test_result_pairs_are_not_left_to_the_cycle_collector(shop: Engine) -> None:
+    """(item_id, score) tuples hold a str and a float, so they cannot be in a cycle:
+    the kernels untrack them at once (a mass send's 10,000 tuples would otherwise
+    count as long-lived objects and bring full collections closer, the RecommendBatch
+    p99 of BENCHMARKS.md); the per-contact lists stay tracked (callers may mutate)."""
+    import gc
+
+    from segd.native import recs as kernels
+
+    single = shop.recommend("related", item_ids=["A"])
+    assert single and not any(gc.is_tracked(pair) for pair in single)
+    raw = shop.recs.recommend_batch_encoded("personal", ["u1", "v1"])
+    decoded = kernels.decode_batch_results(raw, {})
+    assert decoded == dict(
+        zip(["u1", "v1"], shop.recommend_batch("personal", ["u1", "v1"]), strict=True)
+    )
+    for pairs in [*decoded.values(), *shop.recommend_batch("personal", ["u1", "v1"])]:
+        assert gc.is_tracked(pairs)
+        assert pairs and not any(gc.is_tracked(pair) for pair in pairs)
+    import numpy as np
+
+    with pytest.raises(ValueError, match="2 pairs counted, 1 item ids"):
+        kernels.pair_lists(
+            ["A"], np.ones(2, dtype=np.float32), np.array([1, 1], dtype=np.int64)
+        )
