@@ -640,12 +640,16 @@ def _add_values(local: IdMap, used: np.ndarray | None, add) -> np.ndarray:
 
 
 def _drop(rows: TypeRows, drop: np.ndarray) -> TypeRows:
+    """The rows not in `drop`; like ``split_by_type``, columns left all NULL go."""
     keep = ~drop
+    amount = None if rows.amount is None else rows.amount[keep]
+    if amount is not None and np.isnan(amount).all():
+        amount = None
     return TypeRows(
         rows.cids[keep],
         rows.ts[keep],
         {d: c[keep] for d, c in rows.dims.items() if (c[keep] != NO_CODE).any()},
-        None if rows.amount is None else rows.amount[keep],
+        amount,
     )
 
 

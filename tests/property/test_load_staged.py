@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from segd import Engine
@@ -102,6 +102,13 @@ def _state(eng: Engine) -> dict:
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(ROW, min_size=1, max_size=60), st.integers(1, 25))
+@example(  # the only amount of a type is on a row dropped for an event id seen before
+    [
+        ("c0", 0, "view", None, None, None, None),
+        ("c0", 0, "view", None, None, 0.0, "e1"),
+    ],
+    2,
+)
 def test_staged_load_equals_chunk_by_chunk_appends(rows, chunk):
     table = _table(rows)
     loaded, appended = Engine(), Engine()
