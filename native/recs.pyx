@@ -445,6 +445,17 @@ cdef struct _Acc:
     float b
 
 
+cdef inline void _free_scratch(void* acc, void* norms, void* touched, void* hs, void* hr,
+                               void* hi) noexcept nogil:
+    """Frees ``_pair_items``' scratch buffers (free(NULL) is a no-op)."""
+    free(acc)
+    free(norms)
+    free(touched)
+    free(hs)
+    free(hr)
+    free(hi)
+
+
 cdef int _pair_items(const int64_t* offsets, const uint32_t* packed,
                      const float* w_a, const float* w_b, const int64_t* item_off,
                      const uint32_t* item_contacts, const uint8_t* item_bits,
@@ -475,7 +486,7 @@ cdef int _pair_items(const int64_t* offsets, const uint32_t* packed,
     cdef double denom, ni_a, ni_b
     if (acc == NULL or norms == NULL or touched == NULL or hs == NULL or hr == NULL
             or hi == NULL):
-        free(acc); free(norms); free(touched); free(hs); free(hr); free(hi)
+        _free_scratch(acc, norms, touched, hs, hr, hi)
         return -1
     for i in range(n_items):
         acc[i].mark = 0
@@ -534,7 +545,7 @@ cdef int _pair_items(const int64_t* offsets, const uint32_t* packed,
                         _offer(&hb, k, s, x.rank, it)
             count_a[i] = <uint32_t> _drain(&ha, &items_a[i * k], &scores_a[i * k])
             count_b[i] = <uint32_t> _drain(&hb, &items_b[i * k], &scores_b[i * k])
-    free(acc); free(norms); free(touched); free(hs); free(hr); free(hi)
+    _free_scratch(acc, norms, touched, hs, hr, hi)
     return 0
 
 
