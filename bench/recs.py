@@ -456,7 +456,7 @@ def _grpc_batch(
         finally:
             handler_s.append(time.perf_counter() - t)
 
-    engine.recs.recommend_batch_encoded = timed  # type: ignore[method-assign]
+    engine.recs.recommend_batch_encoded = timed
     app.server.start()
     try:
         with SegdClient(f"127.0.0.1:{app.port}") as client:

@@ -582,12 +582,13 @@ class StagedLoad:
         store.sync_sizes()
         maps = {}
         for name, local in locals_.items():
+            add: Callable[..., np.ndarray]
             if name == "item":
                 add = store.catalog.ensure
             else:
                 add = store.dim_maps.setdefault(name, IdMap()).get_or_add
             maps[name] = _add_values(local, used.get(name), add)
-        self.customers = self.items = self.event_ids = None
+        self.customers = self.items = self.event_ids = None  # type: ignore[assignment]
         self.dims = {}
         out: dict[str, list[TypeRows]] = {}
         for name, parts in self.parts.items():
@@ -708,10 +709,10 @@ def concat_rows(parts: list[TypeRows]) -> TypeRows:
 
     cids = take(lambda p: p.cids, None)
     for p in parts:
-        p.cids = None
+        p.cids = None  # type: ignore[assignment]  # released as soon as joined
     ts = take(lambda p: p.ts, None)
     for p in parts:
-        p.ts = None
+        p.ts = None  # type: ignore[assignment]
     out_dims = {}
     for d in dims:
         out_dims[d] = take(

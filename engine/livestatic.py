@@ -23,7 +23,7 @@ from the data and rebuilt after a restart.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 from pyroaring import BitMap
@@ -51,7 +51,7 @@ def split(plan: Any) -> tuple[list[Any], list[Any]] | None:
     references that wrap it); None when it has no static operand. Noted on the plan."""
     hit = getattr(plan, "_static_split", _UNSET)
     if hit is not _UNSET:
-        return hit
+        return cast("tuple[list[Any], list[Any]] | None", hit)
     node = plan
     while type(node).__name__ == "RefNode":
         node = node.inner
@@ -65,7 +65,7 @@ def split(plan: Any) -> tuple[list[Any], list[Any]] | None:
 
 
 class _Slot(NamedTuple):
-    index: int  # bit position in a contact's row
+    bit: int  # bit position in a contact's row
     keys: tuple[str, ...]  # canonical keys of the static operands it holds
 
 
@@ -106,7 +106,7 @@ class StaticPass:
         keys = tuple(p.key for p in static)
         slot = self._slots.get(name)
         if slot is None or slot.keys != keys:
-            index = slot.index if slot is not None else self._free_index()
+            index = slot.bit if slot is not None else self._free_index()
             slot = self._slots[name] = _Slot(index, keys)
             self._set_all(index, static, store)
             self._dirty[name] = BitMap()
@@ -115,15 +115,15 @@ class StaticPass:
         todo = self._dirty[name]
         done = self._done[name]
         if not todo and done == n:
-            return slot.index
+            return slot.bit
         rows = np.asarray(todo.to_array(), np.uint32)
         rows = rows[rows < done]
         if done < n:
             rows = np.r_[rows, np.arange(done, n, dtype=np.uint32)]
-        self._set(slot.index, rows, static, store)
+        self._set(slot.bit, rows, static, store)
         self._dirty[name] = BitMap()
         self._done[name] = n
-        return slot.index
+        return slot.bit
 
     def columns(self, cids: np.ndarray) -> np.ndarray:
         """The words of `cids`, ``[word, i]``: one gather for every segment of a
@@ -164,7 +164,7 @@ class StaticPass:
             self._bits = grown
 
     def _free_index(self) -> int:
-        used = {s.index for s in self._slots.values()}
+        used = {s.bit for s in self._slots.values()}
         index = next(i for i in range(len(used) + 1) if i not in used)
         words, have = self._bits.shape
         if index >= 64 * words:

@@ -108,16 +108,10 @@ def evaluate_pairs(
     `store`. The plan may be left bound to another moment (as by the reference):
     callers that ``run`` it afterwards re-bind it.
     """
-    c, t = _validated(cids, nows)
+    c, t, active = _checked_pairs(store, cids, nows)
     out = np.zeros(len(c), dtype=bool)
     if not len(c):
         return out
-    n = store.n_contacts
-    top = int(c.max())
-    if top >= n:
-        raise ValueError(f"cid {top} is not a contact (there are {n})")
-    if np.isnan(t).any():
-        raise ValueError("nows must not be NaN")
     if memo is not None:
         seen = memo.get(_PAIRS_KEY)
         if seen is None or not (
@@ -125,14 +119,32 @@ def evaluate_pairs(
         ):
             memo.clear()
             memo[_PAIRS_KEY] = (c, t)
-    active = np.arange(len(c), dtype=np.intp)
-    merged = store.contacts.merged
-    if merged:
-        active = active[~_member(merged, c)]
     if len(active):
         pairs = _Pairs(store, c, t, active, memo)
         out[active] = pairs.run(plan, active)
     return out
+
+
+def _checked_pairs(
+    store: Store, cids: Any, nows: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ``(cids, nows, active)``: ``active`` indexes the pairs whose contact is
+    not merged away (merged contacts never match). ValueError for a cid that is not a
+    contact of `store` or a NaN moment."""
+    c, t = _validated(cids, nows)
+    if not len(c):
+        return c, t, np.zeros(0, dtype=np.intp)
+    n = store.n_contacts
+    top = int(c.max())
+    if top >= n:
+        raise ValueError(f"cid {top} is not a contact (there are {n})")
+    if np.isnan(t).any():
+        raise ValueError("nows must not be NaN")
+    active = np.arange(len(c), dtype=np.intp)
+    merged = store.contacts.merged
+    if merged:
+        active = active[~_member(merged, c)]
+    return c, t, active
 
 
 def evaluate_conjunction(
@@ -143,20 +155,8 @@ def evaluate_conjunction(
     `parts`: live segments decide the rest of a segment's top AND this way once its
     time-independent operands are known (``segd.livestatic``). Merged contacts never
     match."""
-    c, t = _validated(cids, nows)
+    c, t, active = _checked_pairs(store, cids, nows)
     out = np.zeros(len(c), dtype=bool)
-    if not len(c):
-        return out
-    n = store.n_contacts
-    top = int(c.max())
-    if top >= n:
-        raise ValueError(f"cid {top} is not a contact (there are {n})")
-    if np.isnan(t).any():
-        raise ValueError("nows must not be NaN")
-    active = np.arange(len(c), dtype=np.intp)
-    merged = store.contacts.merged
-    if merged:
-        active = active[~_member(merged, c)]
     if len(active):
         pairs = _Pairs(store, c, t, active, None)
         out[active] = pairs._AndNode(_Conjunction(parts), active)
