@@ -7,7 +7,9 @@ load time):
   with ``database_file`` (the runner's choice from 5M contacts on), in a database file in
   a temporary directory: DuckDB's buffer manager then keeps what fits in memory and
   reads the rest from the file, so a 10M table loads where the in-memory database ran
-  out of RAM;
+  out of RAM. Its ``memory_limit`` is set at load to 75% of the memory then available
+  (DuckDB's default, 80% of all RAM, ignores the segd worker already holding its data and
+  would run the machine out of memory at 10M);
 - ``events`` sorted by ``(type, ts)``: every query filters on an event type and a time
   range, so the row-group min/max zone maps skip most of the table. ``ts`` is stored as a
   plain ``TIMESTAMP`` holding UTC (the session time zone is UTC too), so no time-zone
@@ -77,6 +79,18 @@ _LOAD = (
 )
 
 
+def _available_memory_mb() -> int:
+    """``MemAvailable`` from ``/proc/meminfo`` in MiB (0 where there is no such file)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
 class Adapter:
     """``load`` / ``count`` / ``members`` over one in-memory DuckDB database."""
 
@@ -99,6 +113,10 @@ class Adapter:
 
     def load(self, paths: dict[str, str], progress=None) -> dict:
         """Create the tables from the Parquet files; seconds per table."""
+        if self.directory is not None:
+            limit_mb = _available_memory_mb() * 3 // 4
+            if limit_mb:
+                self.con.execute(f"SET memory_limit = '{limit_mb}MB'").fetchall()
         seconds = {}
         for i, (table, sql) in enumerate(_LOAD):
             if progress is not None:
