@@ -241,7 +241,11 @@ def read_dictionary_column(
             dh = header.get(8) or {}
             n = int(dh.get(1, -1))
             def_len, rep_len = int(dh.get(5, 0)), int(dh.get(6, 0))
-            if n < 0 or rep_len or dh.get(4) not in (_PLAIN_DICTIONARY, _RLE_DICTIONARY):
+            if (
+                n < 0
+                or rep_len
+                or dh.get(4) not in (_PLAIN_DICTIONARY, _RLE_DICTIONARY)
+            ):
                 raise _Unsupported("v2 data page not dictionary-encoded")
             if def_len > len(body) or (def_len and not max_def):
                 raise _Unsupported("definition levels past the page")
@@ -272,7 +276,10 @@ def read_dictionary_column(
         raise _Unsupported("dictionary index out of range")
     if any(v is not None for v in valids):
         valid_all = np.concatenate(
-            [np.ones(len(p), bool) if v is None else v for p, v in zip(pieces, valids)]
+            [
+                np.ones(len(p), bool) if v is None else v
+                for p, v in zip(pieces, valids, strict=True)
+            ]
         )
         nulls = rows - int(np.count_nonzero(valid_all))
         bitmap = pa.py_buffer(np.packbits(valid_all, bitorder="little"))
@@ -333,7 +340,9 @@ def iter_row_groups(
         decoded: dict[str, pa.Array] = {}
         for name, (i, max_def) in fast.items():
             try:
-                decoded[name] = read_dictionary_column(f, group.column(i), max_def, rows)
+                decoded[name] = read_dictionary_column(
+                    f, group.column(i), max_def, rows
+                )
             except _Unsupported:
                 pass
         rest = [c for c in names if c not in decoded]
