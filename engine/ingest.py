@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segd import pqdict
 from segd.columns import encode_text, kind_of_arrow
 from segd.errors import AlreadyExists, InvalidInput, ValueRejected
 from segd.native import NO_CODE
@@ -787,6 +788,14 @@ def event_chunks(
             ]
             size = min(rows_per_chunk, max(groups, default=rows_per_chunk) or 1)
             first = 0
+            if groups and max(groups) <= rows_per_chunk:
+                # One chunk per row group, its dictionary text columns decoded by segd
+                # (segd.pqdict: Arrow would re-hash each dictionary page first).
+                with open(source, "rb") as f:
+                    for table in pqdict.iter_row_groups(pf, f, columns):
+                        yield first, table
+                        first += table.num_rows
+                return
             for batch in pf.iter_batches(batch_size=size, columns=columns):
                 yield first, pa.Table.from_batches([batch])
                 first += batch.num_rows
