@@ -31,7 +31,7 @@ cdef enum:
 
 cdef int64_t _plain_byte_array(const uint8_t* page, int64_t size, int64_t n,
                                int32_t* offsets,    # OUT n + 1
-                               uint8_t* data        # OUT >= size - 4 n bytes
+                               uint8_t* data        # OUT room for `size` bytes
                                ) noexcept nogil:
     """Bytes consumed of `page` for n PLAIN BYTE_ARRAY values, or an ERR_* code."""
     cdef int64_t pos = 0, i, total = 0
@@ -133,7 +133,9 @@ def plain_byte_array(const uint8_t[::1] page, int64_t n):
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     offsets = np.empty(n + 1, dtype=np.int32)
-    data = np.empty(max(size - 4 * n, 1), dtype=np.uint8)
+    # Room for the whole page: a page too short for its n values is found only part
+    # way through, after its first values were copied (their bytes are < the page's).
+    data = np.empty(max(size, 1), dtype=np.uint8)
     cdef int32_t[::1] off_v = offsets
     cdef uint8_t[::1] data_v = data
     cdef const uint8_t* p = &page[0] if size > 0 else NULL

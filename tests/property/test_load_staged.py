@@ -129,7 +129,19 @@ def test_staged_load_equals_chunk_by_chunk_appends(rows, chunk):
             assert m.to_arrow() == appended.store.dim_maps[name].to_arrow()
 
 
-def test_staged_load_from_parquet_by_row_group(tmp_path):
+def _dictionary_encoded(table: pa.Table) -> pa.Table:
+    """The text columns dictionary-encoded: Parquet keeps the Arrow type, and such a
+    file's text columns are read by segd.pqdict instead of Arrow's reader."""
+    return pa.table(
+        {
+            name: col.dictionary_encode() if pa.types.is_string(col.type) else col
+            for name, col in zip(table.column_names, table.columns, strict=True)
+        }
+    )
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_staged_load_from_parquet_by_row_group(tmp_path, encoded):
     rng = np.random.default_rng(5)
     rows = [
         (
@@ -145,7 +157,9 @@ def test_staged_load_from_parquet_by_row_group(tmp_path):
     ]
     table = _table(rows)
     path = tmp_path / "events.parquet"
-    pq.write_table(table, path, row_group_size=700)
+    pq.write_table(
+        _dictionary_encoded(table) if encoded else table, path, row_group_size=700
+    )
     loaded, appended = Engine(), Engine()
     _before(loaded)
     _before(appended)
@@ -155,20 +169,31 @@ def test_staged_load_from_parquet_by_row_group(tmp_path):
     assert _state(loaded) == _state(appended)
 
 
+@pytest.mark.parametrize("encoded", [False, True])
 @pytest.mark.parametrize("bad_row", [0, 2_500, 4_999])
-def test_a_bad_row_anywhere_changes_nothing(tmp_path, bad_row):
+@pytest.mark.parametrize("column", ["ts", "customer_id", "type"])
+def test_a_bad_row_anywhere_changes_nothing(tmp_path, bad_row, encoded, column):
     rows = [
         (f"c{i % 400}", i, "view", f"i{i % 70}", "web", None, f"e{i}")
         for i in range(5000)
     ]
-    rows[bad_row] = (rows[bad_row][0], -5_000_000_000, *rows[bad_row][2:])  # ts < 1970
+    r = rows[bad_row]
+    if column == "ts":
+        rows[bad_row] = (r[0], -5_000_000_000, *r[2:])  # ts < 1970
+    elif column == "customer_id":
+        rows[bad_row] = ("", *r[1:])  # an empty id
+    else:
+        rows[bad_row] = (*r[:2], "Bad type", *r[3:])
+    table = _table(rows)
     path = tmp_path / "events.parquet"
-    pq.write_table(_table(rows), path, row_group_size=1000)
+    pq.write_table(
+        _dictionary_encoded(table) if encoded else table, path, row_group_size=1000
+    )
     eng = Engine()
     _before(eng)
     before = _state(eng)
     with pytest.raises(InvalidInput) as err:
         eng.load_events(path, rows_per_chunk=1000)
     assert err.value.row == bad_row
-    assert err.value.column == "ts"
+    assert err.value.column == column
     assert _state(eng) == before
