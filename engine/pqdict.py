@@ -38,6 +38,14 @@ _PLAIN, _PLAIN_DICTIONARY, _RLE, _RLE_DICTIONARY = 0, 2, 3, 8
 _CODECS = {"UNCOMPRESSED": None, "ZSTD": "zstd", "SNAPPY": "snappy", "GZIP": "gzip"}
 
 
+# A column chunk is decoded here only when its dictionary page holds at least this many
+# (compressed) bytes: Arrow's re-hash costs per dictionary entry, this reader a fixed
+# ~0.3 ms per page in Python, so a small dictionary (event types, channels, a few hundred
+# phrases) is cheaper to leave to Arrow. Measured on the 10M cache's row groups: customer
+# ids 0.028 s here vs 0.22 s in Arrow, `type` (10 values) 0.035 s vs 0.008 s.
+MIN_DICTIONARY_BYTES = 256 << 10
+
+
 class _Unsupported(Exception):
     """The fast path does not read this column chunk: Arrow's reader will."""
 
@@ -323,13 +331,21 @@ def _fast_columns(pf: pq.ParquetFile, columns: list[str]) -> dict[str, tuple[int
     return out
 
 
+def _dictionary_bytes(meta: pq.ColumnChunkMetaData) -> int:
+    """Compressed bytes of a column chunk's dictionary page (0 when it has none)."""
+    if not meta.has_dictionary_page or not meta.dictionary_page_offset:
+        return 0
+    return max(0, meta.data_page_offset - meta.dictionary_page_offset)
+
+
 def iter_row_groups(
     pf: pq.ParquetFile, f: BinaryIO, columns: list[str] | None = None
 ) -> Iterator[pa.Table]:
     """Each row group of `pf` (opened on the file `f` also is) as a table of `columns`
     (all when None), in the file's column order; dictionary text columns are decoded
-    here (``read_dictionary_column``), the others, and any column the fast path does not
-    read, by Arrow."""
+    here (``read_dictionary_column``) when their dictionary page is big enough to pay
+    (``MIN_DICTIONARY_BYTES``), the others, and any column the fast path does not read,
+    by Arrow."""
     names = pf.schema_arrow.names if columns is None else columns
     names = [c for c in pf.schema_arrow.names if c in names]
     fast = _fast_columns(pf, names)
@@ -339,10 +355,11 @@ def iter_row_groups(
         rows = group.num_rows
         decoded: dict[str, pa.Array] = {}
         for name, (i, max_def) in fast.items():
+            meta = group.column(i)
+            if _dictionary_bytes(meta) < MIN_DICTIONARY_BYTES:
+                continue
             try:
-                decoded[name] = read_dictionary_column(
-                    f, group.column(i), max_def, rows
-                )
+                decoded[name] = read_dictionary_column(f, meta, max_def, rows)
             except _Unsupported:
                 pass
         rest = [c for c in names if c not in decoded]

@@ -140,6 +140,15 @@ def _dictionary_encoded(table: pa.Table) -> pa.Table:
     )
 
 
+@pytest.fixture
+def _every_dictionary(monkeypatch):
+    """segd.pqdict reads every dictionary column, however small its dictionary page."""
+    from segd import pqdict
+
+    monkeypatch.setattr(pqdict, "MIN_DICTIONARY_BYTES", 0)
+
+
+@pytest.mark.usefixtures("_every_dictionary")
 @pytest.mark.parametrize("encoded", [False, True])
 def test_staged_load_from_parquet_by_row_group(tmp_path, encoded):
     rng = np.random.default_rng(5)
@@ -169,6 +178,7 @@ def test_staged_load_from_parquet_by_row_group(tmp_path, encoded):
     assert _state(loaded) == _state(appended)
 
 
+@pytest.mark.usefixtures("_every_dictionary")
 @pytest.mark.parametrize("encoded", [False, True])
 @pytest.mark.parametrize("bad_row", [0, 2_500, 4_999])
 @pytest.mark.parametrize("column", ["ts", "customer_id", "type"])

@@ -19,6 +19,12 @@ from segd import pqdict
 from segd.native.pqdict import plain_byte_array, rle_hybrid
 
 
+@pytest.fixture(autouse=True)
+def _every_dictionary(monkeypatch):
+    """The fast path for every dictionary column, however small its dictionary page."""
+    monkeypatch.setattr(pqdict, "MIN_DICTIONARY_BYTES", 0)
+
+
 # -- oracles: the encodings written by hand from the spec --------------------------------
 def _uleb(n: int) -> bytes:
     out = bytearray()
