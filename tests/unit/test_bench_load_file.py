@@ -1,0 +1,30 @@
+"""bench/load_file.py measures a real load, with and without segd.pqdict."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from segd import pqdict
+from segd.bench import load_file
+
+
+def test_measure_loads_every_event(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pqdict, "MIN_DICTIONARY_BYTES", pqdict.MIN_DICTIONARY_BYTES)
+    path = tmp_path / "events.parquet"
+    table = pa.table(
+        {
+            "customer_id": pa.array(
+                [f"c{i % 37}" for i in range(500)]
+            ).dictionary_encode(),
+            "ts": pa.array([1_735_689_600 + i for i in range(500)], pa.int64()),
+            "type": pa.array(["view", "order"] * 250),
+        }
+    )
+    pq.write_table(table, path)
+    for arrow_reads in (False, True):
+        r = load_file.measure(str(path), arrow_reads=arrow_reads)
+        assert r["events"] == 500
+        assert r["peak_bytes"] >= r["rss_bytes"] > 0
+    assert load_file.main([str(path)]) == 0
+    assert "events 500" in capsys.readouterr().out
