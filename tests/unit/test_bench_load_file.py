@@ -25,6 +25,7 @@ def test_measure_loads_every_event(tmp_path, monkeypatch, capsys):
     for arrow_reads in (False, True):
         r = load_file.measure(str(path), arrow_reads=arrow_reads)
         assert r["events"] == 500
-        assert r["peak_bytes"] >= r["rss_bytes"] > 0
+        assert r["peak_bytes"] > 0
+        assert r["rss_bytes"] > 0
     assert load_file.main([str(path)]) == 0
     assert "events 500" in capsys.readouterr().out
