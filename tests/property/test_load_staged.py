@@ -207,3 +207,30 @@ def test_a_bad_row_anywhere_changes_nothing(tmp_path, bad_row, encoded, column):
     assert err.value.row == bad_row
     assert err.value.column == column
     assert _state(eng) == before
+
+
+@pytest.mark.usefixtures("_every_dictionary")
+def test_durable_load_of_a_dictionary_file_survives_a_restart(tmp_path):
+    """A durable engine logs segd.pqdict's chunks and replays them after a restart: the
+    same state as an in-memory load of the same file."""
+    rows = [
+        (
+            f"c{i % 300}",
+            i,
+            TYPES[i % 3],
+            f"i{i % 40}",
+            None if i % 4 else "web",
+            None,
+            None,
+        )
+        for i in range(3000)
+    ]
+    path = tmp_path / "events.parquet"
+    pq.write_table(_dictionary_encoded(_table(rows)), path, row_group_size=700)
+    memory = Engine()
+    memory.load_events(path, rows_per_chunk=1000)
+    with Engine.open(tmp_path / "db") as eng:
+        eng.load_events(path, rows_per_chunk=1000)
+        assert _state(eng) == _state(memory)
+    with Engine.open(tmp_path / "db") as again:
+        assert _state(again) == _state(memory)
