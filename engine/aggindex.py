@@ -150,6 +150,28 @@ class ValueIndexes:
             recheck.add_range(idx.n, n)
         return idx, np.frombuffer(recheck.to_array(), dtype=np.uint32)
 
+    def count(
+        self,
+        key: str,
+        owner: object,
+        n: int,
+        source: Callable[[], tuple[np.ndarray, np.ndarray | None]] | None,
+        lo: np.ndarray,
+        hi: np.ndarray,
+    ) -> int | None:
+        """About how many contacts have a value in some [lo[k], hi[k]]: the length of
+        the index's slices (two binary searches per interval), for ordering AND
+        operands. Contacts written since the build count with their old value or not
+        at all (an estimate). With ``source=None`` only an index already built
+        answers (None otherwise); with a source a missing index is built."""
+        idx = self._built.get(key)
+        if idx is None or idx.owner is not owner or idx.n > n:
+            if source is None:
+                return None
+            idx = self.get(key, owner, n, source)[0]
+        spans = idx.slices(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+        return sum(b - a for a, b in spans)
+
     def memory(self) -> int:
         return sum(i.nbytes for i in self._built.values())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -12,7 +13,7 @@ from segd.columns import CategoryColumn, NumericColumn, TagsColumn
 from segd.errors import InvalidQuery
 from segd.explain import AggregateEvidence, AttributeEvidence, Evidence
 from segd.native import columns as kernels
-from segd.native.bitset import popcount
+from segd.native import pairscan
 from segd.predicates import (
     INF,
     check_strings,
@@ -55,16 +56,21 @@ def _indexed(
     return out if cand is None else out & cand
 
 
-def _sampled(ctx: Context, fill) -> float:
-    """Matching contacts estimated from a fixed sample: the share of sample ids the
-    kernel marks, times the contact count. Costs one kernel call over ~2k ids, and lets
-    AND run a selective attribute or aggregate before an expensive event scan."""
+def _sampled_gather(ctx: Context, node: NumericAttr) -> float:
+    """Contacts in `node`'s intervals estimated from the fixed sample by one gather
+    kernel over its ~2k ids (no bitset of the base)."""
     sample = ctx.sample_cids()
     if len(sample) == 0:
         return 0.0
-    words = ctx.words()
-    fill(sample, words)
-    return popcount(words) / len(sample) * ctx.n
+    col = node.column
+    hits = pairscan.interval_pairs(
+        col.values,
+        np.asarray(node.lo, np.float64),
+        np.asarray(node.hi, np.float64),
+        sample,
+        valid=col.valid,
+    )
+    return int(np.count_nonzero(hits)) / len(sample) * ctx.n
 
 
 class AttrNode(Node):
@@ -81,6 +87,7 @@ class NumericAttr(AttrNode):
     """int / float / bool / timestamp attribute compared with a value (intervals)."""
 
     column: NumericColumn
+    gathers = True
 
     def __init__(self, ast, key, column: NumericColumn, where: str) -> None:
         super().__init__(ast, key)
@@ -114,8 +121,12 @@ class NumericAttr(AttrNode):
         )
 
     def estimate(self, ctx: Context) -> float:
-        present = _sampled(ctx, lambda c, w: self.fill(ctx, c, w))
-        return ctx.n - present if self.negate else present
+        col, n = self.column, ctx.n
+        counted = ctx.store.value_index.count(
+            f"attr:{col.name}", col, n, None, self.lo, self.hi
+        )  # an index some query built: its slices; else a sample of look-ups
+        present = _sampled_gather(ctx, self) if counted is None else float(counted)
+        return n - present if self.negate else present
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         col, n = self.column, ctx.n
@@ -185,6 +196,7 @@ class CategoryAttr(AttrNode):
     """Text attribute: per-value bitmaps when the column has them, else a code scan."""
 
     column: CategoryColumn
+    gathers = True
 
     def cost(self, ctx: Context) -> float:
         return 0.2 if self.column.has_bitmaps() else 1.0  # a bitmap AND vs a lookup
@@ -337,6 +349,7 @@ class AggregateNode(Node):
                 "float", self.op, ast.get("value"), f"{where}.value"
             )
         self.period = ast.get("period")
+        self.gathers = not self.period  # a period's rollup is an event kernel
 
     # Value of each contact with no qualifying events: counts and sums are 0, the rest NULL.
     def _default(self):
@@ -388,9 +401,15 @@ class AggregateNode(Node):
             kernels.interval_scan(arr, self.lo, self.hi, words, candidates=cids)
 
     def estimate(self, ctx: Context) -> float:
+        """All time: the length of the value index's slices (exact but for contacts
+        written since its build; the index is built here if no query has yet)."""
         if self.period:
             return ctx.n / 2
-        present = _sampled(ctx, lambda c, w: self.fill(ctx, c, w))
+        key, source, lo, hi = self._index_args(ctx)
+        counted = ctx.store.value_index.count(
+            key, ctx.store.aggregates, ctx.n, source, lo, hi
+        )
+        present = float(ctx.n if counted is None else counted)
         return ctx.n - present if self.op == "is_null" else present
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
@@ -403,8 +422,8 @@ class AggregateNode(Node):
             return (ctx.universe if cand is None else cand) - got
         return got
 
-    def _run_indexed(self, ctx: Context, cand: BitMap | None) -> BitMap | None:
-        """The all-time condition by the value index of its rollup (segd.aggindex)."""
+    def _index_args(self, ctx: Context) -> tuple[str, Callable, np.ndarray, np.ndarray]:
+        """(index key, source of its values, lo, hi) of the all-time condition."""
         agg, n = ctx.store.aggregates, ctx.n
         lo, hi = self.lo, self.hi
         if self.name.startswith("days_since_"):
@@ -433,11 +452,16 @@ class AggregateNode(Node):
             def source():
                 return getattr(agg, array)[:n], None
 
+        return f"agg:{array}", source, lo, hi
+
+    def _run_indexed(self, ctx: Context, cand: BitMap | None) -> BitMap | None:
+        """The all-time condition by the value index of its rollup (segd.aggindex)."""
+        key, source, lo, hi = self._index_args(ctx)
         return _indexed(
             ctx,
             cand,
-            f"agg:{array}",
-            agg,
+            key,
+            ctx.store.aggregates,
             source,
             lo,
             hi,
