@@ -42,6 +42,10 @@ DIRTY_SHARE = 32  # ... or n / DIRTY_SHARE of them, whichever is more
 # An indexed answer larger than n / INDEX_SHARE is left to the column scan: setting bits
 # at random costs more per contact than a sequential scan does.
 INDEX_SHARE = 2
+# An answer of at most n / SORT_SHARE contacts becomes a BitMap by sorting its ids
+# instead of through a bitset of the base (at 1M contacts: 10k ids 0.08 ms sorted
+# against 0.12 ms through the bitset; 50k ids 0.62 against 0.27).
+SORT_SHARE = 64
 
 
 class SortedIndex:
@@ -174,6 +178,32 @@ class ValueIndexes:
 
     def memory(self) -> int:
         return sum(i.nbytes for i in self._built.values())
+
+
+def sorted_ids(
+    indexes: ValueIndexes,
+    key: str,
+    owner: object,
+    n: int,
+    source: Callable[[], tuple[np.ndarray, np.ndarray | None]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    most: int,
+) -> np.ndarray | None:
+    """The sorted cids whose value lies in some [lo[k], hi[k]] by the index, when
+    there are at most `most` of them and no contact needs a re-check (written since
+    the build); None otherwise (the caller takes the bitset path of ``fill``)."""
+    idx, recheck = indexes.get(key, owner, n, source)
+    if len(recheck):
+        return None
+    spans = idx.slices(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+    if sum(b - a for a, b in spans) > most:
+        return None
+    if not spans:
+        return np.zeros(0, np.uint32)
+    parts = [idx.order[a:b] for a, b in spans]
+    # distinct positions of a permutation: distinct cids, so the sort is strict
+    return np.sort(np.concatenate(parts) if len(parts) > 1 else parts[0])
 
 
 def fill(

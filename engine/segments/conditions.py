@@ -14,6 +14,7 @@ from segd.errors import InvalidQuery
 from segd.explain import AggregateEvidence, AttributeEvidence, Evidence
 from segd.native import columns as kernels
 from segd.native import pairscan
+from segd.native.bitset import cids_to_bitmap
 from segd.predicates import (
     INF,
     check_strings,
@@ -39,20 +40,38 @@ def _scan(ctx: Context, cand: BitMap | None, fill) -> BitMap:
     return out if cand is None else out & cand
 
 
+# A restricted run takes the value index when its answer has at most this many
+# contacts per candidate: building the answer from the index's slice costs a few ns
+# per contact, where a gather of a candidate's value from a column of the whole base
+# is a cache miss (~30 ns at 1M contacts).
+INDEX_PER_CANDIDATE = 4
+
+
 def _indexed(
     ctx: Context, cand: BitMap | None, key: str, owner, source, lo, hi, fill
 ) -> BitMap | None:
     """The contacts whose value lies in [lo, hi] by the value index (segd.aggindex),
     restricted to `cand`; None when the scan should decide instead: few candidates
-    (the per-candidate check is cheaper) or an answer too large for the index."""
-    if cand is not None and len(cand) * 8 <= ctx.n:
-        return None
-    words = ctx.words()
-    if not aggindex.fill(
-        ctx.store.value_index, key, owner, ctx.n, source, lo, hi, words, fill
-    ):
-        return None
-    out = ctx.to_bitmap(words)
+    and a larger answer (the per-candidate check is cheaper) or an answer too large
+    for the index."""
+    indexes, n = ctx.store.value_index, ctx.n
+    if cand is not None and len(cand) * 8 <= n:
+        counted = indexes.count(key, owner, n, source, lo, hi)
+        if counted is None or counted > INDEX_PER_CANDIDATE * len(cand):
+            return None
+    ids = aggindex.sorted_ids(
+        indexes, key, owner, n, source, lo, hi, n // aggindex.SORT_SHARE
+    )
+    if ids is not None:
+        out = cids_to_bitmap(ids)
+        merged = ctx.store.contacts.merged
+        if merged:
+            out -= merged
+    else:
+        words = ctx.words()
+        if not aggindex.fill(indexes, key, owner, n, source, lo, hi, words, fill):
+            return None
+        out = ctx.to_bitmap(words)
     return out if cand is None else out & cand
 
 
@@ -87,7 +106,6 @@ class NumericAttr(AttrNode):
     """int / float / bool / timestamp attribute compared with a value (intervals)."""
 
     column: NumericColumn
-    gathers = True
 
     def __init__(self, ast, key, column: NumericColumn, where: str) -> None:
         super().__init__(ast, key)
@@ -120,13 +138,17 @@ class NumericAttr(AttrNode):
             candidates=cids,
         )
 
+    def index_count(self, ctx: Context) -> int | None:
+        """Contacts in the intervals by an index some query built (else None)."""
+        col = self.column
+        return ctx.store.value_index.count(
+            f"attr:{col.name}", col, ctx.n, None, self.lo, self.hi
+        )
+
     def estimate(self, ctx: Context) -> float:
-        col, n = self.column, ctx.n
-        counted = ctx.store.value_index.count(
-            f"attr:{col.name}", col, n, None, self.lo, self.hi
-        )  # an index some query built: its slices; else a sample of look-ups
+        counted = self.index_count(ctx)  # else a sample of look-ups
         present = _sampled_gather(ctx, self) if counted is None else float(counted)
-        return n - present if self.negate else present
+        return ctx.n - present if self.negate else present
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         col, n = self.column, ctx.n
@@ -196,7 +218,6 @@ class CategoryAttr(AttrNode):
     """Text attribute: per-value bitmaps when the column has them, else a code scan."""
 
     column: CategoryColumn
-    gathers = True
 
     def cost(self, ctx: Context) -> float:
         return 0.2 if self.column.has_bitmaps() else 1.0  # a bitmap AND vs a lookup
@@ -349,7 +370,6 @@ class AggregateNode(Node):
                 "float", self.op, ast.get("value"), f"{where}.value"
             )
         self.period = ast.get("period")
-        self.gathers = not self.period  # a period's rollup is an event kernel
 
     # Value of each contact with no qualifying events: counts and sums are 0, the rest NULL.
     def _default(self):
@@ -405,12 +425,19 @@ class AggregateNode(Node):
         written since its build; the index is built here if no query has yet)."""
         if self.period:
             return ctx.n / 2
-        key, source, lo, hi = self._index_args(ctx)
-        counted = ctx.store.value_index.count(
-            key, ctx.store.aggregates, ctx.n, source, lo, hi
-        )
+        counted = self.index_count(ctx)
         present = float(ctx.n if counted is None else counted)
         return ctx.n - present if self.op == "is_null" else present
+
+    def index_count(self, ctx: Context) -> int | None:
+        """All time: contacts in the intervals by the value index of the rollup
+        (built here if no query has yet); None with a period."""
+        if self.period:
+            return None
+        key, source, lo, hi = self._index_args(ctx)
+        return ctx.store.value_index.count(
+            key, ctx.store.aggregates, ctx.n, source, lo, hi
+        )
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         if self.period:

@@ -24,14 +24,6 @@ from segd.segments.context import Context
 # Measured at 1M (CPU ms, one loaded run, BENCHMARKS.md): the reference segment 17.7 ->
 # 11.6 at 0.2%; at 2% three suite queries got slower (viewed_category 5.8 -> 8.0).
 CANDIDATE_FIRST_SHARE = 0.002
-# Below this share of the base, an AND decides its remaining *gather* operands
-# (attributes, all-time aggregates: one array lookup per candidate, ``Node.gathers``)
-# per candidate in one pass (segd.segments.pairs) before anything else, instead of a
-# bitset of the base per operand: the per-candidate cost is the same look-up, and the
-# bitset's allocation, conversion and intersection are a fixed cost of ~0.1-0.3 ms per
-# operand at 1M contacts. Same share as ``Context.candidate_cids`` (where the scan
-# kernels switch to the candidates' ids).
-GATHER_FIRST_SHARE = 1 / 8
 
 
 class Node:
@@ -39,9 +31,6 @@ class Node:
 
     kind = "node"
     shared = False  # set by compile when the same sub-expression occurs again
-    # True when segd.segments.pairs decides the node per candidate by array look-ups
-    # (no event kernel): AndNode decides such operands first on few candidates.
-    gathers = False
 
     def __init__(self, ast: dict, key: str) -> None:
         self.ast = ast
@@ -62,6 +51,10 @@ class Node:
 
     def children(self) -> list[Node]:
         return []
+
+    def index_count(self, ctx: Context) -> int | None:
+        """How many contacts the node's value index answers (None: no index)."""
+        return None
 
     def cost(self, ctx: Context) -> float:
         """Rough work per candidate contact (1 = look at one column value)."""
@@ -138,26 +131,9 @@ class AndNode(_Junction):
             if cand is not None and self.keep_order:
                 self._kept = positives
         result = cand
-        gathered = False
-        k = 0
-        while k < len(positives):
-            part = positives[k]
+        for k, part in enumerate(positives):
             if result is not None and self._few(ctx, result):
                 return self._decide_pairs(ctx, result, positives[k:], negatives)
-            if result is not None and not gathered and self._gather_first(ctx, result):
-                gathered = True  # once: the gathers left are decided here
-                now_pos = [p for p in positives[k:] if p.gathers]
-                now_neg = [p for p in negatives if p.gathers]
-                if now_pos or now_neg:
-                    result = self._decide_pairs(ctx, result, now_pos, now_neg)
-                    positives = positives[:k] + [
-                        p for p in positives[k:] if not p.gathers
-                    ]
-                    negatives = [p for p in negatives if not p.gathers]
-                    if not result:
-                        return BitMap()
-                    continue
-            k += 1
             got = part.run(ctx, result)
             result = got if result is None else got & result
             if not result:
@@ -179,12 +155,6 @@ class AndNode(_Junction):
         kernels) beats a bitmap per operand. Not while profiling (explain lists each
         operand's step)."""
         return ctx.profile is None and len(result) < CANDIDATE_FIRST_SHARE * ctx.n
-
-    @staticmethod
-    def _gather_first(ctx: Context, result: BitMap) -> bool:
-        """Few enough candidates that the gather operands left are decided per
-        candidate at once (``GATHER_FIRST_SHARE``); not while profiling."""
-        return ctx.profile is None and len(result) <= GATHER_FIRST_SHARE * ctx.n
 
     @staticmethod
     def _decide_pairs(

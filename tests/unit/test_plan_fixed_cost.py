@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from segd import Engine
+import segd.segments.conditions as conditions
+from segd import Engine, aggindex
+from segd.datagen import generate
 from segd.native.idmap import IdMap
 from segd.predicates import dictionary_mask
 from segd.segments.ast import canonical_key, subtree_keys, walk
@@ -127,3 +131,89 @@ def test_new_contacts_between_identical_aggregate_queries(eng: Engine) -> None:
               amount=9.0, order_id="o9")]
     )  # fmt: skip
     assert _ids(eng, q) == {"a", "n7"}
+
+
+# -- the value index's answers as sorted ids, and restricted runs by the index ----------
+
+AND_QUERIES = [
+    "orders_count = 2 and revenue >= 100",
+    "revenue >= 300 and orders_count >= 1 and avg_order_value > 40",
+    "orders_count >= 1 and days_since_last_order between 20 and 200",
+    "rating >= 4 and orders_count >= 1",
+    "age between 20 and 35 and revenue >= 50",
+    "orders_count = 1 and not revenue >= 200",
+    'orders_count >= 2 and order() in last 90 days and city = "Moscow"',
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.floats(-1e3, 1e3), st.just(float("nan")), st.integers(0, 9)),
+        max_size=200,
+    ),
+    st.floats(-1e3, 1e3),
+    st.floats(0, 2e3),
+    st.integers(0, 250),
+)
+def test_sorted_ids_match_numpy(values, lo, width, most) -> None:
+    v = np.array(values, dtype=np.float64)
+    indexes = aggindex.ValueIndexes()
+    owner = object()
+    lo_a, hi_a = np.array([lo, lo + width + 5]), np.array([lo + width, np.inf])
+    got = aggindex.sorted_ids(
+        indexes, "k", owner, len(v), lambda: (v, None), lo_a, hi_a, most
+    )
+    with np.errstate(invalid="ignore"):
+        want = np.flatnonzero(
+            ((v >= lo_a[0]) & (v <= hi_a[0])) | ((v >= lo_a[1]) & (v <= hi_a[1]))
+        )
+    if len(want) > most:
+        assert got is None
+    else:
+        assert got is not None and got.dtype == np.uint32
+        assert got.tolist() == want.tolist()
+    count = indexes.count("k", owner, len(v), None, lo_a, hi_a)
+    assert count == len(want)
+
+
+def _scan_oracle(eng: Engine, now) -> list[int]:
+    """Every query by the column scans: the value index switched off."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conditions.aggindex, "fill", lambda *a, **k: False)
+        mp.setattr(conditions.aggindex, "sorted_ids", lambda *a, **k: None)
+        mp.setattr(aggindex.ValueIndexes, "count", lambda *a, **k: None)
+        return [eng.count(q, now=now, cache=False) for q in AND_QUERIES]
+
+
+def _by_index(eng: Engine, now, sort_share: int, per_candidate: int) -> list[int]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(aggindex, "SORT_SHARE", sort_share)
+        mp.setattr(conditions, "INDEX_PER_CANDIDATE", per_candidate)
+        return [eng.count(q, now=now, cache=False) for q in AND_QUERIES]
+
+
+def test_index_paths_match_the_scan_under_writes() -> None:
+    data = generate(800, seed=11)
+    eng = Engine()
+    eng.load_items(data.items)
+    eng.load_contacts(data.contacts)
+    half = data.events.num_rows // 2
+    eng.load_events(data.events.slice(half))
+    now = data.now
+
+    def check() -> None:
+        want = _scan_oracle(eng, now)
+        assert any(want)  # the queries select someone
+        for sort_share in (1, 10**9):  # every answer sorted / every one by bitset
+            for per_candidate in (0, 4, 10**6):
+                assert _by_index(eng, now, sort_share, per_candidate) == want
+
+    check()
+    eng.append_events(data.events.slice(0, 200))  # late events: dirty contacts
+    check()
+    ids = data.contacts.column("customer_id").to_pylist()
+    eng.upsert_contacts([{"customer_id": ids[0], "rating": 5}])
+    eng.merge(ids[1], ids[2])
+    eng.load_contacts([{"customer_id": "brand-new", "rating": 4}])
+    check()
