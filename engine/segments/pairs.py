@@ -148,19 +148,159 @@ def _checked_pairs(
 
 
 def evaluate_conjunction(
-    parts: list[Any], store: Store, cids: Any, nows: Any
+    parts: list[Any], store: Store, cids: Any, nows: Any, *, fused: bool = True
 ) -> np.ndarray:
     """``out[i]``: contact ``cids[i]`` matches every node of `parts` at ``nows[i]`` (an
     AND of them; every pair for no parts). As ``evaluate_pairs`` for an AND node of
     `parts`: live segments decide the rest of a segment's top AND this way once its
     time-independent operands are known (``segd.livestatic``). Merged contacts never
-    match."""
+    match.
+
+    Pairs at one moment (a write) run as one fused program (``conjunction_program``)
+    when every node has a leaf kind; otherwise, or with ``fused=False`` (the oracle
+    of the fused path in the tests), by the per-node walk."""
     c, t, active = _checked_pairs(store, cids, nows)
     out = np.zeros(len(c), dtype=bool)
-    if len(active):
-        pairs = _Pairs(store, c, t, active, None)
-        out[active] = pairs._AndNode(_Conjunction(parts), active)
+    if not len(active):
+        return out
+    if fused and t.min() == t.max():
+        program = conjunction_program(parts, store, float(t[0]))
+        if program is not None:
+            out[active] = program.run(np.ascontiguousarray(c[active])).view(bool)
+            return out
+    pairs = _Pairs(store, c, t, active, None)
+    out[active] = pairs._AndNode(_Conjunction(parts), active)
     return out
+
+
+def conjunction_program(
+    parts: list[Any], store: Store, now: float
+) -> pairscan.PairProgram | None:
+    """The AND of `parts` at `now` as one fused ``pairscan.PairProgram`` (a bytecode of
+    leaves under AND / OR / NOT, run for every contact in one nogil pass); None when a
+    node has no leaf kind (``_ProgramBuilder.leaf``: the caller falls back to the
+    per-node walk). Built from the store's current arrays and event sources: valid
+    while no column is replaced and no event log grows (callers build one per
+    evaluation; the nodes keep their per-moment bounds, so a rebuild is cheap)."""
+    builder = _ProgramBuilder(store, now)
+    return builder.build(_Conjunction(parts))
+
+
+class _ProgramBuilder:
+    """Compiles plan nodes into a ``pairscan.PairProgram`` at one moment."""
+
+    def __init__(self, store: Store, now: float) -> None:
+        self.store = store
+        self.now = now
+        self.program = pairscan.PairProgram()
+        self.ops: list[int] = []
+        self.args: list[int] = []
+        one = np.zeros(1, np.uint32)
+        # for its event sources (shared with the per-node walk's caches)
+        self.sources = _Pairs(store, one, np.full(1, now), np.zeros(0, np.intp), None)
+
+    def build(self, conjunction: _Conjunction) -> pairscan.PairProgram | None:
+        self.ops.append(pairscan.AND)
+        self.args.append(len(conjunction.parts))
+        for part in sorted(conjunction.parts, key=_rank):
+            if not self.node(part):
+                return None
+        self.program.set_tree(self.ops, self.args)
+        return self.program
+
+    def node(self, node: Any) -> bool:
+        kind = type(node).__name__
+        if kind == "RefNode":
+            return self.node(node.inner)
+        if kind in ("AndNode", "OrNode"):
+            self.ops.append(pairscan.AND if kind == "AndNode" else pairscan.OR)
+            self.args.append(len(node.parts))
+            return all(self.node(p) for p in sorted(node.parts, key=_rank))
+        if kind == "NotNode":
+            self.ops.append(pairscan.NOT)
+            self.args.append(0)
+            return self.node(node.inner)
+        leaf = self.leaf(node, kind)
+        if leaf is None:
+            return False
+        self.ops.append(pairscan.LEAF)
+        self.args.append(leaf)
+        return True
+
+    def leaf(self, node: Any, kind: str) -> int | None:
+        """The node as a program leaf (its index), or None for the kinds left to the
+        per-node walk: static-segment and ``rfm.*`` membership, tags, aggregates over
+        a period, and anything else not listed here."""
+        prog, now = self.program, self.now
+        if kind == "AgeAttr":
+            at = _at_moment(node, now, _age_at)
+            col = at.column
+            return prog.add_interval(col.values, at.lo, at.hi, col.valid, at.negate)
+        if kind == "NumericAttr":
+            col = node.column
+            return prog.add_interval(
+                col.values, node.lo, node.hi, col.valid, node.negate
+            )
+        if kind == "CategoryAttr":
+            mask = np.ascontiguousarray(node._mask(), dtype=np.uint8)
+            return prog.add_codes(node.column.codes, mask, node.op == "is_null")
+        if kind == "AggregateNode":
+            return self._aggregate(node)
+        if kind == "EventNode":
+            return self._event(node)
+        return None
+
+    def _aggregate(self, node: Any) -> int | None:
+        if node.period:
+            return None
+        prog, agg, name = self.program, self.store.aggregates, node.name
+        negate = node.op == "is_null"
+        if name.startswith("days_since_"):
+            from segd.live import LAST_SEEN
+
+            lo, hi = _at_moment(node, self.now, _days_intervals)
+            column = getattr(agg, LAST_SEEN[name])
+            return prog.add_interval(column, lo, hi, None, negate)
+        if name == "avg_order_value":
+            return prog.add_ratio(
+                agg.revenue, agg.orders_count, _f64(node.lo), _f64(node.hi), negate
+            )
+        arr = agg.orders_count if name == "orders_count" else agg.revenue
+        return prog.add_interval(arr, node.lo, node.hi, None, negate)
+
+    def _event(self, node: Any) -> int:
+        store, prog = self.store, self.program
+        log = store.logs.get(node.etype)
+        src = (
+            None
+            if log is None or log.n == 0
+            else self.sources._source(log, node.filters)
+        )
+        if src is None:
+            return prog.add_const(node.zero_qualifies)
+        assert log is not None  # a source exists only for a non-empty log
+        then, within = None, 0
+        if node.then is not None:
+            etype, within, then_filters = node.then
+            then_log = store.logs.get(etype)
+            if then_log is not None and then_log.n:
+                then = self.sources._source(then_log, then_filters)
+        distinct = None
+        if node.distinct_dim is not None:
+            distinct = log.dim(node.distinct_dim)
+        a, b = _at_moment(node, self.now, _event_bounds)
+        return prog.add_event(
+            src,
+            int(a),
+            int(b),
+            node.count_min,
+            node.count_max,
+            sum_range=(node.sum_min, node.sum_max) if node.use_sum else None,
+            distinct_codes=distinct,
+            then=then,
+            within_s=within,
+            zero_qualifies=node.zero_qualifies,
+        )
 
 
 class _Conjunction:
