@@ -680,14 +680,14 @@ cdef int _node(const Leaf* leaves, const int32_t* ops, const int32_t* args,
     """Node i of the program for contact c: 0 / 1, -1 on a failed allocation. AND and
     OR stop at their first deciding operand (operands are stored cheapest first)."""
     cdef int op = ops[i], v
-    cdef Py_ssize_t j, k
+    cdef Py_ssize_t j, _k
     if op == OP_LEAF:
         return _leaf(&leaves[args[i]], c, keys, cap)
     if op == OP_NOT:
         v = _node(leaves, ops, args, ends, i + 1, c, keys, cap)
         return v if v < 0 else 1 - v
     j = i + 1
-    for k in range(args[i]):
+    for _k in range(args[i]):
         v = _node(leaves, ops, args, ends, j, c, keys, cap)
         if v < 0:
             return v
@@ -722,6 +722,7 @@ cdef class PairProgram:
     cdef Py_ssize_t n_nodes
     cdef Py_ssize_t min_len      # the shortest contact column a leaf reads
     cdef list _keep
+    cdef dict _links             # event leaf -> the sources and column it points into
 
     def __cinit__(self):
         self.leaves = NULL
@@ -731,6 +732,7 @@ cdef class PairProgram:
         self.n_nodes = 0
         self.min_len = <Py_ssize_t> 0x7FFFFFFFFFFFFFFF
         self._keep = []
+        self._links = {}
 
     def __dealloc__(self):
         free(self.leaves)
@@ -879,7 +881,7 @@ cdef class PairProgram:
                 raise ValueError(f"distinct_codes column of {dc.shape[0]} rows is "
                                  f"shorter than the log of {events.s.n}")
         f = self._new(K_EVENT, False)
-        self._keep += [events, then, distinct_codes]
+        self._links[self.n_leaves - 1] = (events, then, distinct_codes)
         f.src = &events.s
         f.then = &then.s if then is not None else NULL
         f.within = within_s
@@ -973,3 +975,26 @@ cdef class PairProgram:
         if v < 0:
             raise MemoryError("PairProgram.run: no memory for the distinct-count buffer")
         return out
+
+    def relink_event(self, Py_ssize_t leaf, PairSource events not None,
+                     PairSource then=None, distinct_codes=None) -> None:
+        """Point event leaf `leaf` at the current state of its logs (after rows were
+        appended, a log's ``PairSource`` is rebuilt): its window, counts and sum stay.
+        ValueError when `leaf` is not an event leaf or the distinct-count column is
+        shorter than the log."""
+        cdef const code_t[::1] dc
+        cdef Leaf* f
+        if not 0 <= leaf < self.n_leaves or self.leaves[leaf].kind != K_EVENT:
+            raise ValueError(f"leaf {leaf} is not an event leaf")
+        f = &self.leaves[leaf]
+        if distinct_codes is not None:
+            dc = distinct_codes
+            if dc.shape[0] < events.s.n:
+                raise ValueError(f"distinct_codes column of {dc.shape[0]} rows is "
+                                 f"shorter than the log of {events.s.n}")
+        self._links[leaf] = (events, then, distinct_codes)  # the old ones may go
+        f.src = &events.s
+        f.then = &then.s if then is not None else NULL
+        f.dcodes = NULL
+        if distinct_codes is not None and dc.shape[0]:
+            f.dcodes = &dc[0]

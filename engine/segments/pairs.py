@@ -148,7 +148,13 @@ def _checked_pairs(
 
 
 def evaluate_conjunction(
-    parts: list[Any], store: Store, cids: Any, nows: Any, *, fused: bool = True
+    parts: list[Any],
+    store: Store,
+    cids: Any,
+    nows: Any,
+    *,
+    fused: bool = True,
+    holder: Any = None,
 ) -> np.ndarray:
     """``out[i]``: contact ``cids[i]`` matches every node of `parts` at ``nows[i]`` (an
     AND of them; every pair for no parts). As ``evaluate_pairs`` for an AND node of
@@ -158,13 +164,19 @@ def evaluate_conjunction(
 
     Pairs at one moment (a write) run as one fused program (``conjunction_program``)
     when every node has a leaf kind; otherwise, or with ``fused=False`` (the oracle
-    of the fused path in the tests), by the per-node walk."""
+    of the fused path in the tests), by the per-node walk. `holder`: an object (the
+    live segment's plan) that keeps the built program between calls (``_fused``)."""
     c, t, active = _checked_pairs(store, cids, nows)
     out = np.zeros(len(c), dtype=bool)
     if not len(active):
         return out
     if fused and t.min() == t.max():
-        program = conjunction_program(parts, store, float(t[0]))
+        now = float(t[0])
+        if holder is not None:
+            got = _fused(holder, parts, store, now)
+            program = None if got is None else got.program
+        else:
+            program = conjunction_program(parts, store, now)
         if program is not None:
             out[active] = program.run(np.ascontiguousarray(c[active])).view(bool)
             return out
@@ -180,10 +192,93 @@ def conjunction_program(
     leaves under AND / OR / NOT, run for every contact in one nogil pass); None when a
     node has no leaf kind (``_ProgramBuilder.leaf``: the caller falls back to the
     per-node walk). Built from the store's current arrays and event sources: valid
-    while no column is replaced and no event log grows (callers build one per
-    evaluation; the nodes keep their per-moment bounds, so a rebuild is cheap)."""
-    builder = _ProgramBuilder(store, now)
-    return builder.build(_Conjunction(parts))
+    while no column is replaced and no event log changes (``_fused`` keeps one per
+    holder and re-links its event leaves when logs grew)."""
+    fused = _ProgramBuilder(store, now).build(_Conjunction(parts))
+    return None if fused is None else fused.program
+
+
+def _fused(holder: Any, parts: list[Any], store: Store, now: float) -> Any:
+    """`holder`'s fused program for `parts` at `now` (a ``_Fused``, or None when a node
+    has no leaf kind), kept on the holder (a live segment's plan): rebuilt when the
+    moment, the parts or an array a gather leaf reads changed; its event leaves are
+    re-linked to the logs' current sources (rows appended since) at each call."""
+    memo = holder.__dict__
+    hit = memo.get("_fused_program")
+    if (
+        hit is not None
+        and hit[0] == now
+        and hit[1] is store
+        and len(hit[2]) == len(parts)
+        and all(a is b for a, b in zip(hit[2], parts, strict=True))
+        and (hit[3] is None or hit[3].current())
+    ):
+        return hit[3]
+    fused = _ProgramBuilder(store, now).build(_Conjunction(parts))
+    memo["_fused_program"] = (now, store, tuple(parts), fused)
+    return fused
+
+
+class _Fused:
+    """A built program, what its gather leaves read, and its event leaves' nodes."""
+
+    def __init__(
+        self,
+        program: pairscan.PairProgram,
+        store: Store,
+        checks: list[tuple[Any, str, Any]],
+        events: list[tuple[int, Any, tuple]],
+    ) -> None:
+        self.program = program
+        self.store = store
+        # (owner, attribute, the object read): rebuilt once getattr(owner, attribute)
+        # is another object; attribute "()": owner() is; "==": owner() differs
+        self.checks = checks
+        self.events = events  # (leaf, node, (source, then, distinct) linked)
+
+    def current(self) -> bool:
+        """Whether the gather leaves still read the store's arrays (then the event
+        leaves are re-linked to their logs' current sources as needed)."""
+        for owner, attr, seen in self.checks:
+            if attr == "==":  # a state tuple
+                if owner() != seen:
+                    return False
+                continue
+            now = owner() if attr == "()" else getattr(owner, attr)
+            if now is not seen:
+                return False
+        if not self.events:
+            return True
+        for k, (leaf, node, linked) in enumerate(self.events):
+            got = _event_links(self.store, node)
+            if got is None:  # the log is empty now (cannot happen while live)
+                return False
+            if any(a is not b for a, b in zip(got, linked, strict=True)):
+                src, then, distinct = got
+                self.program.relink_event(leaf, src, then, distinct)
+                self.events[k] = (leaf, node, got)
+        return True
+
+
+def _event_links(store: Store, node: Any) -> tuple | None:
+    """An event condition's current (source, then source, distinct column); None
+    when its log is empty or its filters admit no row (a constant leaf)."""
+    n = store.n_contacts
+    log = store.logs.get(node.etype)
+    src = None if log is None or log.n == 0 else _shared_source(log, node.filters, n)
+    if src is None:
+        return None
+    assert log is not None  # a source exists only for a non-empty log
+    then = None
+    if node.then is not None:
+        etype, _, then_filters = node.then
+        then_log = store.logs.get(etype)
+        if then_log is not None and then_log.n:
+            then = _shared_source(then_log, then_filters, n)
+    distinct = None
+    if node.distinct_dim is not None:
+        distinct = log.dim(node.distinct_dim)
+    return src, then, distinct
 
 
 class _ProgramBuilder:
@@ -195,18 +290,23 @@ class _ProgramBuilder:
         self.program = pairscan.PairProgram()
         self.ops: list[int] = []
         self.args: list[int] = []
-        one = np.zeros(1, np.uint32)
-        # for its event sources (shared with the per-node walk's caches)
-        self.sources = _Pairs(store, one, np.full(1, now), np.zeros(0, np.intp), None)
+        self.checks: list[tuple[Any, str, Any]] = []
+        self.events: list[tuple[int, Any, tuple]] = []
 
-    def build(self, conjunction: _Conjunction) -> pairscan.PairProgram | None:
+    def build(self, conjunction: _Conjunction) -> _Fused | None:
         self.ops.append(pairscan.AND)
         self.args.append(len(conjunction.parts))
         for part in sorted(conjunction.parts, key=_rank):
             if not self.node(part):
                 return None
         self.program.set_tree(self.ops, self.args)
-        return self.program
+        return _Fused(self.program, self.store, self.checks, self.events)
+
+    def _read(self, owner: Any, attr: str) -> Any:
+        """``owner.attr``, noted: the program is rebuilt once it is another object."""
+        got = getattr(owner, attr)
+        self.checks.append((owner, attr, got))
+        return got
 
     def node(self, node: Any) -> bool:
         kind = type(node).__name__
@@ -253,43 +353,43 @@ class _ProgramBuilder:
     def _aggregate(self, node: Any) -> int | None:
         if node.period:
             return None
-        prog, agg, name = self.program, self.store.aggregates, node.name
+        prog, name, read = self.program, node.name, self._read
+        agg = read(self.store, "aggregates")
         negate = node.op == "is_null"
         if name.startswith("days_since_"):
             from segd.live import LAST_SEEN
 
             lo, hi = _at_moment(node, self.now, _days_intervals)
-            column = getattr(agg, LAST_SEEN[name])
+            column = read(agg, LAST_SEEN[name])
             return prog.add_interval(column, lo, hi, None, negate)
         if name == "avg_order_value":
             return prog.add_ratio(
-                agg.revenue, agg.orders_count, _f64(node.lo), _f64(node.hi), negate
+                read(agg, "revenue"),
+                read(agg, "orders_count"),
+                _f64(node.lo),
+                _f64(node.hi),
+                negate,
             )
-        arr = agg.orders_count if name == "orders_count" else agg.revenue
+        arr = read(agg, "orders_count" if name == "orders_count" else "revenue")
         return prog.add_interval(arr, node.lo, node.hi, None, negate)
 
     def _event(self, node: Any) -> int:
-        store, prog = self.store, self.program
-        log = store.logs.get(node.etype)
-        src = (
-            None
-            if log is None or log.n == 0
-            else self.sources._source(log, node.filters)
-        )
-        if src is None:
+        prog = self.program
+        links = _event_links(self.store, node)
+        if links is None:
+            # No row can match now; a later append (its log grows) rebuilds the
+            # program: the log's size is checked like a gather's array.
+            store, etype = self.store, node.etype
+
+            def state() -> tuple:
+                log = store.logs.get(etype)
+                return (None,) if log is None else (id(log), log.n, log._version)
+
+            self.checks.append((state, "==", state()))
             return prog.add_const(node.zero_qualifies)
-        assert log is not None  # a source exists only for a non-empty log
-        then, within = None, 0
-        if node.then is not None:
-            etype, within, then_filters = node.then
-            then_log = store.logs.get(etype)
-            if then_log is not None and then_log.n:
-                then = self.sources._source(then_log, then_filters)
-        distinct = None
-        if node.distinct_dim is not None:
-            distinct = log.dim(node.distinct_dim)
+        src, then, distinct = links
         a, b = _at_moment(node, self.now, _event_bounds)
-        return prog.add_event(
+        leaf = prog.add_event(
             src,
             int(a),
             int(b),
@@ -298,9 +398,11 @@ class _ProgramBuilder:
             sum_range=(node.sum_min, node.sum_max) if node.use_sum else None,
             distinct_codes=distinct,
             then=then,
-            within_s=within,
+            within_s=node.then[1] if node.then is not None else 0,
             zero_qualifies=node.zero_qualifies,
         )
+        self.events.append((leaf, node, links))
+        return leaf
 
 
 class _Conjunction:
@@ -398,6 +500,47 @@ def _pair_log(log: Any, n_contacts: int) -> Any:
         )
         hit = _LOGS[log] = (key, view)
     return hit[1]
+
+
+def _build_source(log: Any, filters: Any, n_contacts: int) -> Any:
+    """`log` under `filters` as a ``pairscan.PairSource`` (None: no row can pass)."""
+    code_filters = []
+    for dim, mask, codes in filters.code_filters:
+        col = log.dim(dim)
+        if col is None or not len(codes):
+            return None
+        code_filters.append((col, mask))
+    amount = log.amount
+    if filters.amount_intervals and amount is None:
+        return None
+    return pairscan.PairSource(
+        _pair_log(log, n_contacts),
+        code_filters=code_filters,
+        amount=amount,
+        amount_intervals=filters.amount_intervals,
+    )
+
+
+# Each condition's filtered PairSource for its log's state, as _PLAIN_SOURCES.
+_FILTERED_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _shared_source(log: Any, filters: Any, n_contacts: int) -> Any:
+    """``_Pairs._source`` across evaluations: the source of `log` under `filters`,
+    kept per log state (plain) or per filters and log state (filtered), so fused
+    programs re-link an event leaf only when its log changed."""
+    plain = not (filters.code_filters or filters.amount_intervals)
+    if plain:  # shared with the per-node walk's sources
+        cache, owner, state = _PLAIN_SOURCES, log, (log.n, log._version, n_contacts)
+    else:
+        cache, owner = _FILTERED_SOURCES, filters
+        state = (id(log), log.n, log._version, n_contacts)
+    kept = cache.get(owner)
+    if kept is not None and kept[0] == state:
+        return kept[1]
+    src = _build_source(log, filters, n_contacts)
+    cache[owner] = (state, src)
+    return src
 
 
 class _Pairs:
@@ -595,25 +738,8 @@ class _Pairs:
         return got
 
     def _new_source(self, log: Any, filters: Any) -> Any:
-        key = (id(log), id(filters))
-        code_filters = []
-        for dim, mask, codes in filters.code_filters:
-            col = log.dim(dim)
-            if col is None or not len(codes):
-                self._sources[key] = (None,)
-                return None
-            code_filters.append((col, mask))
-        amount = log.amount
-        if filters.amount_intervals and amount is None:
-            self._sources[key] = (None,)
-            return None
-        src = pairscan.PairSource(
-            _pair_log(log, self.n),
-            code_filters=code_filters,
-            amount=amount,
-            amount_intervals=filters.amount_intervals,
-        )
-        self._sources[key] = (src,)
+        src = _build_source(log, filters, self.n)
+        self._sources[(id(log), id(filters))] = (src,)
         return src
 
     def _EventNode(self, node: Any, idx: np.ndarray) -> np.ndarray:
