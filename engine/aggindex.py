@@ -35,6 +35,7 @@ from collections.abc import Callable
 import numpy as np
 from pyroaring import BitMap
 
+from segd.columns import sorted_unique
 from segd.native import aggindex as kernels
 from segd.native.bitset import cids_to_bitmap
 
@@ -108,7 +109,7 @@ class ValueIndexes:
                 self._dirty.clear()
                 return
             # one bitmap for every key (BitMap.update walks an array element by element)
-            ids = cids_to_bitmap(np.unique(np.asarray(cids, dtype=np.uint32)))
+            ids = cids_to_bitmap(sorted_unique(cids))
             for key in self._built:
                 dirty = self._dirty[key]
                 dirty |= ids

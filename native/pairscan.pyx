@@ -328,12 +328,20 @@ cdef struct Rule:
     double sum_max
 
 
+cdef struct SlotMemo:
+    bint valid                   # (a, b, ta, tb) below are contact c's slot
+    cid_t c
+    Py_ssize_t a, b, ta, tb
+
+
 cdef int _pair_verdict(const Src* s, const Src* then, uint64_t within, cid_t c,
                        int64_t lo, int64_t hi, const Rule* rule, const code_t* dcodes,
-                       uint32_t** keys_p, Py_ssize_t* cap_p) noexcept nogil:
+                       uint32_t** keys_p, Py_ssize_t* cap_p,
+                       SlotMemo* memo) noexcept nogil:
     """One pair's verdict (V_*); -1 when the distinct-count buffer cannot grow.
     ``keys_p`` / ``cap_p``: the caller's scratch buffer for distinct codes (realloc'd
-    here, freed by the caller)."""
+    here, freed by the caller). ``memo``: NULL, or the last contact's slot (pairs of
+    one contact in a row find their rows without looking them up again)."""
     cdef Py_ssize_t a, b, ta, tb, k, end, part, n_keys = 0
     cdef const row_t* rows
     cdef row_t r
@@ -347,7 +355,14 @@ cdef int _pair_verdict(const Src* s, const Src* then, uint64_t within, cid_t c,
                          and rule.count_max == <uint64_t> 0xFFFFFFFFFFFFFFFFULL)
     cdef uint64_t enough = rule.count_min if rule.count_min > 0 else 1
     if hi > lo:
-        _slot(s, c, &a, &b, &ta, &tb)
+        if memo != NULL and memo.valid and memo.c == c:
+            a, b, ta, tb = memo.a, memo.b, memo.ta, memo.tb
+        else:
+            _slot(s, c, &a, &b, &ta, &tb)
+            if memo != NULL:
+                memo.valid = True
+                memo.c = c
+                memo.a, memo.b, memo.ta, memo.tb = a, b, ta, tb
         for part in range(2):
             if part == 0:
                 rows = s.rows
@@ -415,9 +430,11 @@ cdef int _pairs_kernel(const Src* s, const Src* then, uint64_t within,
     cdef Py_ssize_t i, cap = 0
     cdef uint32_t* keys = NULL
     cdef int v
+    cdef SlotMemo memo
+    memo.valid = False
     for i in range(n_pairs):
         v = _pair_verdict(s, then, within, pc[i], plo[i], phi[i], rule, dcodes,
-                          &keys, &cap)
+                          &keys, &cap, &memo)
         if v < 0:
             free(keys)
             return -1
@@ -665,7 +682,7 @@ cdef int _leaf(const Leaf* f, cid_t c, uint32_t** keys, Py_ssize_t* cap) noexcep
         got = code != NO_CODE and code < f.mask_len and f.mask[code] != 0
     elif f.kind == K_EVENT:
         v = _pair_verdict(f.src, f.then, f.within, c, f.wlo, f.whi, &f.rule, f.dcodes,
-                          keys, cap)
+                          keys, cap, NULL)
         if v < 0:
             return -1
         got = v == V_QUALIFIES or (f.zero_qualifies and v == V_NO_EVENTS)

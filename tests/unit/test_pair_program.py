@@ -132,7 +132,7 @@ def test_gather_trees_match_the_oracle(data) -> None:
     assert program.run(cids).view(bool).tolist() == expected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(case=cases(), zero=st.booleans(), negated=st.booleans())
 def test_event_leaves_match_the_kernel_oracle(case, zero, negated) -> None:
     src = pairscan.PairSource(
