@@ -1537,7 +1537,7 @@ class Engine(LiveApi):
         latest = self.rfm_state.latest
         if latest is None:
             return {"computed": False, "transitions": len(self.rfm_state.transitions)}
-        seg = np.bincount(latest.segment, minlength=256)
+        seg = latest.histograms()[1]  # contacts per segment id (computed once)
         return {
             "computed": True,
             "as_of": _iso(latest.as_of),

@@ -590,8 +590,8 @@ class RfmResult:
             hit = self._bitmaps.get("_hist")
             if hit is None:
                 hit = self._bitmaps["_hist"] = (
-                    np.bincount(self.code, minlength=1 << 12),
-                    np.bincount(self.segment, minlength=256),
+                    kernels.small_histogram(self.code, 1 << 12),
+                    kernels.small_histogram(self.segment, 256),
                 )
             return hit
 

@@ -1321,57 +1321,15 @@ cdef inline double _get_double(const uint8_t* p) noexcept:
 def decode_batch_results(const uint8_t[::1] buf, dict out):
     """Add the contacts of one serialized ``RecommendBatchResponse`` to ``out``:
     ``customer_id -> [(item_id, score), ...]`` (the client's side of
-    ``encode_batch_results``: no message object per contact). Fields it does not know
-    are skipped; a malformed message is a ValueError."""
-    cdef Py_ssize_t end = buf.shape[0], pos = 0, stop, cend, n_scores, j
-    cdef uint64_t key, length
-    cdef const uint8_t* p = &buf[0] if end else NULL
-    cdef list items = [], scores = [], pairs
-    cdef object cust
-    while pos < end:
-        key = _get_varint(p, end, &pos)
-        if key != 0x0A:  # not results (field 1, length-delimited)
-            pos = _skip(p, end, pos, key & 7)
-            continue
-        length = _get_varint(p, end, &pos)
-        if length > <uint64_t> (end - pos):
-            raise ValueError(f"result of {length} bytes at byte {pos} overruns")
-        cend = pos + <Py_ssize_t> length
-        cust = ""
-        del items[:]
-        del scores[:]
-        while pos < cend:
-            key = _get_varint(p, cend, &pos)
-            if key == 0x0A or key == 0x12:  # customer_id, item_ids
-                length = _get_varint(p, cend, &pos)
-                if length > <uint64_t> (cend - pos):
-                    raise ValueError(f"string of {length} bytes at byte {pos} overruns")
-                stop = pos + <Py_ssize_t> length
-                text = (<const char*> p)[pos:stop].decode("utf-8")
-                if key == 0x0A:
-                    cust = text
-                else:
-                    items.append(text)
-                pos = stop
-            elif key == 0x1A:  # scores, packed
-                length = _get_varint(p, cend, &pos)
-                if length > <uint64_t> (cend - pos) or length % 8:
-                    raise ValueError(f"packed scores of {length} bytes at byte {pos}")
-                n_scores = <Py_ssize_t> (length // 8)
-                for j in range(n_scores):
-                    scores.append(_get_double(p + pos + 8 * j))
-                pos += <Py_ssize_t> length
-            elif key == 0x19:  # one score, unpacked
-                if cend - pos < 8:
-                    raise ValueError(f"truncated score at byte {pos}")
-                scores.append(_get_double(p + pos))
-                pos += 8
-            else:
-                pos = _skip(p, cend, pos, key & 7)
-        if len(items) != len(scores):
-            raise ValueError(f"{len(items)} item ids but {len(scores)} scores")
-        pairs = [_pair(items[j], scores[j]) for j in range(len(items))]
-        out[cust] = pairs
+    ``encode_batch_results``: no message object per contact). The message is read by
+    ``decode_batch_flat``; a malformed one is a ValueError and adds nothing to ``out``."""
+    cdef list customer_ids = [], counts = [], item_ids = [], scores = []
+    decode_batch_flat(buf, customer_ids, counts, item_ids, scores)
+    cdef Py_ssize_t i, j, pos = 0, n
+    for i in range(len(customer_ids)):
+        n = counts[i]
+        out[customer_ids[i]] = [_pair(item_ids[j], scores[j]) for j in range(pos, pos + n)]
+        pos += n
     return out
 
 
@@ -1382,7 +1340,8 @@ def decode_batch_flat(const uint8_t[::1] buf, list customer_ids, list counts,
     scores to ``item_ids`` / ``scores`` (flat, contact after contact). A mass send's
     reply then allocates a handful of containers instead of a list and its tuples per
     contact: nothing for the cycle collector to walk (see SegdClient.
-    recommend_batch_arrays). Errors as ``decode_batch_results``."""
+    recommend_batch_arrays). Fields it does not know are skipped; a malformed message is
+    a ValueError."""
     cdef Py_ssize_t end = buf.shape[0], pos = 0, stop, cend, n_scores, j, n_items
     cdef uint64_t key, length
     cdef const uint8_t* p = &buf[0] if end else NULL

@@ -60,3 +60,6 @@ def classify(
     group_codes: Codes,  # per contact
     grouped: bool,
 ) -> Scores: ...  # segment id per contact, 255 = none
+def small_histogram(
+    values: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], minlength: int
+) -> npt.NDArray[np.int64]: ...  # counts per value, like np.bincount

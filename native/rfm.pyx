@@ -6,7 +6,7 @@ See engine/rfm.py for the definitions they implement (issue 11, docs/rfm.md).
 """
 
 from libc.math cimport floor, isnan, rint
-from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
 import numpy as np
 
@@ -328,3 +328,29 @@ def classify(
                     sv[i] = rule_segment[s, j]
                     break
     return seg
+
+
+ctypedef fused small_t:
+    uint8_t
+    uint16_t
+
+
+def small_histogram(const small_t[::1] values, Py_ssize_t minlength):
+    """Counts per value of a uint8 / uint16 array (``np.bincount(values,
+    minlength=minlength)`` without widening the values to intp first: RFM codes and
+    segment ids of every contact, counted after each computation). Every value must be
+    below ``minlength``."""
+    cdef Py_ssize_t n = values.shape[0], i, bad = -1
+    if minlength < 1 or minlength > 65536:
+        raise ValueError(f"minlength {minlength} outside 1..65536")
+    counts = np.zeros(minlength, dtype=np.int64)
+    cdef int64_t[::1] cv = counts
+    with nogil:
+        for i in range(n):
+            if values[i] >= minlength:
+                bad = i
+                break
+            cv[values[i]] += 1
+    if bad >= 0:
+        raise ValueError(f"value {values[bad]} at {bad} is not below minlength {minlength}")
+    return counts

@@ -493,6 +493,11 @@ def test_client_batch_decoder_reads_protobuf() -> None:
     for bad in (raw[:-3], b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x02\x12\x05"):
         with pytest.raises(ValueError):
             kernels.decode_batch_results(bad, {})
+    # a message whose last contact is malformed adds none of its contacts
+    kept: dict = {"earlier": []}
+    with pytest.raises(ValueError):
+        kernels.decode_batch_results(raw[:-3], kept)
+    assert kept == {"earlier": []}
 
 
 def test_large_batch_split_over_threads_is_the_same(shop: Engine) -> None:

@@ -604,3 +604,23 @@ def test_members_of_equals_the_union_of_per_value_bitmaps(
         expected |= set(maps.get(k, ()))
     assert set(res.members_of(kind, keys)) == expected
     assert set(res.members_of(kind, present)) == set().union(*map(set, maps.values()))
+
+
+@given(
+    st.lists(st.integers(0, 255), max_size=300),
+    st.sampled_from([np.uint8, np.uint16]),
+    st.integers(0, 3),
+)
+def test_small_histogram_is_bincount(values, dtype, extra) -> None:
+    """The per-code / per-segment histogram kernel against np.bincount; a value not
+    below minlength is refused."""
+    from segd.native import rfm as kernels
+
+    arr = np.asarray(values, dtype=dtype)
+    minlength = (max(values) + 1 if values else 1) + extra
+    got = kernels.small_histogram(arr, minlength)
+    assert got.dtype == np.int64
+    assert np.array_equal(got, np.bincount(arr, minlength=minlength))
+    if max(values, default=0) > 0:
+        with pytest.raises(ValueError, match="not below minlength"):
+            kernels.small_histogram(arr, max(values))
