@@ -530,6 +530,7 @@ def _shared_source(log: Any, filters: Any, n_contacts: int) -> Any:
     kept per log state (plain) or per filters and log state (filtered), so fused
     programs re-link an event leaf only when its log changed."""
     plain = not (filters.code_filters or filters.amount_intervals)
+    state: tuple
     if plain:  # shared with the per-node walk's sources
         cache, owner, state = _PLAIN_SOURCES, log, (log.n, log._version, n_contacts)
     else:
