@@ -35,7 +35,9 @@ from collections.abc import Callable
 import numpy as np
 from pyroaring import BitMap
 
+from segd.columns import sorted_unique
 from segd.native import aggindex as kernels
+from segd.native.bitset import cids_to_bitmap
 
 MIN_DIRTY = 4096  # dirty contacts re-checked one by one before a rebuild pays
 DIRTY_SHARE = 32  # ... or n / DIRTY_SHARE of them, whichever is more
@@ -110,10 +112,11 @@ class ValueIndexes:
                 self._built.clear()  # a bulk write: rebuild on the next query
                 self._dirty.clear()
                 return
-            ids = np.asarray(cids, dtype=np.uint32)
+            # one bitmap for every key (BitMap.update walks an array element by element)
+            ids = cids_to_bitmap(sorted_unique(cids))
             for key in self._built:
                 dirty = self._dirty[key]
-                dirty.update(ids)
+                dirty |= ids
                 if len(dirty) > max(MIN_DIRTY, n_contacts // DIRTY_SHARE):
                     del self._dirty[key]
                     self._built = {k: v for k, v in self._built.items() if k != key}
