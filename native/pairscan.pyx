@@ -60,6 +60,72 @@ cdef struct Src:
     Py_ssize_t n_iv
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define SEGD_PS_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define SEGD_PS_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void SEGD_PS_PREFETCH(const void* p) noexcept nogil
+
+# _pairs_kernel: the slot of the contact PAIR_FAR pairs ahead is prefetched, the last
+# PAIR_LAST_ROWS rows of the one PAIR_MID ahead (recent windows start there), and the
+# times / first filter codes of those rows for the one PAIR_NEAR ahead, so the misses
+# of successive candidates overlap instead of being taken one after the other.
+cdef enum:
+    PAIR_FAR = 16
+    PAIR_MID = 12
+    PAIR_NEAR = 8
+    PAIR_LAST_ROWS = 32
+
+
+cdef inline void _prefetch_pair(const Src* s, const cid_t* pc, Py_ssize_t n_pairs,
+                                Py_ssize_t i) noexcept nogil:
+    """Prefetch what pairs i + PAIR_FAR / _MID / _NEAR will read (no effect on results:
+    every address is checked to lie inside its array)."""
+    cdef cid_t c
+    cdef Py_ssize_t a, b, k
+    cdef row_t r
+    if i + PAIR_FAR < n_pairs:
+        c = pc[i + PAIR_FAR]
+        if c < s.n_idx:
+            SEGD_PS_PREFETCH(&s.offsets[c])
+            if s.ends != NULL:
+                SEGD_PS_PREFETCH(&s.ends[c])
+    if i + PAIR_MID < n_pairs:
+        c = pc[i + PAIR_MID]
+        if c < s.n_idx:
+            a = s.offsets[c]
+            b = s.ends[c] if s.ends != NULL else s.offsets[c + 1]
+            if b > s.n_rows:
+                b = s.n_rows
+            if a < b - PAIR_LAST_ROWS:
+                a = b - PAIR_LAST_ROWS
+            k = a
+            while k < b:
+                SEGD_PS_PREFETCH(&s.rows[k])
+                k += 16  # a cache line of rows
+            if b > a:
+                SEGD_PS_PREFETCH(&s.rows[b - 1])
+    if i + PAIR_NEAR < n_pairs:
+        c = pc[i + PAIR_NEAR]
+        if c < s.n_idx:
+            a = s.offsets[c]
+            b = s.ends[c] if s.ends != NULL else s.offsets[c + 1]
+            if b > s.n_rows:
+                b = s.n_rows
+            if a < b - PAIR_LAST_ROWS:
+                a = b - PAIR_LAST_ROWS
+            for k in range(a, b):
+                r = s.rows[k]
+                if r < s.n:
+                    SEGD_PS_PREFETCH(&s.ts[r])
+                    if s.n_filters:
+                        SEGD_PS_PREFETCH(&s.cols[0][r])
+
+
 cdef class PairLog:
     """One event log and its contact-major index (shapes checked; slots and rows past
     the arrays are treated as empty by the kernel, so a broken index cannot make it
@@ -433,6 +499,7 @@ cdef int _pairs_kernel(const Src* s, const Src* then, uint64_t within,
     cdef SlotMemo memo
     memo.valid = False
     for i in range(n_pairs):
+        _prefetch_pair(s, pc, n_pairs, i)
         v = _pair_verdict(s, then, within, pc[i], plo[i], phi[i], rule, dcodes,
                           &keys, &cap, &memo)
         if v < 0:
