@@ -74,3 +74,19 @@ def test_count_filtered_of_contacts(benchmark, w: World) -> None:
     ok = (codes < len(mask)) & (mask[np.minimum(codes, len(mask) - 1)] == 1)
     want = np.bincount(log.cid[r0:r1][ok], minlength=n)[cands]
     assert np.array_equal(got, want)
+
+
+def test_gather_category_subtree_orders(benchmark, w: World) -> None:
+    """The reference segment's first leaf (issue 15, qref): the order rows of 90 days of
+    a whole top category, i.e. thousands of item codes with a few rows each (one pass,
+    bounds galloped from each list's end, list tails prefetched)."""
+    store = w.engine.store
+    log = store.logs["order"]
+    _, codes = store.catalog.item_filter("category", "=", "Outdoor", "bench")
+    r0, r1 = log.window(int(w.now_s) - 90 * 86_400, int(w.now_s))
+    postings = log.postings["item"]
+    rows = benchmark(postings.gather, codes, r0, r1)
+    item = log.dim("item")[r0:r1]
+    want = r0 + np.flatnonzero(np.isin(item, codes))
+    assert len(codes) > 100
+    assert np.array_equal(np.sort(rows), want)

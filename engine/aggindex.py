@@ -35,13 +35,19 @@ from collections.abc import Callable
 import numpy as np
 from pyroaring import BitMap
 
+from segd.columns import sorted_unique
 from segd.native import aggindex as kernels
+from segd.native.bitset import cids_to_bitmap
 
 MIN_DIRTY = 4096  # dirty contacts re-checked one by one before a rebuild pays
 DIRTY_SHARE = 32  # ... or n / DIRTY_SHARE of them, whichever is more
 # An indexed answer larger than n / INDEX_SHARE is left to the column scan: setting bits
 # at random costs more per contact than a sequential scan does.
 INDEX_SHARE = 2
+# An answer of at most n / SORT_SHARE contacts becomes a BitMap by sorting its ids
+# instead of through a bitset of the base (at 1M contacts: 10k ids 0.08 ms sorted
+# against 0.12 ms through the bitset; 50k ids 0.62 against 0.27).
+SORT_SHARE = 64
 
 
 class SortedIndex:
@@ -106,10 +112,11 @@ class ValueIndexes:
                 self._built.clear()  # a bulk write: rebuild on the next query
                 self._dirty.clear()
                 return
-            ids = np.asarray(cids, dtype=np.uint32)
+            # one bitmap for every key (BitMap.update walks an array element by element)
+            ids = cids_to_bitmap(sorted_unique(cids))
             for key in self._built:
                 dirty = self._dirty[key]
-                dirty.update(ids)
+                dirty |= ids
                 if len(dirty) > max(MIN_DIRTY, n_contacts // DIRTY_SHARE):
                     del self._dirty[key]
                     self._built = {k: v for k, v in self._built.items() if k != key}
@@ -150,8 +157,56 @@ class ValueIndexes:
             recheck.add_range(idx.n, n)
         return idx, np.frombuffer(recheck.to_array(), dtype=np.uint32)
 
+    def count(
+        self,
+        key: str,
+        owner: object,
+        n: int,
+        source: Callable[[], tuple[np.ndarray, np.ndarray | None]] | None,
+        lo: np.ndarray,
+        hi: np.ndarray,
+    ) -> int | None:
+        """About how many contacts have a value in some [lo[k], hi[k]]: the length of
+        the index's slices (two binary searches per interval), for ordering AND
+        operands. Contacts written since the build count with their old value or not
+        at all (an estimate). With ``source=None`` only an index already built
+        answers (None otherwise); with a source a missing index is built."""
+        idx = self._built.get(key)
+        if idx is None or idx.owner is not owner or idx.n > n:
+            if source is None:
+                return None
+            idx = self.get(key, owner, n, source)[0]
+        spans = idx.slices(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+        return sum(b - a for a, b in spans)
+
     def memory(self) -> int:
         return sum(i.nbytes for i in self._built.values())
+
+
+def sorted_ids(
+    indexes: ValueIndexes,
+    key: str,
+    owner: object,
+    n: int,
+    source: Callable[[], tuple[np.ndarray, np.ndarray | None]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    most: int,
+) -> np.ndarray | None:
+    """The sorted cids whose value lies in some [lo[k], hi[k]] by the index, when
+    there are at most `most` of them and no contact needs a re-check (written since
+    the build); None otherwise (the caller takes the bitset path of ``fill``)."""
+    idx, recheck = indexes.get(key, owner, n, source)
+    if len(recheck):
+        return None
+    spans = idx.slices(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+    if sum(b - a for a, b in spans) > most:
+        return None
+    if not spans:
+        return np.zeros(0, np.uint32)
+    parts = [idx.order[a:b] for a, b in spans]
+    # distinct positions of a permutation: distinct cids, so the sort is strict
+    return np.sort(np.concatenate(parts) if len(parts) > 1 else parts[0])
 
 
 def fill(

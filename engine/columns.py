@@ -405,14 +405,18 @@ class TagsColumn:
         return col
 
 
-def _sorted_unique(cids: np.ndarray) -> np.ndarray:
-    """Sorted distinct cids; rows usually arrive sorted, so this is mostly one pass."""
+def sorted_unique(cids: np.ndarray) -> np.ndarray:
+    """Sorted distinct cids; rows usually arrive sorted, so this is mostly one pass.
+    (numpy 2's ``np.unique`` hashes uint32 first: ~100x slower on 100k cids.)"""
     cids = np.ascontiguousarray(cids, dtype=np.uint32)
     if len(cids) > 1 and not (cids[1:] >= cids[:-1]).all():
         cids = np.sort(cids)
     if len(cids) > 1:
         cids = cids[np.r_[True, cids[1:] != cids[:-1]]]
     return cids
+
+
+_sorted_unique = sorted_unique
 
 
 def _cast_or_locate(arr: pa.Array, to: pa.DataType, kind: str) -> pa.Array:

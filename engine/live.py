@@ -44,7 +44,7 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from segd.aggregates import VISIT_EVENTS
-from segd.columns import NumericColumn
+from segd.columns import NumericColumn, sorted_unique
 from segd.errors import FailedPrecondition, InvalidInput, InvalidQuery, SegmentNotFound
 from segd.ingest import TypeRows, append_rows
 from segd.livestatic import StaticPass, split
@@ -467,7 +467,8 @@ class LiveSegments:
             static, rest = parts
             ok = self._static_pass(name, static, cids, shared)
             cids = cids[ok]
-            got = evaluate_conjunction(rest, eng.store, cids, np.full(len(cids), now))
+            nows = np.full(len(cids), now)
+            got = evaluate_conjunction(rest, eng.store, cids, nows, holder=plan)
         if _rebinds(plan):  # a fallback sub-tree moved its moment: re-bind on next use
             key, plan, _ = self._plans[name]
             self._plans[name] = (key, plan, math.nan)
@@ -597,9 +598,9 @@ class LiveSegments:
             arr = np.asarray(cids, np.uint32)
             new = arr[arr >= seen]
             if len(new):
-                fresh |= BitMap(new)
+                fresh |= _bitmap(new)
                 fresh_cause = fresh_cause or cause
-            parts.append((BitMap(arr[arr < seen]), cause))
+            parts.append((_bitmap(arr[arr < seen]), cause))
         assert self.clock is not None
         # Segments affected by the same causes re-decide the same contacts: their
         # chunks are built once, and they share the contacts' arrays and memo.
@@ -981,8 +982,7 @@ class LiveSegments:
         # In time order; at one moment entries before exits (as writes log them). A
         # contact's own changes are at distinct moments, so they stay in its order.
         # (moments are whole or half seconds: 4 * pts + exit is an exact sort key)
-        key = 4.0 * pts[moved] + (~value[moved])
-        moved = moved[np.argsort(key, kind="stable")]
+        moved = moved[_time_order(pts[moved], ~value[moved])]
         return [
             (
                 np.full(len(moved), code, np.int32),
@@ -1171,6 +1171,28 @@ def _contact_moments(
     first = np.flatnonzero(starts)
     last = np.r_[first[1:] - 1, len(cids) - 1]
     return cids, pts, first, last
+
+
+def _time_order(pts: np.ndarray, exits: np.ndarray) -> np.ndarray:
+    """The stable order of changes by (moment, entry before exit): `pts` whole or half
+    seconds. The key ``4 * (pts - min) + exit`` and the position pack into one uint64
+    when the key fits 24 bits (steps up to ~48 days): one plain sort of those instead
+    of a stable argsort of floats (~3x faster on 100k changes)."""
+    if not len(pts):
+        return np.zeros(0, np.intp)
+    key = 4.0 * (pts - math.floor(float(pts.min()))) + exits
+    if float(key.max()) >= 2**24 or len(pts) >= 2**40:
+        return np.argsort(key, kind="stable")
+    packed = np.left_shift(key.astype(np.uint64), np.uint64(40))
+    packed |= np.arange(len(pts), dtype=np.uint64)
+    packed.sort()
+    return (packed & np.uint64(2**40 - 1)).astype(np.intp)
+
+
+def _bitmap(cids: np.ndarray) -> BitMap:
+    """A BitMap of `cids` (any order, repeats): ``BitMap(array)`` adds them one by
+    one, ~10x slower than sorting them first."""
+    return cids_to_bitmap(sorted_unique(cids))
 
 
 def _isin_bitmap(sorted_cids: np.ndarray, bitmap: BitMap) -> np.ndarray:

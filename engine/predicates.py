@@ -7,6 +7,9 @@ compare a column with a value. Compiling ``op``/``value`` once, here, keeps the 
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -116,14 +119,52 @@ def _strings(value, where: str) -> list[str]:
 check_strings = _strings
 
 
+# dictionary_mask results kept: (id(dictionary), op, value, subtree) -> (dictionary,
+# its size then, read-only mask). Every query compiles its text conditions again, and a
+# pyarrow compute over the dictionary per condition was a fixed cost of ~0.1 ms each.
+MAX_CACHED_DICTIONARY_MASKS = 256
+_masks: OrderedDict[tuple, tuple[object, int, np.ndarray]] = OrderedDict()
+_masks_lock = threading.Lock()
+
+
 def dictionary_mask(
     dictionary, op: str, value, where: str, *, subtree: bool = False
 ) -> np.ndarray:
-    """uint8 mask over a dictionary's codes: which stored strings satisfy ``s op value``.
+    """uint8 mask over a dictionary's codes: which stored strings satisfy ``s op value``
+    (read-only).
 
     With `subtree` (category paths), ``=``/``in`` also take every descendant path
     (``Pets`` covers ``Pets/Cats/Dry food``) and ``!=``/``not_in`` exclude them.
+
+    Memoised per (dictionary object, op, value, subtree) while the dictionary keeps its
+    size: dictionaries only grow (a code keeps its string), so an unchanged size means
+    an unchanged answer, and a grown one computes again. The cache holds a reference to
+    each dictionary it keys, so an ``id`` is never reused while its entry lives.
     """
+    try:
+        frozen = tuple(value) if isinstance(value, list) else value
+        key = (id(dictionary), op, frozen, subtree)
+        hash(key)
+    except TypeError:  # not a valid value: the computation below says what is wrong
+        return _dictionary_mask(dictionary, op, value, where, subtree=subtree)
+    size = len(dictionary)
+    with _masks_lock:
+        hit = _masks.get(key)
+        if hit is not None and hit[0] is dictionary and hit[1] == size:
+            _masks.move_to_end(key)
+            return hit[2]
+    mask = _dictionary_mask(dictionary, op, value, where, subtree=subtree)
+    mask.flags.writeable = False
+    with _masks_lock:
+        _masks[key] = (dictionary, size, mask)
+        while len(_masks) > MAX_CACHED_DICTIONARY_MASKS:
+            _masks.popitem(last=False)
+    return mask
+
+
+def _dictionary_mask(
+    dictionary, op: str, value, where: str, *, subtree: bool = False
+) -> np.ndarray:
     n = len(dictionary)
     if n == 0:
         return np.zeros(0, dtype=np.uint8)

@@ -84,3 +84,58 @@ def code_mask_pairs(
     mask: Mask,
     cids: Cids,
 ) -> npt.NDArray[np.uint8]: ...  # per cid: codes[c] not NULL and mask[codes[c]]
+
+AND: int  # PairProgram node: AND of the args[i] operands that follow
+OR: int  # ... OR of the args[i] operands that follow
+NOT: int  # ... NOT of the one operand that follows
+LEAF: int  # ... leaf args[i]
+
+class PairProgram:
+    """A boolean expression over leaf conditions decided for many contacts at one
+    moment in one nogil pass (a live segment's conjunction after its static pass)."""
+
+    @property
+    def n_leaves(self) -> int: ...
+    def add_interval(
+        self,
+        values: npt.NDArray[np.int8 | np.int64 | np.uint32 | np.float64],
+        lo: Iterable[float] | Floats,  # closed intervals [lo[k], hi[k]]
+        hi: Iterable[float] | Floats,
+        valid: Mask | None = None,  # per contact; 0 = NULL
+        negate: bool = False,
+    ) -> int: ...  # the leaf's index
+    def add_ratio(
+        self,
+        num: Floats,
+        den: npt.NDArray[np.uint32],  # 0 = NULL
+        lo: Iterable[float] | Floats,
+        hi: Iterable[float] | Floats,
+        negate: bool = False,
+    ) -> int: ...
+    def add_codes(self, codes: Codes, mask: Mask, negate: bool = False) -> int: ...
+    def add_const(self, value: bool) -> int: ...
+    def add_event(
+        self,
+        events: PairSource,
+        lo_s: int,  # the window [lo_s, hi_s) of event time
+        hi_s: int,
+        count_min: int = 1,
+        count_max: int = 2**64 - 1,
+        *,
+        sum_range: tuple[float, float] | None = None,
+        distinct_codes: Codes | None = None,
+        then: PairSource | None = None,
+        within_s: int = 0,
+        zero_qualifies: bool = False,  # NO_EVENTS holds too
+    ) -> int: ...
+    def relink_event(
+        self,
+        leaf: int,
+        events: PairSource,
+        then: PairSource | None = None,
+        distinct_codes: Codes | None = None,
+    ) -> None: ...
+    def set_tree(
+        self, ops: Iterable[int], args: Iterable[int]
+    ) -> None: ...  # prefix order; ValueError when malformed
+    def run(self, cids: Cids) -> npt.NDArray[np.uint8]: ...  # 1 = holds, per cid

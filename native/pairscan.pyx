@@ -17,7 +17,7 @@ condition for every pair in one nogil pass.
 
 from libc.math cimport isnan
 from libc.stdint cimport UINT32_MAX, int8_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, qsort, realloc
+from libc.stdlib cimport free, malloc, qsort, realloc
 
 import numpy as np
 
@@ -58,6 +58,72 @@ cdef struct Src:
     const double* iv_hi          # when every group has an interval holding its amount
     const int32_t* iv_group
     Py_ssize_t n_iv
+
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define SEGD_PS_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define SEGD_PS_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void SEGD_PS_PREFETCH(const void* p) noexcept nogil
+
+# _pairs_kernel: the slot of the contact PAIR_FAR pairs ahead is prefetched, the last
+# PAIR_LAST_ROWS rows of the one PAIR_MID ahead (recent windows start there), and the
+# times / first filter codes of those rows for the one PAIR_NEAR ahead, so the misses
+# of successive candidates overlap instead of being taken one after the other.
+cdef enum:
+    PAIR_FAR = 16
+    PAIR_MID = 12
+    PAIR_NEAR = 8
+    PAIR_LAST_ROWS = 32
+
+
+cdef inline void _prefetch_pair(const Src* s, const cid_t* pc, Py_ssize_t n_pairs,
+                                Py_ssize_t i) noexcept nogil:
+    """Prefetch what pairs i + PAIR_FAR / _MID / _NEAR will read (no effect on results:
+    every address is checked to lie inside its array)."""
+    cdef cid_t c
+    cdef Py_ssize_t a, b, k
+    cdef row_t r
+    if i + PAIR_FAR < n_pairs:
+        c = pc[i + PAIR_FAR]
+        if c < s.n_idx:
+            SEGD_PS_PREFETCH(&s.offsets[c])
+            if s.ends != NULL:
+                SEGD_PS_PREFETCH(&s.ends[c])
+    if i + PAIR_MID < n_pairs:
+        c = pc[i + PAIR_MID]
+        if c < s.n_idx:
+            a = s.offsets[c]
+            b = s.ends[c] if s.ends != NULL else s.offsets[c + 1]
+            if b > s.n_rows:
+                b = s.n_rows
+            if a < b - PAIR_LAST_ROWS:
+                a = b - PAIR_LAST_ROWS
+            k = a
+            while k < b:
+                SEGD_PS_PREFETCH(&s.rows[k])
+                k += 16  # a cache line of rows
+            if b > a:
+                SEGD_PS_PREFETCH(&s.rows[b - 1])
+    if i + PAIR_NEAR < n_pairs:
+        c = pc[i + PAIR_NEAR]
+        if c < s.n_idx:
+            a = s.offsets[c]
+            b = s.ends[c] if s.ends != NULL else s.offsets[c + 1]
+            if b > s.n_rows:
+                b = s.n_rows
+            if a < b - PAIR_LAST_ROWS:
+                a = b - PAIR_LAST_ROWS
+            for k in range(a, b):
+                r = s.rows[k]
+                if r < s.n:
+                    SEGD_PS_PREFETCH(&s.ts[r])
+                    if s.n_filters:
+                        SEGD_PS_PREFETCH(&s.cols[0][r])
 
 
 cdef class PairLog:
@@ -328,94 +394,118 @@ cdef struct Rule:
     double sum_max
 
 
-cdef int _pairs_kernel(const Src* s, const Src* then, uint64_t within,
-                       const cid_t* pc, const int64_t* plo, const int64_t* phi,
-                       Py_ssize_t n_pairs, const Rule* rule, const code_t* dcodes,
-                       uint8_t* out) noexcept nogil:
-    """Verdict per pair; -1 when the distinct-count buffer cannot be allocated."""
-    cdef Py_ssize_t i, a, b, ta, tb, k, end, part, n_keys, cap = 0
+cdef struct SlotMemo:
+    bint valid                   # (a, b, ta, tb) below are contact c's slot
+    cid_t c
+    Py_ssize_t a, b, ta, tb
+
+
+cdef int _pair_verdict(const Src* s, const Src* then, uint64_t within, cid_t c,
+                       int64_t lo, int64_t hi, const Rule* rule, const code_t* dcodes,
+                       uint32_t** keys_p, Py_ssize_t* cap_p,
+                       SlotMemo* memo) noexcept nogil:
+    """One pair's verdict (V_*); -1 when the distinct-count buffer cannot grow.
+    ``keys_p`` / ``cap_p``: the caller's scratch buffer for distinct codes (realloc'd
+    here, freed by the caller). ``memo``: NULL, or the last contact's slot (pairs of
+    one contact in a row find their rows without looking them up again)."""
+    cdef Py_ssize_t a, b, ta, tb, k, end, part, n_keys = 0
     cdef const row_t* rows
     cdef row_t r
-    cdef cid_t c
-    cdef int64_t lo, hi
-    cdef uint64_t count, matched
-    cdef double total, x
+    cdef uint64_t count = 0, matched = 0
+    cdef double total = 0.0, x
     cdef code_t code
-    cdef uint32_t* keys = NULL
     cdef uint32_t* grown
     # A plain "count >= k" (no upper bound, sum or distinct count) is settled by its
     # k-th matching row: the rest of the contact's window need not be read.
     cdef bint settles = (not rule.use_sum and dcodes == NULL
                          and rule.count_max == <uint64_t> 0xFFFFFFFFFFFFFFFFULL)
     cdef uint64_t enough = rule.count_min if rule.count_min > 0 else 1
-    for i in range(n_pairs):
-        c = pc[i]
-        lo = plo[i]
-        hi = phi[i]
-        count = 0
-        matched = 0
-        total = 0.0
-        n_keys = 0
-        if hi > lo:
+    if hi > lo:
+        if memo != NULL and memo.valid and memo.c == c:
+            a, b, ta, tb = memo.a, memo.b, memo.ta, memo.tb
+        else:
             _slot(s, c, &a, &b, &ta, &tb)
-            for part in range(2):
-                if part == 0:
-                    rows = s.rows
-                else:
-                    rows = s.tail_rows
-                    a = ta
-                    b = tb
-                if b <= a:
+            if memo != NULL:
+                memo.valid = True
+                memo.c = c
+                memo.a, memo.b, memo.ta, memo.tb = a, b, ta, tb
+        for part in range(2):
+            if part == 0:
+                rows = s.rows
+            else:
+                rows = s.tail_rows
+                a = ta
+                b = tb
+            if b <= a:
+                continue
+            k = _first_ts(s, rows, a, b, lo)
+            end = b
+            while k < end:
+                r = rows[k]
+                k += 1
+                if part == 0 and (r >= s.limit or r >= s.n):
+                    break  # renumbered by a late merge: found in the tail
+                if <int64_t> s.ts[r] >= hi:
+                    break
+                if not _row_ok(s, r):
                     continue
-                k = _first_ts(s, rows, a, b, lo)
-                end = b
-                while k < end:
-                    r = rows[k]
-                    k += 1
-                    if part == 0 and (r >= s.limit or r >= s.n):
-                        break  # renumbered by a late merge: found in the tail
-                    if <int64_t> s.ts[r] >= hi:
-                        break
-                    if not _row_ok(s, r):
+                if then != NULL and _followed(then, c, s.ts[r], within):
+                    continue
+                matched += 1
+                if rule.use_sum and s.amount != NULL:
+                    x = s.amount[r]
+                    if not isnan(x):
+                        total += x
+                if dcodes != NULL:
+                    code = dcodes[r]
+                    if code != NO_CODE:  # counted once per distinct code below
+                        if n_keys == cap_p[0]:
+                            cap_p[0] = 64 if cap_p[0] == 0 else cap_p[0] * 2
+                            grown = <uint32_t*> realloc(keys_p[0],
+                                                        cap_p[0] * sizeof(uint32_t))
+                            if grown == NULL:
+                                return -1
+                            keys_p[0] = grown
+                        keys_p[0][n_keys] = code
+                        n_keys += 1
                         continue
-                    if then != NULL and _followed(then, c, s.ts[r], within):
-                        continue
-                    matched += 1
-                    if rule.use_sum and s.amount != NULL:
-                        x = s.amount[r]
-                        if not isnan(x):
-                            total += x
-                    if dcodes != NULL:
-                        code = dcodes[r]
-                        if code != NO_CODE:  # counted once per distinct code below
-                            if n_keys == cap:
-                                cap = 64 if cap == 0 else cap * 2
-                                grown = <uint32_t*> realloc(keys, cap * sizeof(uint32_t))
-                                if grown == NULL:
-                                    free(keys)
-                                    return -1
-                                keys = grown
-                            keys[n_keys] = code
-                            n_keys += 1
-                            continue
-                    count += 1
-                    if settles and count >= enough:
-                        break
+                count += 1
                 if settles and count >= enough:
                     break
-            if n_keys:
-                qsort(keys, n_keys, sizeof(uint32_t), _cmp_u32)
-                count += 1
-                for k in range(1, n_keys):
-                    if keys[k] != keys[k - 1]:
-                        count += 1
-        if matched == 0:
-            out[i] = V_NO_EVENTS
-        elif count >= rule.count_min and count <= rule.count_max and (
-                not rule.use_sum or (total >= rule.sum_min and total <= rule.sum_max)):
-            out[i] = V_QUALIFIES
-        else:
-            out[i] = V_FAILS
+            if settles and count >= enough:
+                break
+        if n_keys:
+            qsort(keys_p[0], n_keys, sizeof(uint32_t), _cmp_u32)
+            count += 1
+            for k in range(1, n_keys):
+                if keys_p[0][k] != keys_p[0][k - 1]:
+                    count += 1
+    if matched == 0:
+        return V_NO_EVENTS
+    if count >= rule.count_min and count <= rule.count_max and (
+            not rule.use_sum or (total >= rule.sum_min and total <= rule.sum_max)):
+        return V_QUALIFIES
+    return V_FAILS
+
+
+cdef int _pairs_kernel(const Src* s, const Src* then, uint64_t within,
+                       const cid_t* pc, const int64_t* plo, const int64_t* phi,
+                       Py_ssize_t n_pairs, const Rule* rule, const code_t* dcodes,
+                       uint8_t* out) noexcept nogil:
+    """Verdict per pair; -1 when the distinct-count buffer cannot be allocated."""
+    cdef Py_ssize_t i, cap = 0
+    cdef uint32_t* keys = NULL
+    cdef int v
+    cdef SlotMemo memo
+    memo.valid = False
+    for i in range(n_pairs):
+        _prefetch_pair(s, pc, n_pairs, i)
+        v = _pair_verdict(s, then, within, pc[i], plo[i], phi[i], rule, dcodes,
+                          &keys, &cap, &memo)
+        if v < 0:
+            free(keys)
+            return -1
+        out[i] = <uint8_t> v
     free(keys)
     return 0
 
@@ -570,3 +660,425 @@ def code_mask_pairs(const code_t[::1] codes, const uint8_t[::1] mask,
             k = codes[cids[i]]
             o[i] = k != NO_CODE and k < m and mask[k] != 0
     return out
+
+
+# -- fused programs: the rest of a segment's AND for many contacts at one moment ---------
+
+cdef enum:                   # program node operations (prefix order, see PairProgram)
+    OP_AND = 0
+    OP_OR = 1
+    OP_NOT = 2
+    OP_LEAF = 3
+
+cdef enum:                   # leaf kinds
+    K_INTERVAL = 0           # a contact column's value in closed intervals
+    K_RATIO = 1              # num[c] / den[c] in closed intervals (den 0 = NULL)
+    K_CODES = 2              # a code column's code passes a mask
+    K_EVENT = 3              # an event condition (as event_pairs) at fixed bounds
+    K_CONST = 4              # a fixed answer
+
+cdef enum:                   # value types of an interval leaf's column
+    T_F64 = 0
+    T_I64 = 1
+    T_U32 = 2
+    T_I8 = 3
+
+AND = OP_AND
+OR = OP_OR
+NOT = OP_NOT
+LEAF = OP_LEAF
+
+
+cdef struct Leaf:
+    int kind
+    int vtype
+    bint negate                  # the answer is inverted (is_null, NOT-free negations)
+    const void* values           # K_INTERVAL: the column; K_RATIO: the numerator
+    const uint8_t* valid         # NULL, or 1 = not NULL per contact
+    const uint32_t* den          # K_RATIO: the denominator
+    const double* lo             # closed intervals [lo[k], hi[k]]
+    const double* hi
+    Py_ssize_t n_iv
+    const code_t* codes          # K_CODES
+    const uint8_t* mask
+    Py_ssize_t mask_len
+    const Src* src               # K_EVENT: the events under the condition's filters
+    const Src* then              # NULL, or the "then no" events
+    uint64_t within
+    int64_t wlo                  # the window [wlo, whi) in whole seconds
+    int64_t whi
+    Rule rule
+    const code_t* dcodes         # NULL, or the distinct-count code column
+    bint zero_qualifies          # no matching event qualifies (count_min 0)
+
+
+cdef inline bint _in_ptr(double v, const double* lo, const double* hi,
+                         Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(n):
+        if v >= lo[k] and v <= hi[k]:
+            return True
+    return False
+
+
+cdef inline double _value(const Leaf* f, cid_t c) noexcept nogil:
+    if f.vtype == T_F64:
+        return (<const double*> f.values)[c]
+    if f.vtype == T_I64:
+        return <double> (<const int64_t*> f.values)[c]
+    if f.vtype == T_U32:
+        return <double> (<const uint32_t*> f.values)[c]
+    return <double> (<const int8_t*> f.values)[c]
+
+
+cdef int _leaf(const Leaf* f, cid_t c, uint32_t** keys, Py_ssize_t* cap) noexcept nogil:
+    """0 / 1 for contact c; -1 when the distinct-count buffer cannot grow."""
+    cdef bint got
+    cdef code_t code
+    cdef int v
+    if f.kind == K_INTERVAL:
+        if f.valid != NULL and not f.valid[c]:
+            got = False
+        else:
+            got = _in_ptr(_value(f, c), f.lo, f.hi, f.n_iv)
+    elif f.kind == K_RATIO:
+        got = f.den[c] != 0 and _in_ptr(
+            (<const double*> f.values)[c] / <double> f.den[c], f.lo, f.hi, f.n_iv)
+    elif f.kind == K_CODES:
+        code = f.codes[c]
+        got = code != NO_CODE and code < f.mask_len and f.mask[code] != 0
+    elif f.kind == K_EVENT:
+        v = _pair_verdict(f.src, f.then, f.within, c, f.wlo, f.whi, &f.rule, f.dcodes,
+                          keys, cap, NULL)
+        if v < 0:
+            return -1
+        got = v == V_QUALIFIES or (f.zero_qualifies and v == V_NO_EVENTS)
+    else:
+        got = False
+    return got != f.negate
+
+
+cdef int _node(const Leaf* leaves, const int32_t* ops, const int32_t* args,
+               const int32_t* ends, Py_ssize_t i, cid_t c, uint32_t** keys,
+               Py_ssize_t* cap) noexcept nogil:
+    """Node i of the program for contact c: 0 / 1, -1 on a failed allocation. AND and
+    OR stop at their first deciding operand (operands are stored cheapest first)."""
+    cdef int op = ops[i], v
+    cdef Py_ssize_t j, _k
+    if op == OP_LEAF:
+        return _leaf(&leaves[args[i]], c, keys, cap)
+    if op == OP_NOT:
+        v = _node(leaves, ops, args, ends, i + 1, c, keys, cap)
+        return v if v < 0 else 1 - v
+    j = i + 1
+    for _k in range(args[i]):
+        v = _node(leaves, ops, args, ends, j, c, keys, cap)
+        if v < 0:
+            return v
+        if op == OP_AND and v == 0:
+            return 0
+        if op == OP_OR and v == 1:
+            return 1
+        j = ends[j]
+    return 1 if op == OP_AND else 0
+
+
+cdef class PairProgram:
+    """A boolean expression over leaf conditions, decided for many contacts at one
+    moment in one nogil pass (``run``): a live segment's conjunction after its static
+    pass, compiled once by ``segd.segments.pairs`` instead of one kernel call and
+    several numpy operations per condition.
+
+    Leaves are added with the ``add_*`` methods (each returns its index; the arrays
+    are kept alive by the program and read in place, so a later in-place change of a
+    column is seen). ``set_tree(ops, args)`` then gives the expression in prefix order:
+    ``ops[i]`` is ``AND`` / ``OR`` (``args[i]`` operands follow), ``NOT`` (one operand
+    follows) or ``LEAF`` (``args[i]`` is a leaf index). An empty AND holds, an empty OR
+    does not.
+    """
+
+    cdef Leaf* leaves
+    cdef Py_ssize_t n_leaves
+    cdef Py_ssize_t cap_leaves
+    cdef int32_t* ops
+    cdef int32_t* args
+    cdef int32_t* ends
+    cdef Py_ssize_t n_nodes
+    cdef Py_ssize_t min_len      # the shortest contact column a leaf reads
+    cdef list _keep
+    cdef dict _links             # event leaf -> the sources and column it points into
+
+    def __cinit__(self):
+        self.leaves = NULL
+        self.n_leaves = 0
+        self.cap_leaves = 0
+        self.ops = self.args = self.ends = NULL
+        self.n_nodes = 0
+        self.min_len = <Py_ssize_t> 0x7FFFFFFFFFFFFFFF
+        self._keep = []
+        self._links = {}
+
+    def __dealloc__(self):
+        free(self.leaves)
+        free(self.ops)
+        free(self.args)
+        free(self.ends)
+
+    cdef Leaf* _new(self, int kind, bint negate) except NULL:
+        cdef Leaf* grown
+        cdef Leaf* f
+        if self.n_leaves == self.cap_leaves:
+            self.cap_leaves = 8 if self.cap_leaves == 0 else self.cap_leaves * 2
+            grown = <Leaf*> realloc(self.leaves, self.cap_leaves * sizeof(Leaf))
+            if grown == NULL:
+                raise MemoryError("PairProgram: no memory for its leaves")
+            self.leaves = grown
+        f = &self.leaves[self.n_leaves]
+        f.kind = kind
+        f.vtype = T_F64
+        f.negate = negate
+        f.values = NULL
+        f.valid = NULL
+        f.den = NULL
+        f.lo = f.hi = NULL
+        f.n_iv = 0
+        f.codes = NULL
+        f.mask = NULL
+        f.mask_len = 0
+        f.src = f.then = NULL
+        f.within = 0
+        f.wlo = f.whi = 0
+        f.dcodes = NULL
+        f.zero_qualifies = False
+        self.n_leaves += 1
+        return f
+
+    cdef void _column(self, Py_ssize_t n):
+        if n < self.min_len:
+            self.min_len = n
+
+    cdef int _intervals(self, Leaf* f, lo, hi) except -1:
+        cdef const double[::1] lo_v
+        cdef const double[::1] hi_v
+        lo_arr = np.ascontiguousarray(lo, dtype=np.float64).reshape(-1)
+        hi_arr = np.ascontiguousarray(hi, dtype=np.float64).reshape(-1)
+        if lo_arr.shape[0] != hi_arr.shape[0]:
+            raise ValueError("interval bounds differ in length")
+        self._keep += [lo_arr, hi_arr]
+        lo_v = lo_arr
+        hi_v = hi_arr
+        f.n_iv = lo_arr.shape[0]
+        f.lo = &lo_v[0] if f.n_iv else NULL
+        f.hi = &hi_v[0] if f.n_iv else NULL
+        return 0
+
+    @property
+    def n_leaves(self) -> int:
+        return self.n_leaves
+
+    def add_interval(self, values, lo, hi, valid=None, bint negate=False) -> int:
+        """values[c] (int8 / int64 / uint32 / float64 per contact, compared as float64)
+        is valid (``valid`` uint8 per contact, or every value) and lies in some
+        ``[lo[k], hi[k]]``; inverted with `negate`."""
+        cdef const double[::1] vf
+        cdef const int64_t[::1] vi
+        cdef const uint32_t[::1] vu
+        cdef const int8_t[::1] vb
+        cdef const uint8_t[::1] ok
+        cdef Leaf* f
+        arr = np.asarray(values)
+        dt = arr.dtype
+        if dt not in (np.float64, np.int64, np.uint32, np.int8):
+            raise TypeError(f"add_interval: no kernel for a {dt} column")
+        f = self._new(K_INTERVAL, negate)
+        self._keep.append(arr)
+        if dt == np.float64:
+            vf = arr
+            f.vtype = T_F64
+            f.values = &vf[0] if vf.shape[0] else NULL
+        elif dt == np.int64:
+            vi = arr
+            f.vtype = T_I64
+            f.values = &vi[0] if vi.shape[0] else NULL
+        elif dt == np.uint32:
+            vu = arr
+            f.vtype = T_U32
+            f.values = &vu[0] if vu.shape[0] else NULL
+        else:
+            vb = arr
+            f.vtype = T_I8
+            f.values = &vb[0] if vb.shape[0] else NULL
+        self._column(arr.shape[0])
+        if valid is not None:
+            ok = valid
+            self._keep.append(valid)
+            f.valid = &ok[0] if ok.shape[0] else NULL
+            self._column(ok.shape[0])
+            if not ok.shape[0]:
+                f.kind = K_CONST  # no contact: never reached (min_len 0)
+        self._intervals(f, lo, hi)
+        return self.n_leaves - 1
+
+    def add_ratio(self, const double[::1] num, const uint32_t[::1] den, lo, hi,
+                  bint negate=False) -> int:
+        """``num[c] / den[c]`` lies in some ``[lo[k], hi[k]]`` (``den[c] == 0``: NULL,
+        in none); inverted with `negate`."""
+        cdef Leaf* f = self._new(K_RATIO, negate)
+        self._keep += [num, den]
+        f.values = &num[0] if num.shape[0] else NULL
+        f.den = &den[0] if den.shape[0] else NULL
+        self._column(num.shape[0])
+        self._column(den.shape[0])
+        self._intervals(f, lo, hi)
+        return self.n_leaves - 1
+
+    def add_codes(self, const code_t[::1] codes, const uint8_t[::1] mask,
+                  bint negate=False) -> int:
+        """``codes[c]`` is not NULL and ``mask[codes[c]] != 0``; inverted with `negate`."""
+        cdef Leaf* f = self._new(K_CODES, negate)
+        self._keep += [codes, mask]
+        f.codes = &codes[0] if codes.shape[0] else NULL
+        f.mask = &mask[0] if mask.shape[0] else NULL
+        f.mask_len = mask.shape[0]
+        self._column(codes.shape[0])
+        return self.n_leaves - 1
+
+    def add_const(self, bint value) -> int:
+        """A fixed answer (a condition decided without reading the contact)."""
+        self._new(K_CONST, value)
+        return self.n_leaves - 1
+
+    def add_event(self, PairSource events not None, int64_t lo_s, int64_t hi_s,
+                  uint64_t count_min=1, uint64_t count_max=0xFFFFFFFFFFFFFFFF, *,
+                  sum_range=None, distinct_codes=None, PairSource then=None,
+                  uint64_t within_s=0, bint zero_qualifies=False) -> int:
+        """An event condition at the window ``[lo_s, hi_s)``, as ``event_pairs`` (same
+        arguments): holds when the verdict is ``QUALIFIES``, or ``NO_EVENTS`` with
+        `zero_qualifies`."""
+        cdef const code_t[::1] dc
+        cdef Leaf* f
+        if sum_range is not None and (isnan(sum_range[0]) or isnan(sum_range[1])):
+            raise ValueError("sum_range bounds must not be NaN")
+        if distinct_codes is not None:
+            dc = distinct_codes
+            if dc.shape[0] < events.s.n:
+                raise ValueError(f"distinct_codes column of {dc.shape[0]} rows is "
+                                 f"shorter than the log of {events.s.n}")
+        f = self._new(K_EVENT, False)
+        self._links[self.n_leaves - 1] = (events, then, distinct_codes)
+        f.src = &events.s
+        f.then = &then.s if then is not None else NULL
+        f.within = within_s
+        f.wlo = lo_s
+        f.whi = hi_s
+        f.rule.count_min = count_min
+        f.rule.count_max = count_max
+        f.rule.use_sum = sum_range is not None
+        f.rule.sum_min, f.rule.sum_max = (
+            sum_range if sum_range is not None else (0.0, 0.0))
+        if distinct_codes is not None and dc.shape[0]:
+            f.dcodes = &dc[0]
+        f.zero_qualifies = zero_qualifies
+        return self.n_leaves - 1
+
+    def set_tree(self, ops, args) -> None:
+        """The expression in prefix order (class docstring); ValueError when it is not
+        one well-formed tree over existing leaves."""
+        o = np.ascontiguousarray(ops, dtype=np.int32).reshape(-1)
+        a = np.ascontiguousarray(args, dtype=np.int32).reshape(-1)
+        n = o.shape[0]
+        if a.shape[0] != n or n == 0:
+            raise ValueError(f"ops and args must be one non-empty length "
+                             f"(got {n} and {a.shape[0]})")
+        ends = np.zeros(n, dtype=np.int32)
+        ol, al = o.tolist(), a.tolist()
+
+        def walk(i: int) -> int:  # the index after node i's subtree
+            if i >= n:
+                raise ValueError(f"the tree ends inside node {i}")
+            op, arg = ol[i], al[i]
+            if op == OP_LEAF:
+                if not 0 <= arg < self.n_leaves:
+                    raise ValueError(f"node {i}: no leaf {arg}")
+                j = i + 1
+            elif op == OP_NOT:
+                j = walk(i + 1)
+            elif op in (OP_AND, OP_OR):
+                if arg < 0:
+                    raise ValueError(f"node {i}: {arg} operands")
+                j = i + 1
+                for _ in range(arg):
+                    j = walk(j)
+            else:
+                raise ValueError(f"node {i}: unknown operation {op}")
+            ends[i] = j
+            return j
+
+        if walk(0) != n:
+            raise ValueError(f"the tree ends at node {ends[0]} of {n}")
+        free(self.ops)
+        free(self.args)
+        free(self.ends)
+        self.ops = <int32_t*> malloc(n * sizeof(int32_t))
+        self.args = <int32_t*> malloc(n * sizeof(int32_t))
+        self.ends = <int32_t*> malloc(n * sizeof(int32_t))
+        if self.ops == NULL or self.args == NULL or self.ends == NULL:
+            self.n_nodes = 0
+            raise MemoryError("PairProgram: no memory for its tree")
+        cdef const int32_t[::1] ov = o
+        cdef const int32_t[::1] av = a
+        cdef const int32_t[::1] ev = ends
+        cdef Py_ssize_t i
+        for i in range(n):
+            self.ops[i] = ov[i]
+            self.args[i] = av[i]
+            self.ends[i] = ev[i]
+        self.n_nodes = n
+
+    def run(self, const cid_t[::1] cids):
+        """uint8 per cid: the expression holds for contact ``cids[i]``. ValueError
+        when no tree is set or a cid lies beyond a column a leaf reads."""
+        cdef Py_ssize_t i, n = cids.shape[0], cap = 0
+        cdef uint32_t* keys = NULL
+        cdef int v = 0
+        if self.n_nodes == 0:
+            raise ValueError("PairProgram.run: no tree set")
+        _check_cids(cids, self.min_len, "shortest column of the program")
+        out = np.zeros(n, dtype=np.uint8)
+        if n == 0:
+            return out
+        cdef uint8_t[::1] o = out
+        with nogil:
+            for i in range(n):
+                v = _node(self.leaves, self.ops, self.args, self.ends, 0, cids[i],
+                          &keys, &cap)
+                if v < 0:
+                    break
+                o[i] = <uint8_t> v
+            free(keys)
+        if v < 0:
+            raise MemoryError("PairProgram.run: no memory for the distinct-count buffer")
+        return out
+
+    def relink_event(self, Py_ssize_t leaf, PairSource events not None,
+                     PairSource then=None, distinct_codes=None) -> None:
+        """Point event leaf `leaf` at the current state of its logs (after rows were
+        appended, a log's ``PairSource`` is rebuilt): its window, counts and sum stay.
+        ValueError when `leaf` is not an event leaf or the distinct-count column is
+        shorter than the log."""
+        cdef const code_t[::1] dc
+        cdef Leaf* f
+        if not 0 <= leaf < self.n_leaves or self.leaves[leaf].kind != K_EVENT:
+            raise ValueError(f"leaf {leaf} is not an event leaf")
+        f = &self.leaves[leaf]
+        if distinct_codes is not None:
+            dc = distinct_codes
+            if dc.shape[0] < events.s.n:
+                raise ValueError(f"distinct_codes column of {dc.shape[0]} rows is "
+                                 f"shorter than the log of {events.s.n}")
+        self._links[leaf] = (events, then, distinct_codes)  # the old ones may go
+        f.src = &events.s
+        f.then = &then.s if then is not None else NULL
+        f.dcodes = NULL
+        if distinct_codes is not None and dc.shape[0]:
+            f.dcodes = &dc[0]

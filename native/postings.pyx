@@ -19,6 +19,36 @@ from segd.native._search cimport lower_bound as _lower_bound
 from segd.native._types cimport NO_CODE, code_t, row_t
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define SEGD_PO_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define SEGD_PO_PREFETCH(p) ((void)(p))
+    #endif
+    """
+    void SEGD_PO_PREFETCH(const void* p) noexcept nogil
+
+# gather(): how many codes ahead a list's tail is prefetched (its header twice as far).
+cdef enum:
+    GATHER_AHEAD = 8
+
+
+cdef inline Py_ssize_t _lower_bound_from_end(const row_t* rows, Py_ssize_t n,
+                                             row_t key) noexcept nogil:
+    """lower_bound(rows, n, key) found by galloping back from the end (steps 1, 2, 4,
+    ...) and then a binary search in the last step: O(log distance from the end), so a
+    recent window's bounds are found in the list's last cache line."""
+    cdef Py_ssize_t hi = n, lo, step = 1
+    while step <= hi:
+        lo = hi - step
+        if rows[lo] < key:
+            return lo + 1 + _lower_bound(&rows[lo + 1], hi - lo - 1, key)
+        hi = lo
+        step <<= 1
+    return _lower_bound(rows, hi, key)
+
+
 cdef class Postings:
     """Postings of one dimension of one event type (see module docstring)."""
 
@@ -228,27 +258,64 @@ cdef class Postings:
     def gather(self, const code_t[::1] codes, row_t r0, row_t r1):
         """Rows in [r0, r1) of the given codes, concatenated (sorted within each code only).
 
-        Counting per contact needs no global order, so the k-way merge is skipped.
+        Counting per contact needs no global order, so the k-way merge is skipped. A
+        condition over a category subtree names thousands of item codes with a few rows
+        each, so the cost is one or two cache misses per code, not the rows: one pass
+        (no counting pass first), each window bound found by galloping back from the
+        end of its list (recent windows start in the list's last cache line), and the
+        list headers / list tails of the codes ahead prefetched so their misses overlap.
         """
-        cdef Py_ssize_t i, n = codes.shape[0], a, b, pos = 0
-        cdef uint64_t total = self.count_in_window(codes, r0, r1)
-        out = np.empty(total, dtype=np.uint32)
-        if total == 0:
-            return out
-        cdef row_t[::1] o = out
+        cdef Py_ssize_t i, n = codes.shape[0], a, b, pos = 0, cap, need
         cdef RowList* lst
+        cdef RowList* ahead
+        cdef row_t* buf
+        cdef row_t* grown
+        cdef code_t code
+        cdef bint oom = False
+        if r1 <= r0 or n == 0 or self.n_codes == 0:
+            return np.empty(0, dtype=np.uint32)
+        cap = max(1024, 4 * n)
+        buf = <row_t*> malloc(cap * sizeof(row_t))
+        if buf == NULL:
+            raise MemoryError("postings.gather: cannot allocate the row buffer")
         with nogil:
             for i in range(n):
-                if codes[i] >= self.n_codes:
+                if i + 2 * GATHER_AHEAD < n and codes[i + 2 * GATHER_AHEAD] < self.n_codes:
+                    SEGD_PO_PREFETCH(&self.lists[codes[i + 2 * GATHER_AHEAD]])
+                if i + GATHER_AHEAD < n and codes[i + GATHER_AHEAD] < self.n_codes:
+                    ahead = &self.lists[codes[i + GATHER_AHEAD]]
+                    if ahead.n:
+                        SEGD_PO_PREFETCH(&ahead.rows[ahead.n - 1])
+                code = codes[i]
+                if code >= self.n_codes:
                     continue
-                lst = &self.lists[codes[i]]
+                lst = &self.lists[code]
                 if lst.n == 0:
                     continue
-                a = _lower_bound(lst.rows, lst.n, r0)
-                b = _lower_bound(lst.rows, lst.n, r1)
+                b = _lower_bound_from_end(lst.rows, lst.n, r1)
+                if b == 0:
+                    continue
+                a = _lower_bound_from_end(lst.rows, b, r0)
                 if b > a:
-                    memmove(&o[pos], &lst.rows[a], (b - a) * sizeof(row_t))
+                    need = pos + (b - a)
+                    if need > cap:
+                        while cap < need:
+                            cap = 2 * cap
+                        grown = <row_t*> realloc(buf, cap * sizeof(row_t))
+                        if grown == NULL:
+                            oom = True
+                            break
+                        buf = grown
+                    memcpy(&buf[pos], &lst.rows[a], (b - a) * sizeof(row_t))
                     pos += b - a
+        if oom:
+            free(buf)
+            raise MemoryError("postings.gather: cannot grow the row buffer")
+        out = np.empty(pos, dtype=np.uint32)
+        cdef row_t[::1] o = out
+        if pos:
+            memcpy(&o[0], buf, pos * sizeof(row_t))
+        free(buf)
         return out
 
     # -- snapshots ---------------------------------------------------------------------

@@ -129,6 +129,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="RPC worker threads; each open stream holds one (default %(default)s)",
     )
     p.add_argument(
+        "--read-workers",
+        type=int,
+        default=Settings.read_workers,
+        help="threads of the read lane (Count, Members, Sample, Get, health Check), "
+        "apart from the shared pool; 0: no lane (default %(default)s)",
+    )
+    p.add_argument(
         "--result-cache",
         type=int,
         default=Settings.result_cache,
@@ -189,6 +196,7 @@ def settings_from_args(
         "fsync_interval_ms",
         "snapshot_every",
         "workers",
+        "read_workers",
         "max_message_mb",
         "result_cache",
         "demo",
@@ -420,6 +428,7 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
             health="NOT_SERVING",
             metrics_port=metrics_port,
             workers=settings.workers,
+            read_workers=settings.read_workers,
         ),
     )
 

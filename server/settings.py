@@ -39,6 +39,13 @@ class Settings:
     # RPC worker threads. Each open stream (StreamEvents, Export) holds one for its life;
     # more threads cost ~8 MiB of address space each, little real memory.
     workers: int = 16
+    # Threads of the read lane: quick unary reads (Count, Members, Sample, Get, health
+    # Check) run on this separate small pool instead of the shared one. Few threads
+    # hand the GIL around less: on 2 cores, 16 clients' cached Counts cost ~0.5 ms of
+    # server CPU each on 2 threads against ~0.7-1.1 ms on 16 (BENCHMARKS.md, issue
+    # 15). Callers beyond it queue (they cost no CPU while queued); streams and writes
+    # keep the shared pool, so a long Count or Export never blocks them. 0: no lane.
+    read_workers: int = 2
     # Largest request / response message in MiB; bigger requests get RESOURCE_EXHAUSTED.
     # A 64 MiB Arrow batch is ~1-2M events; the server may buffer `workers` of them.
     max_message_mb: int = 64

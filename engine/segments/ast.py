@@ -183,6 +183,26 @@ def canonical_key(ast: Node) -> str:
     )
 
 
+def subtree_keys(ast: Node) -> dict[int, str]:
+    """``canonical_key`` of every condition node of ``ast`` (as ``walk`` yields them),
+    by ``id`` of the node, computed bottom-up: an ``and`` / ``or`` / ``not`` key is
+    spelled from its children's keys instead of serialising each sub-tree again (which
+    made planning quadratic in the depth). Equal to ``canonical_key`` node by node.
+    Only valid while `ast` is alive and unchanged (ids)."""
+    keys: dict[int, str] = {}
+    order = list(walk(ast))
+    for node in reversed(order):  # children before parents
+        if len(node) == 1 and ("and" in node or "or" in node):
+            kind = "and" if "and" in node else "or"
+            inner = ",".join(keys[id(c)] for c in node[kind])
+            keys[id(node)] = f'{{"{kind}":[{inner}]}}'
+        elif len(node) == 1 and "not" in node:
+            keys[id(node)] = f'{{"not":{keys[id(node["not"])]}}}'
+        else:
+            keys[id(node)] = canonical_key(node)
+    return keys
+
+
 parse_instant = parse_iso  # the UTC instant of contract-form ISO text, else None
 
 

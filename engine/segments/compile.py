@@ -17,7 +17,7 @@ from pyroaring import BitMap
 from segd.columns import CategoryColumn, NumericColumn, TagsColumn
 from segd.errors import InvalidQuery, SegmentNotFound, TooComplex
 from segd.results import QueryWarning
-from segd.segments.ast import canonical_key, walk
+from segd.segments.ast import canonical_key, subtree_keys, walk
 from segd.segments.conditions import (
     AgeAttr,
     AggregateNode,
@@ -63,19 +63,23 @@ class Compiler:
         self._repeats: Counter[str] = Counter()
         self._resolving: list[str] = []
         self._conditions = 0
+        self._keys: dict[int, str] = {}  # canonical key by id of AST node (compile)
         # Valid but suspicious parts of the query (unknown catalog values), in AST order.
         self.warnings: list[QueryWarning] = []
 
     def compile(self, ast: dict) -> Node:
         """The plan of canonical ``ast`` (not validated again: see module docstring)."""
-        self._repeats = Counter(canonical_key(n) for n in walk(ast))
+        self._keys = subtree_keys(ast)
+        self._repeats = Counter(self._keys[id(n)] for n in walk(ast))
         self._conditions = 0
         return self._node(ast, "$", 1)
 
     def _node(self, ast: dict, path: str, depth: int) -> Node:
         if depth > MAX_DEPTH:
             raise too_deep(path)
-        key = canonical_key(ast)
+        key = self._keys.get(id(ast))
+        if key is None:
+            key = canonical_key(ast)
         node = self._build(ast, key, path, depth)
         node.shared = self._repeats[key] > 1 and not isinstance(node, ConstNode)
         return node
@@ -142,6 +146,8 @@ class Compiler:
         return NumericAttr(ast, key, col, path)
 
     def _check_event_type(self, etype: str, where: str) -> None:
+        if etype in self.store.logs:  # the common case, without building the set
+            return
         known = self.store.known_event_types()
         if etype not in known:
             hint = name_hint(etype, sorted(known))
@@ -171,8 +177,9 @@ class Compiler:
         self._resolving.append(name)
         try:
             # A saved segment's AST was validated when it was saved: trusted here.
-            for n in walk(seg_ast):
-                self._repeats[canonical_key(n)] += 1
+            inner_keys = subtree_keys(seg_ast)
+            self._keys.update(inner_keys)
+            self._repeats.update(inner_keys[id(n)] for n in walk(seg_ast))
             inner = self._node(seg_ast, f"{path}<{name}>", depth)
         finally:
             self._resolving.pop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -12,7 +13,8 @@ from segd.columns import CategoryColumn, NumericColumn, TagsColumn
 from segd.errors import InvalidQuery
 from segd.explain import AggregateEvidence, AttributeEvidence, Evidence
 from segd.native import columns as kernels
-from segd.native.bitset import popcount
+from segd.native import pairscan
+from segd.native.bitset import cids_to_bitmap
 from segd.predicates import (
     INF,
     check_strings,
@@ -38,33 +40,56 @@ def _scan(ctx: Context, cand: BitMap | None, fill) -> BitMap:
     return out if cand is None else out & cand
 
 
+# A restricted run takes the value index when its answer has at most this many
+# contacts per candidate: building the answer from the index's slice costs a few ns
+# per contact, where a gather of a candidate's value from a column of the whole base
+# is a cache miss (~30 ns at 1M contacts).
+INDEX_PER_CANDIDATE = 4
+
+
 def _indexed(
     ctx: Context, cand: BitMap | None, key: str, owner, source, lo, hi, fill
 ) -> BitMap | None:
     """The contacts whose value lies in [lo, hi] by the value index (segd.aggindex),
     restricted to `cand`; None when the scan should decide instead: few candidates
-    (the per-candidate check is cheaper) or an answer too large for the index."""
-    if cand is not None and len(cand) * 8 <= ctx.n:
-        return None
-    words = ctx.words()
-    if not aggindex.fill(
-        ctx.store.value_index, key, owner, ctx.n, source, lo, hi, words, fill
-    ):
-        return None
-    out = ctx.to_bitmap(words)
+    and a larger answer (the per-candidate check is cheaper) or an answer too large
+    for the index."""
+    indexes, n = ctx.store.value_index, ctx.n
+    if cand is not None and len(cand) * 8 <= n:
+        counted = indexes.count(key, owner, n, source, lo, hi)
+        if counted is None or counted > INDEX_PER_CANDIDATE * len(cand):
+            return None
+    ids = aggindex.sorted_ids(
+        indexes, key, owner, n, source, lo, hi, n // aggindex.SORT_SHARE
+    )
+    if ids is not None:
+        out = cids_to_bitmap(ids)
+        merged = ctx.store.contacts.merged
+        if merged:
+            out -= merged
+    else:
+        words = ctx.words()
+        if not aggindex.fill(indexes, key, owner, n, source, lo, hi, words, fill):
+            return None
+        out = ctx.to_bitmap(words)
     return out if cand is None else out & cand
 
 
-def _sampled(ctx: Context, fill) -> float:
-    """Matching contacts estimated from a fixed sample: the share of sample ids the
-    kernel marks, times the contact count. Costs one kernel call over ~2k ids, and lets
-    AND run a selective attribute or aggregate before an expensive event scan."""
+def _sampled_gather(ctx: Context, node: NumericAttr) -> float:
+    """Contacts in `node`'s intervals estimated from the fixed sample by one gather
+    kernel over its ~2k ids (no bitset of the base)."""
     sample = ctx.sample_cids()
     if len(sample) == 0:
         return 0.0
-    words = ctx.words()
-    fill(sample, words)
-    return popcount(words) / len(sample) * ctx.n
+    col = node.column
+    hits = pairscan.interval_pairs(
+        col.values,
+        np.asarray(node.lo, np.float64),
+        np.asarray(node.hi, np.float64),
+        sample,
+        valid=col.valid,
+    )
+    return int(np.count_nonzero(hits)) / len(sample) * ctx.n
 
 
 class AttrNode(Node):
@@ -113,8 +138,16 @@ class NumericAttr(AttrNode):
             candidates=cids,
         )
 
+    def index_count(self, ctx: Context) -> int | None:
+        """Contacts in the intervals by an index some query built (else None)."""
+        col = self.column
+        return ctx.store.value_index.count(
+            f"attr:{col.name}", col, ctx.n, None, self.lo, self.hi
+        )
+
     def estimate(self, ctx: Context) -> float:
-        present = _sampled(ctx, lambda c, w: self.fill(ctx, c, w))
+        counted = self.index_count(ctx)  # else a sample of look-ups
+        present = _sampled_gather(ctx, self) if counted is None else float(counted)
         return ctx.n - present if self.negate else present
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
@@ -388,10 +421,23 @@ class AggregateNode(Node):
             kernels.interval_scan(arr, self.lo, self.hi, words, candidates=cids)
 
     def estimate(self, ctx: Context) -> float:
+        """All time: the length of the value index's slices (exact but for contacts
+        written since its build; the index is built here if no query has yet)."""
         if self.period:
             return ctx.n / 2
-        present = _sampled(ctx, lambda c, w: self.fill(ctx, c, w))
+        counted = self.index_count(ctx)
+        present = float(ctx.n if counted is None else counted)
         return ctx.n - present if self.op == "is_null" else present
+
+    def index_count(self, ctx: Context) -> int | None:
+        """All time: contacts in the intervals by the value index of the rollup
+        (built here if no query has yet); None with a period."""
+        if self.period:
+            return None
+        key, source, lo, hi = self._index_args(ctx)
+        return ctx.store.value_index.count(
+            key, ctx.store.aggregates, ctx.n, source, lo, hi
+        )
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         if self.period:
@@ -403,8 +449,8 @@ class AggregateNode(Node):
             return (ctx.universe if cand is None else cand) - got
         return got
 
-    def _run_indexed(self, ctx: Context, cand: BitMap | None) -> BitMap | None:
-        """The all-time condition by the value index of its rollup (segd.aggindex)."""
+    def _index_args(self, ctx: Context) -> tuple[str, Callable, np.ndarray, np.ndarray]:
+        """(index key, source of its values, lo, hi) of the all-time condition."""
         agg, n = ctx.store.aggregates, ctx.n
         lo, hi = self.lo, self.hi
         if self.name.startswith("days_since_"):
@@ -433,11 +479,16 @@ class AggregateNode(Node):
             def source():
                 return getattr(agg, array)[:n], None
 
+        return f"agg:{array}", source, lo, hi
+
+    def _run_indexed(self, ctx: Context, cand: BitMap | None) -> BitMap | None:
+        """The all-time condition by the value index of its rollup (segd.aggindex)."""
+        key, source, lo, hi = self._index_args(ctx)
         return _indexed(
             ctx,
             cand,
-            f"agg:{array}",
-            agg,
+            key,
+            ctx.store.aggregates,
             source,
             lo,
             hi,

@@ -30,6 +30,23 @@ def thread_scratch() -> ScanScratch:
     return s
 
 
+_samples: dict[int, np.ndarray] = {}  # contact count -> its sample (read-only)
+
+
+def _even_sample(n: int) -> np.ndarray:
+    """The sample of ``sample_cids`` for `n` contacts, computed once per count (an
+    ``np.unique`` per query was a fixed cost of the estimates)."""
+    hit = _samples.get(n)
+    if hit is None:
+        k = min(n, SAMPLE_SIZE)
+        hit = np.unique(np.linspace(0, max(0, n - 1), num=k).astype(np.uint32))
+        hit.flags.writeable = False
+        if len(_samples) >= 4:
+            _samples.clear()
+        _samples[n] = hit
+    return hit
+
+
 @dataclass
 class Context:
     """One evaluation: read-only view of the store at `now_s`."""
@@ -41,10 +58,15 @@ class Context:
     memo: dict[str, BitMap] = field(default_factory=dict)
     _universe: BitMap | None = None
     _sample: np.ndarray | None = None
+    _n: int = -1
 
     @property
     def n(self) -> int:
-        return self.store.n_contacts
+        """Contacts of the store; read once: an evaluation holds the read lock, so the
+        count cannot change under it (planning asked it ~20 times per query)."""
+        if self._n < 0:
+            self._n = self.store.n_contacts
+        return self._n
 
     @property
     def universe(self) -> BitMap:
@@ -60,10 +82,7 @@ class Context:
     def sample_cids(self) -> np.ndarray:
         """~2k contact ids spread evenly over all contacts (sorted), for estimates."""
         if self._sample is None:
-            k = min(self.n, SAMPLE_SIZE)
-            self._sample = np.unique(
-                np.linspace(0, max(0, self.n - 1), num=k).astype(np.uint32)
-            )
+            self._sample = _even_sample(self.n)
         return self._sample
 
     def check_deadline(self) -> None:

@@ -148,19 +148,261 @@ def _checked_pairs(
 
 
 def evaluate_conjunction(
-    parts: list[Any], store: Store, cids: Any, nows: Any
+    parts: list[Any],
+    store: Store,
+    cids: Any,
+    nows: Any,
+    *,
+    fused: bool = True,
+    holder: Any = None,
 ) -> np.ndarray:
     """``out[i]``: contact ``cids[i]`` matches every node of `parts` at ``nows[i]`` (an
     AND of them; every pair for no parts). As ``evaluate_pairs`` for an AND node of
     `parts`: live segments decide the rest of a segment's top AND this way once its
     time-independent operands are known (``segd.livestatic``). Merged contacts never
-    match."""
+    match.
+
+    Pairs at one moment (a write) run as one fused program (``conjunction_program``)
+    when every node has a leaf kind; otherwise, or with ``fused=False`` (the oracle
+    of the fused path in the tests), by the per-node walk. `holder`: an object (the
+    live segment's plan) that keeps the built program between calls (``_fused``)."""
     c, t, active = _checked_pairs(store, cids, nows)
     out = np.zeros(len(c), dtype=bool)
-    if len(active):
-        pairs = _Pairs(store, c, t, active, None)
-        out[active] = pairs._AndNode(_Conjunction(parts), active)
+    if not len(active):
+        return out
+    if fused and t.min() == t.max():
+        now = float(t[0])
+        if holder is not None:
+            got = _fused(holder, parts, store, now)
+            program = None if got is None else got.program
+        else:
+            program = conjunction_program(parts, store, now)
+        if program is not None:
+            out[active] = program.run(np.ascontiguousarray(c[active])).view(bool)
+            return out
+    pairs = _Pairs(store, c, t, active, None)
+    out[active] = pairs._AndNode(_Conjunction(parts), active)
     return out
+
+
+def conjunction_program(
+    parts: list[Any], store: Store, now: float
+) -> pairscan.PairProgram | None:
+    """The AND of `parts` at `now` as one fused ``pairscan.PairProgram`` (a bytecode of
+    leaves under AND / OR / NOT, run for every contact in one nogil pass); None when a
+    node has no leaf kind (``_ProgramBuilder.leaf``: the caller falls back to the
+    per-node walk). Built from the store's current arrays and event sources: valid
+    while no column is replaced and no event log changes (``_fused`` keeps one per
+    holder and re-links its event leaves when logs grew)."""
+    fused = _ProgramBuilder(store, now).build(_Conjunction(parts))
+    return None if fused is None else fused.program
+
+
+def _fused(holder: Any, parts: list[Any], store: Store, now: float) -> Any:
+    """`holder`'s fused program for `parts` at `now` (a ``_Fused``, or None when a node
+    has no leaf kind), kept on the holder (a live segment's plan): rebuilt when the
+    moment, the parts or an array a gather leaf reads changed; its event leaves are
+    re-linked to the logs' current sources (rows appended since) at each call."""
+    memo = holder.__dict__
+    hit = memo.get("_fused_program")
+    if (
+        hit is not None
+        and hit[0] == now
+        and hit[1] is store
+        and len(hit[2]) == len(parts)
+        and all(a is b for a, b in zip(hit[2], parts, strict=True))
+        and (hit[3] is None or hit[3].current())
+    ):
+        return hit[3]
+    fused = _ProgramBuilder(store, now).build(_Conjunction(parts))
+    memo["_fused_program"] = (now, store, tuple(parts), fused)
+    return fused
+
+
+class _Fused:
+    """A built program, what its gather leaves read, and its event leaves' nodes."""
+
+    def __init__(
+        self,
+        program: pairscan.PairProgram,
+        store: Store,
+        checks: list[tuple[Any, str, Any]],
+        events: list[tuple[int, Any, tuple]],
+    ) -> None:
+        self.program = program
+        self.store = store
+        # (owner, attribute, the object read): rebuilt once getattr(owner, attribute)
+        # is another object; attribute "()": owner() is; "==": owner() differs
+        self.checks = checks
+        self.events = events  # (leaf, node, (source, then, distinct) linked)
+
+    def current(self) -> bool:
+        """Whether the gather leaves still read the store's arrays (then the event
+        leaves are re-linked to their logs' current sources as needed)."""
+        for owner, attr, seen in self.checks:
+            if attr == "==":  # a state tuple
+                if owner() != seen:
+                    return False
+                continue
+            now = owner() if attr == "()" else getattr(owner, attr)
+            if now is not seen:
+                return False
+        if not self.events:
+            return True
+        for k, (leaf, node, linked) in enumerate(self.events):
+            got = _event_links(self.store, node)
+            if got is None:  # the log is empty now (cannot happen while live)
+                return False
+            if any(a is not b for a, b in zip(got, linked, strict=True)):
+                src, then, distinct = got
+                self.program.relink_event(leaf, src, then, distinct)
+                self.events[k] = (leaf, node, got)
+        return True
+
+
+def _event_links(store: Store, node: Any) -> tuple | None:
+    """An event condition's current (source, then source, distinct column); None
+    when its log is empty or its filters admit no row (a constant leaf)."""
+    n = store.n_contacts
+    log = store.logs.get(node.etype)
+    src = None if log is None or log.n == 0 else _shared_source(log, node.filters, n)
+    if src is None:
+        return None
+    assert log is not None  # a source exists only for a non-empty log
+    then = None
+    if node.then is not None:
+        etype, _, then_filters = node.then
+        then_log = store.logs.get(etype)
+        if then_log is not None and then_log.n:
+            then = _shared_source(then_log, then_filters, n)
+    distinct = None
+    if node.distinct_dim is not None:
+        distinct = log.dim(node.distinct_dim)
+    return src, then, distinct
+
+
+class _ProgramBuilder:
+    """Compiles plan nodes into a ``pairscan.PairProgram`` at one moment."""
+
+    def __init__(self, store: Store, now: float) -> None:
+        self.store = store
+        self.now = now
+        self.program = pairscan.PairProgram()
+        self.ops: list[int] = []
+        self.args: list[int] = []
+        self.checks: list[tuple[Any, str, Any]] = []
+        self.events: list[tuple[int, Any, tuple]] = []
+
+    def build(self, conjunction: _Conjunction) -> _Fused | None:
+        self.ops.append(pairscan.AND)
+        self.args.append(len(conjunction.parts))
+        for part in sorted(conjunction.parts, key=_rank):
+            if not self.node(part):
+                return None
+        self.program.set_tree(self.ops, self.args)
+        return _Fused(self.program, self.store, self.checks, self.events)
+
+    def _read(self, owner: Any, attr: str) -> Any:
+        """``owner.attr``, noted: the program is rebuilt once it is another object."""
+        got = getattr(owner, attr)
+        self.checks.append((owner, attr, got))
+        return got
+
+    def node(self, node: Any) -> bool:
+        kind = type(node).__name__
+        if kind == "RefNode":
+            return self.node(node.inner)
+        if kind in ("AndNode", "OrNode"):
+            self.ops.append(pairscan.AND if kind == "AndNode" else pairscan.OR)
+            self.args.append(len(node.parts))
+            return all(self.node(p) for p in sorted(node.parts, key=_rank))
+        if kind == "NotNode":
+            self.ops.append(pairscan.NOT)
+            self.args.append(0)
+            return self.node(node.inner)
+        leaf = self.leaf(node, kind)
+        if leaf is None:
+            return False
+        self.ops.append(pairscan.LEAF)
+        self.args.append(leaf)
+        return True
+
+    def leaf(self, node: Any, kind: str) -> int | None:
+        """The node as a program leaf (its index), or None for the kinds left to the
+        per-node walk: static-segment and ``rfm.*`` membership, tags, aggregates over
+        a period, and anything else not listed here."""
+        prog, now = self.program, self.now
+        if kind == "AgeAttr":
+            at = _at_moment(node, now, _age_at)
+            col = at.column
+            return prog.add_interval(col.values, at.lo, at.hi, col.valid, at.negate)
+        if kind == "NumericAttr":
+            col = node.column
+            return prog.add_interval(
+                col.values, node.lo, node.hi, col.valid, node.negate
+            )
+        if kind == "CategoryAttr":
+            mask = np.ascontiguousarray(node._mask(), dtype=np.uint8)
+            return prog.add_codes(node.column.codes, mask, node.op == "is_null")
+        if kind == "AggregateNode":
+            return self._aggregate(node)
+        if kind == "EventNode":
+            return self._event(node)
+        return None
+
+    def _aggregate(self, node: Any) -> int | None:
+        if node.period:
+            return None
+        prog, name, read = self.program, node.name, self._read
+        agg = read(self.store, "aggregates")
+        negate = node.op == "is_null"
+        if name.startswith("days_since_"):
+            from segd.live import LAST_SEEN
+
+            lo, hi = _at_moment(node, self.now, _days_intervals)
+            column = read(agg, LAST_SEEN[name])
+            return prog.add_interval(column, lo, hi, None, negate)
+        if name == "avg_order_value":
+            return prog.add_ratio(
+                read(agg, "revenue"),
+                read(agg, "orders_count"),
+                _f64(node.lo),
+                _f64(node.hi),
+                negate,
+            )
+        arr = read(agg, "orders_count" if name == "orders_count" else "revenue")
+        return prog.add_interval(arr, node.lo, node.hi, None, negate)
+
+    def _event(self, node: Any) -> int:
+        prog = self.program
+        links = _event_links(self.store, node)
+        if links is None:
+            # No row can match now; a later append (its log grows) rebuilds the
+            # program: the log's size is checked like a gather's array.
+            store, etype = self.store, node.etype
+
+            def state() -> tuple:
+                log = store.logs.get(etype)
+                return (None,) if log is None else (id(log), log.n, log._version)
+
+            self.checks.append((state, "==", state()))
+            return prog.add_const(node.zero_qualifies)
+        src, then, distinct = links
+        a, b = _at_moment(node, self.now, _event_bounds)
+        leaf = prog.add_event(
+            src,
+            int(a),
+            int(b),
+            node.count_min,
+            node.count_max,
+            sum_range=(node.sum_min, node.sum_max) if node.use_sum else None,
+            distinct_codes=distinct,
+            then=then,
+            within_s=node.then[1] if node.then is not None else 0,
+            zero_qualifies=node.zero_qualifies,
+        )
+        self.events.append((leaf, node, links))
+        return leaf
 
 
 class _Conjunction:
@@ -258,6 +500,48 @@ def _pair_log(log: Any, n_contacts: int) -> Any:
         )
         hit = _LOGS[log] = (key, view)
     return hit[1]
+
+
+def _build_source(log: Any, filters: Any, n_contacts: int) -> Any:
+    """`log` under `filters` as a ``pairscan.PairSource`` (None: no row can pass)."""
+    code_filters = []
+    for dim, mask, codes in filters.code_filters:
+        col = log.dim(dim)
+        if col is None or not len(codes):
+            return None
+        code_filters.append((col, mask))
+    amount = log.amount
+    if filters.amount_intervals and amount is None:
+        return None
+    return pairscan.PairSource(
+        _pair_log(log, n_contacts),
+        code_filters=code_filters,
+        amount=amount,
+        amount_intervals=filters.amount_intervals,
+    )
+
+
+# Each condition's filtered PairSource for its log's state, as _PLAIN_SOURCES.
+_FILTERED_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _shared_source(log: Any, filters: Any, n_contacts: int) -> Any:
+    """``_Pairs._source`` across evaluations: the source of `log` under `filters`,
+    kept per log state (plain) or per filters and log state (filtered), so fused
+    programs re-link an event leaf only when its log changed."""
+    plain = not (filters.code_filters or filters.amount_intervals)
+    state: tuple
+    if plain:  # shared with the per-node walk's sources
+        cache, owner, state = _PLAIN_SOURCES, log, (log.n, log._version, n_contacts)
+    else:
+        cache, owner = _FILTERED_SOURCES, filters
+        state = (id(log), log.n, log._version, n_contacts)
+    kept = cache.get(owner)
+    if kept is not None and kept[0] == state:
+        return kept[1]
+    src = _build_source(log, filters, n_contacts)
+    cache[owner] = (state, src)
+    return src
 
 
 class _Pairs:
@@ -455,25 +739,8 @@ class _Pairs:
         return got
 
     def _new_source(self, log: Any, filters: Any) -> Any:
-        key = (id(log), id(filters))
-        code_filters = []
-        for dim, mask, codes in filters.code_filters:
-            col = log.dim(dim)
-            if col is None or not len(codes):
-                self._sources[key] = (None,)
-                return None
-            code_filters.append((col, mask))
-        amount = log.amount
-        if filters.amount_intervals and amount is None:
-            self._sources[key] = (None,)
-            return None
-        src = pairscan.PairSource(
-            _pair_log(log, self.n),
-            code_filters=code_filters,
-            amount=amount,
-            amount_intervals=filters.amount_intervals,
-        )
-        self._sources[key] = (src,)
+        src = _build_source(log, filters, self.n)
+        self._sources[(id(log), id(filters))] = (src,)
         return src
 
     def _EventNode(self, node: Any, idx: np.ndarray) -> np.ndarray:

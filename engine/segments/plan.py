@@ -52,6 +52,10 @@ class Node:
     def children(self) -> list[Node]:
         return []
 
+    def index_count(self, ctx: Context) -> int | None:
+        """How many contacts the node's value index answers (None: no index)."""
+        return None
+
     def cost(self, ctx: Context) -> float:
         """Rough work per candidate contact (1 = look at one column value)."""
         return 1.0

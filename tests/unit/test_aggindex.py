@@ -86,6 +86,7 @@ def _scan_counts(eng: Engine, now: int) -> list[int]:
     """The oracle: every query by the column scan, the index switched off."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(conditions.aggindex, "fill", lambda *a, **k: False)
+        mp.setattr(conditions.aggindex, "sorted_ids", lambda *a, **k: None)
         return [eng.count(q, now=now, cache=False) for q in QUERIES]
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segd import Engine
 from segd.livestatic import StaticPass, is_static, split
@@ -183,3 +185,20 @@ def test_live_members_stay_exact_with_the_pass() -> None:
     assert set(e.members("s").ids()) == _oracle(e) == {"b"}
     got = [(r["customer_id"], r["change"]) for r in e.segment_changes("s").to_pylist()]
     assert ("h", "exited") in got
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    halves=st.lists(
+        st.integers(0, 2 * 60 * 86_400), max_size=60
+    ),  # keys beyond 2**24 too
+    exits=st.lists(st.booleans(), min_size=60, max_size=60),
+    base=st.sampled_from([0.0, 1.7e9]),
+)
+def test_time_order_is_a_stable_sort_by_moment_then_exit(halves, exits, base) -> None:
+    from segd.live import _time_order
+
+    pts = base + np.array(halves, np.float64) / 2
+    ex = np.array(exits[: len(pts)], bool)
+    want = np.argsort(4.0 * pts + ex, kind="stable")
+    assert _time_order(pts, ex).tolist() == want.tolist()
