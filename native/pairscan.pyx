@@ -81,6 +81,18 @@ cdef enum:
     PAIR_LAST_ROWS = 32
 
 
+cdef inline void _recent_rows(const Src* s, cid_t c, Py_ssize_t* a,
+                              Py_ssize_t* b) noexcept nogil:
+    """Contact c's last PAIR_LAST_ROWS index positions [a, b) (clamped to the index):
+    the rows a recent window reads first, which the prefetches below touch."""
+    a[0] = s.offsets[c]
+    b[0] = s.ends[c] if s.ends != NULL else s.offsets[c + 1]
+    if b[0] > s.n_rows:
+        b[0] = s.n_rows
+    if a[0] < b[0] - PAIR_LAST_ROWS:
+        a[0] = b[0] - PAIR_LAST_ROWS
+
+
 cdef inline void _prefetch_pair(const Src* s, const cid_t* pc, Py_ssize_t n_pairs,
                                 Py_ssize_t i) noexcept nogil:
     """Prefetch what pairs i + PAIR_FAR / _MID / _NEAR will read (no effect on results:
@@ -97,12 +109,7 @@ cdef inline void _prefetch_pair(const Src* s, const cid_t* pc, Py_ssize_t n_pair
     if i + PAIR_MID < n_pairs:
         c = pc[i + PAIR_MID]
         if c < s.n_idx:
-            a = s.offsets[c]
-            b = s.ends[c] if s.ends != NULL else s.offsets[c + 1]
-            if b > s.n_rows:
-                b = s.n_rows
-            if a < b - PAIR_LAST_ROWS:
-                a = b - PAIR_LAST_ROWS
+            _recent_rows(s, c, &a, &b)
             k = a
             while k < b:
                 SEGD_PS_PREFETCH(&s.rows[k])
@@ -112,12 +119,7 @@ cdef inline void _prefetch_pair(const Src* s, const cid_t* pc, Py_ssize_t n_pair
     if i + PAIR_NEAR < n_pairs:
         c = pc[i + PAIR_NEAR]
         if c < s.n_idx:
-            a = s.offsets[c]
-            b = s.ends[c] if s.ends != NULL else s.offsets[c + 1]
-            if b > s.n_rows:
-                b = s.n_rows
-            if a < b - PAIR_LAST_ROWS:
-                a = b - PAIR_LAST_ROWS
+            _recent_rows(s, c, &a, &b)
             for k in range(a, b):
                 r = s.rows[k]
                 if r < s.n:
