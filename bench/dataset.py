@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 CACHE_ENV = "SEGD_BENCH_CACHE"
 
@@ -55,6 +56,13 @@ class Dataset:
     @property
     def paths(self) -> dict[str, str]:
         return {t: str(self.path(t)) for t in TABLES}
+
+    def load_into(self, engine: Any) -> None:
+        """Load the three tables into `engine` in the order the engine needs them
+        (items before the events that name them, contacts before their events)."""
+        engine.load_items(str(self.path("items")))
+        engine.load_contacts(str(self.path("contacts")))
+        engine.load_events(str(self.path("events")))
 
 
 def scale_label(contacts: int) -> str:

@@ -347,9 +347,7 @@ def phase_load(data: Path, dataset_dir: Path) -> dict:
     ds = _dataset(dataset_dir, _read_meta(dataset_dir) or {})
     eng = Engine.open(data, fsync="off")
     t0 = time.perf_counter()
-    eng.load_items(str(ds.path("items")))
-    eng.load_contacts(str(ds.path("contacts")))
-    eng.load_events(str(ds.path("events")))
+    ds.load_into(eng)
     out: dict = {"load_seconds": round(time.perf_counter() - t0, 2)}
     gc.collect()
     pa.default_memory_pool().release_unused()

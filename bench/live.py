@@ -126,9 +126,7 @@ def run(args: argparse.Namespace) -> dict:
     say(f"loading {data.contacts:,} contacts, {data.events:,} events")
     t0 = time.perf_counter()
     engine = Engine(result_cache_size=0)
-    engine.load_items(str(data.path("items")))
-    engine.load_contacts(str(data.path("contacts")))
-    engine.load_events(str(data.path("events")))
+    data.load_into(engine)
     load_s = time.perf_counter() - t0
     queries = [templates(now_s, k) for k in range(args.segments)]
     for k, q in enumerate(queries):

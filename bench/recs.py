@@ -553,9 +553,7 @@ def build(contacts: int, seed: int, repeat: int) -> dict[str, Any]:
     data, _ = ensure_dataset(contacts, seed)
     t0 = time.perf_counter()
     engine = Engine(result_cache_size=0)
-    engine.load_items(str(data.path("items")))
-    engine.load_contacts(str(data.path("contacts")))
-    engine.load_events(str(data.path("events")))
+    data.load_into(engine)
     load_s = time.perf_counter() - t0
     gc.collect()
     _log(f"loaded {data.contacts:,} contacts, {data.events:,} events in {load_s:.1f} s")
