@@ -1393,6 +1393,8 @@ class Engine(LiveApi):
         scale: Any,
         method: Any,
         thresholds: Any,
+        *,
+        values: bool = True,
     ) -> rfm_mod.RfmResult:
         cfg = self.rfm_state.config
         window_days, scale, method, thresholds = rfm_mod.resolve_params(
@@ -1401,7 +1403,15 @@ class Engine(LiveApi):
         as_of_s = resolve_now(as_of)
         with self._lock.read():
             return rfm_mod.compute(
-                self.store, as_of_s, window_days, scale, method, thresholds, cfg
+                self.store,
+                as_of_s,
+                window_days,
+                scale,
+                method,
+                thresholds,
+                cfg,
+                self.rfm_state.workspace,
+                values=values,
             )
 
     def rfm(
@@ -1453,7 +1463,9 @@ class Engine(LiveApi):
                     f"{_iso(latest.as_of)} (transitions are recorded in time order; "
                     "use rfm() for a look at the past)",
                 )
-            result = self._rfm_result(as_of_s, window_days, scale, method, thresholds)
+            result = self._rfm_result(
+                as_of_s, window_days, scale, method, thresholds, values=table
+            )
             with self._writing():
                 before = len(self.rfm_state.transitions)
                 seq = self._commit(mut.RfmComputed(result.compact()))
@@ -1491,7 +1503,7 @@ class Engine(LiveApi):
         if as_of is None and latest is not None and all(p is None for p in params):
             result = latest
         else:
-            result = self._rfm_result(as_of, *params)
+            result = self._rfm_result(as_of, *params, values=False)
         return rfm_mod.matrix_table(result, by)
 
     def rfm_transitions(

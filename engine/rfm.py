@@ -15,10 +15,12 @@ Definitions (issue 11, docs/rfm.md), for a moment ``as_of`` and a window of ``wi
 - the named segment uses the whole history before ``as_of``: the first rule whose inclusive
   ranges hold ``(orders, days)`` wins; rule lists may differ per value of one attribute.
 
-How it is computed: one pass over the order log (``segd.native.rfm.window_rollup``), the
-quantile cut points by selection (``np.partition``: each score is then ``1 + #(cuts
-compared with v)``, so equal values get equal scores by construction), one pass for the
-scores and one for the named segments. No Python loop per contact.
+How it is computed: one pass over the order log into per-contact accumulators
+(``segd.native.rfm.rollup``), then passes over the buyers only: the quantile cut points
+by selection (a radix select: each score is then ``1 + #(cuts compared with v)``, so
+equal values get equal scores by construction), and one pass that scores, codes,
+classifies and counts every buyer through lookup tables (``score_buyers``). Transitions
+compare two computations over their buyers (``transitions``). No Python loop per contact.
 
 State: ``RfmState`` holds the configuration, the latest computation, the transition history
 and the daily counts. Every change goes through ``apply_config`` / ``apply_computed``
@@ -667,31 +669,47 @@ class RfmResult:
                 hit = self._bitmaps[kind] = _group_bitmaps(values, none)
             return hit
 
+    def buyers(self) -> np.ndarray:
+        """Ascending cids of the contacts with a segment or a score (uint32): everyone
+        else has neither, so transitions compare only these (cached; ``compute`` sets
+        it from its buyers)."""
+        hit = self._bitmaps.get("_buyers")
+        if hit is None:
+            hit = self._bitmaps["_buyers"] = np.flatnonzero(
+                (self.segment != NO_SEGMENT) | (self.r > 0)
+            ).astype(np.uint32)
+        return hit
+
     def compact(self) -> RfmResult:
         """What is kept once the computation is current (and what a log record holds):
         scores and segments. The window values (recency, frequency, monetary) only feed
-        the table ``rfm_compute`` returns; ``orders_all`` becomes 1 for contacts with a
-        segment (every contact with an order has one: rules have no gaps)."""
-        return RfmResult(
+        the table ``rfm_compute`` returns (read-only placeholders here); ``orders_all``
+        becomes 1 for contacts with a segment (every contact with an order has one:
+        rules have no gaps). The cached codes, histograms and buyers carry over."""
+        out = RfmResult(
             as_of=self.as_of,
             window_days=self.window_days,
             scale=self.scale,
             method=self.method,
             segments=list(self.segments),
-            recency_days=np.full(self.n, -1, dtype=np.int32),
-            frequency=np.zeros(self.n, dtype=np.uint32),
-            monetary=np.zeros(self.n, dtype=np.float64),
+            recency_days=_placeholder(np.int32(-1), self.n),
+            frequency=_placeholder(np.uint32(0), self.n),
+            monetary=_placeholder(np.float64(0.0), self.n),
             r=self.r,
             f=self.f,
             m=self.m,
             segment=self.segment,
-            orders_all=(self.segment != NO_SEGMENT).astype(np.uint32),
+            orders_all=(self.segment != NO_SEGMENT).view(np.uint8),
         )
+        for key in ("_code", "_hist", "_buyers"):
+            if key in self._bitmaps:
+                out._bitmaps[key] = self._bitmaps[key]
+        return out
 
     def to_record(self) -> dict:
         """A msgpack-able dict of the compact form: only contacts with a segment or a
         score are listed (cid, r, f, m, segment as raw little-endian bytes)."""
-        cids = np.flatnonzero((self.segment != NO_SEGMENT) | (self.r > 0)).astype("<u4")
+        cids = self.buyers().astype("<u4")
         return {
             "as_of": self.as_of,
             "window_days": self.window_days,
@@ -719,15 +737,21 @@ class RfmResult:
             scale=int(rec["scale"]),
             method=str(rec["method"]),
             segments=list(rec["segments"]),
-            recency_days=np.full(n, -1, dtype=np.int32),
-            frequency=np.zeros(n, dtype=np.uint32),
-            monetary=np.zeros(n, dtype=np.float64),
+            recency_days=_placeholder(np.int32(-1), n),
+            frequency=_placeholder(np.uint32(0), n),
+            monetary=_placeholder(np.float64(0.0), n),
             r=arrays["r"],
             f=arrays["f"],
             m=arrays["m"],
             segment=segment,
-            orders_all=(segment != NO_SEGMENT).astype(np.uint32),
+            orders_all=(segment != NO_SEGMENT).view(np.uint8),
         )
+
+
+def _placeholder(value: np.generic, n: int) -> np.ndarray:
+    """A read-only array of ``n`` copies of ``value`` that takes no memory (a window
+    column a compact result does not keep; ``_merge_rfm`` copies before writing)."""
+    return np.broadcast_to(value, (n,))
 
 
 def _pack_array(a: np.ndarray) -> dict:
@@ -766,15 +790,14 @@ def _quantile_cuts(values: np.ndarray, scale: int, larger: bool) -> np.ndarray:
     ``1 + floor(scale * L / n)`` (L = #values < v, or #values > v).
 
     ``floor(scale * L / n) >= k - 1`` iff ``L >= t_k = ceil((k - 1) n / scale)``, and at
-    least t values are below v iff the t-th smallest is below v.
+    least t values are below v iff the t-th smallest is below v. The order statistics
+    come from a radix selection (``kernels.select_positions``), not a sort.
     """
     n = len(values)
     if n == 0:
         return np.zeros(0, dtype=np.float64)
-    ts = [((k - 1) * n + scale - 1) // scale for k in range(2, scale + 1)]
-    pos = [n - t for t in ts] if larger else [t - 1 for t in ts]
-    part = np.partition(values, sorted(set(pos)))
-    return part[pos].astype(np.float64)
+    pos = _cut_positions(n, scale, larger)
+    return kernels.select_positions(np.ascontiguousarray(values, np.float64), pos)
 
 
 def _cut_positions(n: int, scale: int, larger: bool) -> list[int]:
@@ -794,6 +817,51 @@ def _quantile_cuts_int(values: np.ndarray, scale: int, larger: bool) -> np.ndarr
     return np.searchsorted(cum, pos, side="right").astype(np.float64)
 
 
+class Workspace:
+    """Buffers ``compute`` keeps between calls (one per ``RfmState``).
+
+    ``acc``: the per-contact accumulators (``kernels.ACC_BYTES`` each), all zero between
+    calls (``take_buyers`` zeroes each buyer's once copied out), so a computation costs
+    O(order rows + buyers) instead of a pass, and on a fresh buffer a page fault per
+    4 KiB, over every contact. ``owner``/``state``: each order id's first contact and
+    whether it was seen in the window, stamped with a generation that changes per call,
+    so they are never reset either. ``clean`` is False while a computation is under way:
+    one that did not finish leaves ``acc`` to be zeroed by the next.
+    """
+
+    def __init__(self) -> None:
+        self.acc = np.zeros(0, dtype=np.uint8)
+        self.buyers = np.zeros(0, dtype=np.uint32)
+        self.owner = np.zeros(0, dtype=np.uint32)
+        self.state = np.zeros(0, dtype=np.uint32)
+        self.generation = 0
+        self.clean = True
+        self.lock = threading.Lock()
+
+    def ready(self, n_contacts: int, n_codes: int) -> Workspace:
+        """Room for ``n_contacts`` and ``n_codes`` (grown by a quarter beyond the need,
+        so a base that grows by a few contacts does not reallocate each time), all
+        accumulators zero, and a new generation."""
+        acc_bytes = max(n_contacts, 1) * kernels.ACC_BYTES
+        if not self.clean:
+            self.acc.fill(0)
+            self.clean = True
+        if len(self.acc) < acc_bytes:
+            self.acc = np.zeros(acc_bytes + acc_bytes // 4, dtype=np.uint8)
+        if len(self.buyers) < n_contacts:
+            self.buyers = np.empty(n_contacts + n_contacts // 4, dtype=np.uint32)
+        if len(self.state) < n_codes:
+            size = n_codes + n_codes // 4
+            self.owner = np.empty(size, dtype=np.uint32)
+            self.state = np.zeros(size, dtype=np.uint32)
+            self.generation = 0
+        self.generation += 1
+        if self.generation > kernels.MAX_GENERATION:
+            self.state.fill(0)
+            self.generation = 1
+        return self
+
+
 def compute(
     store: Any,
     as_of: float,
@@ -802,58 +870,137 @@ def compute(
     method: str,
     thresholds: dict[str, tuple[float, ...]] | None,
     config: RfmConfig,
+    workspace: Workspace | None = None,
+    *,
+    values: bool = True,
 ) -> RfmResult:
-    """Compute RFM and named segments for every contact (see module docstring)."""
+    """Compute RFM and named segments for every contact (see module docstring).
+
+    One pass over the order rows into per-contact accumulators (``rollup``), then
+    passes over the buyers only (the contacts with an order row, ascending): their
+    totals out as dense records (``take_buyers``), their window values for the quantile
+    cuts (``buyer_values``), then scores, codes, named segments and histograms
+    (``score_buyers``, through lookup tables). Only the per-contact outputs are sized by
+    the base. ``workspace`` keeps the accumulators and the order id state between calls
+    (a fresh one when None or busy in another thread).
+    ``values=False`` leaves the window values out of the result (``recency_days``,
+    ``frequency``, ``monetary``, ``orders_all`` are then read-only placeholders): what
+    ``rfm_compute(table=False)`` and the matrix need.
+    """
     n = store.n_contacts
     lo_s, hi_s, start = window_bounds(as_of, window_days)
+    rule_table = _rule_table(store, config, n)
     log = store.logs.get("order")
-    if log is None or log.n == 0 or n == 0:
-        z32 = np.zeros(n, np.uint32)
-        last, orders_all, orders_win, revenue = z32, z32, z32, np.zeros(n)
-    else:
+    has_log = log is not None and log.n > 0 and n > 0
+    n_codes = len(store.dim_maps["order_id"]) if has_log else 0
+    if has_log:
         r0, r1 = log.window(lo_s, hi_s)
+        amount = log.amount
         codes = log.dim("order_id")
-        n_codes = len(store.dim_maps["order_id"])
-        last, orders_all, orders_win, revenue = _rollup(log, r0, r1, n, codes, n_codes)
-    # rounds revenue to 1e-6 in place; the scored contacts' values for the cuts
-    days, freq, mon = kernels.scored_values(
-        last, orders_all, orders_win, revenue, float(as_of), float(start)
-    )
-    monetary = revenue
+        ws = workspace if workspace is not None else Workspace()
+        if not ws.lock.acquire(blocking=False):
+            ws = Workspace()  # another thread is computing: a fresh one of our own
+            ws.lock.acquire()
+        try:
+            ws.ready(n, n_codes)
+            ws.clean = False
+            n_buyers = kernels.rollup(
+                log.cid,
+                log.ts,
+                None if amount is None else amount,
+                None if codes is None else codes,
+                r0,
+                r1,
+                n,
+                n_codes,
+                ws.acc,
+                ws.owner,
+                ws.state,
+                ws.generation,
+                ws.buyers,
+            )
+            buyers = np.sort(ws.buyers[:n_buyers])
+            dense = kernels.take_buyers(ws.acc, n, buyers)
+            ws.clean = True
+        finally:
+            ws.lock.release()
+    else:
+        buyers = np.zeros(0, dtype=np.uint32)
+        dense = np.zeros(0, dtype=kernels.ACC_DTYPE)
+    days = np.empty(len(buyers), dtype=np.uint32)
+    freq = np.empty(len(buyers), dtype=np.uint32)
+    mon = np.empty(len(buyers), dtype=np.float64)
+    k = kernels.buyer_values(dense, float(as_of), float(start), days, freq, mon)
     if method == "quantile":
-        r_cuts = _quantile_cuts_int(days, scale, larger=True)
-        f_cuts = _quantile_cuts_int(freq, scale, larger=False)
-        m_cuts = _quantile_cuts(mon, scale, larger=False)
+        r_cuts = _quantile_cuts_int(days[:k], scale, larger=True)
+        f_cuts = _quantile_cuts_int(freq[:k], scale, larger=False)
+        m_cuts = _quantile_cuts(mon[:k], scale, larger=False)
         r_mode, fm_mode = 1, 0
     else:
         assert thresholds is not None
         r_cuts, f_cuts, m_cuts = (
-            np.asarray(thresholds[k], dtype=np.float64) for k in ("r", "f", "m")
+            np.asarray(thresholds[key], dtype=np.float64) for key in ("r", "f", "m")
         )
         r_mode, fm_mode = 3, 2
-    r, f, m, recency = kernels.score(
-        last,
-        orders_all,
-        orders_win,
-        monetary,
+    # r, f, m, segment and code of every contact carved from one zeroed block (one
+    # large allocation: huge pages, and zero pages the buyers never touch).
+    block = np.zeros(max(n, 1) * 6, dtype=np.uint8)
+    r, f, m, segment = (block[i * n : (i + 1) * n] for i in range(4))
+    segment.fill(NO_SEGMENT)
+    code = block[4 * n : 6 * n].view(np.uint16)
+    code_hist = np.zeros(1 << 12, dtype=np.int64)
+    seg_hist = np.zeros(256, dtype=np.int64)
+    if values:
+        recency = np.full(n, -1, dtype=np.int32)
+        frequency = np.zeros(n, dtype=np.uint32)
+        monetary = np.zeros(n, dtype=np.float64)
+        orders_all = np.zeros(n, dtype=np.uint32)
+        value_arrays: tuple | None = (recency, frequency, monetary, orders_all)
+    else:
+        recency = _placeholder(np.int32(-1), n)
+        frequency = _placeholder(np.uint32(0), n)
+        monetary = _placeholder(np.float64(0.0), n)
+        value_arrays = None
+    kernels.score_buyers(
+        dense,
+        buyers,
         float(as_of),
         float(start),
-        np.ascontiguousarray(r_cuts),
-        np.ascontiguousarray(f_cuts),
-        np.ascontiguousarray(m_cuts),
+        np.ascontiguousarray(r_cuts, dtype=np.float64),
+        np.ascontiguousarray(f_cuts, dtype=np.float64),
+        np.ascontiguousarray(m_cuts, dtype=np.float64),
         r_mode,
         fm_mode,
         scale,
+        _score_lut(r_cuts, r_mode, scale, window_days + 1),
+        _score_lut(f_cuts, fm_mode, scale, int(freq[:k].max(initial=0)) + 1),
+        rule_table.lut,
+        rule_table.rules,
+        rule_table.rule_segment,
+        rule_table.rule_count,
+        rule_table.group_of_code,
+        rule_table.group_codes,
+        rule_table.grouped,
+        r,
+        f,
+        m,
+        segment,
+        code,
+        code_hist,
+        seg_hist,
+        value_arrays,
     )
-    segment, names = _classify(store, config, orders_all, last, as_of)
-    return RfmResult(
+    if not values:
+        # every contact with an order before as_of has a segment (rules have no gaps)
+        orders_all = (segment != NO_SEGMENT).view(np.uint8)
+    result = RfmResult(
         as_of=float(as_of),
         window_days=window_days,
         scale=scale,
         method=method,
-        segments=names,
+        segments=rule_table.names,
         recency_days=recency,
-        frequency=orders_win,  # 0 without an order in the window
+        frequency=frequency,  # 0 without an order in the window
         monetary=monetary,
         r=r,
         f=f,
@@ -861,39 +1008,65 @@ def compute(
         segment=segment,
         orders_all=orders_all,
     )
+    result._bitmaps["_code"] = code
+    result._bitmaps["_hist"] = (code_hist, seg_hist)
+    # every buyer has a segment (rules have no gaps), but keep the definition exact
+    kept = (segment[buyers] != NO_SEGMENT) | (r[buyers] > 0)
+    result._bitmaps["_buyers"] = buyers if kept.all() else buyers[kept]
+    return result
 
 
-def _rollup(log, r0: int, r1: int, n: int, codes, n_codes: int):
-    amount = log.amount
-    last, orders_all, orders_win, revenue, spill = kernels.window_rollup(
-        log.cid,
-        log.ts,
-        None if amount is None else amount,
-        None if codes is None else codes,
-        r0,
-        r1,
-        n,
-        n_codes,
-    )
-    if len(spill):
-        # Rows whose order id another contact used first: count each (contact, id) pair
-        # once, before the window and in it (exact, numpy over the few spilled rows).
-        rows = spill.astype(np.int64)
-        keys = (log.cid[rows].astype(np.uint64) << np.uint64(32)) | codes[rows]
-        pairs = np.unique(keys)
-        np.add.at(orders_all, (pairs >> np.uint64(32)).astype(np.int64), 1)
-        win_pairs = np.unique(keys[rows >= r0])
-        np.add.at(orders_win, (win_pairs >> np.uint64(32)).astype(np.int64), 1)
-    return last, orders_all, orders_win, revenue
+SEGMENT_LUT_MAX = 1 << 20  # entries; rules with wider finite bounds are walked instead
 
 
-def _classify(
-    store: Any,
-    config: RfmConfig,
-    orders_all: np.ndarray,
-    last: np.ndarray,
-    as_of: float,
-) -> tuple[np.ndarray, list[str]]:
+def _score_lut(cuts: np.ndarray, mode: int, scale: int, size: int) -> np.ndarray:
+    """``lut[v]`` = the score of the integer value v (the comparisons of
+    ``score_buyers``' modes, made once per value instead of once per contact)."""
+    v = np.arange(min(size, 1 << 16), dtype=np.float64)[:, None]
+    c = np.asarray(cuts, dtype=np.float64)[None, :]
+    if mode == 0:
+        hits = (c < v).sum(axis=1)
+    elif mode == 1:
+        hits = (c > v).sum(axis=1)
+    else:
+        hits = (c <= v).sum(axis=1)
+    return (scale - hits if mode == 3 else 1 + hits).astype(np.uint8)
+
+
+def _segment_lut(sets: list[tuple[Rule, ...]], names: list[str]) -> np.ndarray:
+    """``lut[s, min(orders, O), min(days, D)]`` = the segment id of rule set s (first
+    match wins; 255: none). O and D are one past the largest finite bound of any rule,
+    where every rule's answer stops changing. Empty (shape (0, 1, 1)) when it would
+    exceed ``SEGMENT_LUT_MAX`` entries."""
+    o_top = max(b for rules in sets for r in rules for b in _bounds(r.orders))
+    d_top = max(b for rules in sets for r in rules for b in _bounds(r.days))
+    if len(sets) * (o_top + 1) * (d_top + 1) > SEGMENT_LUT_MAX:
+        return np.zeros((0, 1, 1), dtype=np.uint8)
+    lut = np.full((len(sets), o_top + 1, d_top + 1), NO_SEGMENT, dtype=np.uint8)
+    for s, rules in enumerate(sets):
+        for rule in reversed(rules):  # earlier rules paint over later ones
+            o_hi = None if rule.orders[1] is None else rule.orders[1] + 1
+            d_hi = None if rule.days[1] is None else rule.days[1] + 1
+            lut[s, rule.orders[0] : o_hi, rule.days[0] : d_hi] = names.index(
+                rule.segment
+            )
+    return lut
+
+
+@dataclass
+class _RuleTable:
+    names: list[str]
+    lut: np.ndarray  # _segment_lut
+    rules: np.ndarray  # [set, rule, (orders_lo, orders_hi, days_lo, days_hi)]
+    rule_segment: np.ndarray  # [set, rule] -> segment id
+    rule_count: np.ndarray  # rules per set
+    group_of_code: np.ndarray  # group attribute code -> rule set
+    group_codes: np.ndarray  # per contact
+    grouped: bool
+
+
+def _rule_table(store: Any, config: RfmConfig, n: int) -> _RuleTable:
+    """The configured rule sets as the arrays ``score_buyers`` reads."""
     names = config.segment_names()
     sets = [config.rules, *config.group_rules.values()]
     width = max(len(s) for s in sets)
@@ -923,12 +1096,11 @@ def _classify(
                 code = dictionary.lookup_one(value)
                 if code >= 0:
                     group_of_code[code] = s
-            group_codes = np.ascontiguousarray(codes[: len(orders_all)], np.uint32)
-            grouped = len(group_codes) >= len(orders_all)
-    segment = kernels.classify(
-        orders_all,
-        last,
-        float(as_of),
+            group_codes = np.ascontiguousarray(codes[:n], np.uint32)
+            grouped = len(group_codes) >= n
+    return _RuleTable(
+        names,
+        _segment_lut(sets, names),
         table,
         seg_ids,
         counts,
@@ -936,7 +1108,6 @@ def _classify(
         group_codes,
         grouped,
     )
-    return segment, names
 
 
 def result_table(result: RfmResult, contacts: Any) -> pa.Table:
@@ -1097,6 +1268,8 @@ class RfmState:
         # "YYYY-MM-DD" -> {"as_of", "segments": {name: n}, "codes": {code: n}}
         self.daily: dict[str, dict] = {}
         self.listeners: list[TransitionListener] = []
+        # compute()'s buffers, kept between computations (not state: never serialised)
+        self.workspace = Workspace()
 
     # -- mutations (each a pure function of the state and its argument) -----------------
     def apply_config(self, config: RfmConfig) -> None:
@@ -1109,28 +1282,37 @@ class RfmState:
         # Map the computation's segment ids onto the state's stable ids (255 stays 255).
         lut = np.full(256, NO_SEGMENT, dtype=np.uint8)
         lut[: len(result.segments)] = [self._segment_id(s) for s in result.segments]
-        new_seg = lut[result.segment]
-        new_code = result.code
-        n = result.n
-        old_seg = np.full(n, NO_SEGMENT, dtype=np.uint8)
-        old_code = np.zeros(n, dtype=np.uint16)
         prev = self.latest
+        prev_lut = np.full(256, NO_SEGMENT, dtype=np.uint8)
         if prev is not None:
-            k = min(prev.n, n)
-            prev_lut = np.full(256, NO_SEGMENT, dtype=np.uint8)
             prev_lut[: len(prev.segments)] = [
                 self._segment_id(s) for s in prev.segments
             ]
-            old_seg[:k] = prev_lut[prev.segment[:k]]
-            old_code[:k] = prev.code[:k]
-        changed = np.flatnonzero((old_seg != new_seg) | (old_code != new_code))
-        rows = {
-            "cid": changed.astype(np.uint32),
-            "at": np.full(len(changed), result.as_of, dtype=np.float64),
-            "from_code": old_code[changed],
-            "to_code": new_code[changed],
-            "from_seg": old_seg[changed],
-            "to_seg": new_seg[changed],
+            old = (prev.buyers(), prev.code, prev.segment)
+        else:
+            old = (
+                np.zeros(0, np.uint32),
+                np.zeros(0, np.uint16),
+                np.zeros(0, np.uint8),
+            )
+        # Only contacts with a code or a segment in either computation can change.
+        cid, from_code, to_code, from_seg, to_seg = kernels.transitions(
+            old[0],
+            result.buyers(),
+            old[1],
+            old[2],
+            prev_lut,
+            result.code,
+            result.segment,
+            lut,
+        )
+        rows: dict[str, np.ndarray] = {
+            "cid": cid,
+            "at": np.full(len(cid), result.as_of, dtype=np.float64),
+            "from_code": from_code,
+            "to_code": to_code,
+            "from_seg": from_seg,
+            "to_seg": to_seg,
         }
         self.transitions.extend(rows)
         self.latest = result

@@ -1,7 +1,10 @@
-"""Typed face of native/rfm.pyx: RFM rollups of the order log, scores, named segments.
+"""Typed face of native/rfm.pyx: RFM rollups of the order log, scores, named segments,
+transitions.
 
 Each raises ValueError on mismatched lengths or out-of-range ids (see rfm.pyx).
 """
+
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -12,9 +15,15 @@ Codes = npt.NDArray[np.uint32]  # code_t[::1], NO_CODE (0xFFFFFFFF) = NULL
 Floats = npt.NDArray[np.float64]
 Counts = npt.NDArray[np.uint32]
 Scores = npt.NDArray[np.uint8]
-Rows = npt.NDArray[np.uint32]  # row numbers
+Bytes = npt.NDArray[np.uint8]
+Dense = npt.NDArray[np.void]  # ACC_DTYPE records, one per buyer
 
-def window_rollup(
+ACC_BYTES: int
+# revenue_win f8, last u4, orders_all u4, orders_win u4, seen u4
+ACC_DTYPE: np.dtype[Any]
+MAX_GENERATION: int
+
+def rollup(
     cids: Cids,
     ts: Seconds,  # same length as cids, ascending
     amount: Floats | None,  # covers r1; NaN = NULL
@@ -23,21 +32,28 @@ def window_rollup(
     r1: int,
     n_contacts: int,
     n_codes: int,
-    # -> last order, orders before r1, orders in the window, revenue in it, spill rows
-) -> tuple[Seconds, Counts, Counts, Floats, Rows]: ...
-def scored_values(
-    last: Seconds,
-    orders_all: Counts,
-    frequency: Counts,
-    revenue: Floats,  # INOUT: rounded to 6 decimals in place
+    acc_bytes: Bytes,  # INOUT: n_contacts x ACC_BYTES accumulators, all zero on entry
+    owner: Cids,  # INOUT: n_codes, kept between calls
+    state: Counts,  # INOUT: n_codes, kept between calls (all zero before the first)
+    generation: int,  # 1..MAX_GENERATION, a new one per call
+    buyers: Cids,  # OUT: >= n_contacts, the buyers in order of first appearance
+) -> int: ...  # number of buyers
+def take_buyers(
+    acc_bytes: Bytes,
+    n_contacts: int,
+    buyers: Cids,  # ascending
+) -> Dense: ...  # their accumulators (zeroed in acc_bytes)
+def buyer_values(
+    dense: Dense,  # INOUT: revenue rounded to 6 decimals
     as_of: float,
     window_start: float,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Floats]: ...
-def score(
-    last: Seconds,
-    orders_all: Counts,
-    frequency: Counts,
-    monetary: Floats,
+    days_out: Counts,
+    freq_out: Counts,
+    mon_out: Floats,
+) -> int: ...  # number of scored buyers written to the outputs
+def score_buyers(
+    dense: Dense,
+    buyers: Cids,  # ascending, one per dense record
     as_of: float,
     window_start: float,
     r_cuts: Floats,
@@ -46,20 +62,40 @@ def score(
     r_mode: int,  # 0..3, see rfm.pyx
     fm_mode: int,
     scale: int,  # 2..10
-) -> tuple[Scores, Scores, Scores, npt.NDArray[np.int32]]: ...  # r, f, m, recency days
-def classify(
-    orders_all: Counts,
-    last: Seconds,
-    as_of: float,
-    rules: npt.NDArray[
-        np.int64
-    ],  # [set, rule, (orders_lo, orders_hi, days_lo, days_hi)]
-    rule_segment: npt.NDArray[np.uint8],  # [set, rule]
+    r_lut: Scores,  # R score per recency day
+    f_lut: Scores,  # F score per frequency
+    seg_lut: Scores,  # [set, orders, days] -> segment id; shape (0, 1, 1): walk the rules
+    # [set, rule, (orders_lo, orders_hi, days_lo, days_hi)]
+    rules: npt.NDArray[np.int64],
+    rule_segment: Scores,  # [set, rule]
     rule_count: npt.NDArray[np.int64],  # rules per set
-    group_of_code: npt.NDArray[np.uint8],  # rule set of each group code
+    group_of_code: Scores,  # rule set of each group code
     group_codes: Codes,  # per contact
     grouped: bool,
-) -> Scores: ...  # segment id per contact, 255 = none
+    r: Scores,  # OUT (0 on entry), per contact
+    f: Scores,
+    m: Scores,
+    segment: Scores,  # OUT (255 on entry)
+    code: npt.NDArray[np.uint16],  # OUT (0 on entry)
+    code_hist: npt.NDArray[np.int64],  # OUT (zero on entry): 4096 counts
+    seg_hist: npt.NDArray[np.int64],  # OUT (zero on entry): 256 counts
+    values: tuple[npt.NDArray[np.int32], Counts, Floats, Counts] | None,
+) -> int: ...  # number of scored contacts
+def select_positions(
+    values: Floats, positions: Any
+) -> Floats: ...  # np.sort(values)[positions]
+def transitions(
+    old_cands: Cids,  # ascending: every contact with a code or segment in the old
+    new_cands: Cids,  # ... and in the new computation
+    old_code: npt.NDArray[np.uint16],
+    old_seg: Scores,
+    old_lut: Scores,  # 256: segment id -> the state's id
+    new_code: npt.NDArray[np.uint16],
+    new_seg: Scores,
+    new_lut: Scores,
+) -> tuple[
+    Cids, npt.NDArray[np.uint16], npt.NDArray[np.uint16], Scores, Scores
+]: ...  # cid, from_code, to_code, from_seg, to_seg
 def small_histogram(
     values: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], minlength: int
 ) -> npt.NDArray[np.int64]: ...  # counts per value, like np.bincount

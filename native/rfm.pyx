@@ -1,12 +1,20 @@
-"""RFM kernels: per-contact window rollups of the order log, scores, named segments.
+"""RFM kernels: per-contact window rollups of the order log, scores, named segments,
+transitions between two computations.
 
-All three are one pass over their input with typed memoryviews and no GIL; the ``def``
-wrappers check shapes and bounds first, so the ``cdef`` loops never index out of range.
-See engine/rfm.py for the definitions they implement (issue 11, docs/rfm.md).
+``rollup`` is one pass over the order rows into per-contact accumulators; every later
+pass is over the buyers only (the contacts with an order row, a fifth of the base in the
+bench data): ``take_buyers`` copies their totals out densely and zeroes the
+accumulators, ``buyer_values`` feeds the quantile cuts (``select_positions``: a radix
+selection), ``score_buyers`` scores, codes, classifies and counts them through lookup
+tables, ``transitions`` compares two computations over their buyers. Typed memoryviews
+and no GIL; the ``def`` wrappers check shapes and bounds first, so the ``cdef`` loops
+never index out of range. See engine/rfm.py for the definitions they implement (issue 11,
+docs/rfm.md).
 """
 
 from libc.math cimport floor, isnan, rint
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -44,18 +52,39 @@ cdef struct Acc:
     uint32_t last
     uint32_t orders_all
     uint32_t orders_win
-    uint32_t pad
+    uint32_t seen      # 1 once a row of this computation named the contact (a buyer)
+
+
+ACC_BYTES = sizeof(Acc)
+ACC_DTYPE = np.dtype(
+    [("revenue_win", "<f8"), ("last", "<u4"), ("orders_all", "<u4"),
+     ("orders_win", "<u4"), ("seen", "<u4")]
+)
+MAX_GENERATION = 0x7FFFFFFF
+
+
+cdef inline Acc* _acc_view(uint8_t[::1] acc_bytes, Py_ssize_t n_contacts) except NULL:
+    if acc_bytes.shape[0] < max(n_contacts, 1) * <Py_ssize_t>sizeof(Acc):
+        raise ValueError(
+            f"accumulator buffer of {acc_bytes.shape[0]} bytes is below "
+            f"{n_contacts} contacts x {sizeof(Acc)}"
+        )
+    return <Acc*>&acc_bytes[0]
 
 
 cdef Py_ssize_t _rollup(
     const cid_t[::1] cids, const sec_t[::1] ts, const double[::1] amount, bint has_amount,
     const code_t[::1] codes, bint has_codes, Py_ssize_t r0, Py_ssize_t r1,
-    Acc* acc, cid_t[::1] owner, uint8_t[::1] state, uint32_t[::1] spill,
+    Acc* acc, cid_t[::1] owner, uint32_t[::1] state, uint32_t gen,
+    cid_t[::1] buyers, Py_ssize_t* n_buyers, uint32_t[::1] spill,
 ) noexcept nogil:
-    cdef Py_ssize_t i, n_spill = 0
+    # state[o] = generation << 1 | (seen in the window): an order id whose generation is
+    # not this call's is unseen, so neither owner nor state is reset between calls.
+    cdef Py_ssize_t i, n_spill = 0, nb = 0
     cdef cid_t c
     cdef code_t o
-    cdef bint inwin
+    cdef uint32_t st, stamp = gen << 1
+    cdef uint32_t inwin
     cdef uint32_t new_all, new_win
     cdef Acc* a
     cdef Py_ssize_t ahead_end = r1 - AHEAD if r1 > AHEAD else 0
@@ -63,9 +92,13 @@ cdef Py_ssize_t _rollup(
         if i < ahead_end:
             SEGD_RFM_PREFETCH_W(&acc[cids[i + AHEAD]])
             if has_codes and codes[i + AHEAD] != NO_CODE_:
-                SEGD_RFM_PREFETCH_W(&owner[codes[i + AHEAD]])
+                SEGD_RFM_PREFETCH_W(&state[codes[i + AHEAD]])
         c = cids[i]
         a = &acc[c]
+        if a.seen == 0:
+            a.seen = 1
+            buyers[nb] = c
+            nb += 1
         if ts[i] >= a.last:
             a.last = ts[i]
         inwin = i >= r0
@@ -74,15 +107,16 @@ cdef Py_ssize_t _rollup(
         if has_codes:
             o = codes[i]
             if o != NO_CODE_:
-                if owner[o] == NO_CODE_:
+                st = state[o]
+                if (st | 1) != (stamp | 1):
                     owner[o] = c
-                    state[o] = STATE_IN if inwin else STATE_BEFORE
+                    state[o] = stamp | inwin
                 elif owner[o] == c:
                     new_all = 0
                     new_win = 0
-                    if inwin and state[o] == STATE_BEFORE:
+                    if inwin and (st & 1) == 0:
                         new_win = 1
-                        state[o] = STATE_IN
+                        state[o] = stamp | 1
                 else:
                     # An order id another contact used first: exact fallback after the loop.
                     spill[n_spill] = <uint32_t>i
@@ -93,10 +127,11 @@ cdef Py_ssize_t _rollup(
         a.orders_win += new_win
         if inwin and has_amount and not isnan(amount[i]):
             a.revenue_win += amount[i]
+    n_buyers[0] = nb
     return n_spill
 
 
-def window_rollup(
+def rollup(
     const cid_t[::1] cids,
     const sec_t[::1] ts,
     amount,
@@ -105,16 +140,26 @@ def window_rollup(
     Py_ssize_t r1,
     Py_ssize_t n_contacts,
     Py_ssize_t n_codes,
+    uint8_t[::1] acc_bytes,
+    cid_t[::1] owner,
+    uint32_t[::1] state,
+    uint32_t generation,
+    cid_t[::1] buyers,
 ):
-    """Per contact over order rows [0, r1) (the log is in time order; [r0, r1) is the
-    window): last order time, distinct orders before ``r1``, distinct orders and revenue
-    in the window.
+    """Roll the order rows [0, r1) (the log is in time order; [r0, r1) is the window)
+    up per contact into the accumulators ``acc_bytes`` (``n_contacts`` x ``ACC_BYTES``,
+    **all zero on entry**; ``take_buyers`` zeroes what this call wrote): last order time,
+    distinct orders before ``r1``, distinct orders and revenue in the window. The
+    contacts some row names (the buyers) go to ``buyers`` in order of first appearance;
+    returns their number.
 
     ``amount`` (float64, NaN = NULL) and ``codes`` (order_id codes, NO_CODE = a line that
     is an order of its own) may be None. A (contact, order id) pair is one order however
-    many lines it has. Returns ``(last, orders_all, orders_win, revenue_win, spill)``:
-    ``spill`` holds the rows whose order id was first used by another contact (rare),
-    which the caller folds in exactly (engine/rfm.py).
+    many lines it has: ``owner``/``state`` (``n_codes`` each, kept between calls) remember
+    each order id's first contact and whether it was seen in the window, stamped with
+    ``generation`` (1 .. MAX_GENERATION, a new one per call; state all zero before the
+    first). Rows whose order id another contact used first (rare) are counted exactly by
+    a numpy fallback over those rows.
     """
     cdef Py_ssize_t n_rows = cids.shape[0]
     if ts.shape[0] != n_rows:
@@ -123,95 +168,149 @@ def window_rollup(
         raise ValueError(f"window rows [{r0}, {r1}) outside the log of {n_rows}")
     if r1 > 0xFFFFFFFE:
         raise ValueError("more than 2**32 - 2 order rows")
+    if not (1 <= generation <= MAX_GENERATION):
+        raise ValueError(f"generation {generation} outside 1..{MAX_GENERATION}")
+    cdef Acc* acc = _acc_view(acc_bytes, n_contacts)
+    if buyers.shape[0] < n_contacts:
+        raise ValueError(f"buyers buffer of {buyers.shape[0]} below {n_contacts} contacts")
     cdef const double[::1] amount_v = np.zeros(1) if amount is None else amount
     cdef const code_t[::1] codes_v = np.zeros(1, np.uint32) if codes is None else codes
     if amount is not None and amount_v.shape[0] < r1:
         raise ValueError(f"amount has {amount_v.shape[0]} rows, need {r1}")
     if codes is not None and codes_v.shape[0] < r1:
         raise ValueError(f"codes have {codes_v.shape[0]} rows, need {r1}")
-    cdef Py_ssize_t i
-    cdef cid_t top_cid = 0
+    cdef bint has_amount = amount is not None, has_codes = codes is not None
+    if has_codes and (owner.shape[0] < n_codes or state.shape[0] < n_codes):
+        raise ValueError(f"owner/state buffers below the {n_codes} order ids")
+    cdef Py_ssize_t i, bad = -1
     cdef code_t top_code = 0
     with nogil:
         for i in range(r1):
-            if cids[i] > top_cid:
-                top_cid = cids[i]
-        if codes is not None:
+            if cids[i] >= n_contacts:
+                bad = i
+                break
+        if has_codes:
             for i in range(r1):
                 if codes_v[i] != NO_CODE_ and codes_v[i] > top_code:
                     top_code = codes_v[i]
-    if r1 and top_cid >= n_contacts:
-        raise ValueError(f"contact {top_cid} outside the {n_contacts} contacts")
-    if codes is not None and r1 and top_code >= n_codes and top_code != 0:
+    if bad >= 0:
+        raise ValueError(
+            f"contact {cids[bad]} at row {bad} outside the {n_contacts} contacts"
+        )
+    if has_codes and r1 and top_code >= n_codes and top_code != 0:
         raise ValueError(f"order code {top_code} outside the {n_codes} order ids")
-    # The four outputs are carved from one buffer: one large allocation gets transparent
-    # huge pages from numpy (four 4 MB arrays at 1M contacts would fault page by page).
-    # Every element is written by the copy-out loop below, so no zeroing is needed.
-    block = np.empty(max(n_contacts, 1) * 20, dtype=np.uint8)
-    revenue_win = block[: n_contacts * 8].view(np.float64)
-    last = block[n_contacts * 8: n_contacts * 12].view(np.uint32)
-    orders_all = block[n_contacts * 12: n_contacts * 16].view(np.uint32)
-    orders_win = block[n_contacts * 16: n_contacts * 20].view(np.uint32)
-    n_owner = max(n_codes, 1) if codes is not None else 1
-    owner = np.full(n_owner, 0xFFFFFFFF, dtype=np.uint32)
-    state = np.zeros(n_owner, dtype=np.uint8)
+    cdef cid_t[::1] owner_v = owner if has_codes else np.zeros(1, np.uint32)
+    cdef uint32_t[::1] state_v = state if has_codes else np.zeros(1, np.uint32)
     spill = np.empty(max(r1, 1), dtype=np.uint32)  # untouched pages cost nothing
-    cdef sec_t[::1] last_v = last
-    cdef uint32_t[::1] all_v = orders_all, win_v = orders_win, spill_v = spill
-    cdef double[::1] rev_v = revenue_win
-    cdef cid_t[::1] owner_v = owner
-    cdef uint8_t[::1] state_v = state
-    cdef bint has_amount = amount is not None, has_codes = codes is not None
-    cdef Py_ssize_t n_spill
-    # numpy, not calloc: numpy asks for transparent huge pages on large buffers, so the
-    # accumulators cost a dozen page faults instead of one per 4 KiB page (page faults
-    # are expensive on a VM, and glibc hands a buffer this size back to the OS each call).
-    acc_buf = np.zeros(max(n_contacts, 1) * sizeof(Acc), dtype=np.uint8)
-    cdef uint8_t[::1] acc_bytes = acc_buf
-    cdef Acc* acc = <Acc*>&acc_bytes[0]
+    cdef uint32_t[::1] spill_v = spill
+    cdef Py_ssize_t n_spill, n_buyers = 0
     with nogil:
         n_spill = _rollup(
             cids, ts, amount_v, has_amount, codes_v, has_codes, r0, r1,
-            acc, owner_v, state_v, spill_v,
+            acc, owner_v, state_v, generation, buyers, &n_buyers, spill_v,
         )
-        for i in range(n_contacts):
-            last_v[i] = acc[i].last
-            all_v[i] = acc[i].orders_all
-            win_v[i] = acc[i].orders_win
-            rev_v[i] = acc[i].revenue_win
-    return last, orders_all, orders_win, revenue_win, spill[:n_spill].copy()
+    if n_spill:
+        # Count each spilled (contact, order id) pair once before r1 and once in the
+        # window (exact, numpy over the few spilled rows).
+        rows = spill[:n_spill].astype(np.int64)
+        keys = (np.asarray(cids)[rows].astype(np.uint64) << np.uint64(32)) | np.asarray(
+            codes_v
+        )[rows]
+        _add_orders(acc, (np.unique(keys) >> np.uint64(32)).astype(np.uint32), 0)
+        win = np.unique(keys[rows >= r0]) >> np.uint64(32)
+        _add_orders(acc, win.astype(np.uint32), 1)
+    return n_buyers
 
 
-def scored_values(
-    const sec_t[::1] last,
-    const uint32_t[::1] orders_all,
-    const uint32_t[::1] frequency,
-    double[::1] revenue,
+cdef void _add_orders(Acc* acc, const cid_t[::1] cids, bint window) noexcept:
+    cdef Py_ssize_t i
+    for i in range(cids.shape[0]):
+        if window:
+            acc[cids[i]].orders_win += 1
+        else:
+            acc[cids[i]].orders_all += 1
+
+
+def take_buyers(uint8_t[::1] acc_bytes, Py_ssize_t n_contacts, const cid_t[::1] buyers):
+    """The buyers' accumulators as dense ``ACC_DTYPE`` records in the order of
+    ``buyers`` (ascending cids), each zeroed in ``acc_bytes`` once copied: the buffer is
+    all zero again for the next ``rollup`` without a pass over every contact."""
+    cdef Acc* acc = _acc_view(acc_bytes, n_contacts)
+    _check_buyers(buyers, n_contacts)
+    cdef Py_ssize_t nb = buyers.shape[0], i
+    dense = np.empty(nb, dtype=ACC_DTYPE)
+    cdef Acc* out = _dense_view(dense, nb)
+    cdef Acc* a
+    with nogil:
+        for i in range(nb):
+            if i + AHEAD < nb:
+                SEGD_RFM_PREFETCH_W(&acc[buyers[i + AHEAD]])
+            a = &acc[buyers[i]]
+            out[i] = a[0]
+            a.revenue_win = 0.0
+            a.last = 0
+            a.orders_all = 0
+            a.orders_win = 0
+            a.seen = 0
+    return dense
+
+
+cdef inline bint _scored(const Acc* a, double as_of, double window_start) noexcept nogil:
+    return a.orders_all != 0 and a.last >= window_start and a.last < as_of
+
+
+cdef Acc* _dense_view(dense, Py_ssize_t nb) except NULL:
+    if dense.dtype != ACC_DTYPE or dense.ndim != 1 or dense.shape[0] != nb \
+            or not dense.flags.c_contiguous or not dense.flags.writeable:
+        raise ValueError(f"dense must be {nb} writeable contiguous ACC_DTYPE records")
+    cdef uint8_t[::1] raw = dense.view(np.uint8) if nb else np.zeros(sizeof(Acc), np.uint8)
+    return <Acc*>&raw[0]
+
+
+def buyer_values(
+    dense,
     double as_of,
     double window_start,
+    uint32_t[::1] days_out,
+    uint32_t[::1] freq_out,
+    double[::1] mon_out,
 ):
-    """One pass: round ``revenue`` to 6 decimals in place (numpy's ``round``: rint of
-    x * 1e6) and return the scored contacts' values for the quantile cuts:
-    ``(recency_days int64, frequency int64, monetary float64)``."""
-    cdef Py_ssize_t n = last.shape[0], i, k = 0
-    if not (orders_all.shape[0] == frequency.shape[0] == revenue.shape[0] == n):
-        raise ValueError("per-contact arrays differ in length")
-    days = np.empty(n, dtype=np.int64)
-    freq = np.empty(n, dtype=np.int64)
-    mon = np.empty(n, dtype=np.float64)
-    cdef int64_t[::1] dv = days, fv = freq
-    cdef double[::1] mv = mon
+    """One pass over the buyers' records (``rollup``'s ``dense``): round each window
+    revenue to 6 decimals in place (numpy's ``round``: rint of x * 1e6), and write the
+    scored contacts' recency days, frequency and monetary value (the inputs of the
+    quantile cuts) to the three outputs. Returns how many were scored."""
+    cdef Py_ssize_t nb = dense.shape[0], i, k = 0
+    cdef Acc* acc = _dense_view(dense, nb)
+    if days_out.shape[0] < nb or freq_out.shape[0] < nb or mon_out.shape[0] < nb:
+        raise ValueError(f"value buffers below the {nb} buyers")
+    cdef Acc* a
     with nogil:
-        for i in range(n):
-            if revenue[i] != 0.0:
-                revenue[i] = rint(revenue[i] * 1e6) / 1e6
-            if orders_all[i] == 0 or last[i] < window_start or last[i] >= as_of:
+        for i in range(nb):
+            a = &acc[i]
+            if a.revenue_win != 0.0:
+                a.revenue_win = rint(a.revenue_win * 1e6) / 1e6
+            if not _scored(a, as_of, window_start):
                 continue
-            dv[k] = <int64_t>floor((as_of - last[i]) / DAY_S)
-            fv[k] = frequency[i]
-            mv[k] = revenue[i]
+            days_out[k] = <uint32_t>floor((as_of - a.last) / DAY_S)
+            freq_out[k] = a.orders_win
+            mon_out[k] = a.revenue_win
             k += 1
-    return days[:k], freq[:k], mon[:k]
+    return k
+
+
+cdef int _check_buyers(const cid_t[::1] buyers, Py_ssize_t n_contacts) except -1:
+    cdef Py_ssize_t i, bad = -1
+    with nogil:
+        for i in range(buyers.shape[0]):
+            if buyers[i] >= n_contacts or (i and buyers[i] <= buyers[i - 1]):
+                bad = i
+                break
+    if bad >= 0:
+        raise ValueError(
+            f"buyers[{bad}] = {buyers[bad]}: buyers must be ascending contact ids "
+            f"below {n_contacts}"
+        )
+    return 0
 
 
 cdef inline uint8_t _score(double v, const double[::1] cuts, int mode, int scale) noexcept nogil:
@@ -229,11 +328,9 @@ cdef inline uint8_t _score(double v, const double[::1] cuts, int mode, int scale
     return <uint8_t>(1 + hits)
 
 
-def score(
-    const sec_t[::1] last,
-    const uint32_t[::1] orders_all,
-    const uint32_t[::1] frequency,
-    const double[::1] monetary,
+def score_buyers(
+    dense,
+    const cid_t[::1] buyers,
     double as_of,
     double window_start,
     const double[::1] r_cuts,
@@ -242,62 +339,62 @@ def score(
     int r_mode,
     int fm_mode,
     int scale,
-):
-    """R, F, M scores per contact (0 = not scored: no order in the window).
-
-    A contact is scored when its last order is in ``[window_start, as_of)``. Each score is
-    ``1 + #(cuts compared with the value)``: mode 0 counts cuts < value (quantile F / M),
-    1 cuts > value (quantile R on recency days), 2 cuts <= value (threshold F / M),
-    3 gives ``scale - #(cuts <= value)`` (threshold R). Returns ``(r, f, m, recency_days)``
-    (recency_days -1 where not scored).
-    """
-    cdef Py_ssize_t n = last.shape[0], i
-    if not (orders_all.shape[0] == frequency.shape[0] == monetary.shape[0] == n):
-        raise ValueError("per-contact arrays differ in length")
-    if not (0 <= r_mode <= 3 and 0 <= fm_mode <= 3 and 2 <= scale <= 10):
-        raise ValueError("bad score mode or scale")
-    r = np.zeros(n, dtype=np.uint8)
-    f = np.zeros(n, dtype=np.uint8)
-    m = np.zeros(n, dtype=np.uint8)
-    days = np.full(n, -1, dtype=np.int32)
-    cdef uint8_t[::1] rv = r, fv = f, mv = m
-    cdef int[::1] dv = days
-    cdef double d
-    with nogil:
-        for i in range(n):
-            if orders_all[i] == 0 or last[i] < window_start or last[i] >= as_of:
-                continue
-            d = floor((as_of - last[i]) / DAY_S)
-            dv[i] = <int>d
-            rv[i] = _score(d, r_cuts, r_mode, scale)
-            fv[i] = _score(frequency[i], f_cuts, fm_mode, scale)
-            mv[i] = _score(monetary[i], m_cuts, fm_mode, scale)
-    return r, f, m, days
-
-
-def classify(
-    const uint32_t[::1] orders_all,
-    const sec_t[::1] last,
-    double as_of,
+    const uint8_t[::1] r_lut,
+    const uint8_t[::1] f_lut,
+    const uint8_t[:, :, ::1] seg_lut,
     const int64_t[:, :, ::1] rules,
     const uint8_t[:, ::1] rule_segment,
     const int64_t[::1] rule_count,
     const uint8_t[::1] group_of_code,
     const code_t[::1] group_codes,
     bint grouped,
+    uint8_t[::1] r,
+    uint8_t[::1] f,
+    uint8_t[::1] m,
+    uint8_t[::1] segment,
+    uint16_t[::1] code,
+    int64_t[::1] code_hist,
+    int64_t[::1] seg_hist,
+    values,
 ):
-    """The named segment of each contact (255: none) by the first matching rule.
+    """Scores, named segment and code of every buyer in one pass, and the histograms.
 
-    ``rules[s, j] = (orders_lo, orders_hi, days_lo, days_hi)`` (inclusive) is rule j of
-    rule set s (0 = the default); ``rule_segment[s, j]`` its segment id. With ``grouped``
-    a contact uses the rule set ``group_of_code[group_codes[c]]`` (NO_CODE: set 0).
-    Days are ``floor((as_of - last order) / 1 day)`` over the whole history.
+    ``dense`` holds the buyers' totals (``rollup``, rounded by ``buyer_values``), in the
+    order of ``buyers`` (ascending cids). Outputs are indexed by cid over ``n = len(r)``
+    contacts and must hold 0 (``r``, ``f``, ``m``, ``code``) and 255 (``segment``) on
+    entry; only the buyers' entries are written. Scores: a contact is scored when its
+    last order is in ``[window_start, as_of)``; each score is ``1 + #(cuts compared
+    with the value)``: mode 0 counts cuts < value (quantile F / M), 1 cuts > value
+    (quantile R on recency days), 2 cuts <= value (threshold F / M), 3 gives
+    ``scale - #(cuts <= value)`` (threshold R). ``code`` is ``r << 8 | f << 4 | m``.
+    Segment: the first rule of the contact's rule set whose
+    inclusive ``rules[s, j] = (orders_lo, orders_hi, days_lo, days_hi)`` hold its orders
+    before ``as_of`` and ``floor((as_of - last order) / 1 day)``; the set is
+    ``group_of_code[group_codes[c]]`` with ``grouped`` (NO_CODE or out of range: set 0).
+    Lookup tables stand in for the comparisons where they reach: ``r_lut[d]`` is the R
+    score of recency d days, ``f_lut[v]`` the F score of frequency v (values past their
+    end are compared with the cuts), and ``seg_lut[s, min(orders, O), min(days, D)]``
+    (O, D: its last indexes, past every finite rule bound) the segment id; an empty
+    ``seg_lut`` walks the rules. The caller builds them from the same cuts and rules.
+    ``code_hist`` (4096) and ``seg_hist`` (256) count every contact, non-buyers included.
+    ``values``: None, or ``(recency_days int32, frequency uint32, monetary float64,
+    orders_all uint32)`` arrays of n contacts holding -1, 0, 0, 0, whose buyer entries are
+    written too (the per-contact table).
     """
-    cdef Py_ssize_t n = orders_all.shape[0], i, j
+    cdef Py_ssize_t n = r.shape[0], nb = buyers.shape[0], i, j, s
+    cdef Acc* acc = _dense_view(dense, nb)
+    _check_buyers(buyers, n)
+    if not (f.shape[0] == m.shape[0] == segment.shape[0] == code.shape[0] == n):
+        raise ValueError("per-contact outputs differ in length")
+    if code_hist.shape[0] != 4096 or seg_hist.shape[0] != 256:
+        raise ValueError("histograms must have 4096 and 256 bins")
+    if not (0 <= r_mode <= 3 and 0 <= fm_mode <= 3 and 2 <= scale <= 10):
+        raise ValueError("bad score mode or scale")
+    if r_cuts.shape[0] >= scale or f_cuts.shape[0] >= scale or m_cuts.shape[0] >= scale:
+        raise ValueError(f"more than scale - 1 = {scale - 1} cut points")
     cdef Py_ssize_t n_sets = rules.shape[0]
-    if last.shape[0] != n or (grouped and group_codes.shape[0] < n):
-        raise ValueError("per-contact arrays differ in length")
-    if rules.shape[2] != 4 or rule_segment.shape[0] != n_sets or rule_count.shape[0] != n_sets:
+    if n_sets < 1 or rules.shape[2] != 4 or rule_segment.shape[0] != n_sets \
+            or rule_count.shape[0] != n_sets:
         raise ValueError("bad rule table shape")
     for i in range(n_sets):
         if not (0 <= rule_count[i] <= rules.shape[1] <= rule_segment.shape[1]):
@@ -305,29 +402,208 @@ def classify(
     for i in range(group_of_code.shape[0]):
         if group_of_code[i] >= n_sets:
             raise ValueError("group maps to a missing rule set")
-    seg = np.full(n, NO_SEGMENT, dtype=np.uint8)
-    cdef uint8_t[::1] sv = seg
-    cdef Py_ssize_t s
+    if grouped and group_codes.shape[0] < n:
+        raise ValueError("group codes shorter than the contacts")
+    cdef bint use_seg_lut = seg_lut.shape[0] > 0
+    if use_seg_lut and (seg_lut.shape[0] != n_sets or seg_lut.shape[1] < 1
+                        or seg_lut.shape[2] < 1):
+        raise ValueError("segment lookup table does not match the rule sets")
+    cdef int64_t o_last = seg_lut.shape[1] - 1, d_last = seg_lut.shape[2] - 1
+    cdef bint with_values = values is not None
+    cdef int[::1] rec_v
+    cdef uint32_t[::1] freq_v, all_v
+    cdef double[::1] mon_v
+    if with_values:
+        rec_v, freq_v, mon_v, all_v = values
+        if not (rec_v.shape[0] == freq_v.shape[0] == mon_v.shape[0] == all_v.shape[0] == n):
+            raise ValueError("value outputs differ in length from the contacts")
+    cdef Py_ssize_t n_groups = group_of_code.shape[0]
+    cdef Py_ssize_t n_scored = 0, n_segmented = 0
+    cdef Acc* a
+    cdef cid_t c
     cdef code_t g
     cdef int64_t d, k
-    cdef Py_ssize_t n_groups = group_of_code.shape[0]
+    cdef uint8_t rv, fv, mv, sv
+    cdef uint16_t cv
+    with nogil:
+        for i in range(nb):
+            c = buyers[i]
+            a = &acc[i]
+            if a.orders_all != 0 and a.last < as_of:
+                d = <int64_t>floor((as_of - a.last) / DAY_S)
+                if with_values:
+                    all_v[c] = a.orders_all
+                if a.last >= window_start:
+                    if d < r_lut.shape[0]:
+                        rv = r_lut[d]
+                    else:
+                        rv = _score(<double>d, r_cuts, r_mode, scale)
+                    if a.orders_win < f_lut.shape[0]:
+                        fv = f_lut[a.orders_win]
+                    else:
+                        fv = _score(a.orders_win, f_cuts, fm_mode, scale)
+                    mv = _score(a.revenue_win, m_cuts, fm_mode, scale)
+                    r[c] = rv
+                    f[c] = fv
+                    m[c] = mv
+                    cv = (<uint16_t>rv << 8) | (<uint16_t>fv << 4) | mv
+                    code[c] = cv
+                    code_hist[cv] += 1
+                    n_scored += 1
+                    if with_values:
+                        rec_v[c] = <int>d
+                        freq_v[c] = a.orders_win
+                        mon_v[c] = a.revenue_win
+                k = a.orders_all
+                s = 0
+                if grouped:
+                    g = group_codes[c]
+                    if g != NO_CODE_ and g < n_groups:
+                        s = group_of_code[g]
+                sv = NO_SEGMENT
+                if use_seg_lut:
+                    sv = seg_lut[s, k if k < o_last else o_last, d if d < d_last else d_last]
+                else:
+                    for j in range(rule_count[s]):
+                        if (rules[s, j, 0] <= k <= rules[s, j, 1]
+                                and rules[s, j, 2] <= d <= rules[s, j, 3]):
+                            sv = rule_segment[s, j]
+                            break
+                segment[c] = sv
+                if sv != NO_SEGMENT:
+                    seg_hist[sv] += 1
+                    n_segmented += 1
+        code_hist[0] += n - n_scored
+        seg_hist[NO_SEGMENT] += n - n_segmented
+    return n_scored
+
+
+def select_positions(const double[::1] values, positions):
+    """``np.sort(values)[positions]`` without sorting: a radix histogram of the top 16
+    bits of each value's order-preserving integer key finds the bucket of every wanted
+    position in one pass; a second pass gathers only those buckets' values, which are
+    then partitioned (``np.partition``) at the positions within them. NaN sorts last."""
+    cdef Py_ssize_t n = values.shape[0], i, b
+    pos = np.asarray(positions, dtype=np.int64)
+    if len(pos) and (pos.min() < 0 or pos.max() >= n):
+        raise ValueError(f"positions outside 0..{n - 1}")
+    if len(pos) == 0:
+        return np.zeros(0, dtype=np.float64)
+    counts = np.zeros(65536, dtype=np.int64)
+    cdef int64_t[::1] cv = counts
     with nogil:
         for i in range(n):
-            if orders_all[i] == 0 or last[i] >= as_of:
+            cv[_key(values[i]) >> 48] += 1
+    starts = np.cumsum(counts) - counts  # first sorted position of each bucket
+    bucket_of = np.searchsorted(starts + counts, pos, side="right")
+    wanted = np.unique(bucket_of)
+    slot = np.full(65536, -1, dtype=np.int32)
+    slot[wanted] = np.arange(len(wanted), dtype=np.int32)
+    offsets = np.zeros(len(wanted) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts[wanted])
+    gathered = np.empty(offsets[len(wanted)], dtype=np.float64)
+    fill = offsets[: len(wanted)].copy()
+    cdef int[::1] slot_v = slot
+    cdef int64_t[::1] fill_v = fill
+    cdef double[::1] g_v = gathered
+    cdef int sl
+    with nogil:
+        for i in range(n):
+            sl = slot_v[_key(values[i]) >> 48]
+            if sl >= 0:
+                g_v[fill_v[sl]] = values[i]
+                fill_v[sl] += 1
+    out = np.empty(len(pos), dtype=np.float64)
+    for b in range(len(wanted)):
+        sel = np.flatnonzero(bucket_of == wanted[b])
+        lo, hi = int(offsets[b]), int(offsets[b + 1])
+        within = pos[sel] - starts[wanted[b]]
+        part = np.partition(gathered[lo:hi], np.unique(within))
+        out[sel] = part[within]
+    return out
+
+
+cdef inline uint64_t _key(double x) noexcept nogil:
+    """An unsigned integer whose order is the numeric order of ``x`` (-0.0 = 0.0, every
+    NaN last)."""
+    cdef uint64_t bits
+    if isnan(x):
+        return 0xFFFFFFFFFFFFFFFF
+    x = x + 0.0  # -0.0 -> 0.0
+    memcpy(&bits, &x, 8)
+    if bits >> 63:
+        return ~bits
+    return bits | (<uint64_t>1 << 63)
+
+
+def transitions(
+    const cid_t[::1] old_cands,
+    const cid_t[::1] new_cands,
+    const uint16_t[::1] old_code,
+    const uint8_t[::1] old_seg,
+    const uint8_t[::1] old_lut,
+    const uint16_t[::1] new_code,
+    const uint8_t[::1] new_seg,
+    const uint8_t[::1] new_lut,
+):
+    """The contacts whose code or (state-wide) segment changed between two computations:
+    ``(cid, from_code, to_code, from_seg, to_seg)`` in ascending cid order.
+
+    Only the candidates are compared: ``old_cands`` / ``new_cands`` (ascending) must hold
+    every contact with a code or a segment in the old / new computation; every other
+    contact has none in either. Segment ids go through ``old_lut`` / ``new_lut`` (256
+    entries, 255 -> 255) onto the state's ids. Contacts past the old computation had
+    neither; contacts past the new one are not compared.
+    """
+    cdef Py_ssize_t n_old = old_code.shape[0], n_new = new_code.shape[0]
+    if old_seg.shape[0] != n_old or new_seg.shape[0] != n_new:
+        raise ValueError("code and segment arrays differ in length")
+    if old_lut.shape[0] != 256 or new_lut.shape[0] != 256:
+        raise ValueError("segment id maps must have 256 entries")
+    _check_buyers(old_cands, 0xFFFFFFFF)
+    _check_buyers(new_cands, 0xFFFFFFFF)
+    cdef Py_ssize_t na = old_cands.shape[0], nb = new_cands.shape[0]
+    cid = np.empty(na + nb, dtype=np.uint32)
+    fc = np.empty(na + nb, dtype=np.uint16)
+    tc = np.empty(na + nb, dtype=np.uint16)
+    fs = np.empty(na + nb, dtype=np.uint8)
+    ts_ = np.empty(na + nb, dtype=np.uint8)
+    cdef cid_t[::1] cid_v = cid
+    cdef uint16_t[::1] fc_v = fc, tc_v = tc
+    cdef uint8_t[::1] fs_v = fs, ts_v = ts_
+    cdef Py_ssize_t i = 0, j = 0, k = 0
+    cdef cid_t c
+    cdef uint16_t oc, nc
+    cdef uint8_t os, ns
+    with nogil:
+        while i < na or j < nb:
+            if j >= nb or (i < na and old_cands[i] < new_cands[j]):
+                c = old_cands[i]
+                i += 1
+            elif i >= na or new_cands[j] < old_cands[i]:
+                c = new_cands[j]
+                j += 1
+            else:
+                c = old_cands[i]
+                i += 1
+                j += 1
+            if c >= n_new:
                 continue
-            d = <int64_t>floor((as_of - last[i]) / DAY_S)
-            k = orders_all[i]
-            s = 0
-            if grouped:
-                g = group_codes[i]
-                if g != NO_CODE_ and g < n_groups:
-                    s = group_of_code[g]
-            for j in range(rule_count[s]):
-                if (rules[s, j, 0] <= k <= rules[s, j, 1]
-                        and rules[s, j, 2] <= d <= rules[s, j, 3]):
-                    sv[i] = rule_segment[s, j]
-                    break
-    return seg
+            oc = 0
+            os = NO_SEGMENT
+            if c < n_old:
+                oc = old_code[c]
+                os = old_lut[old_seg[c]]
+            nc = new_code[c]
+            ns = new_lut[new_seg[c]]
+            if oc != nc or os != ns:
+                cid_v[k] = c
+                fc_v[k] = oc
+                tc_v[k] = nc
+                fs_v[k] = os
+                ts_v[k] = ns
+                k += 1
+    return cid[:k].copy(), fc[:k].copy(), tc[:k].copy(), fs[:k].copy(), ts_[:k].copy()
 
 
 ctypedef fused small_t:
