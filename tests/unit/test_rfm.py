@@ -342,6 +342,36 @@ def test_rfm_compute_without_the_table_makes_the_same_computation_current() -> N
     )
 
 
+def test_kept_workspace_gives_fresh_results() -> None:
+    """compute() keeps its accumulators between calls (RfmState.workspace): repeated
+    computations, a base that grew, a workspace left dirty by a computation that did
+    not finish, and one busy in another thread all give what a fresh engine gives."""
+    from segd import rfm as rfm_mod
+
+    events = history("a", 3, 10) + history("b", 1, 60) + history("c", 2, 200)
+    events.append(order("a", NOW - 5 * D, 7.25, order_id="shared"))
+    events.append(order("b", NOW - 4 * D, 3.5, order_id="shared"))
+    eng = engine_with(events)
+    want = rows(engine_with(events).rfm(as_of=NOW))
+    for _ in range(3):
+        assert rows(eng.rfm(as_of=NOW)) == want
+    ws = eng.rfm_state.workspace
+    ws.acc[:] = 7  # a computation that stopped half-way leaves garbage behind
+    ws.clean = False
+    assert rows(eng.rfm(as_of=NOW)) == want
+    with ws.lock:  # another thread computing: this one takes a workspace of its own
+        assert rows(eng.rfm(as_of=NOW)) == want
+    more = events + history("d", 4, 3)
+    eng.append_events(history("d", 4, 3))
+    assert rows(eng.rfm(as_of=NOW)) == rows(engine_with(more).rfm(as_of=NOW))
+    assert not ws.acc.any()
+    with pytest.raises(ValueError, match="generation"):
+        rfm_mod.kernels.rollup(
+            *(np.zeros(1, np.uint32),) * 2, None, None, 0, 1, 1, 0,
+            ws.acc, ws.owner, ws.state, 0, ws.buyers,
+        )  # fmt: skip
+
+
 # -- rules configuration -----------------------------------------------------------------
 
 
