@@ -54,6 +54,85 @@ def test_rfm_segment_condition(benchmark, w: World) -> None:
     assert count == loyal > 0
 
 
+def _order_log(w: World):
+    from segd import rfm
+
+    store = w.engine.store
+    log = store.logs["order"]
+    lo, hi, start = rfm.window_bounds(w.now_s, 365)
+    r0, r1 = log.window(lo, hi)
+    return store, log, r0, r1, start
+
+
+def test_rfm_rollup_and_take_buyers(benchmark, w: World) -> None:
+    """The order log into per-contact accumulators, then the buyers' records out."""
+    import numpy as np
+
+    from segd import rfm
+    from segd.native import rfm as kernels
+
+    store, log, r0, r1, _ = _order_log(w)
+    n, n_codes = store.n_contacts, len(store.dim_maps["order_id"])
+    ws = rfm.Workspace()
+
+    def run():
+        ws.ready(n, n_codes)
+        nb = kernels.rollup(
+            log.cid, log.ts, log.amount, log.dim("order_id"), r0, r1, n, n_codes,
+            ws.acc, ws.owner, ws.state, ws.generation, ws.buyers,
+        )  # fmt: skip
+        return kernels.take_buyers(ws.acc, n, np.sort(ws.buyers[:nb]))
+
+    dense = benchmark(run)
+    assert len(dense) > 0 and not ws.acc.any()
+
+
+def test_rfm_select_positions(benchmark, w: World) -> None:
+    """The monetary quantile cuts by radix selection (was np.partition)."""
+    import numpy as np
+
+    from segd.native import rfm as kernels
+
+    values = np.random.default_rng(0).gamma(2.0, 50.0, 200_000).round(2)
+    pos = [39_999, 79_999, 119_999, 159_999]
+    got = benchmark(lambda: kernels.select_positions(values, pos))
+    assert got.tolist() == np.sort(values)[pos].tolist()
+
+
+def test_rfm_compute_values_pass(benchmark, w: World) -> None:
+    """rollup, buyer passes and scoring without the window columns (what
+    rfm_compute(table=False) runs before making the result current)."""
+    from segd import rfm
+
+    store = w.engine.store
+    cfg = w.engine.rfm_state.config
+    ws = rfm.Workspace()
+    result = benchmark(
+        lambda: rfm.compute(
+            store, w.now_s, 365, 5, "quantile", None, cfg, ws, values=False
+        )
+    )
+    assert result.scored() > 0
+
+
+def test_rfm_transitions(benchmark, w: World) -> None:
+    """apply_computed: transitions over the buyers of two computations, day counts."""
+    from segd import rfm
+
+    store = w.engine.store
+    cfg = w.engine.rfm_state.config
+    a = rfm.compute(store, w.now_s, 365, 5, "quantile", None, cfg, values=False)
+    b = rfm.compute(store, w.now_s + 90 * 86400, 365, 5, "quantile", None, cfg)
+
+    def run():
+        state = rfm.RfmState()
+        state.apply_computed(a.compact())
+        return state.apply_computed(b.compact())
+
+    rows = benchmark(run)
+    assert len(rows["cid"]) > 0
+
+
 CPU_MS: dict[str, float] = {}
 
 
