@@ -820,8 +820,9 @@ def _quantile_cuts_int(values: np.ndarray, scale: int, larger: bool) -> np.ndarr
 class Workspace:
     """Buffers ``compute`` keeps between calls (one per ``RfmState``).
 
-    ``acc``: the per-contact accumulators (``kernels.ACC_BYTES`` each), all zero between
-    calls (``take_buyers`` zeroes each buyer's once copied out), so a computation costs
+    ``acc``: the per-contact accumulators (``kernels.ACC_BYTES`` each), and ``bits``, a
+    bitset of the buyers, both all zero between calls (``take_buyers`` zeroes each
+    buyer's once copied out), so a computation costs
     O(order rows + buyers) instead of a pass, and on a fresh buffer a page fault per
     4 KiB, over every contact. ``owner``/``state``: each order id's first contact and
     whether it was seen in the window, stamped with a generation that changes per call,
@@ -831,7 +832,7 @@ class Workspace:
 
     def __init__(self) -> None:
         self.acc = np.zeros(0, dtype=np.uint8)
-        self.buyers = np.zeros(0, dtype=np.uint32)
+        self.bits = np.zeros(0, dtype=np.uint64)
         self.owner = np.zeros(0, dtype=np.uint32)
         self.state = np.zeros(0, dtype=np.uint32)
         self.generation = 0
@@ -845,11 +846,13 @@ class Workspace:
         acc_bytes = max(n_contacts, 1) * kernels.ACC_BYTES
         if not self.clean:
             self.acc.fill(0)
+            self.bits.fill(0)
             self.clean = True
         if len(self.acc) < acc_bytes:
             self.acc = np.zeros(acc_bytes + acc_bytes // 4, dtype=np.uint8)
-        if len(self.buyers) < n_contacts:
-            self.buyers = np.empty(n_contacts + n_contacts // 4, dtype=np.uint32)
+        words = (n_contacts + 63) // 64
+        if len(self.bits) < words:
+            self.bits = np.zeros(words + words // 4, dtype=np.uint64)
         if len(self.state) < n_codes:
             size = n_codes + n_codes // 4
             self.owner = np.empty(size, dtype=np.uint32)
@@ -917,10 +920,9 @@ def compute(
                 ws.owner,
                 ws.state,
                 ws.generation,
-                ws.buyers,
+                ws.bits,
             )
-            buyers = np.sort(ws.buyers[:n_buyers])
-            dense = kernels.take_buyers(ws.acc, n, buyers)
+            buyers, dense = kernels.take_buyers(ws.acc, n, ws.bits, n_buyers)
             ws.clean = True
         finally:
             ws.lock.release()

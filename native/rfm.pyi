@@ -36,13 +36,14 @@ def rollup(
     owner: Cids,  # INOUT: n_codes, kept between calls
     state: Counts,  # INOUT: n_codes, kept between calls (all zero before the first)
     generation: int,  # 1..MAX_GENERATION, a new one per call
-    buyers: Cids,  # OUT: >= n_contacts, the buyers in order of first appearance
+    buyer_bits: npt.NDArray[np.uint64],  # INOUT: n_contacts bits, all zero on entry
 ) -> int: ...  # number of buyers
 def take_buyers(
-    acc_bytes: Bytes,
+    acc_bytes: Bytes,  # INOUT: zeroed where read
     n_contacts: int,
-    buyers: Cids,  # ascending
-) -> Dense: ...  # their accumulators (zeroed in acc_bytes)
+    buyer_bits: npt.NDArray[np.uint64],  # INOUT: cleared
+    n_buyers: int,  # rollup's answer
+) -> tuple[Cids, Dense]: ...  # ascending buyers and their accumulators
 def buyer_values(
     dense: Dense,  # INOUT: revenue rounded to 6 decimals
     as_of: float,

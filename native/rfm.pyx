@@ -76,7 +76,7 @@ cdef Py_ssize_t _rollup(
     const cid_t[::1] cids, const sec_t[::1] ts, const double[::1] amount, bint has_amount,
     const code_t[::1] codes, bint has_codes, Py_ssize_t r0, Py_ssize_t r1,
     Acc* acc, cid_t[::1] owner, uint32_t[::1] state, uint32_t gen,
-    cid_t[::1] buyers, Py_ssize_t* n_buyers, uint32_t[::1] spill,
+    uint64_t[::1] buyer_bits, Py_ssize_t* n_buyers, uint32_t[::1] spill,
 ) noexcept nogil:
     # state[o] = generation << 1 | (seen in the window): an order id whose generation is
     # not this call's is unseen, so neither owner nor state is reset between calls.
@@ -97,7 +97,7 @@ cdef Py_ssize_t _rollup(
         a = &acc[c]
         if a.seen == 0:
             a.seen = 1
-            buyers[nb] = c
+            buyer_bits[c >> 6] |= (<uint64_t>1) << (c & 63)
             nb += 1
         if ts[i] >= a.last:
             a.last = ts[i]
@@ -144,14 +144,15 @@ def rollup(
     cid_t[::1] owner,
     uint32_t[::1] state,
     uint32_t generation,
-    cid_t[::1] buyers,
+    uint64_t[::1] buyer_bits,
 ):
     """Roll the order rows [0, r1) (the log is in time order; [r0, r1) is the window)
     up per contact into the accumulators ``acc_bytes`` (``n_contacts`` x ``ACC_BYTES``,
     **all zero on entry**; ``take_buyers`` zeroes what this call wrote): last order time,
     distinct orders before ``r1``, distinct orders and revenue in the window. The
-    contacts some row names (the buyers) go to ``buyers`` in order of first appearance;
-    returns their number.
+    contacts some row names (the buyers) are set in ``buyer_bits`` (a bitset of
+    ``n_contacts`` bits, all zero on entry; ``take_buyers`` clears it); returns their
+    number.
 
     ``amount`` (float64, NaN = NULL) and ``codes`` (order_id codes, NO_CODE = a line that
     is an order of its own) may be None. A (contact, order id) pair is one order however
@@ -171,8 +172,8 @@ def rollup(
     if not (1 <= generation <= MAX_GENERATION):
         raise ValueError(f"generation {generation} outside 1..{MAX_GENERATION}")
     cdef Acc* acc = _acc_view(acc_bytes, n_contacts)
-    if buyers.shape[0] < n_contacts:
-        raise ValueError(f"buyers buffer of {buyers.shape[0]} below {n_contacts} contacts")
+    if buyer_bits.shape[0] * 64 < n_contacts:
+        raise ValueError(f"buyer bitset of {buyer_bits.shape[0]} words below {n_contacts} contacts")
     cdef const double[::1] amount_v = np.zeros(1) if amount is None else amount
     cdef const code_t[::1] codes_v = np.zeros(1, np.uint32) if codes is None else codes
     if amount is not None and amount_v.shape[0] < r1:
@@ -207,7 +208,7 @@ def rollup(
     with nogil:
         n_spill = _rollup(
             cids, ts, amount_v, has_amount, codes_v, has_codes, r0, r1,
-            acc, owner_v, state_v, generation, buyers, &n_buyers, spill_v,
+            acc, owner_v, state_v, generation, buyer_bits, &n_buyers, spill_v,
         )
     if n_spill:
         # Count each spilled (contact, order id) pair once before r1 and once in the
@@ -231,28 +232,65 @@ cdef void _add_orders(Acc* acc, const cid_t[::1] cids, bint window) noexcept:
             acc[cids[i]].orders_all += 1
 
 
-def take_buyers(uint8_t[::1] acc_bytes, Py_ssize_t n_contacts, const cid_t[::1] buyers):
-    """The buyers' accumulators as dense ``ACC_DTYPE`` records in the order of
-    ``buyers`` (ascending cids), each zeroed in ``acc_bytes`` once copied: the buffer is
-    all zero again for the next ``rollup`` without a pass over every contact."""
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long) noexcept nogil
+
+
+def take_buyers(
+    uint8_t[::1] acc_bytes,
+    Py_ssize_t n_contacts,
+    uint64_t[::1] buyer_bits,
+    Py_ssize_t n_buyers,
+):
+    """The buyers ``rollup`` marked: ``(buyers, dense)``, their ascending cids and their
+    accumulators as ``ACC_DTYPE`` records in that order. Each accumulator is zeroed once
+    copied and the bitset cleared, so both are all zero again for the next ``rollup``
+    without a pass over every contact (the bitset scan reads n / 64 words)."""
     cdef Acc* acc = _acc_view(acc_bytes, n_contacts)
-    _check_buyers(buyers, n_contacts)
-    cdef Py_ssize_t nb = buyers.shape[0], i
-    dense = np.empty(nb, dtype=ACC_DTYPE)
-    cdef Acc* out = _dense_view(dense, nb)
+    cdef Py_ssize_t n_words = (n_contacts + 63) >> 6
+    if buyer_bits.shape[0] < n_words:
+        raise ValueError(f"buyer bitset of {buyer_bits.shape[0]} words below {n_contacts} contacts")
+    if not (0 <= n_buyers <= n_contacts):
+        raise ValueError(f"{n_buyers} buyers of {n_contacts} contacts")
+    buyers = np.empty(n_buyers, dtype=np.uint32)
+    dense = np.empty(n_buyers, dtype=ACC_DTYPE)
+    cdef cid_t[::1] b_v = buyers
+    cdef Acc* out = _dense_view(dense, n_buyers)
     cdef Acc* a
+    cdef Py_ssize_t i, w, k = 0, bad = -1
+    cdef uint64_t word
+    cdef cid_t c
     with nogil:
-        for i in range(nb):
-            if i + AHEAD < nb:
-                SEGD_RFM_PREFETCH_W(&acc[buyers[i + AHEAD]])
-            a = &acc[buyers[i]]
-            out[i] = a[0]
-            a.revenue_win = 0.0
-            a.last = 0
-            a.orders_all = 0
-            a.orders_win = 0
-            a.seen = 0
-    return dense
+        for w in range(n_words):
+            word = buyer_bits[w]
+            if word == 0:
+                continue
+            buyer_bits[w] = 0
+            while word:
+                c = <cid_t>((w << 6) + __builtin_ctzll(word))
+                word &= word - 1
+                if k < n_buyers and c < n_contacts:
+                    b_v[k] = c
+                k += 1
+        if k == n_buyers:
+            for i in range(n_buyers):
+                if i + AHEAD < n_buyers:
+                    SEGD_RFM_PREFETCH_W(&acc[b_v[i + AHEAD]])
+                a = &acc[b_v[i]]
+                if a.seen == 0:
+                    bad = i
+                out[i] = a[0]
+                a.revenue_win = 0.0
+                a.last = 0
+                a.orders_all = 0
+                a.orders_win = 0
+                a.seen = 0
+    if k != n_buyers or bad >= 0:
+        raise ValueError(
+            f"the bitset marks {k} buyers, not the {n_buyers} rollup counted"
+            if k != n_buyers else f"contact {buyers[bad]} is marked but has no rows"
+        )
+    return buyers, dense
 
 
 cdef inline bint _scored(const Acc* a, double as_of, double window_start) noexcept nogil:

@@ -106,11 +106,11 @@ def test_rollup_take_values_match_the_definition(calls, has_amount, has_codes) -
             ws.owner,
             ws.state,
             ws.generation,
-            ws.buyers,
+            ws.bits,
         )
-        buyers = np.sort(ws.buyers[:nb])
-        dense = kernels.take_buyers(ws.acc, n, buyers)
+        buyers, dense = kernels.take_buyers(ws.acc, n, ws.bits, nb)
         assert not ws.acc.any(), "accumulators not all zero after take_buyers"
+        assert not ws.bits.any(), "buyer bitset not all zero after take_buyers"
         seen, last, orders_all, orders_win, revenue = _oracle(
             cids, ts, amount, codes, r0, r1, n, has_amount, has_codes
         )

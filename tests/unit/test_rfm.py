@@ -364,11 +364,11 @@ def test_kept_workspace_gives_fresh_results() -> None:
     more = events + history("d", 4, 3)
     eng.append_events(history("d", 4, 3))
     assert rows(eng.rfm(as_of=NOW)) == rows(engine_with(more).rfm(as_of=NOW))
-    assert not ws.acc.any()
+    assert not ws.acc.any() and not ws.bits.any()
     with pytest.raises(ValueError, match="generation"):
         rfm_mod.kernels.rollup(
             *(np.zeros(1, np.uint32),) * 2, None, None, 0, 1, 1, 0,
-            ws.acc, ws.owner, ws.state, 0, ws.buyers,
+            ws.acc, ws.owner, ws.state, 0, ws.bits,
         )  # fmt: skip
 
 
