@@ -928,7 +928,7 @@ def compute(
             ws.lock.release()
     else:
         buyers = np.zeros(0, dtype=np.uint32)
-        dense = np.zeros(0, dtype=kernels.ACC_DTYPE)
+        dense = np.zeros(0, dtype=kernels.acc_dtype())
     days = np.empty(len(buyers), dtype=np.uint32)
     freq = np.empty(len(buyers), dtype=np.uint32)
     mon = np.empty(len(buyers), dtype=np.float64)

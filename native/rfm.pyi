@@ -16,13 +16,14 @@ Floats = npt.NDArray[np.float64]
 Counts = npt.NDArray[np.uint32]
 Scores = npt.NDArray[np.uint8]
 Bytes = npt.NDArray[np.uint8]
-Dense = npt.NDArray[np.void]  # ACC_DTYPE records, one per buyer
+Dense = npt.NDArray[np.void]  # acc_dtype() records, one per buyer
 
 ACC_BYTES: int
-# revenue_win f8, last u4, orders_all u4, orders_win u4, seen u4
-ACC_DTYPE: np.dtype[Any]
 MAX_GENERATION: int
 
+def acc_dtype() -> np.dtype[
+    Any
+]: ...  # revenue_win f8, last u4, orders_all, orders_win, seen u4
 def rollup(
     cids: Cids,
     ts: Seconds,  # same length as cids, ascending

@@ -56,11 +56,18 @@ cdef struct Acc:
 
 
 ACC_BYTES = sizeof(Acc)
-ACC_DTYPE = np.dtype(
+_ACC_DTYPE = np.dtype(
     [("revenue_win", "<f8"), ("last", "<u4"), ("orders_all", "<u4"),
      ("orders_win", "<u4"), ("seen", "<u4")]
 )
 MAX_GENERATION = 0x7FFFFFFF
+
+
+def acc_dtype():
+    """The numpy dtype of one contact's totals (the ``Acc`` struct): ``revenue_win`` f8,
+    ``last`` u4, ``orders_all`` u4, ``orders_win`` u4, ``seen`` u4; ``take_buyers``
+    returns records of it and the later passes take them."""
+    return _ACC_DTYPE
 
 
 cdef inline Acc* _acc_view(uint8_t[::1] acc_bytes, Py_ssize_t n_contacts) except NULL:
@@ -243,7 +250,7 @@ def take_buyers(
     Py_ssize_t n_buyers,
 ):
     """The buyers ``rollup`` marked: ``(buyers, dense)``, their ascending cids and their
-    accumulators as ``ACC_DTYPE`` records in that order. Each accumulator is zeroed once
+    accumulators as ``acc_dtype()`` records in that order. Each accumulator is zeroed once
     copied and the bitset cleared, so both are all zero again for the next ``rollup``
     without a pass over every contact (the bitset scan reads n / 64 words)."""
     cdef Acc* acc = _acc_view(acc_bytes, n_contacts)
@@ -253,7 +260,7 @@ def take_buyers(
     if not (0 <= n_buyers <= n_contacts):
         raise ValueError(f"{n_buyers} buyers of {n_contacts} contacts")
     buyers = np.empty(n_buyers, dtype=np.uint32)
-    dense = np.empty(n_buyers, dtype=ACC_DTYPE)
+    dense = np.empty(n_buyers, dtype=_ACC_DTYPE)
     cdef cid_t[::1] b_v = buyers
     cdef Acc* out = _dense_view(dense, n_buyers)
     cdef Acc* a
@@ -298,9 +305,9 @@ cdef inline bint _scored(const Acc* a, double as_of, double window_start) noexce
 
 
 cdef Acc* _dense_view(dense, Py_ssize_t nb) except NULL:
-    if dense.dtype != ACC_DTYPE or dense.ndim != 1 or dense.shape[0] != nb \
+    if dense.dtype != _ACC_DTYPE or dense.ndim != 1 or dense.shape[0] != nb \
             or not dense.flags.c_contiguous or not dense.flags.writeable:
-        raise ValueError(f"dense must be {nb} writeable contiguous ACC_DTYPE records")
+        raise ValueError(f"dense must be {nb} writeable contiguous acc_dtype() records")
     cdef uint8_t[::1] raw = dense.view(np.uint8) if nb else np.zeros(sizeof(Acc), np.uint8)
     return <Acc*>&raw[0]
 
@@ -313,7 +320,7 @@ def buyer_values(
     uint32_t[::1] freq_out,
     double[::1] mon_out,
 ):
-    """One pass over the buyers' records (``rollup``'s ``dense``): round each window
+    """One pass over the buyers' records (``take_buyers``' ``dense``): round each window
     revenue to 6 decimals in place (numpy's ``round``: rint of x * 1e6), and write the
     scored contacts' recency days, frequency and monetary value (the inputs of the
     quantile cuts) to the three outputs. Returns how many were scored."""

@@ -216,7 +216,7 @@ def test_score_buyers_matches_the_definition(buyers_in, sets, method, scale) -> 
     window_days = 30
     start = as_of - window_days * DAY
     cids = np.arange(1, len(buyers_in) + 1, dtype=np.uint32)
-    dense = np.zeros(len(buyers_in), dtype=kernels.ACC_DTYPE)
+    dense = np.zeros(len(buyers_in), dtype=kernels.acc_dtype())
     dense["last"] = [int(as_of - b[0]) for b in buyers_in]
     dense["orders_all"] = [b[1] for b in buyers_in]
     dense["orders_win"] = [b[2] for b in buyers_in]
