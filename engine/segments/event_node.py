@@ -42,6 +42,9 @@ GATHER_COST = 1.5
 CONTACT_ROW_COST = 2.0
 CONTACT_SEEK_COST = 4.0
 CONTACT_SAMPLE = 256
+# EventNode._run lists the matching contacts of an "at least once" condition (no n-bit
+# bitsets) when it visits at most 1/SORT_RATIO rows per contact, as count_matches sorts.
+SORT_RATIO = 4
 MAX_GATHER_CODES = 50_000
 # EventFilters.bind(fused=True)'s source when the candidates' own rows are cheapest.
 CONTACTS = object()
@@ -258,6 +261,13 @@ class EventNode(Node):
             or self.then is not None
             or self.distinct_dim is not None
         )
+        # "Happened at least once": the matching rows' distinct contacts decide.
+        self._at_least_one = (
+            self.count_min == 1
+            and self.count_max == U64_MAX
+            and not self.use_sum
+            and self.distinct_dim is None
+        )
 
     def estimate(self, ctx: Context) -> float:
         log = ctx.store.logs.get(self.etype)
@@ -371,6 +381,15 @@ class EventNode(Node):
             within_s=within,
             distinct_codes=distinct,
         )
+        visited = len(source) if source is not None else r1 - r0
+        if self._at_least_one and visited * SORT_RATIO <= ctx.n:
+            # "Happened" over few rows: their distinct contacts, without the two
+            # bitsets of all contacts (eventscan.matching_contacts).
+            got = cids_to_bitmap(eventscan.matching_contacts(scan, ctx.n))
+            merged = ctx.store.contacts.merged
+            if merged:
+                got -= merged
+            return got if cand is None else got & cand
         scratch = thread_scratch()
         scratch.ensure(ctx.n, self.use_sum)
         split = eventscan.count_matches(scan, self.count_range, scratch, ctx.n)
