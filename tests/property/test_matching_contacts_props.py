@@ -50,7 +50,9 @@ def scan_case(draw):
         source = np.array([r for r in picked if r < r1], dtype=np.uint32)
     mask = None
     if draw(st.booleans()):
-        mask = np.array(draw(st.lists(st.integers(0, 1), min_size=4, max_size=4)), np.uint8)
+        mask = np.array(
+            draw(st.lists(st.integers(0, 1), min_size=4, max_size=4)), np.uint8
+        )
     row_mask = None
     if draw(st.booleans()):
         row_mask = np.array(
