@@ -15,6 +15,7 @@ without events qualify when the count range admits zero (did not happen).
 
 from __future__ import annotations
 
+import weakref
 from datetime import UTC, datetime
 
 import numpy as np
@@ -104,10 +105,7 @@ class EventFilters:
         postings = log.postings.get(dim)
         if postings is None or len(codes) > MAX_GATHER_CODES or log.n == 0:
             return None
-        sizes = log.posting_sizes(dim)
-        inside = codes[codes < len(sizes)]
-        total = float(sizes[inside].sum()) if len(inside) else 0.0
-        return total * (r1 - r0) / log.n
+        return _postings_total(log, dim, codes) * (r1 - r0) / log.n
 
     def bind(
         self,
@@ -195,6 +193,40 @@ class EventFilters:
             if est is not None:
                 best = min(best, est)
         return best
+
+
+# id of a catalog code array (read-only, cached by Catalog.item_filter until the
+# catalog changes) -> (a weak reference to it, {(log, dimension, log state): its
+# postings in that log}).
+_TOTALS: dict[int, tuple[weakref.ref, dict]] = {}
+MAX_TOTALS = 256
+
+
+def _postings_total(log, dim: str, codes: np.ndarray) -> float:
+    """Postings of `codes` in `log`'s `dim`: a gather over the codes (45k item codes
+    for three categories at 10M contacts, ~0.1-0.3 ms each time), kept per log state
+    for the catalog's own code arrays, which every query over the same filter shares
+    (an estimate is asked when ordering an AND and again when binding the scan)."""
+    key = (id(log), dim, log.n, log._version)
+    memo = None
+    kept = not codes.flags.writeable
+    if kept:
+        hit = _TOTALS.get(id(codes))
+        if hit is not None and hit[0]() is codes:
+            memo = hit[1]
+            if key in memo:
+                return memo[key]
+    sizes = log.posting_sizes(dim)
+    inside = codes[codes < len(sizes)]
+    total = float(sizes[inside].sum()) if len(inside) else 0.0
+    if kept:
+        if memo is None or len(memo) >= 8:
+            if len(_TOTALS) >= MAX_TOTALS:
+                _TOTALS.clear()
+            memo = {}
+            _TOTALS[id(codes)] = (weakref.ref(codes), memo)
+        memo[key] = total
+    return total
 
 
 class EventNode(Node):
