@@ -322,23 +322,6 @@ cdef inline Py_ssize_t _first_ts(const Src* s, const row_t* rows, Py_ssize_t a,
     return lo
 
 
-cdef inline Py_ssize_t _first_ts_recent(const Src* s, const row_t* rows, Py_ssize_t a,
-                                        Py_ssize_t b, int64_t t) noexcept nogil:
-    """``_first_ts``, galloping back from the end first: the windows asked here are
-    recent, so their first row lies among the contact's last rows (the ones
-    ``_prefetch_pair`` fetched), where a plain binary search would start with probes
-    into old rows, a dependent cache miss each."""
-    cdef Py_ssize_t lo = a, hi = b, k, step = 1
-    while hi - step >= a:
-        k = hi - step
-        if rows[k] < s.n and <int64_t> s.ts[rows[k]] < t:
-            lo = k + 1
-            break
-        hi = k
-        step <<= 1
-    return _first_ts(s, rows, lo, hi, t)
-
-
 cdef inline void _slot(const Src* s, cid_t c, Py_ssize_t* a, Py_ssize_t* b,
                        Py_ssize_t* ta, Py_ssize_t* tb) noexcept nogil:
     """Contact c's indexed slot [a, b) of rows, and its tail range [ta, tb)."""
@@ -380,7 +363,7 @@ cdef bint _followed(const Src* s, cid_t c, int64_t t, uint64_t within) noexcept 
         end = <int64_t> UINT32_MAX + 1
     _slot(s, c, &a, &b, &ta, &tb)
     if b > a:
-        k = _first_ts_recent(s, s.rows, a, b, t)
+        k = _first_ts(s, s.rows, a, b, t)
         while k < b:
             r = s.rows[k]
             if r >= s.limit or r >= s.n or <int64_t> s.ts[r] >= end:
@@ -389,7 +372,7 @@ cdef bint _followed(const Src* s, cid_t c, int64_t t, uint64_t within) noexcept 
                 return True
             k += 1
     if tb > ta:
-        k = _first_ts_recent(s, s.tail_rows, ta, tb, t)
+        k = _first_ts(s, s.tail_rows, ta, tb, t)
         while k < tb:
             r = s.tail_rows[k]
             if <int64_t> s.ts[r] >= end:
@@ -457,7 +440,7 @@ cdef int _pair_verdict(const Src* s, const Src* then, uint64_t within, cid_t c,
                 b = tb
             if b <= a:
                 continue
-            k = _first_ts_recent(s, rows, a, b, lo)
+            k = _first_ts(s, rows, a, b, lo)
             end = b
             while k < end:
                 r = rows[k]
