@@ -75,6 +75,18 @@ def _indexed(
     return out if cand is None else out & cand
 
 
+def _answer_of(node: Node, idx: aggindex.SortedIndex, lo, hi) -> aggindex.Answer:
+    """`node`'s slices of `idx` for its intervals [lo, hi], kept on the node for that
+    (immutable) index: a plan reused from the engine's plan cache finds them once per
+    index build, not per run."""
+    memo = node.__dict__.get("_answer")
+    if memo is not None and memo.index is idx:
+        return memo
+    got = aggindex.answer(idx, np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+    node.__dict__["_answer"] = got
+    return got
+
+
 def _sampled_gather(ctx: Context, node: NumericAttr) -> float:
     """Contacts in `node`'s intervals estimated from the fixed sample by one gather
     kernel over its ~2k ids (no bitset of the base)."""
@@ -145,7 +157,19 @@ class NumericAttr(AttrNode):
             f"attr:{col.name}", col, ctx.n, None, self.lo, self.hi
         )
 
+    def index_answer(self, ctx: Context) -> aggindex.Answer | None:
+        """By the attribute's index when some query built it and no contact needs a
+        re-check; NULL tests (``is_null``) are complements: no answer."""
+        if self.negate:
+            return None
+        col = self.column
+        idx = ctx.store.value_index.clean(f"attr:{col.name}", col, ctx.n, None)
+        return None if idx is None else _answer_of(self, idx, self.lo, self.hi)
+
     def estimate(self, ctx: Context) -> float:
+        got = self.index_answer(ctx)  # exact, and kept on the node
+        if got is not None:
+            return float(got.total)
         counted = self.index_count(ctx)  # else a sample of look-ups
         present = _sampled_gather(ctx, self) if counted is None else float(counted)
         return ctx.n - present if self.negate else present
@@ -425,6 +449,9 @@ class AggregateNode(Node):
         written since its build; the index is built here if no query has yet)."""
         if self.period:
             return ctx.n / 2
+        got = self.index_answer(ctx)  # exact, and kept on the node
+        if got is not None:
+            return float(got.total)
         counted = self.index_count(ctx)
         present = float(ctx.n if counted is None else counted)
         return ctx.n - present if self.op == "is_null" else present
@@ -438,6 +465,15 @@ class AggregateNode(Node):
         return ctx.store.value_index.count(
             key, ctx.store.aggregates, ctx.n, source, lo, hi
         )
+
+    def index_answer(self, ctx: Context) -> aggindex.Answer | None:
+        """All time, by the value index of the rollup (built here if no query has yet)
+        when no contact needs a re-check; None with a period or for ``is_null``."""
+        if self.period or self.op == "is_null":
+            return None
+        key, source, lo, hi = self._index_args(ctx)
+        idx = ctx.store.value_index.clean(key, ctx.store.aggregates, ctx.n, source)
+        return None if idx is None else _answer_of(self, idx, lo, hi)
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         if self.period:

@@ -430,8 +430,20 @@ def decide(
     `negatives` at `now`: the rest of an AND decided per candidate (candidate-first
     plans, ``AndNode._few``). Merged contacts never match."""
     cids = np.asarray(cand.to_array(), dtype=np.uint32)
+    return cids_to_bitmap(decide_cids(store, cids, now, positives, negatives))
+
+
+def decide_cids(
+    store: Store,
+    cids: np.ndarray,
+    now: float,
+    positives: list[Any],
+    negatives: list[Any],
+) -> np.ndarray:
+    """``decide`` over sorted distinct uint32 `cids` (an AND answered by value indexes
+    hands its few candidates over as an array): those that match, sorted."""
     if not len(cids):
-        return BitMap()
+        return cids
     merged = store.contacts.merged
     if merged:
         cids = cids[~_member(merged, cids)]
@@ -446,7 +458,7 @@ def decide(
             break
         got = pairs.run(node, live)
         live = live[got if keep else ~got]
-    return cids_to_bitmap(np.ascontiguousarray(cids[live]))
+    return np.ascontiguousarray(cids[live])
 
 
 def _member(bitmap: BitMap, cids: np.ndarray) -> np.ndarray:
