@@ -215,6 +215,8 @@ class Answer(NamedTuple):
     def ids(self) -> np.ndarray:
         """The contacts, in value order (not sorted by id), as one uint32 array."""
         order = self.index.order
+        if len(self.starts) == 0:
+            return np.zeros(0, np.uint32)
         if len(self.starts) == 1:
             return order[int(self.starts[0]) : int(self.ends[0])]
         return np.concatenate(

@@ -178,6 +178,8 @@ class AndNode(_Junction):
         answers.sort(key=lambda t: t[0])
         smallest, _, first = answers[0]
         n = ctx.n
+        if smallest == 0:
+            return BitMap()
         if smallest > n // aggindex.SORT_SHARE:
             return None
         if any(p.estimate(ctx) < smallest for p in others):
