@@ -400,7 +400,16 @@ class AggregateNode(Node):
         return 0.0 if self.name in ("orders_count", "revenue") else None
 
     def _days_to_ts_intervals(self) -> tuple[np.ndarray, np.ndarray]:
-        """days_since in [a, b]  <=>  last_ts in [floor(now - (b+1)d) + 1, floor(now - a d)]."""
+        """days_since in [a, b]  <=>  last_ts in [floor(now - (b+1)d) + 1, floor(now - a d)]
+        (kept on the node for its `now_s`: a cached plan asks it on every run)."""
+        memo = self.__dict__.get("_days_memo")
+        if memo is not None and memo[0] == self.now_s:
+            return memo[1]
+        got = self._days_intervals_now()
+        self.__dict__["_days_memo"] = (self.now_s, got)
+        return got
+
+    def _days_intervals_now(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = [], []
         if self.op in ("is_null", "is_not_null"):
             return np.array([1.0]), np.array([INF])
