@@ -120,6 +120,10 @@ class Engine(LiveApi):
         self.store = Store()
         self.store.aggregates.visit_events = frozenset(visit_events)
         self.result_cache_size = result_cache_size
+        # References to dynamic segments in a query asked at the engine clock are
+        # answered from their live members (``_live_members_at``); False inlines their
+        # plans always (the tests' independent evaluation does).
+        self.live_refs = True
         self.segments = SegmentRegistry()
         self._lock = RWLock()
         self._started = time.time()
@@ -135,7 +139,7 @@ class Engine(LiveApi):
         # Compiled plans of recent (query AST, now) pairs, valid until the next mutation
         # like the results (see _plan); under _results_lock.
         self._plans: collections.OrderedDict[
-            tuple[int, float], tuple[dict, Node, tuple[QueryWarning, ...]]
+            tuple[int, float, bool], tuple[dict, Node, tuple[QueryWarning, ...]]
         ] = collections.OrderedDict()
         # RFM: config, latest computation, transitions, daily counts (segd.rfm).
         self.rfm_state = rfm_mod.RfmState()
@@ -858,13 +862,39 @@ class Engine(LiveApi):
         """
         return prepare(query, budget_of(deadline))
 
-    def _compiler(self, now_s: float, lookup: Callable | None = None) -> Compiler:
+    def _compiler(
+        self,
+        now_s: float,
+        lookup: Callable | None = None,
+        live: Callable[[str], BitMap | None] | None = None,
+    ) -> Compiler:
         return Compiler(
             self.store,
             now_s,
             lookup or self.segments.lookup,
             rfm=self._rfm_condition,
+            live=live,
         )
+
+    def _live_members_at(self, now_s: float) -> Callable[[str], BitMap | None] | None:
+        """For a query asked at the engine clock: a dynamic segment's live members
+        (a copy: the live set changes with the next write), which are exactly what
+        inlining its plan would compute (the live segments' contract), for the cost of
+        a copy. Called under the read lock, so no write or clock step is half done.
+        None when the query is at another moment, the clock is unset, or
+        ``live_refs`` is off."""
+        live = self.live
+        if not self.live_refs or live.clock is None or live.clock != now_s:
+            return None
+        held = live.members
+        if not held:
+            return None
+
+        def members(name: str) -> BitMap | None:
+            found = held.get(name)
+            return None if found is None else found.copy()
+
+        return members
 
     def _rfm_condition(self, ast: dict, key: str, path: str) -> Any:
         from segd.segments.rfm_node import rfm_node
@@ -998,15 +1028,18 @@ class Engine(LiveApi):
         the AST object (the parse cache hands the same one back for the same text; the
         entry keeps it alive, so its id is not reused) and `now`. Plans only read
         shared state while they run (memos they keep are per index build or per
-        moment), so concurrent readers may run one plan.
+        moment), so concurrent readers may run one plan. A query at the engine clock
+        reads referenced segments' live members (``_live_members_at``), which change
+        only with writes and clock steps (``_writing`` too): its plan is kept apart.
         """
-        key = (id(ast), now_s)
+        live = self._live_members_at(now_s)
+        key = (id(ast), now_s, live is not None)
         with self._results_lock:
             hit = self._plans.get(key)
             if hit is not None and hit[0] is ast:
                 self._plans.move_to_end(key)
                 return hit[1], hit[2]
-        compiler = self._compiler(now_s)
+        compiler = self._compiler(now_s, live=live)
         plan = compiler.compile(ast)
         warnings = tuple(compiler.warnings)
         with self._results_lock:
