@@ -196,16 +196,16 @@ class AndNode(_Junction):
             ascending = ascending and got.ids_sorted()
             if not len(cids):
                 return BitMap()
+        rest += others
+        gathers = all(_cheap_per_candidate(p) for p in rest + negatives)
+        if (rest or negatives) and (gathers or len(cids) < CANDIDATE_FIRST_SHARE * n):
+            if not ascending and not gathers:  # event kernels walk contacts in order
+                cids, ascending = np.sort(cids), True
+            kept = decide_cids(ctx.store, cids, ctx.now_s, rest, negatives)
+            # gathers cost the same in any order: only the survivors are sorted
+            return cids_to_bitmap(kept if ascending else np.sort(kept))
         if not ascending:
             cids = np.sort(cids)
-        rest += others
-        if (rest or negatives) and (
-            len(cids) < CANDIDATE_FIRST_SHARE * n
-            or all(_cheap_per_candidate(p) for p in rest + negatives)
-        ):
-            return cids_to_bitmap(
-                decide_cids(ctx.store, cids, ctx.now_s, rest, negatives)
-            )
         result = cids_to_bitmap(cids)
         merged = ctx.store.contacts.merged
         if merged:
