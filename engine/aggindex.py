@@ -205,16 +205,16 @@ class ValueIndexes:
 
 class Answer(NamedTuple):
     """A condition's exact answer by a value index: positions [a, b) of its sorted
-    permutation (``index.order[a:b]`` are the contacts), and how many in all."""
+    permutation (``sorted_index.order[a:b]`` are the contacts), and how many in all."""
 
-    index: SortedIndex
+    sorted_index: SortedIndex
     starts: np.ndarray  # intp
     ends: np.ndarray  # intp
     total: int
 
     def ids(self) -> np.ndarray:
         """The contacts, in value order (not sorted by id), as one uint32 array."""
-        order = self.index.order
+        order = self.sorted_index.order
         if len(self.starts) == 0:
             return np.zeros(0, np.uint32)
         if len(self.starts) == 1:
@@ -232,7 +232,7 @@ class Answer(NamedTuple):
         if len(self.starts) != 1 or self.total == 0:
             return len(self.starts) == 0 or self.total == 0
         a, b = int(self.starts[0]), int(self.ends[0])
-        return bool(self.index.values[a] == self.index.values[b - 1])
+        return bool(self.sorted_index.values[a] == self.sorted_index.values[b - 1])
 
 
 def answer(index: SortedIndex, lo: np.ndarray, hi: np.ndarray) -> Answer:
@@ -262,7 +262,7 @@ def intersect(cur: np.ndarray, other: Answer, n: int) -> np.ndarray:
     """The contacts of `cur` (uint32, any order, each once) that are in `other`, in
     `other`'s order (native, through a scratch bitset; see ``intersect_slices``)."""
     return kernels.intersect_slices(
-        cur, other.index.order, other.starts, other.ends, scratch_bits(n)
+        cur, other.sorted_index.order, other.starts, other.ends, scratch_bits(n)
     )
 
 

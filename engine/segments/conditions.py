@@ -80,7 +80,7 @@ def _answer_of(node: Node, idx: aggindex.SortedIndex, lo, hi) -> aggindex.Answer
     (immutable) index: a plan reused from the engine's plan cache finds them once per
     index build, not per run."""
     memo = node.__dict__.get("_answer")
-    if memo is not None and memo.index is idx:
+    if memo is not None and memo.sorted_index is idx:
         return memo
     got = aggindex.answer(idx, np.asarray(lo, np.float64), np.asarray(hi, np.float64))
     node.__dict__["_answer"] = got
