@@ -193,7 +193,7 @@ class AndNode(_Junction):
                 rest.append(part)  # a gather per candidate costs less than the probe
                 continue
             cids = aggindex.intersect(cids, got, n)  # in `got`'s order
-            ascending = ascending and got.ids_sorted()
+            ascending = got.ids_sorted()
             if not len(cids):
                 return BitMap()
         rest += others
