@@ -43,7 +43,11 @@ from segd.segments.context import Context
 from segd.segments.limits import Budget, budget_of
 from segd.segments.plan import Node
 from segd.segments.query import Prepared, prepare
-from segd.segments.registry import SavedSegment, SegmentRegistry
+from segd.segments.registry import (
+    SEGMENT_EVENT_TYPES,
+    SavedSegment,
+    SegmentRegistry,
+)
 from segd.store import LoadedSource, Store
 from segd.timeutil import resolve_now
 
@@ -327,7 +331,16 @@ class Engine(LiveApi):
             hook(cids, cause)
 
     def _index_touched(self, cids: np.ndarray, cause: str) -> None:
-        """Mark contacts dirty in the value indexes (segd.aggindex)."""
+        """Mark contacts dirty in the value indexes (segd.aggindex). The segment events
+        live segments append on every membership change (``segment_entered`` /
+        ``segment_exited``) change no attribute and, unless configured as visits, no
+        aggregate: they leave the indexes clean. (Marking them dirty sent every
+        index-answered condition back to a re-check path as soon as the clock was set.)"""
+        if (
+            cause in SEGMENT_EVENT_TYPES
+            and cause not in self.store.aggregates.visit_events
+        ):
+            return
         self.store.value_index.touched(cids, self.store.n_contacts)
 
     def _last_seq(self) -> int:

@@ -100,3 +100,31 @@ def test_limits_do_not_depend_on_the_clock(eng: Engine) -> None:
         with pytest.raises(TooComplex):
             eng.segment(query, now=now, cache=False)
     assert ids(eng, 'in segment "big"', T) == ids(eng, 'in segment "big"', T + 1)
+
+
+def test_segment_events_leave_value_indexes_clean(eng: Engine) -> None:
+    """The entries live segments append as segment events change no aggregate: the
+    value indexes stay clean (index-first plans), and answers stay right."""
+    query = "orders_count >= 1"
+    assert ids(eng, query, T) == {"c"}  # builds the index
+    eng.advance(T)  # logs the definition entries as segment_entered events
+    assert eng.count('entered segment "viewers" in last 1 days', now=T + 1) == 2
+    dirty = eng.store.value_index._dirty
+    assert dirty and not any(len(d) for d in dirty.values())
+    assert ids(eng, query, T) == {"c"}
+    eng.append_events([{"customer_id": "a", "type": "order", "ts": T - 5, "amount": 1}])
+    assert any(len(d) for d in dirty.values())  # a real change still marks
+    assert ids(eng, query, T) == {"a", "c"}
+
+
+def test_segment_events_as_visits_do_mark() -> None:
+    from segd.aggregates import VISIT_EVENTS
+
+    e = Engine(visit_events=VISIT_EVENTS | {"segment_entered"})
+    e.upsert_contacts([{"customer_id": c} for c in ("a", "b")])
+    e.append_events([{"customer_id": "a", "type": "view", "ts": T - 40 * DAY}])
+    e.create_segment("old_viewers", "view() in last 60 days")
+    assert ids(e, "days_since_last_visit >= 30", T) == {"a"}
+    e.advance(T)  # a's entry is a visit now: last visit = T
+    assert ids(e, "days_since_last_visit >= 30", T) == set()
+    assert ids(e, "days_since_last_visit >= 30", T, live_refs=False) == set()
