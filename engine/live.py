@@ -52,7 +52,12 @@ from segd.native.bitset import cids_to_bitmap
 from segd.native.idmap import IdMap
 from segd.predicates import integer_range
 from segd.segments.context import Context
-from segd.segments.pairs import evaluate_conjunction, evaluate_pairs
+from segd.segments.pairs import (
+    _fused,
+    evaluate_conjunction,
+    evaluate_pairs,
+    run_fused,
+)
 from segd.segments.registry import SEGMENT_EVENT_TYPES
 from segd.timeutil import DAY_S, MAX_EVENT_S, duration_s
 
@@ -66,6 +71,9 @@ ENTERED, EXITED = 1, -1
 # by plan runs; 100k contacts 23.3k vs 38.9k.
 PAIRS_SHARE = 0.04
 PAIRS_MIN = 4096  # small engines always by pairs
+# A flush runs the fused programs of its segments in one pass (``_Job``); False: one
+# call per segment, in turn (the oracle of the one-pass path in the tests).
+ONE_PASS = True
 MAX_ROUNDS = 1000  # segment events touching segments: bounded by the reference depth
 CHANGE_NAMES = {ENTERED: "entered", EXITED: "exited"}
 # Causes that are not event types.
@@ -432,8 +440,13 @@ class LiveSegments:
         return plan
 
     def _evaluate(
-        self, name: str, now: float, cand: BitMap | None, shared: dict | None = None
-    ) -> BitMap:
+        self,
+        name: str,
+        now: float,
+        cand: BitMap | None,
+        shared: dict | None = None,
+        jobs: list[_Job] | None = None,
+    ) -> BitMap | None:
         """Members of `name` at `now`: in full (`cand` None, as ``Engine.segment``), or
         for the contacts of `cand` by ``evaluate_pairs`` (cost ~ the candidates, not the
         base: what a write or a time step re-decides; a restricted plan run when they
@@ -441,7 +454,9 @@ class LiveSegments:
         segment's attribute conjuncts (its static pass, ``segd.livestatic``) are
         dropped first; the rest of its top AND decides the others. `shared`: kept by
         the calls of one flush over the same `cand` (its cids, their static-pass rows,
-        the memo of ``evaluate_pairs``)."""
+        the memo of ``evaluate_pairs``). `jobs`: when given, a segment whose rest is one
+        fused program that reads no published segment event is queued there for the
+        flush's one pass (``_run_jobs``) and None returned."""
         eng = self.engine
         if cand is None:  # a full evaluation: as Engine.segment does it
             plan = eng._compiler(now).compile({"segment": name})
@@ -451,6 +466,7 @@ class LiveSegments:
         plan = self._plan(name, now)
         many = max(PAIRS_MIN, PAIRS_SHARE * eng.store.n_contacts)
         if len(cand) > many:  # bitmaps per operand beat per-contact kernels
+            self._run_jobs(jobs)
             ctx = Context(eng.store, now, None, _sample=self._sample())
             return plan.run(ctx, cand)
         if shared is None:
@@ -460,12 +476,21 @@ class LiveSegments:
             cids = shared["cids"] = np.asarray(cand.to_array(), np.uint32)
         parts = split(plan)
         if parts is None:
+            self._run_jobs(jobs)
             nows = np.full(len(cids), now)
             memo = shared.setdefault("memo", {})
             got = evaluate_pairs(plan, eng.store, cids, nows, memo=memo)
         else:
             static, rest = parts
             ok = self._static_pass(name, static, cids, shared)
+            if jobs is not None:
+                fused = _fused(plan, rest, eng.store, now)
+                if fused is not None and not fused.reads_published:
+                    jobs.append(_Job(name, fused, shared, ok))
+                    return None
+                # Queued segments record first (the order of a flush segment by
+                # segment): this one may read the events they publish.
+                self._run_jobs(jobs)
             cids = cids[ok]
             nows = np.full(len(cids), now)
             got = evaluate_conjunction(rest, eng.store, cids, nows, holder=plan)
@@ -605,6 +630,7 @@ class LiveSegments:
         # Segments affected by the same causes re-decide the same contacts: their
         # chunks are built once, and they share the contacts' arrays and memo.
         groups: dict[tuple[bool, ...], tuple[list, BitMap, dict]] = {}
+        jobs: list[_Job] = []
         for name in sorted(self.members):
             profile = profiles[name]
             signature = tuple(profile.affected_by(cause) for _, cause in parts)
@@ -627,13 +653,52 @@ class LiveSegments:
             chunks, cand, shared = group
             if not chunks:
                 continue
-            after = self._evaluate(name, self.clock, cand, shared)
-            before = self.members[name] & cand
-            if before == after:  # the common case: nothing to record per cause
+            shared.setdefault("chunks", (chunks, cand))
+            after = self._evaluate(
+                name, self.clock, cand, shared, jobs if ONE_PASS else None
+            )
+            if after is None:  # queued: decided in one pass with the others
                 continue
-            for todo, cause in chunks:
-                self._record(name, before & todo, after & todo, self.clock, cause)
+            self._settle(name, chunks, cand, after)
+        self._run_jobs(jobs)
         self._n_seen = self.engine.store.n_contacts
+
+    def _settle(
+        self, name: str, chunks: list[tuple[BitMap, str]], cand: BitMap, after: BitMap
+    ) -> None:
+        """Record segment `name`'s changes over `cand` (now `after`), per cause."""
+        before = self.members[name] & cand
+        if before == after:  # the common case: nothing to record per cause
+            return
+        assert self.clock is not None
+        for todo, cause in chunks:
+            self._record(name, before & todo, after & todo, self.clock, cause)
+
+    def _run_jobs(self, jobs: list[_Job] | None) -> None:
+        """Decide the queued segments in one ``run_fused`` pass over the union of
+        their groups' contacts, then record each in queue order; empties `jobs`."""
+        if not jobs:
+            return
+        queued = list(jobs)
+        jobs.clear()
+        groups: dict[int, dict] = {id(j.shared): j.shared for j in queued}
+        arrays = [g["cids"] for g in groups.values()]
+        union = arrays[0] if len(arrays) == 1 else sorted_unique(np.concatenate(arrays))
+        for g in groups.values():
+            g["at"] = (
+                None
+                if g["cids"] is union
+                else np.searchsorted(union, g["cids"]).astype(np.intp)
+            )
+        todo = np.zeros((len(union), len(queued)), dtype=np.uint8)
+        for k, job in enumerate(queued):
+            at = job.shared["at"]
+            todo[job.ok if at is None else at[job.ok], k] = 1
+        out = run_fused([j.fused for j in queued], self.engine.store, union, todo)
+        for k, job in enumerate(queued):
+            after = cids_to_bitmap(np.ascontiguousarray(union[out[k]]))
+            chunks, cand = job.shared["chunks"]
+            self._settle(job.name, chunks, cand, after)
 
     def segment_put(self, name: str) -> None:
         """A segment was created or changed (or a static one replaced a dynamic one)."""
@@ -1097,6 +1162,15 @@ class LiveSegments:
 
 
 NO_BIRTH_DATE = np.iinfo(np.int64).min  # _key_source's value for a missing birth date
+
+
+class _Job(NamedTuple):
+    """A segment of a flush queued for its one pass (``LiveSegments._run_jobs``)."""
+
+    name: str
+    fused: Any  # its fused program (``segd.segments.pairs._fused``), current
+    shared: dict  # its group's: cids (the candidates), chunks, ...
+    ok: np.ndarray  # bool per cid: passes the segment's static pass
 
 
 class _Order(NamedTuple):
