@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -354,6 +355,13 @@ class LiveSegments:
         self._sample_cids: np.ndarray | None = None
         self._sample_n = -1
         self._static = StaticPass()  # per segment, who passes its attribute conjuncts
+        # within a flush round: the plans' fingerprint (reset when it publishes)
+        self._flushing = False
+        self._flush_key: tuple | None = None
+        # within a pass's records: the segment events held (``_publishing``)
+        self._held: list | None = None
+        # causes of a flush's touches -> per segment, which of them can affect it
+        self._signatures: tuple[tuple, dict[str, tuple[bool, ...]]] = ((), {})
         self.grown = threading.Condition()  # notified when the change log grows
 
     # -- state ----------------------------------------------------------------------
@@ -401,9 +409,12 @@ class LiveSegments:
     # -- evaluation -----------------------------------------------------------------
     def _fingerprint(self) -> tuple:
         """What compiled plans depend on besides `now`: the catalog, the dictionaries,
-        the contact columns, the saved segments and the RFM computation."""
+        the contact columns, the saved segments and the RFM computation. Kept for
+        the length of a flush round (``_flush_key``) until it publishes."""
+        if self._flush_key is not None:
+            return self._flush_key
         store = self.engine.store
-        return (
+        key = (
             store.catalog.version,
             len(store.catalog),
             tuple((k, len(m)) for k, m in store.dim_maps.items()),
@@ -412,6 +423,9 @@ class LiveSegments:
             id(self.engine.segments),
             id(self.engine.rfm_state.latest),
         )
+        if self._flushing:
+            self._flush_key = key
+        return key
 
     def _plan(self, name: str, now: float) -> Any:
         """The segment's plan at `now`: compiled once per data shape, then moved to
@@ -482,15 +496,16 @@ class LiveSegments:
             got = evaluate_pairs(plan, eng.store, cids, nows, memo=memo)
         else:
             static, rest = parts
-            ok = self._static_pass(name, static, cids, shared)
             if jobs is not None:
                 fused = _fused(plan, rest, eng.store, now)
                 if fused is not None and not fused.reads_published:
-                    jobs.append(_Job(name, fused, shared, ok))
+                    slot = self._static.slot(name, static, eng.store)
+                    jobs.append(_Job(name, fused, shared, slot))
                     return None
                 # Queued segments record first (the order of a flush segment by
                 # segment): this one may read the events they publish.
                 self._run_jobs(jobs)
+            ok = self._static_pass(name, static, cids, shared)
             cids = cids[ok]
             nows = np.full(len(cids), now)
             got = evaluate_conjunction(rest, eng.store, cids, nows, holder=plan)
@@ -546,6 +561,28 @@ class LiveSegments:
         ats = np.full(len(cids), at)
         self.changes.append(name, cids, change, ats, np.full(len(cids), code, np.int16))
         self._publish(name, cids, change, ats)
+        if self._held is None:
+            self._notify()
+
+    @contextmanager
+    def _publishing(self) -> Iterator[None]:
+        """Within: the segment events of the records are held, then appended and
+        notified once per type (the rows in the same order as one append per
+        record: one flush's pass records many segments, each a few changes)."""
+        assert self._held is None
+        held: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._held = held
+        try:
+            yield
+        finally:
+            self._held = None
+        if not held:
+            return
+        code = np.concatenate([np.full(len(c), k, np.uint32) for k, c, _, _ in held])
+        cids = np.concatenate([c for _, c, _, _ in held])
+        change = np.concatenate([x for _, _, x, _ in held])
+        ts = np.concatenate([t for _, _, _, t in held])
+        self._append_segment_events(cids, change, ts, code)
         self._notify()
 
     def _publish(
@@ -557,7 +594,19 @@ class LiveSegments:
         store = self.engine.store
         names = store.dim_maps.setdefault("segment", IdMap())
         code = names.get_or_add_one(name)
+        self._flush_key = None  # the dictionaries grew: plans may be stale
         ts = np.clip(np.floor(at), 1, MAX_EVENT_S).astype(np.uint32)
+        if self._held is not None:
+            self._held.append((code, cids, change, ts))
+            return
+        self._append_segment_events(
+            cids, change, ts, np.full(len(cids), code, np.uint32)
+        )
+
+    def _append_segment_events(
+        self, cids: np.ndarray, change: np.ndarray, ts: np.ndarray, codes: np.ndarray
+    ) -> None:
+        store = self.engine.store
         for kind, etype in ((ENTERED, "segment_entered"), (EXITED, "segment_exited")):
             mine = change == kind
             if not mine.any():
@@ -565,7 +614,7 @@ class LiveSegments:
             rows = TypeRows(
                 np.ascontiguousarray(cids[mine], np.uint32),
                 np.ascontiguousarray(ts[mine]),
-                {"segment": np.full(int(mine.sum()), code, np.uint32)},
+                {"segment": np.ascontiguousarray(codes[mine], np.uint32)},
                 None,
             )
             append_rows(store, etype, rows)
@@ -616,6 +665,17 @@ class LiveSegments:
             return
         profiles = self.profiles()
         seen = self._n_seen
+        self._flush_key = None
+        self._flushing = True
+        try:
+            self._flush_round(pending, profiles, seen)
+        finally:
+            self._flushing = False
+            self._flush_key = None
+
+    def _flush_round(
+        self, pending: list[tuple[np.ndarray, str]], profiles: dict, seen: int
+    ) -> None:
         fresh = BitMap()
         fresh_cause = None
         parts: list[tuple[BitMap, str]] = []
@@ -631,9 +691,17 @@ class LiveSegments:
         # chunks are built once, and they share the contacts' arrays and memo.
         groups: dict[tuple[bool, ...], tuple[list, BitMap, dict]] = {}
         jobs: list[_Job] = []
+        causes = tuple(cause for _, cause in parts)
+        if self._signatures[0] != causes:  # (reset with the profiles)
+            self._signatures = (causes, {})
+        signatures = self._signatures[1]
         for name in sorted(self.members):
-            profile = profiles[name]
-            signature = tuple(profile.affected_by(cause) for _, cause in parts)
+            signature = signatures.get(name)
+            if signature is None:
+                profile = profiles[name]
+                signature = signatures[name] = tuple(
+                    profile.affected_by(cause) for cause in causes
+                )
             group = groups.get(signature)
             if group is None:
                 # Each contact once, under the first cause that can affect the
@@ -681,28 +749,36 @@ class LiveSegments:
             return
         queued = list(jobs)
         jobs.clear()
-        groups: dict[int, dict] = {id(j.shared): j.shared for j in queued}
-        arrays = [g["cids"] for g in groups.values()]
+        for job in queued:  # slots stay put while a flush queues (no column changes)
+            assert self._static.bit(job.name) == job.slot, job.name
+        groups: dict[int, int] = {}
+        for job in queued:
+            groups.setdefault(id(job.shared), len(groups))
+        shareds = {id(j.shared): j.shared for j in queued}
+        arrays = [shareds[g]["cids"] for g in groups]
         union = arrays[0] if len(arrays) == 1 else sorted_unique(np.concatenate(arrays))
-        for g in groups.values():
-            g["at"] = (
-                None
-                if g["cids"] is union
-                else np.searchsorted(union, g["cids"]).astype(np.intp)
-            )
-        todo = np.zeros((len(union), len(queued)), dtype=np.uint8)
-        for k, job in enumerate(queued):
-            at = job.shared["at"]
-            todo[job.ok if at is None else at[job.ok], k] = 1
+        # Who is asked about what, [contact, job]: the static-pass bits of the
+        # union's contacts (one gather, unpacked to a byte per slot), the jobs'
+        # slots taken, and for several groups, masked by group membership.
+        words = np.ascontiguousarray(self._static.columns(union).T, dtype="<u8")
+        flags = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")
+        todo = np.ascontiguousarray(flags[:, [j.slot for j in queued]])
+        if len(arrays) > 1:
+            member = np.zeros((len(union), len(arrays)), np.uint8)
+            for k, group in enumerate(arrays):
+                member[np.searchsorted(union, group), k] = 1
+            todo &= member[:, [groups[id(j.shared)] for j in queued]]
         out = run_fused([j.fused for j in queued], self.engine.store, union, todo)
-        for k, job in enumerate(queued):
-            after = cids_to_bitmap(np.ascontiguousarray(union[out[k]]))
-            chunks, cand = job.shared["chunks"]
-            self._settle(job.name, chunks, cand, after)
+        with self._publishing():
+            for k, job in enumerate(queued):
+                after = cids_to_bitmap(np.ascontiguousarray(union[out[k]]))
+                chunks, cand = job.shared["chunks"]
+                self._settle(job.name, chunks, cand, after)
 
     def segment_put(self, name: str) -> None:
         """A segment was created or changed (or a static one replaced a dynamic one)."""
         self._profiles = None
+        self._signatures = ((), {})
         self._plans.clear()
         if self.clock is None:
             return
@@ -719,6 +795,7 @@ class LiveSegments:
 
     def segment_deleted(self, name: str) -> None:
         self._profiles = None
+        self._signatures = ((), {})
         self._plans.clear()
         self._static.forget(name)
         members = self.members.pop(name, None)
@@ -737,6 +814,7 @@ class LiveSegments:
         if not self.tracking:
             return
         self._profiles = None
+        self._signatures = ((), {})
         for name, p in sorted(self.profiles().items()):
             if p.catalog:
                 self._refresh(name, None, ITEMS)
@@ -1170,7 +1248,7 @@ class _Job(NamedTuple):
     name: str
     fused: Any  # its fused program (``segd.segments.pairs._fused``), current
     shared: dict  # its group's: cids (the candidates), chunks, ...
-    ok: np.ndarray  # bool per cid: passes the segment's static pass
+    slot: int  # its static pass's bit (``StaticPass.slot``)
 
 
 class _Order(NamedTuple):
