@@ -361,7 +361,7 @@ class LiveSegments:
         # within a pass's records: the segment events held (``_publishing``)
         self._held: list | None = None
         # causes of a flush's touches -> per segment, which of them can affect it
-        self._signatures: tuple[tuple, dict[str, tuple[bool, ...]]] = ((), {})
+        self._signatures: dict[tuple, dict[str, tuple[bool, ...]]] = {}
         self.grown = threading.Condition()  # notified when the change log grows
 
     # -- state ----------------------------------------------------------------------
@@ -692,9 +692,11 @@ class LiveSegments:
         groups: dict[tuple[bool, ...], tuple[list, BitMap, dict]] = {}
         jobs: list[_Job] = []
         causes = tuple(cause for _, cause in parts)
-        if self._signatures[0] != causes:  # (reset with the profiles)
-            self._signatures = (causes, {})
-        signatures = self._signatures[1]
+        # per segment, which of the causes can affect it; kept per list of causes
+        # (a flush's rounds alternate between a few), reset with the profiles
+        if len(self._signatures) > 16:
+            self._signatures.clear()
+        signatures = self._signatures.setdefault(causes, {})
         for name in sorted(self.members):
             signature = signatures.get(name)
             if signature is None:
@@ -778,7 +780,7 @@ class LiveSegments:
     def segment_put(self, name: str) -> None:
         """A segment was created or changed (or a static one replaced a dynamic one)."""
         self._profiles = None
-        self._signatures = ((), {})
+        self._signatures = {}
         self._plans.clear()
         if self.clock is None:
             return
@@ -795,7 +797,7 @@ class LiveSegments:
 
     def segment_deleted(self, name: str) -> None:
         self._profiles = None
-        self._signatures = ((), {})
+        self._signatures = {}
         self._plans.clear()
         self._static.forget(name)
         members = self.members.pop(name, None)
@@ -814,7 +816,7 @@ class LiveSegments:
         if not self.tracking:
             return
         self._profiles = None
-        self._signatures = ((), {})
+        self._signatures = {}
         for name, p in sorted(self.profiles().items()):
             if p.catalog:
                 self._refresh(name, None, ITEMS)

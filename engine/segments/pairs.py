@@ -543,12 +543,45 @@ def _pair_log(log: Any, n_contacts: int) -> Any:
     key = (limit, log.n, log._version, id(offsets), id(rows), id(ends))
     hit = _LOGS.get(log)
     if hit is None or hit[0] != key:
-        tail_cids, tail_rows = pairscan.tail_index(log.cid, limit, log.n)
+        old = None if hit is None else hit[0]
+        if (
+            old is not None
+            and old[0] == limit
+            and old[3:] == key[3:]
+            and old[1] < log.n
+            and old[2] + 1 == log._version
+            and getattr(log, "_tail_appended", -1) == log._version
+        ):
+            # one append after the last rows since (no row moved): merge them
+            # into the tail index instead of sorting the whole tail again
+            tail_cids, tail_rows = grown_tail_index(
+                hit[2], hit[3], log.cid, old[1], log.n
+            )
+        else:
+            tail_cids, tail_rows = pairscan.tail_index(log.cid, limit, log.n)
         view = pairscan.PairLog(
             log.cid, log.ts, offsets, rows, limit, ends, tail_cids, tail_rows
         )
-        hit = _LOGS[log] = (key, view)
+        hit = _LOGS[log] = (key, view, tail_cids, tail_rows)
     return hit[1]
+
+
+def grown_tail_index(
+    tail_cids: np.ndarray, tail_rows: np.ndarray, cid: Any, n0: int, n1: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``pairscan.tail_index(cid, limit, n1)`` from the one of ``[limit, n0)``
+    (`tail_cids`, `tail_rows`): the rows ``[n0, n1)`` sorted alone and inserted after
+    their contact's older rows — O(tail) copies instead of a sort of the whole
+    tail, which grows with every append until the contact index is rebuilt."""
+    new = np.asarray(cid[n0:n1])
+    order = np.argsort(new, kind="stable")
+    new_cids = new[order]
+    new_rows = (order + n0).astype(np.uint32)
+    at = np.searchsorted(tail_cids, new_cids, side="right")
+    return (
+        np.ascontiguousarray(np.insert(tail_cids, at, new_cids), dtype=np.uint32),
+        np.ascontiguousarray(np.insert(tail_rows, at, new_rows), dtype=np.uint32),
+    )
 
 
 def _build_source(log: Any, filters: Any, n_contacts: int) -> Any:

@@ -166,3 +166,27 @@ def test_bad_calls_are_refused() -> None:
         program.set_memo_key(leaf, 0)
     with pytest.raises(ValueError):
         program.add_event(_log_source([0], [1]), 0, 5, memo_key=-2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cid=st.lists(st.integers(0, 6), max_size=40),
+    cuts=st.lists(st.integers(0, 40), min_size=2, max_size=5),
+)
+def test_a_grown_tail_index_equals_a_fresh_one(cid, cuts) -> None:
+    """``segments.pairs.grown_tail_index``: the tail index grown append by append
+    equals ``pairscan.tail_index`` sorted afresh."""
+    from segd.segments.pairs import grown_tail_index
+
+    col = np.array(cid, np.uint32)
+    marks = sorted(min(c, len(col)) for c in cuts)
+    limit = marks[0]
+    tail_cids, tail_rows = pairscan.tail_index(col, limit, marks[1])
+    n0 = marks[1]
+    for n1 in marks[2:]:
+        tail_cids, tail_rows = grown_tail_index(tail_cids, tail_rows, col, n0, n1)
+        n0 = n1
+    want_cids, want_rows = pairscan.tail_index(col, limit, n0)
+    assert tail_cids.dtype == np.uint32 and tail_rows.dtype == np.uint32
+    assert tail_cids.tolist() == want_cids.tolist()
+    assert tail_rows.tolist() == want_rows.tolist()
