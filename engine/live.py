@@ -857,6 +857,12 @@ class LiveSegments:
         if self.clock is None:
             self.clock = now
             self._n_seen = self.engine.store.n_contacts
+            # Every name gets its event-property code first (as a step does): each
+            # new code changes the plans' fingerprint, and the plans kept while the
+            # segments are evaluated in turn would be compiled again at the next write.
+            names = self.engine.store.dim_maps.setdefault("segment", IdMap())
+            for name in self._dynamic():
+                names.get_or_add_one(name)
             for name in self._dynamic():
                 self.members[name] = BitMap()
                 self._refresh(name, None, DEFINITION)
