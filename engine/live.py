@@ -75,6 +75,9 @@ PAIRS_MIN = 4096  # small engines always by pairs
 # A flush runs the fused programs of its segments in one pass (``_Job``); False: one
 # call per segment, in turn (the oracle of the one-pass path in the tests).
 ONE_PASS = True
+# Touched contacts up to this share of the base go through the one pass (its
+# [contact, segment] tables cost ~ 200 bytes per contact); beyond, as below.
+ONE_PASS_SHARE = 0.25
 MAX_ROUNDS = 1000  # segment events touching segments: bounded by the reference depth
 CHANGE_NAMES = {ENTERED: "entered", EXITED: "exited"}
 # Causes that are not event types.
@@ -478,33 +481,35 @@ class LiveSegments:
         if not cand:
             return BitMap()
         plan = self._plan(name, now)
-        many = max(PAIRS_MIN, PAIRS_SHARE * eng.store.n_contacts)
-        if len(cand) > many:  # bitmaps per operand beat per-contact kernels
-            self._run_jobs(jobs)
-            ctx = Context(eng.store, now, None, _sample=self._sample())
-            return plan.run(ctx, cand)
         if shared is None:
             shared = {}
+        parts = split(plan)
+        n = eng.store.n_contacts
+        one_pass = max(PAIRS_MIN, ONE_PASS_SHARE * n)
+        if jobs is not None and parts is not None and len(cand) <= one_pass:
+            fused = _fused(plan, parts[1], eng.store, now)
+            if fused is not None and not fused.reads_published:
+                if "cids" not in shared:
+                    shared["cids"] = np.asarray(cand.to_array(), np.uint32)
+                slot = self._static.slot(name, parts[0], eng.store)
+                jobs.append(_Job(name, fused, shared, slot))
+                return None
+        # Queued segments record first (the order of a flush segment by segment):
+        # this one may read the events they publish.
+        self._run_jobs(jobs)
+        if len(cand) > max(PAIRS_MIN, PAIRS_SHARE * n):
+            # bitmaps per operand beat per-contact kernels
+            ctx = Context(eng.store, now, None, _sample=self._sample())
+            return plan.run(ctx, cand)
         cids = shared.get("cids")
         if cids is None:
             cids = shared["cids"] = np.asarray(cand.to_array(), np.uint32)
-        parts = split(plan)
         if parts is None:
-            self._run_jobs(jobs)
             nows = np.full(len(cids), now)
             memo = shared.setdefault("memo", {})
             got = evaluate_pairs(plan, eng.store, cids, nows, memo=memo)
         else:
             static, rest = parts
-            if jobs is not None:
-                fused = _fused(plan, rest, eng.store, now)
-                if fused is not None and not fused.reads_published:
-                    slot = self._static.slot(name, static, eng.store)
-                    jobs.append(_Job(name, fused, shared, slot))
-                    return None
-                # Queued segments record first (the order of a flush segment by
-                # segment): this one may read the events they publish.
-                self._run_jobs(jobs)
             ok = self._static_pass(name, static, cids, shared)
             cids = cids[ok]
             nows = np.full(len(cids), now)
