@@ -636,6 +636,8 @@ WHERE c.city = 'Moscow'
         sql,
         segments=SAVED_SEGMENTS,
         chsql=chsql,
+        note="segd keeps the saved segments live (the engine clock is at now) and reads "
+        "their members; the SQL engines recompute them as CTEs",
     )
 
 

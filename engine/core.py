@@ -118,6 +118,10 @@ class Engine(LiveApi):
         self.store = Store()
         self.store.aggregates.visit_events = frozenset(visit_events)
         self.result_cache_size = result_cache_size
+        # References to dynamic segments in a query asked at the engine clock are
+        # answered from their live members (``_live_members_at``); False inlines their
+        # plans always (the tests' independent evaluation does).
+        self.live_refs = True
         self.segments = SegmentRegistry()
         self._lock = RWLock()
         self._started = time.time()
@@ -850,13 +854,39 @@ class Engine(LiveApi):
         """
         return prepare(query, budget_of(deadline))
 
-    def _compiler(self, now_s: float, lookup: Callable | None = None) -> Compiler:
+    def _compiler(
+        self,
+        now_s: float,
+        lookup: Callable | None = None,
+        live: Callable[[str], BitMap | None] | None = None,
+    ) -> Compiler:
         return Compiler(
             self.store,
             now_s,
             lookup or self.segments.lookup,
             rfm=self._rfm_condition,
+            live=live,
         )
+
+    def _live_members_at(self, now_s: float) -> Callable[[str], BitMap | None] | None:
+        """For a query asked at the engine clock: a dynamic segment's live members
+        (a copy: the live set changes with the next write), which are exactly what
+        inlining its plan would compute (the live segments' contract), for the cost of
+        a copy. Called under the read lock, so no write or clock step is half done.
+        None when the query is at another moment, the clock is unset, or
+        ``live_refs`` is off."""
+        live = self.live
+        if not self.live_refs or live.clock is None or live.clock != now_s:
+            return None
+        held = live.members
+        if not held:
+            return None
+
+        def members(name: str) -> BitMap | None:
+            found = held.get(name)
+            return None if found is None else found.copy()
+
+        return members
 
     def _rfm_condition(self, ast: dict, key: str, path: str) -> Any:
         from segd.segments.rfm_node import rfm_node
@@ -974,7 +1004,7 @@ class Engine(LiveApi):
         self, ast: dict, now_s: float, deadline: float | None, profile: list | None
     ) -> tuple[BitMap, tuple[QueryWarning, ...]]:
         """Members, and the warnings compiling the query raised (see QueryWarning)."""
-        compiler = self._compiler(now_s)
+        compiler = self._compiler(now_s, live=self._live_members_at(now_s))
         plan = compiler.compile(ast)
         ctx = Context(self.store, now_s, deadline, profile)
         return plan.run(ctx, None), tuple(compiler.warnings)

@@ -55,7 +55,11 @@ class Adapter:
         }
 
     def prepare(self, queries, now) -> None:
-        """Remember the DSL of each query and create the saved segments they use."""
+        """Remember the DSL of each query, create the saved segments they use and set
+        the engine clock to `now`, as a server does (it advances the clock every
+        second): the saved dynamic segments are then kept live, and a query asked at
+        the clock reads a referenced segment's members instead of re-running its
+        definition (the SQL engines recompute theirs as CTEs on every call)."""
         self.now = now
         self.queries = {q.name: q.dsl for q in queries}
         self.rfm_queries = {q.name for q in queries if q.rfm_as_of_now}
@@ -65,6 +69,8 @@ class Adapter:
                 if name not in existing:
                     self.eng.create_segment(name, dsl, now=now)
                     existing.add(name)
+        if self.eng.clock is None:
+            self.eng.advance(now)
 
     def _scores(self, name: str) -> None:
         """Score RFM from the orders as of the query's now when the question asks for it

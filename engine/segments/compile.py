@@ -38,6 +38,9 @@ from segd.store import Store
 
 # name -> (ast, static members or None); provided by the segment registry.
 SegmentLookup = Callable[[str], tuple[dict, BitMap | None]]
+# A dynamic segment's members kept exact at this compile's `now` (live segments at the
+# engine clock), or None when the segment's plan must be inlined.
+LiveLookup = Callable[[str], BitMap | None]
 
 
 def _join(path: str, key: str) -> str:
@@ -55,11 +58,13 @@ class Compiler:
         now_s: float,
         segments: SegmentLookup | None,
         rfm: Callable | None = None,
+        live: LiveLookup | None = None,
     ) -> None:
         self.store = store
         self.now_s = now_s
         self.segments = segments
         self.rfm = rfm
+        self.live = live
         self._repeats: Counter[str] = Counter()
         self._resolving: list[str] = []
         self._conditions = 0
@@ -183,4 +188,9 @@ class Compiler:
             inner = self._node(seg_ast, f"{path}<{name}>", depth)
         finally:
             self._resolving.pop()
+        # The inner plan is built either way: the same limits, cycle checks and warnings
+        # hold whether or not the answer then comes from the live members.
+        held = self.live(name) if self.live is not None else None
+        if held is not None:
+            return ConstNode(ast, key, held, name, static=False)
         return RefNode(ast, key, inner, name)

@@ -231,14 +231,18 @@ class NotNode(Node):
 
 
 class ConstNode(Node):
-    """A fixed member set: a static segment's frozen members."""
+    """A fixed member set: a static segment's frozen members, or a dynamic segment's
+    live members when the query is asked at the engine clock (``static=False``)."""
 
     kind = "segment"
 
-    def __init__(self, ast: dict, key: str, members: BitMap, name: str) -> None:
+    def __init__(
+        self, ast: dict, key: str, members: BitMap, name: str, static: bool = True
+    ) -> None:
         super().__init__(ast, key)
         self.members = members
         self.name = name
+        self.static = static
 
     def estimate(self, ctx: Context) -> float:
         return len(self.members)
@@ -247,7 +251,7 @@ class ConstNode(Node):
         return self.members if cand is None else self.members & cand
 
     def evidence(self, ctx: Context, cid: int) -> Evidence | None:
-        return SegmentEvidence(self.name, static=True)
+        return SegmentEvidence(self.name, static=self.static)
 
 
 class RefNode(Node):

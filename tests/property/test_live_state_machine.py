@@ -8,7 +8,9 @@ interleavings of event appends (late and future ones), contact and item upserts,
 contacts, identity merges (``Engine.merge``), RFM computations (``rfm_compute`` at the
 clock) with segments on ``rfm.*`` (incl. ``rfm.entered`` over relative periods, which
 moves with the clock) and ``advance`` steps from a second to months. After every step each
-segment's ``members`` equals a fresh ``Engine.segment(query, now=clock)``, and replaying
+segment's ``members`` equals a fresh ``Engine.segment(query, now=clock)`` (with every
+referenced plan inlined, ``live_refs=False``, and with references answered from the live
+members, the default at the clock), and replaying
 the change log (entered / exited in order) gives the members.
 """
 
@@ -260,9 +262,16 @@ class LiveMachine(RuleBasedStateMachine):
                 assert row["customer_id"] in s, row
                 s.remove(row["customer_id"])
         for name, query in self.queries.items():
-            want = set(e.segment(query, now=clock, cache=False).ids())
+            e.live_refs = False  # the oracle inlines every referenced plan
+            try:
+                want = set(e.segment(query, now=clock, cache=False).ids())
+            finally:
+                e.live_refs = True
             got = set(e.members(name).ids())
             assert got == want, (name, query, clock, got ^ want)
+            # at the clock, references are answered from the live members: the same
+            at_clock = set(e.segment(query, now=clock, cache=False).ids())
+            assert at_clock == want, (name, query, clock, at_clock ^ want)
             assert replayed.get(name, set()) == got, name
         # time-driven changes are in time order and never after the clock
         ats = [r["at"].timestamp() for r in changes]
