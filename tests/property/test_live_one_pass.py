@@ -39,6 +39,13 @@ class _Twin:
         self.one = Engine(result_cache_size=0)
         self.each = Engine(result_cache_size=0)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("one", "each"):
+            object.__setattr__(self, name, value)
+        else:  # a setting (live_refs): both engines
+            setattr(self.one, name, value)
+            setattr(self.each, name, value)
+
     def __getattr__(self, name: str) -> Any:
         first = getattr(self.one, name)
         if not callable(first):
