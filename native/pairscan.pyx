@@ -1147,16 +1147,55 @@ cdef class PairProgram:
             f.dcodes = &dc[0]
 
 
-def run_programs(programs, const cid_t[::1] cids, const uint8_t[:, ::1] todo):
+cdef enum:
+    RUN_SOURCES = 16             # event sources run_programs prefetches for
+    RUN_COLUMNS = 24             # gathered columns run_programs prefetches
+
+
+cdef inline void _note_column(const void* col, Py_ssize_t width, Py_ssize_t bound,
+                              const char** cols, Py_ssize_t* widths,
+                              Py_ssize_t* bounds, int* n_cols) noexcept nogil:
+    """Add a gathered column to run_programs' prefetch list (once; `bound`: the
+    contacts it holds at least)."""
+    cdef int k
+    if col == NULL:
+        return
+    for k in range(n_cols[0]):
+        if cols[k] == <const char*> col:
+            if bound < bounds[k]:
+                bounds[k] = bound
+            return
+    if n_cols[0] < RUN_COLUMNS:
+        cols[n_cols[0]] = <const char*> col
+        widths[n_cols[0]] = width
+        bounds[n_cols[0]] = bound
+        n_cols[0] += 1
+
+
+def run_programs(programs, const cid_t[::1] cids, const uint8_t[:, ::1] todo, *,
+                 bint prefetch=True):
     """uint8 ``[len(programs), len(cids)]``: ``out[s, i]`` = program ``programs[s]``
     holds for contact ``cids[i]`` where ``todo[i, s]`` is set (0 elsewhere), as
     ``programs[s].run`` would say. The segments of one live flush in one nogil pass,
     contact by contact: a contact's index slots, times and columns are read from
     memory once for all the programs it is asked about (segment by segment, each
     survivor's misses were taken again per segment), and leaves sharing a
-    ``memo_key`` are decided once per contact. ValueError when the shapes disagree, a
-    program has no tree, or a cid asked of a program lies beyond a column it reads."""
+    ``memo_key`` are decided once per contact. Contacts asked about nothing are
+    skipped; with `prefetch`, the index slots, recent rows and times of the event
+    sources and the gathered columns of the contacts a few places ahead are prefetched
+    (no effect on the answer). ValueError when the shapes disagree, a program has no
+    tree, or a cid asked of a program lies beyond a column it reads."""
     cdef Py_ssize_t n = cids.shape[0], m = len(programs), i, s, cap = 0, n_keys = 0
+    cdef Py_ssize_t a, n_act = 0, k, width
+    cdef const Src* srcs[RUN_SOURCES]
+    cdef const char* cols[RUN_COLUMNS]
+    cdef Py_ssize_t widths[RUN_COLUMNS]
+    cdef Py_ssize_t bounds[RUN_COLUMNS]
+    cdef int n_srcs = 0, n_cols = 0
+    cdef cid_t c
+    cdef cid_t* act = NULL
+    cdef Py_ssize_t* pos = NULL
+    cdef const Leaf* f
     cdef uint32_t* keys = NULL
     cdef int v = 0
     cdef PairProgram p
@@ -1174,8 +1213,30 @@ def run_programs(programs, const cid_t[::1] cids, const uint8_t[:, ::1] todo):
         if p.n_nodes == 0:
             raise ValueError(f"run_programs: program {s} has no tree set")
         for i in range(p.n_leaves):
-            if p.leaves[i].memo_key >= n_keys:
-                n_keys = p.leaves[i].memo_key + 1
+            f = &p.leaves[i]
+            if f.memo_key >= n_keys:
+                n_keys = f.memo_key + 1
+            if not prefetch:
+                continue
+            if f.kind == K_EVENT:
+                for k in range(n_srcs):
+                    if srcs[k] == f.src:
+                        break
+                else:
+                    if n_srcs < RUN_SOURCES:
+                        srcs[n_srcs] = f.src
+                        n_srcs += 1
+            elif f.kind == K_INTERVAL or f.kind == K_RATIO:
+                width = 8
+                if f.kind == K_INTERVAL and f.vtype == T_U32:
+                    width = 4
+                elif f.kind == K_INTERVAL and f.vtype == T_I8:
+                    width = 1
+                _note_column(f.values, width, p.min_len, cols, widths, bounds, &n_cols)
+                if f.kind == K_RATIO:
+                    _note_column(f.den, 4, p.min_len, cols, widths, bounds, &n_cols)
+            elif f.kind == K_CODES:
+                _note_column(f.codes, 4, p.min_len, cols, widths, bounds, &n_cols)
     with nogil:
         for i in range(n):
             row = &todo[i, 0]
@@ -1194,10 +1255,15 @@ def run_programs(programs, const cid_t[::1] cids, const uint8_t[:, ::1] todo):
     refs = <ProgRef*> malloc(m * sizeof(ProgRef))
     memo.stamp = <int64_t*> malloc((n_keys + 1) * sizeof(int64_t))
     memo.value = <uint8_t*> malloc(n_keys + 1)
-    if refs == NULL or memo.stamp == NULL or memo.value == NULL:
+    act = <cid_t*> malloc(n * sizeof(cid_t))
+    pos = <Py_ssize_t*> malloc(n * sizeof(Py_ssize_t))
+    if (refs == NULL or memo.stamp == NULL or memo.value == NULL or act == NULL
+            or pos == NULL):
         free(refs)
         free(memo.stamp)
         free(memo.value)
+        free(act)
+        free(pos)
         raise MemoryError("run_programs: no memory for its tables")
     for s in range(m):
         p = progs[s]
@@ -1212,7 +1278,24 @@ def run_programs(programs, const cid_t[::1] cids, const uint8_t[:, ::1] todo):
         memo.ways[s].src = NULL
         memo.ways[s].slot.valid = False
     with nogil:
-        for i in range(n):
+        for i in range(n):  # the contacts asked about something
+            row = &todo[i, 0]
+            for s in range(m):
+                if row[s]:
+                    act[n_act] = cids[i]
+                    pos[n_act] = i
+                    n_act += 1
+                    break
+        for a in range(n_act):
+            if prefetch:
+                for k in range(n_srcs):
+                    _prefetch_pair(srcs[k], act, n_act, a)
+                if a + PAIR_NEAR < n_act:
+                    c = act[a + PAIR_NEAR]
+                    for k in range(n_cols):
+                        if c < bounds[k]:
+                            SEGD_PS_PREFETCH(cols[k] + c * widths[k])
+            i = pos[a]
             memo.tag = i
             row = &todo[i, 0]
             for s in range(m):
@@ -1229,6 +1312,8 @@ def run_programs(programs, const cid_t[::1] cids, const uint8_t[:, ::1] todo):
         free(refs)
         free(memo.stamp)
         free(memo.value)
+        free(act)
+        free(pos)
     if v < 0:
         raise MemoryError("run_programs: no memory for the distinct-count buffer")
     return out

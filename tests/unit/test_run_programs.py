@@ -103,6 +103,8 @@ def test_one_pass_equals_each_program_alone(data, sources) -> None:
     ).reshape(len(cids), n_programs)
     got = pairscan.run_programs(programs, cids, todo)
     assert got.shape == (n_programs, len(cids))
+    plain = pairscan.run_programs(programs, cids, todo, prefetch=False)
+    assert plain.tolist() == got.tolist()  # prefetching changes no answer
     for s, program in enumerate(programs):
         alone = program.run(cids) if len(cids) else np.zeros(0, np.uint8)
         expected = np.where(todo[:, s].astype(bool), alone, 0)
