@@ -633,6 +633,7 @@ class LiveSegments:
         """Re-evaluate `name` at the clock for `cand` (None: everyone)."""
         assert self.clock is not None
         after = self._evaluate(name, self.clock, cand)
+        assert after is not None  # (queued only when given a queue)
         if cand is None:  # a full evaluation: its static pass is due now, not mid-write
             parts = split(self._plan(name, self.clock))
             if parts is not None:
@@ -1095,6 +1096,7 @@ class LiveSegments:
         if profile.rfm_timed:  # cannot be scheduled: the whole segment at t1
             before = members.copy()
             after = self._evaluate(name, t1, None)
+            assert after is not None
             return self._difference_rows(
                 code, members, before, after, float(math.floor(t1))
             )

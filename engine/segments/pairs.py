@@ -545,7 +545,8 @@ def _pair_log(log: Any, n_contacts: int) -> Any:
     if hit is None or hit[0] != key:
         old = None if hit is None else hit[0]
         if (
-            old is not None
+            hit is not None
+            and old is not None
             and old[0] == limit
             and old[3:] == key[3:]
             and old[1] < log.n
