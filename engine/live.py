@@ -78,6 +78,7 @@ ONE_PASS = True
 # Touched contacts up to this share of the base go through the one pass (its
 # [contact, segment] tables cost ~ 200 bytes per contact); beyond, as below.
 ONE_PASS_SHARE = 0.25
+ONE_PASS_BLOCK = 65_536  # contacts per run_fused call of a pass (bounds its tables)
 MAX_ROUNDS = 1000  # segment events touching segments: bounded by the reference depth
 CHANGE_NAMES = {ENTERED: "entered", EXITED: "exited"}
 # Causes that are not event types.
@@ -765,21 +766,33 @@ class LiveSegments:
         shareds = {id(j.shared): j.shared for j in queued}
         arrays = [shareds[g]["cids"] for g in groups]
         union = arrays[0] if len(arrays) == 1 else sorted_unique(np.concatenate(arrays))
-        # Who is asked about what, [contact, job]: the static-pass bits of the
-        # union's contacts (one gather, unpacked to a byte per slot), the jobs'
-        # slots taken, and for several groups, masked by group membership.
-        words = np.ascontiguousarray(self._static.columns(union).T, dtype="<u8")
-        flags = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")
-        todo = np.ascontiguousarray(flags[:, [j.slot for j in queued]])
+        member = None
         if len(arrays) > 1:
             member = np.zeros((len(union), len(arrays)), np.uint8)
             for k, group in enumerate(arrays):
                 member[np.searchsorted(union, group), k] = 1
-            todo &= member[:, [groups[id(j.shared)] for j in queued]]
-        out = run_fused([j.fused for j in queued], self.engine.store, union, todo)
+        slots = [j.slot for j in queued]
+        of_group = [groups[id(j.shared)] for j in queued]
+        fused = [j.fused for j in queued]
+        found: list[list[np.ndarray]] = [[] for _ in queued]
+        # In blocks of contacts: the tables below cost ~330 bytes per contact.
+        for lo in range(0, len(union), ONE_PASS_BLOCK):
+            block = union[lo : lo + ONE_PASS_BLOCK]
+            # Who is asked about what, [contact, job]: the static-pass bits of the
+            # block's contacts (one gather, unpacked to a byte per slot), the jobs'
+            # slots taken, and for several groups, masked by group membership.
+            words = np.ascontiguousarray(self._static.columns(block).T, dtype="<u8")
+            flags = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")
+            todo = np.ascontiguousarray(flags[:, slots])
+            if member is not None:
+                todo &= member[lo : lo + ONE_PASS_BLOCK][:, of_group]
+            out = run_fused(fused, self.engine.store, block, todo)
+            for k in range(len(queued)):
+                found[k].append(block[out[k]])
         with self._publishing():
             for k, job in enumerate(queued):
-                after = cids_to_bitmap(np.ascontiguousarray(union[out[k]]))
+                got = found[k][0] if len(found[k]) == 1 else np.concatenate(found[k])
+                after = cids_to_bitmap(np.ascontiguousarray(got, dtype=np.uint32))
                 chunks, cand = job.shared["chunks"]
                 self._settle(job.name, chunks, cand, after)
 

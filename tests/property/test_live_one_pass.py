@@ -75,13 +75,18 @@ class _Twin:
         return both
 
 
+_BLOCK = live.ONE_PASS_BLOCK
+
+
 class TwinMachine(LiveMachine):
     def __init__(self) -> None:
         super().__init__()
         self.engine = _Twin()  # type: ignore[assignment]
+        live.ONE_PASS_BLOCK = 3  # passes run in several blocks of contacts
 
     def teardown(self) -> None:
         live.ONE_PASS = True
+        live.ONE_PASS_BLOCK = _BLOCK
 
     @rule(
         shared=fusable,
