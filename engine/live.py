@@ -580,16 +580,17 @@ class LiveSegments:
         self._held = held
         try:
             yield
-        finally:
+        finally:  # what was recorded is published, even when a record failed
             self._held = None
-        if not held:
-            return
-        code = np.concatenate([np.full(len(c), k, np.uint32) for k, c, _, _ in held])
-        cids = np.concatenate([c for _, c, _, _ in held])
-        change = np.concatenate([x for _, _, x, _ in held])
-        ts = np.concatenate([t for _, _, _, t in held])
-        self._append_segment_events(cids, change, ts, code)
-        self._notify()
+            if held:
+                code = np.concatenate(
+                    [np.full(len(c), k, np.uint32) for k, c, _, _ in held]
+                )
+                cids = np.concatenate([c for _, c, _, _ in held])
+                change = np.concatenate([x for _, _, x, _ in held])
+                ts = np.concatenate([t for _, _, _, t in held])
+                self._append_segment_events(cids, change, ts, code)
+                self._notify()
 
     def _publish(
         self, name: str, cids: np.ndarray, change: np.ndarray, at: np.ndarray
