@@ -87,5 +87,9 @@ def count_matches(
     scratch: ScanScratch,  # capacity >= n_contacts (with sums when rule sums)
     n_contacts: int,  # every matching row's contact must be below it
 ) -> CountResult: ...
+def matching_contacts(
+    scan: EventScanParams,
+    n_contacts: int,  # every matching row's contact must be below it
+) -> Cids: ...  # ascending, distinct: the contacts with >= 1 matching event
 def collect_rows(scan: EventScanParams) -> Rows: ...  # ascending row numbers
 def collect_keys(scan: EventScanParams) -> Keys: ...  # sorted cid << 32 | ts

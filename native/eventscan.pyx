@@ -701,6 +701,53 @@ def count_matches(EventScanParams scan not None, CountRange rule not None,
     return result
 
 
+cdef Py_ssize_t _distinct_sorted(cid_t* a, Py_ssize_t n) noexcept nogil:
+    """Drop repeats from the sorted `a` in place; returns the new length."""
+    cdef Py_ssize_t i, k = 0
+    for i in range(n):
+        if k == 0 or a[i] != a[k - 1]:
+            a[k] = a[i]
+            k += 1
+    return k
+
+
+def matching_contacts(EventScanParams scan not None, Py_ssize_t n_contacts):
+    """The distinct contacts (uint32, ascending) with at least one matching event.
+
+    `count_matches` for the plain "at least one event" rule without its n-bit
+    ``yes`` / ``no`` bitsets: an event condition's first AND operand over a small
+    gathered window (the reference segment's orders of three categories: ~120k
+    contacts of 10M) paid more for zeroing two bitsets of all contacts and turning
+    ``yes`` back into a BitMap than for its rows. Here the matching rows' contacts
+    are collected, radix-sorted and de-duplicated: O(matching rows), never
+    O(contacts). ValueError when a row names a contact >= `n_contacts`.
+    """
+    cdef const Match* m = &scan.m
+    if n_contacts < 0:
+        raise ValueError(f"n_contacts must be >= 0, got {n_contacts}")
+    cdef Py_ssize_t n_rows = scan._src.shape[0] if scan._have_src else m.r1 - m.r0
+    cdef const row_t* src = NULL
+    if scan._have_src and n_rows:
+        src = &scan._src[0]
+    if n_rows == 0:
+        return np.empty(0, dtype=np.uint32)
+    buf = np.empty(2 * n_rows, dtype=np.uint32)
+    cdef cid_t[::1] b = buf
+    cdef Py_ssize_t i, n, k
+    cdef cid_t top = 0
+    with nogil:
+        n = _collect_cids(m, src, n_rows, &b[0])
+        for i in range(n):
+            if b[i] > top:
+                top = b[i]
+    if n and top >= n_contacts:
+        raise ValueError(f"event log names contact {top} but there are only {n_contacts}")
+    with nogil:
+        _radix_sort(&b[0], &b[0] + n, n, top)
+        k = _distinct_sorted(&b[0], n)
+    return buf[:k].copy()
+
+
 cdef Py_ssize_t _collect_kernel(const Match* m, const row_t* src, Py_ssize_t n_rows,
                                 bint as_keys, row_t* out_rows,
                                 uint64_t* out_keys) noexcept nogil:

@@ -1,0 +1,58 @@
+"""Micro-benchmarks of the reference segment's first-leaf path (issue 15, qref2), on the
+shared 100k world, each checked against numpy: an "at least once" event condition over
+gathered postings (``order(category in Outdoor...) in last 90 days``) as
+
+- ``eventscan.matching_contacts`` + ``cids_to_bitmap``: the distinct contacts, sorted;
+- ``eventscan.count_matches`` + ``bitset_to_bitmap``: the n-bit ``yes`` / ``no``
+  bitsets it replaces (the baseline).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segd.bench.kernel_world import World, world
+from segd.native import eventscan
+from segd.native.bitset import bitset_to_bitmap, cids_to_bitmap
+
+
+@pytest.fixture(scope="module")
+def w() -> World:
+    return world()
+
+
+def _gathered(w: World):
+    store = w.engine.store
+    log = store.logs["order"]
+    _, codes = store.catalog.item_filter("category", "in", ["Outdoor"], "bench")
+    r0, r1 = log.window(int(w.now_s) - 90 * 86_400, int(w.now_s))
+    src = log.postings["item"].gather(codes, r0, r1)
+    n = store.n_contacts
+    assert len(src) * 4 <= n  # the case EventNode._run sends to matching_contacts
+    return log, src, r0, r1, n
+
+
+def test_matching_contacts(benchmark, w: World) -> None:
+    log, src, r0, r1, n = _gathered(w)
+
+    def run():
+        scan = eventscan.EventScanParams(log.cid, log.ts, r0, r1, source_rows=src)
+        return cids_to_bitmap(eventscan.matching_contacts(scan, n))
+
+    got = benchmark(run)
+    assert list(got) == np.unique(log.cid[src]).tolist()
+
+
+def test_count_matches_to_bitmap_baseline(benchmark, w: World) -> None:
+    log, src, r0, r1, n = _gathered(w)
+    scratch = eventscan.ScanScratch()
+    scratch.ensure(n)
+    rule = eventscan.CountRange()
+
+    def run():
+        scan = eventscan.EventScanParams(log.cid, log.ts, r0, r1, source_rows=src)
+        return bitset_to_bitmap(eventscan.count_matches(scan, rule, scratch, n).yes)
+
+    got = benchmark(run)
+    assert list(got) == np.unique(log.cid[src]).tolist()
