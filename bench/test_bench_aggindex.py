@@ -147,3 +147,41 @@ def test_aggregate_threshold(benchmark, world, method, column, iv) -> None:
     got = benchmark(run)
     assert got == _oracle(values, iv)
     benchmark.extra_info["matches"] = len(got)
+
+
+# An AND of two answers (four_orders' orders_count = 4 and revenue >= 1000): each
+# sorted into a roaring bitmap and intersected, against segd.aggindex.intersect
+# (the first answer marked in a scratch bitset, the second's slice probing it, the
+# few hits sorted once).
+AND_CASE = (("orders_count", [(4, 4)]), ("revenue_cents", [(100_000, np.inf)]))
+
+
+def _spans(index: SortedIndex, iv) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = (np.array([x[i] for x in iv], np.float64) for i in (0, 1))
+    got = index.slices(lo, hi)
+    return (
+        np.array([a for a, _ in got], dtype=np.intp),
+        np.array([b for _, b in got], dtype=np.intp),
+    )
+
+
+@pytest.mark.parametrize("method", ["sorted_ids_and", "intersect_slices"])
+def test_and_of_two_answers(benchmark, world, method) -> None:
+    (c1, iv1), (c2, iv2) = AND_CASE
+    (v1, i1, _), (v2, i2, _) = world[c1], world[c2]
+    (s1, e1), (s2, e2) = _spans(i1, iv1), _spans(i2, iv2)
+    scratch = np.zeros(N // 64 + 1, dtype=np.uint64)
+
+    def by_bitmaps() -> BitMap:
+        return run_sorted_ids(i1, iv1) & run_sorted_ids(i2, iv2)
+
+    def by_intersect() -> BitMap:
+        first = np.concatenate([i1.order[a:b] for a, b in zip(s1, e1, strict=True)])
+        hits = kernels.intersect_slices(first, i2.order, s2, e2, scratch)
+        return cids_to_bitmap(np.sort(hits))
+
+    run = by_bitmaps if method == "sorted_ids_and" else by_intersect
+    got = benchmark(run)
+    assert got == _oracle(v1, iv1) & _oracle(v2, iv2)
+    assert not scratch.any()
+    benchmark.extra_info["matches"] = len(got)

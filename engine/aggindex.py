@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from pyroaring import BitMap
@@ -182,6 +183,88 @@ class ValueIndexes:
     def memory(self) -> int:
         return sum(i.nbytes for i in self._built.values())
 
+    def clean(
+        self,
+        key: str,
+        owner: object,
+        n: int,
+        source: Callable[[], tuple[np.ndarray, np.ndarray | None]] | None,
+    ) -> SortedIndex | None:
+        """The index of `key` when it answers exactly on its own: built (here, from
+        `source`, when missing and a source is given), over all `n` contacts and with
+        no contact written since its build; None otherwise."""
+        idx = self._built.get(key)
+        if idx is None or idx.owner is not owner or idx.n != n or self._dirty.get(key):
+            if source is None:
+                return None
+            idx, recheck = self.get(key, owner, n, source)
+            if len(recheck):
+                return None
+        return idx
+
+
+class Answer(NamedTuple):
+    """A condition's exact answer by a value index: positions [a, b) of its sorted
+    permutation (``sorted_index.order[a:b]`` are the contacts), and how many in all."""
+
+    sorted_index: SortedIndex
+    starts: np.ndarray  # intp
+    ends: np.ndarray  # intp
+    total: int
+
+    def ids(self) -> np.ndarray:
+        """The contacts, in value order (not sorted by id), as one uint32 array."""
+        order = self.sorted_index.order
+        if len(self.starts) == 0:
+            return np.zeros(0, np.uint32)
+        if len(self.starts) == 1:
+            return order[int(self.starts[0]) : int(self.ends[0])]
+        return np.concatenate(
+            [
+                order[a:b]
+                for a, b in zip(self.starts.tolist(), self.ends.tolist(), strict=True)
+            ]
+        )
+
+    def ids_sorted(self) -> bool:
+        """Whether ``ids()`` is ascending: one run of equal values (the permutation is
+        a stable argsort of values listed by cid, so a tie keeps cid order)."""
+        if len(self.starts) != 1 or self.total == 0:
+            return len(self.starts) == 0 or self.total == 0
+        a, b = int(self.starts[0]), int(self.ends[0])
+        return bool(self.sorted_index.values[a] == self.sorted_index.values[b - 1])
+
+
+def answer(index: SortedIndex, lo: np.ndarray, hi: np.ndarray) -> Answer:
+    """The positions of `index` whose value lies in some closed [lo[k], hi[k]]
+    (intervals of ``segd.predicates``: ascending and disjoint)."""
+    a = np.searchsorted(index.values, lo, side="left")
+    b = np.searchsorted(index.values, hi, side="right")
+    keep = b > a
+    if not keep.all():
+        a, b = a[keep], b[keep]
+    return Answer(index, a.astype(np.intp), b.astype(np.intp), int((b - a).sum()))
+
+
+_scratch = threading.local()
+
+
+def scratch_bits(n: int) -> np.ndarray:
+    """This thread's all-zero bitset of at least `n` bits for ``intersect_slices``
+    (which leaves it all zero): allocated once per thread and size, not per query."""
+    bits = getattr(_scratch, "bits", None)
+    if bits is None or len(bits) * 64 < n:
+        bits = _scratch.bits = np.zeros((n + 63) // 64 + 1024, dtype=np.uint64)
+    return bits
+
+
+def intersect(cur: np.ndarray, other: Answer, n: int) -> np.ndarray:
+    """The contacts of `cur` (uint32, any order, each once) that are in `other`, in
+    `other`'s order (native, through a scratch bitset; see ``intersect_slices``)."""
+    return kernels.intersect_slices(
+        cur, other.sorted_index.order, other.starts, other.ends, scratch_bits(n)
+    )
+
 
 def sorted_ids(
     indexes: ValueIndexes,
@@ -205,6 +288,8 @@ def sorted_ids(
     if not spans:
         return np.zeros(0, np.uint32)
     parts = [idx.order[a:b] for a, b in spans]
+    if len(spans) == 1 and idx.values[spans[0][0]] == idx.values[spans[0][1] - 1]:
+        return parts[0]  # one value: a stable argsort keeps ties in cid order
     # distinct positions of a permutation: distinct cids, so the sort is strict
     return np.sort(np.concatenate(parts) if len(parts) > 1 else parts[0])
 

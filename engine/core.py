@@ -41,6 +41,7 @@ from segd.rwlock import RWLock
 from segd.segments.compile import Compiler
 from segd.segments.context import Context
 from segd.segments.limits import Budget, budget_of
+from segd.segments.plan import Node
 from segd.segments.query import Prepared, prepare
 from segd.segments.registry import SavedSegment, SegmentRegistry
 from segd.store import LoadedSource, Store
@@ -51,6 +52,7 @@ Query = str | dict | Prepared
 # raising stops the save (see Engine.create_segment).
 Respond = Callable[[SavedSegment, "int | None"], None]
 RESULT_CACHE_SIZE = 64  # evaluated segments kept until the next write
+PLAN_CACHE_SIZE = 64  # compiled plans kept until the next write (Engine._plan)
 Source: TypeAlias = str | Path | pa.Table | pa.RecordBatch | list
 
 
@@ -134,6 +136,11 @@ class Engine(LiveApi):
         # meanwhile wait for that one instead of evaluating it again (see segment()).
         self._inflight: dict[tuple, _Flight] = {}
         self._refreshing: set[tuple] = set()  # next-second keys being refreshed ahead
+        # Compiled plans of recent (query AST, now) pairs, valid until the next mutation
+        # like the results (see _plan); under _results_lock.
+        self._plans: collections.OrderedDict[
+            tuple[int, float, bool], tuple[dict, Node, tuple[QueryWarning, ...]]
+        ] = collections.OrderedDict()
         # RFM: config, latest computation, transitions, daily counts (segd.rfm).
         self.rfm_state = rfm_mod.RfmState()
         self._rfm_compute_lock = threading.Lock()  # one rfm_compute at a time
@@ -392,6 +399,7 @@ class Engine(LiveApi):
             finally:
                 with self._results_lock:
                     self._results.clear()
+                    self._plans.clear()
 
     # -- ingest -----------------------------------------------------------------------
     def load_contacts(
@@ -1004,10 +1012,41 @@ class Engine(LiveApi):
         self, ast: dict, now_s: float, deadline: float | None, profile: list | None
     ) -> tuple[BitMap, tuple[QueryWarning, ...]]:
         """Members, and the warnings compiling the query raised (see QueryWarning)."""
-        compiler = self._compiler(now_s, live=self._live_members_at(now_s))
-        plan = compiler.compile(ast)
+        plan, warnings = self._plan(ast, now_s)
         ctx = Context(self.store, now_s, deadline, profile)
-        return plan.run(ctx, None), tuple(compiler.warnings)
+        return plan.run(ctx, None), warnings
+
+    def _plan(self, ast: dict, now_s: float) -> tuple[Node, tuple[QueryWarning, ...]]:
+        """The compiled plan of `ast` at `now_s` and its warnings, from the plan cache.
+
+        Compiling resolves names, builds intervals and parses periods; for an answer of a
+        few hundred contacts from value indexes that was most of a query's cost, and
+        callers that turn the result cache off (``cache=False``, benchmarks) or ask
+        with an explicit `now` ask the same plan again and again. A plan depends on the
+        AST, `now` and the store, segments and RFM state: it is dropped with the results
+        on every mutation (``_writing``), so it is exact by the same argument. Keyed by
+        the AST object (the parse cache hands the same one back for the same text; the
+        entry keeps it alive, so its id is not reused) and `now`. Plans only read
+        shared state while they run (memos they keep are per index build or per
+        moment), so concurrent readers may run one plan. A query at the engine clock
+        reads referenced segments' live members (``_live_members_at``), which change
+        only with writes and clock steps (``_writing`` too): its plan is kept apart.
+        """
+        live = self._live_members_at(now_s)
+        key = (id(ast), now_s, live is not None)
+        with self._results_lock:
+            hit = self._plans.get(key)
+            if hit is not None and hit[0] is ast:
+                self._plans.move_to_end(key)
+                return hit[1], hit[2]
+        compiler = self._compiler(now_s, live=live)
+        plan = compiler.compile(ast)
+        warnings = tuple(compiler.warnings)
+        with self._results_lock:
+            self._plans[key] = (ast, plan, warnings)
+            while len(self._plans) > PLAN_CACHE_SIZE:
+                self._plans.popitem(last=False)
+        return plan, warnings
 
     def count(
         self,

@@ -75,6 +75,18 @@ def _indexed(
     return out if cand is None else out & cand
 
 
+def _answer_of(node: Node, idx: aggindex.SortedIndex, lo, hi) -> aggindex.Answer:
+    """`node`'s slices of `idx` for its intervals [lo, hi], kept on the node for that
+    (immutable) index: a plan reused from the engine's plan cache finds them once per
+    index build, not per run."""
+    memo = node.__dict__.get("_answer")
+    if memo is not None and memo.sorted_index is idx:
+        return memo
+    got = aggindex.answer(idx, np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+    node.__dict__["_answer"] = got
+    return got
+
+
 def _sampled_gather(ctx: Context, node: NumericAttr) -> float:
     """Contacts in `node`'s intervals estimated from the fixed sample by one gather
     kernel over its ~2k ids (no bitset of the base)."""
@@ -145,7 +157,19 @@ class NumericAttr(AttrNode):
             f"attr:{col.name}", col, ctx.n, None, self.lo, self.hi
         )
 
+    def index_answer(self, ctx: Context) -> aggindex.Answer | None:
+        """By the attribute's index when some query built it and no contact needs a
+        re-check; NULL tests (``is_null``) are complements: no answer."""
+        if self.negate:
+            return None
+        col = self.column
+        idx = ctx.store.value_index.clean(f"attr:{col.name}", col, ctx.n, None)
+        return None if idx is None else _answer_of(self, idx, self.lo, self.hi)
+
     def estimate(self, ctx: Context) -> float:
+        got = self.index_answer(ctx)  # exact, and kept on the node
+        if got is not None:
+            return float(got.total)
         counted = self.index_count(ctx)  # else a sample of look-ups
         present = _sampled_gather(ctx, self) if counted is None else float(counted)
         return ctx.n - present if self.negate else present
@@ -376,7 +400,16 @@ class AggregateNode(Node):
         return 0.0 if self.name in ("orders_count", "revenue") else None
 
     def _days_to_ts_intervals(self) -> tuple[np.ndarray, np.ndarray]:
-        """days_since in [a, b]  <=>  last_ts in [floor(now - (b+1)d) + 1, floor(now - a d)]."""
+        """days_since in [a, b]  <=>  last_ts in [floor(now - (b+1)d) + 1, floor(now - a d)]
+        (kept on the node for its `now_s`: a cached plan asks it on every run)."""
+        memo = self.__dict__.get("_days_memo")
+        if memo is not None and memo[0] == self.now_s:
+            return memo[1]
+        got = self._days_intervals_now()
+        self.__dict__["_days_memo"] = (self.now_s, got)
+        return got
+
+    def _days_intervals_now(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = [], []
         if self.op in ("is_null", "is_not_null"):
             return np.array([1.0]), np.array([INF])
@@ -425,6 +458,9 @@ class AggregateNode(Node):
         written since its build; the index is built here if no query has yet)."""
         if self.period:
             return ctx.n / 2
+        got = self.index_answer(ctx)  # exact, and kept on the node
+        if got is not None:
+            return float(got.total)
         counted = self.index_count(ctx)
         present = float(ctx.n if counted is None else counted)
         return ctx.n - present if self.op == "is_null" else present
@@ -438,6 +474,15 @@ class AggregateNode(Node):
         return ctx.store.value_index.count(
             key, ctx.store.aggregates, ctx.n, source, lo, hi
         )
+
+    def index_answer(self, ctx: Context) -> aggindex.Answer | None:
+        """All time, by the value index of the rollup (built here if no query has yet)
+        when no contact needs a re-check; None with a period or for ``is_null``."""
+        if self.period or self.op == "is_null":
+            return None
+        key, source, lo, hi = self._index_args(ctx)
+        idx = ctx.store.value_index.clean(key, ctx.store.aggregates, ctx.n, source)
+        return None if idx is None else _answer_of(self, idx, lo, hi)
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         if self.period:

@@ -479,8 +479,21 @@ def decide(
     `negatives` at `now`: the rest of an AND decided per candidate (candidate-first
     plans, ``AndNode._few``). Merged contacts never match."""
     cids = np.asarray(cand.to_array(), dtype=np.uint32)
+    return cids_to_bitmap(decide_cids(store, cids, now, positives, negatives))
+
+
+def decide_cids(
+    store: Store,
+    cids: np.ndarray,
+    now: float,
+    positives: list[Any],
+    negatives: list[Any],
+) -> np.ndarray:
+    """``decide`` over distinct uint32 `cids` (an AND answered by value indexes hands
+    its candidates over as an array): those that match, in the order given. Event
+    kernels walk the contact-major index faster with `cids` sorted."""
     if not len(cids):
-        return BitMap()
+        return cids
     merged = store.contacts.merged
     if merged:
         cids = cids[~_member(merged, cids)]
@@ -495,7 +508,7 @@ def decide(
             break
         got = pairs.run(node, live)
         live = live[got if keep else ~got]
-    return cids_to_bitmap(np.ascontiguousarray(cids[live]))
+    return np.ascontiguousarray(cids[live])
 
 
 def _member(bitmap: BitMap, cids: np.ndarray) -> np.ndarray:
@@ -832,6 +845,24 @@ class _Pairs:
         src = None if log is None or log.n == 0 else self._source(log, node.filters)
         if src is None:
             return np.full(len(idx), node.zero_qualifies, dtype=bool)
+        last = _last_seen(store, node)
+        if last is not None and self.now is not None:
+            a, b = _at_moment(node, self.now, _event_bounds)
+            if a >= 1:
+                # "At least one event in [a, b)" by the contact's latest event: before
+                # a, none; in [a, b), one; at or after b, the kernel decides.
+                seen = last[self.cids[idx]]
+                got = (seen >= a) & (seen < b)
+                later = np.flatnonzero(seen >= b)
+                if len(later):
+                    got[later] = self._event_kernel(node, log, src, idx[later])
+                return got
+        return self._event_kernel(node, log, src, idx)
+
+    def _event_kernel(
+        self, node: Any, log: Any, src: Any, idx: np.ndarray
+    ) -> np.ndarray:
+        store = self.store
         assert log is not None  # a source exists only for a non-empty log
         then, within = None, 0
         if node.then is not None:
@@ -863,6 +894,21 @@ class _Pairs:
         if node.zero_qualifies:
             got |= verdict == pairscan.NO_EVENTS
         return got
+
+
+# Event types whose latest time per contact the rollups keep (segd.aggregates).
+_LAST_SEEN_OF = {"order": "last_order_s", "email_open": "last_email_open_s"}
+
+
+def _last_seen(store: Store, node: Any) -> np.ndarray | None:
+    """The rollup of each contact's latest event of `node`'s type (0: none) when that
+    alone decides the node: at least one event of the type, unfiltered; else None."""
+    name = _LAST_SEEN_OF.get(node.etype)
+    if name is None or not node._plain or node.count_min != 1:
+        return None
+    if node.count_max != 2**64 - 1 or node.distinct_dim is not None:
+        return None
+    return getattr(store.aggregates, name)
 
 
 def _at_moment(node: Any, now: float, make: Any) -> Any:

@@ -12,18 +12,28 @@ a query is evaluated once, unrestricted, and reused (``Node.shared``).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
+import numpy as np
 from pyroaring import BitMap
 
 from segd.errors import InvalidQuery
 from segd.explain import Evidence, SegmentEvidence
 from segd.segments.context import Context
 
+if TYPE_CHECKING:
+    from segd.aggindex import Answer
+
 # Candidate-first plans (AndNode._few): below this share of the base, an AND decides its
 # remaining operands per candidate (pair kernels) instead of a bitmap per operand.
 # Measured at 1M (CPU ms, one loaded run, BENCHMARKS.md): the reference segment 17.7 ->
 # 11.6 at 0.2%; at 2% three suite queries got slower (viewed_category 5.8 -> 8.0).
 CANDIDATE_FIRST_SHARE = 0.002
+# Index-first ANDs (AndNode._by_indexes): the next operand's index answer is intersected
+# (a bit test per contact of its slices) while it holds at most this many contacts per
+# running candidate; a larger one is decided per candidate instead (a gather from a
+# column of the whole base, a cache miss each: ~30 ns at 1M contacts).
+PROBE_PER_CANDIDATE = 4
 
 
 class Node:
@@ -54,6 +64,11 @@ class Node:
 
     def index_count(self, ctx: Context) -> int | None:
         """How many contacts the node's value index answers (None: no index)."""
+        return None
+
+    def index_answer(self, ctx: Context) -> Answer | None:
+        """The node's members exactly, as slices of a value index (``segd.aggindex``);
+        None when no index answers on its own (no index, or contacts to re-check)."""
         return None
 
     def cost(self, ctx: Context) -> float:
@@ -124,12 +139,90 @@ class AndNode(_Junction):
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         positives = [p for p in self.parts if not isinstance(p, NotNode)]
         negatives = [p.inner for p in self.parts if isinstance(p, NotNode)]
+        if cand is None and ctx.profile is None:
+            got = self._by_indexes(ctx, positives, negatives)
+            if got is not None:
+                return got
         if cand is not None and self.keep_order and self._kept is not None:
             positives = self._kept
         else:
             positives = self._order(ctx, positives, cand is None)
             if cand is not None and self.keep_order:
                 self._kept = positives
+        return self._conjoin(ctx, cand, positives, negatives)
+
+    def _by_indexes(
+        self, ctx: Context, positives: list[Node], negatives: list[Node]
+    ) -> BitMap | None:
+        """Index-first: when the most selective operand is a value-index answer of at
+        most ``n / SORT_SHARE`` contacts, intersect it with the other operands' index
+        answers natively (``aggindex.intersect``: no sort, no bitmap per operand), each
+        whose answer is at most ``PROBE_PER_CANDIDATE`` times the running one; the
+        rest is decided per candidate (pairs) or, for many candidates and operands
+        without a cheap per-candidate check, by the usual bitmap path. None: not
+        applicable (no index answer, or a larger one)."""
+        from segd import aggindex
+        from segd.native.bitset import cids_to_bitmap
+        from segd.segments.pairs import decide_cids
+
+        answers: list[tuple[int, Node, Answer]] = []
+        others: list[Node] = []
+        for p in positives:
+            got = p.index_answer(ctx)
+            if got is None:
+                others.append(p)
+            else:
+                answers.append((got.total, p, got))
+        if not answers:
+            return None
+        answers.sort(key=lambda t: t[0])
+        smallest, _, first = answers[0]
+        n = ctx.n
+        if smallest == 0:
+            return BitMap()
+        if smallest > n // aggindex.SORT_SHARE:
+            return None
+        if any(p.estimate(ctx) < smallest for p in others):
+            return None  # a condition without an index leads: the usual order
+        ctx.check_deadline()
+        cids = first.ids()
+        ascending = first.ids_sorted()
+        rest: list[Node] = []
+        for total, part, got in answers[1:]:
+            if total > PROBE_PER_CANDIDATE * len(cids):
+                rest.append(part)  # a gather per candidate costs less than the probe
+                continue
+            cids = aggindex.intersect(cids, got, n)  # in `got`'s order
+            ascending = got.ids_sorted()
+            if not len(cids):
+                return BitMap()
+        rest += others
+        gathers = all(_cheap_per_candidate(p) for p in rest + negatives)
+        if (rest or negatives) and (gathers or len(cids) < CANDIDATE_FIRST_SHARE * n):
+            if not ascending and not gathers:  # event kernels walk contacts in order
+                cids, ascending = np.sort(cids), True
+            kept = decide_cids(ctx.store, cids, ctx.now_s, rest, negatives)
+            # gathers cost the same in any order: only the survivors are sorted
+            return cids_to_bitmap(kept if ascending else np.sort(kept))
+        if not ascending:
+            cids = np.sort(cids)
+        result = cids_to_bitmap(cids)
+        merged = ctx.store.contacts.merged
+        if merged:
+            result -= merged
+        if not rest and not negatives:
+            return result
+        return self._conjoin(ctx, result, self._order(ctx, rest, False), negatives)
+
+    def _conjoin(
+        self,
+        ctx: Context,
+        cand: BitMap | None,
+        positives: list[Node],
+        negatives: list[Node],
+    ) -> BitMap:
+        """Run the ordered `positives` over `cand` (None: everyone), then take out
+        the `negatives`."""
         result = cand
         for k, part in enumerate(positives):
             if result is not None and self._few(ctx, result):
@@ -193,6 +286,12 @@ class AndNode(_Junction):
             return p.cost(ctx) / removed
 
         return first + sorted(rest, key=rank)
+
+
+def _cheap_per_candidate(node: Node) -> bool:
+    """Conditions the pair walk decides by a gather per candidate (a column or rollup
+    value, a dictionary code): no event scan, no period rollup, no sub-expression."""
+    return node.kind in ("attr", "aggregate") and not getattr(node, "period", None)
 
 
 class OrNode(_Junction):

@@ -15,6 +15,7 @@ from segd.aggindex import SortedIndex
 from segd.datagen import generate
 from segd.native import aggindex as kernels
 from segd.segments.context import Context
+from segd.segments.plan import AndNode
 
 QUERIES = [
     "orders_count = 2",
@@ -30,6 +31,22 @@ QUERIES = [
     "rating >= 4",
     "age between 20 and 35",
     "orders_count = 1 and rating >= 3",
+    # index-first ANDs (AndNode._by_indexes): intersections, per-candidate rest
+    "orders_count = 2 and revenue >= 150",
+    "orders_count >= 3 and days_since_last_order >= 30 and avg_order_value >= 40",
+    "orders_count = 1 and revenue between 20 and 90 and order() in last 90 days",
+    "orders_count >= 2 and revenue >= 100 and order() from 2020-01-01",
+    "orders_count >= 2 and not revenue >= 200",
+    "orders_count >= 2 and revenue >= 100 and not order() in last 30 days",
+    "orders_count = 3 and orders_count = 4",
+    "orders_count >= 1 and rating >= 3 and age >= 30",
+    "revenue >= 10 and (orders_count = 1 or orders_count = 5)",
+    "email_open() from 2020-01-01 and orders_count = 1",
+    # event leaves decided by the contact's last order / open (pairs._last_seen),
+    # and by the kernel for those with a later one
+    "orders_count >= 3 and order() from 90 to 30 days ago",
+    "orders_count >= 3 and email_open() in last 30 days",
+    "orders_count >= 1 and order() count >= 2 in last 90 days",  # not by last seen
 ]
 
 
@@ -87,12 +104,19 @@ def _scan_counts(eng: Engine, now: int) -> list[int]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(conditions.aggindex, "fill", lambda *a, **k: False)
         mp.setattr(conditions.aggindex, "sorted_ids", lambda *a, **k: None)
+        mp.setattr(AndNode, "_by_indexes", lambda *a: None)
         return [eng.count(q, now=now, cache=False) for q in QUERIES]
 
 
 def _check(eng: Engine, now: int) -> None:
-    got = [eng.count(q, now=now, cache=False) for q in QUERIES]
-    assert got == _scan_counts(eng, now)
+    want = _scan_counts(eng, now)
+    assert [eng.count(q, now=now, cache=False) for q in QUERIES] == want
+    with pytest.MonkeyPatch.context() as mp:  # index-first ANDs at every answer size
+        mp.setattr(aggindex, "SORT_SHARE", 1)
+        assert [eng.count(q, now=now, cache=False) for q in QUERIES] == want
+        # ... and the rest of each AND per candidate (pairs, event leaves included)
+        mp.setattr("segd.segments.plan.CANDIDATE_FIRST_SHARE", 2.0)
+        assert [eng.count(q, now=now, cache=False) for q in QUERIES] == want
 
 
 def test_index_stays_exact_under_writes(tmp_path) -> None:
@@ -173,3 +197,64 @@ def test_memory_counts_the_built_indexes() -> None:
     assert mem["value_indexes"] >= expected
     assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
     assert eng.stats()["memory_bytes"]["value_indexes"] == mem["value_indexes"]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.integers(0, 499), max_size=120),
+    st.lists(st.integers(0, 499), min_size=0, max_size=500, unique=True),
+    st.lists(st.tuples(st.integers(0, 500), st.integers(0, 500)), max_size=4),
+)
+def test_intersect_slices_matches_numpy(cur, order, spans) -> None:
+    """The ids of `cur` in some slice of `order`, each once, in slice order; the
+    scratch bitset is all zero again (ids beyond it are no member)."""
+    cur_a = np.array(cur, dtype=np.uint32)
+    order_a = np.array(order, dtype=np.uint32)
+    spans = [(min(a, b, len(order)), min(max(a, b), len(order))) for a, b in spans]
+    starts = np.array([a for a, _ in spans], dtype=np.intp)
+    ends = np.array([b for _, b in spans], dtype=np.intp)
+    scratch = np.zeros(8, dtype=np.uint64)  # 512 bits: every id of `cur`
+    got = kernels.intersect_slices(cur_a, order_a, starts, ends, scratch)
+    members, want = set(cur), []
+    for a, b in spans:
+        for c in order[a:b]:
+            if c in members and c not in want:
+                want.append(c)
+    assert got.dtype == np.uint32
+    assert got.tolist() == want
+    assert not scratch.any()
+
+
+def test_intersect_slices_refuses_bad_input() -> None:
+    scratch = np.zeros(1, dtype=np.uint64)
+    order = np.arange(10, dtype=np.uint32)
+    one = np.array([0], dtype=np.intp)
+    with pytest.raises(ValueError, match="contact 64 outside"):
+        kernels.intersect_slices(np.array([64], np.uint32), order, one, one, scratch)
+    with pytest.raises(ValueError, match=r"slice \[0, 11\) outside"):
+        kernels.intersect_slices(
+            np.array([1], np.uint32), order, one, np.array([11], np.intp), scratch
+        )
+    with pytest.raises(ValueError, match="differ in length"):
+        kernels.intersect_slices(
+            np.array([1], np.uint32), order, one, np.zeros(0, np.intp), scratch
+        )
+    assert not scratch.any()
+
+
+def test_index_first_and_is_taken_and_exact() -> None:
+    """An AND of index answers intersects them natively (and decides the event leaf
+    per candidate); the same counts as the column scans (``_check``)."""
+    data = generate(2000, seed=3)
+    eng = Engine()
+    eng.load_items(data.items)
+    eng.load_contacts(data.contacts)
+    eng.load_events(data.events)
+    calls = []
+    real = aggindex.intersect
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(aggindex, "SORT_SHARE", 1)  # 2000 contacts: every answer is "large"
+        mp.setattr(aggindex, "intersect", lambda *a: calls.append(1) or real(*a))
+        eng.count("orders_count >= 2 and revenue >= 100", now=data.now, cache=False)
+    assert calls
+    _check(eng, data.now)
