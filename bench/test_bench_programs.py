@@ -6,7 +6,11 @@ over the shared 100k-contact world (``kernel_world``), for two of the live bench
 
 ``build`` times compiling the program once (a live segment keeps it per plan and
 re-links its event leaves when logs grow). Each benchmark checks its answer against
-the walk. Run: ``pytest bench/test_bench_programs.py --benchmark-only``.
+the walk. ``test_flush`` times the programs of all 100 templates over 10k contacts, each
+asked about a random ~3.5% of them (the survivors of a live flush's static passes):
+in one ``run_fused`` pass contact by contact with the memo of shared event leaves
+(``one_pass``) against one ``PairProgram.run`` per segment (``each``). Run:
+``pytest bench/test_bench_programs.py --benchmark-only``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ import pytest
 
 from segd.bench.kernel_world import World, world
 from segd.bench.live import templates
-from segd.segments.pairs import conjunction_program, evaluate_conjunction
+from segd.segments.pairs import (
+    _Conjunction,
+    _ProgramBuilder,
+    conjunction_program,
+    evaluate_conjunction,
+    run_fused,
+)
 
 PAIRS = 10_000
 SEGMENTS = {"template0": 0, "template3": 3}
@@ -27,8 +37,9 @@ def w() -> World:
     return world()
 
 
-def _parts(w: World, segment: str) -> list:
-    query = templates(int(w.now_s), SEGMENTS[segment])
+def _parts(w: World, segment: str | int) -> list:
+    k = segment if isinstance(segment, int) else SEGMENTS[segment]
+    query = templates(int(w.now_s), k)
     plan = w.engine._compiler(w.now_s).compile(w.engine.prepare(query).ast)
     node = plan
     while type(node).__name__ == "RefNode":
@@ -59,3 +70,29 @@ def test_conjunction(benchmark, w: World, segment: str, path: str) -> None:
             lambda: evaluate_conjunction(parts, store, cids, nows, fused=False)
         )
     assert got.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("path", ["one_pass", "each"])
+def test_flush(benchmark, w: World, path: str) -> None:
+    store = w.engine.store
+    built = [
+        _ProgramBuilder(store, w.now_s).build(_Conjunction(_parts(w, k)))
+        for k in range(100)
+    ]
+    fused = [f for f in built if f is not None]
+    assert len(fused) == 100
+    rng = np.random.default_rng(11)
+    cids = np.unique(rng.integers(0, store.n_contacts, PAIRS).astype(np.uint32))
+    todo = (rng.random((len(cids), len(fused))) < 0.035).astype(np.uint8)
+    asked = [np.ascontiguousarray(cids[todo[:, s].astype(bool)]) for s in range(100)]
+    expected = [f.program.run(a).view(bool) for f, a in zip(fused, asked, strict=True)]
+    if path == "one_pass":
+        out = benchmark(lambda: run_fused(fused, store, cids, todo))
+        for s in range(100):
+            assert out[s][todo[:, s].astype(bool)].tolist() == expected[s].tolist()
+            assert not out[s][~todo[:, s].astype(bool)].any()
+    else:
+        got = benchmark(
+            lambda: [f.program.run(a) for f, a in zip(fused, asked, strict=True)]
+        )
+        assert [g.view(bool).tolist() for g in got] == [e.tolist() for e in expected]

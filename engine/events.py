@@ -72,6 +72,9 @@ class EventLog:
         self._ci_lock = threading.Lock()
         self._sizes: dict[str, tuple] = {}
         self._version = 0  # bumped by every append: invalidates cached posting sizes
+        # the _version an append of rows after the last ones (no row moved) made:
+        # readers indexing the tail may then add the new rows to what they have
+        self._tail_appended = -1
 
     # -- read side ------------------------------------------------------------------
     @property
@@ -305,6 +308,7 @@ class EventLog:
         self._version += 1
         if ts[0] >= self._ts[self.n - 1]:
             self._append_tail(cid, ts, dims, amount)
+            self._tail_appended = self._version
         else:
             self._merge_late(cid, ts, dims, amount)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -52,7 +53,12 @@ from segd.native.bitset import cids_to_bitmap
 from segd.native.idmap import IdMap
 from segd.predicates import integer_range
 from segd.segments.context import Context
-from segd.segments.pairs import evaluate_conjunction, evaluate_pairs
+from segd.segments.pairs import (
+    _fused,
+    evaluate_conjunction,
+    evaluate_pairs,
+    run_fused,
+)
 from segd.segments.registry import SEGMENT_EVENT_TYPES
 from segd.timeutil import DAY_S, MAX_EVENT_S, duration_s
 
@@ -66,6 +72,13 @@ ENTERED, EXITED = 1, -1
 # by plan runs; 100k contacts 23.3k vs 38.9k.
 PAIRS_SHARE = 0.04
 PAIRS_MIN = 4096  # small engines always by pairs
+# A flush runs the fused programs of its segments in one pass (``_Job``); False: one
+# call per segment, in turn (the oracle of the one-pass path in the tests).
+ONE_PASS = True
+# Touched contacts up to this share of the base go through the one pass (its
+# [contact, segment] tables cost ~ 200 bytes per contact); beyond, as below.
+ONE_PASS_SHARE = 0.25
+ONE_PASS_BLOCK = 65_536  # contacts per run_fused call of a pass (bounds its tables)
 MAX_ROUNDS = 1000  # segment events touching segments: bounded by the reference depth
 CHANGE_NAMES = {ENTERED: "entered", EXITED: "exited"}
 # Causes that are not event types.
@@ -346,6 +359,13 @@ class LiveSegments:
         self._sample_cids: np.ndarray | None = None
         self._sample_n = -1
         self._static = StaticPass()  # per segment, who passes its attribute conjuncts
+        # within a flush round: the plans' fingerprint (reset when it publishes)
+        self._flushing = False
+        self._flush_key: tuple | None = None
+        # within a pass's records: the segment events held (``_publishing``)
+        self._held: list | None = None
+        # causes of a flush's touches -> per segment, which of them can affect it
+        self._signatures: dict[tuple, dict[str, tuple[bool, ...]]] = {}
         self.grown = threading.Condition()  # notified when the change log grows
 
     # -- state ----------------------------------------------------------------------
@@ -393,9 +413,12 @@ class LiveSegments:
     # -- evaluation -----------------------------------------------------------------
     def _fingerprint(self) -> tuple:
         """What compiled plans depend on besides `now`: the catalog, the dictionaries,
-        the contact columns, the saved segments and the RFM computation."""
+        the contact columns, the saved segments and the RFM computation. Kept for
+        the length of a flush round (``_flush_key``) until it publishes."""
+        if self._flush_key is not None:
+            return self._flush_key
         store = self.engine.store
-        return (
+        key = (
             store.catalog.version,
             len(store.catalog),
             tuple((k, len(m)) for k, m in store.dim_maps.items()),
@@ -404,6 +427,9 @@ class LiveSegments:
             id(self.engine.segments),
             id(self.engine.rfm_state.latest),
         )
+        if self._flushing:
+            self._flush_key = key
+        return key
 
     def _plan(self, name: str, now: float) -> Any:
         """The segment's plan at `now`: compiled once per data shape, then moved to
@@ -432,8 +458,13 @@ class LiveSegments:
         return plan
 
     def _evaluate(
-        self, name: str, now: float, cand: BitMap | None, shared: dict | None = None
-    ) -> BitMap:
+        self,
+        name: str,
+        now: float,
+        cand: BitMap | None,
+        shared: dict | None = None,
+        jobs: list[_Job] | None = None,
+    ) -> BitMap | None:
         """Members of `name` at `now`: in full (`cand` None, as ``Engine.segment``), or
         for the contacts of `cand` by ``evaluate_pairs`` (cost ~ the candidates, not the
         base: what a write or a time step re-decides; a restricted plan run when they
@@ -441,7 +472,9 @@ class LiveSegments:
         segment's attribute conjuncts (its static pass, ``segd.livestatic``) are
         dropped first; the rest of its top AND decides the others. `shared`: kept by
         the calls of one flush over the same `cand` (its cids, their static-pass rows,
-        the memo of ``evaluate_pairs``)."""
+        the memo of ``evaluate_pairs``). `jobs`: when given, a segment whose rest is one
+        fused program that reads no published segment event is queued there for the
+        flush's one pass (``_run_jobs``) and None returned."""
         eng = self.engine
         if cand is None:  # a full evaluation: as Engine.segment does it
             plan = eng._compiler(now).compile({"segment": name})
@@ -449,16 +482,29 @@ class LiveSegments:
         if not cand:
             return BitMap()
         plan = self._plan(name, now)
-        many = max(PAIRS_MIN, PAIRS_SHARE * eng.store.n_contacts)
-        if len(cand) > many:  # bitmaps per operand beat per-contact kernels
-            ctx = Context(eng.store, now, None, _sample=self._sample())
-            return plan.run(ctx, cand)
         if shared is None:
             shared = {}
+        parts = split(plan)
+        n = eng.store.n_contacts
+        one_pass = max(PAIRS_MIN, ONE_PASS_SHARE * n)
+        if jobs is not None and parts is not None and len(cand) <= one_pass:
+            fused = _fused(plan, parts[1], eng.store, now)
+            if fused is not None and not fused.reads_published:
+                if "cids" not in shared:
+                    shared["cids"] = np.asarray(cand.to_array(), np.uint32)
+                slot = self._static.slot(name, parts[0], eng.store)
+                jobs.append(_Job(name, fused, shared, slot))
+                return None
+        # Queued segments record first (the order of a flush segment by segment):
+        # this one may read the events they publish.
+        self._run_jobs(jobs)
+        if len(cand) > max(PAIRS_MIN, PAIRS_SHARE * n):
+            # bitmaps per operand beat per-contact kernels
+            ctx = Context(eng.store, now, None, _sample=self._sample())
+            return plan.run(ctx, cand)
         cids = shared.get("cids")
         if cids is None:
             cids = shared["cids"] = np.asarray(cand.to_array(), np.uint32)
-        parts = split(plan)
         if parts is None:
             nows = np.full(len(cids), now)
             memo = shared.setdefault("memo", {})
@@ -521,7 +567,30 @@ class LiveSegments:
         ats = np.full(len(cids), at)
         self.changes.append(name, cids, change, ats, np.full(len(cids), code, np.int16))
         self._publish(name, cids, change, ats)
-        self._notify()
+        if self._held is None:
+            self._notify()
+
+    @contextmanager
+    def _publishing(self) -> Iterator[None]:
+        """Within: the segment events of the records are held, then appended and
+        notified once per type (the rows in the same order as one append per
+        record: one flush's pass records many segments, each a few changes)."""
+        assert self._held is None
+        held: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._held = held
+        try:
+            yield
+        finally:  # what was recorded is published, even when a record failed
+            self._held = None
+            if held:
+                code = np.concatenate(
+                    [np.full(len(c), k, np.uint32) for k, c, _, _ in held]
+                )
+                cids = np.concatenate([c for _, c, _, _ in held])
+                change = np.concatenate([x for _, _, x, _ in held])
+                ts = np.concatenate([t for _, _, _, t in held])
+                self._append_segment_events(cids, change, ts, code)
+                self._notify()
 
     def _publish(
         self, name: str, cids: np.ndarray, change: np.ndarray, at: np.ndarray
@@ -532,7 +601,19 @@ class LiveSegments:
         store = self.engine.store
         names = store.dim_maps.setdefault("segment", IdMap())
         code = names.get_or_add_one(name)
+        self._flush_key = None  # the dictionaries grew: plans may be stale
         ts = np.clip(np.floor(at), 1, MAX_EVENT_S).astype(np.uint32)
+        if self._held is not None:
+            self._held.append((code, cids, change, ts))
+            return
+        self._append_segment_events(
+            cids, change, ts, np.full(len(cids), code, np.uint32)
+        )
+
+    def _append_segment_events(
+        self, cids: np.ndarray, change: np.ndarray, ts: np.ndarray, codes: np.ndarray
+    ) -> None:
+        store = self.engine.store
         for kind, etype in ((ENTERED, "segment_entered"), (EXITED, "segment_exited")):
             mine = change == kind
             if not mine.any():
@@ -540,7 +621,7 @@ class LiveSegments:
             rows = TypeRows(
                 np.ascontiguousarray(cids[mine], np.uint32),
                 np.ascontiguousarray(ts[mine]),
-                {"segment": np.full(int(mine.sum()), code, np.uint32)},
+                {"segment": np.ascontiguousarray(codes[mine], np.uint32)},
                 None,
             )
             append_rows(store, etype, rows)
@@ -554,6 +635,7 @@ class LiveSegments:
         """Re-evaluate `name` at the clock for `cand` (None: everyone)."""
         assert self.clock is not None
         after = self._evaluate(name, self.clock, cand)
+        assert after is not None  # (queued only when given a queue)
         if cand is None:  # a full evaluation: its static pass is due now, not mid-write
             parts = split(self._plan(name, self.clock))
             if parts is not None:
@@ -591,6 +673,17 @@ class LiveSegments:
             return
         profiles = self.profiles()
         seen = self._n_seen
+        self._flush_key = None
+        self._flushing = True
+        try:
+            self._flush_round(pending, profiles, seen)
+        finally:
+            self._flushing = False
+            self._flush_key = None
+
+    def _flush_round(
+        self, pending: list[tuple[np.ndarray, str]], profiles: dict, seen: int
+    ) -> None:
         fresh = BitMap()
         fresh_cause = None
         parts: list[tuple[BitMap, str]] = []
@@ -605,9 +698,20 @@ class LiveSegments:
         # Segments affected by the same causes re-decide the same contacts: their
         # chunks are built once, and they share the contacts' arrays and memo.
         groups: dict[tuple[bool, ...], tuple[list, BitMap, dict]] = {}
+        jobs: list[_Job] = []
+        causes = tuple(cause for _, cause in parts)
+        # per segment, which of the causes can affect it; kept per list of causes
+        # (a flush's rounds alternate between a few), reset with the profiles
+        if len(self._signatures) > 16:
+            self._signatures.clear()
+        signatures = self._signatures.setdefault(causes, {})
         for name in sorted(self.members):
-            profile = profiles[name]
-            signature = tuple(profile.affected_by(cause) for _, cause in parts)
+            signature = signatures.get(name)
+            if signature is None:
+                profile = profiles[name]
+                signature = signatures[name] = tuple(
+                    profile.affected_by(cause) for cause in causes
+                )
             group = groups.get(signature)
             if group is None:
                 # Each contact once, under the first cause that can affect the
@@ -627,17 +731,76 @@ class LiveSegments:
             chunks, cand, shared = group
             if not chunks:
                 continue
-            after = self._evaluate(name, self.clock, cand, shared)
-            before = self.members[name] & cand
-            if before == after:  # the common case: nothing to record per cause
+            shared.setdefault("chunks", (chunks, cand))
+            after = self._evaluate(
+                name, self.clock, cand, shared, jobs if ONE_PASS else None
+            )
+            if after is None:  # queued: decided in one pass with the others
                 continue
-            for todo, cause in chunks:
-                self._record(name, before & todo, after & todo, self.clock, cause)
+            self._settle(name, chunks, cand, after)
+        self._run_jobs(jobs)
         self._n_seen = self.engine.store.n_contacts
+
+    def _settle(
+        self, name: str, chunks: list[tuple[BitMap, str]], cand: BitMap, after: BitMap
+    ) -> None:
+        """Record segment `name`'s changes over `cand` (now `after`), per cause."""
+        before = self.members[name] & cand
+        if before == after:  # the common case: nothing to record per cause
+            return
+        assert self.clock is not None
+        for todo, cause in chunks:
+            self._record(name, before & todo, after & todo, self.clock, cause)
+
+    def _run_jobs(self, jobs: list[_Job] | None) -> None:
+        """Decide the queued segments in one ``run_fused`` pass over the union of
+        their groups' contacts, then record each in queue order; empties `jobs`."""
+        if not jobs:
+            return
+        queued = list(jobs)
+        jobs.clear()
+        for job in queued:  # slots stay put while a flush queues (no column changes)
+            assert self._static.bit(job.name) == job.slot, job.name
+        groups: dict[int, int] = {}
+        for job in queued:
+            groups.setdefault(id(job.shared), len(groups))
+        shareds = {id(j.shared): j.shared for j in queued}
+        arrays = [shareds[g]["cids"] for g in groups]
+        union = arrays[0] if len(arrays) == 1 else sorted_unique(np.concatenate(arrays))
+        member = None
+        if len(arrays) > 1:
+            member = np.zeros((len(union), len(arrays)), np.uint8)
+            for k, group in enumerate(arrays):
+                member[np.searchsorted(union, group), k] = 1
+        slots = [j.slot for j in queued]
+        of_group = [groups[id(j.shared)] for j in queued]
+        fused = [j.fused for j in queued]
+        found: list[list[np.ndarray]] = [[] for _ in queued]
+        # In blocks of contacts: the tables below cost ~330 bytes per contact.
+        for lo in range(0, len(union), ONE_PASS_BLOCK):
+            block = union[lo : lo + ONE_PASS_BLOCK]
+            # Who is asked about what, [contact, job]: the static-pass bits of the
+            # block's contacts (one gather, unpacked to a byte per slot), the jobs'
+            # slots taken, and for several groups, masked by group membership.
+            words = np.ascontiguousarray(self._static.columns(block).T, dtype="<u8")
+            flags = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")
+            todo = np.ascontiguousarray(flags[:, slots])
+            if member is not None:
+                todo &= member[lo : lo + ONE_PASS_BLOCK][:, of_group]
+            out = run_fused(fused, self.engine.store, block, todo)
+            for k in range(len(queued)):
+                found[k].append(block[out[k]])
+        with self._publishing():
+            for k, job in enumerate(queued):
+                got = found[k][0] if len(found[k]) == 1 else np.concatenate(found[k])
+                after = cids_to_bitmap(np.ascontiguousarray(got, dtype=np.uint32))
+                chunks, cand = job.shared["chunks"]
+                self._settle(job.name, chunks, cand, after)
 
     def segment_put(self, name: str) -> None:
         """A segment was created or changed (or a static one replaced a dynamic one)."""
         self._profiles = None
+        self._signatures = {}
         self._plans.clear()
         if self.clock is None:
             return
@@ -654,6 +817,7 @@ class LiveSegments:
 
     def segment_deleted(self, name: str) -> None:
         self._profiles = None
+        self._signatures = {}
         self._plans.clear()
         self._static.forget(name)
         members = self.members.pop(name, None)
@@ -672,6 +836,7 @@ class LiveSegments:
         if not self.tracking:
             return
         self._profiles = None
+        self._signatures = {}
         for name, p in sorted(self.profiles().items()):
             if p.catalog:
                 self._refresh(name, None, ITEMS)
@@ -712,6 +877,12 @@ class LiveSegments:
         if self.clock is None:
             self.clock = now
             self._n_seen = self.engine.store.n_contacts
+            # Every name gets its event-property code first (as a step does): each
+            # new code changes the plans' fingerprint, and the plans kept while the
+            # segments are evaluated in turn would be compiled again at the next write.
+            names = self.engine.store.dim_maps.setdefault("segment", IdMap())
+            for name in self._dynamic():
+                names.get_or_add_one(name)
             for name in self._dynamic():
                 self.members[name] = BitMap()
                 self._refresh(name, None, DEFINITION)
@@ -939,6 +1110,7 @@ class LiveSegments:
         if profile.rfm_timed:  # cannot be scheduled: the whole segment at t1
             before = members.copy()
             after = self._evaluate(name, t1, None)
+            assert after is not None
             return self._difference_rows(
                 code, members, before, after, float(math.floor(t1))
             )
@@ -1097,6 +1269,15 @@ class LiveSegments:
 
 
 NO_BIRTH_DATE = np.iinfo(np.int64).min  # _key_source's value for a missing birth date
+
+
+class _Job(NamedTuple):
+    """A segment of a flush queued for its one pass (``LiveSegments._run_jobs``)."""
+
+    name: str
+    fused: Any  # its fused program (``segd.segments.pairs._fused``), current
+    shared: dict  # its group's: cids (the candidates), chunks, ...
+    slot: int  # its static pass's bit (``StaticPass.slot``)
 
 
 class _Order(NamedTuple):

@@ -125,6 +125,11 @@ class StaticPass:
         self._done[name] = n
         return slot.bit
 
+    def bit(self, name: str) -> int | None:
+        """Segment `name`'s bit position (None: it has none yet)."""
+        slot = self._slots.get(name)
+        return None if slot is None else slot.bit
+
     def columns(self, cids: np.ndarray) -> np.ndarray:
         """The words of `cids`, ``[word, i]``: one gather for every segment of a
         flush (``passing`` reads one segment's bit from them)."""

@@ -127,7 +127,9 @@ class PairProgram:
         then: PairSource | None = None,
         within_s: int = 0,
         zero_qualifies: bool = False,  # NO_EVENTS holds too
+        memo_key: int = -1,  # >= 0: decided once per contact in run_programs
     ) -> int: ...
+    def set_memo_key(self, leaf: int, key: int) -> None: ...  # -1: none
     def relink_event(
         self,
         leaf: int,
@@ -139,3 +141,11 @@ class PairProgram:
         self, ops: Iterable[int], args: Iterable[int]
     ) -> None: ...  # prefix order; ValueError when malformed
     def run(self, cids: Cids) -> npt.NDArray[np.uint8]: ...  # 1 = holds, per cid
+
+def run_programs(
+    programs: Iterable[PairProgram],
+    cids: Cids,
+    todo: npt.NDArray[np.uint8],  # [cid, program]: 1 = asked
+    *,
+    prefetch: bool = True,
+) -> npt.NDArray[np.uint8]: ...  # [program, cid]: 1 = asked and holds

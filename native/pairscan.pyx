@@ -712,6 +712,34 @@ cdef struct Leaf:
     Rule rule
     const code_t* dcodes         # NULL, or the distinct-count code column
     bint zero_qualifies          # no matching event qualifies (count_min 0)
+    int32_t memo_key             # -1, or the leaf's key in run_programs' memo
+
+
+cdef enum:
+    SLOT_WAYS = 8                # sources whose last slot a RunMemo keeps
+
+
+cdef struct SlotWay:
+    const Src* src
+    SlotMemo slot
+
+
+cdef struct ProgRef:
+    const Leaf* leaves
+    const int32_t* ops
+    const int32_t* args
+    const int32_t* ends
+
+
+cdef struct RunMemo:
+    # run_programs' per-contact memo: the answer of each keyed leaf (before its
+    # negation) for the current contact, valid while stamp[key] == tag, and the last
+    # slot looked up per event source (a contact's leaves over one log share it)
+    int64_t* stamp
+    uint8_t* value
+    Py_ssize_t n_keys
+    int64_t tag
+    SlotWay ways[SLOT_WAYS]
 
 
 cdef inline bint _in_ptr(double v, const double* lo, const double* hi,
@@ -733,11 +761,18 @@ cdef inline double _value(const Leaf* f, cid_t c) noexcept nogil:
     return <double> (<const int8_t*> f.values)[c]
 
 
-cdef int _leaf(const Leaf* f, cid_t c, uint32_t** keys, Py_ssize_t* cap) noexcept nogil:
-    """0 / 1 for contact c; -1 when the distinct-count buffer cannot grow."""
+cdef int _leaf(const Leaf* f, cid_t c, uint32_t** keys, Py_ssize_t* cap,
+               RunMemo* m) noexcept nogil:
+    """0 / 1 for contact c; -1 when the distinct-count buffer cannot grow. `m`:
+    NULL, or the memo of the contact's keyed leaves and recent slots."""
     cdef bint got
     cdef code_t code
     cdef int v
+    cdef SlotMemo* slot = NULL
+    cdef SlotWay* way
+    cdef int32_t key = f.memo_key
+    if m != NULL and key >= 0 and key < m.n_keys and m.stamp[key] == m.tag:
+        return m.value[key] != f.negate
     if f.kind == K_INTERVAL:
         if f.valid != NULL and not f.valid[c]:
             got = False
@@ -750,31 +785,40 @@ cdef int _leaf(const Leaf* f, cid_t c, uint32_t** keys, Py_ssize_t* cap) noexcep
         code = f.codes[c]
         got = code != NO_CODE and code < f.mask_len and f.mask[code] != 0
     elif f.kind == K_EVENT:
+        if m != NULL:
+            way = &m.ways[((<size_t> f.src) >> 6) % SLOT_WAYS]
+            if way.src != f.src:
+                way.src = f.src
+                way.slot.valid = False
+            slot = &way.slot
         v = _pair_verdict(f.src, f.then, f.within, c, f.wlo, f.whi, &f.rule, f.dcodes,
-                          keys, cap, NULL)
+                          keys, cap, slot)
         if v < 0:
             return -1
         got = v == V_QUALIFIES or (f.zero_qualifies and v == V_NO_EVENTS)
     else:
         got = False
+    if m != NULL and key >= 0 and key < m.n_keys:
+        m.stamp[key] = m.tag
+        m.value[key] = got
     return got != f.negate
 
 
 cdef int _node(const Leaf* leaves, const int32_t* ops, const int32_t* args,
                const int32_t* ends, Py_ssize_t i, cid_t c, uint32_t** keys,
-               Py_ssize_t* cap) noexcept nogil:
+               Py_ssize_t* cap, RunMemo* m) noexcept nogil:
     """Node i of the program for contact c: 0 / 1, -1 on a failed allocation. AND and
     OR stop at their first deciding operand (operands are stored cheapest first)."""
     cdef int op = ops[i], v
     cdef Py_ssize_t j, _k
     if op == OP_LEAF:
-        return _leaf(&leaves[args[i]], c, keys, cap)
+        return _leaf(&leaves[args[i]], c, keys, cap, m)
     if op == OP_NOT:
-        v = _node(leaves, ops, args, ends, i + 1, c, keys, cap)
+        v = _node(leaves, ops, args, ends, i + 1, c, keys, cap, m)
         return v if v < 0 else 1 - v
     j = i + 1
     for _k in range(args[i]):
-        v = _node(leaves, ops, args, ends, j, c, keys, cap)
+        v = _node(leaves, ops, args, ends, j, c, keys, cap, m)
         if v < 0:
             return v
         if op == OP_AND and v == 0:
@@ -852,6 +896,7 @@ cdef class PairProgram:
         f.wlo = f.whi = 0
         f.dcodes = NULL
         f.zero_qualifies = False
+        f.memo_key = -1
         self.n_leaves += 1
         return f
 
@@ -953,10 +998,14 @@ cdef class PairProgram:
     def add_event(self, PairSource events not None, int64_t lo_s, int64_t hi_s,
                   uint64_t count_min=1, uint64_t count_max=0xFFFFFFFFFFFFFFFF, *,
                   sum_range=None, distinct_codes=None, PairSource then=None,
-                  uint64_t within_s=0, bint zero_qualifies=False) -> int:
+                  uint64_t within_s=0, bint zero_qualifies=False,
+                  int32_t memo_key=-1) -> int:
         """An event condition at the window ``[lo_s, hi_s)``, as ``event_pairs`` (same
         arguments): holds when the verdict is ``QUALIFIES``, or ``NO_EVENTS`` with
-        `zero_qualifies`."""
+        `zero_qualifies`. `memo_key` (>= 0): ``run_programs`` decides the leaf once per
+        contact for all leaves of that key in the programs of one call — the caller
+        gives one key only to leaves that always agree (same events, filters, window
+        and rule; their negations may differ)."""
         cdef const code_t[::1] dc
         cdef Leaf* f
         if sum_range is not None and (isnan(sum_range[0]) or isnan(sum_range[1])):
@@ -981,6 +1030,9 @@ cdef class PairProgram:
         if distinct_codes is not None and dc.shape[0]:
             f.dcodes = &dc[0]
         f.zero_qualifies = zero_qualifies
+        if memo_key < -1:
+            raise ValueError(f"memo_key must be -1 or >= 0, not {memo_key}")
+        f.memo_key = memo_key
         return self.n_leaves - 1
 
     def set_tree(self, ops, args) -> None:
@@ -1053,7 +1105,7 @@ cdef class PairProgram:
         with nogil:
             for i in range(n):
                 v = _node(self.leaves, self.ops, self.args, self.ends, 0, cids[i],
-                          &keys, &cap)
+                          &keys, &cap, NULL)
                 if v < 0:
                     break
                 o[i] = <uint8_t> v
@@ -1061,6 +1113,15 @@ cdef class PairProgram:
         if v < 0:
             raise MemoryError("PairProgram.run: no memory for the distinct-count buffer")
         return out
+
+    def set_memo_key(self, Py_ssize_t leaf, int32_t key) -> None:
+        """Give event leaf `leaf` the memo key `key` (-1: none) for the next
+        ``run_programs`` calls (see ``add_event``)."""
+        if not 0 <= leaf < self.n_leaves or self.leaves[leaf].kind != K_EVENT:
+            raise ValueError(f"leaf {leaf} is not an event leaf")
+        if key < -1:
+            raise ValueError(f"memo_key must be -1 or >= 0, not {key}")
+        self.leaves[leaf].memo_key = key
 
     def relink_event(self, Py_ssize_t leaf, PairSource events not None,
                      PairSource then=None, distinct_codes=None) -> None:
@@ -1084,3 +1145,175 @@ cdef class PairProgram:
         f.dcodes = NULL
         if distinct_codes is not None and dc.shape[0]:
             f.dcodes = &dc[0]
+
+
+cdef enum:
+    RUN_SOURCES = 16             # event sources run_programs prefetches for
+    RUN_COLUMNS = 24             # gathered columns run_programs prefetches
+
+
+cdef inline void _note_column(const void* col, Py_ssize_t width, Py_ssize_t bound,
+                              const char** cols, Py_ssize_t* widths,
+                              Py_ssize_t* bounds, int* n_cols) noexcept nogil:
+    """Add a gathered column to run_programs' prefetch list (once; `bound`: the
+    contacts it holds at least)."""
+    cdef int k
+    if col == NULL:
+        return
+    for k in range(n_cols[0]):
+        if cols[k] == <const char*> col:
+            if bound < bounds[k]:
+                bounds[k] = bound
+            return
+    if n_cols[0] < RUN_COLUMNS:
+        cols[n_cols[0]] = <const char*> col
+        widths[n_cols[0]] = width
+        bounds[n_cols[0]] = bound
+        n_cols[0] += 1
+
+
+def run_programs(programs, const cid_t[::1] cids, const uint8_t[:, ::1] todo, *,
+                 bint prefetch=True):
+    """uint8 ``[len(programs), len(cids)]``: ``out[s, i]`` = program ``programs[s]``
+    holds for contact ``cids[i]`` where ``todo[i, s]`` is set (0 elsewhere), as
+    ``programs[s].run`` would say. The segments of one live flush in one nogil pass,
+    contact by contact: a contact's index slots, times and columns are read from
+    memory once for all the programs it is asked about (segment by segment, each
+    survivor's misses were taken again per segment), and leaves sharing a
+    ``memo_key`` are decided once per contact. Contacts asked about nothing are
+    skipped; with `prefetch`, the index slots, recent rows and times of the event
+    sources and the gathered columns of the contacts a few places ahead are prefetched
+    (no effect on the answer). ValueError when the shapes disagree, a program has no
+    tree, or a cid asked of a program lies beyond a column it reads."""
+    cdef Py_ssize_t n = cids.shape[0], m = len(programs), i, s, cap = 0, n_keys = 0
+    cdef Py_ssize_t a, n_act = 0, k, width
+    cdef const Src* srcs[RUN_SOURCES]
+    cdef const char* cols[RUN_COLUMNS]
+    cdef Py_ssize_t widths[RUN_COLUMNS]
+    cdef Py_ssize_t bounds[RUN_COLUMNS]
+    cdef int n_srcs = 0, n_cols = 0
+    cdef cid_t c
+    cdef cid_t* act = NULL
+    cdef Py_ssize_t* pos = NULL
+    cdef const Leaf* f
+    cdef uint32_t* keys = NULL
+    cdef int v = 0
+    cdef PairProgram p
+    cdef const uint8_t* row
+    cdef ProgRef* refs
+    cdef RunMemo memo
+    if todo.shape[0] != n or todo.shape[1] != m:
+        raise ValueError(f"todo must be ({n}, {m}), not "
+                         f"({todo.shape[0]}, {todo.shape[1]})")
+    progs = list(programs)
+    tops = np.zeros(m, dtype=np.int64)  # the largest cid asked of each program, + 1
+    cdef int64_t[::1] top = tops
+    for s in range(m):
+        p = progs[s]  # TypeError for anything else
+        if p.n_nodes == 0:
+            raise ValueError(f"run_programs: program {s} has no tree set")
+        for i in range(p.n_leaves):
+            f = &p.leaves[i]
+            if f.memo_key >= n_keys:
+                n_keys = f.memo_key + 1
+            if not prefetch:
+                continue
+            if f.kind == K_EVENT:
+                for k in range(n_srcs):
+                    if srcs[k] == f.src:
+                        break
+                else:
+                    if n_srcs < RUN_SOURCES:
+                        srcs[n_srcs] = f.src
+                        n_srcs += 1
+            elif f.kind == K_INTERVAL or f.kind == K_RATIO:
+                width = 8
+                if f.kind == K_INTERVAL and f.vtype == T_U32:
+                    width = 4
+                elif f.kind == K_INTERVAL and f.vtype == T_I8:
+                    width = 1
+                _note_column(f.values, width, p.min_len, cols, widths, bounds, &n_cols)
+                if f.kind == K_RATIO:
+                    _note_column(f.den, 4, p.min_len, cols, widths, bounds, &n_cols)
+            elif f.kind == K_CODES:
+                _note_column(f.codes, 4, p.min_len, cols, widths, bounds, &n_cols)
+    with nogil:
+        for i in range(n):
+            row = &todo[i, 0]
+            for s in range(m):
+                if row[s] and cids[i] >= top[s]:
+                    top[s] = <int64_t> cids[i] + 1
+    for s in range(m):
+        p = progs[s]
+        if top[s] > p.min_len:
+            raise ValueError(f"cid {top[s] - 1} is beyond program {s}'s shortest "
+                             f"column ({p.min_len} contacts)")
+    out = np.zeros((m, n), dtype=np.uint8)
+    if n == 0 or m == 0:
+        return out
+    cdef uint8_t[:, ::1] o = out
+    refs = <ProgRef*> malloc(m * sizeof(ProgRef))
+    memo.stamp = <int64_t*> malloc((n_keys + 1) * sizeof(int64_t))
+    memo.value = <uint8_t*> malloc(n_keys + 1)
+    act = <cid_t*> malloc(n * sizeof(cid_t))
+    pos = <Py_ssize_t*> malloc(n * sizeof(Py_ssize_t))
+    if (refs == NULL or memo.stamp == NULL or memo.value == NULL or act == NULL
+            or pos == NULL):
+        free(refs)
+        free(memo.stamp)
+        free(memo.value)
+        free(act)
+        free(pos)
+        raise MemoryError("run_programs: no memory for its tables")
+    for s in range(m):
+        p = progs[s]
+        refs[s].leaves = p.leaves
+        refs[s].ops = p.ops
+        refs[s].args = p.args
+        refs[s].ends = p.ends
+    memo.n_keys = n_keys
+    for i in range(n_keys):
+        memo.stamp[i] = -1
+    for s in range(SLOT_WAYS):
+        memo.ways[s].src = NULL
+        memo.ways[s].slot.valid = False
+    with nogil:
+        for i in range(n):  # the contacts asked about something
+            row = &todo[i, 0]
+            for s in range(m):
+                if row[s]:
+                    act[n_act] = cids[i]
+                    pos[n_act] = i
+                    n_act += 1
+                    break
+        for a in range(n_act):
+            if prefetch:
+                for k in range(n_srcs):
+                    _prefetch_pair(srcs[k], act, n_act, a)
+                if a + PAIR_NEAR < n_act:
+                    c = act[a + PAIR_NEAR]
+                    for k in range(n_cols):
+                        if c < bounds[k]:
+                            SEGD_PS_PREFETCH(cols[k] + c * widths[k])
+            i = pos[a]
+            memo.tag = i
+            row = &todo[i, 0]
+            for s in range(m):
+                if not row[s]:
+                    continue
+                v = _node(refs[s].leaves, refs[s].ops, refs[s].args, refs[s].ends, 0,
+                          cids[i], &keys, &cap, &memo)
+                if v < 0:
+                    break
+                o[s, i] = <uint8_t> v
+            if v < 0:
+                break
+        free(keys)
+        free(refs)
+        free(memo.stamp)
+        free(memo.value)
+        free(act)
+        free(pos)
+    if v < 0:
+        raise MemoryError("run_programs: no memory for the distinct-count buffer")
+    return out

@@ -185,6 +185,35 @@ def evaluate_conjunction(
     return out
 
 
+def run_fused(
+    fused: list[Any], store: Store, cids: np.ndarray, todo: np.ndarray
+) -> np.ndarray:
+    """bool ``[len(fused), len(cids)]``: ``out[s, i]`` = contact ``cids[i]`` matches
+    the conjunction of ``fused[s]`` (a ``_Fused`` from ``_fused``, current) where
+    ``todo[i, s]``; False elsewhere and for merged contacts. One
+    ``pairscan.run_programs`` pass, contact by contact, for the segments of a live
+    flush: event leaves of equal signature (condition and window) are decided once
+    per contact whatever program holds them."""
+    c = np.ascontiguousarray(cids, dtype=np.uint32)
+    ask = np.ascontiguousarray(todo, dtype=np.uint8)
+    if ask.shape != (len(c), len(fused)):
+        raise ValueError(f"todo must be ({len(c)}, {len(fused)}), not {ask.shape}")
+    if len(c) and int(c.max()) >= store.n_contacts:
+        raise ValueError(f"cid {int(c.max())} is not a contact")
+    merged = store.contacts.merged
+    if merged and len(c):
+        gone = _member(merged, c)
+        if gone.any():
+            ask = ask.copy()
+            ask[gone] = 0
+    keys: dict[tuple, int] = {}
+    for f in fused:
+        for leaf, signature in f.signatures:
+            f.program.set_memo_key(leaf, keys.setdefault(signature, len(keys)))
+    programs = [f.program for f in fused]
+    return pairscan.run_programs(programs, c, ask).view(bool)
+
+
 def conjunction_program(
     parts: list[Any], store: Store, now: float
 ) -> pairscan.PairProgram | None:
@@ -228,9 +257,17 @@ class _Fused:
         store: Store,
         checks: list[tuple[Any, str, Any]],
         events: list[tuple[int, Any, tuple]],
+        signatures: list[tuple[int, tuple]] | None = None,
+        reads_published: bool = False,
     ) -> None:
         self.program = program
         self.store = store
+        # (event leaf, what decides it: the condition's canonical key and window):
+        # leaves of equal signatures agree per contact (``run_fused``'s memo keys)
+        self.signatures = signatures or []
+        # an event condition over the segment events a flush publishes: its answer
+        # can change while a flush records (``segd.live`` runs it in turn)
+        self.reads_published = reads_published
         # (owner, attribute, the object read): rebuilt once getattr(owner, attribute)
         # is another object; attribute "()": owner() is; "==": owner() differs
         self.checks = checks
@@ -292,6 +329,8 @@ class _ProgramBuilder:
         self.args: list[int] = []
         self.checks: list[tuple[Any, str, Any]] = []
         self.events: list[tuple[int, Any, tuple]] = []
+        self.signatures: list[tuple[int, tuple]] = []
+        self.reads_published = False
 
     def build(self, conjunction: _Conjunction) -> _Fused | None:
         self.ops.append(pairscan.AND)
@@ -300,7 +339,14 @@ class _ProgramBuilder:
             if not self.node(part):
                 return None
         self.program.set_tree(self.ops, self.args)
-        return _Fused(self.program, self.store, self.checks, self.events)
+        return _Fused(
+            self.program,
+            self.store,
+            self.checks,
+            self.events,
+            self.signatures,
+            self.reads_published,
+        )
 
     def _read(self, owner: Any, attr: str) -> Any:
         """``owner.attr``, noted: the program is rebuilt once it is another object."""
@@ -375,6 +421,8 @@ class _ProgramBuilder:
 
     def _event(self, node: Any) -> int:
         prog = self.program
+        types = {node.etype} | ({node.then[0]} if node.then is not None else set())
+        self.reads_published = self.reads_published or bool(types & _PUBLISHED)
         links = _event_links(self.store, node)
         if links is None:
             # No row can match now; a later append (its log grows) rebuilds the
@@ -402,6 +450,7 @@ class _ProgramBuilder:
             zero_qualifies=node.zero_qualifies,
         )
         self.events.append((leaf, node, links))
+        self.signatures.append((leaf, (node.key, int(a), int(b))))
         return leaf
 
 
@@ -507,12 +556,46 @@ def _pair_log(log: Any, n_contacts: int) -> Any:
     key = (limit, log.n, log._version, id(offsets), id(rows), id(ends))
     hit = _LOGS.get(log)
     if hit is None or hit[0] != key:
-        tail_cids, tail_rows = pairscan.tail_index(log.cid, limit, log.n)
+        old = None if hit is None else hit[0]
+        if (
+            hit is not None
+            and old is not None
+            and old[0] == limit
+            and old[3:] == key[3:]
+            and old[1] < log.n
+            and old[2] + 1 == log._version
+            and getattr(log, "_tail_appended", -1) == log._version
+        ):
+            # one append after the last rows since (no row moved): merge them
+            # into the tail index instead of sorting the whole tail again
+            tail_cids, tail_rows = grown_tail_index(
+                hit[2], hit[3], log.cid, old[1], log.n
+            )
+        else:
+            tail_cids, tail_rows = pairscan.tail_index(log.cid, limit, log.n)
         view = pairscan.PairLog(
             log.cid, log.ts, offsets, rows, limit, ends, tail_cids, tail_rows
         )
-        hit = _LOGS[log] = (key, view)
+        hit = _LOGS[log] = (key, view, tail_cids, tail_rows)
     return hit[1]
+
+
+def grown_tail_index(
+    tail_cids: np.ndarray, tail_rows: np.ndarray, cid: Any, n0: int, n1: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``pairscan.tail_index(cid, limit, n1)`` from the one of ``[limit, n0)``
+    (`tail_cids`, `tail_rows`): the rows ``[n0, n1)`` sorted alone and inserted after
+    their contact's older rows — O(tail) copies instead of a sort of the whole
+    tail, which grows with every append until the contact index is rebuilt."""
+    new = np.asarray(cid[n0:n1])
+    order = np.argsort(new, kind="stable")
+    new_cids = new[order]
+    new_rows = (order + n0).astype(np.uint32)
+    at = np.searchsorted(tail_cids, new_cids, side="right")
+    return (
+        np.ascontiguousarray(np.insert(tail_cids, at, new_cids), dtype=np.uint32),
+        np.ascontiguousarray(np.insert(tail_rows, at, new_rows), dtype=np.uint32),
+    )
 
 
 def _build_source(log: Any, filters: Any, n_contacts: int) -> Any:
