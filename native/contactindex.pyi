@@ -15,6 +15,11 @@ def build(
     cid: Cids,  # const cid_t[::1]: the log's contact column, every cid < n_contacts
     n_contacts: int,
 ) -> tuple[Offsets, Rows]: ...  # ValueError: a cid >= n_contacts, or 2**32 rows
+def codes_by_contact(
+    col: npt.NDArray[np.uint32],  # const uint32_t[::1]: a code column of the log
+    rows: Rows,  # the index's rows
+    used: int,  # positions of `rows` in use (<= len(rows))
+) -> npt.NDArray[np.uint32]: ...  # col[rows[i]] for i < used, NO_CODE after
 def rows_of_contacts(
     cand_cids: Cids,  # const cid_t[::1], sorted
     offsets: Offsets,

@@ -96,6 +96,26 @@ def build(const cid_t[::1] cid, Py_ssize_t n_contacts):
     return offsets_arr, rows_arr
 
 
+def codes_by_contact(const uint32_t[::1] col, const row_t[::1] rows, Py_ssize_t used):
+    """uint32[len(rows)]: ``col[rows[i]]`` for i < `used` (NO_CODE where a row lies past
+    the column), NO_CODE past `used`: a contact-major copy of one code column, aligned
+    with the index's `rows`, so a walk of a contact's slot reads the codes of its rows
+    by position (one cache line for ~16 rows) instead of a miss per row in the log."""
+    cdef Py_ssize_t i, n = rows.shape[0], n_col = col.shape[0]
+    cdef row_t r
+    if used < 0 or used > n:
+        raise ValueError(f"used {used} outside the {n} index positions")
+    out_arr = np.empty(n, dtype=np.uint32)
+    cdef uint32_t[::1] out = out_arr
+    with nogil:
+        for i in range(used):
+            r = rows[i]
+            out[i] = col[r] if r < n_col else NO_CODE
+        for i in range(used, n):
+            out[i] = NO_CODE
+    return out_arr
+
+
 def rows_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] offsets,
                      const row_t[::1] rows, row_t limit, row_t r0, row_t r1,
                      const uint32_t[::1] ends=None):
@@ -296,6 +316,9 @@ def count_filtered_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] o
     """Matching events in [r0, r1) per candidate (uint32, aligned with the sorted
     `cand_cids`), where a row matches when every ``(codes, mask)`` of `code_filters`
     holds: ``codes[r]`` is not NULL, below ``len(mask)``, and ``mask[codes[r]] != 0``.
+    A filter may be ``(codes, mask, by_contact)`` with `by_contact` the column's
+    contact-major copy (``codes_by_contact``: ``codes[rows[k]]`` at position k): the
+    indexed rows then read it by position (same result, no miss per row in `codes`).
 
     The fused form of ``rows_of_contacts`` + an event scan for an AND that already
     narrowed the candidates: each candidate's rows come from the index, so its contact
@@ -312,24 +335,37 @@ def count_filtered_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] o
     cdef uint32_t got
     cdef int n_f = 0
     cdef const uint32_t* cols[MAX_FILTERS]
+    cdef const uint32_t* ccols[MAX_FILTERS]
     cdef const uint8_t* masks[MAX_FILTERS]
     cdef Py_ssize_t mask_len[MAX_FILTERS]
     cdef const uint32_t[::1] col
+    cdef const uint32_t[::1] ccol
     cdef const uint8_t[::1] mask
+    cdef bint copies = False
     keep = []
     code_filters = list(code_filters)
     if len(code_filters) > MAX_FILTERS:
         raise ValueError(f"at most {MAX_FILTERS} code filters")
     if r1 > cid.shape[0]:
         raise ValueError(f"window end {r1} beyond the log of {cid.shape[0]} rows")
-    for i, (col_obj, mask_obj) in enumerate(code_filters):
-        col = col_obj
-        mask = mask_obj
+    for i, flt in enumerate(code_filters):
+        col = flt[0]
+        mask = flt[1]
         if col.shape[0] < r1:
             raise ValueError(f"code filter {i}: column of {col.shape[0]} rows is shorter "
                              f"than the window end {r1}")
         if mask.shape[0] == 0:  # admits nothing
             return np.zeros(n_cand, dtype=np.uint32)
+        ccols[n_f] = NULL
+        if len(flt) > 2 and flt[2] is not None:
+            ccol = flt[2]
+            if ccol.shape[0] < rows.shape[0]:
+                raise ValueError(f"code filter {i}: contact-major copy of "
+                                 f"{ccol.shape[0]} positions is shorter than the "
+                                 f"index's {rows.shape[0]}")
+            ccols[n_f] = &ccol[0] if ccol.shape[0] else NULL
+            copies = copies or ccol.shape[0] > 0
+            keep.append(ccol)
         keep.append((col, mask))
         cols[n_f] = &col[0]
         masks[n_f] = &mask[0]
@@ -355,9 +391,14 @@ def count_filtered_of_contacts(const cid_t[::1] cand_cids, const uint32_t[::1] o
                 b = ends[c] if patched else offsets[c + 1]
                 k = a + _lower_bound(&rows[a], b - a, r0) if b > a else a
                 got = 0
-                while k < b and rows[k] < hi:
-                    got += _passes(cols, masks, mask_len, n_f, rows[k])
-                    k += 1
+                if copies:
+                    while k < b and rows[k] < hi:
+                        got += _passes_at(cols, ccols, masks, mask_len, n_f, rows[k], k)
+                        k += 1
+                else:
+                    while k < b and rows[k] < hi:
+                        got += _passes(cols, masks, mask_len, n_f, rows[k])
+                        k += 1
                 o[j] = got
         for r in range(tail_lo, r1):
             c = cid[r]
@@ -381,6 +422,20 @@ cdef inline uint32_t _passes(const uint32_t** cols, const uint8_t** masks,
     cdef uint32_t code, ok = 1, inside
     for f in range(n_f):
         code = cols[f][r]
+        inside = code < <uint64_t> mask_len[f]  # NO_CODE is never inside a mask
+        ok &= inside & (masks[f][code if inside else 0] != 0)
+    return ok
+
+
+cdef inline uint32_t _passes_at(const uint32_t** cols, const uint32_t** ccols,
+                                const uint8_t** masks, const Py_ssize_t* mask_len,
+                                int n_f, row_t r, Py_ssize_t k) noexcept nogil:
+    """`_passes` for the row at index position k: a filter with a contact-major copy
+    reads ``ccols[f][k]`` (= ``cols[f][r]``), the others the log's column."""
+    cdef int f
+    cdef uint32_t code, ok = 1, inside
+    for f in range(n_f):
+        code = ccols[f][k] if ccols[f] != NULL else cols[f][r]
         inside = code < <uint64_t> mask_len[f]  # NO_CODE is never inside a mask
         ok &= inside & (masks[f][code if inside else 0] != 0)
     return ok

@@ -51,6 +51,7 @@ cdef struct Src:
     Py_ssize_t n_tail
     int n_filters
     const code_t* cols[MAX_CODE_FILTERS]
+    const code_t* ccols[MAX_CODE_FILTERS]   # NULL, or cols[k]'s contact-major copy
     const uint8_t* masks[MAX_CODE_FILTERS]
     Py_ssize_t mask_len[MAX_CODE_FILTERS]
     const double* amount         # NULL, or the amount column
@@ -120,11 +121,19 @@ cdef inline void _prefetch_pair(const Src* s, const cid_t* pc, Py_ssize_t n_pair
         c = pc[i + PAIR_NEAR]
         if c < s.n_idx:
             _recent_rows(s, c, &a, &b)
-            for k in range(a, b):
-                r = s.rows[k]
-                if r < s.n:
-                    SEGD_PS_PREFETCH(&s.ts[r])
-                    if s.n_filters:
+            if s.n_filters and s.ccols[0] != NULL:
+                # windows are row ranges (no ts read) and the first filter's codes
+                # lie beside the rows: a cache line or two per contact
+                k = a
+                while k < b:
+                    SEGD_PS_PREFETCH(&s.ccols[0][k])
+                    k += 16
+                if b > a:
+                    SEGD_PS_PREFETCH(&s.ccols[0][b - 1])
+            elif s.n_filters:
+                for k in range(a, b):
+                    r = s.rows[k]
+                    if r < s.n:
                         SEGD_PS_PREFETCH(&s.cols[0][r])
 
 
@@ -206,7 +215,10 @@ cdef class PairSource:
     """A `PairLog` under one condition's row filters (cheap to build: O(filters)).
 
     - ``code_filters``: up to 16 ``(codes, mask)``: a row passes when ``codes[r]`` is not
-      NULL and ``mask[codes[r]] != 0``.
+      NULL and ``mask[codes[r]] != 0``; or ``(codes, mask, by_contact)`` with the
+      column's contact-major copy (``contactindex.codes_by_contact`` over the log's
+      index rows, at least as long as ``rows``), read by index position for the
+      indexed rows (same verdicts, no miss per row in the log's column).
     - ``amount``: None or the amount column; ``amount_intervals``: a list of groups
       ``(lo, hi)`` (float64 arrays of closed intervals): a row passes when its amount
       lies in some interval of every group (NaN passes none). Groups need ``amount``.
@@ -219,6 +231,7 @@ cdef class PairSource:
                  amount_intervals=()):
         cdef Py_ssize_t n = log.s.n, k
         cdef const code_t[::1] col
+        cdef const code_t[::1] ccol
         cdef const uint8_t[::1] mask
         cdef const double[::1] am
         cdef const double[::1] lo_v
@@ -230,13 +243,22 @@ cdef class PairSource:
             raise ValueError(f"at most {MAX_CODE_FILTERS} code filters, "
                              f"got {len(code_filters)}")
         self.s.n_filters = 0
-        for codes, mask_arr in code_filters:
+        for flt in code_filters:
+            codes, mask_arr = flt[0], flt[1]
             col = codes
             mask = mask_arr
             if col.shape[0] < n:
                 raise ValueError(f"filter column of {col.shape[0]} rows is shorter "
                                  f"than the log of {n}")
             k = self.s.n_filters
+            self.s.ccols[k] = NULL
+            if len(flt) > 2 and flt[2] is not None:
+                ccol = flt[2]
+                if ccol.shape[0] < self.s.n_rows:
+                    raise ValueError(f"contact-major copy of {ccol.shape[0]} positions "
+                                     f"is shorter than the index's {self.s.n_rows}")
+                self.s.ccols[k] = &ccol[0] if ccol.shape[0] else NULL
+                keep.append(flt[2])
             self.s.cols[k] = &col[0] if n else NULL
             self.s.masks[k] = &mask[0] if mask.shape[0] else NULL
             self.s.mask_len[k] = mask.shape[0]
@@ -307,6 +329,55 @@ cdef inline bint _row_ok(const Src* s, Py_ssize_t r) noexcept nogil:
             if not hit:
                 return False
     return True
+
+
+cdef inline bint _row_ok_at(const Src* s, Py_ssize_t r, Py_ssize_t j) noexcept nogil:
+    """`_row_ok` for the indexed row r at index position j: filters with a contact-major
+    copy read it by position (``ccols[k][j] == cols[k][r]``)."""
+    cdef int k
+    cdef code_t code
+    for k in range(s.n_filters):
+        if s.ccols[k] != NULL:
+            code = s.ccols[k][j]
+        else:
+            code = s.cols[k][r]
+        if code == NO_CODE or code >= s.mask_len[k] or not s.masks[k][code]:
+            return False
+    if s.n_iv:
+        return _row_ok(s, r)  # amounts only: the code filters passed above
+    return True
+
+
+cdef inline Py_ssize_t _ts_bound(const Src* s, int64_t t) noexcept nogil:
+    """First row of the log with ts >= t (the log is sorted by time, so a window
+    [lo, hi) of seconds is the row range [_ts_bound(lo), _ts_bound(hi)))."""
+    cdef Py_ssize_t lo = 0, hi = s.n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if <int64_t> s.ts[mid] < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t _first_row(const row_t* rows, Py_ssize_t a, Py_ssize_t b,
+                                  Py_ssize_t r0) noexcept nogil:
+    """First k in [a, b) with rows[k] >= r0 (rows ascending). Recent windows start
+    near the end of a slot: gallop back from b before the binary search."""
+    cdef Py_ssize_t lo = a, hi = b, mid, step = 1
+    while hi - step > lo and rows[hi - step] >= r0:
+        hi -= step
+        step <<= 1
+    if hi - step > lo:
+        lo = hi - step
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if rows[mid] < r0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 cdef inline Py_ssize_t _first_ts(const Src* s, const row_t* rows, Py_ssize_t a,
@@ -403,14 +474,17 @@ cdef struct SlotMemo:
 
 
 cdef int _pair_verdict(const Src* s, const Src* then, uint64_t within, cid_t c,
-                       int64_t lo, int64_t hi, const Rule* rule, const code_t* dcodes,
+                       int64_t lo, int64_t hi, Py_ssize_t rlo, Py_ssize_t rhi,
+                       const Rule* rule, const code_t* dcodes,
                        uint32_t** keys_p, Py_ssize_t* cap_p,
                        SlotMemo* memo) noexcept nogil:
     """One pair's verdict (V_*); -1 when the distinct-count buffer cannot grow.
+    The window [lo, hi) of seconds is the row range [rlo, rhi) of the log (sorted by
+    time), so the contact's rows are bounded by their row numbers: no ts read.
     ``keys_p`` / ``cap_p``: the caller's scratch buffer for distinct codes (realloc'd
     here, freed by the caller). ``memo``: NULL, or the last contact's slot (pairs of
     one contact in a row find their rows without looking them up again)."""
-    cdef Py_ssize_t a, b, ta, tb, k, end, part, n_keys = 0
+    cdef Py_ssize_t a, b, ta, tb, k, j, part, n_keys = 0
     cdef const row_t* rows
     cdef row_t r
     cdef uint64_t count = 0, matched = 0
@@ -440,16 +514,19 @@ cdef int _pair_verdict(const Src* s, const Src* then, uint64_t within, cid_t c,
                 b = tb
             if b <= a:
                 continue
-            k = _first_ts(s, rows, a, b, lo)
-            end = b
-            while k < end:
+            k = _first_row(rows, a, b, rlo)
+            while k < b:
                 r = rows[k]
+                j = k
                 k += 1
-                if part == 0 and (r >= s.limit or r >= s.n):
-                    break  # renumbered by a late merge: found in the tail
-                if <int64_t> s.ts[r] >= hi:
+                if r >= rhi:  # rhi <= n
                     break
-                if not _row_ok(s, r):
+                if part == 0:
+                    if r >= s.limit:
+                        break  # renumbered by a late merge: found in the tail
+                    if not _row_ok_at(s, r, j):
+                        continue
+                elif not _row_ok(s, r):
                     continue
                 if then != NULL and _followed(then, c, s.ts[r], within):
                     continue
@@ -495,15 +572,25 @@ cdef int _pairs_kernel(const Src* s, const Src* then, uint64_t within,
                        Py_ssize_t n_pairs, const Rule* rule, const code_t* dcodes,
                        uint8_t* out) noexcept nogil:
     """Verdict per pair; -1 when the distinct-count buffer cannot be allocated."""
-    cdef Py_ssize_t i, cap = 0
+    cdef Py_ssize_t i, cap = 0, rlo = 0, rhi = 0
     cdef uint32_t* keys = NULL
     cdef int v
+    cdef int64_t last_lo = 0, last_hi = 0
+    cdef bint bounded = False
     cdef SlotMemo memo
     memo.valid = False
     for i in range(n_pairs):
         _prefetch_pair(s, pc, n_pairs, i)
-        v = _pair_verdict(s, then, within, pc[i], plo[i], phi[i], rule, dcodes,
-                          &keys, &cap, &memo)
+        # the pair's window as a row range (pairs of one moment share one search)
+        if not bounded or plo[i] != last_lo:
+            last_lo = plo[i]
+            rlo = _ts_bound(s, last_lo)
+        if not bounded or phi[i] != last_hi:
+            last_hi = phi[i]
+            rhi = _ts_bound(s, last_hi)
+        bounded = True
+        v = _pair_verdict(s, then, within, pc[i], plo[i], phi[i], rlo, rhi, rule,
+                          dcodes, &keys, &cap, &memo)
         if v < 0:
             free(keys)
             return -1
@@ -709,6 +796,8 @@ cdef struct Leaf:
     uint64_t within
     int64_t wlo                  # the window [wlo, whi) in whole seconds
     int64_t whi
+    Py_ssize_t rlo               # ... as rows [rlo, rhi) of the log (set at link time)
+    Py_ssize_t rhi
     Rule rule
     const code_t* dcodes         # NULL, or the distinct-count code column
     bint zero_qualifies          # no matching event qualifies (count_min 0)
@@ -791,8 +880,8 @@ cdef int _leaf(const Leaf* f, cid_t c, uint32_t** keys, Py_ssize_t* cap,
                 way.src = f.src
                 way.slot.valid = False
             slot = &way.slot
-        v = _pair_verdict(f.src, f.then, f.within, c, f.wlo, f.whi, &f.rule, f.dcodes,
-                          keys, cap, slot)
+        v = _pair_verdict(f.src, f.then, f.within, c, f.wlo, f.whi, f.rlo, f.rhi,
+                          &f.rule, f.dcodes, keys, cap, slot)
         if v < 0:
             return -1
         got = v == V_QUALIFIES or (f.zero_qualifies and v == V_NO_EVENTS)
@@ -894,6 +983,7 @@ cdef class PairProgram:
         f.src = f.then = NULL
         f.within = 0
         f.wlo = f.whi = 0
+        f.rlo = f.rhi = 0
         f.dcodes = NULL
         f.zero_qualifies = False
         f.memo_key = -1
@@ -1022,6 +1112,8 @@ cdef class PairProgram:
         f.within = within_s
         f.wlo = lo_s
         f.whi = hi_s
+        f.rlo = _ts_bound(&events.s, lo_s)
+        f.rhi = _ts_bound(&events.s, hi_s)
         f.rule.count_min = count_min
         f.rule.count_max = count_max
         f.rule.use_sum = sum_range is not None

@@ -170,7 +170,14 @@ class EventFilters:
                 len(cids) * CONTACT_SEEK_COST + cand_rows * CONTACT_ROW_COST + tail
             )
             if cand_cost < cost and fused:
-                return CONTACTS, [(col, mask) for _, col, mask, _ in filters], None
+                return (
+                    CONTACTS,
+                    [
+                        (col, mask, log.contact_codes(dim))
+                        for dim, col, mask, _ in filters
+                    ],
+                    None,
+                )
             if cand_cost < cost:
                 source = contactindex.rows_of_contacts(
                     cids, offsets, rows, limit, r0, r1, ends

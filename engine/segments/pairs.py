@@ -600,17 +600,20 @@ def grown_tail_index(
 
 def _build_source(log: Any, filters: Any, n_contacts: int) -> Any:
     """`log` under `filters` as a ``pairscan.PairSource`` (None: no row can pass)."""
+    pair_log = _pair_log(log, n_contacts)
     code_filters = []
     for dim, mask, codes in filters.code_filters:
         col = log.dim(dim)
         if col is None or not len(codes):
             return None
-        code_filters.append((col, mask))
+        # the contact-major copy (if the type keeps one) of the index pair_log holds
+        code_filters.append((col, mask, log.contact_codes(dim)))
+    code_filters.sort(key=lambda f: f[2] is None)  # by position first (prefetched)
     amount = log.amount
     if filters.amount_intervals and amount is None:
         return None
     return pairscan.PairSource(
-        _pair_log(log, n_contacts),
+        pair_log,
         code_filters=code_filters,
         amount=amount,
         amount_intervals=filters.amount_intervals,

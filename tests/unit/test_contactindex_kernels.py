@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from segd.native import contactindex
+from segd.native import NO_CODE, contactindex
 
 
 def _oracle_rows(cid, cands, r0, r1, limit):
@@ -64,10 +66,17 @@ def test_count_filtered_of_contacts_vs_numpy(tail: bool) -> None:
     cands = np.sort(rng.choice(n_contacts, 120, replace=False)).astype(np.uint32)
     inside_item = (item < 40) & (item_mask[np.minimum(item, 39)] == 1)
     inside_brand = brand_mask[brand] == 1
+    item_by_contact = contactindex.codes_by_contact(item, rows, len(rows))
     for filters, ok in (
         ([(item, item_mask)], inside_item),
         ([(item, item_mask), (brand, brand_mask)], inside_item & inside_brand),
         ([(brand, np.zeros(0, np.uint8))], np.zeros(n_log, bool)),
+        # the item filter read from its contact-major copy (by index position)
+        ([(item, item_mask, item_by_contact)], inside_item),
+        (
+            [(brand, brand_mask), (item, item_mask, item_by_contact)],
+            inside_item & inside_brand,
+        ),
     ):
         for r0, r1 in ((0, n_log), (1_000, 11_000), (9_000, 9_000)):
             got = contactindex.count_filtered_of_contacts(
@@ -93,4 +102,41 @@ def test_count_filtered_of_contacts_checks() -> None:
     with pytest.raises(ValueError, match="at most 16"):
         contactindex.count_filtered_of_contacts(
             cands, offsets, rows, 10, cid, 0, 10, many
+        )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cids=st.lists(st.integers(0, 7), max_size=60),
+    codes=st.data(),
+    used_share=st.floats(0, 1),
+)
+def test_codes_by_contact_vs_numpy(cids, codes, used_share) -> None:
+    """The contact-major copy is ``col[rows]`` over the used positions, NULL after
+    (and where a row lies past a shorter column)."""
+    cid = np.array(cids, np.uint32)
+    offsets, rows = contactindex.build(cid, 8)
+    n_col = codes.draw(st.integers(0, len(cid)))
+    col = np.array(
+        codes.draw(st.lists(st.integers(0, 2**32 - 1), min_size=n_col, max_size=n_col)),
+        np.uint32,
+    )
+    used = int(len(rows) * used_share)
+    got = contactindex.codes_by_contact(col, rows, used)
+    want = np.full(len(rows), NO_CODE, np.uint32)
+    inside = rows[:used] < n_col
+    want[:used][inside] = col[rows[:used][inside]]
+    assert got.tolist() == want.tolist()
+    with pytest.raises(ValueError, match="outside"):
+        contactindex.codes_by_contact(col, rows, len(rows) + 1)
+
+
+def test_copy_shorter_than_the_index_is_refused() -> None:
+    cid = np.zeros(10, np.uint32)
+    offsets, rows = contactindex.build(cid, 1)
+    cands = np.zeros(1, np.uint32)
+    flt = [(cid, np.ones(1, np.uint8), np.zeros(3, np.uint32))]
+    with pytest.raises(ValueError, match="contact-major copy"):
+        contactindex.count_filtered_of_contacts(
+            cands, offsets, rows, 10, cid, 0, 10, flt
         )

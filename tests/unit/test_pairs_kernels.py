@@ -60,13 +60,27 @@ def _view(draw, cid, ts):
         cid[gone] = N_CONTACTS  # nobody's
     tail_cids, tail_rows = pairscan.tail_index(cid, limit, n)
     log = pairscan.PairLog(cid, ts, offsets, rows, limit, ends, tail_cids, tail_rows)
-    return log, cid
+    return log, cid, rows, limit
+
+
+def _by_contact(draw, codes, rows, limit):
+    """The contact-major copy of `codes` (``contactindex.codes_by_contact``) as the
+    engine keeps it: exact below `limit`; positions of rows a late merge renumbered
+    (>= limit) hold whatever the old rows had, here random codes (never to be read)."""
+    copy = contactindex.codes_by_contact(codes, rows, len(rows))
+    stale = np.flatnonzero(rows >= limit)
+    if len(stale):
+        junk = draw(st.lists(st.sampled_from([0, 1, 2, NO_CODE]), min_size=len(stale),
+                             max_size=len(stale)))  # fmt: skip
+        copy[stale] = np.array(junk, np.uint32)
+    return copy
 
 
 @st.composite
 def cases(draw):
     cid, ts, codes, amount = _log(draw)
-    log, cid = _view(draw, cid, ts)
+    log, cid, rows, limit = _view(draw, cid, ts)
+    by_contact = _by_contact(draw, codes, rows, limit) if draw(st.booleans()) else None
     mask = np.array(draw(st.lists(st.integers(0, 1), min_size=3, max_size=3)), np.uint8)
     use_codes = draw(st.booleans())
     groups = draw(
@@ -84,7 +98,7 @@ def cases(draw):
     then = None
     if draw(st.booleans()):
         t_cid, t_ts, t_codes, t_amount = _log(draw, 15)
-        t_log, t_cid = _view(draw, t_cid, t_ts)
+        t_log, t_cid, _, _ = _view(draw, t_cid, t_ts)
         t_mask = np.array([1, 0, 1], np.uint8)
         then = (t_cid, t_ts, t_codes, t_log, t_mask, draw(st.integers(0, 20)))
     k = draw(st.integers(1, 12))
@@ -101,6 +115,7 @@ def cases(draw):
     distinct = draw(st.booleans())
     return dict(
         cid=cid, ts=ts, codes=codes, amount=amount, log=log, mask=mask,
+        by_contact=by_contact,
         use_codes=use_codes, intervals=intervals, then=then, pc=pc, lo=lo, hi=hi,
         count_min=count_min, count_max=count_max, sum_range=sum_range,
         distinct=distinct,
@@ -159,7 +174,11 @@ def _oracle(case) -> list[int]:
 def test_event_pairs_matches_the_oracle(case) -> None:
     src = pairscan.PairSource(
         case["log"],
-        code_filters=[(case["codes"], case["mask"])] if case["use_codes"] else [],
+        code_filters=(
+            [(case["codes"], case["mask"], case["by_contact"])]
+            if case["use_codes"]
+            else []
+        ),
         amount=case["amount"],
         amount_intervals=case["intervals"],
     )
