@@ -1234,6 +1234,8 @@ cdef class PairProgram:
         self._links[leaf] = (events, then, distinct_codes)  # the old ones may go
         f.src = &events.s
         f.then = &then.s if then is not None else NULL
+        f.rlo = _ts_bound(&events.s, f.wlo)  # the window's rows in the new state
+        f.rhi = _ts_bound(&events.s, f.whi)
         f.dcodes = NULL
         if distinct_codes is not None and dc.shape[0]:
             f.dcodes = &dc[0]

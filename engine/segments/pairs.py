@@ -502,7 +502,7 @@ def decide_cids(
     live = pairs.active
     for node, keep in sorted(
         [(p, True) for p in positives] + [(p, False) for p in negatives],
-        key=lambda nk: _rank(nk[0]),
+        key=lambda nk: _decide_rank(nk[0], store, float(now)),
     ):
         if not len(live):
             break
@@ -968,6 +968,63 @@ _CHEAP = {
     "AggregateNode": 2,
     "EventNode": 4,
 }
+
+
+def _decide_rank(node: Any, store: Store, now: float) -> tuple[int, float]:
+    """Operand order of ``decide``, cheapest per candidate first (a stable sort keeps
+    the AND's own order among equals): gathers; event conditions the rollup of a
+    contact's latest event decides (``_last_seen``: a gather too, e.g. ``not
+    email_open() in last 14 days``, which removes most candidates at the cost of a
+    column read); then event kernels and sub-expressions of them by their expected
+    work per candidate (`_kernel_cost`), so the "then no" walk and an OR of two
+    60-day windows see only the candidates the cheaper conditions left."""
+    rank = _rank(node)
+    if rank < _CHEAP["EventNode"]:
+        return rank, 0.0
+    inner = node.inner if type(node).__name__ in ("NotNode", "RefNode") else node
+    if type(inner).__name__ == "EventNode" and _last_seen(store, inner) is not None:
+        return _CHEAP["AggregateNode"], 1.0  # after the rollup gathers
+    cost = _kernel_cost(inner, store, now)
+    if cost is not None:
+        return _CHEAP["EventNode"], cost
+    return rank, 0.0
+
+
+def _kernel_cost(node: Any, store: Store, now: float) -> float | None:
+    """Expected cost per candidate of deciding `node` by pair kernels, in units of
+    one contact-slot lookup (a few cache misses): a slot per event log read, plus
+    the log's average rows per contact inside the window, each followed by a "then
+    no" look-up (a slot of its own) when there is one. None for a node that is not
+    an event condition or an AND / OR / NOT of them and of gathers."""
+    name = type(node).__name__
+    if name in ("NotNode", "RefNode"):
+        return _kernel_cost(node.inner, store, now)
+    if name in ("AndNode", "OrNode"):
+        total = 0.0
+        for part in node.parts:
+            got = _kernel_cost(part, store, now)
+            if got is None:
+                return None
+            total += got
+        return total
+    if name != "EventNode":
+        return 0.1 if name in _CHEAP else None  # a gather
+    log = store.logs.get(node.etype)
+    if log is None or not log.n or not store.n_contacts:
+        return 0.1
+    # kept on the node for its log's state and moment (plans are reused per moment)
+    state = (now, id(log), log.n, log._version, store.n_contacts)
+    hit = node.__dict__.get("_pairs_rows")
+    if hit is not None and hit[0] == state:
+        per_contact = hit[1]
+    else:
+        a, b = _event_bounds(node, now)
+        r0, r1 = log.window(a, b)
+        per_contact = (r1 - r0) / store.n_contacts
+        node.__dict__["_pairs_rows"] = (state, per_contact)
+    if node.then is not None:
+        return 2.0 + 3.0 * per_contact
+    return 1.0 + per_contact
 
 
 def _rank(node: Any) -> int:
