@@ -43,11 +43,7 @@ from segd.segments.context import Context
 from segd.segments.limits import Budget, budget_of
 from segd.segments.plan import Node
 from segd.segments.query import Prepared, prepare
-from segd.segments.registry import (
-    SEGMENT_EVENT_TYPES,
-    SavedSegment,
-    SegmentRegistry,
-)
+from segd.segments.registry import SavedSegment, SegmentRegistry
 from segd.store import LoadedSource, Store
 from segd.timeutil import resolve_now
 
@@ -58,6 +54,11 @@ Respond = Callable[[SavedSegment, "int | None"], None]
 RESULT_CACHE_SIZE = 64  # evaluated segments kept until the next write
 PLAN_CACHE_SIZE = 64  # compiled plans kept until the next write (Engine._plan)
 Source: TypeAlias = str | Path | pa.Table | pa.RecordBatch | list
+
+
+def _is_attribute_key(key: str) -> bool:
+    """A value index over a contact attribute (``attr:<column>``): what upserts change."""
+    return key.startswith("attr:")
 
 
 @dataclass(frozen=True)
@@ -331,17 +332,26 @@ class Engine(LiveApi):
             hook(cids, cause)
 
     def _index_touched(self, cids: np.ndarray, cause: str) -> None:
-        """Mark contacts dirty in the value indexes (segd.aggindex). The segment events
-        live segments append on every membership change (``segment_entered`` /
-        ``segment_exited``) change no attribute and, unless configured as visits, no
-        aggregate: they leave the indexes clean. (Marking them dirty sent every
-        index-answered condition back to a re-check path as soon as the clock was set.)"""
-        if (
-            cause in SEGMENT_EVENT_TYPES
-            and cause not in self.store.aggregates.visit_events
-        ):
-            return
-        self.store.value_index.touched(cids, self.store.n_contacts)
+        """Mark contacts dirty in the value indexes (segd.aggindex) that `cause` can
+        change: an identity merge changes everything, an upsert the attribute indexes
+        (``attr:*``), an event type only the rollups it feeds (``agg:*``, see
+        ``Aggregates.arrays_changed_by``). So a view leaves the order indexes clean, and
+        the segment events live segments append on every membership change leave every
+        index clean unless configured as visits (marking them sent every index-answered
+        condition back to a re-check path as soon as the clock was set)."""
+        keys: Callable[[str], bool] | None
+        if cause == "merge":
+            keys = None
+        elif cause == "upsert":
+            keys = _is_attribute_key
+        else:
+            changed = {
+                f"agg:{name}" for name in self.store.aggregates.arrays_changed_by(cause)
+            }
+            if not changed:
+                return
+            keys = changed.__contains__
+        self.store.value_index.touched(cids, self.store.n_contacts, keys)
 
     def _last_seq(self) -> int:
         return self._wal.last_seq if self._wal is not None else 0
