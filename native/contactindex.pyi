@@ -49,7 +49,12 @@ def count_filtered_of_contacts(
     r1: int,  # row_t, <= len(cid)
     code_filters: Sequence[
         tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8]]
-    ] = (),  # up to 16 (codes column covering r1, mask over codes)
+        | tuple[
+            npt.NDArray[np.uint32],
+            npt.NDArray[np.uint8],
+            npt.NDArray[np.uint32] | None,
+        ]
+    ] = (),  # up to 16 (codes column covering r1, mask over codes[, copy by position])
     ends: npt.NDArray[np.uint32] | None = None,  # patched index (identity merges)
 ) -> npt.NDArray[np.uint32]: ...  # matching events in [r0, r1) per candidate, aligned
 def move_contact(

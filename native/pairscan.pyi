@@ -42,7 +42,10 @@ class PairSource:
         self,
         log: PairLog,
         *,
-        code_filters: Iterable[tuple[Codes, Mask]] = (),  # at most 16
+        # at most 16; a third item: the column's contact-major copy (or None)
+        code_filters: Iterable[
+            tuple[Codes, Mask] | tuple[Codes, Mask, Codes | None]
+        ] = (),
         amount: Floats | None = None,  # the amount column; NaN = NULL
         amount_intervals: Iterable[tuple[Floats, Floats]] = (),  # groups, ANDed
     ) -> None: ...
