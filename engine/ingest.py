@@ -23,6 +23,7 @@ from segd.columns import encode_text, kind_of_arrow
 from segd.errors import AlreadyExists, InvalidInput, ValueRejected
 from segd.native import NO_CODE, loadsplit
 from segd.native.idmap import IdMap
+from segd.readahead import read_ahead
 from segd.store import LoadedSource, Store
 from segd.timeutil import ms_to_iso, to_event_seconds
 
@@ -838,6 +839,11 @@ def check_parquet_schema(source) -> None:
     validate_events(schema.empty_table())
 
 
+# Read and validate the next chunk on a thread of its own while the current one is
+# staged (``segd.readahead``; a bulk load on two cores overlaps the two). False: inline.
+READ_AHEAD = True
+
+
 def stage_events(
     source, rows_per_chunk: int, progress: Callable[[str, int], None] | None = None
 ) -> tuple[StagedLoad, int]:
@@ -847,9 +853,15 @@ def stage_events(
         check_parquet_schema(source)
     stage = StagedLoad()
     total = 0
-    for first, chunk in event_chunks(source, rows_per_chunk):
-        stage.add(validate_chunk(chunk, first))
-        total = first + chunk.num_rows
+    validated: Iterator[tuple[int, EventBatch]] = (
+        (first + chunk.num_rows, validate_chunk(chunk, first))
+        for first, chunk in event_chunks(source, rows_per_chunk)
+    )
+    if READ_AHEAD:
+        validated = read_ahead(validated)
+    for done, batch in validated:
+        stage.add(batch)
+        total = done
         if progress:
             progress("validate", total)
     return stage, total
