@@ -537,13 +537,19 @@ def append_rows(store: Store, name: str, rows: TypeRows) -> None:
 _EVENT_ID_CODES = "\x00event_id"
 
 
-def _remap(codes: np.ndarray, mapping: np.ndarray) -> np.ndarray:
-    """`mapping[codes]` with NO_CODE kept (a gather; NO_CODE clips onto a NO_CODE
-    entry appended to the mapping)."""
-    ext = np.empty(len(mapping) + 1, dtype=np.uint32)
-    ext[:-1] = mapping
-    ext[-1] = NO_CODE
-    return np.take(ext, codes, mode="clip")
+def _remap(codes: np.ndarray, mapping: np.ndarray | None) -> np.ndarray:
+    """`mapping[codes]` with NO_CODE kept (a native gather); `mapping` None is the
+    identity (``_identity_or``): the codes are returned as they are."""
+    if mapping is None:
+        return codes
+    return loadsplit.remap_codes(codes, mapping)
+
+
+def _identity_or(mapping: np.ndarray) -> np.ndarray | None:
+    """None when `mapping` maps every staged code onto itself (a load into an engine
+    that knew none of its values: the staged codes are the engine's, and 200M rows
+    need no gather), else `mapping`."""
+    return None if loadsplit.is_identity(mapping) else mapping
 
 
 class StagedLoad:
@@ -611,10 +617,16 @@ class StagedLoad:
         self.customers = self.items = self.event_ids = None  # type: ignore[assignment]
         self.dims = {}
         out: dict[str, list[TypeRows]] = {}
+        cid_map = _identity_or(cid_of)
+        value_maps = {d: _identity_or(m) for d, m in maps.items()}
         for name, parts in self.parts.items():
             for p in parts:
-                dims = {d: _remap(c, maps[d]) for d, c in p.dims.items() if d in maps}
-                rows = TypeRows(_remap(p.cids, cid_of), p.ts, dims, p.amount)
+                dims = {
+                    d: _remap(c, value_maps[d])
+                    for d, c in p.dims.items()
+                    if d in value_maps
+                }
+                rows = TypeRows(_remap(p.cids, cid_map), p.ts, dims, p.amount)
                 out.setdefault(name, []).append(rows)
             parts.clear()
         self.parts = {}

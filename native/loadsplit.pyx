@@ -211,3 +211,46 @@ def expand_codes(const int32_t[::1] idx, const uint8_t[::1] valid, Py_ssize_t of
             f"row {bad}: dictionary index {idx[bad]} outside 0..{lookup.shape[0] - 1}"
         )
     return out_arr
+
+
+cdef int64_t _remap(const uint32_t[::1] codes, const uint32_t[::1] mapping,
+                    uint32_t[::1] out) noexcept nogil:
+    cdef Py_ssize_t i, n = codes.shape[0]
+    cdef uint32_t c, m = <uint32_t>mapping.shape[0]
+    for i in range(n):
+        c = codes[i]
+        if c == NO_CODE:
+            out[i] = NO_CODE
+        elif c < m:
+            out[i] = mapping[c]
+        else:
+            return i
+    return -1
+
+
+def remap_codes(const uint32_t[::1] codes, const uint32_t[::1] mapping):
+    """uint32 per row: mapping[codes[i]], NO_CODE kept (a bulk load's staged codes in
+    the engine's). Raises ValueError naming the row of a code outside mapping."""
+    if mapping.shape[0] >= NO_CODE:
+        raise ValueError("a mapping of 2**32 - 1 codes or more")
+    out_arr = np.empty(codes.shape[0], dtype=np.uint32)
+    cdef uint32_t[::1] out = out_arr
+    cdef int64_t bad
+    with nogil:
+        bad = _remap(codes, mapping, out)
+    if bad >= 0:
+        raise ValueError(f"row {bad}: code {codes[bad]} outside 0..{mapping.shape[0] - 1}")
+    return out_arr
+
+
+def is_identity(const uint32_t[::1] mapping):
+    """True when mapping[i] == i for every i (a bulk load into an engine that knew none
+    of its values: staged codes are the engine's, nothing to remap)."""
+    cdef Py_ssize_t i, n = mapping.shape[0]
+    cdef bint same = True
+    with nogil:
+        for i in range(n):
+            if mapping[i] != <uint32_t>i:
+                same = False
+                break
+    return same

@@ -134,3 +134,32 @@ def test_dictionary_kernels_name_the_row_of_a_bad_index() -> None:
         loadsplit.expand_codes(
             nine, np.full(1, 255, np.uint8), 0, np.zeros(6, np.uint32)
         )
+
+
+@given(st.data())
+@settings(max_examples=200, deadline=None)
+def test_remap_codes_matches_numpy(data) -> None:
+    m = data.draw(st.integers(0, 40))
+    mapping = data.draw(hnp.arrays(np.uint32, m, elements=st.integers(0, NO_CODE)))
+    choices = st.integers(0, m - 1) if m else st.just(NO_CODE)
+    codes = data.draw(
+        hnp.arrays(
+            np.uint32,
+            st.integers(0, 200),
+            elements=st.one_of(choices, st.just(NO_CODE)),
+        )
+    )
+    out = loadsplit.remap_codes(codes, mapping)
+    ext = np.append(mapping, NO).astype(np.uint32)
+    expect = ext[np.where(codes == NO, m, codes).astype(np.int64)]
+    assert np.array_equal(out, expect)
+    assert loadsplit.is_identity(mapping) == np.array_equal(
+        mapping, np.arange(m, dtype=np.uint32)
+    )
+
+
+def test_remap_codes_names_the_row_of_a_code_outside_the_mapping() -> None:
+    with pytest.raises(ValueError, match="row 1"):
+        loadsplit.remap_codes(np.array([0, 3], np.uint32), np.zeros(3, np.uint32))
+    assert loadsplit.is_identity(np.arange(10**5, dtype=np.uint32))
+    assert not loadsplit.is_identity(np.arange(1, 10**5, dtype=np.uint32))
