@@ -958,7 +958,14 @@ def _buyer_records(
         )  # fmt: skip
         return kernels.take_buyers(ws.acc, n, ws.bits, n_rolled)
 
-    if not use_aggregates or min(len(getattr(agg, a)) for a in _AGG_ARRAYS) < n:
+    # Orders at or after as_of (a look at the past) make their contacts mixed and the
+    # rollup start at row 0: with many, the plain rollup of every contact is cheaper.
+    many_after = log.n - r1 > ROLLUP_ALL_AFTER * log.n
+    if (
+        not use_aggregates
+        or many_after
+        or min(len(getattr(agg, a)) for a in _AGG_ARRAYS) < n
+    ):
         buyers, dense = roll()
         days = np.empty(len(buyers), dtype=np.uint32)
         freq = np.empty(len(buyers), dtype=np.uint32)
@@ -989,6 +996,10 @@ def _buyer_records(
 
 
 _AGG_ARRAYS = ("orders_count", "first_order_s", "last_order_s", "revenue")
+# Share of the order rows at or after as_of beyond which ``compute`` rolls every
+# contact up from the rows instead of starting from the aggregates (measured at 1M with
+# as_of 100 days back, 27% of the rows after it: 42 ms vs 37 ms).
+ROLLUP_ALL_AFTER = 0.125
 
 
 def _compute(
