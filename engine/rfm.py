@@ -811,7 +811,11 @@ def _quantile_cuts_int(values: np.ndarray, scale: int, larger: bool) -> np.ndarr
     n = len(values)
     if n == 0:
         return np.zeros(0, dtype=np.float64)
-    cum = np.cumsum(np.bincount(values))
+    top = int(values.max())
+    if values.dtype == np.uint32 and top < 1 << 16:  # no cast to intp first
+        cum = np.cumsum(kernels.small_histogram(values, top + 1))
+    else:
+        cum = np.cumsum(np.bincount(values))
     # the value at 0-based sorted position p is the first v with cum[v] > p
     pos = np.asarray(_cut_positions(n, scale, larger))
     return np.searchsorted(cum, pos, side="right").astype(np.float64)
@@ -1100,9 +1104,12 @@ def _compute(
     )
     result._bitmaps["_code"] = code
     result._bitmaps["_hist"] = (code_hist, seg_hist)
-    # every buyer has a segment (rules have no gaps), but keep the definition exact
-    kept = (segment[buyers] != NO_SEGMENT) | (r[buyers] > 0)
-    result._bitmaps["_buyers"] = buyers if kept.all() else buyers[kept]
+    # Every buyer has a segment (rules have no gaps; only buyers get one), so the
+    # histogram says so without a pass; keep the definition exact otherwise.
+    if n - int(seg_hist[NO_SEGMENT]) != len(buyers):
+        kept = (segment[buyers] != NO_SEGMENT) | (r[buyers] > 0)
+        buyers = buyers[kept]
+    result._bitmaps["_buyers"] = buyers
     return result
 
 
