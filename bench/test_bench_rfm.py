@@ -86,6 +86,30 @@ def test_rfm_rollup_and_take_buyers(benchmark, w: World) -> None:
     assert len(dense) > 0 and not ws.acc.any()
 
 
+def test_rfm_aggregate_buyers(benchmark, w: World) -> None:
+    """The buyers' records and quantile inputs from the per-contact aggregates kept on
+    ingest (what replaces the rollup for contacts whose orders all lie in the window)."""
+    from segd import rfm
+    from segd.native import rfm as kernels
+
+    store, _, _, _, _ = _order_log(w)
+    agg, n = store.aggregates, store.n_contacts
+    lo, hi, _ = rfm.window_bounds(w.now_s, 365)
+    ws = rfm.Workspace()
+    ws.ready_buyers(n)
+
+    def run():
+        ws.mixed.fill(0)  # what patch_mixed clears after each computation
+        return kernels.aggregate_buyers(
+            agg.orders_count, agg.first_order_s, agg.last_order_s, agg.revenue, n,
+            lo, hi, float(w.now_s), ws.buyers, ws.dense, ws.mixed_pos, ws.mixed,
+            ws.days, ws.freq, ws.mon,
+        )  # fmt: skip
+
+    n_buyers, n_mixed, _, n_scored = benchmark(run)
+    assert n_buyers > 0 and n_scored + n_mixed >= n_buyers
+
+
 def test_rfm_select_positions(benchmark, w: World) -> None:
     """The monetary quantile cuts by radix selection (was np.partition)."""
     import numpy as np

@@ -158,8 +158,19 @@ class Aggregates:
         self._order_owner = _grow_fill(self._order_owner, int(codes.max()) + 1)
         current = self._order_owner[codes]
         fresh = current == NO_CODE
-        self._order_owner[codes[fresh]] = owners[fresh]
-        flags[rows[fresh]] = 1
+        # Every fresh pair is a new order; when several contacts of this batch name the
+        # same new id, the first pair (by contact) owns it and the others are recorded
+        # as shared, so their later lines are not counted again.
+        fresh_at = np.flatnonzero(fresh)
+        _, first_of_code = np.unique(codes[fresh_at], return_index=True)
+        owning = fresh_at[first_of_code]
+        self._order_owner[codes[owning]] = owners[owning]
+        flags[rows[fresh_at]] = 1
+        if len(owning) < len(fresh_at):
+            sharing = np.setdiff1d(fresh_at, owning, assume_unique=True)
+            self._shared_orders.update(
+                zip(owners[sharing].tolist(), codes[sharing].tolist(), strict=True)
+            )
         shared = np.flatnonzero(~fresh & (current != owners))
         for (
             i

@@ -38,7 +38,42 @@ def rollup(
     state: Counts,  # INOUT: n_codes, kept between calls (all zero before the first)
     generation: int,  # 1..MAX_GENERATION, a new one per call
     buyer_bits: npt.NDArray[np.uint64],  # INOUT: n_contacts bits, all zero on entry
+    want: npt.NDArray[np.uint64] | None = None,  # only these contacts' rows (bitset)
+    start: int = 0,  # rows before it skipped (0 <= start <= r0)
 ) -> int: ...  # number of buyers
+def aggregate_buyers(
+    orders_count: Counts,  # the per-contact aggregates (segd.aggregates), >= n_contacts
+    first_s: Seconds,
+    last_s: Seconds,
+    revenue: Floats,
+    n_contacts: int,
+    lo_s: int,  # window rows: lo_s <= ts < hi_s (window_bounds)
+    hi_s: int,
+    as_of: float,
+    buyers_out: Cids,  # OUT: ascending buyers (room for n_contacts)
+    dense_out: Dense,  # OUT: their records; mixed ones zero but for seen (2, 3)
+    mixed_pos: Counts,  # OUT: record positions of the mixed buyers
+    mixed_bits: npt.NDArray[np.uint64],  # INOUT: all zero on entry; mixed buyers set
+    days_out: Counts,  # OUT: scored buyers' recency days, frequency, monetary
+    freq_out: Counts,
+    mon_out: Floats,
+) -> tuple[int, int, int, int]: ...  # buyers, mixed, mixed with orders >= as_of, values
+def patch_mixed(
+    dense: Dense,  # INOUT: aggregate_buyers' records of the buyers
+    buyers: Cids,
+    mixed_pos: Counts,  # the mixed records' positions (ascending)
+    orders_count: Counts,  # aggregates over the contacts (>= the buyers' cids)
+    last_s: Seconds,
+    rolled: Cids,  # rollup + take_buyers over the mixed contacts
+    rolled_dense: Dense,
+    mixed_bits: npt.NDArray[np.uint64],  # INOUT: cleared
+    as_of: float,
+    window_start: float,
+    n_val: int,  # value entries aggregate_buyers wrote
+    days_out: Counts,  # INOUT: the scored mixed buyers' values appended
+    freq_out: Counts,
+    mon_out: Floats,
+) -> int: ...  # value entries written in all
 def take_buyers(
     acc_bytes: Bytes,  # INOUT: zeroed where read
     n_contacts: int,
@@ -99,5 +134,6 @@ def transitions(
     Cids, npt.NDArray[np.uint16], npt.NDArray[np.uint16], Scores, Scores
 ]: ...  # cid, from_code, to_code, from_seg, to_seg
 def small_histogram(
-    values: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], minlength: int
+    values: npt.NDArray[np.uint8] | npt.NDArray[np.uint16] | npt.NDArray[np.uint32],
+    minlength: int,
 ) -> npt.NDArray[np.int64]: ...  # counts per value, like np.bincount

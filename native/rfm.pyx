@@ -84,9 +84,12 @@ cdef Py_ssize_t _rollup(
     const code_t[::1] codes, bint has_codes, Py_ssize_t r0, Py_ssize_t r1,
     Acc* acc, cid_t[::1] owner, uint32_t[::1] state, uint32_t gen,
     uint64_t[::1] buyer_bits, Py_ssize_t* n_buyers, uint32_t[::1] spill,
+    const uint64_t* want, Py_ssize_t start,
 ) noexcept nogil:
     # state[o] = generation << 1 | (seen in the window): an order id whose generation is
     # not this call's is unseen, so neither owner nor state is reset between calls.
+    # With `want` (a bitset over contacts), rows of other contacts are skipped: only
+    # their bit is read (the bitset of 1M contacts is 128 KiB, cache-resident).
     cdef Py_ssize_t i, n_spill = 0, nb = 0
     cdef cid_t c
     cdef code_t o
@@ -95,12 +98,17 @@ cdef Py_ssize_t _rollup(
     cdef uint32_t new_all, new_win
     cdef Acc* a
     cdef Py_ssize_t ahead_end = r1 - AHEAD if r1 > AHEAD else 0
-    for i in range(r1):
+    cdef cid_t ca
+    for i in range(start, r1):
         if i < ahead_end:
-            SEGD_RFM_PREFETCH_W(&acc[cids[i + AHEAD]])
-            if has_codes and codes[i + AHEAD] != NO_CODE_:
-                SEGD_RFM_PREFETCH_W(&state[codes[i + AHEAD]])
+            ca = cids[i + AHEAD]
+            if want == NULL or (want[ca >> 6] >> (ca & 63)) & 1:
+                SEGD_RFM_PREFETCH_W(&acc[ca])
+                if has_codes and codes[i + AHEAD] != NO_CODE_:
+                    SEGD_RFM_PREFETCH_W(&state[codes[i + AHEAD]])
         c = cids[i]
+        if want != NULL and not ((want[c >> 6] >> (c & 63)) & 1):
+            continue
         a = &acc[c]
         if a.seen == 0:
             a.seen = 1
@@ -152,6 +160,8 @@ def rollup(
     uint32_t[::1] state,
     uint32_t generation,
     uint64_t[::1] buyer_bits,
+    want=None,
+    Py_ssize_t start=0,
 ):
     """Roll the order rows [0, r1) (the log is in time order; [r0, r1) is the window)
     up per contact into the accumulators ``acc_bytes`` (``n_contacts`` x ``ACC_BYTES``,
@@ -168,6 +178,11 @@ def rollup(
     ``generation`` (1 .. MAX_GENERATION, a new one per call; state all zero before the
     first). Rows whose order id another contact used first (rare) are counted exactly by
     a numpy fallback over those rows.
+
+    ``want`` (None, or a bitset of ``n_contacts`` bits) restricts the rollup to the
+    contacts it holds (``compute`` rolls up only those whose orders the per-contact
+    aggregates cannot answer for); rows before ``start`` (0 <= start <= r0) are skipped,
+    so ``last`` and ``orders_all`` then cover [start, r1) only.
     """
     cdef Py_ssize_t n_rows = cids.shape[0]
     if ts.shape[0] != n_rows:
@@ -178,9 +193,18 @@ def rollup(
         raise ValueError("more than 2**32 - 2 order rows")
     if not (1 <= generation <= MAX_GENERATION):
         raise ValueError(f"generation {generation} outside 1..{MAX_GENERATION}")
+    if not (0 <= start <= r0):
+        raise ValueError(f"start row {start} outside 0..{r0}")
     cdef Acc* acc = _acc_view(acc_bytes, n_contacts)
     if buyer_bits.shape[0] * 64 < n_contacts:
         raise ValueError(f"buyer bitset of {buyer_bits.shape[0]} words below {n_contacts} contacts")
+    cdef const uint64_t[::1] want_v
+    cdef const uint64_t* want_p = NULL
+    if want is not None:
+        want_v = want
+        if want_v.shape[0] * 64 < n_contacts or want_v.shape[0] == 0:
+            raise ValueError(f"want bitset of {want_v.shape[0]} words below {n_contacts} contacts")
+        want_p = &want_v[0]
     cdef const double[::1] amount_v = np.zeros(1) if amount is None else amount
     cdef const code_t[::1] codes_v = np.zeros(1, np.uint32) if codes is None else codes
     if amount is not None and amount_v.shape[0] < r1:
@@ -216,6 +240,7 @@ def rollup(
         n_spill = _rollup(
             cids, ts, amount_v, has_amount, codes_v, has_codes, r0, r1,
             acc, owner_v, state_v, generation, buyer_bits, &n_buyers, spill_v,
+            want_p, start,
         )
     if n_spill:
         # Count each spilled (contact, order id) pair once before r1 and once in the
@@ -298,6 +323,199 @@ def take_buyers(
             if k != n_buyers else f"contact {buyers[bad]} is marked but has no rows"
         )
     return buyers, dense
+
+
+cdef enum:
+    # ``Acc.seen`` of a record ``aggregate_buyers`` writes: answered by the aggregates,
+    # or waiting for ``patch_mixed`` (orders before the window only / orders at or
+    # after as_of too)
+    FROM_AGGREGATES = 1
+    MIXED_BEFORE = 2
+    MIXED_AFTER = 3
+
+
+def aggregate_buyers(
+    const uint32_t[::1] orders_count,
+    const sec_t[::1] first_s,
+    const sec_t[::1] last_s,
+    const double[::1] revenue,
+    Py_ssize_t n_contacts,
+    int64_t lo_s,
+    int64_t hi_s,
+    double as_of,
+    cid_t[::1] buyers_out,
+    dense_out,
+    uint32_t[::1] mixed_pos,
+    uint64_t[::1] mixed_bits,
+    uint32_t[::1] days_out,
+    uint32_t[::1] freq_out,
+    double[::1] mon_out,
+):
+    """The buyers (contacts with an order before ``as_of``) and their records, from the
+    per-contact order aggregates kept on ingest (segd.aggregates: distinct orders, revenue,
+    first and last order time, all time) instead of the order rows.
+
+    A contact whose orders all lie in the window rows ``[lo_s, hi_s)`` (whole seconds:
+    ``window_bounds``) has its all-time aggregates as its window values: its record is
+    complete (``seen`` = 1), its revenue rounded to 6 decimals, and its recency days,
+    frequency and monetary value go to the three value outputs (it is scored). Any other
+    buyer (an order before the window, or at / after ``as_of``) is *mixed*: its record is
+    zero but for ``seen`` (2: orders before the window only, 3: an order at or after
+    ``as_of`` too), its bit is set in ``mixed_bits`` (all zero on entry) and its record
+    position appended to ``mixed_pos``; ``rollup`` (restricted to those bits) and
+    ``patch_mixed`` complete it.
+
+    Outputs have room for ``n_contacts`` entries (``dense_out``: ``acc_dtype()``
+    records). Returns ``(buyers, mixed, after, scored)``: the buyers written (ascending
+    cids), the mixed ones among them, those with an order at or after ``as_of``, and the
+    value entries written.
+    """
+    if not (orders_count.shape[0] >= n_contacts and first_s.shape[0] >= n_contacts
+            and last_s.shape[0] >= n_contacts and revenue.shape[0] >= n_contacts):
+        raise ValueError(f"aggregates shorter than the {n_contacts} contacts")
+    if not (0 <= lo_s <= hi_s):
+        raise ValueError(f"window rows [{lo_s}, {hi_s}) out of order")
+    if (buyers_out.shape[0] < n_contacts or mixed_pos.shape[0] < n_contacts
+            or days_out.shape[0] < n_contacts or freq_out.shape[0] < n_contacts
+            or mon_out.shape[0] < n_contacts or mixed_bits.shape[0] * 64 < n_contacts
+            or dense_out.shape[0] < n_contacts):
+        raise ValueError(f"outputs below the {n_contacts} contacts")
+    cdef Acc* out = _dense_view(dense_out, dense_out.shape[0])
+    cdef Py_ssize_t c, k = 0, n_mixed = 0, n_after = 0, n_val = 0, w, j, end
+    cdef uint32_t cnt
+    cdef sec_t first, last
+    cdef double rev
+    cdef Acc* a
+    cdef uint64_t mask
+    with nogil:
+        # 64 contacts at a time: a branch-free mask of those with orders, then only its
+        # set bits (a branch per contact mispredicts at every buyer / non-buyer switch)
+        for w in range(0, n_contacts, 64):
+            end = w + 64 if w + 64 <= n_contacts else n_contacts
+            mask = 0
+            for j in range(w, end):
+                mask |= (<uint64_t>(orders_count[j] != 0)) << (j - w)
+            while mask:
+                c = w + __builtin_ctzll(mask)
+                mask &= mask - 1
+                cnt = orders_count[c]
+                first = first_s[c]
+                if first >= hi_s:
+                    continue  # every order at or after as_of
+                last = last_s[c]
+                buyers_out[k] = <cid_t>c
+                a = &out[k]
+                if first >= lo_s and last < hi_s:
+                    rev = revenue[c]
+                    if rev != 0.0:
+                        rev = rint(rev * 1e6) / 1e6
+                    a.revenue_win = rev
+                    a.last = last
+                    a.orders_all = cnt
+                    a.orders_win = cnt
+                    a.seen = FROM_AGGREGATES
+                    days_out[n_val] = <uint32_t>floor((as_of - last) / DAY_S)
+                    freq_out[n_val] = cnt
+                    mon_out[n_val] = rev
+                    n_val += 1
+                else:
+                    a.revenue_win = 0.0
+                    a.last = 0
+                    a.orders_all = 0
+                    a.orders_win = 0
+                    if last >= hi_s:
+                        a.seen = MIXED_AFTER
+                        n_after += 1
+                    else:
+                        a.seen = MIXED_BEFORE
+                    mixed_bits[c >> 6] |= (<uint64_t>1) << (c & 63)
+                    mixed_pos[n_mixed] = <uint32_t>k
+                    n_mixed += 1
+                k += 1
+    return k, n_mixed, n_after, n_val
+
+
+def patch_mixed(
+    dense,
+    const cid_t[::1] buyers,
+    const uint32_t[::1] mixed_pos,
+    const uint32_t[::1] orders_count,
+    const sec_t[::1] last_s,
+    const cid_t[::1] rolled,
+    rolled_dense,
+    uint64_t[::1] mixed_bits,
+    double as_of,
+    double window_start,
+    Py_ssize_t n_val,
+    uint32_t[::1] days_out,
+    uint32_t[::1] freq_out,
+    double[::1] mon_out,
+):
+    """Complete the mixed records ``aggregate_buyers`` left (at ``mixed_pos``, ascending)
+    from ``rollup`` + ``take_buyers`` over those contacts (``rolled``, ascending, and
+    their records): one with an order at or after ``as_of`` takes the rolled-up record
+    whole (the rollup started at row 0); one with orders before the window only takes its
+    window orders and revenue from it (none when it is not in ``rolled``: no order in
+    the window) and keeps its all-time order count and last order from the aggregates.
+    Revenue is rounded to 6 decimals, the scored ones' values are appended to the value
+    outputs from ``n_val`` on, and ``mixed_bits`` is cleared. Returns the new ``n_val``.
+    """
+    cdef Py_ssize_t nb = buyers.shape[0], nm = mixed_pos.shape[0], nr = rolled.shape[0]
+    cdef Acc* acc = _dense_view(dense, nb)
+    cdef Acc* src = _dense_view(rolled_dense, nr)
+    cdef Py_ssize_t n_c = orders_count.shape[0]
+    if last_s.shape[0] < n_c or mixed_bits.shape[0] * 64 < n_c:
+        raise ValueError("aggregates / bitset shorter than the order counts")
+    if not (0 <= n_val <= nb - nm) or days_out.shape[0] < nb or freq_out.shape[0] < nb \
+            or mon_out.shape[0] < nb:
+        raise ValueError(f"value outputs below the {nb} buyers")
+    cdef Py_ssize_t i, j = 0, p, bad = -1
+    cdef cid_t c
+    cdef Acc* a
+    cdef Acc* r
+    cdef Acc zero
+    zero.revenue_win = 0.0
+    zero.last = 0
+    zero.orders_all = 0
+    zero.orders_win = 0
+    zero.seen = 0
+    with nogil:
+        for i in range(nm):
+            p = mixed_pos[i]
+            if p >= nb or (i and p <= mixed_pos[i - 1]) or buyers[p] >= n_c:
+                bad = i
+                break
+            a = &acc[p]
+            if a.seen != MIXED_BEFORE and a.seen != MIXED_AFTER:
+                bad = i
+                break
+            c = buyers[p]
+            r = &zero
+            if j < nr and rolled[j] == c:
+                r = &src[j]
+                j += 1
+            if a.seen == MIXED_AFTER:
+                a.last = r.last
+                a.orders_all = r.orders_all
+            else:
+                a.last = last_s[c]
+                a.orders_all = orders_count[c]
+            a.orders_win = r.orders_win
+            a.revenue_win = r.revenue_win
+            if a.revenue_win != 0.0:
+                a.revenue_win = rint(a.revenue_win * 1e6) / 1e6
+            a.seen = FROM_AGGREGATES
+            mixed_bits[c >> 6] &= ~((<uint64_t>1) << (c & 63))
+            if _scored(a, as_of, window_start):
+                days_out[n_val] = <uint32_t>floor((as_of - a.last) / DAY_S)
+                freq_out[n_val] = a.orders_win
+                mon_out[n_val] = a.revenue_win
+                n_val += 1
+    if bad >= 0:
+        raise ValueError(f"mixed_pos[{bad}] is not a mixed record of the buyers")
+    if j != nr:
+        raise ValueError(f"rolled contact {rolled[j]} is not a mixed buyer")
+    return n_val
 
 
 cdef inline bint _scored(const Acc* a, double as_of, double window_start) noexcept nogil:
@@ -654,13 +872,15 @@ def transitions(
 ctypedef fused small_t:
     uint8_t
     uint16_t
+    uint32_t
 
 
 def small_histogram(const small_t[::1] values, Py_ssize_t minlength):
-    """Counts per value of a uint8 / uint16 array (``np.bincount(values,
+    """Counts per value of a uint8 / uint16 / uint32 array (``np.bincount(values,
     minlength=minlength)`` without widening the values to intp first: RFM codes and
-    segment ids of every contact, counted after each computation). Every value must be
-    below ``minlength``."""
+    segment ids of every contact, counted after each computation; the buyers' recency
+    days and frequencies for the quantile cuts). Every value must be below
+    ``minlength``."""
     cdef Py_ssize_t n = values.shape[0], i, bad = -1
     if minlength < 1 or minlength > 65536:
         raise ValueError(f"minlength {minlength} outside 1..65536")

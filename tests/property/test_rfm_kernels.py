@@ -4,6 +4,8 @@
   distinct (contact, order id) pairs before r1 and in the window, window revenue (NULL
   amounts add nothing), rounded to 6 decimals; through one kept ``Workspace`` over several
   calls (generations), which must be all zero again after each;
+- ``aggregate_buyers`` + ``rollup`` of the mixed contacts + ``patch_mixed``: the same
+  records from the all-time per-contact aggregates, for any window and as_of;
 - ``select_positions``: ``np.sort(values)[positions]``;
 - ``score_buyers``: scores, codes, named segments and histograms by the definitions, with
   and without the lookup tables (they must agree with the comparisons they replace);
@@ -132,6 +134,93 @@ def test_rollup_take_values_match_the_definition(calls, has_amount, has_codes) -
         assert days[:k].tolist() == want_days.tolist()
         assert freq[:k].tolist() == orders_win[buyers][scored].tolist()
         assert mon[:k].tolist() == np.round(revenue[buyers][scored], 6).tolist()
+
+
+def _aggregates(cids, ts, amount, codes, n, has_amount, has_codes):
+    """What segd.aggregates keeps per contact over every row (all time): distinct
+    orders, revenue, first and last order time (0: none)."""
+    _, last, orders, _, revenue = _oracle(
+        cids, ts, amount, codes, 0, len(cids), n, has_amount, has_codes
+    )
+    first = np.zeros(n, np.int64)
+    for c, t in zip(cids.tolist(), ts.tolist(), strict=True):
+        first[c] = t if first[c] == 0 else min(first[c], t)
+    return (
+        orders.astype(np.uint32),
+        first.astype(np.uint32),
+        last.astype(np.uint32),
+        revenue.astype(np.float64),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            order_rows.map(lambda rows: [r for r in rows if r[1] > 0]),
+            st.integers(1, 41 * DAY),  # as_of (seconds into the log)
+            st.integers(1, 40),  # window days
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+def test_aggregate_buyers_and_patch_match_the_definition(calls, has_amount, has_codes):
+    """aggregate_buyers + rollup of the mixed contacts + patch_mixed = the rollup of
+    every row before as_of, for windows that cover all, some or none of a contact's
+    orders and as_of before, inside or after the log; through one kept Workspace."""
+    n, n_codes = 12, 10
+    ws = rfm.Workspace()
+    for rows, as_of_s, window_days in calls:
+        cids, ts, amount, codes = _log(rows)
+        amount_in = amount if has_amount else None
+        codes_in = codes if has_codes else None
+        count, first, last, revenue = _aggregates(
+            cids, ts, amount, codes, n, has_amount, has_codes
+        )
+        as_of = as_of_s + 0.25
+        lo_s, hi_s, start = rfm.window_bounds(as_of, window_days)
+        r0 = int(np.searchsorted(ts, lo_s))
+        r1 = int(np.searchsorted(ts, hi_s))
+        ws.ready(n, n_codes)
+        ws.ready_buyers(n)
+        nb, n_mixed, n_after, k = kernels.aggregate_buyers(
+            count, first, last, revenue, n, lo_s, hi_s, as_of, ws.buyers, ws.dense,
+            ws.mixed_pos, ws.mixed, ws.days, ws.freq, ws.mon,
+        )  # fmt: skip
+        buyers, dense = ws.buyers[:nb].copy(), ws.dense[:nb]
+        if n_mixed:
+            n_rolled = kernels.rollup(
+                cids, ts, amount_in, codes_in, r0, r1, n, n_codes, ws.acc, ws.owner,
+                ws.state, ws.generation, ws.bits, ws.mixed, 0 if n_after else r0,
+            )  # fmt: skip
+            rolled, rolled_dense = kernels.take_buyers(ws.acc, n, ws.bits, n_rolled)
+            k = kernels.patch_mixed(
+                dense, buyers, ws.mixed_pos[:n_mixed], count, last, rolled,
+                rolled_dense, ws.mixed, as_of, start, k, ws.days, ws.freq, ws.mon,
+            )  # fmt: skip
+        assert not ws.mixed.any(), "mixed bitset not all zero after patch_mixed"
+        assert not ws.acc.any() and not ws.bits.any()
+        seen, last_o, orders_all, orders_win, rev = _oracle(
+            cids, ts, amount, codes, r0, r1, n, has_amount, has_codes
+        )
+        assert buyers.tolist() == np.flatnonzero(seen).tolist()
+        assert dense["last"].tolist() == last_o[buyers].tolist()
+        assert dense["orders_all"].tolist() == orders_all[buyers].tolist()
+        assert dense["orders_win"].tolist() == orders_win[buyers].tolist()
+        assert np.allclose(
+            dense["revenue_win"], np.round(rev[buyers], 6), rtol=0, atol=1e-9
+        )
+        scored = (dense["last"] >= start) & (dense["last"] < as_of)
+        assert k == int(scored.sum())
+        want_days = np.floor((as_of - dense["last"][scored]) / DAY).astype(np.uint32)
+        assert sorted(ws.days[:k].tolist()) == sorted(want_days.tolist())
+        assert sorted(ws.freq[:k].tolist()) == sorted(orders_win[buyers][scored])
+        assert np.allclose(
+            np.sort(ws.mon[:k]), np.sort(np.round(rev[buyers][scored], 6)), atol=1e-9
+        )
 
 
 @settings(max_examples=200, deadline=None)
