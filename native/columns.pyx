@@ -85,8 +85,8 @@ cdef void _interval_kernel(const value_t* values, Py_ssize_t n, const uint8_t* o
         if ok != NULL:
             for i in range(n_cand):
                 c = cand[i]
-                _bit_or(out, c, (ok[c] != 0) & _in_intervals(<double> values[c], lo, hi,
-                                                              n_iv))
+                _bit_or(out, c,
+                        (ok[c] != 0) & _in_intervals(<double> values[c], lo, hi, n_iv))
         else:
             for i in range(n_cand):
                 c = cand[i]

@@ -354,7 +354,7 @@ class EventNode(Node):
     def _by_last_seen(
         self, ctx: Context, log, cids: np.ndarray, r0: int, r1: int
     ) -> BitMap | None:
-        """"At least one event in [lo, hi)" of a type whose latest time per contact the
+        """At least one event in [lo, hi) of a type whose latest time per contact the
         rollups keep (``order``, ``email_open``), unfiltered: a gather of that time per
         candidate decides it (before lo: none; in [lo, hi): one), the contact-major
         count only for candidates with a later event. ``not order() in last 30 days``
