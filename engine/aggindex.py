@@ -104,24 +104,35 @@ class ValueIndexes:
         self._dirty: dict[str, BitMap] = {}
         self.builds = 0  # how many indexes were (re)built: tests and profiles read it
 
-    def touched(self, cids: np.ndarray, n_contacts: int) -> None:
-        """A write changed contacts `cids` (``Engine._touched``, under the write lock)."""
+    def touched(
+        self,
+        cids: np.ndarray,
+        n_contacts: int,
+        keys: Callable[[str], bool] | None = None,
+    ) -> None:
+        """A write changed contacts `cids` (``Engine._touched``, under the write lock) in
+        the indexes whose key `keys` accepts (every index when None): only those get
+        the contacts as dirty, or are dropped after a bulk write."""
         with self._lock:
             if not self._built or len(cids) == 0:
                 return
-            if len(cids) > max(MIN_DIRTY, n_contacts // DIRTY_SHARE):
-                self._built.clear()  # a bulk write: rebuild on the next query
-                self._dirty.clear()
+            hit = [k for k in self._built if keys is None or keys(k)]
+            if not hit:
+                return
+            limit = max(MIN_DIRTY, n_contacts // DIRTY_SHARE)
+            if len(cids) > limit:  # a bulk write: rebuild those on their next query
+                for key in hit:
+                    del self._built[key]
+                    self._dirty.pop(key, None)
                 return
             # one bitmap for every key (BitMap.update walks an array element by element)
             ids = cids_to_bitmap(sorted_unique(cids))
-            for key in self._built:
+            for key in hit:
                 dirty = self._dirty[key]
                 dirty |= ids
-                if len(dirty) > max(MIN_DIRTY, n_contacts // DIRTY_SHARE):
+                if len(dirty) > limit:
                     del self._dirty[key]
-                    self._built = {k: v for k, v in self._built.items() if k != key}
-                    break  # one dropped per call keeps the loop simple; rare
+                    del self._built[key]
 
     def nbytes(self) -> int:
         """Bytes held by the built indexes and their dirty sets (``Store.memory``)."""

@@ -78,6 +78,26 @@ class Aggregates:
         "last_email_open_s",
     )
 
+    def arrays_changed_by(self, event_type: str) -> frozenset[str]:
+        """The rollups an event of `event_type` can change (as ``apply`` folds it), by
+        name; ``avg_order_value`` stands for the ratio of ``revenue`` and
+        ``orders_count``. Value indexes over the other rollups stay clean."""
+        names: set[str] = set()
+        if event_type in self.visit_events:
+            names.add("last_visit_s")
+        names.update(name for name, etype in LAST_SEEN.items() if etype == event_type)
+        if event_type == "order":
+            names.update(
+                (
+                    "orders_count",
+                    "revenue",
+                    "first_order_s",
+                    "last_order_s",
+                    "avg_order_value",
+                )
+            )
+        return frozenset(names)
+
     def resize(self, n: int) -> None:
         for name in self.ARRAYS:
             setattr(self, name, _grow(getattr(self, name), n))

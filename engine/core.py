@@ -32,12 +32,19 @@ from segd import rfm as rfm_mod
 from segd._version import __version__
 from segd.aggregates import VISIT_EVENTS
 from segd.durability import IdempotencyTable
-from segd.errors import ContactNotFound, FailedPrecondition, InvalidInput, SegdError
+from segd.errors import (
+    ContactNotFound,
+    FailedPrecondition,
+    InvalidInput,
+    SegdError,
+    SegmentNotFound,
+)
 from segd.explain import Explanation, Profile, explain_tree
 from segd.live import LiveApi, LiveSegments
 from segd.recs import Recommender
 from segd.results import QueryWarning, SegmentResult
 from segd.rwlock import RWLock
+from segd.segments.ast import walk
 from segd.segments.compile import Compiler
 from segd.segments.context import Context
 from segd.segments.limits import Budget, budget_of
@@ -58,6 +65,11 @@ Respond = Callable[[SavedSegment, "int | None"], None]
 RESULT_CACHE_SIZE = 64  # evaluated segments kept until the next write
 PLAN_CACHE_SIZE = 64  # compiled plans kept until the next write (Engine._plan)
 Source: TypeAlias = str | Path | pa.Table | pa.RecordBatch | list
+
+
+def _is_attribute_key(key: str) -> bool:
+    """A value index over a contact attribute (``attr:<column>``): what upserts change."""
+    return key.startswith("attr:")
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,9 @@ class Engine(LiveApi):
         # meanwhile wait for that one instead of evaluating it again (see segment()).
         self._inflight: dict[tuple, _Flight] = {}
         self._refreshing: set[tuple] = set()  # next-second keys being refreshed ahead
+        # Cached results a clock step leaves valid (``_writing(clock_step=True)``): their
+        # queries read no segment events, directly or through a referenced segment.
+        self._clock_free: set[tuple] = set()
         # Compiled plans of recent (query AST, now) pairs, valid until the next mutation
         # like the results (see _plan); under _results_lock.
         self._plans: collections.OrderedDict[
@@ -331,17 +346,26 @@ class Engine(LiveApi):
             hook(cids, cause)
 
     def _index_touched(self, cids: np.ndarray, cause: str) -> None:
-        """Mark contacts dirty in the value indexes (segd.aggindex). The segment events
-        live segments append on every membership change (``segment_entered`` /
-        ``segment_exited``) change no attribute and, unless configured as visits, no
-        aggregate: they leave the indexes clean. (Marking them dirty sent every
-        index-answered condition back to a re-check path as soon as the clock was set.)"""
-        if (
-            cause in SEGMENT_EVENT_TYPES
-            and cause not in self.store.aggregates.visit_events
-        ):
-            return
-        self.store.value_index.touched(cids, self.store.n_contacts)
+        """Mark contacts dirty in the value indexes (segd.aggindex) that `cause` can
+        change: an identity merge changes everything, an upsert the attribute indexes
+        (``attr:*``), an event type only the rollups it feeds (``agg:*``, see
+        ``Aggregates.arrays_changed_by``). So a view leaves the order indexes clean, and
+        the segment events live segments append on every membership change leave every
+        index clean unless configured as visits (marking them sent every index-answered
+        condition back to a re-check path as soon as the clock was set)."""
+        keys: Callable[[str], bool] | None
+        if cause == "merge":
+            keys = None
+        elif cause == "upsert":
+            keys = _is_attribute_key
+        else:
+            changed = {
+                f"agg:{name}" for name in self.store.aggregates.arrays_changed_by(cause)
+            }
+            if not changed:
+                return
+            keys = changed.__contains__
+        self.store.value_index.touched(cids, self.store.n_contacts, keys)
 
     def _last_seq(self) -> int:
         return self._wal.last_seq if self._wal is not None else 0
@@ -404,15 +428,30 @@ class Engine(LiveApi):
         return appended
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """The write lock; on the way out every cached result is dropped."""
+    def _writing(self, *, clock_step: bool = False) -> Iterator[None]:
+        """The write lock; on the way out every cached result is dropped, except, after
+        a `clock_step` (``advance``), the results of queries that read no segment
+        events: a step changes nothing else (the segment events it appends are not
+        visits unless so configured), and a result is keyed by its own `now`, so
+        it stays exact. A server steps its clock every second: dropping everything
+        then made the callers of each second wait for a fresh evaluation (and threw
+        away the next second's result evaluated ahead, see ``_refresh_ahead``)."""
         with self._lock.write():
             try:
                 yield
             finally:
                 with self._results_lock:
-                    self._results.clear()
                     self._plans.clear()
+                    visits = self.store.aggregates.visit_events
+                    if clock_step and not visits.intersection(SEGMENT_EVENT_TYPES):
+                        for key in [
+                            k for k in self._results if k not in self._clock_free
+                        ]:
+                            del self._results[key]
+                        self._clock_free.intersection_update(self._results)
+                    else:
+                        self._results.clear()
+                        self._clock_free.clear()
 
     # -- ingest -----------------------------------------------------------------------
     def load_contacts(
@@ -971,8 +1010,11 @@ class Engine(LiveApi):
         try:
             hit = self._evaluate_warned(ast, now_s, deadline, None)
             flight.result = hit
+            clock_free = not self._reads_segment_events(ast)
             with self._results_lock:
                 self._results[key] = hit
+                if clock_free:
+                    self._clock_free.add(key)
                 while len(self._results) > self.result_cache_size:
                     self._results.popitem(last=False)
             return hit
@@ -980,6 +1022,33 @@ class Engine(LiveApi):
             with self._results_lock:
                 self._inflight.pop(key, None)
             flight.done.set()
+
+    def _reads_segment_events(self, ast: dict) -> bool:
+        """Whether `ast` reads segment events (``entered segment "x"``, a ``then no``
+        on them), itself or through a referenced dynamic segment's definition (a static
+        one's members are frozen): what a clock step can change. Under the read lock."""
+        stack, seen = [ast], set()
+        while stack:
+            for node in walk(stack.pop()):
+                name = node.get("segment")
+                if isinstance(name, str):
+                    if name in seen:
+                        continue
+                    seen.add(name)
+                    try:
+                        saved = self.segments.get(name)
+                    except SegmentNotFound:
+                        return True  # cannot tell: treat as changed
+                    if saved.members is None:
+                        stack.append(saved.ast)
+                    continue
+                then_no = node.get("then_no")
+                if node.get("event") in SEGMENT_EVENT_TYPES or (
+                    isinstance(then_no, dict)
+                    and then_no.get("event") in SEGMENT_EVENT_TYPES
+                ):
+                    return True
+        return False
 
     def _refresh_ahead(self, prepared: Prepared, now_s: float) -> None:
         """Evaluate a query asked on the server's clock for the *next* second in the

@@ -1482,7 +1482,7 @@ class LiveApi:
 
         now_s = clock_value(now)
         eng: Any = self
-        with eng._writing():
+        with eng._writing(clock_step=True):
             clock = self.live.clock
             if clock is not None and now_s < clock:
                 raise InvalidInput.at(
