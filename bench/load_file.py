@@ -2,13 +2,16 @@
 
     python -m segd.bench.load_file ~/.cache/segd/bench/1m-seed0/events.parquet
     python -m segd.bench.load_file PATH --arrow-reads    # segd.pqdict off (A/B)
+    python -m segd.bench.load_file PATH --inline         # no read-ahead thread (A/B)
     flock /work/10m.lock python -m segd.bench.load_file ~/.cache/segd/bench/10m-seed0/events.parquet
 
 Prints one line: events, CPU seconds (``time.process_time``: the figure to compare on a
 shared machine), wall seconds, the CPU split into "validate" (read + validate + stage)
 and "index" (commit + append), the final RSS (after ``gc.collect()``), the peak
 (``ru_maxrss``), their ratio and the load average. ``--arrow-reads`` has every column
-read by Arrow's Parquet reader (as before ``segd.pqdict``), for a before/after in one run.
+read by Arrow's Parquet reader (as before ``segd.pqdict``), for a before/after in one run;
+``--inline`` reads and validates each chunk on the loading thread (``ingest.READ_AHEAD``
+off): the CPU is about the same, the wall time shows what the overlap gives.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ import resource
 import time
 from collections.abc import Sequence
 
-from segd import Engine, pqdict
+from segd import Engine, ingest, pqdict
 
 
-def measure(path: str, *, arrow_reads: bool = False) -> dict[str, float]:
+def measure(
+    path: str, *, arrow_reads: bool = False, inline: bool = False
+) -> dict[str, float]:
     """Load `path` into a fresh in-memory engine; the figures as a dict."""
+    ingest.READ_AHEAD = not inline
     if arrow_reads:
         pqdict.MIN_DICTIONARY_BYTES = 1 << 62  # no chunk qualifies: Arrow reads all
     phases: dict[str, float] = {}
@@ -58,8 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m segd.bench.load_file")
     parser.add_argument("path")
     parser.add_argument("--arrow-reads", action="store_true")
+    parser.add_argument("--inline", action="store_true")
     args = parser.parse_args(argv)
-    r = measure(args.path, arrow_reads=args.arrow_reads)
+    r = measure(args.path, arrow_reads=args.arrow_reads, inline=args.inline)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"events {r['events']} cpu {r['cpu_s']:.2f} wall {r['wall_s']:.2f} -> "

@@ -77,3 +77,57 @@ def test_arrow_read_customer_ids(benchmark, ids_parquet: str) -> None:
     pf = pq.ParquetFile(ids_parquet)
     table = benchmark(pf.read_row_group, 0, columns=["customer_id"], use_threads=False)
     assert table.num_rows == pf.metadata.row_group(0).num_rows
+
+
+@pytest.fixture(scope="module")
+def chunk_columns():
+    """One 1M-row chunk as the staged load sees it: type codes (12 types, skewed like
+    the caches: mostly views), customer codes and one dimension column."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n = 1_000_000
+    p = np.array([60, 10, 8, 6, 4, 3, 3, 2, 1, 1, 1, 1], float)
+    types = rng.choice(12, n, p=p / p.sum()).astype(np.uint32)
+    cids = rng.integers(0, 950_000, n).astype(np.uint32)
+    return types, cids
+
+
+def test_split_by_type_counting_sort(benchmark, chunk_columns) -> None:
+    """segd.native.loadsplit: slots by type, then one column scattered (per column)."""
+    from segd.native import loadsplit
+
+    types, cids = chunk_columns
+
+    def split():
+        pos, bounds = loadsplit.type_positions(types, 12)
+        return loadsplit.scatter(cids, pos, types, 12)
+
+    out, present = benchmark(split)
+    assert present.all() and len(out) == len(cids)
+
+
+def test_split_by_type_argsort(benchmark, chunk_columns) -> None:
+    """The numpy split it replaced: a stable argsort of the types, one gather (for
+    comparison)."""
+    import numpy as np
+
+    types, cids = chunk_columns
+
+    def split():
+        order = np.argsort(types.astype(np.uint8), kind="stable")
+        return cids[order]
+
+    assert len(benchmark(split)) == len(cids)
+
+
+def test_remap_codes(benchmark, chunk_columns) -> None:
+    """The commit's gather of staged codes into the engine's (a 950k-entry mapping)."""
+    import numpy as np
+
+    from segd.native import loadsplit
+
+    _, cids = chunk_columns
+    mapping = np.random.default_rng(2).permutation(950_000).astype(np.uint32)
+    out = benchmark(loadsplit.remap_codes, cids, mapping)
+    assert np.array_equal(out, mapping[cids])

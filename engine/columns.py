@@ -15,6 +15,7 @@ from pyroaring import BitMap
 
 from segd.errors import ValueRejected
 from segd.native import NO_CODE as _NO_CODE
+from segd.native import loadsplit
 from segd.native.bitset import cids_to_bitmap
 from segd.native.idmap import IdMap
 from segd.timeutil import to_epoch_ms
@@ -44,6 +45,22 @@ def encode_text(arr, encode) -> np.ndarray:
         parts = [encode_text(c, encode) for c in arr.chunks]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
     n = len(arr)
+    if pa.types.is_dictionary(arr.type) and pa.types.is_int32(arr.type.index_type):
+        # Native: which entries valid rows use, then one code per row (NULL rows
+        # NO_CODE) in one pass each, reading the indices and validity bits in place.
+        indices = arr.indices
+        idx = np.frombuffer(
+            indices.buffers()[1], np.int32, count=n, offset=indices.offset * 4
+        )
+        bits = indices.buffers()[0] if indices.null_count else None
+        valid_bits = None if bits is None else np.frombuffer(bits, np.uint8)
+        used = loadsplit.used_entries(
+            idx, valid_bits, indices.offset, len(arr.dictionary)
+        )
+        lookup = np.full(len(arr.dictionary), NO_CODE, dtype=np.uint32)
+        if used.any():
+            lookup[used] = encode_text(arr.dictionary.filter(pa.array(used)), encode)
+        return loadsplit.expand_codes(idx, valid_bits, indices.offset, lookup)
     if pa.types.is_dictionary(arr.type):
         idx = np.asarray(arr.indices.fill_null(0)).astype(np.int64, copy=False)
         valid = np.asarray(pc.is_valid(arr)) if arr.null_count else None

@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 from segd import pqdict
 from segd.columns import encode_text, kind_of_arrow
 from segd.errors import AlreadyExists, InvalidInput, ValueRejected
-from segd.native import NO_CODE
+from segd.native import NO_CODE, loadsplit
 from segd.native.idmap import IdMap
+from segd.readahead import read_ahead
 from segd.store import LoadedSource, Store
 from segd.timeutil import ms_to_iso, to_event_seconds
 
@@ -473,36 +474,54 @@ def encode_events(store: Store, batch: EventBatch) -> dict[str, TypeRows]:
 def split_by_type(
     batch: EventBatch, cids: np.ndarray, codes: dict[str, np.ndarray]
 ) -> dict[str, TypeRows]:
-    """A batch's encoded rows (`cids`, dimension `codes`) split by event type."""
+    """A batch's encoded rows (`cids`, dimension `codes`) split by event type.
+
+    Rows are grouped by type with a counting sort (``segd.native.loadsplit``: each
+    row's slot, then one pass per column writing it to its slot), so each type's rows
+    are a contiguous slice in arrival order; the same pass notes which types hold any
+    value of a column (a type keeps only the dimensions it carries)."""
     n = len(cids)
-    # Group rows by type with one stable sort, so each type's rows are a contiguous slice
-    # (arrival order kept within a type) instead of one fancy-index per column per type.
     names = batch.type_names
-    type_idx = batch.type_codes
-    if len(names) < 255:
-        type_idx = type_idx.astype(np.uint8)  # a radix sort for the grouping below
-    if len(names) > 1:
-        order = np.argsort(type_idx, kind="stable")
-        probe = np.arange(len(names) + 1, dtype=type_idx.dtype)  # same dtype: no copy
-        bounds = np.searchsorted(type_idx[order], probe)
-        cids, ts = cids[order], batch.ts[order]
-        amount = None if batch.amount is None else batch.amount[order]
-        codes = {d: c[order] for d, c in codes.items()}
-    else:
-        bounds = np.array([0, n])
-        ts, amount = batch.ts, batch.amount
+    n_types = len(names)
+    if n_types <= 1:
+        return _split_one_type(batch, cids, codes)
+    types = np.ascontiguousarray(batch.type_codes, dtype=np.uint32)
+    pos, bounds = loadsplit.type_positions(types, n_types)
+
+    def grouped(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return loadsplit.scatter(np.ascontiguousarray(col), pos, types, n_types)
+
+    cids, _ = grouped(cids)
+    ts, _ = grouped(batch.ts)
+    amount = has_amount = None
+    if batch.amount is not None:
+        amount, has_amount = grouped(batch.amount)
+    grouped_codes = {d: grouped(c) for d, c in codes.items()}
+    assert len(cids) == n
     out = {}
     for t, name in enumerate(names):
         a, b = int(bounds[t]), int(bounds[t + 1])
         if a == b:
             continue
-        t_amount = None if amount is None else amount[a:b]
-        if t_amount is not None and np.isnan(t_amount).all():
-            t_amount = None
-        # A type keeps only the dimensions it actually carries.
-        t_dims = {d: c[a:b] for d, c in codes.items() if (c[a:b] != NO_CODE).any()}
+        t_amount = None
+        if amount is not None and has_amount is not None and has_amount[t]:
+            t_amount = amount[a:b]
+        t_dims = {d: c[a:b] for d, (c, present) in grouped_codes.items() if present[t]}
         out[name] = TypeRows(cids[a:b], ts[a:b], t_dims, t_amount)
     return out
+
+
+def _split_one_type(
+    batch: EventBatch, cids: np.ndarray, codes: dict[str, np.ndarray]
+) -> dict[str, TypeRows]:
+    """``split_by_type`` of a batch with at most one type (no grouping to do)."""
+    if not batch.type_names or len(cids) == 0:
+        return {}
+    amount = batch.amount
+    if amount is not None and np.isnan(amount).all():
+        amount = None
+    dims = {d: c for d, c in codes.items() if (c != NO_CODE).any()}
+    return {batch.type_names[0]: TypeRows(cids, batch.ts, dims, amount)}
 
 
 def append_rows(store: Store, name: str, rows: TypeRows) -> None:
@@ -518,13 +537,19 @@ def append_rows(store: Store, name: str, rows: TypeRows) -> None:
 _EVENT_ID_CODES = "\x00event_id"
 
 
-def _remap(codes: np.ndarray, mapping: np.ndarray) -> np.ndarray:
-    """`mapping[codes]` with NO_CODE kept (a gather; NO_CODE clips onto a NO_CODE
-    entry appended to the mapping)."""
-    ext = np.empty(len(mapping) + 1, dtype=np.uint32)
-    ext[:-1] = mapping
-    ext[-1] = NO_CODE
-    return np.take(ext, codes, mode="clip")
+def _remap(codes: np.ndarray, mapping: np.ndarray | None) -> np.ndarray:
+    """`mapping[codes]` with NO_CODE kept (a native gather); `mapping` None is the
+    identity (``_identity_or``): the codes are returned as they are."""
+    if mapping is None:
+        return codes
+    return loadsplit.remap_codes(codes, mapping)
+
+
+def _identity_or(mapping: np.ndarray) -> np.ndarray | None:
+    """None when `mapping` maps every staged code onto itself (a load into an engine
+    that knew none of its values: the staged codes are the engine's, and 200M rows
+    need no gather), else `mapping`."""
+    return None if loadsplit.is_identity(mapping) else mapping
 
 
 class StagedLoad:
@@ -592,10 +617,16 @@ class StagedLoad:
         self.customers = self.items = self.event_ids = None  # type: ignore[assignment]
         self.dims = {}
         out: dict[str, list[TypeRows]] = {}
+        cid_map = _identity_or(cid_of)
+        value_maps = {d: _identity_or(m) for d, m in maps.items()}
         for name, parts in self.parts.items():
             for p in parts:
-                dims = {d: _remap(c, maps[d]) for d, c in p.dims.items() if d in maps}
-                rows = TypeRows(_remap(p.cids, cid_of), p.ts, dims, p.amount)
+                dims = {
+                    d: _remap(c, value_maps[d])
+                    for d, c in p.dims.items()
+                    if d in value_maps
+                }
+                rows = TypeRows(_remap(p.cids, cid_map), p.ts, dims, p.amount)
                 out.setdefault(name, []).append(rows)
             parts.clear()
         self.parts = {}
@@ -820,6 +851,11 @@ def check_parquet_schema(source) -> None:
     validate_events(schema.empty_table())
 
 
+# Read and validate the next chunk on a thread of its own while the current one is
+# staged (``segd.readahead``; a bulk load on two cores overlaps the two). False: inline.
+READ_AHEAD = True
+
+
 def stage_events(
     source, rows_per_chunk: int, progress: Callable[[str, int], None] | None = None
 ) -> tuple[StagedLoad, int]:
@@ -829,9 +865,15 @@ def stage_events(
         check_parquet_schema(source)
     stage = StagedLoad()
     total = 0
-    for first, chunk in event_chunks(source, rows_per_chunk):
-        stage.add(validate_chunk(chunk, first))
-        total = first + chunk.num_rows
+    validated: Iterator[tuple[int, EventBatch]] = (
+        (first + chunk.num_rows, validate_chunk(chunk, first))
+        for first, chunk in event_chunks(source, rows_per_chunk)
+    )
+    if READ_AHEAD:
+        validated = read_ahead(validated)
+    for done, batch in validated:
+        stage.add(batch)
+        total = done
         if progress:
             progress("validate", total)
     return stage, total

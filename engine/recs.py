@@ -672,6 +672,11 @@ class Recommender:
         if cause not in ("order", "merge"):
             return
         with self._state:
+            if self.model is None and self._pending is None:
+                # No model, and no build has read the logs yet: a build will read
+                # these orders, so there is nothing to mark (a bulk load's 10M order
+                # rows no longer become a set of Python ints).
+                return
             values = np.asarray(cids).tolist()
             self._dirty.update(values)
             if self._pending is not None:

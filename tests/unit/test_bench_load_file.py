@@ -5,12 +5,13 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from segd import pqdict
+from segd import ingest, pqdict
 from segd.bench import load_file
 
 
 def test_measure_loads_every_event(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pqdict, "MIN_DICTIONARY_BYTES", pqdict.MIN_DICTIONARY_BYTES)
+    monkeypatch.setattr(ingest, "READ_AHEAD", ingest.READ_AHEAD)
     path = tmp_path / "events.parquet"
     table = pa.table(
         {
@@ -22,8 +23,8 @@ def test_measure_loads_every_event(tmp_path, monkeypatch, capsys):
         }
     )
     pq.write_table(table, path)
-    for arrow_reads in (False, True):
-        r = load_file.measure(str(path), arrow_reads=arrow_reads)
+    for arrow_reads, inline in ((False, False), (True, False), (False, True)):
+        r = load_file.measure(str(path), arrow_reads=arrow_reads, inline=inline)
         assert r["events"] == 500
         assert r["peak_bytes"] > 0
         assert r["rss_bytes"] > 0
