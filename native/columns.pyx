@@ -29,6 +29,11 @@ cdef inline void _bit_set(word_t* words, Py_ssize_t i) noexcept nogil:
     words[i >> 6] |= (<word_t> 1) << (i & 63)
 
 
+cdef inline void _bit_or(word_t* words, Py_ssize_t i, int bit) noexcept nogil:
+    """Set bit i when `bit` (0 or 1), without a branch."""
+    words[i >> 6] |= (<word_t> bit) << (i & 63)
+
+
 cdef inline bint _in_intervals(double v, const double* lo, const double* hi,
                                Py_ssize_t n) noexcept nogil:
     # Branch-free: on real data the comparisons are unpredictable, and a mispredicted
@@ -74,12 +79,18 @@ cdef void _interval_kernel(const value_t* values, Py_ssize_t n, const uint8_t* o
     cdef word_t word
     cdef double lo0 = lo[0], hi0 = hi[0], x
     if cand != NULL:
-        for i in range(n_cand):
-            c = cand[i]
-            if ok != NULL and not ok[c]:
-                continue
-            if _in_intervals(<double> values[c], lo, hi, n_iv):
-                _bit_set(out, c)
+        # Branch-free: the candidates' values are cache misses, and a mispredicted
+        # "does it match?" branch waits for each one, serialising them (a branch per
+        # candidate cost ~2x at 1M contacts: 0.63 -> 0.32 ms for 8.6k candidates).
+        if ok != NULL:
+            for i in range(n_cand):
+                c = cand[i]
+                _bit_or(out, c,
+                        (ok[c] != 0) & _in_intervals(<double> values[c], lo, hi, n_iv))
+        else:
+            for i in range(n_cand):
+                c = cand[i]
+                _bit_or(out, c, _in_intervals(<double> values[c], lo, hi, n_iv))
         return
     # A whole word per 64 contacts, built in a register: setting bits one by one in
     # memory chains each store on the previous (5x slower at 10M).
@@ -143,10 +154,11 @@ cdef void _ratio_kernel(const double* num, const uint32_t* den, Py_ssize_t n,
     cdef cid_t c
     cdef word_t word
     if cand != NULL:
-        for i in range(n_cand):
+        for i in range(n_cand):  # branch-free, as in _interval_kernel
             c = cand[i]
-            if den[c] and _in_intervals(num[c] / den[c], lo, hi, n_iv):
-                _bit_set(out, c)
+            # den[c] == 0 gives NaN or inf / 0: `den[c] != 0` masks it either way
+            _bit_or(out, c, (den[c] != 0) & _in_intervals(num[c] / den[c], lo, hi,
+                                                          n_iv))
         return
     for w in range(0, n, 64):
         word = 0
@@ -188,11 +200,11 @@ cdef void _code_mask_kernel(const code_t* codes, Py_ssize_t n, const uint8_t* ma
     cdef word_t word
     cdef code_t k
     if cand != NULL:
-        for i in range(n_cand):
+        for i in range(n_cand):  # branch-free, as in _interval_kernel
             c = cand[i]
             k = codes[c]
-            if k != NO_CODE and k < m and mask[k]:
-                _bit_set(out, c)
+            # NO_CODE is >= m: the clamped index reads a real entry, masked off
+            _bit_or(out, c, (k < m) & (mask[k if k < m else 0] != 0))
         return
     for w in range(0, n, 64):
         word = 0
