@@ -152,8 +152,9 @@ class Engine(LiveApi):
         # meanwhile wait for that one instead of evaluating it again (see segment()).
         self._inflight: dict[tuple, _Flight] = {}
         self._refreshing: set[tuple] = set()  # next-second keys being refreshed ahead
-        # Cached results a clock step leaves valid (``_writing(clock_step=True)``): their
-        # queries read no segment events, directly or through a referenced segment.
+        # Keys of cached results a clock step leaves valid (``_writing(clock_step=True)``):
+        # their queries read no segment events, directly or through a referenced segment.
+        # Always a subset of ``_results``' keys (evictions and drops remove them too).
         self._clock_free: set[tuple] = set()
         # Compiled plans of recent (query AST, now) pairs, valid until the next mutation
         # like the results (see _plan); under _results_lock.
@@ -448,7 +449,6 @@ class Engine(LiveApi):
                             k for k in self._results if k not in self._clock_free
                         ]:
                             del self._results[key]
-                        self._clock_free.intersection_update(self._results)
                     else:
                         self._results.clear()
                         self._clock_free.clear()
@@ -1016,7 +1016,8 @@ class Engine(LiveApi):
                 if clock_free:
                     self._clock_free.add(key)
                 while len(self._results) > self.result_cache_size:
-                    self._results.popitem(last=False)
+                    evicted, _ = self._results.popitem(last=False)
+                    self._clock_free.discard(evicted)
             return hit
         finally:
             with self._results_lock:

@@ -910,9 +910,12 @@ def compute(
 ) -> RfmResult:
     """Compute RFM and named segments for every contact (see module docstring).
 
-    One pass over the order rows into per-contact accumulators (``rollup``), then
-    passes over the buyers only (the contacts with an order row, ascending): their
-    totals out as dense records (``take_buyers``), their window values for the quantile
+    The buyers' window totals come first from the per-contact aggregates kept on
+    ingest (``aggregate_buyers``: a buyer whose orders all lie in the window), and only
+    the other buyers are rolled up from the order rows (``rollup`` restricted to them,
+    ``patch_mixed``; every buyer so when ``use_aggregates`` is False or many rows lie
+    after `as_of`). Then passes over the buyers only (ascending): their
+    totals out as dense records, their window values for the quantile
     cuts (``buyer_values``), then scores, codes, named segments and histograms
     (``score_buyers``, through lookup tables). Only the per-contact outputs are sized by
     the base. ``workspace`` keeps the accumulators and the order id state between calls

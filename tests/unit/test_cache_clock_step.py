@@ -130,3 +130,14 @@ def test_cached_answers_are_fresh_answers(ops) -> None:
             e.advance(clock)
             got = set(e.segment(op[1], now=now).ids())
             assert got == set(e.segment(op[1], now=now, cache=False).ids()), op
+
+
+def test_clock_free_keys_follow_evictions() -> None:
+    """The keys a clock step would keep never outgrow the result cache: an engine that
+    is asked many different questions and never written to holds at most its size."""
+    e = _engine()
+    e.result_cache_size = 4
+    for k in range(40):
+        e.segment(PLAIN, now=T + k)
+    assert len(e._results) == 4
+    assert e._clock_free == set(e._results)
