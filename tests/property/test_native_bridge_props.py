@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from pyroaring import BitMap
@@ -127,6 +127,10 @@ class IdMapMachine(RuleBasedStateMachine):
 
 
 TestIdMapMachine = IdMapMachine.TestCase
+# 30 examples locally, 60 under CI=true (not the ci profile's 150): 60 x 50 steps.
+TestIdMapMachine.settings = settings(
+    settings.default, max_examples=min(settings.default.max_examples, 60)
+)
 
 
 @given(values=st.lists(texts, max_size=300, unique=True))
