@@ -524,6 +524,12 @@ def _split_one_type(
     return {batch.type_names[0]: TypeRows(cids, batch.ts, dims, amount)}
 
 
+# A bulk load's commit appends a type's log on a worker thread while the loading
+# thread folds the same rows into the rollups and joins the next type
+# (``Engine._append_parts_overlapped``). False: one thread, type after type.
+PARALLEL_COMMIT = True
+
+
 def append_rows(store: Store, name: str, rows: TypeRows) -> None:
     """Append one type's encoded rows to its log and fold them into the rollups."""
     store.log(name).append(rows.cids, rows.ts, rows.dims, rows.amount)

@@ -1,0 +1,147 @@
+"""A bulk load's overlapped paths against the one-thread path (issue 15, `load6`).
+
+``ingest.PARALLEL_COMMIT`` appends each type's log on a worker thread while the loading
+thread folds the rows into the rollups; the engine after a load must be the same,
+array for array (codes, columns, postings, rollups), as with every switch off, on
+random data: several chunks, known and new ids, late events into a non-empty log,
+duplicate event ids; a failing load must change nothing and keep its row numbers."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segd import Engine, ingest
+from segd.errors import InvalidInput
+from segd.events import EventLog
+from segd.native import NO_CODE
+
+T = 1_735_689_600
+TYPES = ["view", "add_to_cart", "order", "open", "click"]
+
+
+def _table(rows: list[tuple]) -> pa.Table:
+    cols = list(zip(*rows, strict=True)) if rows else [[]] * 8
+    cid, dt, etype, item, channel, amount, event_id, order_id = cols
+    return pa.table(
+        {
+            "customer_id": pa.array(list(cid), pa.string()),
+            "ts": pa.array([T + d for d in dt], pa.int64()),
+            "type": pa.array(list(etype), pa.string()),
+            "item_id": pa.array(list(item), pa.string()),
+            "channel": pa.array(list(channel), pa.string()),
+            "amount": pa.array(list(amount), pa.float64()),
+            "event_id": pa.array(list(event_id), pa.string()),
+            "order_id": pa.array(list(order_id), pa.string()),
+        }
+    )
+
+
+ROW = st.tuples(
+    st.sampled_from([f"c{i}" for i in range(15)]),
+    st.integers(0, 50 * 86_400),
+    st.sampled_from(TYPES),
+    st.one_of(st.none(), st.sampled_from([f"i{i}" for i in range(6)])),
+    st.one_of(st.none(), st.sampled_from(["web", "app", "shop"])),
+    st.one_of(st.none(), st.floats(0, 1000, allow_nan=False)),
+    st.one_of(st.none(), st.sampled_from([f"e{i}" for i in range(30)])),
+    st.one_of(st.none(), st.sampled_from([f"o{i}" for i in range(8)])),
+)
+
+
+def _exact(eng: Engine) -> dict:
+    """Everything a load changes, as plain values: dictionaries in code order, each
+    log's columns and postings, the rollup arrays."""
+    store = eng.store
+    out: dict = {
+        "contacts": store.contacts.ids.to_arrow().to_pylist(),
+        "items": store.catalog.ids.to_arrow().to_pylist(),
+        "dims": {k: m.to_arrow().to_pylist() for k, m in store.dim_maps.items()},
+        "event_ids": store.event_ids.to_arrow().to_pylist(),
+        "aggregates": {
+            a: getattr(store.aggregates, a)[: len(store.contacts.ids)].tolist()
+            for a in store.aggregates.ARRAYS
+        },
+    }
+    for name, log in sorted(store.logs.items()):
+        cols: dict = {"cid": log.cid.tolist(), "ts": log.ts.tolist()}
+        for d in sorted(log.dims()):
+            codes = log.dim(d)
+            cols[d] = codes.tolist()
+            post = log.postings.get(d)
+            if post is not None:
+                used = sorted({int(c) for c in codes.tolist() if c != NO_CODE})
+                cols[d + ".postings"] = {c: post.rows_of(c).tolist() for c in used}
+        if log.amount is not None:
+            cols["amount"] = [None if np.isnan(a) else a for a in log.amount.tolist()]
+        out["log." + name] = cols
+    return out
+
+
+def _load(table: pa.Table, chunk: int, *, before: pa.Table | None, parallel: bool):
+    ingest.PARALLEL_COMMIT = parallel
+    try:
+        eng = Engine()
+        if before is not None:
+            eng.load_events(before, rows_per_chunk=chunk)
+        report = eng.load_events(table, rows_per_chunk=chunk)
+    finally:
+        ingest.PARALLEL_COMMIT = True
+    return eng, report
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(ROW, min_size=0, max_size=40),
+    st.lists(ROW, min_size=1, max_size=80),
+    st.integers(1, 30),
+)
+def test_overlapped_commit_equals_one_thread(before_rows, rows, chunk):
+    """A first load (or none) and then a second one, whose rows can be older than the
+    logs' newest (late events) and repeat event ids of either load."""
+    before = _table(before_rows) if before_rows else None
+    table = _table(rows)
+    one, r1 = _load(table, chunk, before=before, parallel=False)
+    two, r2 = _load(table, chunk, before=before, parallel=True)
+    assert r1.rows == r2.rows
+    assert r1.duplicate_events == r2.duplicate_events
+    assert _exact(one) == _exact(two)
+
+
+def test_a_failing_log_append_raises_and_leaves_no_thread(monkeypatch):
+    """An exception on the commit worker reaches the caller; the worker has ended."""
+    rows = [(f"c{i}", i, TYPES[i % 3], None, None, None, None, None) for i in range(9)]
+
+    def broken(self, *args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(EventLog, "append", broken)
+    eng = Engine()
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        eng.load_events(_table(rows))
+    assert not [t for t in threading.enumerate() if t.name.startswith("segd-commit")]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_bad_row_keeps_its_number_and_changes_nothing(parallel):
+    rows = [(f"c{i}", i, TYPES[i % 5], None, "web", 1.0, None, None) for i in range(50)]
+    eng = Engine()
+    eng.load_events(_table(rows[:10]), rows_per_chunk=7)
+    before = _exact(eng)
+    bad = _table(rows).to_pylist()
+    bad[33]["customer_id"] = None
+    ingest.PARALLEL_COMMIT = parallel
+    try:
+        with pytest.raises(InvalidInput) as err:
+            eng.load_events(
+                pa.Table.from_pylist(bad, _table(rows).schema), rows_per_chunk=7
+            )
+    finally:
+        ingest.PARALLEL_COMMIT = True
+    assert err.value.row == 33
+    assert _exact(eng) == before
