@@ -530,6 +530,12 @@ def _split_one_type(
 PARALLEL_COMMIT = True
 
 
+# A bulk load into an engine whose contact / item / value map is still empty hands the
+# engine its staged map (``IdMap.take_from``) instead of re-adding every value. False:
+# always re-add (the A/B and the property test's reference).
+ADOPT_STAGED_MAPS = True
+
+
 def append_rows(store: Store, name: str, rows: TypeRows) -> None:
     """Append one type's encoded rows to its log and fold them into the rollups."""
     store.log(name).append(rows.cids, rows.ts, rows.dims, rows.amount)
@@ -558,6 +564,15 @@ def _identity_or(mapping: np.ndarray) -> np.ndarray | None:
     return None if loadsplit.is_identity(mapping) else mapping
 
 
+@dataclass
+class PreparedChunk:
+    """A validated chunk half staged (``StagedLoad.prepare``): the rows kept and the
+    item, dimension and event id codes; the customer ids are still text."""
+
+    batch: EventBatch
+    codes: dict[str, np.ndarray]
+
+
 class StagedLoad:
     """A bulk load read once: each validated chunk is encoded against dictionaries of
     its own (customer ids, items, each dimension, event ids) and split by type, so the
@@ -575,6 +590,16 @@ class StagedLoad:
 
     def add(self, batch: EventBatch) -> None:
         """Stage a validated chunk (rows repeating an event id of this load dropped)."""
+        self.finish(self.prepare(batch))
+
+    def prepare(self, batch: EventBatch) -> PreparedChunk:
+        """The first half of ``add``: drop the rows repeating an event id of this load
+        and encode the items and every dimension against the load's maps — all but
+        the customer ids. It reads and writes only the event id, item and dimension
+        maps, and ``finish`` only the customer map and the staged parts, so a bulk
+        load runs ``prepare`` of chunk N + 1 on its read-ahead thread while the
+        loading thread finishes chunk N (``STAGE_AHEAD``): each map still sees the
+        chunks in order, so every code is the one ``add`` gives."""
         event_codes = None
         if batch.event_id is not None and batch.event_id.null_count < batch.rows:
             before = len(self.event_ids)
@@ -582,16 +607,23 @@ class StagedLoad:
             keep = first_of_each_id(event_codes, before)
             if not keep.all():
                 batch, event_codes = keep_rows(batch, keep), event_codes[keep]
-        cids = encode_text(batch.customer_id, self.customers.get_or_add)
         codes: dict[str, np.ndarray] = {}
         if batch.item_id is not None:
             codes["item"] = encode_text(batch.item_id, self.items.get_or_add)
         for name, arr in batch.dims.items():
-            local = self.dims.setdefault(name, IdMap())
+            local = self.dims.get(name)
+            if local is None:
+                local = self.dims[name] = IdMap()
             codes[name] = encode_text(arr, local.get_or_add)
         if event_codes is not None:
             codes[_EVENT_ID_CODES] = event_codes
-        for name, rows in split_by_type(batch, cids, codes).items():
+        return PreparedChunk(batch, codes)
+
+    def finish(self, chunk: PreparedChunk) -> None:
+        """The second half of ``add``: encode the customer ids and split by type."""
+        batch = chunk.batch
+        cids = encode_text(batch.customer_id, self.customers.get_or_add)
+        for name, rows in split_by_type(batch, cids, chunk.codes).items():
             self.parts.setdefault(name, []).append(rows)
 
     def commit(self, store: Store) -> dict[str, list[TypeRows]]:
@@ -610,16 +642,21 @@ class StagedLoad:
                 dropped = self._drop_seen(seen)
         locals_ = {"item": self.items, **self.dims} if len(self.items) else self.dims
         used = self._used(locals_) if dropped else {}
-        cid_of = _add_values(self.customers, used.get(""), store.contacts.ensure)
+        cid_of = _add_values(
+            self.customers, used.get(""), store.contacts.ensure, store.contacts.ids
+        )
         store.sync_sizes()
         maps = {}
         for name, local in locals_.items():
             add: Callable[..., np.ndarray]
             if name == "item":
-                add = store.catalog.ensure
+                add, ids = store.catalog.ensure, store.catalog.ids
+                if len(ids) == 0:
+                    store.catalog.touch()  # (ensure does when it adds; take_from not)
             else:
-                add = store.dim_maps.setdefault(name, IdMap()).get_or_add
-            maps[name] = _add_values(local, used.get(name), add)
+                ids = store.dim_maps.setdefault(name, IdMap())
+                add = ids.get_or_add
+            maps[name] = _add_values(local, used.get(name), add, ids)
         self.customers = self.items = self.event_ids = None  # type: ignore[assignment]
         self.dims = {}
         out: dict[str, list[TypeRows]] = {}
@@ -667,9 +704,27 @@ class StagedLoad:
         return used
 
 
-def _add_values(local: IdMap, used: np.ndarray | None, add) -> np.ndarray:
+def _add_values(
+    local: IdMap, used: np.ndarray | None, add, ids: IdMap | None = None
+) -> np.ndarray:
     """The engine's code of each staged code: the staged values (only the `used` ones,
-    when given; the others map to NO_CODE) added through `add`, in staged order."""
+    when given; the others map to NO_CODE) added through `add`, in staged order.
+
+    When the engine's map `ids` is empty and every staged value is used, it takes the
+    staged map whole (``IdMap.take_from``: no copy, no second hashing of ~10M customer
+    ids) and the codes stay as staged; `add` is still called, with no values, for
+    its owner's bookkeeping (contacts' and items' column sizes)."""
+    if (
+        ADOPT_STAGED_MAPS
+        and ids is not None
+        and len(ids) == 0
+        and len(local)
+        and (used is None or used.all())
+    ):
+        n = len(local)
+        ids.take_from(local)
+        add(pa.array([], pa.large_string()))
+        return np.arange(n, dtype=np.uint32)
     values = local.to_arrow()
     if used is None or used.all():
         return add(values)
@@ -860,6 +915,11 @@ def check_parquet_schema(source) -> None:
 # Read and validate the next chunk on a thread of its own while the current one is
 # staged (``segd.readahead``; a bulk load on two cores overlaps the two). False: inline.
 READ_AHEAD = True
+# With READ_AHEAD, the read-ahead thread also encodes the next chunk's items,
+# dimensions and event ids (``StagedLoad.prepare``), and the loading thread only its
+# customer ids and the split by type: at 10M the loading thread was the slower of the
+# two (hashing ~950k distinct customer ids per row group into a 9M-entry map).
+STAGE_AHEAD = True
 
 
 def stage_events(
@@ -875,10 +935,16 @@ def stage_events(
         (first + chunk.num_rows, validate_chunk(chunk, first))
         for first, chunk in event_chunks(source, rows_per_chunk)
     )
-    if READ_AHEAD:
+    ahead = READ_AHEAD and STAGE_AHEAD
+    if READ_AHEAD and not STAGE_AHEAD:
         validated = read_ahead(validated)
-    for done, batch in validated:
-        stage.add(batch)
+    prepared: Iterator[tuple[int, PreparedChunk]] = (
+        (done, stage.prepare(batch)) for done, batch in validated
+    )
+    if ahead:
+        prepared = read_ahead(prepared)
+    for done, chunk in prepared:
+        stage.finish(chunk)
         total = done
         if progress:
             progress("validate", total)

@@ -1,10 +1,14 @@
-"""A bulk load's overlapped paths against the one-thread path (issue 15, `load6`).
+"""A bulk load's faster paths against the plain ones (issue 15, `load6`).
 
+``ingest.STAGE_AHEAD`` encodes a chunk's items, dimensions and event ids on the
+read-ahead thread while the loading thread encodes the previous chunk's customer ids;
 ``ingest.PARALLEL_COMMIT`` appends each type's log on a worker thread while the loading
-thread folds the rows into the rollups; the engine after a load must be the same,
-array for array (codes, columns, postings, rollups), as with every switch off, on
-random data: several chunks, known and new ids, late events into a non-empty log,
-duplicate event ids; a failing load must change nothing and keep its row numbers."""
+thread folds the rows into the rollups; ``ingest.ADOPT_STAGED_MAPS`` hands an engine
+whose contact / item / value map is empty the load's staged map instead of re-adding
+its values. The engine after a load must be the same, array for array (codes, columns,
+postings, rollups), as with every switch off, on random data: several chunks, known and
+new ids, late events into a non-empty log, duplicate event ids; a failing load must
+change nothing and keep its row numbers."""
 
 from __future__ import annotations
 
@@ -83,15 +87,20 @@ def _exact(eng: Engine) -> dict:
     return out
 
 
-def _load(table: pa.Table, chunk: int, *, before: pa.Table | None, parallel: bool):
-    ingest.PARALLEL_COMMIT = parallel
+SWITCHES = ("PARALLEL_COMMIT", "ADOPT_STAGED_MAPS", "READ_AHEAD", "STAGE_AHEAD")
+
+
+def _load(table: pa.Table, chunk: int, *, before: pa.Table | None, on: bool):
+    for name in SWITCHES:
+        setattr(ingest, name, on)
     try:
         eng = Engine()
         if before is not None:
             eng.load_events(before, rows_per_chunk=chunk)
         report = eng.load_events(table, rows_per_chunk=chunk)
     finally:
-        ingest.PARALLEL_COMMIT = True
+        for name in SWITCHES:
+            setattr(ingest, name, True)
     return eng, report
 
 
@@ -101,13 +110,13 @@ def _load(table: pa.Table, chunk: int, *, before: pa.Table | None, parallel: boo
     st.lists(ROW, min_size=1, max_size=80),
     st.integers(1, 30),
 )
-def test_overlapped_commit_equals_one_thread(before_rows, rows, chunk):
+def test_fast_paths_equal_the_plain_ones(before_rows, rows, chunk):
     """A first load (or none) and then a second one, whose rows can be older than the
     logs' newest (late events) and repeat event ids of either load."""
     before = _table(before_rows) if before_rows else None
     table = _table(rows)
-    one, r1 = _load(table, chunk, before=before, parallel=False)
-    two, r2 = _load(table, chunk, before=before, parallel=True)
+    one, r1 = _load(table, chunk, before=before, on=False)
+    two, r2 = _load(table, chunk, before=before, on=True)
     assert r1.rows == r2.rows
     assert r1.duplicate_events == r2.duplicate_events
     assert _exact(one) == _exact(two)
@@ -127,21 +136,43 @@ def test_a_failing_log_append_raises_and_leaves_no_thread(monkeypatch):
     assert not [t for t in threading.enumerate() if t.name.startswith("segd-commit")]
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-def test_a_bad_row_keeps_its_number_and_changes_nothing(parallel):
+@pytest.mark.parametrize("on", [False, True])
+def test_a_bad_row_keeps_its_number_and_changes_nothing(on):
     rows = [(f"c{i}", i, TYPES[i % 5], None, "web", 1.0, None, None) for i in range(50)]
     eng = Engine()
     eng.load_events(_table(rows[:10]), rows_per_chunk=7)
     before = _exact(eng)
     bad = _table(rows).to_pylist()
     bad[33]["customer_id"] = None
-    ingest.PARALLEL_COMMIT = parallel
+    for name in SWITCHES:
+        setattr(ingest, name, on)
     try:
         with pytest.raises(InvalidInput) as err:
             eng.load_events(
                 pa.Table.from_pylist(bad, _table(rows).schema), rows_per_chunk=7
             )
     finally:
-        ingest.PARALLEL_COMMIT = True
+        for name in SWITCHES:
+            setattr(ingest, name, True)
     assert err.value.row == 33
     assert _exact(eng) == before
+
+
+def test_an_empty_engine_takes_the_staged_maps_whole():
+    """Into an empty engine the load's customer and item maps become the engine's (the
+    same codes as adding them, no second hashing); the engine's map objects stay the
+    same objects, and later writes add to them as usual."""
+    rows = [
+        (f"c{i % 7}", i, TYPES[i % 5], f"i{i % 3}", "web", None, None, None)
+        for i in range(40)
+    ]
+    eng = Engine()
+    contacts, items = eng.store.contacts.ids, eng.store.catalog.ids
+    eng.load_events(_table(rows), rows_per_chunk=9)
+    assert eng.store.contacts.ids is contacts and eng.store.catalog.ids is items
+    assert contacts.to_arrow().to_pylist() == [f"c{i}" for i in range(7)]
+    assert items.to_arrow().to_pylist() == ["i0", "i1", "i2"]
+    assert eng.store.contacts.n == 7 and eng.count("view()") > 0
+    eng.append_events(_table([("c99", 5, "view", "i7", None, None, None, None)]))
+    assert contacts.lookup_one("c99") == 7 and items.lookup_one("i7") == 3
+    assert eng.count("view()") == len({r[0] for r in rows if r[2] == "view"} | {"c99"})
