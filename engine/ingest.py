@@ -9,6 +9,7 @@ the row and the column and leaves the store exactly as it was.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from segd.columns import encode_text, kind_of_arrow
 from segd.errors import AlreadyExists, InvalidInput, ValueRejected
 from segd.native import NO_CODE, loadsplit
 from segd.native.idmap import IdMap
-from segd.readahead import read_ahead
+from segd.readahead import Backlog, read_ahead
 from segd.store import LoadedSource, Store
 from segd.timeutil import ms_to_iso, to_event_seconds
 
@@ -915,11 +916,54 @@ def check_parquet_schema(source) -> None:
 # Read and validate the next chunk on a thread of its own while the current one is
 # staged (``segd.readahead``; a bulk load on two cores overlaps the two). False: inline.
 READ_AHEAD = True
-# With READ_AHEAD, the read-ahead thread also encodes the next chunk's items,
-# dimensions and event ids (``StagedLoad.prepare``), and the loading thread only its
-# customer ids and the split by type: at 10M the loading thread was the slower of the
-# two (hashing ~950k distinct customer ids per row group into a 9M-entry map).
+# With READ_AHEAD, the read-ahead thread also encodes a chunk's items, dimensions
+# and event ids (``StagedLoad.prepare``) when the loading thread is the slower side
+# (the chunk it handed before is still waiting): at 10M the loading thread was
+# (hashing ~950k distinct customer ids per row group into a 9M-entry map), at 1M the
+# reader is. Otherwise the loading thread prepares the chunk itself. False: always
+# the loading thread (the read-ahead thread only reads and validates).
 STAGE_AHEAD = True
+
+
+def _prepare_ahead(backlog: int) -> bool:
+    """Whether the read-ahead thread prepares its next chunk, given how many chunks wait
+    for the loading thread (a seam for the tests, which choose at random)."""
+    return backlog > 0
+
+
+class _PrepareTurns:
+    """Chunks are prepared strictly in order, each by one thread: the read-ahead
+    thread waits here for the loading thread to have prepared the chunks before its
+    own (the loading thread never waits: a chunk reaches it after every earlier one
+    was prepared). ``cancel`` (the load stopped) releases a waiting thread."""
+
+    def __init__(self) -> None:
+        self._turn = 0
+        self._cancelled = False
+        self._cond = threading.Condition()
+
+    def prepare(self, stage: StagedLoad, index: int, batch: EventBatch):
+        with self._cond:
+            while self._turn != index:
+                if self._cancelled:
+                    raise _LoadStopped
+                self._cond.wait(0.05)
+        try:
+            return stage.prepare(batch)
+        finally:
+            with self._cond:
+                self._turn = index + 1
+                self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify_all()
+
+
+class _LoadStopped(Exception):
+    """The read-ahead thread's wait ended because the load stopped (never seen by a
+    caller: the consumer has already left)."""
 
 
 def stage_events(
@@ -935,19 +979,41 @@ def stage_events(
         (first + chunk.num_rows, validate_chunk(chunk, first))
         for first, chunk in event_chunks(source, rows_per_chunk)
     )
-    ahead = READ_AHEAD and STAGE_AHEAD
-    if READ_AHEAD and not STAGE_AHEAD:
-        validated = read_ahead(validated)
-    prepared: Iterator[tuple[int, PreparedChunk]] = (
-        (done, stage.prepare(batch)) for done, batch in validated
-    )
-    if ahead:
-        prepared = read_ahead(prepared)
-    for done, chunk in prepared:
-        stage.finish(chunk)
-        total = done
-        if progress:
-            progress("validate", total)
+    if not READ_AHEAD:
+        for done, batch in validated:
+            stage.add(batch)
+            total = done
+            if progress:
+                progress("validate", total)
+        return stage, total
+    turns, backlog = _PrepareTurns(), Backlog()
+
+    def produce() -> Iterator[tuple[int, int, EventBatch | PreparedChunk]]:
+        # On the read-ahead thread: a chunk leaves prepared when the loading thread is
+        # behind (the chunk handed before still waits for it), else as validated.
+        for index, (done, batch) in enumerate(validated):
+            if STAGE_AHEAD and _prepare_ahead(backlog()):
+                yield index, done, turns.prepare(stage, index, batch)
+            else:
+                yield index, done, batch
+
+    ahead = read_ahead(produce(), backlog=backlog)
+    try:
+        for index, done, item in ahead:
+            if isinstance(item, PreparedChunk):
+                chunk = item
+            else:
+                chunk = turns.prepare(stage, index, item)
+            stage.finish(chunk)
+            total = done
+            if progress:
+                progress("validate", total)
+    finally:
+        # A read-ahead thread waiting for its turn gives up first; then the reader is
+        # stopped and joined (``ahead`` is held here so that this is the order).
+        turns.cancel()
+        ahead.close()
+    return stage, total
     return stage, total
 
 

@@ -176,3 +176,73 @@ def test_an_empty_engine_takes_the_staged_maps_whole():
     eng.append_events(_table([("c99", 5, "view", "i7", None, None, None, None)]))
     assert contacts.lookup_one("c99") == 7 and items.lookup_one("i7") == 3
     assert eng.count("view()") == len({r[0] for r in rows if r[2] == "view"} | {"c99"})
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(ROW, min_size=1, max_size=80),
+    st.integers(1, 12),
+    st.lists(st.booleans(), min_size=1, max_size=12),
+)
+def test_who_prepares_a_chunk_changes_nothing(rows, chunk, choices):
+    """Which thread prepares each chunk (``ingest._prepare_ahead``, decided by timing in
+    a real load) is drawn at random here: the engine is the one-thread load's."""
+    table = _table(rows)
+    one, r1 = _load(table, chunk, before=None, on=False)
+    picks = iter(choices * 100)
+    original = ingest._prepare_ahead
+    ingest._prepare_ahead = lambda backlog: next(picks, True)
+    try:
+        two, r2 = _load(table, chunk, before=None, on=True)
+    finally:
+        ingest._prepare_ahead = original
+    assert r1.rows == r2.rows
+    assert _exact(one) == _exact(two)
+
+
+def _reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "segd-read-ahead"]
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+@pytest.mark.parametrize("failing_chunk", [0, 3, 6])
+def test_a_failing_prepare_stops_the_load_and_its_thread(
+    monkeypatch, ahead, failing_chunk
+):
+    """prepare raising on either thread (here: on the chunk `failing_chunk`) reaches
+    the caller, changes nothing, and no read-ahead thread is left waiting."""
+    rows = [(f"c{i}", i, TYPES[i % 5], "i1", "web", 1.0, None, None) for i in range(70)]
+    eng = Engine()
+    eng.load_events(_table(rows[:5]), rows_per_chunk=10)
+    before = _exact(eng)
+    calls = [0]
+    original = ingest.StagedLoad.prepare
+
+    def prepare(self, batch):
+        calls[0] += 1
+        if calls[0] == failing_chunk + 1:
+            raise MemoryError("no room")
+        return original(self, batch)
+
+    monkeypatch.setattr(ingest.StagedLoad, "prepare", prepare)
+    monkeypatch.setattr(ingest, "_prepare_ahead", lambda backlog: ahead)
+    with pytest.raises(MemoryError, match="no room"):
+        eng.load_events(_table(rows), rows_per_chunk=10)
+    assert _exact(eng) == before
+    assert not _reader_threads()
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_a_bad_row_with_chunks_prepared_ahead(monkeypatch, ahead):
+    rows = [(f"c{i}", i, TYPES[i % 5], "i1", "web", 1.0, None, None) for i in range(70)]
+    bad = _table(rows).to_pylist()
+    bad[47]["type"] = None
+    monkeypatch.setattr(ingest, "_prepare_ahead", lambda backlog: ahead)
+    eng = Engine()
+    with pytest.raises(InvalidInput) as err:
+        eng.load_events(
+            pa.Table.from_pylist(bad, _table(rows).schema), rows_per_chunk=10
+        )
+    assert err.value.row == 47
+    assert not eng.store.logs and len(eng.store.contacts.ids) == 0
+    assert not _reader_threads()
