@@ -23,7 +23,7 @@ from pyroaring import BitMap
 
 from segd.errors import InvalidQuery
 from segd.explain import EventEvidence, Evidence
-from segd.native import NO_CODE, contactindex, eventscan
+from segd.native import NO_CODE, columns, contactindex, eventscan
 from segd.native.bitset import cids_to_bitmap
 from segd.native.idmap import IdMap
 from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
@@ -372,17 +372,16 @@ class EventNode(Node):
         last = _last_seen(ctx.store, self)
         if last is None or self.lo_s < 1 or len(last) < ctx.n:
             return None
-        seen = last.take(cids)
-        got = (seen >= self.lo_s) & (seen < self.hi_s)
-        later = np.flatnonzero(seen >= self.hi_s)
+        inside, later = columns.window_split(last, cids, self.lo_s, self.hi_s)
+        got = cids_to_bitmap(inside)  # in the candidates' (ascending) order
         if len(later):  # rare: only with events after the window (a `now` in the past)
             offsets, rows, limit, ends = log.contact_index(ctx.n)
             sub = np.ascontiguousarray(cids[later])
             counts = contactindex.count_of_contacts(
                 sub, offsets, rows, limit, log.cid, r0, r1, ends
             )
-            got[later] = counts >= 1
-        return cids_to_bitmap(np.ascontiguousarray(cids[got]))
+            got |= cids_to_bitmap(np.ascontiguousarray(sub[counts >= 1]))
+        return got
 
     def _then_keys(
         self, ctx: Context, cand: BitMap | None, cand_words, only_cid: int = -1
@@ -414,10 +413,9 @@ class EventNode(Node):
         return eventscan.collect_keys(scan), within
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
-        base = ctx.universe if cand is None else cand
         log = ctx.store.logs.get(self.etype)
         if log is None:
-            return base.copy() if self.zero_qualifies else BitMap()
+            return self._everyone(ctx, cand)
         r0, r1 = log.window(self.lo_s, self.hi_s)
         if (
             cand is not None
@@ -429,7 +427,7 @@ class EventNode(Node):
             log, r0, r1, cand, ctx.n, fused=cand is not None and self._counts_only
         )
         if bound is None:
-            return base.copy() if self.zero_qualifies else BitMap()
+            return self._everyone(ctx, cand)
         source, code_filters, row_mask = bound
         if source is CONTACTS and cand is not None:
             return self._count_candidates(ctx, log, cand, r0, r1, code_filters)
@@ -464,9 +462,19 @@ class EventNode(Node):
         split = eventscan.count_matches(scan, self.count_range, scratch, ctx.n)
         yes, no = split.yes, split.no
         if self.zero_qualifies:
+            base = ctx.universe if cand is None else cand
             return base - ctx.to_bitmap(no)
         got = ctx.to_bitmap(yes)
         return got if cand is None else got & cand
+
+    def _everyone(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        """The answer when no event can match: every contact of the base for a
+        condition that zero events satisfy, else nobody. The universe bitmap (a
+        range of every contact minus the merged ones) is built only here, not on
+        every run without candidates."""
+        if not self.zero_qualifies:
+            return BitMap()
+        return (ctx.universe if cand is None else cand).copy()
 
     def evidence(self, ctx: Context, cid: int) -> Evidence | None:
         """The contact's events that pass this condition's filters, window and "then no"."""
