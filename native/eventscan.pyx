@@ -748,82 +748,6 @@ def matching_contacts(EventScanParams scan not None, Py_ssize_t n_contacts):
     return buf[:k].copy()
 
 
-cdef enum:
-    KEYS_SORTED = 0    # ascending already (a contact-major visit)
-    KEYS_BY_TIME = 1   # time never decreases (rows visited in log order): by contact
-    KEYS_UNSORTED = 2
-
-
-cdef int _keys_order(const uint64_t* keys, Py_ssize_t n) noexcept nogil:
-    """How ``cid << 32 | ts`` keys arrived: sorted, in time order, or neither."""
-    cdef Py_ssize_t i
-    cdef bint sorted_ = True, by_time = True
-    for i in range(1, n):
-        sorted_ &= keys[i - 1] <= keys[i]
-        by_time &= <uint32_t> keys[i - 1] <= <uint32_t> keys[i]
-    return KEYS_SORTED if sorted_ else (KEYS_BY_TIME if by_time else KEYS_UNSORTED)
-
-
-cdef void _radix_keys_by_contact(uint64_t* a, uint64_t* tmp, Py_ssize_t n,
-                                 cid_t top) noexcept nogil:
-    """Stable LSD radix sort of `a` by its high 32 bits (the contact, <= top)."""
-    cdef Py_ssize_t hist[RADIX_BUCKETS]
-    cdef Py_ssize_t i, total, c
-    cdef int shift = 32
-    cdef uint64_t* x = a
-    cdef uint64_t* y = tmp
-    cdef uint64_t* t
-    while True:
-        memset(hist, 0, sizeof(hist))
-        for i in range(n):
-            hist[(x[i] >> shift) & (RADIX_BUCKETS - 1)] += 1
-        total = 0
-        for i in range(RADIX_BUCKETS):
-            c = hist[i]
-            hist[i] = total
-            total += c
-        for i in range(n):
-            c = (x[i] >> shift) & (RADIX_BUCKETS - 1)
-            y[hist[c]] = x[i]
-            hist[c] += 1
-        t = x
-        x = y
-        y = t
-        shift += RADIX_BITS
-        if shift >= 64 or (top >> (shift - 32)) == 0:
-            break
-    if x != a:
-        memcpy(a, x, n * sizeof(uint64_t))
-
-
-cdef void _sort_keys_by_contact(uint64_t[::1] keys):
-    """Keys whose time part never decreases are sorted once their contacts are: a
-    stable radix sort by contact (two passes of 12 bits up to 16M contacts) instead of
-    a comparison sort of the 64-bit keys (``abandoned_cart``'s 28k order keys at 1M:
-    a fifth of the query)."""
-    cdef Py_ssize_t i, n = keys.shape[0]
-    if n < 2:
-        return
-    cdef uint64_t[::1] tmp = np.empty(n, dtype=np.uint64)
-    cdef cid_t top = 0
-    with nogil:
-        for i in range(n):
-            if <cid_t> (keys[i] >> 32) > top:
-                top = <cid_t> (keys[i] >> 32)
-        _radix_keys_by_contact(&keys[0], &tmp[0], n, top)
-
-
-def collect_rows(EventScanParams scan not None):
-    """Row numbers (uint32, ascending) of the matching events: explain's evidence."""
-    return _collect(scan, False)
-
-
-def collect_keys(EventScanParams scan not None):
-    """Sorted ``cid << 32 | ts`` keys (uint64) of the matching events: the ``then_keys``
-    of the condition whose "then no" part these events are."""
-    return _collect(scan, True)
-
-
 cdef Py_ssize_t _collect_kernel(const Match* m, const row_t* src, Py_ssize_t n_rows,
                                 bint as_keys, row_t* out_rows,
                                 uint64_t* out_keys) noexcept nogil:
@@ -861,17 +785,20 @@ cdef object _collect(EventScanParams scan, bint as_keys):
         orows = out
         prows = &orows[0]
     cdef Py_ssize_t n_out
-    cdef int order = KEYS_UNSORTED
     with nogil:
         n_out = _collect_kernel(m, src, n_rows, as_keys, prows, pkeys)
-        if as_keys:
-            order = _keys_order(pkeys, n_out)
     out = out[:n_out]
-    if as_keys:
-        if order == KEYS_BY_TIME:
-            _sort_keys_by_contact(out)
-        elif order == KEYS_UNSORTED:
-            out.sort()
-    elif scan._have_src:  # a window scan visits rows in order already
+    if as_keys or scan._have_src:  # a window scan visits rows in order already
         out.sort()
     return out
+
+
+def collect_rows(EventScanParams scan not None):
+    """Row numbers (uint32, ascending) of the matching events: explain's evidence."""
+    return _collect(scan, False)
+
+
+def collect_keys(EventScanParams scan not None):
+    """Sorted ``cid << 32 | ts`` keys (uint64) of the matching events: the ``then_keys``
+    of the condition whose "then no" part these events are."""
+    return _collect(scan, True)

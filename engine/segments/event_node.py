@@ -383,6 +383,20 @@ class EventNode(Node):
             got |= cids_to_bitmap(np.ascontiguousarray(sub[counts >= 1]))
         return got
 
+    def keep_by_last_seen(self, ctx: Context, cids: np.ndarray) -> np.ndarray | None:
+        """The `cids` (distinct uint32, any order; kept in it) with at least one event
+        in the window, decided by the last-seen rollup alone (``_by_last_seen``
+        without a BitMap): an index-first AND hands its few candidates over as an
+        array. None when the rollup does not decide this condition, or some
+        candidate's latest event is past the window (an earlier one may be inside)."""
+        from segd.segments.pairs import _last_seen
+
+        last = _last_seen(ctx.store, self)
+        if last is None or self.lo_s < 1 or len(last) < ctx.n:
+            return None
+        inside, later = columns.window_split(last, cids, self.lo_s, self.hi_s)
+        return None if len(later) else inside
+
     def _then_keys(
         self, ctx: Context, cand: BitMap | None, cand_words, only_cid: int = -1
     ):
