@@ -376,7 +376,7 @@ def test_index_first_and_decides_last_seen_events_by_the_rollup() -> None:
     queries = [
         "orders_count >= 2 and revenue >= 100 and order() in last 90 days",
         "orders_count >= 1 and order() from 120 to 30 days ago",
-        "orders_count >= 2 and email_open() in last 60 days and order() in last 1 year",
+        "orders_count >= 2 and email_open() in last 60 days and order() in last 365 days",
     ]
     answers: list = []
     real = EventNode.keep_by_last_seen
