@@ -50,3 +50,8 @@ class Postings:
         rows: Rows,  # row_t[::1]: borrowed (e.g. memory-mapped), copied on first growth
     ) -> Self: ...
     def owns_memory(self) -> bool: ...  # False while a list still borrows `rows`
+
+def map_codes(
+    codes: Codes,  # const code_t[::1]: per row (an event's item code)
+    table: Codes,  # const code_t[::1]: code -> value (an item's category code)
+) -> Codes: ...  # table[codes[i]], NO_CODE when NO_CODE or past the table

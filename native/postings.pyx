@@ -399,3 +399,33 @@ cdef class Postings:
                     lst.rows = p
                 self.allocated -= lst.cap - lst.n
                 lst.cap = lst.n
+
+
+cdef void _map_codes(const code_t* codes, Py_ssize_t n, const code_t* table,
+                     Py_ssize_t n_table, code_t* out) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef code_t c
+    for i in range(n):
+        c = codes[i]
+        out[i] = table[c] if c < n_table else NO_CODE
+
+
+def map_codes(const code_t[::1] codes, const code_t[::1] table):
+    """``table[codes[i]]`` per row, NO_CODE where a code is NO_CODE or past the table.
+
+    The per-row value of an item attribute (an event's item code -> its category
+    code): the codes an attribute's postings are built from (``EventLog``'s
+    ``AttributePostings``). One sequential read of the rows, a look-up each in a
+    table of the catalog's size (cache resident for ~10^5-10^6 items).
+    """
+    cdef Py_ssize_t n = codes.shape[0]
+    out = np.empty(n, dtype=np.uint32)
+    cdef code_t[::1] o = out
+    if n == 0:
+        return out
+    with nogil:
+        if table.shape[0]:
+            _map_codes(&codes[0], n, &table[0], table.shape[0], &o[0])
+        else:
+            _map_codes(&codes[0], n, NULL, 0, &o[0])
+    return out
