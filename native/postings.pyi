@@ -38,6 +38,9 @@ class Postings:
     def gather(
         self, codes: Codes, r0: int, r1: int
     ) -> Rows: ...  # rows in [r0, r1), sorted within each code only
+    def gather_parallel(
+        self, values: Postings, codes: Codes, r0: int, r1: int
+    ) -> Rows: ...  # values' entries beside the rows gather() would return
     def shrink_to_fit(self) -> None: ...
     # Snapshots: the lists as CSR arrays (sizes() + rows), and back without a copy.
     def copy_rows_into(

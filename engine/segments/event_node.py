@@ -414,6 +414,38 @@ class EventNode(Node):
             got[later] = counts >= 1
         return cids_to_bitmap(np.ascontiguousarray(cids[got]))
 
+    def _by_value_contacts(self, ctx: Context, log, r0: int, r1: int) -> BitMap | None:
+        """ "Happened at least once" with one filter, on a category column the log
+        keeps postings per value of (``order(category in (...)) in last 90 days``),
+        over few rows: the contacts kept beside those values' rows in the window,
+        sorted and de-duplicated (``eventscan.distinct_contacts``), read in order
+        instead of a miss per row in ``log.cid`` (``matching_contacts``: 7.6 ms of
+        the reference's 17.8 at 10M). None: not this case."""
+        filters = self.filters
+        if (
+            not self._at_least_one
+            or self.then is not None
+            or filters.amount_intervals
+            or len(filters.code_filters) != 1
+        ):
+            return None
+        vf = filters._by_values(log, 0)
+        if vf is None:
+            return None
+        est = filters._postings_estimate(
+            log, "item", filters.code_filters[0][2], r0, r1, 0
+        )
+        if est is None or est * SORT_RATIO > ctx.n:
+            return None
+        cids = log.attribute_cids(filters.catalog, vf[0], vf[1], r0, r1)
+        if cids is None:
+            return None
+        got = cids_to_bitmap(eventscan.distinct_contacts(cids, ctx.n))
+        merged = ctx.store.contacts.merged
+        if merged:
+            got -= merged
+        return got
+
     def _then_keys(
         self, ctx: Context, cand: BitMap | None, cand_words, only_cid: int = -1
     ):
@@ -449,6 +481,10 @@ class EventNode(Node):
         if log is None:
             return base.copy() if self.zero_qualifies else BitMap()
         r0, r1 = log.window(self.lo_s, self.hi_s)
+        if cand is None:
+            got = self._by_value_contacts(ctx, log, r0, r1)
+            if got is not None:
+                return got
         if (
             cand is not None
             and self._plain

@@ -82,6 +82,9 @@ def _check_rows(e: Engine, rng: np.random.Generator) -> None:
             assert got is not None
             want = np.flatnonzero(np.isin(codes[r0:r1], values)) + r0
             assert sorted(got.tolist()) == want.tolist()
+            cids = log.attribute_cids(catalog, "category", values, int(r0), int(r1))
+            assert cids is not None
+            assert cids.tolist() == log.cid[got].tolist()
 
 
 def _answers(e: Engine, now) -> list[list[str]]:
@@ -89,9 +92,17 @@ def _answers(e: Engine, now) -> list[list[str]]:
 
 
 def _both_ways(e: Engine, now) -> None:
+    from segd.segments import event_node
+
     try:
         events.READ_ATTRIBUTE_POSTINGS = True
         fast = _answers(e, now)
+        ratio = event_node.SORT_RATIO
+        event_node.SORT_RATIO = 0  # the contact-list path for every first leaf
+        try:
+            assert _answers(e, now) == fast
+        finally:
+            event_node.SORT_RATIO = ratio
         events.READ_ATTRIBUTE_POSTINGS = False
         plain = _answers(e, now)
     finally:

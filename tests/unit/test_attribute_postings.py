@@ -5,12 +5,13 @@ changes, late merges, tail appends) and its memory accounting."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segd import Engine, events
-from segd.native import NO_CODE
-from segd.native.postings import map_codes
+from segd.native import NO_CODE, eventscan
+from segd.native.postings import Postings, map_codes
 
 BASE = 1_760_000_000
 DAY = 86_400
@@ -32,6 +33,52 @@ def test_map_codes_matches_numpy(codes, table) -> None:
     want[inside] = t[c[inside]]
     assert got.dtype == np.uint32
     assert got.tolist() == want.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(cids=st.lists(st.integers(0, 5_000), max_size=300))
+def test_distinct_contacts_matches_numpy(cids) -> None:
+    c = np.array(cids, dtype=np.uint32)
+    got = eventscan.distinct_contacts(c, 5_001)
+    assert got.dtype == np.uint32
+    assert got.tolist() == np.unique(c).tolist()
+    if len(c):
+        with pytest.raises(ValueError, match="contact"):
+            eventscan.distinct_contacts(c, int(c.max()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    codes=st.lists(st.integers(0, 6), max_size=120),
+    ask=st.lists(st.integers(0, 9), max_size=5),
+    window=st.tuples(st.integers(0, 130), st.integers(0, 130)),
+    seed=st.integers(0, 2**31),
+)
+def test_gather_parallel_matches_numpy(codes, ask, window, seed) -> None:
+    """Values kept beside each code's rows come back for exactly the rows ``gather``
+    returns (same order)."""
+    c = np.array(codes, dtype=np.uint32)
+    rows = np.arange(len(c), dtype=np.uint32)
+    vals = np.random.default_rng(seed).integers(0, 2**32, len(c), dtype=np.uint64)
+    vals = vals.astype(np.uint32)
+    p, v = Postings(), Postings()
+    p.append_rows(rows, c)
+    v.append_rows(vals, c)
+    want_codes = np.unique(np.array(ask, dtype=np.uint32))
+    r0, r1 = window
+    got = p.gather_parallel(v, want_codes, r0, r1)
+    got_rows = p.gather(want_codes, r0, r1)
+    assert got.tolist() == vals[got_rows].tolist()
+    sel = np.isin(c, want_codes) & (rows >= r0) & (rows < r1)
+    assert sorted(got_rows.tolist()) == np.flatnonzero(sel).tolist()
+
+
+def test_gather_parallel_checks_lengths() -> None:
+    p, v = Postings(), Postings()
+    p.append_rows(np.arange(3, dtype=np.uint32), np.zeros(3, np.uint32))
+    v.append_rows(np.arange(2, dtype=np.uint32), np.zeros(2, np.uint32))
+    with pytest.raises(ValueError, match="length differs"):
+        p.gather_parallel(v, np.zeros(1, np.uint32), 0, 3)
 
 
 def _oracle(e: Engine, values: np.ndarray, r0: int, r1: int) -> list[int]:
@@ -115,9 +162,12 @@ def test_rows_equal_the_item_mask_through_writes() -> None:
     k0 = _values(e, "k0")
     assert _rows(e, k0) == _oracle(e, k0, 0, log.n)
     assert log._attr["category"].postings is not built
-    # an identity merge changes contacts, not rows
+    # an identity merge changes contacts, not rows: the contact lists follow
     e.merge("c0", "c1")
     assert _rows(e, k0) == _oracle(e, k0, 0, log.n)
+    rows = log.attribute_rows(e.store.catalog, "category", k0, 0, log.n)
+    cids = log.attribute_cids(e.store.catalog, "category", k0, 0, log.n)
+    assert cids.tolist() == log.cid[rows].tolist()
 
 
 def test_bytes_and_types() -> None:
@@ -140,7 +190,11 @@ def test_bytes_and_types() -> None:
     assert e.store.catalog.value_codes("price", ">", 1, "t") is None
 
 
-def test_segments_same_with_and_without() -> None:
+def test_segments_same_with_and_without(monkeypatch) -> None:
+    from segd.segments import event_node
+
+    # every "at least once" category condition takes the contact-list path
+    monkeypatch.setattr(event_node, "SORT_RATIO", 0)
     e = _engine()
     now = BASE + 2 * DAY
     qs = [

@@ -140,3 +140,41 @@ def test_copy_shorter_than_the_index_is_refused() -> None:
         contactindex.count_filtered_of_contacts(
             cands, offsets, rows, 10, cid, 0, 10, flt
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cids=st.lists(st.integers(0, 7), max_size=60),
+    n_cols=st.integers(0, 3),
+    extra=st.integers(0, 5),
+    seed=st.integers(0, 2**31),
+)
+def test_build_with_codes_vs_numpy(cids, n_cols, extra, seed) -> None:
+    """``build_with_codes`` = ``build`` plus ``col[rows]`` per column (columns may be
+    longer than the log: only its rows are copied)."""
+    cid = np.array(cids, np.uint32)
+    rng = np.random.default_rng(seed)
+    cols = [
+        rng.integers(0, 2**32, len(cid) + extra, dtype=np.uint64).astype(np.uint32)
+        for _ in range(n_cols)
+    ]
+    offsets, rows, copies = contactindex.build_with_codes(cid, 8, cols)
+    want_offsets, want_rows = contactindex.build(cid, 8)
+    assert offsets.tolist() == want_offsets.tolist()
+    assert rows.tolist() == want_rows.tolist()
+    # numpy oracle of the grouping: a stable sort of the rows by contact
+    assert rows.tolist() == np.argsort(cid, kind="stable").tolist()
+    assert len(copies) == n_cols
+    for col, copy in zip(cols, copies, strict=True):
+        assert copy.dtype == np.uint32
+        assert copy.tolist() == col[rows].tolist()
+
+
+def test_build_with_codes_checks() -> None:
+    cid = np.array([0, 3, 1], np.uint32)
+    with pytest.raises(ValueError, match="row names contact 3"):
+        contactindex.build_with_codes(cid, 3, [])
+    with pytest.raises(ValueError, match="column 1 holds 2 rows, the log 3"):
+        contactindex.build_with_codes(
+            cid, 4, [np.zeros(3, np.uint32), np.zeros(2, np.uint32)]
+        )
