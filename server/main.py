@@ -464,6 +464,18 @@ def serve(settings: Settings, stderr: TextIO | None = None) -> int:
                 log.info(
                     "demo data loaded", extra=kv(demo_now=demo_now, demo_now_s=now_s)
                 )
+        # Indexes that queries would otherwise build on first use are built before
+        # `ready`: the first clients of a fresh server do not queue behind them.
+        warm_t0 = time.perf_counter()
+        warmed = engine.warm()
+        if warmed:
+            log.info(
+                "indexes warmed",
+                extra=kv(
+                    event_types=len(warmed),
+                    seconds=round(time.perf_counter() - warm_t0, 3),
+                ),
+            )
         # The loaded engine lives as long as the server: its objects are moved out of
         # the cycle collector's generations, so a full collection walks only what
         # calls allocate (before: tens of ms at a lookup's p99, bench/recs.py grpc).

@@ -29,6 +29,8 @@ def test_demo_server_serves_then_stops_on_sigterm(server_process):
     log = proc.log()
     assert "msg=listening" in log and "health=NOT_SERVING" in log
     assert "msg=ready" in log and "contacts=" in log and "load_seconds=" in log
+    # the contact indexes are built before `ready`, not by the first clients
+    assert log.index('msg="indexes warmed"') < log.index("msg=ready")
     with SegdClient(proc.address, token="tok") as c:
         assert c.health() == "SERVING"
         stats = c.stats()
