@@ -57,26 +57,3 @@ def test_codes_by_contact(benchmark, w: World) -> None:
     item = log.dim("item")
     got = benchmark(lambda: contactindex.codes_by_contact(item, rows, len(rows)))
     assert np.array_equal(got, item[rows])
-
-
-@pytest.mark.parametrize("how", ["in_scatter", "after_build"])
-def test_index_and_copy_build(benchmark, w: World, how: str) -> None:
-    """The view log's contact index and its item copy built together: the copy written
-    in the counting sort's scatter (``build_with_codes``) against ``build`` followed by
-    ``codes_by_contact`` (a random gather of the column through ``rows``)."""
-    store = w.engine.store
-    log = store.logs["view"]
-    cid = log.cid
-    item = np.ascontiguousarray(log.dim("item"))
-    n = store.n_contacts
-
-    def in_scatter():
-        offsets, rows, (copy,) = contactindex.build_with_codes(cid, n, [item])
-        return rows, copy
-
-    def after_build():
-        offsets, rows = contactindex.build(cid, n)
-        return rows, contactindex.codes_by_contact(item, rows, len(rows))
-
-    rows, copy = benchmark(in_scatter if how == "in_scatter" else after_build)
-    assert np.array_equal(copy, item[rows])

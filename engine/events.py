@@ -170,20 +170,17 @@ class EventLog:
         ci = self._ci
         slack = max(65_536, self.n // 8)
         if ci is None or tail > slack or self._ci_used - self.n > slack:
-            copied = [
-                d for d in CONTACT_MAJOR_CODES.get(self.type, ()) if d in self._dims
-            ]
-            # the copies are written in the index's counting-sort scatter
-            offsets, rows, copies = contactindex.build_with_codes(
-                self.cid,
-                n_contacts,
-                [np.ascontiguousarray(self._dims[d][: self.n]) for d in copied],
-            )
-            ci = self._ci = (offsets, rows)
+            ci = self._ci = contactindex.build(self.cid, n_contacts)
             self._ci_limit = self.n
             self._ci_ends = None
-            self._ci_used = len(rows)
-            self._ci_codes = dict(zip(copied, copies, strict=True))
+            self._ci_used = len(ci[1])
+            self._ci_codes = {
+                d: contactindex.codes_by_contact(
+                    self._dims[d][: self.n], ci[1], self._ci_used
+                )
+                for d in CONTACT_MAJOR_CODES.get(self.type, ())
+                if d in self._dims
+            }
         offsets, rows = ci
         return offsets, rows, self._ci_limit, self._ci_ends
 

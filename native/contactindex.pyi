@@ -15,13 +15,6 @@ def build(
     cid: Cids,  # const cid_t[::1]: the log's contact column, every cid < n_contacts
     n_contacts: int,
 ) -> tuple[Offsets, Rows]: ...  # ValueError: a cid >= n_contacts, or 2**32 rows
-def build_with_codes(
-    cid: Cids,  # const cid_t[::1]: the log's contact column, every cid < n_contacts
-    n_contacts: int,
-    cols: list[npt.NDArray[np.uint32]],  # uint32 columns, each >= len(cid) rows
-) -> tuple[
-    Offsets, Rows, list[npt.NDArray[np.uint32]]
-]: ...  # build() and each column's contact-major copy (codes_by_contact)
 def codes_by_contact(
     col: npt.NDArray[np.uint32],  # const uint32_t[::1]: a code column of the log
     rows: Rows,  # the index's rows

@@ -96,69 +96,6 @@ def build(const cid_t[::1] cid, Py_ssize_t n_contacts):
     return offsets_arr, rows_arr
 
 
-def build_with_codes(const cid_t[::1] cid, Py_ssize_t n_contacts, list cols):
-    """``build`` plus, for each uint32 column of `cols` (each at least as long as
-    `cid`), its contact-major copy ``col[rows[i]]`` (``codes_by_contact``), written in
-    the counting sort's own scatter: each row's code is read in order beside its
-    contact and stored beside its row number, so the copy costs one sequential read
-    and a write next to a write already made, instead of a second pass of random
-    reads of the column through ``rows`` (issue 15). Returns (offsets, rows, copies)."""
-    cdef Py_ssize_t n = cid.shape[0], i, k, n_cols = len(cols)
-    cdef cid_t c, top = 0
-    cdef const uint32_t[::1] col
-    cdef uint32_t[::1] out
-    cdef const uint32_t** src = NULL
-    cdef uint32_t** dst = NULL
-    cdef uint32_t pos
-    for i in range(n):
-        if cid[i] > top:
-            top = cid[i]
-    if n and top >= n_contacts:
-        raise ValueError(f"row names contact {top}, but there are {n_contacts} contacts")
-    if n >= 0xFFFFFFFF:
-        raise ValueError("a log of 2**32 rows does not fit uint32 row numbers")
-    copies = []
-    for k in range(n_cols):
-        col = cols[k]
-        if col.shape[0] < n:
-            raise ValueError(f"column {k} holds {col.shape[0]} rows, the log {n}")
-        copies.append(np.empty(n, dtype=np.uint32))
-    offsets_arr = np.zeros(n_contacts + 1, dtype=np.uint32)
-    rows_arr = np.empty(n, dtype=np.uint32)
-    cdef uint32_t[::1] offsets = offsets_arr
-    cdef row_t[::1] rows = rows_arr
-    if n_cols:
-        src = <const uint32_t**> malloc(n_cols * sizeof(uint32_t*))
-        dst = <uint32_t**> malloc(n_cols * sizeof(uint32_t*))
-        if src == NULL or dst == NULL:
-            free(src)
-            free(dst)
-            raise MemoryError("build_with_codes: cannot allocate the column table")
-        for k in range(n_cols):
-            col = cols[k]
-            out = copies[k]
-            src[k] = &col[0] if n else NULL
-            dst[k] = &out[0] if n else NULL
-    with nogil:
-        for i in range(n):
-            offsets[cid[i] + 1] += 1
-        for i in range(n_contacts):
-            offsets[i + 1] += offsets[i]
-        for i in range(n):
-            c = cid[i]
-            pos = offsets[c]
-            rows[pos] = <row_t> i
-            for k in range(n_cols):
-                dst[k][pos] = src[k][i]
-            offsets[c] = pos + 1
-        for i in range(n_contacts, 0, -1):
-            offsets[i] = offsets[i - 1]
-        offsets[0] = 0
-    free(src)
-    free(dst)
-    return offsets_arr, rows_arr, copies
-
-
 def codes_by_contact(const uint32_t[::1] col, const row_t[::1] rows, Py_ssize_t used):
     """uint32[len(rows)]: ``col[rows[i]]`` for i < `used` (NO_CODE where a row lies past
     the column), NO_CODE past `used`: a contact-major copy of one code column, aligned
