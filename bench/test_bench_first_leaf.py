@@ -91,3 +91,19 @@ def test_map_codes(benchmark, w: World) -> None:
     inside = item < len(table)
     want[inside] = table[item[inside]]
     assert np.array_equal(got, want)
+
+
+def test_contacts_from_lists(benchmark, w: World) -> None:
+    """The first leaf's contacts from the per-category postings' contact lists
+    (``EventLog.attribute_cids`` + ``eventscan.distinct_contacts`` + bitmap): no read
+    of ``log.cid`` per row, against ``test_matching_contacts``."""
+    log, src, r0, r1, n = _gathered(w)
+    catalog = w.engine.store.catalog
+    values = catalog.value_codes("category", "in", ["Outdoor"], "b")
+
+    def run():
+        cids = log.attribute_cids(catalog, "category", values, r0, r1)
+        return cids_to_bitmap(eventscan.distinct_contacts(cids, n))
+
+    got = benchmark(run)
+    assert list(got) == np.unique(log.cid[src]).tolist()
