@@ -684,7 +684,7 @@ class AttributePostings:
             self.catalog_version = catalog.version
         if self.rows < log.n:
             a, b = self.rows, log.n
-            item = np.ascontiguousarray(log.dim("item")[a:b])
+            item = np.ascontiguousarray(log._dims["item"][a:b])
             mapped = postings_kernels.map_codes(item, self.values)
             assert self.postings is not None and self.cids is not None
             self.postings.append_rows(np.arange(a, b, dtype=np.uint32), mapped)
