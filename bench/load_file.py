@@ -3,6 +3,10 @@
     python -m segd.bench.load_file ~/.cache/segd/bench/1m-seed0/events.parquet
     python -m segd.bench.load_file PATH --arrow-reads    # segd.pqdict off (A/B)
     python -m segd.bench.load_file PATH --inline         # no read-ahead thread (A/B)
+    python -m segd.bench.load_file PATH --serial-commit  # commit on one thread (A/B)
+    python -m segd.bench.load_file PATH --no-stage-ahead # items etc. encoded on the loading thread
+    python -m segd.bench.load_file PATH --no-adopt       # engine maps re-hash the staged ones
+    python -m segd.bench.load_file PATH --load5          # all three off: load5's path
     flock /work/10m.lock python -m segd.bench.load_file ~/.cache/segd/bench/10m-seed0/events.parquet
 
 Prints one line: events, CPU seconds (``time.process_time``: the figure to compare on a
@@ -11,7 +15,14 @@ and "index" (commit + append), the final RSS (after ``gc.collect()``), the peak
 (``ru_maxrss``), their ratio and the load average. ``--arrow-reads`` has every column
 read by Arrow's Parquet reader (as before ``segd.pqdict``), for a before/after in one run;
 ``--inline`` reads and validates each chunk on the loading thread (``ingest.READ_AHEAD``
-off): the CPU is about the same, the wall time shows what the overlap gives.
+off): the CPU is about the same, the wall time shows what the overlap gives;
+``--serial-commit`` appends the logs on the loading thread too (``ingest.PARALLEL_COMMIT``
+off); ``--no-stage-ahead`` encodes items, dimensions and event ids on the loading
+thread (``ingest.STAGE_AHEAD`` off); ``--no-adopt`` has an empty engine re-add the
+staged values instead of taking the staged maps (``ingest.ADOPT_STAGED_MAPS`` off). Each phase's CPU is also given for the loading thread alone ("main"): the rest
+ran on the read-ahead / commit worker, so on two idle cores a phase takes about
+max(main, total - main) of wall time — the figure to read on a busy machine, where the
+wall time is mostly waiting.
 """
 
 from __future__ import annotations
@@ -27,22 +38,35 @@ from segd import Engine, ingest, pqdict
 
 
 def measure(
-    path: str, *, arrow_reads: bool = False, inline: bool = False
+    path: str,
+    *,
+    arrow_reads: bool = False,
+    inline: bool = False,
+    serial_commit: bool = False,
+    no_stage_ahead: bool = False,
+    no_adopt: bool = False,
 ) -> dict[str, float]:
     """Load `path` into a fresh in-memory engine; the figures as a dict."""
     ingest.READ_AHEAD = not inline
+    ingest.PARALLEL_COMMIT = not serial_commit
+    ingest.STAGE_AHEAD = not no_stage_ahead
+    ingest.ADOPT_STAGED_MAPS = not no_adopt
     if arrow_reads:
         pqdict.MIN_DICTIONARY_BYTES = 1 << 62  # no chunk qualifies: Arrow reads all
     phases: dict[str, float] = {}
-    last = [time.process_time()]
+    last = [time.process_time(), time.thread_time(), time.perf_counter()]
 
     def progress(phase: str, rows: int) -> None:
-        now = time.process_time()
-        phases[phase] = phases.get(phase, 0.0) + now - last[0]
-        last[0] = now
+        # progress is called on the loading thread: its own CPU (thread_time) against
+        # the process's tells how much ran on the other threads (read-ahead, commit).
+        now = [time.process_time(), time.thread_time(), time.perf_counter()]
+        for key, i in ((phase, 0), (phase + "_main", 1), (phase + "_wall", 2)):
+            phases[key] = phases.get(key, 0.0) + now[i] - last[i]
+        last[:] = now
 
     eng = Engine()
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    last[:] = [cpu0, time.thread_time(), wall0]
     report = eng.load_events(path, progress=progress)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     gc.collect()
@@ -55,6 +79,10 @@ def measure(
         "wall_s": wall,
         "validate_cpu_s": phases.get("validate", 0.0),
         "index_cpu_s": phases.get("index", 0.0),
+        "validate_main_cpu_s": phases.get("validate_main", 0.0),
+        "index_main_cpu_s": phases.get("index_main", 0.0),
+        "validate_wall_s": phases.get("validate_wall", 0.0),
+        "index_wall_s": phases.get("index_wall", 0.0),
         "rss_bytes": rss,
         "peak_bytes": peak,
     }
@@ -65,14 +93,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("path")
     parser.add_argument("--arrow-reads", action="store_true")
     parser.add_argument("--inline", action="store_true")
+    parser.add_argument("--serial-commit", action="store_true")
+    parser.add_argument("--no-stage-ahead", action="store_true")
+    parser.add_argument("--no-adopt", action="store_true")
+    parser.add_argument(
+        "--load5", action="store_true", help="every switch of load6 off (A/B)"
+    )
     args = parser.parse_args(argv)
-    r = measure(args.path, arrow_reads=args.arrow_reads, inline=args.inline)
+    r = measure(
+        args.path,
+        arrow_reads=args.arrow_reads,
+        inline=args.inline,
+        serial_commit=args.serial_commit or args.load5,
+        no_stage_ahead=args.no_stage_ahead or args.load5,
+        no_adopt=args.no_adopt or args.load5,
+    )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"events {r['events']} cpu {r['cpu_s']:.2f} wall {r['wall_s']:.2f} -> "
         f"{r['events'] / r['cpu_s'] / 1e6:.2f}M/cpu-s "
         f"{r['events'] / r['wall_s'] / 1e6:.2f}M/s wall; "
-        f"validate {r['validate_cpu_s']:.2f} index {r['index_cpu_s']:.2f} cpu-s; "
+        f"validate {r['validate_cpu_s']:.2f} (main {r['validate_main_cpu_s']:.2f}, "
+        f"wall {r['validate_wall_s']:.2f}) index {r['index_cpu_s']:.2f} "
+        f"(main {r['index_main_cpu_s']:.2f}, wall {r['index_wall_s']:.2f}) cpu-s; "
         f"rss {r['rss_bytes'] / 1e9:.2f}GB peak {r['peak_bytes'] / 1e9:.2f}GB "
         f"ratio {r['peak_bytes'] / r['rss_bytes']:.2f} load {load}"
     )

@@ -131,3 +131,47 @@ def test_remap_codes(benchmark, chunk_columns) -> None:
     mapping = np.random.default_rng(2).permutation(950_000).astype(np.uint32)
     out = benchmark(loadsplit.remap_codes, cids, mapping)
     assert np.array_equal(out, mapping[cids])
+
+
+@pytest.fixture(scope="module")
+def staged_ids():
+    """1M distinct 9-character customer ids, as a load stages them."""
+    import pyarrow as pa
+
+    return pa.array([f"c{v:08d}" for v in range(1_000_000)])
+
+
+def test_engine_map_takes_staged_map(benchmark, staged_ids) -> None:
+    """A load into an empty engine: the engine's contact map takes the staged one
+    (``IdMap.take_from``, ``ingest.ADOPT_STAGED_MAPS``); the codes stay."""
+    import numpy as np
+
+    from segd.native.idmap import IdMap
+
+    def fresh():
+        staged = IdMap()
+        staged.get_or_add(staged_ids)
+        return (staged, IdMap()), {}
+
+    def take(staged, engine_ids):
+        engine_ids.take_from(staged)
+        return np.arange(len(engine_ids), dtype=np.uint32)
+
+    codes = benchmark.pedantic(take, setup=fresh, rounds=5, iterations=1)
+    assert len(codes) == len(staged_ids)
+
+
+def test_engine_map_re_adds_staged_values(benchmark, staged_ids) -> None:
+    """What the adoption replaces: every staged value copied out and hashed again."""
+    from segd.native.idmap import IdMap
+
+    def fresh():
+        staged = IdMap()
+        staged.get_or_add(staged_ids)
+        return (staged, IdMap()), {}
+
+    def re_add(staged, engine_ids):
+        return engine_ids.get_or_add(staged.to_arrow())
+
+    codes = benchmark.pedantic(re_add, setup=fresh, rounds=5, iterations=1)
+    assert len(codes) == len(staged_ids)

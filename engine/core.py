@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -416,16 +417,57 @@ class Engine(LiveApi):
         and tell the touch hooks; the rows appended. `shrink` as for
         ``_apply_event_chunks``."""
         appended = 0
-        for name in list(parts):
-            rows = ingest.concat_rows(parts.pop(name))
-            ingest.sort_by_time(rows)
-            ingest.append_rows(self.store, name, rows)
-            appended += len(rows.cids)
-            self._touched(rows.cids, name)
+        if ingest.PARALLEL_COMMIT and len(parts) > 1:
+            appended = self._append_parts_overlapped(parts)
+        else:
+            for name in list(parts):
+                rows = ingest.concat_rows(parts.pop(name))
+                ingest.sort_by_time(rows)
+                ingest.append_rows(self.store, name, rows)
+                appended += len(rows.cids)
+                self._touched(rows.cids, name)
         self.live.flush()
         if shrink:
             for log in self.store.logs.values():
                 log.shrink_to_fit()
+        return appended
+
+    def _append_parts_overlapped(self, parts: dict[str, list]) -> int:
+        """``_append_parts``'s loop on two threads: a type's log append (columns and
+        postings, ``EventLog.append``) runs on a worker while this thread folds the
+        same rows into the rollups (``Aggregates.apply``) and then joins and sorts the
+        next type's chunks. Both sides are mostly nogil kernels and numpy sorts, and
+        they touch disjoint state (one type's log; the per-contact rollups; the next
+        type's staged parts). The hooks still see each type whole, in order: a type's
+        ``_touched`` runs once its log and rollups are done and before the next type's
+        log or rollups change."""
+        appended = 0
+        pending: tuple[str, ingest.TypeRows, Future] | None = None
+
+        def finish(done: tuple[str, ingest.TypeRows, Future]) -> None:
+            name, rows, log_append = done
+            log_append.result()  # the worker's exception, if any, is raised here
+            self._touched(rows.cids, name)
+
+        # Leaving the block waits for the worker, also when this thread raised.
+        with ThreadPoolExecutor(1, thread_name_prefix="segd-commit") as worker:
+            for name in list(parts):
+                rows = ingest.concat_rows(parts.pop(name))
+                ingest.sort_by_time(rows)
+                if pending is not None:
+                    done, pending = pending, None
+                    finish(done)
+                log = self.store.log(name)
+                log_append = worker.submit(
+                    log.append, rows.cids, rows.ts, rows.dims, rows.amount
+                )
+                pending = (name, rows, log_append)
+                self.store.aggregates.apply(
+                    name, rows.cids, rows.ts, rows.amount, rows.dims.get("order_id")
+                )
+                appended += len(rows.cids)
+            if pending is not None:
+                finish(pending)
         return appended
 
     @contextlib.contextmanager

@@ -9,6 +9,7 @@ the row and the column and leaves the store exactly as it was.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from segd.columns import encode_text, kind_of_arrow
 from segd.errors import AlreadyExists, InvalidInput, ValueRejected
 from segd.native import NO_CODE, loadsplit
 from segd.native.idmap import IdMap
-from segd.readahead import read_ahead
+from segd.readahead import Backlog, read_ahead
 from segd.store import LoadedSource, Store
 from segd.timeutil import ms_to_iso, to_event_seconds
 
@@ -524,6 +525,18 @@ def _split_one_type(
     return {batch.type_names[0]: TypeRows(cids, batch.ts, dims, amount)}
 
 
+# A bulk load's commit appends a type's log on a worker thread while the loading
+# thread folds the same rows into the rollups and joins the next type
+# (``Engine._append_parts_overlapped``). False: one thread, type after type.
+PARALLEL_COMMIT = True
+
+
+# A bulk load into an engine whose contact / item / value map is still empty hands the
+# engine its staged map (``IdMap.take_from``) instead of re-adding every value. False:
+# always re-add (the A/B and the property test's reference).
+ADOPT_STAGED_MAPS = True
+
+
 def append_rows(store: Store, name: str, rows: TypeRows) -> None:
     """Append one type's encoded rows to its log and fold them into the rollups."""
     store.log(name).append(rows.cids, rows.ts, rows.dims, rows.amount)
@@ -552,6 +565,15 @@ def _identity_or(mapping: np.ndarray) -> np.ndarray | None:
     return None if loadsplit.is_identity(mapping) else mapping
 
 
+@dataclass
+class PreparedChunk:
+    """A validated chunk half staged (``StagedLoad.prepare``): the rows kept and the
+    item, dimension and event id codes; the customer ids are still text."""
+
+    batch: EventBatch
+    codes: dict[str, np.ndarray]
+
+
 class StagedLoad:
     """A bulk load read once: each validated chunk is encoded against dictionaries of
     its own (customer ids, items, each dimension, event ids) and split by type, so the
@@ -569,6 +591,16 @@ class StagedLoad:
 
     def add(self, batch: EventBatch) -> None:
         """Stage a validated chunk (rows repeating an event id of this load dropped)."""
+        self.finish(self.prepare(batch))
+
+    def prepare(self, batch: EventBatch) -> PreparedChunk:
+        """The first half of ``add``: drop the rows repeating an event id of this load
+        and encode the items and every dimension against the load's maps — all but
+        the customer ids. It reads and writes only the event id, item and dimension
+        maps, and ``finish`` only the customer map and the staged parts, so a bulk
+        load runs ``prepare`` of chunk N + 1 on its read-ahead thread while the
+        loading thread finishes chunk N (``STAGE_AHEAD``): each map still sees the
+        chunks in order, so every code is the one ``add`` gives."""
         event_codes = None
         if batch.event_id is not None and batch.event_id.null_count < batch.rows:
             before = len(self.event_ids)
@@ -576,16 +608,23 @@ class StagedLoad:
             keep = first_of_each_id(event_codes, before)
             if not keep.all():
                 batch, event_codes = keep_rows(batch, keep), event_codes[keep]
-        cids = encode_text(batch.customer_id, self.customers.get_or_add)
         codes: dict[str, np.ndarray] = {}
         if batch.item_id is not None:
             codes["item"] = encode_text(batch.item_id, self.items.get_or_add)
         for name, arr in batch.dims.items():
-            local = self.dims.setdefault(name, IdMap())
+            local = self.dims.get(name)
+            if local is None:
+                local = self.dims[name] = IdMap()
             codes[name] = encode_text(arr, local.get_or_add)
         if event_codes is not None:
             codes[_EVENT_ID_CODES] = event_codes
-        for name, rows in split_by_type(batch, cids, codes).items():
+        return PreparedChunk(batch, codes)
+
+    def finish(self, chunk: PreparedChunk) -> None:
+        """The second half of ``add``: encode the customer ids and split by type."""
+        batch = chunk.batch
+        cids = encode_text(batch.customer_id, self.customers.get_or_add)
+        for name, rows in split_by_type(batch, cids, chunk.codes).items():
             self.parts.setdefault(name, []).append(rows)
 
     def commit(self, store: Store) -> dict[str, list[TypeRows]]:
@@ -604,16 +643,21 @@ class StagedLoad:
                 dropped = self._drop_seen(seen)
         locals_ = {"item": self.items, **self.dims} if len(self.items) else self.dims
         used = self._used(locals_) if dropped else {}
-        cid_of = _add_values(self.customers, used.get(""), store.contacts.ensure)
+        cid_of = _add_values(
+            self.customers, used.get(""), store.contacts.ensure, store.contacts.ids
+        )
         store.sync_sizes()
         maps = {}
         for name, local in locals_.items():
             add: Callable[..., np.ndarray]
             if name == "item":
-                add = store.catalog.ensure
+                add, ids = store.catalog.ensure, store.catalog.ids
+                if len(ids) == 0:
+                    store.catalog.touch()  # (ensure does when it adds; take_from not)
             else:
-                add = store.dim_maps.setdefault(name, IdMap()).get_or_add
-            maps[name] = _add_values(local, used.get(name), add)
+                ids = store.dim_maps.setdefault(name, IdMap())
+                add = ids.get_or_add
+            maps[name] = _add_values(local, used.get(name), add, ids)
         self.customers = self.items = self.event_ids = None  # type: ignore[assignment]
         self.dims = {}
         out: dict[str, list[TypeRows]] = {}
@@ -661,9 +705,27 @@ class StagedLoad:
         return used
 
 
-def _add_values(local: IdMap, used: np.ndarray | None, add) -> np.ndarray:
+def _add_values(
+    local: IdMap, used: np.ndarray | None, add, ids: IdMap | None = None
+) -> np.ndarray:
     """The engine's code of each staged code: the staged values (only the `used` ones,
-    when given; the others map to NO_CODE) added through `add`, in staged order."""
+    when given; the others map to NO_CODE) added through `add`, in staged order.
+
+    When the engine's map `ids` is empty and every staged value is used, it takes the
+    staged map whole (``IdMap.take_from``: no copy, no second hashing of ~10M customer
+    ids) and the codes stay as staged; `add` is still called, with no values, for
+    its owner's bookkeeping (contacts' and items' column sizes)."""
+    if (
+        ADOPT_STAGED_MAPS
+        and ids is not None
+        and len(ids) == 0
+        and len(local)
+        and (used is None or used.all())
+    ):
+        n = len(local)
+        ids.take_from(local)
+        add(pa.array([], pa.large_string()))
+        return np.arange(n, dtype=np.uint32)
     values = local.to_arrow()
     if used is None or used.all():
         return add(values)
@@ -854,6 +916,54 @@ def check_parquet_schema(source) -> None:
 # Read and validate the next chunk on a thread of its own while the current one is
 # staged (``segd.readahead``; a bulk load on two cores overlaps the two). False: inline.
 READ_AHEAD = True
+# With READ_AHEAD, the read-ahead thread also encodes a chunk's items, dimensions
+# and event ids (``StagedLoad.prepare``) when the loading thread is the slower side
+# (the chunk it handed before is still waiting): at 10M the loading thread was
+# (hashing ~950k distinct customer ids per row group into a 9M-entry map), at 1M the
+# reader is. Otherwise the loading thread prepares the chunk itself. False: always
+# the loading thread (the read-ahead thread only reads and validates).
+STAGE_AHEAD = True
+
+
+def _prepare_ahead(backlog: int) -> bool:
+    """Whether the read-ahead thread prepares its next chunk, given how many chunks wait
+    for the loading thread (a seam for the tests, which choose at random)."""
+    return backlog > 0
+
+
+class _PrepareTurns:
+    """Chunks are prepared strictly in order, each by one thread: the read-ahead
+    thread waits here for the loading thread to have prepared the chunks before its
+    own (the loading thread never waits: a chunk reaches it after every earlier one
+    was prepared). ``cancel`` (the load stopped) releases a waiting thread."""
+
+    def __init__(self) -> None:
+        self._turn = 0
+        self._cancelled = False
+        self._cond = threading.Condition()
+
+    def prepare(self, stage: StagedLoad, index: int, batch: EventBatch):
+        with self._cond:
+            while self._turn != index:
+                if self._cancelled:
+                    raise _LoadStopped
+                self._cond.wait(0.05)
+        try:
+            return stage.prepare(batch)
+        finally:
+            with self._cond:
+                self._turn = index + 1
+                self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify_all()
+
+
+class _LoadStopped(Exception):
+    """The read-ahead thread's wait ended because the load stopped (never seen by a
+    caller: the consumer has already left)."""
 
 
 def stage_events(
@@ -869,13 +979,41 @@ def stage_events(
         (first + chunk.num_rows, validate_chunk(chunk, first))
         for first, chunk in event_chunks(source, rows_per_chunk)
     )
-    if READ_AHEAD:
-        validated = read_ahead(validated)
-    for done, batch in validated:
-        stage.add(batch)
-        total = done
-        if progress:
-            progress("validate", total)
+    if not READ_AHEAD:
+        for done, batch in validated:
+            stage.add(batch)
+            total = done
+            if progress:
+                progress("validate", total)
+        return stage, total
+    turns, backlog = _PrepareTurns(), Backlog()
+
+    def produce() -> Iterator[tuple[int, int, EventBatch | PreparedChunk]]:
+        # On the read-ahead thread: a chunk leaves prepared when the loading thread is
+        # behind (the chunk handed before still waits for it), else as validated.
+        for index, (done, batch) in enumerate(validated):
+            if STAGE_AHEAD and _prepare_ahead(backlog()):
+                yield index, done, turns.prepare(stage, index, batch)
+            else:
+                yield index, done, batch
+
+    ahead = read_ahead(produce(), backlog=backlog)
+    try:
+        for index, done, item in ahead:
+            if isinstance(item, PreparedChunk):
+                chunk = item
+            else:
+                chunk = turns.prepare(stage, index, item)
+            stage.finish(chunk)
+            total = done
+            if progress:
+                progress("validate", total)
+    finally:
+        # A read-ahead thread waiting for its turn gives up first; then the reader is
+        # stopped and joined (``ahead`` is held here so that this is the order).
+        turns.cancel()
+        ahead.close()
+    return stage, total
     return stage, total
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -22,9 +22,27 @@ T = TypeVar("T")
 _DONE = object()
 
 
-def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """`items`, produced on a background thread at most `depth` items ahead."""
+class Backlog:
+    """How many produced items wait for the consumer (0 before ``read_ahead`` starts):
+    the producer can ask it, from its own thread, whether the consumer is the slower
+    side and take more of the work (``ingest.stage_events``)."""
+
+    def __init__(self) -> None:
+        self._slots: queue.Queue | None = None
+
+    def __call__(self) -> int:
+        slots = self._slots
+        return 0 if slots is None else slots.qsize()
+
+
+def read_ahead(
+    items: Iterator[T], depth: int = 1, backlog: Backlog | None = None
+) -> Generator[T, None, None]:
+    """`items`, produced on a background thread at most `depth` items ahead;
+    `backlog`, when given, then counts the items waiting for the consumer."""
     slots: queue.Queue = queue.Queue(maxsize=depth)
+    if backlog is not None:
+        backlog._slots = slots
     stop = threading.Event()
 
     def put(entry: tuple) -> bool:

@@ -28,6 +28,7 @@ class IdMap:
         codes: npt.NDArray[np.uint32],  # const code_t[::1]; NO_CODE -> null
     ) -> pa.LargeStringArray: ...
     def decode_one(self, code: int) -> str: ...  # int64_t, 0 <= code < len(self)
+    def take_from(self, other: IdMap) -> None: ...  # self empty; other left empty
     def to_arrow(self) -> pa.LargeStringArray: ...  # every string, in code order
     @classmethod
     def from_arrow(cls, arr: Strings) -> Self: ...  # distinct, non-null strings

@@ -982,6 +982,38 @@ cdef class IdMap:
         PyThread_release_lock(self.lock)
         return -1 if out == NO_CODE else <int64_t>out
 
+    def take_from(self, IdMap other):
+        """Move every entry of `other` into this map, which must be empty, without
+        copying or rehashing: the two maps swap their arrays, so `other` is left empty
+        (and usable). Codes are kept: a string has the code it had in `other`.
+
+        A bulk load into an engine that knows no contacts yet stages its customer ids
+        in a map of its own; the engine then takes that map whole instead of hashing
+        its ~10M strings a second time.
+        """
+        self._check_ready()
+        other._check_ready()
+        if other is self:
+            return
+        cdef IdMapState st
+        cdef object backing
+        _lock(self.lock)
+        try:
+            _lock(other.lock)
+            try:
+                if self.st.n != 0:
+                    raise ValueError(f"take_from needs an empty map, this one has {self.st.n}")
+                st = self.st
+                self.st = other.st
+                other.st = st
+                backing = self._backing
+                self._backing = other._backing
+                other._backing = backing
+            finally:
+                PyThread_release_lock(other.lock)
+        finally:
+            PyThread_release_lock(self.lock)
+
     def decode_one(self, int64_t code) -> str:
         """String of `code`; ValueError unless 0 <= code < len(self)."""
         self._check_ready()

@@ -1,4 +1,5 @@
-"""bench/load_file.py measures a real load, with and without segd.pqdict."""
+"""bench/load_file.py measures a real load, with and without segd.pqdict and load6's
+switches."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from segd.bench import load_file
 
 def test_measure_loads_every_event(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pqdict, "MIN_DICTIONARY_BYTES", pqdict.MIN_DICTIONARY_BYTES)
-    monkeypatch.setattr(ingest, "READ_AHEAD", ingest.READ_AHEAD)
+    for switch in ("READ_AHEAD", "PARALLEL_COMMIT", "STAGE_AHEAD", "ADOPT_STAGED_MAPS"):
+        monkeypatch.setattr(ingest, switch, getattr(ingest, switch))
     path = tmp_path / "events.parquet"
     table = pa.table(
         {
@@ -28,5 +30,12 @@ def test_measure_loads_every_event(tmp_path, monkeypatch, capsys):
         assert r["events"] == 500
         assert r["peak_bytes"] > 0
         assert r["rss_bytes"] > 0
+    r = load_file.measure(
+        str(path), serial_commit=True, no_stage_ahead=True, no_adopt=True
+    )
+    assert r["events"] == 500
+    assert r["validate_main_cpu_s"] <= r["validate_cpu_s"] + 0.05
     assert load_file.main([str(path)]) == 0
+    assert "events 500" in capsys.readouterr().out
+    assert load_file.main([str(path), "--load5"]) == 0
     assert "events 500" in capsys.readouterr().out

@@ -250,3 +250,41 @@ def test_concurrent_writers_and_readers_stay_consistent() -> None:
     for t in range(4):
         assert m.decode(results[t]).to_pylist() == batches[t] + batches[(t + 1) % 4]
     assert sorted(m.to_arrow().to_pylist()) == sorted({s for b in batches for s in b})
+
+
+def test_take_from_moves_every_entry_and_leaves_the_other_empty() -> None:
+    staged = IdMap(capacity_hint=100)
+    staged.get_or_add([f"id{i}" for i in range(1000)])
+    target = IdMap()
+    target.take_from(staged)
+    assert len(target) == 1000 and len(staged) == 0
+    assert target.lookup([f"id{i}" for i in range(1000)]).tolist() == list(range(1000))
+    assert target.get_or_add(["new", "id5"]).tolist() == [1000, 5]
+    # the emptied map works as a fresh one
+    assert staged.get_or_add(["b", "a", "b"]).tolist() == [0, 1, 0]
+    assert staged.lookup(["id5"]).tolist() == [NO_CODE]
+
+
+def test_take_from_needs_an_empty_map_and_changes_nothing_otherwise() -> None:
+    target, other = IdMap(), IdMap()
+    target.get_or_add(["x"])
+    other.get_or_add(["y", "z"])
+    with pytest.raises(ValueError, match="empty"):
+        target.take_from(other)
+    assert target.to_arrow().to_pylist() == ["x"]
+    assert other.to_arrow().to_pylist() == ["y", "z"]
+    target.take_from(target)  # itself: a no-op
+    assert len(target) == 1
+
+
+def test_take_from_a_borrowed_map_keeps_its_arrays_alive() -> None:
+    src = IdMap()
+    src.get_or_add([f"s{i}" for i in range(50)])
+    borrowed = IdMap.from_arrays(**src.to_arrays(copy=True))
+    target = IdMap()
+    target.take_from(borrowed)
+    del borrowed
+    assert target.decode(np.arange(50, dtype=np.uint32)).to_pylist() == [
+        f"s{i}" for i in range(50)
+    ]
+    assert target.get_or_add(["s3", "t"]).tolist() == [3, 50]
