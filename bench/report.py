@@ -59,6 +59,11 @@ def _query_record(res: QueryResult, contacts: int) -> dict:
         "segd_ms_samples": [_ms(s) for s in res.segd_s],
         "duckdb_ms_samples": [_ms(s) for s in res.duckdb_s],
         "chdb_ms_samples": [_ms(s) for s in res.chdb_s],
+        # the worker's CPU time per call (all its threads), median over the samples
+        **{
+            f"{eng}_cpu_ms": _ms(median(res.cpu_s.get(eng, [])))
+            for eng in ("segd", "duckdb", "chdb")
+        },
         "reps": res.reps,
         "dsl": res.query.dsl.strip(),
         "sql": res.query.sql.strip(),

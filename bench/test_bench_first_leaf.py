@@ -56,3 +56,54 @@ def test_count_matches_to_bitmap_baseline(benchmark, w: World) -> None:
 
     got = benchmark(run)
     assert list(got) == np.unique(log.cid[src]).tolist()
+
+
+def test_gather_per_item_baseline(benchmark, w: World) -> None:
+    """The first leaf's rows gathered from the per-item postings (one list per
+    Outdoor item)."""
+    log, src, r0, r1, n = _gathered(w)
+    _, codes = w.engine.store.catalog.item_filter("category", "in", ["Outdoor"], "b")
+    got = benchmark(lambda: log.postings["item"].gather(codes, r0, r1))
+    assert sorted(got.tolist()) == sorted(src.tolist())
+
+
+def test_gather_per_category(benchmark, w: World) -> None:
+    """The same rows from the order log's per-category postings
+    (``EventLog.attribute_rows``): a list per Outdoor category."""
+    log, src, r0, r1, n = _gathered(w)
+    catalog = w.engine.store.catalog
+    values = catalog.value_codes("category", "in", ["Outdoor"], "b")
+    got = benchmark(lambda: log.attribute_rows(catalog, "category", values, r0, r1))
+    assert sorted(got.tolist()) == sorted(src.tolist())
+
+
+def test_map_codes(benchmark, w: World) -> None:
+    """``postings.map_codes``: the order log's item codes -> category codes, the
+    per-category postings' build input."""
+    from segd.native.postings import map_codes
+
+    store = w.engine.store
+    log = store.logs["order"]
+    item = np.ascontiguousarray(log.dim("item"))
+    table = np.ascontiguousarray(store.catalog.columns["category"].codes)
+    got = benchmark(lambda: map_codes(item, table))
+    want = np.full(len(item), 0xFFFFFFFF, dtype=np.uint32)
+    inside = item < len(table)
+    want[inside] = table[item[inside]]
+    assert np.array_equal(got, want)
+
+
+def test_contacts_from_lists(benchmark, w: World) -> None:
+    """The first leaf's contacts from the per-category postings' contact lists
+    (``EventLog.attribute_cids`` + ``eventscan.distinct_contacts`` + bitmap): no read
+    of ``log.cid`` per row, against ``test_matching_contacts``."""
+    log, src, r0, r1, n = _gathered(w)
+    catalog = w.engine.store.catalog
+    values = catalog.value_codes("category", "in", ["Outdoor"], "b")
+
+    def run():
+        cids = log.attribute_cids(catalog, "category", values, r0, r1)
+        return cids_to_bitmap(eventscan.distinct_contacts(cids, n))
+
+    got = benchmark(run)
+    assert list(got) == np.unique(log.cid[src]).tolist()

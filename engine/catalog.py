@@ -98,6 +98,34 @@ class Catalog:
             hit = self._masks[key] = (mask, codes)
         return hit
 
+    def value_codes(self, field: str, op: str, value, where: str) -> np.ndarray | None:
+        """The codes of category column `field`'s dictionary that ``field op value``
+        admits (read-only, cached like ``item_filter``): an item passes that filter
+        exactly when its code is one of them. None for other kinds of fields. Lets an
+        event log keep postings per value (``events.ATTRIBUTE_POSTINGS``) and gather
+        a few lists instead of one per admitted item."""
+        col = self.columns.get(field)
+        if not isinstance(col, CategoryColumn) or op in (
+            "<",
+            "<=",
+            ">",
+            ">=",
+            "between",
+        ):
+            return None
+        key = ("values", field, op, json.dumps(value, sort_keys=True, default=str))
+        hit = self._masks.get(key)
+        if hit is None:
+            value_mask = dictionary_mask(
+                col.dictionary, op, value, where, subtree=(field == "category")
+            )
+            codes = np.flatnonzero(value_mask).astype(np.uint32)
+            codes.flags.writeable = False
+            if len(self._masks) >= MAX_CACHED_MASKS:
+                self._masks.clear()
+            hit = self._masks[key] = (value_mask, codes)
+        return hit[1]
+
     def item_mask(self, field: str, op: str, value, where: str) -> np.ndarray:
         """uint8 mask over item codes: items whose `field` satisfies ``op value``."""
         return self.item_filter(field, op, value, where)[0]

@@ -43,3 +43,11 @@ def code_mask_scan(
     *,
     candidates: Cids | None = None,
 ) -> None: ...
+def window_split(
+    last: npt.NDArray[np.uint32],  # latest event second per contact, 0: none
+    cids: npt.NDArray[np.uint32],  # any order
+    lo: int,
+    hi: int,
+) -> tuple[
+    Cids, npt.NDArray[np.intp]
+]: ...  # (lo <= last < hi, positions of last >= hi)

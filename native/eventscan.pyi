@@ -87,6 +87,10 @@ def count_matches(
     scratch: ScanScratch,  # capacity >= n_contacts (with sums when rule sums)
     n_contacts: int,  # every matching row's contact must be below it
 ) -> CountResult: ...
+def distinct_contacts(
+    cids: Cids,  # const cid_t[::1], any order, repeats allowed
+    n_contacts: int,  # every value must be below it
+) -> Cids: ...  # ascending, distinct
 def matching_contacts(
     scan: EventScanParams,
     n_contacts: int,  # every matching row's contact must be below it

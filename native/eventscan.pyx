@@ -711,6 +711,31 @@ cdef Py_ssize_t _distinct_sorted(cid_t* a, Py_ssize_t n) noexcept nogil:
     return k
 
 
+def distinct_contacts(const cid_t[::1] cids, Py_ssize_t n_contacts):
+    """The distinct values of `cids` (uint32, ascending): ``matching_contacts``'s sort
+    for contacts collected elsewhere (the per-category postings' contact lists,
+    ``EventLog.attribute_cids``). ValueError when one is >= `n_contacts`."""
+    cdef Py_ssize_t n = cids.shape[0], i, k
+    cdef cid_t top = 0
+    if n_contacts < 0:
+        raise ValueError(f"n_contacts must be >= 0, got {n_contacts}")
+    if n == 0:
+        return np.empty(0, dtype=np.uint32)
+    buf = np.empty(2 * n, dtype=np.uint32)
+    cdef cid_t[::1] b = buf
+    with nogil:
+        memcpy(&b[0], &cids[0], n * sizeof(cid_t))
+        for i in range(n):
+            if b[i] > top:
+                top = b[i]
+    if top >= n_contacts:
+        raise ValueError(f"contact {top} but there are only {n_contacts}")
+    with nogil:
+        _radix_sort(&b[0], &b[0] + n, n, top)
+        k = _distinct_sorted(&b[0], n)
+    return buf[:k].copy()
+
+
 def matching_contacts(EventScanParams scan not None, Py_ssize_t n_contacts):
     """The distinct contacts (uint32, ascending) with at least one matching event.
 

@@ -38,6 +38,9 @@ class Postings:
     def gather(
         self, codes: Codes, r0: int, r1: int
     ) -> Rows: ...  # rows in [r0, r1), sorted within each code only
+    def gather_parallel(
+        self, values: Postings, codes: Codes, r0: int, r1: int
+    ) -> Rows: ...  # values' entries beside the rows gather() would return
     def shrink_to_fit(self) -> None: ...
     # Snapshots: the lists as CSR arrays (sizes() + rows), and back without a copy.
     def copy_rows_into(
@@ -50,3 +53,8 @@ class Postings:
         rows: Rows,  # row_t[::1]: borrowed (e.g. memory-mapped), copied on first growth
     ) -> Self: ...
     def owns_memory(self) -> bool: ...  # False while a list still borrows `rows`
+
+def map_codes(
+    codes: Codes,  # const code_t[::1]: per row (an event's item code)
+    table: Codes,  # const code_t[::1]: code -> value (an item's category code)
+) -> Codes: ...  # table[codes[i]], NO_CODE when NO_CODE or past the table

@@ -318,6 +318,65 @@ cdef class Postings:
         free(buf)
         return out
 
+    def gather_parallel(self, Postings values not None, const code_t[::1] codes,
+                        row_t r0, row_t r1):
+        """The entries of `values` beside this postings' rows in [r0, r1) for the given
+        codes: `values` holds lists of the same lengths as these (appended in the same
+        order), e.g. each row's contact (``AttributePostings``). Positions are found
+        in this postings' lists as ``gather`` finds them; the values are copied
+        instead of the rows. ValueError when a list's lengths differ."""
+        cdef Py_ssize_t i, n = codes.shape[0], a, b, pos = 0, cap, need
+        cdef RowList* lst
+        cdef code_t code
+        cdef row_t* buf
+        cdef row_t* grown
+        cdef bint oom = False
+        cdef code_t bad = NO_CODE
+        if r1 <= r0 or n == 0 or self.n_codes == 0:
+            return np.empty(0, dtype=np.uint32)
+        cap = max(1024, 4 * n)
+        buf = <row_t*> malloc(cap * sizeof(row_t))
+        if buf == NULL:
+            raise MemoryError("postings.gather_parallel: cannot allocate the buffer")
+        with nogil:
+            for i in range(n):
+                code = codes[i]
+                if code >= self.n_codes:
+                    continue
+                lst = &self.lists[code]
+                if lst.n == 0:
+                    continue
+                if code >= values.n_codes or values.lists[code].n != lst.n:
+                    bad = code
+                    break
+                b = _lower_bound_from_end(lst.rows, lst.n, r1)
+                if b == 0:
+                    continue
+                a = _lower_bound_from_end(lst.rows, b, r0)
+                if b > a:
+                    need = pos + (b - a)
+                    if need > cap:
+                        while cap < need:
+                            cap = 2 * cap
+                        grown = <row_t*> realloc(buf, cap * sizeof(row_t))
+                        if grown == NULL:
+                            oom = True
+                            break
+                        buf = grown
+                    memcpy(&buf[pos], &values.lists[code].rows[a], (b - a) * sizeof(row_t))
+                    pos += b - a
+        if oom or bad != NO_CODE:
+            free(buf)
+            if oom:
+                raise MemoryError("postings.gather_parallel: cannot grow the buffer")
+            raise ValueError(f"code {bad}: the value list's length differs from its rows'")
+        out = np.empty(pos, dtype=np.uint32)
+        cdef row_t[::1] o = out
+        if pos:
+            memcpy(&o[0], buf, pos * sizeof(row_t))
+        free(buf)
+        return out
+
     # -- snapshots ---------------------------------------------------------------------
     def copy_rows_into(self, row_t[::1] out):
         """Every list's rows, concatenated in code order, into `out` (length = postings).
@@ -399,3 +458,33 @@ cdef class Postings:
                     lst.rows = p
                 self.allocated -= lst.cap - lst.n
                 lst.cap = lst.n
+
+
+cdef void _map_codes(const code_t* codes, Py_ssize_t n, const code_t* table,
+                     Py_ssize_t n_table, code_t* out) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef code_t c
+    for i in range(n):
+        c = codes[i]
+        out[i] = table[c] if c < n_table else NO_CODE
+
+
+def map_codes(const code_t[::1] codes, const code_t[::1] table):
+    """``table[codes[i]]`` per row, NO_CODE where a code is NO_CODE or past the table.
+
+    The per-row value of an item attribute (an event's item code -> its category
+    code): the codes an attribute's postings are built from (``EventLog``'s
+    ``AttributePostings``). One sequential read of the rows, a look-up each in a
+    table of the catalog's size (cache resident for ~10^5-10^6 items).
+    """
+    cdef Py_ssize_t n = codes.shape[0]
+    out = np.empty(n, dtype=np.uint32)
+    cdef code_t[::1] o = out
+    if n == 0:
+        return out
+    with nogil:
+        if table.shape[0]:
+            _map_codes(&codes[0], n, &table[0], table.shape[0], &o[0])
+        else:
+            _map_codes(&codes[0], n, NULL, 0, &o[0])
+    return out

@@ -78,6 +78,9 @@ class QueryResult:
     duckdb_hash: str = ""
     chdb_hash: str = ""
     reps: dict[str, int] = field(default_factory=dict)
+    # per engine, the worker's CPU seconds per call of each timed sample (beside the
+    # wall samples above; all of the engine's threads)
+    cpu_s: dict[str, list[float]] = field(default_factory=dict)
     error: str = ""
     profile: dict | None = None
     # the reference engines that ran (compared with segd); empty: segd ran alone
@@ -156,6 +159,7 @@ def _sample(workers, res: QueryResult, engines: list[str], warm: bool) -> None:
         if warm:
             res.reps[eng] = _reps(got["seconds"])
         res.samples(eng).append(got["seconds"])
+        res.cpu_s.setdefault(eng, []).append(got["cpu_seconds"])
         counted = res.count_of(eng)
         if counted is not None and got["count"] != counted:
             res.error = res.error or (
@@ -194,6 +198,7 @@ def run_queries(
         for res in results:
             for eng in ENGINES:
                 del res.samples(eng)[:1]
+                del res.cpu_s.get(eng, [])[:1]
     if opts.profile:
         for res in results:
             if not res.error:

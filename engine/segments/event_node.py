@@ -23,7 +23,7 @@ from pyroaring import BitMap
 
 from segd.errors import InvalidQuery
 from segd.explain import EventEvidence, Evidence
-from segd.native import NO_CODE, contactindex, eventscan
+from segd.native import NO_CODE, columns, contactindex, eventscan
 from segd.native.bitset import cids_to_bitmap
 from segd.native.idmap import IdMap
 from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
@@ -62,6 +62,11 @@ class EventFilters:
         self.etype = etype
         # (dimension, mask over its codes, the codes the mask admits)
         self.code_filters: list[tuple[str, np.ndarray, np.ndarray]] = []
+        # aligned with code_filters: (catalog field, its admitted value codes) for an
+        # item filter on a category column (gathered from the log's attribute
+        # postings when it keeps them, ``EventLog.attribute_rows``), else None
+        self.value_filters: list[tuple[str, np.ndarray] | None] = []
+        self.catalog = store.catalog
         self.amount_intervals: list[tuple[np.ndarray, np.ndarray]] = []
         fields = store.event_fields()
         for i, f in enumerate(where):
@@ -72,6 +77,8 @@ class EventFilters:
                     field, op, value, f"{fpath}.value"
                 )
                 self.code_filters.append(("item", mask, codes))
+                values = store.catalog.value_codes(field, op, value, f"{fpath}.value")
+                self.value_filters.append(None if values is None else (field, values))
             elif field == "amount":
                 self.amount_intervals.append(
                     numeric_intervals("float", op, value, f"{fpath}.value")
@@ -98,10 +105,26 @@ class EventFilters:
     def _add(self, dim: str, mask: np.ndarray) -> None:
         codes = np.flatnonzero(mask).astype(np.uint32)
         self.code_filters.append((dim, mask, codes))
+        self.value_filters.append(None)
 
-    def _postings_estimate(self, log, dim: str, codes: np.ndarray, r0: int, r1: int):
+    def _by_values(self, log, k: int) -> tuple[str, np.ndarray] | None:
+        """Filter k's (field, value codes) when `log` keeps postings per that field's
+        values (a few lists to gather instead of one per admitted item)."""
+        vf = self.value_filters[k]
+        if vf is None or not log.has_attribute_postings(vf[0]):
+            return None
+        return vf
+
+    def _postings_estimate(
+        self, log, dim: str, codes: np.ndarray, r0: int, r1: int, k: int = -1
+    ):
         """Rows of `codes` expected in [r0, r1): their total postings times the window's
         share of the log (vectorised; exact counts would cost a binary search per code)."""
+        vf = self._by_values(log, k) if k >= 0 else None
+        if vf is not None and log.n:
+            total = log.attribute_total(self.catalog, vf[0], vf[1])
+            if total is not None:
+                return total * (r1 - r0) / log.n
         postings = log.postings.get(dim)
         if postings is None or len(codes) > MAX_GATHER_CODES or log.n == 0:
             return None
@@ -146,10 +169,12 @@ class EventFilters:
         window_rows = r1 - r0
         best = None  # (estimated rows, filter index)
         for k, (dim, _, _, codes) in enumerate(filters):
-            est = self._postings_estimate(log, dim, codes, r0, r1)
+            est = self._postings_estimate(log, dim, codes, r0, r1, k)
             if est is None:
                 continue
-            est += len(codes) * 0.05  # a binary search per code
+            vf = self._by_values(log, k)
+            # a binary search per list gathered
+            est += (len(codes) if vf is None else len(vf[1])) * 0.05
             if est < GATHER_SHARE * window_rows and (best is None or est < best[0]):
                 best = (est, k)
         cost = best[0] * GATHER_COST if best is not None else window_rows
@@ -186,17 +211,22 @@ class EventFilters:
         if best is not None:
             k = best[1]
             dim, _, _, codes = filters[k]
-            source = log.postings[dim].gather(codes, r0, r1)
+            vf = self._by_values(log, k)
+            source = None
+            if vf is not None:
+                source = log.attribute_rows(self.catalog, vf[0], vf[1], r0, r1)
+            if source is None:
+                source = log.postings[dim].gather(codes, r0, r1)
             del filters[k]  # gathering already applied it
         return source, [(col, mask) for _, col, mask, _ in filters], row_mask
 
     def estimate_rows(self, log, r0: int, r1: int) -> float:
         """Expected matching rows in [r0, r1) for ordering AND operands (cheap, rough)."""
         best = float(r1 - r0)
-        for dim, _, codes in self.code_filters:
+        for k, (dim, _, codes) in enumerate(self.code_filters):
             if log.dim(dim) is None or not len(codes):
                 return 0.0
-            est = self._postings_estimate(log, dim, codes, r0, r1)
+            est = self._postings_estimate(log, dim, codes, r0, r1, k)
             if est is not None:
                 best = min(best, est)
         return best
@@ -372,17 +402,62 @@ class EventNode(Node):
         last = _last_seen(ctx.store, self)
         if last is None or self.lo_s < 1 or len(last) < ctx.n:
             return None
-        seen = last.take(cids)
-        got = (seen >= self.lo_s) & (seen < self.hi_s)
-        later = np.flatnonzero(seen >= self.hi_s)
+        inside, later = columns.window_split(last, cids, self.lo_s, self.hi_s)
+        got = cids_to_bitmap(inside)  # in the candidates' (ascending) order
         if len(later):  # rare: only with events after the window (a `now` in the past)
             offsets, rows, limit, ends = log.contact_index(ctx.n)
             sub = np.ascontiguousarray(cids[later])
             counts = contactindex.count_of_contacts(
                 sub, offsets, rows, limit, log.cid, r0, r1, ends
             )
-            got[later] = counts >= 1
-        return cids_to_bitmap(np.ascontiguousarray(cids[got]))
+            got |= cids_to_bitmap(np.ascontiguousarray(sub[counts >= 1]))
+        return got
+
+    def keep_by_last_seen(self, ctx: Context, cids: np.ndarray) -> np.ndarray | None:
+        """The `cids` (distinct uint32, any order; kept in it) with at least one event
+        in the window, decided by the last-seen rollup alone (``_by_last_seen``
+        without a BitMap): an index-first AND hands its few candidates over as an
+        array. None when the rollup does not decide this condition, or some
+        candidate's latest event is past the window (an earlier one may be inside)."""
+        from segd.segments.pairs import _last_seen
+
+        last = _last_seen(ctx.store, self)
+        if last is None or self.lo_s < 1 or len(last) < ctx.n:
+            return None
+        inside, later = columns.window_split(last, cids, self.lo_s, self.hi_s)
+        return None if len(later) else inside
+
+    def _by_value_contacts(self, ctx: Context, log, r0: int, r1: int) -> BitMap | None:
+        """ "Happened at least once" with one filter, on a category column the log
+        keeps postings per value of (``order(category in (...)) in last 90 days``),
+        over few rows: the contacts kept beside those values' rows in the window,
+        sorted and de-duplicated (``eventscan.distinct_contacts``), read in order
+        instead of a miss per row in ``log.cid`` (``matching_contacts``: 7.6 ms of
+        the reference's 17.8 at 10M). None: not this case."""
+        filters = self.filters
+        if (
+            not self._at_least_one
+            or self.then is not None
+            or filters.amount_intervals
+            or len(filters.code_filters) != 1
+        ):
+            return None
+        vf = filters._by_values(log, 0)
+        if vf is None:
+            return None
+        est = filters._postings_estimate(
+            log, "item", filters.code_filters[0][2], r0, r1, 0
+        )
+        if est is None or est * SORT_RATIO > ctx.n:
+            return None
+        cids = log.attribute_cids(filters.catalog, vf[0], vf[1], r0, r1)
+        if cids is None:
+            return None
+        got = cids_to_bitmap(eventscan.distinct_contacts(cids, ctx.n))
+        merged = ctx.store.contacts.merged
+        if merged:
+            got -= merged
+        return got
 
     def _then_keys(
         self, ctx: Context, cand: BitMap | None, cand_words, only_cid: int = -1
@@ -414,11 +489,14 @@ class EventNode(Node):
         return eventscan.collect_keys(scan), within
 
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
-        base = ctx.universe if cand is None else cand
         log = ctx.store.logs.get(self.etype)
         if log is None:
-            return base.copy() if self.zero_qualifies else BitMap()
+            return self._everyone(ctx, cand)
         r0, r1 = log.window(self.lo_s, self.hi_s)
+        if cand is None:
+            got = self._by_value_contacts(ctx, log, r0, r1)
+            if got is not None:
+                return got
         if (
             cand is not None
             and self._plain
@@ -429,7 +507,7 @@ class EventNode(Node):
             log, r0, r1, cand, ctx.n, fused=cand is not None and self._counts_only
         )
         if bound is None:
-            return base.copy() if self.zero_qualifies else BitMap()
+            return self._everyone(ctx, cand)
         source, code_filters, row_mask = bound
         if source is CONTACTS and cand is not None:
             return self._count_candidates(ctx, log, cand, r0, r1, code_filters)
@@ -464,9 +542,19 @@ class EventNode(Node):
         split = eventscan.count_matches(scan, self.count_range, scratch, ctx.n)
         yes, no = split.yes, split.no
         if self.zero_qualifies:
+            base = ctx.universe if cand is None else cand
             return base - ctx.to_bitmap(no)
         got = ctx.to_bitmap(yes)
         return got if cand is None else got & cand
+
+    def _everyone(self, ctx: Context, cand: BitMap | None) -> BitMap:
+        """The answer when no event can match: every contact of the base for a
+        condition that zero events satisfy, else nobody. The universe bitmap (a
+        range of every contact minus the merged ones) is built only here, not on
+        every run without candidates."""
+        if not self.zero_qualifies:
+            return BitMap()
+        return (ctx.universe if cand is None else cand).copy()
 
     def evidence(self, ctx: Context, cid: int) -> Evidence | None:
         """The contact's events that pass this condition's filters, window and "then no"."""

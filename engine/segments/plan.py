@@ -197,6 +197,10 @@ class AndNode(_Junction):
             if not len(cids):
                 return BitMap()
         rest += others
+        if rest and not ctx.store.contacts.merged:
+            rest, cids = _by_last_seen(ctx, rest, cids)
+            if not len(cids):
+                return BitMap()
         gathers = all(_cheap_per_candidate(p) for p in rest + negatives)
         if (rest or negatives) and (gathers or len(cids) < CANDIDATE_FIRST_SHARE * n):
             if not ascending and not gathers:  # event kernels walk contacts in order
@@ -286,6 +290,29 @@ class AndNode(_Junction):
             return p.cost(ctx) / removed
 
         return first + sorted(rest, key=rank)
+
+
+def _by_last_seen(
+    ctx: Context, rest: list[Node], cids: np.ndarray
+) -> tuple[list[Node], np.ndarray]:
+    """Take the event operands that the last-seen rollup decides ("at least one order
+    / email open in [a, b)", unfiltered) out of `rest`, keeping the `cids` that pass
+    them (one branch-free gather each, ``EventNode.keep_by_last_seen``), without the
+    per-candidate machinery of ``pairs.decide_cids``: ``four_orders``' ``order()
+    from ...`` over its ~1k index-first candidates. Merged contacts must be gone
+    from `cids` (the caller checks there are none)."""
+    still = []
+    for part in rest:
+        kept = None
+        if part.kind == "event":
+            kept = part.keep_by_last_seen(ctx, cids)  # type: ignore[attr-defined]
+        if kept is None:
+            still.append(part)
+        else:
+            cids = kept
+            if not len(cids):
+                break
+    return still, cids
 
 
 def _cheap_per_candidate(node: Node) -> bool:

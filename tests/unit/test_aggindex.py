@@ -359,3 +359,42 @@ def test_arrays_changed_by_covers_what_apply_changes(etype, n, seed) -> None:
             assert np.array_equal(getattr(agg, name), before[name]), (etype, name)
     if "orders_count" not in changed or "revenue" not in changed:
         assert "avg_order_value" not in changed
+
+
+def test_index_first_and_decides_last_seen_events_by_the_rollup() -> None:
+    """The event operands of an index-first AND that the last-seen rollup decides are
+    filtered by ``columns.window_split`` (``plan._by_last_seen``), and handed to the
+    pair walk when a candidate's latest event is past the window (`now` in the past):
+    both ways give the column scans' counts."""
+    from segd.segments.event_node import EventNode
+
+    data = generate(2000, seed=4)
+    eng = Engine()
+    eng.load_items(data.items)
+    eng.load_contacts(data.contacts)
+    eng.load_events(data.events)
+    queries = [
+        "orders_count >= 2 and revenue >= 100 and order() in last 90 days",
+        "orders_count >= 1 and order() from 120 to 30 days ago",
+        "orders_count >= 2 and email_open() in last 60 days and order() in last 365 days",
+    ]
+    answers: list = []
+    real = EventNode.keep_by_last_seen
+
+    def spy(self, ctx, cids):
+        got = real(self, ctx, cids)
+        answers.append(got)
+        return got
+
+    for now in (data.now, data.now - timedelta(days=45)):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(conditions.aggindex, "fill", lambda *a, **k: False)
+            mp.setattr(conditions.aggindex, "sorted_ids", lambda *a, **k: None)
+            mp.setattr(AndNode, "_by_indexes", lambda *a: None)
+            want = [eng.count(q, now=now, cache=False) for q in queries]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(aggindex, "SORT_SHARE", 1)  # every answer counts as small
+            mp.setattr(EventNode, "keep_by_last_seen", spy)
+            assert [eng.count(q, now=now, cache=False) for q in queries] == want
+    assert any(a is not None for a in answers)  # decided by the rollup
+    assert any(a is None for a in answers)  # a later event: the pair walk decided
