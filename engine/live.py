@@ -814,24 +814,6 @@ class LiveSegments:
         for user in self.engine.segments.dependents(name):
             if user in self.members:
                 self._refresh(user, None, DEFINITION)
-        self._prime_orders(name)
-
-    def _prime_orders(self, name: str) -> None:
-        """Build now, in the write that saved the segment, the sorted per-contact keys
-        its clock steps read (``_sorted``). Otherwise the server's next one-second step
-        sorts them under the write lock while every reader waits: ~0.1 s at 1M
-        contacts, the tail of the first Count run after a segment was created (py-spy,
-        BENCHMARKS.md "end of session 9"). Exact either way: a kept order is repaired
-        for the contacts touched since."""
-        profile = self.profiles().get(name)
-        if profile is None:
-            return
-        for _types, _ks, array in profile.days:
-            if array is not None:
-                self._sorted(array)
-        col = self.engine.store.contacts.column("birth_date")
-        if profile.age and getattr(col, "kind", "") == "timestamp":
-            self._sorted("birthday")  # the condition _birthdays reads it under
 
     def segment_deleted(self, name: str) -> None:
         self._profiles = None

@@ -478,38 +478,3 @@ def test_a_merged_contact_leaves_and_never_comes_back() -> None:
     agree(e, "s", q)
     assert ids(e, "s") == {"b"}
     assert [r for r in changes(e, "s") if r[1] == "a"] == []
-
-
-def test_create_primes_the_sorted_keys_its_clock_steps_read() -> None:
-    """A dynamic segment's save builds the per-contact orders its one-second steps
-    read (``LiveSegments._prime_orders``), so the first step after a create does not
-    sort them under the write lock; the steps' answers are the unprimed ones."""
-    from segd import Engine
-
-    day, t = 86_400, 1_735_689_600
-
-    def engine(prime: bool) -> Engine:
-        e = Engine()
-        e.append_events(
-            [
-                {"customer_id": f"c{k}", "type": "order", "ts": t - k * day,
-                 "amount": 1.0}
-                for k in range(10)
-            ]
-        )  # fmt: skip
-        e.advance(t)
-        if not prime:
-            e.live._prime_orders = lambda name: None  # type: ignore[method-assign]
-        e.create_segment("lapsed", "days_since_last_order >= 3")
-        return e
-
-    primed, plain = engine(True), engine(False)
-    assert "last_order_s" in primed.live._orders
-    assert "last_order_s" not in plain.live._orders
-    for step in range(1, 6):
-        for e in (primed, plain):
-            e.advance(t + step * day)
-        assert primed.segment('in segment "lapsed"', now=t + step * day).ids() == (
-            plain.segment('in segment "lapsed"', now=t + step * day).ids()
-        )
-    assert primed.live.members["lapsed"] == plain.live.members["lapsed"]
