@@ -397,12 +397,10 @@ class EventNode(Node):
         count only for candidates with a later event. ``not order() in last 30 days``
         over 9k candidates: one cache miss each instead of a seek into each one's rows
         and two binary searches. None: the rollup does not decide this condition."""
-        from segd.segments.pairs import _last_seen
-
-        last = _last_seen(ctx.store, self)
-        if last is None or self.lo_s < 1 or len(last) < ctx.n:
+        split = self._split_by_last_seen(ctx, cids)
+        if split is None:
             return None
-        inside, later = columns.window_split(last, cids, self.lo_s, self.hi_s)
+        inside, later = split
         got = cids_to_bitmap(inside)  # in the candidates' (ascending) order
         if len(later):  # rare: only with events after the window (a `now` in the past)
             offsets, rows, limit, ends = log.contact_index(ctx.n)
@@ -419,13 +417,25 @@ class EventNode(Node):
         without a BitMap): an index-first AND hands its few candidates over as an
         array. None when the rollup does not decide this condition, or some
         candidate's latest event is past the window (an earlier one may be inside)."""
+        split = self._split_by_last_seen(ctx, cids)
+        if split is None:
+            return None
+        inside, later = split
+        return None if len(later) else inside
+
+    def _split_by_last_seen(
+        self, ctx: Context, cids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(`cids` whose latest event lies in the window, positions of those whose
+        latest is after it) by one gather of the last-seen rollup
+        (``columns.window_split``); None when the rollup does not decide this
+        condition (another type, filters or counts, or a window from the epoch)."""
         from segd.segments.pairs import _last_seen
 
         last = _last_seen(ctx.store, self)
         if last is None or self.lo_s < 1 or len(last) < ctx.n:
             return None
-        inside, later = columns.window_split(last, cids, self.lo_s, self.hi_s)
-        return None if len(later) else inside
+        return columns.window_split(last, cids, self.lo_s, self.hi_s)
 
     def _by_value_contacts(self, ctx: Context, log, r0: int, r1: int) -> BitMap | None:
         """ "Happened at least once" with one filter, on a category column the log
