@@ -14,7 +14,12 @@ import pytest
 
 from segd.bench.kernel_world import World, world
 from segd.native import eventscan
-from segd.native.bitset import bitset_to_bitmap, cids_to_bitmap
+from segd.native.bitset import (
+    bitset_to_bitmap,
+    cids_to_bitmap,
+    distinct_to_bitmap,
+    words_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +112,41 @@ def test_contacts_from_lists(benchmark, w: World) -> None:
 
     got = benchmark(run)
     assert list(got) == np.unique(log.cid[src]).tolist()
+
+
+def test_contacts_from_lists_by_bitset(benchmark, w: World) -> None:
+    """``test_contacts_from_lists`` with the contacts de-duplicated in a reusable
+    bitset turned straight into the BitMap (``bitset.distinct_to_bitmap``, ref12):
+    no radix sort, no sorted array."""
+    log, src, r0, r1, n = _gathered(w)
+    catalog = w.engine.store.catalog
+    values = catalog.value_codes("category", "in", ["Outdoor"], "b")
+    scratch = words_for(n)
+
+    def run():
+        cids = log.attribute_cids(catalog, "category", values, r0, r1)
+        return distinct_to_bitmap(cids, scratch)
+
+    got = benchmark(run)
+    assert list(got) == np.unique(log.cid[src]).tolist()
+    assert not scratch.any()
+
+
+@pytest.mark.parametrize("how", ["radix", "bitset"])
+def test_distinct_196k_of_10m(benchmark, how: str) -> None:
+    """The reference's first leaf at 10M in size: 196,303 row contacts, 118,595
+    distinct, out of 10M, as a BitMap: radix sort + ``cids_to_bitmap`` against
+    ``distinct_to_bitmap``. Checked against numpy."""
+    rng = np.random.default_rng(15)
+    people = rng.choice(10_000_000, 118_595, replace=False)
+    cids = np.concatenate([people, rng.choice(people, 196_303 - 118_595)])
+    cids = cids.astype(np.uint32)
+    rng.shuffle(cids)
+    scratch = words_for(10_000_000)
+    if how == "radix":
+        got = benchmark(
+            lambda: cids_to_bitmap(eventscan.distinct_contacts(cids, 10_000_000))
+        )
+    else:
+        got = benchmark(lambda: distinct_to_bitmap(cids, scratch))
+    assert list(got) == np.unique(cids).tolist()

@@ -12,6 +12,10 @@ def popcount(words: Words) -> int: ...  # const word_t[::1]
 def bitset_to_cids(words: Words) -> Cids: ...  # const word_t[::1] -> sorted cid_t[::1]
 def bitset_to_bitmap(words: Words) -> BitMap: ...  # const word_t[::1]
 def cids_to_bitmap(cids: Cids) -> BitMap: ...  # const cid_t[::1], strictly increasing
+def distinct_to_bitmap(
+    cids: Cids,  # const cid_t[::1], any order, repeats allowed
+    scratch: Words,  # word_t[::1] INOUT: all zero on entry and on return
+) -> BitMap: ...
 def bitmap_to_bitset(
     bm: AbstractBitMap,
     n_bits: int,  # int64_t; every cid of bm < n_bits

@@ -76,6 +76,68 @@ cdef extern from *:
     }
     #endif
 
+    /* Write base + the index of every set bit of w[0..n) to out, ascending; returns how
+       many. out needs EXTRACT_SLACK (2) slots past the count: the x86 version stores two
+       positions per word whatever its bit count (tzcnt of 0 is 64, a slot the next word
+       overwrites) and advances by the popcount, so the one-or-two-bits words of a sparse
+       bitset take no branch (the bit loop's exit mispredicted on about every other word:
+       0.53 ms instead of 1.25 for 156k words holding 194k bits). */
+    static int64_t segd_extract_plain(const uint64_t *w, int64_t n, uint64_t base,
+                                      uint32_t *out) {
+        int64_t m = 0;
+        for (int64_t i = 0; i < n; i++) {
+            uint64_t x = w[i];
+            uint32_t b = (uint32_t)(base + ((uint64_t)i << 6));
+            while (x) {
+                out[m++] = b + (uint32_t)segd_ctz64(x);
+                x &= x - 1;
+            }
+        }
+        return m;
+    }
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    #include <immintrin.h>
+    __attribute__((target("popcnt,bmi")))
+    static int64_t segd_extract_hw(const uint64_t *w, int64_t n, uint64_t base,
+                                   uint32_t *out) {
+        int64_t m = 0;
+        for (int64_t i = 0; i < n; i++) {
+            uint64_t x = w[i];
+            uint32_t b = (uint32_t)(base + ((uint64_t)i << 6));
+            int64_t c = __builtin_popcountll(x);
+            out[m] = b + (uint32_t)_tzcnt_u64(x);
+            x &= x - 1;
+            out[m + 1] = b + (uint32_t)_tzcnt_u64(x);
+            if (c > 2) {
+                int64_t k = m + 2;
+                x &= x - 1;
+                while (x) {
+                    out[k++] = b + (uint32_t)_tzcnt_u64(x);
+                    x &= x - 1;
+                }
+            }
+            m += c;
+        }
+        return m;
+    }
+    static int segd_has_bmi = -1;  /* benign race, as segd_has_popcnt */
+    static inline int64_t segd_extract(const uint64_t *w, int64_t n, uint64_t base,
+                                       uint32_t *out) {
+        if (segd_has_bmi < 0) {
+            __builtin_cpu_init();
+            segd_has_bmi = (__builtin_cpu_supports("popcnt")
+                            && __builtin_cpu_supports("bmi")) ? 1 : 0;
+        }
+        return segd_has_bmi ? segd_extract_hw(w, n, base, out)
+                            : segd_extract_plain(w, n, base, out);
+    }
+    #else
+    static inline int64_t segd_extract(const uint64_t *w, int64_t n, uint64_t base,
+                                       uint32_t *out) {
+        return segd_extract_plain(w, n, base, out);
+    }
+    #endif
+
     static inline void segd_put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
     static inline void segd_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
     static inline uint16_t segd_get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
@@ -83,6 +145,8 @@ cdef extern from *:
     """
     int segd_ctz64(uint64_t x) noexcept nogil
     int64_t segd_popcount_words(const uint64_t* w, int64_t n) noexcept nogil
+    int64_t segd_extract(const uint64_t* w, int64_t n, uint64_t base,
+                         uint32_t* out) noexcept nogil
     void segd_put16(uint8_t* p, uint16_t v) noexcept nogil
     void segd_put32(uint8_t* p, uint32_t v) noexcept nogil
     uint16_t segd_get16(const uint8_t* p) noexcept nogil
@@ -96,6 +160,7 @@ cdef enum:
     COOKIE_NO_RUN = 12346          # SERIAL_COOKIE_NO_RUNCONTAINER
     COOKIE_RUN = 12347             # SERIAL_COOKIE (low 16 bits; high 16 = count - 1)
     NO_OFFSET_THRESHOLD = 4        # with COOKIE_RUN, offsets only from this many containers
+    EXTRACT_SLACK = 2              # slots _extract may write past its count
 
 cdef int64_t MAX_WORDS = 1 << 26   # 2^32 bits: every cid_t
 
@@ -125,19 +190,11 @@ cdef int64_t _chunk_cards(const word_t* words, int64_t n_words,
     return size
 
 
-cdef int64_t _extract(const word_t* words, int64_t n_words, uint64_t base,
-                      uint32_t* out) noexcept nogil:
-    """Write base + index of every set bit of words[0..n_words), ascending; returns count."""
-    cdef int64_t i, m = 0
-    cdef uint64_t w, b
-    for i in range(n_words):
-        w = words[i]
-        b = base + (<uint64_t>i << 6)
-        while w:
-            out[m] = <uint32_t>(b + segd_ctz64(w))
-            m += 1
-            w &= w - 1          # clear the lowest set bit
-    return m
+cdef inline int64_t _extract(const word_t* words, int64_t n_words, uint64_t base,
+                             uint32_t* out) noexcept nogil:
+    """Write base + index of every set bit of words[0..n_words), ascending; returns count.
+    `out` needs EXTRACT_SLACK slots past the count (``segd_extract``)."""
+    return segd_extract(words, n_words, base, out)
 
 
 cdef void _write_from_words(const word_t* words, int64_t n_words,
@@ -147,7 +204,7 @@ cdef void _write_from_words(const word_t* words, int64_t n_words,
     """Portable serialization of the bitset, given _chunk_cards' cardinalities."""
     cdef int64_t c, lo, hi, t = 0, m, j
     cdef int64_t pos = 8 + 8 * k                     # first container byte
-    cdef uint32_t vals[ARRAY_MAX]
+    cdef uint32_t vals[ARRAY_MAX + EXTRACT_SLACK]
     segd_put32(out, COOKIE_NO_RUN)
     segd_put32(out + 4, <uint32_t>k)
     for c in range((n_words + CHUNK_WORDS - 1) // CHUNK_WORDS):
@@ -344,12 +401,12 @@ def bitset_to_cids(const word_t[::1] words):
         return np.empty(0, dtype=np.uint32)
     with nogil:
         total = segd_popcount_words(&words[0], nw)
-    out = np.empty(total, dtype=np.uint32)
+    out = np.empty(total + EXTRACT_SLACK, dtype=np.uint32)
     cdef cid_t[::1] out_v = out
     if total > 0:
         with nogil:
             _extract(&words[0], nw, 0, &out_v[0])
-    return out
+    return out[:total]
 
 
 def bitset_to_bitmap(const word_t[::1] words):
@@ -398,6 +455,54 @@ def cids_to_bitmap(const cid_t[::1] cids):
     cdef uint8_t* p = <uint8_t*>PyBytes_AS_STRING(buf)
     with nogil:
         _write_from_cids(&cids[0], n, k, p)
+    return BitMap.deserialize(buf)
+
+
+def distinct_to_bitmap(const cid_t[::1] cids, word_t[::1] scratch):
+    """pyroaring.BitMap of the distinct values of `cids` (uint32, any order, repeats
+    allowed), by setting their bits in `scratch` and serializing the chunks that hold
+    any (no sort): the first leaf of the reference segment turns 196k contacts of its
+    rows into 118k distinct ones.
+
+    `scratch` is a bitset of at least max(cids) + 1 bits that is all zero on entry; it
+    is all zero again on return (the chunks that got bits are cleared), so one scratch
+    serves every call of a thread. ValueError (scratch untouched) when a cid does not
+    fit in it.
+
+    >>> s = words_for(1 << 20)
+    >>> distinct_to_bitmap(np.array([70000, 3, 70000], dtype=np.uint32), s)
+    BitMap([3, 70000])
+    """
+    cdef int64_t n = cids.shape[0], nw, i, c, size = 0, k = 0, n_chunks
+    cdef uint64_t mx
+    if n == 0:
+        return BitMap()
+    with nogil:
+        mx = _max_cid(&cids[0], n)
+    if <int64_t>(mx >> 6) >= scratch.shape[0]:
+        raise ValueError(f"cid {mx} >= n_bits {scratch.shape[0] * 64} of the scratch")
+    nw = <int64_t>(mx >> 6) + 1          # words past the largest cid hold no bit
+    n_chunks = (nw + CHUNK_WORDS - 1) // CHUNK_WORDS
+    cards = np.empty(n_chunks, dtype=np.uint32)
+    cdef uint32_t[::1] cards_v = cards
+    cdef word_t* w = &scratch[0]
+    cdef uint8_t* p
+    try:
+        with nogil:
+            for i in range(n):
+                bit_set(w, cids[i])
+            size = _chunk_cards(w, nw, &cards_v[0], &k)
+        # A fresh bytes object is private until returned, so filling it in place is safe.
+        buf = PyBytes_FromStringAndSize(NULL, size)
+        p = <uint8_t*>PyBytes_AS_STRING(buf)
+        with nogil:
+            _write_from_words(w, nw, &cards_v[0], k, p)
+    finally:
+        with nogil:
+            for c in range(n_chunks):   # zero again (every chunk if counting failed)
+                if size == 0 or cards_v[c] > 0:
+                    memset(w + c * CHUNK_WORDS, 0,
+                           <size_t>(min(nw, (c + 1) * CHUNK_WORDS) - c * CHUNK_WORDS) * 8)
     return BitMap.deserialize(buf)
 
 

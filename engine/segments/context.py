@@ -30,6 +30,18 @@ def thread_scratch() -> ScanScratch:
     return s
 
 
+def thread_seen_bits(n_contacts: int) -> np.ndarray:
+    """This thread's all-zero bitset of at least `n_contacts` bits, for kernels that
+    set bits and clear them again before returning (``bitset.distinct_to_bitmap``).
+    Grown by half at a time; np.zeros maps untouched pages lazily."""
+    words = getattr(_local, "seen", None)
+    need = (n_contacts + 63) >> 6
+    if words is None or len(words) < need:
+        size = need if words is None else max(need, len(words) + (len(words) >> 1))
+        words = _local.seen = np.zeros(size, dtype=np.uint64)
+    return words
+
+
 _samples: dict[int, np.ndarray] = {}  # contact count -> its sample (read-only)
 
 

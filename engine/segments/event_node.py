@@ -24,10 +24,10 @@ from pyroaring import BitMap
 from segd.errors import InvalidQuery
 from segd.explain import EventEvidence, Evidence
 from segd.native import NO_CODE, columns, contactindex, eventscan
-from segd.native.bitset import cids_to_bitmap
+from segd.native.bitset import cids_to_bitmap, distinct_to_bitmap
 from segd.native.idmap import IdMap
 from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
-from segd.segments.context import Context, thread_scratch
+from segd.segments.context import Context, thread_scratch, thread_seen_bits
 from segd.segments.plan import Node
 from segd.store import Store
 from segd.timeutil import duration_s, period_bounds_s
@@ -53,6 +53,11 @@ MAX_SHOWN_TIMES = 10
 # Event type -> the dimension whose distinct values its `count` counts (a row without
 # one counts on its own): an order has several lines, one per item.
 DISTINCT_COUNT_DIMS = {"order": "order_id"}
+# The first leaf's contacts (EventNode._by_value_contacts) de-duplicated by setting bits
+# in a per-thread bitset turned straight into a BitMap (bitset.distinct_to_bitmap);
+# False: radix-sorted (eventscan.distinct_contacts) then cids_to_bitmap. A switch for
+# in-process A/B measurements; both give the same contacts.
+DISTINCT_BY_BITSET = True
 
 
 class EventFilters:
@@ -463,7 +468,10 @@ class EventNode(Node):
         cids = log.attribute_cids(filters.catalog, vf[0], vf[1], r0, r1)
         if cids is None:
             return None
-        got = cids_to_bitmap(eventscan.distinct_contacts(cids, ctx.n))
+        if DISTINCT_BY_BITSET:
+            got = distinct_to_bitmap(cids, thread_seen_bits(ctx.n))
+        else:
+            got = cids_to_bitmap(eventscan.distinct_contacts(cids, ctx.n))
         merged = ctx.store.contacts.merged
         if merged:
             got -= merged

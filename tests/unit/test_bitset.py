@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyroaring import BitMap, FrozenBitMap
 
 from segd.native.bitset import (
@@ -18,6 +20,7 @@ from segd.native.bitset import (
     bitset_to_cids,
     cids_to_bitmap,
     clear_cids,
+    distinct_to_bitmap,
     popcount,
     set_cids,
     words_for,
@@ -243,3 +246,68 @@ def test_pxd_inline_kernels_cimportable(tmp_path: Path) -> None:
         [sys.executable, "-c", check], cwd=tmp_path, check=True, capture_output=True
     )
     assert out.stdout.decode().strip() == "(True, False, 1) [1, 1, 1]"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cids=st.lists(
+        st.one_of(
+            st.integers(0, 300_000),
+            st.integers(65_536 * 2, 65_536 * 2 + 63),  # dense words: many bits each
+        ),
+        max_size=400,
+    ),
+    spare=st.integers(0, 70_000),
+)
+def test_distinct_to_bitmap_matches_numpy(cids, spare) -> None:
+    """The BitMap of np.unique(cids), whatever the order and repeats; the scratch is
+    all zero again afterwards, and one too small raises without being touched."""
+    c = u32(cids)
+    top = int(c.max()) + 1 if len(c) else 0
+    scratch = words_for(top + spare)
+    got = distinct_to_bitmap(c, scratch)
+    assert isinstance(got, BitMap)
+    assert list(got) == np.unique(c).tolist()
+    assert not scratch.any()
+    assert list(distinct_to_bitmap(read_only(c), scratch)) == np.unique(c).tolist()
+    if len(c) and top > 64:
+        small = words_for(top - 64)
+        with pytest.raises(ValueError, match="scratch"):
+            distinct_to_bitmap(c, small)
+        assert not small.any()
+
+
+def test_distinct_to_bitmap_dense_chunk_and_reuse() -> None:
+    """A chunk above 4,096 contacts (a bitmap container) beside sparse ones; the same
+    scratch serves the next call."""
+    rng = np.random.default_rng(7)
+    dense = rng.choice(65_536, 30_000, replace=False) + 65_536
+    sparse = rng.integers(0, 1_000_000, 5_000)
+    c = np.concatenate([dense, sparse, dense[:100]]).astype(np.uint32)
+    rng.shuffle(c)
+    scratch = words_for(1_000_000)
+    for _ in range(2):
+        assert list(distinct_to_bitmap(c, scratch)) == np.unique(c).tolist()
+        assert not scratch.any()
+    assert distinct_to_bitmap(u32([]), scratch) == BitMap()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    words=st.lists(
+        st.one_of(
+            st.just(0), st.integers(0, 2**64 - 1), st.sampled_from([1, 2**63, 3])
+        ),
+        max_size=2_100,
+    )
+)
+def test_extract_matches_numpy(words) -> None:
+    """bitset_to_cids / bitset_to_bitmap (the branch-free two-per-word extraction) list
+    exactly the set bits, in order, for words of 0, 1, 2 and many bits."""
+    w = np.array(words, dtype=np.uint64)
+    bits = np.unpackbits(w.view(np.uint8), bitorder="little")
+    want = np.flatnonzero(bits).astype(np.uint32)
+    got = bitset_to_cids(w)
+    assert got.dtype == np.uint32
+    assert got.tolist() == want.tolist()
+    assert list(bitset_to_bitmap(w)) == want.tolist()
