@@ -34,6 +34,9 @@ CANDIDATE_FIRST_SHARE = 0.002
 # running candidate; a larger one is decided per candidate instead (a gather from a
 # column of the whole base, a cache miss each: ~30 ns at 1M contacts).
 PROBE_PER_CANDIDATE = 4
+# AndNode._unrestricted: an unrestricted AND reuses its operand order while the moment
+# and the store's state are the same (False: estimated on every run; for A/B runs).
+KEEP_UNRESTRICTED_ORDER = True
 
 
 class Node:
@@ -146,15 +149,16 @@ class AndNode(_Junction):
         positives = [p for p in self.parts if not isinstance(p, NotNode)]
         negatives = [p.inner for p in self.parts if isinstance(p, NotNode)]
         if cand is None and ctx.profile is None:
-            state = _unrestricted_state(ctx)
+            state = _unrestricted_state(ctx) if KEEP_UNRESTRICTED_ORDER else None
             kept = self._unrestricted
-            if kept is not None and kept[0] == state:
+            if state is not None and kept is not None and kept[0] == state:
                 return self._conjoin(ctx, cand, kept[1], negatives)
             got = self._by_indexes(ctx, positives, negatives)
             if got is not None:
                 return got
             positives = self._order(ctx, positives, True)
-            self._unrestricted = (state, positives)
+            if state is not None:
+                self._unrestricted = (state, positives)
             return self._conjoin(ctx, cand, positives, negatives)
         if cand is not None and self.keep_order and self._kept is not None:
             positives = self._kept
