@@ -500,15 +500,41 @@ def decide_cids(
     nows = np.full(len(cids), float(now))
     pairs = _Pairs(store, cids, nows, np.arange(len(cids), dtype=np.intp), None)
     live = pairs.active
-    for node, keep in sorted(
-        [(p, True) for p in positives] + [(p, False) for p in negatives],
-        key=lambda nk: _decide_rank(nk[0], store, float(now)),
-    ):
+    for node, keep in _decide_order(store, float(now), positives, negatives):
         if not len(live):
             break
         got = pairs.run(node, live)
         live = live[got if keep else ~got]
     return np.ascontiguousarray(cids[live])
+
+
+def _decide_order(
+    store: Store, now: float, positives: list[Any], negatives: list[Any]
+) -> list[tuple[Any, bool]]:
+    """``decide_cids``' operands as (node, keep) pairs, cheapest per candidate first
+    (``_decide_rank``). Kept on the first operand for the same operands, moment and
+    store state: a plan reused for one moment (an Engine keeps it until the next
+    write) asks the same order at every run, and ten ``_decide_rank`` calls were ~0.2
+    ms of the reference at 10M. The key holds only nodes of the same plan (no store,
+    nothing outliving it). The order changes the cost, never the answer."""
+    ops = [(p, True) for p in positives] + [(p, False) for p in negatives]
+    if not ops:
+        return ops
+    key = (
+        tuple(positives),
+        tuple(negatives),
+        now,
+        id(store),
+        store.n_contacts,
+        tuple((log.n, log._version) for log in store.logs.values()),
+    )
+    memo = ops[0][0].__dict__
+    hit = memo.get("_decide_order")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    got = sorted(ops, key=lambda nk: _decide_rank(nk[0], store, now))
+    memo["_decide_order"] = (key, got)
+    return got
 
 
 def _member(bitmap: BitMap, cids: np.ndarray) -> np.ndarray:
