@@ -1013,6 +1013,10 @@ class LiveSegments:
         eng = self.engine
         visits = frozenset(eng.store.aggregates.visit_events or VISIT_EVENTS)
         self.prime([Profile(ast, eng.segments.lookup, visits, eng.store.catalog)])
+        if self.clock is not None:
+            parts = split(eng._compiler(self.clock).compile(ast))
+            if parts is not None:
+                self._static.prime(parts[0], eng.store)
 
     def _has_birth_dates(self) -> bool:
         col = self.engine.store.contacts.column("birth_date")

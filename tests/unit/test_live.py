@@ -556,7 +556,26 @@ def test_a_save_builds_value_indexes_outside_the_write_lock(monkeypatch) -> None
         return build(*args, **kwargs)
 
     monkeypatch.setattr(aggindex.SortedIndex, "build", staticmethod(spy))
+    # the static pass (attribute operands over the base) finds its operands run
+    from segd.livestatic import StaticPass
+
+    primed: list[bool] = []
+    set_all = StaticPass._set_all
+
+    def spy_set_all(self, index, static, store):
+        state, memo = self._memo
+        current = state == (self._shape, store.n_contacts, self._touches)
+        primed.append(current and all(p.key in memo for p in static))
+        return set_all(self, index, static, store)
+
+    monkeypatch.setattr(StaticPass, "_set_all", spy_set_all)
     query = "revenue >= 90 and orders_count = 1 and age < 30"
     e.create_segment("big", query)
     assert under_write and not any(under_write), under_write
+    assert primed == [True]
+    agree(e, "big", query)
+    e.upsert_contacts([{"customer_id": "c7", "age": 21}])  # a write in between
+    e.append_events(
+        [{"customer_id": "c7", "type": "order", "ts": T - 5, "amount": 95.0}]
+    )
     agree(e, "big", query)
