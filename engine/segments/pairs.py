@@ -508,6 +508,11 @@ def decide_cids(
     return np.ascontiguousarray(cids[live])
 
 
+# _decide_order reuses the order kept on the first operand (False: sorted on every
+# call; for A/B runs).
+KEEP_DECIDE_ORDER = True
+
+
 def _decide_order(
     store: Store, now: float, positives: list[Any], negatives: list[Any]
 ) -> list[tuple[Any, bool]]:
@@ -530,7 +535,7 @@ def _decide_order(
     )
     memo = ops[0][0].__dict__
     hit = memo.get("_decide_order")
-    if hit is not None and hit[0] == key:
+    if KEEP_DECIDE_ORDER and hit is not None and hit[0] == key:
         return hit[1]
     got = sorted(ops, key=lambda nk: _decide_rank(nk[0], store, now))
     memo["_decide_order"] = (key, got)
