@@ -8,6 +8,8 @@ keep a roaring bitmap per value, built on first use and kept in step with upsert
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -214,6 +216,9 @@ class NumericColumn:
         return col
 
 
+_BITMAP_VERSIONS = itertools.count(1)  # CategoryColumn.bitmaps_version, process-wide
+
+
 class CategoryColumn:
     """Dictionary-encoded strings: uint32 codes (NO_CODE = NULL) + a bitmap per value."""
 
@@ -225,6 +230,9 @@ class CategoryColumn:
         self.codes = np.zeros(0, dtype=np.uint32)
         self._bitmaps: list[BitMap] | None = None  # built lazily, see bitmaps()
         self._n = 0
+        # Changes whenever a value bitmap may have (built, dropped or updated in place):
+        # what derived sets (a plan's union of several values' bitmaps) are kept for.
+        self.bitmaps_version = next(_BITMAP_VERSIONS)
 
     def resize(self, n: int) -> None:
         self.codes = _grow(self.codes, n, NO_CODE)
@@ -263,6 +271,7 @@ class CategoryColumn:
         `cids` must be unique (engine.ingest keeps the last row per contact)."""
         new_codes = self.encode(arr)
         if self._bitmaps is not None:
+            self.bitmaps_version = next(_BITMAP_VERSIONS)
             if len(cids) > 10_000:
                 self._bitmaps = None  # cheaper to rebuild on the next query
             else:
@@ -274,6 +283,7 @@ class CategoryColumn:
         bms = self._bitmaps
         if bms is None:
             return  # no bitmaps built yet: bitmaps() builds them from the codes
+        self.bitmaps_version = next(_BITMAP_VERSIONS)
         while len(bms) < len(self.dictionary):
             bms.append(BitMap())
         cids = cids.astype(np.uint32)
@@ -288,6 +298,7 @@ class CategoryColumn:
     def bitmaps(self, n: int) -> list[BitMap]:
         """One BitMap of contacts per code, built with one argsort on first use."""
         if self._bitmaps is None:
+            self.bitmaps_version = next(_BITMAP_VERSIONS)
             codes = self.codes[:n]
             order = np.argsort(codes, kind="stable").astype(np.uint32)
             bounds = np.searchsorted(

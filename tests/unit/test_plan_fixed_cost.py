@@ -217,3 +217,35 @@ def test_index_paths_match_the_scan_under_writes() -> None:
     eng.merge(ids[1], ids[2])
     eng.load_contacts([{"customer_id": "brand-new", "rating": 4}])
     check()
+
+
+def test_kept_value_union_follows_attribute_writes(eng: Engine) -> None:
+    """A restricted ``city in (...)`` keeps the union of its values' bitmaps on the node
+    (``CategoryAttr._union``); a plan node reused across writes (as live segments do)
+    must see contacts moving in and out of those values."""
+    from pyroaring import BitMap
+
+    from segd.segments.context import Context
+    from segd.segments.dsl import parse
+
+    node = eng._compiler(NOW.timestamp()).compile(parse('city in ("Perm", "Moscow")'))
+    store = eng.store
+
+    def members(cand: BitMap) -> set[str]:
+        got = node.run(Context(store, NOW.timestamp()), cand)
+        assert got <= cand
+        cids = np.asarray(got.to_array(), dtype=np.uint32)
+        return set(store.contacts.external_ids(cids))
+
+    def everyone() -> BitMap:
+        return BitMap(range(store.n_contacts))
+
+    assert members(everyone()) == {"a"}
+    eng.upsert_contact("b", city="Perm")
+    assert members(everyone()) == {"a", "b"}
+    assert "_union" in node.__dict__  # two known values: the kept-union path ran
+    eng.upsert_contact("a", city="Kazan")
+    assert members(everyone()) == {"b"}
+    eng.load_contacts([dict(customer_id="c", city="Moscow", gender="m")])
+    assert members(everyone()) == {"b", "c"}
+    assert members(BitMap([0, 1])) == {"b"}
