@@ -30,6 +30,10 @@ from segd.timeutil import DAY_S, full_years_cutoff_ms, period_bounds_s
 ALL = (np.array([-INF]), np.array([INF]))
 # Up to this many matching values, OR-ing per-value bitmaps beats a column scan.
 MAX_BITMAPS_TO_UNION = 256
+# A restricted category condition over several values keeps their bitmaps' union on
+# the node (CategoryAttr._union) while the column's bitmaps do not change (False: the
+# union is made on every run; for A/B runs).
+KEEP_VALUE_UNIONS = True
 
 
 def _scan(ctx: Context, cand: BitMap | None, fill) -> BitMap:
@@ -290,7 +294,7 @@ class CategoryAttr(AttrNode):
             chosen = [bms[k] for k in hits.tolist()]
             if cand is not None and len(chosen) == 1:
                 return chosen[0] & cand  # no copy of a large value's bitmap
-            if cand is not None and len(chosen) > 1:
+            if cand is not None and len(chosen) > 1 and KEEP_VALUE_UNIONS:
                 # The union of the values' bitmaps, kept on the node while they do
                 # not change (the reference's three cities at 10M: a union of ~3.7M
                 # contacts per run); restricted runs only, so the kept union is never
