@@ -149,13 +149,15 @@ class AndNode(_Junction):
         positives = [p for p in self.parts if not isinstance(p, NotNode)]
         negatives = [p.inner for p in self.parts if isinstance(p, NotNode)]
         if cand is None and ctx.profile is None:
+            # the value indexes are asked every run (an index built since, by another
+            # query, may answer now); only the order of the rest is kept
+            got = self._by_indexes(ctx, positives, negatives)
+            if got is not None:
+                return got
             state = _unrestricted_state(ctx) if KEEP_UNRESTRICTED_ORDER else None
             kept = self._unrestricted
             if state is not None and kept is not None and kept[0] == state:
                 return self._conjoin(ctx, cand, kept[1], negatives)
-            got = self._by_indexes(ctx, positives, negatives)
-            if got is not None:
-                return got
             positives = self._order(ctx, positives, True)
             if state is not None:
                 self._unrestricted = (state, positives)
