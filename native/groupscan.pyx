@@ -1,0 +1,209 @@
+"""One pass over an event log's window that counts matching rows for several candidate
+groups at once.
+
+An OR of ANDs such as ``(city = A and view(category = X) count >= 3 in last 30 days and
+orders_count >= 2) or (city = B and view(category = Y) count >= 2 ...) or ...`` asks,
+for each group g, which contacts of the group's candidates C_g (what the AND's other
+operands leave) have a count of rows of the same log and window whose code passes the
+group's filter within the group's bounds. Deciding each group by its candidates' own
+rows (``contactindex.count_filtered_of_contacts``) costs a few cache misses per
+candidate (~0.4 us at 1M contacts): 95k candidates in ten groups cost ~40 ms. Here the
+window is read once, in row order, for every group together:
+
+- per code, a 64-bit mask of the groups whose filter admits it (`code_groups`), plus the
+  groups without a filter (`always`): a row of no group's code is skipped at once;
+- the candidates of all groups as one bitset (L2-resident at 1M contacts: 128 KiB) with
+  a rank per word, so a row's candidate slot is a popcount, not a lookup in a
+  per-contact array;
+- per candidate, the mask of its groups (`cand_groups`) and one counter per (candidate,
+  group) pair, numbered densely by candidate then group.
+
+The ``def`` layer validates (sorted candidates, groups within the bounds given, window
+inside the columns); ``_count_kernel`` runs without the GIL.
+"""
+
+from libc.stdint cimport UINT32_MAX, uint32_t, uint64_t
+
+import numpy as np
+
+from segd.native._types cimport cid_t, code_t, word_t
+
+
+cdef enum:
+    MAX_GROUPS = 64     # groups one pass counts (bits of a uint64 mask)
+
+cdef uint64_t UINT64_MASK = 0xFFFFFFFFFFFFFFFFULL
+
+
+cdef inline uint32_t _popcount(uint64_t x) noexcept nogil:
+    """Bits set in x (SWAR: the build has no -march, and __builtin_popcountll alone
+    would be a libgcc call; only rows of candidates get here)."""
+    x = x - ((x >> 1) & 0x5555555555555555ULL)
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL
+    return <uint32_t> ((x * 0x0101010101010101ULL) >> 56)
+
+
+cdef void _count_kernel(const cid_t* cid, const code_t* codes, Py_ssize_t r0,
+                        Py_ssize_t r1, const uint64_t* code_groups, Py_ssize_t n_codes,
+                        uint64_t always, const word_t* bits, const uint32_t* rank,
+                        Py_ssize_t n_words, const uint64_t* cand_groups,
+                        const uint32_t* base, uint32_t* counts) noexcept nogil:
+    """Add one to counter (k, g) for every row of [r0, r1) whose contact is candidate k
+    of group g and whose code passes g (or g has no filter)."""
+    cdef Py_ssize_t r, w
+    cdef code_t code
+    cdef cid_t c
+    cdef uint64_t gm, word, bit, m, cg, low
+    cdef uint32_t k, idx
+    for r in range(r0, r1):
+        code = codes[r]
+        gm = always
+        if code < n_codes:
+            gm = gm | code_groups[code]
+        if gm == 0:
+            continue
+        c = cid[r]
+        w = c >> 6
+        if w >= n_words:
+            continue
+        word = bits[w]
+        bit = (<uint64_t> 1) << (c & 63)
+        if not (word & bit):
+            continue
+        k = rank[w] + _popcount(word & (bit - 1))
+        cg = cand_groups[k]
+        m = cg & gm
+        while m:
+            low = m & (~m + 1)
+            idx = base[k] + _popcount(cg & (low - 1))
+            counts[idx] += counts[idx] != UINT32_MAX
+            m ^= low
+
+
+def count_groups(const cid_t[::1] cid not None, const code_t[::1] codes not None,
+                 Py_ssize_t r0, Py_ssize_t r1,
+                 const uint64_t[::1] code_groups not None, uint64_t always,
+                 const cid_t[::1] group_cids not None,
+                 const Py_ssize_t[::1] group_ends not None,
+                 const uint32_t[::1] count_min not None,
+                 const uint32_t[::1] count_max not None):
+    """The contacts that pass at least one group: uint32, ascending, distinct.
+
+    Group g's candidates are ``group_cids[group_ends[g - 1]:group_ends[g]]`` (any
+    order; repeats count once) and its bounds ``count_min[g]`` / ``count_max[g]``
+    (inclusive); a candidate c passes g when the rows r of [r0, r1) with ``cid[r] == c``
+    and (bit g of `always`, or ``codes[r] < len(code_groups)`` and bit g of
+    ``code_groups[codes[r]]``) number between them (counts saturate at 2^32 - 1).
+    At most 64 groups. ValueError for a window outside the columns, columns of
+    different lengths, ends that do not partition `group_cids`, or a group bit without
+    bounds.
+    """
+    cdef Py_ssize_t n = cid.shape[0], n_groups = count_min.shape[0]
+    cdef Py_ssize_t n_all = group_cids.shape[0]
+    cdef Py_ssize_t i, g, k, w, a, n_words, n_cand = 0, total = 0
+    cdef uint64_t allowed
+    cdef cid_t top = 0
+    if codes.shape[0] != n:
+        raise ValueError(f"codes has {codes.shape[0]} rows, cid {n}")
+    if not 0 <= r0 <= r1 <= n:
+        raise ValueError(f"window [{r0}, {r1}) outside the log of {n} rows")
+    if count_max.shape[0] != n_groups or n_groups > MAX_GROUPS:
+        raise ValueError(
+            f"count_min / count_max: {n_groups} / {count_max.shape[0]} groups "
+            f"(equal, at most {MAX_GROUPS})")
+    if group_ends.shape[0] != n_groups:
+        raise ValueError(f"group_ends has {group_ends.shape[0]} ends for {n_groups} groups")
+    a = 0
+    for g in range(n_groups):
+        if group_ends[g] < a or group_ends[g] > n_all:
+            raise ValueError(f"group_ends[{g}] = {group_ends[g]} outside [{a}, {n_all}]")
+        a = group_ends[g]
+    if a != n_all:
+        raise ValueError(f"group_ends end at {a}, group_cids has {n_all}")
+    allowed = UINT64_MASK if n_groups == MAX_GROUPS else ((<uint64_t> 1) << n_groups) - 1
+    if always & ~allowed:
+        raise ValueError(f"always has a group beyond the {n_groups} bounded")
+    for i in range(code_groups.shape[0]):
+        if code_groups[i] & ~allowed:
+            raise ValueError(f"code {i} names a group beyond the {n_groups} bounded")
+    if n_all == 0:
+        return np.zeros(0, dtype=np.uint32)
+    with nogil:
+        for i in range(n_all):
+            if group_cids[i] > top:
+                top = group_cids[i]
+    n_words = (<Py_ssize_t> top >> 6) + 1
+    bits_a = np.zeros(n_words, dtype=np.uint64)
+    rank_a = np.empty(n_words, dtype=np.uint32)
+    cdef word_t[::1] bits = bits_a
+    cdef uint32_t[::1] rank = rank_a
+    cdef uint32_t run = 0
+    with nogil:
+        for i in range(n_all):
+            bits[group_cids[i] >> 6] |= (<uint64_t> 1) << (group_cids[i] & 63)
+        for w in range(n_words):
+            rank[w] = run
+            run += _popcount(bits[w])
+    n_cand = run
+    groups_a = np.zeros(n_cand, dtype=np.uint64)
+    base_a = np.empty(n_cand, dtype=np.uint32)
+    cdef uint64_t[::1] cand_groups = groups_a
+    cdef uint32_t[::1] base = base_a
+    cdef cid_t c
+    with nogil:
+        a = 0
+        for g in range(n_groups):
+            for i in range(a, group_ends[g]):
+                c = group_cids[i]
+                w = c >> 6
+                k = rank[w] + _popcount(bits[w] & ((<uint64_t> 1 << (c & 63)) - 1))
+                cand_groups[k] |= (<uint64_t> 1) << g
+            a = group_ends[g]
+        for k in range(n_cand):
+            base[k] = total
+            total += _popcount(cand_groups[k])
+    counts_a = np.zeros(total, dtype=np.uint32)
+    out_a = np.empty(n_cand, dtype=np.uint32)
+    cdef uint32_t[::1] counts = counts_a
+    cdef cid_t[::1] out = out_a
+    cdef const uint64_t* cgp = &code_groups[0] if code_groups.shape[0] else NULL
+    cdef Py_ssize_t n_out
+    with nogil:
+        if r1 > r0:
+            _count_kernel(&cid[0], &codes[0], r0, r1, cgp, code_groups.shape[0], always,
+                          &bits[0], &rank[0], n_words, &cand_groups[0], &base[0],
+                          &counts[0])
+        n_out = _verdicts(&bits[0], n_words, &cand_groups[0], &base[0], &counts[0],
+                          &count_min[0], &count_max[0], &out[0])
+    return out_a[:n_out]
+
+
+cdef Py_ssize_t _verdicts(const word_t* bits, Py_ssize_t n_words,
+                          const uint64_t* cand_groups, const uint32_t* base,
+                          const uint32_t* counts, const uint32_t* count_min,
+                          const uint32_t* count_max, cid_t* out) noexcept nogil:
+    """Write the candidates (ascending, from the bitset) with a group whose count lies
+    in its bounds; returns how many."""
+    cdef Py_ssize_t w, k = 0, n_out = 0
+    cdef uint64_t word, low, m
+    cdef uint32_t j, got, g
+    cdef int ok
+    for w in range(n_words):
+        word = bits[w]
+        while word:
+            low = word & (~word + 1)
+            m = cand_groups[k]
+            j = base[k]
+            ok = 0
+            while m:
+                g = _popcount((m & (~m + 1)) - 1)
+                got = counts[j]
+                ok |= (got >= count_min[g]) & (got <= count_max[g])
+                j += 1
+                m &= m - 1
+            out[n_out] = <cid_t> ((w << 6) + _popcount(low - 1))
+            n_out += ok
+            k += 1
+            word ^= low
+    return n_out
