@@ -9,10 +9,10 @@ def count_groups(
     codes: npt.NDArray[np.uint32],  # the filtered code column (NO_CODE = NULL)
     r0: int,
     r1: int,
-    code_groups: npt.NDArray[np.uint64],  # per code: bit g when group g admits it
+    code_groups: npt.NDArray[np.uint32],  # per code: bit g when group g admits it
     always: int,  # groups without a filter (every row of the window counts)
     group_cids: npt.NDArray[np.uint32],  # the groups' candidates, concatenated
     group_ends: npt.NDArray[np.intp],  # end of each group's part of group_cids
     count_min: npt.NDArray[np.uint32],  # per group, inclusive
-    count_max: npt.NDArray[np.uint32],  # per group, inclusive
+    count_max: npt.NDArray[np.uint32],  # per group, inclusive (at most 32 groups)
 ) -> npt.NDArray[np.uint32]: ...  # ascending contacts passing one of their groups

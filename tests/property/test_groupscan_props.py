@@ -67,7 +67,7 @@ def group_case(draw):
                 st.integers(0, 2**n_groups - 1), min_size=n_codes, max_size=n_codes
             )
         ),
-        dtype=np.uint64,
+        dtype=np.uint32,
     )
     always = draw(st.integers(0, 2**n_groups - 1))
     groups = [
@@ -106,13 +106,14 @@ def test_count_groups_matches_numpy(case) -> None:
     np.testing.assert_array_equal(got, want)
 
 
-def test_sixty_four_groups_and_saturation_free_counts() -> None:
+def test_thirty_two_overlapping_groups() -> None:
     rng = np.random.default_rng(7)
     cid = rng.integers(0, 500, 20_000).astype(np.uint32)
     codes = rng.integers(0, 80, 20_000).astype(np.uint32)
-    code_groups = rng.integers(0, 2**63, 70, dtype=np.uint64) | np.uint64(2**63)
-    groups = [rng.integers(0, 520, 40).astype(np.uint32) for _ in range(64)]
-    bounds = [(int(rng.integers(0, 40)), int(rng.integers(40, 90))) for _ in range(64)]
+    code_groups = rng.integers(0, 2**31, 70, dtype=np.uint64).astype(np.uint32)
+    code_groups |= np.uint32(2**31)
+    groups = [rng.integers(0, 520, 40).astype(np.uint32) for _ in range(32)]
+    bounds = [(int(rng.integers(0, 40)), int(rng.integers(40, 90))) for _ in range(32)]
     case = (cid, codes, 100, 19_000, code_groups, 0, groups, bounds)
     np.testing.assert_array_equal(_call(*case), _oracle(*case))
 
@@ -123,7 +124,7 @@ def test_bad_input_is_refused() -> None:
     one = np.array([1], dtype=np.uint32)
     ends = np.array([1], dtype=np.intp)
     lo = np.array([1], dtype=np.uint32)
-    ok = np.zeros(1, dtype=np.uint64)
+    ok = np.zeros(1, dtype=np.uint32)
     with pytest.raises(ValueError, match="window"):
         groupscan.count_groups(cid, codes, 2, 5, ok, 0, one, ends, lo, lo)
     with pytest.raises(ValueError, match="codes has"):
@@ -133,10 +134,15 @@ def test_bad_input_is_refused() -> None:
             cid, codes, 0, 4, ok, 0, one, np.array([2], dtype=np.intp), lo, lo
         )
     with pytest.raises(ValueError, match="beyond"):
-        groupscan.count_groups(cid, codes, 0, 4, ok | np.uint64(2), 0, one, ends, lo, lo)
+        groupscan.count_groups(cid, codes, 0, 4, ok | np.uint32(2), 0, one, ends, lo, lo)
     with pytest.raises(ValueError, match="always"):
         groupscan.count_groups(cid, codes, 0, 4, ok, 4, one, ends, lo, lo)
     with pytest.raises(ValueError, match="groups"):
         groupscan.count_groups(
             cid, codes, 0, 4, ok, 0, one, ends, lo, np.zeros(2, dtype=np.uint32)
+        )
+    many = np.ones(33, dtype=np.uint32)
+    with pytest.raises(ValueError, match="at most 32"):
+        groupscan.count_groups(
+            cid, codes, 0, 4, ok, 0, one, np.ones(33, dtype=np.intp), many, many
         )
