@@ -42,9 +42,7 @@ def group_case(draw):
     n_rows = draw(st.integers(0, 400))
     cid = np.array(
         draw(
-            st.lists(
-                st.integers(0, n_contacts - 1), min_size=n_rows, max_size=n_rows
-            )
+            st.lists(st.integers(0, n_contacts - 1), min_size=n_rows, max_size=n_rows)
         ),
         dtype=np.uint32,
     )
@@ -86,9 +84,9 @@ def group_case(draw):
 
 
 def _call(cid, codes, r0, r1, code_groups, always, groups, bounds):
-    flat = (
-        np.concatenate(groups) if groups else np.zeros(0, np.uint32)
-    ).astype(np.uint32)
+    flat = (np.concatenate(groups) if groups else np.zeros(0, np.uint32)).astype(
+        np.uint32
+    )
     ends = np.cumsum([len(m) for m in groups]).astype(np.intp)
     lo = np.array([b[0] for b in bounds], dtype=np.uint32)
     hi = np.array([b[1] for b in bounds], dtype=np.uint32)
@@ -134,7 +132,9 @@ def test_bad_input_is_refused() -> None:
             cid, codes, 0, 4, ok, 0, one, np.array([2], dtype=np.intp), lo, lo
         )
     with pytest.raises(ValueError, match="beyond"):
-        groupscan.count_groups(cid, codes, 0, 4, ok | np.uint32(2), 0, one, ends, lo, lo)
+        groupscan.count_groups(
+            cid, codes, 0, 4, ok | np.uint32(2), 0, one, ends, lo, lo
+        )
     with pytest.raises(ValueError, match="always"):
         groupscan.count_groups(cid, codes, 0, 4, ok, 4, one, ends, lo, lo)
     with pytest.raises(ValueError, match="groups"):

@@ -40,7 +40,7 @@ QUERIES = [
     # an OR under an AND: the groups run over the AND's candidates
     'gender = "m" and ((city = "Moscow" and view(category = "Kids") count >= 1 '
     'in last 60 days) or (city = "Samara" and view(category = "Home") count >= 2 '
-    'in last 60 days) or orders_count >= 4)',
+    "in last 60 days) or orders_count >= 4)",
     # a NOT operand and a "then no": not grouped, the rest still is
     '(city = "Moscow" and not email_open() in last 30 days '
     'and view(category = "Home") in last 30 days) '
