@@ -23,7 +23,7 @@ The ``def`` layer validates (sorted candidates, groups within the bounds given, 
 inside the columns); ``_count_kernel`` runs without the GIL.
 """
 
-from libc.stdint cimport UINT32_MAX, uint32_t, uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 import numpy as np
 
