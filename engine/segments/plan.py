@@ -360,7 +360,7 @@ class OrNode(_Junction):
             if self._buckets is None:
                 self._buckets = or_groups.buckets(parts)
             if self._buckets:
-                done = set()
+                done: set[int] = set()
                 for bucket in self._buckets:
                     results.append(or_groups.run_bucket(ctx, bucket, cand))
                     done.update(g.index for g in bucket.groups)
