@@ -36,6 +36,16 @@ cdef enum:
 
 cdef uint64_t LOW = 0xFFFFFFFFULL
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define SEGD_GROUPSCAN_PREFETCH_W(p) __builtin_prefetch((const void *)(p), 1, 1)
+    #else
+    #define SEGD_GROUPSCAN_PREFETCH_W(p) ((void)(p))
+    #endif
+    """
+    void SEGD_GROUPSCAN_PREFETCH_W(const void* p) noexcept nogil
+
 
 cdef inline uint32_t _popcount(uint64_t x) noexcept nogil:
     """Bits set in x (SWAR: the build has no -march, and __builtin_popcountll alone
@@ -68,8 +78,9 @@ cdef void _count_kernel(const cid_t* cid, const code_t* codes, Py_ssize_t r0,
     cdef code_t code
     cdef cid_t c
     cdef uint64_t rec, cg, m, low, first
-    cdef uint32_t k, gm, inside
-    cdef row_t kept[CHUNK]
+    cdef uint32_t k, inside
+    cdef row_t kept[CHUNK]           # rows of candidates, then their candidate numbers
+    cdef uint32_t gms[CHUNK]
     cdef Py_ssize_t start = r0, stop
     while start < r1:
         stop = start + CHUNK if r1 - start > CHUNK else r1
@@ -80,17 +91,23 @@ cdef void _count_kernel(const cid_t* cid, const code_t* codes, Py_ssize_t r0,
             w = w if w < top else top
             kept[n_kept] = <row_t> r
             n_kept += (bits[w] >> (c & 63)) & 1
+        # ranks and group masks first, each record prefetched: the records' misses
+        # then overlap instead of waiting in the update loop
         for j in range(n_kept):
             r = kept[j]
             c = cid[r]
             code = codes[r]
             inside = code < <code_t> n_codes
-            gm = always | (code_groups[code if inside else 0] & (0u - inside))
+            gms[j] = always | (code_groups[code if inside else 0] & (0u - inside))
             w = c >> 6
             k = rank[w] + _popcount(bits[w] & ((<uint64_t> 1 << (c & 63)) - 1))
+            kept[j] = k
+            SEGD_GROUPSCAN_PREFETCH_W(&cand[k])
+        for j in range(n_kept):
+            k = kept[j]
             rec = cand[k]
             cg = rec & LOW
-            m = cg & gm
+            m = cg & gms[j]
             first = cg & (~cg + 1)
             cand[k] = rec + ((<uint64_t> ((m & first) != 0)) << 32)
             m &= ~first
