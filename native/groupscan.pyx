@@ -67,13 +67,14 @@ cdef void _count_kernel(const cid_t* cid, const code_t* codes, Py_ssize_t r0,
     `code_groups` has `n_codes` >= 1 entries; `bits` / `rank` have ``n_words + 1``
     words, the last one empty (contacts past the last candidate land there);
     ``cand[k]``: group mask | first group's count << 32; ``side[extra[k] + i - 1]``:
-    the count of k's i-th group (i >= 1). Two steps per chunk of rows, both without a
+    the count of k's i-th group (i >= 1). Three steps per chunk of rows, none with a
     branch on the data (a mispredicted branch discards the cache misses in flight,
     which then serialise): the scan keeps the rows of candidates (a bit test in the
-    L2-resident bitset and a write per row; the length moves when it is kept); the
-    count reads each kept row's code and groups, ranks its contact in the bitset and
-    adds to the record (0 when none of its groups admits the code); a further group
-    of the same candidate loops (rare)."""
+    L2-resident bitset and a write per row; the length moves when it is kept); then
+    each kept row's code gives its groups and its contact's rank in the bitset its
+    candidate, whose record is prefetched; last, each record gets one added (0 when
+    none of its groups admits the code); a further group of the same candidate loops
+    (rare)."""
     cdef Py_ssize_t r, w, j, n_kept, top = n_words
     cdef code_t code
     cdef cid_t c
