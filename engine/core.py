@@ -102,6 +102,11 @@ def _deadline_s(deadline: float | Budget | None) -> float | None:
 # A query asked on the server's clock this far into a second is evaluated for the next
 # second in the background (Engine._refresh_ahead); such a refresh gives up after
 # REFRESH_AHEAD_DEADLINE_S.
+# A clock step waits up to this long for a moment without readers before it stops new
+# readers to get in (segd.rwlock: a polite writer). Its entries and exits are logged at
+# their own moments however late the step runs, so a step can wait; readers behind one
+# long reader (a segment save evaluating) could not.
+CLOCK_STEP_POLITE_S = 1.0
 REFRESH_AHEAD_AFTER_S = 0.5
 REFRESH_AHEAD_DEADLINE_S = 5.0
 
@@ -479,7 +484,7 @@ class Engine(LiveApi):
         it stays exact. A server steps its clock every second: dropping everything
         then made the callers of each second wait for a fresh evaluation (and threw
         away the next second's result evaluated ahead, see ``_refresh_ahead``)."""
-        with self._lock.write():
+        with self._lock.write(polite_s=CLOCK_STEP_POLITE_S if clock_step else 0.0):
             try:
                 yield
             finally:
