@@ -102,6 +102,11 @@ def _deadline_s(deadline: float | Budget | None) -> float | None:
 # A query asked on the server's clock this far into a second is evaluated for the next
 # second in the background (Engine._refresh_ahead); such a refresh gives up after
 # REFRESH_AHEAD_DEADLINE_S.
+# A clock step waits up to this long for a moment without readers before it stops new
+# readers to get in (segd.rwlock: a polite writer). Its entries and exits are logged at
+# their own moments however late the step runs, so a step can wait; readers behind one
+# long reader (a segment save evaluating) could not.
+CLOCK_STEP_POLITE_S = 1.0
 REFRESH_AHEAD_AFTER_S = 0.5
 REFRESH_AHEAD_DEADLINE_S = 5.0
 
@@ -479,7 +484,7 @@ class Engine(LiveApi):
         it stays exact. A server steps its clock every second: dropping everything
         then made the callers of each second wait for a fresh evaluation (and threw
         away the next second's result evaluated ahead, see ``_refresh_ahead``)."""
-        with self._lock.write():
+        with self._lock.write(polite_s=CLOCK_STEP_POLITE_S if clock_step else 0.0):
             try:
                 yield
             finally:
@@ -1279,11 +1284,45 @@ class Engine(LiveApi):
         """
         self.segments.check_name(name)
         prepared = prepare(query, budget_of(deadline))
+        self._warm_for_save(prepared.ast, static or count, now, deadline)
         with self._writing():
             seg = self.segments.new(name, prepared.ast, prepared.text, static, None)
             seg, seq = self._save(seg, now, count, _deadline_s(deadline), respond)
         self._wait_durable(seq)
         return seg
+
+    def _warm_for_save(
+        self,
+        ast: dict,
+        evaluated: bool,
+        now: datetime | float | None,
+        deadline: float | Budget | None,
+    ) -> None:
+        """Before a segment save takes the write lock: evaluate its query once under
+        the read lock, at the moment the save will evaluate it (the engine clock for
+        a dynamic segment followed live, `now` when the save evaluates it), and
+        prime the sorted keys its clock steps read (``LiveSegments.prime_for``).
+
+        The save compiles and evaluates the query under the write lock, and the first
+        query that needs a value index, a category column's bitmaps or a log's index
+        builds it where it runs: ~1 s at 1M contacts for the reference segment on a
+        fresh server, while every reader waited. Built here, concurrently with
+        queries, the save under the lock finds them ready. Nothing is stored: a query
+        that fails here is not saved below either, and reports its error there (the
+        same error, raised by the same compile or evaluation), so errors are left to
+        the save."""
+        clock = self.live.clock
+        if clock is None and not evaluated:
+            return
+        try:
+            with self._lock.read():
+                at = clock if clock is not None and not evaluated else resolve_now(now)
+                plan = self._compiler(at).compile(ast)
+                plan.run(Context(self.store, at, _deadline_s(deadline)), None)
+                if clock is not None:
+                    self.live.prime_for(ast)
+        except SegdError:
+            return
 
     def _save(
         self,
@@ -1338,6 +1377,7 @@ class Engine(LiveApi):
         """Change a segment's query (a static one is re-frozen now); all or nothing,
         as ``create_segment``."""
         prepared = prepare(query, budget_of(deadline))
+        self._warm_for_save(prepared.ast, count, now, deadline)
         with self._writing():
             seg = self.segments.updated(
                 name, prepared.ast, prepared.text, version, None

@@ -149,11 +149,34 @@ class StaticPass:
         return self.passing(word[None, :], index & 63)
 
     # -- internals ----------------------------------------------------------------------
-    def _sync(self, store: Any) -> None:
-        shape = (
+    def prime(self, static: list[Any], store: Any) -> None:
+        """Run the operands `static` over the whole base into the memo that
+        ``_set_all`` reads, under the engine's *read* lock: a segment save sets its
+        bits under the write lock, and the operands' scans (age, city, ...) were most
+        of that time, with every reader waiting. The memo is keyed by the data's
+        state; a write in between makes ``_set_all`` run them again itself."""
+        from segd.segments.context import Context
+
+        state = (self._shape_of(store), store.n_contacts, self._touches)
+        memo_state, memo = self._memo
+        if memo_state != state:
+            memo = {}
+        ctx = Context(store, 0.0, None)
+        for part in static:
+            if part.key not in memo:
+                memo[part.key] = part.run(ctx, None)
+        self._memo = (state, memo)
+
+    @staticmethod
+    def _shape_of(store: Any) -> tuple:
+        """The store and contact columns the bits were computed from."""
+        return (
             id(store),
             tuple((k, id(c)) for k, c in store.contacts.columns.items()),
         )
+
+    def _sync(self, store: Any) -> None:
+        shape = self._shape_of(store)
         if shape != self._shape:  # another store or a replaced column: start over
             self._shape = shape
             self._slots.clear()

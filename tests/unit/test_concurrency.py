@@ -153,3 +153,81 @@ def test_write_lock_is_exclusive() -> None:
     for t in threads:
         t.join(10)
     assert peak[0] == 1 and inside[0] == 0
+
+
+def test_a_polite_writer_lets_readers_in_then_queues_as_preferred() -> None:
+    """``write(polite_s=...)``: while one long reader holds the lock, new readers still
+    get in (a preferred writer would stop them); once `polite_s` has passed the writer
+    queues as preferred and gets in when the readers drain."""
+    lock = RWLock()
+    release_long = threading.Event()
+    long_in = threading.Event()
+    order: list[str] = []
+
+    def long_reader() -> None:
+        with lock.read():
+            long_in.set()
+            release_long.wait(10)
+        order.append("long out")
+
+    def writer() -> None:
+        with lock.write(polite_s=0.3):
+            order.append("writer")
+
+    t1 = threading.Thread(target=long_reader)
+    t1.start()
+    assert long_in.wait(10)
+    tw = threading.Thread(target=writer)
+    tw.start()
+    deadline = time.monotonic() + 10
+    while lock._polite_waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert lock._polite_waiting == 1 and lock._writers_waiting == 0
+    t0 = time.monotonic()
+    with lock.read():  # a short reader is not stopped by the polite writer
+        order.append("short reader")
+    assert time.monotonic() - t0 < 0.2
+    while lock._writers_waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert lock._writers_waiting == 1 and lock._polite_waiting == 0  # now preferred
+    got_late = threading.Event()
+
+    def late_reader() -> None:
+        with lock.read():
+            order.append("late reader")
+            got_late.set()
+
+    late = threading.Thread(target=late_reader)
+    late.start()
+    time.sleep(0.05)
+    assert not got_late.is_set()  # stopped behind the preferred writer
+    release_long.set()
+    for t in (t1, tw, late):
+        t.join(10)
+    assert order == ["short reader", "long out", "writer", "late reader"]
+
+
+def test_a_polite_writer_goes_in_between_reads() -> None:
+    """Readers that keep overlapping leave gaps: a polite writer takes one of them
+    well before its politeness runs out, and is never starved."""
+    lock = RWLock()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            with lock.read():
+                time.sleep(0.001)
+            time.sleep(0.0005)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for t in readers:
+        t.start()
+    time.sleep(0.02)
+    t0 = time.monotonic()
+    with lock.write(polite_s=5.0):
+        waited = time.monotonic() - t0
+        assert lock._readers == 0
+    stop.set()
+    for t in readers:
+        t.join(10)
+    assert waited < 5.0

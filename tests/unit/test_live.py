@@ -478,3 +478,104 @@ def test_a_merged_contact_leaves_and_never_comes_back() -> None:
     agree(e, "s", q)
     assert ids(e, "s") == {"b"}
     assert [r for r in changes(e, "s") if r[1] == "a"] == []
+
+
+def test_saves_and_steps_build_sorted_keys_outside_the_write_lock(monkeypatch) -> None:
+    """A segment save primes the sorted keys its steps read, and a step repairs them
+    after writes, both under the read lock: the write lock only finds them current
+    (a build there stalled every reader of a live server; see LiveSegments.prime)."""
+    from segd.live import LiveSegments
+
+    e = Engine()
+    e.upsert_contacts(
+        [{"customer_id": f"c{i}", "birth_date": "1990-01-05"} for i in range(30)]
+    )
+    e.append_events(
+        [
+            {"customer_id": f"c{i}", "type": "order", "ts": T - i * DAY, "amount": 1.0}
+            for i in range(20)
+        ]
+    )
+    e.advance(T)
+    built: list[tuple[str, bool]] = []
+    keys_of = LiveSegments._keys_of
+
+    def spy(what, source, rows):
+        built.append((what, e._lock._writer))
+        return keys_of(what, source, rows)
+
+    monkeypatch.setattr(LiveSegments, "_keys_of", staticmethod(spy))
+    query = "days_since_last_order >= 3 and age >= 30"
+    e.create_segment("s", query)
+    assert {w for w, _ in built} == {"last_order_s", "birthday"}
+    for day in range(1, 6):
+        e.append_events(
+            [
+                {
+                    "customer_id": f"c{day * 5}",
+                    "type": "order",
+                    "ts": T + day * DAY - 10,
+                    "amount": 2.0,
+                }
+            ]
+        )
+        e.upsert_contacts([{"customer_id": f"c{day}", "birth_date": f"1970-03-0{day}"}])
+        e.advance(T + day * DAY)
+        agree(e, "s", query)
+    assert len(built) > 2  # repaired after the writes
+    assert not [w for w, under_write in built if under_write], built
+
+
+def test_a_save_builds_value_indexes_outside_the_write_lock(monkeypatch) -> None:
+    """The first query needing a value index builds it; for a segment save that query
+    now runs under the read lock first (Engine._warm_for_save), not under the write
+    lock every reader waits for."""
+    from segd import aggindex
+
+    e = Engine()
+    e.upsert_contacts(
+        [{"customer_id": f"c{i}", "age": 20 + i % 50} for i in range(5000)]
+    )
+    e.append_events(
+        [
+            {
+                "customer_id": f"c{i}",
+                "type": "order",
+                "ts": T - (i % 300) * DAY,
+                "amount": float(i % 97),
+            }
+            for i in range(0, 5000, 3)
+        ]
+    )
+    e.advance(T)
+    under_write: list[bool] = []
+    build = aggindex.SortedIndex.build
+
+    def spy(*args, **kwargs):
+        under_write.append(e._lock._writer)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(aggindex.SortedIndex, "build", staticmethod(spy))
+    # the static pass (attribute operands over the base) finds its operands run
+    from segd.livestatic import StaticPass
+
+    primed: list[bool] = []
+    set_all = StaticPass._set_all
+
+    def spy_set_all(self, index, static, store):
+        state, memo = self._memo
+        current = state == (self._shape, store.n_contacts, self._touches)
+        primed.append(current and all(p.key in memo for p in static))
+        return set_all(self, index, static, store)
+
+    monkeypatch.setattr(StaticPass, "_set_all", spy_set_all)
+    query = "revenue >= 90 and orders_count = 1 and age < 30"
+    e.create_segment("big", query)
+    assert under_write and not any(under_write), under_write
+    assert primed == [True]
+    agree(e, "big", query)
+    e.upsert_contacts([{"customer_id": "c7", "age": 21}])  # a write in between
+    e.append_events(
+        [{"customer_id": "c7", "type": "order", "ts": T - 5, "amount": 95.0}]
+    )
+    agree(e, "big", query)
