@@ -52,8 +52,12 @@ class ShortKeyIndex:
     """``ids.get_or_add`` with short known keys (<= 11 UTF-8 bytes) found in one cache
     miss; every code is the map's own (a bulk load's staged customer / item maps)."""
 
-    ids: IdMap
-    bypass: bool  # most keys of a call were long: later calls go straight to `ids`
+    @property
+    def ids(self) -> IdMap: ...  # the map it fronts (cdef readonly)
+    @property
+    def bypass(
+        self,
+    ) -> bool: ...  # most keys of a call were long: later calls go straight to `ids`
     def __init__(self, ids: IdMap, capacity_hint: int = 0) -> None: ...
     def __len__(self) -> int: ...  # short keys indexed
     def nbytes(self) -> int: ...  # bytes of the table (16 a slot)
