@@ -621,8 +621,8 @@ class RfmResult:
         return list(hit)
 
     def members_of(self, kind: str, keys: list[int]) -> BitMap:
-        """Contacts whose ``kind`` is one of ``keys``: one pass over the per-contact
-        array, cached per key set. A condition asks for a few keys, so this avoids
+        """Contacts whose ``kind`` is one of ``keys``: one pass over the buyers' values
+        (or every contact's, for a result built without them), cached per key set. A condition asks for a few keys, so this avoids
         building the bitmap of every value (``bitmaps``) on the first query after each
         ``rfm_compute``."""
         wanted = tuple(sorted(set(keys)))
@@ -638,13 +638,23 @@ class RfmResult:
             if len(wanted_arr) == 0:
                 hit = BitMap()
             else:
+                # A computation's buyers (kept by ``compute`` and ``compact``) are the
+                # only contacts with a value other than "none": a gather of theirs
+                # (~1 in 5 contacts, ascending), not a pass over everyone.
+                cids = self._bitmaps.get("_buyers")
+                sub = values if cids is None else values[cids]
                 if len(wanted_arr) == 1:
-                    mask = values == wanted_arr[0]
+                    mask = sub == wanted_arr[0]
                 else:
-                    lut = np.zeros(int(values.max(initial=0)) + 1, dtype=bool)
+                    lut = np.zeros(int(sub.max(initial=0)) + 1, dtype=bool)
                     lut[wanted_arr[wanted_arr < len(lut)]] = True
-                    mask = lut[values]
-                hit = bitset.cids_to_bitmap(np.flatnonzero(mask).astype(np.uint32))
+                    mask = lut[sub]
+                got = (
+                    np.flatnonzero(mask).astype(np.uint32)
+                    if cids is None
+                    else np.ascontiguousarray(cids[mask])
+                )
+                hit = bitset.cids_to_bitmap(got)
             with self._lock:
                 self._bitmaps[cache_key] = hit
         return hit

@@ -12,7 +12,7 @@ never index out of range. See engine/rfm.py for the definitions they implement (
 docs/rfm.md).
 """
 
-from libc.math cimport floor, isnan, rint
+from libc.math cimport isnan, rint
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -28,6 +28,41 @@ cdef enum:
     NO_SEGMENT = 255
 
 cdef double DAY_S = 86400.0
+
+
+cdef inline int64_t _floor_days(double x) noexcept nogil:
+    """``floor(x)`` for |x| < 2^63 without libm's ``floor`` (a call through the PLT per
+    buyer: the build has no -march for ``roundsd``): truncate, then step down for a
+    negative non-integer."""
+    cdef int64_t t = <int64_t> x
+    return t - (<double> t > x)
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+    /* Bit j set when p[j] != 0, for 64 values: four compares at a time with SSE2 (part
+       of x86-64), where the scalar loop's variable shifts did not vectorise. */
+    static inline uint64_t segd_rfm_nonzero64(const uint32_t *p) {
+        uint64_t m = 0;
+    #if defined(__SSE2__)
+        const __m128i z = _mm_setzero_si128();
+        for (int i = 0; i < 64; i += 4) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+            int eq = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(v, z)));
+            m |= (uint64_t)(~eq & 0xF) << i;
+        }
+    #else
+        for (int i = 0; i < 64; i++) m |= (uint64_t)(p[i] != 0) << i;
+    #endif
+        return m;
+    }
+    """
+    uint64_t segd_rfm_nonzero64(const uint32_t* p) noexcept nogil
+
 
 cdef extern from *:
     """
@@ -392,9 +427,12 @@ def aggregate_buyers(
         # set bits (a branch per contact mispredicts at every buyer / non-buyer switch)
         for w in range(0, n_contacts, 64):
             end = w + 64 if w + 64 <= n_contacts else n_contacts
-            mask = 0
-            for j in range(w, end):
-                mask |= (<uint64_t>(orders_count[j] != 0)) << (j - w)
+            if end - w == 64:
+                mask = segd_rfm_nonzero64(&orders_count[w])
+            else:
+                mask = 0
+                for j in range(w, end):
+                    mask |= (<uint64_t>(orders_count[j] != 0)) << (j - w)
             while mask:
                 c = w + __builtin_ctzll(mask)
                 mask &= mask - 1
@@ -414,7 +452,7 @@ def aggregate_buyers(
                     a.orders_all = cnt
                     a.orders_win = cnt
                     a.seen = FROM_AGGREGATES
-                    days_out[n_val] = <uint32_t>floor((as_of - last) / DAY_S)
+                    days_out[n_val] = <uint32_t>_floor_days((as_of - last) / DAY_S)
                     freq_out[n_val] = cnt
                     mon_out[n_val] = rev
                     n_val += 1
@@ -507,7 +545,7 @@ def patch_mixed(
             a.seen = FROM_AGGREGATES
             mixed_bits[c >> 6] &= ~((<uint64_t>1) << (c & 63))
             if _scored(a, as_of, window_start):
-                days_out[n_val] = <uint32_t>floor((as_of - a.last) / DAY_S)
+                days_out[n_val] = <uint32_t>_floor_days((as_of - a.last) / DAY_S)
                 freq_out[n_val] = a.orders_win
                 mon_out[n_val] = a.revenue_win
                 n_val += 1
@@ -554,7 +592,7 @@ def buyer_values(
                 a.revenue_win = rint(a.revenue_win * 1e6) / 1e6
             if not _scored(a, as_of, window_start):
                 continue
-            days_out[k] = <uint32_t>floor((as_of - a.last) / DAY_S)
+            days_out[k] = <uint32_t>_floor_days((as_of - a.last) / DAY_S)
             freq_out[k] = a.orders_win
             mon_out[k] = a.revenue_win
             k += 1
@@ -693,7 +731,7 @@ def score_buyers(
             c = buyers[i]
             a = &acc[i]
             if a.orders_all != 0 and a.last < as_of:
-                d = <int64_t>floor((as_of - a.last) / DAY_S)
+                d = _floor_days((as_of - a.last) / DAY_S)
                 if with_values:
                     all_v[c] = a.orders_all
                 if a.last >= window_start:

@@ -151,6 +151,24 @@ class AndNode(_Junction):
                 self._kept = positives
         return self._conjoin(ctx, cand, positives, negatives)
 
+    def run_operands(
+        self, ctx: Context, cand: BitMap | None, positives: list[Node]
+    ) -> BitMap:
+        """The contacts of `cand` (None: everyone) that pass `positives`, some of this
+        AND's positive operands, by the AND's own machinery (index-first,
+        candidate-first): an OR of ANDs decides the rest of each AND itself
+        (``segd.segments.or_groups``)."""
+        if cand is None and ctx.profile is None:
+            got = self._by_indexes(ctx, positives, [])
+            if got is not None:
+                return got
+        return self._conjoin(ctx, cand, self._order(ctx, positives, cand is None), [])
+
+    def finish(self, ctx: Context, cand: BitMap, part: Node) -> BitMap:
+        """The contacts of `cand` that pass operand `part` too (``run_operands``'
+        other half)."""
+        return self._conjoin(ctx, cand, [part], [])
+
     def _by_indexes(
         self, ctx: Context, positives: list[Node], negatives: list[Node]
     ) -> BitMap | None:
@@ -330,8 +348,24 @@ class OrNode(_Junction):
     def estimate(self, ctx: Context) -> float:
         return min(ctx.n, sum(p.estimate(ctx) for p in self.parts))
 
+    # the ANDs counted together (``segd.segments.or_groups``), found on first run
+    _buckets: list | None = None
+
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
-        results = [p.run(ctx, cand) for p in self.parts]
+        from segd.segments import or_groups
+
+        parts = self.parts
+        results = []
+        if ctx.profile is None and or_groups.ENABLED:
+            if self._buckets is None:
+                self._buckets = or_groups.buckets(parts)
+            if self._buckets:
+                done: set[int] = set()
+                for bucket in self._buckets:
+                    results.append(or_groups.run_bucket(ctx, bucket, cand))
+                    done.update(g.index for g in bucket.groups)
+                parts = [p for i, p in enumerate(parts) if i not in done]
+        results += [p.run(ctx, cand) for p in parts]
         return BitMap.union(*results) if len(results) > 1 else results[0]
 
 
