@@ -7,6 +7,8 @@
     python -m segd.bench.load_file PATH --no-stage-ahead # items etc. encoded on the loading thread
     python -m segd.bench.load_file PATH --no-adopt       # engine maps re-hash the staged ones
     python -m segd.bench.load_file PATH --load5          # all three off: load5's path
+    python -m segd.bench.load_file PATH --no-key-index   # ids straight into the maps
+    python -m segd.bench.load_file PATH --load6          # load7's switches off: load6's path
     flock /work/10m.lock python -m segd.bench.load_file ~/.cache/segd/bench/10m-seed0/events.parquet
 
 Prints one line: events, CPU seconds (``time.process_time``: the figure to compare on a
@@ -19,7 +21,9 @@ off): the CPU is about the same, the wall time shows what the overlap gives;
 ``--serial-commit`` appends the logs on the loading thread too (``ingest.PARALLEL_COMMIT``
 off); ``--no-stage-ahead`` encodes items, dimensions and event ids on the loading
 thread (``ingest.STAGE_AHEAD`` off); ``--no-adopt`` has an empty engine re-add the
-staged values instead of taking the staged maps (``ingest.ADOPT_STAGED_MAPS`` off). Each phase's CPU is also given for the loading thread alone ("main"): the rest
+staged values instead of taking the staged maps (``ingest.ADOPT_STAGED_MAPS`` off);
+``--no-key-index`` codes customer and item ids straight into the staged maps
+(``ingest.KEY_INDEX`` off); ``--load6`` turns off every switch ``load7`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
 ran on the read-ahead / commit worker, so on two idle cores a phase takes about
 max(main, total - main) of wall time — the figure to read on a busy machine, where the
 wall time is mostly waiting.
@@ -45,12 +49,14 @@ def measure(
     serial_commit: bool = False,
     no_stage_ahead: bool = False,
     no_adopt: bool = False,
+    no_key_index: bool = False,
 ) -> dict[str, float]:
     """Load `path` into a fresh in-memory engine; the figures as a dict."""
     ingest.READ_AHEAD = not inline
     ingest.PARALLEL_COMMIT = not serial_commit
     ingest.STAGE_AHEAD = not no_stage_ahead
     ingest.ADOPT_STAGED_MAPS = not no_adopt
+    ingest.KEY_INDEX = not no_key_index
     if arrow_reads:
         pqdict.MIN_DICTIONARY_BYTES = 1 << 62  # no chunk qualifies: Arrow reads all
     phases: dict[str, float] = {}
@@ -96,8 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serial-commit", action="store_true")
     parser.add_argument("--no-stage-ahead", action="store_true")
     parser.add_argument("--no-adopt", action="store_true")
+    parser.add_argument("--no-key-index", action="store_true")
     parser.add_argument(
-        "--load5", action="store_true", help="every switch of load6 off (A/B)"
+        "--load5", action="store_true", help="every switch of load6 and load7 off (A/B)"
+    )
+    parser.add_argument(
+        "--load6", action="store_true", help="every switch of load7 off (A/B)"
     )
     args = parser.parse_args(argv)
     r = measure(
@@ -107,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serial_commit=args.serial_commit or args.load5,
         no_stage_ahead=args.no_stage_ahead or args.load5,
         no_adopt=args.no_adopt or args.load5,
+        no_key_index=args.no_key_index or args.load5 or args.load6,
     )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(

@@ -175,3 +175,36 @@ def test_engine_map_re_adds_staged_values(benchmark, staged_ids) -> None:
 
     codes = benchmark.pedantic(re_add, setup=fresh, rounds=5, iterations=1)
     assert len(codes) == len(staged_ids)
+
+
+@pytest.fixture(scope="module")
+def known_ids():
+    """A 4M-entry customer map (9-character ids, random order) and 800k of its ids in
+    random order: a 10M-cache row group's dictionary, most ids known."""
+    import numpy as np
+    import pyarrow as pa
+
+    from segd.native.idmap import IdMap, ShortKeyIndex
+
+    rng = np.random.default_rng(0)
+    ids = pa.array([f"c{v:08d}" for v in rng.permutation(4_000_000)])
+    plain = IdMap()
+    plain.get_or_add(ids)
+    indexed = ShortKeyIndex(IdMap())
+    indexed.get_or_add(ids)
+    query = ids.take(pa.array(rng.choice(4_000_000, 800_000, replace=False)))
+    return plain, indexed, query
+
+
+def test_short_key_index_known_ids(benchmark, known_ids) -> None:
+    """ShortKeyIndex.get_or_add: one cache miss a known short id."""
+    plain, indexed, query = known_ids
+    codes = benchmark(indexed.get_or_add, query)
+    assert codes.tolist() == plain.lookup(query).tolist()
+
+
+def test_idmap_known_ids(benchmark, known_ids) -> None:
+    """IdMap.get_or_add of the same ids: slot, offset and bytes, three misses."""
+    plain, _, query = known_ids
+    codes = benchmark(plain.get_or_add, query)
+    assert len(codes) == len(query)

@@ -59,9 +59,16 @@ def encode_text(arr, encode) -> np.ndarray:
         used = loadsplit.used_entries(
             idx, valid_bits, indices.offset, len(arr.dictionary)
         )
-        lookup = np.full(len(arr.dictionary), NO_CODE, dtype=np.uint32)
-        if used.any():
-            lookup[used] = encode_text(arr.dictionary.filter(pa.array(used)), encode)
+        if used.all():
+            # Every entry used (a Parquet row group's own dictionary, as a rule): the
+            # dictionary is encoded as it is, without a filtered copy of its strings.
+            lookup = encode_text(arr.dictionary, encode)
+        else:
+            lookup = np.full(len(arr.dictionary), NO_CODE, dtype=np.uint32)
+            if used.any():
+                lookup[used] = encode_text(
+                    arr.dictionary.filter(pa.array(used)), encode
+                )
         return loadsplit.expand_codes(idx, valid_bits, indices.offset, lookup)
     if pa.types.is_dictionary(arr.type):
         idx = np.asarray(arr.indices.fill_null(0)).astype(np.int64, copy=False)

@@ -23,7 +23,7 @@ from segd import pqdict
 from segd.columns import encode_text, kind_of_arrow
 from segd.errors import AlreadyExists, InvalidInput, ValueRejected
 from segd.native import NO_CODE, loadsplit
-from segd.native.idmap import IdMap
+from segd.native.idmap import IdMap, ShortKeyIndex
 from segd.readahead import Backlog, read_ahead
 from segd.store import LoadedSource, Store
 from segd.timeutil import ms_to_iso, to_event_seconds
@@ -545,6 +545,14 @@ def append_rows(store: Store, name: str, rows: TypeRows) -> None:
     )
 
 
+# A bulk load encodes its customer and item ids through a ``ShortKeyIndex`` in front of
+# its staged maps: a short id seen before (at 10M contacts, ~190M look-ups of ~800k
+# distinct ids a row group in a 9M-entry map) costs one cache miss instead of the map's
+# three. The codes are the map's own. False: straight into the maps (the A/B and the
+# property test's reference).
+KEY_INDEX = True
+
+
 # A staged load's event ids ride with its rows as a pseudo-dimension (a name no
 # column can have), to drop at commit the rows whose id the engine had seen before.
 _EVENT_ID_CODES = "\x00event_id"
@@ -588,6 +596,12 @@ class StagedLoad:
         self.dims: dict[str, IdMap] = {}
         self.event_ids = IdMap()
         self.parts: dict[str, list[TypeRows]] = {}
+        # How customer / item ids are coded (``KEY_INDEX``): the same codes either way.
+        self._customer_codes: Callable[..., np.ndarray] = self.customers.get_or_add
+        self._item_codes: Callable[..., np.ndarray] = self.items.get_or_add
+        if KEY_INDEX:
+            self._customer_codes = ShortKeyIndex(self.customers).get_or_add
+            self._item_codes = ShortKeyIndex(self.items).get_or_add
 
     def add(self, batch: EventBatch) -> None:
         """Stage a validated chunk (rows repeating an event id of this load dropped)."""
@@ -610,7 +624,7 @@ class StagedLoad:
                 batch, event_codes = keep_rows(batch, keep), event_codes[keep]
         codes: dict[str, np.ndarray] = {}
         if batch.item_id is not None:
-            codes["item"] = encode_text(batch.item_id, self.items.get_or_add)
+            codes["item"] = encode_text(batch.item_id, self._item_codes)
         for name, arr in batch.dims.items():
             local = self.dims.get(name)
             if local is None:
@@ -623,7 +637,7 @@ class StagedLoad:
     def finish(self, chunk: PreparedChunk) -> None:
         """The second half of ``add``: encode the customer ids and split by type."""
         batch = chunk.batch
-        cids = encode_text(batch.customer_id, self.customers.get_or_add)
+        cids = encode_text(batch.customer_id, self._customer_codes)
         for name, rows in split_by_type(batch, cids, chunk.codes).items():
             self.parts.setdefault(name, []).append(rows)
 
@@ -659,6 +673,7 @@ class StagedLoad:
                 add = ids.get_or_add
             maps[name] = _add_values(local, used.get(name), add, ids)
         self.customers = self.items = self.event_ids = None  # type: ignore[assignment]
+        self._customer_codes = self._item_codes = None  # type: ignore[assignment]
         self.dims = {}
         out: dict[str, list[TypeRows]] = {}
         cid_map = _identity_or(cid_of)

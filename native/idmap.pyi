@@ -47,3 +47,20 @@ class IdMap:
         table: npt.NDArray[np.uint32],
     ) -> Self: ...  # borrows the arrays (e.g. memory-mapped); ValueError when invalid
     def owns_memory(self) -> bool: ...  # False while an array is still borrowed
+
+class ShortKeyIndex:
+    """``ids.get_or_add`` with short known keys (<= 11 UTF-8 bytes) found in one cache
+    miss; every code is the map's own (a bulk load's staged customer / item maps)."""
+
+    @property
+    def ids(self) -> IdMap: ...  # the map it fronts (cdef readonly)
+    @property
+    def bypass(
+        self,
+    ) -> bool: ...  # most keys of a call were long: later calls go straight to `ids`
+    def __init__(self, ids: IdMap, capacity_hint: int = 0) -> None: ...
+    def __len__(self) -> int: ...  # short keys indexed
+    def nbytes(self) -> int: ...  # bytes of the table (16 a slot)
+    def get_or_add(
+        self, strings: Strings
+    ) -> npt.NDArray[np.uint32]: ...  # as ids.get_or_add(strings)

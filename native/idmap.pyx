@@ -127,6 +127,8 @@ cdef extern from *:
     #endif
     """
     uint64_t segd_hash_bytes(const uint8_t* p, int64_t n) noexcept nogil
+    uint64_t segd_rd64(const uint8_t* p) noexcept nogil
+    uint64_t segd_rd32(const uint8_t* p) noexcept nogil
     bint segd_bytes_equal(const uint8_t* a, const uint8_t* b, int64_t n) noexcept nogil
     void segd_advise_huge(void* p, size_t n) noexcept nogil
     void SEGD_PREFETCH(const void* p) noexcept nogil
@@ -1027,3 +1029,305 @@ cdef class IdMap:
                                         self.st.offsets[code + 1] - start, "strict")
         finally:
             PyThread_release_lock(self.lock)
+
+
+# ================================================================================
+# ShortKeyIndex: a bulk load's front for an IdMap's short keys
+# ================================================================================
+#
+# A code found in an IdMap costs three dependent cache misses: the table slot, the code's
+# offset, the code's bytes. At 10M contacts a bulk load looks ~190M customer ids up in a
+# 9M-entry map (every row group names ~800k of them), and on this machine (a VM whose
+# dependent DRAM load takes ~250 ns with huge pages) that was ~155 ns an id, the largest
+# part of the loading thread. A short key (at most SHORT_KEY bytes) here sits *in* its slot
+# with its code, so finding it is one miss, and the misses of ~KAHEAD keys overlap.
+#
+# The IdMap stays the only owner of codes: a key not in the index (new, or longer than
+# SHORT_KEY) is passed to ``IdMap.get_or_add`` in row order, and the short ones of those
+# are then indexed with the codes it gave. So the codes are exactly the map's own.
+
+cdef enum:
+    SHORT_KEY = 11           # longest key kept inline: 8 + 3 bytes, with its length
+    KRING = 64               # pipeline ring size (a power of two > KAHEAD)
+    KAHEAD = 16              # keys packed, hashed and their slot prefetched ahead
+
+
+cdef struct KeySlot:
+    uint32_t code            # EMPTY_SLOT when the slot is free
+    uint32_t hi              # the key packed by _pack (see there)
+    uint64_t lo
+
+
+cdef inline bint _pack(const uint8_t* p, int64_t ln, uint64_t* lo,
+                       uint32_t* hi) noexcept nogil:
+    """A key of at most SHORT_KEY bytes as two words, False for a longer one.
+
+    `lo` holds the first 8 bytes (a shorter key's bytes, zero padded), `hi` bytes
+    8..10 in its low 24 bits and the length in its top 8: every byte and the length
+    appear once, so two keys are equal exactly when their words are. Fixed-size loads
+    where the key has the bytes (no memcpy of a variable length: that was most of a
+    probe's cost)."""
+    cdef uint64_t a = 0
+    cdef uint32_t b = 0
+    if ln > SHORT_KEY:
+        return False
+    if ln >= 8:
+        a = segd_rd64(p)
+        if ln >= 9:
+            b = p[8]
+        if ln >= 10:
+            b |= (<uint32_t>p[9]) << 8
+        if ln == 11:
+            b |= (<uint32_t>p[10]) << 16
+    elif ln >= 4:
+        a = segd_rd32(p)
+        if ln >= 5:
+            a |= (<uint64_t>p[4]) << 32
+        if ln >= 6:
+            a |= (<uint64_t>p[5]) << 40
+        if ln == 7:
+            a |= (<uint64_t>p[6]) << 48
+    else:
+        if ln >= 1:
+            a = p[0]
+        if ln >= 2:
+            a |= (<uint64_t>p[1]) << 8
+        if ln == 3:
+            a |= (<uint64_t>p[2]) << 16
+    lo[0] = a
+    hi[0] = b | ((<uint32_t>ln) << 24)
+    return True
+
+
+cdef inline uint64_t _short_hash(uint64_t lo, uint32_t hi) noexcept nogil:
+    """murmur3's fmix64 over both words: a probe's home slot from its packed key."""
+    cdef uint64_t h = lo ^ ((<uint64_t>hi) * 0x9E3779B185EBCA87ULL)
+    h ^= h >> 33
+    h *= 0xFF51AFD7ED558CCDULL
+    h ^= h >> 33
+    h *= 0xC4CEB9FE1A85EC53ULL
+    h ^= h >> 33
+    return h
+
+
+cdef int _index_grow(KeySlot** table, uint64_t* mask, uint64_t capacity) noexcept nogil:
+    """Rehash into `capacity` slots (a power of two); the home slot of a later key is
+    prefetched so the random writes' misses overlap."""
+    cdef KeySlot* fresh = <KeySlot*>malloc(<size_t>capacity * sizeof(KeySlot))
+    cdef KeySlot* old = table[0]
+    cdef uint64_t i, slot, m = capacity - 1, old_slots = mask[0] + 1
+    if fresh == NULL:
+        return ERR_NOMEM
+    segd_advise_huge(fresh, <size_t>capacity * sizeof(KeySlot))
+    memset(fresh, 0xFF, <size_t>capacity * sizeof(KeySlot))
+    if old != NULL:
+        for i in range(old_slots):
+            if i + KAHEAD < old_slots and old[i + KAHEAD].code != EMPTY_SLOT:
+                SEGD_PREFETCH(fresh + (_short_hash(old[i + KAHEAD].lo, old[i + KAHEAD].hi) & m))
+            if old[i].code == EMPTY_SLOT:
+                continue
+            slot = _short_hash(old[i].lo, old[i].hi) & m
+            while fresh[slot].code != EMPTY_SLOT:
+                slot = (slot + 1) & m
+            fresh[slot] = old[i]
+        free(old)
+    table[0] = fresh
+    mask[0] = m
+    return OK
+
+
+cdef inline uint64_t _find(const KeySlot* table, uint64_t mask, uint64_t slot,
+                           uint64_t lo, uint32_t hi) noexcept nogil:
+    """The slot holding the key, or the empty slot ending its probe."""
+    while table[slot].code != EMPTY_SLOT:
+        if table[slot].lo == lo and table[slot].hi == hi:
+            return slot
+        slot = (slot + 1) & mask
+    return slot
+
+
+cdef int64_t _index_probe(const KeySlot* table, uint64_t mask,
+                          const uint8_t* data, const offset_t* offs, int64_t n,
+                          code_t* out, int64_t* longs) noexcept nogil:
+    """out[i] = the indexed code of key i, or NO_CODE (not indexed, or long); the misses
+    (`longs`: how many of them are long keys)."""
+    cdef int64_t i, j, misses = 0, n_long = 0
+    cdef uint64_t slot, lo
+    cdef uint32_t hi
+    cdef uint64_t ring_lo[KRING]
+    cdef uint64_t ring_slot[KRING]
+    cdef uint32_t ring_hi[KRING]
+    cdef bint ring_short[KRING]
+    for i in range(-KAHEAD, n):
+        j = i + KAHEAD
+        if 0 <= j < n:
+            if _pack(data + offs[j], offs[j + 1] - offs[j], &lo, &hi):
+                slot = _short_hash(lo, hi) & mask
+                SEGD_PREFETCH(table + slot)
+                ring_lo[j & (KRING - 1)] = lo
+                ring_hi[j & (KRING - 1)] = hi
+                ring_slot[j & (KRING - 1)] = slot
+                ring_short[j & (KRING - 1)] = True
+            else:
+                ring_short[j & (KRING - 1)] = False
+        if i < 0:
+            continue
+        out[i] = NO_CODE    # EMPTY_SLOT == NO_CODE: an empty slot's code says "not found"
+        if ring_short[i & (KRING - 1)]:
+            out[i] = table[_find(table, mask, ring_slot[i & (KRING - 1)],
+                                 ring_lo[i & (KRING - 1)], ring_hi[i & (KRING - 1)])].code
+        else:
+            n_long += 1
+        if out[i] == NO_CODE:
+            misses += 1
+    longs[0] += n_long
+    return misses
+
+
+cdef int64_t _index_insert(KeySlot* table, uint64_t mask,
+                           const uint8_t* data, const offset_t* offs, int64_t n,
+                           const code_t* codes) noexcept nogil:
+    """Index each short key i with codes[i] (a key already there is left as it is);
+    the keys added."""
+    cdef int64_t i, j, added = 0
+    cdef uint64_t slot, lo
+    cdef uint32_t hi
+    for i in range(n):
+        j = i + KAHEAD
+        if j < n and _pack(data + offs[j], offs[j + 1] - offs[j], &lo, &hi):
+            SEGD_PREFETCH(table + (_short_hash(lo, hi) & mask))
+        if not _pack(data + offs[i], offs[i + 1] - offs[i], &lo, &hi):
+            continue
+        slot = _find(table, mask, _short_hash(lo, hi) & mask, lo, hi)
+        if table[slot].code == EMPTY_SLOT:
+            table[slot].code = codes[i]
+            table[slot].lo = lo
+            table[slot].hi = hi
+            added += 1
+    return added
+
+
+cdef class ShortKeyIndex:
+    """``IdMap.get_or_add`` of one map, faster when most keys are short and known.
+
+    Keys of at most 11 UTF-8 bytes seen before are answered from an open-addressing
+    table holding the key inline with its code (one cache miss; the map's own probe
+    takes three: slot, offset, bytes); every other key goes to ``ids.get_or_add``, in
+    row order, and the short ones are then indexed with the code it returned. The codes
+    are therefore exactly those of ``ids.get_or_add(strings)``, as long as every key
+    added to `ids` while the index is in use comes through the index (a bulk load's
+    staged customer and item maps). When most keys of a call are long (UUIDs, e-mail
+    addresses), later calls go straight to ``ids.get_or_add``.
+
+    The table is 16 bytes a slot, at most 3/4 full, and grows 4x at a time (each
+    rehash touches every key: fewer of them); not thread safe (one thread at a time),
+    not kept past the load.
+
+    >>> ids = IdMap(); index = ShortKeyIndex(ids)
+    >>> index.get_or_add(["b", "a", "b"]).tolist(), ids.get_or_add(["a", "c"]).tolist()
+    ([0, 1, 0], [1, 2])
+    """
+    cdef readonly IdMap ids
+    cdef KeySlot* table
+    cdef uint64_t mask
+    cdef int64_t n
+    cdef readonly bint bypass    # most keys were long: calls go straight to `ids`
+
+    def __cinit__(self, IdMap ids, int64_t capacity_hint=0):
+        self.table = NULL
+        self.mask = 0
+        self.n = 0
+        self.bypass = False
+
+    def __init__(self, IdMap ids, int64_t capacity_hint=0):
+        """An empty index in front of `ids`; `capacity_hint` keys pre-size the table."""
+        cdef uint64_t slots = 1024
+        ids._check_ready()
+        if capacity_hint < 0 or capacity_hint > MAX_CODES:
+            raise ValueError(f"capacity_hint must be in [0, 2**31], got {capacity_hint}")
+        self.ids = ids
+        while slots * 3 < <uint64_t>capacity_hint * 4:
+            slots <<= 1
+        if self.table == NULL and _index_grow(&self.table, &self.mask, slots) != OK:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.table)
+
+    def __len__(self):
+        """Keys indexed."""
+        return self.n
+
+    def nbytes(self) -> int:
+        """Bytes of the table."""
+        return <int64_t>(self.mask + 1) * <int64_t>sizeof(KeySlot)
+
+    cdef int _reserve(self, int64_t more) except -1:
+        """Room for `more` keys at most 3/4 full (growing 4x at a time)."""
+        cdef uint64_t slots = self.mask + 1
+        cdef int rc
+        while <uint64_t>(self.n + more) * 4 > slots * 3:
+            slots <<= 2
+        if slots != self.mask + 1:
+            with nogil:
+                rc = _index_grow(&self.table, &self.mask, slots)
+            if rc != OK:
+                raise MemoryError("ShortKeyIndex: out of memory")
+        return 0
+
+    def get_or_add(self, strings):
+        """uint32 codes of `strings`, as ``self.ids.get_or_add(strings)`` gives them
+        (a null raises its ``ValueError("null at position N")``, nothing added)."""
+        if self.bypass:
+            return self.ids.get_or_add(strings)
+        if isinstance(strings, (list, tuple)):
+            strings = pa.array(strings, type=pa.large_string())
+        chunks = [_Chunk(c) for c in _string_chunks(strings)]
+        cdef _Chunk ch
+        cdef int64_t base = 0, misses = 0, longs = 0, added
+        for ch in chunks:
+            if ch.null_count > 0:
+                return self.ids.get_or_add(strings)  # raises, naming the null
+            base += ch.n
+        out = np.empty(base, dtype=np.uint32)
+        if base == 0:
+            return out
+        cdef code_t[::1] out_v = out
+        base = 0
+        for ch in chunks:
+            if ch.n == 0:
+                continue
+            with nogil:
+                if ch.large:
+                    misses += _index_probe(self.table, self.mask, ch.data_ptr(),
+                                           &ch.off64[0], ch.n, &out_v[base], &longs)
+                else:
+                    misses += _index_probe(self.table, self.mask, ch.data_ptr(),
+                                           &ch.off32[0], ch.n, &out_v[base], &longs)
+            base += ch.n
+        if longs * 2 > base:
+            self.bypass = True
+        if misses == 0:
+            return out
+        rows = np.flatnonzero(out == <uint32_t>NO_CODE)
+        missed = strings.take(pa.array(rows))
+        codes = self.ids.get_or_add(missed)
+        out[rows] = codes
+        if misses == longs:
+            return out  # only long keys missed: nothing to index
+        self._reserve(misses - longs)
+        cdef const code_t[::1] codes_v = codes
+        base = 0
+        for ch in [_Chunk(c) for c in _string_chunks(missed)]:
+            if ch.n == 0:
+                continue
+            with nogil:
+                if ch.large:
+                    added = _index_insert(self.table, self.mask, ch.data_ptr(),
+                                          &ch.off64[0], ch.n, &codes_v[base])
+                else:
+                    added = _index_insert(self.table, self.mask, ch.data_ptr(),
+                                          &ch.off32[0], ch.n, &codes_v[base])
+            self.n += added
+            base += ch.n
+        return out

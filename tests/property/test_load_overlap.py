@@ -47,7 +47,10 @@ def _table(rows: list[tuple]) -> pa.Table:
 
 
 ROW = st.tuples(
-    st.sampled_from([f"c{i}" for i in range(15)]),
+    # short ids (the key index's inline keys) and a few long ones (its fall-through)
+    st.sampled_from(
+        [f"c{i}" for i in range(15)] + [f"customer-{i:012d}" for i in range(3)]
+    ),
     st.integers(0, 50 * 86_400),
     st.sampled_from(TYPES),
     st.one_of(st.none(), st.sampled_from([f"i{i}" for i in range(6)])),
@@ -87,7 +90,13 @@ def _exact(eng: Engine) -> dict:
     return out
 
 
-SWITCHES = ("PARALLEL_COMMIT", "ADOPT_STAGED_MAPS", "READ_AHEAD", "STAGE_AHEAD")
+SWITCHES = (
+    "PARALLEL_COMMIT",
+    "ADOPT_STAGED_MAPS",
+    "READ_AHEAD",
+    "STAGE_AHEAD",
+    "KEY_INDEX",
+)
 
 
 def _load(table: pa.Table, chunk: int, *, before: pa.Table | None, on: bool):
