@@ -1320,7 +1320,7 @@ class Engine(LiveApi):
                 plan = self._compiler(at).compile(ast)
                 plan.run(Context(self.store, at, _deadline_s(deadline)), None)
                 if clock is not None:
-                    self.live.prime_for(ast)
+                    self.live.prime_for(ast, plan if at == clock else None)
         except SegdError:
             return
 

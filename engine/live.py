@@ -1007,16 +1007,19 @@ class LiveSegments:
         for what in sorted(wanted):
             self._sorted(what)
 
-    def prime_for(self, ast: dict) -> None:
+    def prime_for(self, ast: dict, plan: Any = None) -> None:
         """``prime`` for a segment about to be saved with `ast` (references to saved
-        segments expanded). Under the read lock."""
+        segments expanded), and its static-pass operands (``StaticPass.prime``);
+        `plan`: `ast` already compiled at the clock, if the caller has it. Under the
+        read lock."""
+        if self.clock is None:
+            return
         eng = self.engine
         visits = frozenset(eng.store.aggregates.visit_events or VISIT_EVENTS)
         self.prime([Profile(ast, eng.segments.lookup, visits, eng.store.catalog)])
-        if self.clock is not None:
-            parts = split(eng._compiler(self.clock).compile(ast))
-            if parts is not None:
-                self._static.prime(parts[0], eng.store)
+        parts = split(plan or eng._compiler(self.clock).compile(ast))
+        if parts is not None:
+            self._static.prime(parts[0], eng.store)
 
     def _has_birth_dates(self) -> bool:
         col = self.engine.store.contacts.column("birth_date")
@@ -1098,9 +1101,7 @@ class LiveSegments:
 
     def _birthdays(self, t0: float, t1: float):
         """Midnights in (t0, t1] and the contacts whose age may turn over then."""
-        contacts = self.engine.store.contacts
-        col = contacts.column("birth_date")
-        if col is None or getattr(col, "kind", "") != "timestamp" or t1 < 0:
+        if not self._has_birth_dates() or t1 < 0:
             return [], []
         first = math.floor(t0 / DAY_S) + 1
         last = math.floor(t1 / DAY_S)

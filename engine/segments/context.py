@@ -42,6 +42,17 @@ def thread_seen_bits(n_contacts: int) -> np.ndarray:
     return words
 
 
+def store_state(store: Store) -> tuple:
+    """What a kept operand order depends on besides the moment: the store, its
+    contacts, every event log's rows and version (``AndNode._unrestricted``,
+    ``pairs._decide_order``). An order never changes an answer, only its cost."""
+    return (
+        id(store),
+        store.n_contacts,
+        tuple((log.n, log._version) for log in store.logs.values()),
+    )
+
+
 _samples: dict[int, np.ndarray] = {}  # contact count -> its sample (read-only)
 
 

@@ -46,7 +46,7 @@ from pyroaring import BitMap
 from segd.native import pairscan
 from segd.native.bitset import cids_to_bitmap
 from segd.predicates import INF, integer_range
-from segd.segments.context import Context
+from segd.segments.context import Context, store_state
 from segd.segments.registry import SEGMENT_EVENT_TYPES
 from segd.store import Store
 from segd.timeutil import DAY_S, MAX_EVENT_S, duration_s, period_bounds_s
@@ -525,14 +525,7 @@ def _decide_order(
     ops = [(p, True) for p in positives] + [(p, False) for p in negatives]
     if not ops:
         return ops
-    key = (
-        tuple(positives),
-        tuple(negatives),
-        now,
-        id(store),
-        store.n_contacts,
-        tuple((log.n, log._version) for log in store.logs.values()),
-    )
+    key = (tuple(positives), tuple(negatives), now, store_state(store))
     memo = ops[0][0].__dict__
     hit = memo.get("_decide_order")
     if KEEP_DECIDE_ORDER and hit is not None and hit[0] == key:

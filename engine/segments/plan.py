@@ -19,7 +19,7 @@ from pyroaring import BitMap
 
 from segd.errors import InvalidQuery
 from segd.explain import Evidence, SegmentEvidence
-from segd.segments.context import Context
+from segd.segments.context import Context, store_state
 
 if TYPE_CHECKING:
     from segd.aggindex import Answer
@@ -331,14 +331,8 @@ class AndNode(_Junction):
 
 def _unrestricted_state(ctx: Context) -> tuple:
     """What an unrestricted AND's operand order was chosen for (``AndNode._unrestricted``):
-    the moment, the store, its contacts and every event log's rows and version."""
-    store = ctx.store
-    return (
-        ctx.now_s,
-        id(store),
-        ctx.n,
-        tuple((log.n, log._version) for log in store.logs.values()),
-    )
+    the moment and the store's state."""
+    return (ctx.now_s, store_state(ctx.store))
 
 
 def _by_last_seen(
