@@ -108,9 +108,9 @@ def merge_latency(eng, pairs: int) -> dict:
         eng.merge(f"c{2 * p}", f"c{2 * p + 1}")
         times.append((time.perf_counter() - t) * 1000)
     arr = np.array(times)
-    # The first merges after a load allocate per log an `ends` array (4 bytes a
-    # contact) and the origin column, and the redirect array: one-time costs, shown
-    # apart from the steady state.
+    # The first merges after a load allocate per log the origin column (4 bytes a
+    # row) and the slot table's explicit blocks, and the redirect array: one-time
+    # costs, shown apart from the steady state.
     warm = arr[3:] if len(arr) > 6 else arr
     return {
         "merges": pairs,

@@ -52,9 +52,9 @@ def test_count_matches_sorted(benchmark, w: World) -> None:
 
 def test_rows_of_contacts(benchmark, w: World) -> None:
     store, log, _, _, r0, r1, n, cands = _setup(w)
-    offsets, rows, limit, ends = log.contact_index(n)
+    slots, rows, limit = log.contact_index(n)
     got = benchmark(
-        lambda: contactindex.rows_of_contacts(cands, offsets, rows, limit, r0, r1, ends)
+        lambda: contactindex.rows_of_contacts(cands, slots, rows, limit, r0, r1)
     )
     cid = log.cid[r0:r1]
     want = np.flatnonzero(np.isin(cid, cands)) + r0
@@ -63,11 +63,11 @@ def test_rows_of_contacts(benchmark, w: World) -> None:
 
 def test_count_filtered_of_contacts(benchmark, w: World) -> None:
     store, log, mask, _, r0, r1, n, cands = _setup(w)
-    offsets, rows, limit, ends = log.contact_index(n)
+    slots, rows, limit = log.contact_index(n)
     item = log.dim("item")
     got = benchmark(
         lambda: contactindex.count_filtered_of_contacts(
-            cands, offsets, rows, limit, log.cid, r0, r1, [(item, mask)], ends
+            cands, slots, rows, limit, log.cid, r0, r1, [(item, mask)]
         )
     )
     codes = item[r0:r1]

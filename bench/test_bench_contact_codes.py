@@ -53,7 +53,7 @@ def test_event_pairs_brand(benchmark, w: World, path: str) -> None:
 
 def test_codes_by_contact(benchmark, w: World) -> None:
     log = w.engine.store.logs["view"]
-    offsets, rows, limit, ends = log.contact_index(w.engine.store.n_contacts)
+    slots, rows, limit = log.contact_index(w.engine.store.n_contacts)
     item = log.dim("item")
     got = benchmark(lambda: contactindex.codes_by_contact(item, rows, len(rows)))
     assert np.array_equal(got, item[rows])

@@ -83,12 +83,11 @@ class EventLog:
         self._amount: np.ndarray | None = None
         self._dims: dict[str, np.ndarray] = {}
         self.postings: dict[str, Postings] = {}
-        # Contact-major index (native/contactindex.pyx) of rows [0, _ci_limit).
-        self._ci: tuple[np.ndarray, np.ndarray] | None = None
+        # Contact-major index (native/contactindex.pyx) of rows [0, _ci_limit): the slot
+        # table and `rows`. Identity merges patch slots: a survivor's rows are appended
+        # past the built rows (`rows` is then _ci_used long).
+        self._ci: tuple[contactindex.Slots, np.ndarray] | None = None
         self._ci_limit = 0
-        # Patched slots (identity merges): contact c's rows are rows[offsets[c]:ends[c]]
-        # once a merge appended the survivor's rows at the end of `rows` (_ci_used long).
-        self._ci_ends: np.ndarray | None = None
         self._ci_used = 0
         # CONTACT_MAJOR_CODES copies of the index: dim -> codes aligned with `rows`
         # (position k holds the dim's code of row rows[k]; NO_CODE past _ci_used)
@@ -152,10 +151,10 @@ class EventLog:
 
     def contact_index(
         self, n_contacts: int
-    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
-        """(offsets, rows, limit, ends): each contact's rows below `limit`, in time
-        order — ``rows[offsets[c]:offsets[c + 1]]``, or ``rows[offsets[c]:ends[c]]``
-        when `ends` is not None (slots patched by merges; pass it to the kernels).
+    ) -> tuple[contactindex.Slots, np.ndarray, int]:
+        """(slots, rows, limit): each contact's rows below `limit`, in time order —
+        ``rows[a:b]`` with ``(a, b) = slots.span(c)`` for c < ``slots.n`` (newer
+        contacts have only tail rows). Pass all three to the kernels.
 
         Built on first use and rebuilt once the unindexed tail (or the garbage merges
         left) outgrows an eighth of the log, so the O(n) rebuild is amortised over the
@@ -172,7 +171,6 @@ class EventLog:
         if ci is None or tail > slack or self._ci_used - self.n > slack:
             ci = self._ci = contactindex.build(self.cid, n_contacts)
             self._ci_limit = self.n
-            self._ci_ends = None
             self._ci_used = len(ci[1])
             self._ci_codes = {
                 d: contactindex.codes_by_contact(
@@ -181,8 +179,8 @@ class EventLog:
                 for d in CONTACT_MAJOR_CODES.get(self.type, ())
                 if d in self._dims
             }
-        offsets, rows = ci
-        return offsets, rows, self._ci_limit, self._ci_ends
+        slots, rows = ci
+        return slots, rows, self._ci_limit
 
     def contact_codes(self, dim: str) -> np.ndarray | None:
         """The contact-major copy of code column `dim` (CONTACT_MAJOR_CODES), aligned
@@ -205,10 +203,10 @@ class EventLog:
             return self.rows_of_unlocked(cid, n_contacts)
 
     def rows_of_unlocked(self, cid: int, n_contacts: int) -> np.ndarray:
-        offsets, rows, limit, ends = self._contact_index(n_contacts)
-        if cid < len(offsets) - 1:
-            end = ends[cid] if ends is not None else offsets[cid + 1]
-            mine = rows[offsets[cid] : end]
+        slots, rows, limit = self._contact_index(n_contacts)
+        if cid < slots.n:
+            a, b = slots.span(cid)
+            mine = rows[a:b]
             mine = mine[mine < limit]
         else:
             mine = np.zeros(0, dtype=np.uint32)
@@ -226,9 +224,8 @@ class EventLog:
         to the end of ``rows`` and its slot points there; the merged contact's slot is
         emptied. Postings map values to rows, so they do not change."""
         with self._ci_lock:
-            offsets, rows, limit, ends = self._contact_index(n_contacts)
-            n_idx = len(offsets) - 1
-            if merged >= n_idx or survivor >= n_idx:
+            slots, rows, limit = self._contact_index(n_contacts)
+            if merged >= slots.n or survivor >= slots.n:
                 # a contact newer than the index: move by a scan, rebuild on next use
                 rows_of = np.flatnonzero(self.cid == merged)
                 if len(rows_of):
@@ -240,13 +237,12 @@ class EventLog:
                     self._version += 1
                     self._cid_version += 1
                 return len(rows_of)
-            if ends is None:
-                ends = self._ci_ends = offsets[1:].copy()
             existing = self._dims.get(ORIGIN)
             if existing is not None:
                 origin = existing
             else:
-                if ends[merged] == offsets[merged] and (
+                a, b = slots.span(merged)
+                if a == b and (
                     limit == self.n or not (self._cid[limit : self.n] == merged).any()
                 ):
                     return 0  # no rows of `merged` here: no origin column needed
@@ -254,7 +250,7 @@ class EventLog:
             while True:
                 try:
                     moved, used = contactindex.move_contact(
-                        self._cid, origin, offsets, ends, rows, self._ci_used,
+                        self._cid, origin, slots, rows, self._ci_used,
                         limit, self.n, merged, survivor,
                     )  # fmt: skip
                 except ValueError:
@@ -267,20 +263,18 @@ class EventLog:
                 grown = np.empty(max(used, len(rows) + len(rows) // 8), np.uint32)
                 grown[: self._ci_used] = rows[: self._ci_used]
                 rows = grown
-                self._ci = (offsets, rows)
+                self._ci = (slots, rows)
             self._ci_used = used
             if moved:
-                self._copy_slot(survivor, offsets, ends, rows)
+                self._copy_slot(survivor, slots, rows)
                 self._version += 1
                 self._cid_version += 1
             return moved
 
-    def _copy_slot(
-        self, c: int, offsets: np.ndarray, ends: np.ndarray, rows: np.ndarray
-    ) -> None:
+    def _copy_slot(self, c: int, slots: contactindex.Slots, rows: np.ndarray) -> None:
         """After a merge patched contact c's slot: its codes in each contact-major copy
         (grown with `rows`). O(rows of c)."""
-        a, b = int(offsets[c]), int(ends[c])
+        a, b = slots.span(c)
         for d, copy in self._ci_codes.items():
             if len(copy) < len(rows):
                 grown = np.full(len(rows), NO_CODE, dtype=np.uint32)
@@ -304,8 +298,8 @@ class EventLog:
         if col is None:
             return len(self.rows_of(survivor, n_contacts))
         with self._ci_lock:
-            offsets, rows, limit, ends = self._contact_index(n_contacts)
-            if survivor >= len(offsets) - 1:  # newer than the index: by its rows
+            slots, rows, limit = self._contact_index(n_contacts)
+            if survivor >= slots.n:  # newer than the index: by its rows
                 codes = col[self.rows_of_unlocked(survivor, n_contacts)]
                 known = codes[codes != NO_CODE]
                 ids = np.unique(known)
@@ -313,11 +307,8 @@ class EventLog:
                 mine = mine[owner[mine] == merged]
                 owner[mine] = survivor
                 return len(codes) - len(known) + len(ids)
-            if ends is None:
-                ends = offsets[1:]
             return kernels.recount_orders(
-                offsets, ends, rows, limit, self._cid, self.n, col, owner,
-                survivor, merged,
+                slots, rows, limit, self._cid, self.n, col, owner, survivor, merged,
             )  # fmt: skip
 
     def _origin_column(self) -> np.ndarray:

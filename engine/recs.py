@@ -36,7 +36,7 @@ import pyarrow as pa
 from segd.errors import ContactNotFound, InvalidInput, NotFound
 from segd.native import NO_CODE
 from segd.native import recs as kernels
-from segd.native.contactindex import build as contact_index
+from segd.native.contactindex import group_by_contact as contact_index
 
 KINDS = ("related", "alternatives", "popular", "personal", "search")
 POPULAR_EVENTS = ("order", "add_to_cart", "view")  # bit 1, 2, 4 in baskets
@@ -800,13 +800,8 @@ class Recommender:
             log = self._engine.store.logs.get("order")
             if log is None or log.dim("item") is None:
                 return np.zeros(0, dtype=np.uint32)
-            offsets, rows, limit, ends = log.contact_index(
-                self._engine.store.n_contacts
-            )
-            end = offsets[cid + 1] if ends is None else ends[cid]
-            mine = rows[offsets[cid] : end]
-            tail = np.flatnonzero(log.cid[limit:] == cid) + limit
-            codes = log.dim("item")[np.concatenate([mine, tail]).astype(np.intp)]
+            mine = log.rows_of(cid, self._engine.store.n_contacts)
+            codes = log.dim("item")[mine.astype(np.intp)]
             items = np.unique(codes[codes != NO_CODE])
         rep = self._repeatable()
         if rep is not None and len(items):

@@ -7,6 +7,8 @@ Each raises ValueError when `cids` and the values differ in length or a cid is o
 import numpy as np
 import numpy.typing as npt
 
+from segd.native.contactindex import Slots
+
 Cids = npt.NDArray[np.uint32]  # const cid_t[::1]
 Seconds = npt.NDArray[np.uint32]  # sec_t[::1]: UTC seconds, 0 = never
 
@@ -42,8 +44,7 @@ def merge_rollups(
     merged: int,  # cid_t
 ) -> int: ...  # the merged contact's order count before; its rollups become 0
 def recount_orders(
-    offsets: npt.NDArray[np.uint32],
-    ends: npt.NDArray[np.uint32],
+    slots: Slots,  # EventLog.contact_index's slot table
     rows: npt.NDArray[np.uint32],
     limit: int,
     cid: npt.NDArray[np.uint32],

@@ -10,6 +10,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort
 
 from segd.native._types cimport NO_CODE, cid_t, code_t, row_t, sec_t
+from segd.native.contactindex cimport Slots, slot_span
 
 
 def _check(Py_ssize_t n_rows, Py_ssize_t n_vals, const cid_t[::1] cids, Py_ssize_t n_out):
@@ -162,28 +163,26 @@ cdef int _cmp_code(const void* a, const void* b) noexcept nogil:
     return (x > y) - (x < y)
 
 
-def recount_orders(const uint32_t[::1] offsets, const uint32_t[::1] ends,
-                   const row_t[::1] rows, row_t limit, const cid_t[::1] cid,
-                   Py_ssize_t n, const code_t[::1] order_col, uint32_t[::1] owner,
-                   cid_t survivor, cid_t merged):
+def recount_orders(Slots slots, const row_t[::1] rows, row_t limit,
+                   const cid_t[::1] cid, Py_ssize_t n, const code_t[::1] order_col,
+                   uint32_t[::1] owner, cid_t survivor, cid_t merged):
     """The survivor's order count after a merge moved the merged contact's order rows
     to it (segd.identity): its rows without an order id, plus its distinct order ids (an
     id both contacts had counts once). The order ids the merged contact owned become the
     survivor's (``owner[k] == merged``; ids past ``owner`` are skipped).
 
-    The survivor's rows: its slot of the contact-major index (``rows[offsets[s]:
-    ends[s]]``, those below `limit`) and the tail rows ``[limit, n)`` naming it."""
-    cdef Py_ssize_t n_idx = offsets.shape[0] - 1, a, b, i, k = 0, count = 0
+    The survivor's rows: its slot of the contact-major index (``slots.span(s)``,
+    those below `limit`) and the tail rows ``[limit, n)`` naming it."""
+    cdef Py_ssize_t n_idx = slots.s.n, a, b, i, k = 0, count = 0
     cdef Py_ssize_t n_owner = owner.shape[0], total
     cdef row_t r
     cdef code_t code, prev
     cdef code_t* buf
-    if survivor >= n_idx or ends.shape[0] < n_idx:
+    if survivor >= n_idx:
         raise ValueError("recount_orders: the survivor must be in the index")
     if n > cid.shape[0] or n > order_col.shape[0] or limit > n:
         raise ValueError("recount_orders: inconsistent log arrays")
-    a = offsets[survivor]
-    b = ends[survivor]
+    slot_span(&slots.s, survivor, &a, &b)
     if b > rows.shape[0] or a > b:
         raise ValueError("recount_orders: slot outside rows")
     total = (b - a) + (n - limit)

@@ -5,6 +5,8 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
+from segd.native.contactindex import Slots
+
 Cids = npt.NDArray[np.uint32]  # cid_t[::1]
 Seconds = npt.NDArray[np.uint32]  # sec_t[::1]: UTC seconds, non-decreasing
 Rows = npt.NDArray[np.uint32]  # row_t[::1]
@@ -25,10 +27,9 @@ class PairLog:
         self,
         cid: Cids,
         ts: Seconds,  # same length as cid
-        offsets: npt.NDArray[np.uint32],  # EventLog.contact_index: slot starts
+        slots: Slots,  # EventLog.contact_index: each contact's slot of rows
         rows: Rows,  # the index's rows, ascending per slot
         limit: int,  # row_t: the index covers rows [0, limit)
-        ends: npt.NDArray[np.uint32] | None,  # patched slot ends (identity merges)
         tail_cids: Cids,  # rows [limit, n) sorted by (contact, row): their contacts
         tail_rows: Rows,  # ... and the rows
     ) -> None: ...

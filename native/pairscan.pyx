@@ -7,8 +7,8 @@ searches in the contact's own rows (``segd.native.contactindex``: rows per conta
 time order) plus a look at the rows inside its window, so a call costs O(pairs * rows
 per contact in the window), never O(contacts) nor O(log).
 
-One event log is a `PairLog`: its columns, its contact-major index (``offsets``,
-``rows``, ``limit``, ``ends`` as ``EventLog.contact_index`` returns them) and an index of
+One event log is a `PairLog`: its columns, its contact-major index (``slots``,
+``rows``, ``limit`` as ``EventLog.contact_index`` returns them) and an index of
 its unindexed tail (rows ``[limit, n)`` sorted by contact, then row), validated once per
 log state. A `PairSource` is a `PairLog` under the compiled filters of one condition
 (code masks over dimension columns, amount intervals). `event_pairs` decides one event
@@ -22,6 +22,7 @@ from libc.stdlib cimport free, malloc, qsort, realloc
 import numpy as np
 
 from segd.native._types cimport NO_CODE, cid_t, code_t, row_t, sec_t
+from segd.native.contactindex cimport Slots, SlotsC, slot_prefetch, slot_span
 
 cdef enum:
     MAX_CODE_FILTERS = 16    # code-mask filters one event condition may carry
@@ -40,8 +41,7 @@ cdef struct Src:
     const cid_t* cid             # the log's contact column
     const sec_t* ts              # the log's time column (non-decreasing)
     Py_ssize_t n                 # rows in the log
-    const uint32_t* offsets      # contact-major index: slot starts (n_idx + 1)
-    const uint32_t* ends         # NULL, or patched slot ends (identity merges)
+    const SlotsC* slots          # contact-major index: each contact's slot of rows
     Py_ssize_t n_idx             # contacts covered by the index
     const row_t* rows            # the index's rows, ascending per slot
     Py_ssize_t n_rows            # length of rows
@@ -90,8 +90,7 @@ cdef inline void _recent_rows(const Src* s, cid_t c, Py_ssize_t* a,
                               Py_ssize_t* b) noexcept nogil:
     """Contact c's last PAIR_LAST_ROWS index positions [a, b) (clamped to the index):
     the rows a recent window reads first, which the prefetches below touch."""
-    a[0] = s.offsets[c]
-    b[0] = s.ends[c] if s.ends != NULL else s.offsets[c + 1]
+    slot_span(s.slots, c, a, b)
     if b[0] > s.n_rows:
         b[0] = s.n_rows
     if a[0] < b[0] - PAIR_LAST_ROWS:
@@ -108,9 +107,7 @@ cdef inline void _prefetch_pair(const Src* s, const cid_t* pc, Py_ssize_t n_pair
     if i + PAIR_FAR < n_pairs:
         c = pc[i + PAIR_FAR]
         if c < s.n_idx:
-            SEGD_PS_PREFETCH(&s.offsets[c])
-            if s.ends != NULL:
-                SEGD_PS_PREFETCH(&s.ends[c])
+            slot_prefetch(s.slots, c)
     if i + PAIR_MID < n_pairs:
         c = pc[i + PAIR_MID]
         if c < s.n_idx:
@@ -147,7 +144,7 @@ cdef class PairLog:
     read out of bounds).
 
     - ``cid``, ``ts``: the log's columns (equal length ``n``, ts non-decreasing).
-    - ``offsets``, ``rows``, ``limit``, ``ends``: ``EventLog.contact_index(n_contacts)``.
+    - ``slots``, ``rows``, ``limit``: ``EventLog.contact_index(n_contacts)``.
     - ``tail_cids``, ``tail_rows``: the rows ``[limit, n)`` sorted by (contact, row)
       (`tail_index`).
 
@@ -159,19 +156,16 @@ cdef class PairLog:
     cdef object _keep
 
     def __init__(self, const cid_t[::1] cid, const sec_t[::1] ts,
-                 const uint32_t[::1] offsets, const row_t[::1] rows, row_t limit,
-                 ends, const cid_t[::1] tail_cids, const row_t[::1] tail_rows):
+                 Slots slots, const row_t[::1] rows, row_t limit,
+                 const cid_t[::1] tail_cids, const row_t[::1] tail_rows):
         cdef Py_ssize_t n = cid.shape[0], k = 0, n_idx, n_rows = rows.shape[0]
-        cdef const uint32_t[::1] e
         cdef bint bad = False
-        keep = [cid, ts, offsets, rows, tail_cids, tail_rows]
+        keep = [cid, ts, slots, rows, tail_cids, tail_rows]
         if ts.shape[0] != n:
             raise ValueError(f"ts has {ts.shape[0]} rows, cid has {n}")
         if limit > n:
             raise ValueError(f"index limit {limit} beyond the log of {n} rows")
-        if offsets.shape[0] < 1:
-            raise ValueError("offsets needs at least one entry")
-        n_idx = offsets.shape[0] - 1
+        n_idx = slots.s.n
         if tail_cids.shape[0] != tail_rows.shape[0] or tail_rows.shape[0] != n - limit:
             raise ValueError(f"the tail index has {tail_rows.shape[0]} rows, the tail "
                              f"[{limit}, {n}) has {n - limit}")
@@ -184,17 +178,10 @@ cdef class PairLog:
         if bad:
             raise ValueError(f"tail index broken at position {k} (rows outside "
                              f"[{limit}, {n}) or contacts not ascending)")
-        self.s.ends = NULL
-        if ends is not None:
-            e = ends
-            if e.shape[0] < n_idx:
-                raise ValueError(f"ends has {e.shape[0]} slots for {n_idx} contacts")
-            keep.append(ends)
-            self.s.ends = &e[0] if e.shape[0] else NULL
         self.s.cid = &cid[0] if n else NULL
         self.s.ts = &ts[0] if n else NULL
         self.s.n = n
-        self.s.offsets = &offsets[0]
+        self.s.slots = &slots.s
         self.s.n_idx = n_idx
         self.s.rows = &rows[0] if n_rows else NULL
         self.s.n_rows = n_rows
@@ -404,8 +391,7 @@ cdef inline void _slot(const Src* s, cid_t c, Py_ssize_t* a, Py_ssize_t* b,
     a[0] = 0
     b[0] = 0
     if c < s.n_idx:
-        a[0] = s.offsets[c]
-        b[0] = s.ends[c] if s.ends != NULL else s.offsets[c + 1]
+        slot_span(s.slots, c, a, b)
         if b[0] > s.n_rows:
             b[0] = s.n_rows
         if a[0] > b[0]:

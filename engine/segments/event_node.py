@@ -185,15 +185,13 @@ class EventFilters:
         cost = best[0] * GATHER_COST if best is not None else window_rows
         source = None
         if cand is not None and window_rows:
-            offsets, rows, limit, ends = log.contact_index(n_contacts)
+            slots, rows, limit = log.contact_index(n_contacts)
             cids = np.frombuffer(cand.to_array(), dtype=np.uint32)
             # Candidates picked by earlier conditions are often the most active
             # contacts, so their rows are counted on a sample, not assumed average.
             step = max(1, len(cids) // CONTACT_SAMPLE)
             sample = np.ascontiguousarray(cids[::step])
-            sampled = contactindex.rows_of_contacts(
-                sample, offsets, rows, limit, r0, r1, ends
-            )
+            sampled = contactindex.rows_of_contacts(sample, slots, rows, limit, r0, r1)
             tail = max(0, r1 - max(r0, limit))
             cand_rows = (len(sampled) - tail) * (len(cids) / max(1, len(sample)))
             cand_cost = (
@@ -209,9 +207,7 @@ class EventFilters:
                     None,
                 )
             if cand_cost < cost:
-                source = contactindex.rows_of_contacts(
-                    cids, offsets, rows, limit, r0, r1, ends
-                )
+                source = contactindex.rows_of_contacts(cids, slots, rows, limit, r0, r1)
                 best = None
         if best is not None:
             k = best[1]
@@ -381,14 +377,14 @@ class EventNode(Node):
             got = self._by_last_seen(ctx, log, cids, r0, r1)
             if got is not None:
                 return got
-        offsets, rows, limit, ends = log.contact_index(ctx.n)
+        slots, rows, limit = log.contact_index(ctx.n)
         if code_filters:
             counts = contactindex.count_filtered_of_contacts(
-                cids, offsets, rows, limit, log.cid, r0, r1, code_filters, ends
+                cids, slots, rows, limit, log.cid, r0, r1, code_filters
             )
         else:
             counts = contactindex.count_of_contacts(
-                cids, offsets, rows, limit, log.cid, r0, r1, ends
+                cids, slots, rows, limit, log.cid, r0, r1
             )
         ok = (counts >= self.count_min) & (counts <= min(self.count_max, 2**32 - 1))
         return cids_to_bitmap(np.ascontiguousarray(cids[ok]))
@@ -408,10 +404,10 @@ class EventNode(Node):
         inside, later = split
         got = cids_to_bitmap(inside)  # in the candidates' (ascending) order
         if len(later):  # rare: only with events after the window (a `now` in the past)
-            offsets, rows, limit, ends = log.contact_index(ctx.n)
+            slots, rows, limit = log.contact_index(ctx.n)
             sub = np.ascontiguousarray(cids[later])
             counts = contactindex.count_of_contacts(
-                sub, offsets, rows, limit, log.cid, r0, r1, ends
+                sub, slots, rows, limit, log.cid, r0, r1
             )
             got |= cids_to_bitmap(np.ascontiguousarray(sub[counts >= 1]))
         return got

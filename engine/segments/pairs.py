@@ -576,8 +576,8 @@ _LOGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _pair_log(log: Any, n_contacts: int) -> Any:
-    offsets, rows, limit, ends = log.contact_index(n_contacts)
-    key = (limit, log.n, log._version, id(offsets), id(rows), id(ends))
+    slots, rows, limit = log.contact_index(n_contacts)
+    key = (limit, log.n, log._version, id(slots), id(rows))
     hit = _LOGS.get(log)
     if hit is None or hit[0] != key:
         old = None if hit is None else hit[0]
@@ -598,7 +598,7 @@ def _pair_log(log: Any, n_contacts: int) -> Any:
         else:
             tail_cids, tail_rows = pairscan.tail_index(log.cid, limit, log.n)
         view = pairscan.PairLog(
-            log.cid, log.ts, offsets, rows, limit, ends, tail_cids, tail_rows
+            log.cid, log.ts, slots, rows, limit, tail_cids, tail_rows
         )
         hit = _LOGS[log] = (key, view, tail_cids, tail_rows)
     return hit[1]

@@ -57,14 +57,13 @@ def _check_copy(e: Engine) -> None:
     log = e.store.logs.get("view")
     if log is None or log.n == 0:
         return
-    offsets, rows, limit, ends = log.contact_index(e.store.n_contacts)
+    slots, rows, limit = log.contact_index(e.store.n_contacts)
     copy = log.contact_codes("item")
     assert copy is not None
     assert len(copy) >= len(rows)
     item = log.dim("item")
-    for c in range(len(offsets) - 1):
-        a = int(offsets[c])
-        b = int(ends[c]) if ends is not None else int(offsets[c + 1])
+    for c in range(slots.n):
+        a, b = slots.span(c)
         mine = rows[a:b]
         ok = mine < limit
         assert copy[a:b][ok].tolist() == item[mine[ok]].tolist()
@@ -174,9 +173,9 @@ def test_rebuild_and_bytes() -> None:
     e.append_events(rows)
     e.count('view(brand = "b0") in last 10 days', now=BASE + 300)
     log = e.store.logs["view"]
-    offsets, rows_, limit, ends = log.contact_index(e.store.n_contacts)
+    slots, rows_, limit = log.contact_index(e.store.n_contacts)
     copy = log.contact_codes("item")
     assert copy is not None and len(copy) == len(rows_) == log.n
-    assert log.index_nbytes() >= offsets.nbytes + rows_.nbytes + copy.nbytes
+    assert log.index_nbytes() >= slots.nbytes + rows_.nbytes + copy.nbytes
     assert e.store.logs["add_to_cart"].contact_codes("item") is None
     assert (copy != NO_CODE).all()

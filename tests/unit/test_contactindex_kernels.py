@@ -33,21 +33,23 @@ def test_rows_and_counts_of_contacts_vs_numpy(n_cand: int, heavy: bool) -> None:
         weights[3] = 5_000
     cid = rng.choice(n_contacts, n_log, p=weights / weights.sum()).astype(np.uint32)
     limit = 18_000
-    offsets, rows = contactindex.build(np.ascontiguousarray(cid[:limit]), n_contacts)
+    slots, rows = contactindex.build(np.ascontiguousarray(cid[:limit]), n_contacts)
     cands = np.sort(rng.choice(n_contacts, n_cand, replace=False)).astype(np.uint32)
     if heavy and n_cand:
         cands[0] = 3
         cands = np.unique(cands)
     for r0, r1 in ((0, n_log), (2_000, 15_000), (17_500, 19_000), (5, 5)):
-        got = contactindex.rows_of_contacts(cands, offsets, rows, limit, r0, r1)
+        got = contactindex.rows_of_contacts(cands, slots, rows, limit, r0, r1)
         assert got.tolist() == _oracle_rows(cid, cands, r0, r1, limit)
-        counts = contactindex.count_of_contacts(
-            cands, offsets, rows, limit, cid, r0, r1
-        )
+        counts = contactindex.count_of_contacts(cands, slots, rows, limit, cid, r0, r1)
         window = cid[r0:r1]
         assert counts.tolist() == [int((window == c).sum()) for c in cands]
-        ends = offsets[1:].copy()  # a patched index with unchanged slots
-        again = contactindex.rows_of_contacts(cands, offsets, rows, limit, r0, r1, ends)
+        # the same slots kept explicitly (as merges leave them)
+        starts, ends = slots.starts_ends()
+        patched = contactindex.Slots.from_offsets(
+            np.append(starts, np.uint32(len(rows))), ends + 0
+        )
+        again = contactindex.rows_of_contacts(cands, patched, rows, limit, r0, r1)
         assert again.tolist() == got.tolist()
 
 
@@ -62,7 +64,7 @@ def test_count_filtered_of_contacts_vs_numpy(tail: bool) -> None:
     item_mask = (rng.random(40) < 0.4).astype(np.uint8)  # codes 40..49 past the mask
     brand_mask = np.array([1, 1, 0, 1, 0, 1], dtype=np.uint8)
     limit = 10_000 if tail else n_log
-    offsets, rows = contactindex.build(np.ascontiguousarray(cid[:limit]), n_contacts)
+    slots, rows = contactindex.build(np.ascontiguousarray(cid[:limit]), n_contacts)
     cands = np.sort(rng.choice(n_contacts, 120, replace=False)).astype(np.uint32)
     inside_item = (item < 40) & (item_mask[np.minimum(item, 39)] == 1)
     inside_brand = brand_mask[brand] == 1
@@ -80,7 +82,7 @@ def test_count_filtered_of_contacts_vs_numpy(tail: bool) -> None:
     ):
         for r0, r1 in ((0, n_log), (1_000, 11_000), (9_000, 9_000)):
             got = contactindex.count_filtered_of_contacts(
-                cands, offsets, rows, limit, cid, r0, r1, filters
+                cands, slots, rows, limit, cid, r0, r1, filters
             )
             sel = ok.copy()
             sel[:r0] = False
@@ -91,17 +93,17 @@ def test_count_filtered_of_contacts_vs_numpy(tail: bool) -> None:
 
 def test_count_filtered_of_contacts_checks() -> None:
     cid = np.zeros(10, np.uint32)
-    offsets, rows = contactindex.build(cid, 1)
+    slots, rows = contactindex.build(cid, 1)
     cands = np.zeros(1, np.uint32)
     short = [(np.zeros(5, np.uint32), np.ones(1, np.uint8))]
     with pytest.raises(ValueError, match="shorter than the window end 10"):
         contactindex.count_filtered_of_contacts(
-            cands, offsets, rows, 10, cid, 0, 10, short
+            cands, slots, rows, 10, cid, 0, 10, short
         )
     many = [(cid, np.ones(1, np.uint8))] * 17
     with pytest.raises(ValueError, match="at most 16"):
         contactindex.count_filtered_of_contacts(
-            cands, offsets, rows, 10, cid, 0, 10, many
+            cands, slots, rows, 10, cid, 0, 10, many
         )
 
 
@@ -115,7 +117,7 @@ def test_codes_by_contact_vs_numpy(cids, codes, used_share) -> None:
     """The contact-major copy is ``col[rows]`` over the used positions, NULL after
     (and where a row lies past a shorter column)."""
     cid = np.array(cids, np.uint32)
-    offsets, rows = contactindex.build(cid, 8)
+    slots, rows = contactindex.build(cid, 8)
     n_col = codes.draw(st.integers(0, len(cid)))
     col = np.array(
         codes.draw(st.lists(st.integers(0, 2**32 - 1), min_size=n_col, max_size=n_col)),
@@ -133,10 +135,8 @@ def test_codes_by_contact_vs_numpy(cids, codes, used_share) -> None:
 
 def test_copy_shorter_than_the_index_is_refused() -> None:
     cid = np.zeros(10, np.uint32)
-    offsets, rows = contactindex.build(cid, 1)
+    slots, rows = contactindex.build(cid, 1)
     cands = np.zeros(1, np.uint32)
     flt = [(cid, np.ones(1, np.uint8), np.zeros(3, np.uint32))]
     with pytest.raises(ValueError, match="contact-major copy"):
-        contactindex.count_filtered_of_contacts(
-            cands, offsets, rows, 10, cid, 0, 10, flt
-        )
+        contactindex.count_filtered_of_contacts(cands, slots, rows, 10, cid, 0, 10, flt)

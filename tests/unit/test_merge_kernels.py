@@ -26,15 +26,14 @@ def test_recount_orders_matches_numpy(
     limit = min(indexed, n)
     cid = np.array(cids, dtype=np.uint32)
     col = np.array([NO_CODE if c is None else c for c in codes[:n]], dtype=np.uint32)
-    offsets, rows = contactindex.build(cid[:limit].copy(), 5)
-    ends = offsets[1:].copy()
+    slots, rows = contactindex.build(cid[:limit].copy(), 5)
     rows = np.concatenate([rows, np.zeros(2 * n + 2, np.uint32)])
     origin = np.full(n, NO_CODE, np.uint32)
     rng = np.random.default_rng(n)
     owner = rng.integers(0, 5, owner_len).astype(np.uint32)
     want_owner = owner.copy()
     contactindex.move_contact(
-        cid, origin, offsets, ends, rows, limit, limit, n, merged, survivor
+        cid, origin, slots, rows, limit, limit, n, merged, survivor
     )
     mine = col[cid == survivor]
     known = mine[mine != NO_CODE]
@@ -43,7 +42,7 @@ def test_recount_orders_matches_numpy(
     inside = ids[ids < owner_len]
     want_owner[inside[want_owner[inside] == merged]] = survivor
     got = aggregates.recount_orders(
-        offsets, ends, rows, limit, cid, n, col, owner, survivor, merged
+        slots, rows, limit, cid, n, col, owner, survivor, merged
     )
     assert got == want
     assert np.array_equal(owner, want_owner)

@@ -178,9 +178,9 @@ def _source(cid, ts) -> pairscan.PairSource:
 
     cid = np.asarray(cid, np.uint32)
     ts = np.asarray(ts, np.uint32)
-    offsets, rows = contactindex.build(cid, 4)
+    slots, rows = contactindex.build(cid, 4)
     tail_cids, tail_rows = pairscan.tail_index(cid, len(cid), len(cid))
-    log = pairscan.PairLog(cid, ts, offsets, rows, len(cid), None, tail_cids, tail_rows)
+    log = pairscan.PairLog(cid, ts, slots, rows, len(cid), tail_cids, tail_rows)
     return pairscan.PairSource(log)
 
 

@@ -45,21 +45,23 @@ def _view(draw, cid, ts):
     n = len(cid)
     state = draw(st.sampled_from(["prefix", "stale", "patched"]))
     built = draw(st.integers(0, n))  # rows the index was built over
-    offsets, rows = contactindex.build(np.ascontiguousarray(cid[:built]), N_CONTACTS)
+    slots, rows = contactindex.build(np.ascontiguousarray(cid[:built]), N_CONTACTS)
     limit = built
-    ends = None
     if state == "stale":  # a late merge renumbered rows from `limit` on
         limit = draw(st.integers(0, built))
     elif state == "patched":
-        ends = offsets[1:].copy()
+        starts, ends = slots.starts_ends()
         empty = draw(st.integers(0, N_CONTACTS - 1))
-        ends[empty] = offsets[empty]  # a merged contact's emptied slot ...
+        ends[empty] = starts[empty]  # a merged contact's emptied slot ...
+        slots = contactindex.Slots.from_offsets(
+            np.append(starts, np.uint32(len(rows))), ends
+        )
         # ... whose rows are gone from the index: in the oracle they do not exist
         gone = np.flatnonzero(cid[:built] == empty)
         cid = cid.copy()
         cid[gone] = N_CONTACTS  # nobody's
     tail_cids, tail_rows = pairscan.tail_index(cid, limit, n)
-    log = pairscan.PairLog(cid, ts, offsets, rows, limit, ends, tail_cids, tail_rows)
+    log = pairscan.PairLog(cid, ts, slots, rows, limit, tail_cids, tail_rows)
     return log, cid, rows, limit
 
 
@@ -204,21 +206,21 @@ def test_event_pairs_matches_the_oracle(case) -> None:
 def _empty_log(n: int = 3) -> pairscan.PairLog:
     cid = np.zeros(n, np.uint32)
     ts = np.arange(1, n + 1, dtype=np.uint32)
-    offsets, rows = contactindex.build(cid, 2)
+    slots, rows = contactindex.build(cid, 2)
     t_c, t_r = pairscan.tail_index(cid, n, n)
-    return pairscan.PairLog(cid, ts, offsets, rows, n, None, t_c, t_r)
+    return pairscan.PairLog(cid, ts, slots, rows, n, t_c, t_r)
 
 
 def test_shapes_are_checked() -> None:
     log = _empty_log()
     cid = np.zeros(3, np.uint32)
     ts = np.arange(1, 4, dtype=np.uint32)
-    offsets, rows = contactindex.build(cid, 2)
+    slots, rows = contactindex.build(cid, 2)
     t_c, t_r = pairscan.tail_index(cid, 1, 3)
     with pytest.raises(ValueError, match="tail index"):
-        pairscan.PairLog(cid, ts, offsets, rows, 2, None, t_c, t_r)
+        pairscan.PairLog(cid, ts, slots, rows, 2, t_c, t_r)
     with pytest.raises(ValueError, match="ts has"):
-        pairscan.PairLog(cid, ts[:2], offsets, rows, 1, None, t_c, t_r)
+        pairscan.PairLog(cid, ts[:2], slots, rows, 1, t_c, t_r)
     with pytest.raises(ValueError, match="shorter"):
         pairscan.PairSource(
             log, code_filters=[(np.zeros(1, np.uint32), np.ones(1, np.uint8))]

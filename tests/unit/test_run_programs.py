@@ -20,9 +20,9 @@ def _log_source(cid, ts, *, codes=None, mask=None) -> pairscan.PairSource:
     ts = np.asarray(ts, np.uint32)
     # index the first half, leave the rest as the unindexed tail
     limit = len(cid) // 2
-    offsets, rows = contactindex.build(cid[:limit], N)
+    slots, rows = contactindex.build(cid[:limit], N)
     tail_cids, tail_rows = pairscan.tail_index(cid, limit, len(cid))
-    log = pairscan.PairLog(cid, ts, offsets, rows, limit, None, tail_cids, tail_rows)
+    log = pairscan.PairLog(cid, ts, slots, rows, limit, tail_cids, tail_rows)
     filters = [] if codes is None else [(codes, mask)]
     return pairscan.PairSource(log, code_filters=filters)
 
