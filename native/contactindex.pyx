@@ -37,20 +37,48 @@ cdef enum:
     NOT_WIDE = 0
 
 
+cdef enum:
+    RING = 16   # spans computed ahead, kept for the visit (a power of 2 > AHEAD_ROWS)
+
+
+cdef struct Ahead:
+    # the slots of the next candidates, computed when their rows were prefetched
+    Py_ssize_t a[RING]
+    Py_ssize_t b[RING]
+
+
+cdef inline void _span_into(const cid_t* cands, Py_ssize_t j, const SlotsC* slots,
+                            Ahead* ahead) noexcept nogil:
+    """Candidate j's slot into the ring (empty for a contact newer than the index)."""
+    cdef cid_t c = cands[j]
+    cdef Py_ssize_t a = 0, b = 0
+    if c < slots.n:
+        slot_span(slots, c, &a, &b)
+    ahead.a[j & (RING - 1)] = a
+    ahead.b[j & (RING - 1)] = b
+
+
+cdef inline void _start_ahead(const cid_t* cands, Py_ssize_t n_cand, const SlotsC* slots,
+                              Ahead* ahead) noexcept nogil:
+    """The slots of the first AHEAD_ROWS candidates (`_prefetch_ahead` does the rest)."""
+    cdef Py_ssize_t j
+    for j in range(min(n_cand, <Py_ssize_t> AHEAD_ROWS)):
+        _span_into(cands, j, slots, ahead)
+
+
 cdef inline void _prefetch_ahead(const cid_t* cands, Py_ssize_t n_cand, Py_ssize_t j,
-                                 const SlotsC* slots, const row_t* rows) noexcept nogil:
-    """Prefetch the slot and the rows of candidates further on (see AHEAD_SLOT)."""
+                                 const SlotsC* slots, const row_t* rows,
+                                 Ahead* ahead) noexcept nogil:
+    """Prefetch the slot and the rows of candidates further on (see AHEAD_SLOT); the
+    slot of candidate j + AHEAD_ROWS goes into `ahead`, where the visit finds it."""
     cdef cid_t c
-    cdef Py_ssize_t a, b
     if j + AHEAD_SLOT < n_cand:
         c = cands[j + AHEAD_SLOT]
         if c < slots.n:
             slot_prefetch(slots, c)
     if j + AHEAD_ROWS < n_cand:
-        c = cands[j + AHEAD_ROWS]
-        if c < slots.n:
-            slot_span(slots, c, &a, &b)
-            SEGD_SLOT_PREFETCH(&rows[a])
+        _span_into(cands, j + AHEAD_ROWS, slots, ahead)
+        SEGD_SLOT_PREFETCH(&rows[ahead.a[(j + AHEAD_ROWS) & (RING - 1)]])
 
 
 cdef class Slots:
@@ -310,11 +338,11 @@ def rows_of_contacts(const cid_t[::1] cand_cids, Slots slots, const row_t[::1] r
     cdef Py_ssize_t j, k, a, b, total = 0, cap
     cdef row_t hi = r1 if r1 < limit else limit
     cdef row_t tail_lo = r0 if r0 > limit else limit
-    cdef cid_t c
     cdef bint oom = False
     cdef row_t* buf
     cdef row_t* grown
     cdef const SlotsC* sl = &slots.s
+    cdef Ahead ahead
     # One pass into a growing C buffer (a counting pass first would pay every cache
     # miss twice), copied into the result once the size is known.
     cap = max(1024, 8 * n_cand)
@@ -323,12 +351,11 @@ def rows_of_contacts(const cid_t[::1] cand_cids, Slots slots, const row_t[::1] r
         raise MemoryError("rows_of_contacts: cannot allocate the row buffer")
     with nogil:
         if hi > r0 and n_idx:
+            _start_ahead(&cand_cids[0], n_cand, sl, &ahead)
             for j in range(n_cand):
-                _prefetch_ahead(&cand_cids[0], n_cand, j, sl, &rows[0])
-                c = cand_cids[j]
-                if c >= n_idx:
-                    continue
-                slot_span(sl, c, &a, &b)
+                _prefetch_ahead(&cand_cids[0], n_cand, j, sl, &rows[0], &ahead)
+                a = ahead.a[j & (RING - 1)]
+                b = ahead.b[j & (RING - 1)]
                 k = a + _lower_bound(&rows[a], b - a, r0) if b > a else a
                 while k < b and rows[k] < hi:
                     if total == cap:
@@ -370,6 +397,7 @@ def count_of_contacts(const cid_t[::1] cand_cids, Slots slots, const row_t[::1] 
     cdef Py_ssize_t n_cand = cand_cids.shape[0], n_idx = slots.s.n
     cdef Py_ssize_t j, a, b, lo, hi_, k
     cdef const SlotsC* sl = &slots.s
+    cdef Ahead ahead
     cdef row_t hi = r1 if r1 < limit else limit
     cdef row_t tail_lo = r0 if r0 > limit else limit
     cdef row_t r
@@ -380,12 +408,11 @@ def count_of_contacts(const cid_t[::1] cand_cids, Slots slots, const row_t[::1] 
     cdef uint32_t[::1] o = out
     with nogil:
         if hi > r0 and n_idx:
+            _start_ahead(&cand_cids[0], n_cand, sl, &ahead)
             for j in range(n_cand):
-                _prefetch_ahead(&cand_cids[0], n_cand, j, sl, &rows[0])
-                c = cand_cids[j]
-                if c >= n_idx:
-                    continue
-                slot_span(sl, c, &a, &b)
+                _prefetch_ahead(&cand_cids[0], n_cand, j, sl, &rows[0], &ahead)
+                a = ahead.a[j & (RING - 1)]
+                b = ahead.b[j & (RING - 1)]
                 if b > a:
                     o[j] = <uint32_t> (_lower_bound(&rows[a], b - a, hi)
                                        - _lower_bound(&rows[a], b - a, r0))
@@ -496,6 +523,7 @@ def count_filtered_of_contacts(const cid_t[::1] cand_cids, Slots slots,
     cdef Py_ssize_t n_cand = cand_cids.shape[0], n_idx = slots.s.n
     cdef Py_ssize_t j, a, b, k, lo, hi_
     cdef const SlotsC* sl = &slots.s
+    cdef Ahead ahead
     cdef row_t hi = r1 if r1 < limit else limit
     cdef row_t tail_lo = r0 if r0 > limit else limit
     cdef row_t r
@@ -543,12 +571,11 @@ def count_filtered_of_contacts(const cid_t[::1] cand_cids, Slots slots,
     cdef uint32_t[::1] o = out
     with nogil:
         if hi > r0 and n_idx:
+            _start_ahead(&cand_cids[0], n_cand, sl, &ahead)
             for j in range(n_cand):
-                _prefetch_ahead(&cand_cids[0], n_cand, j, sl, &rows[0])
-                c = cand_cids[j]
-                if c >= n_idx:
-                    continue
-                slot_span(sl, c, &a, &b)
+                _prefetch_ahead(&cand_cids[0], n_cand, j, sl, &rows[0], &ahead)
+                a = ahead.a[j & (RING - 1)]
+                b = ahead.b[j & (RING - 1)]
                 k = a + _lower_bound(&rows[a], b - a, r0) if b > a else a
                 got = 0
                 if copies:

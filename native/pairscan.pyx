@@ -86,11 +86,45 @@ cdef enum:
     PAIR_LAST_ROWS = 32
 
 
-cdef inline void _recent_rows(const Src* s, cid_t c, Py_ssize_t* a,
+cdef enum:
+    SPAN_RING = 16               # a power of 2 above PAIR_MID
+
+
+cdef struct SpanRing:
+    # the slots _prefetch_pair computed for the pairs ahead (pair index -> span), so
+    # the nearer prefetch and the visit do not compute them again
+    Py_ssize_t idx[SPAN_RING]
+    Py_ssize_t a[SPAN_RING]
+    Py_ssize_t b[SPAN_RING]
+
+
+cdef inline void _ring_reset(SpanRing* ring) noexcept nogil:
+    cdef int k
+    for k in range(SPAN_RING):
+        ring.idx[k] = -1
+
+
+cdef inline void _ring_span(const Src* s, const cid_t* pc, Py_ssize_t j, SpanRing* ring,
+                            Py_ssize_t* a, Py_ssize_t* b) noexcept nogil:
+    """Pair j's slot (its contact < s.n_idx): from the ring when computed there."""
+    cdef int k = j & (SPAN_RING - 1)
+    if ring != NULL and ring.idx[k] == j:
+        a[0] = ring.a[k]
+        b[0] = ring.b[k]
+        return
+    slot_span(s.slots, pc[j], a, b)
+    if ring != NULL:
+        ring.idx[k] = j
+        ring.a[k] = a[0]
+        ring.b[k] = b[0]
+
+
+cdef inline void _recent_rows(const Src* s, const cid_t* pc, Py_ssize_t j,
+                              SpanRing* ring, Py_ssize_t* a,
                               Py_ssize_t* b) noexcept nogil:
-    """Contact c's last PAIR_LAST_ROWS index positions [a, b) (clamped to the index):
-    the rows a recent window reads first, which the prefetches below touch."""
-    slot_span(s.slots, c, a, b)
+    """Pair j's contact's last PAIR_LAST_ROWS index positions [a, b) (clamped to the
+    index): the rows a recent window reads first, which the prefetches below touch."""
+    _ring_span(s, pc, j, ring, a, b)
     if b[0] > s.n_rows:
         b[0] = s.n_rows
     if a[0] < b[0] - PAIR_LAST_ROWS:
@@ -98,9 +132,10 @@ cdef inline void _recent_rows(const Src* s, cid_t c, Py_ssize_t* a,
 
 
 cdef inline void _prefetch_pair(const Src* s, const cid_t* pc, Py_ssize_t n_pairs,
-                                Py_ssize_t i) noexcept nogil:
+                                Py_ssize_t i, SpanRing* ring) noexcept nogil:
     """Prefetch what pairs i + PAIR_FAR / _MID / _NEAR will read (no effect on results:
-    every address is checked to lie inside its array)."""
+    every address is checked to lie inside its array). `ring`: NULL, or the caller's
+    ring of spans (pair index -> slot) for the nearer prefetch and the visit."""
     cdef cid_t c
     cdef Py_ssize_t a, b, k
     cdef row_t r
@@ -111,7 +146,7 @@ cdef inline void _prefetch_pair(const Src* s, const cid_t* pc, Py_ssize_t n_pair
     if i + PAIR_MID < n_pairs:
         c = pc[i + PAIR_MID]
         if c < s.n_idx:
-            _recent_rows(s, c, &a, &b)
+            _recent_rows(s, pc, i + PAIR_MID, ring, &a, &b)
             k = a
             while k < b:
                 SEGD_PS_PREFETCH(&s.rows[k])
@@ -121,7 +156,7 @@ cdef inline void _prefetch_pair(const Src* s, const cid_t* pc, Py_ssize_t n_pair
     if i + PAIR_NEAR < n_pairs:
         c = pc[i + PAIR_NEAR]
         if c < s.n_idx:
-            _recent_rows(s, c, &a, &b)
+            _recent_rows(s, pc, i + PAIR_NEAR, ring, &a, &b)
             if s.n_filters and s.ccols[0] != NULL:
                 # windows are row ranges (no ts read) and the first filter's codes
                 # lie beside the rows: a cache line or two per contact
@@ -387,15 +422,22 @@ cdef inline Py_ssize_t _first_ts(const Src* s, const row_t* rows, Py_ssize_t a,
 cdef inline void _slot(const Src* s, cid_t c, Py_ssize_t* a, Py_ssize_t* b,
                        Py_ssize_t* ta, Py_ssize_t* tb) noexcept nogil:
     """Contact c's indexed slot [a, b) of rows, and its tail range [ta, tb)."""
-    cdef Py_ssize_t lo, hi, mid
     a[0] = 0
     b[0] = 0
     if c < s.n_idx:
         slot_span(s.slots, c, a, b)
-        if b[0] > s.n_rows:
-            b[0] = s.n_rows
-        if a[0] > b[0]:
-            a[0] = b[0]
+    _clamp_and_tail(s, c, a, b, ta, tb)
+
+
+cdef inline void _clamp_and_tail(const Src* s, cid_t c, Py_ssize_t* a, Py_ssize_t* b,
+                                 Py_ssize_t* ta, Py_ssize_t* tb) noexcept nogil:
+    """`_slot` once [a, b) holds contact c's slot: clamped to the index's rows, and
+    c's tail range [ta, tb) looked up."""
+    cdef Py_ssize_t lo, hi, mid
+    if b[0] > s.n_rows:
+        b[0] = s.n_rows
+    if a[0] > b[0]:
+        a[0] = b[0]
     lo = 0
     hi = s.n_tail
     while lo < hi:
@@ -568,9 +610,21 @@ cdef int _pairs_kernel(const Src* s, const Src* then, uint64_t within,
     cdef int64_t last_lo = 0, last_hi = 0
     cdef bint bounded = False
     cdef SlotMemo memo
+    cdef SpanRing ring
+    cdef Py_ssize_t sa, sb, sta, stb
     memo.valid = False
+    _ring_reset(&ring)
     for i in range(n_pairs):
-        _prefetch_pair(s, pc, n_pairs, i)
+        _prefetch_pair(s, pc, n_pairs, i, &ring)
+        if (ring.idx[i & (SPAN_RING - 1)] == i and pc[i] < s.n_idx
+                and not (memo.valid and memo.c == pc[i])):
+            # the visit's slot, computed by the prefetch: handed over through the memo
+            sa = ring.a[i & (SPAN_RING - 1)]
+            sb = ring.b[i & (SPAN_RING - 1)]
+            _clamp_and_tail(s, pc[i], &sa, &sb, &sta, &stb)
+            memo.valid = True
+            memo.c = pc[i]
+            memo.a, memo.b, memo.ta, memo.tb = sa, sb, sta, stb
         # the pair's window as a row range (pairs of one moment share one search)
         if not bounded or plo[i] != last_lo:
             last_lo = plo[i]
@@ -1281,6 +1335,7 @@ def run_programs(programs, const cid_t[::1] cids, const uint8_t[:, ::1] todo, *,
     cdef Py_ssize_t n = cids.shape[0], m = len(programs), i, s, cap = 0, n_keys = 0
     cdef Py_ssize_t a, n_act = 0, k, width
     cdef const Src* srcs[RUN_SOURCES]
+    cdef SpanRing rings[RUN_SOURCES]
     cdef const char* cols[RUN_COLUMNS]
     cdef Py_ssize_t widths[RUN_COLUMNS]
     cdef Py_ssize_t bounds[RUN_COLUMNS]
@@ -1370,6 +1425,8 @@ def run_programs(programs, const cid_t[::1] cids, const uint8_t[:, ::1] todo, *,
     for s in range(SLOT_WAYS):
         memo.ways[s].src = NULL
         memo.ways[s].slot.valid = False
+    for s in range(RUN_SOURCES):
+        _ring_reset(&rings[s])
     with nogil:
         for i in range(n):  # the contacts asked about something
             row = &todo[i, 0]
@@ -1382,7 +1439,7 @@ def run_programs(programs, const cid_t[::1] cids, const uint8_t[:, ::1] todo, *,
         for a in range(n_act):
             if prefetch:
                 for k in range(n_srcs):
-                    _prefetch_pair(srcs[k], act, n_act, a)
+                    _prefetch_pair(srcs[k], act, n_act, a, &rings[k])
                 if a + PAIR_NEAR < n_act:
                     c = act[a + PAIR_NEAR]
                     for k in range(n_cols):
