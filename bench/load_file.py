@@ -9,6 +9,8 @@
     python -m segd.bench.load_file PATH --load5          # all three off: load5's path
     python -m segd.bench.load_file PATH --no-key-index   # ids straight into the maps
     python -m segd.bench.load_file PATH --load6          # load7's switches off: load6's path
+    python -m segd.bench.load_file PATH --no-sparse-split # split by type on the loading thread
+    python -m segd.bench.load_file PATH --load7          # load8's switches off: load7's path
     flock /work/10m.lock python -m segd.bench.load_file ~/.cache/segd/bench/10m-seed0/events.parquet
 
 Prints one line: events, CPU seconds (``time.process_time``: the figure to compare on a
@@ -23,7 +25,10 @@ off); ``--no-stage-ahead`` encodes items, dimensions and event ids on the loadin
 thread (``ingest.STAGE_AHEAD`` off); ``--no-adopt`` has an empty engine re-add the
 staged values instead of taking the staged maps (``ingest.ADOPT_STAGED_MAPS`` off);
 ``--no-key-index`` codes customer and item ids straight into the staged maps
-(``ingest.KEY_INDEX`` off); ``--load6`` turns off every switch ``load7`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
+(``ingest.KEY_INDEX`` off); ``--load6`` turns off every switch ``load7`` added;
+``--no-sparse-split`` expands every column to one code per row and splits it by type on
+the loading thread (``ingest.SPARSE_SPLIT`` off), and ``--load7`` turns off every switch
+``load8`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
 ran on the read-ahead / commit worker, so on two idle cores a phase takes about
 max(main, total - main) of wall time — the figure to read on a busy machine, where the
 wall time is mostly waiting.
@@ -50,6 +55,7 @@ def measure(
     no_stage_ahead: bool = False,
     no_adopt: bool = False,
     no_key_index: bool = False,
+    no_sparse_split: bool = False,
 ) -> dict[str, float]:
     """Load `path` into a fresh in-memory engine; the figures as a dict."""
     ingest.READ_AHEAD = not inline
@@ -57,6 +63,7 @@ def measure(
     ingest.STAGE_AHEAD = not no_stage_ahead
     ingest.ADOPT_STAGED_MAPS = not no_adopt
     ingest.KEY_INDEX = not no_key_index
+    ingest.SPARSE_SPLIT = not no_sparse_split
     if arrow_reads:
         pqdict.MIN_DICTIONARY_BYTES = 1 << 62  # no chunk qualifies: Arrow reads all
     phases: dict[str, float] = {}
@@ -103,11 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-stage-ahead", action="store_true")
     parser.add_argument("--no-adopt", action="store_true")
     parser.add_argument("--no-key-index", action="store_true")
+    parser.add_argument("--no-sparse-split", action="store_true")
     parser.add_argument(
         "--load5", action="store_true", help="every switch of load6 and load7 off (A/B)"
     )
     parser.add_argument(
         "--load6", action="store_true", help="every switch of load7 off (A/B)"
+    )
+    parser.add_argument(
+        "--load7", action="store_true", help="every switch of load8 off (A/B)"
     )
     args = parser.parse_args(argv)
     r = measure(
@@ -118,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         no_stage_ahead=args.no_stage_ahead or args.load5,
         no_adopt=args.no_adopt or args.load5,
         no_key_index=args.no_key_index or args.load5 or args.load6,
+        no_sparse_split=(
+            args.no_sparse_split or args.load5 or args.load6 or args.load7
+        ),
     )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
