@@ -97,6 +97,7 @@ SWITCHES = (
     "STAGE_AHEAD",
     "KEY_INDEX",
     "SPARSE_SPLIT",
+    "GROW_AHEAD",
 )
 
 
