@@ -11,6 +11,7 @@
     python -m segd.bench.load_file PATH --load6          # load7's switches off: load6's path
     python -m segd.bench.load_file PATH --no-sparse-split # split by type on the loading thread
     python -m segd.bench.load_file PATH --no-grow-ahead  # staged maps grow as they fill
+    python -m segd.bench.load_file PATH --numpy-amounts  # amounts' NULLs filled by numpy
     python -m segd.bench.load_file PATH --digest         # + a digest of what was loaded
     python -m segd.bench.load_file PATH --load7          # load8's switches off: load7's path
     flock /work/10m.lock python -m segd.bench.load_file ~/.cache/segd/bench/10m-seed0/events.parquet
@@ -34,7 +35,9 @@ staged values instead of taking the staged maps (``ingest.ADOPT_STAGED_MAPS`` of
 (``ingest.KEY_INDEX`` off); ``--load6`` turns off every switch ``load7`` added;
 ``--no-sparse-split`` expands every column to one code per row and splits it by type on
 the loading thread (``ingest.SPARSE_SPLIT`` off), ``--no-grow-ahead`` lets the staged
-customer and item maps grow as they fill (``ingest.GROW_AHEAD`` off), and ``--load7`` turns off every switch
+customer and item maps grow as they fill (``ingest.GROW_AHEAD`` off),
+``--numpy-amounts`` checks amounts and fills their NULLs with numpy
+(``ingest.NATIVE_AMOUNTS`` off), and ``--load7`` turns off every switch
 ``load8`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
 ran on the read-ahead / commit worker, so on two idle cores a phase takes about
 max(main, total - main) of wall time — the figure to read on a busy machine, where the
@@ -64,6 +67,7 @@ def measure(
     no_key_index: bool = False,
     no_sparse_split: bool = False,
     no_grow_ahead: bool = False,
+    numpy_amounts: bool = False,
     digests: list[str] | None = None,
 ) -> dict[str, float]:
     """Load `path` into a fresh in-memory engine; the figures as a dict (and, when
@@ -75,6 +79,7 @@ def measure(
     ingest.KEY_INDEX = not no_key_index
     ingest.SPARSE_SPLIT = not no_sparse_split
     ingest.GROW_AHEAD = not no_grow_ahead
+    ingest.NATIVE_AMOUNTS = not numpy_amounts
     if arrow_reads:
         pqdict.MIN_DICTIONARY_BYTES = 1 << 62  # no chunk qualifies: Arrow reads all
     phases: dict[str, float] = {}
@@ -161,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-key-index", action="store_true")
     parser.add_argument("--no-sparse-split", action="store_true")
     parser.add_argument("--no-grow-ahead", action="store_true")
+    parser.add_argument("--numpy-amounts", action="store_true")
     parser.add_argument("--digest", action="store_true")
     parser.add_argument(
         "--load5", action="store_true", help="every switch of load6 and load7 off (A/B)"
@@ -185,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.no_sparse_split or args.load5 or args.load6 or args.load7
         ),
         no_grow_ahead=args.no_grow_ahead or args.load5 or args.load6 or args.load7,
+        numpy_amounts=args.numpy_amounts or args.load5 or args.load6 or args.load7,
         digests=digests,
     )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -345,6 +345,11 @@ def validate_events(table: pa.Table) -> EventBatch:
     )
 
 
+# Amounts with NULLs (most event rows have none) become float64 with NaN in one native
+# pass (``loadsplit.amounts_with_nan``). False: numpy (a bool mask, isfinite, np.where).
+NATIVE_AMOUNTS = True
+
+
 def _amounts(arr) -> np.ndarray:
     """float64 amounts, NULL -> NaN; a NaN or infinite input value is refused by row."""
     if not (
@@ -365,6 +370,19 @@ def _amounts(arr) -> np.ndarray:
     raw = np.frombuffer(
         values.buffers()[1], np.float64, count=len(values), offset=values.offset * 8
     )
+    if values.null_count and NATIVE_AMOUNTS:
+        # One native pass: NULL -> NaN, the first non-finite value's row.
+        out, bad_row = loadsplit.amounts_with_nan(
+            raw, np.frombuffer(values.buffers()[0], np.uint8), values.offset
+        )
+        if bad_row >= 0:
+            raise InvalidInput.in_batch(
+                "events",
+                f"amount must be a finite number, got {raw[bad_row]!r}",
+                row=bad_row,
+                column="amount",
+            )
+        return out
     valid = np.asarray(pc.is_valid(values)) if values.null_count else None
     bad = ~np.isfinite(raw)
     if valid is not None:

@@ -42,3 +42,6 @@ def scatter_valid(
     bounds: npt.NDArray[np.int64],
     idx: I32 | None = None,
 ) -> tuple[U32, npt.NDArray[np.bool_]]: ...
+def amounts_with_nan(
+    raw: npt.NDArray[np.float64], valid: npt.NDArray[np.uint8], offset: int
+) -> tuple[npt.NDArray[np.float64], int]: ...

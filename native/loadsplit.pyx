@@ -19,6 +19,7 @@ the code of each dictionary entry) into one uint32 code per row, NULL -> NO_CODE
 replace numpy chains (an int64 copy, ``bincount``, a gather, a masked store).
 """
 
+from libc.math cimport NAN
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 import numpy as np
@@ -466,3 +467,39 @@ def scatter_valid(const uint32_t[::1] values, const uint8_t[::1] valid, Py_ssize
             )
         raise ValueError(f"row {bad}: more valid rows than the {values.shape[0]} values")
     return out_arr, present_arr[:n_types].astype(bool)
+
+
+# -- amounts (``ingest._amounts``) -------------------------------------------------------
+cdef int64_t _amounts(const double[::1] raw, const uint8_t* valid, int64_t offset,
+                      double[::1] out) noexcept nogil:
+    cdef int64_t i, n = raw.shape[0], b
+    cdef double v
+    for i in range(n):
+        b = offset + i
+        if (valid[b >> 3] >> (b & 7)) & 1:
+            v = raw[i]
+            if not (v - v == 0.0):   # NaN or infinite (v - v is NaN for both)
+                return i
+            out[i] = v
+        else:
+            out[i] = NAN
+    return -1
+
+
+def amounts_with_nan(const double[::1] raw, const uint8_t[::1] valid, Py_ssize_t offset):
+    """(amounts, bad row): float64 per row, raw[i] where the row is valid (`valid`: an
+    Arrow validity bitmap from bit `offset`) and NaN where it is NULL, in one pass; the
+    first valid row whose value is NaN or infinite (the amounts then incomplete), or
+    -1. Replaces ``is_valid`` to a bool array, ``isfinite``, a mask and ``np.where``."""
+    cdef int64_t n = raw.shape[0], bad = -1
+    if offset < 0:
+        raise ValueError("offset must be >= 0")
+    cdef const uint8_t* bits = _bitmap(valid, n, offset)
+    if bits == NULL and n:
+        raise ValueError("amounts_with_nan needs a validity bitmap")
+    out_arr = np.empty(n, dtype=np.float64)
+    cdef double[::1] out = out_arr
+    if n:
+        with nogil:
+            bad = _amounts(raw, bits, offset, out)
+    return out_arr, bad

@@ -98,6 +98,7 @@ SWITCHES = (
     "KEY_INDEX",
     "SPARSE_SPLIT",
     "GROW_AHEAD",
+    "NATIVE_AMOUNTS",
 )
 
 

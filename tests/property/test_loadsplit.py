@@ -252,3 +252,36 @@ def test_sparse_kernels_refuse_what_they_cannot_read() -> None:
         loadsplit.is_sparse(valid, 0, 9)
     assert not loadsplit.is_sparse(valid, 3, 3)  # not byte aligned: the dense kernels
     assert not loadsplit.is_sparse(None, 0, 3)
+
+
+@given(st.data())
+@settings(max_examples=200, deadline=None)
+def test_amounts_with_nan_matches_numpy(data) -> None:
+    """NULL -> NaN, valid values kept bit for bit, the first valid non-finite row."""
+    n = data.draw(st.integers(0, 200))
+    values = data.draw(
+        st.lists(
+            st.one_of(
+                st.none(),
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0]),
+            ),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    offset = data.draw(st.integers(0, 13))
+    arr = pa.array([1.0] * offset + values, pa.float64()).slice(offset)
+    raw = np.frombuffer(arr.buffers()[1], np.float64, count=n, offset=offset * 8)
+    bits = arr.buffers()[0]
+    if bits is None:  # no NULL drawn: an all-valid bitmap
+        bits = pa.py_buffer(np.packbits(np.ones(offset + n, bool), bitorder="little"))
+    out, bad = loadsplit.amounts_with_nan(raw, np.frombuffer(bits, np.uint8), offset)
+    valid = np.array([v is not None for v in values], bool)
+    finite = np.isfinite(raw)
+    bad_rows = np.flatnonzero(valid & ~finite)
+    assert bad == (int(bad_rows[0]) if len(bad_rows) else -1)
+    if bad < 0:
+        expect = np.where(valid, raw, np.nan)
+        assert np.array_equal(out.view(np.uint64)[valid], expect.view(np.uint64)[valid])
+        assert np.isnan(out[~valid]).all()
