@@ -9,7 +9,16 @@
     python -m segd.bench.load_file PATH --load5          # all three off: load5's path
     python -m segd.bench.load_file PATH --no-key-index   # ids straight into the maps
     python -m segd.bench.load_file PATH --load6          # load7's switches off: load6's path
+    python -m segd.bench.load_file PATH --no-sparse-split # split by type on the loading thread
+    python -m segd.bench.load_file PATH --no-grow-ahead  # staged maps grow as they fill
+    python -m segd.bench.load_file PATH --numpy-amounts  # amounts' NULLs filled by numpy
+    python -m segd.bench.load_file PATH --digest         # + a digest of what was loaded
+    python -m segd.bench.load_file PATH --load7          # load8's switches off: load7's path
     flock /work/10m.lock python -m segd.bench.load_file ~/.cache/segd/bench/10m-seed0/events.parquet
+
+``--digest`` adds a second line, a BLAKE2b digest of everything the load built (the
+contact, item and value maps in code order, each log's columns, the rollups), computed
+after the figures: two runs with different switches must print the same digest.
 
 Prints one line: events, CPU seconds (``time.process_time``: the figure to compare on a
 shared machine), wall seconds, the CPU split into "validate" (read + validate + stage)
@@ -23,7 +32,13 @@ off); ``--no-stage-ahead`` encodes items, dimensions and event ids on the loadin
 thread (``ingest.STAGE_AHEAD`` off); ``--no-adopt`` has an empty engine re-add the
 staged values instead of taking the staged maps (``ingest.ADOPT_STAGED_MAPS`` off);
 ``--no-key-index`` codes customer and item ids straight into the staged maps
-(``ingest.KEY_INDEX`` off); ``--load6`` turns off every switch ``load7`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
+(``ingest.KEY_INDEX`` off); ``--load6`` turns off every switch ``load7`` added;
+``--no-sparse-split`` expands every column to one code per row and splits it by type on
+the loading thread (``ingest.SPARSE_SPLIT`` off), ``--no-grow-ahead`` lets the staged
+customer and item maps grow as they fill (``ingest.GROW_AHEAD`` off),
+``--numpy-amounts`` checks amounts and fills their NULLs with numpy
+(``ingest.NATIVE_AMOUNTS`` off), and ``--load7`` turns off every switch
+``load8`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
 ran on the read-ahead / commit worker, so on two idle cores a phase takes about
 max(main, total - main) of wall time — the figure to read on a busy machine, where the
 wall time is mostly waiting.
@@ -50,13 +65,21 @@ def measure(
     no_stage_ahead: bool = False,
     no_adopt: bool = False,
     no_key_index: bool = False,
+    no_sparse_split: bool = False,
+    no_grow_ahead: bool = False,
+    numpy_amounts: bool = False,
+    digests: list[str] | None = None,
 ) -> dict[str, float]:
-    """Load `path` into a fresh in-memory engine; the figures as a dict."""
+    """Load `path` into a fresh in-memory engine; the figures as a dict (and, when
+    `digests` is a list, the loaded engine's ``digest`` appended to it)."""
     ingest.READ_AHEAD = not inline
     ingest.PARALLEL_COMMIT = not serial_commit
     ingest.STAGE_AHEAD = not no_stage_ahead
     ingest.ADOPT_STAGED_MAPS = not no_adopt
     ingest.KEY_INDEX = not no_key_index
+    ingest.SPARSE_SPLIT = not no_sparse_split
+    ingest.GROW_AHEAD = not no_grow_ahead
+    ingest.NATIVE_AMOUNTS = not numpy_amounts
     if arrow_reads:
         pqdict.MIN_DICTIONARY_BYTES = 1 << 62  # no chunk qualifies: Arrow reads all
     phases: dict[str, float] = {}
@@ -79,6 +102,8 @@ def measure(
     with open("/proc/self/statm") as f:
         rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if digests is not None:  # after the figures: hashing 13 GB takes a while
+        digests.append(digest(eng))
     return {
         "events": report.rows,
         "cpu_s": cpu,
@@ -94,6 +119,42 @@ def measure(
     }
 
 
+def digest(eng: Engine) -> str:
+    """A digest of what a load built: maps in code order, log columns, rollups."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.blake2b(digest_size=16)
+
+    def arrow(arr) -> None:
+        h.update(str(len(arr)).encode())
+        for buf in arr.buffers():
+            if buf is not None:
+                h.update(memoryview(buf))
+
+    store = eng.store
+    arrow(store.contacts.ids.to_arrow())
+    arrow(store.catalog.ids.to_arrow())
+    for name in sorted(store.dim_maps):
+        h.update(name.encode())
+        arrow(store.dim_maps[name].to_arrow())
+    n = len(store.contacts.ids)
+    for name in store.aggregates.ARRAYS:
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(getattr(store.aggregates, name)[:n]).data)
+    for name, log in sorted(store.logs.items()):
+        h.update(name.encode())
+        cols = [("cid", log.cid), ("ts", log.ts)]
+        cols += [(d, log.dim(d)) for d in sorted(log.dims())]
+        if log.amount is not None:
+            cols.append(("amount", log.amount))
+        for col, values in cols:
+            h.update(col.encode())
+            h.update(np.ascontiguousarray(values).data)
+    return h.hexdigest()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m segd.bench.load_file")
     parser.add_argument("path")
@@ -103,13 +164,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-stage-ahead", action="store_true")
     parser.add_argument("--no-adopt", action="store_true")
     parser.add_argument("--no-key-index", action="store_true")
+    parser.add_argument("--no-sparse-split", action="store_true")
+    parser.add_argument("--no-grow-ahead", action="store_true")
+    parser.add_argument("--numpy-amounts", action="store_true")
+    parser.add_argument("--digest", action="store_true")
     parser.add_argument(
         "--load5", action="store_true", help="every switch of load6 and load7 off (A/B)"
     )
     parser.add_argument(
         "--load6", action="store_true", help="every switch of load7 off (A/B)"
     )
+    parser.add_argument(
+        "--load7", action="store_true", help="every switch of load8 off (A/B)"
+    )
     args = parser.parse_args(argv)
+    digests: list[str] | None = [] if args.digest else None
     r = measure(
         args.path,
         arrow_reads=args.arrow_reads,
@@ -118,6 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         no_stage_ahead=args.no_stage_ahead or args.load5,
         no_adopt=args.no_adopt or args.load5,
         no_key_index=args.no_key_index or args.load5 or args.load6,
+        no_sparse_split=(
+            args.no_sparse_split or args.load5 or args.load6 or args.load7
+        ),
+        no_grow_ahead=args.no_grow_ahead or args.load5 or args.load6 or args.load7,
+        numpy_amounts=args.numpy_amounts or args.load5 or args.load6 or args.load7,
+        digests=digests,
     )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
@@ -130,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"rss {r['rss_bytes'] / 1e9:.2f}GB peak {r['peak_bytes'] / 1e9:.2f}GB "
         f"ratio {r['peak_bytes'] / r['rss_bytes']:.2f} load {load}"
     )
+    if digests:
+        print(f"digest {digests[0]}")
     return 0
 
 

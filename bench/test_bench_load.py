@@ -134,6 +134,89 @@ def test_remap_codes(benchmark, chunk_columns) -> None:
 
 
 @pytest.fixture(scope="module")
+def sparse_column(chunk_columns):
+    """A dictionary column of the 1M-row chunk valid on ~2% of its rows, all of one
+    type (a search phrase, an order id at 10M): indices, validity bitmap, a code per
+    entry, and the chunk's grouping."""
+    import numpy as np
+
+    from segd.native import loadsplit
+
+    types, _ = chunk_columns
+    rng = np.random.default_rng(3)
+    valid = (types == 3) & (rng.random(len(types)) < 0.35)
+    idx = rng.integers(0, 500, len(types)).astype(np.int32)
+    bits = np.packbits(valid, bitorder="little")
+    lookup = rng.permutation(500).astype(np.uint32)
+    pos, bounds = loadsplit.type_positions(types, 12)
+    return idx, bits, lookup, types, pos, bounds
+
+
+def test_sparse_column_dense_kernels(benchmark, sparse_column) -> None:
+    """A sparse dictionary column split by type the ``load7`` way: used entries,
+    one code per row, then the scatter of every row (``SPARSE_SPLIT`` off)."""
+    from segd.native import loadsplit
+
+    idx, bits, lookup, types, pos, bounds = sparse_column
+
+    def split():
+        loadsplit.used_entries(idx, bits, 0, len(lookup))
+        codes = loadsplit.expand_codes(idx, bits, 0, lookup)
+        return loadsplit.scatter(codes, pos, types, 12)
+
+    _, present = benchmark(split)
+    assert present.tolist() == [t == 3 for t in range(12)]
+
+
+def test_sparse_column_sparse_kernels(benchmark, sparse_column) -> None:
+    """The same column through the kernels that visit only its valid rows
+    (``sparse_used_entries``, ``scatter_valid``: ``SPARSE_SPLIT``)."""
+    from segd.native import loadsplit
+
+    idx, bits, lookup, types, pos, bounds = sparse_column
+
+    def split():
+        loadsplit.sparse_used_entries(idx, bits, 0, len(lookup))
+        return loadsplit.scatter_valid(
+            lookup, bits, 0, len(idx), pos, types, bounds, idx
+        )
+
+    _, present = benchmark(split)
+    assert present.tolist() == [t == 3 for t in range(12)]
+
+
+@pytest.fixture(scope="module")
+def sparse_amounts():
+    """1M amounts, ~1% of them set (order lines), as Arrow reads them."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(4)
+    valid = rng.random(1_000_000) < 0.01
+    return pa.array(rng.random(1_000_000) * 100, mask=~valid)
+
+
+def test_amounts_numpy(benchmark, sparse_amounts) -> None:
+    """``ingest._amounts`` with numpy: is_valid, isfinite, a mask, np.where."""
+    from segd import ingest
+
+    ingest.NATIVE_AMOUNTS = False
+    try:
+        out = benchmark(ingest._amounts, sparse_amounts)
+    finally:
+        ingest.NATIVE_AMOUNTS = True
+    assert len(out) == len(sparse_amounts)
+
+
+def test_amounts_native(benchmark, sparse_amounts) -> None:
+    """``ingest._amounts`` through ``loadsplit.amounts_with_nan`` (one pass)."""
+    from segd import ingest
+
+    out = benchmark(ingest._amounts, sparse_amounts)
+    assert len(out) == len(sparse_amounts)
+
+
+@pytest.fixture(scope="module")
 def staged_ids():
     """1M distinct 9-character customer ids, as a load stages them."""
     import pyarrow as pa

@@ -28,6 +28,10 @@ class IdMap:
         codes: npt.NDArray[np.uint32],  # const code_t[::1]; NO_CODE -> null
     ) -> pa.LargeStringArray: ...
     def decode_one(self, code: int) -> str: ...  # int64_t, 0 <= code < len(self)
+    def reserve(
+        self, codes: int, data_bytes: int = 0
+    ) -> None: ...  # room for `codes` codes in all, arrays grown >= 2x
+    def capacity(self) -> tuple[int, int, int]: ...  # codes, bytes, table slots
     def take_from(self, other: IdMap) -> None: ...  # self empty; other left empty
     def to_arrow(self) -> pa.LargeStringArray: ...  # every string, in code order
     @classmethod
@@ -58,7 +62,11 @@ class ShortKeyIndex:
     def bypass(
         self,
     ) -> bool: ...  # most keys of a call were long: later calls go straight to `ids`
-    def __init__(self, ids: IdMap, capacity_hint: int = 0) -> None: ...
+    @property
+    def reserve(self) -> bool: ...  # ids.reserve ahead of new keys (cdef readonly)
+    def __init__(
+        self, ids: IdMap, capacity_hint: int = 0, reserve: bool = False
+    ) -> None: ...
     def __len__(self) -> int: ...  # short keys indexed
     def nbytes(self) -> int: ...  # bytes of the table (16 a slot)
     def get_or_add(

@@ -163,3 +163,125 @@ def test_remap_codes_names_the_row_of_a_code_outside_the_mapping() -> None:
         loadsplit.remap_codes(np.array([0, 3], np.uint32), np.zeros(3, np.uint32))
     assert loadsplit.is_identity(np.arange(10**5, dtype=np.uint32))
     assert not loadsplit.is_identity(np.arange(1, 10**5, dtype=np.uint32))
+
+
+# -- sparse columns (ingest.SPARSE_SPLIT) -----------------------------------------------
+@st.composite
+def sparse_rows(draw):
+    """A column of n rows (at most ~300, so several 64-row words and a partial one),
+    each valid with a drawn probability (mostly low: the sparse columns), its type,
+    and a byte-aligned offset into the validity bitmap, as Arrow slices give."""
+    n_types = draw(st.integers(1, 12))
+    n = draw(st.integers(0, 300))
+    p = draw(st.sampled_from([0.0, 0.01, 0.05, 0.3, 1.0]))
+    valid = (
+        np.asarray(draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)), dtype=float)
+        < p
+        if n
+        else np.zeros(0, bool)
+    )
+    types = draw(hnp.arrays(np.uint32, n, elements=st.integers(0, n_types - 1)))
+    offset = draw(st.sampled_from([0, 8, 64, 72]))
+    return valid, types, n_types, offset
+
+
+def _bitmap(valid: np.ndarray, offset: int) -> np.ndarray:
+    """An Arrow-style validity bitmap holding `valid` from bit `offset`, with a few
+    trailing bytes of set bits past it (which the kernels must not read as rows)."""
+    bits = np.concatenate([np.ones(offset, bool), valid, np.ones(24, bool)])
+    return np.packbits(bits, bitorder="little")
+
+
+@given(sparse_rows(), st.data())
+@settings(max_examples=300, deadline=None)
+def test_sparse_kernels_match_expand_and_scatter(case, data) -> None:
+    """scatter_valid (dictionary indices, or one code per valid row) and
+    sparse_used_entries against the dense kernels and numpy: present per type equal,
+    and every present type's slots equal the plain scatter of the expanded codes."""
+    valid, types, n_types, offset = case
+    n = len(valid)
+    bitmap = _bitmap(valid, offset)
+    pos, bounds = loadsplit.type_positions(types, n_types)
+    n_entries = data.draw(st.integers(1, 20))
+    idx = data.draw(hnp.arrays(np.int32, n, elements=st.integers(0, n_entries - 1)))
+    idx[~valid] = data.draw(st.sampled_from([0, -7, 10**6]))  # NULL rows: anything
+    lookup = data.draw(
+        hnp.arrays(
+            np.uint32, n_entries, elements=st.sampled_from([0, 3, 2**31, NO_CODE])
+        )
+    )
+    expect_used = np.zeros(n_entries, bool)
+    expect_used[idx[valid]] = True
+    assert np.array_equal(
+        loadsplit.sparse_used_entries(idx, bitmap, offset, n_entries), expect_used
+    )
+    codes = np.full(n, NO, np.uint32)
+    codes[valid] = lookup[idx[valid]]
+    expect, expect_present = loadsplit.scatter(codes, pos, types, n_types)
+    per_row = np.ascontiguousarray(codes[valid])
+    for got, present in (
+        loadsplit.scatter_valid(lookup, bitmap, offset, n, pos, types, bounds, idx),
+        loadsplit.scatter_valid(per_row, bitmap, offset, n, pos, types, bounds),
+    ):
+        assert np.array_equal(present, expect_present)
+        for t in np.flatnonzero(present):
+            a, b = bounds[t], bounds[t + 1]
+            assert np.array_equal(got[a:b], expect[a:b])
+    assert loadsplit.is_sparse(bitmap, offset, n) == (
+        n > 0 and int(valid.sum()) * 4 < n
+    )
+
+
+def test_sparse_kernels_refuse_what_they_cannot_read() -> None:
+    valid = np.zeros(1, np.uint8)
+    valid[0] = 0b101
+    types = np.zeros(3, np.uint32)
+    pos, bounds = loadsplit.type_positions(types, 1)
+    idx = np.array([0, 0, 9], np.int32)
+    with pytest.raises(ValueError, match="row 2"):
+        loadsplit.sparse_used_entries(idx, valid, 0, 2)
+    with pytest.raises(ValueError, match="row 2"):
+        loadsplit.scatter_valid(
+            np.zeros(2, np.uint32), valid, 0, 3, pos, types, bounds, idx
+        )
+    with pytest.raises(ValueError, match="more valid rows"):
+        loadsplit.scatter_valid(np.zeros(1, np.uint32), valid, 0, 3, pos, types, bounds)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        loadsplit.sparse_used_entries(idx, valid, 3, 2)
+    with pytest.raises(ValueError, match="short"):
+        loadsplit.is_sparse(valid, 0, 9)
+    assert not loadsplit.is_sparse(valid, 3, 3)  # not byte aligned: the dense kernels
+    assert not loadsplit.is_sparse(None, 0, 3)
+
+
+@given(st.data())
+@settings(max_examples=200, deadline=None)
+def test_amounts_with_nan_matches_numpy(data) -> None:
+    """NULL -> NaN, valid values kept bit for bit, the first valid non-finite row."""
+    n = data.draw(st.integers(0, 200))
+    values = data.draw(
+        st.lists(
+            st.one_of(
+                st.none(),
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0]),
+            ),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    offset = data.draw(st.integers(0, 13))
+    arr = pa.array([1.0] * offset + values, pa.float64()).slice(offset)
+    raw = np.frombuffer(arr.buffers()[1], np.float64, count=n, offset=offset * 8)
+    bits = arr.buffers()[0]
+    if bits is None:  # no NULL drawn: an all-valid bitmap
+        bits = pa.py_buffer(np.packbits(np.ones(offset + n, bool), bitorder="little"))
+    out, bad = loadsplit.amounts_with_nan(raw, np.frombuffer(bits, np.uint8), offset)
+    valid = np.array([v is not None for v in values], bool)
+    finite = np.isfinite(raw)
+    bad_rows = np.flatnonzero(valid & ~finite)
+    assert bad == (int(bad_rows[0]) if len(bad_rows) else -1)
+    if bad < 0:
+        expect = np.where(valid, raw, np.nan)
+        assert np.array_equal(out.view(np.uint64)[valid], expect.view(np.uint64)[valid])
+        assert np.isnan(out[~valid]).all()

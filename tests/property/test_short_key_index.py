@@ -37,11 +37,12 @@ def _arrow(keys: list[str], kind: int):
     st.lists(st.lists(KEY, max_size=60), min_size=1, max_size=6),
     st.lists(st.integers(0, 3), min_size=6, max_size=6),
     st.integers(0, 40),
+    st.booleans(),
 )
-def test_codes_equal_the_maps_own(batches, kinds, hint):
+def test_codes_equal_the_maps_own(batches, kinds, hint, reserve):
     plain = IdMap()
     ids = IdMap()
-    index = ShortKeyIndex(ids, hint)
+    index = ShortKeyIndex(ids, hint, reserve=reserve)
     for keys, kind in zip(batches, kinds, strict=False):
         want = plain.get_or_add(_arrow(keys, kind))
         got = index.get_or_add(_arrow(keys, kind))
@@ -54,11 +55,12 @@ def test_codes_equal_the_maps_own(batches, kinds, hint):
         assert len(index) == len(short)
 
 
-def test_growth_keeps_every_code():
+@pytest.mark.parametrize("reserve", [False, True])
+def test_growth_keeps_every_code(reserve):
     """Many keys through a small table (several 4x rehashes), asked again in another
     order: every code found in the index, none added twice."""
     ids = IdMap()
-    index = ShortKeyIndex(ids)
+    index = ShortKeyIndex(ids, reserve=reserve)
     keys = [f"k{i}" for i in range(50_000)]
     first = index.get_or_add(pa.array(keys))
     assert first.tolist() == list(range(50_000))
@@ -92,3 +94,21 @@ def test_mostly_long_keys_go_straight_to_the_map():
 def test_bad_hint():
     with pytest.raises(ValueError, match="capacity_hint"):
         ShortKeyIndex(IdMap(), -1)
+
+
+def test_reserve_grows_each_array_at_least_twofold():
+    """``IdMap.reserve``: room for what is asked, each array grown >= 2x when it grows
+    (so batches of new ids reallocate O(log n) times), the table at most half full;
+    the codes and strings are untouched."""
+    ids = IdMap()
+    ids.get_or_add(pa.array(["a", "bb"]))
+    ids.reserve(100, 1_000)
+    codes, nbytes, slots = ids.capacity()
+    assert codes >= 100 and nbytes >= 1_000 and slots >= 200
+    ids.reserve(codes + 1)
+    assert ids.capacity()[0] >= 2 * codes
+    ids.reserve(10)  # already room: nothing changes
+    assert ids.capacity()[0] >= 2 * codes
+    assert ids.get_or_add(pa.array(["bb", "c", "a"])).tolist() == [1, 2, 0]
+    with pytest.raises(ValueError):
+        ids.reserve(-1)
