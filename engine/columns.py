@@ -32,6 +32,19 @@ MAX_BITMAP_VALUES = 65_536
 KINDS = ("int", "float", "bool", "timestamp", "category", "tags")
 
 
+def dictionary_lookup(dictionary: pa.Array, used: np.ndarray, encode) -> np.ndarray:
+    """Code per dictionary entry (NO_CODE for entries no valid row uses), with `encode`
+    called on the used entries only, as ``encode_text`` calls it. Every entry used (a
+    Parquet row group's own dictionary, as a rule): the dictionary is encoded as it is,
+    without a filtered copy of its strings."""
+    if used.all():
+        return encode_text(dictionary, encode)
+    lookup = np.full(len(dictionary), NO_CODE, dtype=np.uint32)
+    if used.any():
+        lookup[used] = encode_text(dictionary.filter(pa.array(used)), encode)
+    return lookup
+
+
 def encode_text(arr, encode) -> np.ndarray:
     """uint32 codes of a text column through `encode` (an IdMap method); NULL -> NO_CODE.
 
@@ -59,16 +72,7 @@ def encode_text(arr, encode) -> np.ndarray:
         used = loadsplit.used_entries(
             idx, valid_bits, indices.offset, len(arr.dictionary)
         )
-        if used.all():
-            # Every entry used (a Parquet row group's own dictionary, as a rule): the
-            # dictionary is encoded as it is, without a filtered copy of its strings.
-            lookup = encode_text(arr.dictionary, encode)
-        else:
-            lookup = np.full(len(arr.dictionary), NO_CODE, dtype=np.uint32)
-            if used.any():
-                lookup[used] = encode_text(
-                    arr.dictionary.filter(pa.array(used)), encode
-                )
+        lookup = dictionary_lookup(arr.dictionary, used, encode)
         return loadsplit.expand_codes(idx, valid_bits, indices.offset, lookup)
     if pa.types.is_dictionary(arr.type):
         idx = np.asarray(arr.indices.fill_null(0)).astype(np.int64, copy=False)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segd import pqdict
-from segd.columns import encode_text, kind_of_arrow
+from segd.columns import dictionary_lookup, encode_text, kind_of_arrow
 from segd.errors import AlreadyExists, InvalidInput, ValueRejected
 from segd.native import NO_CODE, loadsplit
 from segd.native.idmap import IdMap, ShortKeyIndex
@@ -656,14 +656,7 @@ def _grouped_codes(arr, encode, g: _Grouping) -> tuple[np.ndarray, np.ndarray]:
             used = loadsplit.sparse_used_entries(
                 idx, valid, indices.offset, len(arr.dictionary)
             )
-            if used.all():  # as encode_text: the dictionary encoded as it is
-                lookup = encode_text(arr.dictionary, encode)
-            else:
-                lookup = np.full(len(arr.dictionary), NO_CODE, dtype=np.uint32)
-                if used.any():
-                    lookup[used] = encode_text(
-                        arr.dictionary.filter(pa.array(used)), encode
-                    )
+            lookup = dictionary_lookup(arr.dictionary, used, encode)
             return loadsplit.scatter_valid(
                 lookup, valid, indices.offset, n, g.pos, g.types, g.bounds, idx
             )
