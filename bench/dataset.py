@@ -100,13 +100,18 @@ def _dataset(directory: Path, meta: dict) -> Dataset:
     )
 
 
+def dataset_at(directory: Path) -> Dataset | None:
+    """The cached dataset in `directory` (a ``cache_dir``), or None when it holds none
+    (or one of another format version)."""
+    meta = _read_meta(directory)
+    return None if meta is None else _dataset(directory, meta)
+
+
 def cached_dataset(
     contacts: int, seed: int = 0, root: Path | None = None
 ) -> Dataset | None:
     """The cached dataset of this scale and seed, or None when there is none."""
-    directory = cache_dir(contacts, seed, root)
-    meta = _read_meta(directory)
-    return None if meta is None else _dataset(directory, meta)
+    return dataset_at(cache_dir(contacts, seed, root))
 
 
 def ensure_dataset(

@@ -4,21 +4,16 @@ import json
 import statistics
 import sys
 import time
-from datetime import datetime
 
 import numpy as np
+from _common import load_engine
 
-from segd import Engine
 from segd.native import pairscan
 from segd.segments import pairs as P
 
 d = sys.argv[1]
-eng = Engine()
-eng.load_items(f"{d}/items.parquet")
-eng.load_contacts(f"{d}/contacts.parquet")
-eng.load_events(f"{d}/events.parquet")
-meta = json.load(open(f"{d}/meta.json"))
-now = int(datetime.fromisoformat(meta["now"]).timestamp())
+eng, ds = load_engine(d)
+now = int(ds.now.timestamp())
 n = eng.store.n_contacts
 log = eng.store.logs["view"]
 view = P._pair_log(log, n)

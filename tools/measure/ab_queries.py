@@ -5,23 +5,18 @@ import json
 import statistics
 import sys
 import time
-from datetime import datetime
+
+from _common import open_dataset
 
 from segd.bench.queries import suite
 from segd.bench.side_by_side.engine_segd import Adapter
 
 d = sys.argv[1]
 reps = int(sys.argv[2]) if len(sys.argv) > 2 else 15
-meta = json.load(open(f"{d}/meta.json"))
-now = datetime.fromisoformat(meta["now"])
+ds = open_dataset(d)
+now = ds.now
 a = Adapter()
-a.load(
-    {
-        "items": f"{d}/items.parquet",
-        "contacts": f"{d}/contacts.parquet",
-        "events": f"{d}/events.parquet",
-    }
-)
+a.load(ds.paths)
 t0 = time.perf_counter()
 a.eng.warm()
 warm_s = time.perf_counter() - t0

@@ -1,14 +1,10 @@
 import sys
 
 import numpy as np
-
-from segd import Engine
+from _common import load_engine
 
 d = sys.argv[1]
-eng = Engine()
-eng.load_items(f"{d}/items.parquet")
-eng.load_contacts(f"{d}/contacts.parquet")
-eng.load_events(f"{d}/events.parquet")
+eng, _ = load_engine(d)
 nc = eng.store.n_contacts
 for t, log in eng.store.logs.items():
     c = np.bincount(log.cid[: log.n], minlength=nc)

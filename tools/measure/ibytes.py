@@ -4,14 +4,10 @@ import sys
 import time
 
 import numpy as np
-
-from segd import Engine
+from _common import load_engine
 
 d = sys.argv[1]
-eng = Engine()
-eng.load_items(f"{d}/items.parquet")
-eng.load_contacts(f"{d}/contacts.parquet")
-eng.load_events(f"{d}/events.parquet")
+eng, _ = load_engine(d)
 st = eng.stats()
 n_ev = st["events"]
 print(
