@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, TextIO
 
+from segd import hugepages
 from segd.server.app import RPC_THREAD_PREFIX, App, StartupError, build_app
 from segd.server.logfmt import configure_logging, kv
 from segd.server.settings import DEFAULT_ADDRESS, Settings, env_defaults
@@ -323,6 +324,7 @@ def _ready_fields(
         "storage": settings.storage_dir or "memory",
         "fsync": settings.fsync if settings.storage_dir else None,
         "snapshots": _snapshot_mode(engine) if settings.storage_dir else None,
+        "hugepages": hugepages.enabled(),
     }
 
 
@@ -561,4 +563,6 @@ def main(argv: list[str] | None = None, stderr: TextIO | None = None) -> int:
 
 
 def run() -> None:
+    if "--print-config" not in sys.argv:
+        hugepages.reexec_with_hugepages()  # once, before any thread (segd.hugepages)
     sys.exit(main())

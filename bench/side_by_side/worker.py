@@ -10,13 +10,17 @@ other's numbers.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing as mp
 import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
+
+from segd import hugepages
 
 PAGE = 4096
 
@@ -105,6 +109,22 @@ class WorkerError(RuntimeError):
     """A command failed in a worker, or the worker died (the message says which)."""
 
 
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """os.environ's variables that `env` sets differently, set for the block (a
+    spawned child inherits them)."""
+    changed = {k: os.environ.get(k) for k, v in env.items() if os.environ.get(k) != v}
+    os.environ.update({k: env[k] for k in changed})
+    try:
+        yield
+    finally:
+        for k, old in changed.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+
+
 class Worker:
     """The parent's handle on one engine subprocess (``spawn``: nothing inherited)."""
 
@@ -115,7 +135,12 @@ class Worker:
         self.proc = ctx.Process(
             target=_serve, args=(child, module, options or {}), daemon=True
         )
-        self.proc.start()
+        if module.endswith("engine_segd"):
+            # segd runs as its server does: malloc's huge pages on (segd.hugepages)
+            with _environ(hugepages.with_hugepages()):
+                self.proc.start()
+        else:
+            self.proc.start()
         child.close()
         hello = self._answer(None, f"starting {module}")
         self.label: str = hello["label"]

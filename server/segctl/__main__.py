@@ -171,6 +171,10 @@ def _silence_stdout() -> None:
 
 
 def run() -> None:
+    if "serve" in sys.argv[1:] and "--print-config" not in sys.argv:
+        from segd.hugepages import reexec_with_hugepages
+
+        reexec_with_hugepages()  # once, before any thread (segd.hugepages)
     sys.exit(main())
 
 

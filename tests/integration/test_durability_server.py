@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from segd import Engine
+from segd import Engine, hugepages
 from segd import wal as walmod
 from segd.server.client import SegdClient, SegdRpcError
 from segd.v1 import ingest_pb2
@@ -388,3 +388,26 @@ def test_snapshot_schedule(tmp_path, server_process):
         time.sleep(0.2)
     assert "why=schedule" in proc.log()
     assert list((data / "snapshots").iterdir())
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+
+
+@pytest.mark.skipif(not hugepages.applicable(), reason="no glibc 2.35+ with THP here")
+def test_server_starts_itself_again_with_malloc_huge_pages(server_process, monkeypatch):
+    """``python -m segd.server`` re-executes itself once with glibc.malloc.hugetlb=1
+    (segd.hugepages): same PID (the one Popen started), the tunable in its
+    environment, ``hugepages=True`` on the ready line; SEGD_HUGEPAGES=0 keeps it off."""
+    proc = server_process("--in-memory")
+    assert "hugepages=True" in proc.log()
+    env = _environ_of(proc.proc.pid)
+    assert hugepages.enabled(env)
+    with SegdClient(proc.address) as c:
+        assert c.stats()["contacts"] == 0
+    proc.stop()
+    monkeypatch.setenv(hugepages.OPT_OUT, "0")
+    proc = server_process("--in-memory")
+    assert "hugepages=False" in proc.log()
+    assert not hugepages.enabled(_environ_of(proc.proc.pid))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from segd import Engine
+from segd import Engine, hugepages
 from segd.bench.dataset import Dataset, dataset_at
+
+# as the server and the side by side's segd worker run (SEGD_HUGEPAGES=0: as started)
+hugepages.reexec_with_hugepages()
 
 
 def open_dataset(directory: str) -> Dataset:
