@@ -15,7 +15,6 @@ def cids_to_bitmap(cids: Cids) -> BitMap: ...  # const cid_t[::1], strictly incr
 def distinct_to_bitmap(
     cids: Cids,  # const cid_t[::1], any order, repeats allowed
     scratch: Words,  # word_t[::1] INOUT: all zero on entry and on return
-    within: Words | None = None,  # const word_t[::1]: keep only the cids set here
 ) -> BitMap: ...
 def bitmap_to_bitset(
     bm: AbstractBitMap,

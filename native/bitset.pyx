@@ -458,7 +458,7 @@ def cids_to_bitmap(const cid_t[::1] cids):
     return BitMap.deserialize(buf)
 
 
-def distinct_to_bitmap(const cid_t[::1] cids, word_t[::1] scratch, within=None):
+def distinct_to_bitmap(const cid_t[::1] cids, word_t[::1] scratch):
     """pyroaring.BitMap of the distinct values of `cids` (uint32, any order, repeats
     allowed), by setting their bits in `scratch` and serializing the chunks that hold
     any (no sort): the first leaf of the reference segment turns 196k contacts of its
@@ -469,29 +469,12 @@ def distinct_to_bitmap(const cid_t[::1] cids, word_t[::1] scratch, within=None):
     serves every call of a thread. ValueError (scratch untouched) when a cid does not
     fit in it.
 
-    `within`: None, or a bitset (uint64 words, any length): only the cids whose bit is
-    set there are kept (a cid past its end is not). The AND's bitmap operands hand the
-    first leaf their intersection this way (``EventNode.run_within``), so only its
-    members are set and serialized.
-
     >>> s = words_for(1 << 20)
     >>> distinct_to_bitmap(np.array([70000, 3, 70000], dtype=np.uint32), s)
     BitMap([3, 70000])
-    >>> distinct_to_bitmap(np.array([70000, 3, 70000], dtype=np.uint32), s,
-    ...                    within=np.array([8], dtype=np.uint64))
-    BitMap([3])
     """
     cdef int64_t n = cids.shape[0], nw, i, c, size = 0, k = 0, n_chunks
     cdef uint64_t mx
-    cdef const word_t[::1] inside
-    cdef const word_t* in_p = NULL
-    cdef int64_t n_in = 0
-    cdef cid_t x
-    if within is not None:
-        inside = within
-        n_in = inside.shape[0]
-        if n_in:
-            in_p = &inside[0]
     if n == 0:
         return BitMap()
     with nogil:
@@ -506,14 +489,8 @@ def distinct_to_bitmap(const cid_t[::1] cids, word_t[::1] scratch, within=None):
     cdef uint8_t* p
     try:
         with nogil:
-            if within is None:
-                for i in range(n):
-                    bit_set(w, cids[i])
-            else:
-                for i in range(n):
-                    x = cids[i]
-                    if <int64_t>(x >> 6) < n_in and bit_test(in_p, x):
-                        bit_set(w, x)
+            for i in range(n):
+                bit_set(w, cids[i])
             size = _chunk_cards(w, nw, &cards_v[0], &k)
         # A fresh bytes object is private until returned, so filling it in place is safe.
         buf = PyBytes_FromStringAndSize(NULL, size)

@@ -281,56 +281,29 @@ class CategoryAttr(AttrNode):
         self._mask_memo = (d, len(d), mask)
         return mask
 
-    def _by_bitmaps(self, ctx: Context) -> tuple[list[BitMap], np.ndarray] | None:
-        """The values' own bitmaps (never to be changed) and their codes, when the
-        column keeps bitmaps and few enough values are asked for; None otherwise."""
-        col = self.column
-        if self.op in ("is_null", "is_not_null") or not col.has_bitmaps():
-            return None
-        hits = np.flatnonzero(self._mask())
-        if len(hits) > MAX_BITMAPS_TO_UNION:
-            return None
-        bms = col.bitmaps(ctx.n)
-        return [bms[k] for k in hits.tolist()], hits
-
-    def _kept_union(
-        self, ctx: Context, chosen: list[BitMap], hits: np.ndarray
-    ) -> BitMap:
-        """The union of the values' bitmaps, kept on the node while they do not change
-        (the reference's three cities at 10M: a union of ~3.7M contacts per run). It is
-        never handed to a caller that may change it in place."""
-        col = self.column
-        key = (id(col.bitmaps(ctx.n)), col.bitmaps_version, ctx.n, hits.tobytes())
-        kept = self.__dict__.get("_union")
-        if kept is None or kept[0] != key:
-            kept = self.__dict__["_union"] = (key, BitMap.union(*chosen))
-        return kept[1]
-
-    def members_bitmap(self, ctx: Context) -> BitMap | None:
-        """The members as a bitmap the caller only reads (a value's own bitmap, or the
-        kept union of several): an AND intersects these to restrict its first leaf
-        (``EventNode.run_within``). None when the column keeps no bitmaps for this
-        condition (the caller runs it as usual)."""
-        got = self._by_bitmaps(ctx)
-        if got is None or not KEEP_VALUE_UNIONS:
-            return None
-        chosen, hits = got
-        if not chosen:
-            return BitMap()
-        return chosen[0] if len(chosen) == 1 else self._kept_union(ctx, chosen, hits)
-
     def _run(self, ctx: Context, cand: BitMap | None) -> BitMap:
         col, n = self.column, ctx.n
         mask = self._mask()
-        by_bitmaps = self._by_bitmaps(ctx)
-        if by_bitmaps is not None:
-            chosen, hits = by_bitmaps
+        hits = np.flatnonzero(mask)
+        if (
+            self.op not in ("is_null", "is_not_null")
+            and col.has_bitmaps()
+            and (len(hits) <= MAX_BITMAPS_TO_UNION)
+        ):
+            bms = col.bitmaps(n)
+            chosen = [bms[k] for k in hits.tolist()]
             if cand is not None and len(chosen) == 1:
                 return chosen[0] & cand  # no copy of a large value's bitmap
             if cand is not None and len(chosen) > 1 and KEEP_VALUE_UNIONS:
-                # restricted runs only: an unrestricted caller may change its answer
-                # in place, so the kept union is never handed out
-                return self._kept_union(ctx, chosen, hits) & cand
+                # The union of the values' bitmaps, kept on the node while they do
+                # not change (the reference's three cities at 10M: a union of ~3.7M
+                # contacts per run); restricted runs only, so the kept union is never
+                # handed out (an unrestricted caller may change its answer in place).
+                key = (id(bms), col.bitmaps_version, n, hits.tobytes())
+                kept = self.__dict__.get("_union")
+                if kept is None or kept[0] != key:
+                    kept = self.__dict__["_union"] = (key, BitMap.union(*chosen))
+                return kept[1] & cand
             got = (
                 BitMap.union(*chosen)
                 if len(chosen) > 1

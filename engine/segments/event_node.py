@@ -24,7 +24,7 @@ from pyroaring import BitMap
 from segd.errors import InvalidQuery
 from segd.explain import EventEvidence, Evidence
 from segd.native import NO_CODE, columns, contactindex, eventscan
-from segd.native.bitset import bitmap_to_bitset, cids_to_bitmap, distinct_to_bitmap
+from segd.native.bitset import cids_to_bitmap, distinct_to_bitmap
 from segd.native.idmap import IdMap
 from segd.predicates import dictionary_mask, in_intervals, numeric_intervals
 from segd.segments.context import Context, thread_scratch, thread_seen_bits
@@ -58,13 +58,6 @@ DISTINCT_COUNT_DIMS = {"order": "order_id"}
 # False: radix-sorted (eventscan.distinct_contacts) then cids_to_bitmap. A switch for
 # in-process A/B measurements; both give the same contacts.
 DISTINCT_BY_BITSET = True
-# EventNode.run_within: an unrestricted AND whose first operand is such a leaf hands it
-# the intersection of its operands answered by bitmaps (``AndNode._conjoin``); False:
-# the leaf runs alone and the bitmaps are intersected after (for A/B runs). Only when
-# the leaf's rows are at least 1/WITHIN_MIN_SHARE of the contacts: turning the
-# intersection into a bitset of every contact costs about as much as that many rows.
-RUN_WITHIN = True
-WITHIN_MIN_SHARE = 256
 
 
 class EventFilters:
@@ -445,10 +438,13 @@ class EventNode(Node):
             return None
         return columns.window_split(last, cids, self.lo_s, self.hi_s)
 
-    def _value_rows(self, ctx: Context, log, r0: int, r1: int) -> tuple | None:
-        """(catalog field, value codes, row estimate) when ``_by_value_contacts``
-        applies: "happened at least once" with one filter, on a category column the
-        log keeps postings per value of, over few rows; None otherwise."""
+    def _by_value_contacts(self, ctx: Context, log, r0: int, r1: int) -> BitMap | None:
+        """ "Happened at least once" with one filter, on a category column the log
+        keeps postings per value of (``order(category in (...)) in last 90 days``),
+        over few rows: the contacts kept beside those values' rows in the window,
+        sorted and de-duplicated (``eventscan.distinct_contacts``), read in order
+        instead of a miss per row in ``log.cid`` (``matching_contacts``: 7.6 ms of
+        the reference's 17.8 at 10M). None: not this case."""
         filters = self.filters
         if (
             not self._at_least_one
@@ -465,27 +461,10 @@ class EventNode(Node):
         )
         if est is None or est * SORT_RATIO > ctx.n:
             return None
-        return vf[0], vf[1], est
-
-    def _by_value_contacts(
-        self, ctx: Context, log, r0: int, r1: int, within: np.ndarray | None = None
-    ) -> BitMap | None:
-        """ "Happened at least once" with one filter, on a category column the log
-        keeps postings per value of (``order(category in (...)) in last 90 days``),
-        over few rows: the contacts kept beside those values' rows in the window,
-        de-duplicated (``bitset.distinct_to_bitmap``), read in order instead of a
-        miss per row in ``log.cid`` (``matching_contacts``: 7.6 ms of the
-        reference's 17.8 at 10M). `within`: None, or a bitset the contacts must be
-        in (``run_within``). None: not this case."""
-        rows = self._value_rows(ctx, log, r0, r1)
-        if rows is None:
-            return None
-        cids = log.attribute_cids(self.filters.catalog, rows[0], rows[1], r0, r1)
+        cids = log.attribute_cids(filters.catalog, vf[0], vf[1], r0, r1)
         if cids is None:
             return None
-        if within is not None:
-            got = distinct_to_bitmap(cids, thread_seen_bits(ctx.n), within)
-        elif DISTINCT_BY_BITSET:
+        if DISTINCT_BY_BITSET:
             got = distinct_to_bitmap(cids, thread_seen_bits(ctx.n))
         else:
             got = cids_to_bitmap(eventscan.distinct_contacts(cids, ctx.n))
@@ -493,32 +472,6 @@ class EventNode(Node):
         if merged:
             got -= merged
         return got
-
-    def run_within(self, ctx: Context, bitmaps: list[BitMap]) -> BitMap | None:
-        """This condition's members that are in every one of `bitmaps` (an AND's
-        operands answered by bitmaps it has anyway, ``CategoryAttr.members_bitmap``),
-        run as the AND's first leaf: the rows' contacts outside them are dropped
-        before they are de-duplicated, instead of de-duplicating all of them and
-        intersecting after (the reference at 10M: 196k contacts of rows, 118k
-        distinct, 19.8k after `city` and `gender`). None when ``_by_value_contacts``
-        does not apply, or its rows are too few to pay for a bitset of every
-        contact (``WITHIN_MIN_SHARE``): the caller runs the operands as usual."""
-        if not RUN_WITHIN or not bitmaps or self.shared or ctx.profile is not None:
-            return None
-        log = ctx.store.logs.get(self.etype)
-        if log is None:
-            return None
-        r0, r1 = log.window(self.lo_s, self.hi_s)
-        rows = self._value_rows(ctx, log, r0, r1)
-        if rows is None or rows[2] * WITHIN_MIN_SHARE < ctx.n:
-            return None
-        ctx.check_deadline()
-        inside = bitmaps[0] if len(bitmaps) == 1 else BitMap.intersection(*bitmaps)
-        if not inside:
-            return BitMap()
-        return self._by_value_contacts(
-            ctx, log, r0, r1, within=bitmap_to_bitset(inside, ctx.n)
-        )
 
     def _then_keys(
         self, ctx: Context, cand: BitMap | None, cand_words, only_cid: int = -1

@@ -265,10 +265,6 @@ class AndNode(_Junction):
         """Run the ordered `positives` over `cand` (None: everyone), then take out
         the `negatives`."""
         result = cand
-        if cand is None and len(positives) > 1:
-            positives, result = self._first_within(ctx, positives)
-            if result is not None and not result:
-                return BitMap()
         for k, part in enumerate(positives):
             if result is not None and self._few(ctx, result):
                 return self._decide_pairs(ctx, result, positives[k:], negatives)
@@ -285,35 +281,6 @@ class AndNode(_Junction):
                 break
             result = result - part.run(ctx, result)
         return result
-
-    @staticmethod
-    def _first_within(
-        ctx: Context, positives: list[Node]
-    ) -> tuple[list[Node], BitMap | None]:
-        """(the operands left to run, the running result) after the first operand
-        ran restricted to the operands answered by bitmaps the engine keeps anyway
-        (``CategoryAttr.members_bitmap``: a value's bitmap, the kept union of a
-        few): ``EventNode.run_within`` drops the contacts outside their intersection
-        before de-duplicating its rows' contacts. The reference at 10M: `city` and
-        `gender` restrict `order(category in (...)) in last 90 days`. (positives,
-        None) when not applicable."""
-        first = positives[0]
-        run_within = getattr(first, "run_within", None)
-        if run_within is None or ctx.profile is not None:
-            return positives, None
-        answered = []
-        for p in positives[1:]:
-            members = getattr(p, "members_bitmap", None)
-            bm = None if members is None else members(ctx)
-            if bm is not None:
-                answered.append((p, bm))
-        if not answered:
-            return positives, None
-        got = run_within(ctx, [bm for _, bm in answered])
-        if got is None:
-            return positives, None
-        used = {id(p) for p, _ in answered}
-        return [p for p in positives[1:] if id(p) not in used], got
 
     @staticmethod
     def _few(ctx: Context, result: BitMap) -> bool:

@@ -277,33 +277,6 @@ def test_distinct_to_bitmap_matches_numpy(cids, spare) -> None:
         assert not small.any()
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    cids=st.lists(
-        st.one_of(st.integers(0, 300_000), st.integers(65_536 * 2, 65_536 * 2 + 63)),
-        max_size=400,
-    ),
-    inside=st.lists(st.integers(0, 320_000), max_size=300),
-    within_bits=st.integers(0, 330_000),
-)
-def test_distinct_to_bitmap_within_matches_numpy(cids, inside, within_bits) -> None:
-    """`within` keeps exactly the cids set in it (none past its end): np.unique of
-    cids & inside; the scratch is all zero again afterwards, and `within` unchanged."""
-    c = u32(cids)
-    top = int(c.max()) + 1 if len(c) else 0
-    scratch = words_for(top)
-    within = words_for(within_bits)
-    kept_in = [x for x in inside if x < 64 * len(within)]
-    set_cids(within, np.unique(u32(kept_in)))
-    before = within.copy()
-    got = distinct_to_bitmap(c, scratch, within)
-    want = np.unique(c[np.isin(c, u32(kept_in))]).tolist()
-    assert list(got) == want
-    assert not scratch.any()
-    assert (within == before).all()
-    assert list(distinct_to_bitmap(c, scratch, read_only(within))) == want
-
-
 def test_distinct_to_bitmap_dense_chunk_and_reuse() -> None:
     """A chunk above 4,096 contacts (a bitmap container) beside sparse ones; the same
     scratch serves the next call."""
