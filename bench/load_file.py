@@ -14,6 +14,8 @@
     python -m segd.bench.load_file PATH --numpy-amounts  # amounts' NULLs filled by numpy
     python -m segd.bench.load_file PATH --digest         # + a digest of what was loaded
     python -m segd.bench.load_file PATH --load7          # load8's switches off: load7's path
+    python -m segd.bench.load_file PATH --row-order-postings # postings appended row by row
+    python -m segd.bench.load_file PATH --load8          # load9's switches off: load8's path
     flock /work/10m.lock python -m segd.bench.load_file ~/.cache/segd/bench/10m-seed0/events.parquet
 
 ``--digest`` adds a second line, a BLAKE2b digest of everything the load built (the
@@ -38,7 +40,9 @@ the loading thread (``ingest.SPARSE_SPLIT`` off), ``--no-grow-ahead`` lets the s
 customer and item maps grow as they fill (``ingest.GROW_AHEAD`` off),
 ``--numpy-amounts`` checks amounts and fills their NULLs with numpy
 (``ingest.NATIVE_AMOUNTS`` off), and ``--load7`` turns off every switch
-``load8`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
+``load8`` added. ``--row-order-postings`` appends each log's postings row by row
+(``segd.native.postings.PARTITIONED_APPEND`` off), and ``--load8`` turns off every
+switch ``load9`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
 ran on the read-ahead / commit worker, so on two idle cores a phase takes about
 max(main, total - main) of wall time — the figure to read on a busy machine, where the
 wall time is mostly waiting.
@@ -54,6 +58,7 @@ import time
 from collections.abc import Sequence
 
 from segd import Engine, ingest, pqdict
+from segd.native import postings
 
 
 def measure(
@@ -68,6 +73,7 @@ def measure(
     no_sparse_split: bool = False,
     no_grow_ahead: bool = False,
     numpy_amounts: bool = False,
+    row_order_postings: bool = False,
     digests: list[str] | None = None,
 ) -> dict[str, float]:
     """Load `path` into a fresh in-memory engine; the figures as a dict (and, when
@@ -80,6 +86,7 @@ def measure(
     ingest.SPARSE_SPLIT = not no_sparse_split
     ingest.GROW_AHEAD = not no_grow_ahead
     ingest.NATIVE_AMOUNTS = not numpy_amounts
+    postings.PARTITIONED_APPEND = not row_order_postings
     if arrow_reads:
         pqdict.MIN_DICTIONARY_BYTES = 1 << 62  # no chunk qualifies: Arrow reads all
     phases: dict[str, float] = {}
@@ -167,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-sparse-split", action="store_true")
     parser.add_argument("--no-grow-ahead", action="store_true")
     parser.add_argument("--numpy-amounts", action="store_true")
+    parser.add_argument("--row-order-postings", action="store_true")
     parser.add_argument("--digest", action="store_true")
     parser.add_argument(
         "--load5", action="store_true", help="every switch of load6 and load7 off (A/B)"
@@ -177,7 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--load7", action="store_true", help="every switch of load8 off (A/B)"
     )
+    parser.add_argument(
+        "--load8", action="store_true", help="every switch of load9 off (A/B)"
+    )
     args = parser.parse_args(argv)
+    old = args.load5 or args.load6 or args.load7 or args.load8
     digests: list[str] | None = [] if args.digest else None
     r = measure(
         args.path,
@@ -192,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         no_grow_ahead=args.no_grow_ahead or args.load5 or args.load6 or args.load7,
         numpy_amounts=args.numpy_amounts or args.load5 or args.load6 or args.load7,
+        row_order_postings=args.row_order_postings or old,
         digests=digests,
     )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
