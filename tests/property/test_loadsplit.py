@@ -285,3 +285,80 @@ def test_amounts_with_nan_matches_numpy(data) -> None:
         expect = np.where(valid, raw, np.nan)
         assert np.array_equal(out.view(np.uint64)[valid], expect.view(np.uint64)[valid])
         assert np.isnan(out[~valid]).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(-(10**12), 10**13),
+            st.integers(1, 4_294_967_295),
+            st.sampled_from([0, 1, 999, 1000, 1001, 4_294_967_295_999]),
+        ),
+        max_size=60,
+    ),
+    st.sampled_from([1, 1000, 1_000_000, 1_000_000_000]),
+    st.sampled_from([4_294_967_295, 1000, 1]),
+)
+def test_event_seconds_matches_numpy(values, per_s, max_s) -> None:
+    """``event_seconds`` against numpy's floor division, range check and cast: the
+    same seconds when all are in 1..max_s, else the first row outside it."""
+    raw = np.array(values, dtype=np.int64) * (per_s if per_s <= 1000 else 1)
+    got, bad = loadsplit.event_seconds(raw, per_s, max_s)
+    secs = raw // per_s
+    outside = np.flatnonzero((secs < 1) | (secs > max_s))
+    if len(outside):
+        assert bad == int(outside[0])
+        assert got[:bad].tolist() == secs[:bad].tolist()
+    else:
+        assert bad == -1
+        assert got.dtype == np.uint32 and got.tolist() == secs.tolist()
+
+
+def test_event_seconds_refuses_bad_units() -> None:
+    with pytest.raises(ValueError):
+        loadsplit.event_seconds(np.zeros(3, np.int64), 0, 10)
+    with pytest.raises(ValueError):
+        loadsplit.event_seconds(np.zeros(3, np.int64), 1, 2**32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(1, 4_294_967_295),
+            st.integers(-(10**6), 5 * 10**9),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from(["s", "ms", "us", "ns"]),
+    st.booleans(),
+)
+def test_to_event_seconds_native_equals_numpy(seconds, unit, sliced) -> None:
+    """``timeutil.to_event_seconds`` with ``NATIVE_SECONDS`` on and off: the same
+    seconds, or the same error (row and message), for timestamps of every unit."""
+    from segd import timeutil
+    from segd.errors import ValueRejected
+
+    per_s = {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[unit]
+    limit = (2**63 - 1) // per_s
+    raw = [
+        min(max(v, -limit), limit) * per_s + (per_s - 1 if v % 3 else 0)
+        for v in seconds
+    ]
+    raw = [min(max(v, -(2**63)), 2**63 - 1) for v in raw]
+    arr = pa.array(raw, pa.int64()).cast(pa.timestamp(unit, tz="UTC"))
+    if sliced and len(arr) > 1:
+        arr = arr.slice(1)
+
+    def run(native: bool):
+        saved = timeutil.NATIVE_SECONDS
+        timeutil.NATIVE_SECONDS = native
+        try:
+            return timeutil.to_event_seconds(arr).tolist()
+        except ValueRejected as exc:
+            return ("error", str(exc), exc.row)
+        finally:
+            timeutil.NATIVE_SECONDS = saved
+
+    assert run(True) == run(False)
