@@ -29,8 +29,9 @@ Prints one line: events, CPU seconds (``time.process_time``: the figure to compa
 shared machine), wall seconds, the CPU split into "validate" (read + validate + stage)
 and "index" (commit + append), the final RSS (after ``gc.collect()``), the peak
 (``ru_maxrss``), their ratio, the minor page faults of the load (first touches of new
-memory) and the load average. ``--arrow-reads`` has every column read by Arrow's
-Parquet reader (as before ``segd.pqdict``), for a before/after in one run;
+memory), its system CPU seconds (part of the CPU figure) and the load average.
+``--arrow-reads`` has every column read by Arrow's Parquet reader (as before
+``segd.pqdict``), for a before/after in one run;
 ``--inline`` reads and validates each chunk on the loading thread (``ingest.READ_AHEAD``
 off): the CPU is about the same, the wall time shows what the overlap gives;
 ``--serial-commit`` appends the logs on the loading thread too (``ingest.PARALLEL_COMMIT``
@@ -115,12 +116,14 @@ def measure(
         last[:] = now
 
     eng = Engine()
-    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     last[:] = [cpu0, time.thread_time(), wall0]
     report = eng.load_events(path, progress=progress)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    faults = usage.ru_minflt - usage0.ru_minflt
+    sys_s = usage.ru_stime - usage0.ru_stime
     gc.collect()
     with open("/proc/self/statm") as f:
         rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -140,6 +143,7 @@ def measure(
         "rss_bytes": rss,
         "peak_bytes": peak,
         "minor_faults": faults,
+        "sys_s": sys_s,
     }
 
 
@@ -240,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(main {r['index_main_cpu_s']:.2f}, wall {r['index_wall_s']:.2f}) cpu-s; "
         f"rss {r['rss_bytes'] / 1e9:.2f}GB peak {r['peak_bytes'] / 1e9:.2f}GB "
         f"ratio {r['peak_bytes'] / r['rss_bytes']:.2f} "
-        f"minflt {r['minor_faults'] / 1e6:.2f}M load {load}"
+        f"minflt {r['minor_faults'] / 1e6:.2f}M sys {r['sys_s']:.2f}s load {load}"
     )
     if digests:
         print(f"digest {digests[0]}")
