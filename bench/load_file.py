@@ -16,7 +16,6 @@
     python -m segd.bench.load_file PATH --load7          # load8's switches off: load7's path
     python -m segd.bench.load_file PATH --row-order-postings # postings appended row by row
     python -m segd.bench.load_file PATH --serial-columns # no helper thread for a column
-    python -m segd.bench.load_file PATH --no-join-ahead  # commit: next type joined on main
     python -m segd.bench.load_file PATH --numpy-seconds  # ts to seconds by numpy
     python -m segd.bench.load_file PATH --load8          # load9's switches off: load8's path
     flock /work/10m.lock python -m segd.bench.load_file ~/.cache/segd/bench/10m-seed0/events.parquet
@@ -48,8 +47,7 @@ customer and item maps grow as they fill (``ingest.GROW_AHEAD`` off),
 ``load8`` added. ``--row-order-postings`` appends each log's postings row by row
 (``segd.native.postings.PARTITIONED_APPEND`` off), ``--serial-columns`` decodes
 every segd-read column of a row group on the read-ahead thread (``pqdict.PARALLEL_COLUMNS``
-off), ``--no-join-ahead`` joins and sorts each type's chunks on the loading thread
-(``ingest.JOIN_AHEAD`` off), ``--numpy-seconds`` converts the times with numpy
+off), ``--numpy-seconds`` converts the times with numpy
 (``timeutil.NATIVE_SECONDS`` off), and ``--load8`` turns off every switch ``load9``
 added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
 ran on the read-ahead / commit worker, so on two idle cores a phase takes about
@@ -84,7 +82,6 @@ def measure(
     numpy_amounts: bool = False,
     row_order_postings: bool = False,
     serial_columns: bool = False,
-    no_join_ahead: bool = False,
     numpy_seconds: bool = False,
     digests: list[str] | None = None,
 ) -> dict[str, float]:
@@ -100,7 +97,6 @@ def measure(
     ingest.NATIVE_AMOUNTS = not numpy_amounts
     postings.PARTITIONED_APPEND = not row_order_postings
     pqdict.PARALLEL_COLUMNS = not serial_columns
-    ingest.JOIN_AHEAD = not no_join_ahead
     timeutil.NATIVE_SECONDS = not numpy_seconds
     if arrow_reads:
         pqdict.MIN_DICTIONARY_BYTES = 1 << 62  # no chunk qualifies: Arrow reads all
@@ -197,7 +193,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--numpy-amounts", action="store_true")
     parser.add_argument("--row-order-postings", action="store_true")
     parser.add_argument("--serial-columns", action="store_true")
-    parser.add_argument("--no-join-ahead", action="store_true")
     parser.add_argument("--numpy-seconds", action="store_true")
     parser.add_argument("--digest", action="store_true")
     parser.add_argument(
@@ -230,7 +225,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         numpy_amounts=args.numpy_amounts or args.load5 or args.load6 or args.load7,
         row_order_postings=args.row_order_postings or old,
         serial_columns=args.serial_columns or old,
-        no_join_ahead=args.no_join_ahead or old,
         numpy_seconds=args.numpy_seconds or old,
         digests=digests,
     )

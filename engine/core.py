@@ -446,8 +446,6 @@ class Engine(LiveApi):
         type's staged parts). The hooks still see each type whole, in order: a type's
         ``_touched`` runs once its log and rollups are done and before the next type's
         log or rollups change."""
-        if ingest.JOIN_AHEAD:
-            return self._append_parts_joined_ahead(parts)
         appended = 0
         pending: tuple[str, ingest.TypeRows, Future] | None = None
 
@@ -475,46 +473,6 @@ class Engine(LiveApi):
                 appended += len(rows.cids)
             if pending is not None:
                 finish(pending)
-        return appended
-
-    def _append_parts_joined_ahead(self, parts: dict[str, list]) -> int:
-        """``_append_parts_overlapped`` with the next type's join and sort on the worker
-        too (``ingest.JOIN_AHEAD``): the worker appends a type's log and then joins and
-        sorts the next type's chunks while this thread folds the type into the rollups,
-        so each side has about half of the commit (the log append alone became the
-        smaller half once ``Postings.append_rows`` partitions). The hooks still see
-        each type whole, in order: a type's ``_touched`` runs after its log and rollups
-        are done and before the next type's log or rollups change; the join touches
-        only the staged chunks."""
-
-        def joined(name: str) -> ingest.TypeRows:
-            rows = ingest.concat_rows(parts.pop(name))
-            ingest.sort_by_time(rows)
-            return rows
-
-        def append_then_join(
-            log, rows: ingest.TypeRows, following: str | None
-        ) -> ingest.TypeRows | None:
-            log.append(rows.cids, rows.ts, rows.dims, rows.amount)
-            return None if following is None else joined(following)
-
-        names = list(parts)
-        appended = 0
-        # Leaving the block waits for the worker, also when this thread raised.
-        with ThreadPoolExecutor(1, thread_name_prefix="segd-commit") as worker:
-            rows = joined(names[0]) if names else None
-            for k, name in enumerate(names):
-                assert rows is not None
-                following = names[k + 1] if k + 1 < len(names) else None
-                job = worker.submit(
-                    append_then_join, self.store.log(name), rows, following
-                )
-                self.store.aggregates.apply(
-                    name, rows.cids, rows.ts, rows.amount, rows.dims.get("order_id")
-                )
-                appended += len(rows.cids)
-                done, rows = rows, job.result()  # the worker's exception is raised here
-                self._touched(done.cids, name)
         return appended
 
     @contextlib.contextmanager

@@ -547,10 +547,6 @@ def _split_one_type(
 # thread folds the same rows into the rollups and joins the next type
 # (``Engine._append_parts_overlapped``). False: one thread, type after type.
 PARALLEL_COMMIT = True
-# With PARALLEL_COMMIT, the worker also joins and sorts the next type's chunks after
-# appending a type's log (``Engine._append_parts_joined_ahead``), so the rollups alone
-# stay on the loading thread. False: the join and sort on the loading thread.
-JOIN_AHEAD = True
 
 
 # A bulk load into an engine whose contact / item / value map is still empty hands the

@@ -3,8 +3,7 @@
 ``ingest.STAGE_AHEAD`` encodes a chunk's items, dimensions and event ids on the
 read-ahead thread while the loading thread encodes the previous chunk's customer ids;
 ``ingest.PARALLEL_COMMIT`` appends each type's log on a worker thread while the loading
-thread folds the rows into the rollups (``ingest.JOIN_AHEAD``: the worker then joins
-the next type's chunks); ``ingest.ADOPT_STAGED_MAPS`` hands an engine
+thread folds the rows into the rollups; ``ingest.ADOPT_STAGED_MAPS`` hands an engine
 whose contact / item / value map is empty the load's staged map instead of re-adding
 its values. The engine after a load must be the same, array for array (codes, columns,
 postings, rollups), as with every switch off, on random data: several chunks, known and
@@ -100,7 +99,6 @@ SWITCHES = (
     "SPARSE_SPLIT",
     "GROW_AHEAD",
     "NATIVE_AMOUNTS",
-    "JOIN_AHEAD",
 )
 
 

@@ -23,7 +23,6 @@ def test_measure_loads_every_event(tmp_path, monkeypatch, capsys):
         "SPARSE_SPLIT",
         "GROW_AHEAD",
         "NATIVE_AMOUNTS",
-        "JOIN_AHEAD",
     ):
         monkeypatch.setattr(ingest, switch, getattr(ingest, switch))
     monkeypatch.setattr(postings, "PARTITIONED_APPEND", postings.PARTITIONED_APPEND)
