@@ -16,7 +16,6 @@
     python -m segd.bench.load_file PATH --load7          # load8's switches off: load7's path
     python -m segd.bench.load_file PATH --row-order-postings # postings appended row by row
     python -m segd.bench.load_file PATH --serial-columns # no helper thread for a column
-    python -m segd.bench.load_file PATH --numpy-seconds  # ts to seconds by numpy
     python -m segd.bench.load_file PATH --load8          # load9's switches off: load8's path
     flock /work/10m.lock python -m segd.bench.load_file ~/.cache/segd/bench/10m-seed0/events.parquet
 
@@ -47,9 +46,7 @@ customer and item maps grow as they fill (``ingest.GROW_AHEAD`` off),
 ``load8`` added. ``--row-order-postings`` appends each log's postings row by row
 (``segd.native.postings.PARTITIONED_APPEND`` off), ``--serial-columns`` decodes
 every segd-read column of a row group on the read-ahead thread (``pqdict.PARALLEL_COLUMNS``
-off), ``--numpy-seconds`` converts the times with numpy
-(``timeutil.NATIVE_SECONDS`` off), and ``--load8`` turns off every switch ``load9``
-added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
+off), and ``--load8`` turns off every switch ``load9`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
 ran on the read-ahead / commit worker, so on two idle cores a phase takes about
 max(main, total - main) of wall time — the figure to read on a busy machine, where the
 wall time is mostly waiting.
@@ -64,7 +61,7 @@ import resource
 import time
 from collections.abc import Sequence
 
-from segd import Engine, ingest, pqdict, timeutil
+from segd import Engine, ingest, pqdict
 from segd.native import postings
 
 
@@ -82,7 +79,6 @@ def measure(
     numpy_amounts: bool = False,
     row_order_postings: bool = False,
     serial_columns: bool = False,
-    numpy_seconds: bool = False,
     digests: list[str] | None = None,
 ) -> dict[str, float]:
     """Load `path` into a fresh in-memory engine; the figures as a dict (and, when
@@ -97,7 +93,6 @@ def measure(
     ingest.NATIVE_AMOUNTS = not numpy_amounts
     postings.PARTITIONED_APPEND = not row_order_postings
     pqdict.PARALLEL_COLUMNS = not serial_columns
-    timeutil.NATIVE_SECONDS = not numpy_seconds
     if arrow_reads:
         pqdict.MIN_DICTIONARY_BYTES = 1 << 62  # no chunk qualifies: Arrow reads all
     phases: dict[str, float] = {}
@@ -193,7 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--numpy-amounts", action="store_true")
     parser.add_argument("--row-order-postings", action="store_true")
     parser.add_argument("--serial-columns", action="store_true")
-    parser.add_argument("--numpy-seconds", action="store_true")
     parser.add_argument("--digest", action="store_true")
     parser.add_argument(
         "--load5", action="store_true", help="every switch of load6 and load7 off (A/B)"
@@ -225,7 +219,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         numpy_amounts=args.numpy_amounts or args.load5 or args.load6 or args.load7,
         row_order_postings=args.row_order_postings or old,
         serial_columns=args.serial_columns or old,
-        numpy_seconds=args.numpy_seconds or old,
         digests=digests,
     )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -328,29 +328,3 @@ def test_postings_append_rows(benchmark, item_postings_batch, partitioned) -> No
     finally:
         postings.PARTITIONED_APPEND = saved
     assert p.postings == int((codes != 0xFFFFFFFF).sum())
-
-
-@pytest.fixture(scope="module")
-def event_times():
-    """A 1M-row row group's ``ts`` (timestamp[ms], no NULLs, half a year)."""
-    import numpy as np
-    import pyarrow as pa
-
-    rng = np.random.default_rng(0)
-    ms = np.sort(rng.integers(1_719_792_000_000, 1_735_689_600_000, 1_048_576))
-    return pa.array(ms, pa.timestamp("ms", tz="UTC"))
-
-
-@pytest.mark.parametrize("native", [True, False], ids=["native", "numpy"])
-def test_to_event_seconds(benchmark, event_times, native) -> None:
-    """``timeutil.to_event_seconds`` of a row group's times: one native pass
-    (``NATIVE_SECONDS``) vs numpy's floor division, min, max and cast."""
-    from segd import timeutil
-
-    saved = timeutil.NATIVE_SECONDS
-    timeutil.NATIVE_SECONDS = native
-    try:
-        secs = benchmark(timeutil.to_event_seconds, event_times)
-    finally:
-        timeutil.NATIVE_SECONDS = saved
-    assert len(secs) == len(event_times)

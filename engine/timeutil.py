@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segd.errors import InvalidQuery, ValueRejected
-from segd.native import MAX_SEC, loadsplit
+from segd.native import MAX_SEC
 
 DAY_S = 86_400
 HOUR_S = 3_600
@@ -285,13 +285,6 @@ def _range_checked_cast(arr: pa.Array) -> pa.Array:
     )
 
 
-# A timestamp column without NULLs whose times all lie in range is converted in one
-# native pass (``loadsplit.event_seconds``: ~2 ms a 1M-row row group against ~15 ms for
-# numpy's int64 floor division, min, max and cast on the bulk load's read-ahead
-# thread). Anything else, and every error, goes the numpy way. False: always numpy.
-NATIVE_SECONDS = True
-
-
 def to_event_seconds(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Event `ts` column -> uint32 UTC seconds (floored). Integers are epoch seconds.
 
@@ -308,12 +301,6 @@ def to_event_seconds(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
         if arr.null_count:
             as_int = pc.fill_null(as_int, 0)
         raw = np.asarray(as_int, dtype=np.int64)
-        if NATIVE_SECONDS and arr.null_count == 0 and len(raw):
-            fast, bad_row = loadsplit.event_seconds(
-                np.ascontiguousarray(raw), per_s, MAX_EVENT_S
-            )
-            if bad_row < 0:
-                return fast
         secs = raw // per_s if per_s > 1 else raw
         if (
             arr.null_count == 0

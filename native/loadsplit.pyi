@@ -45,6 +45,3 @@ def scatter_valid(
 def amounts_with_nan(
     raw: npt.NDArray[np.float64], valid: npt.NDArray[np.uint8], offset: int
 ) -> tuple[npt.NDArray[np.float64], int]: ...
-def event_seconds(
-    raw: npt.NDArray[np.int64], per_s: int, max_s: int
-) -> tuple[npt.NDArray[np.uint32], int]: ...

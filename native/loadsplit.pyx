@@ -503,31 +503,3 @@ def amounts_with_nan(const double[::1] raw, const uint8_t[::1] valid, Py_ssize_t
         with nogil:
             bad = _amounts(raw, bits, offset, out)
     return out_arr, bad
-
-
-# -- event times (``timeutil.to_event_seconds``) -------------------------------------------
-cdef int64_t _seconds(const int64_t[::1] raw, int64_t per_s, int64_t max_s,
-                      uint32_t[::1] out) noexcept nogil:
-    cdef int64_t i, n = raw.shape[0], v, lo = per_s, hi = (max_s + 1) * per_s
-    for i in range(n):
-        v = raw[i]
-        if v < lo or v >= hi:   # before second 1 (negatives too) or past max_s
-            return i
-        out[i] = <uint32_t> (v // per_s)
-    return -1
-
-
-def event_seconds(const int64_t[::1] raw, int64_t per_s, int64_t max_s):
-    """(seconds, bad row): ``raw // per_s`` as uint32 for times of `per_s` units a
-    second (1, 1000, ...) when every second lies in 1..max_s, in one pass (replaces an
-    int64 floor division, min, max and a cast); bad row is the first row outside that
-    range (the seconds then incomplete), or -1."""
-    cdef int64_t n = raw.shape[0], bad = -1
-    if per_s < 1 or max_s < 1 or max_s > 0xFFFFFFFF:
-        raise ValueError(f"per_s and max_s must be >= 1 (max_s < 2**32): {per_s}, {max_s}")
-    out_arr = np.empty(n, dtype=np.uint32)
-    cdef uint32_t[::1] out = out_arr
-    if n:
-        with nogil:
-            bad = _seconds(raw, per_s, max_s, out)
-    return out_arr, bad

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from segd import ingest, pqdict, timeutil
+from segd import ingest, pqdict
 from segd.bench import load_file
 from segd.native import postings
 
@@ -27,7 +27,6 @@ def test_measure_loads_every_event(tmp_path, monkeypatch, capsys):
         monkeypatch.setattr(ingest, switch, getattr(ingest, switch))
     monkeypatch.setattr(postings, "PARTITIONED_APPEND", postings.PARTITIONED_APPEND)
     monkeypatch.setattr(pqdict, "PARALLEL_COLUMNS", pqdict.PARALLEL_COLUMNS)
-    monkeypatch.setattr(timeutil, "NATIVE_SECONDS", timeutil.NATIVE_SECONDS)
     path = tmp_path / "events.parquet"
     table = pa.table(
         {
