@@ -14,6 +14,9 @@
     python -m segd.bench.load_file PATH --numpy-amounts  # amounts' NULLs filled by numpy
     python -m segd.bench.load_file PATH --digest         # + a digest of what was loaded
     python -m segd.bench.load_file PATH --load7          # load8's switches off: load7's path
+    python -m segd.bench.load_file PATH --row-order-postings # postings appended row by row
+    python -m segd.bench.load_file PATH --serial-columns # no helper thread for a column
+    python -m segd.bench.load_file PATH --load8          # load9's switches off: load8's path
     flock /work/10m.lock python -m segd.bench.load_file ~/.cache/segd/bench/10m-seed0/events.parquet
 
 ``--digest`` adds a second line, a BLAKE2b digest of everything the load built (the
@@ -23,8 +26,10 @@ after the figures: two runs with different switches must print the same digest.
 Prints one line: events, CPU seconds (``time.process_time``: the figure to compare on a
 shared machine), wall seconds, the CPU split into "validate" (read + validate + stage)
 and "index" (commit + append), the final RSS (after ``gc.collect()``), the peak
-(``ru_maxrss``), their ratio and the load average. ``--arrow-reads`` has every column
-read by Arrow's Parquet reader (as before ``segd.pqdict``), for a before/after in one run;
+(``ru_maxrss``), their ratio, the minor page faults of the load (first touches of new
+memory), its system CPU seconds (part of the CPU figure) and the load average.
+``--arrow-reads`` has every column read by Arrow's Parquet reader (as before
+``segd.pqdict``), for a before/after in one run;
 ``--inline`` reads and validates each chunk on the loading thread (``ingest.READ_AHEAD``
 off): the CPU is about the same, the wall time shows what the overlap gives;
 ``--serial-commit`` appends the logs on the loading thread too (``ingest.PARALLEL_COMMIT``
@@ -38,7 +43,10 @@ the loading thread (``ingest.SPARSE_SPLIT`` off), ``--no-grow-ahead`` lets the s
 customer and item maps grow as they fill (``ingest.GROW_AHEAD`` off),
 ``--numpy-amounts`` checks amounts and fills their NULLs with numpy
 (``ingest.NATIVE_AMOUNTS`` off), and ``--load7`` turns off every switch
-``load8`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
+``load8`` added. ``--row-order-postings`` appends each log's postings row by row
+(``segd.native.postings.PARTITIONED_APPEND`` off), ``--serial-columns`` decodes
+every segd-read column of a row group on the read-ahead thread (``pqdict.PARALLEL_COLUMNS``
+off), and ``--load8`` turns off every switch ``load9`` added. Each phase's CPU is also given for the loading thread alone ("main"): the rest
 ran on the read-ahead / commit worker, so on two idle cores a phase takes about
 max(main, total - main) of wall time — the figure to read on a busy machine, where the
 wall time is mostly waiting.
@@ -54,6 +62,7 @@ import time
 from collections.abc import Sequence
 
 from segd import Engine, ingest, pqdict
+from segd.native import postings
 
 
 def measure(
@@ -68,6 +77,8 @@ def measure(
     no_sparse_split: bool = False,
     no_grow_ahead: bool = False,
     numpy_amounts: bool = False,
+    row_order_postings: bool = False,
+    serial_columns: bool = False,
     digests: list[str] | None = None,
 ) -> dict[str, float]:
     """Load `path` into a fresh in-memory engine; the figures as a dict (and, when
@@ -80,6 +91,8 @@ def measure(
     ingest.SPARSE_SPLIT = not no_sparse_split
     ingest.GROW_AHEAD = not no_grow_ahead
     ingest.NATIVE_AMOUNTS = not numpy_amounts
+    postings.PARTITIONED_APPEND = not row_order_postings
+    pqdict.PARALLEL_COLUMNS = not serial_columns
     if arrow_reads:
         pqdict.MIN_DICTIONARY_BYTES = 1 << 62  # no chunk qualifies: Arrow reads all
     phases: dict[str, float] = {}
@@ -94,10 +107,14 @@ def measure(
         last[:] = now
 
     eng = Engine()
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     last[:] = [cpu0, time.thread_time(), wall0]
     report = eng.load_events(path, progress=progress)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    faults = usage.ru_minflt - usage0.ru_minflt
+    sys_s = usage.ru_stime - usage0.ru_stime
     gc.collect()
     with open("/proc/self/statm") as f:
         rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -116,6 +133,8 @@ def measure(
         "index_wall_s": phases.get("index_wall", 0.0),
         "rss_bytes": rss,
         "peak_bytes": peak,
+        "minor_faults": faults,
+        "sys_s": sys_s,
     }
 
 
@@ -167,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-sparse-split", action="store_true")
     parser.add_argument("--no-grow-ahead", action="store_true")
     parser.add_argument("--numpy-amounts", action="store_true")
+    parser.add_argument("--row-order-postings", action="store_true")
+    parser.add_argument("--serial-columns", action="store_true")
     parser.add_argument("--digest", action="store_true")
     parser.add_argument(
         "--load5", action="store_true", help="every switch of load6 and load7 off (A/B)"
@@ -177,7 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--load7", action="store_true", help="every switch of load8 off (A/B)"
     )
+    parser.add_argument(
+        "--load8", action="store_true", help="every switch of load9 off (A/B)"
+    )
     args = parser.parse_args(argv)
+    old = args.load5 or args.load6 or args.load7 or args.load8
     digests: list[str] | None = [] if args.digest else None
     r = measure(
         args.path,
@@ -192,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         no_grow_ahead=args.no_grow_ahead or args.load5 or args.load6 or args.load7,
         numpy_amounts=args.numpy_amounts or args.load5 or args.load6 or args.load7,
+        row_order_postings=args.row_order_postings or old,
+        serial_columns=args.serial_columns or old,
         digests=digests,
     )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -203,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wall {r['validate_wall_s']:.2f}) index {r['index_cpu_s']:.2f} "
         f"(main {r['index_main_cpu_s']:.2f}, wall {r['index_wall_s']:.2f}) cpu-s; "
         f"rss {r['rss_bytes'] / 1e9:.2f}GB peak {r['peak_bytes'] / 1e9:.2f}GB "
-        f"ratio {r['peak_bytes'] / r['rss_bytes']:.2f} load {load}"
+        f"ratio {r['peak_bytes'] / r['rss_bytes']:.2f} "
+        f"minflt {r['minor_faults'] / 1e6:.2f}M sys {r['sys_s']:.2f}s load {load}"
     )
     if digests:
         print(f"digest {digests[0]}")

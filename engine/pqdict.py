@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -200,6 +201,14 @@ def read_dictionary_column(
     raw = f.read(meta.total_compressed_size)
     if len(raw) != meta.total_compressed_size:
         raise _Unsupported("column chunk runs past the end of the file")
+    return _decode_column_chunk(raw, codec, max_def, rows)
+
+
+def _decode_column_chunk(
+    raw: bytes, codec: str | None, max_def: int, rows: int
+) -> pa.DictionaryArray:
+    """``read_dictionary_column``'s decoding of a column chunk's bytes `raw` (no file
+    access: ``iter_row_groups`` runs it on a helper thread)."""
     dictionary: pa.StringArray | None = None
     pieces: list[np.ndarray] = []
     valids: list[np.ndarray | None] = []
@@ -338,6 +347,45 @@ def _dictionary_bytes(meta: pq.ColumnChunkMetaData) -> int:
     return max(0, meta.data_page_offset - meta.dictionary_page_offset)
 
 
+# With two or more columns decoded here in a row group, the first (the file's first:
+# customer ids at 10M, the biggest) is decoded on a helper thread while this thread
+# decodes the others and Arrow reads the rest: at 10M the read-ahead thread was the
+# slower side of a bulk load (reading ~62 CPU-s against the loading thread's ~36), and
+# customer ids are ~40% of its work. The same arrays either way. False: one thread.
+PARALLEL_COLUMNS = True
+
+
+def _decode_or_none(
+    raw: bytes | None, codec: str | None, max_def: int, rows: int
+) -> pa.DictionaryArray | None:
+    if raw is None:
+        return None
+    try:
+        return _decode_column_chunk(raw, codec, max_def, rows)
+    except _Unsupported:
+        return None
+
+
+def _column_bytes(
+    f: BinaryIO, meta: pq.ColumnChunkMetaData, rows: int
+) -> tuple[bytes | None, str | None]:
+    """A column chunk's bytes and codec as ``read_dictionary_column`` reads them; None
+    when the fast path does not read it (``_Unsupported``)."""
+    codec_name = meta.compression
+    if codec_name not in _CODECS or not meta.has_dictionary_page:
+        return None, None
+    if meta.num_values != rows:
+        return None, None
+    start = meta.dictionary_page_offset or meta.data_page_offset
+    if start is None or start < 0 or meta.total_compressed_size <= 0:
+        return None, None
+    f.seek(start)
+    raw = f.read(meta.total_compressed_size)
+    if len(raw) != meta.total_compressed_size:
+        return None, None
+    return raw, _CODECS[codec_name]
+
+
 def iter_row_groups(
     pf: pq.ParquetFile, f: BinaryIO, columns: list[str] | None = None
 ) -> Iterator[pa.Table]:
@@ -345,27 +393,50 @@ def iter_row_groups(
     (all when None), in the file's column order; dictionary text columns are decoded
     here (``read_dictionary_column``) when their dictionary page is big enough to pay
     (``MIN_DICTIONARY_BYTES``), the others, and any column the fast path does not read,
-    by Arrow."""
+    by Arrow. With ``PARALLEL_COLUMNS`` the first such column of a row group is decoded
+    on a helper thread (its bytes read here first)."""
     names = pf.schema_arrow.names if columns is None else columns
     names = [c for c in pf.schema_arrow.names if c in names]
     fast = _fast_columns(pf, names)
     fields = [pf.schema_arrow.field(c) for c in names]
-    for g in range(pf.metadata.num_row_groups):
-        group = pf.metadata.row_group(g)
-        rows = group.num_rows
-        decoded: dict[str, pa.Array] = {}
-        for name, (i, max_def) in fast.items():
-            meta = group.column(i)
-            if _dictionary_bytes(meta) < MIN_DICTIONARY_BYTES:
-                continue
-            try:
-                decoded[name] = read_dictionary_column(f, meta, max_def, rows)
-            except _Unsupported:
-                pass
-        rest = [c for c in names if c not in decoded]
-        others = pf.read_row_group(g, columns=rest) if rest else None
-        arrays = [
-            decoded[c] if c in decoded else others.column(c)  # type: ignore[union-attr]
-            for c in names
-        ]
-        yield pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    helper: ThreadPoolExecutor | None = None
+    try:
+        for g in range(pf.metadata.num_row_groups):
+            group = pf.metadata.row_group(g)
+            rows = group.num_rows
+            decoded: dict[str, pa.Array] = {}
+            chosen = [
+                (name, group.column(i), max_def)
+                for name, (i, max_def) in fast.items()
+                if _dictionary_bytes(group.column(i)) >= MIN_DICTIONARY_BYTES
+            ]
+            aside: tuple[str, Future] | None = None
+            if PARALLEL_COLUMNS and len(chosen) >= 2:
+                name, meta, max_def = chosen.pop(0)
+                raw, codec = _column_bytes(f, meta, rows)
+                if helper is None:
+                    helper = ThreadPoolExecutor(1, thread_name_prefix="segd-pq-column")
+                aside = name, helper.submit(_decode_or_none, raw, codec, max_def, rows)
+            for name, meta, max_def in chosen:
+                try:
+                    decoded[name] = read_dictionary_column(f, meta, max_def, rows)
+                except _Unsupported:
+                    pass
+            skip = () if aside is None else (aside[0],)
+            rest = [c for c in names if c not in decoded and c not in skip]
+            others = pf.read_row_group(g, columns=rest) if rest else None
+            if aside is not None:
+                column = aside[1].result()
+                if column is not None:
+                    decoded[aside[0]] = column
+                else:  # not for the fast path: Arrow reads it (and names a problem)
+                    late = pf.read_row_group(g, columns=[aside[0]])
+                    decoded[aside[0]] = late.column(aside[0])
+            arrays = [
+                decoded[c] if c in decoded else others.column(c)  # type: ignore[union-attr]
+                for c in names
+            ]
+            yield pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    finally:
+        if helper is not None:
+            helper.shutdown(wait=True, cancel_futures=True)

@@ -10,6 +10,13 @@ Codes = npt.NDArray[
     np.uint32
 ]  # code_t[::1]: dictionary codes, NO_CODE (0xFFFFFFFF) = NULL
 
+# append_rows writes a big batch over many codes bucket by bucket (False: row order)
+PARTITIONED_APPEND: bool
+PARTITION_MIN_ROWS: int  # rows with a code a batch needs to be partitioned
+PARTITION_MIN_CODES: int  # ... over more codes than this
+PARTITION_BUCKETS: int  # at most this many buckets
+PARTITION_ROWS_PER_CODE: int  # a block's rows per code
+
 class Postings:
     """Postings of one dimension (item, category, ...) of one event type."""
 

@@ -164,8 +164,21 @@ def _table(draw):
     st.integers(1, 120),
     st.sampled_from([64, 1 << 20]),
     st.sampled_from([16, 1 << 20]),
+    st.booleans(),
 )
-def test_row_groups_equal_arrows(table, codec, version, group, page, dict_limit):
+def test_row_groups_equal_arrows(
+    table, codec, version, group, page, dict_limit, parallel
+):
+
+    saved = pqdict.PARALLEL_COLUMNS
+    pqdict.PARALLEL_COLUMNS = parallel  # a column on the helper thread, or none
+    try:
+        _row_groups_equal_arrows(table, codec, version, group, page, dict_limit)
+    finally:
+        pqdict.PARALLEL_COLUMNS = saved
+
+
+def _row_groups_equal_arrows(table, codec, version, group, page, dict_limit):
     import os
     import tempfile
 
@@ -221,6 +234,29 @@ def test_the_fast_path_reads_dictionary_columns(tmp_path):
             arr = pqdict.read_dictionary_column(f, *_chunk_of(pf, "cid"))
         assert arr.equals(pf.read_row_group(0).column(0).chunk(0))
         assert arr.null_count == values.null_count
+
+
+def test_a_helper_column_arrow_must_read(tmp_path):
+    """``PARALLEL_COLUMNS``: the column decoded on the helper thread fell back to PLAIN
+    pages (the fast path refuses it): Arrow reads it, in its place, and the row
+    groups equal Arrow's."""
+    n = 5000
+    table = pa.table(
+        {
+            "cid": pa.array([f"id{i}" for i in range(n)]),
+            "item": pa.array([f"i{i % 40}" for i in range(n)]),
+            "n": pa.array(range(n)),
+        }
+    )
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path, dictionary_pagesize_limit=256, row_group_size=2000)
+    pf = pq.ParquetFile(path)
+    assert "PLAIN" in pf.metadata.row_group(0).column(0).encodings
+    assert pqdict.PARALLEL_COLUMNS
+    with open(path, "rb") as f:
+        groups = list(pqdict.iter_row_groups(pf, f))
+    for g, got in enumerate(groups):
+        assert got.equals(pf.read_row_group(g))
 
 
 def test_plain_fallback_pages_are_refused(tmp_path):

@@ -8,12 +8,25 @@ import pyarrow.parquet as pq
 
 from segd import ingest, pqdict
 from segd.bench import load_file
+from segd.native import postings
 
 
 def test_measure_loads_every_event(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pqdict, "MIN_DICTIONARY_BYTES", pqdict.MIN_DICTIONARY_BYTES)
-    for switch in ("READ_AHEAD", "PARALLEL_COMMIT", "STAGE_AHEAD", "ADOPT_STAGED_MAPS"):
+    # measure() sets every switch: each is put back afterwards
+    for switch in (
+        "READ_AHEAD",
+        "PARALLEL_COMMIT",
+        "STAGE_AHEAD",
+        "ADOPT_STAGED_MAPS",
+        "KEY_INDEX",
+        "SPARSE_SPLIT",
+        "GROW_AHEAD",
+        "NATIVE_AMOUNTS",
+    ):
         monkeypatch.setattr(ingest, switch, getattr(ingest, switch))
+    monkeypatch.setattr(postings, "PARTITIONED_APPEND", postings.PARTITIONED_APPEND)
+    monkeypatch.setattr(pqdict, "PARALLEL_COLUMNS", pqdict.PARALLEL_COLUMNS)
     path = tmp_path / "events.parquet"
     table = pa.table(
         {
@@ -39,3 +52,6 @@ def test_measure_loads_every_event(tmp_path, monkeypatch, capsys):
     assert "events 500" in capsys.readouterr().out
     assert load_file.main([str(path), "--load5"]) == 0
     assert "events 500" in capsys.readouterr().out
+    assert load_file.main([str(path), "--load8", "--digest"]) == 0
+    out = capsys.readouterr().out
+    assert "events 500" in out and "digest " in out
