@@ -202,23 +202,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--load8", action="store_true", help="every switch of load9 off (A/B)"
     )
     args = parser.parse_args(argv)
-    old = args.load5 or args.load6 or args.load7 or args.load8
+    # --loadN turns off every switch added after loadN (so also those --loadN+1 does)
+    before6 = args.load5
+    before7 = before6 or args.load6
+    before8 = before7 or args.load7
+    before9 = before8 or args.load8
     digests: list[str] | None = [] if args.digest else None
     r = measure(
         args.path,
         arrow_reads=args.arrow_reads,
         inline=args.inline,
         serial_commit=args.serial_commit or args.load5,
-        no_stage_ahead=args.no_stage_ahead or args.load5,
-        no_adopt=args.no_adopt or args.load5,
-        no_key_index=args.no_key_index or args.load5 or args.load6,
-        no_sparse_split=(
-            args.no_sparse_split or args.load5 or args.load6 or args.load7
-        ),
-        no_grow_ahead=args.no_grow_ahead or args.load5 or args.load6 or args.load7,
-        numpy_amounts=args.numpy_amounts or args.load5 or args.load6 or args.load7,
-        row_order_postings=args.row_order_postings or old,
-        serial_columns=args.serial_columns or old,
+        no_stage_ahead=args.no_stage_ahead or before6,
+        no_adopt=args.no_adopt or before6,
+        no_key_index=args.no_key_index or before7,
+        no_sparse_split=args.no_sparse_split or before8,
+        no_grow_ahead=args.no_grow_ahead or before8,
+        numpy_amounts=args.numpy_amounts or before8,
+        row_order_postings=args.row_order_postings or before9,
+        serial_columns=args.serial_columns or before9,
         digests=digests,
     )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -188,10 +188,18 @@ def read_dictionary_column(
     `f` is the Parquet file (binary, seekable), `meta` the chunk's metadata, `max_def` its
     maximum definition level (0: required, 1: optional), `rows` the row group's rows.
     Raises ``_Unsupported`` for anything the fast path does not read."""
+    raw, codec = _chunk_bytes(f, meta, rows)
+    return _decode_column_chunk(raw, codec, max_def, rows)
+
+
+def _chunk_bytes(
+    f: BinaryIO, meta: pq.ColumnChunkMetaData, rows: int
+) -> tuple[bytes, str | None]:
+    """A column chunk's bytes (dictionary page first) and its codec, read from `f`;
+    ``_Unsupported`` for a chunk the fast path does not read."""
     codec_name = meta.compression
     if codec_name not in _CODECS:
         raise _Unsupported(f"codec {codec_name}")
-    codec = _CODECS[codec_name]
     if not meta.has_dictionary_page or meta.num_values != rows:
         raise _Unsupported("no dictionary page")
     start = meta.dictionary_page_offset or meta.data_page_offset
@@ -201,7 +209,7 @@ def read_dictionary_column(
     raw = f.read(meta.total_compressed_size)
     if len(raw) != meta.total_compressed_size:
         raise _Unsupported("column chunk runs past the end of the file")
-    return _decode_column_chunk(raw, codec, max_def, rows)
+    return raw, _CODECS[codec_name]
 
 
 def _decode_column_chunk(
@@ -369,21 +377,11 @@ def _decode_or_none(
 def _column_bytes(
     f: BinaryIO, meta: pq.ColumnChunkMetaData, rows: int
 ) -> tuple[bytes | None, str | None]:
-    """A column chunk's bytes and codec as ``read_dictionary_column`` reads them; None
-    when the fast path does not read it (``_Unsupported``)."""
-    codec_name = meta.compression
-    if codec_name not in _CODECS or not meta.has_dictionary_page:
+    """``_chunk_bytes``, or (None, None) when the fast path does not read the chunk."""
+    try:
+        return _chunk_bytes(f, meta, rows)
+    except _Unsupported:
         return None, None
-    if meta.num_values != rows:
-        return None, None
-    start = meta.dictionary_page_offset or meta.data_page_offset
-    if start is None or start < 0 or meta.total_compressed_size <= 0:
-        return None, None
-    f.seek(start)
-    raw = f.read(meta.total_compressed_size)
-    if len(raw) != meta.total_compressed_size:
-        return None, None
-    return raw, _CODECS[codec_name]
 
 
 def iter_row_groups(

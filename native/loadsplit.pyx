@@ -374,6 +374,25 @@ def sparse_used_entries(const int32_t[::1] idx, const uint8_t[::1] valid,
     return used_arr.view(bool)
 
 
+cdef inline bint _valid_value(const int32_t* idx, const uint32_t[::1] values, int64_t r,
+                              int64_t* k, uint32_t* v) noexcept nogil:
+    """Valid row r's code into v: values[idx[r]] when `idx` is set (a dictionary
+    column), else values[k[0]], the k-th valid row's, with k advanced. False when r
+    has none (an index outside values, or more valid rows than values)."""
+    cdef int32_t j
+    if idx != NULL:
+        j = idx[r]
+        if j < 0 or j >= values.shape[0]:
+            return False
+        v[0] = values[j]
+        return True
+    if k[0] >= values.shape[0]:
+        return False
+    v[0] = values[k[0]]
+    k[0] += 1
+    return True
+
+
 cdef int64_t _scatter_valid(const int32_t* idx, const uint32_t[::1] values,
                             const uint8_t* bits, int64_t n, const uint32_t[::1] pos,
                             const uint32_t[::1] types, const int64_t[::1] bounds,
@@ -381,27 +400,18 @@ cdef int64_t _scatter_valid(const int32_t* idx, const uint32_t[::1] values,
     """Rows' values: values[idx[r]] when `idx` is set (a dictionary column), else the
     k-th valid row's is values[k]. The first bad row (an index outside values, or more
     valid rows than values), or -1."""
-    cdef int64_t i, r, k, t, c, m = values.shape[0], n_types = bounds.shape[0] - 1
+    cdef int64_t i, r, k, t, c, n_types = bounds.shape[0] - 1
     cdef uint64_t w
-    cdef int32_t j
-    cdef uint32_t v
-    # 1: which types hold a value (and the values' indices checked)
+    cdef uint32_t v = NO_CODE
+    # 1: which types hold a value (and every row's value checked)
     i = k = 0
     while i < n:
         w = _word(bits, i, n)
         while w:
             r = i + segd_ctz64(w)
             w &= w - 1
-            if idx != NULL:
-                j = idx[r]
-                if j < 0 or j >= m:
-                    return r
-                v = values[j]
-            else:
-                if k >= m:
-                    return r
-                v = values[k]
-                k += 1
+            if not _valid_value(idx, values, r, &k, &v):
+                return r
             if v != NO_CODE:
                 present[types[r]] = 1
         i += 64
@@ -410,18 +420,14 @@ cdef int64_t _scatter_valid(const int32_t* idx, const uint32_t[::1] values,
         if present[t]:
             for c in range(bounds[t], bounds[t + 1]):
                 out[c] = NO_CODE
-    # 3: the values
+    # 3: the values (the same rows, checked in 1)
     i = k = 0
     while i < n:
         w = _word(bits, i, n)
         while w:
             r = i + segd_ctz64(w)
             w &= w - 1
-            if idx != NULL:
-                v = values[idx[r]]
-            else:
-                v = values[k]
-                k += 1
+            _valid_value(idx, values, r, &k, &v)
             if v != NO_CODE:
                 out[pos[r]] = v
         i += 64

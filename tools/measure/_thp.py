@@ -49,7 +49,7 @@ def thp_share(arr: np.ndarray) -> float | None:
 
 def hot_arrays(eng) -> dict[str, np.ndarray]:
     """The arrays the reference segment gathers from at random."""
-    st = eng._store if hasattr(eng, "_store") else eng.store
+    st = eng.store
     out: dict[str, np.ndarray] = {}
     for name, col in st.contacts.columns.items():
         for attr in ("values", "codes", "valid"):
