@@ -109,6 +109,11 @@ def _deadline_s(deadline: float | Budget | None) -> float | None:
 CLOCK_STEP_POLITE_S = 1.0
 REFRESH_AHEAD_AFTER_S = 0.5
 REFRESH_AHEAD_DEADLINE_S = 5.0
+# A clock stepped within this long is driven (the server steps it every second): a saved
+# segment asked on the server's clock one second ahead of it waits up to
+# CLOCK_STEP_WAIT_S for the step (Engine._await_clock_step) instead of evaluating.
+CLOCK_DRIVEN_S = 2.0
+CLOCK_STEP_WAIT_S = 0.25
 
 
 class _Flight:
@@ -1018,6 +1023,8 @@ class Engine(LiveApi):
         now_s = resolve_now(now)
         key = (prepared.key, now_s)
         cache = cache and self.result_cache_size > 0
+        if cache and now is None:
+            self._await_clock_step(prepared, now_s, deadline)
         with self._lock.read():
             if cache:
                 hit = self._cached_evaluation(key, prepared.ast, now_s, deadline)
@@ -1098,6 +1105,37 @@ class Engine(LiveApi):
                     return True
         return False
 
+    def _live_ref(self, prepared: Prepared) -> str | None:
+        """The name, if the query is a reference to a dynamic segment the live segments
+        keep (``{"segment": name}``): asked at the engine clock it is their members."""
+        ast = prepared.ast
+        name = ast.get("segment") if len(ast) == 1 else None
+        if type(name) is not str or not self.live_refs:
+            return None
+        return name if name in self.live.members else None
+
+    def _await_clock_step(
+        self, prepared: Prepared, now_s: float, deadline: float | None
+    ) -> None:
+        """A saved segment asked on the server's clock in the first moments of a second,
+        before the clock loop has stepped the engine clock to it: wait for that step
+        (it is due now; ``segd.server.live_clock`` steps just after each whole second)
+        rather than evaluate the segment in full, which holds the GIL for milliseconds
+        and stalled every other call of the server once a second. After the step the
+        answer is the live members (``_live_members_at``). Only when the clock is one
+        second behind and was stepped within ``CLOCK_DRIVEN_S``; at most
+        ``CLOCK_STEP_WAIT_S`` (and the call's deadline), then evaluated as before."""
+        live = self.live
+        clock = live.clock
+        if clock is None or now_s != clock + 1.0 or not live.driven(CLOCK_DRIVEN_S):
+            return
+        if self._live_ref(prepared) is None:
+            return
+        wait = CLOCK_STEP_WAIT_S
+        if deadline is not None:
+            wait = max(0.0, min(wait, deadline - time.monotonic()))
+        live.await_clock(now_s, wait)
+
     def _refresh_ahead(self, prepared: Prepared, now_s: float) -> None:
         """Evaluate a query asked on the server's clock for the *next* second in the
         background, once this second is mostly gone, so the callers of the next second
@@ -1109,6 +1147,13 @@ class Engine(LiveApi):
         data as it is, and a later write clears it."""
         if time.time() - now_s < REFRESH_AHEAD_AFTER_S:
             return
+        live = self.live
+        if (
+            live.clock == now_s
+            and live.driven(CLOCK_DRIVEN_S)
+            and self._live_ref(prepared) is not None
+        ):
+            return  # the next second is the live members, after the step (see above)
         key = (prepared.key, now_s + 1.0)
         with self._results_lock:
             if key in self._results or key in self._inflight or key in self._refreshing:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -367,6 +368,11 @@ class LiveSegments:
         # causes of a flush's touches -> per segment, which of them can affect it
         self._signatures: dict[tuple, dict[str, tuple[bool, ...]]] = {}
         self.grown = threading.Condition()  # notified when the change log grows
+        # notified after every clock step; stepped_at: when the last one happened
+        # (time.monotonic), so readers can tell a clock someone drives every second
+        # (the server's, segd.server.live_clock) from one that was set once
+        self.stepped = threading.Condition()
+        self.stepped_at: float | None = None
 
     # -- state ----------------------------------------------------------------------
     @property
@@ -873,6 +879,27 @@ class LiveSegments:
     # -- time ---------------------------------------------------------------------------
     def advance(self, now: float) -> None:
         """Move the clock to `now` (validated by the caller) and process what fell due."""
+        try:
+            self._advance(now)
+        finally:
+            with self.stepped:
+                self.stepped_at = time.monotonic()
+                self.stepped.notify_all()
+
+    def driven(self, within_s: float) -> bool:
+        """True if the clock stepped within the last `within_s` seconds."""
+        at = self.stepped_at
+        return at is not None and time.monotonic() - at <= within_s
+
+    def await_clock(self, now_s: float, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the clock to reach `now_s`; True if it has. Called
+        without the engine lock (the step needs the write lock)."""
+        with self.stepped:
+            return self.stepped.wait_for(
+                lambda: self.clock is not None and self.clock >= now_s, timeout_s
+            )
+
+    def _advance(self, now: float) -> None:
         self.flush()
         if self.clock is None:
             self.clock = now

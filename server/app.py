@@ -1,4 +1,4 @@
-"""Assembling the gRPC server: servicers, interceptors, health, reflection, ports.
+"""Assembling the gRPC server: servicers, their layers, health, reflection, ports.
 
 ``build_server(settings, engine) -> (server, port)`` is what tests use (bind
 ``127.0.0.1:0``, then ``segd.server.start()``); ``build_app`` also hands back the health
@@ -19,10 +19,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from segd.server.auth import AuthInterceptor
-from segd.server.errors import ErrorInterceptor
-from segd.server.handlers import Behavior, rewrap
-from segd.server.metrics import Metrics, MetricsInterceptor
+from segd.server.auth import AuthLayer
+from segd.server.errors import ErrorLayer
+from segd.server.handlers import Layer, WrappingRegistrar, behavior_of
+from segd.server.metrics import Metrics, MetricsLayer
 from segd.server.servicers.admin import AdminServicer
 from segd.server.servicers.ingest import EventSequence, IngestServicer
 from segd.server.servicers.recs import RecsServicer
@@ -70,7 +70,7 @@ class StartupError(Exception):
     """The server cannot start as configured (port taken, unreadable TLS files)."""
 
 
-class ReadLaneInterceptor(grpc.ServerInterceptor):
+class ReadLaneLayer:
     """Runs the calls of ``READ_LANE_METHODS`` on their own small thread pool.
 
     gRPC's sync server runs a call on the pool its behavior names in an
@@ -78,26 +78,18 @@ class ReadLaneInterceptor(grpc.ServerInterceptor):
     else on the server's pool. With 16 clients on 16 shared worker threads, every
     cached Count woke another thread and the GIL went round all of them; on a pool of
     2 the same calls queue in the executor (costing nothing while they wait) and the
-    server spends about half the CPU per call. It must be the outermost interceptor:
-    the pool is read from the handler the chain finally returns."""
+    server spends about half the CPU per call. It must be the outermost layer: gRPC
+    reads the pool off the behavior of the handler it is finally given."""
 
     def __init__(self, pool: futures.ThreadPoolExecutor) -> None:
         self._pool = pool
 
-    def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or details.method not in READ_LANE_METHODS:
-            return handler
-        pool = self._pool
-
-        def wrap(behavior: Behavior, _streaming: bool) -> Behavior:
-            def on_read_lane(request: Any, context: grpc.ServicerContext) -> Any:
-                return behavior(request, context)
-
-            on_read_lane.experimental_thread_pool = pool  # type: ignore[attr-defined]
-            return on_read_lane
-
-        return rewrap(handler, wrap)
+    def wrap_method(
+        self, method: str, handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler:
+        if method in READ_LANE_METHODS:
+            behavior_of(handler).experimental_thread_pool = self._pool  # type: ignore[attr-defined]
+        return handler
 
 
 @dataclass
@@ -182,54 +174,53 @@ def build_app(settings: Settings, engine: Any, *, serving: bool = False) -> App:
             f"--read-workers must be >= 0 (0: no read lane), got {settings.read_workers}"
         )
     metrics = Metrics(engine.stats)
-    interceptors: list[grpc.ServerInterceptor] = []
+    layers: list[Layer] = []
     if settings.read_workers:
-        interceptors.append(  # outermost: gRPC reads the pool off the final handler
-            ReadLaneInterceptor(
+        layers.append(  # outermost: gRPC reads the pool off the final behavior
+            ReadLaneLayer(
                 futures.ThreadPoolExecutor(
                     max_workers=settings.read_workers,
                     thread_name_prefix=f"{RPC_THREAD_PREFIX}-read",
                 )
             )
         )
-    interceptors.append(MetricsInterceptor(metrics))
+    layers.append(MetricsLayer(metrics))
     if settings.token:
-        interceptors.append(
-            AuthInterceptor(settings.token)
-        )  # before errors: refuse first
-    interceptors.append(ErrorInterceptor())
+        layers.append(AuthLayer(settings.token))  # before errors: refuse first
+    layers.append(ErrorLayer())
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix=RPC_THREAD_PREFIX
         ),
-        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared listener
         ],
     )
+    # Every handler is registered through the registrar, wrapped once by the layers.
+    registrar: Any = WrappingRegistrar(server, layers)
     sequence = EventSequence(engine)
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(
-        IngestServicer(engine, sequence), server
+        IngestServicer(engine, sequence), registrar
     )
     segments_pb2_grpc.add_SegmentServiceServicer_to_server(
-        SegmentServicer(engine), server
+        SegmentServicer(engine), registrar
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(engine, sequence), server
+        AdminServicer(engine, sequence), registrar
     )
-    rfm_pb2_grpc.add_RfmServiceServicer_to_server(RfmServicer(engine), server)
+    rfm_pb2_grpc.add_RfmServiceServicer_to_server(RfmServicer(engine), registrar)
     recommendations_pb2_grpc.add_RecommendationServiceServicer_to_server(
-        RecsServicer(engine), server
+        RecsServicer(engine), registrar
     )
 
     health_servicer = health.HealthServicer()
     for name in ("", *SEGD_SERVICES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
     reflection.enable_server_reflection(
-        (*SEGD_SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        (*SEGD_SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME), registrar
     )
 
     credentials = _credentials(settings)

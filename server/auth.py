@@ -1,8 +1,10 @@
-"""Bearer-token authentication: the first interceptor, so nothing runs unauthenticated.
+"""Bearer-token authentication: the first layer after metrics, so nothing runs unauthenticated.
 
 Every call must carry ``authorization: Bearer <token>`` metadata, except the health and
 reflection services (load balancers and grpcurl probe them without credentials). A missing
-or wrong token ends the call with UNAUTHENTICATED before the handler is reached.
+or wrong token ends the call with UNAUTHENTICATED before the handler is reached. The
+check is a layer (``segd.server.handlers``): wrapped around each method once, it reads
+the metadata of each call from the call's context.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ EXEMPT_PREFIXES = (
 )
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthLayer:
     """Rejects calls whose bearer token is not ``token`` (compared in constant time)."""
 
     def __init__(self, token: str) -> None:
@@ -38,27 +40,32 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return "invalid bearer token"
         return None
 
-    def intercept_service(self, continuation: Any, details: Any) -> Any:
-        if details.method.startswith(EXEMPT_PREFIXES):
-            return continuation(details)
-        reason = self._reason(details.invocation_metadata)
-        if reason is None:
-            return continuation(details)
+    def wrap_method(
+        self, method: str, handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler:
+        if method.startswith(EXEMPT_PREFIXES):
+            return handler
+        reason_of = self._reason
 
-        def wrap(_behavior: Behavior, streaming: bool) -> Behavior:
+        def wrap(behavior: Behavior, streaming: bool) -> Behavior:
             if streaming:
 
-                def deny_stream(
-                    _request: Any, context: grpc.ServicerContext
+                def checked_stream(
+                    request: Any, context: grpc.ServicerContext
                 ) -> Iterator:
+                    reason = reason_of(context.invocation_metadata())
+                    if reason is not None:
+                        context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+                    yield from behavior(request, context)
+
+                return checked_stream
+
+            def checked(request: Any, context: grpc.ServicerContext) -> Any:
+                reason = reason_of(context.invocation_metadata())
+                if reason is not None:
                     context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-                    yield  # pragma: no cover  (makes this a generator, like the handler)
+                return behavior(request, context)
 
-                return deny_stream
+            return checked
 
-            def deny(_request: Any, context: grpc.ServicerContext) -> Any:
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-
-            return deny
-
-        return rewrap(continuation(details), wrap)
+        return rewrap(handler, wrap)

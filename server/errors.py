@@ -1,4 +1,4 @@
-"""The one table from engine error categories to gRPC status codes, and its interceptor.
+"""The one table from engine error categories to gRPC status codes, and its layer.
 
 Only this module knows both ``segd.errors`` and gRPC. Lookup walks the exception's MRO,
 so a new subclass of a category gets the category's code; a new *category* is caught by
@@ -154,11 +154,13 @@ def _checked(request: Any) -> Any:
     return request
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
+class ErrorLayer:
     """Maps exceptions escaping any handler kind to a status through ``STATUS_BY_CATEGORY``."""
 
-    def intercept_service(self, continuation: Any, details: Any) -> Any:
-        method = method_label(details.method)
+    def wrap_method(
+        self, method: str, handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler:
+        label = method_label(method)
 
         def wrap(behavior: Behavior, streaming: bool) -> Behavior:
             if streaming:
@@ -171,7 +173,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                     except Exception as exc:
                         if _already_aborted(context):
                             raise
-                        abort_with(exc, context, method)
+                        abort_with(exc, context, label)
 
                 return stream_behavior
 
@@ -181,8 +183,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                 except Exception as exc:
                     if _already_aborted(context):
                         raise
-                    abort_with(exc, context, method)
+                    abort_with(exc, context, label)
 
             return unary_behavior
 
-        return rewrap(continuation(details), wrap, _tolerant)
+        return rewrap(handler, wrap, _tolerant)

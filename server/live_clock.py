@@ -5,6 +5,12 @@ to the current whole second once a second, so time-driven entries and exits ("vi
 the last 7 days" running out) happen within a second of their moment, logged at the
 moment itself. A clock that was driven ahead of the wall clock (tests, backfills) is
 left alone until the wall clock catches up.
+
+The steps come just after each whole second (``TICK_AFTER_S``), not a second after the
+previous step (which drifted through the second): a saved segment asked on the server's
+clock is then its live members within milliseconds of the second starting, and the
+callers of those milliseconds wait for the step (``Engine._await_clock_step``) instead
+of evaluating the segment in full.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 from segd.server.logfmt import kv
 
 log = logging.getLogger("segd.server")
+TICK_AFTER_S = 0.001  # a step this long after the whole second it moves the clock to
 
 
 def tick(engine: Any, now_s: float) -> bool:
@@ -37,7 +44,8 @@ def live_clock_loop(
     clock: Callable[[], float] | None = None,
 ) -> None:
     """Until `stop`: advance the engine clock to the current whole second every
-    `tick_s`. Errors are logged (a failed log write) and retried on the next tick."""
+    `tick_s`, just after the whole seconds that are multiples of it. Errors are logged
+    (a failed log write) and retried on the next tick."""
     wall = clock or time.time
     failing = False
     while True:
@@ -48,5 +56,11 @@ def live_clock_loop(
             if not failing:
                 log.error("engine clock not advanced", extra=kv(error=str(exc)))
             failing = True
-        if stop.wait(tick_s):
+        if stop.wait(next_tick_in(wall(), tick_s)):
             return
+
+
+def next_tick_in(now: float, tick_s: float = 1.0) -> float:
+    """Seconds from `now` to the next tick: ``TICK_AFTER_S`` after the next multiple of
+    `tick_s` (a whole multiple when `now` is already within ``TICK_AFTER_S`` of one)."""
+    return tick_s - (now - TICK_AFTER_S) % tick_s
