@@ -1124,7 +1124,8 @@ class Engine(LiveApi):
         and stalled every other call of the server once a second. After the step the
         answer is the live members (``_live_members_at``). Only when the clock is one
         second behind and was stepped within ``CLOCK_DRIVEN_S``; at most
-        ``CLOCK_STEP_WAIT_S`` (and the call's deadline), then evaluated as before."""
+        ``CLOCK_STEP_WAIT_S`` (and half the call's time left), then evaluated as
+        before."""
         live = self.live
         clock = live.clock
         if clock is None or now_s != clock + 1.0 or not live.driven(CLOCK_DRIVEN_S):
@@ -1132,8 +1133,8 @@ class Engine(LiveApi):
         if self._live_ref(prepared) is None:
             return
         wait = CLOCK_STEP_WAIT_S
-        if deadline is not None:
-            wait = max(0.0, min(wait, deadline - time.monotonic()))
+        if deadline is not None:  # half of what is left: the evaluation may follow
+            wait = max(0.0, min(wait, (deadline - time.monotonic()) / 2))
         live.await_clock(now_s, wait)
 
     def _refresh_ahead(self, prepared: Prepared, now_s: float) -> None:
