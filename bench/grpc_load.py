@@ -9,7 +9,9 @@ Measures, in this order (reads first, because the ingest phase changes the data)
    (p50 / p99 latency) — the transport, no engine work;
 2. Count of the saved reference segment (saved as ``bench_reference``, deleted at the
    end): ``--clients`` threads, each with its own channel, for ``--seconds``; QPS and
-   p50 / p99 latency;
+   p50 / p99 latency, and the machine stalls a separate probe process saw meanwhile
+   (``segd.bench.stall_probe``: on a shared VM the whole machine is sometimes held up
+   for tens of ms, and a p99 measured then is the machine's);
 3. ingest over ``StreamEvents``: a third of the events each as typed ``EventBatch``
    messages (one ``Event`` per event), as typed ``EventColumns`` (columnar) and as
    Arrow IPC batches (requests built before the clock starts, so the rate is the
@@ -376,6 +378,14 @@ def _render(rec: dict) -> None:
         f"{c['qps']} QPS, p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, "
         f"count {c['count']}",
     )
+    stalls = c.get("machine_stalls")
+    if stalls:
+        t.add_row(
+            "machine stalls during Count (probe)",
+            f"{stalls['stalls']} wake-ups > 15 ms late, longest {stalls['longest_ms']} "
+            f"ms, {stalls['total_ms']} ms in all"
+            + (" (a quiet machine has none)" if stalls["stalls"] else ""),
+        )
     for kind in ("typed", "columns", "arrow"):
         if rec.get("ingest"):
             r = rec["ingest"][kind]
@@ -401,6 +411,7 @@ def main(
 
     from segd.bench import machine
     from segd.bench.queries import reference
+    from segd.bench.stall_probe import StallProbe
     from segd.datagen import DEFAULT_NOW, parse_scale
     from segd.server.client import SegdClient, SegdRpcError
 
@@ -428,14 +439,19 @@ def main(
             client.create_segment(SEGMENT, reference(now or DEFAULT_NOW).dsl)
             try:
                 err.log(f"Count '{SEGMENT}': {args.clients} clients, {args.seconds}s")
-                rec["count"] = count_qps(
-                    args.address,
-                    args.token,
-                    args.clients,
-                    args.seconds,
-                    now,
-                    processes=args.client_processes,
-                )
+                # the probe starts first and ends after: it covers the whole phase
+                with StallProbe(
+                    args.seconds + 2 + 3.0 * args.client_processes
+                ) as probe:
+                    rec["count"] = count_qps(
+                        args.address,
+                        args.token,
+                        args.clients,
+                        args.seconds,
+                        now,
+                        processes=args.client_processes,
+                    )
+                rec["count"]["machine_stalls"] = probe.result
             finally:
                 client.delete_segment(SEGMENT)
             if not args.skip_ingest:

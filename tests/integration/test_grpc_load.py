@@ -41,6 +41,9 @@ def test_count_phase_with_threads_and_client_processes(
     assert count["calls"] > 0 and count["qps"] > 0
     assert len(count["count"]) == 1  # every client saw the same member count
     assert 0 < count["p50_ms"] <= count["p99_ms"]
+    stalls = count["machine_stalls"]  # the probe covered the phase
+    assert stalls["seconds"] >= 0.5
+    assert stalls["stalls"] >= 0 and stalls["longest_ms"] <= stalls["total_ms"] + 0.1
 
 
 def test_client_processes_out_of_range_is_a_usage_error(capsys) -> None:
