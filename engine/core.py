@@ -1108,9 +1108,8 @@ class Engine(LiveApi):
     def _live_ref(self, prepared: Prepared) -> str | None:
         """The name, if the query is a reference to a dynamic segment the live segments
         keep (``{"segment": name}``): asked at the engine clock it is their members."""
-        ast = prepared.ast
-        name = ast.get("segment") if len(ast) == 1 else None
-        if type(name) is not str or not self.live_refs:
+        name = prepared.segment_ref
+        if name is None or not self.live_refs:
             return None
         return name if name in self.live.members else None
 

@@ -75,7 +75,7 @@ class Layer(Protocol):
         ...
 
 
-def wrap_method(
+def apply_layers(
     layers: Sequence[Layer], method: str, handler: grpc.RpcMethodHandler
 ) -> grpc.RpcMethodHandler:
     """``handler`` wrapped by ``layers``, the first one outermost."""
@@ -103,7 +103,7 @@ class _WrappedGenericHandler(grpc.GenericRpcHandler):
             handler = self._inner.service(handler_call_details)
             if handler is None:
                 return None
-            wrapped = wrap_method(self._layers, method, handler)
+            wrapped = apply_layers(self._layers, method, handler)
             self._wrapped[method] = wrapped  # a dict store is atomic under the GIL
         return wrapped
 
@@ -125,7 +125,7 @@ class WrappingRegistrar:
         self._server.add_registered_method_handlers(
             service_name,
             {
-                name: wrap_method(self._layers, f"/{service_name}/{name}", handler)
+                name: apply_layers(self._layers, f"/{service_name}/{name}", handler)
                 for name, handler in method_handlers.items()
             },
         )

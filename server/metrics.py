@@ -2,7 +2,8 @@
 
 Each server owns its own ``CollectorRegistry`` (several servers can live in one test
 process). The layer is the outermost one (``segd.server.handlers``), so refused
-(UNAUTHENTICATED) calls are counted too. The HTTP endpoint is only started when ``--metrics-port`` is given.
+(UNAUTHENTICATED) calls are counted too. The HTTP endpoint is only started when
+``--metrics-port`` is given.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
-        self._request_children: dict[tuple[str, grpc.StatusCode], Any] = {}
-        self._latency_children: dict[str, Any] = {}
+        # (method, code) -> its (counter, histogram) children, looked up once:
+        # ``labels()`` takes a lock and builds its key on every call
+        self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
         contacts = Gauge(
             "segd_contacts", "Contacts in the store.", registry=self.registry
         )
@@ -74,26 +76,15 @@ class Metrics:
         return int(server.server_port)
 
     def observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        self.requests_of(method, code).inc()
-        self.latency_of(method).observe(seconds)
-
-    def requests_of(self, method: str, code: grpc.StatusCode) -> Any:
-        """The request counter of (method, code), looked up once: ``labels()`` takes a
-        lock and builds its key on every call, and a cached Count is ~1 ms in all."""
-        key = (method, code)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(
-                method, code.name
+        children = self._children.get((method, code))
+        if children is None:
+            children = self._children[(method, code)] = (
+                self.requests.labels(method, code.name),
+                self.latency.labels(method),
             )
-        return child
-
-    def latency_of(self, method: str) -> Any:
-        """The latency histogram of ``method``, looked up once (see ``requests_of``)."""
-        child = self._latency_children.get(method)
-        if child is None:
-            child = self._latency_children[method] = self.latency.labels(method)
-        return child
+        counter, latency = children
+        counter.inc()
+        latency.observe(seconds)
 
 
 def _code_of(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:

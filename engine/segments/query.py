@@ -41,6 +41,13 @@ class Prepared:
         refs = frozenset(n["segment"] for n in walk(ast) if "segment" in n)
         return cls(ast, format_ast(ast), canonical_key(ast), depth, conditions, refs)
 
+    @property
+    def segment_ref(self) -> str | None:
+        """The saved segment's name when the query is only a reference to it
+        (``{"segment": name}``), else None."""
+        name = self.ast.get("segment") if len(self.ast) == 1 else None
+        return name if type(name) is str else None
+
     def nbytes(self) -> int:
         """A rough size, for the parse cache's byte bound."""
         return (

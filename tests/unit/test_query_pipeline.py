@@ -235,3 +235,17 @@ def test_result_pages_are_rank_slices(members_set, offset, limit) -> None:
     result = SegmentResult(BitMap(members_set), lambda c: [str(x) for x in c], 0.0)
     expected = [str(x) for x in sorted(members_set)][offset : offset + limit]
     assert result.ids(offset=offset, limit=limit) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "ref"),
+    [
+        ({"segment": "vip"}, "vip"),
+        ('in segment "vip"', "vip"),
+        ('in segment "vip" and age >= 30', None),
+        ('not in segment "vip"', None),
+        ("age >= 30", None),
+    ],
+)
+def test_segment_ref_is_a_plain_reference_only(query, ref) -> None:
+    assert prepare(query).segment_ref == ref
